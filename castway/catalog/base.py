@@ -1,0 +1,70 @@
+"""The catalog: durable records (channels, stream key hashes, broadcast history, VODs).
+
+One implementation, :class:`castway.catalog.sql.SqlCatalog` on SQLAlchemy 2, runs on
+SQLite (embedded default) and PostgreSQL (distributed mode); the contract suite
+``tests/castway/test_catalog.py`` runs on both. Synchronous; async callers use
+``asyncio.to_thread``. Schema changes are numbered migrations
+(``castway/catalog/migrations.py``) applied by ``migrate()``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from castway.model import Broadcast, BroadcastState, Channel, StreamKey, Vod
+
+
+class CatalogError(Exception):
+    """Base of catalog errors."""
+
+
+class AlreadyExists(CatalogError):
+    pass
+
+
+class NotFound(CatalogError):
+    pass
+
+
+class Catalog(Protocol):
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version now in force."""
+
+    # channels
+    def create_channel(self, channel: Channel) -> Channel:
+        """Raises AlreadyExists if the name is taken."""
+
+    def get_channel(self, name: str) -> Channel | None: ...
+    def list_channels(self) -> list[Channel]: ...
+    def update_channel(self, channel: Channel) -> Channel: ...
+    def delete_channel(self, name: str) -> None:
+        """Deletes its keys too; raises NotFound."""
+
+    # stream keys (hashes only)
+    def add_stream_key(self, key: StreamKey) -> None: ...
+    def revoke_stream_keys(self, channel: str) -> int:
+        """Revoke every active key of the channel; returns how many."""
+
+    def channel_for_key_hash(self, key_hash: str) -> str | None:
+        """The channel an active (unrevoked) key hash publishes to."""
+
+    # broadcasts
+    def save_broadcast(self, broadcast: Broadcast) -> None:
+        """Insert or update by id."""
+
+    def get_broadcast(self, broadcast_id: str) -> Broadcast | None: ...
+    def list_broadcasts(self, *, channel: str | None = None,
+                        state: BroadcastState | None = None,
+                        limit: int = 100) -> list[Broadcast]:
+        """Newest first."""
+
+    # VODs
+    def save_vod(self, vod: Vod) -> None:
+        """Insert or update by id."""
+
+    def get_vod(self, vod_id: str) -> Vod | None: ...
+    def list_vods(self, *, channel: str | None = None, limit: int = 100) -> list[Vod]: ...
+    def delete_vod(self, vod_id: str) -> None: ...
+
+    def ping(self) -> bool: ...
+    def close(self) -> None: ...

@@ -1,0 +1,135 @@
+"""The live state: ephemeral, shared, fast.
+
+Two implementations honour this one contract (``tests/castway/test_live_state.py`` runs
+the same suite against both): :class:`castway.live.memory.MemoryLiveState` (the embedded
+default, one process) and :class:`castway.live.redis.RedisLiveState` (distributed mode).
+
+What lives here: which broadcast is live on which channel (and which connection owns the
+channel), node heartbeats with a TTL, per-broadcast stats, the live segment window of
+each rendition with the bytes of its recent segments and parts, the append-only segment
+log of each rendition (for time-shift and instant VOD), and events (pub/sub).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from castway.model import Broadcast, Node, Part, Segment
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionWindow:
+    """The live edge of one rendition, replaced whole on every part/segment.
+
+    ``segments`` are the complete segments of the sliding window (oldest first);
+    ``parts`` are the parts of the segment in progress (msn == ``next_msn``);
+    ``preload_hint`` is the key of the next part not yet complete (EXT-X-PRELOAD-HINT).
+    """
+
+    segments: tuple[Segment, ...]
+    next_msn: int
+    parts: tuple[Part, ...] = ()
+    preload_hint: str | None = None
+    target_duration_s: float = 2.0
+    part_target_s: float = 0.5
+    init_key: str | None = None
+    discontinuity_seq: int = 0  # EXT-X-DISCONTINUITY-SEQUENCE of segments[0]
+    ended: bool = False  # EXT-X-ENDLIST
+
+
+# Event topics (payloads are JSON-able dicts):
+#   "broadcasts"                    {"type": "started"|"ended"|"failed"|"resumed",
+#                                     "broadcast_id", "channel"}
+#   f"media:{broadcast_id}"         {"rendition", "msn", "part" (None for a whole segment)}
+#   "nodes"                         {"type": ..., "node_id"}
+BROADCASTS_TOPIC = "broadcasts"
+
+
+def media_topic(broadcast_id: str) -> str:
+    return f"media:{broadcast_id}"
+
+
+class Subscription(Protocol):
+    """A subscription to one topic; bounded (drops the oldest events when full, counted
+    in ``dropped``). Close it, or use it as an async context manager."""
+
+    dropped: int
+
+    async def get(self) -> dict[str, Any]:
+        """The next event, waiting for it."""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+    async def close(self) -> None: ...
+    async def __aenter__(self) -> Subscription: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+class LiveState(Protocol):
+    # --- channel ownership: one publisher per channel, fleet-wide --------------------
+    async def claim_channel(self, channel: str, owner: str, ttl_s: float) -> str | None:
+        """Atomically make ``owner`` the channel's publisher if it has none (or is owner).
+
+        Returns None on success, else the current owner. The claim expires after
+        ``ttl_s`` unless refreshed, so a dead node's claim does not block forever.
+        """
+
+    async def refresh_claim(self, channel: str, owner: str, ttl_s: float) -> bool:
+        """Extend a claim; False if ``owner`` no longer holds it."""
+
+    async def release_claim(self, channel: str, owner: str) -> None:
+        """Drop the claim if ``owner`` still holds it."""
+
+    # --- live broadcasts -------------------------------------------------------------
+    async def put_broadcast(self, broadcast: Broadcast) -> None: ...
+    async def get_broadcast(self, broadcast_id: str) -> Broadcast | None: ...
+    async def live_broadcast(self, channel: str) -> Broadcast | None:
+        """The channel's current broadcast (state live), if any."""
+
+    async def list_broadcasts(self) -> list[Broadcast]: ...
+    async def remove_broadcast(self, broadcast_id: str) -> None:
+        """Forget a broadcast and its window and media (not its segment log)."""
+
+    async def put_stats(self, broadcast_id: str, stats: dict[str, float | str]) -> None: ...
+    async def get_stats(self, broadcast_id: str) -> dict[str, float | str]: ...
+
+    # --- nodes -----------------------------------------------------------------------
+    async def heartbeat(self, node: Node, ttl_s: float) -> None:
+        """Record a node's state; it disappears from ``list_nodes`` after ``ttl_s``."""
+
+    async def list_nodes(self) -> list[Node]: ...
+    async def set_node_command(self, node_id: str, command: str | None) -> None:
+        """The scheduler's order to a node ("drain", "stop"), read at its heartbeat."""
+
+    async def get_node_command(self, node_id: str) -> str | None: ...
+
+    # --- the live segment window -----------------------------------------------------
+    async def put_media(self, key: str, data: bytes, ttl_s: float) -> None:
+        """Bytes of a segment, part or init segment, kept ``ttl_s``."""
+
+    async def get_media(self, key: str) -> bytes | None: ...
+    async def put_window(self, broadcast_id: str, rendition: str,
+                         window: RenditionWindow) -> None: ...
+    async def get_window(self, broadcast_id: str, rendition: str) -> RenditionWindow | None: ...
+
+    async def append_segment_log(self, broadcast_id: str, rendition: str,
+                                 segment: Segment) -> None:
+        """Append to the rendition's full segment list (time-shift, instant VOD)."""
+
+    async def segment_log(self, broadcast_id: str, rendition: str,
+                          start: int = 0) -> list[Segment]:
+        """Segments from index ``start`` of the log, oldest first."""
+
+    async def drop_segment_log(self, broadcast_id: str) -> None: ...
+
+    # --- events ----------------------------------------------------------------------
+    async def publish(self, topic: str, event: dict[str, Any]) -> None: ...
+    async def subscribe(self, topic: str) -> Subscription:
+        """Subscribe to ``topic``. Registered when this returns: every event published
+        afterwards is delivered, so "subscribe, check state, then wait" has no race."""
+
+    async def ping(self) -> bool:
+        """True when the backing service answers (readiness)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,166 @@
+"""castway's domain model: plain frozen dataclasses, shared by every component.
+
+Durable things (channels, key hashes, broadcast history, VODs) live in the catalog;
+ephemeral things (live broadcasts, node heartbeats, the live segment window) live in
+the live state. Both store exactly these types.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A random, URL-safe, sortable-enough id (time prefix + randomness)."""
+    return f"{int(utcnow().timestamp()):x}{secrets.token_hex(6)}"
+
+
+class BroadcastState(StrEnum):
+    LIVE = "live"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class NodeState(StrEnum):
+    """Ingest node lifecycle: starting -> active -> draining -> stopped; lost on silence."""
+
+    STARTING = "starting"
+    ACTIVE = "active"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class VodState(StrEnum):
+    PENDING = "pending"  # playlists written, segments still being verified in storage
+    COMPLETE = "complete"  # every segment verified in storage
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str  # URL slug, unique: /hls/{name}/master.m3u8
+    title: str = ""
+    vod_visibility: Visibility = Visibility.PUBLIC
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamKey:
+    """A channel's publish credential. Only ``key_hash`` is stored; the key is shown once."""
+
+    channel: str
+    key_hash: str  # castway.keys.hash_stream_key(key)
+    created_at: datetime = field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What the publisher sends, from onMetaData and the codec configuration records."""
+
+    video_codec: str | None = None  # "h264", "hevc", "av1", "vp9"
+    audio_codec: str | None = None  # "aac", "mp3", "opus"
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    video_bitrate_kbps: float | None = None
+    audio_bitrate_kbps: float | None = None
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    encoder: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    """One rung of the ABR ladder as published in the master playlist."""
+
+    name: str  # "source", "720p", ...
+    width: int | None
+    height: int | None
+    fps: float | None
+    video_bitrate_kbps: float | None  # None for passthrough: measured instead
+    codecs: str = ""  # RFC 6381 CODECS, e.g. 'avc1.64001f,mp4a.40.2'
+    bandwidth_bps: int | None = None  # measured peak
+    average_bandwidth_bps: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    id: str
+    channel: str
+    node_id: str
+    state: BroadcastState = BroadcastState.LIVE
+    started_at: datetime = field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    source: SourceInfo | None = None
+    renditions: tuple[Rendition, ...] = ()
+    segment_format: str = "fmp4"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    image_version: str
+    address: str  # host:port of its RTMP listener
+    state: NodeState = NodeState.STARTING
+    capacity: int = 8
+    active_broadcasts: int = 0
+    heartbeat_at: datetime = field(default_factory=utcnow)
+    cpu: float = 0.0  # 0..1 of the node's cores
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.capacity - self.active_broadcasts)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """An LL-HLS partial segment (RFC 8216bis 4.4.4.9, EXT-X-PART)."""
+
+    msn: int  # media sequence number of the parent segment
+    index: int  # part index within the segment, from 0
+    duration_s: float
+    independent: bool  # starts with an IDR
+    key: str  # storage / live-window key of its bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A complete media segment of one rendition (RFC 8216bis 4.4.4.1, EXTINF)."""
+
+    msn: int  # media sequence number, continuous across reconnects and restarts
+    duration_s: float
+    key: str  # storage / live-window key of its bytes
+    start_pts_s: float  # presentation time of its first sample, seconds
+    program_date_time: datetime  # EXT-X-PROGRAM-DATE-TIME of its first sample
+    discontinuity: bool = False  # EXT-X-DISCONTINUITY before this segment
+    discontinuity_seq: int = 0  # EXT-X-DISCONTINUITY-SEQUENCE counter value at it
+    init_key: str | None = None  # EXT-X-MAP (fMP4) in force for this segment
+    size: int = 0
+    parts: tuple[Part, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Vod:
+    id: str  # same as the broadcast id
+    broadcast_id: str
+    channel: str
+    visibility: Visibility
+    state: VodState
+    duration_s: float
+    created_at: datetime = field(default_factory=utcnow)
+    mp4_key: str | None = None
+    mp4_progress: float | None = None  # 0..1 while exporting

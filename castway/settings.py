@@ -1,0 +1,133 @@
+"""castway's one settings object.
+
+Every setting is read from a ``CASTWAY_*`` environment variable (or a ``.env`` file) and
+passed down explicitly; nothing else in castway reads the environment. The README's
+settings table is checked against this class by ``tests/castway/test_settings.py``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SegmentFormat(StrEnum):
+    """HLS segment container (RFC 8216bis section 3)."""
+
+    FMP4 = "fmp4"
+    MPEGTS = "mpegts"
+
+
+class Settings(BaseSettings):
+    """All of castway's configuration. Field docs are the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="CASTWAY_", env_file=".env", extra="ignore")
+
+    # --- where things live -----------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="Data directory: SQLite catalog, "
+                           "local storage, spool, admin token.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the catalog; "
+                                     "default: SQLite at DATA_DIR/castway.db.")
+    redis_url: str | None = Field(None, description="Redis for live state and events "
+                                  "(distributed mode); default: in-process live state.")
+    storage_url: str | None = Field(None, description="Archive storage: a directory path, "
+                                    "file:///path or s3://bucket/prefix; default "
+                                    "DATA_DIR/storage.")
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of any S3 API "
+                                        "(MinIO, moto); default: AWS.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+
+    # --- network ---------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address every listener binds.")
+    rtmp_port: int = Field(1935, description="RTMP ingest port.")
+    http_port: int = Field(8080, description="Origin / control API HTTP port.")
+    public_url: str | None = Field(None, description="Public base URL of the origin or CDN "
+                                   "(for printed watch URLs); default http://HOST:HTTP_PORT.")
+    public_rtmp_url: str | None = Field(None, description="Public RTMP URL printed for OBS; "
+                                        "default rtmp://HOST:RTMP_PORT/live.")
+    rtmp_app: str = Field("live", description="RTMP application name publishers use.")
+
+    # --- security --------------------------------------------------------------------
+    admin_token: str | None = Field(None, description="Bearer token of the control API; "
+                                    "generated on first start and kept in DATA_DIR.")
+    signing_key: str | None = Field(None, description="Key for signed URLs of private "
+                                    "VODs; generated and kept in DATA_DIR when unset.")
+
+    # --- ingest ----------------------------------------------------------------------
+    node_id: str | None = Field(None, description="This ingest node's id; default: "
+                                "hostname-pid.")
+    image_version: str = Field("dev", description="Version of the running image; the "
+                               "scheduler expires nodes whose version is not the desired one.")
+    node_capacity: int = Field(8, description="Broadcast slots on this ingest node.")
+    reconnect_grace_s: float = Field(10.0, description="A broadcast whose publisher drops "
+                                     "continues if the same key publishes again within this.")
+    handshake_timeout_s: float = Field(10.0, description="RTMP handshake must finish "
+                                       "within this.")
+    idle_timeout_s: float = Field(30.0, description="Close a publisher that sends no media "
+                                  "for this long.")
+    max_connections_per_ip: int = Field(16, description="Concurrent RTMP connections "
+                                        "allowed from one address.")
+
+    # --- transcoding -----------------------------------------------------------------
+    transcode: bool = Field(True, description="Run a transcoder per broadcast (off: "
+                            "ingest only).")
+    ladder: str = Field("auto", description="ABR ladder: 'auto' (derived from the source), "
+                        "'source' (passthrough only), or a path to a ladder JSON file.")
+    x264_preset: str = Field("veryfast", description="x264 preset of encoded renditions: "
+                             "the quality/CPU knob.")
+    segment_format: SegmentFormat = Field(SegmentFormat.FMP4, description="fmp4 (CMAF, "
+                                          "LL-HLS parts) or mpegts.")
+    target_segment_s: float = Field(2.0, description="Target segment duration; segments "
+                                    "cut at the first source keyframe past it.")
+    part_target_s: float = Field(0.5, description="LL-HLS part target duration.")
+    live_window_segments: int = Field(10, description="Segments in a live media playlist.")
+    dvr_window_s: float | None = Field(None, description="Time-shift window of the live "
+                                       "DVR playlist; default: from the broadcast start.")
+
+    # --- archive ---------------------------------------------------------------------
+    vod_retention_days: int | None = Field(None, description="Delete VODs older than "
+                                           "this; default: keep forever.")
+    celery_broker_url: str | None = Field(None, description="Celery broker; default: "
+                                          "REDIS_URL; unset: archiver runs in-process.")
+
+    # --- scheduler -------------------------------------------------------------------
+    desired_version: str | None = Field(None, description="Image version the scheduler "
+                                        "converges the fleet to; default IMAGE_VERSION.")
+    scheduler_interval_s: float = Field(60.0, description="Seconds between scheduler ticks.")
+    heartbeat_ttl_s: float = Field(30.0, description="A node whose heartbeat is older is "
+                                   "lost.")
+    headroom_min_slots: int = Field(2, description="Free broadcast slots kept at least.")
+    headroom_fraction: float = Field(0.2, description="Free slots kept as a fraction of "
+                                     "live broadcasts.")
+    max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
+    scheduler_backend: str = Field("local", description="'local' (processes on this "
+                                   "machine) or 'ecs'.")
+
+    # --- operations ------------------------------------------------------------------
+    log_level: str = Field("INFO", description="Logging level.")
+    log_json: bool | None = Field(None, description="JSON logs; default: when stderr is "
+                                  "not a TTY.")
+
+    # --- derived ---------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'castway.db').resolve()}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return str((self.data_dir / "storage").resolve())
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.http_port}").rstrip("/")
+
+    @property
+    def effective_public_rtmp_url(self) -> str:
+        return (self.public_rtmp_url or f"rtmp://{self.host}:{self.rtmp_port}/{self.rtmp_app}")
