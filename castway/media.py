@@ -9,8 +9,11 @@ AudioSpecificConfig.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from enum import StrEnum
+
+from castway.model import Broadcast
 
 
 class MediaKind(StrEnum):
@@ -37,3 +40,23 @@ class MediaPacket:
     dts_ms: int
     pts_ms: int  # dts + composition time offset
     payload: bytes
+
+
+class BroadcastMedia(typing.Protocol):
+    """Where one live broadcast's packets go (the transcoder, or nothing with
+    ``CASTWAY_TRANSCODE=false``). Implemented by ``transcoder``, used by ``ingest``."""
+
+    async def feed(self, packet: MediaPacket) -> None:
+        """Hand over one packet. Never blocks for long: the implementation queues
+        (bounded) and counts what it drops."""
+
+    async def discontinuity(self) -> None:
+        """The publisher reconnected within the grace window: timestamps may restart."""
+
+    async def finish(self, *, failed: bool = False) -> None:
+        """The broadcast ended: flush, write the last segments and EXT-X-ENDLIST."""
+
+
+class MediaPipelineFactory(typing.Protocol):
+    async def start(self, broadcast: Broadcast) -> BroadcastMedia:
+        """Start the pipeline of a broadcast that just went live."""
