@@ -39,8 +39,8 @@ def _convert(tp: Any, raw: Any) -> Any:
         return None
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(args[0], raw) if len(args) == 1 else raw
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(members[0], raw) if len(members) == 1 else raw
     if origin is tuple:
         args = typing.get_args(tp)
         item = args[0] if args else Any
