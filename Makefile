@@ -1,0 +1,54 @@
+# castway: `make run` installs and starts the embedded platform; `make deps test` installs
+# the system packages the tests talk to and runs lint + the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := ffmpeg redis-server postgresql-client nginx libnginx-mod-rtmp chromium \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav wrk
+SERVE_ARGS ?=
+
+.PHONY: install web run deps lint test bench clean
+
+$(BIN)/castway: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/castway web
+
+# hls.js for the watch pages, from the npm registry (never committed). Without npm the
+# pages fall back to the browser's native HLS and say so.
+web:
+	@if command -v npm >/dev/null 2>&1; then sh web/install.sh; \
+	else echo "npm not found: the watch page will use native HLS (install nodejs + npm)"; fi
+
+run: install
+	$(BIN)/castway serve $(SERVE_ARGS)
+
+# System packages the tests use (real peers): ffmpeg, redis-server, GStreamer, nginx-rtmp,
+# Chromium, the PostgreSQL client, wrk; Node.js + npm for hls.js.
+deps:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES)
+	command -v npm >/dev/null 2>&1 || \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+test: lint
+	$(BIN)/pytest -q -ra
+
+bench: install
+	$(BIN)/castway bench ingest
+	$(BIN)/castway bench transcode
+	$(BIN)/castway bench origin
+	$(BIN)/castway bench archive
+	$(BIN)/castway scheduler simulate
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache origin/static/vendor web/node_modules

@@ -1,0 +1,194 @@
+"""The ``castway`` command.
+
+Subcommands import their component lazily, so ``castway channels list`` does not load
+libav and ``castway serve`` does not load Celery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from castway.settings import Settings
+
+BENCHES = {
+    "ingest": "ingest.bench",
+    "transcode": "transcoder.bench",
+    "origin": "origin.bench",
+    "archive": "archiver.bench",
+}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the command line's flags on top."""
+    overrides: dict[str, Any] = {}
+    for flag in ("data_dir", "host", "rtmp_port", "http_port"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[flag] = value
+    return Settings(**overrides)
+
+
+def _add_common(p: argparse.ArgumentParser, *, ports: bool = False) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="data directory "
+                   "(CASTWAY_DATA_DIR, default ./data)")
+    if ports:
+        p.add_argument("--host", default=None, help="address to bind (CASTWAY_HOST)")
+        p.add_argument("--rtmp-port", type=int, default=None, help="RTMP port "
+                       "(CASTWAY_RTMP_PORT, default 1935)")
+        p.add_argument("--http-port", type=int, default=None, help="HTTP port "
+                       "(CASTWAY_HTTP_PORT, default 8080)")
+
+
+# --- channels ---------------------------------------------------------------------------
+
+def _cmd_channels(args: argparse.Namespace) -> int:
+    from castway.bootstrap import create_channel_with_key, ensure_data_dir, rotate_stream_key
+    from castway.catalog import open_catalog
+    from castway.catalog.base import AlreadyExists
+    from castway.serde import to_jsonable
+
+    settings = _settings(args)
+    ensure_data_dir(settings.data_dir)
+    catalog = open_catalog(settings)
+    try:
+        if args.channels_cmd == "create":
+            try:
+                key = create_channel_with_key(catalog, args.name, args.title or "")
+            except AlreadyExists:
+                print(f"castway: channel {args.name!r} already exists", file=sys.stderr)
+                return 1
+            _print_key(args, args.name, key, settings)
+        elif args.channels_cmd == "rotate-key":
+            if catalog.get_channel(args.name) is None:
+                print(f"castway: no channel {args.name!r}", file=sys.stderr)
+                return 1
+            _print_key(args, args.name, rotate_stream_key(catalog, args.name), settings)
+        elif args.channels_cmd == "list":
+            channels = catalog.list_channels()
+            if args.json:
+                print(json.dumps([to_jsonable(c) for c in channels]))
+            else:
+                for c in channels:
+                    print(f"{c.name}\t{c.title}\t{c.vod_visibility.value}")
+        return 0
+    finally:
+        catalog.close()
+
+
+def _print_key(args: argparse.Namespace, channel: str, key: str, settings: Settings) -> None:
+    if args.json:
+        print(json.dumps({"channel": channel, "stream_key": key}))
+        return
+    print(f"Channel:    {channel}")
+    print(f"Server:     {settings.effective_public_rtmp_url}")
+    print(f"Stream key: {key}   (shown once; keep it secret)")
+    print(f"Watch:      {settings.effective_public_url}/watch/{channel}")
+
+
+# --- services ---------------------------------------------------------------------------
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from castway.serve import run_embedded
+
+    return run_embedded(_settings(args))
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from castway.serve import run_ingest
+
+    return run_ingest(_settings(args))
+
+
+def _cmd_origin(args: argparse.Namespace) -> int:
+    from castway.serve import run_origin
+
+    return run_origin(_settings(args))
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from castway.serve import run_worker
+
+    return run_worker(_settings(args), list(args.celery_args))
+
+
+def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        main: Callable[[list[str]], int] = importlib.import_module(module).main
+        return main(list(args.rest))
+
+    return run
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    main: Callable[[list[str]], int] = importlib.import_module(BENCHES[args.what]).main
+    return main(list(args.rest))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="castway", description="castway: RTMP in, "
+                                     "ABR LL-HLS out, instant VOD.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="the whole platform in one process (embedded mode)")
+    _add_common(p, ports=True)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("channels", help="manage channels and stream keys")
+    csub = p.add_subparsers(dest="channels_cmd", required=True)
+    for name, help_ in (("create", "create a channel; prints its stream key once"),
+                        ("rotate-key", "revoke a channel's keys; prints a new one once")):
+        cp = csub.add_parser(name, help=help_)
+        cp.add_argument("name")
+        if name == "create":
+            cp.add_argument("--title", default=None)
+        cp.add_argument("--json", action="store_true")
+        _add_common(cp)
+        cp.set_defaults(func=_cmd_channels)
+    cp = csub.add_parser("list", help="list channels")
+    cp.add_argument("--json", action="store_true")
+    _add_common(cp)
+    cp.set_defaults(func=_cmd_channels)
+
+    for name, func, help_ in (
+            ("ingest", _cmd_ingest, "an RTMP ingest node (distributed mode)"),
+            ("origin", _cmd_origin, "an HLS origin + control API (distributed mode)")):
+        p = sub.add_parser(name, help=help_)
+        _add_common(p, ports=True)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("worker", help="a Celery archiver worker (distributed mode)")
+    _add_common(p)
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra celery worker args")
+    p.set_defaults(func=_cmd_worker)
+
+    for name, module, help_ in (
+            ("scheduler", "scheduler.cli", "scheduler: tick | run --interval S | simulate"),
+            ("transcode", "transcoder.cli", "transcode a media file into an HLS ladder")):
+        p = sub.add_parser(name, help=help_, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(module))
+
+    p = sub.add_parser("bench", help="benchmarks side by side with the reference peers")
+    p.add_argument("what", choices=sorted(BENCHES))
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
