@@ -120,6 +120,9 @@ class Node:
     active_broadcasts: int = 0
     heartbeat_at: datetime = field(default_factory=utcnow)
     cpu: float = 0.0  # 0..1 of the node's cores
+    # live broadcasts whose publisher announced E-RTMP v2 reconnect support (capsEx bit
+    # 0x01): a draining node can move them with NetConnection.Connect.ReconnectRequest
+    reconnectable: int = 0
 
     @property
     def free_slots(self) -> int:
