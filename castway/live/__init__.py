@@ -1,0 +1,39 @@
+"""Live state: which broadcasts are live, node heartbeats, the live segment window, events.
+
+``open_live_state(settings)`` picks the backend: Redis when ``CASTWAY_REDIS_URL`` is set
+(distributed mode), else in-process memory (the embedded default).
+"""
+
+from __future__ import annotations
+
+from castway.live.base import (
+    BROADCASTS_TOPIC,
+    LiveState,
+    LiveStateError,
+    RenditionWindow,
+    Subscription,
+    SubscriptionClosed,
+    media_topic,
+)
+from castway.settings import Settings
+
+__all__ = [
+    "BROADCASTS_TOPIC",
+    "LiveState",
+    "LiveStateError",
+    "RenditionWindow",
+    "Subscription",
+    "SubscriptionClosed",
+    "media_topic",
+    "open_live_state",
+]
+
+
+def open_live_state(settings: Settings) -> LiveState:
+    """The live state the settings ask for. Opening connects nothing: the Redis backend
+    connects on first use, so this is safe to call outside an event loop."""
+    if settings.redis_url:
+        raise LiveStateError("the Redis live state is not available yet (being written)")
+    from castway.live.memory import MemoryLiveState
+
+    return MemoryLiveState()

@@ -19,6 +19,14 @@ from typing import Any, Protocol
 from castway.model import Broadcast, Node, Part, Segment
 
 
+class LiveStateError(Exception):
+    """The live state is unavailable or refused the operation (retry later)."""
+
+
+class SubscriptionClosed(LiveStateError):
+    """``get()`` on a subscription that was closed (by its owner or by ``LiveState.close``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RenditionWindow:
     """The live edge of one rendition, replaced whole on every part/segment.
@@ -58,7 +66,8 @@ class Subscription(Protocol):
     dropped: int
 
     async def get(self) -> dict[str, Any]:
-        """The next event, waiting for it."""
+        """The next event, waiting for it; raises :class:`SubscriptionClosed` once closed
+        (``async for`` simply ends)."""
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
     async def close(self) -> None: ...
