@@ -1,0 +1,416 @@
+"""The catalog on SQLAlchemy 2 Core: SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout; SQLAlchemy, not the
+sqlite3 module, emits ``BEGIN`` so DDL is transactional and writes can start with
+``BEGIN IMMEDIATE`` (a deferred transaction that later writes can fail at once with
+``SQLITE_BUSY`` instead of waiting). PostgreSQL goes through psycopg 3.
+
+Every database error reaches callers as a :class:`castway.catalog.base.CatalogError`:
+:class:`AlreadyExists` / :class:`NotFound` for the cases the contract names,
+:class:`CatalogUnavailable` when the database cannot be reached or is busy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    create_engine,
+    delete,
+    event,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from castway.catalog.base import AlreadyExists, CatalogError, NotFound
+from castway.catalog.migrations import MIGRATIONS, Migration
+from castway.catalog.migrations import migrate as run_migrations
+from castway.catalog.schema import broadcasts, channels, stream_keys, vods
+from castway.model import (
+    Broadcast,
+    BroadcastState,
+    Channel,
+    Rendition,
+    SourceInfo,
+    StreamKey,
+    Visibility,
+    Vod,
+    VodState,
+)
+from castway.serde import from_jsonable, to_jsonable
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 15.0  # a writer waits this long for another writer's lock
+PG_CONNECT_TIMEOUT_S = 5
+
+
+class CatalogUnavailable(CatalogError):
+    """The database cannot be reached, or stayed locked past the busy timeout."""
+
+
+def _utc(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{field} is a naive datetime; the catalog takes aware datetimes")
+    return value.astimezone(UTC)
+
+
+def _utc_opt(value: datetime | None, field: str) -> datetime | None:
+    return None if value is None else _utc(value, field)
+
+
+# --- engine -------------------------------------------------------------------------------
+
+_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE"})
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    # Take transaction control away from the sqlite3 module (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode NORMAL is durable across application crashes; only an OS crash
+        # can lose the last transactions, which the next start tolerates.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("castway_sqlite_begin", "DEFERRED")
+    if mode not in _BEGIN_MODES:
+        raise ValueError(f"castway_sqlite_begin must be one of {sorted(_BEGIN_MODES)}")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_catalog_engine(url: str) -> Engine:
+    """An engine for a ``sqlite:///path`` or ``postgresql+psycopg://`` URL.
+
+    ``postgresql://`` and ``postgres://`` mean psycopg 3 (the only driver installed).
+    For a SQLite file the parent directory is created if absent. ``sqlite://`` (memory)
+    shares one connection and is for single-threaded tools only.
+    """
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    backend = u.get_backend_name()
+    engine: Engine
+    if backend == "sqlite":
+        database = u.database or ""
+        if database in ("", ":memory:"):
+            engine = create_engine(u, poolclass=StaticPool,
+                                   connect_args={"check_same_thread": False})
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(u, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    elif backend == "postgresql":
+        engine = create_engine(u, pool_pre_ping=True,
+                               connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
+    else:
+        raise ValueError(f"unsupported catalog database {backend!r}: use sqlite or postgresql")
+    return engine
+
+
+# --- row mapping --------------------------------------------------------------------------
+
+def _channel(r: Row[Any]) -> Channel:
+    return Channel(name=r.name, title=r.title, vod_visibility=Visibility(r.vod_visibility),
+                   created_at=r.created_at)
+
+
+def _broadcast_values(b: Broadcast) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "channel": b.channel,
+        "node_id": b.node_id,
+        "state": b.state.value,
+        "started_at": _utc(b.started_at, "started_at"),
+        "ended_at": _utc_opt(b.ended_at, "ended_at"),
+        "source": null() if b.source is None else to_jsonable(b.source),
+        "renditions": to_jsonable(list(b.renditions)),
+        "segment_format": b.segment_format,
+    }
+
+
+def _broadcast(r: Row[Any]) -> Broadcast:
+    return Broadcast(
+        id=r.id, channel=r.channel, node_id=r.node_id, state=BroadcastState(r.state),
+        started_at=r.started_at, ended_at=r.ended_at,
+        source=None if r.source is None else from_jsonable(SourceInfo, r.source),
+        renditions=tuple(from_jsonable(Rendition, x) for x in r.renditions),
+        segment_format=r.segment_format,
+    )
+
+
+def _vod_values(v: Vod) -> dict[str, Any]:
+    return {
+        "id": v.id,
+        "broadcast_id": v.broadcast_id,
+        "channel": v.channel,
+        "visibility": v.visibility.value,
+        "state": v.state.value,
+        "duration_s": float(v.duration_s),
+        "created_at": _utc(v.created_at, "created_at"),
+        "mp4_key": v.mp4_key,
+        "mp4_progress": v.mp4_progress,
+    }
+
+
+def _vod(r: Row[Any]) -> Vod:
+    return Vod(id=r.id, broadcast_id=r.broadcast_id, channel=r.channel,
+               visibility=Visibility(r.visibility), state=VodState(r.state),
+               duration_s=r.duration_s, created_at=r.created_at, mp4_key=r.mp4_key,
+               mp4_progress=r.mp4_progress)
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+# --- the catalog --------------------------------------------------------------------------
+
+class SqlCatalog:
+    """:class:`castway.catalog.base.Catalog` on SQLite or PostgreSQL.
+
+    Thread-safe (a connection pool underneath). Construction does not touch the schema;
+    call :meth:`migrate` (``open_catalog`` does) before anything else.
+    """
+
+    def __init__(self, url: str, *, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+        self._engine = create_catalog_engine(url)
+        self._migrations = migrations
+        self.dialect = self._engine.dialect.name  # "sqlite" or "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"SqlCatalog({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> SqlCatalog:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- plumbing --
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise self._unavailable(e) from e
+
+    @contextmanager
+    def _write(self, conflict: CatalogError | None = None) -> Iterator[Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite); a constraint violation
+        becomes ``conflict`` (or a plain CatalogError), never an IntegrityError."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(castway_sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except IntegrityError as e:
+            logger.info("catalog constraint violated", extra={"error": str(e.orig)})
+            raise (conflict or CatalogError(f"constraint violated: {e.orig}")) from e
+        except SQLAlchemyError as e:
+            raise self._unavailable(e) from e
+
+    def _unavailable(self, e: SQLAlchemyError) -> CatalogError:
+        orig = getattr(e, "orig", None) or e
+        logger.warning("catalog error", extra={"dialect": self.dialect, "error": str(orig)})
+        return CatalogUnavailable(f"catalog database error: {orig}")
+
+    # -- schema --
+
+    def migrate(self) -> int:
+        try:
+            return run_migrations(self._engine, self._migrations)
+        except SQLAlchemyError as e:
+            raise self._unavailable(e) from e
+
+    # -- channels --
+
+    def create_channel(self, channel: Channel) -> Channel:
+        created = Channel(name=channel.name, title=channel.title,
+                          vod_visibility=channel.vod_visibility,
+                          created_at=_utc(channel.created_at, "created_at"))
+        stmt = self._insert(channels).values(
+            name=created.name, title=created.title,
+            vod_visibility=created.vod_visibility.value, created_at=created.created_at,
+        ).on_conflict_do_nothing(index_elements=["name"]).returning(channels.c.name)
+        already = AlreadyExists(f"channel {channel.name!r} already exists")
+        with self._write(conflict=already) as conn:
+            # RETURNING, not rowcount: drivers may report -1 for INSERT .. ON CONFLICT.
+            if conn.execute(stmt).first() is None:
+                raise already
+        return created
+
+    def get_channel(self, name: str) -> Channel | None:
+        with self._read() as conn:
+            row = conn.execute(select(channels).where(channels.c.name == name)).first()
+        return None if row is None else _channel(row)
+
+    def list_channels(self) -> list[Channel]:
+        with self._read() as conn:
+            rows = conn.execute(select(channels).order_by(channels.c.name)).all()
+        return [_channel(r) for r in rows]
+
+    def update_channel(self, channel: Channel) -> Channel:
+        """Updates title and VOD visibility; the name and creation time stay.
+        Raises NotFound."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(channels).where(channels.c.name == channel.name).values(
+                    title=channel.title, vod_visibility=channel.vod_visibility.value))
+            if result.rowcount == 0:
+                raise NotFound(f"no channel {channel.name!r}")
+            row = conn.execute(select(channels).where(channels.c.name == channel.name)).one()
+        return _channel(row)
+
+    def delete_channel(self, name: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(stream_keys).where(stream_keys.c.channel == name))
+            if conn.execute(delete(channels).where(channels.c.name == name)).rowcount == 0:
+                raise NotFound(f"no channel {name!r}")
+
+    # -- stream keys --
+
+    def add_stream_key(self, key: StreamKey) -> None:
+        """Raises NotFound when the channel does not exist, AlreadyExists when the hash
+        is already stored (for any channel)."""
+        missing = NotFound(f"no channel {key.channel!r}")
+        stmt = self._insert(stream_keys).values(
+            channel=key.channel, key_hash=key.key_hash,
+            created_at=_utc(key.created_at, "created_at"),
+            revoked_at=_utc_opt(key.revoked_at, "revoked_at"),
+        ).on_conflict_do_nothing(index_elements=["key_hash"]).returning(stream_keys.c.id)
+        # A constraint failure past the existence check is the channel being deleted
+        # concurrently (the foreign key), so it is reported as NotFound.
+        with self._write(conflict=missing) as conn:
+            exists = conn.execute(
+                select(channels.c.name).where(channels.c.name == key.channel)).first()
+            if exists is None:
+                raise missing
+            if conn.execute(stmt).first() is None:
+                raise AlreadyExists("this stream key hash is already stored")
+
+    def revoke_stream_keys(self, channel: str) -> int:
+        with self._write() as conn:
+            result = conn.execute(
+                update(stream_keys)
+                .where(stream_keys.c.channel == channel, stream_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC)))
+        return int(result.rowcount)
+
+    def channel_for_key_hash(self, key_hash: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(stream_keys.c.channel)
+                .where(stream_keys.c.key_hash == key_hash, stream_keys.c.revoked_at.is_(None))
+            ).first()
+        return None if row is None else str(row.channel)
+
+    # -- broadcasts --
+
+    def save_broadcast(self, broadcast: Broadcast) -> None:
+        values = _broadcast_values(broadcast)
+        stmt = self._insert(broadcasts).values(**values)
+        stmt_upsert = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={k: v for k, v in values.items() if k != "id"})
+        with self._write() as conn:
+            conn.execute(stmt_upsert)
+
+    def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
+        with self._read() as conn:
+            row = conn.execute(select(broadcasts).where(broadcasts.c.id == broadcast_id)).first()
+        return None if row is None else _broadcast(row)
+
+    def list_broadcasts(self, *, channel: str | None = None,
+                        state: BroadcastState | None = None,
+                        limit: int = 100) -> list[Broadcast]:
+        _check_limit(limit)
+        query = select(broadcasts)
+        if channel is not None:
+            query = query.where(broadcasts.c.channel == channel)
+        if state is not None:
+            query = query.where(broadcasts.c.state == BroadcastState(state).value)
+        query = query.order_by(broadcasts.c.started_at.desc(), broadcasts.c.id.desc())
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit)).all()
+        return [_broadcast(r) for r in rows]
+
+    # -- VODs --
+
+    def save_vod(self, vod: Vod) -> None:
+        values = _vod_values(vod)
+        stmt = self._insert(vods).values(**values)
+        stmt_upsert = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={k: v for k, v in values.items() if k != "id"})
+        with self._write() as conn:
+            conn.execute(stmt_upsert)
+
+    def get_vod(self, vod_id: str) -> Vod | None:
+        with self._read() as conn:
+            row = conn.execute(select(vods).where(vods.c.id == vod_id)).first()
+        return None if row is None else _vod(row)
+
+    def list_vods(self, *, channel: str | None = None, limit: int = 100) -> list[Vod]:
+        """Newest first."""
+        _check_limit(limit)
+        query = select(vods)
+        if channel is not None:
+            query = query.where(vods.c.channel == channel)
+        query = query.order_by(vods.c.created_at.desc(), vods.c.id.desc())
+        with self._read() as conn:
+            rows = conn.execute(query.limit(limit)).all()
+        return [_vod(r) for r in rows]
+
+    def delete_vod(self, vod_id: str) -> None:
+        """Removes the record if present (no error if absent: retention may repeat)."""
+        with self._write() as conn:
+            conn.execute(delete(vods).where(vods.c.id == vod_id))
+
+    # -- operations --
+
+    def ping(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError as e:
+            logger.warning("catalog ping failed", extra={"error": str(e)})
+            return False
+        return True
+
+    def close(self) -> None:
+        self._engine.dispose()

@@ -1,0 +1,421 @@
+"""The catalog contract, run against SQLite and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from castway.catalog import open_catalog
+from castway.catalog.base import AlreadyExists, CatalogError, NotFound
+from castway.catalog.migrations import MIGRATIONS, Migration, history
+from castway.catalog.schema import metadata
+from castway.catalog.sql import CatalogUnavailable, SqlCatalog
+from castway.keys import generate_stream_key, hash_stream_key
+from castway.model import (
+    Broadcast,
+    BroadcastState,
+    Channel,
+    Rendition,
+    SourceInfo,
+    StreamKey,
+    Visibility,
+    Vod,
+    VodState,
+)
+from castway.settings import Settings
+from tests.support import free_port
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of an empty database, not migrated yet."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'castway.db'}"
+    return str(request.getfixturevalue("postgres_schema_url"))
+
+
+@pytest.fixture
+def make_catalog(catalog_url: str) -> Iterator[Callable[..., SqlCatalog]]:
+    """Opens more catalogs on the same database (like more processes would)."""
+    opened: list[SqlCatalog] = []
+
+    def make(migrations: tuple[Migration, ...] = MIGRATIONS) -> SqlCatalog:
+        c = SqlCatalog(catalog_url, migrations=migrations)
+        opened.append(c)
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def catalog(make_catalog: Callable[..., SqlCatalog]) -> SqlCatalog:
+    c = make_catalog()
+    c.migrate()
+    return c
+
+
+def broadcast(id: str, channel: str = "alice", *, minutes: int = 0,
+              state: BroadcastState = BroadcastState.LIVE) -> Broadcast:
+    return Broadcast(id=id, channel=channel, node_id="node-1", state=state,
+                     started_at=T0 + timedelta(minutes=minutes))
+
+
+def vod(id: str, channel: str = "alice", *, minutes: int = 0) -> Vod:
+    return Vod(id=id, broadcast_id=id, channel=channel, visibility=Visibility.PUBLIC,
+               state=VodState.PENDING, duration_s=12.5,
+               created_at=T0 + timedelta(minutes=minutes))
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+def test_migrate_records_every_step_and_is_idempotent(catalog: SqlCatalog) -> None:
+    recorded = history(catalog.engine)
+    assert [(m.version, m.description) for m in recorded] == \
+        [(m.version, m.description) for m in MIGRATIONS]
+    assert all(m.applied_at.tzinfo is not None for m in recorded)
+
+    assert catalog.migrate() == len(MIGRATIONS)
+    assert catalog.migrate() == len(MIGRATIONS)
+    assert history(catalog.engine) == recorded
+
+
+def test_migrated_schema_has_every_table_column_and_index(catalog: SqlCatalog) -> None:
+    inspector = inspect(catalog.engine)
+    for table in metadata.sorted_tables:
+        columns = {c["name"] for c in inspector.get_columns(table.name)}
+        assert columns == {c.name for c in table.columns}, table.name
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        assert indexes == {i.name for i in table.indexes}, table.name
+    unique = {i["name"]: i["unique"] for i in inspector.get_indexes("stream_keys")}
+    assert unique["ux_stream_keys_key_hash"]
+
+
+def test_migrate_applies_only_the_pending_steps(
+        catalog: SqlCatalog, make_catalog: Callable[..., SqlCatalog]) -> None:
+    step2 = Migration(len(MIGRATIONS) + 1, "extra table",
+                      ("CREATE TABLE extra (id INTEGER PRIMARY KEY)",
+                       "INSERT INTO extra (id) VALUES (7)"))
+    newer = make_catalog((*MIGRATIONS, step2))
+
+    assert newer.migrate() == step2.version
+    assert newer.migrate() == step2.version  # the insert did not run twice
+    assert [m.version for m in history(newer.engine)][-1] == step2.version
+    with newer.engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM extra")).scalars().all() == [7]
+    # An older castway on the newer schema keeps working.
+    assert catalog.migrate() == step2.version
+
+
+def test_a_failing_step_rolls_back_the_whole_migration(
+        catalog: SqlCatalog, make_catalog: Callable[..., SqlCatalog]) -> None:
+    bad = Migration(len(MIGRATIONS) + 1, "broken",
+                    ("CREATE TABLE half_done (id INTEGER PRIMARY KEY)",
+                     "INSERT INTO no_such_table (id) VALUES (1)"))
+    broken = make_catalog((*MIGRATIONS, bad))
+
+    with pytest.raises(CatalogError):
+        broken.migrate()
+    assert [m.version for m in history(catalog.engine)] == [m.version for m in MIGRATIONS]
+    assert not inspect(catalog.engine).has_table("half_done")
+
+
+def test_migration_versions_must_be_contiguous(make_catalog: Callable[..., SqlCatalog]) -> None:
+    gap = Migration(len(MIGRATIONS) + 2, "gap", ("SELECT 1",))
+    with pytest.raises(ValueError, match="without gaps"):
+        make_catalog((*MIGRATIONS, gap)).migrate()
+
+
+def test_two_processes_migrating_at_once_apply_each_step_once(
+        make_catalog: Callable[..., SqlCatalog]) -> None:
+    a, b = make_catalog(), make_catalog()
+    barrier = threading.Barrier(2)
+
+    def run(c: SqlCatalog) -> int:
+        barrier.wait()
+        return c.migrate()
+
+    with ThreadPoolExecutor(2) as pool:
+        versions = list(pool.map(run, [a, b]))
+
+    assert versions == [len(MIGRATIONS)] * 2
+    assert [m.version for m in history(a.engine)] == [m.version for m in MIGRATIONS]
+    a.create_channel(Channel("alice"))
+    assert b.get_channel("alice") is not None
+
+
+def test_open_catalog_creates_the_data_dir_and_migrates(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "fresh" / "data")
+    catalog = open_catalog(settings)
+    try:
+        assert (tmp_path / "fresh" / "data" / "castway.db").is_file()
+        assert [m.version for m in history(catalog.engine)] == [m.version for m in MIGRATIONS]
+        with catalog.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
+    finally:
+        catalog.close()
+
+
+def test_unreachable_postgres_is_unavailable_not_a_crash() -> None:
+    catalog = SqlCatalog(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
+    try:
+        assert catalog.ping() is False
+        with pytest.raises(CatalogUnavailable):
+            catalog.get_channel("alice")
+        with pytest.raises(CatalogUnavailable):
+            catalog.migrate()
+    finally:
+        catalog.close()
+
+
+def test_unsupported_database_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unsupported catalog database"):
+        SqlCatalog("mysql://root@localhost/castway")
+
+
+# --- channels -----------------------------------------------------------------------------
+
+def test_channel_round_trip(catalog: SqlCatalog) -> None:
+    created = catalog.create_channel(Channel("alice", "Alice plays", Visibility.PRIVATE, T0))
+    assert created == Channel("alice", "Alice plays", Visibility.PRIVATE, T0)
+    got = catalog.get_channel("alice")
+    assert got == created
+    assert got is not None and got.created_at.tzinfo == UTC
+    assert catalog.get_channel("bob") is None
+
+
+def test_creating_a_taken_channel_name_raises_already_exists(catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice", "first"))
+    with pytest.raises(AlreadyExists):
+        catalog.create_channel(Channel("alice", "second"))
+    assert catalog.get_channel("alice") == catalog.list_channels()[0]
+    assert catalog.list_channels()[0].title == "first"
+
+
+def test_channels_are_listed_by_name(catalog: SqlCatalog) -> None:
+    for name in ["carol", "alice", "bob"]:
+        catalog.create_channel(Channel(name))
+    assert [c.name for c in catalog.list_channels()] == ["alice", "bob", "carol"]
+
+
+def test_update_channel_changes_title_and_visibility_only(catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice", "old", Visibility.PUBLIC, T0))
+    updated = catalog.update_channel(Channel("alice", "new", Visibility.PRIVATE,
+                                             T0 + timedelta(days=3)))
+    assert updated == Channel("alice", "new", Visibility.PRIVATE, T0)
+    assert catalog.get_channel("alice") == updated
+    with pytest.raises(NotFound):
+        catalog.update_channel(Channel("bob"))
+
+
+def test_delete_channel_removes_it_and_its_keys(catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice"))
+    key_hash = hash_stream_key(generate_stream_key())
+    catalog.add_stream_key(StreamKey("alice", key_hash))
+
+    catalog.delete_channel("alice")
+
+    assert catalog.get_channel("alice") is None
+    assert catalog.channel_for_key_hash(key_hash) is None
+    with pytest.raises(NotFound):
+        catalog.delete_channel("alice")
+    # The name and the hash are free again.
+    catalog.create_channel(Channel("alice"))
+    catalog.add_stream_key(StreamKey("alice", key_hash))
+    assert catalog.channel_for_key_hash(key_hash) == "alice"
+
+
+def test_datetimes_are_utc_aware_in_and_out(catalog: SqlCatalog) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    created = catalog.create_channel(Channel("alice", created_at=T0.astimezone(tokyo)))
+    got = catalog.get_channel("alice")
+    assert created.created_at == T0 and created.created_at.tzinfo == UTC
+    assert got is not None and got.created_at == T0 and got.created_at.tzinfo == UTC
+
+    with pytest.raises(ValueError, match="naive"):
+        catalog.create_channel(Channel("bob", created_at=datetime(2026, 1, 1)))
+    assert catalog.get_channel("bob") is None
+
+
+# --- stream keys --------------------------------------------------------------------------
+
+def test_an_active_key_hash_resolves_to_its_channel(catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice"))
+    key = generate_stream_key()
+    catalog.add_stream_key(StreamKey("alice", hash_stream_key(key)))
+    assert catalog.channel_for_key_hash(hash_stream_key(key)) == "alice"
+    assert catalog.channel_for_key_hash(hash_stream_key(generate_stream_key())) is None
+
+
+def test_key_rotation_revokes_the_old_key(catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice"))
+    old, new = hash_stream_key(generate_stream_key()), hash_stream_key(generate_stream_key())
+    catalog.add_stream_key(StreamKey("alice", old))
+
+    assert catalog.revoke_stream_keys("alice") == 1
+    catalog.add_stream_key(StreamKey("alice", new))
+
+    assert catalog.channel_for_key_hash(old) is None
+    assert catalog.channel_for_key_hash(new) == "alice"
+    assert catalog.revoke_stream_keys("alice") == 1  # only the new one was still active
+    assert catalog.revoke_stream_keys("alice") == 0
+    assert catalog.channel_for_key_hash(new) is None
+
+
+def test_revoking_touches_only_that_channel(catalog: SqlCatalog) -> None:
+    for name in ["alice", "bob"]:
+        catalog.create_channel(Channel(name))
+    a, b = hash_stream_key("a-key"), hash_stream_key("b-key")
+    catalog.add_stream_key(StreamKey("alice", a))
+    catalog.add_stream_key(StreamKey("bob", b))
+    assert catalog.revoke_stream_keys("alice") == 1
+    assert catalog.channel_for_key_hash(b) == "bob"
+    assert catalog.revoke_stream_keys("nobody") == 0
+
+
+def test_a_hash_is_stored_once(catalog: SqlCatalog) -> None:
+    for name in ["alice", "bob"]:
+        catalog.create_channel(Channel(name))
+    key_hash = hash_stream_key(generate_stream_key())
+    catalog.add_stream_key(StreamKey("alice", key_hash))
+    with pytest.raises(AlreadyExists):
+        catalog.add_stream_key(StreamKey("bob", key_hash))
+    assert catalog.channel_for_key_hash(key_hash) == "alice"
+
+
+def test_a_key_for_a_missing_channel_is_not_found(catalog: SqlCatalog) -> None:
+    with pytest.raises(NotFound):
+        catalog.add_stream_key(StreamKey("nobody", hash_stream_key(generate_stream_key())))
+
+
+def test_an_already_revoked_key_does_not_resolve(catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice"))
+    key_hash = hash_stream_key(generate_stream_key())
+    catalog.add_stream_key(StreamKey("alice", key_hash, created_at=T0, revoked_at=T0))
+    assert catalog.channel_for_key_hash(key_hash) is None
+
+
+# --- broadcasts ---------------------------------------------------------------------------
+
+def test_broadcast_round_trip_with_source_and_renditions(catalog: SqlCatalog) -> None:
+    b = Broadcast(
+        id="b1", channel="alice", node_id="node-1", state=BroadcastState.LIVE, started_at=T0,
+        source=SourceInfo(video_codec="h264", audio_codec="aac", width=1920, height=1080,
+                          fps=29.97, video_bitrate_kbps=6000.0, audio_sample_rate=48000,
+                          audio_channels=2, encoder="obs-output module (libobs 30.0)"),
+        renditions=(Rendition("source", 1920, 1080, 29.97, None, "avc1.640028,mp4a.40.2",
+                              6_600_000, 6_100_000),
+                    Rendition("720p", 1280, 720, 30.0, 3000.0, "avc1.64001f,mp4a.40.2")),
+        segment_format="mpegts",
+    )
+    catalog.save_broadcast(b)
+    assert catalog.get_broadcast("b1") == b
+    assert catalog.get_broadcast("nope") is None
+
+
+def test_save_broadcast_updates_an_existing_one(catalog: SqlCatalog) -> None:
+    catalog.save_broadcast(broadcast("b1"))
+    ended = Broadcast(id="b1", channel="alice", node_id="node-1", state=BroadcastState.ENDED,
+                      started_at=T0, ended_at=T0 + timedelta(hours=24),
+                      renditions=(Rendition("source", None, None, None, None),))
+    catalog.save_broadcast(ended)
+    assert catalog.get_broadcast("b1") == ended
+    assert catalog.list_broadcasts() == [ended]
+
+
+def test_broadcasts_are_listed_newest_first_with_filters(catalog: SqlCatalog) -> None:
+    catalog.save_broadcast(broadcast("a1", "alice", minutes=1, state=BroadcastState.ENDED))
+    catalog.save_broadcast(broadcast("b1", "bob", minutes=2))
+    catalog.save_broadcast(broadcast("a2", "alice", minutes=3, state=BroadcastState.FAILED))
+    catalog.save_broadcast(broadcast("a3", "alice", minutes=4))
+
+    def ids(bs: list[Broadcast]) -> list[str]:
+        return [b.id for b in bs]
+
+    assert ids(catalog.list_broadcasts()) == ["a3", "a2", "b1", "a1"]
+    assert ids(catalog.list_broadcasts(channel="alice")) == ["a3", "a2", "a1"]
+    assert ids(catalog.list_broadcasts(state=BroadcastState.LIVE)) == ["a3", "b1"]
+    assert ids(catalog.list_broadcasts(channel="alice", state=BroadcastState.LIVE)) == ["a3"]
+    assert ids(catalog.list_broadcasts(limit=2)) == ["a3", "a2"]
+    assert catalog.list_broadcasts(limit=0) == []
+    assert catalog.list_broadcasts(channel="nobody") == []
+    with pytest.raises(ValueError):
+        catalog.list_broadcasts(limit=-1)
+
+
+def test_broadcasts_starting_at_the_same_instant_have_a_stable_order(
+        catalog: SqlCatalog) -> None:
+    for id in ["x2", "x1", "x3"]:
+        catalog.save_broadcast(broadcast(id))
+    assert [b.id for b in catalog.list_broadcasts()] == ["x3", "x2", "x1"]
+
+
+# --- VODs ---------------------------------------------------------------------------------
+
+def test_vod_round_trip_and_update(catalog: SqlCatalog) -> None:
+    v = vod("v1")
+    catalog.save_vod(v)
+    assert catalog.get_vod("v1") == v
+    exporting = Vod(id="v1", broadcast_id="v1", channel="alice",
+                    visibility=Visibility.PRIVATE, state=VodState.COMPLETE, duration_s=3600.0,
+                    created_at=T0, mp4_key="broadcasts/v1/export.mp4", mp4_progress=0.25)
+    catalog.save_vod(exporting)
+    assert catalog.get_vod("v1") == exporting
+    assert catalog.list_vods() == [exporting]
+    assert catalog.get_vod("nope") is None
+
+
+def test_vods_are_listed_newest_first_by_channel(catalog: SqlCatalog) -> None:
+    catalog.save_vod(vod("a1", "alice", minutes=1))
+    catalog.save_vod(vod("b1", "bob", minutes=2))
+    catalog.save_vod(vod("a2", "alice", minutes=3))
+    assert [v.id for v in catalog.list_vods()] == ["a2", "b1", "a1"]
+    assert [v.id for v in catalog.list_vods(channel="alice")] == ["a2", "a1"]
+    assert [v.id for v in catalog.list_vods(limit=1)] == ["a2"]
+
+
+def test_delete_vod_is_idempotent(catalog: SqlCatalog) -> None:
+    catalog.save_vod(vod("v1"))
+    catalog.save_vod(vod("v2"))
+    catalog.delete_vod("v1")
+    catalog.delete_vod("v1")
+    assert catalog.get_vod("v1") is None
+    assert [v.id for v in catalog.list_vods()] == ["v2"]
+
+
+# --- operations ---------------------------------------------------------------------------
+
+def test_ping(catalog: SqlCatalog) -> None:
+    assert catalog.ping() is True
+
+
+def test_concurrent_writers_from_several_processes_do_not_fail(
+        catalog: SqlCatalog, make_catalog: Callable[..., SqlCatalog]) -> None:
+    """Separate catalogs (separate pools, as separate processes would have) writing at
+    once wait for each other instead of failing with 'database is locked'."""
+    writers = [catalog, make_catalog(), make_catalog()]
+    barrier = threading.Barrier(len(writers))
+
+    def write(i: int) -> None:
+        c = writers[i]
+        barrier.wait()
+        for n in range(20):
+            c.create_channel(Channel(f"ch-{i}-{n}"))
+            c.save_broadcast(broadcast(f"b-{i}-{n}", f"ch-{i}-{n}", minutes=n))
+
+    with ThreadPoolExecutor(len(writers)) as pool:
+        list(pool.map(write, range(len(writers))))
+
+    assert len(catalog.list_channels()) == 60
+    assert len(catalog.list_broadcasts(limit=1000)) == 60
