@@ -1,0 +1,294 @@
+"""The asyncio RTMP server around the sans-IO core: one task per connection.
+
+Backpressure: a connection reads its socket only after every packet of the previous
+read was handed to its :class:`~ingest.publish.PublishSession` (awaited), so a slow
+consumer slows its publisher down instead of growing a queue. Limits from
+:class:`~castway.settings.Settings` -- handshake_timeout_s, idle_timeout_s (no media),
+max_connections_per_ip -- each end a connection with one structured log line. No
+exception escapes a connection task; one broken connection never affects another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+from collections import Counter
+from urllib.parse import parse_qsl
+
+from castway.settings import Settings
+from ingest.protocol import (
+    ConnectRequested,
+    Event,
+    MediaReceived,
+    MetadataReceived,
+    PublishRequested,
+    RtmpError,
+    ServerSession,
+    State,
+    StreamDeleted,
+    UnpublishRequested,
+)
+from ingest.publish import PublishHandler, PublishRequest, PublishSession, Rejection
+
+logger = logging.getLogger(__name__)
+
+READ_SIZE = 64 * 1024
+#: How long a rejected publisher gets to read its onStatus before we close.
+REJECT_LINGER_S = 1.0
+
+
+class _Close(Exception):  # noqa: N818 -- control flow within a connection
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Connection:
+    def __init__(self, server: IngestServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, connection_id: str, peer: str) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.reader = reader
+        self.writer = writer
+        self.id = connection_id
+        self.peer = peer
+        self.session = ServerSession()
+        self.publication: PublishSession | None = None
+        self.app = ""
+        self.tc_url: str | None = None
+        self.close_reason = "disconnected"
+        self.handshake_deadline = 0.0
+
+    @property
+    def log_fields(self) -> dict[str, object]:
+        return {"connection_id": self.id, "peer": self.peer}
+
+    async def run(self) -> None:
+        try:
+            await self._serve()
+        except _Close as close:
+            self.close_reason = close.reason
+        except RtmpError as exc:
+            self.close_reason = f"protocol error: {exc}"
+            logger.warning("rtmp protocol error, closing", extra={
+                **self.log_fields, "error": str(exc), "error_type": type(exc).__name__})
+        except (ConnectionError, OSError) as exc:
+            self.close_reason = f"connection error: {exc}"
+        except asyncio.CancelledError:
+            self.close_reason = "server stopping"
+            raise
+        except Exception:
+            self.close_reason = "internal error"
+            logger.exception("rtmp connection failed", extra=self.log_fields)
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        if self.publication is not None:
+            await self._end_publication(self.close_reason)
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        logger.info("rtmp connection closed", extra={**self.log_fields,
+                                                     "reason": self.close_reason})
+
+    async def _end_publication(self, reason: str) -> None:
+        publication, self.publication = self.publication, None
+        if publication is None:
+            return
+        self.server._publishers -= 1  # noqa: SLF001 -- the server's own bookkeeping
+        try:
+            await publication.on_close(reason)
+        except Exception:
+            logger.exception("publish session on_close failed", extra=self.log_fields)
+
+    def _deadline_timeout(self, last_media: float) -> tuple[float, str]:
+        loop = asyncio.get_running_loop()
+        if self.session.state is State.AWAIT_HANDSHAKE:
+            return self.handshake_deadline - loop.time(), "handshake timeout"
+        return last_media + self.settings.idle_timeout_s - loop.time(), "idle timeout"
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.handshake_deadline = loop.time() + self.settings.handshake_timeout_s
+        last_media = loop.time()
+        while True:
+            timeout, what = self._deadline_timeout(last_media)
+            if timeout <= 0:
+                self._limit(what)
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+            except TimeoutError:
+                self._limit(what)
+            if not data:
+                raise _Close("disconnected")
+            events = self.session.receive_data(data)
+            await self._flush()
+            for event in events:
+                if isinstance(event, MediaReceived):
+                    last_media = loop.time()
+                await self._on_event(event)
+            if self.session.state is State.CLOSED:
+                raise _Close("closed by server")
+
+    def _limit(self, what: str) -> None:
+        logger.warning(f"rtmp {what}, closing", extra={**self.log_fields, "limit": what})
+        raise _Close(what)
+
+    async def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.writer.write(out)
+            await self.writer.drain()
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, MediaReceived):
+            if self.publication is not None:
+                await self.publication.on_packet(event.packet)
+        elif isinstance(event, MetadataReceived):
+            if self.publication is not None:
+                await self.publication.on_metadata(dict(event.metadata))
+        elif isinstance(event, ConnectRequested):
+            await self._on_connect(event)
+        elif isinstance(event, PublishRequested):
+            await self._on_publish(event)
+        elif isinstance(event, UnpublishRequested | StreamDeleted):
+            if self.publication is not None:
+                await self._end_publication("unpublished")
+        else:
+            logger.debug("rtmp event", extra={**self.log_fields, "event": repr(event)})
+
+    async def _on_connect(self, event: ConnectRequested) -> None:
+        self.app, self.tc_url = event.app, event.tc_url
+        if event.app != self.settings.rtmp_app:
+            logger.info("rtmp connect to unknown app rejected",
+                        extra={**self.log_fields, "app": event.app})
+            self.session.reject_connect(f"Unknown application {event.app!r}.")
+            await self._flush()
+            raise _Close(f"unknown app {event.app!r}")
+        self.session.accept_connect()
+        await self._flush()
+
+    async def _on_publish(self, event: PublishRequested) -> None:
+        key, _, query = event.stream_key.partition("?")
+        request = PublishRequest(app=self.app, stream_key=key,
+                                 query=dict(parse_qsl(query, keep_blank_values=True)),
+                                 peer=self.peer, connection_id=self.id, tc_url=self.tc_url)
+        if self.server.stopping:
+            outcome: PublishSession | Rejection = Rejection.unavailable("shutting down")
+        else:
+            try:
+                outcome = await self.server.handler.on_publish(request)
+            except Exception:
+                logger.exception("publish handler failed", extra=self.log_fields)
+                outcome = Rejection("NetStream.Publish.Denied", "Internal server error.")
+        if isinstance(outcome, Rejection):
+            logger.info("rtmp publish rejected", extra={
+                **self.log_fields, "code": outcome.code, "description": outcome.description})
+            self.session.reject_publish(outcome.code, outcome.description)
+            await self._flush()
+            # Let the publisher read the status before the connection goes away.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.reader.read(READ_SIZE), REJECT_LINGER_S)
+            raise _Close(f"publish rejected: {outcome.code}")
+        self.publication = outcome
+        self.server._publishers += 1  # noqa: SLF001
+        self.session.accept_publish()
+        await self._flush()
+        logger.info("rtmp publish started", extra={**self.log_fields, "app": self.app})
+
+
+class IngestServer:
+    """RTMP listener on ``settings.host:settings.rtmp_port`` (0: any free port)."""
+
+    def __init__(self, settings: Settings, handler: PublishHandler) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._per_ip: Counter[str] = Counter()
+        self._publishers = 0
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept, self.settings.host, self.settings.rtmp_port, limit=READ_SIZE)
+        logger.info("rtmp ingest listening",
+                    extra={"host": self.settings.host, "port": self.port})
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("IngestServer is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_publishers(self) -> int:
+        return self._publishers
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def _accept(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        ip = str(peername[0]) if peername else "?"
+        peer = f"{ip}:{peername[1]}" if peername else "?"
+        connection_id = f"{self._prefix}-{next(self._ids)}"
+        if self.stopping:
+            writer.close()
+            return
+        if self._per_ip[ip] >= self.settings.max_connections_per_ip:
+            logger.warning("rtmp too many connections from one address, closing", extra={
+                "connection_id": connection_id, "peer": peer,
+                "limit": "max_connections_per_ip",
+                "max_connections_per_ip": self.settings.max_connections_per_ip})
+            writer.close()
+            return
+        self._per_ip[ip] += 1
+        conn = _Connection(self, reader, writer, connection_id, peer)
+        task = asyncio.current_task()
+        assert task is not None  # start_server runs each client in its own task
+        self._connections[task] = conn
+        try:
+            await conn.run()
+        except asyncio.CancelledError:
+            pass  # stop() cancels us; run() already cleaned up
+        finally:
+            self._connections.pop(task, None)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop accepting; wait up to ``grace_s`` for publishers to finish; close all."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        # Connections that are not publishing have nothing to lose: close them now.
+        for task, conn in list(self._connections.items()):
+            if conn.publication is None:
+                task.cancel()
+        if grace_s > 0:
+            deadline = asyncio.get_running_loop().time() + grace_s
+            while self._publishers > 0 and self._connections:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(list(self._connections), timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+        logger.info("rtmp ingest stopped")
