@@ -1,0 +1,138 @@
+"""The ABR ladder: which renditions a broadcast gets.
+
+``CASTWAY_LADDER`` is ``auto`` (derived from the source), ``source`` (passthrough only) or
+the path of a JSON ladder file::
+
+    {"rungs": [{"name": "720p", "height": 720, "video_bitrate_kbps": 2800,
+                "max_fps": 60}, ...],
+     "source": true}
+
+Derivation rules (docs/transcoder.md): never upscale, never above the source frame rate,
+no rung that duplicates the source (same or larger height), widths keep the source
+aspect ratio rounded to even numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = "source"
+
+
+class LadderError(ValueError):
+    """A ladder setting or ladder file is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class RungSpec:
+    """One rung as configured: a height and a bitrate at up to 30 fps."""
+
+    name: str
+    height: int
+    video_bitrate_kbps: int
+    max_fps: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class LadderSpec:
+    rungs: tuple[RungSpec, ...]
+    source: bool = True  # include the passthrough rendition
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """One encoded rendition, resolved against the actual source."""
+
+    name: str
+    width: int
+    height: int
+    fps: float
+    video_bitrate_kbps: int
+
+
+# Bitrates at 30 fps; frame rates above 30 get HIGH_FPS_FACTOR more.
+DEFAULT_RUNGS: tuple[RungSpec, ...] = (
+    RungSpec("1080p", 1080, 5000),
+    RungSpec("720p", 720, 2800),
+    RungSpec("480p", 480, 1400),
+    RungSpec("360p", 360, 800),
+    RungSpec("160p", 160, 250, max_fps=30.0),
+)
+HIGH_FPS_FACTOR = 1.5
+DEFAULT_LADDER = LadderSpec(DEFAULT_RUNGS, source=True)
+SOURCE_ONLY = LadderSpec((), source=True)
+
+
+def load_ladder(setting: str) -> LadderSpec:
+    """The ladder named by the ``ladder`` setting."""
+    if setting == "auto":
+        return DEFAULT_LADDER
+    if setting == SOURCE:
+        return SOURCE_ONLY
+    path = Path(setting)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LadderError(f"cannot read ladder file {setting!r}: {exc}") from exc
+    return parse_ladder(raw)
+
+
+def parse_ladder(raw: object) -> LadderSpec:
+    if not isinstance(raw, dict) or not isinstance(raw.get("rungs", []), list):
+        raise LadderError("a ladder is an object with a 'rungs' list")
+    rungs: list[RungSpec] = []
+    names: set[str] = set()
+    for item in raw.get("rungs", []):
+        if not isinstance(item, dict):
+            raise LadderError("each rung is an object")
+        try:
+            height = int(item["height"])
+            bitrate = int(item["video_bitrate_kbps"])
+            max_fps = float(item.get("max_fps", 60.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LadderError(f"rung {item!r}: needs integer height and "
+                              f"video_bitrate_kbps") from exc
+        name = str(item.get("name", f"{height}p"))
+        if height < 16 or height % 2 or bitrate <= 0 or max_fps <= 0:
+            raise LadderError(f"rung {name!r}: height must be even and >= 16, bitrate "
+                              f"and max_fps positive")
+        if name in names or name == SOURCE or "/" in name or not name:
+            raise LadderError(f"rung name {name!r} is empty, reserved or repeated")
+        names.add(name)
+        rungs.append(RungSpec(name, height, bitrate, max_fps))
+    source = raw.get("source", True)
+    if not isinstance(source, bool):
+        raise LadderError("'source' is true or false")
+    if not rungs and not source:
+        raise LadderError("a ladder needs at least one rendition")
+    return LadderSpec(tuple(sorted(rungs, key=lambda r: -r.height)), source)
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2.0)) * 2)
+
+
+def resolve_ladder(spec: LadderSpec, width: int, height: int, fps: float) -> list[Rung]:
+    """The encoded rungs for a ``width`` x ``height`` source at ``fps``.
+
+    Rungs at or above the source height are dropped (they would upscale or duplicate
+    the passthrough); a ladder without passthrough keeps one rung at the source size
+    instead, so it never ends up empty.
+    """
+    out: list[Rung] = []
+    aspect = width / height if height else 16 / 9
+    for r in spec.rungs:
+        if r.height >= height:
+            continue
+        rung_fps = min(fps, r.max_fps) if fps > 0 else r.max_fps
+        factor = HIGH_FPS_FACTOR if rung_fps > 31 else 1.0
+        out.append(Rung(r.name, _even(r.height * aspect), r.height, rung_fps,
+                        int(r.video_bitrate_kbps * factor)))
+    if not spec.source and not out and spec.rungs:
+        top = spec.rungs[0]
+        rung_fps = min(fps, top.max_fps) if fps > 0 else top.max_fps
+        out.append(Rung(top.name, _even(width), _even(height), rung_fps,
+                        top.video_bitrate_kbps))
+    return out

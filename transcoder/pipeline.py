@@ -1,0 +1,427 @@
+"""The transcoding pipeline core: MediaPackets in, init/part/segment outputs out.
+
+Synchronous and single-threaded from Python's point of view; the parallelism is libav's
+own (frame-threaded decoding, x264's frame threads and lookahead, swscale threads), see
+docs/transcoder.md for the measurements behind that choice. Used by the per-broadcast
+child process (:mod:`transcoder.worker`) and by file mode (:mod:`transcoder.cli`).
+
+Video is decoded once, scaled once per encoded rendition and encoded with libx264; the
+``source`` rendition passes the publisher's video through untouched. AAC audio passes
+through to every rendition. Segment boundaries come from the source's keyframes
+(:class:`transcoder.segmenter.BoundaryClock`); encoded renditions get a forced IDR at
+exactly those presentation times.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.video.frame
+
+from castway.media import Codec, MediaKind, MediaPacket
+from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
+from transcoder.fmp4 import AudioTrack, VideoTrack
+from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
+from transcoder.nal import annexb_to_avcc, avcc_record_from_annexb
+from transcoder.packager import ContainerWriter, Output, Packager
+from transcoder.segmenter import BoundaryClock, SegmentPolicy
+
+logger = logging.getLogger(__name__)
+
+MS = Fraction(1, 1000)
+_DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
+# Behind real time by more than this, encoded renditions skip frames (never the
+# passthrough, never a boundary IDR, never audio) until the lag halves.
+MAX_LAG_S = 2.0
+EARLY_AUDIO_LIMIT = 512
+
+
+class PipelineError(Exception):
+    """The source cannot be transcoded (unsupported codec, broken configuration)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionInfo:
+    """What the master playlist needs to know about one rendition."""
+
+    name: str
+    codecs: str
+    width: int
+    height: int
+    fps: float
+    video_bitrate_kbps: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    ladder: LadderSpec
+    policy: SegmentPolicy
+    x264_preset: str = "veryfast"
+    segment_format: str = "fmp4"  # or "mpegts"
+    realtime: bool = True  # live: drop frames when behind; file mode: never
+    fps_hint: float | None = None
+    encoder: str = "libx264"  # or "h264_nvenc" when present
+    scale_threads: int = 1
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    video_packets: int = 0
+    audio_packets: int = 0
+    decoded_frames: int = 0
+    encoded_frames: int = 0
+    dropped_frames: int = 0  # skipped by encoded renditions to catch up
+    lag_s: float = 0.0
+
+
+def make_writer(segment_format: str) -> ContainerWriter:
+    if segment_format == "mpegts":
+        from transcoder.mpegts import TsWriter
+
+        writer: ContainerWriter = TsWriter()
+        return writer
+    return ContainerWriter()
+
+
+COMMON_FPS = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0)
+
+
+def estimate_fps(dts_ms: list[int]) -> float:
+    """Frame rate from the first decode timestamps, snapped to a common rate within the
+    millisecond rounding error (30 fps steps 33, 33, 34); whole rates win ties."""
+    if len(dts_ms) < 2 or dts_ms[-1] <= dts_ms[0]:
+        return 30.0
+    span = dts_ms[-1] - dts_ms[0]
+    fps = 1000.0 * (len(dts_ms) - 1) / span
+    tolerance = fps * (1.5 / span + 0.002)
+    near = [c for c in COMMON_FPS if abs(c - fps) <= tolerance]
+    if not near:
+        return round(fps, 3)
+    whole = [c for c in near if c == int(c)]
+    return min(whole or near, key=lambda c: abs(c - fps))
+
+
+class _Encoded:
+    """One encoded rendition: scaler + libx264 context + packager."""
+
+    def __init__(self, rung: Rung, config: PipelineConfig, packager: Packager) -> None:
+        self.rung = rung
+        self.packager = packager
+        self.config = config
+        ctx: Any = av.CodecContext.create(config.encoder, "w")
+        ctx.width = rung.width
+        ctx.height = rung.height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = MS
+        ctx.framerate = Fraction(rung.fps).limit_denominator(1001)
+        ctx.bit_rate = rung.video_bitrate_kbps * 1000
+        ctx.gop_size = 100_000  # IDRs only where forced: at the source's boundaries
+        ctx.flags |= av.codec.context.Flags.global_header
+        options = {"maxrate": f"{int(rung.video_bitrate_kbps * 1.5)}k",
+                   "bufsize": f"{rung.video_bitrate_kbps * 3}k"}
+        if config.encoder == "libx264":
+            options |= {"preset": config.x264_preset, "forced-idr": "1",
+                        "x264-params": "scenecut=0:open-gop=0"}
+        else:
+            options |= {"forced-idr": "1", "no-scenecut": "1"}
+        ctx.options = options
+        self.ctx = ctx
+        self.min_interval_ms = 1000.0 / rung.fps if rung.fps > 0 else 0.0
+        self._next_due = -1.0e18
+        self.config_record: bytes | None = None
+
+    def wants(self, pts: int, boundary: bool) -> bool:
+        """Frame-rate cap: keep boundary frames, else at most ``fps`` frames a second."""
+        if boundary or pts >= self._next_due:
+            # 0.9: millisecond timestamps of an equal-rate source jitter by one.
+            self._next_due = pts + self.min_interval_ms * 0.9
+            return True
+        return False
+
+    def encode(self, frame: av.VideoFrame | None) -> list[Any]:
+        packets: list[Any] = list(self.ctx.encode(frame))
+        if self.config_record is None and self.ctx.extradata:
+            self.config_record = avcc_record_from_annexb(bytes(self.ctx.extradata))
+        return packets
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, emit: Callable[[Output], None],
+                 on_rendition: Callable[[RenditionInfo], None] | None = None) -> None:
+        self.config = config
+        self.emit = emit
+        self.on_rendition = on_rendition or (lambda _info: None)
+        self.stats = PipelineStats()
+        self.clock = BoundaryClock(config.policy)
+        self._parts = config.segment_format == "fmp4"
+        self._video_codec: Codec | None = None
+        self._video_config: bytes | None = None
+        self._audio_asc: bytes | None = None
+        self._audio_codec: Codec | None = None
+        self._decoder: Any = None
+        self._source: Packager | None = None
+        self._source_sent_info = False
+        self._encoded: list[_Encoded] | None = None
+        self._dims: tuple[int, int] | None = None
+        self._dts_seen: list[int] = []
+        self._wall0: float | None = None
+        self._media0: int | None = None
+        self._behind = False
+        self._audio_transcoder: Any = None
+        # Audio that arrives while the decoder fills up, replayed to encoded renditions.
+        self._early_audio: list[tuple[int, bytes]] | None = []
+
+    # --- input ----------------------------------------------------------------------
+    def push(self, packet: MediaPacket) -> None:
+        if packet.kind == MediaKind.VIDEO:
+            self._push_video(packet)
+        else:
+            self._push_audio(packet)
+
+    def discontinuity(self) -> None:
+        """Timestamps restart (publisher reconnected): close everything open, start over
+        at the next keyframe with fresh codec state."""
+        self._drain_all()
+        self.clock.discontinuity()
+        self._decoder = None
+        self._encoded = None
+        self._source = None
+        self._source_sent_info = False
+        self._dims = None
+        self._dts_seen = []
+        self._wall0 = None
+        self._early_audio = []
+
+    def finish(self) -> None:
+        self._drain_all()
+
+    # --- video ----------------------------------------------------------------------
+    def _push_video(self, packet: MediaPacket) -> None:
+        if packet.is_config:
+            if packet.codec not in _DECODERS:
+                raise PipelineError(f"unsupported video codec {packet.codec}")
+            if self._video_config is not None and self._video_config != packet.payload:
+                self.discontinuity()  # new parameters mid-stream: fresh init segments
+            self._video_codec = packet.codec
+            self._video_config = packet.payload
+            return
+        if self._video_config is None or self._video_codec is None:
+            return  # no configuration yet: nothing can decode this
+        self.stats.video_packets += 1
+        self._track_lag(packet.dts_ms)
+        if len(self._dts_seen) < 8:
+            self._dts_seen.append(packet.dts_ms)
+        boundary = self.clock.on_source_video(packet.pts_ms, packet.is_keyframe)
+        source = self._ensure_source()
+        if source is not None:
+            for out in source.on_video(packet.dts_ms, packet.pts_ms, packet.payload,
+                                       packet.is_keyframe, boundary):
+                self._emit(out)
+        if self._encoded == [] and self._dims is not None:
+            return  # passthrough only, dimensions known: no need to decode
+        self._decode(packet)
+
+    def _ensure_source(self) -> Packager | None:
+        if not self.config.ladder.source:
+            return None
+        if self._source is None:
+            self._source = Packager(SOURCE, self.config.policy,
+                                    make_writer(self.config.segment_format), parts=self._parts)
+        return self._source
+
+    def _decoder_ctx(self) -> Any:
+        if self._decoder is None:
+            assert self._video_codec is not None  # checked by the caller
+            try:
+                ctx: Any = av.CodecContext.create(_DECODERS[self._video_codec], "r")
+            except Exception as exc:  # libav raises its own hierarchy
+                raise PipelineError(f"no decoder for {self._video_codec}: {exc}") from exc
+            ctx.extradata = self._video_config
+            ctx.thread_type = "AUTO"
+            self._decoder = ctx
+        return self._decoder
+
+    def _decode(self, packet: MediaPacket | None) -> None:
+        ctx = self._decoder_ctx()
+        if packet is None:
+            pkt = None
+        else:
+            pkt = av.Packet(packet.payload)
+            pkt.pts = packet.pts_ms
+            pkt.dts = packet.dts_ms
+            pkt.time_base = MS
+        try:
+            frames = ctx.decode(pkt)
+        except av.error.FFmpegError as exc:
+            logger.warning("video decode error", extra={"error": str(exc)})
+            return
+        for frame in frames:
+            self._on_frame(frame)
+
+    def _source_fps(self) -> float:
+        if self.config.fps_hint:
+            return self.config.fps_hint
+        return estimate_fps(self._dts_seen)
+
+    def _on_frame(self, frame: av.VideoFrame) -> None:
+        self.stats.decoded_frames += 1
+        if self._dims is None:
+            self._dims = (frame.width, frame.height)
+            self._setup_outputs(frame.width, frame.height)
+        if not self._encoded or frame.pts is None:
+            return
+        pts = int(frame.pts)
+        boundary = self.clock.is_boundary(pts)
+        if self._behind and not boundary:
+            self.stats.dropped_frames += 1
+            return
+        for enc in self._encoded:
+            if not enc.wants(pts, boundary):
+                continue
+            scaled = frame.reformat(enc.rung.width, enc.rung.height, "yuv420p",
+                                    interpolation="BICUBIC",
+                                    threads=self.config.scale_threads)
+            scaled.pts = pts
+            scaled.time_base = MS
+            scaled.pict_type = (av.video.frame.PictureType.I if boundary
+                                else av.video.frame.PictureType.NONE)
+            self._encode(enc, scaled)
+
+    def _encode(self, enc: _Encoded, frame: av.VideoFrame | None) -> None:
+        for pkt in enc.encode(frame):
+            if pkt.pts is None or pkt.dts is None:
+                continue
+            self.stats.encoded_frames += 1
+            if not enc.packager.ready:
+                self._announce_encoded(enc)
+            pts = int(pkt.pts)
+            keyframe = bool(pkt.is_keyframe)
+            data = annexb_to_avcc(bytes(pkt), drop_parameter_sets=True)
+            for out in enc.packager.on_video(int(pkt.dts), pts, data, keyframe,
+                                             keyframe and self.clock.is_boundary(pts)):
+                self._emit(out)
+
+    def _announce_encoded(self, enc: _Encoded) -> None:
+        record = enc.config_record
+        if record is None:
+            raise PipelineError(f"encoder of {enc.rung.name} gave no parameter sets")
+        enc.packager.set_tracks(VideoTrack("h264", record, enc.rung.width, enc.rung.height),
+                                self._audio_track())
+        self.on_rendition(RenditionInfo(enc.rung.name, self._codecs("h264", record),
+                                        enc.rung.width, enc.rung.height, enc.rung.fps,
+                                        float(enc.rung.video_bitrate_kbps)))
+
+    def _setup_outputs(self, width: int, height: int) -> None:
+        fps = self._source_fps()
+        rungs = resolve_ladder(self.config.ladder, width, height, fps)
+        writer_format = self.config.segment_format
+        self._encoded = [_Encoded(r, self.config,
+                                  Packager(r.name, self.config.policy, make_writer(writer_format),
+                                           parts=self._parts))
+                         for r in rungs]
+        for enc in self._encoded:
+            for pts, data in self._early_audio or []:
+                enc.packager.on_audio(pts, data)
+        self._early_audio = None
+        if self._source is not None and self._video_codec is not None:
+            assert self._video_config is not None
+            codec = self._video_codec.value
+            try:
+                codecs = self._codecs(codec, self._video_config)
+            except CodecConfigError as exc:
+                raise PipelineError(str(exc)) from exc
+            self._source.set_tracks(VideoTrack(codec, self._video_config, width, height),
+                                    self._audio_track())
+            self.on_rendition(RenditionInfo(SOURCE, codecs, width, height, fps, None))
+        logger.info("ladder resolved", extra={"source": f"{width}x{height}@{fps}",
+                                              "rungs": [r.name for r in rungs]})
+
+    def _codecs(self, video_codec: str, record: bytes) -> str:
+        codecs = video_codec_string(video_codec, record)
+        if self._audio_asc is not None:
+            codecs += "," + mp4a_codec(self._audio_asc)
+        return codecs
+
+    def _audio_track(self) -> AudioTrack | None:
+        if self._audio_asc is None:
+            return None
+        cfg = parse_asc(self._audio_asc)
+        return AudioTrack(self._audio_asc, cfg.sample_rate, cfg.channels)
+
+    # --- audio ----------------------------------------------------------------------
+    def _push_audio(self, packet: MediaPacket) -> None:
+        if packet.codec != Codec.AAC:
+            self._push_other_audio(packet)
+            return
+        if packet.is_config:
+            try:
+                parse_asc(packet.payload)
+            except CodecConfigError as exc:
+                logger.warning("bad AudioSpecificConfig", extra={"error": str(exc)})
+                return
+            self._audio_asc = packet.payload
+            self._audio_codec = Codec.AAC
+            return
+        if self._audio_asc is None:
+            return
+        self.stats.audio_packets += 1
+        self._audio_out(packet.pts_ms, packet.payload)
+
+    def _audio_out(self, pts_ms: int, data: bytes) -> None:
+        if self._encoded is None and self._early_audio is not None:
+            if len(self._early_audio) < EARLY_AUDIO_LIMIT:
+                self._early_audio.append((pts_ms, data))
+        for packager in self._packagers():
+            packager.on_audio(pts_ms, data)
+
+    def _push_other_audio(self, packet: MediaPacket) -> None:
+        from transcoder.audio import AudioTranscoder
+
+        if self._audio_transcoder is None:
+            self._audio_transcoder = AudioTranscoder(packet.codec)
+            self._audio_asc = self._audio_transcoder.asc
+        if packet.is_config:
+            self._audio_transcoder.configure(packet.payload)
+            return
+        self.stats.audio_packets += 1
+        for pts, data in self._audio_transcoder.push(packet.pts_ms, packet.payload):
+            self._audio_out(pts, data)
+
+    # --- plumbing -------------------------------------------------------------------
+    def _packagers(self) -> list[Packager]:
+        out = [self._source] if self._source is not None else []
+        return out + [e.packager for e in self._encoded or []]
+
+    def _emit(self, out: Output) -> None:
+        self.emit(out)
+
+    def _drain_all(self) -> None:
+        if self._decoder is not None and (self._encoded or self._dims is None):
+            self._decode(None)
+        for enc in self._encoded or []:
+            self._encode(enc, None)
+        for packager in self._packagers():
+            for out in packager.flush():
+                self._emit(out)
+
+    def _track_lag(self, media_ms: int) -> None:
+        if not self.config.realtime:
+            return
+        now = time.monotonic()
+        if self._wall0 is None or self._media0 is None:
+            self._wall0, self._media0 = now, media_ms
+            return
+        lag = (now - self._wall0) - (media_ms - self._media0) / 1000.0
+        self.stats.lag_s = max(0.0, lag)
+        if not self._behind and lag > MAX_LAG_S:
+            self._behind = True
+            logger.warning("transcoder behind real time: skipping frames",
+                           extra={"lag_s": round(lag, 2)})
+        elif self._behind and lag < MAX_LAG_S / 2:
+            self._behind = False

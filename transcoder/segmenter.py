@@ -1,0 +1,125 @@
+"""Segment and part boundaries: pure, synchronous decisions (no I/O, no libav).
+
+The policy (docs/transcoder.md, "Keyframe alignment"):
+
+- The *source* decides every segment boundary. A segment starts at the first source
+  keyframe whose PTS is at least ``target_ms`` (minus a small tolerance for millisecond
+  rounding) after the current segment's start; the first keyframe, and the first keyframe
+  after a discontinuity, always start one. The passthrough rendition can only cut at a
+  source keyframe, so this is the only policy under which all renditions can agree.
+- Every encoded rendition forces an IDR at exactly those PTS values
+  (:class:`BoundaryClock.is_boundary`) and cuts its segments there, so a boundary is the
+  same instant in every rendition.
+- Long or irregular source keyframe intervals (OBS "auto") give long or irregular
+  segments; nothing is cut between keyframes. Parts keep latency low regardless: every
+  rendition cuts a part whenever ``part_target_ms`` of video has accumulated, at any
+  frame; the part starting a segment is the only independent one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+
+# Boundaries remembered for encoded renditions whose frames come out of the decoder and
+# encoder later than the source packet went in. Far more than any codec delay.
+MAX_PENDING_BOUNDARIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPolicy:
+    target_ms: int = 2000
+    part_target_ms: int = 500
+
+    @property
+    def tolerance_ms(self) -> int:
+        # Millisecond timestamps of a 29.97/30 fps GOP land a millisecond or two short.
+        return max(1, min(50, self.target_ms // 20))
+
+    @property
+    def part_tolerance_ms(self) -> int:
+        return max(1, min(10, self.part_target_ms // 20))
+
+    @classmethod
+    def from_seconds(cls, target_s: float, part_target_s: float) -> SegmentPolicy:
+        if target_s <= 0 or part_target_s <= 0:
+            raise ValueError("segment and part targets must be positive")
+        return cls(int(round(target_s * 1000)), int(round(min(part_target_s, target_s) * 1000)))
+
+
+class BoundaryClock:
+    """Decides segment boundaries from the source's video packets (decode order)."""
+
+    def __init__(self, policy: SegmentPolicy) -> None:
+        self.policy = policy
+        self._segment_start: int | None = None
+        self._boundaries: deque[int] = deque(maxlen=MAX_PENDING_BOUNDARIES)
+        self._boundary_set: set[int] = set()
+
+    def on_source_video(self, pts_ms: int, keyframe: bool) -> bool:
+        """True when the source frame with ``pts_ms`` starts a new segment."""
+        if not keyframe:
+            return False
+        start = self._segment_start
+        if start is not None and pts_ms - start < self.policy.target_ms - self.policy.tolerance_ms:
+            return False
+        self._segment_start = pts_ms
+        if len(self._boundaries) == self._boundaries.maxlen:
+            self._boundary_set.discard(self._boundaries[0])
+        self._boundaries.append(pts_ms)
+        self._boundary_set.add(pts_ms)
+        return True
+
+    def is_boundary(self, pts_ms: int) -> bool:
+        """Whether a (decoded) frame with ``pts_ms`` must be an IDR starting a segment."""
+        return pts_ms in self._boundary_set
+
+    def discontinuity(self) -> None:
+        """Timestamps restart: the next source keyframe starts a segment whatever its PTS."""
+        self._segment_start = None
+        self._boundaries.clear()
+        self._boundary_set.clear()
+
+
+class Cut(IntEnum):
+    """What a rendition does before muxing a video sample."""
+
+    DROP = 0  # no segment open yet (video before the first boundary)
+    CONTINUE = 1
+    PART = 2  # close the current part, start a new one in the same segment
+    SEGMENT = 3  # close the current part and segment, start a new segment
+
+
+class Cutter:
+    """One rendition's part/segment cutting over its own video samples in decode order.
+
+    ``boundary`` says whether the sample is a keyframe at a boundary of the
+    :class:`BoundaryClock`; parts are cut on the rendition's own decode timeline.
+    """
+
+    def __init__(self, policy: SegmentPolicy) -> None:
+        self.policy = policy
+        self._open = False
+        self._part_start_dts = 0
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    def on_video(self, dts_ms: int, boundary: bool) -> Cut:
+        if boundary:
+            self._open = True
+            self._part_start_dts = dts_ms
+            return Cut.SEGMENT
+        if not self._open:
+            return Cut.DROP
+        if dts_ms - self._part_start_dts >= (self.policy.part_target_ms
+                                             - self.policy.part_tolerance_ms):
+            self._part_start_dts = dts_ms
+            return Cut.PART
+        return Cut.CONTINUE
+
+    def reset(self) -> None:
+        """After a discontinuity: drop samples until the next boundary."""
+        self._open = False

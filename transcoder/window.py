@@ -1,0 +1,163 @@
+"""Per-rendition playlist bookkeeping: media sequence numbers, parts, discontinuities,
+the sliding live window, measured bandwidth. Pure and synchronous.
+
+One :class:`RenditionLog` per rendition lives in the parent process (the sink, or the
+file writer), not in the transcoder child, so sequence numbers continue across child
+restarts and publisher reconnects (RFC 8216bis 6.2.1: a media sequence number is never
+reused, and EXT-X-DISCONTINUITY-SEQUENCE counts the discontinuities that slid out).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from datetime import datetime, timedelta
+
+from castway.live.base import RenditionWindow
+from castway.model import Part, Segment
+
+
+def media_key(prefix: str, rendition: str, name: str) -> str:
+    return f"{prefix}/{rendition}/{name}" if prefix else f"{rendition}/{name}"
+
+
+def segment_key(prefix: str, rendition: str, msn: int, ext: str) -> str:
+    return media_key(prefix, rendition, f"{msn}.{ext}")
+
+
+def part_key(prefix: str, rendition: str, msn: int, index: int, ext: str) -> str:
+    return media_key(prefix, rendition, f"{msn}.{index}.{ext}")
+
+
+def init_key(prefix: str, rendition: str, generation: int) -> str:
+    return media_key(prefix, rendition, "init.mp4" if generation == 0
+                     else f"init.{generation}.mp4")
+
+
+def target_duration(durations_s: list[float] | tuple[float, ...], floor_s: float) -> int:
+    """EXT-X-TARGETDURATION: no EXTINF rounded to the nearest integer exceeds it
+    (RFC 8216bis 4.4.3.1)."""
+    longest = max([floor_s, *durations_s])
+    return max(1, int(math.floor(longest + 0.5)))
+
+
+class RenditionLog:
+    def __init__(self, prefix: str, rendition: str, *, ext: str = "m4s",
+                 window_segments: int = 10, target_segment_s: float = 2.0,
+                 part_target_s: float = 0.5, start_msn: int = 0,
+                 parts: bool = True) -> None:
+        self.prefix = prefix
+        self.rendition = rendition
+        self.ext = ext
+        self.window_segments = max(1, window_segments)
+        self.next_msn = start_msn
+        self.discontinuity_count = 0  # discontinuities so far (for the next one's seq)
+        self.parts_enabled = parts
+        self._target_floor = target_segment_s
+        self._part_target = part_target_s
+        self._max_part = 0.0
+        self._max_segment = 0.0
+        self._window: deque[Segment] = deque()
+        self._dropped_discontinuities = 0  # EXT-X-DISCONTINUITY-SEQUENCE of window[0]
+        self._parts: list[Part] = []
+        self._pending_discontinuity = False
+        self._init_generation = -1
+        self._init_key: str | None = None
+        self._init_bytes: bytes | None = None
+        self._ended = False
+        self._peak_bps = 0
+        self._total_bits = 0
+        self._total_s = 0.0
+        self._anchor: tuple[float, datetime] | None = None
+
+    # --- inputs ---------------------------------------------------------------------
+    def set_init(self, data: bytes) -> tuple[str, bool]:
+        """The init segment in force; returns its key and whether it is new."""
+        if self._init_bytes == data and self._init_key is not None:
+            return self._init_key, False
+        self._init_generation += 1
+        self._init_key = init_key(self.prefix, self.rendition, self._init_generation)
+        self._init_bytes = data
+        return self._init_key, True
+
+    def mark_discontinuity(self) -> None:
+        """The next segment follows a timestamp break (reconnect, restart)."""
+        if self._window or self._parts or self.next_msn > 0:
+            self._pending_discontinuity = True
+        self._anchor = None
+
+    def add_part(self, index: int, duration_s: float, independent: bool) -> Part:
+        part = Part(self.next_msn, index, duration_s, independent,
+                    part_key(self.prefix, self.rendition, self.next_msn, index, self.ext))
+        self._parts.append(part)
+        self._max_part = max(self._max_part, duration_s)
+        return part
+
+    @property
+    def open_parts(self) -> tuple[Part, ...]:
+        return tuple(self._parts)
+
+    def add_segment(self, duration_s: float, start_pts_s: float, size: int,
+                    now: datetime) -> Segment:
+        """A complete segment; ``now`` anchors EXT-X-PROGRAM-DATE-TIME after a break."""
+        if self._anchor is None:
+            self._anchor = (start_pts_s, now)
+        anchor_pts, anchor_time = self._anchor
+        pdt = anchor_time + timedelta(seconds=start_pts_s - anchor_pts)
+        discontinuity = self._pending_discontinuity
+        if discontinuity:
+            self.discontinuity_count += 1
+        segment = Segment(
+            msn=self.next_msn, duration_s=duration_s,
+            key=segment_key(self.prefix, self.rendition, self.next_msn, self.ext),
+            start_pts_s=start_pts_s, program_date_time=pdt, discontinuity=discontinuity,
+            discontinuity_seq=self.discontinuity_count, init_key=self._init_key, size=size,
+            parts=tuple(self._parts) if self.parts_enabled else ())
+        self._pending_discontinuity = False
+        self._parts = []
+        self.next_msn += 1
+        self._window.append(segment)
+        while len(self._window) > self.window_segments:
+            gone = self._window.popleft()
+            if self._window and self._window[0].discontinuity:
+                self._dropped_discontinuities += 1
+            del gone
+        self._max_segment = max(self._max_segment, duration_s)
+        if duration_s > 0:
+            self._peak_bps = max(self._peak_bps, int(math.ceil(size * 8 / duration_s)))
+            self._total_bits += size * 8
+            self._total_s += duration_s
+        return segment
+
+    def end(self) -> None:
+        self._ended = True
+
+    # --- outputs --------------------------------------------------------------------
+    @property
+    def peak_bps(self) -> int:
+        return self._peak_bps
+
+    @property
+    def average_bps(self) -> int:
+        return int(self._total_bits / self._total_s) if self._total_s > 0 else 0
+
+    @property
+    def init(self) -> str | None:
+        return self._init_key
+
+    def window(self) -> RenditionWindow:
+        segments = tuple(self._window)
+        hint = None
+        if self.parts_enabled and not self._ended:
+            hint = part_key(self.prefix, self.rendition, self.next_msn, len(self._parts),
+                            self.ext)
+        first_seq = segments[0].discontinuity_seq if segments else self.discontinuity_count
+        if segments and segments[0].discontinuity:
+            first_seq -= 1  # the tag counts discontinuities *before* the first segment
+        return RenditionWindow(
+            segments=segments, next_msn=self.next_msn,
+            parts=tuple(self._parts) if self.parts_enabled else (), preload_hint=hint,
+            target_duration_s=float(target_duration([self._max_segment], self._target_floor)),
+            part_target_s=max(self._part_target, self._max_part),
+            init_key=self._init_key, discontinuity_seq=max(0, first_seq),
+            ended=self._ended)
