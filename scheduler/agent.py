@@ -1,0 +1,168 @@
+"""The scheduler's side inside every ingest node: heartbeats out, commands in.
+
+The node's lifecycle (castway.model.NodeState): starting -> active (``ready()``, once
+the RTMP listener is up) -> draining (command "drain") -> stopped (command "stop").
+"resume" takes a draining node back to active (the scheduler undoes a scale-in drain
+rather than start a node). The ingest publish handler asks ``admission()`` before it
+accepts a publish; anything but None is the rejection reason to send the publisher
+(NetStream.Publish.Failed / Rejected), so a draining node takes no new broadcast.
+
+On drain, the ``on_drain`` callbacks run: the ingest side uses one to send every
+publisher that announced E-RTMP v2 reconnect support (capsEx 0x01 in ``connect``) the
+``NetConnection.Connect.ReconnectRequest`` onStatus, pointing at the load-balanced URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from castway.live.base import LiveState
+from castway.model import Node, NodeState, utcnow
+from castway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[], Awaitable[None] | None]
+
+DRAIN = "drain"
+RESUME = "resume"
+STOP = "stop"
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class NodeAgent:
+    """Heartbeats this node every ``interval_s`` and follows the scheduler's commands."""
+
+    def __init__(self, settings: Settings, live: LiveState,
+                 active_broadcasts: Callable[[], int],
+                 cpu: Callable[[], float] | None = None, *,
+                 reconnectable: Callable[[], int] | None = None,
+                 address: str | None = None, interval_s: float | None = None) -> None:
+        self.settings = settings
+        self.live = live
+        self.node_id = settings.node_id or default_node_id()
+        self.address = address or f"{settings.host}:{settings.rtmp_port}"
+        self.capacity = settings.node_capacity
+        self.interval_s = interval_s or max(0.5, min(5.0, settings.heartbeat_ttl_s / 3))
+        # The record outlives the TTL so the scheduler sees the silence and marks it lost.
+        self.record_ttl_s = 3 * settings.heartbeat_ttl_s
+        self._active_broadcasts = active_broadcasts
+        self._cpu = cpu
+        self._reconnectable = reconnectable
+        self._state = NodeState.STARTING
+        self._on_drain: list[Callback] = []
+        self._on_stop: list[Callback] = []
+        self.stopped = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    # --- what the ingest side calls --------------------------------------------------
+    @property
+    def state(self) -> NodeState:
+        return self._state
+
+    def ready(self) -> None:
+        """The RTMP listener is up: starting -> active (a drain that came first wins)."""
+        if self._state == NodeState.STARTING:
+            self._state = NodeState.ACTIVE
+            self._wake.set()
+
+    def admission(self) -> str | None:
+        """None to accept a new publish, else why it is refused."""
+        if self._state == NodeState.STARTING:
+            return "ingest node is starting"
+        if self._state == NodeState.DRAINING:
+            return "ingest node is draining: reconnect through the load-balanced URL"
+        if self._state in (NodeState.STOPPED, NodeState.LOST):
+            return "ingest node is stopping"
+        active = self._active_broadcasts()
+        if active >= self.capacity:
+            return f"ingest node is full ({active}/{self.capacity} broadcasts)"
+        return None
+
+    def on_drain(self, callback: Callback) -> None:
+        """Run ``callback`` when this node starts draining (e.g. send reconnect requests)."""
+        self._on_drain.append(callback)
+
+    def on_stop(self, callback: Callback) -> None:
+        """Run ``callback`` when the scheduler orders this node to stop."""
+        self._on_stop.append(callback)
+
+    # --- the loop --------------------------------------------------------------------
+    def snapshot(self) -> Node:
+        cpu = 0.0
+        if self._cpu is not None:
+            cpu = self._cpu()
+        reconnectable = self._reconnectable() if self._reconnectable is not None else 0
+        return Node(id=self.node_id, image_version=self.settings.image_version,
+                    address=self.address, state=self._state, capacity=self.capacity,
+                    active_broadcasts=self._active_broadcasts(), heartbeat_at=utcnow(),
+                    cpu=cpu, reconnectable=reconnectable)
+
+    async def beat(self) -> Node:
+        """Read the scheduler's command, act on it, and heartbeat the result."""
+        command = await self.live.get_node_command(self.node_id)
+        if command is not None:
+            await self._apply(command)
+        node = self.snapshot()
+        await self.live.heartbeat(node, self.record_ttl_s)
+        return node
+
+    async def run(self) -> None:
+        """Heartbeat until stopped (by command or :meth:`close`)."""
+        while not self.stopped.is_set():
+            try:
+                await self.beat()
+            except Exception:  # the live state may blip; the next beat retries
+                logger.exception("heartbeat failed", extra={"node": self.node_id})
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        """Heartbeat a last ``stopped`` so the scheduler does not wait for the TTL."""
+        if self._state != NodeState.STOPPED:
+            self._state = NodeState.STOPPED
+            try:
+                await self.live.heartbeat(replace(self.snapshot(), state=NodeState.STOPPED),
+                                          self.record_ttl_s)
+            except Exception:
+                logger.exception("last heartbeat failed", extra={"node": self.node_id})
+        self.stopped.set()
+        self._wake.set()
+
+    async def _apply(self, command: str) -> None:
+        if command == DRAIN and self._state in (NodeState.STARTING, NodeState.ACTIVE):
+            self._state = NodeState.DRAINING
+            logger.info("draining", extra={"node": self.node_id})
+            await self._run_callbacks(self._on_drain)
+        elif command == RESUME and self._state == NodeState.DRAINING:
+            self._state = NodeState.ACTIVE
+            logger.info("resumed", extra={"node": self.node_id})
+        elif command == STOP and self._state != NodeState.STOPPED:
+            self._state = NodeState.STOPPED
+            logger.info("stopping", extra={"node": self.node_id})
+            await self._run_callbacks(self._on_stop)
+            self.stopped.set()
+        elif command not in (DRAIN, RESUME, STOP):
+            logger.warning("unknown node command ignored",
+                           extra={"node": self.node_id, "command": command})
+
+    async def _run_callbacks(self, callbacks: list[Callback]) -> None:
+        for callback in callbacks:
+            try:
+                result = callback()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("node callback failed", extra={"node": self.node_id})

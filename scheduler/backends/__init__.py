@@ -1,0 +1,1 @@
+"""Where ingest nodes run: this machine's processes, or Amazon ECS tasks."""

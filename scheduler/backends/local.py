@@ -1,0 +1,177 @@
+"""Ingest nodes as ``castway ingest`` processes on this machine.
+
+Each launched node is recorded in ``DATA_DIR/scheduler/local/<node id>.json`` (pid,
+version, port), so a one-shot ``castway scheduler tick`` sees the nodes an earlier tick
+started; children run in their own session and outlive the tick that started them.
+There is no load balancer here: publishers pick a node themselves (``address``), and
+the node's own admission refuses them while it drains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from castway.model import Node, new_id, utcnow
+from castway.settings import Settings
+from scheduler.backends.base import BackendError, Instance
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie answers kill(0) but is gone
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalBackend:
+    def __init__(self, settings: Settings, *, command: Sequence[str] | None = None,
+                 env: Mapping[str, str] | None = None, state_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.command = list(command or [sys.executable, "-m", "castway.cli", "ingest"])
+        self.env = dict(env) if env is not None else dict(os.environ)
+        self.state_dir = state_dir or settings.data_dir / "scheduler" / "local"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _record(self, node_id: str) -> Path:
+        return self.state_dir / f"{node_id}.json"
+
+    def _load(self) -> list[dict[str, object]]:
+        out = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            try:
+                out.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                logger.warning("unreadable local node record", extra={"path": str(path)})
+        return out
+
+    def _running(self, record: Mapping[str, object]) -> bool:
+        node_id = str(record["node_id"])
+        child = self._children.get(node_id)
+        if child is not None:
+            return child.poll() is None
+        pid = record.get("pid")
+        return isinstance(pid, int) and _alive(pid)
+
+    def list_instances(self) -> list[Instance]:
+        out = []
+        for record in self._load():
+            node_id = str(record["node_id"])
+            if not self._running(record):
+                self._record(node_id).unlink(missing_ok=True)
+                self._children.pop(node_id, None)
+                continue
+            out.append(Instance(node_id=node_id, version=str(record["version"]),
+                                launched_at=datetime.fromisoformat(str(record["launched_at"])),
+                                address=str(record.get("address", ""))))
+        return out
+
+    def start(self, count: int, version: str) -> list[Instance]:
+        started = []
+        for _ in range(count):
+            node_id = f"local-{new_id()}"
+            port = _free_port(self.settings.host)
+            address = f"{self.settings.host}:{port}"
+            env = {**self.env,
+                   "CASTWAY_NODE_ID": node_id,
+                   "CASTWAY_IMAGE_VERSION": version,
+                   "CASTWAY_RTMP_PORT": str(port),
+                   "CASTWAY_HOST": self.settings.host,
+                   "CASTWAY_DATA_DIR": str(self.settings.data_dir),
+                   "CASTWAY_NODE_CAPACITY": str(self.settings.node_capacity),
+                   "CASTWAY_HEARTBEAT_TTL_S": str(self.settings.heartbeat_ttl_s)}
+            if self.settings.redis_url:
+                env["CASTWAY_REDIS_URL"] = self.settings.redis_url
+            log = (self.state_dir / f"{node_id}.log").open("ab")
+            try:
+                child = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            except OSError as exc:
+                raise BackendError(f"cannot start {self.command[0]}: {exc}") from exc
+            finally:
+                log.close()
+            self._children[node_id] = child
+            instance = Instance(node_id, version, utcnow(), address)
+            self._record(node_id).write_text(json.dumps({
+                "node_id": node_id, "version": version, "pid": child.pid,
+                "launched_at": instance.launched_at.isoformat(), "address": address,
+                "rtmp_port": port}))
+            logger.info("local node started", extra={"node": node_id, "version": version,
+                                                     "pid": child.pid, "address": address})
+            started.append(instance)
+        return started
+
+    def stop(self, node_id: str) -> None:
+        path = self._record(node_id)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        pid = record.get("pid")
+        child = self._children.get(node_id)
+        if self._running(record) and isinstance(pid, int):
+            self._terminate(pid, child)
+        self._children.pop(node_id, None)
+        path.unlink(missing_ok=True)
+        logger.info("local node stopped", extra={"node": node_id})
+
+    def _terminate(self, pid: int, child: subprocess.Popen[bytes] | None) -> None:
+        if child is not None:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)  # not our child: no wait() to block on
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+    def set_routable(self, node: Node, routable: bool) -> None:
+        """No load balancer on one machine: admission on the node does the refusing."""
+
+    def close(self) -> None:
+        """Children outlive the backend object (they are the fleet); only forget them."""
+        self._children.clear()
+
+    def stop_all(self) -> None:
+        """Stop every node (``castway serve`` shutting down, tests)."""
+        for instance in self.list_instances():
+            self.stop(instance.node_id)

@@ -1,0 +1,137 @@
+"""``castway scheduler tick | run --interval S | simulate [--json] [--plot PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from castway.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="castway scheduler",
+                                     description="the ingest fleet's scheduler")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("tick", "one tick: decide and act, then exit"),
+                        ("run", "tick every --interval seconds until interrupted")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--desired-version", default=None,
+                       help="image version to converge to (CASTWAY_DESIRED_VERSION)")
+        p.add_argument("--ecs-config", type=Path, default=None,
+                       help="JSON file of the ECS backend (cluster, task_definition, ...)")
+        p.add_argument("--cloudwatch-namespace", default=None,
+                       help="also publish CloudWatch custom metrics under this namespace")
+        if name == "run":
+            p.add_argument("--interval", type=float, default=None,
+                           help="seconds between ticks (CASTWAY_SCHEDULER_INTERVAL_S)")
+        else:
+            p.add_argument("--json", action="store_true", help="print the tick as JSON")
+    p = sub.add_parser("simulate", help="replay a day of broadcasts against the scheduler "
+                       "and two baselines")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of nodes and "
+                   "broadcasts over the day (needs matplotlib)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--reconnect-fraction", type=float, default=0.0,
+                   help="share of publishers that honour E-RTMP v2 reconnect requests")
+    p.add_argument("--no-deploy", action="store_true", help="no deploy at the peak")
+    p.add_argument("--max-nodes", type=int, default=200)
+    return parser
+
+
+async def _tick_once(settings: Settings, args: argparse.Namespace) -> int:
+    from castway.live import open_live_state
+    from scheduler.factory import load_ecs_config, make_scheduler
+
+    live = open_live_state(settings)
+    scheduler = make_scheduler(settings, live, ecs=load_ecs_config(args.ecs_config),
+                               cloudwatch_namespace=args.cloudwatch_namespace)
+    try:
+        result = await scheduler.tick(args.desired_version)
+    finally:
+        scheduler.backend.close()
+        await scheduler.coordinator.close()
+        await live.close()
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        if not result.ran:
+            print("tick skipped: another tick holds the lock")
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 1 if summary.get("errors") else 0
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from castway.live import open_live_state
+    from scheduler.factory import load_ecs_config, make_scheduler
+
+    if args.desired_version:
+        settings = settings.model_copy(update={"desired_version": args.desired_version})
+    live = open_live_state(settings)
+    scheduler = make_scheduler(settings, live, ecs=load_ecs_config(args.ecs_config),
+                               cloudwatch_namespace=args.cloudwatch_namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await scheduler.run(args.interval, stop)
+    finally:
+        scheduler.backend.close()
+        await scheduler.coordinator.close()
+        await live.close()
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from scheduler.simulate import Workload, compare, default_policy, plot, report
+
+    workload = Workload(seed=args.seed, reconnect_fraction=args.reconnect_fraction,
+                        deploy_at_h=None if args.no_deploy else Workload().deploy_at_h)
+    results = compare(workload, default_policy(args.max_nodes))
+    figures = report(results)
+    if args.plot is not None:
+        plot(results, args.plot)
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    print(f"{'strategy':<16}{'container-h':>12}{'ideal':>8}{'ratio':>7}"
+          f"{'interrupted':>13}{'refused':>9}{'moved':>7}{'peak':>6}")
+    for name, f in results.items():
+        row = f.as_json()
+        print(f"{name:<16}{row['container_hours']:>12}{row['ideal_container_hours']:>8}"
+              f"{row['ratio']:>7}{row['interrupted']:>13}{row['refused']:>9}"
+              f"{row['moved']:>7}{row['peak_nodes']:>6}")
+    print(f"{figures['broadcasts']} broadcasts in the day; deploy at "
+          f"{workload.deploy_at_h} h; reconnect-capable publishers: "
+          f"{workload.reconnect_fraction:.0%}")
+    if args.plot is not None:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "simulate":
+        return _simulate(args)
+    from scheduler.backends.base import BackendError
+
+    settings = Settings()
+    try:
+        if args.cmd == "tick":
+            return asyncio.run(_tick_once(settings, args))
+        return asyncio.run(_run(settings, args))
+    except BackendError as exc:
+        print(f"castway scheduler: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The scheduler's one decision: fleet in, actions out. Pure, synchronous, no I/O.
+
+OPENREC's rule, "Expire >> Drain >> Stop Container", plus scaling on live broadcasts:
+
+- a node on an old image version is *expired*: once the desired version has capacity
+  for the headroom, it is *drained* (no new publish, out of the load balancer) and it is
+  *stopped* only when its last broadcast has ended (or at the optional hard deadline);
+- the fleet scales out at once when the free slots of the nodes that accept publishes
+  fall below the headroom, and scales in slowly: one drain at a time, never within a
+  cooldown after a scale-out, and only with ``hysteresis_slots`` to spare afterwards;
+- a drain for scale-in is undone (the node resumes) before any new node is started;
+- a node whose heartbeats stop is lost: its broadcasts are marked failed by the executor
+  and its capacity no longer counts, so the same decision replaces it.
+
+The decision only stops a node whose own heartbeat, sent after the drain order, reports
+``draining`` with no broadcast: a draining node admits no publish, so that count is final.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from castway.model import Node, NodeState
+from scheduler.policy import Policy
+
+
+class DrainReason(StrEnum):
+    EXPIRED = "expired"  # old image version
+    SCALE_IN = "scale_in"  # surplus capacity
+    SHUFFLE = "shuffle"  # old version at the fleet cap: make room for the new one
+    UNKNOWN = "unknown"  # seen draining, no record of why (memory lost)
+
+
+@dataclass(frozen=True, slots=True)
+class StartNodes:
+    count: int
+    version: str
+    reason: str = "headroom"
+
+
+@dataclass(frozen=True, slots=True)
+class DrainNode:
+    node_id: str
+    reason: DrainReason
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeNode:
+    """Cancel a scale-in drain: cheaper than starting a node."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopNode:
+    node_id: str
+    reason: str
+    forced: bool = False  # at the drain deadline, broadcasts may still be live
+
+
+@dataclass(frozen=True, slots=True)
+class MarkLost:
+    node_id: str
+
+
+Action = StartNodes | DrainNode | ResumeNode | StopNode | MarkLost
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    node_id: str
+    since: datetime  # when the drain was ordered
+    reason: DrainReason
+
+
+@dataclass(frozen=True, slots=True)
+class FleetMemory:
+    """What one tick leaves for the next (cooldowns, drains in progress). JSON-able via
+    castway.serde, so a stateless Lambda keeps it in Redis between ticks."""
+
+    last_scale_out_at: datetime | None = None
+    last_scale_in_at: datetime | None = None
+    drains: tuple[Drain, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFigures:
+    live_broadcasts: int = 0
+    headroom: int = 0
+    free_slots: int = 0  # on active nodes of the desired version that accept publishes
+    by_state: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    actions: tuple[Action, ...]
+    memory: FleetMemory
+    figures: FleetFigures = field(default_factory=FleetFigures)
+
+
+def _seconds(a: datetime, b: datetime) -> float:
+    return (a - b).total_seconds()
+
+
+def _silent(node: Node, policy: Policy, now: datetime) -> bool:
+    limit = policy.start_timeout_s if node.state == NodeState.STARTING else policy.heartbeat_ttl_s
+    return _seconds(now, node.heartbeat_at) > limit
+
+
+def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: datetime,
+           memory: FleetMemory | None = None) -> Decision:
+    """The actions that move ``nodes`` towards ``desired_version`` with the headroom kept.
+
+    ``nodes`` is the merged view of the fleet: every node's last heartbeat, plus a
+    ``starting`` placeholder (heartbeat_at = launch time) for each node the backend has
+    launched that has not heartbeated yet.
+    """
+    memory = memory or FleetMemory()
+    actions: list[Action] = []
+    by_state: dict[str, int] = {}
+    alive: list[Node] = []
+    for node in sorted(nodes, key=lambda n: n.id):
+        if node.state == NodeState.STOPPED:
+            by_state[NodeState.STOPPED] = by_state.get(NodeState.STOPPED, 0) + 1
+            continue
+        if node.state == NodeState.LOST or _silent(node, policy, now):
+            by_state[NodeState.LOST] = by_state.get(NodeState.LOST, 0) + 1
+            actions.append(MarkLost(node.id))
+            continue
+        alive.append(node)
+    alive_ids = {n.id for n in alive}
+    drains = {d.node_id: d for d in memory.drains if d.node_id in alive_ids}
+    for node in alive:
+        if node.state == NodeState.DRAINING and node.id not in drains:
+            drains[node.id] = Drain(node.id, node.heartbeat_at, DrainReason.UNKNOWN)
+    for node in alive:
+        state = NodeState.DRAINING if node.id in drains else node.state
+        by_state[state] = by_state.get(state, 0) + 1
+
+    live = sum(n.active_broadcasts for n in alive)
+    headroom = policy.headroom(live, now)
+    stopping: set[str] = set()
+
+    # Drain >> Stop: a node stops when its own post-drain heartbeat shows it empty.
+    draining = [n for n in alive if n.id in drains]
+    for node in draining:
+        drain = drains[node.id]
+        if (node.state == NodeState.DRAINING and node.active_broadcasts == 0
+                and node.heartbeat_at >= drain.since):
+            actions.append(StopNode(node.id, reason="drained"))
+            stopping.add(node.id)
+        elif (policy.drain_deadline_s is not None
+              and _seconds(now, drain.since) >= policy.drain_deadline_s):
+            actions.append(StopNode(node.id, reason="drain deadline", forced=True))
+            stopping.add(node.id)
+
+    accepting = [n for n in alive if n.id not in drains]
+    current = [n for n in accepting if n.image_version == desired_version]
+    old = [n for n in accepting if n.image_version != desired_version]
+    # An old node that never went active has no broadcast to wait for.
+    for node in old:
+        if node.state == NodeState.STARTING and node.active_broadcasts == 0:
+            actions.append(StopNode(node.id, reason="expired before active"))
+            stopping.add(node.id)
+    old_active = [n for n in old if n.id not in stopping]
+    cur_active = [n for n in current if n.state == NodeState.ACTIVE]
+    cur_starting = [n for n in current if n.state != NodeState.ACTIVE]
+
+    free_active = sum(n.free_slots for n in cur_active)
+    free_future = free_active + sum(n.free_slots for n in cur_starting)
+    # Broadcasts that will land on the accepting nodes: reconnect requests in flight from
+    # draining nodes, and those the expired nodes will send once drained.
+    moving = sum(n.reconnectable for n in draining if n.id not in stopping)
+    old_moving = sum(n.reconnectable for n in old_active)
+    target = headroom + moving + old_moving
+    floor = policy.min_nodes(now)
+    short_slots = target - free_future
+    short_nodes = floor - len(current)
+
+    # Scale out at once: resume scale-in drains first, then start nodes.
+    if short_slots > 0 or short_nodes > 0:
+        resumable = sorted((n for n in draining if n.id not in stopping
+                            and n.image_version == desired_version
+                            and drains[n.id].reason == DrainReason.SCALE_IN),
+                           key=lambda n: (-n.active_broadcasts, n.id))
+        for node in resumable:
+            if short_slots <= 0 and short_nodes <= 0:
+                break
+            actions.append(ResumeNode(node.id))
+            del drains[node.id]
+            short_slots -= node.free_slots
+            short_nodes -= 1
+    running = len(alive) - len(stopping)
+    wanted = max(math.ceil(short_slots / policy.node_capacity) if short_slots > 0 else 0,
+                 short_nodes, 0)
+    room = max(0, policy.max_nodes - running)
+    started = min(wanted, room)
+    last_out = memory.last_scale_out_at
+    if started > 0:
+        actions.append(StartNodes(started, desired_version))
+        last_out = now
+
+    # Expire >> Drain: once the desired version holds the headroom on its own.
+    last_in = memory.last_scale_in_at
+    if old_active:
+        if free_active >= target and free_active > 0:
+            for node in old_active:
+                actions.append(DrainNode(node.id, DrainReason.EXPIRED))
+                drains[node.id] = Drain(node.id, now, DrainReason.EXPIRED)
+        elif wanted > started and not any(d.reason == DrainReason.SHUFFLE
+                                           for d in drains.values()):
+            # At the fleet cap the new version cannot start: free one old node's place.
+            node = min(old_active, key=lambda n: (n.active_broadcasts - n.reconnectable,
+                                                  n.active_broadcasts, n.id))
+            actions.append(DrainNode(node.id, DrainReason.SHUFFLE))
+            drains[node.id] = Drain(node.id, now, DrainReason.SHUFFLE)
+    elif (started == 0 and not cur_starting and len(cur_active) > max(floor, 1)
+          and (last_out is None or _seconds(now, last_out) >= policy.scale_in_cooldown_s)
+          and (last_in is None or _seconds(now, last_in) >= policy.scale_in_interval_s)):
+        # Scale in slowly: the node that empties soonest, if the rest keep the headroom.
+        node = min(cur_active, key=lambda n: (n.active_broadcasts - n.reconnectable,
+                                              n.active_broadcasts, n.id))
+        if free_active - node.free_slots - node.reconnectable >= target + policy.hysteresis_slots:
+            actions.append(DrainNode(node.id, DrainReason.SCALE_IN))
+            drains[node.id] = Drain(node.id, now, DrainReason.SCALE_IN)
+            last_in = now
+
+    for node_id in stopping:
+        drains.pop(node_id, None)
+    new_memory = replace(memory, last_scale_out_at=last_out, last_scale_in_at=last_in,
+                         drains=tuple(sorted(drains.values(), key=lambda d: d.node_id)))
+    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_active,
+                           by_state=tuple(sorted(by_state.items())))
+    return Decision(actions=tuple(actions), memory=new_memory, figures=figures)

@@ -1,0 +1,406 @@
+"""Replay a day of user-driven broadcasts against the scheduler and two baselines.
+
+The workload: Poisson arrivals whose rate follows the day (trough in the morning, peak
+at night), log-normal durations capped at 24 h (heavy-tailed: most broadcasts are short,
+a few run all day), and a deploy of a new image version at the peak. The same workload
+is replayed against:
+
+- ``castway``: :func:`scheduler.decide.decide` ticking every minute, its actions applied
+  by a simulated executor (nodes take ``start_delay_s`` to become active, are routable
+  from the first tick that sees them active);
+- ``cpu_autoscaler``: target tracking on average CPU (ECS service style): scale out at
+  once, scale in after a sustained low by stopping tasks, which cuts their broadcasts;
+  a rolling deploy that stops old tasks once new ones are up;
+- ``fixed_fleet``: as many nodes as the day's peak needs with the same headroom, and a
+  rolling deploy.
+
+Publishers land on a random routable node with a free slot (NLB plus the publisher's
+retry on a clear rejection); a publish is refused when no routable node has one.
+The ideal lower bound is ceil(live broadcasts / node capacity) nodes at every instant.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from castway.model import Node, NodeState
+from scheduler.decide import (
+    DrainNode,
+    FleetMemory,
+    MarkLost,
+    ResumeNode,
+    StartNodes,
+    StopNode,
+    decide,
+)
+from scheduler.policy import Policy
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    seed: int = 7
+    hours: float = 24.0
+    warmup_h: float = 12.0  # simulated before the measured day, so it starts loaded
+    trough_rate_per_min: float = 0.5
+    peak_rate_per_min: float = 3.5
+    peak_hour: float = 22.0
+    median_duration_min: float = 40.0
+    duration_sigma: float = 1.3  # of the log-normal: mean ~ 2.3 x median
+    max_duration_h: float = 24.0
+    reconnect_fraction: float = 0.0  # publishers that honour E-RTMP v2 ReconnectRequest
+    deploy_at_h: float | None = 22.0  # new image version at the peak
+
+    def rate_per_s(self, t: float) -> float:
+        hour = (t / 3600.0) % 24.0
+        shape = (1.0 + math.cos(2 * math.pi * (hour - self.peak_hour) / 24.0)) / 2.0
+        return (self.trough_rate_per_min
+                + (self.peak_rate_per_min - self.trough_rate_per_min) * shape ** 2) / 60.0
+
+    def broadcasts(self) -> list[tuple[float, float, bool]]:
+        """(arrival, duration, reconnectable) from -warmup to the end of the day."""
+        rng = random.Random(self.seed)
+        peak = self.peak_rate_per_min / 60.0
+        t = -self.warmup_h * 3600.0
+        end = self.hours * 3600.0
+        out: list[tuple[float, float, bool]] = []
+        mu = math.log(self.median_duration_min * 60.0)
+        while True:
+            t += rng.expovariate(peak)  # thinning of a non-homogeneous Poisson process
+            if t >= end:
+                return out
+            if rng.random() * peak > self.rate_per_s(t):
+                continue
+            duration = min(rng.lognormvariate(mu, self.duration_sigma),
+                           self.max_duration_h * 3600.0)
+            out.append((t, max(duration, 30.0), rng.random() < self.reconnect_fraction))
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: str
+    version: str
+    capacity: int
+    active_at: float
+    state: NodeState = NodeState.STARTING
+    routable: bool = False
+    broadcasts: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Figures:
+    container_hours: float = 0.0
+    ideal_container_hours: float = 0.0
+    interrupted: int = 0
+    refused: int = 0
+    broadcasts: int = 0
+    moved: int = 0  # broadcasts moved off a draining node by a reconnect request
+    peak_nodes: int = 0
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (h, nodes, live)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"interrupted": self.interrupted,
+                "container_hours": round(self.container_hours, 1),
+                "ideal_container_hours": round(self.ideal_container_hours, 1),
+                "ratio": round(self.container_hours / self.ideal_container_hours, 3)
+                if self.ideal_container_hours else None,
+                "refused": self.refused, "broadcasts": self.broadcasts,
+                "moved": self.moved, "peak_nodes": self.peak_nodes}
+
+
+class World:
+    """Nodes, broadcasts and the counters; strategies act on it at each tick."""
+
+    def __init__(self, workload: Workload, capacity: int, start_delay_s: float,
+                 rng: random.Random) -> None:
+        self.workload = workload
+        self.capacity = capacity
+        self.start_delay_s = start_delay_s
+        self.rng = rng
+        self.nodes: dict[str, SimNode] = {}
+        self.where: dict[int, str] = {}  # broadcast -> node
+        self.reconnectable: set[int] = set()
+        self.figures = Figures()
+        self.now = 0.0
+        self.version = "v1"
+        self._ids = itertools.count(1)
+
+    @property
+    def measuring(self) -> bool:
+        return self.now >= 0.0
+
+    def start(self, version: str) -> SimNode:
+        node = SimNode(f"n{next(self._ids)}", version, self.capacity,
+                       self.now + self.start_delay_s)
+        self.nodes[node.id] = node
+        return node
+
+    def stop(self, node_id: str) -> None:
+        node = self.nodes.pop(node_id, None)
+        if node is None:
+            return
+        for b in node.broadcasts:
+            del self.where[b]
+            self.reconnectable.discard(b)
+            if self.measuring:
+                self.figures.interrupted += 1
+
+    def accepting(self, exclude: str | None = None) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.routable and n.state == NodeState.ACTIVE
+                and len(n.broadcasts) < n.capacity and n.id != exclude]
+
+    def place(self, b: int, exclude: str | None = None) -> bool:
+        choices = self.accepting(exclude)
+        if not choices:
+            return False
+        node = self.rng.choice(choices)
+        node.broadcasts.add(b)
+        self.where[b] = node.id
+        return True
+
+    def end(self, b: int) -> None:
+        node_id = self.where.pop(b, None)
+        self.reconnectable.discard(b)
+        if node_id is not None:
+            self.nodes[node_id].broadcasts.discard(b)
+
+    def move_off(self, node: SimNode) -> None:
+        """A draining node's reconnect requests: each reconnectable publisher reconnects
+        through the load balancer; refused, it keeps streaming where it is."""
+        for b in sorted(node.broadcasts & self.reconnectable):
+            if self.place(b, exclude=node.id):
+                node.broadcasts.discard(b)
+                if self.measuring:
+                    self.figures.moved += 1
+
+    @property
+    def live(self) -> int:
+        return len(self.where)
+
+
+Strategy = Callable[[World], None]
+
+
+def castway_strategy(policy: Policy) -> Strategy:
+    memory = FleetMemory()
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def tick(world: World) -> None:
+        nonlocal memory
+        now = epoch + timedelta(seconds=world.now)
+        view = [Node(id=n.id, image_version=n.version, address="", state=n.state,
+                     capacity=n.capacity, active_broadcasts=len(n.broadcasts),
+                     heartbeat_at=now,
+                     reconnectable=len(n.broadcasts & world.reconnectable))
+                for n in world.nodes.values()]
+        decision = decide(view, world.version, policy, now, memory)
+        memory = decision.memory
+        for action in decision.actions:
+            if isinstance(action, StartNodes):
+                for _ in range(action.count):
+                    world.start(action.version)
+            elif isinstance(action, DrainNode):
+                node = world.nodes[action.node_id]
+                node.state, node.routable = NodeState.DRAINING, False
+            elif isinstance(action, ResumeNode):
+                world.nodes[action.node_id].state = NodeState.ACTIVE
+            elif isinstance(action, (StopNode, MarkLost)):
+                world.stop(action.node_id)
+        for node in world.nodes.values():
+            if node.state == NodeState.ACTIVE:
+                node.routable = True  # the executor registers active nodes every tick
+            elif node.state == NodeState.DRAINING:
+                world.move_off(node)
+
+    return tick
+
+
+def _cpu(node: SimNode) -> float:
+    return min(1.0, 0.05 + 0.11 * len(node.broadcasts))
+
+
+def cpu_strategy(target: float = 0.6, scale_in_after_ticks: int = 15,
+                 min_nodes: int = 1, max_nodes: int = 200) -> Strategy:
+    """ECS service target tracking on CPU, rolling deploys (min 100 %, max 200 %)."""
+    low_ticks = 0
+
+    def tick(world: World) -> None:
+        nonlocal low_ticks
+        for node in world.nodes.values():
+            if node.state == NodeState.ACTIVE:
+                node.routable = True
+        current = [n for n in world.nodes.values() if n.version == world.version]
+        old = [n for n in world.nodes.values() if n.version != world.version]
+        if old:  # rolling deploy: replace old tasks as new ones come up
+            up = [n for n in current if n.state == NodeState.ACTIVE]
+            pending = [n for n in current if n.state == NodeState.STARTING]
+            for _ in range(max(0, len(old) - len(up) - len(pending))):
+                world.start(world.version)
+            for node in old[:len(up)]:
+                world.stop(node.id)
+            return
+        active = [n for n in current if n.state == NodeState.ACTIVE]
+        if not active:
+            if not current:
+                world.start(world.version)
+            return
+        avg = sum(_cpu(n) for n in active) / len(active)
+        desired = max(min_nodes, min(max_nodes, math.ceil(len(active) * avg / target)))
+        if desired > len(current):
+            low_ticks = 0
+            for _ in range(desired - len(current)):
+                world.start(world.version)
+        elif desired < len(active):
+            low_ticks += 1
+            if low_ticks >= scale_in_after_ticks:
+                low_ticks = 0
+                for node in world.rng.sample(active, len(active) - desired):
+                    world.stop(node.id)
+        else:
+            low_ticks = 0
+
+    return tick
+
+
+def fixed_strategy(size: int) -> Strategy:
+    """A fleet of ``size`` nodes; a deploy replaces them (rolling, min 100 %)."""
+
+    def tick(world: World) -> None:
+        for node in world.nodes.values():
+            if node.state == NodeState.ACTIVE:
+                node.routable = True
+        current = [n for n in world.nodes.values() if n.version == world.version]
+        old = [n for n in world.nodes.values() if n.version != world.version]
+        for _ in range(size - len(current)):
+            world.start(world.version)
+        up = [n for n in current if n.state == NodeState.ACTIVE]
+        for node in old[:len(up)]:
+            world.stop(node.id)
+
+    return tick
+
+
+def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
+        start_delay_s: float = 60.0, tick_s: float = 60.0, step_s: float = 5.0,
+        seed: int = 1) -> Figures:
+    """Replay ``workload`` against ``strategy``; figures cover the measured day only."""
+    world = World(workload, capacity, start_delay_s, random.Random(seed))
+    arrivals = workload.broadcasts()
+    ends: list[tuple[float, int]] = []
+    demand: list[float] = []  # end times of every broadcast wanted, placed or not
+    deploy_at = (workload.deploy_at_h * 3600.0 if workload.deploy_at_h is not None
+                 else math.inf)
+    t = -workload.warmup_h * 3600.0
+    end = workload.hours * 3600.0
+    i = 0
+    next_tick = t
+    world.now = t
+    strategy(world)
+    while t < end:
+        t += step_s
+        world.now = t
+        while ends and ends[0][0] <= t:
+            _, b = heapq.heappop(ends)
+            world.end(b)
+        while demand and demand[0] <= t:
+            heapq.heappop(demand)
+        for node in world.nodes.values():
+            if node.state == NodeState.STARTING and node.active_at <= t:
+                node.state = NodeState.ACTIVE
+        if t >= deploy_at:
+            world.version, deploy_at = "v2", math.inf
+        while i < len(arrivals) and arrivals[i][0] <= t:
+            arrival, duration, reconnectable = arrivals[i]
+            heapq.heappush(demand, arrival + duration)
+            if world.place(i):
+                heapq.heappush(ends, (arrival + duration, i))
+                if reconnectable:
+                    world.reconnectable.add(i)
+            elif world.measuring:
+                world.figures.refused += 1
+            if world.measuring:
+                world.figures.broadcasts += 1
+            i += 1
+        if t >= next_tick:
+            next_tick += tick_s
+            strategy(world)
+        if world.measuring:
+            f = world.figures
+            f.container_hours += len(world.nodes) * step_s / 3600.0
+            f.ideal_container_hours += math.ceil(len(demand) / capacity) * step_s / 3600.0
+            f.peak_nodes = max(f.peak_nodes, len(world.nodes))
+            if int(t) % 300 == 0:
+                f.samples.append((t / 3600.0, len(world.nodes), len(demand)))
+    return world.figures
+
+
+def peak_live(workload: Workload) -> int:
+    """Most broadcasts live at once in the workload (sizes the fixed fleet)."""
+    events = sorted([(a, 1) for a, _, _ in workload.broadcasts()]
+                    + [(a + d, -1) for a, d, _ in workload.broadcasts()])
+    live = best = 0
+    for _, delta in events:
+        live += delta
+        best = max(best, live)
+    return best
+
+
+def compare(workload: Workload, policy: Policy, *, start_delay_s: float = 60.0
+            ) -> dict[str, Figures]:
+    cap = policy.node_capacity
+    peak = peak_live(workload)
+    fixed_size = math.ceil((peak + policy.headroom(peak, datetime(2026, 1, 1, tzinfo=UTC)))
+                           / cap)
+    return {
+        "castway": run(workload, castway_strategy(policy), capacity=cap,
+                       start_delay_s=start_delay_s),
+        "cpu_autoscaler": run(workload, cpu_strategy(max_nodes=policy.max_nodes),
+                              capacity=cap, start_delay_s=start_delay_s),
+        "fixed_fleet": run(workload, fixed_strategy(fixed_size), capacity=cap,
+                           start_delay_s=start_delay_s),
+    }
+
+
+def report(results: dict[str, Figures]) -> dict[str, Any]:
+    """One JSON object: castway's figures at the top level, each baseline under its name."""
+    out = results["castway"].as_json()
+    for name, figures in results.items():
+        if name != "castway":
+            out[name] = figures.as_json()
+    return out
+
+
+def plot(results: dict[str, Figures], path: Path) -> None:
+    """Nodes and live broadcasts over the day, one panel per strategy (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(10, 3 * len(results)), sharex=True)
+    for ax, (name, figures) in zip(axes, results.items(), strict=True):
+        hours = [s[0] for s in figures.samples]
+        ax.plot(hours, [s[1] for s in figures.samples], label="nodes")
+        ax.plot(hours, [s[2] / 8 for s in figures.samples], label="live broadcasts / 8",
+                linestyle="--")
+        ax.set_title(f"{name}: {figures.container_hours:.0f} container-h "
+                     f"(ideal {figures.ideal_container_hours:.0f}), "
+                     f"{figures.interrupted} interrupted, {figures.refused} refused")
+        ax.legend(loc="upper left")
+    axes[-1].set_xlabel("hour of day (deploy at the peak)")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def default_policy(max_nodes: int = 200) -> Policy:
+    return replace(Policy(), max_nodes=max_nodes)

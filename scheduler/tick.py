@@ -1,0 +1,212 @@
+"""One scheduler tick: read the fleet, decide, act. Idempotent, one at a time.
+
+A tick merges two views of the fleet: the nodes' heartbeats (live state) and what the
+backend has launched (a node that has not heartbeated yet shows as ``starting`` since
+its launch). It asks :func:`scheduler.decide.decide` for actions and applies them:
+
+- start: ``backend.start``;
+- drain: the node's command "drain" (it refuses new publishes, sends reconnect
+  requests), and out of the load balancer / DNS;
+- resume: command "resume", back into the load balancer;
+- stop: command "stop", ``backend.stop``, out of the load balancer;
+- lost: its live broadcasts are marked failed (event ``failed`` on ``broadcasts``), out
+  of the load balancer, ``backend.stop``; the same decision starts its replacement.
+
+Active nodes are (re-)registered with the load balancer on every tick, so a tick that
+died halfway is repaired by the next one. Every action is applied on its own: one that
+fails is logged and counted, and the others still run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.model import BroadcastState, Node, NodeState, utcnow
+from castway.settings import Settings
+from scheduler.agent import DRAIN, RESUME, STOP
+from scheduler.backends.base import Backend, Instance
+from scheduler.coordination import Coordinator, LocalCoordinator
+from scheduler.decide import (
+    Action,
+    Decision,
+    DrainNode,
+    MarkLost,
+    ResumeNode,
+    StartNodes,
+    StopNode,
+    decide,
+)
+from scheduler.metrics import SchedulerMetrics
+from scheduler.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    ran: bool  # False: another tick held the lock
+    decision: Decision | None = None
+    errors: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, object]:
+        if self.decision is None:
+            return {"ran": self.ran}
+        f = self.decision.figures
+        return {"ran": self.ran, "live_broadcasts": f.live_broadcasts,
+                "headroom": f.headroom, "free_slots": f.free_slots,
+                "nodes": dict(f.by_state),
+                "actions": [_describe(a) for a in self.decision.actions],
+                "errors": list(self.errors)}
+
+
+def _describe(action: Action) -> str:
+    if isinstance(action, StartNodes):
+        return f"start {action.count} on {action.version}"
+    if isinstance(action, DrainNode):
+        return f"drain {action.node_id} ({action.reason.value})"
+    if isinstance(action, ResumeNode):
+        return f"resume {action.node_id}"
+    if isinstance(action, StopNode):
+        return f"stop {action.node_id} ({action.reason}{', forced' if action.forced else ''})"
+    return f"lost {action.node_id}"
+
+
+def merge_view(heartbeats: list[Node], instances: list[Instance], capacity: int) -> list[Node]:
+    """Heartbeats, plus a ``starting`` placeholder for each launched-but-silent node."""
+    by_id = {n.id: n for n in heartbeats}
+    for instance in instances:
+        node = by_id.get(instance.node_id)
+        if node is None:
+            by_id[instance.node_id] = Node(
+                id=instance.node_id, image_version=instance.version,
+                address=instance.address, state=NodeState.STARTING, capacity=capacity,
+                heartbeat_at=instance.launched_at)
+        elif instance.address and instance.address != node.address:
+            by_id[node.id] = replace(node, address=instance.address)  # the routable one
+    return sorted(by_id.values(), key=lambda n: n.id)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, live: LiveState, backend: Backend, *,
+                 policy: Policy | None = None, coordinator: Coordinator | None = None,
+                 metrics: SchedulerMetrics | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.live = live
+        self.backend = backend
+        self.policy = policy or Policy.from_settings(settings)
+        self.coordinator = coordinator or LocalCoordinator()
+        self.metrics = metrics
+        self.clock = clock
+
+    @property
+    def desired_version(self) -> str:
+        return self.settings.desired_version or self.settings.image_version
+
+    async def tick(self, desired_version: str | None = None) -> TickResult:
+        lock_ttl_s = max(2 * self.settings.scheduler_interval_s, 30.0)
+        if not await self.coordinator.acquire(lock_ttl_s):
+            logger.info("tick skipped: another tick holds the lock")
+            if self.metrics is not None:
+                self.metrics.ticks.labels(outcome="skipped").inc()
+            return TickResult(ran=False)
+        try:
+            return await self._tick(desired_version or self.desired_version)
+        finally:
+            await self.coordinator.release()
+
+    async def _tick(self, desired_version: str) -> TickResult:
+        heartbeats = await self.live.list_nodes()
+        instances = await asyncio.to_thread(self.backend.list_instances)
+        view = merge_view(heartbeats, instances, self.policy.node_capacity)
+        memory = await self.coordinator.load_memory()
+        now = self.clock()
+        decision = decide(view, desired_version, self.policy, now, memory)
+        by_id = {n.id: n for n in view}
+        errors: list[str] = []
+        for action in decision.actions:
+            try:
+                await self._apply(action, by_id, now)
+            except Exception as exc:
+                logger.exception("scheduler action failed",
+                                 extra={"action": _describe(action)})
+                errors.append(f"{_describe(action)}: {exc}")
+        await self._sync_routing(view, decision, errors)
+        await self.coordinator.save_memory(decision.memory)
+        if self.metrics is not None:
+            self.metrics.record(decision)
+            self.metrics.ticks.labels(outcome="ran").inc()
+        if decision.actions:
+            logger.info("tick", extra={"actions": [_describe(a) for a in decision.actions],
+                                       "live_broadcasts": decision.figures.live_broadcasts,
+                                       "free_slots": decision.figures.free_slots,
+                                       "headroom": decision.figures.headroom})
+        return TickResult(ran=True, decision=decision, errors=tuple(errors))
+
+    async def _apply(self, action: Action, by_id: dict[str, Node], now: datetime) -> None:
+        if isinstance(action, StartNodes):
+            await asyncio.to_thread(self.backend.start, action.count, action.version)
+            return
+        node = by_id[action.node_id]
+        if isinstance(action, DrainNode):
+            await self.live.set_node_command(node.id, DRAIN)
+            await asyncio.to_thread(self.backend.set_routable, node, False)
+        elif isinstance(action, ResumeNode):
+            await self.live.set_node_command(node.id, RESUME)
+            await asyncio.to_thread(self.backend.set_routable, node, True)
+        elif isinstance(action, StopNode):
+            await self.live.set_node_command(node.id, STOP)
+            await asyncio.to_thread(self.backend.set_routable, node, False)
+            await asyncio.to_thread(self.backend.stop, node.id)
+        elif isinstance(action, MarkLost):
+            await self._fail_broadcasts(node.id, now)
+            await self.live.set_node_command(node.id, STOP)  # if it ever comes back
+            await asyncio.to_thread(self.backend.set_routable, node, False)
+            await asyncio.to_thread(self.backend.stop, node.id)
+
+    async def _fail_broadcasts(self, node_id: str, now: datetime) -> None:
+        for broadcast in await self.live.list_broadcasts():
+            if broadcast.node_id != node_id or broadcast.state != BroadcastState.LIVE:
+                continue
+            await self.live.put_broadcast(replace(broadcast, state=BroadcastState.FAILED,
+                                                  ended_at=now))
+            await self.live.publish(BROADCASTS_TOPIC, {
+                "type": "failed", "broadcast_id": broadcast.id,
+                "channel": broadcast.channel, "reason": f"ingest node {node_id} lost"})
+            logger.warning("broadcast failed: node lost",
+                           extra={"broadcast_id": broadcast.id, "channel": broadcast.channel,
+                                  "node": node_id})
+
+    async def _sync_routing(self, view: list[Node], decision: Decision,
+                            errors: list[str]) -> None:
+        draining = {d.node_id for d in decision.memory.drains}
+        gone = {a.node_id for a in decision.actions if isinstance(a, (StopNode, MarkLost))}
+        for node in view:
+            if node.state != NodeState.ACTIVE or node.id in draining or node.id in gone:
+                continue
+            try:
+                await asyncio.to_thread(self.backend.set_routable, node, True)
+            except Exception as exc:
+                logger.exception("register failed", extra={"node": node.id})
+                errors.append(f"register {node.id}: {exc}")
+
+    async def run(self, interval_s: float | None = None,
+                  stop: asyncio.Event | None = None) -> None:
+        """Tick every ``interval_s`` until ``stop`` is set; a failed tick is logged and
+        the next one runs on time."""
+        interval = interval_s or self.settings.scheduler_interval_s
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("scheduler tick failed")
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
