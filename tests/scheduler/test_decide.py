@@ -1,0 +1,327 @@
+"""decide(): the scheduler's pure decision, as a table of cases and three properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from castway.model import Node, NodeState
+from scheduler.decide import (
+    Action,
+    Drain,
+    DrainNode,
+    DrainReason,
+    FleetMemory,
+    MarkLost,
+    ResumeNode,
+    StartNodes,
+    StopNode,
+    decide,
+)
+from scheduler.policy import CapacityWindow, Policy, PolicyError
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+POLICY = Policy(node_capacity=8, headroom_min_slots=2, headroom_fraction=0.2, max_nodes=20)
+
+
+def node(id: str, *, version: str = "v2", state: NodeState = NodeState.ACTIVE,
+         active: int = 0, capacity: int = 8, age_s: float = 5.0,
+         reconnectable: int = 0) -> Node:
+    return Node(id=id, image_version=version, address=f"10.0.0.1:{1935}", state=state,
+                capacity=capacity, active_broadcasts=active,
+                heartbeat_at=NOW - timedelta(seconds=age_s), reconnectable=reconnectable)
+
+
+def kinds(actions: tuple[Action, ...]) -> list[str]:
+    out = []
+    for a in actions:
+        if isinstance(a, StartNodes):
+            out.append(f"start {a.count} {a.version}")
+        elif isinstance(a, DrainNode):
+            out.append(f"drain {a.node_id} {a.reason.value}")
+        elif isinstance(a, ResumeNode):
+            out.append(f"resume {a.node_id}")
+        elif isinstance(a, StopNode):
+            out.append(f"stop {a.node_id}" + (" forced" if a.forced else ""))
+        elif isinstance(a, MarkLost):
+            out.append(f"lost {a.node_id}")
+    return out
+
+
+# --- the table ------------------------------------------------------------------------
+
+def test_an_empty_fleet_starts_enough_nodes_for_the_headroom() -> None:
+    assert kinds(decide([], "v2", POLICY, NOW).actions) == ["start 1 v2"]
+
+
+def test_a_fleet_with_headroom_is_left_alone() -> None:
+    fleet = [node("a", active=5)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == []
+
+
+def test_scale_out_is_immediate_and_sized_in_slots() -> None:
+    # 30 live -> headroom 6; free 2 -> short 4 slots -> one node
+    fleet = [node("a", active=8), node("b", active=8), node("c", active=8),
+             node("d", active=6)]
+    decision = decide(fleet, "v2", POLICY, NOW)
+    assert kinds(decision.actions) == ["start 1 v2"]
+    assert decision.memory.last_scale_out_at == NOW
+    assert decision.figures.headroom == 6 and decision.figures.free_slots == 2
+
+
+def test_starting_nodes_count_as_coming_capacity() -> None:
+    fleet = [node("a", active=8), node("b", state=NodeState.STARTING)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == []
+
+
+def test_deploy_starts_the_new_version_before_draining_the_old() -> None:
+    fleet = [node("a", version="v1", active=3), node("b", version="v1", active=2)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["start 1 v2"]
+
+
+def test_old_nodes_drain_once_the_new_version_holds_the_headroom() -> None:
+    fleet = [node("a", version="v1", active=3), node("b", version="v1", active=2),
+             node("c", version="v2", active=0)]
+    decision = decide(fleet, "v2", POLICY, NOW)
+    assert kinds(decision.actions) == ["drain a expired", "drain b expired"]
+    assert {d.node_id for d in decision.memory.drains} == {"a", "b"}
+
+
+def test_an_old_node_that_never_went_active_is_stopped_at_once() -> None:
+    fleet = [node("a", version="v1", state=NodeState.STARTING), node("c", active=1)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["stop a"]
+
+
+def test_a_draining_node_stops_only_when_its_own_heartbeat_shows_it_empty() -> None:
+    ordered = NOW - timedelta(seconds=60)
+    memory = FleetMemory(drains=(Drain("a", ordered, DrainReason.EXPIRED),
+                                 Drain("b", ordered, DrainReason.EXPIRED),
+                                 Drain("c", ordered, DrainReason.EXPIRED)))
+    fleet = [node("a", version="v1", state=NodeState.DRAINING, active=0),
+             node("b", version="v1", state=NodeState.DRAINING, active=1),
+             # empty, but has not heartbeated since the drain order: it may still admit
+             node("c", version="v1", state=NodeState.ACTIVE, active=0),
+             node("n", active=0)]
+    decision = decide(fleet, "v2", POLICY, NOW, memory)
+    assert kinds(decision.actions) == ["stop a"]
+    assert {d.node_id for d in decision.memory.drains} == {"b", "c"}
+
+
+def test_a_silent_node_is_lost_and_replaced_in_the_same_decision() -> None:
+    fleet = [node("a", active=7, age_s=POLICY.heartbeat_ttl_s + 1), node("b", active=8)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["lost a", "start 1 v2"]
+
+
+def test_a_starting_node_gets_the_longer_start_timeout() -> None:
+    fleet = [node("a", state=NodeState.STARTING, age_s=POLICY.heartbeat_ttl_s + 1)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == []
+    fleet = [node("a", state=NodeState.STARTING, age_s=POLICY.start_timeout_s + 1)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["lost a", "start 1 v2"]
+
+
+def test_scale_in_drains_the_emptiest_node_when_the_rest_keep_headroom() -> None:
+    fleet = [node("a", active=4), node("b", active=1), node("c", active=3)]
+    decision = decide(fleet, "v2", POLICY, NOW)
+    assert kinds(decision.actions) == ["drain b scale_in"]
+    assert decision.memory.last_scale_in_at == NOW
+
+
+def test_scale_in_waits_for_the_cooldown_after_a_scale_out() -> None:
+    fleet = [node("a", active=4), node("b", active=1), node("c", active=3)]
+    recent = FleetMemory(last_scale_out_at=NOW - timedelta(seconds=60))
+    assert kinds(decide(fleet, "v2", POLICY, NOW, recent).actions) == []
+    recent = FleetMemory(last_scale_in_at=NOW - timedelta(seconds=30))
+    assert kinds(decide(fleet, "v2", POLICY, NOW, recent).actions) == []
+
+
+def test_scale_in_keeps_hysteresis_beyond_the_headroom() -> None:
+    # 11 live -> headroom 3; draining b leaves 5 free = 3 + 2: allowed; a 3rd slot less is not
+    fleet = [node("a", active=8), node("b", active=0), node("c", active=3)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["drain b scale_in"]
+    fleet = [node("a", active=8), node("b", active=0), node("c", active=4)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == []
+
+
+def test_a_scale_in_drain_is_resumed_before_any_node_is_started() -> None:
+    memory = FleetMemory(drains=(Drain("b", NOW - timedelta(seconds=300),
+                                       DrainReason.SCALE_IN),))
+    fleet = [node("a", active=8), node("b", state=NodeState.DRAINING, active=3)]
+    decision = decide(fleet, "v2", POLICY, NOW, memory)
+    assert kinds(decision.actions) == ["resume b"]
+    assert decision.memory.drains == ()
+
+
+def test_an_expired_drain_is_never_resumed() -> None:
+    memory = FleetMemory(drains=(Drain("b", NOW, DrainReason.EXPIRED),))
+    fleet = [node("a", active=8), node("b", version="v1", state=NodeState.DRAINING, active=3)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW, memory).actions) == ["start 1 v2"]
+
+
+def test_the_fleet_never_grows_past_max_nodes() -> None:
+    policy = replace(POLICY, max_nodes=2)
+    fleet = [node("a", active=8), node("b", active=8)]
+    assert kinds(decide(fleet, "v2", policy, NOW).actions) == []
+
+
+def test_at_the_cap_an_old_node_is_drained_to_make_room_for_the_new_version() -> None:
+    policy = replace(POLICY, max_nodes=2)
+    fleet = [node("a", version="v1", active=5), node("b", version="v1", active=2)]
+    decision = decide(fleet, "v2", policy, NOW)
+    assert kinds(decision.actions) == ["drain b shuffle"]
+    # one such drain at a time
+    again = decide(fleet, "v2", policy, NOW, decision.memory)
+    assert kinds(again.actions) == []
+
+
+def test_the_optional_hard_deadline_stops_a_draining_node_anyway() -> None:
+    policy = replace(POLICY, drain_deadline_s=3600.0)
+    memory = FleetMemory(drains=(Drain("a", NOW - timedelta(hours=2), DrainReason.EXPIRED),))
+    fleet = [node("a", version="v1", state=NodeState.DRAINING, active=2), node("b", active=1)]
+    assert kinds(decide(fleet, "v2", policy, NOW, memory).actions) == ["stop a forced"]
+
+
+def test_a_capacity_window_keeps_nodes_for_a_known_peak() -> None:
+    window = CapacityWindow(time(11, 0), time(13, 0), min_nodes=3, min_free_slots=10)
+    policy = replace(POLICY, windows=(window,))
+    fleet = [node("a", active=1)]
+    assert kinds(decide(fleet, "v2", policy, NOW).actions) == ["start 2 v2"]
+    assert decide(fleet, "v2", policy, NOW).figures.headroom == 10
+    outside = NOW + timedelta(hours=3)
+    fresh = [replace(fleet[0], heartbeat_at=outside)]
+    assert kinds(decide(fresh, "v2", policy, outside).actions) == []
+
+
+def test_reconnectable_broadcasts_are_counted_before_they_move() -> None:
+    # draining old a will ask 7 publishers to reconnect: the new version must hold them
+    # and the headroom (2): 8 free slots on c are not enough yet, 16 are
+    fleet = [node("a", version="v1", active=7, reconnectable=7), node("c", active=0)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["start 1 v2"]
+    fleet.append(node("d", active=0))
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["drain a expired"]
+
+
+def test_a_node_seen_draining_without_a_record_is_still_treated_as_draining() -> None:
+    fleet = [node("a", version="v2", state=NodeState.DRAINING, active=0), node("b", active=1)]
+    decision = decide(fleet, "v2", POLICY, NOW)
+    assert kinds(decision.actions) == ["stop a"]
+
+
+def test_capacity_windows_parse_and_wrap_midnight() -> None:
+    window = CapacityWindow.parse("20:00-02:00:6:16")
+    assert (window.min_nodes, window.min_free_slots) == (6, 16)
+    assert window.contains(NOW.replace(hour=23)) and window.contains(NOW.replace(hour=1))
+    assert not window.contains(NOW.replace(hour=12))
+    with pytest.raises(PolicyError):
+        CapacityWindow.parse("whenever")
+    with pytest.raises(PolicyError):
+        Policy(node_capacity=0)
+
+
+# --- properties -----------------------------------------------------------------------
+
+@dataclass
+class SimNode:
+    """The test's model of a node, which obeys the decision's actions."""
+
+    id: str
+    version: str
+    state: NodeState
+    active: int
+    capacity: int = 8
+    seen_at: datetime = NOW
+
+    def view(self, now: datetime) -> Node:
+        return Node(id=self.id, image_version=self.version, address="10.0.0.9:1935",
+                    state=self.state, capacity=self.capacity,
+                    active_broadcasts=self.active, heartbeat_at=now)
+
+
+fleets = st.lists(
+    st.tuples(st.sampled_from(["v1", "v2"]),
+              st.sampled_from([NodeState.STARTING, NodeState.ACTIVE, NodeState.DRAINING]),
+              st.integers(0, 8)),
+    max_size=12)
+
+
+def _world(raw: list[tuple[str, NodeState, int]]) -> dict[str, SimNode]:
+    return {f"n{i:02}": SimNode(f"n{i:02}", version, state,
+                                0 if state == NodeState.STARTING else active)
+            for i, (version, state, active) in enumerate(raw)}
+
+
+def _apply(world: dict[str, SimNode], actions: tuple[Action, ...], serial: list[int]) -> None:
+    for action in actions:
+        if isinstance(action, StartNodes):
+            for _ in range(action.count):
+                serial[0] += 1
+                new_id = f"s{serial[0]:03}"
+                world[new_id] = SimNode(new_id, action.version, NodeState.STARTING, 0)
+        elif isinstance(action, DrainNode):
+            world[action.node_id].state = NodeState.DRAINING
+        elif isinstance(action, ResumeNode):
+            world[action.node_id].state = NodeState.ACTIVE
+        elif isinstance(action, (StopNode, MarkLost)):
+            del world[action.node_id]
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets)
+def test_property_never_stops_a_node_with_a_live_broadcast(
+        raw: list[tuple[str, NodeState, int]]) -> None:
+    world = _world(raw)
+    memory = FleetMemory(drains=tuple(Drain(n.id, NOW - timedelta(minutes=5),
+                                            DrainReason.EXPIRED)
+                                      for n in world.values()
+                                      if n.state == NodeState.DRAINING))
+    decision = decide([n.view(NOW) for n in world.values()], "v2", POLICY, NOW, memory)
+    for action in decision.actions:
+        if isinstance(action, StopNode):
+            assert world[action.node_id].active == 0, action
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets)
+def test_property_after_actions_settle_free_slots_meet_the_headroom(
+        raw: list[tuple[str, NodeState, int]]) -> None:
+    world = _world(raw)
+    policy = replace(POLICY, max_nodes=100)
+    decision = decide([n.view(NOW) for n in world.values()], "v2", policy, NOW)
+    _apply(world, decision.actions, [0])
+    for n in world.values():  # settle: starting nodes come up
+        if n.state == NodeState.STARTING:
+            n.state = NodeState.ACTIVE
+    live = sum(n.active for n in world.values())
+    free = sum(n.capacity - n.active for n in world.values() if n.state == NodeState.ACTIVE)
+    assert free >= policy.headroom(live, NOW)
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleets, st.lists(st.integers(0, 3), min_size=40, max_size=40),
+       st.integers(2, 30))
+def test_property_every_old_node_is_eventually_stopped(
+        raw: list[tuple[str, NodeState, int]], arrivals: list[int], max_nodes: int) -> None:
+    world = _world(raw)
+    policy = replace(POLICY, max_nodes=max(max_nodes, len(world)))
+    memory: FleetMemory | None = None
+    serial = [0]
+    now = NOW
+    for tick, arriving in enumerate(arrivals + [0] * 30):
+        now = NOW + timedelta(minutes=tick)
+        decision = decide([n.view(now) for n in world.values()], "v2", policy, now, memory)
+        memory = decision.memory
+        _apply(world, decision.actions, serial)
+        # a minute passes: nodes come up, one broadcast per node ends, some arrive
+        for n in world.values():
+            if n.state == NodeState.STARTING:
+                n.state = NodeState.ACTIVE
+            n.active = max(0, n.active - 1)
+        for n in sorted(world.values(), key=lambda n: n.id):
+            if arriving and n.state == NodeState.ACTIVE and n.active < n.capacity:
+                take = min(arriving, n.capacity - n.active)
+                n.active += take
+                arriving -= take
+    assert [n.id for n in world.values() if n.version != "v2"] == []
