@@ -7,8 +7,8 @@ from __future__ import annotations
 #: publisher needs more than a message's maximum length).
 MAX_CHUNK_SIZE = 0xFFFFFF
 
-#: Largest message we reassemble. A 4K keyframe is a few MiB; 16 MiB is generous.
-MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Largest message we reassemble. A 4K keyframe is a few MiB; 8 MiB is generous.
+MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 
 #: Distinct chunk stream ids one connection may use (publishers use about five).
 MAX_CHUNK_STREAMS = 64

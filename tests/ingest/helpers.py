@@ -87,9 +87,10 @@ class ClientEncoder:
         return self.writer.write(csid, MessageType.COMMAND_AMF0, stream_id, 0,
                                  amf0.encode(name, tid, obj, *args))
 
-    def connect(self, app: str = "live", tid: float = 1.0, **extra: AmfValue) -> bytes:
+    def connect(self, app: str = "live", tid: float = 1.0,
+                extra: dict[str, AmfValue] | None = None) -> bytes:
         obj: dict[str, AmfValue] = {"app": app, "type": "nonprivate",
-                                    "tcUrl": f"rtmp://127.0.0.1/{app}", **extra}
+                                    "tcUrl": f"rtmp://127.0.0.1/{app}", **(extra or {})}
         return self.command("connect", tid, obj)
 
     def set_chunk_size(self, size: int) -> bytes:
