@@ -22,17 +22,25 @@ class RecordedPublication:
     packets: list[MediaPacket] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_reason: str | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
 
     async def on_metadata(self, metadata: dict[str, object]) -> None:
         self.metadata.append(metadata)
+        await self._notify()
 
     async def on_packet(self, packet: MediaPacket) -> None:
         self.packets.append(packet)
+        await self._notify()
 
     async def on_close(self, reason: str) -> None:
         assert self.close_reason is None, "on_close called twice"
         self.close_reason = reason
         self.closed.set()
+        await self._notify()
 
 
 class RecordingHandler:
@@ -53,7 +61,7 @@ class RecordingHandler:
                 self.rejections.append((request, rejection))
                 self.changed.notify_all()
                 return rejection
-            pub = RecordedPublication(request)
+            pub = RecordedPublication(request, changed=self.changed)
             self.publications.append(pub)
             self.changed.notify_all()
             return pub
@@ -107,3 +115,79 @@ class ClientEncoder:
 
     def audio(self, stream_id: int, timestamp: int, body: bytes, csid: int = 4) -> bytes:
         return self.writer.write(csid, MessageType.AUDIO, stream_id, timestamp, body)
+
+
+class AsyncTestPublisher:
+    """A minimal real-socket RTMP publisher for tests of the server's edges."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from ingest.protocol.buffer import Buffer
+        from ingest.protocol.chunk import ChunkReader
+
+        self.reader = reader
+        self.writer = writer
+        self.enc = ClientEncoder()
+        self._chunks = ChunkReader()
+        self._buf = Buffer(1 << 24)
+
+    @classmethod
+    async def open(cls, port: int) -> AsyncTestPublisher:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def handshake(self) -> None:
+        await self.send(self.enc.handshake_c0c1())
+        await self.reader.readexactly(1 + 2 * HANDSHAKE_SIZE)
+        await self.send(self.enc.c2())
+
+    async def next_command(self) -> list[AmfValue]:
+        """The next AMF0 command the server sends (other messages are skipped)."""
+        while True:
+            m = self._chunks.next_message(self._buf)
+            if m is None:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                self._buf.feed(data)
+                continue
+            if m.type_id == MessageType.SET_CHUNK_SIZE:
+                self._chunks.set_chunk_size(struct.unpack(">I", m.payload)[0])
+            elif m.type_id == MessageType.COMMAND_AMF0:
+                return amf0.decode_all(m.payload)
+
+    async def publish(self, key: str) -> str:
+        """Handshake, connect, createStream, publish; returns the onStatus code."""
+        await self.handshake()
+        await self.send(self.enc.connect())
+        assert (await self.next_command())[0] == "_result"
+        await self.send(self.enc.command("createStream", 2.0))
+        assert (await self.next_command())[:2] == ["_result", 2.0]
+        await self.send(self.enc.command("publish", 3.0, None, key, "live", stream_id=1))
+        while True:
+            cmd = await self.next_command()
+            if cmd[0] == "onStatus":
+                info = cmd[3]
+                assert isinstance(info, dict)
+                return str(info["code"])
+
+    async def closed_by_server(self, timeout: float = 10.0) -> bool:
+        """True once the server closes the connection (reads until EOF)."""
+        async def _drain() -> None:
+            while await self.reader.read(65536):
+                pass
+        try:
+            await asyncio.wait_for(_drain(), timeout)
+        except (ConnectionError, OSError):
+            pass
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
