@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from castway.model import Node, new_id, utcnow
 from scheduler.backends.base import BackendError, Instance
 
@@ -185,8 +187,12 @@ class EcsBackend:
                 self.elb.register_targets(TargetGroupArn=self.config.target_group_arn,
                                           Targets=targets)
             else:
-                self.elb.deregister_targets(TargetGroupArn=self.config.target_group_arn,
-                                            Targets=targets)
+                try:
+                    self.elb.deregister_targets(TargetGroupArn=self.config.target_group_arn,
+                                                Targets=targets)
+                except ClientError as exc:  # not registered (any more): nothing to do
+                    if exc.response.get("Error", {}).get("Code") != "InvalidTarget":
+                        raise
         if self.route53 is not None and self.config.route53_zone_id:
             self._dns(node.id, ip, routable)
 
