@@ -58,8 +58,11 @@ async def test_drain_runs_the_on_drain_hooks_once_and_resume_reopens(tmp_path: P
     async def send_reconnect_requests() -> None:
         calls.append("async")
 
+    def log_it() -> None:
+        calls.append("sync")
+
     agent.on_drain(send_reconnect_requests)
-    agent.on_drain(lambda: calls.append("sync") and None)
+    agent.on_drain(log_it)
     await live.set_node_command("node-a", "drain")
     await agent.beat()
     await agent.beat()
@@ -87,7 +90,7 @@ async def test_stop_command_ends_the_run_loop_and_reports_stopped(tmp_path: Path
     agent = make(tmp_path, live, [0])
     agent.ready()
     stopped: list[bool] = []
-    agent.on_stop(lambda: stopped.append(True) and None)
+    agent.on_stop(lambda: stopped.append(True))
     runner = asyncio.create_task(agent.run())
     await live.set_node_command("node-a", "stop")
     await asyncio.wait_for(agent.stopped.wait(), 5)
