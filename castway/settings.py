@@ -55,6 +55,9 @@ class Settings(BaseSettings):
                                     "generated on first start and kept in DATA_DIR.")
     signing_key: str | None = Field(None, description="Key for signed URLs of private "
                                     "VODs; generated and kept in DATA_DIR when unset.")
+    signing_key_id: str | None = Field(None, description="Key-Pair-Id of SIGNING_KEY (the "
+                                       "CloudFront public key id); default: derived from "
+                                       "the key.")
 
     # --- ingest ----------------------------------------------------------------------
     node_id: str | None = Field(None, description="This ingest node's id; default: "
