@@ -1,0 +1,272 @@
+"""The control API under /api/v1: channels, stream keys, broadcasts, VODs, nodes.
+
+Bearer-token auth (``settings.admin_token``, compared in constant time); without a
+configured token the API refuses everything. Stream keys are shown once and stored only
+as :func:`castway.keys.hash_stream_key`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from dataclasses import replace
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from castway.catalog.base import AlreadyExists, NotFound
+from castway.keys import generate_stream_key, hash_stream_key
+from castway.model import BroadcastState, Channel, StreamKey, VodState
+from origin.context import Ctx, OriginContext
+from origin.schemas import (
+    CHANNEL_PATTERN,
+    BroadcastPublic,
+    ChannelCreate,
+    ChannelCreated,
+    ChannelPublic,
+    ChannelUpdate,
+    ErrorBody,
+    KeysRevoked,
+    NodePublic,
+    StopRequested,
+    StreamKeyCreated,
+    VodDeleted,
+    VodPublic,
+    VodUpdate,
+)
+
+logger = logging.getLogger(__name__)
+
+CONTROL_TOPIC = "control"  # {"type": "stop", "broadcast_id": ...}; the ingest node obeys
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+_bearer = HTTPBearer(auto_error=False, description="CASTWAY_ADMIN_TOKEN")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail,
+                         headers={"WWW-Authenticate": 'Bearer realm="castway"'})
+
+
+async def require_admin(
+        ctx: Ctx,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected = ctx.settings.admin_token
+    if not expected:
+        raise _unauthorized("the control API is disabled: no admin token is configured")
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise _unauthorized("a bearer token is required")
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise _unauthorized("invalid token")
+
+
+ChannelPath = Annotated[str, Path(pattern=CHANNEL_PATTERN, max_length=64)]
+IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
+
+channels = APIRouter(prefix="/api/v1/channels", tags=["channels"],
+                     dependencies=[Depends(require_admin)], responses=_ERRORS)
+broadcasts = APIRouter(prefix="/api/v1/broadcasts", tags=["broadcasts"],
+                       dependencies=[Depends(require_admin)], responses=_ERRORS)
+vods = APIRouter(prefix="/api/v1/vods", tags=["vods"],
+                 dependencies=[Depends(require_admin)], responses=_ERRORS)
+nodes = APIRouter(prefix="/api/v1/nodes", tags=["nodes"],
+                  dependencies=[Depends(require_admin)], responses=_ERRORS)
+
+
+def _base(ctx: OriginContext) -> str:
+    return ctx.settings.effective_public_url
+
+
+async def _channel_public(ctx: OriginContext, channel: Channel) -> ChannelPublic:
+    live = await ctx.live.live_broadcast(channel.name)
+    return ChannelPublic.of(channel, base_url=_base(ctx),
+                            live_broadcast_id=live.id if live else None)
+
+
+async def _get_channel(ctx: OriginContext, name: str) -> Channel:
+    channel = await asyncio.to_thread(ctx.catalog.get_channel, name)
+    if channel is None:
+        raise HTTPException(404, f"no channel {name}")
+    return channel
+
+
+async def _new_key(ctx: OriginContext, name: str, *, rotate: bool) -> StreamKeyCreated:
+    revoked = await asyncio.to_thread(ctx.catalog.revoke_stream_keys, name) if rotate else 0
+    key = generate_stream_key()
+    await asyncio.to_thread(ctx.catalog.add_stream_key,
+                            StreamKey(channel=name, key_hash=hash_stream_key(key)))
+    logger.info("stream key created", extra={"channel": name, "rotated": rotate})
+    return StreamKeyCreated(channel=name, stream_key=key, revoked=revoked,
+                            rtmp_url=ctx.settings.effective_public_rtmp_url)
+
+
+@channels.get("", response_model=list[ChannelPublic], summary="List channels")
+async def list_channels(ctx: Ctx) -> list[ChannelPublic]:
+    found = await asyncio.to_thread(ctx.catalog.list_channels)
+    return [await _channel_public(ctx, c) for c in found]
+
+
+@channels.post("", response_model=ChannelCreated, status_code=201,
+               summary="Create a channel (and its first stream key, shown once)")
+async def create_channel(body: ChannelCreate, ctx: Ctx) -> ChannelCreated:
+    channel = Channel(name=body.name, title=body.title, vod_visibility=body.vod_visibility)
+    try:
+        channel = await asyncio.to_thread(ctx.catalog.create_channel, channel)
+    except AlreadyExists:
+        raise HTTPException(409, f"channel {body.name} already exists") from None
+    key = await _new_key(ctx, channel.name, rotate=False) if body.create_key else None
+    return ChannelCreated(channel=await _channel_public(ctx, channel), stream_key=key)
+
+
+@channels.get("/{name}", response_model=ChannelPublic, summary="One channel")
+async def get_channel(name: ChannelPath, ctx: Ctx) -> ChannelPublic:
+    return await _channel_public(ctx, await _get_channel(ctx, name))
+
+
+@channels.patch("/{name}", response_model=ChannelPublic, summary="Update a channel")
+async def update_channel(name: ChannelPath, body: ChannelUpdate, ctx: Ctx) -> ChannelPublic:
+    channel = await _get_channel(ctx, name)
+    changes = body.model_dump(exclude_none=True)
+    if changes:
+        channel = await asyncio.to_thread(ctx.catalog.update_channel,
+                                          replace(channel, **changes))
+    return await _channel_public(ctx, channel)
+
+
+@channels.delete("/{name}", status_code=204, summary="Delete a channel and its keys")
+async def delete_channel(name: ChannelPath, ctx: Ctx) -> None:
+    if await ctx.live.live_broadcast(name) is not None:
+        raise HTTPException(409, f"channel {name} is live: stop the broadcast first")
+    try:
+        await asyncio.to_thread(ctx.catalog.delete_channel, name)
+    except NotFound:
+        raise HTTPException(404, f"no channel {name}") from None
+
+
+@channels.post("/{name}/keys", response_model=StreamKeyCreated, status_code=201,
+               summary="Add a stream key (shown once); existing keys stay valid")
+async def add_key(name: ChannelPath, ctx: Ctx) -> StreamKeyCreated:
+    await _get_channel(ctx, name)
+    return await _new_key(ctx, name, rotate=False)
+
+
+@channels.post("/{name}/keys/rotate", response_model=StreamKeyCreated, status_code=201,
+               summary="Revoke every key of the channel and create a new one (shown once)")
+async def rotate_key(name: ChannelPath, ctx: Ctx) -> StreamKeyCreated:
+    await _get_channel(ctx, name)
+    return await _new_key(ctx, name, rotate=True)
+
+
+@channels.delete("/{name}/keys", response_model=KeysRevoked,
+                 summary="Revoke every key of the channel")
+async def revoke_keys(name: ChannelPath, ctx: Ctx) -> KeysRevoked:
+    await _get_channel(ctx, name)
+    revoked = await asyncio.to_thread(ctx.catalog.revoke_stream_keys, name)
+    return KeysRevoked(channel=name, revoked=revoked)
+
+
+@broadcasts.get("", response_model=list[BroadcastPublic], summary="List broadcasts")
+async def list_broadcasts(
+        ctx: Ctx,
+        state: Annotated[Literal["live", "ended"] | None, Query()] = None,
+        channel: Annotated[str | None, Query(pattern=CHANNEL_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[BroadcastPublic]:
+    live = [b for b in await ctx.live.list_broadcasts()
+            if b.state is BroadcastState.LIVE and (channel is None or b.channel == channel)]
+    live.sort(key=lambda b: b.started_at, reverse=True)
+    result = [BroadcastPublic.of(b, await ctx.live.get_stats(b.id)) for b in live[:limit]]
+    if state == "live":
+        return result
+    ended_state = BroadcastState.ENDED if state == "ended" else None
+    history = await asyncio.to_thread(lambda: ctx.catalog.list_broadcasts(
+        channel=channel, state=ended_state, limit=limit))
+    if state == "ended":
+        return [BroadcastPublic.of(b) for b in history]
+    seen = {b.id for b in live}
+    result += [BroadcastPublic.of(b) for b in history if b.id not in seen]
+    result.sort(key=lambda b: b.started_at, reverse=True)
+    return result[:limit]
+
+
+@broadcasts.get("/{broadcast_id}", response_model=BroadcastPublic, summary="One broadcast")
+async def get_broadcast(broadcast_id: IdPath, ctx: Ctx) -> BroadcastPublic:
+    live = await ctx.live.get_broadcast(broadcast_id)
+    if live is not None:
+        return BroadcastPublic.of(live, await ctx.live.get_stats(broadcast_id))
+    stored = await asyncio.to_thread(ctx.catalog.get_broadcast, broadcast_id)
+    if stored is None:
+        raise HTTPException(404, f"no broadcast {broadcast_id}")
+    return BroadcastPublic.of(stored)
+
+
+@broadcasts.post("/{broadcast_id}/stop", response_model=StopRequested, status_code=202,
+                 summary="Disconnect the publisher of a live broadcast")
+async def stop_broadcast(broadcast_id: IdPath, ctx: Ctx) -> StopRequested:
+    live = await ctx.live.get_broadcast(broadcast_id)
+    if live is None or live.state is not BroadcastState.LIVE:
+        raise HTTPException(404, f"broadcast {broadcast_id} is not live")
+    await ctx.live.publish(CONTROL_TOPIC, {"type": "stop", "broadcast_id": broadcast_id,
+                                           "channel": live.channel, "node_id": live.node_id})
+    logger.info("broadcast stop requested", extra={"broadcast_id": broadcast_id,
+                                                    "channel": live.channel})
+    return StopRequested(broadcast_id=broadcast_id)
+
+
+@vods.get("", response_model=list[VodPublic], summary="List VODs")
+async def list_vods(
+        ctx: Ctx,
+        channel: Annotated[str | None, Query(pattern=CHANNEL_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[VodPublic]:
+    found = await asyncio.to_thread(lambda: ctx.catalog.list_vods(channel=channel,
+                                                                  limit=limit))
+    return [VodPublic.of(v, base_url=_base(ctx)) for v in found
+            if v.state is not VodState.DELETED]
+
+
+async def _get_vod(ctx: OriginContext, vod_id: str) -> VodPublic:
+    vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
+    if vod is None or vod.state is VodState.DELETED:
+        raise HTTPException(404, f"no VOD {vod_id}")
+    return VodPublic.of(vod, base_url=_base(ctx))
+
+
+@vods.get("/{vod_id}", response_model=VodPublic, summary="One VOD")
+async def get_vod(vod_id: IdPath, ctx: Ctx) -> VodPublic:
+    return await _get_vod(ctx, vod_id)
+
+
+@vods.patch("/{vod_id}", response_model=VodPublic, summary="Set a VOD's visibility")
+async def update_vod(vod_id: IdPath, body: VodUpdate, ctx: Ctx) -> VodPublic:
+    vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
+    if vod is None or vod.state is VodState.DELETED:
+        raise HTTPException(404, f"no VOD {vod_id}")
+    vod = replace(vod, visibility=body.visibility)
+    await asyncio.to_thread(ctx.catalog.save_vod, vod)
+    return VodPublic.of(vod, base_url=_base(ctx))
+
+
+@vods.delete("/{vod_id}", response_model=VodDeleted,
+             summary="Delete a VOD: its catalog record and every stored object")
+async def delete_vod(vod_id: IdPath, ctx: Ctx) -> VodDeleted:
+    vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
+    if vod is None:
+        raise HTTPException(404, f"no VOD {vod_id}")
+    # Storage first: a failure leaves the record, so the delete can be retried.
+    deleted = await asyncio.to_thread(ctx.storage.delete_prefix,
+                                      f"broadcasts/{vod.broadcast_id}/")
+    await asyncio.to_thread(ctx.catalog.delete_vod, vod_id)
+    logger.info("VOD deleted", extra={"vod_id": vod_id, "objects": deleted})
+    return VodDeleted(id=vod_id, objects_deleted=deleted)
+
+
+@nodes.get("", response_model=list[NodePublic], summary="Ingest nodes and their state")
+async def list_nodes(ctx: Ctx) -> list[NodePublic]:
+    return [NodePublic.of(n) for n in await ctx.live.list_nodes()]
+
+
+ROUTERS = (channels, broadcasts, vods, nodes)

@@ -1,0 +1,110 @@
+"""The origin's FastAPI application: HLS delivery, control API, health, metrics, pages.
+
+``create_app`` builds everything from what it is given; nothing happens at import time.
+The app is stateless (any replica serves any broadcast from the live state and storage);
+the caller owns the catalog, live state and storage and closes them. The app's own
+background work (the per-broadcast event watches of blocking reloads) stops with its
+lifespan, or with ``await app.state.origin.notifier.close()`` when no server runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.responses import JSONResponse, Response
+
+from castway.catalog.base import AlreadyExists, Catalog, CatalogError, NotFound
+from castway.live.base import LiveState, LiveStateError
+from castway.settings import Settings
+from castway.storage.base import Storage, StorageError
+from origin import api, health, hls, pages
+from origin.context import OriginContext
+from origin.metrics import MetricsMiddleware, OriginMetrics
+from origin.notify import MediaNotifier
+from origin.responses import CacheKind
+
+logger = logging.getLogger(__name__)
+
+# Playlists and JSON shrink 5-10x; media is already compressed (and excluded by type).
+GZIP_MINIMUM_BYTES = 512
+GZIP_LEVEL = 6
+CORS_EXPOSE = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Age", "Date",
+               "Cache-Control", "Content-Type"]
+
+
+def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage: Storage,
+               registry: CollectorRegistry | None = None) -> FastAPI:
+    metrics = OriginMetrics(registry if registry is not None else CollectorRegistry())
+    notifier = MediaNotifier(live, on_wake=metrics.wakeup_seconds.observe)
+    ctx = OriginContext(settings=settings, catalog=catalog, live=live, storage=storage,
+                        metrics=metrics, notifier=notifier)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await notifier.close()
+
+    app = FastAPI(title="castway origin", version="1",
+                  description="LL-HLS origin, control API and web pages of castway.",
+                  lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.origin = ctx
+
+    app.include_router(health.router)
+    app.include_router(hls.router)
+    for router in api.ROUTERS:
+        app.include_router(router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False),
+              name="static")
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(CatalogError, _unavailable)
+    app.add_exception_handler(LiveStateError, _unavailable)
+    app.add_exception_handler(StorageError, _unavailable)
+
+    # Added innermost first: metrics see every response, including CORS preflights.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES,
+                       compresslevel=GZIP_LEVEL)
+    app.add_middleware(CORSMiddleware, allow_origins=["*"],
+                       allow_methods=["GET", "HEAD", "OPTIONS"],
+                       allow_headers=["Range", "If-None-Match", "If-Range"],
+                       expose_headers=CORS_EXPOSE, max_age=86400)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _cache_for(request: Request) -> str:
+    if request.url.path.startswith("/api/"):
+        return CacheKind.NO_STORE.value
+    return CacheKind.ERROR.value
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)  # registered for this type only
+    headers = dict(exc.headers or {})
+    headers.setdefault("cache-control", _cache_for(request))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    """Backing-service errors the routes did not handle: 503 (409/404 for the catalog's
+    conflict and not-found errors)."""
+    logger.warning("dependency unavailable", extra={"path": request.url.path,
+                                                     "error": repr(exc)})
+    if isinstance(exc, AlreadyExists | NotFound):
+        status = 409 if isinstance(exc, AlreadyExists) else 404
+        return JSONResponse({"detail": str(exc)}, status_code=status,
+                            headers={"cache-control": _cache_for(request)})
+    return JSONResponse({"detail": "a backing service is unavailable, retry later"},
+                        status_code=503,
+                        headers={"cache-control": "no-store", "retry-after": "1"})

@@ -1,0 +1,329 @@
+"""HLS delivery: live (LL-HLS with blocking reload, delta updates), time-shift, VOD.
+
+URLs:
+  /hls/{channel}/master.m3u8                 the channel's live broadcast (short cache)
+  /hls/{channel}/{rendition}/index.m3u8      live media playlist; LL-HLS query directives
+                                             _HLS_msn, _HLS_part, _HLS_skip (rfc8216bis
+                                             6.2.5); ``?ll=0``: a plain RFC 8216 playlist
+  /hls/{channel}/{rendition}/dvr.m3u8        time-shift (EVENT) playlist from the segment log
+  /hls/b/{broadcast_id}/{rendition}/{name}   init, segments, parts: immutable, CDN-cacheable
+  /hls/b/{broadcast_id}/{name}               poster.jpg, thumbs.jpg, thumbs.vtt
+  /vod/{vod_id}/master.m3u8, /vod/{vod_id}/{rendition}/{name}   VOD from storage
+
+Media playlists use relative URIs, so the origin works under any prefix or CDN host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from castway.hls.playlist import (
+    PlaylistType,
+    RenditionReport,
+    render_master_playlist,
+    render_media_playlist,
+    rendition_report,
+    target_duration,
+)
+from castway.live.base import RenditionWindow
+from castway.model import Broadcast, BroadcastState, Visibility, VodState
+from castway.storage.base import content_type_for
+from origin.context import Ctx, OriginContext
+from origin.responses import (
+    ID_RE,
+    NAME_RE,
+    CacheKind,
+    bytes_response,
+    error_response,
+    etag_for,
+)
+from origin.schemas import CHANNEL_RE
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["hls"])
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+# rfc8216bis 6.2.5.2: _HLS_msn more than two segments past the last one is a Bad Request.
+MAX_MSN_AHEAD = 2
+# A blocked request is answered 503 after this many target durations.
+BLOCK_TIMEOUT_TARGET_DURATIONS = 3.0
+# Part requests ahead of the live edge that may block (the preload hint and the next).
+MAX_PART_AHEAD = 2
+_PART_NAME_RE = re.compile(r"^(\d+)\.(\d+)\.[A-Za-z0-9]+$")
+BROADCAST_FILES = frozenset({"poster.jpg", "thumbs.jpg", "thumbs.vtt"})
+BROADCAST_FILE_CACHE = "public, max-age=30"
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise _BadRequest(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
+    """Relative URI of a live-window/storage key from a playlist ``depth`` levels below
+    /hls/ (keys follow broadcasts/{id}/{rendition}/{name})."""
+    up = "../" * depth
+
+    def uri_for_key(key: str) -> str:
+        prefix = f"broadcasts/{broadcast_id}/"
+        if not key.startswith(prefix):
+            raise ValueError(f"key {key!r} is not under {prefix!r}")
+        return f"{up}b/{broadcast_id}/{key.removeprefix(prefix)}"
+
+    return uri_for_key
+
+
+def _playlist(request: Request, text: str, cache: CacheKind) -> Response:
+    return bytes_response(request, text.encode("utf-8"), key="index.m3u8", cache=cache,
+                          content_type=PLAYLIST_TYPE)
+
+
+async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
+    if not CHANNEL_RE.match(channel):
+        return error_response(404, "no such channel")
+    broadcast = await ctx.live.live_broadcast(channel)
+    if broadcast is None or broadcast.state is not BroadcastState.LIVE:
+        return error_response(404, f"channel {channel} is not live")
+    return broadcast
+
+
+@router.api_route("/hls/{channel}/master.m3u8", methods=["GET", "HEAD"],
+                  response_class=Response, summary="Live multivariant playlist")
+async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
+    broadcast = await _live(ctx, channel)
+    if isinstance(broadcast, Response):
+        return broadcast
+    if not broadcast.renditions:
+        return error_response(404, "the broadcast has no renditions yet")
+    suffix = "" if request.query_params.get("ll", "1") != "0" else "?ll=0"
+    text = render_master_playlist(broadcast.renditions,
+                                  uri_for=lambda r: f"{r.name}/index.m3u8{suffix}")
+    return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
+
+
+@router.api_route("/hls/{channel}/{rendition}/index.m3u8", methods=["GET", "HEAD"],
+                  response_class=Response, summary="Live media playlist (LL-HLS)")
+async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
+    broadcast = await _live(ctx, channel)
+    if isinstance(broadcast, Response):
+        return broadcast
+    names = [r.name for r in broadcast.renditions]
+    if rendition not in names:
+        return error_response(404, f"no rendition {rendition}")
+    try:
+        msn = _int_param(request, "_HLS_msn")
+        part = _int_param(request, "_HLS_part")
+        skip_value = request.query_params.get("_HLS_skip")
+        if part is not None and msn is None:
+            raise _BadRequest("_HLS_part requires _HLS_msn")
+        if skip_value not in (None, "YES", "v2"):
+            raise _BadRequest("_HLS_skip must be YES or v2")
+    except _BadRequest as exc:
+        return error_response(400, str(exc))
+    low_latency = request.query_params.get("ll", "1") != "0"
+    window = await ctx.live.get_window(broadcast.id, rendition)
+    cache = CacheKind.LIVE_PLAYLIST
+    if msn is not None:
+        if window is not None and msn > window.next_msn - 1 + MAX_MSN_AHEAD:
+            return error_response(400, f"_HLS_msn={msn} is more than {MAX_MSN_AHEAD} "
+                                  f"segments past the last one ({window.next_msn - 1})")
+        window = await _block(ctx, broadcast, rendition, window, msn, part)
+        if window is None:
+            return error_response(503, "the requested part did not become available",
+                                  headers={"retry-after": "1"})
+        cache = CacheKind.BLOCKING_PLAYLIST
+    if window is None:
+        return error_response(404, "the rendition has no segments yet")
+    reports: list[RenditionReport] = []
+    if low_latency and not window.ended:
+        for other in names:
+            if other == rendition:
+                continue
+            other_window = await ctx.live.get_window(broadcast.id, other)
+            if other_window is not None:
+                reports.append(rendition_report(other_window, f"../{other}/index.m3u8"))
+    skip = low_latency and skip_value is not None
+    cache_key = ("live", broadcast.id, rendition, low_latency, skip, tuple(reports))
+    text = ctx.renders.get(cache_key, window)
+    if text is None:
+        text = render_media_playlist(window, uri_for_key=media_uri(broadcast.id, 2),
+                                     low_latency=low_latency, skip=skip,
+                                     rendition_reports=reports)
+        ctx.renders.put(cache_key, window, text)
+    return _playlist(request, text, cache)
+
+
+async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
+                 window: RenditionWindow | None, msn: int,
+                 part: int | None) -> RenditionWindow | None:
+    """Hold the request until ``msn``/``part`` exists (rfc8216bis 6.2.5.2)."""
+    from origin.notify import window_has
+
+    if window is not None and window_has(window, msn, part):
+        return window
+    td = target_duration(window) if window is not None else \
+        max(1, round(ctx.settings.target_segment_s))
+    ctx.metrics.blocked_reloads.inc()
+    try:
+        woken = await ctx.notifier.wait_for(broadcast.id, rendition, msn, part,
+                                            BLOCK_TIMEOUT_TARGET_DURATIONS * td)
+    finally:
+        ctx.metrics.blocked_reloads.dec()
+    if woken is None:
+        ctx.metrics.blocked_timeouts.inc()
+    return woken
+
+
+@router.api_route("/hls/{channel}/{rendition}/dvr.m3u8", methods=["GET", "HEAD"],
+                  response_class=Response, summary="Time-shift (DVR) playlist of the live "
+                  "broadcast")
+async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
+    broadcast = await _live(ctx, channel)
+    if isinstance(broadcast, Response):
+        return broadcast
+    if rendition not in [r.name for r in broadcast.renditions]:
+        return error_response(404, f"no rendition {rendition}")
+    log = await ctx.live.segment_log(broadcast.id, rendition)
+    if not log:
+        return error_response(404, "the rendition has no segments yet")
+    sliding = ctx.settings.dvr_window_s is not None
+    if ctx.settings.dvr_window_s is not None:
+        kept = 0.0
+        start = len(log)
+        while start > 0 and kept < ctx.settings.dvr_window_s:
+            start -= 1
+            kept += log[start].duration_s
+        log = log[start:]
+    live_window = await ctx.live.get_window(broadcast.id, rendition)
+    window = RenditionWindow(
+        segments=tuple(log), next_msn=log[-1].msn + 1,
+        target_duration_s=(live_window.target_duration_s if live_window
+                           else ctx.settings.target_segment_s),
+        init_key=log[-1].init_key, discontinuity_seq=log[0].discontinuity_seq,
+        ended=bool(live_window and live_window.ended))
+    text = render_media_playlist(
+        window, uri_for_key=media_uri(broadcast.id, 2),
+        playlist_type=PlaylistType.LIVE if sliding else PlaylistType.EVENT)
+    return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
+
+
+@router.api_route("/hls/b/{broadcast_id}/{rendition}/{name}", methods=["GET", "HEAD"],
+                  response_class=Response, summary="Init segment, segment or part")
+async def broadcast_media(broadcast_id: str, rendition: str, name: str, request: Request,
+                          ctx: Ctx) -> Response:
+    if not (ID_RE.match(broadcast_id) and ID_RE.match(rendition) and NAME_RE.match(name)):
+        return error_response(404, "not found")
+    key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
+    data = await _fetch(ctx, key)
+    if data is None:
+        match = _PART_NAME_RE.match(name)
+        if match is not None:
+            data = await _block_for_part(ctx, broadcast_id, rendition, key,
+                                         int(match.group(1)), int(match.group(2)))
+    if data is None:
+        return error_response(404, "not found")
+    return bytes_response(request, data, key=key, cache=CacheKind.MEDIA,
+                          etag=etag_for(f"{key}:{len(data)}"))
+
+
+async def _fetch(ctx: OriginContext, key: str) -> bytes | None:
+    data = await ctx.live.get_media(key)
+    if data is None:
+        data = await asyncio.to_thread(ctx.storage.get, key)
+    return data
+
+
+async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str, key: str,
+                          msn: int, part: int) -> bytes | None:
+    """A request for the preload-hinted part (or the one after) waits for it
+    (rfc8216bis 6.2.6: the server holds a request for a hinted resource)."""
+    window = await ctx.live.get_window(broadcast_id, rendition)
+    if window is None or window.ended:
+        return None
+    newest = window.parts[-1].index if window.parts else -1
+    hinted = key == window.preload_hint
+    ahead = (msn == window.next_msn and part <= newest + MAX_PART_AHEAD) or \
+        (msn == window.next_msn + 1 and part == 0)
+    if not (hinted or ahead):
+        return None
+    ctx.metrics.blocked_reloads.inc()
+    try:
+        woken = await ctx.notifier.wait_for(
+            broadcast_id, rendition, msn, part,
+            BLOCK_TIMEOUT_TARGET_DURATIONS * target_duration(window))
+    finally:
+        ctx.metrics.blocked_reloads.dec()
+    if woken is None:
+        ctx.metrics.blocked_timeouts.inc()
+        return None
+    return await _fetch(ctx, key)
+
+
+@router.api_route("/hls/b/{broadcast_id}/{name}", methods=["GET", "HEAD"],
+                  response_class=Response, summary="Poster and thumbnails of a broadcast")
+async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
+    if not ID_RE.match(broadcast_id) or name not in BROADCAST_FILES:
+        return error_response(404, "not found")
+    key = f"broadcasts/{broadcast_id}/{name}"
+    data = await asyncio.to_thread(ctx.storage.get, key)
+    if data is None:
+        return error_response(404, "not found")
+    response = bytes_response(request, data, key=key, cache=CacheKind.PAGE)
+    response.headers["cache-control"] = BROADCAST_FILE_CACHE
+    return response
+
+
+async def _vod_broadcast(ctx: OriginContext, vod_id: str) -> str | None:
+    if not ID_RE.match(vod_id):
+        return None
+    vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
+    if vod is None or vod.state is VodState.DELETED or vod.visibility is Visibility.PRIVATE:
+        return None
+    return vod.broadcast_id
+
+
+@router.api_route("/vod/{vod_id}/master.m3u8", methods=["GET", "HEAD"],
+                  response_class=Response, summary="VOD multivariant playlist")
+async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
+    broadcast_id = await _vod_broadcast(ctx, vod_id)
+    if broadcast_id is None:
+        return error_response(404, "no such VOD")
+    key = f"broadcasts/{broadcast_id}/master.m3u8"
+    data = await asyncio.to_thread(ctx.storage.get, key)
+    if data is None:
+        return error_response(404, "the VOD has no playlist yet")
+    return bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
+
+
+@router.api_route("/vod/{vod_id}/{rendition}/{name}", methods=["GET", "HEAD"],
+                  response_class=Response, summary="VOD media playlist, init and segments")
+async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
+                    ctx: Ctx) -> Response:
+    if not (ID_RE.match(rendition) and NAME_RE.match(name)):
+        return error_response(404, "not found")
+    broadcast_id = await _vod_broadcast(ctx, vod_id)
+    if broadcast_id is None:
+        return error_response(404, "no such VOD")
+    key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
+    data = await asyncio.to_thread(ctx.storage.get, key)
+    if data is None:
+        return error_response(404, "not found")
+    playlist = content_type_for(key) == PLAYLIST_TYPE
+    return bytes_response(request, data, key=key,
+                          cache=CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA,
+                          etag=None if playlist else etag_for(f"{key}:{len(data)}"))

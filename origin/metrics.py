@@ -1,0 +1,78 @@
+"""Prometheus metrics of the origin, registered in the registry the caller gives."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+WAKEUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class OriginMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter("castway_origin_requests", "HTTP requests by kind and status",
+                                ["kind", "status"], registry=registry)
+        self.request_seconds = Histogram("castway_origin_request_seconds",
+                                         "Time to first response byte by kind", ["kind"],
+                                         registry=registry)
+        self.blocked_reloads = Gauge("castway_origin_blocked_reloads",
+                                     "Blocking playlist reloads (and part requests) in flight",
+                                     registry=registry)
+        self.wakeup_seconds = Histogram("castway_origin_wakeup_seconds",
+                                        "From the media event to the blocked request resuming",
+                                        buckets=WAKEUP_BUCKETS, registry=registry)
+        self.blocked_timeouts = Counter("castway_origin_blocked_timeouts",
+                                        "Blocking requests answered 503 after the timeout",
+                                        registry=registry)
+
+
+def request_kind(path: str) -> str:
+    """A bounded label for a request path (never the path itself: unbounded cardinality)."""
+    if path.startswith(("/hls/", "/vod/")):
+        if path.endswith(".m3u8"):
+            return "playlist"
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("init"):
+            return "init"
+        if name.count(".") >= 2:
+            return "part"
+        return "media"
+    if path.startswith("/api/"):
+        return "api"
+    if path.startswith("/static/"):
+        return "static"
+    if path in ("/healthz", "/readyz", "/metrics"):
+        return "health"
+    return "page"
+
+
+class MetricsMiddleware:
+    """Counts every response by kind and status (pure ASGI: no body buffering)."""
+
+    def __init__(self, app: ASGIApp, metrics: OriginMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = request_kind(str(scope.get("path", "")))
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                self.metrics.request_seconds.labels(kind).observe(
+                    time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.requests.labels(kind, str(status["code"])).inc()

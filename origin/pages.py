@@ -1,0 +1,149 @@
+"""Server-rendered pages: live channels, the watch pages (hls.js, low latency), admin.
+
+Plain f-strings; every value from the catalog or the live state goes through
+``html.escape``; the small scripts live in ``origin/static``. hls.js is fetched from the
+npm registry at setup (``web/install.sh``) into ``origin/static/vendor/``; without it the
+watch page says so and falls back to the browser's native HLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from html import escape
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.responses import HTMLResponse
+
+from castway.model import BroadcastState, Visibility, VodState
+from origin.context import Ctx
+from origin.responses import ID_RE, CacheKind
+from origin.schemas import CHANNEL_RE
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+STATIC_DIR = Path(__file__).parent / "static"
+HLS_JS = STATIC_DIR / "vendor" / "hls.min.js"
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}
+header{padding:.8rem 1.2rem;background:#1c1c1c;display:flex;gap:1rem;align-items:center}
+header a{color:#eee;text-decoration:none;font-weight:600}
+main{padding:1.2rem;max-width:1100px;margin:auto}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:1rem}
+.card{background:#1c1c1c;border-radius:6px;overflow:hidden;color:#eee;text-decoration:none}
+.card img,.card .noposter{width:100%;aspect-ratio:16/9;object-fit:cover;background:#333;
+display:block}
+.card p{margin:.5rem .7rem}
+video{width:100%;max-height:75vh;background:#000}
+.muted{color:#999}.warn{color:#fc6}
+table{border-collapse:collapse;width:100%}td,th{padding:.3rem;border-bottom:1px solid #333;
+text-align:left}
+input,select,button{font:inherit;padding:.3rem;margin:.2rem}
+code{background:#222;padding:.1rem .3rem}
+"""
+
+
+def _page(title: str, body: str, *, scripts: tuple[str, ...] = ()) -> HTMLResponse:
+    tags = "".join(f'<script src="{escape(s)}"></script>' for s in scripts)
+    html = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{escape(title)} · castway</title><style>{_STYLE}</style></head>"
+            f"<body><header><a href='/'>castway</a><a href='/admin'>admin</a></header>"
+            f"<main>{body}</main>{tags}</body></html>")
+    return HTMLResponse(html, headers={"cache-control": CacheKind.PAGE.value})
+
+
+def _not_found(what: str) -> HTMLResponse:
+    response = _page("not found", f"<h1>Not found</h1><p>{escape(what)}</p>")
+    response.status_code = 404
+    response.headers["cache-control"] = CacheKind.ERROR.value
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(ctx: Ctx) -> HTMLResponse:
+    live = sorted((b for b in await ctx.live.list_broadcasts()
+                   if b.state is BroadcastState.LIVE), key=lambda b: b.started_at,
+                  reverse=True)
+    cards = []
+    for broadcast in live:
+        channel = await asyncio.to_thread(ctx.catalog.get_channel, broadcast.channel)
+        title = channel.title if channel and channel.title else broadcast.channel
+        has_poster = await asyncio.to_thread(ctx.storage.exists,
+                                             f"broadcasts/{broadcast.id}/poster.jpg")
+        poster = (f"<img src='/hls/b/{escape(broadcast.id)}/poster.jpg' alt=''>"
+                  if has_poster else "<div class=noposter></div>")
+        cards.append(f"<a class=card href='/watch/{escape(broadcast.channel)}'>{poster}"
+                     f"<p><strong>{escape(title)}</strong><br>"
+                     f"<span class=muted>{escape(broadcast.channel)} · live since "
+                     f"{broadcast.started_at:%H:%M} UTC</span></p></a>")
+    body = "<h1>Live now</h1>" + (f"<div class=grid>{''.join(cards)}</div>" if cards
+                                  else "<p class=muted>Nobody is live right now.</p>")
+    return _page("live", body)
+
+
+def _player(src: str, *, live: bool) -> str:
+    vendor = HLS_JS.exists()
+    notice = "" if vendor else (
+        "<p class=warn id=nohlsjs>hls.js is not installed (run <code>make web</code>); "
+        "using the browser's native HLS player, which may not play here.</p>")
+    return (f"{notice}<video id=video controls muted autoplay playsinline "
+            f"data-src='{escape(src)}' data-live='{'1' if live else '0'}'></video>"
+            f"<p id=status class=muted>loading…</p>")
+
+
+@router.get("/watch/vod/{vod_id}", response_class=HTMLResponse)
+async def watch_vod(vod_id: str, ctx: Ctx) -> HTMLResponse:
+    if not ID_RE.match(vod_id):
+        return _not_found("no such VOD")
+    vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
+    if vod is None or vod.state is VodState.DELETED or vod.visibility is Visibility.PRIVATE:
+        return _not_found("no such VOD")
+    body = (f"<h1>{escape(vod.channel)} <span class=muted>· VOD "
+            f"{vod.duration_s / 60:.0f} min</span></h1>"
+            + _player(f"/vod/{vod.id}/master.m3u8", live=False))
+    return _page(f"{vod.channel} VOD", body, scripts=_player_scripts())
+
+
+@router.get("/watch/{channel}", response_class=HTMLResponse)
+async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
+    if not CHANNEL_RE.match(channel):
+        return _not_found("no such channel")
+    record = await asyncio.to_thread(ctx.catalog.get_channel, channel)
+    broadcast = await ctx.live.live_broadcast(channel)
+    if record is None and broadcast is None:
+        return _not_found(f"no channel {channel}")
+    title = record.title if record and record.title else channel
+    state = "" if broadcast else "<p class=muted id=offline>Offline: the page starts " \
+        "playing when the channel goes live (reload).</p>"
+    body = (f"<h1>{escape(title)} <span class=muted>· {escape(channel)}</span></h1>{state}"
+            + _player(f"/hls/{channel}/master.m3u8", live=True))
+    return _page(title, body, scripts=_player_scripts())
+
+
+def _player_scripts() -> tuple[str, ...]:
+    return (("/static/vendor/hls.min.js",) if HLS_JS.exists() else ()) + ("/static/player.js",)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin(ctx: Ctx) -> HTMLResponse:
+    config = json.dumps({"rtmp": ctx.settings.effective_public_rtmp_url})
+    body = (
+        "<h1>Admin</h1>"
+        "<p><label>API token <input id=token type=password size=40 autocomplete=off>"
+        "</label><button id=save>Use token</button> <span id=who class=muted></span></p>"
+        "<h2>Channels</h2>"
+        "<form id=create><input id=name placeholder='channel-name' required "
+        "pattern='[a-z0-9]([a-z0-9_-]{0,62}[a-z0-9])?'>"
+        "<input id=title placeholder='Title'><button>Create</button></form>"
+        "<p id=key class=warn></p>"
+        "<table id=channels><thead><tr><th>Channel</th><th>Title</th><th>Live</th><th></th>"
+        "</tr></thead><tbody></tbody></table>"
+        "<h2>Live broadcasts</h2><table id=live><tbody></tbody></table>"
+        "<h2>VODs</h2><table id=vods><tbody></tbody></table>"
+        f"<script type=application/json id=config>{escape(config)}</script>")
+    response = _page("admin", body, scripts=("/static/admin.js",))
+    response.headers["cache-control"] = CacheKind.NO_STORE.value
+    return response

@@ -1,0 +1,194 @@
+"""Control API schemas: separate Create / Update / Public models per resource."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from castway.model import (
+    Broadcast,
+    BroadcastState,
+    Channel,
+    Node,
+    NodeState,
+    Rendition,
+    SourceInfo,
+    Visibility,
+    Vod,
+    VodState,
+)
+
+# A channel name is a URL slug: /hls/{name}/master.m3u8, /watch/{name}.
+CHANNEL_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+CHANNEL_RE = re.compile(CHANNEL_PATTERN)
+
+ChannelName = Annotated[str, Field(pattern=CHANNEL_PATTERN, min_length=1, max_length=64,
+                                   description="URL slug: lowercase letters, digits, '-' "
+                                   "and '_', starting and ending with a letter or digit")]
+Title = Annotated[str, Field(max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChannelCreate(_Strict):
+    name: ChannelName
+    title: Title = ""
+    vod_visibility: Visibility = Visibility.PUBLIC
+    create_key: bool = Field(True, description="Also create a stream key (shown once).")
+
+
+class ChannelUpdate(_Strict):
+    title: Title | None = None
+    vod_visibility: Visibility | None = None
+
+
+class ChannelPublic(BaseModel):
+    name: str
+    title: str
+    vod_visibility: Visibility
+    created_at: datetime
+    live_broadcast_id: str | None = None
+    watch_url: str
+    hls_url: str
+
+    @classmethod
+    def of(cls, channel: Channel, *, base_url: str,
+           live_broadcast_id: str | None = None) -> ChannelPublic:
+        return cls(name=channel.name, title=channel.title,
+                   vod_visibility=channel.vod_visibility, created_at=channel.created_at,
+                   live_broadcast_id=live_broadcast_id,
+                   watch_url=f"{base_url}/watch/{channel.name}",
+                   hls_url=f"{base_url}/hls/{channel.name}/master.m3u8")
+
+
+class StreamKeyCreated(BaseModel):
+    """The only time a stream key is shown: it is stored as a hash."""
+
+    channel: str
+    stream_key: str
+    rtmp_url: str
+    revoked: int = 0
+
+
+class ChannelCreated(BaseModel):
+    channel: ChannelPublic
+    stream_key: StreamKeyCreated | None = None
+
+
+class KeysRevoked(BaseModel):
+    channel: str
+    revoked: int
+
+
+class RenditionPublic(BaseModel):
+    name: str
+    width: int | None
+    height: int | None
+    fps: float | None
+    video_bitrate_kbps: float | None
+    codecs: str
+    bandwidth_bps: int | None
+
+    @classmethod
+    def of(cls, r: Rendition) -> RenditionPublic:
+        return cls(name=r.name, width=r.width, height=r.height, fps=r.fps,
+                   video_bitrate_kbps=r.video_bitrate_kbps, codecs=r.codecs,
+                   bandwidth_bps=r.bandwidth_bps)
+
+
+class SourcePublic(BaseModel):
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    video_bitrate_kbps: float | None
+    encoder: str | None
+
+    @classmethod
+    def of(cls, s: SourceInfo) -> SourcePublic:
+        return cls(video_codec=s.video_codec, audio_codec=s.audio_codec, width=s.width,
+                   height=s.height, fps=s.fps, video_bitrate_kbps=s.video_bitrate_kbps,
+                   encoder=s.encoder)
+
+
+class BroadcastPublic(BaseModel):
+    id: str
+    channel: str
+    node_id: str
+    state: BroadcastState
+    started_at: datetime
+    ended_at: datetime | None
+    source: SourcePublic | None
+    renditions: list[RenditionPublic]
+    stats: dict[str, float | str] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, b: Broadcast, stats: dict[str, float | str] | None = None) -> BroadcastPublic:
+        return cls(id=b.id, channel=b.channel, node_id=b.node_id, state=b.state,
+                   started_at=b.started_at, ended_at=b.ended_at,
+                   source=SourcePublic.of(b.source) if b.source else None,
+                   renditions=[RenditionPublic.of(r) for r in b.renditions],
+                   stats=stats or {})
+
+
+class StopRequested(BaseModel):
+    broadcast_id: str
+    requested: bool = True
+
+
+class VodUpdate(_Strict):
+    visibility: Visibility
+
+
+class VodPublic(BaseModel):
+    id: str
+    broadcast_id: str
+    channel: str
+    visibility: Visibility
+    state: VodState
+    duration_s: float
+    created_at: datetime
+    mp4_progress: float | None
+    watch_url: str
+    hls_url: str
+
+    @classmethod
+    def of(cls, v: Vod, *, base_url: str) -> VodPublic:
+        return cls(id=v.id, broadcast_id=v.broadcast_id, channel=v.channel,
+                   visibility=v.visibility, state=v.state, duration_s=v.duration_s,
+                   created_at=v.created_at, mp4_progress=v.mp4_progress,
+                   watch_url=f"{base_url}/watch/vod/{v.id}",
+                   hls_url=f"{base_url}/vod/{v.id}/master.m3u8")
+
+
+class VodDeleted(BaseModel):
+    id: str
+    objects_deleted: int
+
+
+class NodePublic(BaseModel):
+    id: str
+    image_version: str
+    address: str
+    state: NodeState
+    capacity: int
+    active_broadcasts: int
+    free_slots: int
+    heartbeat_at: datetime
+    cpu: float
+
+    @classmethod
+    def of(cls, n: Node) -> NodePublic:
+        return cls(id=n.id, image_version=n.image_version, address=n.address, state=n.state,
+                   capacity=n.capacity, active_broadcasts=n.active_broadcasts,
+                   free_slots=n.free_slots, heartbeat_at=n.heartbeat_at, cpu=n.cpu)
+
+
+class ErrorBody(BaseModel):
+    detail: str

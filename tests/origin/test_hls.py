@@ -1,0 +1,306 @@
+"""origin.hls: live LL-HLS playlists, blocking reloads, media, time-shift and VOD."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import m3u8
+import pytest
+
+from castway.catalog.sql import SqlCatalog
+from castway.live.memory import MemoryLiveState
+from castway.model import Visibility, Vod, VodState
+from castway.storage.local import LocalStorage
+from tests.hls_validator import validate_playlist, validate_update
+from tests.origin.feed import LiveFeeder
+
+PLAYLIST = "/hls/demo/360p/index.m3u8"
+MEDIA = "/hls/b/b0001/360p"
+
+
+async def test_master_playlist_lists_the_live_renditions(client: httpx.AsyncClient,
+                                                         feeder: LiveFeeder) -> None:
+    response = await client.get("/hls/demo/master.m3u8")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
+    assert response.headers["cache-control"] == "public, max-age=1"
+    assert validate_playlist(response.text) == []
+    assert [p.uri for p in m3u8.loads(response.text).playlists] == ["180p/index.m3u8",
+                                                                    "360p/index.m3u8"]
+    assert feeder.clip.codecs in response.text
+
+
+async def test_offline_or_unknown_channel_is_a_short_lived_404(
+        client: httpx.AsyncClient) -> None:
+    for path in ("/hls/nobody/master.m3u8", "/hls/nobody/360p/index.m3u8",
+                 "/hls/Bad..Name/master.m3u8"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["cache-control"] == "public, max-age=1"
+
+
+async def test_live_media_playlist_is_valid_ll_hls(client: httpx.AsyncClient,
+                                                   feeder: LiveFeeder) -> None:
+    await feeder.push_segments(3)
+    await feeder.push_part()
+    response = await client.get(PLAYLIST)
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=1"
+    text = response.text
+    assert validate_playlist(text) == []
+    assert "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES" in text
+    assert '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="../../b/b0001/360p/3.1.m4s"' in text
+    parsed = m3u8.loads(text)
+    assert [s.uri for s in parsed.segments if s.uri] == [f"../../b/b0001/360p/{n}.m4s"
+                                                        for n in range(3)]
+    # Every URI in it resolves, with the right content type, against the origin.
+    base = httpx.URL("http://origin.test" + PLAYLIST)
+    uris = [s.uri for s in parsed.segments if s.uri] + ["../../b/b0001/360p/init.mp4"]
+    uris += [p.uri for s in parsed.segments for p in s.parts]
+    for uri in uris:
+        media = await client.get(base.join(uri))
+        assert media.status_code == 200, uri
+        assert media.headers["cache-control"] == "public, max-age=31536000, immutable"
+        expected = "video/mp4" if uri.endswith(".mp4") else "video/iso.segment"
+        assert media.headers["content-type"] == expected
+
+
+async def test_plain_hls_is_available_for_players_without_ll_support(
+        client: httpx.AsyncClient, feeder: LiveFeeder) -> None:
+    await feeder.push_segments(2)
+    master = await client.get("/hls/demo/master.m3u8?ll=0")
+    assert "360p/index.m3u8?ll=0" in master.text
+    text = (await client.get(PLAYLIST + "?ll=0")).text
+    assert validate_playlist(text) == []
+    assert "EXT-X-PART" not in text and "SERVER-CONTROL" not in text
+
+
+async def test_segment_bytes_are_the_parts_concatenated(client: httpx.AsyncClient,
+                                                        feeder: LiveFeeder) -> None:
+    await feeder.push_segments(1)
+    segment = await client.get(f"{MEDIA}/0.m4s")
+    parts = [await client.get(f"{MEDIA}/0.{i}.m4s") for i in range(4)]
+    assert segment.content == b"".join(p.content for p in parts)
+    assert segment.content == b"".join(feeder.clip.parts[:4])
+
+
+async def test_media_falls_back_to_storage(client: httpx.AsyncClient,
+                                           storage: LocalStorage) -> None:
+    storage.put("broadcasts/old1/360p/7.m4s", b"archived bytes")
+    response = await client.get("/hls/b/old1/360p/7.m4s")
+    assert response.status_code == 200 and response.content == b"archived bytes"
+    missing = await client.get("/hls/b/old1/360p/8.m4s")
+    assert missing.status_code == 404
+    assert missing.headers["cache-control"] == "public, max-age=1"
+
+
+@pytest.mark.parametrize("path", [
+    "/hls/b/b0001/360p/..", "/hls/b/b0001/360p/.hidden", "/hls/b/b0001/360p/..%2F..%2Fx",
+    "/hls/b/b0001/..%2F360p/0.m4s", "/hls/b/..%2F..%2Fetc/360p/passwd",
+    "/hls/b/b0001/360p/a%00b", "/vod/x/360p/..", "/hls/b/b0001/..",
+])
+async def test_path_traversal_is_refused(client: httpx.AsyncClient, storage: LocalStorage,
+                                         path: str) -> None:
+    storage.put("secret.m4s", b"secret")
+    response = await client.get(path)
+    assert response.status_code == 404
+    assert b"secret" not in response.content
+
+
+# --- blocking playlist reload (rfc8216bis 6.2.5.2) -----------------------------------
+
+async def test_blocking_reload_returns_at_once_when_the_part_exists(
+        client: httpx.AsyncClient, feeder: LiveFeeder) -> None:
+    await feeder.push_segments(2)
+    response = await client.get(PLAYLIST, params={"_HLS_msn": "1", "_HLS_part": "2"})
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=6"
+
+
+async def test_blocking_reload_waits_for_the_part(client: httpx.AsyncClient,
+                                                  feeder: LiveFeeder) -> None:
+    await feeder.push_segments(2)
+    before = (await client.get(PLAYLIST)).text
+    request = asyncio.create_task(client.get(PLAYLIST, params={"_HLS_msn": "2",
+                                                               "_HLS_part": "1"}))
+    await feeder.push_part()  # 2.0: not enough
+    await asyncio.sleep(0)
+    assert not request.done()
+    await feeder.push_part()  # 2.1: the one asked for
+    response = await asyncio.wait_for(request, 5)
+    assert response.status_code == 200
+    assert 'URI="../../b/b0001/360p/2.1.m4s"' in response.text
+    assert validate_playlist(response.text) == []
+    assert validate_update(before, response.text) == []
+
+
+async def test_blocking_for_a_whole_segment(client: httpx.AsyncClient,
+                                            feeder: LiveFeeder) -> None:
+    await feeder.push_segments(1)
+    request = asyncio.create_task(client.get(PLAYLIST, params={"_HLS_msn": "1"}))
+    for _ in range(3):
+        await feeder.push_part()
+    await asyncio.sleep(0.01)
+    assert not request.done()
+    await feeder.push_part()  # closes segment 1
+    response = await asyncio.wait_for(request, 5)
+    assert "../../b/b0001/360p/1.m4s" in response.text
+
+
+@pytest.mark.parametrize(("params", "detail"), [
+    ({"_HLS_msn": "5"}, "more than 2 segments"),
+    ({"_HLS_msn": "-1"}, "non-negative"),
+    ({"_HLS_msn": "x"}, "non-negative"),
+    ({"_HLS_part": "1"}, "requires _HLS_msn"),
+    ({"_HLS_skip": "NO"}, "YES or v2"),
+])
+async def test_bad_directives_are_400(client: httpx.AsyncClient, feeder: LiveFeeder,
+                                      params: dict[str, str], detail: str) -> None:
+    await feeder.push_segments(2)  # last segment: 1
+    response = await client.get(PLAYLIST, params=params)
+    assert response.status_code == 400
+    assert detail in response.json()["detail"]
+
+
+async def test_msn_two_ahead_is_accepted(client: httpx.AsyncClient, feeder: LiveFeeder,
+                                         app: object) -> None:
+    await feeder.push_segments(2)
+    request = asyncio.create_task(client.get(PLAYLIST, params={"_HLS_msn": "3"}))
+    await feeder.push_segments(2)
+    assert (await asyncio.wait_for(request, 5)).status_code == 200
+
+
+async def test_blocked_reload_times_out_with_503(client: httpx.AsyncClient,
+                                                 feeder: LiveFeeder) -> None:
+    feeder.target_duration_s = 0.1  # TARGETDURATION 1: the wait gives up after ~3 s
+    feeder.parts_per_segment = 1
+    await feeder.push_part()
+    response = await client.get(PLAYLIST, params={"_HLS_msn": "2"})
+    assert response.status_code == 503
+    assert response.headers["cache-control"] == "public, max-age=1"
+
+
+async def test_ended_broadcast_releases_blocked_reloads(client: httpx.AsyncClient,
+                                                        feeder: LiveFeeder) -> None:
+    await feeder.push_segments(1)
+    request = asyncio.create_task(client.get(PLAYLIST, params={"_HLS_msn": "2"}))
+    await asyncio.sleep(0.01)
+    await feeder.end()
+    response = await asyncio.wait_for(request, 5)
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("#EXT-X-ENDLIST")
+
+
+async def test_delta_update_skips_old_segments(client: httpx.AsyncClient,
+                                               live: MemoryLiveState, clip: object) -> None:
+    from tests.origin.feed import Clip
+
+    assert isinstance(clip, Clip)
+    feed = LiveFeeder(live, clip, parts_per_segment=1, target_duration_s=0.5,
+                      window_segments=20)
+    await feed.start()
+    for _ in range(16):
+        await feed.push_part()  # 16 segments of 0.5 s, TARGETDURATION 1
+    full = (await client.get(PLAYLIST)).text
+    delta = await client.get(PLAYLIST, params={"_HLS_msn": "15", "_HLS_skip": "YES"})
+    assert validate_playlist(delta.text) == []
+    assert "#EXT-X-SKIP:SKIPPED-SEGMENTS=" in delta.text
+    assert "CAN-SKIP-UNTIL=6.0" in full
+    assert len(delta.text) < len(full)
+
+
+async def test_rendition_reports_name_the_other_renditions(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: object) -> None:
+    from tests.origin.feed import Clip
+
+    assert isinstance(clip, Clip)
+    a = LiveFeeder(live, clip, other_renditions=("180p",))
+    b = LiveFeeder(live, clip, rendition="180p", other_renditions=("360p",))
+    await a.start()
+    await a.push_segments(1)
+    await b.push_segments(1)
+    await b.push_part()
+    text = (await client.get(PLAYLIST)).text
+    assert '#EXT-X-RENDITION-REPORT:URI="../180p/index.m3u8",LAST-MSN=1,LAST-PART=0' in text
+
+
+# --- blocking part requests (preload hints) --------------------------------------------
+
+async def test_request_for_the_hinted_part_waits_for_it(client: httpx.AsyncClient,
+                                                        feeder: LiveFeeder) -> None:
+    await feeder.push_segments(1)
+    request = asyncio.create_task(client.get(f"{MEDIA}/1.0.m4s"))
+    await asyncio.sleep(0.01)
+    assert not request.done()
+    await feeder.push_part()
+    response = await asyncio.wait_for(request, 5)
+    assert response.status_code == 200
+    assert response.content == feeder.clip.parts[4]
+
+
+async def test_request_far_ahead_of_the_edge_is_404_at_once(client: httpx.AsyncClient,
+                                                            feeder: LiveFeeder) -> None:
+    await feeder.push_segments(1)
+    assert (await client.get(f"{MEDIA}/9.0.m4s")).status_code == 404
+    assert (await client.get(f"{MEDIA}/1.3.m4s")).status_code == 404
+
+
+# --- time-shift and VOD ----------------------------------------------------------------
+
+async def test_dvr_playlist_covers_the_whole_broadcast(client: httpx.AsyncClient,
+                                                       feeder: LiveFeeder) -> None:
+    feeder.window_segments = 2
+    await feeder.push_segments(5)
+    live_text = (await client.get(PLAYLIST)).text
+    dvr = await client.get("/hls/demo/360p/dvr.m3u8")
+    assert dvr.status_code == 200
+    assert validate_playlist(dvr.text) == []
+    parsed = m3u8.loads(dvr.text)
+    assert parsed.playlist_type == "event"
+    assert len(parsed.segments) == 5
+    assert len([s for s in m3u8.loads(live_text).segments if s.uri]) == 2
+
+
+async def test_vod_is_served_from_storage(client: httpx.AsyncClient, catalog: SqlCatalog,
+                                          storage: LocalStorage) -> None:
+    storage.put("broadcasts/b9/master.m3u8", b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n"
+                b"360p/vod.m3u8\n", cache_control="public, max-age=60")
+    storage.put("broadcasts/b9/360p/vod.m3u8", b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"
+                b"#EXTINF:2.0,\n0.m4s\n#EXT-X-ENDLIST\n")
+    storage.put("broadcasts/b9/360p/0.m4s", b"segment")
+    catalog.save_vod(Vod(id="b9", broadcast_id="b9", channel="demo",
+                         visibility=Visibility.PUBLIC, state=VodState.COMPLETE,
+                         duration_s=2.0))
+    master = await client.get("/vod/b9/master.m3u8")
+    assert master.status_code == 200
+    assert master.headers["cache-control"] == "public, max-age=60"
+    assert master.headers["content-type"] == "application/vnd.apple.mpegurl"
+    media = await client.get("/vod/b9/360p/vod.m3u8")
+    assert media.status_code == 200 and "0.m4s" in media.text
+    segment = await client.get("/vod/b9/360p/0.m4s")
+    assert segment.content == b"segment"
+    assert segment.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
+@pytest.mark.parametrize(("visibility", "state"), [(Visibility.PRIVATE, VodState.COMPLETE),
+                                                   (Visibility.PUBLIC, VodState.DELETED)])
+async def test_private_or_deleted_vods_are_not_served(client: httpx.AsyncClient,
+                                                      catalog: SqlCatalog,
+                                                      storage: LocalStorage,
+                                                      visibility: Visibility,
+                                                      state: VodState) -> None:
+    storage.put("broadcasts/b8/master.m3u8", b"#EXTM3U\n")
+    catalog.save_vod(Vod(id="b8", broadcast_id="b8", channel="demo", visibility=visibility,
+                         state=state, duration_s=2.0))
+    assert (await client.get("/vod/b8/master.m3u8")).status_code == 404
+    assert (await client.get("/vod/unknown/master.m3u8")).status_code == 404
+
+
+async def test_poster_is_served_from_storage(client: httpx.AsyncClient,
+                                             storage: LocalStorage) -> None:
+    storage.put("broadcasts/b7/poster.jpg", b"\xff\xd8jpeg")
+    response = await client.get("/hls/b/b7/poster.jpg")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert (await client.get("/hls/b/b7/secret.txt")).status_code == 404
