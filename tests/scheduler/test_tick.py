@@ -1,0 +1,120 @@
+"""Scheduler.tick: the merged fleet view, actions applied one by one, one tick at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from castway.live.base import BROADCASTS_TOPIC
+from castway.live.memory import MemoryLiveState
+from castway.model import Broadcast, BroadcastState, Node, NodeState, utcnow
+from castway.settings import Settings
+from scheduler.backends.base import Instance
+from scheduler.backends.local import LocalBackend
+from scheduler.metrics import SchedulerMetrics
+from scheduler.tick import Scheduler, merge_view
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, image_version="v1", node_capacity=8,
+                    heartbeat_ttl_s=30.0)
+
+
+@pytest.fixture
+def backend(settings: Settings) -> Iterator[LocalBackend]:
+    b = LocalBackend(settings, command=SLEEPER)
+    yield b
+    b.stop_all()
+
+
+def test_merge_view_adds_launched_but_silent_nodes_as_starting() -> None:
+    now = utcnow()
+    beating = Node(id="a", image_version="v1", address="0.0.0.0:1935",
+                   state=NodeState.ACTIVE, heartbeat_at=now)
+    view = merge_view([beating], [Instance("a", "v1", now, "10.0.0.5:1935"),
+                                  Instance("b", "v2", now - timedelta(seconds=5))], 8)
+    assert [(n.id, n.state, n.address) for n in view] == [
+        ("a", NodeState.ACTIVE, "10.0.0.5:1935"),  # the backend knows the routable address
+        ("b", NodeState.STARTING, "")]
+    assert view[1].heartbeat_at == now - timedelta(seconds=5)
+
+
+async def test_first_tick_starts_the_fleet_and_the_next_does_not_repeat_it(
+        settings: Settings, backend: LocalBackend) -> None:
+    live = MemoryLiveState()
+    metrics = SchedulerMetrics()
+    scheduler = Scheduler(settings, live, backend, metrics=metrics)
+    first = await scheduler.tick()
+    assert first.summary()["actions"] == ["start 1 on v1"]
+    second = await scheduler.tick()  # the launched node counts while it starts
+    assert second.summary()["actions"] == []
+    assert len(backend.list_instances()) == 1
+    assert metrics.registry.get_sample_value(
+        "castway_scheduler_actions_total", {"action": "StartNodes"}) == 1.0
+    assert metrics.registry.get_sample_value(
+        "castway_scheduler_nodes", {"state": "starting"}) == 1.0
+
+
+async def test_a_lost_node_fails_its_broadcasts_and_is_replaced(
+        settings: Settings, backend: LocalBackend) -> None:
+    live = MemoryLiveState()
+    [lost] = backend.start(1, "v1")
+    stale = utcnow() - timedelta(seconds=120)
+    await live.heartbeat(Node(id=lost.node_id, image_version="v1", address=lost.address,
+                              state=NodeState.ACTIVE, active_broadcasts=1,
+                              heartbeat_at=stale), 600)
+    await live.put_broadcast(Broadcast(id="b1", channel="alice", node_id=lost.node_id))
+    await live.put_broadcast(Broadcast(id="b2", channel="bob", node_id="elsewhere"))
+    events = await live.subscribe(BROADCASTS_TOPIC)
+    result = await Scheduler(settings, live, backend).tick()
+    assert result.summary()["actions"] == [f"lost {lost.node_id}", "start 1 on v1"]
+    failed = await live.get_broadcast("b1")
+    assert failed is not None and failed.state == BroadcastState.FAILED
+    assert failed.ended_at is not None
+    other = await live.get_broadcast("b2")
+    assert other is not None and other.state == BroadcastState.LIVE
+    event = await asyncio.wait_for(events.get(), 5)
+    assert (event["type"], event["broadcast_id"], event["channel"]) == ("failed", "b1", "alice")
+    await events.close()
+    assert await live.get_node_command(lost.node_id) == "stop"
+    assert lost.node_id not in {i.node_id for i in backend.list_instances()}
+
+
+async def test_two_ticks_at_once_one_runs(settings: Settings, backend: LocalBackend) -> None:
+    scheduler = Scheduler(settings, MemoryLiveState(), backend)
+    results = await asyncio.gather(scheduler.tick(), scheduler.tick())
+    assert sorted(r.ran for r in results) == [False, True]
+    assert len(backend.list_instances()) == 1
+
+
+async def test_a_failing_action_does_not_stop_the_others(settings: Settings,
+                                                        tmp_path: Path) -> None:
+    broken = LocalBackend(settings, command=[str(tmp_path / "no-such-binary")])
+    live = MemoryLiveState()
+    # a silent node: lost (must be applied) and replaced (start fails: no binary)
+    await live.heartbeat(Node(id="gone", image_version="v1", address="127.0.0.1:1",
+                              state=NodeState.ACTIVE,
+                              heartbeat_at=utcnow() - timedelta(minutes=5)), 600)
+    result = await Scheduler(settings, live, broken).tick()
+    assert result.summary()["actions"] == ["lost gone", "start 1 on v1"]
+    assert len(result.errors) == 1 and "start 1 on v1" in result.errors[0]
+    assert await live.get_node_command("gone") == "stop"
+
+
+async def test_run_ticks_until_stopped(settings: Settings, backend: LocalBackend) -> None:
+    scheduler = Scheduler(settings, MemoryLiveState(), backend)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(scheduler.run(interval_s=0.05, stop=stop))
+    while not backend.list_instances():
+        await asyncio.sleep(0.01)  # polling a condition, bounded by the test timeout
+    stop.set()
+    await asyncio.wait_for(runner, 5)
+    assert len(backend.list_instances()) == 1
