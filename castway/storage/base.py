@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -59,6 +60,11 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, *, content_type: str | None = None,
             cache_control: str | None = IMMUTABLE) -> None:
         """Store atomically; content type defaults to ``content_type_for(key)``."""
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None,
+                 cache_control: str | None = IMMUTABLE) -> None:
+        """``put`` of the file at ``path``, streamed (objects too big for memory, e.g. an
+        MP4 export; multipart on S3)."""
 
     def get(self, key: str) -> bytes | None:
         """The whole object, or None if absent."""

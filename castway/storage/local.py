@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from castway.storage.keys import check_key, check_prefix
 logger = logging.getLogger(__name__)
 
 _FILE_MODE = 0o644
+_COPY_CHUNK = 1024 * 1024
 
 
 def _check_range(start: int, end: int | None) -> None:
@@ -60,11 +62,15 @@ class LocalStorage:
 
     # -- writing --
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_atomic(self, path: Path, data: bytes | Path) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, Path):
+                    with data.open("rb") as src:
+                        shutil.copyfileobj(src, f, _COPY_CHUNK)
+                else:
+                    f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; objects are meant to be served
@@ -84,6 +90,16 @@ class LocalStorage:
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None,
             cache_control: str | None = IMMUTABLE) -> None:
+        self._put(key, data, content_type, cache_control)
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None,
+                 cache_control: str | None = IMMUTABLE) -> None:
+        """Copies the file in (the source stays); a missing or unreadable source is a
+        StorageError like any failed write."""
+        self._put(key, Path(path), content_type, cache_control)
+
+    def _put(self, key: str, data: bytes | Path, content_type: str | None,
+             cache_control: str | None) -> None:
         path = self._path(key)
         content_type = content_type or content_type_for(key)
         meta: bytes | None = None
@@ -106,8 +122,7 @@ class LocalStorage:
                 self._meta_path(path).unlink(missing_ok=True)
             self._fsync_dir(path.parent)
         except OSError as e:
-            logger.error("local storage write failed",
-                         extra={"key": key, "size": len(data), "error": str(e)})
+            logger.error("local storage write failed", extra={"key": key, "error": str(e)})
             raise StorageError(f"cannot write {key!r}: {e}") from e
 
     # -- reading --

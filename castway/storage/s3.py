@@ -15,10 +15,13 @@ import builtins
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -34,6 +37,8 @@ CONNECT_TIMEOUT_S = 2.0
 READ_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 2  # botocore "standard" mode: the first try plus one retry
 DELETE_BATCH = 1000  # the most keys DeleteObjects takes in one request
+MULTIPART_THRESHOLD = 64 * 1024 * 1024  # put_file: bigger files go up in parts
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part (all but the last)
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -73,7 +78,8 @@ class S3Storage:
     """:class:`castway.storage.base.Storage` in ``bucket`` under the key ``prefix``."""
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
-                 region: str = "us-east-1", client: S3Client | None = None) -> None:
+                 region: str = "us-east-1", client: S3Client | None = None, *,
+                 multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
         if not bucket:
             raise ValueError("an S3 bucket name is required")
         prefix = prefix.strip("/")
@@ -85,6 +91,9 @@ class S3Storage:
         self.region = region
         self._client = client or make_s3_client(endpoint_url=endpoint_url, region=region)
         self._endpoint_url = endpoint_url or (client.meta.endpoint_url if client else None)
+        part = max(multipart_threshold, MIN_PART_SIZE)
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
+                                        multipart_chunksize=part, max_concurrency=4)
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -121,6 +130,21 @@ class S3Storage:
             self._client.put_object(Bucket=self.bucket, Key=full, Body=data,
                                     ContentType=content_type or content_type_for(key),
                                     **extra)  # type: ignore[arg-type]
+
+    def put_file(self, key: str, path: Path, *, content_type: str | None = None,
+                 cache_control: str | None = IMMUTABLE) -> None:
+        """Streams the file up, in parts above ``multipart_threshold`` (the object appears
+        only when the upload completes)."""
+        full = self._full(key)
+        extra: dict[str, str] = {"ContentType": content_type or content_type_for(key)}
+        if cache_control is not None:
+            extra["CacheControl"] = cache_control
+        with self._errors("put_file", key):
+            try:
+                self._client.upload_file(str(path), self.bucket, full, ExtraArgs=extra,
+                                         Config=self._transfer)
+            except S3UploadFailedError as e:
+                raise StorageError(f"S3 put_file {key!r} failed: {e}") from e
 
     # -- reading --
 

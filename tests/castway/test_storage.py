@@ -107,6 +107,31 @@ def test_keys_may_hold_spaces_and_non_ascii(storage: Storage) -> None:
     assert keys(storage.list("broadcasts/b1/")) == [key]
 
 
+def test_put_file_streams_a_file_in(storage: Storage, tmp_path: Path) -> None:
+    source = tmp_path / "export.mp4"
+    source.write_bytes(os.urandom(3 * MiB + 5))
+    storage.put_file("broadcasts/b1/export.mp4", source)
+    assert storage.get("broadcasts/b1/export.mp4") == source.read_bytes()
+    assert storage.head("broadcasts/b1/export.mp4") == ObjectInfo(
+        "broadcasts/b1/export.mp4", 3 * MiB + 5, "video/mp4", IMMUTABLE)
+
+    storage.put_file("broadcasts/b1/export.mp4", source, content_type="video/quicktime",
+                     cache_control=VOD_PLAYLIST)
+    info = storage.head("broadcasts/b1/export.mp4")
+    assert info is not None
+    assert (info.content_type, info.cache_control) == ("video/quicktime", VOD_PLAYLIST)
+    assert source.exists()  # the source stays
+
+
+def test_put_file_of_a_missing_file_is_a_storage_error(storage: Storage,
+                                                       tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        storage.put_file("broadcasts/b1/export.mp4", tmp_path / "missing.mp4")
+    assert storage.get("broadcasts/b1/export.mp4") is None
+    with pytest.raises(ValueError):
+        storage.put_file("../escape.mp4", tmp_path / "missing.mp4")
+
+
 # --- ranges -------------------------------------------------------------------------------
 
 def test_get_range_follows_http_semantics(storage: Storage) -> None:
@@ -404,6 +429,18 @@ def test_s3_objects_carry_content_type_and_cache_control(
     assert raw["CacheControl"] == VOD_PLAYLIST
 
 
+def test_s3_put_file_uploads_big_files_in_parts(
+        s3_client: S3Client, s3_bucket: str, tmp_path: Path) -> None:
+    storage = S3Storage(s3_bucket, client=s3_client, multipart_threshold=5 * MiB)
+    source = tmp_path / "export.mp4"
+    source.write_bytes(os.urandom(11 * MiB))
+    storage.put_file("broadcasts/b1/export.mp4", source)
+    raw = s3_client.head_object(Bucket=s3_bucket, Key="broadcasts/b1/export.mp4")
+    assert raw["ETag"].strip('"').endswith("-3")  # a multipart upload of 3 parts
+    assert raw["ContentType"] == "video/mp4" and raw["CacheControl"] == IMMUTABLE
+    assert storage.get("broadcasts/b1/export.mp4") == source.read_bytes()
+
+
 def test_s3_prefixes_isolate_storages_in_one_bucket(
         s3_client: S3Client, s3_bucket: str) -> None:
     a = S3Storage(s3_bucket, prefix="/site-a/", client=s3_client)
@@ -425,7 +462,8 @@ def test_s3_missing_bucket_is_a_storage_error(s3_client: S3Client) -> None:
         storage.put("broadcasts/b1/master.m3u8", b"x")
 
 
-def test_s3_outage_fails_fast_and_recovers(s3_server_restartable: S3Server) -> None:
+def test_s3_outage_fails_fast_and_recovers(s3_server_restartable: S3Server,
+                                           tmp_path: Path) -> None:
     server = s3_server_restartable
     client = server.client()
     bucket = create_bucket(client)
@@ -443,7 +481,13 @@ def test_s3_outage_fails_fast_and_recovers(s3_server_restartable: S3Server) -> N
         storage.head("broadcasts/b1/720p/0.m4s")
     with pytest.raises(StorageError):
         list(storage.list("broadcasts/"))
+    with pytest.raises(StorageError):
+        storage.delete_prefix("broadcasts/")
+    (tmp_path / "export.mp4").write_bytes(b"mp4")
+    with pytest.raises(StorageError):
+        storage.put_file("broadcasts/b1/export.mp4", tmp_path / "export.mp4")
     assert storage.ping() is False
+    assert time.monotonic() - started < 30
 
     server.start()
     assert storage.ping() is True
