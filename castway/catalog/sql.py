@@ -34,7 +34,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from castway.catalog.base import AlreadyExists, CatalogError, NotFound
@@ -62,6 +69,24 @@ PG_CONNECT_TIMEOUT_S = 5
 
 class CatalogUnavailable(CatalogError):
     """The database cannot be reached, or stayed locked past the busy timeout."""
+
+
+# Column widths of schema.py, checked here so both databases refuse the same values
+# (SQLite would store an over-long string that PostgreSQL rejects).
+MAX_NAME = 200  # channel names, node ids
+MAX_ID = 64  # broadcast and VOD ids
+MAX_KEY_HASH = 128
+MAX_ENUM = 16
+
+
+def _text(value: str, field: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be str, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{field} is empty")
+    if len(value) > limit:
+        raise ValueError(f"{field} is longer than {limit} characters")
+    return value
 
 
 def _utc(value: datetime, field: str) -> datetime:
@@ -140,15 +165,15 @@ def _channel(r: Row[Any]) -> Channel:
 
 def _broadcast_values(b: Broadcast) -> dict[str, Any]:
     return {
-        "id": b.id,
-        "channel": b.channel,
-        "node_id": b.node_id,
-        "state": b.state.value,
+        "id": _text(b.id, "broadcast id", MAX_ID),
+        "channel": _text(b.channel, "channel", MAX_NAME),
+        "node_id": _text(b.node_id, "node_id", MAX_NAME),
+        "state": BroadcastState(b.state).value,
         "started_at": _utc(b.started_at, "started_at"),
         "ended_at": _utc_opt(b.ended_at, "ended_at"),
         "source": null() if b.source is None else to_jsonable(b.source),
         "renditions": to_jsonable(list(b.renditions)),
-        "segment_format": b.segment_format,
+        "segment_format": _text(b.segment_format, "segment_format", MAX_ENUM),
     }
 
 
@@ -164,11 +189,11 @@ def _broadcast(r: Row[Any]) -> Broadcast:
 
 def _vod_values(v: Vod) -> dict[str, Any]:
     return {
-        "id": v.id,
-        "broadcast_id": v.broadcast_id,
-        "channel": v.channel,
-        "visibility": v.visibility.value,
-        "state": v.state.value,
+        "id": _text(v.id, "VOD id", MAX_ID),
+        "broadcast_id": _text(v.broadcast_id, "broadcast_id", MAX_ID),
+        "channel": _text(v.channel, "channel", MAX_NAME),
+        "visibility": Visibility(v.visibility).value,
+        "state": VodState(v.state).value,
         "duration_s": float(v.duration_s),
         "created_at": _utc(v.created_at, "created_at"),
         "mp4_key": v.mp4_key,
@@ -229,7 +254,7 @@ class SqlCatalog:
             with self._engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as e:
-            raise self._unavailable(e) from e
+            raise self._wrap(e) from e
 
     @contextmanager
     def _write(self, conflict: CatalogError | None = None) -> Iterator[Connection]:
@@ -244,12 +269,17 @@ class SqlCatalog:
             logger.info("catalog constraint violated", extra={"error": str(e.orig)})
             raise (conflict or CatalogError(f"constraint violated: {e.orig}")) from e
         except SQLAlchemyError as e:
-            raise self._unavailable(e) from e
+            raise self._wrap(e) from e
 
-    def _unavailable(self, e: SQLAlchemyError) -> CatalogError:
+    def _wrap(self, e: SQLAlchemyError) -> CatalogError:
+        """CatalogUnavailable for connection trouble, lock timeouts and the like (retry
+        later); CatalogError for anything else the database refused."""
         orig = getattr(e, "orig", None) or e
         logger.warning("catalog error", extra={"dialect": self.dialect, "error": str(orig)})
-        return CatalogUnavailable(f"catalog database error: {orig}")
+        if isinstance(e, (OperationalError, InterfaceError, PoolTimeout)) or (
+                isinstance(e, DBAPIError) and e.connection_invalidated):
+            return CatalogUnavailable(f"catalog database unavailable: {orig}")
+        return CatalogError(f"catalog database error: {orig}")
 
     # -- schema --
 
@@ -257,13 +287,14 @@ class SqlCatalog:
         try:
             return run_migrations(self._engine, self._migrations)
         except SQLAlchemyError as e:
-            raise self._unavailable(e) from e
+            raise self._wrap(e) from e
 
     # -- channels --
 
     def create_channel(self, channel: Channel) -> Channel:
-        created = Channel(name=channel.name, title=channel.title,
-                          vod_visibility=channel.vod_visibility,
+        created = Channel(name=_text(channel.name, "channel name", MAX_NAME),
+                          title=channel.title,
+                          vod_visibility=Visibility(channel.vod_visibility),
                           created_at=_utc(channel.created_at, "created_at"))
         stmt = self._insert(channels).values(
             name=created.name, title=created.title,
@@ -292,7 +323,8 @@ class SqlCatalog:
         with self._write() as conn:
             result = conn.execute(
                 update(channels).where(channels.c.name == channel.name).values(
-                    title=channel.title, vod_visibility=channel.vod_visibility.value))
+                    title=channel.title,
+                    vod_visibility=Visibility(channel.vod_visibility).value))
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.name!r}")
             row = conn.execute(select(channels).where(channels.c.name == channel.name)).one()
@@ -311,7 +343,8 @@ class SqlCatalog:
         is already stored (for any channel)."""
         missing = NotFound(f"no channel {key.channel!r}")
         stmt = self._insert(stream_keys).values(
-            channel=key.channel, key_hash=key.key_hash,
+            channel=_text(key.channel, "channel", MAX_NAME),
+            key_hash=_text(key.key_hash, "key_hash", MAX_KEY_HASH),
             created_at=_utc(key.created_at, "created_at"),
             revoked_at=_utc_opt(key.revoked_at, "revoked_at"),
         ).on_conflict_do_nothing(index_elements=["key_hash"]).returning(stream_keys.c.id)

@@ -419,3 +419,21 @@ def test_concurrent_writers_from_several_processes_do_not_fail(
 
     assert len(catalog.list_channels()) == 60
     assert len(catalog.list_broadcasts(limit=1000)) == 60
+
+
+def test_over_long_or_empty_values_are_refused_alike_on_both_databases(
+        catalog: SqlCatalog) -> None:
+    with pytest.raises(ValueError, match="longer"):
+        catalog.create_channel(Channel("c" * 201))
+    with pytest.raises(ValueError, match="empty"):
+        catalog.create_channel(Channel(""))
+    with pytest.raises(ValueError, match="longer"):
+        catalog.save_broadcast(broadcast("b" * 65))
+    with pytest.raises(ValueError, match="longer"):
+        catalog.save_vod(vod("v" * 65))
+    assert catalog.list_channels() == []
+    assert catalog.list_broadcasts() == []
+    assert catalog.list_vods() == []
+    catalog.create_channel(Channel("c" * 200))
+    catalog.save_broadcast(broadcast("b" * 64, "c" * 200))
+    assert catalog.get_broadcast("b" * 64) is not None
