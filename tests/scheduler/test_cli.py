@@ -1,0 +1,61 @@
+"""`castway scheduler ...` through scheduler.cli.main."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from castway.settings import Settings
+from scheduler.backends.local import LocalBackend
+from scheduler.cli import main
+
+
+def test_simulate_json_prints_the_figures_and_writes_the_plot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "day.png"
+    assert main(["simulate", "--json", "--plot", str(plot)]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    for key in ("interrupted", "container_hours", "ideal_container_hours", "refused"):
+        assert isinstance(figures[key], (int, float))
+        assert isinstance(figures["cpu_autoscaler"][key], (int, float))
+        assert isinstance(figures["fixed_fleet"][key], (int, float))
+    assert figures["interrupted"] == 0 and figures["refused"] == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--no-deploy", "--reconnect-fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "castway" in out and "cpu_autoscaler" in out and "fixed_fleet" in out
+
+
+def test_tick_with_the_local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CASTWAY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CASTWAY_IMAGE_VERSION", "v3")
+    monkeypatch.delenv("CASTWAY_REDIS_URL", raising=False)
+    backend = LocalBackend(Settings(data_dir=tmp_path),
+                           command=[sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        # the CLI starts `castway ingest` children; stand in for it to keep this test light
+        monkeypatch.setattr("scheduler.factory.make_backend", lambda s, e=None: backend)
+        assert main(["tick", "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["ran"] is True and summary["actions"] == ["start 1 on v3"]
+        assert [i.version for i in backend.list_instances()] == ["v3"]
+    finally:
+        backend.stop_all()
+
+
+def test_ecs_backend_without_its_configuration_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CASTWAY_SCHEDULER_BACKEND", "ecs")
+    monkeypatch.delenv("CASTWAY_REDIS_URL", raising=False)
+    assert main(["tick"]) == 2
+    assert "needs its configuration" in capsys.readouterr().err
