@@ -102,8 +102,9 @@ async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
     return broadcast
 
 
-@router.api_route("/hls/{channel}/master.m3u8", methods=["GET", "HEAD"],
-                  response_class=Response, summary="Live multivariant playlist")
+@router.head("/hls/{channel}/master.m3u8", include_in_schema=False)
+@router.get("/hls/{channel}/master.m3u8", response_class=Response,
+            summary="Live multivariant playlist")
 async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     broadcast = await _live(ctx, channel)
     if isinstance(broadcast, Response):
@@ -116,8 +117,9 @@ async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
 
 
-@router.api_route("/hls/{channel}/{rendition}/index.m3u8", methods=["GET", "HEAD"],
-                  response_class=Response, summary="Live media playlist (LL-HLS)")
+@router.head("/hls/{channel}/{rendition}/index.m3u8", include_in_schema=False)
+@router.get("/hls/{channel}/{rendition}/index.m3u8", response_class=Response,
+            summary="Live media playlist (LL-HLS)")
 async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
     broadcast = await _live(ctx, channel)
     if isinstance(broadcast, Response):
@@ -189,9 +191,9 @@ async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
     return woken
 
 
-@router.api_route("/hls/{channel}/{rendition}/dvr.m3u8", methods=["GET", "HEAD"],
-                  response_class=Response, summary="Time-shift (DVR) playlist of the live "
-                  "broadcast")
+@router.head("/hls/{channel}/{rendition}/dvr.m3u8", include_in_schema=False)
+@router.get("/hls/{channel}/{rendition}/dvr.m3u8", response_class=Response,
+            summary="Time-shift (DVR) playlist of the live broadcast")
 async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
     broadcast = await _live(ctx, channel)
     if isinstance(broadcast, Response):
@@ -222,8 +224,9 @@ async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> 
     return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
 
 
-@router.api_route("/hls/b/{broadcast_id}/{rendition}/{name}", methods=["GET", "HEAD"],
-                  response_class=Response, summary="Init segment, segment or part")
+@router.head("/hls/b/{broadcast_id}/{rendition}/{name}", include_in_schema=False)
+@router.get("/hls/b/{broadcast_id}/{rendition}/{name}", response_class=Response,
+            summary="Init segment, segment or part")
 async def broadcast_media(broadcast_id: str, rendition: str, name: str, request: Request,
                           ctx: Ctx) -> Response:
     if not (ID_RE.match(broadcast_id) and ID_RE.match(rendition) and NAME_RE.match(name)):
@@ -274,8 +277,9 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
     return await _fetch(ctx, key)
 
 
-@router.api_route("/hls/b/{broadcast_id}/{name}", methods=["GET", "HEAD"],
-                  response_class=Response, summary="Poster and thumbnails of a broadcast")
+@router.head("/hls/b/{broadcast_id}/{name}", include_in_schema=False)
+@router.get("/hls/b/{broadcast_id}/{name}", response_class=Response,
+            summary="Poster and thumbnails of a broadcast")
 async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
     if not ID_RE.match(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
@@ -297,8 +301,9 @@ async def _vod_broadcast(ctx: OriginContext, vod_id: str) -> str | None:
     return vod.broadcast_id
 
 
-@router.api_route("/vod/{vod_id}/master.m3u8", methods=["GET", "HEAD"],
-                  response_class=Response, summary="VOD multivariant playlist")
+@router.head("/vod/{vod_id}/master.m3u8", include_in_schema=False)
+@router.get("/vod/{vod_id}/master.m3u8", response_class=Response,
+            summary="VOD multivariant playlist")
 async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     broadcast_id = await _vod_broadcast(ctx, vod_id)
     if broadcast_id is None:
@@ -310,8 +315,9 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     return bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
 
 
-@router.api_route("/vod/{vod_id}/{rendition}/{name}", methods=["GET", "HEAD"],
-                  response_class=Response, summary="VOD media playlist, init and segments")
+@router.head("/vod/{vod_id}/{rendition}/{name}", include_in_schema=False)
+@router.get("/vod/{vod_id}/{rendition}/{name}", response_class=Response,
+            summary="VOD media playlist, init and segments")
 async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
                     ctx: Ctx) -> Response:
     if not (ID_RE.match(rendition) and NAME_RE.match(name)):

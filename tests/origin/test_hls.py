@@ -304,3 +304,28 @@ async def test_poster_is_served_from_storage(client: httpx.AsyncClient,
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
     assert (await client.get("/hls/b/b7/secret.txt")).status_code == 404
+
+
+async def test_a_thousand_blocked_reloads_are_woken_by_one_event(
+        client: httpx.AsyncClient, feeder: LiveFeeder, live: MemoryLiveState,
+        app: object) -> None:
+    from fastapi import FastAPI
+
+    from castway.live.base import media_topic
+
+    assert isinstance(app, FastAPI)
+    metrics = app.state.origin.metrics
+    await feeder.push_segments(2)
+    requests = [asyncio.create_task(client.get(PLAYLIST, params={"_HLS_msn": "2",
+                                                                 "_HLS_part": "0"}))
+                for _ in range(1000)]
+    while app.state.origin.notifier.waiting < 1000:
+        await asyncio.sleep(0.001)
+    assert metrics.blocked_reloads._value.get() == 1000
+    assert live.subscriber_count(media_topic(feeder.broadcast_id)) == 1
+    await feeder.push_part()
+    responses = await asyncio.wait_for(asyncio.gather(*requests), 60)
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.text for r in responses}) == 1
+    assert 'URI="../../b/b0001/360p/2.0.m4s"' in responses[0].text
+    assert metrics.blocked_reloads._value.get() == 0

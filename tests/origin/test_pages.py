@@ -1,0 +1,92 @@
+"""origin.pages: the live list, the watch pages and the admin page."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from castway.catalog.sql import SqlCatalog
+from castway.live.memory import MemoryLiveState
+from castway.model import Broadcast, Channel, Visibility, Vod, VodState
+from castway.storage.local import LocalStorage
+from origin import pages
+
+
+async def test_index_lists_live_channels_with_posters(client: httpx.AsyncClient,
+                                                      live: MemoryLiveState,
+                                                      catalog: SqlCatalog,
+                                                      storage: LocalStorage) -> None:
+    catalog.create_channel(Channel(name="alpha", title="<b>Alpha</b> & co"))
+    await live.put_broadcast(Broadcast(id="ba1", channel="alpha", node_id="n"))
+    await live.put_broadcast(Broadcast(id="bb1", channel="beta", node_id="n"))
+    storage.put("broadcasts/ba1/poster.jpg", b"\xff\xd8")
+    response = await client.get("/")
+    assert response.status_code == 200
+    html = response.text
+    assert "&lt;b&gt;Alpha&lt;/b&gt; &amp; co" in html and "<b>Alpha" not in html
+    assert "href='/watch/alpha'" in html and "href='/watch/beta'" in html
+    assert "/hls/b/ba1/poster.jpg" in html and "/hls/b/bb1/poster.jpg" not in html
+
+
+async def test_index_without_live_channels(client: httpx.AsyncClient) -> None:
+    assert "Nobody is live" in (await client.get("/")).text
+
+
+async def test_watch_page_uses_hls_js_in_low_latency_mode(client: httpx.AsyncClient,
+                                                          live: MemoryLiveState) -> None:
+    await live.put_broadcast(Broadcast(id="ba1", channel="alpha", node_id="n"))
+    response = await client.get("/watch/alpha")
+    assert response.status_code == 200
+    html = response.text
+    assert "data-src='/hls/alpha/master.m3u8'" in html
+    assert "/static/player.js" in html
+    if pages.HLS_JS.exists():
+        assert "/static/vendor/hls.min.js" in html and "nohlsjs" not in html
+    player = (await client.get("/static/player.js")).text
+    assert "lowLatencyMode: true" in player and "hls.latency" in player
+
+
+async def test_watch_page_without_hls_js_says_so(client: httpx.AsyncClient,
+                                                 live: MemoryLiveState,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    monkeypatch.setattr(pages, "HLS_JS", tmp_path / "absent.js")
+    await live.put_broadcast(Broadcast(id="ba1", channel="alpha", node_id="n"))
+    html = (await client.get("/watch/alpha")).text
+    assert "hls.js is not installed" in html and "hls.min.js" not in html
+
+
+async def test_watch_unknown_or_invalid_channel(client: httpx.AsyncClient,
+                                                catalog: SqlCatalog) -> None:
+    assert (await client.get("/watch/nobody")).status_code == 404
+    assert (await client.get("/watch/%3Cscript%3E")).status_code == 404
+    catalog.create_channel(Channel(name="quiet"))
+    offline = await client.get("/watch/quiet")
+    assert offline.status_code == 200 and "Offline" in offline.text
+
+
+async def test_watch_vod(client: httpx.AsyncClient, catalog: SqlCatalog) -> None:
+    catalog.save_vod(Vod(id="v1", broadcast_id="v1", channel="alpha",
+                         visibility=Visibility.PUBLIC, state=VodState.COMPLETE,
+                         duration_s=600.0))
+    catalog.save_vod(Vod(id="v2", broadcast_id="v2", channel="alpha",
+                         visibility=Visibility.PRIVATE, state=VodState.COMPLETE,
+                         duration_s=600.0))
+    response = await client.get("/watch/vod/v1")
+    assert response.status_code == 200
+    assert "data-src='/vod/v1/master.m3u8'" in response.text
+    assert (await client.get("/watch/vod/v2")).status_code == 404
+    assert (await client.get("/watch/vod/nope")).status_code == 404
+
+
+async def test_admin_page_asks_for_a_token_and_is_not_cached(
+        client: httpx.AsyncClient) -> None:
+    response = await client.get("/admin")
+    assert response.status_code == 200
+    assert "id=token" in response.text and "/static/admin.js" in response.text
+    assert response.headers["cache-control"] == "no-store"
+    script = (await client.get("/static/admin.js")).text
+    assert "Authorization" in script and "innerHTML" not in script

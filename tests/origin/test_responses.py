@@ -1,0 +1,61 @@
+"""origin.responses: byte ranges and validators (RFC 9110), pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from origin.responses import (
+    ID_RE,
+    NAME_RE,
+    ByteRange,
+    RangeNotSatisfiable,
+    etag_for,
+    parse_range,
+)
+
+
+@pytest.mark.parametrize(("header", "size", "expected"), [
+    (None, 100, None),
+    ("bytes=0-9", 100, ByteRange(0, 9)),
+    ("bytes=10-", 100, ByteRange(10, 99)),
+    ("bytes=-10", 100, ByteRange(90, 99)),
+    ("bytes=-500", 100, ByteRange(0, 99)),
+    ("bytes=90-500", 100, ByteRange(90, 99)),
+    ("bytes=99-99", 100, ByteRange(99, 99)),
+    ("bytes=5-1", 100, None),           # invalid range-spec: ignored
+    ("bytes=0-1,5-6", 100, None),       # several ranges: the whole representation
+    ("items=0-1", 100, None),           # unknown unit: ignored
+    ("bytes=-", 100, None),
+    ("bytes=a-b", 100, None),
+])
+def test_parse_range(header: str | None, size: int, expected: ByteRange | None) -> None:
+    assert parse_range(header, size) == expected
+
+
+@pytest.mark.parametrize(("header", "size"), [("bytes=100-", 100), ("bytes=200-300", 100),
+                                              ("bytes=-0", 100), ("bytes=-5", 0),
+                                              ("bytes=0-", 0)])
+def test_unsatisfiable_ranges(header: str, size: int) -> None:
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(header, size)
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("0.m4s", True), ("12.3.m4s", True), ("init.mp4", True), ("vod.m3u8", True),
+    ("..", False), (".hidden", False), ("a..b", False), ("a/b", False), ("", False),
+    ("a b", False), ("a\x00b", False), ("trailing.", False),
+])
+def test_name_pattern(name: str, ok: bool) -> None:
+    assert bool(NAME_RE.match(name)) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [("67a1b2c3d4e5f6a7b8c9", True), ("360p", True),
+                                           ("a" * 65, False), ("..", False), ("a.b", False)])
+def test_id_pattern(value: str, ok: bool) -> None:
+    assert bool(ID_RE.match(value)) is ok
+
+
+def test_etags_are_quoted_and_content_based() -> None:
+    assert etag_for(b"a") == etag_for("a")
+    assert etag_for(b"a") != etag_for(b"b")
+    assert etag_for(b"a").startswith('"') and etag_for(b"a").endswith('"')
