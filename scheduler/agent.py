@@ -63,6 +63,7 @@ class NodeAgent:
         self._on_stop: list[Callback] = []
         self.stopped = asyncio.Event()
         self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     # --- what the ingest side calls --------------------------------------------------
     @property
@@ -97,6 +98,20 @@ class NodeAgent:
         self._on_stop.append(callback)
 
     # --- the loop --------------------------------------------------------------------
+    async def start(self, *, ready: bool = True) -> None:
+        """Heartbeat in the background; ``ready``: the RTMP listener is already up."""
+        if ready:
+            self.ready()
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name=f"node-agent:{self.node_id}")
+
+    async def stop(self) -> None:
+        """Last heartbeat (``stopped``) and end the background loop."""
+        await self.close()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
     def snapshot(self) -> Node:
         cpu = 0.0
         if self._cpu is not None:

@@ -116,3 +116,15 @@ async def test_close_heartbeats_a_last_stopped(tmp_path: Path) -> None:
     await asyncio.wait_for(runner, 5)
     [node] = await live.list_nodes()
     assert node.state == NodeState.STOPPED
+
+
+async def test_start_and_stop_own_the_background_heartbeat(tmp_path: Path) -> None:
+    live = MemoryLiveState()
+    agent = make(tmp_path, live, [0])
+    await agent.start()  # the listener is up: active at once
+    assert agent.state == NodeState.ACTIVE
+    while not await live.list_nodes():
+        await asyncio.sleep(0.01)  # the first heartbeat, bounded by the test timeout
+    await agent.stop()
+    [node] = await live.list_nodes()
+    assert node.state == NodeState.STOPPED and agent.stopped.is_set()
