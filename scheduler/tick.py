@@ -184,10 +184,22 @@ class Scheduler:
 
     async def _sync_routing(self, view: list[Node], decision: Decision,
                             errors: list[str]) -> None:
-        draining = {d.node_id for d in decision.memory.drains}
+        draining = {d.node_id: d for d in decision.memory.drains}
         gone = {a.node_id for a in decision.actions if isinstance(a, (StopNode, MarkLost))}
         for node in view:
-            if node.state != NodeState.ACTIVE or node.id in draining or node.id in gone:
+            drain = draining.get(node.id)
+            if (drain is not None and node.state == NodeState.ACTIVE
+                    and node.heartbeat_at > drain.since):
+                # it heartbeated since the order and is still active: the command was
+                # lost (live state flushed?); order it again
+                try:
+                    await self.live.set_node_command(node.id, DRAIN)
+                    await asyncio.to_thread(self.backend.set_routable, node, False)
+                except Exception as exc:
+                    logger.exception("drain repair failed", extra={"node": node.id})
+                    errors.append(f"drain {node.id}: {exc}")
+                continue
+            if node.state != NodeState.ACTIVE or drain is not None or node.id in gone:
                 continue
             try:
                 await asyncio.to_thread(self.backend.set_routable, node, True)

@@ -118,3 +118,22 @@ async def test_run_ticks_until_stopped(settings: Settings, backend: LocalBackend
     stop.set()
     await asyncio.wait_for(runner, 5)
     assert len(backend.list_instances()) == 1
+
+
+async def test_a_drain_order_that_got_lost_is_given_again(settings: Settings,
+                                                         backend: LocalBackend) -> None:
+    live = MemoryLiveState()
+    scheduler = Scheduler(settings, live, backend)
+    now = utcnow()
+    for node_id, version in (("old", "v0"), ("new", "v1")):
+        await live.heartbeat(Node(id=node_id, image_version=version, address="127.0.0.1:1",
+                                  state=NodeState.ACTIVE, active_broadcasts=1,
+                                  heartbeat_at=now), 600)
+    first = await scheduler.tick()
+    assert first.summary()["actions"] == ["drain old (expired)"]
+    await live.set_node_command("old", None)  # lost, e.g. the live state was flushed
+    await live.heartbeat(Node(id="old", image_version="v0", address="127.0.0.1:1",
+                              state=NodeState.ACTIVE, active_broadcasts=1,
+                              heartbeat_at=utcnow()), 600)
+    await scheduler.tick()
+    assert await live.get_node_command("old") == "drain"
