@@ -21,7 +21,6 @@ from castway.live.base import LiveState, RenditionWindow, media_topic
 from castway.model import Broadcast, Part, Rendition, Segment
 from tests.support import require_tool
 
-T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 MEDIA_TTL_S = 600.0
 
 
@@ -86,6 +85,7 @@ class LiveFeeder:
     next_msn: int = 0
     fed: int = 0
     elapsed: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # PDT base
 
     def key(self, name: str) -> str:
         return f"broadcasts/{self.broadcast_id}/{self.rendition}/{name}"
@@ -144,7 +144,8 @@ class LiveFeeder:
         duration = sum(p.duration_s for p in self.parts)
         segment = Segment(msn=self.next_msn, duration_s=duration,
                           key=self.key(f"{self.next_msn}.m4s"), start_pts_s=self.elapsed,
-                          program_date_time=T0 + timedelta(seconds=self.elapsed),
+                          program_date_time=self.started_at + timedelta(
+                              seconds=self.elapsed),
                           init_key=self.init_key, size=len(data), parts=tuple(self.parts))
         await self.live.put_media(segment.key, data, MEDIA_TTL_S)
         await self.live.append_segment_log(self.broadcast_id, self.rendition, segment)

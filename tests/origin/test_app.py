@@ -4,15 +4,10 @@ gzip, HEAD, errors), and the app served by uvicorn on a real socket."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from tests.origin.feed import LiveFeeder
-from tests.support import free_port
 
 SEGMENT = "/hls/b/b0001/360p/0.m4s"
 
@@ -104,25 +99,6 @@ async def test_static_files_are_served(client: httpx.AsyncClient) -> None:
     response = await client.get("/static/player.js")
     assert response.status_code == 200
     assert "lowLatencyMode: true" in response.text
-
-
-@pytest.fixture
-async def server(app: FastAPI) -> AsyncIterator[str]:
-    """The app under uvicorn on a free loopback port."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def test_real_socket_head_range_and_keepalive(server: str, feeder: LiveFeeder) -> None:
