@@ -58,6 +58,7 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
                   description="LL-HLS origin, control API and web pages of castway.",
                   lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.origin = ctx
+    app.state.health = health.HealthDeps(catalog, live, storage, metrics.registry)
 
     app.include_router(health.router)
     app.include_router(hls.router)

@@ -1,22 +1,43 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics: in the origin, and as a small app of its own
+for processes without HLS (``castway ingest`` nodes: :func:`create_health_app`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import JSONResponse, Response
 
-from origin.context import Ctx
+from castway.catalog.base import Catalog
+from castway.live.base import LiveState
+from castway.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
 PING_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthDeps:
+    catalog: Catalog
+    live: LiveState
+    storage: Storage
+    registry: CollectorRegistry
+
+
+def get_health(request: Request) -> HealthDeps:
+    deps: HealthDeps = request.app.state.health
+    return deps
+
+
+Deps = Annotated[HealthDeps, Depends(get_health)]
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -36,11 +57,11 @@ async def _check(name: str, ping: Awaitable[bool]) -> str | None:
 
 @router.get("/readyz", summary="Readiness: catalog, live state and storage answer",
             responses={503: {"description": "Some dependency is down"}})
-async def readyz(ctx: Ctx) -> Response:
+async def readyz(deps: Deps) -> Response:
     results = await asyncio.gather(
-        _check("catalog", asyncio.to_thread(ctx.catalog.ping)),
-        _check("live", ctx.live.ping()),
-        _check("storage", asyncio.to_thread(ctx.storage.ping)))
+        _check("catalog", asyncio.to_thread(deps.catalog.ping)),
+        _check("live", deps.live.ping()),
+        _check("storage", asyncio.to_thread(deps.storage.ping)))
     failing = [name for name in results if name is not None]
     headers = {"cache-control": "no-store"}
     if failing:
@@ -50,6 +71,15 @@ async def readyz(ctx: Ctx) -> Response:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(ctx: Ctx) -> Response:
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST,
+async def metrics(deps: Deps) -> Response:
+    return Response(generate_latest(deps.registry), media_type=CONTENT_TYPE_LATEST,
                     headers={"cache-control": "no-store"})
+
+
+def create_health_app(catalog: Catalog, live: LiveState, storage: Storage,
+                      registry: CollectorRegistry) -> FastAPI:
+    """/healthz, /readyz and /metrics alone (an ingest node's HTTP port)."""
+    app = FastAPI(title="castway health", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.health = HealthDeps(catalog, live, storage, registry)
+    app.include_router(router)
+    return app

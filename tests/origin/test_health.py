@@ -62,3 +62,20 @@ async def test_metrics_count_requests_blocked_reloads_and_wakeups(
     assert 'castway_origin_requests_total{kind="playlist",status="200"} 1.0' in text
     assert "castway_origin_blocked_reloads 0.0" in text
     assert "castway_origin_wakeup_seconds_count 1.0" in text
+
+
+async def test_health_app_of_its_own(catalog: SqlCatalog, live: MemoryLiveState,
+                                     storage: LocalStorage) -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from origin.health import create_health_app
+
+    registry = CollectorRegistry()
+    Counter("castway_ingest_test", "a metric of the ingest node", registry=registry).inc()
+    app = create_health_app(catalog, live, storage, registry)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/readyz")).json()["status"] == "ready"
+        assert "castway_ingest_test_total 1.0" in (await c.get("/metrics")).text
+        assert (await c.get("/hls/x/master.m3u8")).status_code == 404
