@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _FILE_MODE = 0o644
 _COPY_CHUNK = 1024 * 1024
+_PUT_ATTEMPTS = 20  # a concurrent delete_prefix may prune the directory each time
 
 
 def _check_range(start: int, end: int | None) -> None:
@@ -107,20 +108,26 @@ class LocalStorage:
             meta = json.dumps({"content_type": content_type,
                                "cache_control": cache_control}).encode()
         try:
-            for attempt in range(3):
+            for attempt in range(_PUT_ATTEMPTS):
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     self._write_atomic(path, data)
                     break
-                except FileNotFoundError:
-                    # A concurrent delete pruned the (then empty) directory; make it again.
-                    if attempt == 2:
+                except (FileNotFoundError, FileExistsError):
+                    # A concurrent delete pruned the (then empty) directory between our
+                    # mkdir and our write (or inside mkdir's own exists check): again.
+                    if attempt == _PUT_ATTEMPTS - 1:
                         raise
-            if meta is not None:
-                self._write_atomic(self._meta_path(path), meta)
-            else:
-                self._meta_path(path).unlink(missing_ok=True)
-            self._fsync_dir(path.parent)
+            try:
+                if meta is not None:
+                    self._write_atomic(self._meta_path(path), meta)
+                else:
+                    self._meta_path(path).unlink(missing_ok=True)
+                self._fsync_dir(path.parent)
+            except FileNotFoundError:
+                # A concurrent delete removed the new object and pruned its directory
+                # after the rename: that delete is the later operation and stands.
+                pass
         except OSError as e:
             logger.error("local storage write failed", extra={"key": key, "error": str(e)})
             raise StorageError(f"cannot write {key!r}: {e}") from e
@@ -187,9 +194,15 @@ class LocalStorage:
             if not isinstance(e, (FileNotFoundError, NotADirectoryError)):
                 raise StorageError(f"cannot list {prefix!r}: {e}") from e
 
+        # The last, possibly partial, segment of the prefix narrows the first level, so
+        # listing "broadcasts/b1" does not walk every other broadcast.
+        partial = prefix.rsplit("/", 1)[-1]
         for dirpath, dirnames, filenames in os.walk(base, onerror=fail):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             directory = Path(dirpath)
+            if directory == base and partial:
+                dirnames[:] = [d for d in dirnames if d.startswith(partial)]
+                filenames = [f for f in filenames if f.startswith(partial)]
             for name in filenames:
                 if name.startswith("."):
                     continue

@@ -318,6 +318,34 @@ def test_readers_never_see_a_partial_overwrite(storage: Storage) -> None:
     assert storage.get(key) == versions[29 % len(versions)]
 
 
+def test_puts_racing_a_delete_prefix_never_fail(storage: Storage) -> None:
+    """The local backend prunes empty directories on delete; a put into a directory
+    that is being pruned must still land."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def put_many() -> None:
+        try:
+            for n in range(150):
+                storage.put(f"broadcasts/b1/720p/{n}.m4s", b"x")
+        except BaseException as e:  # reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=put_many)
+    writer.start()
+    deletes = 0
+    while not done.is_set():
+        storage.delete_prefix("broadcasts/b1/")
+        deletes += 1
+    writer.join(timeout=60)
+    assert errors == []
+    assert deletes > 0
+    storage.put("broadcasts/b1/720p/last.m4s", b"x")
+    assert storage.get("broadcasts/b1/720p/last.m4s") == b"x"
+
+
 # --- local directory specifics ------------------------------------------------------------
 
 def test_local_objects_are_plain_files_under_the_root(tmp_path: Path) -> None:
