@@ -437,3 +437,10 @@ def test_over_long_or_empty_values_are_refused_alike_on_both_databases(
     catalog.create_channel(Channel("c" * 200))
     catalog.save_broadcast(broadcast("b" * 64, "c" * 200))
     assert catalog.get_broadcast("b" * 64) is not None
+
+
+def test_an_in_memory_sqlite_catalog_works_for_tools() -> None:
+    with SqlCatalog("sqlite://") as catalog:
+        assert catalog.migrate() == len(MIGRATIONS)
+        catalog.create_channel(Channel("alice"))
+        assert [c.name for c in catalog.list_channels()] == ["alice"]
