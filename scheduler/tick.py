@@ -60,11 +60,12 @@ class TickResult:
         return {"ran": self.ran, "live_broadcasts": f.live_broadcasts,
                 "headroom": f.headroom, "free_slots": f.free_slots,
                 "nodes": dict(f.by_state),
-                "actions": [_describe(a) for a in self.decision.actions],
+                "actions": [describe(a) for a in self.decision.actions],
                 "errors": list(self.errors)}
 
 
-def _describe(action: Action) -> str:
+def describe(action: Action) -> str:
+    """One action as a log/report line, e.g. ``drain n1 (expired)``."""
     if isinstance(action, StartNodes):
         return f"start {action.count} on {action.version}"
     if isinstance(action, DrainNode):
@@ -134,15 +135,15 @@ class Scheduler:
                 await self._apply(action, by_id, now)
             except Exception as exc:
                 logger.exception("scheduler action failed",
-                                 extra={"action": _describe(action)})
-                errors.append(f"{_describe(action)}: {exc}")
+                                 extra={"action": describe(action)})
+                errors.append(f"{describe(action)}: {exc}")
         await self._sync_routing(view, decision, errors)
         await self.coordinator.save_memory(decision.memory)
         if self.metrics is not None:
             self.metrics.record(decision)
             self.metrics.ticks.labels(outcome="ran").inc()
         if decision.actions:
-            logger.info("tick", extra={"actions": [_describe(a) for a in decision.actions],
+            logger.info("tick", extra={"actions": [describe(a) for a in decision.actions],
                                        "live_broadcasts": decision.figures.live_broadcasts,
                                        "free_slots": decision.figures.free_slots,
                                        "headroom": decision.figures.headroom})
