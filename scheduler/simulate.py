@@ -100,6 +100,7 @@ class SimNode:
 class Figures:
     container_hours: float = 0.0
     ideal_container_hours: float = 0.0
+    ideal_with_headroom_container_hours: float = 0.0  # the policy's own bound
     interrupted: int = 0
     refused: int = 0
     broadcasts: int = 0
@@ -111,6 +112,8 @@ class Figures:
         return {"interrupted": self.interrupted,
                 "container_hours": round(self.container_hours, 1),
                 "ideal_container_hours": round(self.ideal_container_hours, 1),
+                "ideal_with_headroom_container_hours":
+                    round(self.ideal_with_headroom_container_hours, 1),
                 "ratio": round(self.container_hours / self.ideal_container_hours, 3)
                 if self.ideal_container_hours else None,
                 "refused": self.refused, "broadcasts": self.broadcasts,
@@ -291,9 +294,11 @@ def fixed_strategy(size: int) -> Strategy:
 
 def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
         start_delay_s: float = 60.0, tick_s: float = 60.0, step_s: float = 5.0,
-        seed: int = 1) -> Figures:
+        seed: int = 1, policy: Policy | None = None) -> Figures:
     """Replay ``workload`` against ``strategy``; figures cover the measured day only."""
     world = World(workload, capacity, start_delay_s, random.Random(seed))
+    policy = policy or replace(Policy(), node_capacity=capacity)
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
     arrivals = workload.broadcasts()
     ends: list[tuple[float, int]] = []
     demand: list[float] = []  # end times of every broadcast wanted, placed or not
@@ -337,6 +342,10 @@ def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
             f = world.figures
             f.container_hours += len(world.nodes) * step_s / 3600.0
             f.ideal_container_hours += math.ceil(len(demand) / capacity) * step_s / 3600.0
+            wanted = len(demand) + policy.headroom(len(demand),
+                                                   epoch + timedelta(seconds=t))
+            f.ideal_with_headroom_container_hours += (math.ceil(wanted / capacity)
+                                                      * step_s / 3600.0)
             f.peak_nodes = max(f.peak_nodes, len(world.nodes))
             if int(t) % 300 == 0:
                 f.samples.append((t / 3600.0, len(world.nodes), len(demand)))
@@ -362,11 +371,11 @@ def compare(workload: Workload, policy: Policy, *, start_delay_s: float = 60.0
                            / cap)
     return {
         "castway": run(workload, castway_strategy(policy), capacity=cap,
-                       start_delay_s=start_delay_s),
+                       start_delay_s=start_delay_s, policy=policy),
         "cpu_autoscaler": run(workload, cpu_strategy(max_nodes=policy.max_nodes),
-                              capacity=cap, start_delay_s=start_delay_s),
+                              capacity=cap, start_delay_s=start_delay_s, policy=policy),
         "fixed_fleet": run(workload, fixed_strategy(fixed_size), capacity=cap,
-                           start_delay_s=start_delay_s),
+                           start_delay_s=start_delay_s, policy=policy),
     }
 
 
