@@ -95,6 +95,11 @@ class LocalBackend:
         return out
 
     def start(self, count: int, version: str) -> list[Instance]:
+        if not self.settings.redis_url:
+            # a child's heartbeats would never reach an in-process live state: it would
+            # look lost after the start timeout and be replaced, forever
+            raise BackendError("the local backend's nodes need a shared live state: set "
+                               "CASTWAY_REDIS_URL")
         started = []
         for _ in range(count):
             node_id = f"local-{new_id()}"

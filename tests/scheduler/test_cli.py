@@ -38,7 +38,7 @@ def test_tick_with_the_local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CASTWAY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CASTWAY_IMAGE_VERSION", "v3")
     monkeypatch.delenv("CASTWAY_REDIS_URL", raising=False)
-    backend = LocalBackend(Settings(data_dir=tmp_path),
+    backend = LocalBackend(Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"),
                            command=[sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         # the CLI starts `castway ingest` children; stand in for it to keep this test light

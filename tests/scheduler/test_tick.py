@@ -24,8 +24,9 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    # the nodes here are sleepers that never heartbeat: the Redis URL is never dialled
     return Settings(data_dir=tmp_path, image_version="v1", node_capacity=8,
-                    heartbeat_ttl_s=30.0)
+                    heartbeat_ttl_s=30.0, redis_url="redis://127.0.0.1:1/0")
 
 
 @pytest.fixture

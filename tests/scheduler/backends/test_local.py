@@ -106,3 +106,12 @@ def test_a_later_tick_process_sees_and_stops_earlier_nodes(backend: LocalBackend
     backend._children[a.node_id].wait(10)  # reap our child so it is really gone
     assert not alive(pid)
     assert later.list_instances() == []
+
+
+def test_without_a_shared_live_state_nothing_is_started(tmp_path: Path) -> None:
+    from scheduler.backends.base import BackendError
+
+    b = LocalBackend(Settings(data_dir=tmp_path, redis_url=None), command=[sys.executable])
+    with pytest.raises(BackendError, match="CASTWAY_REDIS_URL"):
+        b.start(1, "v1")
+    assert b.list_instances() == []
