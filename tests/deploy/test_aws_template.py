@@ -1,0 +1,481 @@
+"""deploy/aws/castway.yaml: cfn-lint clean, and wired to the code it deploys.
+
+Every container's CASTWAY_* variable is a real setting with a valid value; the ports the
+load balancers, target groups and health checks use are the ports the containers' commands
+bind (parsed with the real CLI); health checks hit the agreed paths; CloudFront keys the
+LL-HLS delivery directives; the scheduler Lambda runs every minute with the real handler,
+an input the ECS backend accepts, and exactly the permissions its boto3 calls need.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
+from cfnlint.decode import decode  # type: ignore[import-untyped]
+
+from castway.cli import build_parser
+from castway.settings import Settings
+from scheduler.backends.ecs import EcsConfig
+
+ROOT = Path(__file__).parents[2]
+TEMPLATE_PATH = ROOT / "deploy" / "aws" / "castway.yaml"
+REGIONS = ["us-east-1", "eu-west-1", "ap-northeast-1"]
+AGREED_LIVENESS = "/healthz"
+AGREED_READINESS = "/readyz"
+
+
+def _load() -> dict[str, Any]:
+    template, errors = decode(str(TEMPLATE_PATH))
+    assert not errors, errors
+    assert template is not None
+    return dict(template)
+
+
+TEMPLATE = _load()
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+PARAMETERS: dict[str, Any] = TEMPLATE["Parameters"]
+
+
+def _of_type(kind: str) -> dict[str, Any]:
+    return {name: r for name, r in RESOURCES.items() if r["Type"] == kind}
+
+
+def _props(name: str) -> dict[str, Any]:
+    props: dict[str, Any] = RESOURCES[name]["Properties"]
+    return props
+
+
+def _containers() -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, resource in _of_type("AWS::ECS::TaskDefinition").items():
+        for container in resource["Properties"]["ContainerDefinitions"]:
+            yield name, container
+
+
+def _container(name: str) -> dict[str, Any]:
+    found = [c for _, c in _containers() if c["Name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+def _task_definition_of(container_name: str) -> str:
+    return next(td for td, c in _containers() if c["Name"] == container_name)
+
+
+def _args(container_name: str) -> Any:
+    return build_parser().parse_args([str(a) for a in _container(container_name)["Command"]])
+
+
+def _refs(value: Any) -> set[str]:
+    """Every resource or parameter a value names (Ref, GetAtt, ${...} in Sub)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                found.add(str(inner))
+            elif key == "Fn::GetAtt":
+                found.add(str(inner[0]) if isinstance(inner, list) else str(inner).split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner[0] if isinstance(inner, list) else inner
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", str(text))}
+                found |= _refs(inner[1:] if isinstance(inner, list) else [])
+            else:
+                found |= _refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= _refs(inner)
+    return found
+
+
+PORTS = {"Redis.PrimaryEndPoint.Port": "6379", "Database.Endpoint.Port": "5432"}
+
+
+def _placeholder(name: str, variables: dict[str, str]) -> str:
+    if name in variables:
+        return variables[name]
+    if name in PORTS:
+        return PORTS[name]
+    if name == "AWS::Region":
+        return "us-east-1"
+    if name in PARAMETERS and PARAMETERS[name].get("Default") not in (None, ""):
+        return str(PARAMETERS[name]["Default"])
+    return re.sub(r"[^a-z0-9]+", "-", name.lower())
+
+
+def _render(value: Any) -> str:
+    """A plausible deployed value of an env entry: parameters' defaults, placeholders for
+    attributes only AWS knows; the If's domain branch (both branches are URLs)."""
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, dict):
+        if "Ref" in value:
+            name = str(value["Ref"])
+            if name == "AWS::Region":
+                return "us-east-1"
+            default = PARAMETERS.get(name, {}).get("Default")
+            return str(default) if default not in (None, "") else f"{name.lower()}-value"
+        if "Fn::Sub" in value:
+            inner = value["Fn::Sub"]
+            text = str(inner[0] if isinstance(inner, list) else inner)
+            variables = {k: str(v) for k, v in (inner[1] if isinstance(inner, list) else {}
+                                               ).items()}
+            text = re.sub(r"\{\{resolve:[^}]*\}\}", "secret", text)
+            return re.sub(r"\$\{([^}]+)\}", lambda m: _placeholder(m.group(1), variables),
+                          text)
+        if "Fn::If" in value:
+            return _render(value["Fn::If"][2])
+    raise AssertionError(f"cannot render {value!r}")
+
+
+# --- cfn-lint ---------------------------------------------------------------------------
+
+def test_cfn_lint_finds_nothing_not_even_informational() -> None:
+    matches = lint_file(TEMPLATE_PATH, ManualArgs(regions=REGIONS, include_checks=["I"]))
+    assert [f"{m.rule.id} {m.message} (line {m.linenumber})" for m in matches] == []
+
+
+# --- environment ------------------------------------------------------------------------
+
+def _environment(container: dict[str, Any]) -> dict[str, Any]:
+    env = {e["Name"]: e["Value"] for e in container.get("Environment", [])}
+    env.update({s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])})
+    return env
+
+
+KNOWN_SETTINGS = {f"CASTWAY_{f.upper()}" for f in Settings.model_fields}
+
+
+@pytest.mark.parametrize("container", ["ingest", "origin", "worker"])
+def test_container_environment_is_made_of_real_settings(
+        container: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = _environment(_container(container))
+    assert set(env) <= KNOWN_SETTINGS, set(env) - KNOWN_SETTINGS
+    for must in ("CASTWAY_DATABASE_URL", "CASTWAY_REDIS_URL", "CASTWAY_STORAGE_URL",
+                 "CASTWAY_PUBLIC_URL", "CASTWAY_IMAGE_VERSION"):
+        assert must in env, (container, must)
+    # the database URL (with its password) only ever comes from Secrets Manager
+    secrets = {s["Name"]: s["ValueFrom"] for s in _container(container).get("Secrets", [])}
+    assert _refs(secrets["CASTWAY_DATABASE_URL"]) == {"DatabaseUrlSecret"}
+
+    for k in list(os.environ):
+        if k.startswith("CASTWAY_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    for k, v in env.items():
+        if k not in secrets:
+            monkeypatch.setenv(k, _render(v))
+    monkeypatch.setenv("CASTWAY_DATABASE_URL", _render(
+        _props("DatabaseUrlSecret")["SecretString"]))
+    settings = Settings()  # validates every value
+    assert settings.database_url and settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.redis_url and settings.redis_url.startswith("redis://")
+    assert settings.storage_url and settings.storage_url.startswith("s3://")
+    assert settings.effective_public_url.startswith("https://")
+    assert _refs(env["CASTWAY_IMAGE_VERSION"]) == {"ImageTag"}
+    assert _refs(env["CASTWAY_STORAGE_URL"]) == {"ArchiveBucket"}
+    assert _refs(env["CASTWAY_REDIS_URL"]) == {"Redis"}
+
+
+def test_scheduler_lambda_environment_is_made_of_real_settings(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env = _props("SchedulerFunction")["Environment"]["Variables"]
+    assert set(env) <= KNOWN_SETTINGS, set(env) - KNOWN_SETTINGS
+    for k in list(os.environ):
+        if k.startswith("CASTWAY_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, _render(v))
+    settings = Settings()
+    assert settings.scheduler_backend == "ecs"
+    assert settings.redis_url and settings.redis_url.startswith("redis://")  # lock + memory
+    assert str(settings.data_dir).startswith("/tmp")  # Lambda's only writable place
+    assert _refs(env["CASTWAY_DESIRED_VERSION"]) == {"ImageTag"}
+
+
+def test_every_task_runs_the_one_castway_image() -> None:
+    images = {json.dumps(c["Image"], sort_keys=True) for _, c in _containers()}
+    assert len(images) == 1
+    assert _refs(_container("origin")["Image"]) == {"ImageRepository", "ImageTag"}
+
+
+# --- ports ------------------------------------------------------------------------------
+
+def _container_ports(container: str) -> set[int]:
+    return {int(p["ContainerPort"]) for p in _container(container).get("PortMappings", [])}
+
+
+def test_rtmp_path_uses_the_port_the_ingest_command_binds() -> None:
+    args = _args("ingest")
+    assert args.command == "ingest" and args.host == "0.0.0.0"
+    rtmp, http = int(args.rtmp_port), int(args.http_port)
+    assert {rtmp, http} <= _container_ports("ingest")
+    listener = _props("IngestListener")
+    group = _props("IngestTargetGroup")
+    assert listener["Protocol"] == "TCP" and int(listener["Port"]) == rtmp == 1935
+    assert _refs(listener["DefaultActions"]) == {"IngestTargetGroup"}
+    assert group["Protocol"] == "TCP" and int(group["Port"]) == rtmp
+    assert group["TargetType"] == "ip"  # the scheduler registers task IPs
+    assert int(group["HealthCheckPort"]) == http  # /readyz is on the HTTP port
+    assert _render(_props("SchedulerTickRule")["Targets"][0]["Input"]).count(
+        f'"rtmp_port": {rtmp}') == 1
+
+
+def test_nlb_is_cross_zone_over_two_zones() -> None:
+    nlb = _props("IngestLoadBalancer")
+    assert nlb["Type"] == "network"
+    attributes = {a["Key"]: a["Value"] for a in nlb["LoadBalancerAttributes"]}
+    assert attributes["load_balancing.cross_zone.enabled"] == "true"
+    assert len(nlb["Subnets"]) == 2
+    zones = {json.dumps(_props(s["Ref"])["AvailabilityZone"], sort_keys=True)
+             for s in nlb["Subnets"]}
+    assert len(zones) == 2
+
+
+def test_http_path_uses_the_port_the_origin_command_binds() -> None:
+    args = _args("origin")
+    assert args.command == "origin" and args.host == "0.0.0.0"
+    port = int(args.http_port)
+    assert _container_ports("origin") == {port}
+    assert int(_props("OriginTargetGroup")["Port"]) == port
+    (binding,) = _props("OriginService")["LoadBalancers"]
+    assert binding["ContainerName"] == "origin" and int(binding["ContainerPort"]) == port
+    assert _refs(binding["TargetGroupArn"]) == {"OriginTargetGroup"}
+    origin_ingress = _props("OriginSecurityGroup")["SecurityGroupIngress"]
+    assert [int(r["FromPort"]) for r in origin_ingress] == [port]
+
+
+def test_worker_command_parses() -> None:
+    assert _args("worker").command == "worker"
+
+
+# --- health checks ------------------------------------------------------------------------
+
+def _container_health_url(container: str) -> str:
+    command = " ".join(_container(container)["HealthCheck"]["Command"])
+    match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)['\"]", command)
+    assert match, command
+    return f"{match.group(1)}{match.group(2)}"
+
+
+def test_health_checks_hit_the_agreed_paths_on_the_bound_ports() -> None:
+    ingest, origin = _args("ingest"), _args("origin")
+    assert _container_health_url("ingest") == f"{ingest.http_port}{AGREED_LIVENESS}"
+    assert _container_health_url("origin") == f"{origin.http_port}{AGREED_LIVENESS}"
+    assert _props("IngestTargetGroup")["HealthCheckPath"] == AGREED_READINESS
+    assert _props("IngestTargetGroup")["HealthCheckProtocol"] == "HTTP"
+    assert _props("OriginTargetGroup")["HealthCheckPath"] == AGREED_READINESS
+
+
+async def test_health_paths_are_routes_the_code_serves(tmp_path: Path) -> None:
+    """The ingest node's health app and the origin app answer both paths with 200 when
+    their back ends are up (a real catalog, live state and storage in tmp_path)."""
+    try:
+        health = importlib.import_module("origin.health")
+        app_module = importlib.import_module("origin.app")
+    except ImportError as exc:  # being written by the origin engineer
+        pytest.skip(f"origin app not importable yet: {exc}")
+    import httpx
+
+    # (imported by name: castway.serve pulls in every component, typed or not yet)
+    services: Any = importlib.import_module("castway.serve").Services.open(
+        Settings(data_dir=tmp_path, admin_token="t" * 32))
+    settings = services.settings
+    try:
+        apps = {
+            "ingest": health.create_health_app(services.catalog, services.live,
+                                               services.storage, services.registry),
+            "origin": app_module.create_app(settings, catalog=services.catalog,
+                                            live=services.live, storage=services.storage,
+                                            registry=services.registry),
+        }
+        for name, app in apps.items():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                for path in (AGREED_LIVENESS, AGREED_READINESS):
+                    response = await client.get(path)
+                    assert response.status_code == 200, (name, path, response.text)
+    finally:
+        await services.close()
+
+
+# --- ingest fleet: driven by the scheduler, not by an ECS service --------------------------
+
+def test_ingest_runs_as_scheduler_started_tasks_with_the_longest_stop_timeout() -> None:
+    ingest_td = _task_definition_of("ingest")
+    for service in _of_type("AWS::ECS::Service").values():
+        assert _refs(service["Properties"]["TaskDefinition"]) != {ingest_td}
+    assert int(_container("ingest")["StopTimeout"]) == 120  # ECS's maximum
+    scaled = {json.dumps(r["Properties"]["ResourceId"], sort_keys=True)
+              for r in _of_type("AWS::ApplicationAutoScaling::ScalableTarget").values()}
+    assert all("Ingest" not in s for s in scaled)
+
+
+def test_draining_ingest_targets_keep_their_connections() -> None:
+    attributes = {a["Key"]: a["Value"]
+                  for a in _props("IngestTargetGroup")["TargetGroupAttributes"]}
+    assert attributes["deregistration_delay.connection_termination.enabled"] == "false"
+    assert int(attributes["deregistration_delay.timeout_seconds"]) == 3600  # the maximum
+
+
+# --- CloudFront -----------------------------------------------------------------------------
+
+def _origin_query_params() -> set[str]:
+    names: set[str] = set()
+    for path in (ROOT / "origin").glob("*.py"):
+        text = path.read_text()
+        names |= set(re.findall(r"query_params\.get\(\s*\"([^\"]+)\"", text))
+        names |= set(re.findall(r"_\w*param\w*\(\s*request\s*,\s*\"([^\"]+)\"", text))
+    return names
+
+
+def test_live_cache_policy_honours_cache_control_and_keys_the_ll_hls_directives() -> None:
+    config = _props("Distribution")["DistributionConfig"]
+    default = config["DefaultCacheBehavior"]
+    assert _refs(default["CachePolicyId"]) == {"LiveCachePolicy"}
+    assert _refs(default["TargetOriginId"]) == set() and default["TargetOriginId"] == "origin-alb"
+    policy = _props("LiveCachePolicy")["CachePolicyConfig"]
+    assert int(policy["MinTTL"]) == 0 and int(policy["DefaultTTL"]) == 0
+    assert int(policy["MaxTTL"]) >= 31536000  # immutable segments keep their year
+    query = policy["ParametersInCacheKeyAndForwardedToOrigin"]["QueryStringsConfig"]
+    assert query["QueryStringBehavior"] == "whitelist"
+    keyed = set(query["QueryStrings"])
+    assert {"_HLS_msn", "_HLS_part", "_HLS_skip"} <= keyed
+    assert _origin_query_params() <= keyed, _origin_query_params() - keyed
+    assert {"Expires", "Policy", "Signature", "Key-Pair-Id"} <= keyed  # origin-side verify
+
+
+def test_archive_is_served_from_s3_only_with_a_signature() -> None:
+    config = _props("Distribution")["DistributionConfig"]
+    origins = {o["Id"]: o for o in config["Origins"]}
+    archive = next(b for b in config["CacheBehaviors"] if b["PathPattern"] == "/broadcasts/*")
+    assert _refs(origins[archive["TargetOriginId"]]["DomainName"]) == {"ArchiveBucket"}
+    assert _refs(archive["TrustedKeyGroups"]) == {"SigningKeyGroup"}
+    assert _refs(_props("SigningKeyGroup")["KeyGroupConfig"]["Items"]) == {
+        "SigningPublicKeyResource"}
+    assert _refs(_props("SigningPublicKeyResource")["PublicKeyConfig"]["EncodedKey"]) == {
+        "SigningPublicKey"}
+    origin_env = _environment(_container("origin"))
+    assert _refs(origin_env["CASTWAY_SIGNING_KEY_ID"]) == {"SigningPublicKeyResource"}
+    assert _refs(origin_env["CASTWAY_SIGNING_KEY"]) == {"SigningKeySecretArn"}
+
+
+def test_alb_only_takes_cloudfronts_requests() -> None:
+    ingress = _props("AlbSecurityGroup")["SecurityGroupIngress"]
+    assert all("SourcePrefixListId" in rule for rule in ingress)
+    default = _props("OriginListener")["DefaultActions"][0]
+    assert default["Type"] == "fixed-response"
+    header = next(o for o in _props("Distribution")["DistributionConfig"]["Origins"]
+                  if o["Id"] == "origin-alb")["OriginCustomHeaders"][0]
+    condition = _props("OriginFromCloudFront")["Conditions"][0]["HttpHeaderConfig"]
+    assert condition["HttpHeaderName"] == header["HeaderName"]
+    assert _refs(condition["Values"]) == _refs(header["HeaderValue"]) == {"OriginVerifyToken"}
+
+
+# --- scheduler -------------------------------------------------------------------------------
+
+def _rule_input() -> dict[str, Any]:
+    target = _props("SchedulerTickRule")["Targets"][0]
+    parsed: dict[str, Any] = json.loads(_render(target["Input"]))
+    return parsed
+
+
+def test_scheduler_ticks_every_minute_with_the_real_handler() -> None:
+    rule = _props("SchedulerTickRule")
+    assert rule["ScheduleExpression"] == "rate(1 minute)"
+    assert rule["State"] == "ENABLED"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["SchedulerFunction", "Arn"]}
+    function = _props("SchedulerFunction")
+    assert function["Handler"] == "scheduler.lambda_handler.handler"
+    module, _, attribute = function["Handler"].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), attribute))
+    assert function["Runtime"] == "python3.11"  # the image's Python (Dockerfile)
+    assert int(function["Timeout"]) < 60
+    permission = _props("SchedulerInvokePermission")
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert _refs(permission["SourceArn"]) == {"SchedulerTickRule"}
+
+
+def test_rule_input_is_an_ecs_configuration_the_backend_accepts() -> None:
+    event = _rule_input()
+    config = EcsConfig.from_mapping(event["ecs"])
+    assert config.container_name == "ingest"
+    assert config.launch_type == "FARGATE"
+    assert _props(_task_definition_of("ingest"))["RequiresCompatibilities"] == ["FARGATE"]
+    assert config.rtmp_port == int(_args("ingest").rtmp_port)
+    assert config.route53_zone_id is None  # routing is the NLB target group only
+    text = _props("SchedulerTickRule")["Targets"][0]["Input"]["Fn::Sub"][0]
+    assert '"task_definition": "${IngestTaskDefinition}"' in text
+    assert '"target_group_arn": "${IngestTargetGroup}"' in text
+    assert '"cluster": "${Cluster}"' in text
+    assert '"desired_version": "${ImageTag}"' in text
+
+
+def _allowed_actions() -> dict[str, dict[str, Any]]:
+    statements: dict[str, dict[str, Any]] = {}
+    for policy in _props("SchedulerRole")["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            for action in [actions] if isinstance(actions, str) else actions:
+                statements[action] = statement
+    return statements
+
+
+def _boto_calls(path: Path, client: str) -> set[str]:
+    text = path.read_text()
+    calls = set(re.findall(rf"self\.{client}\.(\w+)\(", text))
+    calls |= set(re.findall(rf"self\.{client}\.get_paginator\(\"(\w+)\"\)", text))
+    calls.discard("get_paginator")
+    calls.discard("close")
+    return {"".join(part.title() for part in call.split("_")) for call in calls}
+
+
+def test_scheduler_may_do_exactly_what_its_backend_calls() -> None:
+    backend = ROOT / "scheduler" / "backends" / "ecs.py"
+    needed = {f"ecs:{c}" for c in _boto_calls(backend, "ecs")}
+    needed |= {f"elasticloadbalancing:{c}" for c in _boto_calls(backend, "elb")}
+    needed |= {"cloudwatch:PutMetricData", "iam:PassRole"}
+    allowed = _allowed_actions()
+    assert needed <= set(allowed), needed - set(allowed)
+    # and nothing beyond it (DescribeTargetHealth: read-only, for operators' dashboards)
+    assert set(allowed) - needed <= {"elasticloadbalancing:DescribeTargetHealth"}
+    assert not any(a.endswith("*") for a in allowed)
+
+
+def test_scheduler_permissions_are_scoped_to_its_cluster_roles_and_target_group() -> None:
+    allowed = _allowed_actions()
+    for action in ("ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks"):
+        assert _refs(allowed[action]["Condition"]) == {"Cluster"}, action
+    assert "-ingest:*" in _render(allowed["ecs:RunTask"]["Resource"])
+    ingest_td = _props(_task_definition_of("ingest"))
+    assert _refs(allowed["iam:PassRole"]["Resource"]) == (
+        _refs(ingest_td["TaskRoleArn"]) | _refs(ingest_td["ExecutionRoleArn"]))
+    assert allowed["iam:PassRole"]["Condition"]["StringEquals"][
+        "iam:PassedToService"] == "ecs-tasks.amazonaws.com"
+    for action in ("elasticloadbalancing:RegisterTargets",
+                   "elasticloadbalancing:DeregisterTargets"):
+        assert _refs(allowed[action]["Resource"]) == {"IngestTargetGroup"}
+    namespace = _rule_input()["cloudwatch_namespace"]
+    assert allowed["cloudwatch:PutMetricData"]["Condition"]["StringEquals"][
+        "cloudwatch:namespace"] == namespace
+
+
+# --- data stores -------------------------------------------------------------------------------
+
+def test_stateful_services_survive_a_zone() -> None:
+    assert _props("Database")["MultiAZ"] is True
+    assert _props("Database")["Engine"] == "postgres"
+    assert _props("Database")["PubliclyAccessible"] is False
+    redis = _props("Redis")
+    assert redis["MultiAZEnabled"] is True and redis["AutomaticFailoverEnabled"] is True
+    assert int(redis["NumCacheClusters"]) >= 2
+    rules = _props("ArchiveBucket")["LifecycleConfiguration"]["Rules"]
+    assert {r["Id"] for r in rules} >= {"abort-incomplete-uploads", "tier-archived-broadcasts"}
