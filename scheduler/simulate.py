@@ -207,6 +207,7 @@ def castway_strategy(policy: Policy) -> Strategy:
                 for n in world.nodes.values()]
         decision = decide(view, world.version, policy, now, memory)
         memory = decision.memory
+        draining: list[SimNode] = []
         for action in decision.actions:
             if isinstance(action, StartNodes):
                 for _ in range(action.count):
@@ -214,6 +215,7 @@ def castway_strategy(policy: Policy) -> Strategy:
             elif isinstance(action, DrainNode):
                 node = world.nodes[action.node_id]
                 node.state, node.routable = NodeState.DRAINING, False
+                draining.append(node)
             elif isinstance(action, ResumeNode):
                 world.nodes[action.node_id].state = NodeState.ACTIVE
             elif isinstance(action, (StopNode, MarkLost)):
@@ -221,8 +223,8 @@ def castway_strategy(policy: Policy) -> Strategy:
         for node in world.nodes.values():
             if node.state == NodeState.ACTIVE:
                 node.routable = True  # the executor registers active nodes every tick
-            elif node.state == NodeState.DRAINING:
-                world.move_off(node)
+        for node in draining:  # the agent's on_drain hook: reconnect requests, once
+            world.move_off(node)
 
     return tick
 
