@@ -56,7 +56,8 @@ class OriginContext:
     renders: RenderCache = field(default_factory=RenderCache)
 
 
-def get_context(request: Request) -> OriginContext:
+async def get_context(request: Request) -> OriginContext:
+    """Async on purpose: FastAPI runs sync dependencies in a worker thread."""
     ctx: OriginContext = request.app.state.origin
     return ctx
 

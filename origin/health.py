@@ -32,7 +32,7 @@ class HealthDeps:
     registry: CollectorRegistry
 
 
-def get_health(request: Request) -> HealthDeps:
+async def get_health(request: Request) -> HealthDeps:
     deps: HealthDeps = request.app.state.health
     return deps
 
