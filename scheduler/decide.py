@@ -78,6 +78,12 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    node_id: str
+    at: datetime  # a "draining" heartbeat older than this predates the resume order
+
+
+@dataclass(frozen=True, slots=True)
 class FleetMemory:
     """What one tick leaves for the next (cooldowns, drains in progress). JSON-able via
     castway.serde, so a stateless Lambda keeps it in Redis between ticks."""
@@ -85,6 +91,7 @@ class FleetMemory:
     last_scale_out_at: datetime | None = None
     last_scale_in_at: datetime | None = None
     drains: tuple[Drain, ...] = ()
+    resumes: tuple[Resume, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +141,13 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
         alive.append(node)
     alive_ids = {n.id for n in alive}
     drains = {d.node_id: d for d in memory.drains if d.node_id in alive_ids}
+    by_id = {n.id: n for n in alive}
+    # a resumed node's "draining" heartbeats are stale until it heartbeats after the order
+    resumes = {r.node_id: r for r in memory.resumes
+               if r.node_id in by_id and by_id[r.node_id].heartbeat_at <= r.at}
     for node in alive:
-        if node.state == NodeState.DRAINING and node.id not in drains:
+        if (node.state == NodeState.DRAINING and node.id not in drains
+                and node.id not in resumes):
             drains[node.id] = Drain(node.id, node.heartbeat_at, DrainReason.UNKNOWN)
     for node in alive:
         state = NodeState.DRAINING if node.id in drains else node.state
@@ -192,6 +204,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
                 break
             actions.append(ResumeNode(node.id))
             del drains[node.id]
+            resumes[node.id] = Resume(node.id, now)
             short_slots -= node.free_slots
             short_nodes -= 1
     running = len(alive) - len(stopping)
@@ -232,7 +245,8 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     for node_id in stopping:
         drains.pop(node_id, None)
     new_memory = replace(memory, last_scale_out_at=last_out, last_scale_in_at=last_in,
-                         drains=tuple(sorted(drains.values(), key=lambda d: d.node_id)))
+                         drains=tuple(sorted(drains.values(), key=lambda d: d.node_id)),
+                         resumes=tuple(sorted(resumes.values(), key=lambda r: r.node_id)))
     figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_active,
                            by_state=tuple(sorted(by_state.items())))
     return Decision(actions=tuple(actions), memory=new_memory, figures=figures)

@@ -155,6 +155,24 @@ def test_a_scale_in_drain_is_resumed_before_any_node_is_started() -> None:
     assert decision.memory.drains == ()
 
 
+def test_a_resumed_node_is_not_stopped_on_a_heartbeat_from_before_the_resume() -> None:
+    memory = FleetMemory(drains=(Drain("b", NOW - timedelta(seconds=300),
+                                       DrainReason.SCALE_IN),))
+    fleet = [node("a", active=8), node("b", state=NodeState.DRAINING, active=1)]
+    resumed = decide(fleet, "v2", POLICY, NOW, memory)
+    assert kinds(resumed.actions) == ["resume b"]
+    # a heartbeat taken just before the resume order lands after it: "draining, empty";
+    # b may already be admitting again, so it must not be stopped on that
+    stale = [fleet[0], node("b", state=NodeState.DRAINING, active=0, age_s=1)]
+    later = NOW + timedelta(seconds=5)
+    assert "stop b" not in kinds(decide(stale, "v2", POLICY, later, resumed.memory).actions)
+    # once b heartbeats after the resume, its reports are believed again
+    fresh = [replace(fleet[0], heartbeat_at=later),
+             replace(fleet[1], state=NodeState.ACTIVE, heartbeat_at=later)]
+    again = decide(fresh, "v2", POLICY, later, resumed.memory)
+    assert again.memory.resumes == () and again.memory.drains == ()
+
+
 def test_an_expired_drain_is_never_resumed() -> None:
     memory = FleetMemory(drains=(Drain("b", NOW, DrainReason.EXPIRED),))
     fleet = [node("a", active=8), node("b", version="v1", state=NodeState.DRAINING, active=3)]
