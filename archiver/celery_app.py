@@ -1,0 +1,252 @@
+"""The archiver's Celery app (distributed mode): broker and result backend on Redis.
+
+``make_celery(settings)`` registers the task functions of ``archiver/tasks.py`` under
+``castway.archiver.*`` names. Every task is idempotent, so the app runs them with
+``acks_late`` (a task is acknowledged only when it finished: a worker that dies mid-task
+leaves it to be redelivered) and ``task_reject_on_worker_lost``, and retries transient
+faults with exponential backoff and jitter. Beat runs the expiry hourly and refreshes the
+posters of live broadcasts.
+
+The chain: make_vod -> verify_vod (retried until every segment is in storage) ->
+make_thumbnails. export_mp4 runs on request.
+
+``make_celery(settings, listen=True)`` also runs :class:`archiver.service.ArchiverService`
+inside the worker (a thread with its own event loop) so the worker itself turns
+"ended"/"failed" broadcast events into make_vod tasks; ``castway worker`` (and
+``python -m archiver.celery_app``) run that way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+from archiver import service as svc
+from archiver import tasks
+from castway.catalog.base import Catalog, CatalogError
+from castway.live.base import LiveStateError
+from castway.settings import Settings
+from castway.storage.base import Storage, StorageError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXPIRE_EVERY_S = 3600.0
+POSTERS_EVERY_S = 30.0
+RETRY_BACKOFF_MAX_S = 30
+MAKE_VOD_RETRIES = 10
+# A VOD waits for its segments while uploaders drain their spools after an outage:
+# with backoff capped at 30 s, 240 retries cover about two hours.
+VERIFY_RETRIES = 240
+TRANSIENT: tuple[type[BaseException], ...] = (
+    tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError, ConnectionError)
+
+
+class _Resources:
+    """The worker process's catalog and storage, opened on first use (after fork)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._catalog: Catalog | None = None
+        self._storage: Storage | None = None
+
+    def catalog(self) -> Catalog:
+        with self._lock:
+            if self._catalog is None:
+                from castway.catalog import open_catalog
+
+                self._catalog = open_catalog(self.settings)
+            return self._catalog
+
+    def storage(self) -> Storage:
+        with self._lock:
+            if self._storage is None:
+                from castway.storage import open_storage
+
+                self._storage = open_storage(self.settings)
+            return self._storage
+
+    def run(self, fn: Callable[[tasks.ArchiveContext], Awaitable[T]]) -> T:
+        """Run one task function on a fresh event loop with its own live-state client."""
+        from castway.live import open_live_state
+
+        async def main() -> T:
+            live = open_live_state(self.settings)
+            try:
+                return await fn(tasks.ArchiveContext(self.settings, self.catalog(), live,
+                                                     self.storage()))
+            finally:
+                await live.close()
+
+        return asyncio.run(main())
+
+
+def broker_url(settings: Settings) -> str:
+    url = settings.celery_broker_url or settings.redis_url
+    if not url:
+        raise ValueError("the Celery archiver needs CASTWAY_CELERY_BROKER_URL or "
+                         "CASTWAY_REDIS_URL (without them the archiver runs in-process)")
+    return url
+
+
+def make_celery(settings: Settings, *, listen: bool = False) -> Celery:
+    """The archiver's Celery app for ``settings``; ``listen`` also runs the broadcast
+    event listener inside the worker."""
+    url = broker_url(settings)
+    app = Celery("castway-archiver", broker=url, backend=url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        beat_schedule={
+            "castway-archiver-expire": {"task": svc.TASK_EXPIRE_VODS,
+                                        "schedule": EXPIRE_EVERY_S},
+            "castway-archiver-posters": {"task": svc.TASK_REFRESH_POSTERS,
+                                         "schedule": POSTERS_EVERY_S,
+                                         "options": {"expires": POSTERS_EVERY_S}},
+        },
+    )
+    resources = _Resources(settings)
+    retry_opts: dict[str, Any] = {"bind": True, "autoretry_for": TRANSIENT,
+                                  "retry_backoff": True,
+                                  "retry_backoff_max": RETRY_BACKOFF_MAX_S,
+                                  "retry_jitter": True}
+
+    @app.task(name=svc.TASK_MAKE_VOD, max_retries=MAKE_VOD_RETRIES,
+              **retry_opts)  # type: ignore[untyped-decorator]
+    def make_vod(self: Any, broadcast_id: str) -> str | None:
+        vod = resources.run(lambda ctx: tasks.make_vod(ctx, broadcast_id))
+        if vod is None:
+            return None
+        app.send_task(svc.TASK_VERIFY_VOD, args=[vod.id])
+        return vod.id
+
+    @app.task(name=svc.TASK_VERIFY_VOD, max_retries=VERIFY_RETRIES,
+              **retry_opts)  # type: ignore[untyped-decorator]
+    def verify_vod(self: Any, vod_id: str) -> dict[str, Any]:
+        try:
+            result = resources.run(lambda ctx: tasks.verify_vod(ctx, vod_id))
+        except tasks.VodNotFound:
+            return {"vod_id": vod_id, "complete": False, "deleted": True}
+        vod = resources.catalog().get_vod(vod_id)
+        if vod is not None:
+            app.send_task(svc.TASK_MAKE_THUMBNAILS, args=[vod.broadcast_id])
+        return {"vod_id": vod_id, "complete": result.complete, "checked": result.checked}
+
+    @app.task(name=svc.TASK_EXPORT_MP4, max_retries=MAKE_VOD_RETRIES,
+              **retry_opts)  # type: ignore[untyped-decorator]
+    def export_mp4(self: Any, vod_id: str) -> str | None:
+        try:
+            vod = resources.run(lambda ctx: tasks.export_mp4(ctx, vod_id))
+        except tasks.VodNotFound:
+            return None
+        return vod.mp4_key
+
+    @app.task(name=svc.TASK_MAKE_THUMBNAILS, max_retries=MAKE_VOD_RETRIES,
+              **retry_opts)  # type: ignore[untyped-decorator]
+    def make_thumbnails(self: Any, broadcast_id: str) -> int:
+        return resources.run(lambda ctx: tasks.make_thumbnails(ctx, broadcast_id))
+
+    @app.task(name=svc.TASK_REFRESH_POSTERS, ignore_result=True)  # type: ignore[untyped-decorator]
+    def refresh_posters() -> int:
+        return resources.run(svc.refresh_posters)
+
+    @app.task(name=svc.TASK_EXPIRE_VODS, max_retries=3,
+              **retry_opts)  # type: ignore[untyped-decorator]
+    def expire_vods(self: Any, now: str | None = None) -> list[str]:
+        when = datetime.fromisoformat(now) if now else datetime.now(UTC)
+        return resources.run(lambda ctx: tasks.expire_vods(ctx, when))
+
+    if listen:
+        _attach_listener(app, settings, resources)
+    return app
+
+
+class _Listener:
+    """ArchiverService (distributed mode) on its own event loop in a worker thread."""
+
+    def __init__(self, app: Celery, settings: Settings, resources: _Resources) -> None:
+        self.app = app
+        self.settings = settings
+        self.resources = resources
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="archiver-listener",
+                                       daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from castway.live import open_live_state
+
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        live = open_live_state(self.settings)
+        service = svc.ArchiverService(self.settings, self.resources.catalog(), live,
+                                      self.resources.storage(), celery=self.app)
+        try:
+            await service.start()
+            self.ready.set()
+            await self.stopping.wait()
+        finally:
+            self.ready.set()
+            await service.stop()
+            await live.close()
+
+    def stop(self) -> None:
+        if self.loop is not None and self.stopping is not None:
+            self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(timeout=10)
+
+
+def _attach_listener(app: Celery, settings: Settings, resources: _Resources) -> None:
+    listener = _Listener(app, settings, resources)
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", app) is not app:
+            return
+        listener.thread.start()
+        listener.ready.wait(timeout=10)
+        logger.info("archiver listening for broadcast events")
+
+    def on_shutdown(sender: Any = None, **_: Any) -> None:
+        if listener.thread.is_alive():
+            listener.stop()
+
+    worker_ready.connect(on_ready, weak=False)
+    worker_shutdown.connect(on_shutdown, weak=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m archiver.celery_app [celery worker args]``: a worker (with beat and the
+    event listener) configured from ``CASTWAY_*`` settings."""
+    from castway.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = make_celery(settings, listen=True)
+    app.worker_main(["worker", "--loglevel", settings.log_level, *(argv or [])])
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

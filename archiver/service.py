@@ -1,0 +1,265 @@
+"""The archiver service: reacts to broadcast events by running the archive tasks.
+
+It subscribes to ``BROADCASTS_TOPIC`` in the live state. On "ended" or "failed" it makes
+the broadcast's VOD; then, when every segment is in storage, marks it complete and makes
+its thumbnails. While broadcasts are live it refreshes their posters, and every hour it
+expires VODs past the retention setting.
+
+Two modes, the same task functions (``archiver/tasks.py``):
+- embedded (no Celery app given): the tasks run in this process, on this event loop,
+  retried here with exponential backoff and jitter;
+- distributed (``celery=`` a Celery app from :func:`archiver.celery_app.make_celery`): the
+  service only enqueues; Celery workers run the tasks with ``acks_late`` and retries.
+  ``make_celery(..., listen=True)`` runs this service inside the worker itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from archiver import tasks
+from archiver.uploader import Uploader
+from castway.catalog.base import Catalog, CatalogError
+from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError, SubscriptionClosed
+from castway.model import BroadcastState, utcnow
+from castway.settings import Settings
+from castway.storage.base import Storage, StorageError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POSTER_INTERVAL_S = 30.0
+EXPIRE_INTERVAL_S = 3600.0
+MAX_READY_EVENTS = 1024
+MAX_JOBS = 64  # broadcasts archived at once; more wait for a slot
+RETRYABLE: tuple[type[BaseException], ...] = (
+    tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError)
+
+# Celery task names (archiver/celery_app.py registers them).
+TASK_MAKE_VOD = "castway.archiver.make_vod"
+TASK_VERIFY_VOD = "castway.archiver.verify_vod"
+TASK_EXPORT_MP4 = "castway.archiver.export_mp4"
+TASK_MAKE_THUMBNAILS = "castway.archiver.make_thumbnails"
+TASK_REFRESH_POSTERS = "castway.archiver.refresh_posters"
+TASK_EXPIRE_VODS = "castway.archiver.expire_vods"
+
+
+async def retrying(fn: Callable[[], Awaitable[T]], *, what: str, attempts: int = 8,
+                   base_s: float = 0.25, max_s: float = 30.0,
+                   retryable: tuple[type[BaseException], ...] = RETRYABLE) -> T:
+    """``fn()``, retried on ``retryable`` errors with exponential backoff and equal jitter;
+    the last error propagates."""
+    for attempt in range(attempts):
+        try:
+            return await fn()
+        except retryable as e:
+            if attempt == attempts - 1:
+                raise
+            delay = min(max_s, base_s * 2.0 ** attempt) * (0.5 + 0.5 * random.random())
+            logger.info("archive task will retry", extra={"task": what, "attempt": attempt + 1,
+                                                          "delay_s": round(delay, 2),
+                                                          "error": str(e)})
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+class ArchiverService:
+    """Owned by the process that starts it: ``await start()``, ``await stop()``."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, live: LiveState,
+                 storage: Storage, uploader: Uploader | None = None, *,
+                 celery: Any = None, registry: CollectorRegistry | None = None,
+                 poster_interval_s: float = POSTER_INTERVAL_S,
+                 expire_interval_s: float = EXPIRE_INTERVAL_S,
+                 verify_attempts: int = 40) -> None:
+        self.settings = settings
+        self.ctx = tasks.ArchiveContext(settings, catalog, live, storage)
+        self.uploader = uploader
+        self.celery = celery
+        self.poster_interval_s = poster_interval_s
+        self.expire_interval_s = expire_interval_s
+        self.verify_attempts = verify_attempts
+        registry = registry or CollectorRegistry()
+        self._vod_latency = Histogram(
+            "castway_archiver_vod_ready_seconds",
+            "From the broadcast's end event to its VOD playlists in storage.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=registry)
+        self._task_failures = Counter("castway_archiver_task_failures",
+                                      "Archive tasks that failed after their retries.",
+                                      ["task"], registry=registry)
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(MAX_JOBS)
+        self._loops: list[asyncio.Task[None]] = []
+        self._subscription: Any = None
+        self._vod_ready: OrderedDict[str, asyncio.Event] = OrderedDict()
+
+    @property
+    def distributed(self) -> bool:
+        return self.celery is not None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Subscribed before start() returns: no end event published afterwards is missed.
+        self._subscription = await self.ctx.live.subscribe(BROADCASTS_TOPIC)
+        self._loops.append(asyncio.create_task(self._events(), name="archiver-events"))
+        if not self.distributed:
+            self._loops.append(asyncio.create_task(self._posters(), name="archiver-posters"))
+            self._loops.append(asyncio.create_task(self._expiry(), name="archiver-expiry"))
+        logger.info("archiver started", extra={"mode": "distributed" if self.distributed
+                                               else "embedded"})
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.close()
+        pending = [*self._loops, *self._jobs.values()]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops, self._jobs = [], {}
+
+    async def wait_vod(self, broadcast_id: str, timeout_s: float) -> bool:
+        """Wait until this service (embedded) has written the broadcast's VOD playlists."""
+        event = self._ready_event(broadcast_id)
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _ready_event(self, broadcast_id: str) -> asyncio.Event:
+        event = self._vod_ready.get(broadcast_id)
+        if event is None:
+            event = self._vod_ready[broadcast_id] = asyncio.Event()
+            while len(self._vod_ready) > MAX_READY_EVENTS:
+                self._vod_ready.popitem(last=False)  # the oldest broadcasts' are stale
+        return event
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _events(self) -> None:
+        subscription = self._subscription
+        while True:
+            try:
+                event = await subscription.get()
+            except SubscriptionClosed:
+                return
+            except LiveStateError as e:
+                logger.warning("broadcast events unavailable; resubscribing",
+                               extra={"error": str(e)})
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(LiveStateError):
+                    subscription = self._subscription = await self.ctx.live.subscribe(
+                        BROADCASTS_TOPIC)
+                continue
+            kind = event.get("type") if isinstance(event, dict) else None
+            broadcast_id = event.get("broadcast_id") if isinstance(event, dict) else None
+            if kind not in ("ended", "failed") or not isinstance(broadcast_id, str) \
+                    or not broadcast_id:
+                continue
+            await self.broadcast_ended(broadcast_id)
+
+    async def broadcast_ended(self, broadcast_id: str) -> None:
+        """Archive a broadcast (also called directly, e.g. by a sweep for missed events)."""
+        received = time.monotonic()
+        if self.distributed:
+            await asyncio.to_thread(self.celery.send_task, TASK_MAKE_VOD, args=[broadcast_id])
+            logger.info("VOD enqueued", extra={"broadcast_id": broadcast_id})
+            return
+        if broadcast_id in self._jobs:
+            return  # a duplicate event: the job in progress covers it
+        job = asyncio.create_task(self._archive(broadcast_id, received),
+                                  name=f"archive-{broadcast_id}")
+        self._jobs[broadcast_id] = job
+        job.add_done_callback(lambda _t: self._jobs.pop(broadcast_id, None))
+
+    async def request_export(self, vod_id: str) -> None:
+        """Start an MP4 export (progress shows on the VOD in the catalog)."""
+        if self.distributed:
+            await asyncio.to_thread(self.celery.send_task, TASK_EXPORT_MP4, args=[vod_id])
+            return
+        key = f"export:{vod_id}"
+        if key not in self._jobs:
+            job = asyncio.create_task(self._guard(
+                "export_mp4", lambda: tasks.export_mp4(self.ctx, vod_id)), name=key)
+            self._jobs[key] = job
+            job.add_done_callback(lambda _t: self._jobs.pop(key, None))
+
+    # -- embedded pipeline ----------------------------------------------------------------
+
+    async def _guard(self, what: str, fn: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await retrying(fn, what=what)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._task_failures.labels(what).inc()
+            logger.error("archive task failed", extra={"task": what, "error": str(e)})
+
+    async def _archive(self, broadcast_id: str, received: float) -> None:
+        async with self._slots:
+            try:
+                vod = await retrying(lambda: tasks.make_vod(self.ctx, broadcast_id),
+                                     what="make_vod", attempts=6)
+            except Exception as e:
+                self._task_failures.labels("make_vod").inc()
+                logger.error("no VOD for broadcast", extra={"broadcast_id": broadcast_id,
+                                                            "error": str(e)})
+                return
+            self._vod_latency.observe(time.monotonic() - received)
+            self._ready_event(broadcast_id).set()
+            if vod is None:
+                return
+            try:
+                await retrying(lambda: tasks.verify_vod(self.ctx, vod.id), what="verify_vod",
+                               attempts=self.verify_attempts, max_s=30.0)
+            except Exception as e:
+                self._task_failures.labels("verify_vod").inc()
+                logger.error("VOD left pending: segments missing from storage",
+                             extra={"vod_id": vod.id, "error": str(e)})
+                return
+            await self._guard("make_thumbnails",
+                              lambda: tasks.make_thumbnails(self.ctx, broadcast_id))
+
+    async def _posters(self) -> None:
+        while True:
+            await asyncio.sleep(self.poster_interval_s)
+            await refresh_posters(self.ctx)
+
+    async def _expiry(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await tasks.expire_vods(self.ctx, utcnow())
+            await asyncio.sleep(self.expire_interval_s)
+
+
+async def refresh_posters(ctx: tasks.ArchiveContext) -> int:
+    """Refresh the poster of every live broadcast; returns how many were written."""
+    written = 0
+    try:
+        broadcasts = await ctx.live.list_broadcasts()
+    except LiveStateError as e:
+        logger.warning("cannot list live broadcasts for posters", extra={"error": str(e)})
+        return 0
+    for broadcast in broadcasts:
+        if broadcast.state is not BroadcastState.LIVE:
+            continue
+        try:
+            if await tasks.make_poster(ctx, broadcast.id):
+                written += 1
+        except Exception as e:  # one broadcast's bad segment must not stop the others
+            logger.warning("poster refresh failed", extra={"broadcast_id": broadcast.id,
+                                                           "error": str(e)})
+    return written

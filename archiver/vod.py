@@ -1,0 +1,198 @@
+"""Instant VOD: playlists over the segments already in storage. Pure and synchronous.
+
+A VOD is two kinds of text object written beside the broadcast's segments (key layout of
+``castway/storage/base.py``, documented in docs/archiver.md):
+
+  broadcasts/{broadcast_id}/master.m3u8             multivariant playlist (rfc8216bis 4.4.6)
+  broadcasts/{broadcast_id}/{rendition}/vod.m3u8    media playlist, EXT-X-PLAYLIST-TYPE:VOD
+                                                    and EXT-X-ENDLIST (rfc8216bis 4.4.3.5)
+
+Each media playlist lists every segment of the rendition's segment log (the append-only
+list the transcoder sink keeps in the live state), including those from before a
+publisher reconnect: the sink marks the first segment after one with ``discontinuity``,
+so the playlist carries EXT-X-DISCONTINUITY there, and EXT-X-MAP changes with the init
+segment in force. No media is re-encoded or copied: URIs point at the live segments'
+own keys, relative to the playlist, so the same objects serve live, time-shift and VOD
+and CloudFront can serve the VOD straight from S3.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from castway.hls.playlist import PlaylistType, render_master_playlist, render_media_playlist
+from castway.live.base import RenditionWindow
+from castway.model import Rendition, Segment
+
+logger = logging.getLogger(__name__)
+
+VOD_MEDIA_NAME = "vod.m3u8"
+
+
+# -- the key layout -------------------------------------------------------------------------
+
+def broadcast_prefix(broadcast_id: str) -> str:
+    return f"broadcasts/{broadcast_id}/"
+
+
+def master_key(broadcast_id: str) -> str:
+    return f"broadcasts/{broadcast_id}/master.m3u8"
+
+
+def media_playlist_key(broadcast_id: str, rendition: str) -> str:
+    return f"broadcasts/{broadcast_id}/{rendition}/{VOD_MEDIA_NAME}"
+
+
+def poster_key(broadcast_id: str) -> str:
+    return f"broadcasts/{broadcast_id}/poster.jpg"
+
+
+def sprite_key(broadcast_id: str) -> str:
+    return f"broadcasts/{broadcast_id}/thumbs.jpg"
+
+
+def sprite_vtt_key(broadcast_id: str) -> str:
+    return f"broadcasts/{broadcast_id}/thumbs.vtt"
+
+
+def export_key(broadcast_id: str) -> str:
+    return f"broadcasts/{broadcast_id}/export.mp4"
+
+
+def relative_uri(from_key: str, to_key: str) -> str:
+    """The URI of object ``to_key`` relative to the playlist at ``from_key`` (RFC 3986
+    5.2: resolved against the playlist's URI, so it works under any origin or CDN path)."""
+    return posixpath.relpath(to_key, posixpath.dirname(from_key) or ".")
+
+
+# -- building -------------------------------------------------------------------------------
+
+def normalize_log(log: Iterable[Segment]) -> list[Segment]:
+    """The segment log in media-sequence order, one entry per media sequence number.
+
+    A sink restarted mid-segment may append a segment again (the upload is idempotent);
+    the last entry for a number wins.
+    """
+    by_msn: dict[int, Segment] = {}
+    for segment in log:
+        by_msn[segment.msn] = segment
+    return [by_msn[msn] for msn in sorted(by_msn)]
+
+
+def vod_window(log: Sequence[Segment], *, target_duration_s: float) -> RenditionWindow:
+    """A closed (``ended``) window over every segment of ``log``.
+
+    EXT-X-DISCONTINUITY-SEQUENCE is that of the first segment; a discontinuity flag on the
+    first segment itself means nothing in a playlist that starts there, so it is dropped.
+    """
+    segments = normalize_log(log)
+    if not segments:
+        return RenditionWindow(segments=(), next_msn=0, target_duration_s=target_duration_s,
+                               ended=True)
+    first = segments[0]
+    if first.discontinuity:
+        segments[0] = replace(first, discontinuity=False)
+    return RenditionWindow(segments=tuple(segments), next_msn=segments[-1].msn + 1,
+                           target_duration_s=target_duration_s,
+                           discontinuity_seq=first.discontinuity_seq, ended=True)
+
+
+def render_vod_media_playlist(broadcast_id: str, rendition: str, log: Sequence[Segment], *,
+                              target_duration_s: float) -> str:
+    key = media_playlist_key(broadcast_id, rendition)
+    return render_media_playlist(vod_window(log, target_duration_s=target_duration_s),
+                                 uri_for_key=lambda k: relative_uri(key, k),
+                                 playlist_type=PlaylistType.VOD)
+
+
+def render_vod_master_playlist(broadcast_id: str, renditions: Sequence[Rendition]) -> str:
+    key = master_key(broadcast_id)
+    first = renditions[0].name if renditions else None
+    return render_master_playlist(
+        renditions, first=first,
+        uri_for=lambda r: relative_uri(key, media_playlist_key(broadcast_id, r.name)))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object a VOD needs in storage; ``size`` 0 when the log did not record it."""
+
+    key: str
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VodPlan:
+    """Everything one VOD is: its playlists (key -> text) and the objects they reference."""
+
+    broadcast_id: str
+    playlists: tuple[tuple[str, str], ...]  # master last: it goes up once the rest exist
+    objects: tuple[StoredObject, ...]
+    renditions: tuple[str, ...]
+    duration_s: float
+    segments: int
+
+    @property
+    def empty(self) -> bool:
+        return self.segments == 0
+
+
+def plan_vod(broadcast_id: str, renditions: Sequence[Rendition],
+             logs: Mapping[str, Sequence[Segment]], *, target_duration_s: float) -> VodPlan:
+    """The VOD of a broadcast from its renditions and their segment logs.
+
+    Renditions with an empty log are left out of the master playlist (a rendition that
+    never produced a segment would be unplayable); a log of a rendition the broadcast does
+    not list is ignored. The duration is the longest rendition's.
+    """
+    playlists: list[tuple[str, str]] = []
+    objects: dict[str, StoredObject] = {}
+    listed: list[Rendition] = []
+    duration = 0.0
+    count = 0
+    for rendition in renditions:
+        log = normalize_log(logs.get(rendition.name, ()))
+        if not log:
+            logger.warning("rendition without segments left out of the VOD",
+                           extra={"broadcast_id": broadcast_id, "rendition": rendition.name})
+            continue
+        listed.append(rendition)
+        playlists.append((media_playlist_key(broadcast_id, rendition.name),
+                          render_vod_media_playlist(broadcast_id, rendition.name, log,
+                                                    target_duration_s=target_duration_s)))
+        for segment in log:
+            objects[segment.key] = StoredObject(segment.key, segment.size)
+            if segment.init_key is not None:
+                objects.setdefault(segment.init_key, StoredObject(segment.init_key))
+        duration = max(duration, sum(s.duration_s for s in log))
+        count += len(log)
+    if listed:
+        playlists.append((master_key(broadcast_id),
+                          render_vod_master_playlist(broadcast_id, listed)))
+    return VodPlan(broadcast_id=broadcast_id, playlists=tuple(playlists),
+                   objects=tuple(objects.values()),
+                   renditions=tuple(r.name for r in listed), duration_s=duration,
+                   segments=count)
+
+
+def source_rendition(renditions: Sequence[Rendition]) -> Rendition | None:
+    """The rendition an MP4 export remuxes: the one named "source", else the largest."""
+    for rendition in renditions:
+        if rendition.name == "source":
+            return rendition
+    if not renditions:
+        return None
+    return max(renditions, key=lambda r: ((r.width or 0) * (r.height or 0),
+                                          r.bandwidth_bps or r.video_bitrate_kbps or 0))
+
+
+def smallest_rendition(renditions: Sequence[Rendition]) -> Rendition | None:
+    """The rendition thumbnails decode (the cheapest that still has video)."""
+    video = [r for r in renditions if r.width and r.height]
+    pool = video or list(renditions)
+    if not pool:
+        return None
+    return min(pool, key=lambda r: ((r.width or 0) * (r.height or 0), r.name))
