@@ -479,3 +479,32 @@ def test_stateful_services_survive_a_zone() -> None:
     assert int(redis["NumCacheClusters"]) >= 2
     rules = _props("ArchiveBucket")["LifecycleConfiguration"]["Rules"]
     assert {r["Id"] for r in rules} >= {"abort-incomplete-uploads", "tier-archived-broadcasts"}
+
+
+def test_cdn_answers_cors_like_the_origin_does() -> None:
+    app_module = pytest.importorskip("origin.app")
+    config = _props("Distribution")["DistributionConfig"]
+    for behavior in [config["DefaultCacheBehavior"],
+                     *(b for b in config["CacheBehaviors"] if b["PathPattern"] != "/api/*")]:
+        assert _refs(behavior["ResponseHeadersPolicyId"]) == {"PlaybackCorsPolicy"}
+    cors = _props("PlaybackCorsPolicy")["ResponseHeadersPolicyConfig"]["CorsConfig"]
+    assert cors["AccessControlAllowOrigins"]["Items"] == ["*"]
+    assert cors["OriginOverride"] is False
+    assert cors["AccessControlExposeHeaders"]["Items"] == list(app_module.CORS_EXPOSE)
+
+
+def test_scheduler_and_load_balancers_raise_alarms() -> None:
+    alarms = _of_type("AWS::CloudWatch::Alarm")
+    watched = {name: _refs(a["Properties"]["Dimensions"]) for name, a in alarms.items()}
+    assert {"SchedulerFunction"} in watched.values()
+    assert any("IngestTargetGroup" in refs for refs in watched.values())
+    assert any("OriginTargetGroup" in refs for refs in watched.values())
+    for alarm in alarms.values():
+        assert _refs(alarm["Properties"]["AlarmActions"]) == {"AlarmTopic"}
+
+
+def test_every_parameter_is_documented() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    table = docs.split("### Parameters", 1)[1].split("\n### ", 1)[0]
+    missing = [name for name in PARAMETERS if f"`{name}`" not in table]
+    assert not missing, missing
