@@ -170,12 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra celery worker args")
     p.set_defaults(func=_cmd_worker)
 
-    for name, module, help_ in (
-            ("scheduler", "scheduler.cli", "scheduler: tick | run --interval S | simulate"),
-            ("transcode", "transcoder.cli", "transcode a media file into an HLS ladder")):
+    for name, help_ in (
+            ("scheduler", "scheduler: tick | run --interval S | simulate"),
+            ("transcode", "transcode a media file into an HLS ladder")):
         p = sub.add_parser(name, help=help_, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_delegate(module))
+        p.set_defaults(func=_delegate(DELEGATED[name]))
 
     p = sub.add_parser("bench", help="benchmarks side by side with the reference peers")
     p.add_argument("what", choices=sorted(BENCHES))
@@ -184,7 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands whose arguments (including --help) belong to the component's own parser.
+DELEGATED = {"scheduler": "scheduler.cli", "transcode": "transcoder.cli"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        delegate: Callable[[list[str]], int] = importlib.import_module(DELEGATED[argv[0]]).main
+        return delegate(argv[1:])
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
