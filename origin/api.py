@@ -33,6 +33,8 @@ from origin.schemas import (
     StopRequested,
     StreamKeyCreated,
     VodDeleted,
+    VodGrantCreate,
+    VodGrantPublic,
     VodPublic,
     VodUpdate,
 )
@@ -248,6 +250,19 @@ async def update_vod(vod_id: IdPath, body: VodUpdate, ctx: Ctx) -> VodPublic:
     vod = replace(vod, visibility=body.visibility)
     await asyncio.to_thread(ctx.catalog.save_vod, vod)
     return VodPublic.of(vod, base_url=_base(ctx))
+
+
+@vods.post("/{vod_id}/grant", response_model=VodGrantPublic, status_code=201,
+           summary="Signed access to a VOD (for private ones), shown once")
+async def grant_vod(vod_id: IdPath, body: VodGrantCreate, ctx: Ctx) -> VodGrantPublic:
+    await _get_vod(ctx, vod_id)
+    if not ctx.access.enabled:
+        raise HTTPException(409, "signed access needs an RSA signing key "
+                            "(CASTWAY_SIGNING_KEY, PEM)")
+    grant = ctx.access.grant(vod_id, body.ttl_s)
+    return VodGrantPublic(vod_id=grant.vod_id, expires=grant.expires,
+                          watch_url=grant.watch_url, master_url=grant.master_url,
+                          cookies=grant.cookies, cookie_path=grant.cookie_path)
 
 
 @vods.delete("/{vod_id}", response_model=VodDeleted,

@@ -26,6 +26,7 @@ from castway.live.base import LiveState, LiveStateError
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
 from origin import api, health, hls, pages
+from origin.access import VodAccess
 from origin.context import OriginContext
 from origin.metrics import MetricsMiddleware, OriginMetrics
 from origin.notify import MediaNotifier
@@ -45,7 +46,7 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
     metrics = OriginMetrics(registry if registry is not None else CollectorRegistry())
     notifier = MediaNotifier(live, on_wake=metrics.wakeup_seconds.observe)
     ctx = OriginContext(settings=settings, catalog=catalog, live=live, storage=storage,
-                        metrics=metrics, notifier=notifier)
+                        metrics=metrics, notifier=notifier, access=VodAccess(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

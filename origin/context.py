@@ -12,6 +12,7 @@ from castway.catalog.base import Catalog
 from castway.live.base import LiveState, RenditionWindow
 from castway.settings import Settings
 from castway.storage.base import Storage
+from origin.access import VodAccess
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 
@@ -53,6 +54,7 @@ class OriginContext:
     storage: Storage
     metrics: OriginMetrics
     notifier: MediaNotifier
+    access: VodAccess
     renders: RenderCache = field(default_factory=RenderCache)
 
 

@@ -292,27 +292,43 @@ async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ct
     return response
 
 
-async def _vod_broadcast(ctx: OriginContext, vod_id: str) -> str | None:
+# Private VODs are served only with a signature; never from a shared cache.
+PRIVATE_MEDIA = "private, max-age=3600"
+PRIVATE_PLAYLIST = "private, max-age=60"
+
+
+async def _vod_broadcast(ctx: OriginContext, vod_id: str,
+                         request: Request) -> tuple[str, bool] | Response:
+    """(broadcast id, private) of a servable VOD, else the error response."""
     if not ID_RE.match(vod_id):
-        return None
+        return error_response(404, "no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
-    if vod is None or vod.state is VodState.DELETED or vod.visibility is Visibility.PRIVATE:
-        return None
-    return vod.broadcast_id
+    if vod is None or vod.state is VodState.DELETED:
+        return error_response(404, "no such VOD")
+    private = vod.visibility is Visibility.PRIVATE
+    if private and not ctx.access.allows(request):
+        if not ctx.access.enabled:
+            return error_response(404, "no such VOD")
+        return error_response(403, "this VOD is private: a valid signature is required")
+    return vod.broadcast_id, private
 
 
 @router.head("/vod/{vod_id}/master.m3u8", include_in_schema=False)
 @router.get("/vod/{vod_id}/master.m3u8", response_class=Response,
             summary="VOD multivariant playlist")
 async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
-    broadcast_id = await _vod_broadcast(ctx, vod_id)
-    if broadcast_id is None:
-        return error_response(404, "no such VOD")
+    found = await _vod_broadcast(ctx, vod_id, request)
+    if isinstance(found, Response):
+        return found
+    broadcast_id, private = found
     key = f"broadcasts/{broadcast_id}/master.m3u8"
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
-    return bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
+    response = bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
+    if private:
+        response.headers["cache-control"] = PRIVATE_PLAYLIST
+    return response
 
 
 @router.head("/vod/{vod_id}/{rendition}/{name}", include_in_schema=False)
@@ -322,14 +338,18 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
                     ctx: Ctx) -> Response:
     if not (ID_RE.match(rendition) and NAME_RE.match(name)):
         return error_response(404, "not found")
-    broadcast_id = await _vod_broadcast(ctx, vod_id)
-    if broadcast_id is None:
-        return error_response(404, "no such VOD")
+    found = await _vod_broadcast(ctx, vod_id, request)
+    if isinstance(found, Response):
+        return found
+    broadcast_id, private = found
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE
-    return bytes_response(request, data, key=key,
-                          cache=CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA,
-                          etag=None if playlist else etag_for(f"{key}:{len(data)}"))
+    response = bytes_response(request, data, key=key,
+                              cache=CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA,
+                              etag=None if playlist else etag_for(f"{key}:{len(data)}"))
+    if private:
+        response.headers["cache-control"] = PRIVATE_PLAYLIST if playlist else PRIVATE_MEDIA
+    return response

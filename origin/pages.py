@@ -13,11 +13,17 @@ import json
 from html import escape
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from castway.model import BroadcastState, Visibility, VodState
-from origin.context import Ctx
+from castway.signing import (
+    COOKIE_EXPIRES,
+    COOKIE_KEY_PAIR_ID,
+    COOKIE_POLICY,
+    COOKIE_SIGNATURE,
+)
+from origin.context import Ctx, OriginContext
 from origin.responses import ID_RE, CacheKind
 from origin.schemas import CHANNEL_RE
 
@@ -95,16 +101,41 @@ def _player(src: str, *, live: bool) -> str:
 
 
 @router.get("/watch/vod/{vod_id}", response_class=HTMLResponse)
-async def watch_vod(vod_id: str, ctx: Ctx) -> HTMLResponse:
+async def watch_vod(vod_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
     if not ID_RE.match(vod_id):
         return _not_found("no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
-    if vod is None or vod.state is VodState.DELETED or vod.visibility is Visibility.PRIVATE:
+    if vod is None or vod.state is VodState.DELETED:
+        return _not_found("no such VOD")
+    private = vod.visibility is Visibility.PRIVATE
+    master = f"/vod/{vod.id}/master.m3u8"
+    if private and not ctx.access.allows(request, as_path=master):
         return _not_found("no such VOD")
     body = (f"<h1>{escape(vod.channel)} <span class=muted>· VOD "
             f"{vod.duration_s / 60:.0f} min</span></h1>"
-            + _player(f"/vod/{vod.id}/master.m3u8", live=False))
-    return _page(f"{vod.channel} VOD", body, scripts=_player_scripts())
+            + _player(master, live=False))
+    response = _page(f"{vod.channel} VOD", body, scripts=_player_scripts())
+    if private:
+        response.headers["cache-control"] = CacheKind.NO_STORE.value
+        _set_signature_cookies(response, request, ctx, vod.id)
+    return response
+
+
+def _set_signature_cookies(response: HTMLResponse, request: Request, ctx: OriginContext,
+                           vod_id: str) -> None:
+    """Turn a signed watch URL into the CloudFront-* cookies the player's requests carry
+    (the same three values CloudFront reads, scoped to the VOD's path)."""
+    query = request.query_params
+    names = {"Policy": COOKIE_POLICY, "Signature": COOKIE_SIGNATURE,
+             "Key-Pair-Id": COOKIE_KEY_PAIR_ID, "Expires": COOKIE_EXPIRES}
+    if not any(name in query for name in names):
+        return  # already authorised by its cookies
+    secure = ctx.settings.effective_public_url.startswith("https:")
+    for param, cookie in names.items():
+        value = query.get(param)
+        if value is not None:
+            response.set_cookie(cookie, value, path=ctx.access.cookie_path(vod_id),
+                                httponly=True, samesite="lax", secure=secure)
 
 
 @router.get("/watch/{channel}", response_class=HTMLResponse)

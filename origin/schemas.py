@@ -167,6 +167,24 @@ class VodPublic(BaseModel):
                    hls_url=f"{base_url}/vod/{v.id}/master.m3u8")
 
 
+class VodGrantCreate(_Strict):
+    ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600,
+                       description="How long the signature is valid, seconds.")
+
+
+class VodGrantPublic(BaseModel):
+    """Signed access to a private VOD (CloudFront-compatible custom policy over
+    ``/vod/{id}/*``): open ``watch_url`` in a browser (it sets the cookies), or send
+    ``cookies`` (path ``cookie_path``) with every playlist and segment request."""
+
+    vod_id: str
+    expires: int
+    watch_url: str
+    master_url: str
+    cookies: dict[str, str]
+    cookie_path: str
+
+
 class VodDeleted(BaseModel):
     id: str
     objects_deleted: int

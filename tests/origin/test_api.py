@@ -190,3 +190,15 @@ async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:
     assert "/api/v1/channels/{name}/keys/rotate" in spec["paths"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_grant_needs_an_rsa_signing_key(client: httpx.AsyncClient,
+                                              catalog: SqlCatalog) -> None:
+    catalog.save_vod(Vod(id="v3", broadcast_id="v3", channel="a",
+                         visibility=Visibility.PRIVATE, state=VodState.COMPLETE,
+                         duration_s=1.0))
+    response = await client.post("/api/v1/vods/v3/grant", headers=AUTH, json={})
+    assert response.status_code == 409
+    assert "CASTWAY_SIGNING_KEY" in response.json()["detail"]
+    bad = await client.post("/api/v1/vods/v3/grant", headers=AUTH, json={"ttl_s": 1})
+    assert bad.status_code == 422
