@@ -4,10 +4,13 @@ gzip, HEAD, errors), and the app served by uvicorn on a real socket."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 
 import httpx
 
 from tests.origin.feed import LiveFeeder
+from tests.support import require_tool
 
 SEGMENT = "/hls/b/b0001/360p/0.m4s"
 
@@ -115,3 +118,24 @@ async def test_real_socket_head_range_and_keepalive(server: str, feeder: LiveFee
         await feeder.push_part()
         assert (await asyncio.wait_for(blocked, 5)).status_code == 200
 
+
+
+async def test_ffmpeg_hls_demuxer_reads_the_whole_broadcast(server: str,
+                                                            feeder: LiveFeeder) -> None:
+    """A real player other than hls.js: ffmpeg's HLS demuxer, over the LL-HLS playlists
+    (it ignores the LL tags), decodes every frame of an ended broadcast."""
+    ffprobe = require_tool("ffprobe")
+    feeder.other_renditions = ()
+    await feeder.push_segments(3)
+    await feeder.end()
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [ffprobe, "-v", "error", "-select_streams", "v:0", "-count_frames",
+         "-show_entries", "stream=nb_read_frames,codec_name,width,height", "-of", "json",
+         f"{server}/hls/demo/360p/index.m3u8"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    stream = json.loads(result.stdout)["streams"][0]
+    assert stream["codec_name"] == "h264"
+    assert (stream["width"], stream["height"]) == (320, 180)
+    assert int(stream["nb_read_frames"]) == 3 * 2 * 30  # three 2 s segments at 30 fps
