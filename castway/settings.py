@@ -109,6 +109,22 @@ class Settings(BaseSettings):
     scheduler_backend: str = Field("local", description="'local' (processes on this "
                                    "machine) or 'ecs'.")
 
+    # --- chat ------------------------------------------------------------------------
+    chat_redis_urls: str | None = Field(None, description="Comma-separated Redis URLs chat "
+                                        "rooms are sharded over (consistent hashing by "
+                                        "channel); default REDIS_URL; unset: in-process.")
+    chat_history: int = Field(50, description="Recent chat messages kept per channel and "
+                              "sent on join.")
+    chat_rate_per_s: float = Field(1.0, description="Chat messages per second one "
+                                   "connection may send (token bucket refill).")
+    chat_rate_burst: int = Field(5, description="Chat messages one connection may send in "
+                                 "a burst.")
+    chat_max_connects_per_s: float = Field(200.0, description="Chat WebSocket connections "
+                                           "set up per second per process (reconnect "
+                                           "storms wait or are told to retry).")
+    chat_send_queue: int = Field(256, description="Frames queued per chat connection; a "
+                                 "client that falls further behind is disconnected.")
+
     # --- operations ------------------------------------------------------------------
     log_level: str = Field("INFO", description="Logging level.")
     log_json: bool | None = Field(None, description="JSON logs; default: when stderr is "
