@@ -508,3 +508,14 @@ def test_every_parameter_is_documented() -> None:
     table = docs.split("### Parameters", 1)[1].split("\n### ", 1)[0]
     missing = [name for name in PARAMETERS if f"`{name}`" not in table]
     assert not missing, missing
+
+
+def test_documented_deploy_command_sets_every_required_parameter() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    command = docs.split("aws cloudformation deploy", 1)[1].split("```", 1)[0]
+    assert "--template-file deploy/aws/castway.yaml" in command
+    assert "CAPABILITY_IAM" in command
+    given = set(re.findall(r"\b([A-Z][A-Za-z]+)=", command))
+    required = {name for name, p in PARAMETERS.items() if "Default" not in p}
+    assert required <= given, required - given
+    assert given <= set(PARAMETERS), given - set(PARAMETERS)
