@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Clock = Callable[[], float]
+EPSILON = 1e-9  # float refills (0.1 s x 10/s) must not miss a whole token by 1e-16
 
 
 @dataclass(eq=False, slots=True)
@@ -42,7 +43,7 @@ class TokenBucket:
 
     def take(self) -> bool:
         self._refill()
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - EPSILON:
             self._tokens -= 1.0
             return True
         return False
@@ -53,7 +54,8 @@ class TokenBucket:
         Tokens may go negative: each booking queues behind the earlier ones.
         """
         self._refill()
-        wait = max(0.0, (1.0 - self._tokens) / self.rate)
+        deficit = 1.0 - self._tokens
+        wait = deficit / self.rate if deficit > EPSILON else 0.0
         if wait > max_wait_s:
             return None
         self._tokens -= 1.0
