@@ -10,15 +10,17 @@ posters of live broadcasts.
 The chain: make_vod -> verify_vod (retried until every segment is in storage) ->
 make_thumbnails. export_mp4 runs on request.
 
-``make_celery(settings, listen=True)`` also runs :class:`archiver.service.ArchiverService`
-inside the worker (a thread with its own event loop) so the worker itself turns
-"ended"/"failed" broadcast events into make_vod tasks; ``castway worker`` (and
-``python -m archiver.celery_app``) run that way.
+When the app runs as a worker, it also runs :class:`archiver.service.ArchiverService`
+inside it (a thread with its own event loop, started on ``worker_ready``), so the worker
+itself turns "ended"/"failed" broadcast events into make_vod tasks (several workers each
+enqueue one: the task is idempotent). ``listen=False`` turns that off; an app used only
+to send tasks never starts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -47,6 +49,7 @@ MAKE_VOD_RETRIES = 10
 # A VOD waits for its segments while uploaders drain their spools after an outage:
 # with backoff capped at 30 s, 240 retries cover about two hours.
 VERIFY_RETRIES = 240
+LISTEN_RETRY_S = 2.0
 TRANSIENT: tuple[type[BaseException], ...] = (
     tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError, ConnectionError)
 
@@ -99,9 +102,9 @@ def broker_url(settings: Settings) -> str:
     return url
 
 
-def make_celery(settings: Settings, *, listen: bool = False) -> Celery:
-    """The archiver's Celery app for ``settings``; ``listen`` also runs the broadcast
-    event listener inside the worker."""
+def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
+    """The archiver's Celery app for ``settings``; ``listen``: a worker running it also
+    runs the broadcast event listener."""
     url = broker_url(settings)
     app = Celery("castway-archiver", broker=url, backend=url, set_as_current=False)
     app.conf.update(
@@ -114,6 +117,7 @@ def make_celery(settings: Settings, *, listen: bool = False) -> Celery:
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
         timezone="UTC",
         beat_schedule={
             "castway-archiver-expire": {"task": svc.TASK_EXPIRE_VODS,
@@ -204,7 +208,15 @@ class _Listener:
         service = svc.ArchiverService(self.settings, self.resources.catalog(), live,
                                       self.resources.storage(), celery=self.app)
         try:
-            await service.start()
+            while not self.stopping.is_set():
+                try:
+                    await service.start()
+                    break
+                except LiveStateError as e:  # Redis not up yet: keep trying, never give up
+                    logger.warning("archiver listener cannot subscribe yet; retrying",
+                                   extra={"error": str(e)})
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), LISTEN_RETRY_S)
             self.ready.set()
             await self.stopping.wait()
         finally:

@@ -147,6 +147,16 @@ class ArchiverService:
                 self._vod_ready.popitem(last=False)  # the oldest broadcasts' are stale
         return event
 
+    async def idle(self, timeout_s: float) -> bool:
+        """Wait until no archive job (embedded) is running; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._jobs:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(list(self._jobs.values()), timeout=remaining)
+        return True
+
     # -- events ---------------------------------------------------------------------------
 
     async def _events(self) -> None:

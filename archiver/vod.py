@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from castway.hls.playlist import PlaylistType, render_master_playlist, render_media_playlist
@@ -65,7 +65,10 @@ def export_key(broadcast_id: str) -> str:
 def relative_uri(from_key: str, to_key: str) -> str:
     """The URI of object ``to_key`` relative to the playlist at ``from_key`` (RFC 3986
     5.2: resolved against the playlist's URI, so it works under any origin or CDN path)."""
-    return posixpath.relpath(to_key, posixpath.dirname(from_key) or ".")
+    base = posixpath.dirname(from_key)
+    if base and to_key.startswith(base + "/"):
+        return to_key[len(base) + 1:]  # the common case, without relpath's cost per segment
+    return posixpath.relpath(to_key, base or ".")
 
 
 # -- building -------------------------------------------------------------------------------
@@ -76,8 +79,11 @@ def normalize_log(log: Iterable[Segment]) -> list[Segment]:
     A sink restarted mid-segment may append a segment again (the upload is idempotent);
     the last entry for a number wins.
     """
+    segments = list(log)
+    if all(a.msn < b.msn for a, b in zip(segments, segments[1:], strict=False)):
+        return segments  # the usual case: already in order, no repeats
     by_msn: dict[int, Segment] = {}
-    for segment in log:
+    for segment in segments:
         by_msn[segment.msn] = segment
     return [by_msn[msn] for msn in sorted(by_msn)]
 
@@ -100,11 +106,24 @@ def vod_window(log: Sequence[Segment], *, target_duration_s: float) -> Rendition
                            discontinuity_seq=first.discontinuity_seq, ended=True)
 
 
+def uri_resolver(playlist_key: str) -> Callable[[str], str]:
+    """``relative_uri`` from one playlist, with the directory prefix computed once (a 24 h
+    rendition has 43 200 segments)."""
+    base = posixpath.dirname(playlist_key)
+    prefix = base + "/"
+    cut = len(prefix)
+
+    def uri(key: str) -> str:
+        return key[cut:] if key.startswith(prefix) else relative_uri(playlist_key, key)
+
+    return uri
+
+
 def render_vod_media_playlist(broadcast_id: str, rendition: str, log: Sequence[Segment], *,
                               target_duration_s: float) -> str:
-    key = media_playlist_key(broadcast_id, rendition)
     return render_media_playlist(vod_window(log, target_duration_s=target_duration_s),
-                                 uri_for_key=lambda k: relative_uri(key, k),
+                                 uri_for_key=uri_resolver(
+                                     media_playlist_key(broadcast_id, rendition)),
                                  playlist_type=PlaylistType.VOD)
 
 
@@ -124,13 +143,23 @@ class StoredObject:
     size: int = 0
 
 
+def stored_objects(logs: Iterable[Sequence[Segment]]) -> list[StoredObject]:
+    """Every object the segment logs reference (segments with their sizes, init segments)."""
+    objects: dict[str, StoredObject] = {}
+    for log in logs:
+        for segment in log:
+            objects[segment.key] = StoredObject(segment.key, segment.size)
+            if segment.init_key is not None:
+                objects.setdefault(segment.init_key, StoredObject(segment.init_key))
+    return list(objects.values())
+
+
 @dataclass(frozen=True, slots=True)
 class VodPlan:
-    """Everything one VOD is: its playlists (key -> text) and the objects they reference."""
+    """Everything one VOD is: its playlists (key -> text), master last."""
 
     broadcast_id: str
     playlists: tuple[tuple[str, str], ...]  # master last: it goes up once the rest exist
-    objects: tuple[StoredObject, ...]
     renditions: tuple[str, ...]
     duration_s: float
     segments: int
@@ -149,7 +178,6 @@ def plan_vod(broadcast_id: str, renditions: Sequence[Rendition],
     not list is ignored. The duration is the longest rendition's.
     """
     playlists: list[tuple[str, str]] = []
-    objects: dict[str, StoredObject] = {}
     listed: list[Rendition] = []
     duration = 0.0
     count = 0
@@ -163,17 +191,12 @@ def plan_vod(broadcast_id: str, renditions: Sequence[Rendition],
         playlists.append((media_playlist_key(broadcast_id, rendition.name),
                           render_vod_media_playlist(broadcast_id, rendition.name, log,
                                                     target_duration_s=target_duration_s)))
-        for segment in log:
-            objects[segment.key] = StoredObject(segment.key, segment.size)
-            if segment.init_key is not None:
-                objects.setdefault(segment.init_key, StoredObject(segment.init_key))
         duration = max(duration, sum(s.duration_s for s in log))
         count += len(log)
     if listed:
         playlists.append((master_key(broadcast_id),
                           render_vod_master_playlist(broadcast_id, listed)))
     return VodPlan(broadcast_id=broadcast_id, playlists=tuple(playlists),
-                   objects=tuple(objects.values()),
                    renditions=tuple(r.name for r in listed), duration_s=duration,
                    segments=count)
 

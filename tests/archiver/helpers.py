@@ -4,12 +4,14 @@ segment appended to the live state's segment log, the broadcast in the catalog."
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from castway.catalog.base import Catalog
 from castway.live.base import LiveState
@@ -125,13 +127,24 @@ async def publish(broadcast_id: str, runs: Sequence[HlsRun], *, live: LiveState,
     return Published(broadcast, segments, payloads)
 
 
+def allow_public_read(client: Any, bucket: str) -> None:
+    """A bucket policy letting anonymous GETs through, as a public bucket (or CloudFront
+    with origin access) would serve a public VOD; then ffmpeg can play straight from S3."""
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                       "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
+
+
 def count_frames(url: str) -> int:
     """Video frames ffmpeg's HLS demuxer decodes from a playlist, start to end."""
     ffprobe = require_tool("ffprobe")
     result = subprocess.run(
         [ffprobe, "-v", "error", "-select_streams", "v:0", "-count_frames",
          "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", url],
-        check=True, capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise AssertionError(f"ffprobe could not play {url}: {result.stderr[-2000:]}")
     return int(result.stdout.strip().splitlines()[0].strip(","))
 
 

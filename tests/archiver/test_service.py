@@ -1,0 +1,148 @@
+"""The archiver service: broadcast events in, VODs out (embedded), or Celery tasks out
+(distributed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis
+from botocore.config import Config
+
+from archiver import tasks
+from archiver.celery_app import make_celery
+from archiver.service import TASK_MAKE_VOD, ArchiverService
+from archiver.uploader import Uploader
+from archiver.vod import master_key
+from castway.live.base import BROADCASTS_TOPIC
+from castway.model import VodState
+from castway.settings import Settings
+from castway.storage.s3 import S3Storage
+from tests.archiver.helpers import HlsRun, allow_public_read, count_frames, publish
+from tests.fixtures.s3_server import S3Server, create_bucket
+
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture
+async def service(ctx: tasks.ArchiveContext) -> AsyncIterator[ArchiverService]:
+    svc = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+
+
+async def end(ctx: tasks.ArchiveContext, broadcast_id: str, kind: str = "ended") -> None:
+    await ctx.live.publish(BROADCASTS_TOPIC, {"type": kind, "broadcast_id": broadcast_id,
+                                              "channel": "ch1"})
+
+
+async def test_the_vod_is_playable_within_a_second_of_the_end_event(
+        ctx: tasks.ArchiveContext, service: ArchiverService,
+        two_runs: tuple[HlsRun, HlsRun]) -> None:
+    await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
+    ended = time.monotonic()
+    await end(ctx, "b1")
+    assert await service.wait_vod("b1", 1.0)
+    assert time.monotonic() - ended < 1.0
+    assert ctx.storage.exists(master_key("b1"))
+    assert await service.idle(30)
+    vod = ctx.catalog.get_vod("b1")
+    assert vod is not None and vod.state is VodState.COMPLETE
+    assert ctx.storage.exists("broadcasts/b1/thumbs.vtt")
+    assert ctx.storage.exists("broadcasts/b1/poster.jpg")
+
+
+async def test_a_failed_broadcast_is_archived_too_and_noise_is_ignored(
+        ctx: tasks.ArchiveContext, service: ArchiverService,
+        two_runs: tuple[HlsRun, HlsRun]) -> None:
+    await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
+    await ctx.live.publish(BROADCASTS_TOPIC, {"type": "started", "broadcast_id": "b1"})
+    await ctx.live.publish(BROADCASTS_TOPIC, {"type": "ended"})  # no id: ignored
+    await ctx.live.publish(BROADCASTS_TOPIC, {"type": "ended", "broadcast_id": 42})
+    await end(ctx, "b1", "failed")
+    await end(ctx, "b1", "failed")  # a duplicate
+    assert await service.wait_vod("b1", 5.0)
+    assert await service.idle(30)
+    vod = ctx.catalog.get_vod("b1")
+    assert vod is not None and vod.state is VodState.COMPLETE
+
+
+async def test_an_export_request_runs_in_process(
+        ctx: tasks.ArchiveContext, service: ArchiverService,
+        two_runs: tuple[HlsRun, HlsRun]) -> None:
+    await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
+    await end(ctx, "b1")
+    assert await service.wait_vod("b1", 5.0)
+    await service.request_export("b1")
+    assert await service.idle(60)
+    vod = ctx.catalog.get_vod("b1")
+    assert vod is not None and vod.mp4_key == "broadcasts/b1/export.mp4"
+    assert vod.mp4_progress == 1.0
+
+
+async def test_segments_spooled_through_an_s3_outage_complete_the_vod(
+        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun],
+        s3_server_restartable: S3Server, tmp_path: Path) -> None:
+    client = s3_server_restartable.client(Config(connect_timeout=0.5, read_timeout=2.0,
+                                                 retries={"max_attempts": 1}))
+    storage = S3Storage(create_bucket(client), "archive", client=client)
+    s3ctx = tasks.ArchiveContext(ctx.settings, ctx.catalog, ctx.live, storage)
+    uploader = Uploader(storage, tmp_path / "spool", base_backoff_s=0.05, max_backoff_s=0.5)
+    svc = ArchiverService(ctx.settings, ctx.catalog, ctx.live, storage)
+    await svc.start()
+    try:
+        published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
+                                  storage=None, store=False)
+        objects = list(published.payloads.items())
+        half = len(objects) // 2
+        for key, data in objects[:half]:
+            await uploader.put(key, data)
+        assert await uploader.flush(10)
+        await asyncio.to_thread(s3_server_restartable.stop)
+        for key, data in objects[half:]:  # the broadcast goes on while S3 is down
+            await uploader.put(key, data)
+        assert uploader.pending > 0
+        await asyncio.to_thread(s3_server_restartable.start)
+        await end(ctx, "b1")  # the end event may come before the spool drained
+        assert await svc.wait_vod("b1", 10.0)
+        assert await svc.idle(60)
+        vod = ctx.catalog.get_vod("b1")
+        assert vod is not None and vod.state is VodState.COMPLETE
+        assert uploader.pending == 0
+        for key, data in objects:
+            assert await asyncio.to_thread(storage.get, key) == data
+        allow_public_read(client, storage.bucket)  # (the restart forgot bucket policies)
+        url = f"{s3_server_restartable.endpoint_url}/{storage.bucket}/archive/" \
+              f"{master_key('b1')}"
+        # Straight from the S3 API, as CloudFront would fetch it; the first session has
+        # every frame (ffmpeg 5.1's HLS demuxer drops the GOP after an EXT-X-MAP change).
+        assert count_frames(url) >= two_runs[0].frames
+        assert s3ctx.storage is storage
+    finally:
+        await svc.stop()
+        await uploader.close()
+
+
+async def test_distributed_mode_enqueues_a_celery_task_per_end_event(
+        ctx: tasks.ArchiveContext, redis_url: str) -> None:
+    settings = Settings(data_dir=ctx.settings.data_dir, redis_url=redis_url)
+    app = make_celery(settings, listen=False)
+    svc = ArchiverService(settings, ctx.catalog, ctx.live, ctx.storage, celery=app)
+    await svc.start()
+    try:
+        await svc.broadcast_ended("b9")
+    finally:
+        await svc.stop()
+    r = redis.Redis.from_url(redis_url)
+    try:
+        queued = r.lrange("celery", 0, -1)
+    finally:
+        r.close()
+    assert len(queued) == 1
+    assert TASK_MAKE_VOD.encode() in queued[0] and b"b9" in queued[0]
