@@ -27,6 +27,7 @@
     this.connected = false;
     this.attempt = 0;
     this.ws = null;
+    this.outbox = null;
     this.stopped = false;
     this.build();
     this.connect();
@@ -102,13 +103,22 @@
   Chat.prototype.setStatus = function (text) { this.status.textContent = text; };
 
   Chat.prototype.setNick = function (nick) {
+    // The nickname is part of the join: reconnect at once under the new one.
+    var old = this.ws;
     this.nick = nick;
     store.set("castway.chat.nick", nick);
-    if (this.ws) { this.ws.close(1000); }  // reconnects under the new name
+    this.ws = null;
+    this.connected = false;
+    if (old) { old.close(1000); }
+    this.connect();
   };
 
   Chat.prototype.send = function (text) {
-    if (!this.ws || !this.connected) { this.setStatus("not connected yet"); return false; }
+    if (!this.ws || !this.connected) {
+      this.outbox = text;  // one message waits for the (re)connection, the newest
+      this.setStatus("sending once connected…");
+      return true;
+    }
     this.ws.send(JSON.stringify({type: "send", text: text,
                                  ref: String(Date.now()) + Math.random().toString(36).slice(2, 6)}));
     return true;
@@ -122,6 +132,7 @@
         this.token = frame.token;
         store.set("castway.chat.token", frame.token);
         this.setStatus("chatting as " + frame.nick);
+        if (this.outbox !== null) { var text = this.outbox; this.outbox = null; this.send(text); }
         break;
       case "history":
         this.messages = [];
