@@ -11,3 +11,9 @@ def widget_html(channel: str) -> str:
     return ("<link rel=stylesheet href='/chat/static/chat.css'>"
             f"<div class=castway-chat data-castway-chat='{escape(channel)}'></div>"
             "<script src='/chat/static/chat.js' defer></script>")
+
+
+def with_chat(player_html: str, channel: str) -> str:
+    """``player_html`` with the chat beside it (below it on narrow screens)."""
+    return (f"<div class=castway-chat-row><div class=castway-chat-player>{player_html}</div>"
+            f"{widget_html(channel)}</div>")

@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from castway.catalog import open_catalog
+from castway.live.memory import MemoryLiveState
 from castway.settings import Settings
+from castway.storage.local import LocalStorage
 from chat.app import create_chat_app
 from chat.protocol import MAX_TEXT_CHARS
+from chat.router import install_chat
+from origin.app import create_app
 from tests.chat.conftest import AUTH, TOKEN, joined, recv, recv_type, send, serve, ws_url
 
 
@@ -216,3 +223,30 @@ async def test_a_connect_storm_is_paced_and_the_excess_told_to_retry() -> None:
         async with httpx.AsyncClient(base_url=url) as http:
             metrics = (await http.get("/metrics")).text
         assert 'castway_chat_connects_total{result="busy"}' in metrics
+
+
+async def test_install_chat_mounts_into_the_origin_app_and_its_lifespan(
+        tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", admin_token=TOKEN, redis_url=None,
+                        chat_redis_urls=None)
+    registry = CollectorRegistry()
+    catalog = open_catalog(settings)
+    live = MemoryLiveState()
+    try:
+        app = create_app(settings, catalog=catalog, live=live,
+                         storage=LocalStorage(tmp_path / "storage"), registry=registry)
+        hub = install_chat(app, settings, registry=registry)  # what the lead adds
+        assert not hub.started
+        async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
+            assert hub.started
+            async with joined(url, "demo", "alice") as (alice, _, _):
+                await send(alice, "from the origin")
+                assert (await recv(alice))["text"] == "from the origin"
+                metrics = (await http.get("/metrics")).text
+                assert "castway_chat_connections 1.0" in metrics
+            assert (await http.get("/api/v1/channels", headers=AUTH)).status_code == 200
+            assert (await http.get("/chat/static/chat.js")).status_code == 200
+        assert not hub.started
+    finally:
+        await live.close()
+        catalog.close()

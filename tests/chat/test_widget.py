@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse
 
 from castway.settings import Settings
 from chat.app import create_chat_app
-from chat.widget import widget_html
+from chat.widget import widget_html, with_chat
 from tests.chat.conftest import serve
 from tests.origin.browser import Page, launch_browser
 
@@ -83,7 +83,7 @@ def _page_app() -> FastAPI:
     @app.get("/watch/{channel}")
     async def watch(channel: str) -> HTMLResponse:  # what the origin's watch page adds
         return HTMLResponse(f"<!doctype html><html><head><meta charset=utf-8></head><body>"
-                            f"<video id=video></video>{widget_html(channel)}</body></html>")
+                            f"{with_chat('<video id=video></video>', channel)}</body></html>")
 
     return app
 
@@ -122,3 +122,13 @@ async def test_a_message_sent_on_one_watch_page_shows_on_another(base: str,
         assert error["connected"] is True
         for page in (sender, viewer, late):
             assert not page.errors, page.errors
+
+
+def test_the_markup_escapes_the_channel_and_puts_the_chat_beside_the_player() -> None:
+    html = widget_html("a'><script>")
+    assert "data-castway-chat='a&#x27;&gt;&lt;script&gt;'" in html
+    assert html.count("<script") == 1
+    row = with_chat("<video></video>", "demo")
+    assert row.startswith("<div class=castway-chat-row><div class=castway-chat-player>"
+                          "<video></video></div>")
+    assert widget_html("demo") in row
