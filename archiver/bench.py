@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from archiver.vod import master_key
 from castway.catalog import open_catalog
 from castway.live import BROADCASTS_TOPIC
 from castway.live.base import LiveState
-from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment
+from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, new_id
 from castway.settings import Settings
 from castway.storage.local import LocalStorage
 
@@ -81,23 +81,32 @@ async def synthesize(live: LiveState, broadcast_id: str, length_s: float) -> int
     return count * len(LADDER)
 
 
-async def bench_vod(settings: Settings, lengths: list[tuple[str, float]]) -> list[VodResult]:
+async def bench_vod(settings: Settings, lengths: list[tuple[str, float]],
+                    follow: bool = True) -> list[VodResult]:
     from castway.live import open_live_state
 
     catalog = open_catalog(settings)
     live = open_live_state(settings)
     storage = LocalStorage(settings.data_dir / "storage")
-    service = ArchiverService(settings, catalog, live, storage)
+    service = ArchiverService(settings, catalog, live, storage, follow_interval_s=3600.0)
     results: list[VodResult] = []
     try:
         catalog.create_channel(Channel(name="bench"))
         await service.start()
         for index, (label, length_s) in enumerate(lengths):
-            broadcast_id = f"bench{index}"
+            broadcast_id = f"bench{index}-{new_id()}"  # a shared Redis may hold older runs
             broadcast = Broadcast(id=broadcast_id, channel="bench", node_id="bench",
-                                  state=BroadcastState.ENDED, renditions=LADDER)
+                                  state=BroadcastState.LIVE, renditions=LADDER)
             catalog.save_broadcast(broadcast)
+            await live.put_broadcast(broadcast)
             segments = await synthesize(live, broadcast_id, length_s)
+            # While live, the service reads the logs as they grow (every 10 s); a real
+            # broadcast appends a few segments per tick, the synthesized one all at once.
+            if follow:
+                await service.follow_now()
+            ended = replace(broadcast, state=BroadcastState.ENDED)
+            catalog.save_broadcast(ended)
+            await live.remove_broadcast(broadcast_id)
             started = time.perf_counter()
             await live.publish(BROADCASTS_TOPIC, {"type": "ended",
                                                   "broadcast_id": broadcast_id,
@@ -113,7 +122,8 @@ async def bench_vod(settings: Settings, lengths: list[tuple[str, float]]) -> lis
             # Stop the background verification (the synthesized media does not exist).
             await service.stop()
             await live.drop_segment_log(broadcast_id)
-            service = ArchiverService(settings, catalog, live, storage)
+            service = ArchiverService(settings, catalog, live, storage,
+                                      follow_interval_s=3600.0)
             await service.start()
     finally:
         await service.stop()
@@ -197,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-size", default="1280x720", help="WIDTHxHEIGHT of the clip")
     parser.add_argument("--redis-url", default=None,
                         help="live state in this Redis instead of in-process")
+    parser.add_argument("--no-follow", action="store_true",
+                        help="read the whole segment logs at the end event (as without the "
+                             "live follower)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.lengths.split(",") if s.strip()]
@@ -212,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                             target_segment_s=SEGMENT_S)
         print("end event -> playable VOD (4-rendition ladder, 2 s segments):",
               file=sys.stderr)
-        vods = asyncio.run(bench_vod(settings, lengths))
+        vods = asyncio.run(bench_vod(settings, lengths, follow=not args.no_follow))
         print("MP4 export (remux of the source rendition):", file=sys.stderr)
         export = asyncio.run(bench_export(settings, args.export_seconds, width, height))
     finally:

@@ -206,7 +206,8 @@ class _Listener:
         self.stopping = asyncio.Event()
         live = open_live_state(self.settings)
         service = svc.ArchiverService(self.settings, self.resources.catalog(), live,
-                                      self.resources.storage(), celery=self.app)
+                                      self.resources.storage(), celery=self.app,
+                                      make_vod_here=True)
         try:
             while not self.stopping.is_set():
                 try:

@@ -9,8 +9,13 @@ Two modes, the same task functions (``archiver/tasks.py``):
 - embedded (no Celery app given): the tasks run in this process, on this event loop,
   retried here with exponential backoff and jitter;
 - distributed (``celery=`` a Celery app from :func:`archiver.celery_app.make_celery`): the
-  service only enqueues; Celery workers run the tasks with ``acks_late`` and retries.
-  ``make_celery(..., listen=True)`` runs this service inside the worker itself.
+  service enqueues; Celery workers run the tasks with ``acks_late`` and retries. A worker
+  runs this service itself (``make_celery(..., listen=True)``) with ``make_vod_here``: it
+  writes the playlists in-process and enqueues verify_vod, so the VOD is instant.
+
+While broadcasts are live, the service follows their segment logs (every
+``follow_interval_s`` it reads the new tails), so at the end only the last few segments
+are read: reading a 24-hour log whole from Redis would take seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ T = TypeVar("T")
 POSTER_INTERVAL_S = 30.0
 EXPIRE_INTERVAL_S = 3600.0
 MAX_READY_EVENTS = 1024
+FOLLOW_INTERVAL_S = 10.0
+MAX_FOLLOWED = 256  # live broadcasts whose segment logs are followed (memory bound)
 MAX_JOBS = 64  # broadcasts archived at once; more wait for a slot
 RETRYABLE: tuple[type[BaseException], ...] = (
     tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError)
@@ -81,7 +88,9 @@ class ArchiverService:
                  celery: Any = None, registry: CollectorRegistry | None = None,
                  poster_interval_s: float = POSTER_INTERVAL_S,
                  expire_interval_s: float = EXPIRE_INTERVAL_S,
-                 verify_attempts: int = 40) -> None:
+                 verify_attempts: int = 40,
+                 follow_interval_s: float = FOLLOW_INTERVAL_S,
+                 make_vod_here: bool = False) -> None:
         self.settings = settings
         self.ctx = tasks.ArchiveContext(settings, catalog, live, storage)
         self.uploader = uploader
@@ -97,7 +106,12 @@ class ArchiverService:
         self._task_failures = Counter("castway_archiver_task_failures",
                                       "Archive tasks that failed after their retries.",
                                       ["task"], registry=registry)
+        self.follow_interval_s = follow_interval_s
+        self.make_vod_here = make_vod_here
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        # Segment logs of live broadcasts, read as they grow (embedded mode), so the end
+        # event only has to read the last few segments.
+        self._followed: OrderedDict[str, tasks.LogCache] = OrderedDict()
         self._slots = asyncio.Semaphore(MAX_JOBS)
         self._loops: list[asyncio.Task[None]] = []
         self._subscription: Any = None
@@ -113,6 +127,8 @@ class ArchiverService:
         # Subscribed before start() returns: no end event published afterwards is missed.
         self._subscription = await self.ctx.live.subscribe(BROADCASTS_TOPIC)
         self._loops.append(asyncio.create_task(self._events(), name="archiver-events"))
+        if not self.distributed or self.make_vod_here:
+            self._loops.append(asyncio.create_task(self._follow(), name="archiver-follow"))
         if not self.distributed:
             self._loops.append(asyncio.create_task(self._posters(), name="archiver-posters"))
             self._loops.append(asyncio.create_task(self._expiry(), name="archiver-expiry"))
@@ -184,13 +200,17 @@ class ArchiverService:
     async def broadcast_ended(self, broadcast_id: str) -> None:
         """Archive a broadcast (also called directly, e.g. by a sweep for missed events)."""
         received = time.monotonic()
+        known = self._followed.pop(broadcast_id, None)
         if self.distributed:
+            if self.make_vod_here:
+                await self._make_vod_then_enqueue(broadcast_id, received, known)
+                return
             await asyncio.to_thread(self.celery.send_task, TASK_MAKE_VOD, args=[broadcast_id])
             logger.info("VOD enqueued", extra={"broadcast_id": broadcast_id})
             return
         if broadcast_id in self._jobs:
             return  # a duplicate event: the job in progress covers it
-        job = asyncio.create_task(self._archive(broadcast_id, received),
+        job = asyncio.create_task(self._archive(broadcast_id, received, known),
                                   name=f"archive-{broadcast_id}")
         self._jobs[broadcast_id] = job
         job.add_done_callback(lambda _t: self._jobs.pop(broadcast_id, None))
@@ -207,6 +227,23 @@ class ArchiverService:
             self._jobs[key] = job
             job.add_done_callback(lambda _t: self._jobs.pop(key, None))
 
+    async def _make_vod_then_enqueue(self, broadcast_id: str, received: float,
+                                     known: tasks.LogCache | None) -> None:
+        """Distributed, in a worker's listener: the playlists at once from the followed
+        logs, then verification and thumbnails as Celery tasks; if making the VOD here
+        fails, the make_vod task (with its retries) takes over."""
+        try:
+            vod = await tasks.make_vod(self.ctx, broadcast_id, known=known)
+        except Exception as e:
+            logger.warning("in-process VOD failed; enqueueing make_vod",
+                           extra={"broadcast_id": broadcast_id, "error": str(e)})
+            await asyncio.to_thread(self.celery.send_task, TASK_MAKE_VOD, args=[broadcast_id])
+            return
+        self._vod_latency.observe(time.monotonic() - received)
+        self._ready_event(broadcast_id).set()
+        if vod is not None:
+            await asyncio.to_thread(self.celery.send_task, TASK_VERIFY_VOD, args=[vod.id])
+
     # -- embedded pipeline ----------------------------------------------------------------
 
     async def _guard(self, what: str, fn: Callable[[], Awaitable[object]]) -> None:
@@ -218,10 +255,12 @@ class ArchiverService:
             self._task_failures.labels(what).inc()
             logger.error("archive task failed", extra={"task": what, "error": str(e)})
 
-    async def _archive(self, broadcast_id: str, received: float) -> None:
+    async def _archive(self, broadcast_id: str, received: float,
+                       known: tasks.LogCache | None) -> None:
         async with self._slots:
             try:
-                vod = await retrying(lambda: tasks.make_vod(self.ctx, broadcast_id),
+                vod = await retrying(lambda: tasks.make_vod(self.ctx, broadcast_id,
+                                                            known=known),
                                      what="make_vod", attempts=6)
             except Exception as e:
                 self._task_failures.labels("make_vod").inc()
@@ -242,6 +281,39 @@ class ArchiverService:
                 return
             await self._guard("make_thumbnails",
                               lambda: tasks.make_thumbnails(self.ctx, broadcast_id))
+
+    async def follow_now(self) -> int:
+        """Read the new tails of every live broadcast's segment logs (done every
+        ``follow_interval_s``); returns the segments now known."""
+        try:
+            live = [b.id for b in await self.ctx.live.list_broadcasts()
+                    if b.state is BroadcastState.LIVE]
+        except LiveStateError as e:
+            logger.warning("cannot list live broadcasts to follow", extra={"error": str(e)})
+            return 0
+        for gone in [b for b in self._followed if b not in live]:
+            del self._followed[gone]  # ended without an event reaching us: read whole later
+        for broadcast_id in live:
+            if broadcast_id not in self._followed:
+                self._followed[broadcast_id] = {}
+                while len(self._followed) > MAX_FOLLOWED:
+                    self._followed.popitem(last=False)  # read whole at its end instead
+        total = 0
+        for broadcast_id in [b for b in self._followed if b in live]:
+            known = self._followed.get(broadcast_id)
+            if known is None:
+                continue
+            try:
+                total += await tasks.follow_logs(self.ctx, broadcast_id, known)
+            except LiveStateError as e:
+                logger.warning("cannot follow a segment log", extra={
+                    "broadcast_id": broadcast_id, "error": str(e)})
+        return total
+
+    async def _follow(self) -> None:
+        while True:
+            await self.follow_now()
+            await asyncio.sleep(self.follow_interval_s)
 
     async def _posters(self) -> None:
         while True:

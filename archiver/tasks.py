@@ -116,11 +116,31 @@ async def _broadcast(ctx: ArchiveContext, broadcast_id: str) -> Broadcast | None
     return found
 
 
-async def _logs(ctx: ArchiveContext, broadcast_id: str,
-                renditions: Sequence[Rendition]) -> dict[str, list[Segment]]:
-    logs = await asyncio.gather(*(ctx.live.segment_log(broadcast_id, r.name)
-                                  for r in renditions))
-    return {r.name: log for r, log in zip(renditions, logs, strict=True)}
+async def _logs(ctx: ArchiveContext, broadcast_id: str, renditions: Sequence[Rendition],
+                known: LogCache | None = None) -> dict[str, list[Segment]]:
+    """The renditions' segment logs; with ``known`` (logs read earlier, while live), only
+    their tails are read, and ``known`` is brought up to date."""
+    known = known if known is not None else {}
+    tails = await asyncio.gather(*(
+        ctx.live.segment_log(broadcast_id, r.name, start=len(known.get(r.name, ())))
+        for r in renditions))
+    for r, tail in zip(renditions, tails, strict=True):
+        known.setdefault(r.name, []).extend(tail)
+    return {r.name: known[r.name] for r in renditions}
+
+
+LogCache = dict[str, list[Segment]]
+
+
+async def follow_logs(ctx: ArchiveContext, broadcast_id: str, known: LogCache) -> int:
+    """Read the new tail of every rendition's segment log of a live broadcast into
+    ``known`` (so that ``make_vod`` at the end reads only the last few segments, however
+    long the broadcast). Returns how many segments ``known`` holds."""
+    broadcast = await ctx.live.get_broadcast(broadcast_id)
+    if broadcast is None:
+        return sum(len(v) for v in known.values())
+    await _logs(ctx, broadcast_id, broadcast.renditions, known)
+    return sum(len(v) for v in known.values())
 
 
 async def _put_playlist(ctx: ArchiveContext, key: str, text: str) -> None:
@@ -130,11 +150,13 @@ async def _put_playlist(ctx: ArchiveContext, key: str, text: str) -> None:
 
 # -- instant VOD ----------------------------------------------------------------------------
 
-async def make_vod(ctx: ArchiveContext, broadcast_id: str) -> Vod | None:
+async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
+                   known: LogCache | None = None) -> Vod | None:
     """Write the VOD playlists of a broadcast over its stored segments and record the VOD
     (state pending until :func:`verify_vod`). None when the broadcast has nothing to
     archive. Cost grows with the number of segments only through rendering text: no
-    media is read, copied or listed."""
+    media is read, copied or listed. ``known``: segment logs followed while live
+    (:func:`follow_logs`); only their tails are read."""
     started = _mono()
     broadcast = await _broadcast(ctx, broadcast_id)
     if broadcast is None:
@@ -142,7 +164,7 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str) -> Vod | None:
     existing = await asyncio.to_thread(ctx.catalog.get_vod, broadcast_id)
     if existing is not None and existing.state is VodState.DELETED:
         return existing
-    logs = await _logs(ctx, broadcast_id, broadcast.renditions)
+    logs = await _logs(ctx, broadcast_id, broadcast.renditions, known)
     plan = layout.plan_vod(broadcast_id, broadcast.renditions, logs,
                            target_duration_s=ctx.settings.target_segment_s)
     if plan.empty:

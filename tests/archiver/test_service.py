@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from archiver.service import TASK_MAKE_VOD, ArchiverService
 from archiver.uploader import Uploader
 from archiver.vod import master_key
 from castway.live.base import BROADCASTS_TOPIC
-from castway.model import VodState
+from castway.model import BroadcastState, VodState
 from castway.settings import Settings
 from castway.storage.s3 import S3Storage
 from tests.archiver.helpers import HlsRun, allow_public_read, count_frames, publish
@@ -71,6 +72,23 @@ async def test_a_failed_broadcast_is_archived_too_and_noise_is_ignored(
     assert await service.idle(30)
     vod = ctx.catalog.get_vod("b1")
     assert vod is not None and vod.state is VodState.COMPLETE
+
+
+async def test_logs_followed_while_live_leave_only_the_tail_for_the_end(
+        ctx: tasks.ArchiveContext, service: ArchiverService,
+        two_runs: tuple[HlsRun, HlsRun]) -> None:
+    published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
+                              storage=ctx.storage)
+    await ctx.live.put_broadcast(replace(published.broadcast, state=BroadcastState.LIVE))
+    assert await service.follow_now() == 7
+    extra = replace(published.segments["source"][-1], msn=7, key="broadcasts/b1/source/6.m4s")
+    await ctx.live.append_segment_log("b1", "source", extra)  # after the last follow
+    await ctx.live.put_broadcast(published.broadcast)  # ended
+    await end(ctx, "b1")
+    assert await service.wait_vod("b1", 5.0)
+    media = ctx.storage.get("broadcasts/b1/source/vod.m3u8")
+    assert media is not None
+    assert media.decode().count(".m4s") == 8  # the followed seven and the tail
 
 
 async def test_an_export_request_runs_in_process(
