@@ -141,10 +141,16 @@ class MemoryBus(ChatBus):
 
 
 # KEYS: seq, history, bans. ARGV: pubsub channel, user member, nick member, body, size.
+# Ids stay below 1e14, so Lua's "%.14g" writes them as plain integers.
 _PUBLISH = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 or
    redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
   return -1
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- A new (or lost) sequence starts at unix seconds x 1000: ids keep increasing even after
+  -- Redis lost its data, so viewers still connected never see the order go backwards.
+  redis.call('SET', KEYS[1], tonumber(redis.call('TIME')[1]) * 1000)
 end
 local id = redis.call('INCR', KEYS[1])
 local frame = '{"type":"message","id":' .. id .. ',' .. ARGV[4]

@@ -245,9 +245,12 @@ class ChatHub:
                     max(0.0, self.wall_clock() - head.ts_ms / 1000))
 
     def _offer(self, session: Session, frame: str, head: EventHead) -> bool:
+        # A message published while the join read the history may arrive on the Pub/Sub
+        # connection after that read: ids only grow (the Redis sequence is seeded from the
+        # clock should Redis lose it), so anything not above the last id sent is a repeat.
         if head.message_id is not None and session.pending is None:
             if head.message_id <= session.last_id:
-                return False  # already sent in the history
+                return False
             session.last_id = head.message_id
         alive = session.close_code is None
         if session.offer(frame):

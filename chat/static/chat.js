@@ -161,7 +161,6 @@
   };
 
   Chat.prototype.add = function (m) {
-    if (this.messages.length && m.id <= this.messages[this.messages.length - 1].id) { return; }
     this.messages.push(m);
     var item = el("li", "castway-chat-message");
     item.setAttribute("data-id", String(m.id));

@@ -49,11 +49,12 @@ async def test_history_moderation_and_bans_hold_across_processes(
                 joined(two, "demo", "bob") as (bob, _, _), \
                 httpx.AsyncClient() as http:
             await send(alice, "first")
-            assert (await recv(bob))["text"] == "first"
+            first = await recv(bob)
+            assert first["text"] == "first"
             await send(bob, "second")
             assert [(await recv(alice))["text"] for _ in range(2)] == ["first", "second"]
             assert (await recv(bob))["text"] == "second"
-            deleted = await http.delete(f"{two}/api/v1/channels/demo/chat/messages/1",
+            deleted = await http.delete(f"{two}/api/v1/channels/demo/chat/messages/{first['id']}",
                                         headers=auth)
             assert deleted.json()["in_history"] is True
             for ws in (alice, bob):

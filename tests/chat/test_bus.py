@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis
@@ -23,14 +24,14 @@ HISTORY = 3
 
 @dataclass(eq=False)
 class Inbox:
-    frames: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    frames: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __call__(self, channel: str, frame: str) -> None:
         self.frames.append((channel, json.loads(frame)))
         self.changed.set()
 
-    async def wait_for(self, count: int) -> list[tuple[str, dict[str, object]]]:
+    async def wait_for(self, count: int) -> list[tuple[str, dict[str, Any]]]:
         async with asyncio.timeout(10):
             while len(self.frames) < count:
                 self.changed.clear()
@@ -72,13 +73,16 @@ async def test_ids_are_ordered_and_history_is_capped(
     await bus.subscribe("demo")
     ids = [await bus.publish("demo", body(f"m{i}"), user="u1", nick_key="alice")
            for i in range(5)]
-    assert ids == [1, 2, 3, 4, 5]
-    assert await bus.publish("other", body("x", "other"), user="u1", nick_key="alice") == 1
+    first = ids[0]
+    assert ids == [first + i for i in range(5)]
+    assert first == 1 or first > 1_700_000_000_000  # Redis: seeded from its clock
+    await bus.publish("other", body("x", "other"), user="u1", nick_key="alice")
     frames = await inbox.wait_for(5)
     assert [(c, f["id"], f["text"]) for c, f in frames] == [
-        ("demo", i, f"m{i - 1}") for i in range(1, 6)]  # "other" is not subscribed
+        ("demo", first + i, f"m{i}") for i in range(5)]  # "other" is not subscribed
     history = [json.loads(f) for f in await bus.history("demo")]
-    assert [(f["id"], f["text"]) for f in history] == [(3, "m2"), (4, "m3"), (5, "m4")]
+    assert [(f["id"], f["text"]) for f in history] == [
+        (first + 2, "m2"), (first + 3, "m3"), (first + 4, "m4")]
     assert history[0]["type"] == "message" and history[0]["channel"] == "demo"
 
 
@@ -91,11 +95,13 @@ async def test_delete_and_ban_are_fanned_out(bus_factory: Callable[[], ChatBus])
     await bus.publish("demo", body("b"), user="u1", nick_key="alice")
     assert await bus.delete("demo", first) is True
     assert await bus.delete("demo", 99) is False
+    assert await bus.delete("demo", first) is False  # gone already
     await bus.ban("demo", user="u1", nick_key=None, nick=None)
     await bus.ban("demo", user=None, nick_key="mallory", nick="Mallory")
-    frames = [f for _, f in await inbox.wait_for(6)]
-    assert frames[2:] == [{"type": "delete", "channel": "demo", "id": 1},
+    frames = [f for _, f in await inbox.wait_for(7)]
+    assert frames[2:] == [{"type": "delete", "channel": "demo", "id": first},
                           {"type": "delete", "channel": "demo", "id": 99},
+                          {"type": "delete", "channel": "demo", "id": first},
                           {"type": "ban", "channel": "demo", "user": "u1", "nick": None},
                           {"type": "ban", "channel": "demo", "user": None, "nick": "Mallory"}]
     assert [json.loads(f)["text"] for f in await bus.history("demo")] == ["b"]
@@ -103,8 +109,8 @@ async def test_delete_and_ban_are_fanned_out(bus_factory: Callable[[], ChatBus])
         await bus.publish("demo", body("c"), user="u1", nick_key="alice")
     with pytest.raises(Banned):
         await bus.publish("demo", body("c"), user="u2", nick_key="mallory")
-    assert await bus.publish("demo", body("c"), user="u2", nick_key="bob") == 3
-    assert await bus.publish("elsewhere", body("c"), user="u1", nick_key="alice") == 1
+    assert await bus.publish("demo", body("c"), user="u2", nick_key="bob") == first + 2
+    await bus.publish("elsewhere", body("c"), user="u1", nick_key="alice")
 
 
 async def test_unsubscribed_channels_are_not_delivered(
@@ -136,7 +142,8 @@ async def test_two_processes_see_each_others_messages_once_in_order(redis_url: s
         await asyncio.gather(talk(buses[0], "a"), talk(buses[1], "b"))
         for inbox in inboxes:
             frames = await inbox.wait_for(100)
-            assert [f["id"] for _, f in frames] == list(range(1, 101))
+            ids = [f["id"] for _, f in frames]
+            assert ids == list(range(ids[0], ids[0] + 100))
         assert [f for _, f in inboxes[0].frames] == [f for _, f in inboxes[1].frames]
     finally:
         for bus in buses:
@@ -182,3 +189,27 @@ async def test_an_unreachable_redis_is_a_bus_error(restartable_redis: RedisServe
 def test_open_bus_picks_redis_only_when_given_urls() -> None:
     assert isinstance(open_bus([], 5), MemoryBus)
     assert isinstance(open_bus(["redis://127.0.0.1:1/0"], 5), RedisBus)
+
+
+async def test_ids_keep_increasing_after_redis_loses_its_data(
+        restartable_redis: RedisServer) -> None:
+    bus = RedisBus([restartable_redis.url], HISTORY)
+    inbox = Inbox()
+    try:
+        await bus.start(inbox)
+        await bus.subscribe("demo")
+        before = await bus.publish("demo", body("before"), user="u", nick_key="a")
+        await inbox.wait_for(1)
+        restartable_redis.restart()  # no persistence: the sequence is gone
+        after = None
+        async with asyncio.timeout(20):
+            while after is None:
+                try:
+                    after = await bus.publish("demo", body("after"), user="u", nick_key="a")
+                except BusError:
+                    await asyncio.sleep(0.05)  # the pool's stale connection; a client retries
+            frames = await inbox.wait_for(2)  # the Pub/Sub connection resubscribed
+        assert after >= before
+        assert [f["text"] for _, f in frames] == ["before", "after"]
+    finally:
+        await bus.stop()

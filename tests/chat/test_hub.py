@@ -140,9 +140,11 @@ async def test_joins_racing_live_messages_miss_nothing_and_repeat_nothing(
     try:
         talker = await talker_hub.join("demo", "talker", None)
 
+        posted: list[int] = []
+
         async def talk() -> None:
             for i in range(100):
-                await talker_hub.post(talker, f"m{i}", None)
+                posted.append(await talker_hub.post(talker, f"m{i}", None))
 
         async def join_later(delay_messages: int) -> Session:
             await asyncio.sleep(0.001 * delay_messages)
@@ -154,11 +156,11 @@ async def test_joins_racing_live_messages_miss_nothing_and_repeat_nothing(
         for session in sessions:
             async with asyncio.timeout(10):
                 frames: list[dict[str, Any]] = []
-                while not frames or not any(f.get("id") == 100 for f in frames):
+                while not frames or not any(f.get("id") == posted[-1] for f in frames):
                     frames.append(json.loads(await session.queue.get()))
             welcome, history, *live = frames
             ids = [m["id"] for m in history["messages"]] + [m["id"] for m in live]
-            assert ids == list(range(ids[0], 101)), session.nick
+            assert ids == list(range(ids[0], posted[-1] + 1)), session.nick
     finally:
         await hub.stop()
         await talker_hub.stop()
