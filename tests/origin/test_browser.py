@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from castway.live.memory import MemoryLiveState
 from origin import pages
@@ -52,7 +53,8 @@ async def _feed_in_real_time(feeder: LiveFeeder) -> None:
 
 
 async def test_watch_page_plays_live_with_hls_js(server: str, live: MemoryLiveState,
-                                                 clip: Clip, tmp_path: Path) -> None:
+                                                 clip: Clip, tmp_path: Path,
+                                                 registry: CollectorRegistry) -> None:
     if not pages.HLS_JS.exists():
         pytest.skip("hls.js is not installed (sh web/install.sh)")
     feeder = LiveFeeder(live, clip)
@@ -72,6 +74,12 @@ async def test_watch_page_plays_live_with_hls_js(server: str, live: MemoryLiveSt
             assert not result["errors"], result["errors"]
             # hls.js's live latency estimate: LL-HLS keeps it near PART-HOLD-BACK (1.5 s).
             assert 0 < result["latency"] < 6, result
+            # hls.js really used LL-HLS: parts, and blocking reloads woken by new parts.
+            parts = registry.get_sample_value("castway_origin_requests_total",
+                                              {"kind": "part", "status": "200"})
+            assert parts is not None and parts > 0
+            woken = registry.get_sample_value("castway_origin_wakeup_seconds_count")
+            assert woken is not None and woken > 0
     finally:
         feeding.cancel()
         with contextlib.suppress(asyncio.CancelledError):
