@@ -96,5 +96,5 @@ class VodAccess:
         client = request.client.host if request.client else None
         verdict = verify_request(url, request.cookies, self._keys, now=now, client_ip=client)
         if not verdict:
-            logger.info("signature refused", extra={"path": path, "reason": verdict.reason})
+            logger.debug("signature refused", extra={"path": path, "reason": verdict.reason})
         return bool(verdict)
