@@ -19,7 +19,7 @@ The decision only stops a node whose own heartbeat, sent after the drain order, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -67,7 +67,23 @@ class MarkLost:
     node_id: str
 
 
-Action = StartNodes | DrainNode | ResumeNode | StopNode | MarkLost
+@dataclass(frozen=True, slots=True)
+class CloseNode:
+    """Take an active node out of the load balancer without draining it: it keeps its
+    broadcasts (and admits a publish that reaches it anyway), gets no new connection,
+    and empties by itself."""
+
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenNode:
+    """Put a closed node back into the load balancer (cheaper than starting one)."""
+
+    node_id: str
+
+
+Action = StartNodes | DrainNode | ResumeNode | StopNode | MarkLost | CloseNode | OpenNode
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +108,14 @@ class FleetMemory:
     last_scale_in_at: datetime | None = None
     drains: tuple[Drain, ...] = ()
     resumes: tuple[Resume, ...] = ()
+    closed: tuple[str, ...] = ()  # active nodes held out of the load balancer
 
 
 @dataclass(frozen=True, slots=True)
 class FleetFigures:
     live_broadcasts: int = 0
     headroom: int = 0
-    free_slots: int = 0  # on active nodes of the desired version that accept publishes
+    free_slots: int = 0  # on open (routable) active nodes of the desired version
     by_state: tuple[tuple[str, int], ...] = ()
 
 
@@ -119,14 +136,26 @@ def _silent(node: Node, policy: Policy, now: datetime) -> bool:
 
 
 def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: datetime,
-           memory: FleetMemory | None = None) -> Decision:
+           memory: FleetMemory | None = None,
+           oldest_broadcast: Mapping[str, datetime] | None = None) -> Decision:
     """The actions that move ``nodes`` towards ``desired_version`` with the headroom kept.
 
     ``nodes`` is the merged view of the fleet: every node's last heartbeat, plus a
     ``starting`` placeholder (heartbeat_at = launch time) for each node the backend has
-    launched that has not heartbeated yet.
+    launched that has not heartbeated yet. ``oldest_broadcast`` (node id -> start of its
+    oldest live broadcast, from the live state) ranks nodes for packing: under a
+    heavy-tailed duration, the older a broadcast the longer it is likely to last, so a
+    node with an old broadcast will stay up anyway and is the best place for new ones.
     """
     memory = memory or FleetMemory()
+    oldest = oldest_broadcast or {}
+
+    def age(node: Node) -> float:
+        started = oldest.get(node.id)
+        if node.active_broadcasts == 0 or started is None:
+            return 0.0
+        return max(0.0, _seconds(now, started))
+
     actions: list[Action] = []
     by_state: dict[str, int] = {}
     alive: list[Node] = []
@@ -181,9 +210,14 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     old_active = [n for n in old if n.id not in stopping]
     cur_active = [n for n in current if n.state == NodeState.ACTIVE]
     cur_starting = [n for n in current if n.state != NodeState.ACTIVE]
+    # Routability: only the open nodes are in the load balancer. A closed node keeps its
+    # broadcasts and admits a publish that reaches it (it is not draining); it simply
+    # gets no new connection, so it empties by itself.
+    closed = {n.id for n in cur_active if n.id in set(memory.closed)}
+    open_nodes = [n for n in cur_active if n.id not in closed]
 
-    free_active = sum(n.free_slots for n in cur_active)
-    free_future = free_active + sum(n.free_slots for n in cur_starting)
+    free_open = sum(n.free_slots for n in open_nodes)
+    free_future = free_open + sum(n.free_slots for n in cur_starting)
     # Broadcasts that will land on the accepting nodes: reconnect requests in flight from
     # draining nodes, and those the expired nodes will send once drained.
     moving = sum(n.reconnectable for n in draining if n.id not in stopping)
@@ -193,7 +227,18 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     short_slots = target - free_future
     short_nodes = floor - len(current)
 
-    # Scale out at once: resume scale-in drains first, then start nodes.
+    # Scale out at once: reopen closed nodes (their free slots are paid for already),
+    # fullest first; then resume scale-in drains; then start nodes.
+    if short_slots > 0:
+        for node in sorted((n for n in cur_active if n.id in closed and n.free_slots > 0),
+                           key=lambda n: (-age(n), n.free_slots, n.id)):
+            if short_slots <= 0:
+                break
+            actions.append(OpenNode(node.id))
+            closed.discard(node.id)
+            open_nodes.append(node)
+            free_open += node.free_slots
+            short_slots -= node.free_slots
     if short_slots > 0 or short_nodes > 0:
         resumable = sorted((n for n in draining if n.id not in stopping
                             and n.image_version == desired_version
@@ -220,7 +265,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     # Expire >> Drain: once the desired version holds the headroom on its own.
     last_in = memory.last_scale_in_at
     if old_active:
-        if free_active >= target and free_active > 0:
+        if free_open >= target and free_open > 0:
             for node in old_active:
                 actions.append(DrainNode(node.id, DrainReason.EXPIRED))
                 drains[node.id] = Drain(node.id, now, DrainReason.EXPIRED)
@@ -231,22 +276,59 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
                                                   n.active_broadcasts, n.id))
             actions.append(DrainNode(node.id, DrainReason.SHUFFLE))
             drains[node.id] = Drain(node.id, now, DrainReason.SHUFFLE)
-    elif (started == 0 and not cur_starting and len(cur_active) > max(floor, 1)
-          and (last_out is None or _seconds(now, last_out) >= policy.scale_in_cooldown_s)
-          and (last_in is None or _seconds(now, last_in) >= policy.scale_in_interval_s)):
-        # Scale in slowly: the node that empties soonest, if the rest keep the headroom.
-        node = min(cur_active, key=lambda n: (n.active_broadcasts - n.reconnectable,
-                                              n.active_broadcasts, n.id))
-        if free_active - node.free_slots - node.reconnectable >= target + policy.hysteresis_slots:
+    elif started == 0 and short_slots <= 0:
+        # Scale in by packing: close the emptiest open nodes while the rest keep the
+        # headroom plus the hysteresis (most-allocated first: new publishes go to the
+        # fullest nodes), at least one node open.
+        keep = target + policy.hysteresis_slots
+        if free_open >= keep:
+            # the open set: the nodes likeliest to stay up anyway, until they hold `keep`
+            wanted_open: list[Node] = []
+            free = 0
+            for node in sorted(cur_active, key=lambda n: (-n.active_broadcasts, -age(n),
+                                                          n.id)):
+                if free >= keep:
+                    break
+                wanted_open.append(node)
+                free += node.free_slots
+            ids = {n.id for n in wanted_open}
+            for node in sorted(cur_active, key=lambda n: n.id):
+                if node.id in ids and node.id in closed:
+                    actions.append(OpenNode(node.id))
+                    closed.discard(node.id)
+                elif node.id not in ids and node.id not in closed:
+                    actions.append(CloseNode(node.id))
+                    closed.add(node.id)
+            open_nodes = wanted_open
+            free_open = free
+        # A closed node whose broadcasts can all move (none, or all reconnect-capable)
+        # is drained: its publishers reconnect to the open nodes and it stops.
+        cooled = last_out is None or _seconds(now, last_out) >= policy.scale_in_cooldown_s
+        spaced = last_in is None or _seconds(now, last_in) >= policy.scale_in_interval_s
+        kept = len(current)
+        for node in sorted((n for n in cur_active if n.id in closed),
+                           key=lambda n: (n.active_broadcasts, n.id)):
+            if node.active_broadcasts > node.reconnectable or kept - 1 < max(floor, 1):
+                continue
+            if node.active_broadcasts and not (cooled and spaced):
+                continue  # moving broadcasts is not free: slowly, and not while growing
+            if node.reconnectable and free_open - node.reconnectable < keep:
+                continue
             actions.append(DrainNode(node.id, DrainReason.SCALE_IN))
             drains[node.id] = Drain(node.id, now, DrainReason.SCALE_IN)
-            last_in = now
+            closed.discard(node.id)
+            kept -= 1
+            free_open -= node.reconnectable
+            if node.active_broadcasts:
+                last_in = now
+                spaced = False
 
     for node_id in stopping:
         drains.pop(node_id, None)
     new_memory = replace(memory, last_scale_out_at=last_out, last_scale_in_at=last_in,
+                         closed=tuple(sorted(closed)),
                          drains=tuple(sorted(drains.values(), key=lambda d: d.node_id)),
                          resumes=tuple(sorted(resumes.values(), key=lambda r: r.node_id)))
-    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_active,
+    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_open,
                            by_state=tuple(sorted(by_state.items())))
     return Decision(actions=tuple(actions), memory=new_memory, figures=figures)

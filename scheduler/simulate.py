@@ -33,9 +33,11 @@ from typing import Any
 
 from castway.model import Node, NodeState
 from scheduler.decide import (
+    CloseNode,
     DrainNode,
     FleetMemory,
     MarkLost,
+    OpenNode,
     ResumeNode,
     StartNodes,
     StopNode,
@@ -101,6 +103,10 @@ class Figures:
     container_hours: float = 0.0
     ideal_container_hours: float = 0.0
     ideal_with_headroom_container_hours: float = 0.0  # the policy's own bound
+    # the tightest bound for a scheduler that may neither cut nor move a broadcast: the
+    # headroom bound, except that after the deploy the broadcasts pinned to old-version
+    # nodes (no reconnect support) are packed apart from the rest, perfectly
+    no_migration_bound_container_hours: float = 0.0
     interrupted: int = 0
     refused: int = 0
     broadcasts: int = 0
@@ -114,6 +120,11 @@ class Figures:
                 "ideal_container_hours": round(self.ideal_container_hours, 1),
                 "ideal_with_headroom_container_hours":
                     round(self.ideal_with_headroom_container_hours, 1),
+                "no_migration_bound_container_hours":
+                    round(self.no_migration_bound_container_hours, 1),
+                "no_migration_ratio":
+                    round(self.container_hours / self.no_migration_bound_container_hours, 3)
+                if self.no_migration_bound_container_hours else None,
                 "ratio": round(self.container_hours / self.ideal_container_hours, 3)
                 if self.ideal_container_hours else None,
                 "refused": self.refused, "broadcasts": self.broadcasts,
@@ -132,6 +143,7 @@ class World:
         self.nodes: dict[str, SimNode] = {}
         self.where: dict[int, str] = {}  # broadcast -> node
         self.reconnectable: set[int] = set()
+        self.started: dict[int, float] = {}  # broadcast -> its start
         self.figures = Figures()
         self.now = 0.0
         self.version = "v1"
@@ -153,6 +165,7 @@ class World:
             return
         for b in node.broadcasts:
             del self.where[b]
+            self.started.pop(b, None)
             self.reconnectable.discard(b)
             if self.measuring:
                 self.figures.interrupted += 1
@@ -166,11 +179,13 @@ class World:
         if not choices:
             return False
         node = self.rng.choice(choices)
+        self.started.setdefault(b, self.now)
         node.broadcasts.add(b)
         self.where[b] = node.id
         return True
 
     def end(self, b: int) -> None:
+        self.started.pop(b, None)
         node_id = self.where.pop(b, None)
         self.reconnectable.discard(b)
         if node_id is not None:
@@ -205,7 +220,9 @@ def castway_strategy(policy: Policy) -> Strategy:
                      heartbeat_at=now,
                      reconnectable=len(n.broadcasts & world.reconnectable))
                 for n in world.nodes.values()]
-        decision = decide(view, world.version, policy, now, memory)
+        oldest = {n.id: epoch + timedelta(seconds=min(world.started[b] for b in n.broadcasts))
+                  for n in world.nodes.values() if n.broadcasts}
+        decision = decide(view, world.version, policy, now, memory, oldest)
         memory = decision.memory
         draining: list[SimNode] = []
         for action in decision.actions:
@@ -220,9 +237,12 @@ def castway_strategy(policy: Policy) -> Strategy:
                 world.nodes[action.node_id].state = NodeState.ACTIVE
             elif isinstance(action, (StopNode, MarkLost)):
                 world.stop(action.node_id)
+            elif isinstance(action, (CloseNode, OpenNode)):
+                pass  # routability follows memory.closed below
+        closed = set(memory.closed)
         for node in world.nodes.values():
-            if node.state == NodeState.ACTIVE:
-                node.routable = True  # the executor registers active nodes every tick
+            # the executor (de)registers every active node on every tick
+            node.routable = node.state == NodeState.ACTIVE and node.id not in closed
         for node in draining:  # the agent's on_drain hook: reconnect requests, once
             world.move_off(node)
 
@@ -304,6 +324,7 @@ def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
     arrivals = workload.broadcasts()
     ends: list[tuple[float, int]] = []
     demand: list[float] = []  # end times of every broadcast wanted, placed or not
+    pinned: list[float] = []  # end times of those on the old version at the deploy
     deploy_at = (workload.deploy_at_h * 3600.0 if workload.deploy_at_h is not None
                  else math.inf)
     t = -workload.warmup_h * 3600.0
@@ -323,8 +344,11 @@ def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
         for node in world.nodes.values():
             if node.state == NodeState.STARTING and node.active_at <= t:
                 node.state = NodeState.ACTIVE
+        while pinned and pinned[0] <= t:
+            heapq.heappop(pinned)
         if t >= deploy_at:
             world.version, deploy_at = "v2", math.inf
+            pinned = sorted(a + d for a, d, r in arrivals[:i] if a + d > t and not r)
         while i < len(arrivals) and arrivals[i][0] <= t:
             arrival, duration, reconnectable = arrivals[i]
             heapq.heappush(demand, arrival + duration)
@@ -348,6 +372,9 @@ def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
                                                    epoch + timedelta(seconds=t))
             f.ideal_with_headroom_container_hours += (math.ceil(wanted / capacity)
                                                       * step_s / 3600.0)
+            f.no_migration_bound_container_hours += (
+                (math.ceil(len(pinned) / capacity)
+                 + math.ceil((wanted - len(pinned)) / capacity)) * step_s / 3600.0)
             f.peak_nodes = max(f.peak_nodes, len(world.nodes))
             if int(t) % 300 == 0:
                 f.samples.append((t / 3600.0, len(world.nodes), len(demand)))

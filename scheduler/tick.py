@@ -10,11 +10,13 @@ its launch). It asks :func:`scheduler.decide.decide` for actions and applies the
 - resume: command "resume", back into the load balancer;
 - stop: command "stop", ``backend.stop``, out of the load balancer;
 - lost: its live broadcasts are marked failed (event ``failed`` on ``broadcasts``), out
-  of the load balancer, ``backend.stop``; the same decision starts its replacement.
+  of the load balancer, ``backend.stop``; the same decision starts its replacement;
+- close / open: out of / back into the load balancer only (a closed node stays active,
+  keeps its broadcasts and empties by itself).
 
-Active nodes are (re-)registered with the load balancer on every tick, so a tick that
-died halfway is repaired by the next one. Every action is applied on its own: one that
-fails is logged and counted, and the others still run.
+Active nodes are (re-)registered with the load balancer on every tick (closed ones
+deregistered), so a tick that died halfway is repaired by the next one. Every action is
+applied on its own: one that fails is logged and counted, and the others still run.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from scheduler.backends.base import Backend, Instance
 from scheduler.coordination import Coordinator, LocalCoordinator
 from scheduler.decide import (
     Action,
+    CloseNode,
     Decision,
     DrainNode,
     MarkLost,
+    OpenNode,
     ResumeNode,
     StartNodes,
     StopNode,
@@ -74,6 +78,10 @@ def describe(action: Action) -> str:
         return f"resume {action.node_id}"
     if isinstance(action, StopNode):
         return f"stop {action.node_id} ({action.reason}{', forced' if action.forced else ''})"
+    if isinstance(action, CloseNode):
+        return f"close {action.node_id}"
+    if isinstance(action, OpenNode):
+        return f"open {action.node_id}"
     return f"lost {action.node_id}"
 
 
@@ -126,8 +134,9 @@ class Scheduler:
         instances = await asyncio.to_thread(self.backend.list_instances)
         view = merge_view(heartbeats, instances, self.policy.node_capacity)
         memory = await self.coordinator.load_memory()
+        oldest = await self._oldest_broadcasts()
         now = self.clock()
-        decision = decide(view, desired_version, self.policy, now, memory)
+        decision = decide(view, desired_version, self.policy, now, memory, oldest)
         by_id = {n.id: n for n in view}
         errors: list[str] = []
         for action in decision.actions:
@@ -164,11 +173,26 @@ class Scheduler:
             await self.live.set_node_command(node.id, STOP)
             await asyncio.to_thread(self.backend.set_routable, node, False)
             await asyncio.to_thread(self.backend.stop, node.id)
+        elif isinstance(action, CloseNode | OpenNode):
+            # routing only: the node goes on as it is (_sync_routing keeps it so)
+            await asyncio.to_thread(self.backend.set_routable, node,
+                                    isinstance(action, OpenNode))
         elif isinstance(action, MarkLost):
             await self._fail_broadcasts(node.id, now)
             await self.live.set_node_command(node.id, STOP)  # if it ever comes back
             await asyncio.to_thread(self.backend.set_routable, node, False)
             await asyncio.to_thread(self.backend.stop, node.id)
+
+    async def _oldest_broadcasts(self) -> dict[str, datetime]:
+        """Node id -> start of its oldest live broadcast (decide() packs by it)."""
+        oldest: dict[str, datetime] = {}
+        for broadcast in await self.live.list_broadcasts():
+            if broadcast.state != BroadcastState.LIVE:
+                continue
+            seen = oldest.get(broadcast.node_id)
+            if seen is None or broadcast.started_at < seen:
+                oldest[broadcast.node_id] = broadcast.started_at
+        return oldest
 
     async def _fail_broadcasts(self, node_id: str, now: datetime) -> None:
         for broadcast in await self.live.list_broadcasts():
@@ -186,6 +210,7 @@ class Scheduler:
     async def _sync_routing(self, view: list[Node], decision: Decision,
                             errors: list[str]) -> None:
         draining = {d.node_id: d for d in decision.memory.drains}
+        closed = set(decision.memory.closed)
         gone = {a.node_id for a in decision.actions if isinstance(a, (StopNode, MarkLost))}
         for node in view:
             drain = draining.get(node.id)
@@ -202,8 +227,8 @@ class Scheduler:
                 continue
             if node.state != NodeState.ACTIVE or drain is not None or node.id in gone:
                 continue
-            try:
-                await asyncio.to_thread(self.backend.set_routable, node, True)
+            try:  # closed: active, keeps its broadcasts, out of the load balancer
+                await asyncio.to_thread(self.backend.set_routable, node, node.id not in closed)
             except Exception as exc:
                 logger.exception("register failed", extra={"node": node.id})
                 errors.append(f"register {node.id}: {exc}")

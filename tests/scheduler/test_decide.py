@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from castway.model import Node, NodeState
 from scheduler.decide import (
     Action,
+    CloseNode,
     Drain,
     DrainNode,
     DrainReason,
     FleetMemory,
     MarkLost,
+    OpenNode,
     ResumeNode,
     StartNodes,
     StopNode,
@@ -49,6 +51,10 @@ def kinds(actions: tuple[Action, ...]) -> list[str]:
             out.append(f"stop {a.node_id}" + (" forced" if a.forced else ""))
         elif isinstance(a, MarkLost):
             out.append(f"lost {a.node_id}")
+        elif isinstance(a, CloseNode):
+            out.append(f"close {a.node_id}")
+        elif isinstance(a, OpenNode):
+            out.append(f"open {a.node_id}")
     return out
 
 
@@ -123,25 +129,68 @@ def test_a_starting_node_gets_the_longer_start_timeout() -> None:
     assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["lost a", "start 1 v2"]
 
 
-def test_scale_in_drains_the_emptiest_node_when_the_rest_keep_headroom() -> None:
+def test_scale_in_closes_the_emptiest_nodes_and_keeps_the_fullest_open() -> None:
+    # 8 live -> headroom 2, + hysteresis 2: a's 4 free slots are enough on their own
     fleet = [node("a", active=4), node("b", active=1), node("c", active=3)]
     decision = decide(fleet, "v2", POLICY, NOW)
+    assert kinds(decision.actions) == ["close b", "close c"]
+    assert decision.memory.closed == ("b", "c")
+    assert decision.figures.free_slots == 4
+    # closed is not draining: b keeps its broadcast and is not drained while it has one
+    again = decide(fleet, "v2", POLICY, NOW + timedelta(seconds=10), decision.memory)
+    assert kinds(again.actions) == []
+
+
+def test_an_emptied_closed_node_is_drained_then_stopped() -> None:
+    memory = FleetMemory(closed=("b",))
+    fleet = [node("a", active=4), node("b", active=0)]
+    decision = decide(fleet, "v2", POLICY, NOW, memory)
     assert kinds(decision.actions) == ["drain b scale_in"]
-    assert decision.memory.last_scale_in_at == NOW
+    assert decision.memory.closed == ()
+    later = NOW + timedelta(minutes=1)
+    fleet = [replace(node("a", active=4), heartbeat_at=later),
+             replace(node("b", state=NodeState.DRAINING), heartbeat_at=later)]
+    assert kinds(decide(fleet, "v2", POLICY, later, decision.memory).actions) == ["stop b"]
 
 
-def test_scale_in_waits_for_the_cooldown_after_a_scale_out() -> None:
-    fleet = [node("a", active=4), node("b", active=1), node("c", active=3)]
-    recent = FleetMemory(last_scale_out_at=NOW - timedelta(seconds=60))
+def test_among_equally_full_nodes_the_one_with_the_oldest_broadcast_stays_open() -> None:
+    # heavy tail: an old broadcast is likely to go on, so that node stays up anyway
+    fleet = [node("a", active=3), node("b", active=3)]
+    oldest = {"a": NOW - timedelta(minutes=5), "b": NOW - timedelta(hours=3)}
+    assert kinds(decide(fleet, "v2", POLICY, NOW, None, oldest).actions) == ["close a"]
+
+
+def test_closed_nodes_are_reopened_before_any_node_is_started() -> None:
+    memory = FleetMemory(closed=("b", "c"))
+    # 15 live -> headroom 3; a is full: reopen c (fullest first), then b
+    fleet = [node("a", active=8), node("b", active=2), node("c", active=5)]
+    decision = decide(fleet, "v2", POLICY, NOW, memory)
+    assert kinds(decision.actions) == ["open c"]
+    assert decision.memory.closed == ("b",)
+    fleet = [node("a", active=8), node("b", active=6), node("c", active=7)]
+    decision = decide(fleet, "v2", POLICY, NOW, memory)
+    assert kinds(decision.actions) == ["open c", "open b", "start 1 v2"]
+
+
+def test_moving_broadcasts_off_a_closed_node_waits_for_the_cooldowns() -> None:
+    # b's only broadcast can reconnect elsewhere: drain b, but not right after a
+    # scale-out nor within the scale-in interval
+    memory = FleetMemory(closed=("b",))
+    fleet = [node("a", active=2), node("b", active=1, reconnectable=1)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW, memory).actions) == ["drain b scale_in"]
+    recent = replace(memory, last_scale_out_at=NOW - timedelta(seconds=60))
     assert kinds(decide(fleet, "v2", POLICY, NOW, recent).actions) == []
-    recent = FleetMemory(last_scale_in_at=NOW - timedelta(seconds=30))
+    recent = replace(memory, last_scale_in_at=NOW - timedelta(seconds=30))
     assert kinds(decide(fleet, "v2", POLICY, NOW, recent).actions) == []
+    # a broadcast that cannot move keeps its closed node up: no drain, no reconnect request
+    fleet = [node("a", active=2), node("b", active=1)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW, memory).actions) == []
 
 
 def test_scale_in_keeps_hysteresis_beyond_the_headroom() -> None:
-    # 11 live -> headroom 3; draining b leaves 5 free = 3 + 2: allowed; a 3rd slot less is not
+    # 11 live -> headroom 3 + hysteresis 2: c's 5 free slots allow closing b; 4 do not
     fleet = [node("a", active=8), node("b", active=0), node("c", active=3)]
-    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["drain b scale_in"]
+    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["close b", "drain b scale_in"]
     fleet = [node("a", active=8), node("b", active=0), node("c", active=4)]
     assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == []
 
@@ -302,18 +351,22 @@ def test_property_never_stops_a_node_with_a_live_broadcast(
 
 
 @settings(max_examples=300, deadline=None)
-@given(fleets)
+@given(fleets, st.sets(st.sampled_from([f"n{i:02}" for i in range(12)])))
 def test_property_after_actions_settle_free_slots_meet_the_headroom(
-        raw: list[tuple[str, NodeState, int]]) -> None:
+        raw: list[tuple[str, NodeState, int]], closed_ids: set[str]) -> None:
     world = _world(raw)
     policy = replace(POLICY, max_nodes=100)
-    decision = decide([n.view(NOW) for n in world.values()], "v2", policy, NOW)
+    closed = tuple(sorted(closed_ids & set(world)))
+    decision = decide([n.view(NOW) for n in world.values()], "v2", policy, NOW,
+                      FleetMemory(closed=closed))
     _apply(world, decision.actions, [0])
     for n in world.values():  # settle: starting nodes come up
         if n.state == NodeState.STARTING:
             n.state = NodeState.ACTIVE
     live = sum(n.active for n in world.values())
-    free = sum(n.capacity - n.active for n in world.values() if n.state == NodeState.ACTIVE)
+    # only the open (routable) nodes get new publishes
+    free = sum(n.capacity - n.active for n in world.values()
+               if n.state == NodeState.ACTIVE and n.id not in decision.memory.closed)
     assert free >= policy.headroom(live, NOW)
 
 
