@@ -33,7 +33,9 @@ def open_live_state(settings: Settings) -> LiveState:
     """The live state the settings ask for. Opening connects nothing: the Redis backend
     connects on first use, so this is safe to call outside an event loop."""
     if settings.redis_url:
-        raise LiveStateError("the Redis live state is not available yet (being written)")
+        from castway.live.redis import RedisLiveState
+
+        return RedisLiveState(settings.redis_url)
     from castway.live.memory import MemoryLiveState
 
     return MemoryLiveState()

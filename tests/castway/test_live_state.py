@@ -9,6 +9,8 @@ waits out by polling with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -16,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+import redis.asyncio as aioredis
 
 from castway.live import open_live_state
 from castway.live.base import (
@@ -27,6 +30,7 @@ from castway.live.base import (
     media_topic,
 )
 from castway.live.memory import MemoryLiveState
+from castway.live.redis import RedisLiveState
 from castway.model import (
     Broadcast,
     BroadcastState,
@@ -38,10 +42,11 @@ from castway.model import (
     SourceInfo,
 )
 from castway.settings import Settings
+from tests.fixtures.redis_server import RedisServer
 
 T = TypeVar("T")
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "redis"]
 LONG_TTL_S = 60.0
 SUBSCRIPTION_MAXSIZE = 8
 DEADLINE_S = 10.0
@@ -75,6 +80,10 @@ def make_backend(backend: str, request: pytest.FixtureRequest,
         clock = ManualClock()
         live = MemoryLiveState(clock=clock, subscription_maxsize=subscription_maxsize)
         return Harness(live, backend, short_ttl_s=1.0, clock=clock)
+    if backend == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        live_redis = RedisLiveState(url, subscription_maxsize=subscription_maxsize)
+        return Harness(live_redis, backend, short_ttl_s=0.2)
     raise AssertionError(f"unknown backend {backend}")
 
 
@@ -370,6 +379,17 @@ async def _value(value: T) -> T:
     return value
 
 
+async def test_resubscribing_right_after_the_last_unsubscribe_still_gets_events(
+        h: Harness) -> None:
+    for i in range(10):
+        first = await h.live.subscribe("nodes")
+        await first.close()
+        second = await h.live.subscribe("nodes")
+        await h.live.publish("nodes", {"type": "active", "node_id": f"n{i}"})
+        assert (await next_event(second))["node_id"] == f"n{i}"
+        await second.close()
+
+
 async def test_one_publish_wakes_every_subscriber(h: Harness) -> None:
     topic = media_topic("popular")
     subs = [await h.live.subscribe(topic) for _ in range(2000)]
@@ -463,3 +483,129 @@ async def test_events_must_be_json(h: Harness) -> None:
 
 def test_open_live_state_defaults_to_memory() -> None:
     assert isinstance(open_live_state(Settings(redis_url=None)), MemoryLiveState)
+
+
+def test_open_live_state_uses_redis_when_configured(redis_url: str) -> None:
+    assert isinstance(open_live_state(Settings(redis_url=redis_url)), RedisLiveState)
+
+
+# --- redis-only: one pub/sub connection, outages, reconnects -------------------------
+
+async def pubsub_clients(url: str) -> list[dict[str, str]]:
+    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(url)
+    try:
+        return list(await client.client_list(_type="pubsub"))
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]
+
+
+async def redis_channels(url: str) -> list[Any]:
+    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(url)
+    try:
+        channels: list[Any] = await client.pubsub_channels()
+        return channels
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]
+
+
+async def test_redis_uses_one_pubsub_connection_for_all_subscribers(redis_url: str) -> None:
+    live = RedisLiveState(redis_url)
+    try:
+        subs = [await live.subscribe(media_topic(f"b{i % 50}")) for i in range(2000)]
+        clients = await pubsub_clients(redis_url)
+        assert len(clients) == 1
+        assert clients[0]["sub"] == "50"
+        await live.publish(media_topic("b7"), {"rendition": "720p", "msn": 1, "part": 0})
+        woken = [await next_event(s) for s in subs[7::50]]
+        assert len(woken) == 40
+        for s in subs:
+            await s.close()
+        # The last local subscriber of a topic leaving unsubscribes it in Redis.
+        await eventually(lambda: redis_channels(redis_url), lambda chans: chans == [])
+    finally:
+        await live.close()
+
+
+async def test_redis_subscriptions_survive_a_server_restart(
+        restartable_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="castway.live.redis")
+    live = RedisLiveState(restartable_redis.url, subscribe_timeout_s=DEADLINE_S)
+    try:
+        sub = await live.subscribe(BROADCASTS_TOPIC)
+        waiting = asyncio.ensure_future(sub.get())
+        await asyncio.to_thread(restartable_redis.restart)
+        # Pub/sub keeps no history: events published before the reader re-subscribed
+        # are lost, so keep publishing until one gets through.
+        deadline = time.monotonic() + DEADLINE_S
+        n = 0
+        while not waiting.done():
+            n += 1
+            with contextlib.suppress(LiveStateError):
+                await live.publish(BROADCASTS_TOPIC, {"type": "resumed", "n": n})
+            await asyncio.wait({waiting}, timeout=0.05)
+            assert time.monotonic() < deadline, "no event after the restart"
+        assert waiting.result()["type"] == "resumed"
+        assert live.reconnects == 1
+        assert "reconnected" in caplog.text
+        assert await live.ping()
+        fresh = await live.subscribe("nodes")
+        await live.publish("nodes", {"type": "active", "node_id": "n1"})
+        assert (await next_event(fresh))["node_id"] == "n1"
+        assert len(await pubsub_clients(restartable_redis.url)) == 1
+        await live.put_broadcast(broadcast("b1"))
+        assert await live.get_broadcast("b1") == broadcast("b1")
+    finally:
+        await live.close()
+
+
+async def test_redis_outage_is_a_live_state_error_not_a_hang(
+        restartable_redis: RedisServer) -> None:
+    live = RedisLiveState(restartable_redis.url, subscribe_timeout_s=0.5)
+    try:
+        await live.put_broadcast(broadcast("b1"))
+        await asyncio.to_thread(restartable_redis.stop)
+        assert await live.ping() is False
+        with pytest.raises(LiveStateError):
+            await live.get_broadcast("b1")
+        with pytest.raises(LiveStateError):
+            await live.subscribe("nodes")
+        assert live.subscriber_count("nodes") == 0
+        await asyncio.to_thread(restartable_redis.start)
+        assert await live.ping() is True
+        assert await live.get_broadcast("b1") is None  # no persistence: a fresh server
+        sub = await live.subscribe("nodes")
+        await live.publish("nodes", {"type": "active", "node_id": "n1"})
+        assert (await next_event(sub))["node_id"] == "n1"
+    finally:
+        await live.close()
+
+
+async def test_redis_keys_live_under_the_prefix(redis_url: str) -> None:
+    live = RedisLiveState(redis_url, prefix="tenant-a:")
+    other = RedisLiveState(redis_url, prefix="tenant-b:")
+    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(redis_url)
+    try:
+        await live.put_broadcast(broadcast("b1"))
+        await live.put_media("broadcasts/b1/720p/0.m4s", b"x", LONG_TTL_S)
+        await live.heartbeat(node("n1"), LONG_TTL_S)
+        assert await other.get_broadcast("b1") is None
+        keys = [k.decode() async for k in client.scan_iter()]
+        assert keys and all(k.startswith("tenant-a:") for k in keys)
+    finally:
+        await live.close()
+        await other.close()
+        await client.aclose()  # type: ignore[attr-defined]
+
+
+async def test_redis_foreign_non_json_events_are_ignored(redis_url: str) -> None:
+    live = RedisLiveState(redis_url)
+    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(redis_url)
+    try:
+        sub = await live.subscribe("nodes")
+        await client.publish("castway:nodes", b"\xff not json")
+        await client.publish("castway:nodes", b"[1, 2]")
+        await live.publish("nodes", {"type": "active", "node_id": "n1"})
+        assert (await next_event(sub))["node_id"] == "n1"
+    finally:
+        await live.close()
+        await client.aclose()  # type: ignore[attr-defined]
