@@ -30,6 +30,7 @@ OnFrame = Callable[[str, str], None]
 KEEPALIVE_CHANNEL = "chat:keepalive"  # keeps each shard's Pub/Sub connection subscribed
 READ_TIMEOUT_S = 1.0
 RETRY_MAX_S = 5.0
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 
 class BusError(Exception):
@@ -288,7 +289,10 @@ class RedisBus(ChatBus):
                 await shard.pubsub.subscribe(redis_channel)
             except RedisError as exc:
                 raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
-        await asyncio.wait_for(future, 10.0)
+        try:
+            await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT_S)
+        except TimeoutError:
+            raise BusError(f"chat Redis {shard.url} did not confirm the subscription") from None
 
     async def unsubscribe(self, channel: str) -> None:
         shard = self._shard(channel)

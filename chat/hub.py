@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -108,7 +109,10 @@ class ChatHub:
         self._admission = TokenBucket(settings.chat_max_connects_per_s,
                                       max(1.0, settings.chat_max_connects_per_s), clock)
         self._rooms: dict[str, set[Session]] = {}
-        self._room_locks: dict[str, asyncio.Lock] = {}
+        # Per-channel join/leave locks, gone once nobody holds or awaits them: a
+        # client naming endless channels must not grow this.
+        self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
         self._serials = itertools.count(1)
         self._started = False
 
@@ -125,9 +129,17 @@ class ChatHub:
             for session in sessions:
                 session.kill(CloseCode.GOING_AWAY)
         self._rooms.clear()
+        self.metrics.connections.set(0)
         await self.bus.stop()
 
     # --- admission and membership ----------------------------------------------------
+
+    def _room_lock(self, channel: str) -> asyncio.Lock:
+        lock = self._room_locks.get(channel)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._room_locks[channel] = lock
+        return lock
 
     async def admit(self) -> None:
         """Wait for a connection-setup slot; :class:`Busy` when the wait would be too long."""
@@ -147,12 +159,12 @@ class ChatHub:
                                              self.settings.chat_rate_burst, self.clock),
                           queue=asyncio.Queue(maxsize=max(2, self.settings.chat_send_queue)),
                           serial=next(self._serials))
-        lock = self._room_locks.setdefault(channel, asyncio.Lock())
+        lock = self._room_lock(channel)
         async with lock:
             sessions = self._rooms.get(channel)
             if sessions is None:
                 await self.bus.subscribe(channel)
-                sessions = self._rooms[channel] = set()
+                sessions = self._rooms.setdefault(channel, set())
             # Live events wait in session.pending from here on: add first, then read.
             sessions.add(session)
             try:
@@ -178,7 +190,7 @@ class ChatHub:
 
     async def leave(self, session: Session) -> None:
         session.kill(CloseCode.NORMAL)
-        lock = self._room_locks.setdefault(session.channel, asyncio.Lock())
+        lock = self._room_lock(session.channel)
         async with lock:
             sessions = self._rooms.get(session.channel)
             if sessions is None or session not in sessions:

@@ -204,12 +204,14 @@ async def _write(websocket: WebSocket, session: Session) -> None:
 
 async def _read(hub: ChatHub, websocket: WebSocket, session: Session) -> None:
     while True:
-        try:
-            raw = await websocket.receive_text()
-        except (WebSocketDisconnect, KeyError):
-            return  # the client left (KeyError: it sent a binary frame; treated alike)
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text")
         ref: str | None = None
         try:
+            if not isinstance(raw, str):
+                raise Refused(ErrorCode.BAD_FRAME, "frames are JSON text, not binary")
             frame = parse_client_frame(raw)
             if isinstance(frame, Ping):
                 session.offer(PONG_FRAME)

@@ -4,6 +4,7 @@ admission, rate limits and bans. In-process bus, and a real Redis for the join r
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -119,6 +120,15 @@ async def test_connection_setup_is_paced_then_refused(clock: FakeClock) -> None:
         await hub.admit()  # the next slot is 2.5 s away: more than a join waits
     clock.now += 2.5
     await hub.admit()
+
+
+async def test_empty_rooms_leave_nothing_behind(hub: ChatHub) -> None:
+    for i in range(50):
+        await hub.leave(await hub.join(f"room{i}", "visitor", None))
+    gc.collect()
+    assert hub.viewers("room0") == 0
+    assert len(hub._rooms) == 0 and len(hub._room_locks) == 0
+    assert hub.metrics.connections._value.get() == 0
 
 
 async def test_stop_closes_every_session_going_away(clock: FakeClock) -> None:

@@ -98,6 +98,16 @@ async def test_bad_frames_get_an_error_frame(base: str, raw: str, code: str) -> 
         assert (await recv(alice))["text"] == "still here"
 
 
+async def test_a_binary_frame_gets_an_error_frame(base: str) -> None:
+    async with joined(base, "demo", "alice") as (alice, _, _):
+        await alice.send(b'{"type": "send", "text": "hi"}')
+        error = await recv(alice)
+        assert error["code"] == "bad_frame"
+        assert error["message"] == "frames are JSON text, not binary"
+        await send(alice, "text works")
+        assert (await recv(alice))["text"] == "text works"
+
+
 async def test_a_flood_is_refused_and_others_keep_chatting(base: str) -> None:
     async with joined(base, "demo", "flooder") as (flooder, _, _), \
             joined(base, "demo", "bob") as (bob, _, _):
