@@ -109,10 +109,17 @@ async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     broadcast = await _live(ctx, channel)
     if isinstance(broadcast, Response):
         return broadcast
-    if not broadcast.renditions:
-        return error_response(404, "the broadcast has no renditions yet")
+    # Only renditions with media: a variant whose playlist 404s makes players fail over
+    # or give up (hls.js: levelLoadError) while the transcoder is still starting.
+    started = []
+    for rendition in broadcast.renditions:
+        window = await ctx.live.get_window(broadcast.id, rendition.name)
+        if window is not None and (window.segments or window.parts):
+            started.append(rendition)
+    if not started:
+        return error_response(404, "the broadcast has no media yet")
     suffix = "" if request.query_params.get("ll", "1") != "0" else "?ll=0"
-    text = render_master_playlist(broadcast.renditions,
+    text = render_master_playlist(started,
                                   uri_for=lambda r: f"{r.name}/index.m3u8{suffix}")
     return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
 

@@ -33,7 +33,11 @@
     player.hls = hls;
     hls.on(window.Hls.Events.ERROR, function (_event, data) {
       player.errors.push(data.type + "/" + data.details + (data.fatal ? " (fatal)" : ""));
-      if (data.fatal && data.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
+      if (data.fatal && data.details === window.Hls.ErrorDetails.MANIFEST_LOAD_ERROR) {
+        // Not live yet (or the transcoder is starting): try the channel again.
+        show("waiting for the broadcast to start…");
+        setTimeout(function () { hls.loadSource(src); }, 2000);
+      } else if (data.fatal && data.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
         setTimeout(function () { hls.startLoad(); }, 1000);
       } else if (data.fatal && data.type === window.Hls.ErrorTypes.MEDIA_ERROR) {
         hls.recoverMediaError();

@@ -19,8 +19,19 @@ PLAYLIST = "/hls/demo/360p/index.m3u8"
 MEDIA = "/hls/b/b0001/360p"
 
 
-async def test_master_playlist_lists_the_live_renditions(client: httpx.AsyncClient,
-                                                         feeder: LiveFeeder) -> None:
+async def test_master_playlist_lists_the_live_renditions_with_media(
+        client: httpx.AsyncClient, feeder: LiveFeeder, live: MemoryLiveState,
+        clip: object) -> None:
+    from tests.origin.feed import Clip
+
+    assert isinstance(clip, Clip)
+    # Nothing transcoded yet: players retry rather than fail on empty variants.
+    assert (await client.get("/hls/demo/master.m3u8")).status_code == 404
+    await feeder.push_part()
+    only = await client.get("/hls/demo/master.m3u8")
+    assert [p.uri for p in m3u8.loads(only.text).playlists] == ["360p/index.m3u8"]
+    other = LiveFeeder(live, clip, rendition="180p")
+    await other.push_part()
     response = await client.get("/hls/demo/master.m3u8")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
