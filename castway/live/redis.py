@@ -165,7 +165,8 @@ class RedisLiveState:
         self._ping_outstanding = False
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self.reconnects = 0
+        self.reconnects = 0  # of the pub/sub connection, since construction
+        self.pubsub_pings = 0  # keepalive PINGs sent on the pub/sub connection
 
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
@@ -500,6 +501,7 @@ class RedisLiveState:
                 if self._ping_outstanding:
                     raise ConnectionError("no reply to PING on the pub/sub connection")
                 self._ping_outstanding = True
+                self.pubsub_pings += 1
                 self._outbox.append(("ping", None))
                 self._outbox_ready.set()
                 continue

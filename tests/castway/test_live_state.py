@@ -558,6 +558,18 @@ async def test_redis_subscriptions_survive_a_server_restart(
         await live.close()
 
 
+async def test_redis_idle_pubsub_connection_is_kept_alive_by_ping(redis_url: str) -> None:
+    live = RedisLiveState(redis_url, health_interval_s=0.2)
+    try:
+        sub = await live.subscribe("nodes")
+        await eventually(lambda: _value(live.pubsub_pings), lambda pings: pings >= 3)
+        await live.publish("nodes", {"type": "active", "node_id": "n1"})
+        assert (await next_event(sub))["node_id"] == "n1"
+        assert live.reconnects == 0
+    finally:
+        await live.close()
+
+
 async def test_redis_outage_is_a_live_state_error_not_a_hang(
         restartable_redis: RedisServer) -> None:
     live = RedisLiveState(restartable_redis.url, subscribe_timeout_s=0.5)
