@@ -276,7 +276,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
                                                   n.active_broadcasts, n.id))
             actions.append(DrainNode(node.id, DrainReason.SHUFFLE))
             drains[node.id] = Drain(node.id, now, DrainReason.SHUFFLE)
-    elif started == 0 and short_slots <= 0:
+    elif policy.scale_in and started == 0 and short_slots <= 0:
         # Scale in by packing: close the emptiest open nodes while the rest keep the
         # headroom plus the hysteresis (most-allocated first: new publishes go to the
         # fullest nodes), at least one node open.

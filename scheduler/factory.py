@@ -11,10 +11,20 @@ from castway.settings import Settings
 from scheduler.backends.base import Backend, BackendError
 from scheduler.coordination import Coordinator, LocalCoordinator, RedisCoordinator
 from scheduler.metrics import SchedulerMetrics
+from scheduler.policy import Policy
 from scheduler.tick import Scheduler
 
 
-def make_backend(settings: Settings, ecs: dict[str, Any] | None = None) -> Backend:
+def make_backend(settings: Settings, ecs: dict[str, Any] | None = None, *,
+                 live: LiveState | None = None,
+                 metrics: SchedulerMetrics | None = None) -> Backend:
+    if settings.scheduler_backend == "static":
+        from scheduler.backends.static import StaticBackend
+
+        if live is None:
+            raise BackendError("the static backend stops nodes through the live state: "
+                               "pass live=")
+        return StaticBackend(live, on_wanted=metrics.nodes_wanted.inc if metrics else None)
     if settings.scheduler_backend == "local":
         from scheduler.backends.local import LocalBackend
 
@@ -28,7 +38,7 @@ def make_backend(settings: Settings, ecs: dict[str, Any] | None = None) -> Backe
                                "'ecs' object")
         return EcsBackend(EcsConfig.from_mapping(ecs))
     raise BackendError(f"unknown scheduler backend {settings.scheduler_backend!r} "
-                       "(want 'local' or 'ecs')")
+                       "(want 'local', 'ecs' or 'static')")
 
 
 def load_ecs_config(path: Path | None) -> dict[str, Any] | None:
@@ -51,5 +61,10 @@ def make_scheduler(settings: Settings, live: LiveState, *, ecs: dict[str, Any] |
                    cloudwatch_namespace: str | None = None) -> Scheduler:
     region = str((ecs or {}).get("region", settings.s3_region))
     metrics = SchedulerMetrics(cloudwatch_namespace=cloudwatch_namespace, region=region)
-    return Scheduler(settings, live, make_backend(settings, ecs),
+    backend = make_backend(settings, ecs, live=live, metrics=metrics)
+    policy = None
+    if settings.scheduler_backend == "static":
+        # nodes it stops come back (compose restarts them): never stop one for scale-in
+        policy = Policy.from_settings(settings, scale_in=False)
+    return Scheduler(settings, live, backend, policy=policy,
                      coordinator=make_coordinator(settings), metrics=metrics)

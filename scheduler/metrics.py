@@ -31,6 +31,9 @@ class SchedulerMetrics:
                           registry=self.registry)
         self.actions = Counter("castway_scheduler_actions", "Actions taken", ["action"],
                                registry=self.registry)
+        self.nodes_wanted = Counter("castway_scheduler_nodes_wanted", "Nodes the scheduler "
+                                    "wanted started that the backend cannot start (static "
+                                    "fleet)", registry=self.registry)
         self.ticks = Counter("castway_scheduler_ticks", "Ticks run (skipped: lock held)",
                              ["outcome"], registry=self.registry)
         self.namespace = cloudwatch_namespace

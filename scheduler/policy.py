@@ -64,6 +64,9 @@ class Policy:
     scale_in_cooldown_s: float = 600.0  # no scale-in this soon after a scale-out
     scale_in_interval_s: float = 120.0  # at most one scale-in drain per interval
     hysteresis_slots: int = 2  # free slots kept beyond the headroom before scaling in
+    # False for a fleet whose stopped nodes come back by themselves (static backend):
+    # no node is closed nor drained for surplus; expired and lost ones still are
+    scale_in: bool = True
     drain_deadline_s: float | None = None  # stop a draining node anyway after this
     windows: tuple[CapacityWindow, ...] = ()
 

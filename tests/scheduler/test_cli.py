@@ -42,7 +42,7 @@ def test_tick_with_the_local_backend(tmp_path: Path, monkeypatch: pytest.MonkeyP
                            command=[sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         # the CLI starts `castway ingest` children; stand in for it to keep this test light
-        monkeypatch.setattr("scheduler.factory.make_backend", lambda s, e=None: backend)
+        monkeypatch.setattr("scheduler.factory.make_backend", lambda s, e=None, **kw: backend)
         assert main(["tick", "--json"]) == 0
         summary = json.loads(capsys.readouterr().out)
         assert summary["ran"] is True and summary["actions"] == ["start 1 on v3"]

@@ -1,0 +1,90 @@
+"""A fleet whose processes castway does not manage: docker compose services, or the one
+node of the embedded ``castway serve``.
+
+- The nodes are the ones that heartbeat: :meth:`StaticBackend.list_instances` returns
+  nothing (the tick's view already holds every heartbeat), so a node the scheduler did
+  not see heartbeat does not exist for it.
+- It cannot start a node: :meth:`StaticBackend.start` logs a warning ("N more nodes
+  wanted") and counts the nodes in ``on_wanted`` (the scheduler's metrics) instead of
+  failing the tick.
+- It "stops" a node by setting the node command "stop" in the live state: the node's
+  agent exits by itself, and compose's restart policy brings up a fresh one.
+- There is no load balancer to (de)register with: :meth:`StaticBackend.set_routable` does
+  nothing, so a closed node keeps receiving whatever publishes reach it.
+
+The tick calls the backend from a worker thread (``asyncio.to_thread``); the live state
+belongs to the event loop that built the backend, so :meth:`stop` hands the command to
+that loop and waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from castway.live.base import LiveState
+from castway.model import Node
+from scheduler.agent import STOP
+from scheduler.backends.base import BackendError, Instance
+
+logger = logging.getLogger(__name__)
+
+
+class StaticBackend:
+    def __init__(self, live: LiveState, *, loop: asyncio.AbstractEventLoop | None = None,
+                 on_wanted: Callable[[int], None] | None = None,
+                 command_timeout_s: float = 10.0) -> None:
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError as exc:
+                raise BackendError("the static backend needs the event loop that owns the "
+                                   "live state: build it inside that loop or pass loop=")\
+                    from exc
+        self.live = live
+        self.loop = loop
+        self.on_wanted = on_wanted
+        self.command_timeout_s = command_timeout_s
+        self.wanted_total = 0  # nodes asked for that this backend could not start
+
+    def list_instances(self) -> list[Instance]:
+        return []  # heartbeats only
+
+    def start(self, count: int, version: str) -> list[Instance]:
+        if count <= 0:
+            return []
+        self.wanted_total += count
+        logger.warning("%d more nodes wanted: the static backend cannot start nodes "
+                       "(scale the compose service or the fleet by hand)", count,
+                       extra={"wanted": count, "version": version})
+        if self.on_wanted is not None:
+            self.on_wanted(count)
+        return []
+
+    def stop(self, node_id: str) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            raise BackendError("StaticBackend.stop blocks: call it from a worker thread "
+                               "(asyncio.to_thread), as the tick does")
+        future = asyncio.run_coroutine_threadsafe(
+            self.live.set_node_command(node_id, STOP), self.loop)
+        try:
+            future.result(self.command_timeout_s)
+        except TimeoutError as exc:
+            future.cancel()
+            raise BackendError(f"could not order node {node_id} to stop within "
+                               f"{self.command_timeout_s:g} s") from exc
+        except Exception as exc:
+            raise BackendError(f"could not order node {node_id} to stop: {exc}") from exc
+        logger.info("node ordered to stop (it exits; its supervisor restarts a fresh one)",
+                    extra={"node": node_id})
+
+    def set_routable(self, node: Node, routable: bool) -> None:
+        return None  # no load balancer: every node is reachable at its own address
+
+    def close(self) -> None:
+        return None
