@@ -38,8 +38,8 @@ def hvc1_codec(hvcc: bytes) -> str:
         constraints.pop()
     level = hvcc[12]
     parts = ["hvc1", f"{'' if space == 0 else 'ABC'[space - 1]}{profile}",
-             f"{reversed_compat:x}", f"{'H' if tier else 'L'}{level}"]
-    parts += [f"{c:x}" for c in constraints]
+             f"{reversed_compat:X}", f"{'H' if tier else 'L'}{level}"]
+    parts += [f"{c:X}" for c in constraints]
     return ".".join(parts)
 
 

@@ -224,7 +224,8 @@ class Pipeline:
                                        packet.is_keyframe, boundary):
                 self._emit(out)
         if self._encoded == [] and self._dims is not None:
-            return  # passthrough only, dimensions known: no need to decode
+            self._close_decoder()  # passthrough only, dimensions known: no more decoding
+            return
         self._decode(packet)
 
     def _ensure_source(self) -> Packager | None:
@@ -246,6 +247,13 @@ class Pipeline:
             ctx.thread_type = "AUTO"
             self._decoder = ctx
         return self._decoder
+
+    def _close_decoder(self) -> None:
+        """Drain and drop the decoder. A frame-threaded libav decoder freed with frames
+        still in flight can hang in its destructor, so it is always drained first."""
+        if self._decoder is not None:
+            self._decode(None)
+            self._decoder = None
 
     def _decode(self, packet: MediaPacket | None) -> None:
         ctx = self._decoder_ctx()
@@ -402,8 +410,7 @@ class Pipeline:
         self.emit(out)
 
     def _drain_all(self) -> None:
-        if self._decoder is not None and (self._encoded or self._dims is None):
-            self._decode(None)
+        self._close_decoder()
         for enc in self._encoded or []:
             self._encode(enc, None)
         for packager in self._packagers():

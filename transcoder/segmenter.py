@@ -102,20 +102,29 @@ class Cutter:
         self.policy = policy
         self._open = False
         self._part_start_dts = 0
+        self._last_dts: int | None = None
+        self._last_delta = 0
 
     @property
     def open(self) -> bool:
         return self._open
 
     def on_video(self, dts_ms: int, boundary: bool) -> Cut:
+        if self._last_dts is not None and 0 < dts_ms - self._last_dts < 1000:
+            self._last_delta = dts_ms - self._last_dts
+        self._last_dts = dts_ms
         if boundary:
             self._open = True
             self._part_start_dts = dts_ms
             return Cut.SEGMENT
         if not self._open:
             return Cut.DROP
-        if dts_ms - self._part_start_dts >= (self.policy.part_target_ms
-                                             - self.policy.part_tolerance_ms):
+        # Cut once the part is full, or when this frame would make it overrun the target
+        # (parts never exceed PART-TARGET, rfc8216bis 4.4.4.9).
+        elapsed = dts_ms - self._part_start_dts
+        target = self.policy.part_target_ms
+        tolerance = self.policy.part_tolerance_ms
+        if elapsed >= target - tolerance or elapsed + self._last_delta > target + tolerance:
             self._part_start_dts = dts_ms
             return Cut.PART
         return Cut.CONTINUE

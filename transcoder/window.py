@@ -58,7 +58,6 @@ class RenditionLog:
         self._max_part = 0.0
         self._max_segment = 0.0
         self._window: deque[Segment] = deque()
-        self._dropped_discontinuities = 0  # EXT-X-DISCONTINUITY-SEQUENCE of window[0]
         self._parts: list[Part] = []
         self._pending_discontinuity = False
         self._init_generation = -1
@@ -69,6 +68,7 @@ class RenditionLog:
         self._total_bits = 0
         self._total_s = 0.0
         self._anchor: tuple[float, datetime] | None = None
+        self._last_end: datetime | None = None
 
     # --- inputs ---------------------------------------------------------------------
     def set_init(self, data: bytes) -> tuple[str, bool]:
@@ -101,6 +101,10 @@ class RenditionLog:
                     now: datetime) -> Segment:
         """A complete segment; ``now`` anchors EXT-X-PROGRAM-DATE-TIME after a break."""
         if self._anchor is None:
+            # After a break the wall clock re-anchors; never before the previous segment's
+            # end, so EXT-X-PROGRAM-DATE-TIME only moves forward (RFC 8216bis 4.4.4.6).
+            if self._last_end is not None and now < self._last_end:
+                now = self._last_end
             self._anchor = (start_pts_s, now)
         anchor_pts, anchor_time = self._anchor
         pdt = anchor_time + timedelta(seconds=start_pts_s - anchor_pts)
@@ -114,14 +118,12 @@ class RenditionLog:
             discontinuity_seq=self.discontinuity_count, init_key=self._init_key, size=size,
             parts=tuple(self._parts) if self.parts_enabled else ())
         self._pending_discontinuity = False
+        self._last_end = pdt + timedelta(seconds=duration_s)
         self._parts = []
         self.next_msn += 1
         self._window.append(segment)
         while len(self._window) > self.window_segments:
-            gone = self._window.popleft()
-            if self._window and self._window[0].discontinuity:
-                self._dropped_discontinuities += 1
-            del gone
+            self._window.popleft()
         self._max_segment = max(self._max_segment, duration_s)
         if duration_s > 0:
             self._peak_bps = max(self._peak_bps, int(math.ceil(size * 8 / duration_s)))

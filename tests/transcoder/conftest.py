@@ -1,0 +1,30 @@
+"""Generated sources for the transcoder tests (tiny: 640x360 or smaller, a few seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support import make_test_media
+
+
+@pytest.fixture(scope="session")
+def src_360p(media_dir: Path) -> Path:
+    """3 s of 640x360p30 H.264 (keyframe every 1 s) + AAC, in MP4."""
+    return make_test_media(media_dir / "tc_360p.mp4", seconds=3.0, gop=30)
+
+
+@pytest.fixture(scope="session")
+def src_irregular(media_dir: Path) -> Path:
+    """6 s of 320x180p30 with keyframes only at 0, 0.7, 2.9, 3.3 and 5.5 s (OBS "auto")."""
+    return make_test_media(media_dir / "tc_irregular.mp4", seconds=6.0, width=320,
+                           height=180, gop=600,
+                           extra_args=("-force_key_frames", "0,0.7,2.9,3.3,5.5"))
+
+
+@pytest.fixture(scope="session")
+def src_bframes(media_dir: Path) -> Path:
+    """2 s of 320x180p30 with B-frames (composition offsets in the source)."""
+    return make_test_media(media_dir / "tc_bframes.mp4", seconds=2.0, width=320, height=180,
+                           gop=30, extra_args=("-bf", "2", "-preset:v", "veryfast"))

@@ -1,0 +1,189 @@
+"""The pipeline on generated media: every segment of every rendition decodes, starts with
+an IDR at the same PTS in every rendition, and PTS runs on without gaps."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import av.video.frame
+import pytest
+
+from castway.media import MediaKind, MediaPacket
+from transcoder.demux import read_packets
+from transcoder.ladder import LadderSpec, RungSpec
+from transcoder.packager import TIMELINE_OFFSET_MS, InitOut, Output, PartOut, SegmentOut
+from transcoder.pipeline import Pipeline, PipelineConfig, RenditionInfo, estimate_fps
+from transcoder.segmenter import SegmentPolicy
+
+LADDER = LadderSpec((RungSpec("240p", 240, 400), RungSpec("160p", 160, 200, max_fps=15)))
+POLICY = SegmentPolicy(2000, 500)
+
+
+@dataclass
+class Collected:
+    init: dict[str, bytes] = field(default_factory=dict)
+    parts: dict[str, list[PartOut]] = field(default_factory=lambda: defaultdict(list))
+    segments: dict[str, list[SegmentOut]] = field(default_factory=lambda: defaultdict(list))
+    infos: dict[str, RenditionInfo] = field(default_factory=dict)
+
+    def on_output(self, out: Output) -> None:
+        if isinstance(out, InitOut):
+            self.init[out.rendition] = out.data
+        elif isinstance(out, PartOut):
+            self.parts[out.rendition].append(out)
+        else:
+            self.segments[out.rendition].append(out)
+
+
+def run(packets: list[MediaPacket], *, ladder: LadderSpec = LADDER,
+        segment_format: str = "fmp4", discontinuity_at: int | None = None) -> Collected:
+    got = Collected()
+    pipeline = Pipeline(PipelineConfig(ladder, POLICY, segment_format=segment_format,
+                                       realtime=False, x264_preset="ultrafast"),
+                        got.on_output, lambda info: got.infos.__setitem__(info.name, info))
+    for i, packet in enumerate(packets):
+        if i == discontinuity_at:
+            pipeline.discontinuity()
+        pipeline.push(packet)
+    pipeline.finish()
+    return got
+
+
+def video_frames(data: bytes) -> list[tuple[float, bool, str]]:
+    """(pts seconds, keyframe, picture type) of every decoded video frame of ``data``."""
+    out = []
+    container: Any = av.open(io.BytesIO(data))
+    try:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            out.append((float(frame.pts * frame.time_base), bool(frame.key_frame),
+                        av.video.frame.PictureType(frame.pict_type).name))
+    finally:
+        container.close()
+    return out
+
+
+def audio_span(data: bytes) -> tuple[float, float]:
+    container: Any = av.open(io.BytesIO(data))
+    try:
+        packets = [p for p in container.demux(container.streams.audio[0]) if p.pts is not None]
+        return (float(packets[0].pts * packets[0].time_base),
+                float((packets[-1].pts + packets[-1].duration) * packets[-1].time_base))
+    finally:
+        container.close()
+
+
+def check_aligned(got: Collected, renditions: list[str], *, fps: dict[str, float]) -> None:
+    starts: dict[str, list[float]] = {}
+    for name in renditions:
+        segments = got.segments[name]
+        assert segments, name
+        first_pts = []
+        previous_end: float | None = None
+        for seg in segments:
+            frames = video_frames(got.init.get(name, b"") + seg.data)
+            assert frames, f"{name}: a segment without video"
+            pts, key, kind = frames[0]
+            assert key and kind == "I", f"{name} segment at {pts} starts with {kind}"
+            assert abs(pts - TIMELINE_OFFSET_MS / 1000 - seg.start_pts_s) < 1e-3
+            first_pts.append(round(pts, 3))
+            ordered = sorted(f[0] for f in frames)
+            step = 1 / fps[name]
+            if previous_end is not None:
+                assert abs(ordered[0] - previous_end) < 1.5 * step, f"{name}: PTS gap"
+            assert all(b - a < 1.5 * step for a, b in zip(ordered, ordered[1:], strict=False))
+            previous_end = ordered[-1] + step
+        starts[name] = first_pts
+    reference = starts[renditions[0]]
+    for name in renditions[1:]:
+        assert starts[name] == reference, f"{name} boundaries differ from {renditions[0]}"
+
+
+def test_every_rendition_cuts_at_the_same_idr(src_360p: Path) -> None:
+    got = run(list(read_packets(src_360p)))
+    names = ["source", "240p", "160p"]
+    assert set(got.segments) == set(names)
+    check_aligned(got, names, fps={"source": 30, "240p": 30, "160p": 15})
+    # 3 s with keyframes every second: segments at 0 and 2 s.
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0]
+    assert got.infos["240p"].width == 426 and got.infos["240p"].height == 240
+    assert got.infos["160p"].fps == 15
+    assert got.infos["source"].codecs.startswith("avc1.") and \
+        got.infos["source"].codecs.endswith(",mp4a.40.2")
+    # Nothing lost: every source frame is in the passthrough and the 30 fps rendition.
+    for name in ("source", "240p"):
+        frames = sum(len(video_frames(got.init[name] + s.data)) for s in got.segments[name])
+        assert frames == 90
+
+
+def test_a_segment_is_the_concatenation_of_its_parts(src_360p: Path) -> None:
+    got = run(list(read_packets(src_360p)))
+    for name, segments in got.segments.items():
+        parts = got.parts[name]
+        assert b"".join(p.data for p in parts) == b"".join(s.data for s in segments)
+        assert all(p.duration_s <= 0.5 + 1e-3 for p in parts)
+        independent = [p.index == 0 for p in parts]
+        assert [p.independent for p in parts] == independent
+        assert sum(p.duration_s for p in parts) == pytest.approx(
+            sum(s.duration_s for s in segments))
+
+
+def test_audio_passes_through_continuously(src_360p: Path) -> None:
+    got = run(list(read_packets(src_360p)))
+    for name in got.segments:
+        spans = [audio_span(got.init[name] + s.data) for s in got.segments[name]]
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert abs(start - end) < 0.002, f"{name}: audio gap {start - end}"
+
+
+def test_irregular_keyframes_give_irregular_but_aligned_segments(src_irregular: Path) -> None:
+    got = run(list(read_packets(src_irregular)))
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.9, 5.5]
+    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 15})
+    # Parts keep latency low inside the long segments.
+    assert max(p.duration_s for p in got.parts["160p"]) <= 0.5 + 1e-3
+
+
+def test_source_b_frames_pass_through(src_bframes: Path) -> None:
+    got = run(list(read_packets(src_bframes)),
+              ladder=LadderSpec((RungSpec("160p", 160, 200),)))
+    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 30})
+
+
+def test_discontinuity_closes_the_segment_and_restarts_at_a_keyframe(src_360p: Path) -> None:
+    packets = list(read_packets(src_360p))
+    half = next(i for i, p in enumerate(packets)
+                if p.kind == MediaKind.VIDEO and p.dts_ms >= 1500)
+    # The publisher reconnects: configuration again, timestamps from zero.
+    replay = [p for p in packets if p.is_config] + packets[2:]
+    got = run(packets[:half] + replay, discontinuity_at=half)
+    starts = [s.start_pts_s for s in got.segments["source"]]
+    assert starts == [0.0, 0.0, 2.0]
+    assert got.segments["source"][0].duration_s == pytest.approx(1.5, abs=0.04)
+    for name in got.segments:
+        for seg in got.segments[name]:
+            assert video_frames(got.init[name] + seg.data)[0][1]
+
+
+def test_mpegts_segments_are_aligned_too(src_360p: Path) -> None:
+    got = run(list(read_packets(src_360p)), segment_format="mpegts")
+    assert not got.parts and not got.init
+    check_aligned(got, ["source", "240p", "160p"], fps={"source": 30, "240p": 30, "160p": 15})
+
+
+def test_passthrough_only_ladder(src_360p: Path) -> None:
+    got = run(list(read_packets(src_360p)), ladder=LadderSpec(()))
+    assert list(got.segments) == ["source"]
+
+
+@pytest.mark.parametrize(("dts", "fps"), [
+    ([0, 33, 67, 100, 133], 30.0), ([0, 17, 33, 50, 67, 83, 100], 60.0),
+    ([0, 40, 80, 120], 25.0), ([0, 42, 83, 125, 167], 24.0), ([0, 100, 200], 10.0),
+])
+def test_frame_rate_estimate(dts: list[int], fps: float) -> None:
+    assert estimate_fps(dts) == fps

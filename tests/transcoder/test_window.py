@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from castway.hls.playlist import PlaylistType, render_media_playlist
+from tests.hls_validator import validate_playlist
+from transcoder.window import RenditionLog, target_duration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _segment(log: RenditionLog, start: float, duration: float = 2.0, parts: int = 4) -> None:
+    for i in range(parts):
+        log.add_part(i, duration / parts, independent=i == 0)
+    log.add_segment(duration, start, 1000, T0)
+
+
+def test_keys_follow_the_storage_layout() -> None:
+    log = RenditionLog("broadcasts/b1", "720p")
+    key, new = log.set_init(b"init")
+    assert (key, new) == ("broadcasts/b1/720p/init.mp4", True)
+    assert log.set_init(b"init") == (key, False)
+    part = log.add_part(0, 0.5, True)
+    assert part.key == "broadcasts/b1/720p/0.0.m4s"
+    segment = log.add_segment(0.5, 0.0, 10, T0)
+    assert segment.key == "broadcasts/b1/720p/0.m4s"
+    assert segment.init_key == key and segment.parts == (part,)
+    # A changed init segment gets a new key; the old one stays valid for old segments.
+    assert log.set_init(b"other") == ("broadcasts/b1/720p/init.1.mp4", True)
+
+
+def test_sliding_window_and_preload_hint() -> None:
+    log = RenditionLog("p", "source", window_segments=3)
+    for n in range(5):
+        _segment(log, 2.0 * n)
+    log.add_part(0, 0.5, True)
+    window = log.window()
+    assert [s.msn for s in window.segments] == [2, 3, 4]
+    assert window.next_msn == 5
+    assert [p.key for p in window.parts] == ["p/source/5.0.m4s"]
+    assert window.preload_hint == "p/source/5.1.m4s"
+    assert window.target_duration_s == 2.0
+
+
+def test_program_date_time_follows_pts_and_reanchors_after_a_break() -> None:
+    log = RenditionLog("p", "source")
+    log.add_segment(2.0, 10.0, 1, T0)
+    assert log.add_segment(2.0, 12.0, 1, T0 + timedelta(hours=1)).program_date_time == \
+        T0 + timedelta(seconds=2)
+    log.mark_discontinuity()
+    later = T0 + timedelta(seconds=30)
+    seg = log.add_segment(2.0, 0.0, 1, later)
+    assert seg.program_date_time == later and seg.discontinuity
+
+
+def test_discontinuity_sequence_counts_breaks_that_slid_out() -> None:
+    log = RenditionLog("p", "r", window_segments=2)
+    _segment(log, 0.0)
+    log.mark_discontinuity()
+    _segment(log, 0.0)  # msn 1, after a break
+    assert log.window().discontinuity_seq == 0
+    assert [s.discontinuity for s in log.window().segments] == [False, True]
+    _segment(log, 2.0)  # msn 2: the break is now the first segment of the window
+    window = log.window()
+    assert [s.msn for s in window.segments] == [1, 2]
+    assert window.discontinuity_seq == 0
+    _segment(log, 4.0)  # the tagged segment slid out
+    window = log.window()
+    assert window.discontinuity_seq == 1
+    assert all(not s.discontinuity for s in window.segments)
+
+
+def test_sequence_numbers_continue_from_a_start_value() -> None:
+    log = RenditionLog("p", "r", start_msn=41)
+    log.mark_discontinuity()
+    _segment(log, 0.0)
+    assert log.window().segments[0].msn == 41
+    assert log.window().segments[0].discontinuity
+
+
+def test_measured_bandwidth() -> None:
+    log = RenditionLog("p", "r")
+    log.add_segment(2.0, 0.0, 250_000, T0)  # 1 Mb/s
+    log.add_segment(1.0, 2.0, 250_000, T0)  # 2 Mb/s
+    assert log.peak_bps == 2_000_000
+    assert log.average_bps == 1_333_333
+
+
+def test_target_duration_rounds_half_up() -> None:
+    assert target_duration([2.0, 2.4], 2.0) == 2
+    assert target_duration([2.5], 2.0) == 3
+    assert target_duration([0.5], 0.5) == 1
+
+
+def test_live_and_vod_playlists_of_a_window_are_valid() -> None:
+    log = RenditionLog("p", "r", window_segments=3)
+    log.set_init(b"x")
+    for n in range(4):
+        _segment(log, 2.0 * n)
+    log.mark_discontinuity()
+    _segment(log, 0.0, duration=2.4)
+    log.add_part(0, 0.5, True)
+    live = render_media_playlist(log.window(), uri_for_key=lambda k: k, low_latency=True)
+    assert validate_playlist(live) == []
+    log.end()
+    vod = render_media_playlist(log.window(), uri_for_key=lambda k: k,
+                                playlist_type=PlaylistType.VOD)
+    assert validate_playlist(vod) == []
+    assert vod.rstrip().endswith("#EXT-X-ENDLIST")
