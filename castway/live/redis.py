@@ -399,8 +399,11 @@ class RedisLiveState:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         state.waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, self._subscribe_timeout_s)
+            async with asyncio.timeout(self._subscribe_timeout_s):
+                await waiter
         except BaseException as exc:
+            with contextlib.suppress(ValueError):
+                state.waiters.remove(waiter)
             await subscription.close()
             if self._closed:
                 raise LiveStateError("live state closed while subscribing") from exc

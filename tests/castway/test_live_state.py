@@ -582,6 +582,13 @@ async def test_redis_outage_is_a_live_state_error_not_a_hang(
         with pytest.raises(LiveStateError):
             await live.subscribe("nodes")
         assert live.subscriber_count("nodes") == 0
+        pending = asyncio.ensure_future(live.subscribe("broadcasts"))
+        await asyncio.sleep(0)
+        assert live.subscriber_count("broadcasts") == 1
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert live.subscriber_count("broadcasts") == 0
         await asyncio.to_thread(restartable_redis.start)
         assert await live.ping() is True
         assert await live.get_broadcast("b1") is None  # no persistence: a fresh server
