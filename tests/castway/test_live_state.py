@@ -1,9 +1,10 @@
 """The LiveState contract (castway/live/base.py), run against every backend.
 
-Each test reads as one clause of the contract. The ``live`` fixture yields a
-:class:`Harness` around a fresh backend: memory runs on a manual clock (TTLs expire when
-the test moves time), Redis on a real redis-server with short real TTLs that the test
-waits out by polling with a deadline.
+Each test reads as one clause of the contract. ``live`` is a fresh backend, once per
+backend; tests about TTLs take the :class:`Harness` around it instead: memory runs on a
+manual clock (TTLs expire when the test moves time), Redis on a real redis-server with
+short real TTLs that the test waits out by polling with a deadline. Redis-only clauses
+(one pub/sub connection, restarts, outages) come last.
 """
 
 from __future__ import annotations
@@ -69,9 +70,17 @@ class Harness:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def elapse(self, seconds: float) -> None:
-        """Let ``seconds`` pass: moves the manual clock; real time passes by itself."""
+        """Let ``seconds`` pass: moves the manual clock; real time passes by itself
+        (follow with ``eventually``)."""
         if self.clock is not None:
             self.clock.now += seconds
+
+    async def outlive(self, seconds: float) -> None:
+        """Make sure ``seconds`` have passed, to show that something did NOT expire."""
+        if self.clock is not None:
+            self.clock.now += seconds
+        else:
+            await asyncio.sleep(seconds)
 
 
 def make_backend(backend: str, request: pytest.FixtureRequest,
@@ -88,12 +97,18 @@ def make_backend(backend: str, request: pytest.FixtureRequest,
 
 
 @pytest.fixture(params=BACKENDS)
-async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     harness = make_backend(request.param, request)
     try:
         yield harness
     finally:
         await harness.live.close()
+
+
+@pytest.fixture
+def live(harness: Harness) -> LiveState:
+    """The backend under test (memory or redis)."""
+    return harness.live
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], check: Callable[[T], bool],
@@ -130,161 +145,157 @@ def segment(msn: int, bid: str = "b1", rendition: str = "720p", **kw: Any) -> Se
 
 # --- channel ownership ---------------------------------------------------------------
 
-async def test_claim_is_exclusive_and_reports_the_current_owner(h: Harness) -> None:
-    assert await h.live.claim_channel("alice", "conn-1", LONG_TTL_S) is None
-    assert await h.live.claim_channel("alice", "conn-2", LONG_TTL_S) == "conn-1"
-    assert await h.live.claim_channel("bob", "conn-2", LONG_TTL_S) is None
+async def test_claim_is_exclusive_and_reports_the_current_owner(live: LiveState) -> None:
+    assert await live.claim_channel("alice", "conn-1", LONG_TTL_S) is None
+    assert await live.claim_channel("alice", "conn-2", LONG_TTL_S) == "conn-1"
+    assert await live.claim_channel("bob", "conn-2", LONG_TTL_S) is None
 
 
-async def test_owner_may_claim_again_and_refresh(h: Harness) -> None:
-    assert await h.live.claim_channel("alice", "conn-1", LONG_TTL_S) is None
-    assert await h.live.claim_channel("alice", "conn-1", LONG_TTL_S) is None
-    assert await h.live.refresh_claim("alice", "conn-1", LONG_TTL_S) is True
-    assert await h.live.refresh_claim("alice", "conn-2", LONG_TTL_S) is False
-    assert await h.live.refresh_claim("nobody-claimed-this", "conn-1", LONG_TTL_S) is False
+async def test_owner_may_claim_again_and_refresh(live: LiveState) -> None:
+    assert await live.claim_channel("alice", "conn-1", LONG_TTL_S) is None
+    assert await live.claim_channel("alice", "conn-1", LONG_TTL_S) is None
+    assert await live.refresh_claim("alice", "conn-1", LONG_TTL_S) is True
+    assert await live.refresh_claim("alice", "conn-2", LONG_TTL_S) is False
+    assert await live.refresh_claim("nobody-claimed-this", "conn-1", LONG_TTL_S) is False
 
 
-async def test_release_by_a_non_owner_is_ignored(h: Harness) -> None:
-    await h.live.claim_channel("alice", "conn-1", LONG_TTL_S)
-    await h.live.release_claim("alice", "conn-2")
-    assert await h.live.claim_channel("alice", "conn-2", LONG_TTL_S) == "conn-1"
-    await h.live.release_claim("alice", "conn-1")
-    assert await h.live.claim_channel("alice", "conn-2", LONG_TTL_S) is None
+async def test_release_by_a_non_owner_is_ignored(live: LiveState) -> None:
+    await live.claim_channel("alice", "conn-1", LONG_TTL_S)
+    await live.release_claim("alice", "conn-2")
+    assert await live.claim_channel("alice", "conn-2", LONG_TTL_S) == "conn-1"
+    await live.release_claim("alice", "conn-1")
+    assert await live.claim_channel("alice", "conn-2", LONG_TTL_S) is None
 
 
-async def test_an_unrefreshed_claim_expires(h: Harness) -> None:
-    await h.live.claim_channel("alice", "dead-node", h.short_ttl_s)
-    h.elapse(h.short_ttl_s)
-    await eventually(lambda: h.live.claim_channel("alice", "conn-2", LONG_TTL_S),
+async def test_an_unrefreshed_claim_expires(harness: Harness) -> None:
+    await harness.live.claim_channel("alice", "dead-node", harness.short_ttl_s)
+    harness.elapse(harness.short_ttl_s)
+    await eventually(lambda: harness.live.claim_channel("alice", "conn-2", LONG_TTL_S),
                      lambda owner: owner is None)
-    assert await h.live.refresh_claim("alice", "dead-node", LONG_TTL_S) is False
+    assert await harness.live.refresh_claim("alice", "dead-node", LONG_TTL_S) is False
 
 
-async def test_refresh_extends_a_claim(h: Harness) -> None:
-    await h.live.claim_channel("alice", "conn-1", h.short_ttl_s)
-    assert await h.live.refresh_claim("alice", "conn-1", LONG_TTL_S)
-    h.elapse(h.short_ttl_s * 2)
-    if h.clock is None:
-        await asyncio.sleep(h.short_ttl_s * 2)  # real TTL: outlive the original one
-    assert await h.live.claim_channel("alice", "conn-2", LONG_TTL_S) == "conn-1"
+async def test_refresh_extends_a_claim(harness: Harness) -> None:
+    await harness.live.claim_channel("alice", "conn-1", harness.short_ttl_s)
+    assert await harness.live.refresh_claim("alice", "conn-1", LONG_TTL_S)
+    await harness.outlive(harness.short_ttl_s * 2)
+    assert await harness.live.claim_channel("alice", "conn-2", LONG_TTL_S) == "conn-1"
 
 
 # --- live broadcasts -----------------------------------------------------------------
 
-async def test_broadcast_round_trips_exactly(h: Harness) -> None:
+async def test_broadcast_round_trips_exactly(live: LiveState) -> None:
     b = broadcast(source=SourceInfo(video_codec="h264", audio_codec="aac", width=1920,
                                     height=1080, fps=29.97, audio_sample_rate=48000),
                   renditions=(Rendition("source", 1920, 1080, 29.97, None,
                                         codecs="avc1.640028,mp4a.40.2", bandwidth_bps=6_000_000),
                               Rendition("360p", 640, 360, 30.0, 800.0)))
-    await h.live.put_broadcast(b)
-    assert await h.live.get_broadcast("b1") == b
-    assert await h.live.get_broadcast("missing") is None
+    await live.put_broadcast(b)
+    assert await live.get_broadcast("b1") == b
+    assert await live.get_broadcast("missing") is None
 
 
-async def test_live_broadcast_is_the_channels_current_live_one(h: Harness) -> None:
-    assert await h.live.live_broadcast("alice") is None
+async def test_live_broadcast_is_the_channels_current_live_one(live: LiveState) -> None:
+    assert await live.live_broadcast("alice") is None
     first = broadcast("b1", "alice")
-    await h.live.put_broadcast(first)
-    await h.live.put_broadcast(broadcast("b2", "bob"))
-    assert await h.live.live_broadcast("alice") == first
+    await live.put_broadcast(first)
+    await live.put_broadcast(broadcast("b2", "bob"))
+    assert await live.live_broadcast("alice") == first
     ended = replace(first, state=BroadcastState.ENDED, ended_at=T0 + timedelta(hours=1))
-    await h.live.put_broadcast(ended)
-    assert await h.live.live_broadcast("alice") is None
-    assert await h.live.get_broadcast("b1") == ended
+    await live.put_broadcast(ended)
+    assert await live.live_broadcast("alice") is None
+    assert await live.get_broadcast("b1") == ended
     second = broadcast("b3", "alice", started_at=T0 + timedelta(hours=2))
-    await h.live.put_broadcast(second)
-    assert await h.live.live_broadcast("alice") == second
-    assert [b.id for b in await h.live.list_broadcasts()] == ["b1", "b2", "b3"]
+    await live.put_broadcast(second)
+    assert await live.live_broadcast("alice") == second
+    assert [b.id for b in await live.list_broadcasts()] == ["b1", "b2", "b3"]
 
 
 async def test_remove_broadcast_forgets_window_media_and_stats_but_not_the_log(
-        h: Harness) -> None:
-    await h.live.put_broadcast(broadcast("b1"))
-    await h.live.put_broadcast(broadcast("b2", "bob"))
+        live: LiveState) -> None:
+    await live.put_broadcast(broadcast("b1"))
+    await live.put_broadcast(broadcast("b2", "bob"))
     for bid in ("b1", "b2"):
-        await h.live.put_window(bid, "720p", RenditionWindow(segments=(), next_msn=0))
-        await h.live.put_media(f"broadcasts/{bid}/720p/0.m4s", b"seg", LONG_TTL_S)
-        await h.live.put_stats(bid, {"viewers": 3.0})
-        await h.live.append_segment_log(bid, "720p", segment(0, bid))
-    await h.live.remove_broadcast("b1")
-    assert await h.live.get_broadcast("b1") is None
-    assert await h.live.get_window("b1", "720p") is None
-    assert await h.live.get_media("broadcasts/b1/720p/0.m4s") is None
-    assert await h.live.get_stats("b1") == {}
-    assert await h.live.segment_log("b1", "720p") == [segment(0, "b1")]
-    assert [b.id for b in await h.live.list_broadcasts()] == ["b2"]
-    assert await h.live.get_window("b2", "720p") is not None
-    assert await h.live.get_media("broadcasts/b2/720p/0.m4s") == b"seg"
-    assert await h.live.get_stats("b2") == {"viewers": 3.0}
-    await h.live.remove_broadcast("never-existed")
+        await live.put_window(bid, "720p", RenditionWindow(segments=(), next_msn=0))
+        await live.put_media(f"broadcasts/{bid}/720p/0.m4s", b"seg", LONG_TTL_S)
+        await live.put_stats(bid, {"viewers": 3.0})
+        await live.append_segment_log(bid, "720p", segment(0, bid))
+    await live.remove_broadcast("b1")
+    assert await live.get_broadcast("b1") is None
+    assert await live.get_window("b1", "720p") is None
+    assert await live.get_media("broadcasts/b1/720p/0.m4s") is None
+    assert await live.get_stats("b1") == {}
+    assert await live.segment_log("b1", "720p") == [segment(0, "b1")]
+    assert [b.id for b in await live.list_broadcasts()] == ["b2"]
+    assert await live.get_window("b2", "720p") is not None
+    assert await live.get_media("broadcasts/b2/720p/0.m4s") == b"seg"
+    assert await live.get_stats("b2") == {"viewers": 3.0}
+    await live.remove_broadcast("never-existed")
 
 
-async def test_stats_are_replaced_whole(h: Harness) -> None:
-    assert await h.live.get_stats("b1") == {}
-    await h.live.put_stats("b1", {"viewers": 12.0, "bitrate_kbps": 4500.5, "state": "live"})
-    assert await h.live.get_stats("b1") == {"viewers": 12.0, "bitrate_kbps": 4500.5,
+async def test_stats_are_replaced_whole(live: LiveState) -> None:
+    assert await live.get_stats("b1") == {}
+    await live.put_stats("b1", {"viewers": 12.0, "bitrate_kbps": 4500.5, "state": "live"})
+    assert await live.get_stats("b1") == {"viewers": 12.0, "bitrate_kbps": 4500.5,
                                             "state": "live"}
-    await h.live.put_stats("b1", {"viewers": 13.0})
-    assert await h.live.get_stats("b1") == {"viewers": 13.0}
+    await live.put_stats("b1", {"viewers": 13.0})
+    assert await live.get_stats("b1") == {"viewers": 13.0}
 
 
 # --- nodes ---------------------------------------------------------------------------
 
-async def test_heartbeat_lists_the_latest_node_state(h: Harness) -> None:
-    assert await h.live.list_nodes() == []
-    await h.live.heartbeat(node("n1"), LONG_TTL_S)
-    await h.live.heartbeat(node("n2", state=NodeState.ACTIVE), LONG_TTL_S)
+async def test_heartbeat_lists_the_latest_node_state(live: LiveState) -> None:
+    assert await live.list_nodes() == []
+    await live.heartbeat(node("n1"), LONG_TTL_S)
+    await live.heartbeat(node("n2", state=NodeState.ACTIVE), LONG_TTL_S)
     n1_later = node("n1", state=NodeState.DRAINING, active_broadcasts=3, cpu=0.5,
                     heartbeat_at=T0 + timedelta(seconds=10))
-    await h.live.heartbeat(n1_later, LONG_TTL_S)
-    assert sorted(await h.live.list_nodes(), key=lambda n: n.id) == [
+    await live.heartbeat(n1_later, LONG_TTL_S)
+    assert sorted(await live.list_nodes(), key=lambda n: n.id) == [
         n1_later, node("n2", state=NodeState.ACTIVE)]
 
 
-async def test_a_silent_node_vanishes_after_its_ttl(h: Harness) -> None:
-    await h.live.heartbeat(node("alive"), LONG_TTL_S)
-    await h.live.heartbeat(node("silent"), h.short_ttl_s)
-    h.elapse(h.short_ttl_s)
-    nodes = await eventually(h.live.list_nodes, lambda ns: len(ns) == 1)
+async def test_a_silent_node_vanishes_after_its_ttl(harness: Harness) -> None:
+    await harness.live.heartbeat(node("alive"), LONG_TTL_S)
+    await harness.live.heartbeat(node("silent"), harness.short_ttl_s)
+    harness.elapse(harness.short_ttl_s)
+    nodes = await eventually(harness.live.list_nodes, lambda ns: len(ns) == 1)
     assert [n.id for n in nodes] == ["alive"]
 
 
-async def test_node_commands(h: Harness) -> None:
-    assert await h.live.get_node_command("n1") is None
-    await h.live.set_node_command("n1", "drain")
-    assert await h.live.get_node_command("n1") == "drain"
-    await h.live.set_node_command("n1", "stop")
-    assert await h.live.get_node_command("n1") == "stop"
-    assert await h.live.get_node_command("n2") is None
-    await h.live.set_node_command("n1", None)
-    assert await h.live.get_node_command("n1") is None
+async def test_node_commands(live: LiveState) -> None:
+    assert await live.get_node_command("n1") is None
+    await live.set_node_command("n1", "drain")
+    assert await live.get_node_command("n1") == "drain"
+    await live.set_node_command("n1", "stop")
+    assert await live.get_node_command("n1") == "stop"
+    assert await live.get_node_command("n2") is None
+    await live.set_node_command("n1", None)
+    assert await live.get_node_command("n1") is None
 
 
 # --- the live segment window ---------------------------------------------------------
 
-async def test_media_bytes_round_trip_and_expire(h: Harness) -> None:
+async def test_media_bytes_round_trip_and_expire(harness: Harness) -> None:
     payload = bytes(range(256)) * 1000
-    await h.live.put_media("broadcasts/b1/720p/init.mp4", payload, LONG_TTL_S)
-    await h.live.put_media("broadcasts/b1/720p/7.2.m4s", b"\x00part", h.short_ttl_s)
-    assert await h.live.get_media("broadcasts/b1/720p/init.mp4") == payload
-    assert await h.live.get_media("broadcasts/b1/720p/missing.m4s") is None
-    h.elapse(h.short_ttl_s)
-    await eventually(lambda: h.live.get_media("broadcasts/b1/720p/7.2.m4s"),
+    await harness.live.put_media("broadcasts/b1/720p/init.mp4", payload, LONG_TTL_S)
+    await harness.live.put_media("broadcasts/b1/720p/7.2.m4s", b"\x00part", harness.short_ttl_s)
+    assert await harness.live.get_media("broadcasts/b1/720p/init.mp4") == payload
+    assert await harness.live.get_media("broadcasts/b1/720p/missing.m4s") is None
+    harness.elapse(harness.short_ttl_s)
+    await eventually(lambda: harness.live.get_media("broadcasts/b1/720p/7.2.m4s"),
                      lambda data: data is None)
-    assert await h.live.get_media("broadcasts/b1/720p/init.mp4") == payload
+    assert await harness.live.get_media("broadcasts/b1/720p/init.mp4") == payload
 
 
-async def test_media_put_again_replaces_bytes_and_ttl(h: Harness) -> None:
-    await h.live.put_media("k", b"old", h.short_ttl_s)
-    await h.live.put_media("k", b"new", LONG_TTL_S)
-    h.elapse(h.short_ttl_s * 2)
-    if h.clock is None:
-        await asyncio.sleep(h.short_ttl_s * 2)
-    assert await h.live.get_media("k") == b"new"
+async def test_media_put_again_replaces_bytes_and_ttl(harness: Harness) -> None:
+    await harness.live.put_media("k", b"old", harness.short_ttl_s)
+    await harness.live.put_media("k", b"new", LONG_TTL_S)
+    await harness.outlive(harness.short_ttl_s * 2)
+    assert await harness.live.get_media("k") == b"new"
 
 
-async def test_window_round_trips_exactly(h: Harness) -> None:
+async def test_window_round_trips_exactly(live: LiveState) -> None:
     parts = tuple(Part(msn=11, index=i, duration_s=0.5005, independent=i == 0,
                        key=f"broadcasts/b1/720p/11.{i}.m4s") for i in range(3))
     window = RenditionWindow(
@@ -293,30 +304,30 @@ async def test_window_round_trips_exactly(h: Harness) -> None:
         next_msn=11, parts=parts, preload_hint="broadcasts/b1/720p/11.3.m4s",
         target_duration_s=2.0, part_target_s=0.5, init_key="broadcasts/b1/720p/init.mp4",
         discontinuity_seq=0)
-    assert await h.live.get_window("b1", "720p") is None
-    await h.live.put_window("b1", "720p", window)
-    assert await h.live.get_window("b1", "720p") == window
-    assert await h.live.get_window("b1", "360p") is None
+    assert await live.get_window("b1", "720p") is None
+    await live.put_window("b1", "720p", window)
+    assert await live.get_window("b1", "720p") == window
+    assert await live.get_window("b1", "360p") is None
     final = replace(window, parts=(), preload_hint=None, ended=True)
-    await h.live.put_window("b1", "720p", final)
-    assert await h.live.get_window("b1", "720p") == final
+    await live.put_window("b1", "720p", final)
+    assert await live.get_window("b1", "720p") == final
 
 
-async def test_segment_log_is_append_only_and_read_from_an_offset(h: Harness) -> None:
-    assert await h.live.segment_log("b1", "720p") == []
+async def test_segment_log_is_append_only_and_read_from_an_offset(live: LiveState) -> None:
+    assert await live.segment_log("b1", "720p") == []
     for msn in range(5):
-        await h.live.append_segment_log("b1", "720p", segment(msn))
-    await h.live.append_segment_log("b1", "360p", segment(0, rendition="360p"))
-    await h.live.append_segment_log("b2", "720p", segment(0, bid="b2"))
-    assert await h.live.segment_log("b1", "720p") == [segment(m) for m in range(5)]
-    assert await h.live.segment_log("b1", "720p", start=3) == [segment(3), segment(4)]
-    assert await h.live.segment_log("b1", "720p", start=5) == []
-    assert await h.live.segment_log("b1", "720p", start=50) == []
-    assert await h.live.segment_log("b1", "360p") == [segment(0, rendition="360p")]
-    await h.live.drop_segment_log("b1")
-    assert await h.live.segment_log("b1", "720p") == []
-    assert await h.live.segment_log("b1", "360p") == []
-    assert await h.live.segment_log("b2", "720p") == [segment(0, bid="b2")]
+        await live.append_segment_log("b1", "720p", segment(msn))
+    await live.append_segment_log("b1", "360p", segment(0, rendition="360p"))
+    await live.append_segment_log("b2", "720p", segment(0, bid="b2"))
+    assert await live.segment_log("b1", "720p") == [segment(m) for m in range(5)]
+    assert await live.segment_log("b1", "720p", start=3) == [segment(3), segment(4)]
+    assert await live.segment_log("b1", "720p", start=5) == []
+    assert await live.segment_log("b1", "720p", start=50) == []
+    assert await live.segment_log("b1", "360p") == [segment(0, rendition="360p")]
+    await live.drop_segment_log("b1")
+    assert await live.segment_log("b1", "720p") == []
+    assert await live.segment_log("b1", "360p") == []
+    assert await live.segment_log("b2", "720p") == [segment(0, bid="b2")]
 
 
 # --- events --------------------------------------------------------------------------
@@ -326,48 +337,48 @@ async def next_event(sub: Any, timeout_s: float = DEADLINE_S) -> dict[str, Any]:
     return event
 
 
-async def test_events_arrive_in_publish_order(h: Harness) -> None:
-    async with await h.live.subscribe("media:b1") as sub:
+async def test_events_arrive_in_publish_order(live: LiveState) -> None:
+    async with await live.subscribe("media:b1") as sub:
         for msn in range(SUBSCRIPTION_MAXSIZE):
-            await h.live.publish("media:b1", {"rendition": "720p", "msn": msn, "part": None})
+            await live.publish("media:b1", {"rendition": "720p", "msn": msn, "part": None})
         got = [await next_event(sub) for _ in range(SUBSCRIPTION_MAXSIZE)]
     assert [e["msn"] for e in got] == list(range(SUBSCRIPTION_MAXSIZE))
     assert got[0] == {"rendition": "720p", "msn": 0, "part": None}
 
 
-async def test_subscribe_then_publish_has_no_race(h: Harness) -> None:
+async def test_subscribe_then_publish_has_no_race(live: LiveState) -> None:
     # The origin's blocking playlist reload: subscribe, check the window, then wait.
     for attempt in range(20):
         topic = media_topic(f"b{attempt}")
-        sub = await h.live.subscribe(topic)
-        await h.live.publish(topic, {"rendition": "720p", "msn": attempt, "part": 0})
+        sub = await live.subscribe(topic)
+        await live.publish(topic, {"rendition": "720p", "msn": attempt, "part": 0})
         assert (await next_event(sub))["msn"] == attempt
         await sub.close()
 
 
-async def test_topics_are_separate(h: Harness) -> None:
-    async with await h.live.subscribe(BROADCASTS_TOPIC) as broadcasts, \
-            await h.live.subscribe(media_topic("b1")) as media:
-        await h.live.publish(media_topic("b1"), {"rendition": "720p", "msn": 1, "part": 2})
-        await h.live.publish(BROADCASTS_TOPIC,
+async def test_topics_are_separate(live: LiveState) -> None:
+    async with await live.subscribe(BROADCASTS_TOPIC) as broadcasts, \
+            await live.subscribe(media_topic("b1")) as media:
+        await live.publish(media_topic("b1"), {"rendition": "720p", "msn": 1, "part": 2})
+        await live.publish(BROADCASTS_TOPIC,
                              {"type": "started", "broadcast_id": "b1", "channel": "alice"})
         assert (await next_event(broadcasts))["type"] == "started"
         assert (await next_event(media))["msn"] == 1
-        await h.live.publish(media_topic("b2"), {"rendition": "720p", "msn": 9, "part": 0})
-        await h.live.publish(media_topic("b1"), {"rendition": "720p", "msn": 2, "part": 0})
+        await live.publish(media_topic("b2"), {"rendition": "720p", "msn": 9, "part": 0})
+        await live.publish(media_topic("b1"), {"rendition": "720p", "msn": 2, "part": 0})
         assert (await next_event(media))["msn"] == 2
 
 
-async def test_publish_without_subscribers_is_fine(h: Harness) -> None:
-    await h.live.publish("nobody-listens", {"type": "x"})
+async def test_publish_without_subscribers_is_fine(live: LiveState) -> None:
+    await live.publish("nobody-listens", {"type": "x"})
 
 
-async def test_a_full_subscription_drops_the_oldest_and_counts(h: Harness) -> None:
-    async with await h.live.subscribe("nodes") as slow, \
-            await h.live.subscribe("nodes") as fast:
+async def test_a_full_subscription_drops_the_oldest_and_counts(live: LiveState) -> None:
+    async with await live.subscribe("nodes") as slow, \
+            await live.subscribe("nodes") as fast:
         total = SUBSCRIPTION_MAXSIZE + 5
         for i in range(total):
-            await h.live.publish("nodes", {"type": "heartbeat", "node_id": f"n{i}"})
+            await live.publish("nodes", {"type": "heartbeat", "node_id": f"n{i}"})
             assert (await next_event(fast))["node_id"] == f"n{i}"
         await eventually(lambda: _value(slow.dropped), lambda d: d == 5)
         got = [(await next_event(slow))["node_id"] for _ in range(SUBSCRIPTION_MAXSIZE)]
@@ -380,37 +391,37 @@ async def _value(value: T) -> T:
 
 
 async def test_resubscribing_right_after_the_last_unsubscribe_still_gets_events(
-        h: Harness) -> None:
+        live: LiveState) -> None:
     for i in range(10):
-        first = await h.live.subscribe("nodes")
+        first = await live.subscribe("nodes")
         await first.close()
-        second = await h.live.subscribe("nodes")
-        await h.live.publish("nodes", {"type": "active", "node_id": f"n{i}"})
+        second = await live.subscribe("nodes")
+        await live.publish("nodes", {"type": "active", "node_id": f"n{i}"})
         assert (await next_event(second))["node_id"] == f"n{i}"
         await second.close()
 
 
-async def test_one_publish_wakes_every_subscriber(h: Harness) -> None:
+async def test_one_publish_wakes_every_subscriber(live: LiveState) -> None:
     topic = media_topic("popular")
-    subs = [await h.live.subscribe(topic) for _ in range(2000)]
+    subs = [await live.subscribe(topic) for _ in range(2000)]
     waiters = [asyncio.ensure_future(s.get()) for s in subs]
     await asyncio.sleep(0)
-    await h.live.publish(topic, {"rendition": "720p", "msn": 42, "part": 1})
+    await live.publish(topic, {"rendition": "720p", "msn": 42, "part": 1})
     events = await asyncio.wait_for(asyncio.gather(*waiters), DEADLINE_S)
     assert all(e == {"rendition": "720p", "msn": 42, "part": 1} for e in events)
     for s in subs:
         await s.close()
 
 
-async def test_a_closed_subscription_ends_and_receives_nothing(h: Harness) -> None:
-    sub = await h.live.subscribe("broadcasts")
-    other = await h.live.subscribe("broadcasts")
+async def test_a_closed_subscription_ends_and_receives_nothing(live: LiveState) -> None:
+    sub = await live.subscribe("broadcasts")
+    other = await live.subscribe("broadcasts")
     waiter = asyncio.ensure_future(sub.get())
     await asyncio.sleep(0)
     await sub.close()
     with pytest.raises(SubscriptionClosed):
         await asyncio.wait_for(waiter, DEADLINE_S)
-    await h.live.publish("broadcasts", {"type": "started", "broadcast_id": "b1",
+    await live.publish("broadcasts", {"type": "started", "broadcast_id": "b1",
                                         "channel": "alice"})
     assert (await next_event(other))["broadcast_id"] == "b1"
     with pytest.raises(SubscriptionClosed):
@@ -420,10 +431,10 @@ async def test_a_closed_subscription_ends_and_receives_nothing(h: Harness) -> No
     await other.close()
 
 
-async def test_async_iteration_yields_events_until_closed(h: Harness) -> None:
-    sub = await h.live.subscribe("nodes")
+async def test_async_iteration_yields_events_until_closed(live: LiveState) -> None:
+    sub = await live.subscribe("nodes")
     for i in range(3):
-        await h.live.publish("nodes", {"type": "lost", "node_id": f"n{i}"})
+        await live.publish("nodes", {"type": "lost", "node_id": f"n{i}"})
     seen: list[str] = []
     async for event in sub:
         seen.append(event["node_id"])
@@ -432,21 +443,21 @@ async def test_async_iteration_yields_events_until_closed(h: Harness) -> None:
     assert seen == ["n0", "n1", "n2"]
 
 
-async def test_closing_the_live_state_ends_waiting_subscribers(h: Harness) -> None:
-    sub = await h.live.subscribe("broadcasts")
+async def test_closing_the_live_state_ends_waiting_subscribers(live: LiveState) -> None:
+    sub = await live.subscribe("broadcasts")
     waiter = asyncio.ensure_future(sub.get())
     await asyncio.sleep(0)
-    await h.live.close()
+    await live.close()
     with pytest.raises(SubscriptionClosed):
         await asyncio.wait_for(waiter, DEADLINE_S)
     with pytest.raises(LiveStateError):
-        await h.live.subscribe("broadcasts")
-    assert await h.live.ping() is False
-    await h.live.close()  # idempotent
+        await live.subscribe("broadcasts")
+    assert await live.ping() is False
+    await live.close()  # idempotent
 
 
-async def test_ping_answers_while_open(h: Harness) -> None:
-    assert await h.live.ping() is True
+async def test_ping_answers_while_open(live: LiveState) -> None:
+    assert await live.ping() is True
 
 
 # --- memory-only: the media byte budget ----------------------------------------------
@@ -475,10 +486,10 @@ async def test_memory_media_budget_evicts_expired_first_then_oldest() -> None:
     await live.close()
 
 
-async def test_events_must_be_json(h: Harness) -> None:
-    async with await h.live.subscribe("nodes"):
+async def test_events_must_be_json(live: LiveState) -> None:
+    async with await live.subscribe("nodes"):
         with pytest.raises(TypeError):
-            await h.live.publish("nodes", {"type": "bad", "when": T0})
+            await live.publish("nodes", {"type": "bad", "when": T0})
 
 
 def test_open_live_state_defaults_to_memory() -> None:
