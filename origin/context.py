@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -15,9 +17,23 @@ from castway.storage.base import Storage
 from origin.access import VodAccess
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
+from origin.responses import etag_for
 
 # Rendered playlists kept per process: thousands of woken reloads share one rendering.
 RENDER_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A playlist ready to send: its bytes and their ETag, computed once."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, text: str) -> Rendered:
+        body = text.encode("utf-8")
+        return cls(body, etag_for(body))
 
 
 @dataclass(eq=False)
@@ -29,21 +45,60 @@ class RenderCache:
     """
 
     size: int = RENDER_CACHE_SIZE
-    _entries: OrderedDict[tuple[object, ...], tuple[RenditionWindow, str]] = field(
+    _entries: OrderedDict[tuple[object, ...], tuple[RenditionWindow, Rendered]] = field(
         default_factory=OrderedDict)
 
-    def get(self, key: tuple[object, ...], window: RenditionWindow) -> str | None:
+    def get(self, key: tuple[object, ...], window: RenditionWindow) -> Rendered | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] is not window:
             return None
         self._entries.move_to_end(key)
         return entry[1]
 
-    def put(self, key: tuple[object, ...], window: RenditionWindow, text: str) -> None:
-        self._entries[key] = (window, text)
+    def put(self, key: tuple[object, ...], window: RenditionWindow,
+            rendered: Rendered) -> None:
+        self._entries[key] = (window, rendered)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+
+# Rendition reports may lag the other renditions by this much (they are hints to the
+# player, rfc8216bis 4.4.5.4); the playlist's own window is always read fresh.
+REPORT_WINDOW_TTL_S = 0.1
+
+
+@dataclass(eq=False)
+class WindowCache:
+    """Windows of the *other* renditions, for EXT-X-RENDITION-REPORT: read at most once
+    per ``ttl_s`` per rendition, and once for any number of concurrent requests (a burst
+    of woken blocking reloads must not mean a burst of live-state reads)."""
+
+    live: LiveState
+    ttl_s: float = REPORT_WINDOW_TTL_S
+    _entries: dict[tuple[str, str], tuple[float, asyncio.Future[RenditionWindow | None]]] = \
+        field(default_factory=dict)
+
+    async def get(self, broadcast_id: str, rendition: str) -> RenditionWindow | None:
+        key = (broadcast_id, rendition)
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is None or now - entry[0] > self.ttl_s or \
+                (entry[1].done() and entry[1].exception() is not None):
+            future: asyncio.Future[RenditionWindow | None] = \
+                asyncio.get_running_loop().create_future()
+            self._entries[key] = (now, future)
+            if len(self._entries) > RENDER_CACHE_SIZE:
+                self._entries = {k: v for k, v in self._entries.items()
+                                 if now - v[0] <= self.ttl_s}
+            try:
+                future.set_result(await self.live.get_window(broadcast_id, rendition))
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # retrieved: concurrent waiters re-raise it
+                raise
+            return future.result()
+        return await asyncio.shield(entry[1])
 
 
 @dataclass(eq=False)
@@ -56,6 +111,10 @@ class OriginContext:
     notifier: MediaNotifier
     access: VodAccess
     renders: RenderCache = field(default_factory=RenderCache)
+    report_windows: WindowCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.report_windows = WindowCache(self.live)
 
 
 async def get_context(request: Request) -> OriginContext:

@@ -34,7 +34,7 @@ from castway.hls.playlist import (
 from castway.live.base import RenditionWindow
 from castway.model import Broadcast, BroadcastState, Visibility, VodState
 from castway.storage.base import content_type_for
-from origin.context import Ctx, OriginContext
+from origin.context import Ctx, OriginContext, Rendered
 from origin.responses import (
     ID_RE,
     NAME_RE,
@@ -88,9 +88,10 @@ def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
     return uri_for_key
 
 
-def _playlist(request: Request, text: str, cache: CacheKind) -> Response:
-    return bytes_response(request, text.encode("utf-8"), key="index.m3u8", cache=cache,
-                          content_type=PLAYLIST_TYPE)
+def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Response:
+    rendered = text if isinstance(text, Rendered) else Rendered.of(text)
+    return bytes_response(request, rendered.body, key="index.m3u8", cache=cache,
+                          etag=rendered.etag, content_type=PLAYLIST_TYPE)
 
 
 async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
@@ -163,18 +164,18 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
         for other in names:
             if other == rendition:
                 continue
-            other_window = await ctx.live.get_window(broadcast.id, other)
+            other_window = await ctx.report_windows.get(broadcast.id, other)
             if other_window is not None:
                 reports.append(rendition_report(other_window, f"../{other}/index.m3u8"))
     skip = low_latency and skip_value is not None
     cache_key = ("live", broadcast.id, rendition, low_latency, skip, tuple(reports))
-    text = ctx.renders.get(cache_key, window)
-    if text is None:
-        text = render_media_playlist(window, uri_for_key=media_uri(broadcast.id, 2),
-                                     low_latency=low_latency, skip=skip,
-                                     rendition_reports=reports)
-        ctx.renders.put(cache_key, window, text)
-    return _playlist(request, text, cache)
+    rendered = ctx.renders.get(cache_key, window)
+    if rendered is None:
+        rendered = Rendered.of(render_media_playlist(
+            window, uri_for_key=media_uri(broadcast.id, 2), low_latency=low_latency,
+            skip=skip, rendition_reports=reports))
+        ctx.renders.put(cache_key, window, rendered)
+    return _playlist(request, rendered, cache)
 
 
 async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
