@@ -24,6 +24,8 @@
     this.token = store.get("castway.chat.token");
     this.messages = [];      // what is shown, oldest first: {id, nick, user, text, ts}
     this.errors = [];        // error frames received: {code, message}
+    this.delays = [];        // reconnect delays chosen (ms), for the curious and for tests
+    this.joins = 0;          // welcomes received
     this.connected = false;
     this.attempt = 0;
     this.ws = null;
@@ -95,6 +97,7 @@
       // Full jitter: uniform in [0, min(cap, base * 2^attempt)].
       var cap = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * Math.pow(2, self.attempt));
       var delay = Math.random() * cap;
+      self.delays.push(delay);
       self.setStatus("reconnecting in " + (delay / 1000).toFixed(1) + " s…");
       window.setTimeout(function () { if (!self.stopped) { self.connect(); } }, delay);
     };
@@ -129,6 +132,7 @@
     switch (frame.type) {
       case "welcome":
         this.connected = true;
+        this.joins += 1;
         this.token = frame.token;
         store.set("castway.chat.token", frame.token);
         this.setStatus("chatting as " + frame.nick);

@@ -20,9 +20,10 @@ RECV_TIMEOUT_S = 10.0
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """``app`` under uvicorn (lifespan on) on a free port; yields its http:// base URL."""
-    port = free_port()
+async def serve(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
+    """``app`` under uvicorn (lifespan on) on ``port`` (default: a free one); yields its
+    http:// base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())

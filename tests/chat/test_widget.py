@@ -1,5 +1,6 @@
 """The chat widget (chat/static/chat.js) in headless Chromium: a message typed on one page
-appears on another; an over-long one is answered with the server's error."""
+appears on another; an over-long one is answered with the server's error; after a server
+restart the widget reconnects with exponential backoff and jitter."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from chat.app import create_chat_app
 from chat.widget import widget_html, with_chat
 from tests.chat.conftest import serve
 from tests.origin.browser import Page, launch_browser
+from tests.support import free_port
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -122,6 +124,56 @@ async def test_a_message_sent_on_one_watch_page_shows_on_another(base: str,
         assert error["connected"] is True
         for page in (sender, viewer, late):
             assert not page.errors, page.errors
+
+
+REJOINED = """
+new Promise((resolve, reject) => {
+  const chat = window.castwayChat[0];
+  const started = Date.now();
+  const check = () => {
+    if (chat.connected && chat.joins >= 2) {
+      resolve({delays: chat.delays, messages: chat.messages.map(m => m.text)});
+      return;
+    }
+    if (Date.now() - started > 30000) { reject(new Error("no rejoin: " + chat.delays)); return; }
+    setTimeout(check, 20);
+  };
+  check();
+})
+"""
+
+DISCONNECTED = """
+new Promise((resolve, reject) => {
+  const chat = window.castwayChat[0];
+  const started = Date.now();
+  const check = () => {
+    if (!chat.connected && chat.delays.length >= %(attempts)d) { resolve(chat.delays); return; }
+    if (Date.now() - started > 30000) { reject(new Error("still connected")); return; }
+    setTimeout(check, 20);
+  };
+  check();
+})
+"""
+
+
+async def test_the_widget_reconnects_with_backoff_after_a_server_restart(
+        tmp_path: Path) -> None:
+    port = free_port()
+    async with launch_browser(tmp_path) as browser:
+        page = await browser.new_page()
+        async with serve(_page_app(), port) as url:
+            await _open(page, f"{url}/watch/demo")
+        # The server is gone: the widget retries with growing, jittered delays.
+        await page.evaluate(DISCONNECTED % {"attempts": 3}, await_promise=True, timeout_s=40)
+        async with serve(_page_app(), port) as url:
+            rejoined = await page.evaluate(REJOINED, await_promise=True, timeout_s=40)
+            assert rejoined["messages"] == []  # the new server's (empty) history
+        delays = rejoined["delays"]
+        assert len(delays) >= 3
+        for attempt, delay in enumerate(delays, start=1):
+            assert 0 <= delay <= min(30000, 500 * 2 ** attempt), delays
+        assert len(set(delays)) == len(delays)  # jittered, not in lockstep
+        assert not page.errors, page.errors
 
 
 def test_the_markup_escapes_the_channel_and_puts_the_chat_beside_the_player() -> None:
