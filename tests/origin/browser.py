@@ -7,7 +7,7 @@ small CDP client on the ``websockets`` package:
     async with launch_browser(tmp_path) as browser:
         page = await browser.new_page()
         await page.goto("http://127.0.0.1:8080/watch/demo")
-        advanced = await page.evaluate("...a promise...", await_promise=True)
+        played = await wait_for_playback(page, advance_s=2, timeout_s=30)
 
 ``page.console`` and ``page.errors`` keep what the page logged, for failure messages.
 """
@@ -155,6 +155,41 @@ class Browser:
         for domain in ("Page.enable", "Runtime.enable"):
             await page.send(domain)
         return page
+
+
+# Resolves once the watch page's video has advanced by `advance` seconds of playback.
+_WAIT_FOR_PLAYBACK = """
+new Promise((resolve, reject) => {
+  const video = document.getElementById("video");
+  const player = window.castwayPlayer || {hls: null, errors: []};
+  let first = null;
+  const check = () => {
+    if (first === null && video.currentTime > 0) { first = video.currentTime; }
+    if (first !== null && video.currentTime - first >= %(advance)s) {
+      resolve({start: first, now: video.currentTime, hls: !!player.hls,
+               latency: player.hls ? player.hls.latency : null,
+               status: document.getElementById("status").textContent,
+               errors: player.errors});
+    }
+  };
+  video.addEventListener("timeupdate", check);
+  setTimeout(() => reject(new Error("no playback: currentTime=" + video.currentTime +
+      " readyState=" + video.readyState + " errors=" + JSON.stringify(player.errors))),
+      %(limit)d);
+  check();
+})
+"""
+
+
+async def wait_for_playback(page: Page, *, advance_s: float,
+                            timeout_s: float) -> dict[str, Any]:
+    """Wait until the castway watch page (``/watch/...``) on ``page`` has played
+    ``advance_s`` seconds; returns {start, now, hls (used hls.js), latency (hls.js's live
+    latency estimate), status (the page's status line), errors (hls.js errors)}."""
+    script = _WAIT_FOR_PLAYBACK % {"advance": advance_s, "limit": int(timeout_s * 1000)}
+    result: dict[str, Any] = await page.evaluate(script, await_promise=True,
+                                                 timeout_s=timeout_s + 10)
+    return result
 
 
 async def _devtools_url(profile: Path, process: asyncio.subprocess.Process) -> str:

@@ -17,36 +17,12 @@ from prometheus_client import CollectorRegistry
 
 from castway.live.memory import MemoryLiveState
 from origin import pages
-from tests.origin.browser import launch_browser
+from tests.origin.browser import launch_browser, wait_for_playback
 from tests.origin.feed import Clip, LiveFeeder
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 PART_PERIOD_S = 0.5  # a live source produces media in real time
-
-# Resolves once playback has advanced by `advance` seconds (or rejects after `limit` ms).
-WAIT_FOR_PLAYBACK = """
-new Promise((resolve, reject) => {
-  const video = document.getElementById("video");
-  let first = null;
-  const check = () => {
-    if (first === null && video.currentTime > 0) { first = video.currentTime; }
-    if (first !== null && video.currentTime - first >= %(advance)s) {
-      resolve({start: first, now: video.currentTime,
-               hls: !!(window.castwayPlayer && window.castwayPlayer.hls),
-               latency: window.castwayPlayer.hls ? window.castwayPlayer.hls.latency : null,
-               status: document.getElementById("status").textContent,
-               errors: window.castwayPlayer.errors});
-    }
-  };
-  video.addEventListener("timeupdate", check);
-  setTimeout(() => reject(new Error("no playback: currentTime=" + video.currentTime +
-      " readyState=" + video.readyState + " errors=" +
-      JSON.stringify(window.castwayPlayer.errors))), %(limit)d);
-  check();
-})
-"""
-
 
 WAIT_FOR_MANIFEST_ERROR = """
 new Promise((resolve, reject) => {
@@ -80,8 +56,7 @@ async def test_watch_page_plays_live_with_hls_js(server: str, live: MemoryLiveSt
             await page.evaluate(WAIT_FOR_MANIFEST_ERROR, await_promise=True, timeout_s=30)
             await feeder.push_segments(2)
             feeding = asyncio.create_task(_feed_in_real_time(feeder))
-            result = await page.evaluate(WAIT_FOR_PLAYBACK % {"advance": 1.5, "limit": 20000},
-                                         await_promise=True, timeout_s=30)
+            result = await wait_for_playback(page, advance_s=1.5, timeout_s=20)
             assert result["hls"], "the page did not use hls.js"
             assert result["now"] - result["start"] >= 1.5
             assert "t=" in result["status"]
