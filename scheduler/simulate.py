@@ -107,6 +107,9 @@ class Figures:
     # headroom bound, except that after the deploy the broadcasts pinned to old-version
     # nodes (no reconnect support) are packed apart from the rest, perfectly
     no_migration_bound_container_hours: float = 0.0
+    # not a bound: what a clairvoyant packer that knows every broadcast's end and places it
+    # itself (no load balancer) pays with the same headroom and no migration
+    clairvoyant_packing_container_hours: float = 0.0
     interrupted: int = 0
     refused: int = 0
     broadcasts: int = 0
@@ -122,6 +125,8 @@ class Figures:
                     round(self.ideal_with_headroom_container_hours, 1),
                 "no_migration_bound_container_hours":
                     round(self.no_migration_bound_container_hours, 1),
+                "clairvoyant_packing_container_hours":
+                    round(self.clairvoyant_packing_container_hours, 1),
                 "no_migration_ratio":
                     round(self.container_hours / self.no_migration_bound_container_hours, 3)
                 if self.no_migration_bound_container_hours else None,
@@ -381,6 +386,63 @@ def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
     return world.figures
 
 
+def clairvoyant_packing(workload: Workload, policy: Policy, *, capacity: int = 8,
+                        step_s: float = 5.0) -> float:
+    """Container-hours of a reference no scheduler can beat by much without moving
+    broadcasts: it knows when every broadcast will end and places each one itself, on
+    the node of the current version that lives at least as long and ends soonest after
+    it (else on the longest-lived one, else a new node). Nodes stop as their last
+    broadcast ends; free slots on any node of the current version count as headroom, and
+    empty nodes are added only when they do not cover it. Best-fit is a heuristic, so
+    this is a reference for the cost of heavy tails and the deploy, not a lower bound."""
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
+    arrivals = workload.broadcasts()
+    count: dict[int, int] = {}
+    last_end: dict[int, float] = {}
+    version: dict[int, int] = {}
+    ends: list[tuple[float, int]] = []
+    ids = itertools.count(1)
+    current = 1
+    deploy_at = (workload.deploy_at_h * 3600.0 if workload.deploy_at_h is not None
+                 else math.inf)
+    t = -workload.warmup_h * 3600.0
+    end = workload.hours * 3600.0
+    i = 0
+    cost = 0.0
+    while t < end:
+        t += step_s
+        while ends and ends[0][0] <= t:
+            _, b = heapq.heappop(ends)
+            count[b] -= 1
+            if count[b] == 0:
+                del count[b], last_end[b], version[b]
+        if t >= deploy_at:
+            current, deploy_at = current + 1, math.inf
+        while i < len(arrivals) and arrivals[i][0] <= t:
+            arrival, duration, _ = arrivals[i]
+            finish = arrival + duration
+            i += 1
+            open_bins = [b for b in count if version[b] == current and count[b] < capacity]
+            longer = [b for b in open_bins if last_end[b] >= finish]
+            if longer:
+                chosen = min(longer, key=lambda b: (last_end[b], b))
+            elif open_bins:
+                chosen = max(open_bins, key=lambda b: (last_end[b], -b))
+            else:
+                chosen = next(ids)
+                count[chosen], last_end[chosen], version[chosen] = 0, finish, current
+            count[chosen] += 1
+            last_end[chosen] = max(last_end[chosen], finish)
+            heapq.heappush(ends, (finish, chosen))
+        if t >= 0.0:
+            live = sum(count.values())
+            free = sum(capacity - c for b, c in count.items() if version[b] == current)
+            short = policy.headroom(live, epoch + timedelta(seconds=t)) - free
+            extra = math.ceil(short / capacity) if short > 0 else 0
+            cost += (len(count) + extra) * step_s / 3600.0
+    return cost
+
+
 def peak_live(workload: Workload) -> int:
     """Most broadcasts live at once in the workload (sizes the fixed fleet)."""
     events = sorted([(a, 1) for a, _, _ in workload.broadcasts()]
@@ -398,7 +460,7 @@ def compare(workload: Workload, policy: Policy, *, start_delay_s: float = 60.0
     peak = peak_live(workload)
     fixed_size = math.ceil((peak + policy.headroom(peak, datetime(2026, 1, 1, tzinfo=UTC)))
                            / cap)
-    return {
+    results = {
         "castway": run(workload, castway_strategy(policy), capacity=cap,
                        start_delay_s=start_delay_s, policy=policy),
         "cpu_autoscaler": run(workload, cpu_strategy(max_nodes=policy.max_nodes),
@@ -406,6 +468,10 @@ def compare(workload: Workload, policy: Policy, *, start_delay_s: float = 60.0
         "fixed_fleet": run(workload, fixed_strategy(fixed_size), capacity=cap,
                            start_delay_s=start_delay_s, policy=policy),
     }
+    reference = clairvoyant_packing(workload, policy, capacity=cap)
+    for figures in results.values():
+        figures.clairvoyant_packing_container_hours = reference
+    return results
 
 
 def report(results: dict[str, Figures]) -> dict[str, Any]:

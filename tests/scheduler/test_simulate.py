@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
 
 import pytest
 
+from castway.model import NodeState
 from scheduler.simulate import (
     Workload,
+    World,
     castway_strategy,
+    clairvoyant_packing,
     compare,
     default_policy,
     peak_live,
@@ -61,3 +65,32 @@ def test_baselines_interrupt_broadcasts_castway_does_not() -> None:
     fixed = results["fixed_fleet"]
     size = math.ceil(peak_live(SMALL) * 1.2 / 8)
     assert fixed.peak_nodes >= size
+
+
+def test_a_publish_only_lands_on_a_routable_node_with_a_free_slot() -> None:
+    world = World(SMALL, capacity=2, start_delay_s=0.0, rng=random.Random(1))
+    closed, routed = world.start("v1"), world.start("v1")
+    for node in (closed, routed):
+        node.state = NodeState.ACTIVE
+    routed.routable = True  # closed: active, admits, but out of the load balancer
+    assert world.place(1) and world.place(2)
+    assert routed.broadcasts == {1, 2} and closed.broadcasts == set()
+    assert not world.place(3)  # refused: the only routable node is full
+
+
+def test_the_bounds_are_ordered_and_castway_sits_above_them() -> None:
+    figures = run(SMALL, castway_strategy(default_policy()))
+    assert (figures.ideal_container_hours <= figures.ideal_with_headroom_container_hours
+            <= figures.no_migration_bound_container_hours <= figures.container_hours)
+    out = report(compare(SMALL, default_policy()))
+    for key in ("no_migration_bound_container_hours", "clairvoyant_packing_container_hours",
+                "ideal_container_hours", "ratio"):
+        assert key in out
+    assert out["clairvoyant_packing_container_hours"] >= out["ideal_container_hours"]
+
+
+def test_the_clairvoyant_reference_pays_for_the_heavy_tail_too() -> None:
+    # even knowing every end, a no-migration packer pays more than the headroom bound
+    figures = run(SMALL, castway_strategy(default_policy()))
+    reference = clairvoyant_packing(SMALL, default_policy())
+    assert reference > figures.ideal_with_headroom_container_hours

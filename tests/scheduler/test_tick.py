@@ -138,3 +138,41 @@ async def test_a_drain_order_that_got_lost_is_given_again(settings: Settings,
                               heartbeat_at=utcnow()), 600)
     await scheduler.tick()
     assert await live.get_node_command("old") == "drain"
+
+
+class RoutingLog(LocalBackend):
+    """The local backend, with its load balancer calls (a no-op there) written down."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, command=SLEEPER)
+        self.routable: dict[str, bool] = {}
+
+    def set_routable(self, node: Node, routable: bool) -> None:
+        self.routable[node.id] = routable
+
+
+async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
+        settings: Settings) -> None:
+    live = MemoryLiveState()
+    backend = RoutingLog(settings)
+    now = utcnow()
+    started = now - timedelta(minutes=30)
+    # a holds 4 broadcasts, b and c one each: a's free slots hold the headroom (2) and
+    # the hysteresis (2), so b and c close; nobody drains, nobody is told anything
+    for node_id, active in (("a", 4), ("b", 1), ("c", 1)):
+        await live.heartbeat(Node(id=node_id, image_version="v1", address="", capacity=8,
+                                  state=NodeState.ACTIVE, active_broadcasts=active,
+                                  heartbeat_at=now), 60.0)
+        for k in range(active):
+            await live.put_broadcast(Broadcast(id=f"{node_id}{k}", channel=f"{node_id}{k}",
+                                               node_id=node_id, started_at=started))
+    scheduler = Scheduler(settings, live, backend)
+    result = await scheduler.tick()
+    assert result.summary()["actions"] == ["close b", "close c"]
+    assert backend.routable == {"a": True, "b": False, "c": False}
+    assert await live.get_node_command("b") is None  # still active: not drained
+    # the next tick keeps them out (every tick re-applies the routing)
+    backend.routable.clear()
+    again = await scheduler.tick()
+    assert again.summary()["actions"] == []
+    assert backend.routable == {"a": True, "b": False, "c": False}
