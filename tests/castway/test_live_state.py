@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -67,7 +67,7 @@ class Harness:
     backend: str
     short_ttl_s: float
     clock: ManualClock | None = None
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    redis_url: str | None = None
 
     def elapse(self, seconds: float) -> None:
         """Let ``seconds`` pass: moves the manual clock; real time passes by itself
@@ -92,7 +92,7 @@ def make_backend(backend: str, request: pytest.FixtureRequest,
     if backend == "redis":
         url: str = request.getfixturevalue("redis_url")
         live_redis = RedisLiveState(url, subscription_maxsize=subscription_maxsize)
-        return Harness(live_redis, backend, short_ttl_s=0.2)
+        return Harness(live_redis, backend, short_ttl_s=0.2, redis_url=url)
     raise AssertionError(f"unknown backend {backend}")
 
 
@@ -401,6 +401,29 @@ async def test_resubscribing_right_after_the_last_unsubscribe_still_gets_events(
         await second.close()
 
 
+async def test_concurrent_subscribe_and_close_churn_leaves_working_subscriptions(
+        harness: Harness) -> None:
+    live = harness.live
+    topics = [f"churn:{i}" for i in range(5)]
+
+    async def churn(worker: int) -> None:
+        for step in range(20):
+            sub = await live.subscribe(topics[(worker + step) % len(topics)])
+            if step % 3:
+                await asyncio.sleep(0)
+            await sub.close()
+
+    await asyncio.gather(*(churn(w) for w in range(50)))
+    subs = [await live.subscribe(t) for t in topics]
+    for i, topic in enumerate(topics):
+        await live.publish(topic, {"type": "x", "i": i})
+    assert [(await next_event(sub))["i"] for sub in subs] == list(range(len(topics)))
+    for sub in subs:
+        await sub.close()
+    if harness.redis_url is not None:  # Redis ends up subscribed to nothing
+        await eventually(lambda: redis_channels(str(harness.redis_url)), lambda c: c == [])
+
+
 async def test_one_publish_wakes_every_subscriber(live: LiveState) -> None:
     topic = media_topic("popular")
     subs = [await live.subscribe(topic) for _ in range(2000)]
@@ -533,6 +556,7 @@ async def test_redis_uses_one_pubsub_connection_for_all_subscribers(redis_url: s
             await s.close()
         # The last local subscriber of a topic leaving unsubscribes it in Redis.
         await eventually(lambda: redis_channels(redis_url), lambda chans: chans == [])
+        assert live.subscriber_count(media_topic("b7")) == 0
     finally:
         await live.close()
 
