@@ -197,6 +197,7 @@ class _Shard:
     url: str
     client: Any  # redis.asyncio.Redis (untyped generics in redis-py)
     pubsub: Any = None
+    ready: bool = False  # the keepalive subscription is in place
     reader: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     confirmations: dict[str, list[asyncio.Future[None]]] = field(default_factory=dict)
@@ -222,15 +223,26 @@ class RedisBus(ChatBus):
         return self._shards[self.ring.shard_for(channel)]
 
     async def start(self, on_frame: OnFrame) -> None:
+        """Open each shard's Pub/Sub connection. A shard that is down does not fail the
+        start (chat must not keep the origin from starting): its reader keeps retrying,
+        and joins of its rooms get :class:`BusError` until it is back."""
         self._on_frame = on_frame
         for shard in self._shards.values():
             shard.pubsub = shard.client.pubsub()
             try:
-                await shard.pubsub.subscribe(KEEPALIVE_CHANNEL)
-            except RedisError as exc:
-                raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
+                await self._ensure_subscribed(shard)
+            except (RedisError, OSError) as exc:
+                logger.warning("chat Redis shard unavailable at start; retrying",
+                               extra={"shard": shard.url, "error": repr(exc)})
             shard.reader = asyncio.create_task(self._read(shard),
                                                name=f"chat-pubsub-{shard.url}")
+
+    async def _ensure_subscribed(self, shard: _Shard) -> None:
+        # redis-py reads a Pub/Sub connection only once something is subscribed.
+        async with shard.lock:
+            if not shard.ready:
+                await shard.pubsub.subscribe(KEEPALIVE_CHANNEL)
+                shard.ready = True
 
     async def stop(self) -> None:
         for shard in self._shards.values():
@@ -248,6 +260,7 @@ class RedisBus(ChatBus):
                     if not future.done():
                         future.set_exception(BusError("the chat bus stopped"))
             shard.confirmations.clear()
+            shard.ready = False
             with contextlib.suppress(RedisError, OSError):
                 await shard.client.aclose()
         self._on_frame = None
@@ -257,9 +270,12 @@ class RedisBus(ChatBus):
         delay = 0.1
         while True:
             try:
+                await self._ensure_subscribed(shard)
                 message = await shard.pubsub.get_message(timeout=READ_TIMEOUT_S)
                 delay = 0.1
-            except (RedisError, OSError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reader must outlive any one failure
                 logger.warning("chat pubsub read failed", extra={"shard": shard.url,
                                                                  "error": repr(exc)})
                 await asyncio.sleep(delay)
@@ -275,7 +291,7 @@ class RedisBus(ChatBus):
                         future.set_result(None)
             elif kind == "message" and self._on_frame is not None:
                 channel = self._channels.get(redis_channel)
-                if channel is not None:
+                if channel is not None and isinstance(message["data"], str):
                     self._on_frame(channel, message["data"])
 
     async def subscribe(self, channel: str) -> None:
@@ -284,11 +300,13 @@ class RedisBus(ChatBus):
         self._channels[redis_channel] = channel
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         shard.confirmations.setdefault(redis_channel, []).append(future)
-        async with shard.lock:
-            try:
+        try:
+            await self._ensure_subscribed(shard)
+            async with shard.lock:
                 await shard.pubsub.subscribe(redis_channel)
-            except RedisError as exc:
-                raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            shard.confirmations.pop(redis_channel, None)
+            raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
         try:
             await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT_S)
         except TimeoutError:
