@@ -10,6 +10,7 @@ reconnect storm waits its turn or is told to retry (close code 1013).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -171,6 +172,10 @@ class ChatHub:
                 frames = await self.bus.history(channel)
             except BusError:
                 sessions.discard(session)
+                if not sessions:
+                    del self._rooms[channel]
+                    with contextlib.suppress(BusError):
+                        await self.bus.unsubscribe(channel)
                 raise
         for frame in frames:
             head = event_head(frame)
