@@ -123,6 +123,9 @@ class _Encoded:
         ctx.bit_rate = rung.video_bitrate_kbps * 1000
         ctx.gop_size = 100_000  # IDRs only where forced: at the source's boundaries
         ctx.flags |= av.codec.context.Flags.global_header
+        # PyAV defaults to SLICE, which makes libx264 use sliced threads; the CLI's default
+        # (frame|slice) gives x264 its faster frame threads + lookahead thread.
+        ctx.thread_type = "AUTO"
         options = {"maxrate": f"{int(rung.video_bitrate_kbps * 1.5)}k",
                    "bufsize": f"{rung.video_bitrate_kbps * 3}k"}
         if config.encoder == "libx264":
