@@ -47,6 +47,7 @@ POSTER_INTERVAL_S = 30.0
 EXPIRE_INTERVAL_S = 3600.0
 MAX_READY_EVENTS = 1024
 FOLLOW_INTERVAL_S = 10.0
+FLUSH_BEFORE_VERIFY_S = 5.0
 MAX_FOLLOWED = 256  # live broadcasts whose segment logs are followed (memory bound)
 MAX_JOBS = 64  # broadcasts archived at once; more wait for a slot
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -271,6 +272,10 @@ class ArchiverService:
             self._ready_event(broadcast_id).set()
             if vod is None:
                 return
+            if self.uploader is not None:
+                # This process's uploader may still hold the last segments: give it a moment
+                # before the first check (verification retries anyway).
+                await self.uploader.flush(FLUSH_BEFORE_VERIFY_S)
             try:
                 await retrying(lambda: tasks.verify_vod(self.ctx, vod.id), what="verify_vod",
                                attempts=self.verify_attempts, max_s=30.0)
