@@ -89,9 +89,11 @@ def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
 
 
 def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Response:
+    """A playlist response. Its ETag is weak: the gzip middleware may re-encode the body,
+    and a strong validator would then name two different byte sequences (RFC 9110 8.8.3)."""
     rendered = text if isinstance(text, Rendered) else Rendered.of(text)
     return bytes_response(request, rendered.body, key="index.m3u8", cache=cache,
-                          etag=rendered.etag, content_type=PLAYLIST_TYPE)
+                          etag="W/" + rendered.etag, content_type=PLAYLIST_TYPE)
 
 
 async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:

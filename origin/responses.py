@@ -50,7 +50,7 @@ def not_modified(request: Request, etag: str) -> bool:
     if header is None:
         return False
     tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return "*" in tags or etag in tags
+    return "*" in tags or etag.removeprefix("W/") in tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +120,10 @@ def bytes_response(request: Request, data: bytes, *, key: str, cache: CacheKind,
 
 
 def _if_range_ok(request: Request, etag: str) -> bool:
-    """If-Range (RFC 9110 13.1.5): a range applies only if the validator still matches."""
+    """If-Range (RFC 9110 13.1.5): a range applies only if the (strong) validator still
+    matches."""
     if_range = request.headers.get("if-range")
-    return if_range is None or if_range.strip() == etag
+    return if_range is None or (not etag.startswith("W/") and if_range.strip() == etag)
 
 
 def error_response(status: int, detail: str, *, cache: CacheKind = CacheKind.ERROR,

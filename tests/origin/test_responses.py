@@ -10,6 +10,7 @@ from origin.responses import (
     ByteRange,
     RangeNotSatisfiable,
     etag_for,
+    not_modified,
     parse_range,
 )
 
@@ -59,3 +60,17 @@ def test_etags_are_quoted_and_content_based() -> None:
     assert etag_for(b"a") == etag_for("a")
     assert etag_for(b"a") != etag_for(b"b")
     assert etag_for(b"a").startswith('"') and etag_for(b"a").endswith('"')
+
+
+@pytest.mark.parametrize(("header", "etag", "matches"), [
+    ('"a"', '"a"', True), ('W/"a"', '"a"', True), ('"a"', 'W/"a"', True),
+    ('"b", "a"', '"a"', True), ("*", '"a"', True), ('"b"', '"a"', False), (None, '"a"', False),
+])
+def test_if_none_match_uses_weak_comparison(header: str | None, etag: str,
+                                            matches: bool) -> None:
+    from starlette.requests import Request
+
+    headers = [] if header is None else [(b"if-none-match", header.encode())]
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": headers,
+                       "query_string": b""})
+    assert not_modified(request, etag) is matches
