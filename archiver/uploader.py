@@ -216,6 +216,7 @@ class Uploader:
         self._spool_bytes = 0
         self._healthy = True
         self._started = False
+        self._start_lock = asyncio.Lock()
         self._closed = False
         # key -> (newest accepted seq, outstanding entries for the key)
         self._latest: dict[str, tuple[int, int]] = {}
@@ -239,11 +240,15 @@ class Uploader:
     async def start(self) -> None:
         """Start the workers and recover the spool left by an earlier process (also done
         by the first ``put``)."""
-        if self._started:
-            return
         if self._closed:
             raise RuntimeError("uploader is closed")
-        self._started = True
+        async with self._start_lock:  # concurrent first puts wait for the spool scan
+            if self._started:
+                return
+            await self._start()
+            self._started = True
+
+    async def _start(self) -> None:
         recovered = await asyncio.to_thread(self._scan_spool)
         for entry in recovered:
             self._accept(entry)

@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 from prometheus_client import CollectorRegistry
 
-from archiver.uploader import SPOOL_SUFFIX, Uploader
+from archiver.uploader import SPOOL_SUFFIX, Uploader, _Entry
 from castway.storage.base import IMMUTABLE, VOD_PLAYLIST
 from castway.storage.local import LocalStorage
 from castway.storage.s3 import S3Storage
@@ -31,6 +31,12 @@ def segment_bytes(i: int, size: int = 2000) -> bytes:
 def metric(registry: CollectorRegistry, name: str) -> float:
     value = registry.get_sample_value(name)
     return 0.0 if value is None else value
+
+
+def _entry_for(i: int) -> _Entry:
+    data = segment_bytes(i)
+    return _Entry(seq=i + 1, key=f"broadcasts/b1/source/{i}.m4s", content_type=None,
+                  cache_control=IMMUTABLE, size=len(data), data=data)
 
 
 def spool_files(spool: Path) -> list[Path]:
@@ -181,6 +187,25 @@ async def test_the_spool_survives_a_restart_and_is_drained_at_start(
     await second.put("broadcasts/b1/source/10.m4s", segment_bytes(10))
     assert await second.close()
     assert storage.get("broadcasts/b1/source/10.m4s") == segment_bytes(10)
+
+
+async def test_concurrent_first_puts_never_reuse_a_recovered_spool_name(
+        local: LocalStorage, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    down = Uploader(LocalStorage(tmp_path / "unused"), spool)
+    # Spool files as a crashed run leaves them (the bytes never reached storage).
+    await down.start()
+    for i in range(5):
+        await down._spool(_entry_for(i))  # the on-disk format is the contract
+    await down.close()
+    uploader = Uploader(local, spool)
+    await asyncio.gather(*(uploader.put(f"broadcasts/b1/source/new{i}.m4s", b"n")
+                           for i in range(5)))
+    assert await uploader.flush(10)
+    for i in range(5):
+        assert local.get(f"broadcasts/b1/source/{i}.m4s") == segment_bytes(i)
+        assert local.get(f"broadcasts/b1/source/new{i}.m4s") == b"n"
+    await uploader.close()
 
 
 async def test_unreadable_spool_files_are_set_aside_not_fatal(
