@@ -277,6 +277,18 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
             actions.append(DrainNode(node.id, DrainReason.SHUFFLE))
             drains[node.id] = Drain(node.id, now, DrainReason.SHUFFLE)
     elif policy.scale_in and started == 0 and short_slots <= 0:
+        def rank(n: Node) -> tuple[int, float, str]:
+            # the open set: most-allocated first, then the oldest broadcast
+            return (-n.active_broadcasts, -age(n), n.id)
+
+        def _open(n: Node) -> None:
+            closing = CloseNode(n.id)
+            if closing in actions:
+                actions.remove(closing)  # closed and reopened in one tick: leave it be
+            else:
+                actions.append(OpenNode(n.id))
+            closed.discard(n.id)
+
         # Scale in by packing: close the emptiest open nodes while the rest keep the
         # headroom plus the hysteresis (most-allocated first: new publishes go to the
         # fullest nodes), at least one node open.
@@ -285,8 +297,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
             # the open set: the nodes likeliest to stay up anyway, until they hold `keep`
             wanted_open: list[Node] = []
             free = 0
-            for node in sorted(cur_active, key=lambda n: (-n.active_broadcasts, -age(n),
-                                                          n.id)):
+            for node in sorted(cur_active, key=rank):
                 if free >= keep:
                     break
                 wanted_open.append(node)
@@ -308,17 +319,27 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
         kept = len(current)
         for node in sorted((n for n in cur_active if n.id in closed),
                            key=lambda n: (n.active_broadcasts, n.id)):
+            if node.id not in closed:
+                continue  # reopened for another node's publishers
             if node.active_broadcasts > node.reconnectable or kept - 1 < max(floor, 1):
                 continue
             if node.active_broadcasts and not (cooled and spaced):
                 continue  # moving broadcasts is not free: slowly, and not while growing
-            if node.reconnectable and free_open - node.reconnectable < keep:
+            others = [n for n in cur_active if n.id in closed and n.id != node.id]
+            if (node.reconnectable and free_open + sum(n.free_slots for n in others)
+                    < keep + node.reconnectable):
                 continue
             actions.append(DrainNode(node.id, DrainReason.SCALE_IN))
             drains[node.id] = Drain(node.id, now, DrainReason.SCALE_IN)
             closed.discard(node.id)
             kept -= 1
-            free_open -= node.reconnectable
+            free_open -= node.reconnectable  # its publishers land on the open nodes
+            # reopen closed nodes (fullest first) until the open ones hold them too
+            for other in sorted(others, key=rank):
+                if free_open >= keep:
+                    break
+                _open(other)
+                free_open += other.free_slots
             if node.active_broadcasts:
                 last_in = now
                 spaced = False

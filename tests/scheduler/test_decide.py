@@ -187,6 +187,16 @@ def test_moving_broadcasts_off_a_closed_node_waits_for_the_cooldowns() -> None:
     assert kinds(decide(fleet, "v2", POLICY, NOW, memory).actions) == []
 
 
+def test_publishers_moved_off_a_closed_node_get_room_on_reopened_nodes() -> None:
+    # 9 live -> headroom 2 + hysteresis 2 = 4, just what a holds: b's two reconnecting
+    # publishers need c (closed, 5 free) back in the load balancer
+    memory = FleetMemory(closed=("b", "c"))
+    fleet = [node("a", active=4), node("b", active=2, reconnectable=2), node("c", active=3)]
+    decision = decide(fleet, "v2", POLICY, NOW, memory)
+    assert kinds(decision.actions) == ["drain b scale_in", "open c"]
+    assert decision.memory.closed == ()
+
+
 def test_scale_in_keeps_hysteresis_beyond_the_headroom() -> None:
     # 11 live -> headroom 3 + hysteresis 2: c's 5 free slots allow closing b; 4 do not
     fleet = [node("a", active=8), node("b", active=0), node("c", active=3)]
