@@ -112,7 +112,7 @@ class ArchiverService:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         # Segment logs of live broadcasts, read as they grow (embedded mode), so the end
         # event only has to read the last few segments.
-        self._followed: OrderedDict[str, tasks.LogCache] = OrderedDict()
+        self._followed: OrderedDict[str, tasks.FollowedLogs] = OrderedDict()
         self._slots = asyncio.Semaphore(MAX_JOBS)
         self._loops: list[asyncio.Task[None]] = []
         self._subscription: Any = None
@@ -229,7 +229,7 @@ class ArchiverService:
             job.add_done_callback(lambda _t: self._jobs.pop(key, None))
 
     async def _make_vod_then_enqueue(self, broadcast_id: str, received: float,
-                                     known: tasks.LogCache | None) -> None:
+                                     known: tasks.FollowedLogs | None) -> None:
         """Distributed, in a worker's listener: the playlists at once from the followed
         logs, then verification and thumbnails as Celery tasks; if making the VOD here
         fails, the make_vod task (with its retries) takes over."""
@@ -257,7 +257,7 @@ class ArchiverService:
             logger.error("archive task failed", extra={"task": what, "error": str(e)})
 
     async def _archive(self, broadcast_id: str, received: float,
-                       known: tasks.LogCache | None) -> None:
+                       known: tasks.FollowedLogs | None) -> None:
         async with self._slots:
             try:
                 vod = await retrying(lambda: tasks.make_vod(self.ctx, broadcast_id,
@@ -300,7 +300,7 @@ class ArchiverService:
             del self._followed[gone]  # ended without an event reaching us: read whole later
         for broadcast_id in live:
             if broadcast_id not in self._followed:
-                self._followed[broadcast_id] = {}
+                self._followed[broadcast_id] = tasks.FollowedLogs()
                 while len(self._followed) > MAX_FOLLOWED:
                     self._followed.popitem(last=False)  # read whole at its end instead
         total = 0

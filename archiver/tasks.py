@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -116,31 +116,42 @@ async def _broadcast(ctx: ArchiveContext, broadcast_id: str) -> Broadcast | None
     return found
 
 
+@dataclass(slots=True)
+class FollowedLogs:
+    """Segment logs of a live broadcast read as they grew, and its ladder as last seen."""
+
+    logs: dict[str, list[Segment]] = field(default_factory=dict)
+    renditions: tuple[Rendition, ...] = ()
+
+    @property
+    def segments(self) -> int:
+        return sum(len(log) for log in self.logs.values())
+
+
 async def _logs(ctx: ArchiveContext, broadcast_id: str, renditions: Sequence[Rendition],
-                known: LogCache | None = None) -> dict[str, list[Segment]]:
+                known: FollowedLogs | None = None) -> dict[str, list[Segment]]:
     """The renditions' segment logs; with ``known`` (logs read earlier, while live), only
     their tails are read, and ``known`` is brought up to date."""
-    known = known if known is not None else {}
+    logs = known.logs if known is not None else {}
     tails = await asyncio.gather(*(
-        ctx.live.segment_log(broadcast_id, r.name, start=len(known.get(r.name, ())))
+        ctx.live.segment_log(broadcast_id, r.name, start=len(logs.get(r.name, ())))
         for r in renditions))
     for r, tail in zip(renditions, tails, strict=True):
-        known.setdefault(r.name, []).extend(tail)
-    return {r.name: known[r.name] for r in renditions}
+        logs.setdefault(r.name, []).extend(tail)
+    return {r.name: logs[r.name] for r in renditions}
 
 
-LogCache = dict[str, list[Segment]]
-
-
-async def follow_logs(ctx: ArchiveContext, broadcast_id: str, known: LogCache) -> int:
+async def follow_logs(ctx: ArchiveContext, broadcast_id: str, known: FollowedLogs) -> int:
     """Read the new tail of every rendition's segment log of a live broadcast into
     ``known`` (so that ``make_vod`` at the end reads only the last few segments, however
     long the broadcast). Returns how many segments ``known`` holds."""
     broadcast = await ctx.live.get_broadcast(broadcast_id)
     if broadcast is None:
-        return sum(len(v) for v in known.values())
-    await _logs(ctx, broadcast_id, broadcast.renditions, known)
-    return sum(len(v) for v in known.values())
+        return known.segments
+    if broadcast.renditions:
+        known.renditions = broadcast.renditions
+    await _logs(ctx, broadcast_id, known.renditions, known)
+    return known.segments
 
 
 async def _put_playlist(ctx: ArchiveContext, key: str, text: str) -> None:
@@ -151,7 +162,7 @@ async def _put_playlist(ctx: ArchiveContext, key: str, text: str) -> None:
 # -- instant VOD ----------------------------------------------------------------------------
 
 async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
-                   known: LogCache | None = None) -> Vod | None:
+                   known: FollowedLogs | None = None) -> Vod | None:
     """Write the VOD playlists of a broadcast over its stored segments and record the VOD
     (state pending until :func:`verify_vod`). None when the broadcast has nothing to
     archive. Cost grows with the number of segments only through rendering text: no
@@ -161,6 +172,8 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
     broadcast = await _broadcast(ctx, broadcast_id)
     if broadcast is None:
         raise NotReady(f"broadcast {broadcast_id} is not known (yet)")
+    if not broadcast.renditions and known is not None and known.renditions:
+        broadcast = replace(broadcast, renditions=known.renditions)  # as seen while live
     existing = await asyncio.to_thread(ctx.catalog.get_vod, broadcast_id)
     if existing is not None and existing.state is VodState.DELETED:
         return existing

@@ -234,3 +234,20 @@ def test_playlist_parsing_round_trips_what_make_vod_writes() -> None:
 
 def test_vod_type_is_the_models() -> None:
     assert Vod.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+async def test_logs_followed_while_live_are_completed_by_their_tail(
+        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
+    published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
+                              storage=ctx.storage)
+    known = tasks.FollowedLogs()
+    assert await tasks.follow_logs(ctx, "b1", known) == 7
+    assert known.renditions == published.broadcast.renditions
+    # The broadcast record ends up without its ladder (and the live record is gone): the
+    # ladder seen while live still makes the master playlist.
+    ctx.catalog.save_broadcast(replace(published.broadcast, renditions=()))
+    await ctx.live.remove_broadcast("b1")
+    vod = await tasks.make_vod(ctx, "b1", known=known)
+    assert vod is not None and vod.duration_s == pytest.approx(7.0)
+    master = ctx.storage.get(master_key("b1"))
+    assert master is not None and b"source/vod.m3u8" in master
