@@ -17,8 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import JSONResponse, Response
 
 from castway.catalog.base import AlreadyExists, Catalog, CatalogError, NotFound
@@ -28,18 +26,12 @@ from castway.storage.base import Storage, StorageError
 from origin import api, health, hls, pages
 from origin.access import VodAccess
 from origin.context import OriginContext
-from origin.metrics import MetricsMiddleware, OriginMetrics
+from origin.edge import EdgeMiddleware
+from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 from origin.responses import CacheKind
 
 logger = logging.getLogger(__name__)
-
-# Playlists and JSON shrink 5-10x; media is already compressed (and excluded by type).
-GZIP_MINIMUM_BYTES = 512
-GZIP_LEVEL = 6
-CORS_EXPOSE = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Age", "Date",
-               "Cache-Control", "Content-Type"]
-
 
 def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage: Storage,
                registry: CollectorRegistry | None = None) -> FastAPI:
@@ -74,14 +66,7 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
     app.add_exception_handler(LiveStateError, _unavailable)
     app.add_exception_handler(StorageError, _unavailable)
 
-    # Added innermost first: metrics see every response, including CORS preflights.
-    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES,
-                       compresslevel=GZIP_LEVEL)
-    app.add_middleware(CORSMiddleware, allow_origins=["*"],
-                       allow_methods=["GET", "HEAD", "OPTIONS"],
-                       allow_headers=["Range", "If-None-Match", "If-Range"],
-                       expose_headers=CORS_EXPOSE, max_age=86400)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(EdgeMiddleware, metrics=metrics)  # metrics, CORS, gzip
     return app
 
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 WAKEUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -48,31 +44,3 @@ def request_kind(path: str) -> str:
     if path in ("/healthz", "/readyz", "/metrics"):
         return "health"
     return "page"
-
-
-class MetricsMiddleware:
-    """Counts every response by kind and status (pure ASGI: no body buffering)."""
-
-    def __init__(self, app: ASGIApp, metrics: OriginMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        kind = request_kind(str(scope.get("path", "")))
-        started = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                self.metrics.request_seconds.labels(kind).observe(
-                    time.perf_counter() - started)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            self.metrics.requests.labels(kind, str(status["code"])).inc()
