@@ -27,6 +27,7 @@ from origin import api, health, hls, pages
 from origin.access import VodAccess
 from origin.context import OriginContext
 from origin.edge import EdgeMiddleware
+from origin.fastpath import FastPath
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 from origin.responses import CacheKind
@@ -66,7 +67,8 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
     app.add_exception_handler(LiveStateError, _unavailable)
     app.add_exception_handler(StorageError, _unavailable)
 
-    app.add_middleware(EdgeMiddleware, metrics=metrics)  # metrics, CORS, gzip
+    app.add_middleware(FastPath, ctx=ctx, on_error=_unavailable)  # viewer hot paths
+    app.add_middleware(EdgeMiddleware, metrics=metrics)  # metrics, CORS, gzip (outermost)
     return app
 
 

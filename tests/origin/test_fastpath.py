@@ -1,0 +1,51 @@
+"""origin.fastpath: the hot paths answer exactly as the FastAPI routes do."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from castway.live.memory import MemoryLiveState
+from origin.fastpath import FastPath
+from tests.origin.feed import LiveFeeder
+
+PATHS = [
+    "/hls/demo/360p/index.m3u8", "/hls/demo/360p/index.m3u8?_HLS_msn=1&_HLS_part=2",
+    "/hls/demo/360p/index.m3u8?_HLS_msn=9", "/hls/demo/360p/index.m3u8?_HLS_part=1",
+    "/hls/demo/360p/index.m3u8?ll=0", "/hls/demo/nope/index.m3u8", "/hls/x/360p/index.m3u8",
+    "/hls/b/b0001/360p/0.m4s", "/hls/b/b0001/360p/0.1.m4s", "/hls/b/b0001/360p/init.mp4",
+    "/hls/b/b0001/360p/..", "/hls/b/b0001/360p/9.m4s", "/hls/b/b0001/360p/.x",
+]
+
+
+def _without_fastpath(app: FastAPI) -> FastAPI:
+    app.user_middleware = [m for m in app.user_middleware
+                           if getattr(m.cls, "__name__", "") != FastPath.__name__]
+    app.middleware_stack = None  # rebuilt on the next request
+    return app
+
+
+async def test_fast_and_routed_answers_are_identical(app: FastAPI, client: httpx.AsyncClient,
+                                                     feeder: LiveFeeder) -> None:
+    await feeder.push_segments(2)
+    fast = {p: await client.get(p) for p in PATHS}
+    fast_heads = {p: await client.head(p) for p in PATHS}
+    _without_fastpath(app)
+    for path in PATHS:
+        for method, expected in (("GET", fast[path]), ("HEAD", fast_heads[path])):
+            routed = await client.request(method, path)
+            assert routed.status_code == expected.status_code, (method, path)
+            assert routed.content == expected.content, (method, path)
+            assert {k: v for k, v in routed.headers.items() if k != "date"} == \
+                {k: v for k, v in expected.headers.items() if k != "date"}, (method, path)
+
+
+@pytest.mark.parametrize("path", ["/hls/demo/360p/index.m3u8", "/hls/b/b0001/360p/0.m4s"])
+async def test_backing_service_errors_are_503(client: httpx.AsyncClient,
+                                              live: MemoryLiveState, path: str) -> None:
+    await live.close()
+    response = await client.get(path)
+    assert response.status_code == 503
+    assert response.headers["cache-control"] == "no-store"
+    assert "retry later" in response.json()["detail"]
