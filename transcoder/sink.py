@@ -1,0 +1,169 @@
+"""The parent-side sink of one broadcast: the transcoder child's outputs into the live
+state and storage.
+
+Order per output (so a playlist never names bytes that are not there yet): media bytes
+to the live state and to storage (through the archiver's uploader, which never raises
+and spools while storage is down), then the segment log (complete segments), then the
+new :class:`RenditionWindow`, then an event on ``media:{broadcast_id}``.
+
+The :class:`RenditionLog` of each rendition lives here, not in the child, so media
+sequence numbers continue across child restarts and publisher reconnects. When the child
+dies mid-segment, the parts already published are closed into a segment (a segment is
+the concatenation of its parts), so no sequence number is reused and nothing published
+is lost; the next segment carries EXT-X-DISCONTINUITY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from castway.live.base import LiveState, media_topic
+from castway.model import Rendition
+from castway.settings import SegmentFormat, Settings
+from transcoder.packager import InitOut, Output, PartOut, SegmentOut
+from transcoder.pipeline import RenditionInfo
+from transcoder.window import RenditionLog
+
+logger = logging.getLogger(__name__)
+
+# Live media outlives the window by this factor (players finishing a download, DVR
+# readers falling back to storage).
+MEDIA_TTL_FACTOR = 3.0
+MIN_MEDIA_TTL_S = 60.0
+
+Put = Callable[[str, bytes], Awaitable[None]]
+
+
+class BroadcastSink:
+    def __init__(self, broadcast_id: str, settings: Settings, live: LiveState,
+                 put_storage: Put, *, now: Callable[[], datetime] | None = None) -> None:
+        self.broadcast_id = broadcast_id
+        self.settings = settings
+        self.live = live
+        self.put_storage = put_storage
+        self.prefix = f"broadcasts/{broadcast_id}"
+        self._now = now or (lambda: datetime.now(UTC))
+        self._parts = settings.segment_format == SegmentFormat.FMP4
+        self._ext = "m4s" if self._parts else "ts"
+        self.logs: dict[str, RenditionLog] = {}
+        self.infos: dict[str, RenditionInfo] = {}
+        self._open_parts: dict[str, list[bytes]] = {}
+        self._published_bandwidth: dict[str, int] = {}
+        self.media_ttl_s = max(MIN_MEDIA_TTL_S, MEDIA_TTL_FACTOR * settings.target_segment_s
+                               * (settings.live_window_segments + 1))
+        self.segments = 0
+
+    def _log(self, rendition: str) -> RenditionLog:
+        log = self.logs.get(rendition)
+        if log is None:
+            log = RenditionLog(self.prefix, rendition, ext=self._ext,
+                               window_segments=self.settings.live_window_segments,
+                               target_segment_s=self.settings.target_segment_s,
+                               part_target_s=self.settings.part_target_s, parts=self._parts)
+            self.logs[rendition] = log
+            # A rendition that appears after a restart or reconnect starts after a break
+            # if others already have segments (its numbering starts with theirs).
+            started = [other.next_msn for other in self.logs.values() if other is not log]
+            if started:
+                log.next_msn = max(started)
+        return log
+
+    async def on_output(self, out: Output) -> None:
+        log = self._log(out.rendition)
+        if isinstance(out, InitOut):
+            key, new = log.set_init(out.data)
+            if new:
+                await self.live.put_media(key, out.data, self.media_ttl_s)
+                await self.put_storage(key, out.data)
+            return
+        if isinstance(out, PartOut):
+            part = log.add_part(out.index, out.duration_s, out.independent)
+            self._open_parts.setdefault(out.rendition, []).append(out.data)
+            await self.live.put_media(part.key, out.data, self.media_ttl_s)
+            await self._publish_window(out.rendition, log, part.msn, part.index)
+            return
+        assert isinstance(out, SegmentOut)
+        self._open_parts.pop(out.rendition, None)
+        await self._segment(out.rendition, log, out.duration_s, out.start_pts_s, out.data)
+
+    async def _segment(self, rendition: str, log: RenditionLog, duration_s: float,
+                       start_pts_s: float, data: bytes) -> None:
+        segment = log.add_segment(duration_s, start_pts_s, len(data), self._now())
+        await self.live.put_media(segment.key, data, self.media_ttl_s)
+        await self.put_storage(segment.key, data)
+        await self.live.append_segment_log(self.broadcast_id, rendition, segment)
+        self.segments += 1
+        await self._publish_window(rendition, log, segment.msn, None)
+        await self._maybe_update_broadcast(rendition, log)
+
+    async def _publish_window(self, rendition: str, log: RenditionLog, msn: int,
+                              part: int | None) -> None:
+        await self.live.put_window(self.broadcast_id, rendition, log.window())
+        await self.live.publish(media_topic(self.broadcast_id),
+                                {"rendition": rendition, "msn": msn, "part": part})
+
+    async def on_rendition(self, info: RenditionInfo) -> None:
+        self.infos[info.name] = info
+        self._log(info.name)
+        await self._update_broadcast()
+
+    async def _maybe_update_broadcast(self, rendition: str, log: RenditionLog) -> None:
+        # Bandwidth in the master playlist: update when the measured peak moves by 10%.
+        previous = self._published_bandwidth.get(rendition, 0)
+        if log.peak_bps > previous * 1.1:
+            self._published_bandwidth[rendition] = log.peak_bps
+            await self._update_broadcast()
+
+    def renditions(self) -> tuple[Rendition, ...]:
+        out = []
+        for name, info in self.infos.items():
+            log = self.logs[name]
+            out.append(Rendition(name, info.width, info.height, info.fps,
+                                 info.video_bitrate_kbps, info.codecs,
+                                 log.peak_bps or None, log.average_bps or None))
+        return tuple(out)
+
+    async def _update_broadcast(self) -> None:
+        broadcast = await self.live.get_broadcast(self.broadcast_id)
+        if broadcast is None:
+            return
+        await self.live.put_broadcast(dataclasses.replace(broadcast,
+                                                          renditions=self.renditions()))
+
+    async def discontinuity(self) -> None:
+        """The child flushed for a publisher reconnect: the next segments follow a break."""
+        for log in self.logs.values():
+            log.mark_discontinuity()
+
+    async def child_lost(self) -> None:
+        """The child died: close every segment in progress from its published parts,
+        and mark a discontinuity everywhere."""
+        for rendition, parts in list(self._open_parts.items()):
+            log = self.logs[rendition]
+            open_parts = log.open_parts
+            if parts and open_parts:
+                duration = sum(p.duration_s for p in open_parts)
+                start = self._segment_start_estimate(log)
+                await self._segment(rendition, log, duration, start, b"".join(parts))
+        self._open_parts.clear()
+        for log in self.logs.values():
+            log.mark_discontinuity()
+
+    @staticmethod
+    def _segment_start_estimate(log: RenditionLog) -> float:
+        window = log.window()
+        if window.segments:
+            last = window.segments[-1]
+            return last.start_pts_s + last.duration_s
+        return 0.0
+
+    async def finish(self) -> None:
+        """EXT-X-ENDLIST on every rendition."""
+        self._open_parts.clear()
+        for rendition, log in self.logs.items():
+            log.end()
+            await self.live.put_window(self.broadcast_id, rendition, log.window())
+        await self._update_broadcast()

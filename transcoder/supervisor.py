@@ -1,0 +1,389 @@
+"""One transcoder process per broadcast, supervised.
+
+:class:`TranscoderSupervisor` implements :class:`castway.media.MediaPipelineFactory`;
+``start(broadcast)`` returns a :class:`BroadcastTranscoder` (a
+:class:`castway.media.BroadcastMedia`) that ingest feeds.
+
+Flow control, all bounded: ``feed`` never waits; it puts the packet on a queue of
+:data:`QUEUE_PACKETS` and, when that is full (the child is stalled or restarting), drops
+it (counted) and then drops video until the next keyframe so the decoder never sees a
+broken reference chain. Configuration records are kept aside and always delivered (also
+replayed to a restarted child). A writer task hands packets to the child over a pipe
+from a worker thread; a reader thread hands the child's outputs back to the event loop
+through a bounded queue, so a slow sink back-pressures the child, never ingest.
+
+A child that dies unexpectedly is restarted (at most :data:`MAX_RESTARTS` within
+:data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted); the
+segment in progress is closed from its published parts and the playlists continue with
+EXT-X-DISCONTINUITY. Restarts are counted in ``castway_transcoder_restarts_total`` and in
+the broadcast's live stats (``transcoder_restarts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from castway.live.base import LiveState
+from castway.media import MediaKind, MediaPacket
+from castway.model import Broadcast
+from castway.settings import Settings
+from castway.storage.base import Storage
+from transcoder.ladder import load_ladder
+from transcoder.pipeline import PipelineConfig, RenditionInfo
+from transcoder.segmenter import SegmentPolicy
+from transcoder.sink import BroadcastSink
+from transcoder.worker import worker_main
+
+logger = logging.getLogger(__name__)
+
+QUEUE_PACKETS = 900  # ~10 s of 30 fps video + 48 kHz AAC
+EVENT_QUEUE = 64
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+FINISH_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TranscoderMetrics:
+    restarts: Counter
+    dropped_packets: Counter
+    dropped_frames: Gauge
+    lag: Gauge
+    segments: Counter
+    running: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> TranscoderMetrics:
+        return cls(
+            restarts=Counter("castway_transcoder_restarts", "Transcoder child processes "
+                             "restarted after a crash", registry=registry),
+            dropped_packets=Counter("castway_transcoder_dropped_packets", "Packets dropped "
+                                    "because a transcoder's queue was full",
+                                    ["kind"], registry=registry),
+            dropped_frames=Gauge("castway_transcoder_dropped_frames", "Frames skipped by "
+                                 "encoded renditions to catch up, summed over running "
+                                 "transcoders", registry=registry),
+            lag=Gauge("castway_transcoder_lag_seconds", "Largest lag behind real time of "
+                      "a running transcoder", registry=registry),
+            segments=Counter("castway_transcoder_segments", "Media segments published",
+                             registry=registry),
+            running=Gauge("castway_transcoder_running", "Transcoder processes running",
+                          registry=registry),
+        )
+
+
+def pipeline_config(settings: Settings, broadcast: Broadcast) -> PipelineConfig:
+    fps = broadcast.source.fps if broadcast.source is not None else None
+    return PipelineConfig(
+        ladder=load_ladder(settings.ladder),
+        policy=SegmentPolicy.from_seconds(settings.target_segment_s, settings.part_target_s),
+        x264_preset=settings.x264_preset, segment_format=settings.segment_format.value,
+        realtime=True, fps_hint=fps if fps and fps > 0 else None)
+
+
+class TranscoderSupervisor:
+    """:class:`castway.media.MediaPipelineFactory` running one child per broadcast."""
+
+    def __init__(self, settings: Settings, live: LiveState, storage: Storage,
+                 registry: CollectorRegistry, *, uploader: Any = None) -> None:
+        self.settings = settings
+        self.live = live
+        self.storage = storage
+        self.metrics = TranscoderMetrics.create(registry)
+        self._uploader = uploader
+        self._registry = registry
+        self.running: dict[str, BroadcastTranscoder] = {}
+        self._context = multiprocessing.get_context("spawn")
+
+    async def _put_storage(self, key: str, data: bytes) -> None:
+        if self._uploader is None:
+            try:
+                from archiver.uploader import Uploader
+            except ImportError:
+                self._uploader = False
+            else:
+                spool = Path(self.settings.data_dir) / "spool" / "transcoder"
+                try:
+                    self._uploader = Uploader(self.storage, spool, self._registry)
+                except ValueError:  # its metrics already registered by another uploader
+                    self._uploader = Uploader(self.storage, spool, CollectorRegistry())
+        if self._uploader:
+            await self._uploader.put(key, data)
+            return
+        try:
+            await asyncio.to_thread(self.storage.put, key, data)
+        except Exception as exc:  # storage backends raise StorageError and friends
+            logger.error("storage put failed", extra={"key": key, "error": str(exc)})
+
+    async def start(self, broadcast: Broadcast) -> BroadcastTranscoder:
+        sink = BroadcastSink(broadcast.id, self.settings, self.live, self._put_storage)
+        transcoder = BroadcastTranscoder(broadcast, pipeline_config(self.settings, broadcast),
+                                         sink, self)
+        await transcoder.start()
+        self.running[broadcast.id] = transcoder
+        self.metrics.running.set(len(self.running))
+        return transcoder
+
+    def _forget(self, broadcast_id: str) -> None:
+        self.running.pop(broadcast_id, None)
+        self.metrics.running.set(len(self.running))
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.lag.set(max((t.lag_s for t in self.running.values()), default=0.0))
+        self.metrics.dropped_frames.set(sum(t.dropped_frames for t in self.running.values()))
+
+    async def close(self) -> None:
+        """Stop every running transcoder (service shutdown)."""
+        for transcoder in list(self.running.values()):
+            await transcoder.finish(failed=True)
+        uploader = self._uploader
+        if uploader and hasattr(uploader, "close"):
+            await uploader.close()
+
+
+class BroadcastTranscoder:
+    """The :class:`castway.media.BroadcastMedia` of one broadcast."""
+
+    def __init__(self, broadcast: Broadcast, config: PipelineConfig, sink: BroadcastSink,
+                 supervisor: TranscoderSupervisor) -> None:
+        self.broadcast = broadcast
+        self.config = config
+        self.sink = sink
+        self.supervisor = supervisor
+        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(QUEUE_PACKETS)
+        self._configs: dict[MediaKind, MediaPacket] = {}
+        self._skip_video = False
+        self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(EVENT_QUEUE)
+        self._process: BaseProcess | None = None
+        self._tx: Connection | None = None  # parent -> child
+        self._generation = 0
+        self._restart_times: deque[float] = deque()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._finishing = False
+        self._done = asyncio.Event()
+        self._child_ready = asyncio.Event()
+        self._given_up = False
+        self.restarts = 0
+        self.dropped_packets = 0
+        self.dropped_frames = 0
+        self.lag_s = 0.0
+
+    # --- BroadcastMedia ------------------------------------------------------------
+    async def feed(self, packet: MediaPacket) -> None:
+        if packet.is_config:
+            self._configs[packet.kind] = packet
+        if self._given_up or self._finishing:
+            return
+        if packet.kind == MediaKind.VIDEO and not packet.is_config:
+            if self._skip_video and not packet.is_keyframe:
+                self._drop(packet)
+                return
+            self._skip_video = False
+        try:
+            self._queue.put_nowait(("packet", packet))
+        except asyncio.QueueFull:
+            self._drop(packet)
+            if packet.kind == MediaKind.VIDEO:
+                self._skip_video = True
+
+    async def discontinuity(self) -> None:
+        if not self._given_up and not self._finishing:
+            await self._queue.put(("discontinuity",))
+
+    async def finish(self, *, failed: bool = False) -> None:
+        if self._finishing:
+            await self._done.wait()
+            return
+        self._finishing = True
+        try:
+            if not self._given_up and not failed:
+                await self._queue.put(("finish",))
+                try:
+                    await asyncio.wait_for(self._done.wait(), FINISH_TIMEOUT_S)
+                except TimeoutError:
+                    logger.error("transcoder did not finish in time",
+                                 extra={"broadcast_id": self.broadcast.id})
+            await self._stop_child()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Events already read from the child still go out before the end list.
+            while not self._events.empty():
+                await self._handle(self._events.get_nowait())
+            await self.sink.finish()
+        finally:
+            self._done.set()
+            self.supervisor._forget(self.broadcast.id)
+
+    # --- process management --------------------------------------------------------
+    async def start(self) -> None:
+        self._spawn()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._writer(), name=f"tc-writer-{self.broadcast.id}"),
+                       loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}")]
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _spawn(self) -> None:
+        ctx = self.supervisor._context
+        child_rx, parent_tx = ctx.Pipe(duplex=False)
+        parent_rx, child_tx = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=worker_main, args=(child_rx, child_tx, self.config),
+                              name=f"castway-transcoder-{self.broadcast.id}", daemon=True)
+        process.start()
+        child_rx.close()
+        child_tx.close()
+        self._process = process
+        self._tx = parent_tx
+        self._generation += 1
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._reader, args=(parent_rx, self._generation, loop),
+                         name=f"tc-reader-{self.broadcast.id}", daemon=True).start()
+        self._child_ready.set()
+        logger.info("transcoder started", extra={"broadcast_id": self.broadcast.id,
+                                                 "pid": process.pid})
+
+    def _reader(self, rx: Connection, generation: int,
+                loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: the child's messages onto the event loop (blocking when it is full)."""
+        try:
+            while True:
+                try:
+                    message = rx.recv()
+                except (EOFError, OSError):
+                    message = ("exited", generation)
+                try:
+                    asyncio.run_coroutine_threadsafe(self._events.put(message), loop).result()
+                except RuntimeError:
+                    return  # the loop is gone
+                if message[0] in ("exited", "done"):
+                    return
+        finally:
+            rx.close()
+
+    async def _writer(self) -> None:
+        sent_configs = -1
+        while True:
+            message = await self._queue.get()
+            await self._child_ready.wait()
+            tx = self._tx
+            generation = self._generation
+            if tx is None:
+                continue
+            try:
+                if sent_configs != self._generation:
+                    # A fresh child: configuration records before anything else.
+                    sent_configs = self._generation
+                    for config in self._configs.values():
+                        if not (message[0] == "packet" and message[1] is config):
+                            await asyncio.to_thread(tx.send, ("packet", config))
+                await asyncio.to_thread(tx.send, message)
+            except (OSError, ValueError):
+                # Broken pipe: the child died; the reader reports it and we restart.
+                if message[0] == "packet":
+                    self._drop(message[1])
+                if generation == self._generation:
+                    self._child_ready.clear()
+
+    async def _consumer(self) -> None:
+        while True:
+            message = await self._events.get()
+            await self._handle(message)
+
+    async def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        try:
+            if kind == "output":
+                await self.sink.on_output(message[1])
+                if type(message[1]).__name__ == "SegmentOut":
+                    self.supervisor.metrics.segments.inc()
+            elif kind == "rendition":
+                info: RenditionInfo = message[1]
+                await self.sink.on_rendition(info)
+            elif kind == "discontinuity":
+                await self.sink.discontinuity()
+            elif kind == "stats":
+                await self._stats(message[1])
+            elif kind == "done":
+                self._done.set()
+            elif kind == "error":
+                logger.error("transcoder failed", extra={"broadcast_id": self.broadcast.id,
+                                                         "error": message[1]})
+            elif kind == "exited" and message[1] == self._generation:
+                await self._child_exited()
+        except Exception:
+            # A live-state hiccup must not kill the consumer (and with it the broadcast).
+            logger.exception("transcoder sink failed", extra={"broadcast_id":
+                                                              self.broadcast.id})
+
+    async def _stats(self, stats: dict[str, Any]) -> None:
+        self.lag_s = float(stats.get("lag_s", 0.0))
+        self.dropped_frames = int(stats.get("dropped_frames", 0))
+        self.supervisor._refresh_gauges()
+        await self._put_stats()
+
+    async def _put_stats(self) -> None:
+        current = await self.sink.live.get_stats(self.broadcast.id)
+        current.update({"transcoder_lag_s": round(self.lag_s, 3),
+                        "transcoder_dropped_frames": float(self.dropped_frames),
+                        "transcoder_dropped_packets": float(self.dropped_packets),
+                        "transcoder_restarts": float(self.restarts)})
+        await self.sink.live.put_stats(self.broadcast.id, current)
+
+    async def _child_exited(self) -> None:
+        process = self._process
+        code = None
+        if process is not None:
+            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+            code = process.exitcode
+        if self._done.is_set():
+            return  # finished normally (or given up)
+        logger.error("transcoder exited unexpectedly",
+                     extra={"broadcast_id": self.broadcast.id, "exitcode": code})
+        self._child_ready.clear()
+        await self.sink.child_lost()
+        now = time.monotonic()
+        while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
+            self._restart_times.popleft()
+        if len(self._restart_times) >= MAX_RESTARTS:
+            self._given_up = True
+            logger.error("transcoder keeps crashing: giving up on this broadcast",
+                         extra={"broadcast_id": self.broadcast.id})
+            self._done.set()  # a pending finish() stops waiting for this child
+            return
+        self._restart_times.append(now)
+        self.restarts += 1
+        self.supervisor.metrics.restarts.inc()
+        self._spawn()
+        await self._put_stats()
+
+    async def _stop_child(self) -> None:
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            tx.close()
+        process = self._process
+        if process is None:
+            return
+        await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+
+    def _drop(self, packet: MediaPacket) -> None:
+        self.dropped_packets += 1
+        self.supervisor.metrics.dropped_packets.labels(kind=packet.kind.value).inc()
