@@ -28,6 +28,7 @@ class AudioTranscoder:
         self._decoder: Any = None
         self._config: bytes | None = None
         self._first_ms: int | None = None
+        self._samples = 0
         enc: Any = av.CodecContext.create("aac", "w")
         enc.sample_rate = SAMPLE_RATE
         enc.layout = "stereo"
@@ -70,6 +71,10 @@ class AudioTranscoder:
         for frame in frames:
             frame.pts = None
             for resampled in self._resampler.resample(frame):
+                # Output time is counted in samples from the first input packet on.
+                resampled.pts = self._samples
+                resampled.time_base = Fraction(1, SAMPLE_RATE)
+                self._samples += resampled.samples
                 for packet in self._encoder.encode(resampled):
                     if packet.pts is None:
                         continue

@@ -156,8 +156,10 @@ class _Encoded:
 
 class Pipeline:
     def __init__(self, config: PipelineConfig, emit: Callable[[Output], None],
-                 on_rendition: Callable[[RenditionInfo], None] | None = None) -> None:
+                 on_rendition: Callable[[RenditionInfo], None] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._clock = clock
         self.emit = emit
         self.on_rendition = on_rendition or (lambda _info: None)
         self.stats = PipelineStats()
@@ -423,7 +425,7 @@ class Pipeline:
     def _track_lag(self, media_ms: int) -> None:
         if not self.config.realtime:
             return
-        now = time.monotonic()
+        now = self._clock()
         if self._wall0 is None or self._media0 is None:
             self._wall0, self._media0 = now, media_ms
             return

@@ -28,3 +28,12 @@ def src_bframes(media_dir: Path) -> Path:
     """2 s of 320x180p30 with B-frames (composition offsets in the source)."""
     return make_test_media(media_dir / "tc_bframes.mp4", seconds=2.0, width=320, height=180,
                            gop=30, extra_args=("-bf", "2", "-preset:v", "veryfast"))
+
+
+@pytest.fixture(scope="session")
+def src_hevc_mp3(media_dir: Path) -> Path:
+    """2 s of 320x180p30 HEVC (hvcC in MKV) with MP3 audio: decoded, re-encoded to AAC."""
+    return make_test_media(media_dir / "tc_hevc_mp3.mkv", seconds=2.0, width=320, height=180,
+                           gop=30, vcodec="libx265",
+                           extra_args=("-x265-params", "log-level=error:bframes=0",
+                                       "-preset", "ultrafast", "-c:a", "libmp3lame"))

@@ -187,3 +187,35 @@ def test_passthrough_only_ladder(src_360p: Path) -> None:
 ])
 def test_frame_rate_estimate(dts: list[int], fps: float) -> None:
     assert estimate_fps(dts) == fps
+
+
+def test_hevc_passes_through_and_mp3_is_reencoded_to_aac(src_hevc_mp3: Path) -> None:
+    got = run(list(read_packets(src_hevc_mp3)), ladder=LadderSpec((RungSpec("90p", 90, 100),)))
+    assert got.infos["source"].codecs.startswith("hvc1.1.")
+    assert got.infos["source"].codecs.endswith(",mp4a.40.2")
+    assert got.infos["90p"].codecs.startswith("avc1.")
+    check_aligned(got, ["source", "90p"], fps={"source": 30, "90p": 30})
+    for name in ("source", "90p"):
+        start, end = audio_span(got.init[name] + b"".join(s.data for s in got.segments[name]))
+        assert end - start > 1.5
+
+
+def test_falling_behind_skips_encoded_frames_not_audio_nor_boundaries(src_360p: Path) -> None:
+    """A clock that runs 60 ms per packet: far behind real time after a second."""
+    ticks = iter(range(1_000_000))
+    got = Collected()
+    pipeline = Pipeline(PipelineConfig(LadderSpec((RungSpec("160p", 160, 200),)), POLICY,
+                                       realtime=True, x264_preset="ultrafast"),
+                        got.on_output, lambda info: got.infos.__setitem__(info.name, info),
+                        clock=lambda: next(ticks) * 0.06)
+    for packet in read_packets(src_360p):
+        pipeline.push(packet)
+    pipeline.finish()
+    assert pipeline.stats.dropped_frames > 0
+    assert pipeline.stats.lag_s > 2.0
+    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 1})
+    encoded = sum(len(video_frames(got.init["160p"] + s.data)) for s in got.segments["160p"])
+    source = sum(len(video_frames(got.init["source"] + s.data)) for s in got.segments["source"])
+    assert source == 90 and encoded == 90 - pipeline.stats.dropped_frames
+    spans = [audio_span(got.init["160p"] + s.data) for s in got.segments["160p"]]
+    assert all(abs(b[0] - a[1]) < 0.002 for a, b in zip(spans, spans[1:], strict=False))
