@@ -184,9 +184,15 @@ class Scheduler:
             await asyncio.to_thread(self.backend.stop, node.id)
 
     async def _oldest_broadcasts(self) -> dict[str, datetime]:
-        """Node id -> start of its oldest live broadcast (decide() packs by it)."""
+        """Node id -> start of its oldest live broadcast (decide() breaks packing ties by
+        it); empty if the live state cannot list them (a tie-break is not worth a tick)."""
         oldest: dict[str, datetime] = {}
-        for broadcast in await self.live.list_broadcasts():
+        try:
+            broadcasts = await self.live.list_broadcasts()
+        except Exception:
+            logger.exception("cannot list broadcasts: packing without their ages")
+            return oldest
+        for broadcast in broadcasts:
             if broadcast.state != BroadcastState.LIVE:
                 continue
             seen = oldest.get(broadcast.node_id)
