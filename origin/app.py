@@ -26,13 +26,15 @@ from castway.storage.base import Storage, StorageError
 from origin import api, health, hls, pages
 from origin.access import VodAccess
 from origin.context import OriginContext
-from origin.edge import EdgeMiddleware
+from origin.edge import CORS_EXPOSE, EdgeMiddleware
 from origin.fastpath import FastPath
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 from origin.responses import CacheKind
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["CORS_EXPOSE", "create_app"]  # CORS_EXPOSE: the CDN's CORS policy mirrors it
 
 def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage: Storage,
                registry: CollectorRegistry | None = None) -> FastAPI:
