@@ -103,25 +103,27 @@ class TranscoderSupervisor:
         self.live = live
         self.storage = storage
         self.metrics = TranscoderMetrics.create(registry)
-        self._uploader = uploader
+        self.uploader = uploader
+        self._owns_uploader = False  # an uploader handed in belongs to the caller
         self._registry = registry
         self.running: dict[str, BroadcastTranscoder] = {}
         self._context = multiprocessing.get_context("spawn")
 
     async def _put_storage(self, key: str, data: bytes) -> None:
-        if self._uploader is None:
+        if self.uploader is None:
             try:
                 from archiver.uploader import Uploader
             except ImportError:
-                self._uploader = False
+                self.uploader = False
             else:
                 spool = Path(self.settings.data_dir) / "spool" / "transcoder"
                 try:
-                    self._uploader = Uploader(self.storage, spool, self._registry)
+                    self.uploader = Uploader(self.storage, spool, self._registry)
                 except ValueError:  # its metrics already registered by another uploader
-                    self._uploader = Uploader(self.storage, spool, CollectorRegistry())
-        if self._uploader:
-            await self._uploader.put(key, data)
+                    self.uploader = Uploader(self.storage, spool, CollectorRegistry())
+                self._owns_uploader = True
+        if self.uploader:
+            await self.uploader.put(key, data)
             return
         try:
             await asyncio.to_thread(self.storage.put, key, data)
@@ -149,9 +151,8 @@ class TranscoderSupervisor:
         """Stop every running transcoder (service shutdown)."""
         for transcoder in list(self.running.values()):
             await transcoder.finish(failed=True)
-        uploader = self._uploader
-        if uploader and hasattr(uploader, "close"):
-            await uploader.close()
+        if self._owns_uploader and self.uploader:
+            await self.uploader.close()
 
 
 class BroadcastTranscoder:

@@ -16,6 +16,7 @@ import av
 import pytest
 from prometheus_client import CollectorRegistry
 
+from archiver.uploader import Uploader
 from castway.hls.playlist import render_media_playlist
 from castway.live.base import media_topic
 from castway.live.memory import MemoryLiveState
@@ -40,9 +41,11 @@ async def env(tmp_path: Path) -> AsyncIterator[tuple[TranscoderSupervisor, Memor
     live = MemoryLiveState()
     storage = LocalStorage(tmp_path / "storage")
     registry = CollectorRegistry()
-    supervisor = TranscoderSupervisor(settings, live, storage, registry)
+    uploader = Uploader(storage, tmp_path / "spool", CollectorRegistry())
+    supervisor = TranscoderSupervisor(settings, live, storage, registry, uploader=uploader)
     yield supervisor, live, storage, registry
     await supervisor.close()
+    await uploader.close()
     await live.close()
 
 
@@ -66,7 +69,9 @@ def _first_frame(init: bytes, data: bytes) -> tuple[float, bool]:
 
 
 async def _check_log(live: MemoryLiveState, storage: LocalStorage, bid: str,
-                     rendition: str) -> list[Segment]:
+                     rendition: str, supervisor: TranscoderSupervisor) -> list[Segment]:
+    uploader: Uploader = supervisor.uploader
+    assert await uploader.flush(30)
     log = await live.segment_log(bid, rendition)
     assert log, rendition
     assert [s.msn for s in log] == list(range(log[0].msn, log[0].msn + len(log)))
@@ -95,7 +100,7 @@ async def test_a_broadcast_goes_to_live_state_and_storage(env: Any, src_360p: Pa
         assert await live.get_media(window.parts[0].key) is not None
         await media.finish()
     for rendition in ("source", "160p"):
-        log = await _check_log(live, storage, "b1", rendition)
+        log = await _check_log(live, storage, "b1", rendition, supervisor)
         assert [s.start_pts_s for s in log] == [0.0, 2.0]
         window = await live.get_window("b1", rendition)
         assert window is not None and window.ended
@@ -122,7 +127,7 @@ async def test_reconnect_continues_numbering_with_a_discontinuity(
         await media.feed(packet)
     await media.finish()
     for rendition in ("source", "160p"):
-        log = await _check_log(live, storage, "b2", rendition)
+        log = await _check_log(live, storage, "b2", rendition, supervisor)
         assert [s.msn for s in log] == [0, 1, 2, 3]
         assert [s.discontinuity for s in log] == [False, False, True, False]
         assert [s.discontinuity_seq for s in log] == [0, 0, 1, 1]
@@ -160,7 +165,7 @@ async def test_a_crashed_transcoder_restarts_and_playlists_continue(
     assert registry.get_sample_value("castway_transcoder_restarts_total") == 1
     stats = await live.get_stats("b3")
     assert stats["transcoder_restarts"] == 1
-    log = await _check_log(live, storage, "b3", "source")
+    log = await _check_log(live, storage, "b3", "source", supervisor)
     # Segment 0 was closed from its published parts; then a break; numbering goes on.
     assert log[0].msn == 0 and not log[0].discontinuity
     assert log[0].parts and log[0].duration_s == pytest.approx(
