@@ -1,4 +1,5 @@
-"""The watch page plays the live broadcast in headless Chromium with hls.js (LL-HLS).
+"""The pages in headless Chromium: the watch page plays the live broadcast with hls.js
+(LL-HLS), and the admin page drives the control API.
 
 The app runs under uvicorn; the page is opened while the broadcast has no media yet (it
 retries), then a feeder publishes real fMP4 parts (ffmpeg-made) in real time, as a
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from castway.catalog.sql import SqlCatalog
+from castway.keys import hash_stream_key
 from castway.live.memory import MemoryLiveState
 from origin import pages
 from tests.origin.browser import launch_browser, wait_for_playback
+from tests.origin.conftest import TOKEN
 from tests.origin.feed import Clip, LiveFeeder
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -75,3 +79,52 @@ async def test_watch_page_plays_live_with_hls_js(server: str, live: MemoryLiveSt
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await feeding
+
+
+# Resolves with the text of element `id` once it contains `needle`.
+WAIT_FOR_TEXT = """
+new Promise((resolve, reject) => {
+  const element = document.getElementById(%(id)r);
+  const check = () => element.textContent.includes(%(needle)r);
+  if (check()) { resolve(element.textContent); return; }
+  const observer = new MutationObserver(() => {
+    if (check()) { observer.disconnect(); resolve(element.textContent); }
+  });
+  observer.observe(element, {childList: true, subtree: true, characterData: true});
+  setTimeout(() => reject(new Error(%(id)r + ": " + element.textContent)), 15000);
+})
+"""
+
+
+async def test_admin_page_creates_a_channel_and_shows_its_key_once(
+        server: str, tmp_path: Path, catalog: SqlCatalog) -> None:
+    async with launch_browser(tmp_path) as browser:
+        page = await browser.new_page()
+        await page.goto(f"{server}/admin")
+        await page.evaluate(f"document.getElementById('token').value = {TOKEN!r};"
+                            "document.getElementById('save').click()")
+        await page.evaluate(WAIT_FOR_TEXT % {"id": "who", "needle": "token accepted"},
+                            await_promise=True)
+        await page.evaluate("document.getElementById('name').value = 'from-browser';"
+                            "document.getElementById('title').value = '<i>Title</i>';"
+                            "document.getElementById('create').requestSubmit()")
+        key_text = await page.evaluate(WAIT_FOR_TEXT % {"id": "key", "needle": "cw_"},
+                                       await_promise=True)
+        listed = await page.evaluate(WAIT_FOR_TEXT % {"id": "channels",
+                                                      "needle": "from-browser"},
+                                     await_promise=True)
+        assert "<i>Title</i>" in listed  # shown as text, never as markup
+        assert not page.errors, page.errors
+    key = key_text.split("(shown once): ", 1)[1].split()[0]
+    assert catalog.channel_for_key_hash(hash_stream_key(key)) == "from-browser"
+
+
+async def test_admin_page_reports_a_wrong_token(server: str, tmp_path: Path) -> None:
+    async with launch_browser(tmp_path) as browser:
+        page = await browser.new_page()
+        await page.goto(f"{server}/admin")
+        await page.evaluate("document.getElementById('token').value = 'wrong';"
+                            "document.getElementById('save').click()")
+        message = await page.evaluate(WAIT_FOR_TEXT % {"id": "who", "needle": "401"},
+                                      await_promise=True)
+        assert "invalid token" in message
