@@ -109,6 +109,9 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"{name:<16}{row['container_hours']:>12}{row['ideal_container_hours']:>8}"
               f"{row['ratio']:>7}{row['interrupted']:>13}{row['refused']:>9}"
               f"{row['moved']:>7}{row['peak_nodes']:>6}")
+    print(f"bounds: headroom {figures['ideal_with_headroom_container_hours']}, no migration "
+          f"{figures['no_migration_bound_container_hours']}; clairvoyant packing reference "
+          f"{figures['clairvoyant_packing_container_hours']} container-h")
     print(f"{figures['broadcasts']} broadcasts in the day; deploy at "
           f"{workload.deploy_at_h} h; reconnect-capable publishers: "
           f"{workload.reconnect_fraction:.0%}")
