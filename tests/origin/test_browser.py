@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from castway.catalog.sql import SqlCatalog
+from castway.hls.playlist import PlaylistType, render_master_playlist, render_media_playlist
 from castway.keys import hash_stream_key
+from castway.live.base import RenditionWindow
 from castway.live.memory import MemoryLiveState
+from castway.model import Rendition, Segment, Visibility, Vod, VodState
+from castway.storage.local import LocalStorage
 from origin import pages
 from tests.origin.browser import launch_browser, wait_for_playback
 from tests.origin.conftest import TOKEN
@@ -128,3 +133,38 @@ async def test_admin_page_reports_a_wrong_token(server: str, tmp_path: Path) -> 
         message = await page.evaluate(WAIT_FOR_TEXT % {"id": "who", "needle": "401"},
                                       await_promise=True)
         assert "invalid token" in message
+
+
+async def test_vod_page_plays_from_storage(server: str, tmp_path: Path, clip: Clip,
+                                           catalog: SqlCatalog, storage: LocalStorage) -> None:
+    """An archived broadcast as the archiver stores it: init, segments and VOD playlists
+    (rendered by castway.hls) in storage, the VOD in the catalog."""
+    if not pages.HLS_JS.exists():
+        pytest.skip("hls.js is not installed (sh web/install.sh)")
+    prefix = "broadcasts/v1/360p"
+    storage.put(f"{prefix}/init.mp4", clip.init)
+    segments = []
+    for msn in range(len(clip.parts) // 4):
+        data = b"".join(clip.parts[4 * msn:4 * msn + 4])
+        storage.put(f"{prefix}/{msn}.m4s", data)
+        segments.append(Segment(msn=msn, duration_s=sum(clip.durations[4 * msn:4 * msn + 4]),
+                                key=f"{prefix}/{msn}.m4s", start_pts_s=2.0 * msn,
+                                program_date_time=datetime.now(UTC) + timedelta(seconds=2 * msn),
+                                init_key=f"{prefix}/init.mp4", size=len(data)))
+    window = RenditionWindow(segments=tuple(segments), next_msn=len(segments),
+                             init_key=f"{prefix}/init.mp4", ended=True)
+    storage.put(f"{prefix}/vod.m3u8", render_media_playlist(
+        window, uri_for_key=lambda k: k.rsplit("/", 1)[1],
+        playlist_type=PlaylistType.VOD).encode())
+    rendition = Rendition("360p", clip.width, clip.height, 30.0, 300.0, clip.codecs)
+    storage.put("broadcasts/v1/master.m3u8", render_master_playlist(
+        [rendition], uri_for=lambda r: f"{r.name}/vod.m3u8").encode())
+    catalog.save_vod(Vod(id="v1", broadcast_id="v1", channel="demo",
+                         visibility=Visibility.PUBLIC, state=VodState.COMPLETE,
+                         duration_s=2.0 * len(segments)))
+    async with launch_browser(tmp_path) as browser:
+        page = await browser.new_page()
+        await page.goto(f"{server}/watch/vod/v1")
+        result = await wait_for_playback(page, advance_s=1.5, timeout_s=20)
+        assert result["hls"] and not result["errors"], result
+        assert not page.errors, page.errors
