@@ -27,7 +27,7 @@ from castway.storage.local import LocalStorage
 from origin import pages
 from tests.origin.browser import launch_browser, wait_for_playback
 from tests.origin.conftest import TOKEN
-from tests.origin.feed import Clip, LiveFeeder
+from tests.origin.feed import Clip, LiveFeeder, make_clip
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -49,12 +49,18 @@ async def _feed_in_real_time(feeder: LiveFeeder) -> None:
         await feeder.push_part()
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
+    """30 s of media: room for a slow browser start on a loaded machine."""
+    return make_clip(tmp_path_factory.mktemp("long-clip"), seconds=30.0)
+
+
 async def test_watch_page_plays_live_with_hls_js(server: str, live: MemoryLiveState,
-                                                 clip: Clip, tmp_path: Path,
+                                                 long_clip: Clip, tmp_path: Path,
                                                  registry: CollectorRegistry) -> None:
     if not pages.HLS_JS.exists():
         pytest.skip("hls.js is not installed (sh web/install.sh)")
-    feeder = LiveFeeder(live, clip)
+    feeder = LiveFeeder(live, long_clip)
     await feeder.start()  # live, but the transcoder has produced nothing yet
     feeding: asyncio.Task[None] | None = None
     try:

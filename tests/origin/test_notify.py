@@ -69,7 +69,7 @@ async def test_wake_up_is_prompt(live: MemoryLiveState, feeder: LiveFeeder) -> N
         started = time.perf_counter()
         await feeder.push_part()
         assert await asyncio.wait_for(waiter, 5) is not None
-        assert time.perf_counter() - started < 0.05
+        assert time.perf_counter() - started < 0.2  # ~1 ms when the machine is idle
     finally:
         await notifier.close()
 
