@@ -106,8 +106,10 @@ class Settings(BaseSettings):
     headroom_fraction: float = Field(0.2, description="Free slots kept as a fraction of "
                                      "live broadcasts.")
     max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
-    scheduler_backend: str = Field("local", description="'local' (processes on this "
-                                   "machine) or 'ecs'.")
+    scheduler_backend: str = Field("local", description="'local' (ingest processes on "
+                                   "this machine), 'ecs' (Amazon ECS tasks) or 'static' "
+                                   "(a fleet run by something else: compose, the embedded "
+                                   "node).")
 
     # --- chat ------------------------------------------------------------------------
     chat_redis_urls: str | None = Field(None, description="Comma-separated Redis URLs chat "
