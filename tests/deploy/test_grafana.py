@@ -27,20 +27,34 @@ def _exprs() -> list[str]:
     return [t["expr"] for p in _panels() for t in p.get("targets", [])]
 
 
-def _documented() -> set[str]:
+NOT_YET = "*not yet*"
+
+
+def _table() -> dict[str, str]:
+    """docs/deploy.md's metric table: exposed name -> the defining module or NOT_YET."""
     section = DOCS.split("### Metrics the dashboard expects", 1)[1].split("\n## ", 1)[0]
-    return {m.group(1) for m in re.finditer(r"^\| `(castway_[a-z0-9_]+)` \|", section, re.M)}
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`castway_"):
+            rows[cells[0].strip("`")] = cells[3].strip("`")
+    return rows
 
 
-def _defined_in_code() -> dict[str, str]:
-    """Metric families the code defines -> their type (static: the components are written
-    in parallel, some not importable yet)."""
-    found: dict[str, str] = {}
+def _documented() -> set[str]:
+    return set(_table())
+
+
+def _defined_in_code() -> dict[str, tuple[str, str]]:
+    """Metric families the code defines -> (type, module path). Static: the components are
+    written in parallel and some are not importable yet."""
+    found: dict[str, tuple[str, str]] = {}
     pattern = re.compile(r"\b(Counter|Gauge|Histogram|Summary)\(\s*\"(castway_[a-z0-9_]+)\"")
-    for package in ("castway", "ingest", "transcoder", "origin", "archiver", "scheduler"):
-        for path in (ROOT / package).rglob("*.py"):
+    for package in ("castway", "ingest", "transcoder", "origin", "archiver", "scheduler",
+                    "chat"):
+        for path in sorted((ROOT / package).rglob("*.py")):
             for kind, name in pattern.findall(path.read_text()):
-                found[name] = kind
+                found[name] = (kind, path.relative_to(ROOT).as_posix())
     return found
 
 
@@ -112,13 +126,13 @@ def test_every_metric_the_dashboard_queries_is_documented() -> None:
     assert documented <= used, sorted(documented - used)  # no stale rows either
 
 
-def test_documented_metrics_of_instrumented_components_exist_in_the_code() -> None:
-    """A component whose code already defines castway_<component>_* metrics must define
-    every castway_<component>_* metric the dashboard expects (the not yet instrumented
-    ones are listed in docs/deploy.md for the lead to reconcile)."""
-    defined = _defined_in_code()
-    exposed = set().union(*(_exposed(n, k) for n, k in defined.items())) if defined else set()
-    prefixes = {"_".join(name.split("_")[:2]) + "_" for name in defined}
-    missing = sorted(m for m in _documented()
-                     if any(m.startswith(p) for p in prefixes) and m not in exposed)
-    assert not missing, missing
+def test_metric_table_says_truly_where_each_metric_is_defined() -> None:
+    """A row naming a module: that module defines the metric (with this exposed name). A
+    *not yet* row: nothing defines it (when a component adds it, the row must say where)."""
+    exposed: dict[str, str] = {}
+    for name, (kind, module) in _defined_in_code().items():
+        for series in _exposed(name, kind):
+            exposed[series] = module
+    wrong = {metric: (where, exposed.get(metric, NOT_YET))
+             for metric, where in _table().items() if exposed.get(metric, NOT_YET) != where}
+    assert not wrong, wrong
