@@ -1,0 +1,452 @@
+"""Broadcast lifecycle: the real :class:`~ingest.publish.PublishHandler`.
+
+A publish resolves its stream key through the catalog (only key hashes are stored),
+claims the channel fleet-wide in the live state (one broadcast per channel: a second
+publisher is refused while the first continues; a dead node's claim expires), and puts
+a live :class:`~castway.model.Broadcast` in the live state and the catalog, announced on
+``BROADCASTS_TOPIC``; its media pipeline (the transcoder, or nothing) gets every packet.
+
+When the publisher drops, the broadcast waits ``settings.reconnect_grace_s``: the same
+channel publishing again within it continues the same broadcast (``discontinuity()``,
+a "resumed" event); otherwise it ends ("ended": state, ended_at, ``finish()``).
+
+Broadcast records are re-read from the live state before every update, because the
+transcoder side writes their ``renditions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from castway.catalog.base import Catalog
+from castway.keys import hash_stream_key
+from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.media import BroadcastMedia, MediaKind, MediaPacket, MediaPipelineFactory
+from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
+from castway.settings import Settings
+from ingest.publish import PublishRequest, PublishSession, Rejection
+
+logger = logging.getLogger(__name__)
+
+#: A channel claim lives this long unless refreshed (a dead node's claim expires).
+CLAIM_TTL_S = 15.0
+#: Stats and claim refreshes run this often.
+STATS_INTERVAL_S = 2.0
+
+_VIDEO_CODEC_IDS: dict[int, str] = {7: "h264", 12: "hevc"}
+_AUDIO_CODEC_IDS: dict[int, str] = {10: "aac", 2: "mp3", 14: "mp3"}
+_FOURCC_NAMES: dict[str, str] = {"avc1": "h264", "hvc1": "hevc", "av01": "av1",
+                                 "vp09": "vp9", "mp4a": "aac", ".mp3": "mp3", "Opus": "opus"}
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
+              8000, 7350)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _codec_name(value: object, legacy: dict[int, str]) -> str | None:
+    """onMetaData's videocodecid/audiocodecid: a legacy FLV id or an E-RTMP FourCC
+    (as a number, or a string)."""
+    if isinstance(value, str):
+        return _FOURCC_NAMES.get(value, value)
+    number = _number(value)
+    if number is None or number < 0 or number >= 2**32:
+        return None
+    n = int(number)
+    if n in legacy:
+        return legacy[n]
+    fourcc = n.to_bytes(4, "big").decode("latin-1")
+    return _FOURCC_NAMES.get(fourcc)
+
+
+def source_from_metadata(metadata: dict[str, object]) -> SourceInfo:
+    """SourceInfo from an onMetaData object (FLV spec E.5 field names)."""
+    channels = _number(metadata.get("audiochannels"))
+    if channels is None and isinstance(metadata.get("stereo"), bool):
+        channels = 2.0 if metadata["stereo"] else 1.0
+    rate = _number(metadata.get("audiosamplerate"))
+    encoder = metadata.get("encoder")
+    return SourceInfo(
+        video_codec=_codec_name(metadata.get("videocodecid"), _VIDEO_CODEC_IDS),
+        audio_codec=_codec_name(metadata.get("audiocodecid"), _AUDIO_CODEC_IDS),
+        width=int(w) if (w := _number(metadata.get("width"))) else None,
+        height=int(h) if (h := _number(metadata.get("height"))) else None,
+        fps=_number(metadata.get("framerate")) or _number(metadata.get("fps")) or None,
+        video_bitrate_kbps=_number(metadata.get("videodatarate")) or None,
+        audio_bitrate_kbps=_number(metadata.get("audiodatarate")) or None,
+        audio_sample_rate=int(rate) if rate else None,
+        audio_channels=int(channels) if channels else None,
+        encoder=encoder if isinstance(encoder, str) else None,
+    )
+
+
+def parse_audio_specific_config(asc: bytes) -> tuple[int | None, int | None]:
+    """Sample rate and channel count of an AAC AudioSpecificConfig (ISO 14496-3 1.6.2.1)."""
+    if len(asc) < 2:
+        return None, None
+    bits = int.from_bytes(asc[:5].ljust(5, b"\x00"), "big")
+    pos = 40
+
+    def take(n: int) -> int:
+        nonlocal pos
+        pos -= n
+        return (bits >> pos) & ((1 << n) - 1)
+
+    object_type = take(5)
+    if object_type == 31:
+        take(6)
+    index = take(4)
+    if index == 15:
+        rate: int | None = take(24)
+    else:
+        rate = _AAC_RATES[index] if index < len(_AAC_RATES) else None
+    channels = take(4)
+    return rate, channels or None
+
+
+def _merge(old: SourceInfo | None, new: SourceInfo) -> SourceInfo:
+    """``new``'s known fields over ``old``'s."""
+    if old is None:
+        return new
+    updates = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)
+               if getattr(new, f.name) is not None}
+    return dataclasses.replace(old, **updates)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.publishes = Counter("castway_ingest_publishes", "Publish requests by outcome.",
+                                 ["result"], registry=registry)
+        self.live = Gauge("castway_ingest_live_broadcasts",
+                          "Broadcasts live on this node (including those in their "
+                          "reconnect grace window).", registry=registry)
+        self.bytes = Counter("castway_ingest_received_bytes",
+                             "Media payload bytes received.", ["kind"], registry=registry)
+        self.packets = Counter("castway_ingest_packets", "Media packets received.",
+                               ["kind"], registry=registry)
+        self.bitrate = Gauge("castway_ingest_bitrate_kbps", "Incoming bitrate per channel.",
+                             ["channel"], registry=registry)
+        self.fps = Gauge("castway_ingest_fps", "Incoming video frame rate per channel.",
+                         ["channel"], registry=registry)
+
+
+@dataclass
+class _Live:
+    """One broadcast of this node, live or waiting out its reconnect grace window."""
+
+    broadcast_id: str
+    channel: str
+    owner: str  # the connection id holding the channel claim
+    media: BroadcastMedia | None
+    publication: _Publication | None = None
+    grace: asyncio.Task[None] | None = None
+    ended: bool = False
+    source: SourceInfo | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    video_bytes: int = 0
+    audio_bytes: int = 0
+    video_frames: int = 0
+    last_sample: tuple[float, int, int] = (0.0, 0, 0)  # time, bytes, frames
+    stats: dict[str, float | str] = field(default_factory=dict)
+
+
+class _Publication:
+    """The PublishSession of one connection: forwards to its broadcast's media."""
+
+    def __init__(self, manager: BroadcastManager, entry: _Live, connection_id: str) -> None:
+        self._manager = manager
+        self._entry = entry
+        self.connection_id = connection_id
+        self._closed = False
+
+    async def on_metadata(self, metadata: dict[str, object]) -> None:
+        if not self._closed:
+            await self._manager._update_source(self._entry, source_from_metadata(metadata))
+
+    async def on_packet(self, packet: MediaPacket) -> None:
+        entry = self._entry
+        if self._closed or entry.ended:
+            return
+        kind = packet.kind.value
+        size = len(packet.payload)
+        self._manager._metrics.bytes.labels(kind).inc(size)
+        self._manager._metrics.packets.labels(kind).inc()
+        if packet.kind is MediaKind.VIDEO:
+            entry.video_bytes += size
+            if not packet.is_config:
+                entry.video_frames += 1
+            elif entry.video_codec != packet.codec.value:
+                entry.video_codec = packet.codec.value
+                await self._manager._update_source(entry, SourceInfo(video_codec=entry.video_codec))
+        else:
+            entry.audio_bytes += size
+            if packet.is_config and entry.audio_codec != packet.codec.value:
+                entry.audio_codec = packet.codec.value
+                rate, channels = (parse_audio_specific_config(packet.payload)
+                                  if packet.codec.value == "aac" else (None, None))
+                await self._manager._update_source(entry, SourceInfo(
+                    audio_codec=entry.audio_codec, audio_sample_rate=rate,
+                    audio_channels=channels))
+        if entry.media is not None:
+            await entry.media.feed(packet)
+
+    async def on_close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._manager._publisher_gone(self._entry, self, reason)
+
+
+class BroadcastManager:
+    """The ingest node's :class:`~ingest.publish.PublishHandler`."""
+
+    def __init__(self, settings: Settings, *, catalog: Catalog, live: LiveState,
+                 pipeline: MediaPipelineFactory | None = None,
+                 registry: CollectorRegistry | None = None,
+                 admission: Callable[[], str | None] | None = None,
+                 claim_ttl_s: float = CLAIM_TTL_S,
+                 stats_interval_s: float = STATS_INTERVAL_S) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.live = live
+        self.pipeline = pipeline
+        #: None to accept new broadcasts, else the reason they are refused (draining, full).
+        self.admission = admission
+        self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.claim_ttl_s = claim_ttl_s
+        self.stats_interval_s = stats_interval_s
+        self._metrics = _Metrics(registry if registry is not None else CollectorRegistry())
+        self._by_channel: dict[str, _Live] = {}
+        self._lock = asyncio.Lock()  # publish decisions and endings never interleave
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
+
+    async def stop(self) -> None:
+        """End every broadcast of this node now (grace windows included)."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for entry in list(self._by_channel.values()):
+            if entry.grace is not None:
+                entry.grace.cancel()
+            await self._end(entry, "node stopping")
+
+    @property
+    def live_broadcasts(self) -> int:
+        return len(self._by_channel)
+
+    def broadcast_id(self, channel: str) -> str | None:
+        entry = self._by_channel.get(channel)
+        return entry.broadcast_id if entry else None
+
+    # --- PublishHandler --------------------------------------------------------------
+    async def on_publish(self, request: PublishRequest) -> PublishSession | Rejection:
+        fields = {"connection_id": request.connection_id, "peer": request.peer}
+        if self._stopping:
+            return self._rejected("unavailable", Rejection.unavailable("shutting down"))
+        channel = await asyncio.to_thread(self.catalog.channel_for_key_hash,
+                                          hash_stream_key(request.stream_key))
+        if channel is None:
+            logger.info("publish with an unknown stream key", extra=fields)
+            return self._rejected("bad_name", Rejection.bad_name())
+        fields["channel"] = channel
+        async with self._lock:
+            entry = self._by_channel.get(channel)
+            if entry is not None and entry.publication is not None:
+                logger.info("publish refused: channel already live on this node", extra=fields)
+                return self._rejected("already_live", Rejection.already_live())
+            if entry is not None:
+                return await self._resume(entry, request)
+            reason = self.admission() if self.admission is not None else None
+            if reason is not None:
+                logger.info("publish refused by admission", extra={**fields, "reason": reason})
+                return self._rejected("unavailable", Rejection.unavailable(reason))
+            holder = await self.live.claim_channel(channel, request.connection_id,
+                                                   self.claim_ttl_s)
+            if holder is not None:
+                logger.info("publish refused: channel claimed elsewhere",
+                            extra={**fields, "owner": holder})
+                return self._rejected("already_live", Rejection.already_live())
+            try:
+                return await self._go_live(channel, request)
+            except BaseException:
+                await self.live.release_claim(channel, request.connection_id)
+                raise
+
+    def _rejected(self, result: str, rejection: Rejection) -> Rejection:
+        self._metrics.publishes.labels(result).inc()
+        return rejection
+
+    async def _go_live(self, channel: str, request: PublishRequest) -> _Publication:
+        broadcast = Broadcast(id=new_id(), channel=channel, node_id=self.node_id,
+                              segment_format=self.settings.segment_format.value)
+        await self.live.put_broadcast(broadcast)
+        await asyncio.to_thread(self.catalog.save_broadcast, broadcast)
+        media = await self.pipeline.start(broadcast) if self.pipeline is not None else None
+        entry = _Live(broadcast.id, channel, request.connection_id, media,
+                      last_sample=(time.monotonic(), 0, 0))
+        publication = _Publication(self, entry, request.connection_id)
+        entry.publication = publication
+        self._by_channel[channel] = entry
+        self._metrics.live.set(len(self._by_channel))
+        self._metrics.publishes.labels("accepted").inc()
+        await self.live.publish(BROADCASTS_TOPIC, {"type": "started", "broadcast_id": broadcast.id,
+                                                   "channel": channel})
+        logger.info("broadcast started", extra={"broadcast_id": broadcast.id, "channel": channel,
+                                                "connection_id": request.connection_id})
+        return publication
+
+    async def _resume(self, entry: _Live, request: PublishRequest) -> PublishSession | Rejection:
+        """The channel's publisher is back within the grace window: same broadcast."""
+        if entry.grace is not None:
+            entry.grace.cancel()
+            entry.grace = None
+        await self.live.release_claim(entry.channel, entry.owner)
+        holder = await self.live.claim_channel(entry.channel, request.connection_id,
+                                               self.claim_ttl_s)
+        if holder is not None:
+            await self._end(entry, "channel claimed elsewhere", locked=True)
+            return self._rejected("already_live", Rejection.already_live())
+        entry.owner = request.connection_id
+        publication = _Publication(self, entry, request.connection_id)
+        entry.publication = publication
+        if entry.media is not None:
+            await entry.media.discontinuity()
+        self._metrics.publishes.labels("resumed").inc()
+        await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
+                                                   "broadcast_id": entry.broadcast_id,
+                                                   "channel": entry.channel})
+        logger.info("broadcast resumed", extra={"broadcast_id": entry.broadcast_id,
+                                                "channel": entry.channel,
+                                                "connection_id": request.connection_id})
+        return publication
+
+    # --- publisher gone: grace window, then the end ----------------------------------
+    async def _publisher_gone(self, entry: _Live, publication: _Publication,
+                              reason: str) -> None:
+        async with self._lock:
+            if entry.publication is not publication or entry.ended:
+                return
+            entry.publication = None
+            logger.info("publisher gone; waiting for a reconnect", extra={
+                "broadcast_id": entry.broadcast_id, "channel": entry.channel,
+                "reason": reason, "grace_s": self.settings.reconnect_grace_s})
+            if self._stopping or self.settings.reconnect_grace_s <= 0:
+                await self._end(entry, reason, locked=True)
+                return
+            entry.grace = asyncio.create_task(self._grace(entry, reason),
+                                              name=f"grace-{entry.broadcast_id}")
+
+    async def _grace(self, entry: _Live, reason: str) -> None:
+        await asyncio.sleep(self.settings.reconnect_grace_s)
+        async with self._lock:
+            if entry.publication is None and not entry.ended:
+                entry.grace = None  # we are it: do not cancel ourselves in _end
+                await self._end(entry, reason, locked=True)
+
+    async def _end(self, entry: _Live, reason: str, *, locked: bool = False) -> None:
+        if not locked:
+            async with self._lock:
+                await self._end(entry, reason, locked=True)
+            return
+        if entry.ended:
+            return
+        entry.ended = True
+        if entry.grace is not None and entry.grace is not asyncio.current_task():
+            entry.grace.cancel()
+        self._by_channel.pop(entry.channel, None)
+        self._metrics.live.set(len(self._by_channel))
+        for gauge in (self._metrics.bitrate, self._metrics.fps):
+            with contextlib.suppress(KeyError):
+                gauge.remove(entry.channel)
+        fields = {"broadcast_id": entry.broadcast_id, "channel": entry.channel,
+                  "reason": reason}
+        if entry.media is not None:
+            try:
+                await entry.media.finish()
+            except Exception:
+                logger.exception("media pipeline finish failed", extra=fields)
+        try:
+            current = await self.live.get_broadcast(entry.broadcast_id)
+            if current is None:
+                current = await asyncio.to_thread(self.catalog.get_broadcast,
+                                                  entry.broadcast_id)
+            if current is not None:
+                ended = dataclasses.replace(current, state=BroadcastState.ENDED,
+                                            ended_at=utcnow())
+                await self.live.put_broadcast(ended)
+                await asyncio.to_thread(self.catalog.save_broadcast, ended)
+            await self.live.release_claim(entry.channel, entry.owner)
+            await self.live.publish(BROADCASTS_TOPIC, {"type": "ended",
+                                                       "broadcast_id": entry.broadcast_id,
+                                                       "channel": entry.channel})
+        except Exception:
+            logger.exception("recording the end of a broadcast failed", extra=fields)
+        logger.info("broadcast ended", extra=fields)
+
+    # --- source info and stats -------------------------------------------------------
+    async def _update_source(self, entry: _Live, new: SourceInfo) -> None:
+        merged = _merge(entry.source, new)
+        if merged == entry.source:
+            return
+        entry.source = merged
+        current = await self.live.get_broadcast(entry.broadcast_id)
+        if current is None or entry.ended:
+            return
+        updated = dataclasses.replace(current, source=_merge(current.source, merged))
+        await self.live.put_broadcast(updated)
+        await asyncio.to_thread(self.catalog.save_broadcast, updated)
+
+    async def publish_stats(self) -> None:
+        """Sample every broadcast's rates, store them in the live state, refresh claims."""
+        now = time.monotonic()
+        for entry in list(self._by_channel.values()):
+            then, last_bytes, last_frames = entry.last_sample
+            elapsed = max(now - then, 1e-3)
+            total = entry.video_bytes + entry.audio_bytes
+            kbps = (total - last_bytes) * 8 / 1000 / elapsed
+            fps = (entry.video_frames - last_frames) / elapsed
+            entry.last_sample = (now, total, entry.video_frames)
+            dropped = getattr(entry.media, "dropped", 0)
+            stats: dict[str, float | str] = {
+                "bitrate_kbps": round(kbps, 1), "fps": round(fps, 2),
+                "video_codec": entry.video_codec or "", "audio_codec": entry.audio_codec or "",
+                "encoder": (entry.source.encoder if entry.source else None) or "",
+                "dropped": float(dropped) if isinstance(dropped, int | float) else 0.0,
+                "publishing": 1.0 if entry.publication is not None else 0.0,
+            }
+            entry.stats = stats
+            self._metrics.bitrate.labels(entry.channel).set(kbps)
+            self._metrics.fps.labels(entry.channel).set(fps)
+            await self.live.put_stats(entry.broadcast_id, stats)
+            if not await self.live.refresh_claim(entry.channel, entry.owner, self.claim_ttl_s):
+                logger.warning("channel claim lost", extra={
+                    "broadcast_id": entry.broadcast_id, "channel": entry.channel})
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval_s)
+            try:
+                await self.publish_stats()
+            except Exception:
+                logger.exception("publishing ingest stats failed")

@@ -1,0 +1,306 @@
+"""BroadcastManager against the real catalog (SQLite) and the real in-memory live state."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from castway.catalog import open_catalog
+from castway.catalog.sql import SqlCatalog
+from castway.keys import hash_stream_key
+from castway.live.base import BROADCASTS_TOPIC, Subscription
+from castway.live.memory import MemoryLiveState
+from castway.media import Codec, MediaKind, MediaPacket
+from castway.model import Broadcast, BroadcastState, Channel, Rendition, StreamKey
+from castway.settings import Settings
+from ingest.broadcasts import (
+    BroadcastManager,
+    parse_audio_specific_config,
+    source_from_metadata,
+)
+from ingest.publish import PublishRequest, PublishSession, Rejection
+
+KEY = "cw_test-key"
+OTHER_KEY = "cw_other-key"
+
+
+class RecordingMedia:
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast = broadcast
+        self.packets: list[MediaPacket] = []
+        self.discontinuities = 0
+        self.finished = False
+        self.dropped = 3
+
+    async def feed(self, packet: MediaPacket) -> None:
+        self.packets.append(packet)
+
+    async def discontinuity(self) -> None:
+        self.discontinuities += 1
+
+    async def finish(self, *, failed: bool = False) -> None:
+        self.finished = True
+
+
+class RecordingPipeline:
+    def __init__(self) -> None:
+        self.started: list[RecordingMedia] = []
+
+    async def start(self, broadcast: Broadcast) -> RecordingMedia:
+        media = RecordingMedia(broadcast)
+        self.started.append(media)
+        return media
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[SqlCatalog]:
+    cat = open_catalog(Settings(data_dir=tmp_path))
+    for name, key in (("alpha", KEY), ("beta", OTHER_KEY)):
+        cat.create_channel(Channel(name))
+        cat.add_stream_key(StreamKey(name, hash_stream_key(key)))
+    yield cat
+    cat.close()
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[MemoryLiveState]:
+    state = MemoryLiveState()
+    yield state
+    await state.close()
+
+
+@pytest.fixture
+def pipeline() -> RecordingPipeline:
+    return RecordingPipeline()
+
+
+def make_manager(catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline | None,
+                 grace_s: float = 30.0, registry: CollectorRegistry | None = None,
+                 ) -> BroadcastManager:
+    settings = Settings(node_id="node-a", reconnect_grace_s=grace_s)
+    return BroadcastManager(settings, catalog=catalog, live=live, pipeline=pipeline,
+                            registry=registry or CollectorRegistry())
+
+
+def request(key: str = KEY, connection_id: str = "c1") -> PublishRequest:
+    return PublishRequest(app="live", stream_key=key, peer="127.0.0.1:5000",
+                          connection_id=connection_id)
+
+
+async def accepted(manager: BroadcastManager, req: PublishRequest) -> PublishSession:
+    outcome = await manager.on_publish(req)
+    assert not isinstance(outcome, Rejection), outcome
+    return outcome
+
+
+async def next_event(sub: Subscription) -> dict[str, Any]:
+    return await asyncio.wait_for(sub.get(), 10)
+
+
+VIDEO_CONFIG = MediaPacket(MediaKind.VIDEO, Codec.H264, True, True, 0, 0, b"\x01avcC")
+AUDIO_CONFIG = MediaPacket(MediaKind.AUDIO, Codec.AAC, True, True, 0, 0, b"\x11\x90")
+
+
+def frame(ts: int) -> MediaPacket:
+    return MediaPacket(MediaKind.VIDEO, Codec.H264, ts == 0, False, ts, ts, bytes(1000))
+
+
+async def test_unknown_key_is_bad_name(catalog: SqlCatalog, live: MemoryLiveState) -> None:
+    manager = make_manager(catalog, live, None)
+    outcome = await manager.on_publish(request("cw_nope"))
+    assert outcome == Rejection.bad_name()
+
+
+async def test_publish_goes_live_everywhere_and_feeds_the_pipeline(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline)
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        session = await accepted(manager, request())
+        event = await next_event(sub)
+    assert event["type"] == "started" and event["channel"] == "alpha"
+    broadcast = await live.live_broadcast("alpha")
+    assert broadcast is not None and broadcast.id == event["broadcast_id"]
+    assert broadcast.node_id == "node-a" and broadcast.state is BroadcastState.LIVE
+    stored = catalog.get_broadcast(broadcast.id)
+    assert stored is not None and stored.state is BroadcastState.LIVE
+    [media] = pipeline.started
+    assert media.broadcast.id == broadcast.id
+    for packet in (VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)):
+        await session.on_packet(packet)
+    assert media.packets == [VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)]
+
+
+async def test_second_publisher_is_refused_and_the_first_continues(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline)
+    first = await accepted(manager, request(connection_id="c1"))
+    assert await manager.on_publish(request(connection_id="c2")) == Rejection.already_live()
+    await first.on_packet(frame(0))
+    assert pipeline.started[0].packets == [frame(0)]
+    assert len(pipeline.started) == 1
+
+
+async def test_a_claim_held_elsewhere_in_the_fleet_refuses_the_publish(
+        catalog: SqlCatalog, live: MemoryLiveState) -> None:
+    assert await live.claim_channel("alpha", "other-node-conn", 30) is None
+    manager = make_manager(catalog, live, None)
+    assert await manager.on_publish(request()) == Rejection.already_live()
+
+
+async def test_admission_refuses_new_broadcasts(catalog: SqlCatalog,
+                                                live: MemoryLiveState) -> None:
+    manager = make_manager(catalog, live, None)
+    manager.admission = lambda: "ingest node is draining"
+    outcome = await manager.on_publish(request())
+    assert isinstance(outcome, Rejection) and "draining" in outcome.description
+    assert outcome.code == "NetStream.Publish.Denied"
+    assert await live.live_broadcast("alpha") is None
+
+
+async def test_reconnect_within_grace_continues_the_same_broadcast(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    first = await accepted(manager, request(connection_id="c1"))
+    broadcast_id = manager.broadcast_id("alpha")
+    await first.on_close("disconnected")
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        second = await accepted(manager, request(connection_id="c2"))
+        event = await next_event(sub)
+    assert event == {"type": "resumed", "broadcast_id": broadcast_id, "channel": "alpha"}
+    assert manager.broadcast_id("alpha") == broadcast_id
+    [media] = pipeline.started
+    assert media.discontinuities == 1 and not media.finished
+    await second.on_packet(frame(0))
+    assert media.packets == [frame(0)]
+    # The claim moved to the new connection.
+    assert await live.claim_channel("alpha", "c1", 30) == "c2"
+    await manager.stop()
+
+
+async def test_after_the_grace_window_the_broadcast_ends(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline, grace_s=0.05)
+    session = await accepted(manager, request())
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    # The transcoder side writes renditions meanwhile: the end must keep them.
+    current = await live.get_broadcast(broadcast_id)
+    assert current is not None
+    rendition = Rendition("source", 320, 180, 30.0, None, "avc1.64001f")
+    await live.put_broadcast(dataclasses.replace(current, renditions=(rendition,)))
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        await session.on_close("disconnected")
+        event = await next_event(sub)
+    assert event == {"type": "ended", "broadcast_id": broadcast_id, "channel": "alpha"}
+    assert pipeline.started[0].finished
+    ended = catalog.get_broadcast(broadcast_id)
+    assert ended is not None and ended.state is BroadcastState.ENDED
+    assert ended.ended_at is not None and ended.renditions == (rendition,)
+    assert await live.live_broadcast("alpha") is None
+    # The claim is released: the channel can go live again, as a new broadcast.
+    await accepted(manager, request(connection_id="c9"))
+    assert manager.broadcast_id("alpha") not in (None, broadcast_id)
+    await manager.stop()
+
+
+async def test_metadata_and_config_records_fill_the_source_info_and_stats(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    registry = CollectorRegistry()
+    manager = make_manager(catalog, live, pipeline, registry=registry)
+    session = await accepted(manager, request())
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    await session.on_metadata({"width": 1280.0, "height": 720.0, "framerate": 30.0,
+                               "videocodecid": 7.0, "encoder": "obs-output module"})
+    for packet in (VIDEO_CONFIG, AUDIO_CONFIG, *(frame(i * 33) for i in range(30))):
+        await session.on_packet(packet)
+    await manager.publish_stats()
+    source = (await live.get_broadcast(broadcast_id)).source  # type: ignore[union-attr]
+    assert source is not None
+    assert (source.width, source.height, source.fps, source.encoder) == (
+        1280, 720, 30.0, "obs-output module")
+    assert (source.video_codec, source.audio_codec) == ("h264", "aac")
+    assert (source.audio_sample_rate, source.audio_channels) == (48000, 2)
+    stored = catalog.get_broadcast(broadcast_id)
+    assert stored is not None and stored.source == source
+    stats = await live.get_stats(broadcast_id)
+    assert stats["video_codec"] == "h264" and stats["audio_codec"] == "aac"
+    assert stats["encoder"] == "obs-output module" and stats["dropped"] == 3.0
+    assert isinstance(stats["bitrate_kbps"], float) and stats["bitrate_kbps"] > 0
+    assert isinstance(stats["fps"], float) and stats["fps"] > 0
+    assert registry.get_sample_value("castway_ingest_packets_total", {"kind": "video"}) == 31
+    assert registry.get_sample_value("castway_ingest_publishes_total",
+                                     {"result": "accepted"}) == 1
+    assert registry.get_sample_value("castway_ingest_live_broadcasts") == 1
+    await manager.stop()
+    assert registry.get_sample_value("castway_ingest_live_broadcasts") == 0
+
+
+async def test_stop_ends_every_broadcast_and_refuses_new_ones(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline)
+    await manager.start()
+    a = await accepted(manager, request(KEY, "c1"))
+    await accepted(manager, request(OTHER_KEY, "c2"))
+    await a.on_close("disconnected")  # alpha is in its grace window
+    await manager.stop()
+    assert all(m.finished for m in pipeline.started)
+    assert await live.list_broadcasts() and all(
+        b.state is BroadcastState.ENDED for b in await live.list_broadcasts())
+    outcome = await manager.on_publish(request(KEY, "c3"))
+    assert isinstance(outcome, Rejection)
+
+
+def test_source_from_metadata_understands_e_rtmp_fourccs() -> None:
+    hvc1 = float(int.from_bytes(b"hvc1", "big"))
+    opus = float(int.from_bytes(b"Opus", "big"))
+    info = source_from_metadata({"videocodecid": hvc1, "audiocodecid": opus, "stereo": True,
+                                 "audiosamplerate": 48000.0})
+    assert (info.video_codec, info.audio_codec, info.audio_channels) == ("hevc", "opus", 2)
+    assert source_from_metadata({"width": "wide", "encoder": 5.0}).width is None
+
+
+@pytest.mark.parametrize("asc,expected", [
+    (b"\x11\x90", (48000, 2)), (b"\x12\x10", (44100, 2)), (b"\x11\x88", (48000, 1)),
+    (b"\x10", (None, None)),
+])
+def test_audio_specific_config(asc: bytes, expected: tuple[int | None, int | None]) -> None:
+    assert parse_audio_specific_config(asc) == expected
+
+
+@pytest.mark.peer
+async def test_end_to_end_with_the_server_and_ffmpeg(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline,
+        tmp_path: Path) -> None:
+    from ingest.server import IngestServer
+    from tests.support import make_test_media, require_tool
+
+    ffmpeg = require_tool("ffmpeg")
+    clip = make_test_media(tmp_path / "clip.flv", seconds=1, width=320, height=180)
+    manager = make_manager(catalog, live, pipeline, grace_s=0.05)
+    server = IngestServer(Settings(host="127.0.0.1", rtmp_port=0), manager)
+    await server.start()
+    try:
+        async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+            for key, ok in ((KEY, True), ("cw_unknown", False)):
+                proc = await asyncio.create_subprocess_exec(
+                    ffmpeg, "-nostdin", "-loglevel", "quiet", "-i", str(clip), "-c", "copy",
+                    "-f", "flv", f"rtmp://127.0.0.1:{server.port}/live/{key}")
+                assert (await asyncio.wait_for(proc.wait(), 60) == 0) is ok
+            started = await next_event(sub)
+            ended = await next_event(sub)
+        assert (started["type"], ended["type"]) == ("started", "ended")
+        [media] = pipeline.started
+        assert media.finished and sum(not p.is_config for p in media.packets) > 40
+        stored = catalog.get_broadcast(started["broadcast_id"])
+        assert stored is not None and stored.state is BroadcastState.ENDED
+        assert stored.source is not None and stored.source.width == 320
+    finally:
+        await server.stop()
+        await manager.stop()
