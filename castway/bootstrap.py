@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from castway.catalog.base import AlreadyExists, Catalog
@@ -21,15 +22,16 @@ def ensure_data_dir(data_dir: Path) -> Path:
     return data_dir
 
 
-def load_or_create_secret(data_dir: Path, name: str, preset: str | None) -> tuple[str, bool]:
-    """A secret from settings, else from ``DATA_DIR/name``, else a new one written there
-    (mode 0600). Returns (secret, created_now)."""
+def load_or_create_secret(data_dir: Path, name: str, preset: str | None, *,
+                          generate: Callable[[], str] = generate_token) -> tuple[str, bool]:
+    """A secret from settings, else from ``DATA_DIR/name``, else a new one from
+    ``generate`` written there (mode 0600). Returns (secret, created_now)."""
     if preset:
         return preset, False
     path = data_dir / name
     if path.exists():
         return path.read_text().strip(), False
-    secret = generate_token()
+    secret = generate().strip()
     ensure_data_dir(data_dir)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

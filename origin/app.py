@@ -23,6 +23,7 @@ from castway.catalog.base import AlreadyExists, Catalog, CatalogError, NotFound
 from castway.live.base import LiveState, LiveStateError
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
+from chat.router import install_chat
 from origin import api, health, hls, pages
 from origin.access import VodAccess
 from origin.context import OriginContext
@@ -68,6 +69,8 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
     app.add_exception_handler(CatalogError, _unavailable)
     app.add_exception_handler(LiveStateError, _unavailable)
     app.add_exception_handler(StorageError, _unavailable)
+
+    install_chat(app, settings, registry=metrics.registry)  # /chat/{channel} + moderation
 
     app.add_middleware(FastPath, ctx=ctx, on_error=_unavailable)  # viewer hot paths
     app.add_middleware(EdgeMiddleware, metrics=metrics)  # metrics, CORS, gzip (outermost)

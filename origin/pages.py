@@ -23,6 +23,7 @@ from castway.signing import (
     COOKIE_POLICY,
     COOKIE_SIGNATURE,
 )
+from chat.widget import with_chat
 from origin.context import Ctx, OriginContext
 from origin.responses import ID_RE, CacheKind
 from origin.schemas import CHANNEL_RE
@@ -150,7 +151,7 @@ async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
     state = "" if broadcast else "<p class=muted id=offline>Offline: the page starts " \
         "playing when the channel goes live (reload).</p>"
     body = (f"<h1>{escape(title)} <span class=muted>· {escape(channel)}</span></h1>{state}"
-            + _player(f"/hls/{channel}/master.m3u8", live=True))
+            + with_chat(_player(f"/hls/{channel}/master.m3u8", live=True), channel))
     return _page(title, body, scripts=_player_scripts())
 
 

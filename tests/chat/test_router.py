@@ -18,8 +18,8 @@ from castway.live.memory import MemoryLiveState
 from castway.settings import Settings
 from castway.storage.local import LocalStorage
 from chat.app import create_chat_app
+from chat.hub import ChatHub
 from chat.protocol import MAX_TEXT_CHARS
-from chat.router import install_chat
 from origin.app import create_app
 from tests.chat.conftest import AUTH, TOKEN, joined, recv, recv_type, send, serve, ws_url
 
@@ -235,7 +235,7 @@ async def test_a_connect_storm_is_paced_and_the_excess_told_to_retry() -> None:
         assert 'castway_chat_connects_total{result="busy"}' in metrics
 
 
-async def test_install_chat_mounts_into_the_origin_app_and_its_lifespan(
+async def test_the_origin_app_comes_with_chat_started_by_its_lifespan(
         tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", admin_token=TOKEN, redis_url=None,
                         chat_redis_urls=None)
@@ -245,7 +245,7 @@ async def test_install_chat_mounts_into_the_origin_app_and_its_lifespan(
     try:
         app = create_app(settings, catalog=catalog, live=live,
                          storage=LocalStorage(tmp_path / "storage"), registry=registry)
-        hub = install_chat(app, settings, registry=registry)  # what the lead adds
+        hub: ChatHub = app.state.chat  # create_app installs chat
         assert not hub.started
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
             assert hub.started
