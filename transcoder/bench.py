@@ -38,6 +38,7 @@ class RunResult:
     fps: float
     realtime_factor: float
     peak_rss_mb: float
+    cpu_seconds: float  # user + system: less sensitive to a shared machine than wall time
     returncode: int
 
 
@@ -80,7 +81,7 @@ def _run(name: str, cmd: list[str], frames: int, duration: float) -> RunResult:
         print(f"{name} failed ({proc.returncode}):\n{stderr[-2000:]}", file=sys.stderr)
     return RunResult(name, round(elapsed, 3), round(frames / elapsed, 2),
                      round(duration / elapsed, 3), round(usage.ru_maxrss / 1024, 1),
-                     proc.returncode)
+                     round(usage.ru_utime + usage.ru_stime, 2), proc.returncode)
 
 
 def ffmpeg_command(source: Path, outdir: Path, *, preset: str, segment_s: float) -> list[str]:
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
             "castway": asdict(results["castway"]), "ffmpeg": asdict(results["ffmpeg"]),
             "fps_ratio": round(results["castway"].fps / results["ffmpeg"].fps, 3),
+            "cpu_ratio": round(results["ffmpeg"].cpu_seconds
+                               / max(results["castway"].cpu_seconds, 1e-9), 3),
             "ffmpeg_command": " ".join(ffmpeg_cmd),
         }
         print(json.dumps(report, indent=2))

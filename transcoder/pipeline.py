@@ -23,6 +23,7 @@ from typing import Any
 
 import av
 import av.video.frame
+from av.video.reformatter import VideoReformatter
 
 from castway.media import Codec, MediaKind, MediaPacket
 from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
@@ -68,6 +69,7 @@ class PipelineConfig:
     fps_hint: float | None = None
     encoder: str = "libx264"  # or "h264_nvenc" when present
     scale_threads: int = 1
+    cascade: bool = True  # smaller rungs scale from the largest rung's frames
 
 
 @dataclass(slots=True)
@@ -138,6 +140,15 @@ class _Encoded:
         self.min_interval_ms = 1000.0 / rung.fps if rung.fps > 0 else 0.0
         self._next_due = -1.0e18
         self.config_record: bytes | None = None
+        # One scaler per rendition: VideoFrame.reformat() caches a single SwsContext on
+        # the frame, and alternating target sizes rebuilt it on every call (3x slower).
+        self.scaler = VideoReformatter()
+
+    def scale(self, frame: av.VideoFrame, threads: int) -> av.VideoFrame:
+        scaled: av.VideoFrame = self.scaler.reformat(
+            frame, self.rung.width, self.rung.height, "yuv420p", interpolation="BICUBIC",
+            threads=threads)
+        return scaled
 
     def wants(self, pts: int, boundary: bool) -> bool:
         """Frame-rate cap: keep boundary frames, else at most ``fps`` frames a second."""
@@ -294,12 +305,17 @@ class Pipeline:
         if self._behind and not boundary:
             self.stats.dropped_frames += 1
             return
+        # Cascade: the largest rung scales from the source, the smaller ones from its
+        # output (a third of the source's pixels at 1080p -> 720p), which cut the scaling
+        # CPU by about half with no visible difference (docs/transcoder.md).
+        base: av.VideoFrame | None = None
         for enc in self._encoded:
             if not enc.wants(pts, boundary):
                 continue
-            scaled = frame.reformat(enc.rung.width, enc.rung.height, "yuv420p",
-                                    interpolation="BICUBIC",
-                                    threads=self.config.scale_threads)
+            scaled = enc.scale(base if base is not None and self.config.cascade else frame,
+                               self.config.scale_threads)
+            if base is None:
+                base = scaled
             scaled.pts = pts
             scaled.time_base = MS
             scaled.pict_type = (av.video.frame.PictureType.I if boundary
