@@ -126,11 +126,17 @@ class _Connection:
             if not data:
                 raise _Close("disconnected")
             events = self.session.receive_data(data)
+            while events:
+                await self._flush()
+                decided = False
+                for event in events:
+                    if isinstance(event, MediaReceived):
+                        last_media = loop.time()
+                    decided |= isinstance(event, ConnectRequested | PublishRequested)
+                    await self._on_event(event)
+                # After a decision the session parses what it held back meanwhile.
+                events = self.session.receive_data(b"") if decided else []
             await self._flush()
-            for event in events:
-                if isinstance(event, MediaReceived):
-                    last_media = loop.time()
-                await self._on_event(event)
             if self.session.state is State.CLOSED:
                 raise _Close("closed by server")
 

@@ -77,6 +77,10 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
 }
 
 
+#: States in which input is not parsed until the application decides.
+_PAUSED = frozenset({State.CONNECT_PENDING, State.PUBLISH_PENDING, State.CLOSED})
+
+
 class UserControlEvent(IntEnum):
     """User Control Message event types (RTMP 1.0 section 7.1.7)."""
 
@@ -203,9 +207,6 @@ class ServerSession:
             raise LocalProtocolError(f"{trigger.value} in state {self.state.value}")
         self.state = nxt
 
-    def _open(self) -> bool:
-        return self.state is not State.CLOSED
-
     @property
     def publishing_stream_id(self) -> int | None:
         return self._publish_stream if self.state is State.PUBLISHING else None
@@ -217,7 +218,11 @@ class ServerSession:
     # --- I/O boundary ----------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[Event]:
         """Process received bytes; returns the events they complete. Raises
-        :class:`RtmpError` (and the session is closed) when the peer misbehaves."""
+        :class:`RtmpError` (and the session is closed) when the peer misbehaves.
+
+        After a :class:`ConnectRequested` or :class:`PublishRequested` nothing more is
+        parsed until the matching ``accept_*``/``reject_*``; then call
+        ``receive_data(b"")`` to process what was buffered meanwhile."""
         if self.state is State.CLOSED:
             return []
         events: list[Event] = []
@@ -231,7 +236,9 @@ class ServerSession:
                 self._transition(Trigger.HANDSHAKE_DONE)
                 result = self._handshake.result
                 events.append(HandshakeCompleted(complex=bool(result and result.complex)))
-            while self._open():
+            # Stop at a decision the application must make (connect, publish): later
+            # messages wait in the buffer until it has, and come with receive_data(b"").
+            while self.state not in _PAUSED:
                 message = self._reader.next_message(self._buf)
                 if message is None:
                     break

@@ -182,6 +182,22 @@ def test_full_publish_flow_like_ffmpeg() -> None:
     assert code(statuses[0]) == "NetStream.Unpublish.Success"
 
 
+def test_pipelined_input_waits_for_each_decision() -> None:
+    c = ClientEncoder()
+    data = (c.handshake_c0c1() + c.c2() + c.connect() + c.command("createStream", 2.0)
+            + c.command("publish", 3.0, None, "k", stream_id=1) + c.video(1, 0, AVC_CONFIG))
+    session = ServerSession()
+    events = session.receive_data(data)
+    assert isinstance(events[-1], ConnectRequested)
+    assert session.state is State.CONNECT_PENDING
+    session.accept_connect()
+    events = session.receive_data(b"")
+    assert [type(e) for e in events] == [StreamCreated, PublishRequested]
+    session.accept_publish()
+    [media] = session.receive_data(b"")
+    assert isinstance(media, MediaReceived) and media.packet.is_config
+
+
 def test_delete_stream_alone_ends_the_publication() -> None:
     pair = ConnectionPair()
     sid = pair.publish()
@@ -310,8 +326,10 @@ def _drive(data: bytes, pieces: list[int]) -> None:
             for event in session.receive_data(data[pos:pos + size]):
                 if isinstance(event, ConnectRequested):
                     session.accept_connect()
+                    session.receive_data(b"")
                 elif isinstance(event, PublishRequested):
                     session.accept_publish()
+                    session.receive_data(b"")
             pos += size
             assert session.buffered_bytes <= MAX_BUFFERED_BYTES
             session.data_to_send()
