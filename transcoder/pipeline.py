@@ -168,8 +168,12 @@ class _Encoded:
 class Pipeline:
     def __init__(self, config: PipelineConfig, emit: Callable[[Output], None],
                  on_rendition: Callable[[RenditionInfo], None] | None = None, *,
+                 on_discontinuity: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        # Called after a break has been flushed (publisher reconnect, or new codec
+        # parameters mid-stream): the next segments need EXT-X-DISCONTINUITY.
+        self.on_discontinuity = on_discontinuity or (lambda: None)
         self._clock = clock
         self.emit = emit
         self.on_rendition = on_rendition or (lambda _info: None)
@@ -213,6 +217,7 @@ class Pipeline:
         self._dts_seen = []
         self._wall0 = None
         self._early_audio = []
+        self.on_discontinuity()
 
     def finish(self) -> None:
         self._drain_all()

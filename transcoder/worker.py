@@ -10,7 +10,8 @@ Wire messages are tuples of plain values and this package's frozen dataclasses
 
 parent -> child: ``("packet", MediaPacket)``, ``("discontinuity",)``, ``("finish",)``
 child -> parent: ``("rendition", RenditionInfo)``, ``("output", Output)``,
-``("discontinuity",)`` once the pipeline has flushed for one, ``("stats", dict)``,
+``("discontinuity",)`` once the pipeline has flushed for a break (asked for, or new
+codec parameters mid-stream), ``("stats", dict)``,
 ``("done",)`` after finishing, ``("error", str)`` before exiting on a fatal error.
 """
 
@@ -42,7 +43,10 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_rendition(info: RenditionInfo) -> None:
         send(("rendition", info))
 
-    pipeline = Pipeline(config, on_output, on_rendition)
+    def on_discontinuity() -> None:
+        send(("discontinuity",))
+
+    pipeline = Pipeline(config, on_output, on_rendition, on_discontinuity=on_discontinuity)
     last_stats = time.monotonic()
     try:
         while True:
@@ -54,8 +58,7 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
             if kind == "packet":
                 pipeline.push(message[1])
             elif kind == "discontinuity":
-                pipeline.discontinuity()
-                send(("discontinuity",))
+                pipeline.discontinuity()  # reports back through on_discontinuity
             elif kind == "finish":
                 pipeline.finish()
                 send(("stats", asdict(pipeline.stats)))

@@ -219,3 +219,28 @@ def test_falling_behind_skips_encoded_frames_not_audio_nor_boundaries(src_360p: 
     assert source == 90 and encoded == 90 - pipeline.stats.dropped_frames
     spans = [audio_span(got.init["160p"] + s.data) for s in got.segments["160p"]]
     assert all(abs(b[0] - a[1]) < 0.002 for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_new_codec_parameters_mid_stream_are_a_break(src_360p: Path,
+                                                     src_irregular: Path) -> None:
+    """A publisher that changes resolution without reconnecting: flush, new init, and
+    the break is reported so the playlists get EXT-X-DISCONTINUITY."""
+    got = Collected()
+    breaks: list[int] = []
+    inits: list[bytes] = []
+
+    def on_output(out: Output) -> None:
+        if isinstance(out, InitOut) and out.rendition == "source":
+            inits.append(out.data)
+        got.on_output(out)
+
+    pipeline = Pipeline(PipelineConfig(LadderSpec(()), POLICY, realtime=False), on_output,
+                        on_discontinuity=lambda: breaks.append(len(got.segments["source"])))
+    for packet in read_packets(src_360p):
+        pipeline.push(packet)
+    for packet in read_packets(src_irregular):
+        pipeline.push(packet)
+    pipeline.finish()
+    assert breaks == [2]  # after the first clip's two segments were flushed
+    assert len(inits) == 2 and inits[0] != inits[1]
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 0.0, 2.9, 5.5]
