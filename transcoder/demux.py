@@ -15,7 +15,7 @@ import av
 
 from castway.media import Codec, MediaKind, MediaPacket
 
-_VIDEO = {"h264": Codec.H264, "hevc": Codec.HEVC, "av1": Codec.AV1}
+_VIDEO = {"h264": Codec.H264, "hevc": Codec.HEVC, "av1": Codec.AV1, "libdav1d": Codec.AV1}
 _AUDIO = {"aac": Codec.AAC, "mp3": Codec.MP3, "mp3float": Codec.MP3, "opus": Codec.OPUS}
 
 

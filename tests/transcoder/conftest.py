@@ -37,3 +37,11 @@ def src_hevc_mp3(media_dir: Path) -> Path:
                            gop=30, vcodec="libx265",
                            extra_args=("-x265-params", "log-level=error:bframes=0",
                                        "-preset", "ultrafast", "-c:a", "libmp3lame"))
+
+
+@pytest.fixture(scope="session")
+def src_av1(media_dir: Path) -> Path:
+    """1 s of 320x180p30 AV1 (SVT-AV1, av1C in MP4) + AAC."""
+    return make_test_media(media_dir / "tc_av1.mp4", seconds=1.0, width=320, height=180,
+                           gop=15, vcodec="libsvtav1",
+                           extra_args=("-preset", "12", "-svtav1-params", "lp=1"))

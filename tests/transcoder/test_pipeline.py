@@ -244,3 +244,13 @@ def test_new_codec_parameters_mid_stream_are_a_break(src_360p: Path,
     assert breaks == [2]  # after the first clip's two segments were flushed
     assert len(inits) == 2 and inits[0] != inits[1]
     assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 0.0, 2.9, 5.5]
+
+
+def test_av1_passes_through_and_is_decoded_for_the_ladder(src_av1: Path) -> None:
+    got = run(list(read_packets(src_av1)), ladder=LadderSpec((RungSpec("90p", 90, 100),)))
+    assert got.infos["source"].codecs.startswith("av01.0.")
+    assert got.infos["90p"].codecs.startswith("avc1.")
+    for name in ("source", "90p"):
+        frames = [f for s in got.segments[name]
+                  for f in video_frames(got.init[name] + s.data)]
+        assert len(frames) == 30 and frames[0][1]
