@@ -5,7 +5,9 @@ the path of a JSON ladder file::
 
     {"rungs": [{"name": "720p", "height": 720, "video_bitrate_kbps": 2800,
                 "max_fps": 60}, ...],
-     "source": true}
+     "source": true, "encoder": "libx264"}
+
+``encoder`` may be ``h264_nvenc``: used where NVENC opens, libx264 otherwise.
 
 Derivation rules (docs/transcoder.md): never upscale, never above the source frame rate,
 no rung that duplicates the source (same or larger height), widths keep the source
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = "source"
+ENCODERS = ("libx264", "h264_nvenc")
 
 
 class LadderError(ValueError):
@@ -39,6 +42,7 @@ class RungSpec:
 class LadderSpec:
     rungs: tuple[RungSpec, ...]
     source: bool = True  # include the passthrough rendition
+    encoder: str = "libx264"  # or "h264_nvenc": used when it opens, else libx264
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,10 @@ def parse_ladder(raw: object) -> LadderSpec:
         raise LadderError("'source' is true or false")
     if not rungs and not source:
         raise LadderError("a ladder needs at least one rendition")
-    return LadderSpec(tuple(sorted(rungs, key=lambda r: -r.height)), source)
+    encoder = raw.get("encoder", "libx264")
+    if encoder not in ENCODERS:
+        raise LadderError(f"'encoder' is one of {', '.join(ENCODERS)}")
+    return LadderSpec(tuple(sorted(rungs, key=lambda r: -r.height)), source, encoder)
 
 
 def _even(x: float) -> int:

@@ -67,7 +67,6 @@ class PipelineConfig:
     segment_format: str = "fmp4"  # or "mpegts"
     realtime: bool = True  # live: drop frames when behind; file mode: never
     fps_hint: float | None = None
-    encoder: str = "libx264"  # or "h264_nvenc" when present
     scale_threads: int = 1
     cascade: bool = True  # smaller rungs scale from the largest rung's frames
 
@@ -109,6 +108,30 @@ def estimate_fps(dts_ms: list[int]) -> float:
     return min(whole or near, key=lambda c: abs(c - fps))
 
 
+def _open_encoder(name: str, rung: Rung, config: PipelineConfig) -> Any:
+    ctx: Any = av.CodecContext.create(name, "w")
+    ctx.width = rung.width
+    ctx.height = rung.height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = MS
+    ctx.framerate = Fraction(rung.fps).limit_denominator(1001)
+    ctx.bit_rate = rung.video_bitrate_kbps * 1000
+    ctx.gop_size = 100_000  # IDRs only where forced: at the source's boundaries
+    ctx.flags |= av.codec.context.Flags.global_header
+    # PyAV defaults to SLICE, which makes libx264 use sliced threads; the CLI's default
+    # (frame|slice) gives x264 its faster frame threads + lookahead thread.
+    ctx.thread_type = "AUTO"
+    options = {"maxrate": f"{int(rung.video_bitrate_kbps * 1.5)}k",
+               "bufsize": f"{rung.video_bitrate_kbps * 3}k", "forced-idr": "1"}
+    if name == "libx264":
+        options |= {"preset": config.x264_preset, "x264-params": "scenecut=0:open-gop=0"}
+    else:  # NVENC's names for the same: no encoder-chosen keyframes
+        options |= {"no-scenecut": "1"}
+    ctx.options = options
+    ctx.open()  # now: a missing device fails here, and the avcC is known up front
+    return ctx
+
+
 class _Encoded:
     """One encoded rendition: scaler + libx264 context + packager."""
 
@@ -116,29 +139,20 @@ class _Encoded:
         self.rung = rung
         self.packager = packager
         self.config = config
-        ctx: Any = av.CodecContext.create(config.encoder, "w")
-        ctx.width = rung.width
-        ctx.height = rung.height
-        ctx.pix_fmt = "yuv420p"
-        ctx.time_base = MS
-        ctx.framerate = Fraction(rung.fps).limit_denominator(1001)
-        ctx.bit_rate = rung.video_bitrate_kbps * 1000
-        ctx.gop_size = 100_000  # IDRs only where forced: at the source's boundaries
-        ctx.flags |= av.codec.context.Flags.global_header
-        # PyAV defaults to SLICE, which makes libx264 use sliced threads; the CLI's default
-        # (frame|slice) gives x264 its faster frame threads + lookahead thread.
-        ctx.thread_type = "AUTO"
-        options = {"maxrate": f"{int(rung.video_bitrate_kbps * 1.5)}k",
-                   "bufsize": f"{rung.video_bitrate_kbps * 3}k"}
-        if config.encoder == "libx264":
-            options |= {"preset": config.x264_preset, "forced-idr": "1",
-                        "x264-params": "scenecut=0:open-gop=0"}
-        else:
-            options |= {"forced-idr": "1", "no-scenecut": "1"}
-        ctx.options = options
+        ctx: Any = None
+        if config.ladder.encoder != "libx264":
+            try:
+                ctx = _open_encoder(config.ladder.encoder, rung, config)
+            except (av.error.FFmpegError, ValueError) as exc:
+                # Hardware encoders are optional: without the device, x264 does the work.
+                logger.warning("encoder unavailable, using libx264",
+                               extra={"encoder": config.ladder.encoder, "error": str(exc)})
+        if ctx is None:
+            ctx = _open_encoder("libx264", rung, config)
         self.ctx = ctx
         self.min_interval_ms = 1000.0 / rung.fps if rung.fps > 0 else 0.0
         self._next_due = -1.0e18
+        self._last_pts: int | None = None
         self.config_record: bytes | None = None
         # One scaler per rendition: VideoFrame.reformat() caches a single SwsContext on
         # the frame, and alternating target sizes rebuilt it on every call (3x slower).
@@ -152,7 +166,10 @@ class _Encoded:
 
     def wants(self, pts: int, boundary: bool) -> bool:
         """Frame-rate cap: keep boundary frames, else at most ``fps`` frames a second."""
+        if self._last_pts is not None and pts <= self._last_pts:
+            return False  # x264 refuses non-increasing PTS (a broken source's repeats)
         if boundary or pts >= self._next_due:
+            self._last_pts = pts
             # 0.9: millisecond timestamps of an equal-rate source jitter by one.
             self._next_due = pts + self.min_interval_ms * 0.9
             return True

@@ -177,6 +177,8 @@ class BroadcastTranscoder:
         self._done = asyncio.Event()
         self._child_ready = asyncio.Event()
         self._given_up = False
+        self._fatal = False
+        self.gave_up = asyncio.Event()  # set with given_up (tests and operators wait on it)
         self.restarts = 0
         self.dropped_packets = 0
         self.dropped_frames = 0
@@ -235,6 +237,12 @@ class BroadcastTranscoder:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._writer(), name=f"tc-writer-{self.broadcast.id}"),
                        loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}")]
+
+    @property
+    def given_up(self) -> bool:
+        """True once transcoding of this broadcast stopped for good (fatal error or too
+        many crashes); packets are then ignored until ``finish``."""
+        return self._given_up
 
     @property
     def pid(self) -> int | None:
@@ -323,6 +331,9 @@ class BroadcastTranscoder:
             elif kind == "done":
                 self._done.set()
             elif kind == "error":
+                # Deterministic (unsupported codec, broken configuration): a restart
+                # would fail the same way, so the broadcast goes on without transcoding.
+                self._fatal = True
                 logger.error("transcoder failed", extra={"broadcast_id": self.broadcast.id,
                                                          "error": message[1]})
             elif kind == "exited" and message[1] == self._generation:
@@ -361,8 +372,9 @@ class BroadcastTranscoder:
         now = time.monotonic()
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
             self._restart_times.popleft()
-        if len(self._restart_times) >= MAX_RESTARTS:
+        if len(self._restart_times) >= MAX_RESTARTS or self._fatal:
             self._given_up = True
+            self.gave_up.set()
             logger.error("transcoder keeps crashing: giving up on this broadcast",
                          extra={"broadcast_id": self.broadcast.id})
             self._done.set()  # a pending finish() stops waiting for this child

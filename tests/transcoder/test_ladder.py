@@ -79,3 +79,12 @@ def test_bad_ladders_are_refused(raw: object) -> None:
 def test_unreadable_ladder_file(tmp_path: Path) -> None:
     with pytest.raises(LadderError):
         load_ladder(str(tmp_path / "missing.json"))
+
+
+def test_ladder_file_may_ask_for_nvenc() -> None:
+    spec = parse_ladder({"encoder": "h264_nvenc",
+                         "rungs": [{"height": 240, "video_bitrate_kbps": 400}]})
+    assert spec.encoder == "h264_nvenc"
+    assert parse_ladder({"rungs": []}).encoder == "libx264"
+    with pytest.raises(LadderError):
+        parse_ladder({"encoder": "x265", "rungs": []})

@@ -254,3 +254,10 @@ def test_av1_passes_through_and_is_decoded_for_the_ladder(src_av1: Path) -> None
         frames = [f for s in got.segments[name]
                   for f in video_frames(got.init[name] + s.data)]
         assert len(frames) == 30 and frames[0][1]
+
+
+def test_a_hardware_encoder_is_never_required(src_360p: Path) -> None:
+    """No NVENC device here: the ladder asking for it still gets x264 renditions."""
+    ladder = LadderSpec((RungSpec("160p", 160, 200),), encoder="h264_nvenc")
+    got = run(list(read_packets(src_360p)), ladder=ladder)
+    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 30})

@@ -20,7 +20,7 @@ from archiver.uploader import Uploader
 from castway.hls.playlist import render_media_playlist
 from castway.live.base import media_topic
 from castway.live.memory import MemoryLiveState
-from castway.media import MediaKind, MediaPacket
+from castway.media import Codec, MediaKind, MediaPacket
 from castway.model import Broadcast, Segment
 from castway.settings import Settings
 from castway.storage.local import LocalStorage
@@ -172,3 +172,14 @@ async def test_a_crashed_transcoder_restarts_and_playlists_continue(
         sum(p.duration_s for p in log[0].parts))
     assert log[1].discontinuity and log[1].msn == 1
     assert len(log) >= 3
+
+
+async def test_an_unsupported_codec_is_given_up_not_restarted(env: Any) -> None:
+    supervisor, live, _, registry = env
+    media = await supervisor.start(await _broadcast(live, "b4"))
+    await media.feed(MediaPacket(MediaKind.VIDEO, Codec.VP9, False, True, 0, 0, b"\x01"))
+    await asyncio.wait_for(media.gave_up.wait(), 60)
+    assert media.given_up and media.restarts == 0
+    assert registry.get_sample_value("castway_transcoder_restarts_total") == 0
+    await media.feed(MediaPacket(MediaKind.VIDEO, Codec.VP9, True, False, 0, 0, b"\x02"))
+    await media.finish()
