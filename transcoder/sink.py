@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from castway.live.base import LiveState, media_topic
 from castway.model import Rendition
@@ -55,6 +55,7 @@ class BroadcastSink:
         self.media_ttl_s = max(MIN_MEDIA_TTL_S, MEDIA_TTL_FACTOR * settings.target_segment_s
                                * (settings.live_window_segments + 1))
         self.segments = 0
+        self._anchor: tuple[float, datetime] | None = None
 
     def _log(self, rendition: str) -> RenditionLog:
         log = self.logs.get(rendition)
@@ -91,13 +92,23 @@ class BroadcastSink:
 
     async def _segment(self, rendition: str, log: RenditionLog, duration_s: float,
                        start_pts_s: float, data: bytes) -> None:
-        segment = log.add_segment(duration_s, start_pts_s, len(data), self._now())
+        segment = log.add_segment(duration_s, start_pts_s, len(data),
+                                  self._wall_clock_at(start_pts_s, duration_s))
         await self.live.put_media(segment.key, data, self.media_ttl_s)
         await self.put_storage(segment.key, data)
         await self.live.append_segment_log(self.broadcast_id, rendition, segment)
         self.segments += 1
         await self._publish_window(rendition, log, segment.msn, None)
         await self._maybe_update_broadcast(rendition, log)
+
+    def _wall_clock_at(self, start_pts_s: float, duration_s: float) -> datetime:
+        """EXT-X-PROGRAM-DATE-TIME of a segment starting at ``start_pts_s``: one anchor
+        for every rendition (so the same instant has the same date in all of them), set
+        by the first segment after a start or a break, whose start was ``duration_s`` ago."""
+        if self._anchor is None:
+            self._anchor = (start_pts_s, self._now() - timedelta(seconds=duration_s))
+        anchor_pts, anchor_time = self._anchor
+        return anchor_time + timedelta(seconds=start_pts_s - anchor_pts)
 
     async def _publish_window(self, rendition: str, log: RenditionLog, msn: int,
                               part: int | None) -> None:
@@ -137,6 +148,7 @@ class BroadcastSink:
         """The child flushed for a publisher reconnect: the next segments follow a break."""
         for log in self.logs.values():
             log.mark_discontinuity()
+        self._anchor = None
 
     async def child_lost(self) -> None:
         """The child died: close every segment in progress from its published parts,
@@ -151,6 +163,7 @@ class BroadcastSink:
         self._open_parts.clear()
         for log in self.logs.values():
             log.mark_discontinuity()
+        self._anchor = None
 
     @staticmethod
     def _segment_start_estimate(log: RenditionLog) -> float:

@@ -99,13 +99,17 @@ async def test_a_broadcast_goes_to_live_state_and_storage(env: Any, src_360p: Pa
         assert window is not None and window.parts
         assert await live.get_media(window.parts[0].key) is not None
         await media.finish()
+    dates = []
     for rendition in ("source", "160p"):
         log = await _check_log(live, storage, "b1", rendition, supervisor)
         assert [s.start_pts_s for s in log] == [0.0, 2.0]
+        dates.append([s.program_date_time for s in log])
         window = await live.get_window("b1", rendition)
         assert window is not None and window.ended
         text = render_media_playlist(window, uri_for_key=lambda k: k)
         assert validate_playlist(text) == []
+    # One wall-clock anchor: the same instant has the same date in every rendition.
+    assert dates[0] == dates[1]
     updated = await live.get_broadcast("b1")
     assert updated is not None
     names = {r.name: r for r in updated.renditions}
