@@ -41,6 +41,9 @@ _DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
 # passthrough, never a boundary IDR, never audio) until the lag halves.
 MAX_LAG_S = 2.0
 EARLY_AUDIO_LIMIT = 512
+# Video DTS moving more than this between two packets is a timestamp break.
+MAX_GAP_MS = 5_000
+MAX_BACKWARD_MS = 1_000
 
 
 class PipelineError(Exception):
@@ -211,6 +214,7 @@ class Pipeline:
         self._media0: int | None = None
         self._behind = False
         self._audio_transcoder: Any = None
+        self._last_video_dts: int | None = None
         # Audio that arrives while the decoder fills up, replayed to encoded renditions.
         self._early_audio: list[tuple[int, bytes]] | None = []
 
@@ -234,6 +238,7 @@ class Pipeline:
         self._dts_seen = []
         self._wall0 = None
         self._early_audio = []
+        self._last_video_dts = None
         self.on_discontinuity()
 
     def finish(self) -> None:
@@ -251,6 +256,14 @@ class Pipeline:
             return
         if self._video_config is None or self._video_codec is None:
             return  # no configuration yet: nothing can decode this
+        last = self._last_video_dts
+        if last is not None and not (last - MAX_BACKWARD_MS <= packet.dts_ms
+                                     <= last + MAX_GAP_MS):
+            # The publisher's clock jumped without a reconnect: a break like one.
+            logger.warning("video timestamps jumped: discontinuity",
+                           extra={"from_ms": last, "to_ms": packet.dts_ms})
+            self.discontinuity()
+        self._last_video_dts = packet.dts_ms
         self.stats.video_packets += 1
         self._track_lag(packet.dts_ms)
         if len(self._dts_seen) < 8:

@@ -261,3 +261,21 @@ def test_a_hardware_encoder_is_never_required(src_360p: Path) -> None:
     ladder = LadderSpec((RungSpec("160p", 160, 200),), encoder="h264_nvenc")
     got = run(list(read_packets(src_360p)), ladder=ladder)
     check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 30})
+
+
+def test_a_timestamp_jump_without_reconnect_is_a_break(src_360p: Path) -> None:
+    packets = list(read_packets(src_360p))
+    shifted = [p if p.is_config else MediaPacket(p.kind, p.codec, p.is_keyframe, False,
+                                                 p.dts_ms + 20_000, p.pts_ms + 20_000,
+                                                 p.payload)
+               for p in packets[2:]]
+    got = Collected()
+    breaks: list[int] = []
+    pipeline = Pipeline(PipelineConfig(LadderSpec(()), POLICY, realtime=False),
+                        got.on_output, on_discontinuity=lambda: breaks.append(1))
+    for packet in packets + shifted:
+        pipeline.push(packet)
+    pipeline.finish()
+    assert breaks == [1]
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 20.0, 22.0]
+    assert max(s.duration_s for s in got.segments["source"]) < 2.1
