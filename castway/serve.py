@@ -1,0 +1,420 @@
+"""Running castway: the embedded platform (``castway serve``) and each component of the
+distributed mode (``castway ingest``, ``castway origin``, ``castway worker``).
+
+Every component is built here from one :class:`Settings` and owned by one object that
+starts and stops it; nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from castway.bootstrap import (
+    DEFAULT_CHANNEL,
+    ensure_data_dir,
+    ensure_default_channel,
+    load_or_create_secret,
+)
+from castway.logs import configure_logging
+from castway.settings import Settings
+from castway.signing import generate_private_key_pem
+
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
+
+    from castway.catalog.base import Catalog
+    from castway.live.base import LiveState
+    from castway.storage.base import Storage
+
+logger = logging.getLogger(__name__)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: any free port), so callers learn the real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class HttpServer:
+    """uvicorn serving one app on a socket we bound, without its signal handling
+    (the owning process handles SIGINT/SIGTERM for every component at once)."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+                return None
+
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:  # uvicorn >= 0.29
+                yield
+
+        config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
+                                timeout_graceful_shutdown=5)
+        self._server: uvicorn.Server = _Server(config)
+        self._sock = sock
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]),
+                                         name="http-server")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
+@dataclass
+class Services:
+    """The shared back ends of one process, opened from settings and closed together."""
+
+    settings: Settings
+    catalog: Catalog
+    live: LiveState
+    storage: Storage
+    registry: CollectorRegistry
+
+    @classmethod
+    def open(cls, settings: Settings) -> Services:
+        from prometheus_client import CollectorRegistry
+
+        from castway.catalog import open_catalog
+        from castway.live import open_live_state
+        from castway.storage import open_storage
+
+        ensure_data_dir(settings.data_dir)
+        return cls(settings=settings, catalog=open_catalog(settings),
+                   live=open_live_state(settings), storage=open_storage(settings),
+                   registry=CollectorRegistry())
+
+    async def close(self) -> None:
+        await self.live.close()
+        self.catalog.close()
+
+
+@dataclass
+class IngestNode:
+    """An ingest node: RTMP server, per-broadcast transcoders, uploader, node agent."""
+
+    services: Services
+    draining_grace_s: float = 0.0
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    server: Any = None
+    agent: Any = None
+    manager: Any = None
+    uploader: Any = None
+
+    async def start(self) -> None:
+        from archiver.uploader import Uploader
+        from ingest.broadcasts import BroadcastManager
+        from ingest.server import IngestServer
+        from scheduler.agent import NodeAgent
+        from transcoder.supervisor import TranscoderSupervisor
+
+        s = self.services
+        settings = s.settings
+        if self.uploader is None:
+            self.uploader = Uploader(s.storage, settings.data_dir / "spool",
+                                     registry=s.registry)
+            await self.uploader.start()
+            self._stack.push_async_callback(self.uploader.close)
+        pipeline = (TranscoderSupervisor(settings, s.live, s.storage, s.registry,
+                                         uploader=self.uploader)
+                    if settings.transcode else None)
+        self.manager = BroadcastManager(settings, catalog=s.catalog, live=s.live,
+                                        pipeline=pipeline, registry=s.registry)
+        self.server = IngestServer(settings, self.manager)
+        self.agent = NodeAgent(settings, s.live,
+                               active_broadcasts=lambda: self.server.active_publishers)
+        self.manager.admission = self.agent.admission
+        # Shutdown runs in reverse: stop taking publishes and give publishers the grace
+        # period first, then the last heartbeat, then end what is left of broadcasts.
+        await self.manager.start()
+        self._stack.push_async_callback(self.manager.stop)
+        await self.server.start()
+        await self.agent.start()
+        self._stack.push_async_callback(self.agent.stop)
+        self._stack.push_async_callback(self._stop_server)
+
+    async def _stop_server(self) -> None:
+        await self.server.stop(grace_s=self.draining_grace_s)
+
+    @property
+    def rtmp_port(self) -> int:
+        return int(self.server.port)
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+
+@dataclass
+class EmbeddedPlatform:
+    """``castway serve``: ingest, transcoders, origin + API, archiver, node agent, in one
+    process (transcoders in child processes). Usable as an async context manager."""
+
+    settings: Settings
+    services: Services | None = None
+    ingest: IngestNode | None = None
+    http: HttpServer | None = None
+    admin_token: str = ""
+    admin_token_created: bool = False
+    default_stream_key: str | None = None
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def __aenter__(self) -> EmbeddedPlatform:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        from archiver.service import ArchiverService
+        from archiver.uploader import Uploader
+        from origin.app import create_app
+
+        settings = self.settings
+        ensure_data_dir(settings.data_dir)
+        self.admin_token, self.admin_token_created = load_or_create_secret(
+            settings.data_dir, "admin_token", settings.admin_token)
+        signing_key, _ = load_or_create_secret(settings.data_dir, "signing_key.pem",
+                                               settings.signing_key,
+                                               generate=generate_private_key_pem)
+        settings = self.settings = settings.model_copy(
+            update={"admin_token": self.admin_token, "signing_key": signing_key})
+        services = self.services = Services.open(settings)
+        self._stack.push_async_callback(services.close)
+        self.default_stream_key = await asyncio.to_thread(ensure_default_channel,
+                                                          services.catalog)
+
+        uploader = Uploader(services.storage, settings.data_dir / "spool",
+                            registry=services.registry)
+        await uploader.start()
+        self._stack.push_async_callback(uploader.close)
+
+        archiver = ArchiverService(settings, services.catalog, services.live,
+                                   services.storage, uploader, registry=services.registry)
+        await archiver.start()
+        self._stack.push_async_callback(archiver.stop)
+
+        self.ingest = IngestNode(services, uploader=uploader)
+        await self.ingest.start()
+        self._stack.push_async_callback(self.ingest.stop)
+
+        await self._start_scheduler(services)
+
+        app = create_app(settings, catalog=services.catalog, live=services.live,
+                         storage=services.storage, registry=services.registry)
+        self.http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+        await self.http.start()
+        self._stack.push_async_callback(self.http.stop)
+
+    async def _start_scheduler(self, services: Services) -> None:
+        """The local scheduler: the embedded node is a fleet of one run by this process,
+        so the static backend (no starts, stop by command, no scale-in) watches it."""
+        from scheduler.backends.static import StaticBackend
+        from scheduler.coordination import LocalCoordinator
+        from scheduler.metrics import SchedulerMetrics
+        from scheduler.policy import Policy
+        from scheduler.tick import Scheduler
+
+        metrics = SchedulerMetrics(registry=services.registry)
+        scheduler = Scheduler(
+            self.settings, services.live,
+            StaticBackend(services.live, on_wanted=metrics.nodes_wanted.inc),
+            policy=Policy.from_settings(self.settings, scale_in=False),
+            coordinator=LocalCoordinator(), metrics=metrics)
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop=stop), name="scheduler")
+
+        async def stop_scheduler() -> None:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop_scheduler)
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    @property
+    def rtmp_port(self) -> int:
+        assert self.ingest is not None, "platform not started"
+        return self.ingest.rtmp_port
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None, "platform not started"
+        return self.http.port
+
+    def banner(self) -> str:
+        s = self.settings
+        host = s.host if s.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        rtmp = s.public_rtmp_url or f"rtmp://{host}:{self.rtmp_port}/{s.rtmp_app}"
+        http = (s.public_url or f"http://{host}:{self.http_port}").rstrip("/")
+        key = (self.default_stream_key + "   (shown once: keep it secret)"
+               if self.default_stream_key else
+               "(shown on first start; new one: castway channels rotate-key default)")
+        lines = [
+            "castway is running (embedded mode). In OBS: Settings -> Stream -> Custom...",
+            f"  Server:      {rtmp}",
+            f"  Stream Key:  {key}",
+            f"  Watch:       {http}/watch/{DEFAULT_CHANNEL}",
+            f"  Admin:       {http}/admin   API: {http}/api/v1   Docs: {http}/docs",
+        ]
+        if self.admin_token_created:
+            lines.append(f"  Admin token: {self.admin_token}   (shown once; kept in "
+                         f"{s.data_dir / 'admin_token'})")
+        lines.append("Stop with Ctrl-C.")
+        return "\n".join(lines)
+
+
+# --- process entry points ---------------------------------------------------------------
+
+async def wait_for_stop_signal() -> None:
+    """Returns on the first SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def first_completed(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of ``aws`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _run(main: Any) -> int:
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_embedded(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        async with EmbeddedPlatform(settings) as platform:
+            print(platform.banner(), flush=True)
+            await wait_for_stop_signal()
+            logger.info("stopping")
+
+    return _run(main())
+
+
+@contextlib.asynccontextmanager
+async def _ingest_process(settings: Settings) -> AsyncIterator[IngestNode]:
+    services = Services.open(settings)
+    node = IngestNode(services, draining_grace_s=settings.reconnect_grace_s)
+    try:
+        await node.start()
+        yield node
+    finally:
+        await node.stop()
+        await services.close()
+
+
+def run_ingest(settings: Settings) -> int:
+    """``castway ingest``: an RTMP ingest node of the distributed mode, with /healthz,
+    /readyz and /metrics on the HTTP port."""
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        from origin.health import create_health_app
+
+        async with _ingest_process(settings) as node:
+            app = create_health_app(node.services.catalog, node.services.live,
+                                    node.services.storage, node.services.registry)
+            http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+            await http.start()
+            logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
+                                                 "http_port": http.port})
+            try:
+                # SIGTERM (ECS, compose) or the scheduler's "stop" once the node drained
+                await first_completed(wait_for_stop_signal(), node.agent.stopped.wait())
+            finally:
+                await http.stop()
+
+    return _run(main())
+
+
+def run_origin(settings: Settings) -> int:
+    """``castway origin``: a stateless HLS origin + control API replica."""
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        from origin.app import create_app
+
+        services = Services.open(settings)
+        try:
+            app = create_app(settings, catalog=services.catalog, live=services.live,
+                             storage=services.storage, registry=services.registry)
+            http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+            await http.start()
+            logger.info("origin up", extra={"http_port": http.port})
+            try:
+                await wait_for_stop_signal()
+            finally:
+                await http.stop()
+        finally:
+            await services.close()
+
+    return _run(main())
+
+
+def run_worker(settings: Settings, celery_args: list[str]) -> int:
+    """``castway worker``: a Celery worker running the archiver's tasks (+ beat)."""
+    configure_logging(settings.log_level, settings.log_json)
+    from archiver.celery_app import make_celery
+
+    app = make_celery(settings)
+    app.worker_main(["worker", "--loglevel", settings.log_level, "--beat", *celery_args])
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_embedded(Settings()))
