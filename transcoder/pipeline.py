@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 
 MS = Fraction(1, 1000)
 _DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
-# Behind real time by more than this, encoded renditions skip frames (never the
-# passthrough, never a boundary IDR, never audio) until the lag halves.
+# Behind real time by more than this, encoded renditions skip every other frame, by
+# twice this all but the boundary IDRs (never the passthrough, never audio), until the
+# lag halves.
 MAX_LAG_S = 2.0
 EARLY_AUDIO_LIMIT = 512
 # Video DTS moving more than this between two packets is a timestamp break.
@@ -212,7 +213,8 @@ class Pipeline:
         self._dts_seen: list[int] = []
         self._wall0: float | None = None
         self._media0: int | None = None
-        self._behind = False
+        self._drop_level = 0  # 0: encode all; 1: every other frame; 2: boundary IDRs only
+        self._frame_counter = 0
         self._audio_transcoder: Any = None
         self._last_video_dts: int | None = None
         # Audio that arrives while the decoder fills up, replayed to encoded renditions.
@@ -337,7 +339,9 @@ class Pipeline:
             return
         pts = int(frame.pts)
         boundary = self.clock.is_boundary(pts)
-        if self._behind and not boundary:
+        self._frame_counter += 1
+        if not boundary and (self._drop_level >= 2
+                             or (self._drop_level == 1 and self._frame_counter % 2)):
             self.stats.dropped_frames += 1
             return
         # Cascade: the largest rung scales from the source, the smaller ones from its
@@ -482,9 +486,17 @@ class Pipeline:
             return
         lag = (now - self._wall0) - (media_ms - self._media0) / 1000.0
         self.stats.lag_s = max(0.0, lag)
-        if not self._behind and lag > MAX_LAG_S:
-            self._behind = True
-            logger.warning("transcoder behind real time: skipping frames",
-                           extra={"lag_s": round(lag, 2)})
-        elif self._behind and lag < MAX_LAG_S / 2:
-            self._behind = False
+        # Falling behind: halve the encoded frame rate, then keep only the segment IDRs;
+        # back to full rate once the lag has halved. Audio and passthrough never skip.
+        level = self._drop_level
+        if lag > 2 * MAX_LAG_S:
+            level = 2
+        elif lag > MAX_LAG_S:
+            level = max(level, 1)
+        elif lag < MAX_LAG_S / 2:
+            level = 0
+        if level != self._drop_level:
+            log = logger.warning if level > self._drop_level else logger.info
+            log("transcoder lag: encoded frame rate changed",
+                extra={"lag_s": round(lag, 2), "drop_level": level})
+            self._drop_level = level
