@@ -1,0 +1,108 @@
+"""The sink against the real in-process live state: media before playlists, parts into
+segments after a crash, MPEG-TS without parts, renditions on the live Broadcast."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from castway.live.memory import MemoryLiveState
+from castway.model import Broadcast
+from castway.settings import SegmentFormat, Settings
+from transcoder.packager import InitOut, PartOut, SegmentOut
+from transcoder.pipeline import RenditionInfo
+from transcoder.sink import BroadcastSink
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[MemoryLiveState]:
+    state = MemoryLiveState()
+    await state.put_broadcast(Broadcast(id="b", channel="c", node_id="n"))
+    yield state
+    await state.close()
+
+
+class Stored:
+    """Storage writes, in order (the sink's storage callable)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def put(self, key: str, data: bytes) -> None:
+        self.keys.append(key)
+
+
+def _sink(live: MemoryLiveState, tmp_path: Path, stored: Stored,
+          fmt: SegmentFormat = SegmentFormat.FMP4) -> BroadcastSink:
+    settings = Settings(data_dir=tmp_path, segment_format=fmt, live_window_segments=3)
+    return BroadcastSink("b", settings, live, stored.put, now=lambda: T0)
+
+
+async def _assert_window_backed(live: MemoryLiveState, rendition: str) -> None:
+    window = await live.get_window("b", rendition)
+    assert window is not None
+    for key in [s.key for s in window.segments] + [p.key for p in window.parts] + \
+            [window.init_key or ""]:
+        assert await live.get_media(key) is not None, key
+
+
+async def test_media_is_in_place_before_the_window_names_it(live: MemoryLiveState,
+                                                            tmp_path: Path) -> None:
+    stored = Stored()
+    sink = _sink(live, tmp_path, stored)
+    await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
+                                          None))
+    async with await live.subscribe("media:b") as events:
+        await sink.on_output(InitOut("source", b"init"))
+        for i in range(4):
+            await sink.on_output(PartOut("source", i, 0.5, i == 0, b"p%d" % i))
+            event = await events.get()
+            assert event == {"rendition": "source", "msn": 0, "part": i}
+            await _assert_window_backed(live, "source")
+        await sink.on_output(SegmentOut("source", 2.0, 0.0, b"p0p1p2p3", 4))
+        assert await events.get() == {"rendition": "source", "msn": 0, "part": None}
+    await _assert_window_backed(live, "source")
+    assert stored.keys == ["broadcasts/b/source/init.mp4", "broadcasts/b/source/0.m4s"]
+    log = await live.segment_log("b", "source")
+    assert [(s.msn, len(s.parts), s.size) for s in log] == [(0, 4, 8)]
+    broadcast = await live.get_broadcast("b")
+    assert broadcast is not None
+    assert broadcast.renditions[0].codecs == "avc1.64001f,mp4a.40.2"
+    assert broadcast.renditions[0].bandwidth_bps == 32
+
+
+async def test_child_lost_closes_the_segment_from_its_parts(live: MemoryLiveState,
+                                                            tmp_path: Path) -> None:
+    stored = Stored()
+    sink = _sink(live, tmp_path, stored)
+    await sink.on_output(InitOut("source", b"init"))
+    await sink.on_output(PartOut("source", 0, 0.5, True, b"aa"))
+    await sink.on_output(PartOut("source", 1, 0.5, False, b"bb"))
+    await sink.child_lost()
+    await sink.on_output(InitOut("source", b"init"))
+    await sink.on_output(PartOut("source", 0, 0.5, True, b"cc"))
+    await sink.on_output(SegmentOut("source", 0.5, 7.0, b"cc", 1))
+    await sink.finish()
+    log = await live.segment_log("b", "source")
+    assert [(s.msn, s.duration_s, s.discontinuity) for s in log] == \
+        [(0, 1.0, False), (1, 0.5, True)]
+    assert await live.get_media(log[0].key) == b"aabb"
+    window = await live.get_window("b", "source")
+    assert window is not None and window.ended
+
+
+async def test_mpegts_has_no_parts_and_no_init(live: MemoryLiveState, tmp_path: Path) -> None:
+    stored = Stored()
+    sink = _sink(live, tmp_path, stored, SegmentFormat.MPEGTS)
+    for n in range(5):
+        await sink.on_output(SegmentOut("720p", 2.0, 2.0 * n, b"ts", 1))
+    window = await live.get_window("b", "720p")
+    assert window is not None
+    assert [s.msn for s in window.segments] == [2, 3, 4]
+    assert window.parts == () and window.preload_hint is None and window.init_key is None
+    assert stored.keys == [f"broadcasts/b/720p/{n}.ts" for n in range(5)]
