@@ -113,7 +113,7 @@ def _cmd_origin(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from castway.serve import run_worker
 
-    return run_worker(_settings(args), list(args.celery_args))
+    return run_worker(_settings(args), list(args.celery_args), beat=args.beat)
 
 
 def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="a Celery archiver worker (distributed mode)")
     _add_common(p)
+    p.add_argument("--beat", action="store_true", help="also run the periodic schedule "
+                   "(retention, posters); exactly one worker should")
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra celery worker args")
     p.set_defaults(func=_cmd_worker)
 
