@@ -406,13 +406,16 @@ def run_origin(settings: Settings) -> int:
     return _run(main())
 
 
-def run_worker(settings: Settings, celery_args: list[str]) -> int:
-    """``castway worker``: a Celery worker running the archiver's tasks (+ beat)."""
+def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False) -> int:
+    """``castway worker``: a Celery worker running the archiver's tasks; with ``beat``
+    it also runs the periodic schedule (retention, posters): exactly one worker of a
+    deployment should."""
     configure_logging(settings.log_level, settings.log_json)
     from archiver.celery_app import make_celery
 
     app = make_celery(settings)
-    app.worker_main(["worker", "--loglevel", settings.log_level, "--beat", *celery_args])
+    app.worker_main(["worker", "--loglevel", settings.log_level,
+                     *(["--beat"] if beat else []), *celery_args])
     return 0
 
 
