@@ -113,7 +113,8 @@ def _cmd_origin(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from castway.serve import run_worker
 
-    return run_worker(_settings(args), list(args.celery_args), beat=args.beat)
+    return run_worker(_settings(args), list(args.celery_args), beat=args.beat,
+                      scheduler=args.scheduler)
 
 
 def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--beat", action="store_true", help="also run the periodic schedule "
                    "(retention, posters); exactly one worker should")
+    p.add_argument("--scheduler", action="store_true", help="with --beat: also tick the "
+                   "fleet scheduler (instead of the Lambda or `castway scheduler run`)")
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra celery worker args")
     p.set_defaults(func=_cmd_worker)
 

@@ -406,14 +406,20 @@ def run_origin(settings: Settings) -> int:
     return _run(main())
 
 
-def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False) -> int:
+def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False,
+               scheduler: bool = False) -> int:
     """``castway worker``: a Celery worker running the archiver's tasks; with ``beat``
     it also runs the periodic schedule (retention, posters): exactly one worker of a
-    deployment should."""
+    deployment should. ``scheduler`` adds the fleet scheduler's tick to that schedule
+    (distributed mode without the Lambda or ``castway scheduler run``)."""
     configure_logging(settings.log_level, settings.log_json)
     from archiver.celery_app import make_celery
 
     app = make_celery(settings)
+    if scheduler:
+        from scheduler.beat import register
+
+        register(app, settings)
     app.worker_main(["worker", "--loglevel", settings.log_level,
                      *(["--beat"] if beat else []), *celery_args])
     return 0
