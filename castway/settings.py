@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     node_capacity: int = Field(8, description="Broadcast slots on this ingest node.")
     reconnect_grace_s: float = Field(10.0, description="A broadcast whose publisher drops "
                                      "continues if the same key publishes again within this.")
+    stop_timeout_s: float = Field(110.0, description="On SIGTERM, `castway ingest` drains "
+                                  "and waits this long for its broadcasts to end before "
+                                  "cutting them (below ECS's 120 s stopTimeout).")
     handshake_timeout_s: float = Field(10.0, description="RTMP handshake must finish "
                                        "within this.")
     idle_timeout_s: float = Field(30.0, description="Close a publisher that sends no media "
