@@ -6,6 +6,10 @@ consumer slows its publisher down instead of growing a queue. Limits from
 :class:`~castway.settings.Settings` -- handshake_timeout_s, idle_timeout_s (no media),
 max_connections_per_ip -- each end a connection with one structured log line. No
 exception escapes a connection task; one broken connection never affects another.
+
+Draining: :meth:`IngestServer.request_reconnect` sends every publisher that announced
+E-RTMP v2 reconnect support (capsEx 0x01) the ``NetConnection.Connect.ReconnectRequest``
+onStatus, and :meth:`IngestServer.wait_for_publishers` waits for publishers to finish.
 """
 
 from __future__ import annotations
@@ -95,11 +99,24 @@ class _Connection:
         logger.info("rtmp connection closed", extra={**self.log_fields,
                                                      "reason": self.close_reason})
 
+    def request_reconnect(self, tc_url: str | None) -> bool:
+        """Send the E-RTMP v2 reconnect request if the publisher supports it (once)."""
+        if not self.session.supports_reconnect or self.session.reconnect_requested \
+                or self.session.state is State.CLOSED or self.writer.is_closing():
+            return False
+        self.session.request_reconnect(tc_url)
+        # Written at once (not awaited): the connection task owns drain(); the bytes
+        # queue behind whatever it is writing, in order, since data_to_send() is atomic.
+        self.writer.write(self.session.data_to_send())
+        logger.info("rtmp reconnect requested", extra={**self.log_fields, "tc_url": tc_url})
+        return True
+
     async def _end_publication(self, reason: str) -> None:
         publication, self.publication = self.publication, None
         if publication is None:
             return
         self.server._publishers -= 1  # noqa: SLF001 -- the server's own bookkeeping
+        self.server._publishers_changed.set()  # noqa: SLF001
         try:
             await publication.on_close(reason)
         except Exception:
@@ -218,6 +235,7 @@ class IngestServer:
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._per_ip: Counter[str] = Counter()
         self._publishers = 0
+        self._publishers_changed = asyncio.Event()
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)
 
@@ -238,8 +256,41 @@ class IngestServer:
         return self._publishers
 
     @property
+    def reconnectable_publishers(self) -> int:
+        """Publishers that announced E-RTMP v2 reconnect support (capsEx 0x01)."""
+        return sum(1 for conn in self._connections.values()
+                   if conn.publication is not None and conn.session.supports_reconnect)
+
+    @property
     def connections(self) -> int:
         return len(self._connections)
+
+    def request_reconnect(self, tc_url: str | None) -> int:
+        """Ask every publisher that supports it to reconnect to ``tc_url`` (E-RTMP v2
+        Reconnect Request); returns how many were asked. Each is asked at most once."""
+        asked = 0
+        for conn in list(self._connections.values()):
+            if conn.publication is None:
+                continue
+            try:
+                asked += conn.request_reconnect(tc_url)
+            except Exception:  # one broken connection never affects another
+                logger.exception("rtmp reconnect request failed", extra=conn.log_fields)
+        return asked
+
+    async def wait_for_publishers(self, timeout_s: float) -> int:
+        """Wait until no publisher is left or ``timeout_s`` passed; returns how many are
+        still publishing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._publishers > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._publishers_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publishers_changed.wait(), remaining)
+        return self._publishers
 
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:

@@ -1,5 +1,6 @@
 """castway's sans-IO RTMP protocol core (RTMP 1.0, AMF0, FLV tags, Enhanced RTMP)."""
 
+from ingest.protocol.commands import CapsEx
 from ingest.protocol.errors import (
     AmfError,
     FlvError,
@@ -26,7 +27,7 @@ from ingest.protocol.session import (
 )
 
 __all__ = [
-    "AmfError", "ConnectRequested", "Event", "FlvError", "HandshakeCompleted",
+    "AmfError", "CapsEx", "ConnectRequested", "Event", "FlvError", "HandshakeCompleted",
     "HandshakeError", "LimitExceeded", "LocalProtocolError", "MediaReceived",
     "MessageIgnored", "MetadataReceived", "ProtocolError", "PublishRequested", "RtmpError",
     "SequenceEnded", "ServerSession", "State", "StreamCreated", "StreamDeleted",

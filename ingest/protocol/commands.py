@@ -8,7 +8,7 @@ replies are built by the ``*_reply`` helpers as message bodies.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntFlag, StrEnum
 
 from ingest.protocol import amf0
 from ingest.protocol.amf0 import UNDEFINED, AmfValue, EcmaArray
@@ -41,6 +41,17 @@ class StatusCode(StrEnum):
     PUBLISH_BAD_NAME = "NetStream.Publish.BadName"
     PUBLISH_DENIED = "NetStream.Publish.Denied"
     UNPUBLISH_SUCCESS = "NetStream.Unpublish.Success"
+    #: E-RTMP v2 "Reconnect Request": the server asks the client to reconnect.
+    CONNECT_RECONNECT_REQUEST = "NetConnection.Connect.ReconnectRequest"
+
+
+class CapsEx(IntFlag):
+    """E-RTMP v2 ``capsEx`` bits of the connect command object (and its _result)."""
+
+    RECONNECT = 0x01
+    MULTITRACK = 0x02
+    MODEX = 0x04
+    TIMESTAMP_NANO_OFFSET = 0x08
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,17 @@ def on_status(code: str, description: str, *, level: str = "status",
     info: dict[str, AmfValue] = {"level": level, "code": code, "description": description}
     if details is not None:
         info["details"] = details
+    return amf0.encode("onStatus", 0.0, None, info)
+
+
+def reconnect_request(tc_url: str | None, description: str) -> bytes:
+    """E-RTMP v2 onStatus NetConnection.Connect.ReconnectRequest (stream 0, transaction
+    id 0, null command object); ``tc_url``: where to reconnect (absent: the same URL)."""
+    info: dict[str, AmfValue] = {"level": "status",
+                                 "code": StatusCode.CONNECT_RECONNECT_REQUEST.value,
+                                 "description": description}
+    if tc_url is not None:
+        info["tcUrl"] = tc_url
     return amf0.encode("onStatus", 0.0, None, info)
 
 

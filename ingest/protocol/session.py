@@ -19,7 +19,7 @@ from ingest.protocol import commands
 from ingest.protocol.amf0 import AmfValue
 from ingest.protocol.buffer import Buffer
 from ingest.protocol.chunk import ChunkReader, ChunkWriter, Message, MessageType
-from ingest.protocol.commands import Command, CommandName, StatusCode
+from ingest.protocol.commands import CapsEx, Command, CommandName, StatusCode
 from ingest.protocol.errors import LimitExceeded, LocalProtocolError, ProtocolError, RtmpError
 from ingest.protocol.flv import Ignored, SequenceEnd, parse_audio, parse_video
 from ingest.protocol.handshake import ServerHandshake
@@ -114,6 +114,7 @@ class ConnectRequested:
     tc_url: str | None
     params: dict[str, AmfValue]  # the whole connect command object
     fourcc_list: tuple[str, ...] = ()  # E-RTMP codecs the client offers
+    caps_ex: CapsEx = CapsEx(0)  # E-RTMP v2 capabilities the client announces
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,10 @@ class ServerSession:
         self.bytes_received = 0
         self._connect_tid = 0.0
         self._offered_fourccs = False
+        self._offered_caps_ex = False
+        #: E-RTMP v2 capabilities the client announced in ``connect`` (capsEx).
+        self.caps_ex = CapsEx(0)
+        self.reconnect_requested = False
         self._streams: set[int] = set()
         self._next_stream_id = 1
         self._publish_stream = 0
@@ -210,6 +215,11 @@ class ServerSession:
     @property
     def publishing_stream_id(self) -> int | None:
         return self._publish_stream if self.state is State.PUBLISHING else None
+
+    @property
+    def supports_reconnect(self) -> bool:
+        """The client announced E-RTMP v2 Reconnect Request support (capsEx 0x01)."""
+        return CapsEx.RECONNECT in self.caps_ex
 
     @property
     def buffered_bytes(self) -> int:
@@ -284,7 +294,8 @@ class ServerSession:
         self._send_user_control(UserControlEvent.STREAM_BEGIN, struct.pack(">I", 0))
         self._send(_CSID_COMMAND, MessageType.COMMAND_AMF0, 0, commands.connect_result(
             self._connect_tid,
-            fourcc_list=list(SUPPORTED_FOURCCS) if self._offered_fourccs else None))
+            fourcc_list=list(SUPPORTED_FOURCCS) if self._offered_fourccs else None,
+            caps_ex=float(CapsEx.RECONNECT) if self._offered_caps_ex else None))
 
     def reject_connect(self, description: str) -> None:
         self._local_transition(Trigger.CONNECT_REJECTED)
@@ -306,6 +317,19 @@ class ServerSession:
         self._local_transition(Trigger.PUBLISH_REJECTED)
         self._send(_CSID_STREAM, MessageType.COMMAND_AMF0, self._publish_stream,
                    commands.on_status(code, description, level="error"))
+
+    def request_reconnect(self, tc_url: str | None,
+                          description: str = "The server is going away; reconnect.") -> None:
+        """E-RTMP v2 Reconnect Request: queue the onStatus
+        ``NetConnection.Connect.ReconnectRequest`` telling the client to reconnect to
+        ``tc_url`` (None: to the URL it used). Only once the connect was accepted; a
+        client that did not announce the capability (:attr:`supports_reconnect`) would
+        ignore it, so callers check that first."""
+        if self.state not in (State.CONNECTED, State.PUBLISH_PENDING, State.PUBLISHING):
+            raise LocalProtocolError(f"reconnect request in state {self.state.value}")
+        self._send(_CSID_COMMAND, MessageType.COMMAND_AMF0, 0,
+                   commands.reconnect_request(tc_url, description))
+        self.reconnect_requested = True
 
     def close(self) -> None:
         """The application closes the connection; further input is ignored."""
@@ -373,11 +397,16 @@ class ServerSession:
             fourccs = tuple(f for f in raw_fourccs if isinstance(f, str)) \
                 if isinstance(raw_fourccs, list) else ()
             self._offered_fourccs = isinstance(raw_fourccs, list)
+            raw_caps = params.get("capsEx")
+            self._offered_caps_ex = raw_caps is not None
+            self.caps_ex = CapsEx(int(raw_caps) & 0xFFFFFFFF) \
+                if isinstance(raw_caps, float | int) and raw_caps == raw_caps \
+                and 0 <= raw_caps < 2**32 else CapsEx(0)
             self._connect_tid = cmd.transaction_id
             events.append(ConnectRequested(
                 app=app.strip("/") if isinstance(app, str) else "",
                 tc_url=tc_url if isinstance(tc_url, str) else None,
-                params=dict(params), fourcc_list=fourccs))
+                params=dict(params), fourcc_list=fourccs, caps_ex=self.caps_ex))
             return
         if self.state in (State.AWAIT_HANDSHAKE, State.AWAIT_CONNECT):
             raise ProtocolError(f"command {name!r} before connect")
