@@ -18,7 +18,8 @@ from transcoder.segmenter import Cut, Cutter, SegmentPolicy
 
 TIMELINE_OFFSET_MS = 10_000
 AAC_FRAME_SAMPLES = 1024
-# Audio waiting for video before it is dropped (e.g. audio-before-first-keyframe).
+# Audio waiting for video (e.g. ahead of the first keyframe, which the first part then
+# carries: nothing the publisher sent is dropped) before the oldest is dropped.
 MAX_PENDING_AUDIO = 2048
 
 
@@ -153,7 +154,6 @@ class Packager:
         if cut == Cut.SEGMENT:
             out += self._close_segment()
             self._segment_start_pts = pts_ms
-            self._drop_audio_before(pts_ms)
         if cut == Cut.DROP:
             self.dropped_video += 1
             return out
@@ -173,12 +173,6 @@ class Packager:
         self._cutter.reset()
         self._audio.clear()
         return out
-
-    def _drop_audio_before(self, pts_ms: int) -> None:
-        if not self._segment_chunks and self._part_index == 0:
-            while self._audio and self._audio[0][0] < pts_ms - 25:
-                self._audio.popleft()
-                self.dropped_audio += 1
 
     def _close_part(self, until_ms: int | None) -> list[Output]:
         part = self._part

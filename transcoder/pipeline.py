@@ -217,7 +217,8 @@ class Pipeline:
         self._frame_counter = 0
         self._audio_transcoder: Any = None
         self._last_video_dts: int | None = None
-        # Audio that arrives while the decoder fills up, replayed to encoded renditions.
+        # Audio that arrives before the renditions exist (ahead of the first video packet,
+        # while the decoder fills up), replayed to each rendition when it is created.
         self._early_audio: list[tuple[int, bytes]] | None = []
 
     # --- input ----------------------------------------------------------------------
@@ -287,6 +288,9 @@ class Pipeline:
         if self._source is None:
             self._source = Packager(SOURCE, self.config.policy,
                                     make_writer(self.config.segment_format), parts=self._parts)
+            # Audio that came ahead of the first video packet belongs to it too.
+            for pts, data in self._early_audio or []:
+                self._source.on_audio(pts, data)
         return self._source
 
     def _decoder_ctx(self) -> Any:

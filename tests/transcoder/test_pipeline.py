@@ -279,3 +279,27 @@ def test_a_timestamp_jump_without_reconnect_is_a_break(src_360p: Path) -> None:
     assert breaks == [1]
     assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 20.0, 22.0]
     assert max(s.duration_s for s in got.segments["source"]) < 2.1
+
+
+def _audio_packet_count(data: bytes) -> int:
+    container: Any = av.open(io.BytesIO(data))
+    try:
+        return sum(1 for p in container.demux(container.streams.audio[0]) if p.size)
+    finally:
+        container.close()
+
+
+def test_every_rendition_carries_every_audio_packet_even_ahead_of_the_first_frame(
+        h264_aac_flv: Path) -> None:
+    # An FLV from ffmpeg starts with an audio tag before the first video tag, as OBS's
+    # streams often do: the passthrough rendition must keep it like the encoded ones.
+    packets = list(read_packets(h264_aac_flv))
+    first_video = next(i for i, p in enumerate(packets) if p.kind == MediaKind.VIDEO
+                       and not p.is_config)
+    assert any(p.kind == MediaKind.AUDIO and not p.is_config for p in packets[:first_video])
+    published = sum(1 for p in packets if p.kind == MediaKind.AUDIO and not p.is_config)
+    got = run(packets)
+    assert set(got.segments) == {"source", "240p", "160p"}
+    for name, segments in got.segments.items():
+        data = got.init[name] + b"".join(s.data for s in segments)
+        assert _audio_packet_count(data) == published, name
