@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from castway.catalog import open_catalog
+from castway.keys import hash_stream_key
+from castway.live.memory import MemoryLiveState
+from castway.media import MediaPacket
+from castway.model import Broadcast, Channel, StreamKey
 from castway.settings import Settings
+from ingest.broadcasts import BroadcastManager
 from ingest.publish import PublishRequest, PublishSession, Rejection
 from ingest.server import IngestServer
 from tests.ingest.helpers import AsyncTestPublisher, RecordingHandler
+from tests.ingest.reconnect_client import ReconnectingPublisher
 
 AVC_CONFIG = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
 
@@ -164,3 +173,105 @@ async def test_stop_waits_for_publishers_then_closes_them(handler: RecordingHand
     assert rec.close_reason == "server stopping"
     assert await pub.closed_by_server()
     assert srv.active_publishers == 0
+
+
+# --- E-RTMP v2 reconnect request (drain) ----------------------------------------------
+
+class _Media:
+    def __init__(self) -> None:
+        self.packets = 0
+        self.discontinuities = 0
+        self.finished = False
+
+    async def feed(self, packet: MediaPacket) -> None:
+        self.packets += 1
+
+    async def discontinuity(self) -> None:
+        self.discontinuities += 1
+
+    async def finish(self, *, failed: bool = False) -> None:
+        self.finished = True
+
+
+class _Pipeline:
+    def __init__(self) -> None:
+        self.started: list[_Media] = []
+
+    async def start(self, broadcast: Broadcast) -> _Media:
+        self.started.append(_Media())
+        return self.started[-1]
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[tuple[BroadcastManager, _Pipeline]]:
+    settings = make_settings(data_dir=tmp_path, node_id="node-a", reconnect_grace_s=30.0)
+    catalog = open_catalog(settings)
+    catalog.create_channel(Channel("alpha"))
+    catalog.add_stream_key(StreamKey("alpha", hash_stream_key("cw_alpha-key")))
+    live = MemoryLiveState()
+    pipeline = _Pipeline()
+    mgr = BroadcastManager(settings, catalog=catalog, live=live, pipeline=pipeline,
+                           registry=CollectorRegistry())
+    await mgr.start()
+    yield mgr, pipeline
+    await mgr.stop()
+    await live.close()
+    catalog.close()
+
+
+async def test_a_reconnect_capable_publisher_moves_and_its_broadcast_continues(
+        manager: tuple[BroadcastManager, _Pipeline]) -> None:
+    mgr, pipeline = manager
+    draining = IngestServer(make_settings(), mgr)
+    active = IngestServer(make_settings(), mgr)
+    await draining.start()
+    await active.start()
+    pub = ReconnectingPublisher("cw_alpha-key")
+    try:
+        await pub.start(f"rtmp://127.0.0.1:{draining.port}/live")
+        for _ in range(3):
+            await pub.send_frame()
+        broadcast_id = mgr.broadcast_id("alpha")
+        assert broadcast_id is not None
+        assert draining.reconnectable_publishers == 1
+        target = f"rtmp://127.0.0.1:{active.port}/live"
+        assert draining.request_reconnect(target) == 1
+        assert draining.request_reconnect(target) == 0  # each publisher is asked once
+        assert await pub.wait_for_reconnect_request() == target
+        for _ in range(3):
+            await pub.send_frame()
+        assert await draining.wait_for_publishers(10.0) == 0
+        [media] = pipeline.started
+        await _eventually(lambda: media.packets >= 2 + 3 + 2 + 3)
+        # The same broadcast goes on: one pipeline, one discontinuity, not finished.
+        assert mgr.broadcast_id("alpha") == broadcast_id
+        assert media.discontinuities == 1 and not media.finished
+        assert active.active_publishers == 1 and active.reconnectable_publishers == 1
+    finally:
+        await pub.close()
+        await draining.stop()
+        await active.stop()
+
+
+async def test_publishers_without_the_capability_are_not_asked(
+        server: IngestServer, handler: RecordingHandler) -> None:
+    legacy = await AsyncTestPublisher.open(server.port)
+    assert await legacy.publish("legacy") == "NetStream.Publish.Start"
+    assert server.active_publishers == 1
+    assert server.reconnectable_publishers == 0
+    assert server.request_reconnect("rtmp://lb.example.com/live") == 0
+    await legacy.close()
+    assert await server.wait_for_publishers(10.0) == 0
+
+
+async def test_wait_for_publishers_returns_how_many_are_left(server: IngestServer) -> None:
+    pub = await AsyncTestPublisher.open(server.port)
+    assert await pub.publish("still-on") == "NetStream.Publish.Start"
+    assert await server.wait_for_publishers(0.05) == 1
+    await pub.close()
+
+
+async def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

@@ -14,6 +14,7 @@ from ingest.protocol import amf0
 from ingest.protocol.amf0 import AmfValue
 from ingest.protocol.buffer import Buffer
 from ingest.protocol.chunk import ChunkReader, Message, MessageType
+from ingest.protocol.commands import CapsEx
 from ingest.protocol.errors import LocalProtocolError, ProtocolError, RtmpError
 from ingest.protocol.handshake import HANDSHAKE_SIZE
 from ingest.protocol.limits import MAX_BUFFERED_BYTES
@@ -132,6 +133,62 @@ def test_enhanced_rtmp_fourcc_list_is_reported_and_answered() -> None:
     assert event.fourcc_list == ("hvc1", "av01")
     [(_, _, props, _)] = pair.commands()
     assert isinstance(props, dict) and "hvc1" in props["fourCcList"]  # type: ignore[operator]
+
+
+def _publish_with_caps(pair: ConnectionPair, caps_ex: AmfValue) -> ConnectRequested:
+    pair.handshake()
+    [event] = pair.send(pair.client.connect(extra={"capsEx": caps_ex}))
+    assert isinstance(event, ConnectRequested)
+    pair.server.accept_connect()
+    pair.pump()
+    [created] = pair.send(pair.client.command("createStream", 4.0))
+    assert isinstance(created, StreamCreated)
+    pair.send(pair.client.command("publish", 5.0, None, "key", "live",
+                                  stream_id=created.stream_id, csid=8))
+    pair.server.accept_publish()
+    pair.pump()
+    return event
+
+
+def test_caps_ex_reconnect_is_parsed_and_echoed_in_the_connect_result() -> None:
+    pair = ConnectionPair()
+    event = _publish_with_caps(pair, 0x01 | 0x02)
+    assert event.caps_ex == CapsEx.RECONNECT | CapsEx.MULTITRACK
+    assert pair.server.supports_reconnect
+    [(_, _, props, _), *_] = pair.commands()
+    assert isinstance(props, dict) and props["capsEx"] == float(CapsEx.RECONNECT)
+
+
+@pytest.mark.parametrize("caps_ex", [None, 0.0, 2.0, "1", True, -1.0, float("nan"), 2.0**40])
+def test_without_the_reconnect_bit_the_client_is_not_reconnect_capable(
+        caps_ex: AmfValue) -> None:
+    pair = ConnectionPair()
+    _publish_with_caps(pair, caps_ex)
+    assert not pair.server.supports_reconnect
+
+
+def test_reconnect_request_is_an_on_status_on_stream_0() -> None:
+    pair = ConnectionPair()
+    _publish_with_caps(pair, 1.0)
+    pair.take()
+    pair.server.request_reconnect("rtmp://ingest.example.com/live", "Node draining.")
+    pair.pump()
+    [m] = pair.take()
+    assert (m.type_id, m.stream_id) == (MessageType.COMMAND_AMF0, 0)
+    # "onStatus", transaction id 0, null command object, then the info object
+    assert m.payload.startswith(b"\x02\x00\x08onStatus" + b"\x00" + bytes(8) + b"\x05\x03")
+    assert amf0.decode_all(m.payload) == ["onStatus", 0.0, None, {
+        "level": "status", "code": "NetConnection.Connect.ReconnectRequest",
+        "description": "Node draining.", "tcUrl": "rtmp://ingest.example.com/live"}]
+    assert pair.server.reconnect_requested
+    assert state(pair) is State.PUBLISHING  # the client closes when it has moved
+
+
+def test_reconnect_request_before_connect_is_a_local_error() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    with pytest.raises(LocalProtocolError):
+        pair.server.request_reconnect("rtmp://x/live")
 
 
 def test_full_publish_flow_like_ffmpeg() -> None:
