@@ -151,8 +151,10 @@ class IngestNode:
                                         pipeline=pipeline, registry=s.registry)
         self.server = IngestServer(settings, self.manager)
         self.agent = NodeAgent(settings, s.live,
-                               active_broadcasts=lambda: self.server.active_publishers)
+                               active_broadcasts=lambda: self.server.active_publishers,
+                               reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
+        self.agent.on_drain(self.request_reconnects)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.
         await self.manager.start()
@@ -164,6 +166,55 @@ class IngestNode:
 
     async def _stop_server(self) -> None:
         await self.server.stop(grace_s=self.draining_grace_s)
+
+    def request_reconnects(self) -> int:
+        """Ask every E-RTMP v2 reconnect-capable publisher to reconnect through the
+        load-balanced URL (an active node); returns how many were asked."""
+        url = self.services.settings.effective_public_rtmp_url
+        asked = int(self.server.request_reconnect(url))
+        logger.info("reconnect requests sent", extra={
+            "publishers": self.server.active_publishers, "asked": asked, "tc_url": url})
+        return asked
+
+    async def drain(self) -> None:
+        """Go draining now, as if the scheduler ordered it: admission refuses new
+        publishes, capable publishers get a reconnect request, and the agent heartbeats
+        ``draining`` at once."""
+        from scheduler.agent import DRAIN
+
+        await self.agent._apply(DRAIN)  # noqa: SLF001 -- the agent has no public drain()
+        try:
+            await self.agent.beat()
+        except Exception:  # the live state may blip; the agent's loop beats again
+            logger.exception("draining heartbeat failed")
+
+    async def shutdown(self, timeout_s: float, abort: asyncio.Event | None = None) -> int:
+        """Graceful stop (SIGTERM): drain, then wait up to ``timeout_s`` (or until
+        ``abort`` is set) for the broadcasts to end. Returns how many publishers were
+        still on when the wait ended -- :meth:`stop` cuts them."""
+        await self.drain()
+        waiting = int(self.server.active_publishers)
+        if waiting:
+            logger.info(f"draining: waiting for {waiting} broadcast(s) to end, up to "
+                        f"{timeout_s:g} s", extra={"broadcasts": waiting,
+                                                   "stop_timeout_s": timeout_s})
+            waiter = self.server.wait_for_publishers(timeout_s)
+            if abort is None:
+                await waiter
+            else:
+                await first_completed(waiter, abort.wait())
+        left = int(self.server.active_publishers)
+        if left:
+            reason = "second stop signal" if abort is not None and abort.is_set() \
+                else "stop timeout"
+            logger.warning(f"{reason}: cutting {left} broadcast(s) still publishing",
+                           extra={"broadcasts": left, "reason": reason,
+                                  "stop_timeout_s": timeout_s})
+        elif waiting:
+            logger.info("draining: every broadcast ended", extra={"broadcasts": waiting})
+        # What is left is cut now: no further grace when the node stops.
+        self.draining_grace_s = 0.0
+        return left
 
     @property
     def rtmp_port(self) -> int:
@@ -302,6 +353,34 @@ class EmbeddedPlatform:
 
 # --- process entry points ---------------------------------------------------------------
 
+class StopSignals:
+    """Counts SIGINT/SIGTERM: ``first`` is set on the first, ``second`` on another."""
+
+    def __init__(self) -> None:
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.first.is_set():
+            logger.warning("second stop signal: stopping now", extra={"signal": sig.name})
+            self.second.set()
+        else:
+            logger.info("stop signal", extra={"signal": sig.name})
+            self.first.set()
+
+    def __enter__(self) -> StopSignals:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.remove_signal_handler(sig)
+
+
 async def wait_for_stop_signal() -> None:
     """Returns on the first SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -360,7 +439,13 @@ async def _ingest_process(settings: Settings) -> AsyncIterator[IngestNode]:
 
 def run_ingest(settings: Settings) -> int:
     """``castway ingest``: an RTMP ingest node of the distributed mode, with /healthz,
-    /readyz and /metrics on the HTTP port."""
+    /readyz and /metrics on the HTTP port.
+
+    SIGTERM (ECS, compose) is graceful: the node drains at once (new publishes are
+    refused, reconnect-capable publishers are asked to move), waits up to
+    ``settings.stop_timeout_s`` for its broadcasts to end, cuts what is left and exits 0.
+    A second SIGTERM/SIGINT stops at once. (``castway serve`` is interactive: Ctrl-C
+    stops it promptly, without this wait.)"""
     configure_logging(settings.log_level, settings.log_json)
 
     async def main() -> None:
@@ -374,10 +459,14 @@ def run_ingest(settings: Settings) -> int:
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
                                                  "http_port": http.port})
             try:
-                # SIGTERM (ECS, compose) or the scheduler's "stop" once the node drained
-                await first_completed(wait_for_stop_signal(), node.agent.stopped.wait())
+                with StopSignals() as signals:
+                    # SIGTERM (ECS, compose) or the scheduler's "stop" once the node drained
+                    await first_completed(signals.first.wait(), node.agent.stopped.wait())
+                    if signals.first.is_set() and not node.agent.stopped.is_set():
+                        await node.shutdown(settings.stop_timeout_s, abort=signals.second)
             finally:
                 await http.stop()
+            logger.info("ingest node stopping")
 
     return _run(main())
 
