@@ -39,7 +39,8 @@ Put = Callable[[str, bytes], Awaitable[None]]
 
 class BroadcastSink:
     def __init__(self, broadcast_id: str, settings: Settings, live: LiveState,
-                 put_storage: Put, *, now: Callable[[], datetime] | None = None) -> None:
+                 put_storage: Put, *, now: Callable[[], datetime] | None = None,
+                 on_segment_latency: Callable[[float], None] | None = None) -> None:
         self.broadcast_id = broadcast_id
         self.settings = settings
         self.live = live
@@ -56,6 +57,13 @@ class BroadcastSink:
                                * (settings.live_window_segments + 1))
         self.segments = 0
         self._anchor: tuple[float, datetime] | None = None
+        # Ingest arrival of the broadcast's first keyframe: the wall clock of the first
+        # segment's start (glass time). After a break the child restarts at a keyframe
+        # that arrived earlier than the sink learns of the break, so breaks re-anchor by
+        # the first segment's duration instead.
+        self._keyframe_arrival: datetime | None = None
+        self._anchored_once = False
+        self._on_segment_latency = on_segment_latency
 
     def _log(self, rendition: str) -> RenditionLog:
         log = self.logs.get(rendition)
@@ -99,14 +107,27 @@ class BroadcastSink:
         await self.live.append_segment_log(self.broadcast_id, rendition, segment)
         self.segments += 1
         await self._publish_window(rendition, log, segment.msn, None)
+        if self._on_segment_latency is not None:
+            end = segment.program_date_time + timedelta(seconds=duration_s)
+            self._on_segment_latency(max(0.0, (self._now() - end).total_seconds()))
         await self._maybe_update_broadcast(rendition, log)
+
+    def note_keyframe_arrival(self) -> None:
+        """Ingest handed over a keyframe now: the first one is where the broadcast's
+        first segment starts."""
+        if not self._anchored_once and self._keyframe_arrival is None:
+            self._keyframe_arrival = self._now()
 
     def _wall_clock_at(self, start_pts_s: float, duration_s: float) -> datetime:
         """EXT-X-PROGRAM-DATE-TIME of a segment starting at ``start_pts_s``: one anchor
         for every rendition (so the same instant has the same date in all of them), set
-        by the first segment after a start or a break, whose start was ``duration_s`` ago."""
+        by the first segment after a start or a break at the ingest arrival of its first
+        keyframe (else: its start was ``duration_s`` ago)."""
         if self._anchor is None:
-            self._anchor = (start_pts_s, self._now() - timedelta(seconds=duration_s))
+            start = self._keyframe_arrival or self._now() - timedelta(seconds=duration_s)
+            self._anchor = (start_pts_s, start)
+            self._keyframe_arrival = None
+            self._anchored_once = True
         anchor_pts, anchor_time = self._anchor
         return anchor_time + timedelta(seconds=start_pts_s - anchor_pts)
 

@@ -33,7 +33,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from castway.live.base import LiveState
 from castway.media import MediaKind, MediaPacket
@@ -56,6 +56,10 @@ FINISH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
 
 
+# Glass-to-glass (ingest -> segment available): a segment's duration plus the pipeline.
+GLASS_TO_GLASS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0)
+
+
 @dataclass(frozen=True, slots=True)
 class TranscoderMetrics:
     restarts: Counter
@@ -64,6 +68,8 @@ class TranscoderMetrics:
     lag: Gauge
     segments: Counter
     running: Gauge
+    fps: Gauge
+    glass_to_glass: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TranscoderMetrics:
@@ -82,6 +88,12 @@ class TranscoderMetrics:
                              registry=registry),
             running=Gauge("castway_transcoder_running", "Transcoder processes running",
                           registry=registry),
+            fps=Gauge("castway_transcoder_fps", "Source video frames per second processed, "
+                      "summed over running transcoders", registry=registry),
+            glass_to_glass=Histogram(
+                "castway_glass_to_glass_seconds", "From the last frame of a segment "
+                "arriving at ingest to the segment being available in the live state",
+                buckets=GLASS_TO_GLASS_BUCKETS, registry=registry),
         )
 
 
@@ -131,7 +143,8 @@ class TranscoderSupervisor:
             logger.error("storage put failed", extra={"key": key, "error": str(exc)})
 
     async def start(self, broadcast: Broadcast) -> BroadcastTranscoder:
-        sink = BroadcastSink(broadcast.id, self.settings, self.live, self._put_storage)
+        sink = BroadcastSink(broadcast.id, self.settings, self.live, self._put_storage,
+                             on_segment_latency=self.metrics.glass_to_glass.observe)
         transcoder = BroadcastTranscoder(broadcast, pipeline_config(self.settings, broadcast),
                                          sink, self)
         await transcoder.start()
@@ -145,6 +158,7 @@ class TranscoderSupervisor:
 
     def _refresh_gauges(self) -> None:
         self.metrics.lag.set(max((t.lag_s for t in self.running.values()), default=0.0))
+        self.metrics.fps.set(sum(t.fps for t in self.running.values()))
         self.metrics.dropped_frames.set(sum(t.dropped_frames for t in self.running.values()))
 
     async def close(self) -> None:
@@ -183,6 +197,8 @@ class BroadcastTranscoder:
         self.dropped_packets = 0
         self.dropped_frames = 0
         self.lag_s = 0.0
+        self.fps = 0.0
+        self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
 
     # --- BroadcastMedia ------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
@@ -195,6 +211,8 @@ class BroadcastTranscoder:
                 self._drop(packet)
                 return
             self._skip_video = False
+            if packet.is_keyframe:
+                self.sink.note_keyframe_arrival()
         try:
             self._queue.put_nowait(("packet", packet))
         except asyncio.QueueFull:
@@ -346,6 +364,11 @@ class BroadcastTranscoder:
     async def _stats(self, stats: dict[str, Any]) -> None:
         self.lag_s = float(stats.get("lag_s", 0.0))
         self.dropped_frames = int(stats.get("dropped_frames", 0))
+        now, frames = time.monotonic(), int(stats.get("video_packets", 0))
+        if self._fps_sample is not None and now > self._fps_sample[0] \
+                and frames >= self._fps_sample[1]:
+            self.fps = (frames - self._fps_sample[1]) / (now - self._fps_sample[0])
+        self._fps_sample = (now, frames)
         self.supervisor._refresh_gauges()
         await self._put_stats()
 

@@ -4,7 +4,7 @@ segments after a crash, MPEG-TS without parts, renditions on the live Broadcast.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -106,3 +106,24 @@ async def test_mpegts_has_no_parts_and_no_init(live: MemoryLiveState, tmp_path: 
     assert [s.msn for s in window.segments] == [2, 3, 4]
     assert window.parts == () and window.preload_hint is None and window.init_key is None
     assert stored.keys == [f"broadcasts/b/720p/{n}.ts" for n in range(5)]
+
+
+async def test_program_date_time_is_the_ingest_arrival_of_the_first_keyframe_and_glass_to_glass_is_observed(  # noqa: E501
+        live: MemoryLiveState, tmp_path: Path) -> None:
+    clock = [T0]
+    latencies: list[float] = []
+    settings = Settings(data_dir=tmp_path, live_window_segments=3)
+    sink = BroadcastSink("b", settings, live, Stored().put, now=lambda: clock[0],
+                         on_segment_latency=latencies.append)
+    await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
+                                          None))
+    sink.note_keyframe_arrival()  # the first keyframe reaches ingest at T0
+    clock[0] = T0 + timedelta(seconds=1)
+    sink.note_keyframe_arrival()  # later keyframes don't move the anchor
+    await sink.on_output(InitOut("source", b"init"))
+    clock[0] = T0 + timedelta(seconds=2.4)  # the 2 s segment is out 0.4 s after its end
+    await sink.on_output(SegmentOut("source", 2.0, 10.0, b"seg0", 0))
+    window = await live.get_window("b", "source")
+    assert window is not None
+    assert window.segments[0].program_date_time == T0
+    assert latencies == [pytest.approx(0.4)]
