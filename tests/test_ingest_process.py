@@ -1,7 +1,9 @@
-"""`castway ingest` as ECS runs it: a real process (Redis live state, SQLite catalog, file
-storage) fed by a real ffmpeg publisher. SIGTERM drains: new publishes are refused, the
-running broadcast goes on to its end, and the process exits 0 after it -- or, past
-``stop_timeout_s``, cuts what is left and says so. A second signal stops at once."""
+"""The ingest node's stop: an IngestNode drained by the scheduler asks E-RTMP v2
+reconnect-capable publishers to move to the load-balanced URL; and `castway ingest` as
+ECS runs it, a real process (Redis live state, SQLite catalog, file storage) fed by a
+real ffmpeg publisher. SIGTERM drains: new publishes are refused, the running broadcast
+goes on to its end, and the process exits 0 after it -- or, past ``stop_timeout_s``,
+cuts what is left and says so. A second signal stops at once."""
 
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from castway.keys import hash_stream_key
 from castway.live import open_live_state
-from castway.model import Node, NodeState
+from castway.model import Channel, Node, NodeState, StreamKey
+from castway.serve import IngestNode, Services
 from castway.settings import Settings
+from tests.ingest.reconnect_client import ReconnectingPublisher
 from tests.support import free_port, make_test_media, require_tool, wait_for_port
 
 
@@ -221,3 +226,37 @@ def test_a_second_signal_stops_at_once(
         assert node.log.has("second stop signal: cutting 1 broadcast(s)")
     finally:
         node.stop()
+
+
+async def test_a_drained_node_asks_reconnect_capable_publishers_to_move(
+        tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", rtmp_port=port,
+                        transcode=False, node_id="node-x", reconnect_grace_s=30.0,
+                        heartbeat_ttl_s=1.5,  # the agent reads its commands every 0.5 s
+                        public_rtmp_url=f"rtmp://127.0.0.1:{port}/live")
+    services = Services.open(settings)
+    services.catalog.create_channel(Channel("alpha"))
+    services.catalog.add_stream_key(StreamKey("alpha", hash_stream_key("cw_alpha-key")))
+    node = IngestNode(services)
+    await node.start()
+    pub = ReconnectingPublisher("cw_alpha-key")
+    try:
+        await pub.start(f"rtmp://127.0.0.1:{node.rtmp_port}/live")
+        await pub.send_frame()
+        broadcast_id = node.manager.broadcast_id("alpha")
+        assert broadcast_id is not None
+        assert node.agent.snapshot().reconnectable == 1  # what the scheduler sees
+
+        await services.live.set_node_command("node-x", "drain")  # the scheduler's order
+        assert await pub.wait_for_reconnect_request() == settings.effective_public_rtmp_url
+        assert node.agent.state is NodeState.DRAINING
+        # Here the "load balancer" is this node again: back within the grace window,
+        # the same broadcast continues (only new broadcasts are refused while draining).
+        await pub.send_frame()
+        assert node.manager.broadcast_id("alpha") == broadcast_id
+        assert node.server.active_publishers == 1
+    finally:
+        await pub.close()
+        await node.stop()
+        await services.close()
