@@ -128,7 +128,10 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
         },
     )
     resources = _Resources(settings)
-    retry_opts: dict[str, Any] = {"bind": True, "autoretry_for": TRANSIENT,
+    # shared=False: a shared task (Celery's default) is registered on every app finalized
+    # later in the process, so a second app would keep the first app's callables (and its
+    # settings and resources) under these names and warn DuplicateTaskNameWarning.
+    retry_opts: dict[str, Any] = {"bind": True, "shared": False, "autoretry_for": TRANSIENT,
                                   "retry_backoff": True,
                                   "retry_backoff_max": RETRY_BACKOFF_MAX_S,
                                   "retry_jitter": True}
@@ -168,7 +171,8 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
     def make_thumbnails(self: Any, broadcast_id: str) -> int:
         return resources.run(lambda ctx: tasks.make_thumbnails(ctx, broadcast_id))
 
-    @app.task(name=svc.TASK_REFRESH_POSTERS, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=svc.TASK_REFRESH_POSTERS, ignore_result=True,
+              shared=False)  # type: ignore[untyped-decorator]
     def refresh_posters() -> int:
         return resources.run(svc.refresh_posters)
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,22 @@ def test_the_app_acks_late_retries_with_backoff_and_schedules_expiry(tmp_path: P
         assert task.retry_backoff and task.retry_jitter and task.autoretry_for
     schedule = app.conf.beat_schedule
     assert any(entry["task"] == TASK_EXPIRE_VODS for entry in schedule.values())
+
+
+def test_two_apps_in_one_process_each_keep_their_own_tasks(tmp_path: Path) -> None:
+    from celery.app.task import Task
+
+    settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = make_celery(settings, listen=False)
+        first.finalize()
+        second = make_celery(settings, listen=False)
+        second.finalize()
+    for name in (TASK_MAKE_VOD, TASK_VERIFY_VOD, TASK_EXPIRE_VODS):
+        mine: Task[Any, Any] = second.tasks[name]
+        assert mine is not first.tasks[name]
+        assert mine.app is second
 
 
 def test_without_a_broker_there_is_no_celery_app(tmp_path: Path) -> None:
