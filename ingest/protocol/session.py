@@ -400,7 +400,8 @@ class ServerSession:
             raw_caps = params.get("capsEx")
             self._offered_caps_ex = raw_caps is not None
             self.caps_ex = CapsEx(int(raw_caps) & 0xFFFFFFFF) \
-                if isinstance(raw_caps, float | int) and raw_caps == raw_caps \
+                if isinstance(raw_caps, float | int) and not isinstance(raw_caps, bool) \
+                and raw_caps == raw_caps \
                 and 0 <= raw_caps < 2**32 else CapsEx(0)
             self._connect_tid = cmd.transaction_id
             events.append(ConnectRequested(
