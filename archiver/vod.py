@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from castway.hls.playlist import PlaylistType, render_master_playlist, render_media_playlist
-from castway.live.base import RenditionWindow
+from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import Rendition, Segment
 
 logger = logging.getLogger(__name__)
@@ -98,12 +98,10 @@ def vod_window(log: Sequence[Segment], *, target_duration_s: float) -> Rendition
     if not segments:
         return RenditionWindow(segments=(), next_msn=0, target_duration_s=target_duration_s,
                                ended=True)
-    first = segments[0]
-    if first.discontinuity:
-        segments[0] = replace(first, discontinuity=False)
-    return RenditionWindow(segments=tuple(segments), next_msn=segments[-1].msn + 1,
+    kept, discontinuity_seq = playlist_segments(segments)
+    return RenditionWindow(segments=kept, next_msn=kept[-1].msn + 1,
                            target_duration_s=target_duration_s,
-                           discontinuity_seq=first.discontinuity_seq, ended=True)
+                           discontinuity_seq=discontinuity_seq, ended=True)
 
 
 def uri_resolver(playlist_key: str) -> Callable[[str], str]:

@@ -31,7 +31,7 @@ from castway.hls.playlist import (
     rendition_report,
     target_duration,
 )
-from castway.live.base import RenditionWindow
+from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import Broadcast, BroadcastState, Visibility, VodState
 from castway.storage.base import content_type_for
 from origin.context import Ctx, OriginContext, Rendered
@@ -222,11 +222,12 @@ async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> 
             kept += log[start].duration_s
         log = log[start:]
     live_window = await ctx.live.get_window(broadcast.id, rendition)
+    segments, discontinuity_seq = playlist_segments(log)
     window = RenditionWindow(
-        segments=tuple(log), next_msn=log[-1].msn + 1,
+        segments=segments, next_msn=log[-1].msn + 1,
         target_duration_s=(live_window.target_duration_s if live_window
                            else ctx.settings.target_segment_s),
-        init_key=log[-1].init_key, discontinuity_seq=log[0].discontinuity_seq,
+        init_key=log[-1].init_key, discontinuity_seq=discontinuity_seq,
         ended=bool(live_window and live_window.ended))
     text = render_media_playlist(
         window, uri_for_key=media_uri(broadcast.id, 2),

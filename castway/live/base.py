@@ -12,8 +12,8 @@ log of each rendition (for time-shift and instant VOD), and events (pub/sub).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from castway.model import Broadcast, Node, Part, Segment
@@ -45,6 +45,23 @@ class RenditionWindow:
     init_key: str | None = None
     discontinuity_seq: int = 0  # EXT-X-DISCONTINUITY-SEQUENCE of segments[0]
     ended: bool = False  # EXT-X-ENDLIST
+
+
+def playlist_segments(segments: Sequence[Segment]) -> tuple[tuple[Segment, ...], int]:
+    """``segments`` (oldest first) as a playlist that starts with the first of them, and
+    that playlist's EXT-X-DISCONTINUITY-SEQUENCE.
+
+    A segment's ``discontinuity_seq`` already counts its own discontinuity, so the playlist
+    takes the first segment's; a discontinuity flag on that first segment would make a
+    client count the same break a second time, so it is dropped. The archived VOD and the
+    origin's time-shift (DVR) playlist both cut the segment log with this.
+    """
+    if not segments:
+        return (), 0
+    first = segments[0]
+    if not first.discontinuity:
+        return tuple(segments), first.discontinuity_seq
+    return (replace(first, discontinuity=False), *segments[1:]), first.discontinuity_seq
 
 
 # Event topics (payloads are JSON-able dicts):

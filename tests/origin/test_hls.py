@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import httpx
 import m3u8
@@ -271,6 +272,23 @@ async def test_dvr_playlist_covers_the_whole_broadcast(client: httpx.AsyncClient
     assert parsed.playlist_type == "event"
     assert len(parsed.segments) == 5
     assert len([s for s in m3u8.loads(live_text).segments if s.uri]) == 2
+
+
+async def test_dvr_playlist_starting_at_a_discontinuity_counts_it_once(
+        client: httpx.AsyncClient, feeder: LiveFeeder, live: MemoryLiveState) -> None:
+    # The publisher reconnected just before the log's first segment: that segment carries
+    # the discontinuity (and its sequence number already counts it).
+    await feeder.push_segments(3)
+    log = await live.segment_log(feeder.broadcast_id, feeder.rendition)
+    await live.drop_segment_log(feeder.broadcast_id)
+    for index, segment in enumerate(log):
+        await live.append_segment_log(feeder.broadcast_id, feeder.rendition, replace(
+            segment, discontinuity=index == 0, discontinuity_seq=1))
+    dvr = (await client.get("/hls/demo/360p/dvr.m3u8")).text
+    assert validate_playlist(dvr) == []
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:1\n" in dvr
+    assert "#EXT-X-DISCONTINUITY\n" not in dvr
+    assert len(m3u8.loads(dvr).segments) == 3
 
 
 async def test_vod_is_served_from_storage(client: httpx.AsyncClient, catalog: SqlCatalog,
