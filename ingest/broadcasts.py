@@ -387,14 +387,17 @@ class BroadcastManager:
             except Exception:
                 logger.exception("media pipeline finish failed", extra=fields)
         try:
-            current = await self.live.get_broadcast(entry.broadcast_id)
-            if current is None:
+            # Atomic: the transcoder may be recording renditions at this very moment.
+            ended_at = utcnow()
+            ended = await self.live.update_broadcast(
+                entry.broadcast_id, state=BroadcastState.ENDED, ended_at=ended_at)
+            if ended is None:
                 current = await asyncio.to_thread(self.catalog.get_broadcast,
                                                   entry.broadcast_id)
-            if current is not None:
-                ended = dataclasses.replace(current, state=BroadcastState.ENDED,
-                                            ended_at=utcnow())
-                await self.live.put_broadcast(ended)
+                if current is not None:
+                    ended = dataclasses.replace(current, state=BroadcastState.ENDED,
+                                                ended_at=ended_at)
+            if ended is not None:
                 await asyncio.to_thread(self.catalog.save_broadcast, ended)
             await self.live.release_claim(entry.channel, entry.owner)
             await self.live.publish(BROADCASTS_TOPIC, {"type": "ended",
@@ -410,11 +413,13 @@ class BroadcastManager:
         if merged == entry.source:
             return
         entry.source = merged
-        current = await self.live.get_broadcast(entry.broadcast_id)
-        if current is None or entry.ended:
+        if entry.ended:
             return
-        updated = dataclasses.replace(current, source=_merge(current.source, merged))
-        await self.live.put_broadcast(updated)
+        # entry.source accumulates every source update of this broadcast (only this
+        # manager writes it); the atomic update keeps the transcoder's renditions.
+        updated = await self.live.update_broadcast(entry.broadcast_id, source=merged)
+        if updated is None or entry.ended:  # ended meanwhile: the end saves the catalog
+            return
         await asyncio.to_thread(self.catalog.save_broadcast, updated)
 
     async def publish_stats(self) -> None:

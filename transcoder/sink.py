@@ -15,7 +15,6 @@ is lost; the next segment carries EXT-X-DISCONTINUITY.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -159,11 +158,8 @@ class BroadcastSink:
         return tuple(out)
 
     async def _update_broadcast(self) -> None:
-        broadcast = await self.live.get_broadcast(self.broadcast_id)
-        if broadcast is None:
-            return
-        await self.live.put_broadcast(dataclasses.replace(broadcast,
-                                                          renditions=self.renditions()))
+        # Atomic: ingest updates the same broadcast (source info, its end) concurrently.
+        await self.live.update_broadcast(self.broadcast_id, renditions=self.renditions())
 
     async def discontinuity(self) -> None:
         """The child flushed for a publisher reconnect: the next segments follow a break."""

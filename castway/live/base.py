@@ -64,6 +64,15 @@ def playlist_segments(segments: Sequence[Segment]) -> tuple[tuple[Segment, ...],
     return (replace(first, discontinuity=False), *segments[1:]), first.discontinuity_seq
 
 
+def updated_broadcast(broadcast: Broadcast, changes: dict[str, Any]) -> Broadcast:
+    """``broadcast`` with ``changes`` (for ``LiveState.update_broadcast`` implementations):
+    :class:`TypeError` for an unknown field or a change of ``id`` or ``channel``."""
+    for name in ("id", "channel"):
+        if name in changes and changes[name] != getattr(broadcast, name):
+            raise TypeError(f"update_broadcast cannot change a broadcast's {name}")
+    return replace(broadcast, **changes)
+
+
 # Event topics (payloads are JSON-able dicts):
 #   "broadcasts"                    {"type": "started"|"ended"|"failed"|"resumed",
 #                                     "broadcast_id", "channel"}
@@ -110,6 +119,15 @@ class LiveState(Protocol):
     # --- live broadcasts -------------------------------------------------------------
     async def put_broadcast(self, broadcast: Broadcast) -> None: ...
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None: ...
+    async def update_broadcast(self, broadcast_id: str, **changes: Any) -> Broadcast | None:
+        """Atomically replace fields of the stored broadcast (``dataclasses.replace``
+        semantics) and return the result; None (nothing written) when it is not stored.
+
+        Concurrent updates of different fields never lose each other, unlike
+        ``get_broadcast`` + ``put_broadcast``. ``id`` and ``channel`` cannot change;
+        an unknown field raises :class:`TypeError`.
+        """
+
     async def live_broadcast(self, channel: str) -> Broadcast | None:
         """The channel's current broadcast (state live), if any."""
 

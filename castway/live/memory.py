@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from castway.live.base import LiveStateError, RenditionWindow
+from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
 
@@ -106,6 +106,16 @@ class MemoryLiveState:
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
         self._check_open()
         return self._broadcasts.get(broadcast_id)
+
+    async def update_broadcast(self, broadcast_id: str, **changes: Any) -> Broadcast | None:
+        self._check_open()
+        current = self._broadcasts.get(broadcast_id)
+        if current is None:
+            return None
+        # No await between the read and the write: atomic within the event loop.
+        updated = updated_broadcast(current, changes)
+        self._broadcasts[broadcast_id] = updated
+        return updated
 
     async def live_broadcast(self, channel: str) -> Broadcast | None:
         self._check_open()

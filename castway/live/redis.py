@@ -41,9 +41,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
-from castway.live.base import LiveStateError, RenditionWindow
+from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
 from castway.live.memory import broadcast_media_prefix
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
@@ -61,6 +61,9 @@ PUBSUB_HEALTH_INTERVAL_S = 15.0
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 DELETE_BATCH = 500
+# WATCH/MULTI rounds of update_broadcast before giving up (each lost round means another
+# writer changed the broadcasts hash in between, so progress is being made).
+UPDATE_ATTEMPTS = 100
 
 # Claim, or re-claim by the same owner (extends the TTL). Returns the other owner, if any.
 _CLAIM = """
@@ -226,6 +229,33 @@ class RedisLiveState:
         with self._errors("get_broadcast"):
             raw = await self._redis.hget(self._key("broadcasts"), broadcast_id)
         return None if raw is None else self._load(Broadcast, raw, "broadcast")
+
+    async def update_broadcast(self, broadcast_id: str, **changes: Any) -> Broadcast | None:
+        # Optimistic: WATCH the broadcasts hash, read, write in MULTI; a concurrent write
+        # to the hash aborts the transaction (WatchError) and the update is redone on
+        # what that writer stored.
+        key = self._key("broadcasts")
+        with self._errors("update_broadcast"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for _ in range(UPDATE_ATTEMPTS):
+                    try:
+                        await pipe.watch(key)
+                        raw = await pipe.hget(key, broadcast_id)
+                        if raw is None:
+                            await pipe.unwatch()
+                            return None
+                        updated = updated_broadcast(self._load(Broadcast, raw, "broadcast"),
+                                                    changes)
+                        pipe.multi()
+                        pipe.hset(key, broadcast_id, self._dump(updated))
+                        await pipe.execute()
+                        return updated
+                    except WatchError:
+                        continue
+                    finally:
+                        await pipe.reset()
+        raise LiveStateError(f"update_broadcast {broadcast_id}: still contended after "
+                             f"{UPDATE_ATTEMPTS} attempts")
 
     async def live_broadcast(self, channel: str) -> Broadcast | None:
         index = self._key("channel-broadcasts", channel)

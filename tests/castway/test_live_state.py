@@ -195,6 +195,39 @@ async def test_broadcast_round_trips_exactly(live: LiveState) -> None:
     assert await live.get_broadcast("missing") is None
 
 
+async def test_update_broadcast_replaces_only_the_given_fields(live: LiveState) -> None:
+    assert await live.update_broadcast("missing", state=BroadcastState.ENDED) is None
+    assert await live.get_broadcast("missing") is None
+    await live.put_broadcast(broadcast("b1", source=SourceInfo(video_codec="h264")))
+    ended = await live.update_broadcast("b1", state=BroadcastState.ENDED, ended_at=T0)
+    assert ended == broadcast("b1", source=SourceInfo(video_codec="h264"),
+                              state=BroadcastState.ENDED, ended_at=T0)
+    assert await live.get_broadcast("b1") == ended
+    for bad in ({"nonsense": 1}, {"id": "b2"}, {"channel": "bob"}):
+        with pytest.raises(TypeError):
+            await live.update_broadcast("b1", **bad)
+    assert await live.get_broadcast("b1") == ended
+
+
+async def test_concurrent_updates_of_different_fields_all_land(live: LiveState) -> None:
+    # The transcoder records renditions while ingest records the source and the end:
+    # with get + put one of them would overwrite the other.
+    renditions = (Rendition("source", 1280, 720, 30.0, None), Rendition("360p", 640, 360,
+                                                                        30.0, 800.0))
+    source = SourceInfo(video_codec="h264", audio_codec="aac", width=1280, height=720)
+    for round_ in range(20):
+        bid = f"b{round_}"
+        await live.put_broadcast(broadcast(bid))
+        await asyncio.gather(
+            live.update_broadcast(bid, source=source),
+            live.update_broadcast(bid, state=BroadcastState.ENDED, ended_at=T0),
+            live.update_broadcast(bid, renditions=renditions),
+            live.put_broadcast(broadcast(f"other{round_}", "bob")))
+        assert await live.get_broadcast(bid) == broadcast(
+            bid, renditions=renditions, source=source, state=BroadcastState.ENDED,
+            ended_at=T0)
+
+
 async def test_live_broadcast_is_the_channels_current_live_one(live: LiveState) -> None:
     assert await live.live_broadcast("alice") is None
     first = broadcast("b1", "alice")
