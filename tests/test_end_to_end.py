@@ -85,7 +85,8 @@ def _check_live_metrics(samples: Samples) -> None:
     assert _value(samples, "castway_origin_blocked_reloads") >= 0
     # scheduler: the embedded node is a fleet of one
     states = {lbl["state"]: v for lbl, v in samples["castway_scheduler_nodes"]}
-    assert sum(states.values()) >= 1, states
+    assert states.get("active") == 1, states
+    assert set(states) >= {"starting", "active", "draining", "stopped", "lost"}, states
 
 
 async def test_publish_watch_live_then_watch_the_vod(tmp_path: Path) -> None:
