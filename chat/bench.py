@@ -21,7 +21,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,25 +34,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from castway.benchkit import free_port, wait_for_port
+
 START_TIMEOUT_S = 30.0
 RECV_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -76,7 +60,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
                              "--save", "", "--appendonly", "no", "--dir", str(workdir)],
                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, proc, START_TIMEOUT_S)
+        wait_for_port(port, timeout_s=START_TIMEOUT_S, proc=proc)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         _stop(proc)
@@ -101,7 +85,7 @@ def chat_servers(count: int, redis_url: str, workdir: Path, *,
                 stdin=subprocess.DEVNULL))
             log.close()
             urls.append(f"http://127.0.0.1:{port}")
-            _wait_for_port(port, procs[-1], START_TIMEOUT_S)
+            wait_for_port(port, timeout_s=START_TIMEOUT_S, proc=procs[-1])
         yield urls
     finally:
         for proc in procs:

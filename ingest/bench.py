@@ -6,7 +6,7 @@ of a generated clip). The server runs in its own process; we read its CPU second
 from /proc/PID/stat before and after. Bytes lost compares what the clients wrote (FLV
 bytes, from ffmpeg's ``-progress``) with what castway's handler received (payload plus
 the FLV tag overhead it stands for); for nginx only CPU is compared. nginx-rtmp is
-started with /work/shared/peers/nginx-rtmp.sh, which also turns HLS on (nginx does
+started with the shared folder's peers/nginx-rtmp.sh, which also turns HLS on (nginx does
 more work than castway's ingest with the transcoder off; noted in the output).
 
 On a small machine the ffmpeg clients themselves use a lot of CPU: keep durations short.
@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from castway.benchkit import NGINX_RTMP, free_port, peer_script
+from castway.benchkit import wait_for_port as wait_port
 from castway.media import MediaPacket
 from ingest.publish import PublishRequest
 
-NGINX_PEER_SCRIPT = Path("/work/shared/peers/nginx-rtmp.sh")
+NGINX_PEER_SCRIPT = peer_script(NGINX_RTMP)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # FLV tag overhead per media message: 11-byte tag header + 4-byte back pointer, plus the
 # codec header inside the body that MediaPacket.payload no longer has.
@@ -44,23 +45,6 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
 
 
 def make_clip(path: Path, *, seconds: float = 4.0, bitrate: str = "6M") -> Path:
@@ -189,6 +173,7 @@ def run_castway(n: int, clip: Path, duration: float, workdir: Path) -> RunResult
 def run_nginx(n: int, clip: Path, duration: float, workdir: Path) -> RunResult:
     port, http = free_port(), free_port()
     ndir = workdir / f"nginx-{n}"
+    assert NGINX_PEER_SCRIPT is not None
     subprocess.run(["bash", str(NGINX_PEER_SCRIPT), str(port), str(http), str(ndir)],
                    check=True, stdout=subprocess.DEVNULL)
     master = int((ndir / "nginx.pid").read_text())
@@ -247,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ffmpeg is required", file=sys.stderr)
         return 2
     counts = [int(c) for c in args.publishers.split(",") if c.strip()]
-    with_nginx = not args.no_nginx and NGINX_PEER_SCRIPT.exists()
+    with_nginx = not args.no_nginx and NGINX_PEER_SCRIPT is not None
     results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="castway-bench-") as tmp:
         workdir = Path(tmp)

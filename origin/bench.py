@@ -22,7 +22,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from castway.benchkit import free_port, wait_for_port
 
 BROADCAST_ID = "bench0001"
 CHANNEL = "bench"
@@ -44,23 +45,6 @@ class WrkResult:
     requests_per_s: float
     p99_ms: float
     transfer_per_s: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {port}")
 
 
 def _raise_fd_limit() -> None:
@@ -234,7 +218,7 @@ async def _bench(args: argparse.Namespace) -> int:
         for _ in range(3 * PARTS_PER_SEGMENT):
             await feeder.push_part()
 
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning", access_log=False,
                                                backlog=4096))
@@ -256,13 +240,13 @@ async def _bench(args: argparse.Namespace) -> int:
 
         async with httpx.AsyncClient(base_url=origin) as client:
             playlist_file.write_text((await client.get(playlist_path)).text)
-        nginx_port = _free_port()
+        nginx_port = free_port()
         conf = tmp / "nginx.conf"
         conf.write_text(NGINX_CONF.format(tmp=tmp, port=nginx_port, root=root))
         nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
         nginx = subprocess.Popen([nginx_bin, "-c", str(conf), "-p", str(tmp), "-e",
                                   str(tmp / "nginx-error.log")])
-        await asyncio.to_thread(_wait_port, nginx_port)
+        await asyncio.to_thread(wait_for_port, nginx_port)
         static = f"http://127.0.0.1:{nginx_port}"
 
         results: dict[str, Any] = {"segment_bytes": segment_file.stat().st_size,

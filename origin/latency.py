@@ -5,7 +5,7 @@ Method:
 
 1. A 720p30 H.264/AAC clip (keyframe every second, no B-frames) is made with the ffmpeg
    CLI. ``castway serve`` runs in a child process on free ports with a temporary data
-   directory; nginx-rtmp runs beside it (``/work/shared/peers/nginx-rtmp.sh``: 1 s
+   directory; nginx-rtmp runs beside it (the shared folder's ``peers/nginx-rtmp.sh``: 1 s
    fragments; override with ``--nginx-script``).
 2. One ``ffmpeg -re`` process publishes the clip to both servers at once (the tee muxer,
    stream copy). ``t0`` is the monotonic clock read just before that process is spawned,
@@ -42,7 +42,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,9 @@ from typing import Any
 
 import httpx
 
-NGINX_SCRIPT = Path("/work/shared/peers/nginx-rtmp.sh")
+from castway.benchkit import NGINX_RTMP, free_port, peer_script
+
+NGINX_SCRIPT = peer_script(NGINX_RTMP)
 NGINX_KEY = "latency"
 CHANNEL = "default"
 RENDITION = "source"
@@ -154,12 +155,6 @@ def _percentile(values: list[float], q: float) -> float:
     return values[rank]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _wait_for_port(port: int, timeout_s: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -206,7 +201,7 @@ class Castway:
 @contextlib.asynccontextmanager
 async def run_castway(workdir: Path) -> AsyncIterator[Castway]:
     """``castway serve`` in a child process; stopped with SIGINT (killed if it hangs)."""
-    rtmp_port, http_port = _free_port(), _free_port()
+    rtmp_port, http_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASTWAY_")}
     env["CASTWAY_RECONNECT_GRACE_S"] = "1"
     log = (workdir / "castway.log").open("wb")
@@ -253,7 +248,7 @@ async def run_castway(workdir: Path) -> AsyncIterator[Castway]:
 @contextlib.asynccontextmanager
 async def run_nginx(workdir: Path, script: Path) -> AsyncIterator[tuple[int, int]]:
     """nginx-rtmp from the peer script; yields (rtmp port, http port)."""
-    rtmp_port, http_port = _free_port(), _free_port()
+    rtmp_port, http_port = free_port(), free_port()
     directory = workdir / "nginx"
     result = await asyncio.to_thread(
         subprocess.run, ["sh", str(script), str(rtmp_port), str(http_port), str(directory)],
@@ -436,10 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=50.0,
                         help="polling interval of the standard HLS pollers")
     parser.add_argument("--no-nginx", action="store_true", help="castway only")
-    parser.add_argument("--nginx-script", default=str(NGINX_SCRIPT))
+    parser.add_argument("--nginx-script", default=str(NGINX_SCRIPT or ""))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if not args.no_nginx and not Path(args.nginx_script).exists():
+    if not args.no_nginx and not (args.nginx_script and Path(args.nginx_script).exists()):
         print(f"error: {args.nginx_script} not found (use --no-nginx)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="castway-latency-") as tmp:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from castway.benchkit import free_port, peer_script, wait_for_port
+
+__all__ = ["IN_CI", "free_port", "make_test_media", "require_peer_script",
+           "require_tool", "wait_for_port"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -28,25 +31,15 @@ def require_tool(name: str) -> str:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 15.0,
-                  proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until something accepts on host:port (a server we started is up)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
+def require_peer_script(name: str) -> Path:
+    """A reference peer's start script from the shared folder (skip locally, fail in CI)."""
+    path = peer_script(name)
+    if path is None:
+        message = f"peer script {name!r} not found beside the checkout (../shared/peers)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def make_test_media(path: Path, *, seconds: float = 4.0, width: int = 640, height: int = 360,

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from origin.latency import NGINX_SCRIPT, main
-from tests.support import require_tool
+from castway.benchkit import NGINX_RTMP
+from origin.latency import main
+from tests.support import require_peer_script, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -16,10 +17,9 @@ pytestmark = [pytest.mark.peer, pytest.mark.slow]
 def test_short_latency_run(capsys: pytest.CaptureFixture[str]) -> None:
     for tool in ("ffmpeg", "nginx"):
         require_tool(tool)
-    if not NGINX_SCRIPT.exists():
-        pytest.skip(f"{NGINX_SCRIPT} (the nginx-rtmp peer script) is not on this machine")
+    script = require_peer_script(NGINX_RTMP)
     assert main(["--seconds", "8", "--warmup", "0", "--width", "320", "--height", "180",
-                 "--json"]) == 0
+                 "--nginx-script", str(script), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     ll = report["castway-llhls"]
     assert ll["parts"] > 0 and ll["part_hold_back_s"] == pytest.approx(1.5)
