@@ -48,6 +48,8 @@ bench: install
 	$(BIN)/castway bench transcode
 	$(BIN)/castway bench origin
 	$(BIN)/castway bench archive
+	$(BIN)/castway bench latency
+	$(BIN)/python -m chat.bench --clients 1000
 	$(BIN)/castway scheduler simulate
 
 clean:
