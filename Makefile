@@ -49,7 +49,7 @@ bench: install
 	$(BIN)/castway bench origin
 	$(BIN)/castway bench archive
 	$(BIN)/castway bench latency
-	$(BIN)/python -m chat.bench --clients 1000
+	$(BIN)/castway bench chat --clients 1000
 	$(BIN)/castway scheduler simulate
 
 clean:

@@ -20,6 +20,7 @@ BENCHES = {
     "transcode": "transcoder.bench",
     "origin": "origin.bench",
     "archive": "archiver.bench",
+    "chat": "chat.bench",
     "latency": "origin.latency",
 }
 
