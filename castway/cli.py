@@ -202,9 +202,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         delegate: Callable[[list[str]], int] = importlib.import_module(DELEGATED[argv[0]]).main
         return delegate(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line of a non-delegated subcommand; ``castway worker`` hands options
+    it does not know to Celery (``--pool solo``, ``--concurrency 2``)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command != "worker":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.celery_args = [*unknown, *args.celery_args]
+    return args
 
 
 if __name__ == "__main__":

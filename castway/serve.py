@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from castway.bootstrap import (
     ensure_default_channel,
     load_or_create_secret,
 )
+from castway.health_http import Check, HealthApp, HealthServer
 from castway.logs import configure_logging
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
@@ -500,18 +501,63 @@ def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False
     """``castway worker``: a Celery worker running the archiver's tasks; with ``beat``
     it also runs the periodic schedule (retention, posters): exactly one worker of a
     deployment should. ``scheduler`` adds the fleet scheduler's tick to that schedule
-    (distributed mode without the Lambda or ``castway scheduler run``)."""
+    (distributed mode without the Lambda or ``castway scheduler run``). /healthz, /readyz
+    (broker, catalog, storage) and /metrics (task outcomes) listen on the HTTP port."""
     configure_logging(settings.log_level, settings.log_json)
-    from archiver.celery_app import make_celery
+    from archiver.celery_app import broker_url, make_celery
 
     app = make_celery(settings)
     if scheduler:
         from scheduler.beat import register
 
         register(app, settings)
-    app.worker_main(["worker", "--loglevel", settings.log_level,
-                     *(["--beat"] if beat else []), *celery_args])
+    services = Services.open(settings)
+    health = HealthServer(HealthApp(worker_checks(services, broker_url(settings)),
+                                    worker_metrics(services.registry)),
+                          settings.host, settings.http_port).start()
+    logger.info("worker health listening", extra={"http_port": health.port})
+    try:
+        app.worker_main(["worker", "--loglevel", settings.log_level,
+                         *(["--beat"] if beat else []), *celery_args])
+    finally:
+        health.close()
+        asyncio.run(services.close())
     return 0
+
+
+def worker_checks(services: Services, broker: str) -> dict[str, Check]:
+    """Readiness of a worker: its broker, the catalog and storage answer."""
+    import redis
+
+    def broker_ok() -> bool:
+        client = redis.Redis.from_url(broker, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    return {"broker": broker_ok, "catalog": services.catalog.ping,
+            "storage": services.storage.ping}
+
+
+def worker_metrics(registry: CollectorRegistry) -> CollectorRegistry:
+    """``castway_worker_tasks_total{task,outcome}`` from Celery's task signals."""
+    from celery.signals import task_failure, task_retry, task_success
+    from prometheus_client import Counter
+
+    tasks = Counter("castway_worker_tasks", "Archiver tasks run by this worker",
+                    ["task", "outcome"], registry=registry)
+
+    def counter(outcome: str) -> Callable[..., None]:
+        def count(sender: Any = None, request: Any = None, **_: Any) -> None:
+            name = getattr(sender, "name", None) or getattr(request, "task", None)
+            tasks.labels(task=str(name), outcome=outcome).inc()
+        return count
+
+    for signal_, outcome in ((task_success, "success"), (task_failure, "failure"),
+                             (task_retry, "retry")):
+        signal_.connect(counter(outcome), weak=False)
+    return registry
 
 
 if __name__ == "__main__":  # pragma: no cover

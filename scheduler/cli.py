@@ -10,6 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
+from castway.health_http import HealthApp, HealthServer
 from castway.settings import Settings
 
 
@@ -29,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--interval", type=float, default=None,
                            help="seconds between ticks (CASTWAY_SCHEDULER_INTERVAL_S)")
+            p.add_argument("--http-port", type=int, default=None,
+                           help="/healthz, /readyz, /metrics port (CASTWAY_HTTP_PORT)")
         else:
             p.add_argument("--json", action="store_true", help="print the tick as JSON")
     p = sub.add_parser("simulate", help="replay a day of broadcasts against the scheduler "
@@ -81,9 +86,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def live_ok() -> bool:  # called on the health server's thread
+        return asyncio.run_coroutine_threadsafe(live.ping(), loop).result(timeout=2)
+
+    registry = scheduler.metrics.registry if scheduler.metrics else CollectorRegistry()
+    port = args.http_port if args.http_port is not None else settings.http_port
+    health = HealthServer(HealthApp({"live": live_ok}, registry), settings.host, port).start()
     try:
         await scheduler.run(args.interval, stop)
     finally:
+        health.close()
         scheduler.backend.close()
         await scheduler.coordinator.close()
         await live.close()

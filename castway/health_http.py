@@ -1,0 +1,90 @@
+"""/healthz, /readyz and /metrics for processes that have no web app of their own (the
+Celery worker, ``castway scheduler run``): a small WSGI server on a daemon thread, so it
+answers even while the process's main thread belongs to Celery's or the scheduler's loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[], bool]
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+        return None  # health probes every few seconds would flood the logs
+
+
+@dataclass
+class HealthApp:
+    """The WSGI app: liveness, readiness over named checks, Prometheus text."""
+
+    checks: Mapping[str, Check]
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def failing(self) -> list[str]:
+        failing = []
+        for name, check in self.checks.items():
+            try:
+                ok = check()
+            except Exception:
+                logger.warning("readiness check failed", extra={"dependency": name},
+                               exc_info=True)
+                ok = False
+            if not ok:
+                failing.append(name)
+        return failing
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse
+                 ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        headers = [("Cache-Control", "no-store")]
+        if path == "/healthz":
+            status, body, ctype = "200 OK", b'{"status": "ok"}', "application/json"
+        elif path == "/readyz":
+            failing = self.failing()
+            status = "503 Service Unavailable" if failing else "200 OK"
+            body = json.dumps({"status": "unavailable" if failing else "ready",
+                               "failing": failing}).encode()
+            ctype = "application/json"
+        elif path == "/metrics":
+            status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
+        else:
+            status, body, ctype = "404 Not Found", b'{"detail": "not found"}', \
+                "application/json"
+        start_response(status, [("Content-Type", ctype),
+                                ("Content-Length", str(len(body))), *headers])
+        return [body]
+
+
+class HealthServer:
+    """Serves a :class:`HealthApp` on host:port (0: any free port) until ``close()``."""
+
+    def __init__(self, app: HealthApp, host: str, port: int) -> None:
+        self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="health-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
