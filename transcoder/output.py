@@ -62,13 +62,7 @@ class DirectoryOutput:
             log.mark_discontinuity()
 
     def renditions(self) -> list[Rendition]:
-        out = []
-        for name, info in self.infos.items():
-            log = self.logs[name]
-            out.append(Rendition(name, info.width, info.height, info.fps,
-                                 info.video_bitrate_kbps, info.codecs,
-                                 log.peak_bps or None, log.average_bps or None))
-        return out
+        return [self.logs[name].as_rendition(info) for name, info in self.infos.items()]
 
     def write_playlists(self) -> Path:
         for name, log in self.logs.items():

@@ -149,13 +149,7 @@ class BroadcastSink:
             await self._update_broadcast()
 
     def renditions(self) -> tuple[Rendition, ...]:
-        out = []
-        for name, info in self.infos.items():
-            log = self.logs[name]
-            out.append(Rendition(name, info.width, info.height, info.fps,
-                                 info.video_bitrate_kbps, info.codecs,
-                                 log.peak_bps or None, log.average_bps or None))
-        return tuple(out)
+        return tuple(self.logs[name].as_rendition(info) for name, info in self.infos.items())
 
     async def _update_broadcast(self) -> None:
         # Atomic: ingest updates the same broadcast (source info, its end) concurrently.

@@ -12,9 +12,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from castway.live.base import RenditionWindow
-from castway.model import Part, Segment
+from castway.model import Part, Rendition, Segment
+
+if TYPE_CHECKING:
+    from transcoder.pipeline import RenditionInfo
 
 
 def media_key(prefix: str, rendition: str, name: str) -> str:
@@ -146,6 +150,13 @@ class RenditionLog:
     @property
     def init(self) -> str | None:
         return self._init_key
+
+    def as_rendition(self, info: RenditionInfo) -> Rendition:
+        """The master playlist's entry for this rendition: what the pipeline announced,
+        with the bandwidth measured on the segments so far."""
+        return Rendition(info.name, info.width, info.height, info.fps,
+                         info.video_bitrate_kbps, info.codecs,
+                         self.peak_bps or None, self.average_bps or None)
 
     def window(self) -> RenditionWindow:
         segments = tuple(self._window)
