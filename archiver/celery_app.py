@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-EXPIRE_EVERY_S = 3600.0
-POSTERS_EVERY_S = 30.0
 RETRY_BACKOFF_MAX_S = 30
 MAKE_VOD_RETRIES = 10
 # A VOD waits for its segments while uploaders drain their spools after an outage:
@@ -121,10 +119,10 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
         timezone="UTC",
         beat_schedule={
             "castway-archiver-expire": {"task": svc.TASK_EXPIRE_VODS,
-                                        "schedule": EXPIRE_EVERY_S},
+                                        "schedule": svc.EXPIRE_INTERVAL_S},
             "castway-archiver-posters": {"task": svc.TASK_REFRESH_POSTERS,
-                                         "schedule": POSTERS_EVERY_S,
-                                         "options": {"expires": POSTERS_EVERY_S}},
+                                         "schedule": svc.POSTER_INTERVAL_S,
+                                         "options": {"expires": svc.POSTER_INTERVAL_S}},
         },
     )
     resources = _Resources(settings)
