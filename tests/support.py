@@ -5,17 +5,20 @@ In CI (``CI=true``) a missing tool or service is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from castway.benchkit import free_port, peer_script, wait_for_port
 
 __all__ = ["IN_CI", "free_port", "make_test_media", "require_peer_script",
-           "require_tool", "wait_for_port"]
+           "require_tool", "serve_app", "wait_for_port"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -29,6 +32,20 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
+    """``app`` under uvicorn (lifespan on) on 127.0.0.1:``port`` (0: a free one), the way
+    castway's processes run it (:class:`castway.serve.HttpServer`); yields its base URL."""
+    from castway.serve import HttpServer, bind_socket
+
+    http = HttpServer(app, bind_socket("127.0.0.1", port))
+    await http.start()
+    try:
+        yield f"http://127.0.0.1:{http.port}"
+    finally:
+        await http.stop()
 
 
 def require_peer_script(name: str) -> Path:

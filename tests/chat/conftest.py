@@ -8,11 +8,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import free_port
+from tests.support import serve_app
 
 TOKEN = "chat-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,19 +22,8 @@ RECV_TIMEOUT_S = 10.0
 async def serve(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     """``app`` under uvicorn (lifespan on) on ``port`` (default: a free one); yields its
     http:// base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with serve_app(app, port or 0) as url:
+        yield url
 
 
 def ws_url(base: str, channel: str, nick: str, token: str | None = None) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -20,7 +18,7 @@ from castway.storage.local import LocalStorage
 from origin.app import create_app
 from origin.context import OriginContext
 from tests.origin.feed import Clip, LiveFeeder, make_clip
-from tests.support import free_port
+from tests.support import serve_app
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -96,17 +94,5 @@ async def feeder(live: MemoryLiveState, clip: Clip) -> LiveFeeder:
 @pytest.fixture
 async def server(app: FastAPI) -> AsyncIterator[str]:
     """The app under uvicorn on a free loopback port (same event loop as the test)."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
-    srv = uvicorn.Server(config)
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serve_app(app) as url:
+        yield url
