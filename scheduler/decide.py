@@ -106,6 +106,12 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    node_id: str
+    at: datetime  # first decision that had it open: it takes publishes open_lead_s later
+
+
+@dataclass(frozen=True, slots=True)
 class FleetMemory:
     """What one tick leaves for the next (cooldowns, drains in progress). JSON-able via
     castway.serde, so a stateless Lambda keeps it in Redis between ticks."""
@@ -115,13 +121,17 @@ class FleetMemory:
     drains: tuple[Drain, ...] = ()
     resumes: tuple[Resume, ...] = ()
     closed: tuple[str, ...] = ()  # active nodes held out of the load balancer
+    opened: tuple[Opened, ...] = ()  # active nodes in the load balancer, and since when
 
 
 @dataclass(frozen=True, slots=True)
 class FleetFigures:
     live_broadcasts: int = 0
     headroom: int = 0
-    free_slots: int = 0  # on open (routable) active nodes of the desired version
+    free_slots: int = 0  # on accepting nodes of the desired version (open, closed, starting)
+    open_headroom: int = 0
+    open_free_slots: int = 0  # on the open (routable) ones
+    publish_rate_per_min: float | None = None
     by_state: tuple[tuple[str, int], ...] = ()
 
 
@@ -143,7 +153,8 @@ def _silent(node: Node, policy: Policy, now: datetime) -> bool:
 
 def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: datetime,
            memory: FleetMemory | None = None,
-           oldest_broadcast: Mapping[str, datetime] | None = None) -> Decision:
+           oldest_broadcast: Mapping[str, datetime] | None = None,
+           publish_rate_per_s: float | None = None) -> Decision:
     """The actions that move ``nodes`` towards ``desired_version`` with the headroom kept.
 
     ``nodes`` is the merged view of the fleet: every node's last heartbeat, plus a
@@ -189,7 +200,8 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
         by_state[state] = by_state.get(state, 0) + 1
 
     live = sum(n.active_broadcasts for n in alive)
-    headroom = policy.headroom(live, now)
+    headroom = policy.headroom(live, now, publish_rate_per_s)
+    open_headroom = policy.open_headroom(live, now, publish_rate_per_s)
     stopping: set[str] = set()
 
     # Drain >> Stop: a node stops when its own post-drain heartbeat shows it empty.
@@ -218,33 +230,48 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     cur_starting = [n for n in current if n.state != NodeState.ACTIVE]
     # Routability: only the open nodes are in the load balancer. A closed node keeps its
     # broadcasts and admits a publish that reaches it (it is not draining); it simply
-    # gets no new connection, so it empties by itself.
-    closed = {n.id for n in cur_active if n.id in set(memory.closed)}
-    open_nodes = [n for n in cur_active if n.id not in closed]
+    # gets no new connection, so it empties by itself, and its free slots are warm
+    # headroom: back in the load balancer within a tick.
+    remembered = set(memory.closed)
+    closed = {n.id for n in cur_active if n.id in remembered}
 
-    free_open = sum(n.free_slots for n in open_nodes)
-    free_future = free_open + sum(n.free_slots for n in cur_starting)
-    # Broadcasts that will land on the accepting nodes: reconnect requests in flight from
+    def free_open() -> int:
+        return sum(n.free_slots for n in cur_active
+                   if n.id not in closed and n.id not in retiring)
+
+    def free_all() -> int:  # open, closed and starting: the headroom's slots
+        return (sum(n.free_slots for n in cur_active if n.id not in retiring)
+                + sum(n.free_slots for n in cur_starting))
+
+    retiring: set[str] = set()  # drained for scale-in in this decision
+    # Broadcasts that will land on the open nodes: reconnect requests in flight from
     # draining nodes, and those the expired nodes will send once drained.
     moving = sum(n.reconnectable for n in draining if n.id not in stopping)
     old_moving = sum(n.reconnectable for n in old_active)
     target = headroom + moving + old_moving
+    open_target = open_headroom + moving + old_moving
     floor = policy.min_nodes(now)
-    short_slots = target - free_future
-    short_nodes = floor - len(current)
 
-    # Scale out at once: reopen closed nodes (their free slots are paid for already),
-    # fullest first; then resume scale-in drains; then start nodes.
-    if short_slots > 0:
-        for node in sorted((n for n in cur_active if n.id in closed and n.free_slots > 0),
-                           key=lambda n: (-age(n), n.free_slots, n.id)):
-            if short_slots <= 0:
-                break
-            actions.append(OpenNode(node.id))
+    def place_rank(n: Node) -> tuple[int, float, str]:
+        # where new broadcasts should go: the fullest nodes (the others empty), then the
+        # one likeliest to stay up anyway (under a heavy-tailed duration, the older its
+        # oldest broadcast the longer it is likely to last)
+        return (-n.active_broadcasts, -age(n), n.id)
+
+    def open_best(until: int) -> None:
+        for node in sorted((n for n in cur_active if n.id in closed and n.free_slots > 0
+                            and n.id not in retiring), key=place_rank):
+            if free_open() >= until:
+                return
             closed.discard(node.id)
-            open_nodes.append(node)
-            free_open += node.free_slots
-            short_slots -= node.free_slots
+            actions.append(OpenNode(node.id))
+
+    # Scale out at once. Open slots first: reopen closed nodes (paid for already), the
+    # best placed first. Then the headroom: resume scale-in drains, then start nodes.
+    if free_open() < open_target:
+        open_best(open_target)
+    short_slots = target - free_all()
+    short_nodes = floor - len(current)
     if short_slots > 0 or short_nodes > 0:
         resumable = sorted((n for n in draining if n.id not in stopping
                             and n.image_version == desired_version
@@ -270,8 +297,16 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
 
     # Expire >> Drain: once the desired version holds the headroom on its own.
     last_in = memory.last_scale_in_at
+    current_free = sum(n.free_slots for n in cur_active)
+    opened_at = {o.node_id: o.at for o in memory.opened}
+    serving_free = sum(n.free_slots for n in cur_active if n.id not in closed
+                       and (policy.open_lead_s <= 0 or (
+                           n.id in opened_at
+                           and _seconds(now, opened_at[n.id]) >= policy.open_lead_s)))
     if old_active:
-        if free_open >= target and free_open > 0:
+        # the new version must hold the headroom, and its load balancer registrations
+        # must have taken before the old nodes leave it
+        if current_free >= target and serving_free >= min(open_target, current_free) > 0:
             for node in old_active:
                 actions.append(DrainNode(node.id, DrainReason.EXPIRED))
                 drains[node.id] = Drain(node.id, now, DrainReason.EXPIRED)
@@ -283,79 +318,59 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
             actions.append(DrainNode(node.id, DrainReason.SHUFFLE))
             drains[node.id] = Drain(node.id, now, DrainReason.SHUFFLE)
     elif policy.scale_in and started == 0 and short_slots <= 0:
-        def rank(n: Node) -> tuple[int, float, str]:
-            # the open set: most-allocated first, then the oldest broadcast
-            return (-n.active_broadcasts, -age(n), n.id)
-
-        def _open(n: Node) -> None:
-            closing = CloseNode(n.id)
-            if closing in actions:
-                actions.remove(closing)  # closed and reopened in one tick: leave it be
-            else:
-                actions.append(OpenNode(n.id))
-            closed.discard(n.id)
-
-        # Scale in by packing: close the emptiest open nodes while the rest keep the
-        # headroom plus the hysteresis (most-allocated first: new publishes go to the
-        # fullest nodes), at least one node open.
-        keep = target + policy.hysteresis_slots
-        if free_open >= keep:
-            # the open set: the nodes likeliest to stay up anyway, until they hold `keep`
-            wanted_open: list[Node] = []
-            free = 0
-            for node in sorted(cur_active, key=rank):
-                if free >= keep:
-                    break
-                wanted_open.append(node)
-                free += node.free_slots
-            ids = {n.id for n in wanted_open}
-            for node in sorted(cur_active, key=lambda n: n.id):
-                if node.id in ids and node.id in closed:
-                    actions.append(OpenNode(node.id))
-                    closed.discard(node.id)
-                elif node.id not in ids and node.id not in closed:
-                    actions.append(CloseNode(node.id))
-                    closed.add(node.id)
-            open_nodes = wanted_open
-            free_open = free
+        # Packing: close the open nodes new broadcasts should not go to (the worst
+        # placed first) while the rest keep the open headroom plus the hysteresis.
+        keep_open = open_target + policy.hysteresis_slots
+        for node in sorted((n for n in cur_active if n.id not in closed),
+                           key=place_rank, reverse=True):
+            if free_open() - node.free_slots < keep_open:
+                break
+            closed.add(node.id)
+            actions.append(CloseNode(node.id))
         # A closed node whose broadcasts can all move (none, or all reconnect-capable)
-        # is drained: its publishers reconnect to the open nodes and it stops.
+        # is drained when the headroom holds without it: its publishers reconnect to
+        # the open nodes and it stops.
+        keep = target + policy.hysteresis_slots
         cooled = last_out is None or _seconds(now, last_out) >= policy.scale_in_cooldown_s
         spaced = last_in is None or _seconds(now, last_in) >= policy.scale_in_interval_s
         kept = len(current)
         for node in sorted((n for n in cur_active if n.id in closed),
-                           key=lambda n: (n.active_broadcasts, n.id)):
-            if node.id not in closed:
-                continue  # reopened for another node's publishers
+                           key=lambda n: (n.active_broadcasts, place_rank(n))):
             if node.active_broadcasts > node.reconnectable or kept - 1 < max(floor, 1):
                 continue
             if node.active_broadcasts and not (cooled and spaced):
                 continue  # moving broadcasts is not free: slowly, and not while growing
-            others = [n for n in cur_active if n.id in closed and n.id != node.id]
-            if (node.reconnectable and free_open + sum(n.free_slots for n in others)
-                    < keep + node.reconnectable):
+            if free_all() - node.free_slots - node.reconnectable < keep:
                 continue
             actions.append(DrainNode(node.id, DrainReason.SCALE_IN))
             drains[node.id] = Drain(node.id, now, DrainReason.SCALE_IN)
+            retiring.add(node.id)
             closed.discard(node.id)
             kept -= 1
-            free_open -= node.reconnectable  # its publishers land on the open nodes
-            # reopen closed nodes (fullest first) until the open ones hold them too
-            for other in sorted(others, key=rank):
-                if free_open >= keep:
-                    break
-                _open(other)
-                free_open += other.free_slots
-            if node.active_broadcasts:
+            if node.reconnectable:  # its publishers land on the open nodes
+                open_target += node.reconnectable
+                open_best(open_target + policy.hysteresis_slots)
                 last_in = now
                 spaced = False
 
+    # a node closed and reopened within this decision is left as it was
+    for node_id in {a.node_id for a in actions if isinstance(a, CloseNode)} & {
+            a.node_id for a in actions if isinstance(a, OpenNode)}:
+        actions = [a for a in actions
+                   if not (isinstance(a, CloseNode | OpenNode) and a.node_id == node_id)]
+
     for node_id in stopping:
         drains.pop(node_id, None)
+    opened = tuple(Opened(n.id, opened_at.get(n.id, now))
+                   for n in sorted(cur_active, key=lambda n: n.id)
+                   if n.id not in closed and n.id not in drains)
     new_memory = replace(memory, last_scale_out_at=last_out, last_scale_in_at=last_in,
-                         closed=tuple(sorted(closed)),
+                         closed=tuple(sorted(closed)), opened=opened,
                          drains=tuple(sorted(drains.values(), key=lambda d: d.node_id)),
                          resumes=tuple(sorted(resumes.values(), key=lambda r: r.node_id)))
-    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_open,
+    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_all(),
+                           open_headroom=open_headroom, open_free_slots=free_open(),
+                           publish_rate_per_min=None if publish_rate_per_s is None
+                           else round(publish_rate_per_s * 60.0, 2),
                            by_state=tuple(sorted(by_state.items())))
     return Decision(actions=tuple(actions), memory=new_memory, figures=figures)

@@ -65,6 +65,7 @@ def make_scheduler(settings: Settings, live: LiveState, *, ecs: dict[str, Any] |
     policy = None
     if settings.scheduler_backend == "static":
         # nodes it stops come back (compose restarts them): never stop one for scale-in
-        policy = Policy.from_settings(settings, scale_in=False)
+        policy = Policy.from_settings(settings, scale_in=False,
+                                      open_lead_s=backend.register_delay_s)
     return Scheduler(settings, live, backend, policy=policy,
                      coordinator=make_coordinator(settings), metrics=metrics)

@@ -24,9 +24,19 @@ class SchedulerMetrics:
         self.nodes = Gauge("castway_scheduler_nodes", "Ingest nodes by state", ["state"],
                            registry=self.registry)
         self.free_slots = Gauge("castway_scheduler_free_slots", "Free broadcast slots on "
-                                "active nodes of the desired version", registry=self.registry)
+                                "accepting nodes of the desired version (open, closed, "
+                                "starting)", registry=self.registry)
         self.headroom = Gauge("castway_scheduler_headroom_slots", "Free slots the policy "
                               "wants", registry=self.registry)
+        self.open_free_slots = Gauge("castway_scheduler_open_free_slots", "Free broadcast "
+                                     "slots on the nodes in the load balancer",
+                                     registry=self.registry)
+        self.open_headroom = Gauge("castway_scheduler_open_headroom_slots", "Free slots the "
+                                   "policy wants in the load balancer",
+                                   registry=self.registry)
+        self.publish_rate = Gauge("castway_scheduler_publish_rate_per_min", "Measured "
+                                  "publishes per minute (sizes the headroom)",
+                                  registry=self.registry)
         self.live = Gauge("castway_scheduler_live_broadcasts", "Live broadcasts on the fleet",
                           registry=self.registry)
         self.actions = Counter("castway_scheduler_actions", "Actions taken", ["action"],
@@ -54,6 +64,10 @@ class SchedulerMetrics:
             self.nodes.labels(state=state.value).set(counts.get(state.value, 0))
         self.free_slots.set(figures.free_slots)
         self.headroom.set(figures.headroom)
+        self.open_free_slots.set(figures.open_free_slots)
+        self.open_headroom.set(figures.open_headroom)
+        if figures.publish_rate_per_min is not None:
+            self.publish_rate.set(figures.publish_rate_per_min)
         self.live.set(figures.live_broadcasts)
         kinds: dict[str, int] = {}
         for action in decision.actions:

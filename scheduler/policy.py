@@ -2,6 +2,18 @@
 
 Capacity is counted in broadcast slots, never CPU: an RTMP connection lasts as long as
 its broadcaster wants, so the only safe measure of load is the number of live broadcasts.
+
+Two amounts of spare capacity, both in free slots:
+
+- the *headroom*, on every accepting node of the desired version (open, closed or
+  starting): what absorbs publishes until a node started now takes them. It is the
+  largest of a floor, a fraction of the live broadcasts, what the measured publish rate
+  brings during that lead time (a Poisson upper quantile), and the capacity windows;
+- the *open headroom*, on the nodes in the load balancer only: what absorbs publishes
+  until a closed node put back into the load balancer takes them (one tick plus the
+  registration delay), sized the same way from the publish rate. Closed nodes keep the
+  rest of the headroom warm at no extra cost, and that is what lets the load balancer
+  send new broadcasts to few nodes (packing) while the others empty.
 """
 
 from __future__ import annotations
@@ -11,6 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, time
 
 from castway.settings import Settings
+
+#: The publish rate the headroom is sized on: broadcasts started in the last 10 minutes.
+RATE_WINDOW_S = 600.0
 
 
 class PolicyError(ValueError):
@@ -69,6 +84,12 @@ class Policy:
     scale_in: bool = True
     drain_deadline_s: float | None = None  # stop a draining node anyway after this
     windows: tuple[CapacityWindow, ...] = ()
+    # what the publish rate must be covered for: a tick, then a started node coming up
+    # and into the load balancer (start_lead_s) or a reopened one registering (open_lead_s)
+    tick_interval_s: float = 60.0
+    start_lead_s: float = 120.0
+    open_lead_s: float = 60.0
+    burst_quantile: float = 0.999  # of the Poisson arrivals within those lead times
 
     def __post_init__(self) -> None:
         if self.node_capacity < 1:
@@ -79,14 +100,33 @@ class Policy:
             raise PolicyError("max_nodes must be at least 1")
         if self.hysteresis_slots < 0:
             raise PolicyError("hysteresis_slots cannot be negative")
+        if not 0.0 < self.burst_quantile < 1.0:
+            raise PolicyError("burst_quantile must be between 0 and 1")
 
-    def headroom(self, live_broadcasts: int, now: datetime) -> int:
-        """Free slots to keep on nodes that accept publishes."""
-        slots = max(self.headroom_min_slots, math.ceil(self.headroom_fraction * live_broadcasts))
-        for window in self.windows:
-            if window.contains(now):
-                slots = max(slots, window.min_free_slots)
+    def _window_slots(self, now: datetime) -> int:
+        return max((w.min_free_slots for w in self.windows if w.contains(now)), default=0)
+
+    def headroom(self, live_broadcasts: int, now: datetime,
+                 publish_rate_per_s: float | None = None) -> int:
+        """Free slots to keep on the accepting nodes of the desired version."""
+        slots = max(self.headroom_min_slots, math.ceil(self.headroom_fraction * live_broadcasts),
+                    self._window_slots(now))
+        if publish_rate_per_s is not None:
+            lead = self.tick_interval_s + self.start_lead_s
+            slots = max(slots, poisson_upper(publish_rate_per_s * lead, self.burst_quantile))
         return slots
+
+    def open_headroom(self, live_broadcasts: int, now: datetime,
+                      publish_rate_per_s: float | None = None) -> int:
+        """Free slots to keep on the nodes in the load balancer. Without a measured
+        publish rate, the whole headroom."""
+        headroom = self.headroom(live_broadcasts, now, publish_rate_per_s)
+        if publish_rate_per_s is None:
+            return headroom
+        lead = self.tick_interval_s + self.open_lead_s
+        slots = max(self.headroom_min_slots, self._window_slots(now),
+                    poisson_upper(publish_rate_per_s * lead, self.burst_quantile))
+        return min(headroom, slots)
 
     def min_nodes(self, now: datetime) -> int:
         """Accepting nodes to keep whatever the load (scheduled capacity windows)."""
@@ -100,6 +140,35 @@ class Policy:
             "headroom_fraction": settings.headroom_fraction,
             "max_nodes": settings.max_nodes,
             "heartbeat_ttl_s": settings.heartbeat_ttl_s,
+            "tick_interval_s": settings.scheduler_interval_s,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def poisson_upper(mean: float, quantile: float) -> int:
+    """The smallest k with P(X <= k) >= ``quantile`` for X ~ Poisson(``mean``)."""
+    if mean <= 0.0:
+        return 0
+    if mean > 500.0:  # normal approximation, far past any node's slots
+        z = _normal_quantile(quantile)
+        return math.ceil(mean + z * math.sqrt(mean) + 0.5)
+    term = math.exp(-mean)
+    total = term
+    k = 0
+    while total < quantile:
+        k += 1
+        term *= mean / k
+        total += term
+    return k
+
+
+def _normal_quantile(p: float) -> float:
+    lo, hi = -10.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
+            lo = mid
+        else:
+            hi = mid
+    return hi

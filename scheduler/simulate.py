@@ -25,6 +25,7 @@ import heapq
 import itertools
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,7 @@ from scheduler.decide import (
     StopNode,
     decide,
 )
-from scheduler.policy import Policy
+from scheduler.policy import RATE_WINDOW_S, Policy
 
 DAY_S = 86_400.0
 
@@ -95,6 +96,7 @@ class SimNode:
     active_at: float
     state: NodeState = NodeState.STARTING
     routable: bool = False
+    routable_at: float = 0.0  # a node put into the load balancer takes publishes from then
     broadcasts: set[int] = field(default_factory=set)
 
 
@@ -110,6 +112,8 @@ class Figures:
     # not a bound: what a clairvoyant packer that knows every broadcast's end and places it
     # itself (no load balancer) pays with the same headroom and no migration
     clairvoyant_packing_container_hours: float = 0.0
+    # the same packer knowing no end: perfect placement control, no foresight
+    online_packing_container_hours: float = 0.0
     interrupted: int = 0
     refused: int = 0
     broadcasts: int = 0
@@ -127,6 +131,8 @@ class Figures:
                     round(self.no_migration_bound_container_hours, 1),
                 "clairvoyant_packing_container_hours":
                     round(self.clairvoyant_packing_container_hours, 1),
+                "online_packing_container_hours":
+                    round(self.online_packing_container_hours, 1),
                 "no_migration_ratio":
                     round(self.container_hours / self.no_migration_bound_container_hours, 3)
                 if self.no_migration_bound_container_hours else None,
@@ -140,10 +146,12 @@ class World:
     """Nodes, broadcasts and the counters; strategies act on it at each tick."""
 
     def __init__(self, workload: Workload, capacity: int, start_delay_s: float,
-                 rng: random.Random) -> None:
+                 rng: random.Random, register_delay_s: float = 0.0) -> None:
         self.workload = workload
         self.capacity = capacity
         self.start_delay_s = start_delay_s
+        self.register_delay_s = register_delay_s
+        self.publishes: deque[float] = deque()  # when each broadcast was placed
         self.rng = rng
         self.nodes: dict[str, SimNode] = {}
         self.where: dict[int, str] = {}  # broadcast -> node
@@ -175,15 +183,29 @@ class World:
             if self.measuring:
                 self.figures.interrupted += 1
 
+    def set_routable(self, node: SimNode, routable: bool) -> None:
+        """In or out of the load balancer; in, it takes publishes once registered."""
+        if routable and not node.routable:
+            node.routable_at = self.now + self.register_delay_s
+        node.routable = routable
+
+    def publish_rate(self, window_s: float = RATE_WINDOW_S) -> float:
+        while self.publishes and self.publishes[0] < self.now - window_s:
+            self.publishes.popleft()
+        return len(self.publishes) / window_s
+
     def accepting(self, exclude: str | None = None) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.routable and n.state == NodeState.ACTIVE
-                and len(n.broadcasts) < n.capacity and n.id != exclude]
+                and n.routable_at <= self.now and len(n.broadcasts) < n.capacity
+                and n.id != exclude]
 
     def place(self, b: int, exclude: str | None = None) -> bool:
         choices = self.accepting(exclude)
         if not choices:
             return False
         node = self.rng.choice(choices)
+        if b not in self.started:
+            self.publishes.append(self.now)
         self.started.setdefault(b, self.now)
         node.broadcasts.add(b)
         self.where[b] = node.id
@@ -227,7 +249,8 @@ def castway_strategy(policy: Policy) -> Strategy:
                 for n in world.nodes.values()]
         oldest = {n.id: epoch + timedelta(seconds=min(world.started[b] for b in n.broadcasts))
                   for n in world.nodes.values() if n.broadcasts}
-        decision = decide(view, world.version, policy, now, memory, oldest)
+        decision = decide(view, world.version, policy, now, memory, oldest,
+                          world.publish_rate())
         memory = decision.memory
         draining: list[SimNode] = []
         for action in decision.actions:
@@ -236,7 +259,8 @@ def castway_strategy(policy: Policy) -> Strategy:
                     world.start(action.version)
             elif isinstance(action, DrainNode):
                 node = world.nodes[action.node_id]
-                node.state, node.routable = NodeState.DRAINING, False
+                node.state = NodeState.DRAINING
+                world.set_routable(node, False)
                 draining.append(node)
             elif isinstance(action, ResumeNode):
                 world.nodes[action.node_id].state = NodeState.ACTIVE
@@ -247,7 +271,7 @@ def castway_strategy(policy: Policy) -> Strategy:
         closed = set(memory.closed)
         for node in world.nodes.values():
             # the executor (de)registers every active node on every tick
-            node.routable = node.state == NodeState.ACTIVE and node.id not in closed
+            world.set_routable(node, node.state == NodeState.ACTIVE and node.id not in closed)
         for node in draining:  # the agent's on_drain hook: reconnect requests, once
             world.move_off(node)
 
@@ -267,7 +291,7 @@ def cpu_strategy(target: float = 0.6, scale_in_after_ticks: int = 15,
         nonlocal low_ticks
         for node in world.nodes.values():
             if node.state == NodeState.ACTIVE:
-                node.routable = True
+                world.set_routable(node, True)
         current = [n for n in world.nodes.values() if n.version == world.version]
         old = [n for n in world.nodes.values() if n.version != world.version]
         if old:  # rolling deploy: replace old tasks as new ones come up
@@ -307,7 +331,7 @@ def fixed_strategy(size: int) -> Strategy:
     def tick(world: World) -> None:
         for node in world.nodes.values():
             if node.state == NodeState.ACTIVE:
-                node.routable = True
+                world.set_routable(node, True)
         current = [n for n in world.nodes.values() if n.version == world.version]
         old = [n for n in world.nodes.values() if n.version != world.version]
         for _ in range(size - len(current)):
@@ -320,10 +344,13 @@ def fixed_strategy(size: int) -> Strategy:
 
 
 def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
-        start_delay_s: float = 60.0, tick_s: float = 60.0, step_s: float = 5.0,
-        seed: int = 1, policy: Policy | None = None) -> Figures:
-    """Replay ``workload`` against ``strategy``; figures cover the measured day only."""
-    world = World(workload, capacity, start_delay_s, random.Random(seed))
+        start_delay_s: float = 60.0, register_delay_s: float = 60.0, tick_s: float = 60.0,
+        step_s: float = 5.0, seed: int = 1, policy: Policy | None = None) -> Figures:
+    """Replay ``workload`` against ``strategy``; figures cover the measured day only.
+
+    A node takes ``start_delay_s`` to come up; put into the load balancer (a new node,
+    or a closed one reopened), it takes publishes ``register_delay_s`` later."""
+    world = World(workload, capacity, start_delay_s, random.Random(seed), register_delay_s)
     policy = policy or replace(Policy(), node_capacity=capacity)
     epoch = datetime(2026, 1, 1, tzinfo=UTC)
     arrivals = workload.broadcasts()
@@ -387,14 +414,19 @@ def run(workload: Workload, strategy: Strategy, *, capacity: int = 8,
 
 
 def clairvoyant_packing(workload: Workload, policy: Policy, *, capacity: int = 8,
-                        step_s: float = 5.0) -> float:
+                        step_s: float = 5.0, clairvoyant: bool = True) -> float:
     """Container-hours of a reference no scheduler can beat by much without moving
     broadcasts: it knows when every broadcast will end and places each one itself, on
     the node of the current version that lives at least as long and ends soonest after
     it (else on the longest-lived one, else a new node). Nodes stop as their last
     broadcast ends; free slots on any node of the current version count as headroom, and
     empty nodes are added only when they do not cover it. Best-fit is a heuristic, so
-    this is a reference for the cost of heavy tails and the deploy, not a lower bound."""
+    this is a reference for the cost of heavy tails and the deploy, not a lower bound.
+
+    ``clairvoyant=False``: the same packer without knowing any end, placing each
+    broadcast itself on the fullest node (no load balancer, no start or registration
+    delay): about the best a scheduler that can neither see the future nor move a
+    broadcast does."""
     epoch = datetime(2026, 1, 1, tzinfo=UTC)
     arrivals = workload.broadcasts()
     count: dict[int, int] = {}
@@ -424,7 +456,9 @@ def clairvoyant_packing(workload: Workload, policy: Policy, *, capacity: int = 8
             i += 1
             open_bins = [b for b in count if version[b] == current and count[b] < capacity]
             longer = [b for b in open_bins if last_end[b] >= finish]
-            if longer:
+            if not clairvoyant and open_bins:  # no end known: fullest, then oldest
+                chosen = max(open_bins, key=lambda b: (count[b], -b))
+            elif longer:
                 chosen = min(longer, key=lambda b: (last_end[b], b))
             elif open_bins:
                 chosen = max(open_bins, key=lambda b: (last_end[b], -b))
@@ -469,8 +503,10 @@ def compare(workload: Workload, policy: Policy, *, start_delay_s: float = 60.0
                            start_delay_s=start_delay_s, policy=policy),
     }
     reference = clairvoyant_packing(workload, policy, capacity=cap)
+    online = clairvoyant_packing(workload, policy, capacity=cap, clairvoyant=False)
     for figures in results.values():
         figures.clairvoyant_packing_container_hours = reference
+        figures.online_packing_container_hours = online
     return results
 
 

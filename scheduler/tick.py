@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from castway.live.base import BROADCASTS_TOPIC, LiveState
 from castway.model import BroadcastState, Node, NodeState, utcnow
@@ -46,7 +46,7 @@ from scheduler.decide import (
     decide,
 )
 from scheduler.metrics import SchedulerMetrics
-from scheduler.policy import Policy
+from scheduler.policy import RATE_WINDOW_S, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class TickResult:
         f = self.decision.figures
         return {"ran": self.ran, "live_broadcasts": f.live_broadcasts,
                 "headroom": f.headroom, "free_slots": f.free_slots,
+                "open_headroom": f.open_headroom, "open_free_slots": f.open_free_slots,
+                "publish_rate_per_min": f.publish_rate_per_min,
                 "nodes": dict(f.by_state),
                 "actions": [describe(a) for a in self.decision.actions],
                 "errors": list(self.errors)}
@@ -108,7 +110,8 @@ class Scheduler:
         self.settings = settings
         self.live = live
         self.backend = backend
-        self.policy = policy or Policy.from_settings(settings)
+        self.policy = policy or Policy.from_settings(
+            settings, open_lead_s=getattr(backend, "register_delay_s", 0.0))
         self.coordinator = coordinator or LocalCoordinator()
         self.metrics = metrics
         self.clock = clock
@@ -134,9 +137,9 @@ class Scheduler:
         instances = await asyncio.to_thread(self.backend.list_instances)
         view = merge_view(heartbeats, instances, self.policy.node_capacity)
         memory = await self.coordinator.load_memory()
-        oldest = await self._oldest_broadcasts()
         now = self.clock()
-        decision = decide(view, desired_version, self.policy, now, memory, oldest)
+        oldest, rate = await self._broadcast_load(now)
+        decision = decide(view, desired_version, self.policy, now, memory, oldest, rate)
         by_id = {n.id: n for n in view}
         errors: list[str] = []
         for action in decision.actions:
@@ -183,22 +186,30 @@ class Scheduler:
             await asyncio.to_thread(self.backend.set_routable, node, False)
             await asyncio.to_thread(self.backend.stop, node.id)
 
-    async def _oldest_broadcasts(self) -> dict[str, datetime]:
-        """Node id -> start of its oldest live broadcast (decide() breaks packing ties by
-        it); empty if the live state cannot list them (a tie-break is not worth a tick)."""
+    async def _broadcast_load(self, now: datetime
+                              ) -> tuple[dict[str, datetime], float | None]:
+        """Node id -> start of its oldest live broadcast (decide() ranks nodes for packing
+        by it), and the publish rate: broadcasts started within :data:`RATE_WINDOW_S`
+        (those that already ended and left the live state are missed, so it errs low;
+        the headroom's floor and fraction cover that). ({}, None) if the live state
+        cannot list them: decide() then keeps the whole headroom in the load balancer."""
         oldest: dict[str, datetime] = {}
         try:
             broadcasts = await self.live.list_broadcasts()
         except Exception:
             logger.exception("cannot list broadcasts: packing without their ages")
-            return oldest
+            return oldest, None
+        since = now - timedelta(seconds=RATE_WINDOW_S)
+        recent = 0
         for broadcast in broadcasts:
+            if broadcast.started_at >= since:
+                recent += 1
             if broadcast.state != BroadcastState.LIVE:
                 continue
             seen = oldest.get(broadcast.node_id)
             if seen is None or broadcast.started_at < seen:
                 oldest[broadcast.node_id] = broadcast.started_at
-        return oldest
+        return oldest, recent / RATE_WINDOW_S
 
     async def _fail_broadcasts(self, node_id: str, now: datetime) -> None:
         for broadcast in await self.live.list_broadcasts():

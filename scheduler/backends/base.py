@@ -24,6 +24,10 @@ class Instance:
 
 
 class Backend(Protocol):
+    #: Seconds from putting a node into the load balancer to its first new publish
+    #: (registration and health checks); 0 where publishers reach nodes directly.
+    register_delay_s: float
+
     def list_instances(self) -> list[Instance]:
         """Nodes launched and not yet gone (exited processes / stopped tasks left out)."""
 

@@ -49,6 +49,9 @@ class EcsConfig:
     route53_zone_id: str | None = None
     route53_record_name: str | None = None  # e.g. "ingest.example.com."
     route53_ttl_s: int = 30
+    # from register_targets to new connections: the target group's health checks
+    # (interval x healthy threshold) plus the registration itself
+    register_delay_s: float = 90.0
     region: str = "us-east-1"
     endpoint_url: str | None = None
     extra_env: tuple[tuple[str, str], ...] = field(default=())
@@ -77,6 +80,7 @@ class EcsBackend:
         import boto3
 
         self.config = config
+        self.register_delay_s = config.register_delay_s
         factory = client_factory or boto3.client
         kwargs: dict[str, Any] = {"region_name": config.region}
         if config.endpoint_url:

@@ -52,6 +52,8 @@ def _alive(pid: int) -> bool:
 
 
 class LocalBackend:
+    register_delay_s = 0.0  # publishers reach the node at its own address
+
     def __init__(self, settings: Settings, *, command: Sequence[str] | None = None,
                  env: Mapping[str, str] | None = None, state_dir: Path | None = None) -> None:
         self.settings = settings

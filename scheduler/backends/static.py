@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 class StaticBackend:
+    register_delay_s = 0.0  # no load balancer: every node at its own address
+
     def __init__(self, live: LiveState, *, loop: asyncio.AbstractEventLoop | None = None,
                  on_wanted: Callable[[int], None] | None = None,
                  command_timeout_s: float = 10.0) -> None:

@@ -18,13 +18,14 @@ from scheduler.decide import (
     DrainReason,
     FleetMemory,
     MarkLost,
+    Opened,
     OpenNode,
     ResumeNode,
     StartNodes,
     StopNode,
     decide,
 )
-from scheduler.policy import CapacityWindow, Policy, PolicyError
+from scheduler.policy import CapacityWindow, Policy, PolicyError, poisson_upper
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 POLICY = Policy(node_capacity=8, headroom_min_slots=2, headroom_fraction=0.2, max_nodes=20)
@@ -89,10 +90,18 @@ def test_deploy_starts_the_new_version_before_draining_the_old() -> None:
     assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["start 1 v2"]
 
 
-def test_old_nodes_drain_once_the_new_version_holds_the_headroom() -> None:
+def test_old_nodes_drain_once_the_new_version_holds_the_headroom_in_the_load_balancer(
+        ) -> None:
     fleet = [node("a", version="v1", active=3), node("b", version="v1", active=2),
              node("c", version="v2", active=0)]
+    # c just came up: it goes into the load balancer now, and takes publishes once its
+    # registration has had open_lead_s; until then a and b keep taking them
     decision = decide(fleet, "v2", POLICY, NOW)
+    assert kinds(decision.actions) == []
+    assert [o.node_id for o in decision.memory.opened] == ["c"]
+    later = NOW + timedelta(seconds=POLICY.open_lead_s)
+    fleet = [replace(n, heartbeat_at=later) for n in fleet]
+    decision = decide(fleet, "v2", POLICY, later, decision.memory)
     assert kinds(decision.actions) == ["drain a expired", "drain b expired"]
     assert {d.node_id for d in decision.memory.drains} == {"a", "b"}
 
@@ -135,7 +144,8 @@ def test_scale_in_closes_the_emptiest_nodes_and_keeps_the_fullest_open() -> None
     decision = decide(fleet, "v2", POLICY, NOW)
     assert kinds(decision.actions) == ["close b", "close c"]
     assert decision.memory.closed == ("b", "c")
-    assert decision.figures.free_slots == 4
+    # closed nodes' free slots are warm headroom: back in the load balancer in a tick
+    assert (decision.figures.open_free_slots, decision.figures.free_slots) == (4, 16)
     # closed is not draining: b keeps its broadcast and is not drained while it has one
     again = decide(fleet, "v2", POLICY, NOW + timedelta(seconds=10), decision.memory)
     assert kinds(again.actions) == []
@@ -276,9 +286,76 @@ def test_reconnectable_broadcasts_are_counted_before_they_move() -> None:
     # draining old a will ask 7 publishers to reconnect: the new version must hold them
     # and the headroom (2): 8 free slots on c are not enough yet, 16 are
     fleet = [node("a", version="v1", active=7, reconnectable=7), node("c", active=0)]
-    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["start 1 v2"]
+    registered = FleetMemory(opened=(Opened("c", NOW - timedelta(minutes=2)),
+                                     Opened("d", NOW - timedelta(minutes=2))))
+    assert kinds(decide(fleet, "v2", POLICY, NOW, registered).actions) == ["start 1 v2"]
     fleet.append(node("d", active=0))
-    assert kinds(decide(fleet, "v2", POLICY, NOW).actions) == ["drain a expired"]
+    assert kinds(decide(fleet, "v2", POLICY, NOW, registered).actions) == ["drain a expired"]
+
+
+# --- two tiers: open headroom sized on the publish rate, the rest kept warm -----------
+
+PER_MIN = 1 / 60.0  # a publish rate of one a minute, in publishes per second
+
+
+def test_the_headroom_covers_the_publishes_expected_before_new_capacity_arrives() -> None:
+    policy = replace(POLICY, headroom_fraction=0.0)
+    # 3 a minute for a tick plus a start (3 minutes): Poisson(9) at 99.9 % is 20
+    assert policy.headroom(10, NOW, 3 * PER_MIN) == 20 == poisson_upper(9.0, 0.999)
+    # in the load balancer, a tick plus a registration (2 minutes): Poisson(6) -> 15
+    assert policy.open_headroom(10, NOW, 3 * PER_MIN) == 15
+    # the floor and the fraction still hold; never more open than the whole headroom
+    assert POLICY.headroom(200, NOW, 0.0) == 40 and POLICY.open_headroom(200, NOW, 0.0) == 2
+    assert policy.open_headroom(0, NOW, 0.0) == policy.headroom(0, NOW, 0.0) == 2
+    # without a measured rate the whole headroom stays in the load balancer
+    assert POLICY.open_headroom(200, NOW) == POLICY.headroom(200, NOW) == 40
+
+
+def test_poisson_upper_quantiles() -> None:
+    assert poisson_upper(0.0, 0.999) == 0
+    assert [poisson_upper(m, 0.5) for m in (1.0, 10.0)] == [1, 10]
+    assert poisson_upper(1000.0, 0.999) == pytest.approx(1098, abs=3)  # normal tail
+    with pytest.raises(PolicyError):
+        Policy(burst_quantile=1.0)
+
+
+def test_closed_nodes_free_slots_hold_the_headroom_while_few_nodes_take_publishes() -> None:
+    # 40 live -> headroom 8 (20 %); a slow publish rate (0.2 a minute: Poisson(0.4) ->
+    # 3) needs 3 open slots (+2 hysteresis): the emptiest close, and their 11 free slots
+    # keep the headroom warm, so nothing starts
+    fleet = [node("a", active=6), node("b", active=5), node("c", active=4),
+             node("d", active=5), node("e", active=4), node("f", active=8),
+             node("g", active=8)]
+    decision = decide(fleet, "v2", POLICY, NOW, None, None, 0.2 * PER_MIN)
+    assert kinds(decision.actions) == ["close e", "close c", "close d"]
+    f = decision.figures
+    assert (f.headroom, f.open_headroom, f.open_free_slots, f.free_slots) == (8, 3, 5, 16)
+    assert f.publish_rate_per_min == 0.2
+
+
+def test_a_faster_publish_rate_reopens_closed_nodes_before_starting_any() -> None:
+    memory = FleetMemory(closed=("b", "c"))
+    fleet = [node("a", active=7), node("b", active=3), node("c", active=5)]
+    # 2 a minute -> Poisson(4) -> 11 open slots wanted: c (3 free) and b (5 free) reopen,
+    # fullest first; with a's 1 that is 9, and the whole headroom (Poisson(6) -> 15)
+    # needs a node started
+    decision = decide(fleet, "v2", POLICY, NOW, memory, None, 2 * PER_MIN)
+    assert (decision.figures.open_headroom, decision.figures.headroom) == (11, 15)
+    assert kinds(decision.actions) == ["open c", "open b", "start 1 v2"]
+
+
+def test_an_empty_closed_node_stops_only_when_the_others_hold_the_headroom() -> None:
+    memory = FleetMemory(closed=("b",))
+    # 24 live -> headroom 5 (+2 hysteresis): a's 4 free slots alone do not hold it,
+    # so the empty b stays up (closed, warm); with a fourth free slot on a, b goes
+    fleet = [node("a", active=4), node("b", active=0), node("c", active=8),
+             node("d", active=8)]
+    rate = 0.1 * PER_MIN
+    assert kinds(decide(fleet, "v2", POLICY, NOW, memory, None, rate).actions) == []
+    fleet = [node("a", active=1), node("b", active=0), node("c", active=8),
+             node("d", active=8)]
+    assert kinds(decide(fleet, "v2", POLICY, NOW, memory, None, rate).actions) == [
+        "drain b scale_in"]
 
 
 def test_a_node_seen_draining_without_a_record_is_still_treated_as_draining() -> None:
@@ -361,23 +438,28 @@ def test_property_never_stops_a_node_with_a_live_broadcast(
 
 
 @settings(max_examples=300, deadline=None)
-@given(fleets, st.sets(st.sampled_from([f"n{i:02}" for i in range(12)])))
+@given(fleets, st.sets(st.sampled_from([f"n{i:02}" for i in range(12)])),
+       st.one_of(st.none(), st.floats(0.0, 0.2)))
 def test_property_after_actions_settle_free_slots_meet_the_headroom(
-        raw: list[tuple[str, NodeState, int]], closed_ids: set[str]) -> None:
+        raw: list[tuple[str, NodeState, int]], closed_ids: set[str],
+        rate: float | None) -> None:
     world = _world(raw)
     policy = replace(POLICY, max_nodes=100)
     closed = tuple(sorted(closed_ids & set(world)))
     decision = decide([n.view(NOW) for n in world.values()], "v2", policy, NOW,
-                      FleetMemory(closed=closed))
+                      FleetMemory(closed=closed), None, rate)
     _apply(world, decision.actions, [0])
     for n in world.values():  # settle: starting nodes come up
         if n.state == NodeState.STARTING:
             n.state = NodeState.ACTIVE
     live = sum(n.active for n in world.values())
+    current = [n for n in world.values() if n.state == NodeState.ACTIVE and n.version == "v2"]
+    free = sum(n.capacity - n.active for n in current)
+    assert free >= policy.headroom(live, NOW, rate)
     # only the open (routable) nodes get new publishes
-    free = sum(n.capacity - n.active for n in world.values()
-               if n.state == NodeState.ACTIVE and n.id not in decision.memory.closed)
-    assert free >= policy.headroom(live, NOW)
+    open_free = sum(n.capacity - n.active for n in current
+                    if n.id not in decision.memory.closed)
+    assert open_free >= policy.open_headroom(live, NOW, rate)
 
 
 @settings(max_examples=150, deadline=None)

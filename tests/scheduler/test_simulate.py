@@ -94,3 +94,21 @@ def test_the_clairvoyant_reference_pays_for_the_heavy_tail_too() -> None:
     figures = run(SMALL, castway_strategy(default_policy()))
     reference = clairvoyant_packing(SMALL, default_policy())
     assert reference > figures.ideal_with_headroom_container_hours
+
+
+def test_a_node_put_into_the_load_balancer_takes_publishes_once_registered() -> None:
+    world = World(SMALL, capacity=2, start_delay_s=0.0, rng=random.Random(1),
+                  register_delay_s=60.0)
+    node = world.start("v1")
+    node.state = NodeState.ACTIVE
+    world.set_routable(node, True)
+    assert not world.place(1)  # health checks still running
+    world.now += 60.0
+    assert world.place(1) and node.broadcasts == {1}
+
+
+def test_knowing_no_end_costs_more_than_knowing_every_end() -> None:
+    out = report(compare(SMALL, default_policy()))
+    assert (out["ideal_with_headroom_container_hours"]
+            <= out["clairvoyant_packing_container_hours"]
+            <= out["online_packing_container_hours"])

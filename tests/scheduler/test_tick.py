@@ -168,7 +168,8 @@ async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
                                                node_id=node_id, started_at=started))
     scheduler = Scheduler(settings, live, backend)
     result = await scheduler.tick()
-    assert result.summary()["actions"] == ["close b", "close c"]
+    actions = result.summary()["actions"]
+    assert isinstance(actions, list) and sorted(actions) == ["close b", "close c"]
     assert backend.routable == {"a": True, "b": False, "c": False}
     assert await live.get_node_command("b") is None  # still active: not drained
     # the next tick keeps them out (every tick re-applies the routing)
@@ -176,3 +177,23 @@ async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
     again = await scheduler.tick()
     assert again.summary()["actions"] == []
     assert backend.routable == {"a": True, "b": False, "c": False}
+
+
+async def test_the_headroom_is_sized_on_the_publish_rate_read_from_the_live_state(
+        settings: Settings) -> None:
+    live = MemoryLiveState()
+    now = utcnow()
+    await live.heartbeat(Node(id="a", image_version="v1", address="", capacity=8,
+                              state=NodeState.ACTIVE, active_broadcasts=8,
+                              heartbeat_at=now), 60.0)
+    # 6 publishes in the last 10 minutes (one already ended), 2 older ones
+    for k, minutes in enumerate((1, 2, 3, 5, 8, 9, 30, 90)):
+        await live.put_broadcast(Broadcast(
+            id=f"b{k}", channel=f"c{k}", node_id="a",
+            state=BroadcastState.ENDED if k == 0 else BroadcastState.LIVE,
+            started_at=now - timedelta(minutes=minutes)))
+    result = await Scheduler(settings, live, RoutingLog(settings), clock=lambda: now).tick()
+    summary = result.summary()
+    assert summary["publish_rate_per_min"] == 0.6
+    # 0.6 a minute over a tick and a start (3 min): Poisson(1.8) -> 7 free slots wanted
+    assert summary["headroom"] == 7 and summary["actions"] == ["start 1 on v1"]

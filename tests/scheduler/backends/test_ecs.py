@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +144,14 @@ async def test_a_deploy_through_ticks_makes_the_right_calls(aws: dict[str, str],
     live = MemoryLiveState()
     backend = EcsBackend(config(aws))
     settings = Settings(data_dir=tmp_path, image_version="v1", node_capacity=8)
-    scheduler = Scheduler(settings, live, backend)
+    clock = [utcnow()]
+    scheduler = Scheduler(settings, live, backend, clock=lambda: clock[0])
 
     async def beat(node_id: str, version: str, address: str, state: NodeState,
                    active: int) -> None:
         await live.heartbeat(Node(id=node_id, image_version=version, address=address,
                                   state=state, active_broadcasts=active,
-                                  heartbeat_at=utcnow()), 90)
+                                  heartbeat_at=clock[0]), 90)
 
     result = await scheduler.tick()  # empty fleet: start one
     assert result.decision is not None and result.errors == ()
@@ -162,7 +164,13 @@ async def test_a_deploy_through_ticks_makes_the_right_calls(aws: dict[str, str],
     new = [i for i in backend.list_instances() if i.version == "v2"]
     assert len(new) == 1 and targets(aws) == {"10.0.1.15:1935"}
     await beat(new[0].node_id, "v2", "10.0.2.20:1935", NodeState.ACTIVE, 0)
-    await scheduler.tick("v2")  # new one routable, old one drained
+    await scheduler.tick("v2")  # new one registered; the old one takes publishes meanwhile
+    assert targets(aws) == {"10.0.1.15:1935", "10.0.2.20:1935"}
+    assert await live.get_node_command(old.node_id) is None
+    clock[0] += timedelta(seconds=backend.register_delay_s)  # health checks passed
+    await beat(old.node_id, "v1", "10.0.1.15:1935", NodeState.ACTIVE, 3)
+    await beat(new[0].node_id, "v2", "10.0.2.20:1935", NodeState.ACTIVE, 0)
+    await scheduler.tick("v2")  # now the old one is drained
     assert targets(aws) == {"10.0.2.20:1935"}
     assert await live.get_node_command(old.node_id) == "drain"
     assert {i.node_id for i in backend.list_instances()} == {old.node_id, new[0].node_id}
