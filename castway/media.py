@@ -56,7 +56,15 @@ class BroadcastMedia(typing.Protocol):
     async def finish(self, *, failed: bool = False) -> None:
         """The broadcast ended: flush, write the last segments and EXT-X-ENDLIST."""
 
+    async def hand_over(self) -> None:
+        """The broadcast goes on on another ingest node: flush (the segment in progress
+        closes as a complete segment), write the last segments and leave the playlists
+        open (no EXT-X-ENDLIST) for that node to continue."""
+
 
 class MediaPipelineFactory(typing.Protocol):
-    async def start(self, broadcast: Broadcast) -> BroadcastMedia:
-        """Start the pipeline of a broadcast that just went live."""
+    async def start(self, broadcast: Broadcast, *, handover: bool = False) -> BroadcastMedia:
+        """Start the pipeline of a broadcast that just went live; with ``handover``, of
+        a live broadcast another ingest node handed over to this one: its playlists go on
+        from the live state (sequence numbers, discontinuity sequence, init generations)
+        after a discontinuity."""

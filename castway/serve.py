@@ -155,6 +155,7 @@ class IngestNode:
                                active_broadcasts=lambda: self.server.active_publishers,
                                reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
+        self.manager.asked_to_move = self.server.asked_to_reconnect
         self.agent.on_drain(self.request_reconnects)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.

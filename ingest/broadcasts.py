@@ -10,6 +10,16 @@ When the publisher drops, the broadcast waits ``settings.reconnect_grace_s``: th
 channel publishing again within it continues the same broadcast (``discontinuity()``,
 a "resumed" event); otherwise it ends ("ended": state, ended_at, ``finish()``).
 
+The publisher may come back to *another* node (a drain's reconnect request, or the load
+balancer's choice after a blip): that node's claim fails, so it asks the node named in
+the live broadcast record to hand the broadcast over (:mod:`ingest.handover`). The old
+node, if the broadcast is in its grace window, moves the claim to the new connection,
+flushes its transcoder without ending the playlists (``hand_over()``) and forgets the
+broadcast without ending it; the new node records itself as the broadcast's node, starts
+its pipeline in handover mode (playlists continue from the live state after a
+discontinuity) and announces "resumed". The broadcast id, playlists and segment log stay
+the same; no "ended" comes in between.
+
 Broadcast records are re-read from the live state before every update, because the
 transcoder side writes their ``renditions``.
 """
@@ -30,10 +40,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from castway.catalog.base import Catalog
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError, Subscription
 from castway.media import BroadcastMedia, MediaKind, MediaPacket, MediaPipelineFactory
 from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
 from castway.settings import Settings
+from ingest import handover
+from ingest.handover import Decision, HandoverReply, HandoverRequest, Verdict
 from ingest.publish import PublishRequest, PublishSession, Rejection
 
 logger = logging.getLogger(__name__)
@@ -42,6 +54,8 @@ logger = logging.getLogger(__name__)
 CLAIM_TTL_S = 15.0
 #: Stats and claim refreshes run this often.
 STATS_INTERVAL_S = 2.0
+#: Retry of the handover listener's subscription while the live state is down.
+HANDOVER_RESUBSCRIBE_S = 1.0
 
 _VIDEO_CODEC_IDS: dict[int, str] = {7: "h264", 12: "hevc"}
 _AUDIO_CODEC_IDS: dict[int, str] = {10: "aac", 2: "mp3", 14: "mp3"}
@@ -153,7 +167,9 @@ class _Live:
     media: BroadcastMedia | None
     publication: _Publication | None = None
     grace: asyncio.Task[None] | None = None
-    ended: bool = False
+    ended: bool = False  # this node is done with it: ended, or handed over
+    # Set while no publisher is connected (a handover request waits on it).
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
     source: SourceInfo | None = None
     video_codec: str | None = None
     audio_codec: str | None = None
@@ -161,6 +177,7 @@ class _Live:
     audio_bytes: int = 0
     video_frames: int = 0
     last_sample: tuple[float, int, int] = (0.0, 0, 0)  # time, bytes, frames
+    last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
 
 
@@ -181,6 +198,7 @@ class _Publication:
         entry = self._entry
         if self._closed or entry.ended:
             return
+        entry.last_packet = asyncio.get_running_loop().time()
         kind = packet.kind.value
         size = len(packet.payload)
         self._manager._metrics.bytes.labels(kind).inc(size)
@@ -210,6 +228,10 @@ class _Publication:
         self._closed = True
         await self._manager._publisher_gone(self._entry, self, reason)
 
+    def detach(self) -> None:
+        """The broadcast left this connection (handed over to another node)."""
+        self._closed = True
+
 
 class BroadcastManager:
     """The ingest node's :class:`~ingest.publish.PublishHandler`."""
@@ -219,33 +241,59 @@ class BroadcastManager:
                  registry: CollectorRegistry | None = None,
                  admission: Callable[[], str | None] | None = None,
                  claim_ttl_s: float = CLAIM_TTL_S,
-                 stats_interval_s: float = STATS_INTERVAL_S) -> None:
+                 stats_interval_s: float = STATS_INTERVAL_S,
+                 handover_ack_timeout_s: float = handover.ACK_TIMEOUT_S,
+                 handover_publisher_wait_s: float = handover.PUBLISHER_WAIT_S) -> None:
         self.settings = settings
         self.catalog = catalog
         self.live = live
         self.pipeline = pipeline
         #: None to accept new broadcasts, else the reason they are refused (draining, full).
         self.admission = admission
+        #: Whether the server asked a connection's publisher to reconnect elsewhere (E-RTMP
+        #: v2): its broadcast is handed over even before that connection closes.
+        self.asked_to_move: Callable[[str], bool] | None = None
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.claim_ttl_s = claim_ttl_s
         self.stats_interval_s = stats_interval_s
+        self.handover_ack_timeout_s = handover_ack_timeout_s
+        self.handover_publisher_wait_s = handover_publisher_wait_s
         self._metrics = _Metrics(registry if registry is not None else CollectorRegistry())
         self._by_channel: dict[str, _Live] = {}
         self._lock = asyncio.Lock()  # publish decisions and endings never interleave
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._handover_sub: Subscription | None = None
+        self._handover_task: asyncio.Task[None] | None = None
+        self._handovers: set[asyncio.Task[None]] = set()  # requests being served
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
+        """Start the stats loop and the listener for handover requests (subscribed when
+        this returns, unless the live state is down: then it keeps trying)."""
         self._loop_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
+        try:
+            self._handover_sub = await self.live.subscribe(handover.request_topic(self.node_id))
+        except LiveStateError:
+            logger.exception("cannot listen for handover requests yet; retrying",
+                             extra={"node": self.node_id})
+        self._handover_task = asyncio.create_task(self._handover_loop(),
+                                                  name="ingest-handover")
 
     async def stop(self) -> None:
         """End every broadcast of this node now (grace windows included)."""
         self._stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in (self._loop_task, self._handover_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._handover_sub is not None:
+            with contextlib.suppress(LiveStateError):
+                await self._handover_sub.close()
+        # Requests being served refuse from now on; one flushing its media finishes.
+        if self._handovers:
+            await asyncio.gather(*self._handovers, return_exceptions=True)
         for entry in list(self._by_channel.values()):
             if entry.grace is not None:
                 entry.grace.cancel()
@@ -283,21 +331,20 @@ class BroadcastManager:
                 return self._rejected("unavailable", Rejection.unavailable(reason))
             holder = await self.live.claim_channel(channel, request.connection_id,
                                                    self.claim_ttl_s)
-            if holder is not None:
-                logger.info("publish refused: channel claimed elsewhere",
-                            extra={**fields, "owner": holder})
-                return self._rejected("already_live", Rejection.already_live())
-            try:
-                return await self._go_live(channel, request)
-            except BaseException:
-                await self.live.release_claim(channel, request.connection_id)
-                raise
+            if holder is None:
+                try:
+                    return await self._go_live(channel, request)
+                except BaseException:
+                    await self.live.release_claim(channel, request.connection_id)
+                    raise
+        # Not under the lock: the other node may take a few seconds to answer.
+        return await self._take_over(channel, request, holder, fields)
 
     def _rejected(self, result: str, rejection: Rejection) -> Rejection:
         self._metrics.publishes.labels(result).inc()
         return rejection
 
-    async def _go_live(self, channel: str, request: PublishRequest) -> _Publication:
+    async def _go_live(self, channel: str, request: PublishRequest) -> PublishSession:
         broadcast = Broadcast(id=new_id(), channel=channel, node_id=self.node_id,
                               segment_format=self.settings.segment_format.value)
         await self.live.put_broadcast(broadcast)
@@ -330,16 +377,202 @@ class BroadcastManager:
         entry.owner = request.connection_id
         publication = _Publication(self, entry, request.connection_id)
         entry.publication = publication
+        entry.idle.clear()
         if entry.media is not None:
             await entry.media.discontinuity()
         self._metrics.publishes.labels("resumed").inc()
         await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
                                                    "broadcast_id": entry.broadcast_id,
-                                                   "channel": entry.channel})
+                                                   "channel": entry.channel,
+                                                   "node_id": self.node_id})
         logger.info("broadcast resumed", extra={"broadcast_id": entry.broadcast_id,
                                                 "channel": entry.channel,
                                                 "connection_id": request.connection_id})
         return publication
+
+    # --- handover: the publisher came back to another node ----------------------------
+    async def _take_over(self, channel: str, request: PublishRequest, holder: str,
+                         fields: dict[str, str]) -> PublishSession | Rejection:
+        """The channel is claimed: if its broadcast runs on another node, ask that node to
+        hand it over (it does when its publisher is gone, within its grace window)."""
+        fields = {**fields, "owner": holder}
+        try:
+            broadcast = await self.live.live_broadcast(channel)
+        except LiveStateError:
+            logger.exception("publish refused: live broadcast unreadable", extra=fields)
+            return self._rejected("already_live", Rejection.already_live())
+        if broadcast is None or broadcast.node_id == self.node_id:
+            logger.info("publish refused: channel claimed elsewhere", extra=fields)
+            return self._rejected("already_live", Rejection.already_live())
+        fields.update(broadcast_id=broadcast.id, from_node=broadcast.node_id)
+        ask = HandoverRequest(request_id=new_id(), channel=channel, broadcast_id=broadcast.id,
+                              owner=request.connection_id, node_id=self.node_id)
+        try:
+            reply = await handover.request_handover(
+                self.live, broadcast.node_id, ask, ack_timeout_s=self.handover_ack_timeout_s)
+        except LiveStateError:
+            logger.exception("handover request failed", extra=fields)
+            reply = None
+        if reply is None or reply.verdict is not Verdict.GRANTED:
+            reason = "no answer" if reply is None else reply.reason
+            logger.info("publish refused: channel live on another node", extra={
+                **fields, "handover": reason})
+            return self._rejected("already_live", Rejection.already_live())
+        async with self._lock:
+            return await self._continue(broadcast, request, fields)
+
+    async def _continue(self, handed: Broadcast, request: PublishRequest,
+                        fields: dict[str, str]) -> PublishSession | Rejection:
+        """Granted: the claim is this connection's, the other node flushed and forgot the
+        broadcast. From here it is this node's to continue (or to end)."""
+        channel = handed.channel
+        holder = await self.live.claim_channel(channel, request.connection_id,
+                                               self.claim_ttl_s)  # ours: extends it
+        updated = await self.live.update_broadcast(handed.id, node_id=self.node_id)
+        if updated is None or updated.state is not BroadcastState.LIVE:
+            # Gone from the live state meanwhile (the scheduler failed it, say): nothing
+            # to continue; with the claim in hand the channel starts a new broadcast.
+            logger.warning("handed-over broadcast no longer live; starting a new one",
+                           extra=fields)
+            if holder is not None:
+                return self._rejected("already_live", Rejection.already_live())
+            try:
+                return await self._go_live(channel, request)
+            except BaseException:
+                await self.live.release_claim(channel, request.connection_id)
+                raise
+        await asyncio.to_thread(self.catalog.save_broadcast, updated)
+        media = (await self.pipeline.start(updated, handover=True)
+                 if self.pipeline is not None else None)
+        entry = _Live(updated.id, channel, request.connection_id, media,
+                      source=updated.source, last_sample=(time.monotonic(), 0, 0))
+        self._by_channel[channel] = entry
+        self._metrics.live.set(len(self._by_channel))
+        if holder is not None or self._stopping:
+            # The claim expired during a very slow flush and someone else has it, or
+            # this node is stopping: the broadcast is ours, and ends here.
+            await self._end(entry, "node stopping" if self._stopping
+                            else "channel claimed elsewhere", locked=True)
+            return self._rejected("already_live", Rejection.already_live())
+        publication = _Publication(self, entry, request.connection_id)
+        entry.publication = publication
+        self._metrics.publishes.labels("handover").inc()
+        await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
+                                                   "broadcast_id": entry.broadcast_id,
+                                                   "channel": channel,
+                                                   "node_id": self.node_id})
+        logger.info("broadcast taken over from another node", extra={
+            **fields, "node": self.node_id, "connection_id": request.connection_id})
+        return publication
+
+    async def _handover_loop(self) -> None:
+        """Serve handover requests addressed to this node, each in its own task."""
+        while True:
+            if self._handover_sub is None:
+                try:
+                    self._handover_sub = await self.live.subscribe(
+                        handover.request_topic(self.node_id))
+                except LiveStateError:
+                    await asyncio.sleep(HANDOVER_RESUBSCRIBE_S)
+                    continue
+            try:
+                event = await self._handover_sub.get()
+            except LiveStateError:  # closed under us (the live state closing)
+                return
+            ask = HandoverRequest.from_event(event)
+            if ask is None:
+                logger.warning("ignoring a malformed handover request",
+                               extra={"node": self.node_id})
+                continue
+            if len(self._handovers) >= handover.MAX_IN_FLIGHT:
+                await self._reply(HandoverReply(ask.request_id, Verdict.REFUSED, "busy"))
+                continue
+            task = asyncio.create_task(self._serve_handover(ask),
+                                       name=f"handover-{ask.request_id}")
+            self._handovers.add(task)
+            task.add_done_callback(self._handovers.discard)
+
+    async def _reply(self, reply: HandoverReply) -> None:
+        try:
+            await handover.send_reply(self.live, reply)
+        except LiveStateError:
+            logger.exception("handover reply failed", extra={"request_id": reply.request_id})
+
+    async def _serve_handover(self, ask: HandoverRequest) -> None:
+        fields = {"broadcast_id": ask.broadcast_id, "channel": ask.channel,
+                  "to_node": ask.node_id, "request_id": ask.request_id}
+        await self._reply(HandoverReply(ask.request_id, Verdict.ACK))
+        try:
+            reason = await self._hand_over(ask, fields)
+        except Exception:
+            logger.exception("handover failed", extra=fields)
+            reason = "internal error"
+        verdict = Verdict.GRANTED if reason is None else Verdict.REFUSED
+        if reason is not None:
+            logger.info("handover refused", extra={**fields, "reason": reason})
+        await self._reply(HandoverReply(ask.request_id, verdict, reason or ""))
+
+    async def _hand_over(self, ask: HandoverRequest, fields: dict[str, str]) -> str | None:
+        """Give the broadcast to the requesting node if its publisher is gone (waiting a
+        little for a close not seen yet); None when granted, else why not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handover_publisher_wait_s
+        while True:
+            async with self._lock:
+                entry = self._by_channel.get(ask.channel)
+                holds = (entry is not None and not entry.ended
+                         and entry.broadcast_id == ask.broadcast_id)
+                publishing = entry is not None and entry.publication is not None
+                moving = (publishing and entry is not None and self.asked_to_move is not None
+                          and self.asked_to_move(entry.owner))
+                quiet_at = (entry.last_packet if entry is not None else 0.0) \
+                    + handover.MOVE_QUIET_S
+                now = loop.time()
+                decision, reason = handover.decide(
+                    holds_broadcast=holds, stopping=self._stopping, publishing=publishing,
+                    moving=moving, quiet=now >= quiet_at, waited_out=now >= deadline)
+                if decision is Decision.REFUSE or entry is None:
+                    return reason
+                if decision is Decision.GRANT:
+                    return await self._give_away(entry, ask, fields)
+                idle = entry.idle
+                wake = min(deadline, quiet_at) if moving else deadline
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(wake):
+                    await idle.wait()
+
+    async def _give_away(self, entry: _Live, ask: HandoverRequest,
+                         fields: dict[str, str]) -> str | None:
+        """Under the lock, publisher gone (or moving): the claim to the new connection
+        (atomically, so no third publisher slips in), then flush and forget -- without
+        ending."""
+        if not await self.live.transfer_claim(entry.channel, entry.owner, ask.owner,
+                                              self.claim_ttl_s):
+            return "channel claim lost"
+        if entry.publication is not None:
+            # A publisher that moved on request: what it still sends here is ignored
+            # (the new node has it), and its close changes nothing.
+            entry.publication.detach()
+            entry.publication = None
+        entry.ended = True  # no longer ours: the grace task and _end leave it alone
+        if entry.grace is not None:
+            entry.grace.cancel()
+            entry.grace = None
+        self._forget(entry)
+        if entry.media is not None:
+            try:
+                await entry.media.hand_over()
+            except Exception:  # the next node continues from whatever got written
+                logger.exception("media pipeline hand-over failed", extra=fields)
+        logger.info("broadcast handed over to another node", extra=fields)
+        return None
+
+    def _forget(self, entry: _Live) -> None:
+        self._by_channel.pop(entry.channel, None)
+        self._metrics.live.set(len(self._by_channel))
+        for gauge in (self._metrics.bitrate, self._metrics.fps):
+            with contextlib.suppress(KeyError):
+                gauge.remove(entry.channel)
 
     # --- publisher gone: grace window, then the end ----------------------------------
     async def _publisher_gone(self, entry: _Live, publication: _Publication,
@@ -348,6 +581,7 @@ class BroadcastManager:
             if entry.publication is not publication or entry.ended:
                 return
             entry.publication = None
+            entry.idle.set()
             logger.info("publisher gone; waiting for a reconnect", extra={
                 "broadcast_id": entry.broadcast_id, "channel": entry.channel,
                 "reason": reason, "grace_s": self.settings.reconnect_grace_s})
@@ -374,11 +608,7 @@ class BroadcastManager:
         entry.ended = True
         if entry.grace is not None and entry.grace is not asyncio.current_task():
             entry.grace.cancel()
-        self._by_channel.pop(entry.channel, None)
-        self._metrics.live.set(len(self._by_channel))
-        for gauge in (self._metrics.bitrate, self._metrics.fps):
-            with contextlib.suppress(KeyError):
-                gauge.remove(entry.channel)
+        self._forget(entry)
         fields = {"broadcast_id": entry.broadcast_id, "channel": entry.channel,
                   "reason": reason}
         if entry.media is not None:

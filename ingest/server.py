@@ -265,6 +265,11 @@ class IngestServer:
     def connections(self) -> int:
         return len(self._connections)
 
+    def asked_to_reconnect(self, connection_id: str) -> bool:
+        """Whether the connection ``connection_id`` was sent a reconnect request."""
+        return any(conn.id == connection_id and conn.session.reconnect_requested
+                   for conn in self._connections.values())
+
     def request_reconnect(self, tc_url: str | None) -> int:
         """Ask every publisher that supports it to reconnect to ``tc_url`` (E-RTMP v2
         Reconnect Request); returns how many were asked. Each is asked at most once."""

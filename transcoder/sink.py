@@ -11,12 +11,18 @@ sequence numbers continue across child restarts and publisher reconnects. When t
 dies mid-segment, the parts already published are closed into a segment (a segment is
 the concatenation of its parts), so no sequence number is reused and nothing published
 is lost; the next segment carries EXT-X-DISCONTINUITY.
+
+A broadcast can move between ingest nodes (a handover: its publisher reconnected to
+another node within the grace window). The old node's sink :meth:`~BroadcastSink.hand_over`
+leaves its playlists open (no EXT-X-ENDLIST); the new node's sink starts with
+:meth:`~BroadcastSink.continue_from_live`, which seeds every RenditionLog from the live
+windows, so numbering, discontinuity sequence and init generations go on from there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from castway.live.base import LiveState, media_topic
@@ -64,13 +70,16 @@ class BroadcastSink:
         self._anchored_once = False
         self._on_segment_latency = on_segment_latency
 
+    def _new_log(self, rendition: str) -> RenditionLog:
+        return RenditionLog(self.prefix, rendition, ext=self._ext,
+                            window_segments=self.settings.live_window_segments,
+                            target_segment_s=self.settings.target_segment_s,
+                            part_target_s=self.settings.part_target_s, parts=self._parts)
+
     def _log(self, rendition: str) -> RenditionLog:
         log = self.logs.get(rendition)
         if log is None:
-            log = RenditionLog(self.prefix, rendition, ext=self._ext,
-                               window_segments=self.settings.live_window_segments,
-                               target_segment_s=self.settings.target_segment_s,
-                               part_target_s=self.settings.part_target_s, parts=self._parts)
+            log = self._new_log(rendition)
             self.logs[rendition] = log
             # A rendition that appears after a restart or reconnect starts after a break
             # if others already have segments (its numbering starts with theirs).
@@ -161,9 +170,47 @@ class BroadcastSink:
             log.mark_discontinuity()
         self._anchor = None
 
+    async def continue_from_live(self, renditions: Sequence[Rendition]) -> None:
+        """This node takes over a live broadcast from another one (a handover): every
+        rendition with a live window goes on from it (:meth:`RenditionLog.continue_from`)
+        after a discontinuity, and the master playlist keeps its renditions until this
+        node's transcoder announces its own."""
+        for rendition in renditions:
+            window = await self.live.get_window(self.broadcast_id, rendition.name)
+            if window is None:
+                continue
+            log = self._new_log(rendition.name)
+            log.continue_from(window, peak_bps=rendition.bandwidth_bps or 0,
+                              average_bps=rendition.average_bandwidth_bps or 0)
+            log.mark_discontinuity()
+            self.logs[rendition.name] = log
+            if rendition.width is not None and rendition.height is not None:
+                self.infos[rendition.name] = RenditionInfo(
+                    rendition.name, rendition.codecs, rendition.width, rendition.height,
+                    rendition.fps or 0.0, rendition.video_bitrate_kbps)
+            self._published_bandwidth[rendition.name] = rendition.bandwidth_bps or 0
+        self._anchor = None
+
+    async def hand_over(self) -> None:
+        """The broadcast goes on on another node: close what is still open from its
+        published parts, and leave every window as it stands -- complete, without
+        EXT-X-ENDLIST -- for the next node to continue (:meth:`continue_from_live`)."""
+        await self._close_open_parts()
+        for rendition, log in self.logs.items():
+            await self.live.put_window(self.broadcast_id, rendition, log.window())
+        await self._update_broadcast()
+
     async def child_lost(self) -> None:
         """The child died: close every segment in progress from its published parts,
         and mark a discontinuity everywhere."""
+        await self._close_open_parts()
+        for log in self.logs.values():
+            log.mark_discontinuity()
+        self._anchor = None
+
+    async def _close_open_parts(self) -> None:
+        """Segments in progress become complete segments of the parts published so far
+        (a segment is the concatenation of its parts)."""
         for rendition, parts in list(self._open_parts.items()):
             log = self.logs[rendition]
             open_parts = log.open_parts
@@ -172,9 +219,6 @@ class BroadcastSink:
                 start = self._segment_start_estimate(log)
                 await self._segment(rendition, log, duration, start, b"".join(parts))
         self._open_parts.clear()
-        for log in self.logs.values():
-            log.mark_discontinuity()
-        self._anchor = None
 
     @staticmethod
     def _segment_start_estimate(log: RenditionLog) -> float:

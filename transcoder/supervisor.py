@@ -15,7 +15,12 @@ through a bounded queue, so a slow sink back-pressures the child, never ingest.
 A child that dies unexpectedly is restarted (at most :data:`MAX_RESTARTS` within
 :data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted); the
 segment in progress is closed from its published parts and the playlists continue with
-EXT-X-DISCONTINUITY. Restarts are counted in ``castway_transcoder_restarts_total`` and in
+EXT-X-DISCONTINUITY.
+
+A broadcast handed over to another ingest node (its publisher reconnected there) is
+flushed and stopped here with ``hand_over()`` (playlists stay open), and started there
+with ``start(broadcast, handover=True)``, which continues the playlists from the live
+state. Restarts are counted in ``castway_transcoder_restarts_total`` and in
 the broadcast's live stats (``transcoder_restarts``).
 """
 
@@ -142,9 +147,13 @@ class TranscoderSupervisor:
         except Exception as exc:  # storage backends raise StorageError and friends
             logger.error("storage put failed", extra={"key": key, "error": str(exc)})
 
-    async def start(self, broadcast: Broadcast) -> BroadcastTranscoder:
+    async def start(self, broadcast: Broadcast, *,
+                    handover: bool = False) -> BroadcastTranscoder:
         sink = BroadcastSink(broadcast.id, self.settings, self.live, self._put_storage,
                              on_segment_latency=self.metrics.glass_to_glass.observe)
+        if handover:
+            # Another node ran this broadcast until now: its playlists go on.
+            await sink.continue_from_live(broadcast.renditions)
         transcoder = BroadcastTranscoder(broadcast, pipeline_config(self.settings, broadcast),
                                          sink, self)
         await transcoder.start()
@@ -225,6 +234,14 @@ class BroadcastTranscoder:
             await self._queue.put(("discontinuity",))
 
     async def finish(self, *, failed: bool = False) -> None:
+        await self._close(failed=failed, end=True)
+
+    async def hand_over(self) -> None:
+        """Flush the child (the segment in progress closes as a complete segment), stop
+        it, and leave the playlists open for the node that continues the broadcast."""
+        await self._close(failed=False, end=False)
+
+    async def _close(self, *, failed: bool, end: bool) -> None:
         if self._finishing:
             await self._done.wait()
             return
@@ -244,7 +261,10 @@ class BroadcastTranscoder:
             # Events already read from the child still go out before the end list.
             while not self._events.empty():
                 await self._handle(self._events.get_nowait())
-            await self.sink.finish()
+            if end:
+                await self.sink.finish()
+            else:
+                await self.sink.hand_over()
         finally:
             self._done.set()
             self.supervisor._forget(self.broadcast.id)

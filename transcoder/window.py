@@ -10,6 +10,7 @@ reused, and EXT-X-DISCONTINUITY-SEQUENCE counts the discontinuities that slid ou
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -36,6 +37,17 @@ def part_key(prefix: str, rendition: str, msn: int, index: int, ext: str) -> str
 def init_key(prefix: str, rendition: str, generation: int) -> str:
     return media_key(prefix, rendition, "init.mp4" if generation == 0
                      else f"init.{generation}.mp4")
+
+
+_INIT_NAME = re.compile(r"init(?:\.(\d+))?\.mp4")
+
+
+def init_generation(key: str) -> int | None:
+    """The generation in an :func:`init_key` (``init.mp4`` is 0), None for another key."""
+    match = _INIT_NAME.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return int(match.group(1)) if match.group(1) else 0
 
 
 def target_duration(durations_s: list[float] | tuple[float, ...], floor_s: float) -> int:
@@ -73,6 +85,40 @@ class RenditionLog:
         self._total_s = 0.0
         self._anchor: tuple[float, datetime] | None = None
         self._last_end: datetime | None = None
+
+    def continue_from(self, window: RenditionWindow, *, peak_bps: int = 0,
+                      average_bps: int = 0) -> None:
+        """Go on from the live window another node published for this rendition (a
+        cross-node handover): sequence numbers after its last, its discontinuity count,
+        init generations after every one it used (an init key a CDN may have cached is
+        never rewritten), its sliding window, target durations that never shrink
+        (RFC 8216bis 6.2.1), program date times that never go back, and its measured
+        bandwidth. The caller marks the break (:meth:`mark_discontinuity`)."""
+        segments = tuple(window.segments)[-self.window_segments:]
+        self.next_msn = window.next_msn
+        self._window = deque(segments)
+        self._parts = []
+        if segments:
+            last = segments[-1]
+            self.discontinuity_count = last.discontinuity_seq
+            self._last_end = last.program_date_time + timedelta(seconds=last.duration_s)
+        else:
+            self.discontinuity_count = window.discontinuity_seq
+        generations = [g for key in (window.init_key, *(s.init_key for s in segments))
+                       if key is not None and (g := init_generation(key)) is not None]
+        self._init_generation = max([self._init_generation, *generations])
+        self._init_key = window.init_key
+        self._init_bytes = None  # whatever this node's encoder makes gets a new key
+        self._max_segment = max([self._max_segment, window.target_duration_s,
+                                 *(s.duration_s for s in segments)])
+        self._max_part = max(self._max_part, window.part_target_s)
+        self._peak_bps = max(self._peak_bps, peak_bps)
+        if average_bps > 0:
+            # The other node's average weighs as much as the window it left.
+            seconds = sum(s.duration_s for s in segments)
+            self._total_s += seconds
+            self._total_bits += int(average_bps * seconds)
+        self._anchor = None
 
     # --- inputs ---------------------------------------------------------------------
     def set_init(self, data: bytes) -> tuple[str, bool]:

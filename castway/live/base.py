@@ -116,6 +116,12 @@ class LiveState(Protocol):
     async def release_claim(self, channel: str, owner: str) -> None:
         """Drop the claim if ``owner`` still holds it."""
 
+    async def transfer_claim(self, channel: str, owner: str, new_owner: str,
+                             ttl_s: float) -> bool:
+        """Atomically hand ``owner``'s claim to ``new_owner`` (for ``ttl_s``); False, and
+        nothing changed, if ``owner`` no longer holds it. No third publisher can slip in
+        between, as it could between a release and a claim (a cross-node handover)."""
+
     # --- live broadcasts -------------------------------------------------------------
     async def put_broadcast(self, broadcast: Broadcast) -> None: ...
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None: ...

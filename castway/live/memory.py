@@ -98,6 +98,14 @@ class MemoryLiveState:
         if self._claim_owner(channel) == owner:
             del self._claims[channel]
 
+    async def transfer_claim(self, channel: str, owner: str, new_owner: str,
+                             ttl_s: float) -> bool:
+        self._check_open()
+        if self._claim_owner(channel) != owner:
+            return False
+        self._claims[channel] = (new_owner, self._clock() + ttl_s)
+        return True
+
     # --- live broadcasts -------------------------------------------------------------
     async def put_broadcast(self, broadcast: Broadcast) -> None:
         self._check_open()

@@ -1,7 +1,8 @@
 """Live state in Redis: distributed mode, shared by every ingest node and origin.
 
 Keys (all under ``prefix``, default ``castway:``):
-  claim:{channel}                   owner id, PX ttl (SET NX; Lua compare to refresh/release)
+  claim:{channel}                   owner id, PX ttl (SET NX; Lua compare to refresh/
+                                    release/transfer)
   broadcasts                        hash: broadcast id -> JSON Broadcast
   channel-broadcasts:{channel}      set of broadcast ids (for live_broadcast)
   stats:{broadcast_id}              JSON stats
@@ -90,6 +91,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_TRANSFER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 # Media bytes plus its broadcast's index, trimmed of expired entries by server time; the
 # index lives as long as its longest-lived member.
 _PUT_MEDIA = """
@@ -157,6 +165,7 @@ class RedisLiveState:
         self._claim = self._redis.register_script(_CLAIM)
         self._refresh = self._redis.register_script(_REFRESH)
         self._release = self._redis.register_script(_RELEASE)
+        self._transfer = self._redis.register_script(_TRANSFER)
         self._put_media = self._redis.register_script(_PUT_MEDIA)
         self._closed = False
         # pub/sub
@@ -216,6 +225,13 @@ class RedisLiveState:
     async def release_claim(self, channel: str, owner: str) -> None:
         with self._errors("release_claim"):
             await self._release(keys=[self._key("claim", channel)], args=[owner])
+
+    async def transfer_claim(self, channel: str, owner: str, new_owner: str,
+                             ttl_s: float) -> bool:
+        with self._errors("transfer_claim"):
+            done = await self._transfer(keys=[self._key("claim", channel)],
+                                        args=[owner, new_owner, _ttl_ms(ttl_s)])
+        return bool(done)
 
     # --- live broadcasts -------------------------------------------------------------
     async def put_broadcast(self, broadcast: Broadcast) -> None:

@@ -167,6 +167,26 @@ async def test_release_by_a_non_owner_is_ignored(live: LiveState) -> None:
     assert await live.claim_channel("alice", "conn-2", LONG_TTL_S) is None
 
 
+async def test_a_claim_is_transferred_only_by_its_owner(live: LiveState) -> None:
+    await live.claim_channel("alice", "conn-1", LONG_TTL_S)
+    assert await live.transfer_claim("alice", "conn-2", "conn-3", LONG_TTL_S) is False
+    assert await live.claim_channel("alice", "conn-3", LONG_TTL_S) == "conn-1"
+    assert await live.transfer_claim("alice", "conn-1", "conn-2", LONG_TTL_S) is True
+    assert await live.claim_channel("alice", "conn-1", LONG_TTL_S) == "conn-2"
+    assert await live.refresh_claim("alice", "conn-2", LONG_TTL_S) is True
+    assert await live.transfer_claim("nobody-claimed-this", "conn-1", "conn-2",
+                                     LONG_TTL_S) is False
+    assert await live.claim_channel("nobody-claimed-this", "conn-9", LONG_TTL_S) is None
+
+
+async def test_a_transferred_claim_lives_the_new_ttl(harness: Harness) -> None:
+    await harness.live.claim_channel("alice", "conn-1", LONG_TTL_S)
+    assert await harness.live.transfer_claim("alice", "conn-1", "conn-2", harness.short_ttl_s)
+    harness.elapse(harness.short_ttl_s)
+    await eventually(lambda: harness.live.claim_channel("alice", "conn-3", LONG_TTL_S),
+                     lambda owner: owner is None)
+
+
 async def test_an_unrefreshed_claim_expires(harness: Harness) -> None:
     await harness.live.claim_channel("alice", "dead-node", harness.short_ttl_s)
     harness.elapse(harness.short_ttl_s)

@@ -4,7 +4,8 @@ protocol core (the test-side chunk writer/reader and AMF0): no real client here 
 It announces ``capsEx`` Reconnect (0x01) in ``connect``; a background task reads what
 the server sends. On ``NetConnection.Connect.ReconnectRequest`` it closes the
 connection, connects and publishes to the given ``tcUrl`` and goes on with its stream
-there (sequence headers first).
+there (sequence headers first). ``send_packet`` publishes real media (MediaPackets from
+:func:`transcoder.demux.read_packets`), for tests that run the real transcoder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import struct
 from urllib.parse import urlsplit
 
+from castway.media import Codec, MediaKind, MediaPacket
 from ingest.protocol import amf0
 from ingest.protocol.amf0 import AmfValue
 from ingest.protocol.buffer import Buffer
@@ -28,6 +30,20 @@ AAC_CONFIG = b"\xaf\x00\x11\x90"
 
 def keyframe() -> bytes:
     return b"\x17\x01\x00\x00\x00" + struct.pack(">I", 4) + b"\x65\x88\x80\x40"
+
+
+def flv_body(packet: MediaPacket) -> bytes:
+    """The FLV tag body of an H.264 or AAC MediaPacket (FLV spec E.4.2, E.4.3)."""
+    if packet.kind is MediaKind.VIDEO:
+        if packet.codec is not Codec.H264:
+            raise ValueError(f"flv_body: no legacy FLV id for {packet.codec}")
+        frame_type = 1 if packet.is_keyframe or packet.is_config else 2
+        cts = (packet.pts_ms - packet.dts_ms) & 0xFFFFFF
+        return (bytes([frame_type << 4 | 7, 0 if packet.is_config else 1])
+                + cts.to_bytes(3, "big") + packet.payload)
+    if packet.codec is not Codec.AAC:
+        raise ValueError(f"flv_body: only AAC audio, not {packet.codec}")
+    return bytes([0xAF, 0 if packet.is_config else 1]) + packet.payload
 
 
 class _Link:
@@ -77,8 +93,17 @@ class ReconnectingPublisher:
     """Publishes ``key`` to ``url`` (rtmp://host:port/app) and follows reconnect
     requests. ``reconnect_requests`` records the tcUrls it was sent."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, video_config: bytes = AVC_CONFIG,
+                 audio_config: bytes = AAC_CONFIG, make_before_break: bool = False) -> None:
+        """``video_config``/``audio_config``: the sequence headers (FLV tag bodies) sent
+        on every connection; real ones for real media (see :func:`flv_body`).
+        ``make_before_break``: publish on the new server before leaving the old one, as
+        the E-RTMP v2 spec describes; else leave first (what castway needed before
+        cross-node handovers)."""
         self.key = key
+        self.make_before_break = make_before_break
+        self.video_config = video_config
+        self.audio_config = audio_config
         self.reconnect_requests: list[str] = []
         self.link: _Link | None = None
         self.timestamp = 0
@@ -105,8 +130,8 @@ class ReconnectingPublisher:
                 assert isinstance(info, dict)
                 assert info["code"] == "NetStream.Publish.Start", info
                 break
-        await pub.send(pub.enc.video(1, self.timestamp, AVC_CONFIG)
-                       + pub.enc.audio(1, self.timestamp, AAC_CONFIG))
+        await pub.send(pub.enc.video(1, self.timestamp, self.video_config)
+                       + pub.enc.audio(1, self.timestamp, self.audio_config))
         link = _Link(pub)
         link.start_reading()
         return link
@@ -120,6 +145,17 @@ class ReconnectingPublisher:
         await self._follow_reconnect_request()
         await self.link.pub.send(self.link.pub.enc.video(1, self.timestamp, keyframe()))
         self.timestamp += step_ms
+
+    async def send_packet(self, packet: MediaPacket, shift_ms: int = 0) -> None:
+        """One real media packet (timestamps moved by ``shift_ms``); first follows a
+        pending reconnect request, if any."""
+        assert self.link is not None
+        await self._follow_reconnect_request()
+        self.timestamp = packet.dts_ms + shift_ms
+        enc = self.link.pub.enc
+        message = (enc.video if packet.kind is MediaKind.VIDEO else enc.audio)(
+            1, self.timestamp, flv_body(packet))
+        await self.link.pub.send(message)
 
     async def wait_for_reconnect_request(self, timeout: float = 10.0) -> str:
         """Wait for the server's request and move to its tcUrl; returns the tcUrl."""
@@ -145,10 +181,14 @@ class ReconnectingPublisher:
         url = info.get("tcUrl")
         assert isinstance(url, str), info
         self.reconnect_requests.append(url)
-        # Break before make: castway continues a broadcast whose publisher came back
-        # within the grace window, but refuses a second publisher of a live channel.
-        if self.link is not None:
-            await self.link.finish()
+        old, self.link = self.link, None
+        if self.make_before_break:
+            self.link = await self._open(url)
+            if old is not None:
+                await old.finish()
+            return
+        if old is not None:
+            await old.finish()
         self.link = await self._open(url)
 
     async def close(self) -> None:

@@ -36,6 +36,7 @@ class RecordingMedia:
         self.packets: list[MediaPacket] = []
         self.discontinuities = 0
         self.finished = False
+        self.handed_over = False
         self.dropped = 3
 
     async def feed(self, packet: MediaPacket) -> None:
@@ -47,14 +48,20 @@ class RecordingMedia:
     async def finish(self, *, failed: bool = False) -> None:
         self.finished = True
 
+    async def hand_over(self) -> None:
+        self.handed_over = True
+
 
 class RecordingPipeline:
     def __init__(self) -> None:
         self.started: list[RecordingMedia] = []
+        self.handovers: list[RecordingMedia] = []  # started for a handed-over broadcast
 
-    async def start(self, broadcast: Broadcast) -> RecordingMedia:
+    async def start(self, broadcast: Broadcast, *, handover: bool = False) -> RecordingMedia:
         media = RecordingMedia(broadcast)
         self.started.append(media)
+        if handover:
+            self.handovers.append(media)
         return media
 
 
@@ -172,7 +179,8 @@ async def test_reconnect_within_grace_continues_the_same_broadcast(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         second = await accepted(manager, request(connection_id="c2"))
         event = await next_event(sub)
-    assert event == {"type": "resumed", "broadcast_id": broadcast_id, "channel": "alpha"}
+    assert event == {"type": "resumed", "broadcast_id": broadcast_id, "channel": "alpha",
+                     "node_id": "node-a"}
     assert manager.broadcast_id("alpha") == broadcast_id
     [media] = pipeline.started
     assert media.discontinuities == 1 and not media.finished

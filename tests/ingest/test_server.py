@@ -192,12 +192,15 @@ class _Media:
     async def finish(self, *, failed: bool = False) -> None:
         self.finished = True
 
+    async def hand_over(self) -> None:
+        self.finished = True
+
 
 class _Pipeline:
     def __init__(self) -> None:
         self.started: list[_Media] = []
 
-    async def start(self, broadcast: Broadcast) -> _Media:
+    async def start(self, broadcast: Broadcast, *, handover: bool = False) -> _Media:
         self.started.append(_Media())
         return self.started[-1]
 

@@ -127,3 +127,41 @@ async def test_program_date_time_is_the_ingest_arrival_of_the_first_keyframe_and
     assert window is not None
     assert window.segments[0].program_date_time == T0
     assert latencies == [pytest.approx(0.4)]
+
+
+async def test_a_broadcast_handed_over_goes_on_in_the_next_nodes_sink(
+        live: MemoryLiveState, tmp_path: Path) -> None:
+    """Node A hands over (playlists stay open, the open segment closes from its parts);
+    node B's sink continues numbering, discontinuity sequence and init generations."""
+    stored = Stored()
+    a = _sink(live, tmp_path, stored)
+    await a.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30, None))
+    await a.on_output(InitOut("source", b"init"))
+    for n in range(2):
+        await a.on_output(PartOut("source", 0, 1.0, True, b"x"))
+        await a.on_output(SegmentOut("source", 1.0, float(n), b"x", 1))
+    await a.on_output(PartOut("source", 0, 0.5, True, b"yy"))  # then the publisher went
+    await a.hand_over()
+    window = await live.get_window("b", "source")
+    assert window is not None and not window.ended
+    assert [s.msn for s in window.segments] == [0, 1, 2] and window.next_msn == 3
+    assert await live.get_media(window.segments[-1].key) == b"yy"
+
+    b = _sink(live, tmp_path, stored)
+    broadcast = await live.get_broadcast("b")
+    assert broadcast is not None
+    await b.continue_from_live(broadcast.renditions)
+    # Until B's transcoder says otherwise, the master playlist keeps A's renditions.
+    assert [r.name for r in b.renditions()] == ["source"]
+    await b.on_output(InitOut("source", b"init"))  # same bytes, a new key all the same
+    await b.on_output(PartOut("source", 0, 1.0, True, b"z"))
+    await b.on_output(SegmentOut("source", 1.0, 0.0, b"z", 1))
+    await b.finish()
+    log = await live.segment_log("b", "source")
+    assert [(s.msn, s.discontinuity, s.discontinuity_seq) for s in log] == [
+        (0, False, 0), (1, False, 0), (2, False, 0), (3, True, 1)]
+    assert [s.init_key for s in log] == ["broadcasts/b/source/init.mp4"] * 3 + [
+        "broadcasts/b/source/init.1.mp4"]
+    assert stored.keys.count("broadcasts/b/source/init.mp4") == 1
+    window = await live.get_window("b", "source")
+    assert window is not None and window.ended and window.segments[-1].msn == 3

@@ -187,3 +187,43 @@ async def test_an_unsupported_codec_is_given_up_not_restarted(env: Any) -> None:
     assert registry.get_sample_value("castway_transcoder_restarts_total") == 0
     await media.feed(MediaPacket(MediaKind.VIDEO, Codec.VP9, True, False, 0, 0, b"\x02"))
     await media.finish()
+
+
+async def test_a_handover_continues_the_playlists_in_a_new_transcoder(
+        env: Any, src_360p: Path) -> None:
+    """Node A's transcoder hands the broadcast over (flushed, playlists open); node B's,
+    started in handover mode, goes on with the numbering after a discontinuity and new
+    init segments; EXT-X-ENDLIST only at the real end."""
+    supervisor, live, storage, _ = env
+    broadcast = await _broadcast(live, "b5")
+    packets = _packets(src_360p)
+    on_a = await supervisor.start(broadcast)
+    for packet in packets:
+        await on_a.feed(packet)
+    await on_a.hand_over()
+    before = {}
+    for rendition in ("source", "160p"):
+        window = await live.get_window("b5", rendition)
+        assert window is not None and not window.ended
+        # The segment in progress was closed by a clean flush: the whole clip is there.
+        assert sum(s.duration_s for s in window.segments) == pytest.approx(3.0, abs=0.1)
+        before[rendition] = window
+    continued = await live.get_broadcast("b5")
+    assert continued is not None and {r.name for r in continued.renditions} == {
+        "source", "160p"}
+    on_b = await supervisor.start(continued, handover=True)
+    for packet in packets:  # the publisher again, on another node: timestamps from zero
+        await on_b.feed(packet)
+    await on_b.finish()
+    for rendition in ("source", "160p"):
+        log = await _check_log(live, storage, "b5", rendition, supervisor)
+        assert [s.msn for s in log] == list(range(len(log)))
+        first_b = before[rendition].next_msn
+        assert first_b == 2  # 0-2 s, and the 2-3 s tail the flush closed
+        assert [s.discontinuity for s in log] == [i == first_b for i in range(len(log))]
+        assert {s.init_key for s in log[:first_b]} == {f"broadcasts/b5/{rendition}/init.mp4"}
+        assert {s.init_key for s in log[first_b:]} == {
+            f"broadcasts/b5/{rendition}/init.1.mp4"}
+        window = await live.get_window("b5", rendition)
+        assert window is not None and window.ended
+        assert validate_playlist(render_media_playlist(window, uri_for_key=lambda k: k)) == []

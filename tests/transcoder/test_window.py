@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from castway.hls.playlist import PlaylistType, render_media_playlist
 from tests.hls_validator import validate_playlist
-from transcoder.window import RenditionLog, target_duration
+from transcoder.window import RenditionLog, init_generation, init_key, target_duration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -107,3 +107,45 @@ def test_live_and_vod_playlists_of_a_window_are_valid() -> None:
                                 playlist_type=PlaylistType.VOD)
     assert validate_playlist(vod) == []
     assert vod.rstrip().endswith("#EXT-X-ENDLIST")
+
+
+def test_init_generation_reads_init_keys() -> None:
+    assert init_generation(init_key("broadcasts/b", "720p", 0)) == 0
+    assert init_generation(init_key("broadcasts/b", "720p", 12)) == 12
+    assert init_generation("broadcasts/b/720p/3.m4s") is None
+    assert init_generation("broadcasts/b/720p/init.x.mp4") is None
+
+
+def test_another_node_continues_a_window_where_it_stands() -> None:
+    """A cross-node handover: the new node's log goes on from the old node's window."""
+    old = RenditionLog("p", "source", window_segments=3)
+    old.set_init(b"init")
+    _segment(old, 0.0)
+    old.mark_discontinuity()
+    old.set_init(b"init-after-a-restart")  # generation 1
+    for n in range(3):
+        _segment(old, 2.0 * n, duration=3.2 if n == 0 else 2.0)
+    window = old.window()
+    assert window.next_msn == 4 and window.target_duration_s == 3.0
+
+    new = RenditionLog("p", "source", window_segments=3, target_segment_s=2.0)
+    new.continue_from(window, peak_bps=9000, average_bps=4000)
+    new.mark_discontinuity()
+    assert new.window().segments == window.segments  # the same playlist until new media
+    # Same encoder output or not, the new node's init segment gets a key never used.
+    key, fresh = new.set_init(b"init-after-a-restart")
+    assert (key, fresh) == ("p/source/init.2.mp4", True)
+    part = new.add_part(0, 0.5, True)
+    assert part.key == window.preload_hint == "p/source/4.0.m4s"
+    seg = new.add_segment(0.5, 0.0, 10, T0)  # the new node's clock says T0: too early
+    assert seg.msn == 4 and seg.discontinuity and seg.discontinuity_seq == 2
+    assert seg.init_key == key
+    last = window.segments[-1]
+    assert seg.program_date_time == last.program_date_time + timedelta(seconds=last.duration_s)
+    after = new.window()
+    assert [s.msn for s in after.segments] == [2, 3, 4]
+    assert (window.discontinuity_seq, after.discontinuity_seq) == (0, 1)  # 1 slid out
+    assert after.target_duration_s == 3.0  # never shrinks
+    assert new.peak_bps == 9000 and new.average_bps > 0
+    text = render_media_playlist(after, uri_for_key=lambda k: k)
+    assert validate_playlist(text) == []
