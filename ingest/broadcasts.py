@@ -517,6 +517,7 @@ class BroadcastManager:
         little for a close not seen yet); None when granted, else why not."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.handover_publisher_wait_s
+        commit_by = loop.time() + handover.COMMIT_WITHIN_S
         while True:
             async with self._lock:
                 entry = self._by_channel.get(ask.channel)
@@ -530,7 +531,8 @@ class BroadcastManager:
                 now = loop.time()
                 decision, reason = handover.decide(
                     holds_broadcast=holds, stopping=self._stopping, publishing=publishing,
-                    moving=moving, quiet=now >= quiet_at, waited_out=now >= deadline)
+                    moving=moving, quiet=now >= quiet_at, waited_out=now >= deadline,
+                    late=now > commit_by)
                 if decision is Decision.REFUSE or entry is None:
                     return reason
                 if decision is Decision.GRANT:

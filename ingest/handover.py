@@ -35,8 +35,16 @@ logger = logging.getLogger(__name__)
 
 #: The holder acknowledges a request within this long, or is taken for dead.
 ACK_TIMEOUT_S = 3.0
-#: After the acknowledgement: the holder's flush of its transcoder (bounded there too).
-GRANT_TIMEOUT_S = 30.0
+#: The holder starts giving a broadcast away within this long of a request, or refuses
+#: (its manager lock may be held by a slow end of another broadcast).
+COMMIT_WITHIN_S = 15.0
+#: Longest hand-over of a transcoder once started: its flush (FINISH_TIMEOUT_S, 60 s)
+#: plus stopping the child (twice STOP_TIMEOUT_S, 5 s) in transcoder.supervisor.
+FLUSH_BOUND_S = 70.0
+#: After the acknowledgement the requester waits this long for the verdict. It exceeds
+#: everything the holder may take, so a broadcast the holder gave away always has a node
+#: that takes it (never a broadcast live in the records that no node runs).
+GRANT_TIMEOUT_S = COMMIT_WITHIN_S + FLUSH_BOUND_S + 5.0
 #: A holder whose publisher is still connected (and was not asked to move) waits this
 #: long for its TCP close (a blip the holder has not noticed yet).
 PUBLISHER_WAIT_S = 2.0
@@ -114,8 +122,8 @@ class Decision(StrEnum):
 
 
 def decide(*, holds_broadcast: bool, publishing: bool, stopping: bool,
-           waited_out: bool, moving: bool = False, quiet: bool = True
-           ) -> tuple[Decision, str]:
+           waited_out: bool, moving: bool = False, quiet: bool = True,
+           late: bool = False) -> tuple[Decision, str]:
     """The holder's answer to a request, and the reason of a refusal.
 
     ``holds_broadcast``: this node runs the requested broadcast (same channel and id);
@@ -124,12 +132,15 @@ def decide(*, holds_broadcast: bool, publishing: bool, stopping: bool,
     where it was sent (the spec's make-before-break: it leaves the old connection only
     after publishing on the new one); ``quiet``: nothing arrived from that publisher for
     :data:`MOVE_QUIET_S`; ``waited_out``: the wait for the publisher to go (or, when it
-    is moving, to go quiet) is over.
+    is moving, to go quiet) is over; ``late``: :data:`COMMIT_WITHIN_S` passed since the
+    request came (the requester might stop waiting before a hand-over started now ends).
     """
     if stopping:
         return Decision.REFUSE, "node stopping"
     if not holds_broadcast:
         return Decision.REFUSE, "broadcast not on this node"
+    if late:
+        return Decision.REFUSE, "too late"
     if not publishing:
         return Decision.GRANT, ""
     if moving:

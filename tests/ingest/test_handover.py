@@ -254,6 +254,19 @@ def test_a_moving_publisher_is_handed_over_once_quiet(quiet: bool, waited_out: b
     assert decision is expected
 
 
+def test_a_late_start_is_refused_and_the_requester_outwaits_any_hand_over() -> None:
+    from transcoder.supervisor import FINISH_TIMEOUT_S, STOP_TIMEOUT_S
+
+    decision, reason = decide(holds_broadcast=True, publishing=False, stopping=False,
+                              waited_out=False, late=True)
+    assert (decision, reason) == (Decision.REFUSE, "too late")
+    # A grant can come at most COMMIT_WITHIN_S + the transcoder's bounded flush after the
+    # request: the requester, whose wait starts later (at the ack), still listens then.
+    assert handover.FLUSH_BOUND_S >= FINISH_TIMEOUT_S + 2 * STOP_TIMEOUT_S
+    assert handover.GRANT_TIMEOUT_S > handover.COMMIT_WITHIN_S + handover.FLUSH_BOUND_S
+    assert handover.PUBLISHER_WAIT_S < handover.COMMIT_WITHIN_S
+
+
 @pytest.mark.parametrize("event", [
     {"type": "request", "request_id": "r", "channel": "c", "broadcast_id": "b",
      "owner": "o"},
