@@ -368,12 +368,16 @@ class BroadcastManager:
         if entry.grace is not None:
             entry.grace.cancel()
             entry.grace = None
-        await self.live.release_claim(entry.channel, entry.owner)
-        holder = await self.live.claim_channel(entry.channel, request.connection_id,
-                                               self.claim_ttl_s)
-        if holder is not None:
-            await self._end(entry, "channel claimed elsewhere", locked=True)
-            return self._rejected("already_live", Rejection.already_live())
+        # One atomic step from the old connection to the new one: no other node's
+        # publisher can claim the channel in between. If the old claim has lapsed, claim
+        # it afresh (refused if another node got it meanwhile).
+        if not await self.live.transfer_claim(entry.channel, entry.owner,
+                                              request.connection_id, self.claim_ttl_s):
+            holder = await self.live.claim_channel(entry.channel, request.connection_id,
+                                                   self.claim_ttl_s)
+            if holder is not None:
+                await self._end(entry, "channel claimed elsewhere", locked=True)
+                return self._rejected("already_live", Rejection.already_live())
         entry.owner = request.connection_id
         publication = _Publication(self, entry, request.connection_id)
         entry.publication = publication

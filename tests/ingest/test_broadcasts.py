@@ -191,6 +191,29 @@ async def test_reconnect_within_grace_continues_the_same_broadcast(
     await manager.stop()
 
 
+class RacingLiveState(MemoryLiveState):
+    """Another node's publisher of the same key claims the channel the moment it is free."""
+
+    async def release_claim(self, channel: str, owner: str) -> None:
+        await super().release_claim(channel, owner)
+        await self.claim_channel(channel, "intruder-on-node-b", 30)
+
+
+async def test_a_reconnect_keeps_the_claim_from_any_other_node_throughout(
+        catalog: SqlCatalog, pipeline: RecordingPipeline) -> None:
+    live = RacingLiveState()
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    first = await accepted(manager, request(connection_id="c1"))
+    broadcast_id = manager.broadcast_id("alpha")
+    await first.on_close("disconnected")
+    # the claim passes from c1 to c2 in one step: no gap for the intruder
+    await accepted(manager, request(connection_id="c2"))
+    assert manager.broadcast_id("alpha") == broadcast_id
+    assert await live.claim_channel("alpha", "intruder-on-node-b", 30) == "c2"
+    await manager.stop()
+    await live.close()
+
+
 async def test_after_the_grace_window_the_broadcast_ends(
         catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
     manager = make_manager(catalog, live, pipeline, grace_s=0.05)
