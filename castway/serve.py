@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from castway.bootstrap import (
 )
 from castway.health_http import Check, HealthApp, HealthServer
 from castway.logs import configure_logging
+from castway.model import Node, NodeState
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
 
@@ -119,6 +120,19 @@ class Services:
         self.catalog.close()
 
 
+def pick_reconnect_target(nodes: Sequence[Node], own_id: str,
+                          own_version: str) -> Node | None:
+    """The node a draining node without a load balancer sends its publishers to:
+    active, not itself, with a free slot; a different image version than its own
+    first, then the most free slots (ties: the lowest id, so the choice is stable)."""
+    candidates = [n for n in nodes
+                  if n.state == NodeState.ACTIVE and n.id != own_id and n.free_slots > 0]
+    if not candidates:
+        return None
+    return min(candidates,
+               key=lambda n: (n.image_version == own_version, -n.free_slots, n.id))
+
+
 @dataclass
 class IngestNode:
     """An ingest node: RTMP server, per-broadcast transcoders, uploader, node agent."""
@@ -156,7 +170,7 @@ class IngestNode:
                                reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
-        self.agent.on_drain(self.request_reconnects)
+        self.agent.on_drain(self._on_drain)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.
         await self.manager.start()
@@ -169,10 +183,37 @@ class IngestNode:
     async def _stop_server(self) -> None:
         await self.server.stop(grace_s=self.draining_grace_s)
 
-    def request_reconnects(self) -> int:
-        """Ask every E-RTMP v2 reconnect-capable publisher to reconnect through the
-        load-balanced URL (an active node); returns how many were asked."""
-        url = self.services.settings.effective_public_rtmp_url
+    async def _on_drain(self) -> None:
+        await self.request_reconnects()
+
+    async def reconnect_url(self) -> str:
+        """Where a publisher asked to move should reconnect (its new tcUrl).
+
+        Behind a load balancer (``public_rtmp_url`` set) that is the load-balanced URL:
+        it only routes to active nodes. Without one (the local and static backends),
+        this node's own URL would bring the publisher straight back to a draining node,
+        so another node is picked from the live state's heartbeats: active, not this
+        node, with a free slot; of those, one on a different image version than this
+        node (a deploy drains the old version, the new one is where publishers go),
+        then the one with the most free slots. None found (or the live state does not
+        answer): the configured/default public URL, as before."""
+        settings = self.services.settings
+        if settings.public_rtmp_url:
+            return settings.public_rtmp_url
+        target = None
+        try:
+            target = pick_reconnect_target(await self.services.live.list_nodes(),
+                                           self.agent.node_id, settings.image_version)
+        except Exception:
+            logger.exception("cannot list nodes for a reconnect target")
+        if target is None:
+            return settings.effective_public_rtmp_url
+        return f"rtmp://{target.address}/{settings.rtmp_app}"
+
+    async def request_reconnects(self) -> int:
+        """Ask every E-RTMP v2 reconnect-capable publisher to reconnect to
+        :meth:`reconnect_url` (an active node); returns how many were asked."""
+        url = await self.reconnect_url()
         asked = int(self.server.request_reconnect(url))
         logger.info("reconnect requests sent", extra={
             "publishers": self.server.active_publishers, "asked": asked, "tc_url": url})
