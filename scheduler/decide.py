@@ -234,6 +234,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     # headroom: back in the load balancer within a tick.
     remembered = set(memory.closed)
     closed = {n.id for n in cur_active if n.id in remembered}
+    retiring: set[str] = set()  # drained for scale-in in this decision
 
     def free_open() -> int:
         return sum(n.free_slots for n in cur_active
@@ -243,7 +244,6 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
         return (sum(n.free_slots for n in cur_active if n.id not in retiring)
                 + sum(n.free_slots for n in cur_starting))
 
-    retiring: set[str] = set()  # drained for scale-in in this decision
     # Broadcasts that will land on the open nodes: reconnect requests in flight from
     # draining nodes, and those the expired nodes will send once drained.
     moving = sum(n.reconnectable for n in draining if n.id not in stopping)
