@@ -165,8 +165,11 @@ class IngestNode:
         self.manager = BroadcastManager(settings, catalog=s.catalog, live=s.live,
                                         pipeline=pipeline, registry=s.registry)
         self.server = IngestServer(settings, self.manager)
+        # A broadcast waiting out its reconnect grace window holds its slot, and its node:
+        # the publisher may come back here, or to another node that needs this one alive
+        # to hand the broadcast over.
         self.agent = NodeAgent(settings, s.live,
-                               active_broadcasts=lambda: self.server.active_publishers,
+                               active_broadcasts=self._active_broadcasts,
                                reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
@@ -179,6 +182,11 @@ class IngestNode:
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
         self._stack.push_async_callback(self._stop_server)
+
+    def _active_broadcasts(self) -> int:
+        publishing: int = self.server.active_publishers
+        held: int = self.manager.live_broadcasts
+        return max(publishing, held)
 
     async def _stop_server(self) -> None:
         await self.server.stop(grace_s=self.draining_grace_s)

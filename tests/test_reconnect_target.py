@@ -108,3 +108,34 @@ async def test_behind_a_load_balancer_the_load_balanced_url_is_the_target(
     url, _ = await drained_node_sends_publisher_to(
         tmp_path, [node("new-node", "v2")], "rtmp://ingest.example.com/live")
     assert url == "rtmp://ingest.example.com/live"
+
+
+async def test_a_broadcast_waiting_for_its_publisher_keeps_its_slot_and_its_node(
+        tmp_path: Path) -> None:
+    # A dropped publisher may come back within the grace window (here or through another
+    # node's handover, which needs this node alive): the heartbeat counts the broadcast,
+    # so the scheduler does not stop a draining node under it, and admission keeps its slot.
+    port = free_port()
+    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", rtmp_port=port,
+                        transcode=False, node_id="node-x", reconnect_grace_s=30.0)
+    services = Services.open(settings)
+    services.catalog.create_channel(Channel("alpha"))
+    services.catalog.add_stream_key(StreamKey("alpha", hash_stream_key("cw_alpha-key")))
+    ingest = IngestNode(services)
+    await ingest.start()
+    pub = ReconnectingPublisher("cw_alpha-key")
+    try:
+        await pub.start(f"rtmp://127.0.0.1:{port}/live")
+        await pub.send_frame()
+        assert ingest.agent.snapshot().active_broadcasts == 1
+        await pub.close()  # gone, within the grace window
+        for _ in range(100):
+            if ingest.server.active_publishers == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert ingest.server.active_publishers == 0
+        assert ingest.manager.live_broadcasts == 1
+        assert ingest.agent.snapshot().active_broadcasts == 1
+    finally:
+        await ingest.stop()
+        await services.close()
