@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,15 +46,6 @@ def backend(settings: Settings) -> Iterator[LocalBackend]:
                      env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     yield b
     b.stop_all()
-
-
-@pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[LiveState]:
-    from castway.live import open_live_state
-
-    state = open_live_state(settings)
-    yield state
-    await state.close()
 
 
 async def until(what: str, check: Callable[[], Awaitable[bool]],

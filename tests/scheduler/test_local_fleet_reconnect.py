@@ -69,15 +69,6 @@ def backend(settings: Settings) -> Iterator[LocalBackend]:
     b.stop_all()
 
 
-@pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[LiveState]:
-    from castway.live import open_live_state
-
-    state = open_live_state(settings)
-    yield state
-    await state.close()
-
-
 @contextlib.asynccontextmanager
 async def streaming(pub: ReconnectingPublisher) -> AsyncIterator[None]:
     """Keyframes at 25 fps in the background; the publisher follows a reconnect
