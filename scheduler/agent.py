@@ -9,7 +9,8 @@ accepts a publish; anything but None is the rejection reason to send the publish
 
 On drain, the ``on_drain`` callbacks run: the ingest side uses one to send every
 publisher that announced E-RTMP v2 reconnect support (capsEx 0x01 in ``connect``) the
-``NetConnection.Connect.ReconnectRequest`` onStatus, pointing at the load-balanced URL.
+``NetConnection.Connect.ReconnectRequest`` onStatus, pointing at the load-balanced URL
+(or, on a fleet without a load balancer, at another active node: ``IngestNode.reconnect_url``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class NodeAgent:
         if self._state == NodeState.STARTING:
             return "ingest node is starting"
         if self._state == NodeState.DRAINING:
-            return "ingest node is draining: reconnect through the load-balanced URL"
+            return "ingest node is draining: publish to another node"
         if self._state in (NodeState.STOPPED, NodeState.LOST):
             return "ingest node is stopping"
         active = self._active_broadcasts()
