@@ -13,6 +13,8 @@ Every database error reaches callers as a :class:`castway.catalog.base.CatalogEr
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -111,12 +113,34 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         # In WAL mode NORMAL is durable across application crashes; only an OS crash
         # can lose the last transactions, which the next start tolerates.
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """WAL mode (persistent in the file: only the first connection ever switches it).
+    Switching needs the database to itself, and SQLite answers "database is locked" at
+    once instead of calling the busy handler when another connection holds a lock (two
+    processes opening a fresh catalog together), so wait for it here, as long as the
+    busy timeout allows."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal" or mode == "memory":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(0.25, delay * 2)
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from castway.catalog import open_catalog
 from castway.catalog.base import AlreadyExists, CatalogError, NotFound
 from castway.catalog.migrations import MIGRATIONS, Migration, history
 from castway.catalog.schema import metadata
-from castway.catalog.sql import CatalogUnavailable, SqlCatalog
+from castway.catalog.sql import CatalogUnavailable, SqlCatalog, create_catalog_engine
 from castway.keys import generate_stream_key, hash_stream_key
 from castway.model import (
     Broadcast,
@@ -444,3 +445,23 @@ def test_an_in_memory_sqlite_catalog_works_for_tools() -> None:
         assert catalog.migrate() == len(MIGRATIONS)
         catalog.create_channel(Channel("alice"))
         assert [c.name for c in catalog.list_channels()] == ["alice"]
+
+
+def test_a_fresh_sqlite_catalog_opens_while_another_process_holds_its_lock(
+        tmp_path: Path) -> None:
+    # Switching a fresh file to WAL needs it to itself; SQLite answers "locked" at once
+    # there (no busy handler), which failed one of two processes starting together.
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_process (x)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = create_catalog_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        engine.dispose()
+        holder.close()
