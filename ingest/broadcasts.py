@@ -332,11 +332,7 @@ class BroadcastManager:
             holder = await self.live.claim_channel(channel, request.connection_id,
                                                    self.claim_ttl_s)
             if holder is None:
-                try:
-                    return await self._go_live(channel, request)
-                except BaseException:
-                    await self.live.release_claim(channel, request.connection_id)
-                    raise
+                return await self._go_live(channel, request)
         # Not under the lock: the other node may take a few seconds to answer.
         return await self._take_over(channel, request, holder, fields)
 
@@ -345,6 +341,16 @@ class BroadcastManager:
         return rejection
 
     async def _go_live(self, channel: str, request: PublishRequest) -> PublishSession:
+        """A new broadcast on the channel this connection has just claimed; the claim is
+        released if starting it fails."""
+        try:
+            return await self._start_broadcast(channel, request)
+        except BaseException:
+            await self.live.release_claim(channel, request.connection_id)
+            raise
+
+    async def _start_broadcast(self, channel: str, request: PublishRequest
+                               ) -> PublishSession:
         broadcast = Broadcast(id=new_id(), channel=channel, node_id=self.node_id,
                               segment_format=self.settings.segment_format.value)
         await self.live.put_broadcast(broadcast)
@@ -385,14 +391,18 @@ class BroadcastManager:
         if entry.media is not None:
             await entry.media.discontinuity()
         self._metrics.publishes.labels("resumed").inc()
-        await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
-                                                   "broadcast_id": entry.broadcast_id,
-                                                   "channel": entry.channel,
-                                                   "node_id": self.node_id})
+        await self._announce_resumed(entry)
         logger.info("broadcast resumed", extra={"broadcast_id": entry.broadcast_id,
                                                 "channel": entry.channel,
                                                 "connection_id": request.connection_id})
         return publication
+
+    async def _announce_resumed(self, entry: _Live) -> None:
+        """The broadcast goes on, on this node (a reconnect here, or a handover)."""
+        await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
+                                                   "broadcast_id": entry.broadcast_id,
+                                                   "channel": entry.channel,
+                                                   "node_id": self.node_id})
 
     # --- handover: the publisher came back to another node ----------------------------
     async def _take_over(self, channel: str, request: PublishRequest, holder: str,
@@ -440,11 +450,7 @@ class BroadcastManager:
                            extra=fields)
             if holder is not None:
                 return self._rejected("already_live", Rejection.already_live())
-            try:
-                return await self._go_live(channel, request)
-            except BaseException:
-                await self.live.release_claim(channel, request.connection_id)
-                raise
+            return await self._go_live(channel, request)
         await asyncio.to_thread(self.catalog.save_broadcast, updated)
         media = (await self.pipeline.start(updated, handover=True)
                  if self.pipeline is not None else None)
@@ -461,10 +467,7 @@ class BroadcastManager:
         publication = _Publication(self, entry, request.connection_id)
         entry.publication = publication
         self._metrics.publishes.labels("handover").inc()
-        await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
-                                                   "broadcast_id": entry.broadcast_id,
-                                                   "channel": channel,
-                                                   "node_id": self.node_id})
+        await self._announce_resumed(entry)
         logger.info("broadcast taken over from another node", extra={
             **fields, "node": self.node_id, "connection_id": request.connection_id})
         return publication
