@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from archiver import tasks
+from archiver.reconcile import Reconciler, pending_too_long
 from archiver.uploader import Uploader
 from castway.catalog.base import Catalog, CatalogError
 from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError, SubscriptionClosed
@@ -50,6 +51,9 @@ FOLLOW_INTERVAL_S = 10.0
 FLUSH_BEFORE_VERIFY_S = 5.0
 MAX_FOLLOWED = 256  # live broadcasts whose segment logs are followed (memory bound)
 MAX_JOBS = 64  # broadcasts archived at once; more wait for a slot
+STOP_WAIT_S = 15.0  # a stopping archiver finishes the VODs it started for this long
+PENDING_RECHECK_S = 120.0  # distributed: a VOD pending this long is enqueued again
+DRAIN_EVENT_S = 0.05
 RETRYABLE: tuple[type[BaseException], ...] = (
     tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError)
 
@@ -91,7 +95,8 @@ class ArchiverService:
                  expire_interval_s: float = EXPIRE_INTERVAL_S,
                  verify_attempts: int = 40,
                  follow_interval_s: float = FOLLOW_INTERVAL_S,
-                 make_vod_here: bool = False) -> None:
+                 make_vod_here: bool = False,
+                 stop_wait_s: float = STOP_WAIT_S) -> None:
         self.settings = settings
         self.ctx = tasks.ArchiveContext(settings, catalog, live, storage)
         self.uploader = uploader
@@ -115,8 +120,15 @@ class ArchiverService:
         self._followed: OrderedDict[str, tasks.FollowedLogs] = OrderedDict()
         self._slots = asyncio.Semaphore(MAX_JOBS)
         self._loops: list[asyncio.Task[None]] = []
+        self._events_task: asyncio.Task[None] | None = None
         self._subscription: Any = None
         self._vod_ready: OrderedDict[str, asyncio.Event] = OrderedDict()
+        self.stop_wait_s = stop_wait_s
+        self.reconciler = Reconciler(catalog, live, heartbeat_ttl_s=settings.heartbeat_ttl_s,
+                                     grace_s=settings.heartbeat_ttl_s)
+        # An in-process live state was born empty with this process: a node it has
+        # never heard of is not running anywhere, so the first sweep need not wait.
+        self._first_sweep_grace_s = 0.0 if not settings.redis_url else None
 
     @property
     def distributed(self) -> bool:
@@ -127,7 +139,9 @@ class ArchiverService:
     async def start(self) -> None:
         # Subscribed before start() returns: no end event published afterwards is missed.
         self._subscription = await self.ctx.live.subscribe(BROADCASTS_TOPIC)
-        self._loops.append(asyncio.create_task(self._events(), name="archiver-events"))
+        self._events_task = asyncio.create_task(self._events(), name="archiver-events")
+        self._loops.append(self._events_task)
+        self._loops.append(asyncio.create_task(self._reconcile(), name="archiver-reconcile"))
         if not self.distributed or self.make_vod_here:
             self._loops.append(asyncio.create_task(self._follow(), name="archiver-follow"))
         if not self.distributed:
@@ -137,6 +151,16 @@ class ArchiverService:
                                                else "embedded"})
 
     async def stop(self) -> None:
+        """Stop; in the embedded mode first finish (for up to ``stop_wait_s``) the VODs of
+        the broadcasts that ended on the way down. What is not finished then is made by
+        the next start's sweep: the segment records stay until the VOD is complete."""
+        if not self.distributed and self._events_task is not None:
+            await self._drain_events()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.reconcile_now(), self.stop_wait_s)
+            if not await self.idle(self.stop_wait_s):
+                logger.warning("stopping with VODs unfinished; the next start makes them",
+                               extra={"broadcasts": sorted(self._jobs)})
         if self._subscription is not None:
             await self._subscription.close()
         pending = [*self._loops, *self._jobs.values()]
@@ -145,7 +169,55 @@ class ArchiverService:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._loops, self._jobs = [], {}
+        self._loops, self._jobs, self._events_task = [], {}, None
+
+    async def _drain_events(self) -> None:
+        """Take the end events already delivered but not read yet (the ingest that stopped
+        just before us published them)."""
+        task = self._events_task
+        if task is not None:
+            task.cancel()  # read here instead
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        while True:
+            try:
+                event = await asyncio.wait_for(self._subscription.get(), DRAIN_EVENT_S)
+            except (TimeoutError, LiveStateError):
+                return
+            await self._on_event(event)
+
+    async def reconcile_now(self, *, grace_s: float | None = None) -> int:
+        """One sweep (:mod:`archiver.reconcile`): fail broadcasts whose node is gone, then
+        archive every ended or failed broadcast whose VOD is not complete; returns how
+        many were handed to archiving."""
+        now = utcnow()
+        result = await self.reconciler.sweep(now, grace_s=grace_s)
+        started = 0
+        for broadcast_id in result.to_archive:
+            if broadcast_id in self._jobs:
+                continue  # being archived here right now
+            if self.distributed:
+                vod = await asyncio.to_thread(self.ctx.catalog.get_vod, broadcast_id)
+                if vod is not None and not pending_too_long(vod.created_at, now,
+                                                            PENDING_RECHECK_S):
+                    continue  # its verification is probably still retrying in a worker
+            logger.info("archiving a broadcast found without a complete VOD",
+                        extra={"broadcast_id": broadcast_id})
+            await self.broadcast_ended(broadcast_id)
+            started += 1
+        return started
+
+    async def _reconcile(self) -> None:
+        grace_s = self._first_sweep_grace_s
+        while True:
+            try:
+                await self.reconcile_now(grace_s=grace_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # catalog or live state down: the next sweep retries
+                logger.warning("archive reconciliation failed", extra={"error": str(e)})
+            grace_s = None
+            await asyncio.sleep(self.settings.archive_reconcile_interval_s)
 
     async def wait_vod(self, broadcast_id: str, timeout_s: float) -> bool:
         """Wait until this service (embedded) has written the broadcast's VOD playlists."""
@@ -191,11 +263,12 @@ class ArchiverService:
                     subscription = self._subscription = await self.ctx.live.subscribe(
                         BROADCASTS_TOPIC)
                 continue
-            kind = event.get("type") if isinstance(event, dict) else None
-            broadcast_id = event.get("broadcast_id") if isinstance(event, dict) else None
-            if kind not in ("ended", "failed") or not isinstance(broadcast_id, str) \
-                    or not broadcast_id:
-                continue
+            await self._on_event(event)
+
+    async def _on_event(self, event: object) -> None:
+        kind = event.get("type") if isinstance(event, dict) else None
+        broadcast_id = event.get("broadcast_id") if isinstance(event, dict) else None
+        if kind in ("ended", "failed") and isinstance(broadcast_id, str) and broadcast_id:
             await self.broadcast_ended(broadcast_id)
 
     async def broadcast_ended(self, broadcast_id: str) -> None:

@@ -141,6 +141,19 @@ async def _logs(ctx: ArchiveContext, broadcast_id: str, renditions: Sequence[Ren
     return {r.name: logs[r.name] for r in renditions}
 
 
+async def _durable_logs(ctx: ArchiveContext, broadcast_id: str,
+                        renditions: Sequence[Rendition],
+                        known: FollowedLogs | None = None) -> dict[str, list[Segment]]:
+    """The renditions' segment logs: the catalog's durable record (which survives the
+    process that ran the broadcast, and Redis) merged with the live state's log (which
+    may hold the last few segments the catalog writer has not flushed yet)."""
+    live = await _logs(ctx, broadcast_id, renditions, known)
+    recorded = await asyncio.to_thread(ctx.catalog.segment_records, broadcast_id)
+    # normalize_log keeps one segment per media sequence number.
+    return {name: layout.normalize_log([*recorded.get(name, ()), *log])
+            for name, log in live.items()}
+
+
 async def follow_logs(ctx: ArchiveContext, broadcast_id: str, known: FollowedLogs) -> int:
     """Read the new tail of every rendition's segment log of a live broadcast into
     ``known`` (so that ``make_vod`` at the end reads only the last few segments, however
@@ -177,7 +190,12 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
     existing = await asyncio.to_thread(ctx.catalog.get_vod, broadcast_id)
     if existing is not None and existing.state is VodState.DELETED:
         return existing
-    logs = await _logs(ctx, broadcast_id, broadcast.renditions, known)
+    if existing is not None and existing.state is VodState.COMPLETE:
+        # Final: its logs may be gone already, and rendering what is left of them (a
+        # record written after the verification, say) would shrink it.
+        await asyncio.to_thread(ctx.catalog.drop_segment_records, broadcast_id)
+        return existing
+    logs = await _durable_logs(ctx, broadcast_id, broadcast.renditions, known)
     plan = layout.plan_vod(broadcast_id, broadcast.renditions, logs,
                            target_duration_s=ctx.settings.target_segment_s)
     if plan.empty:
@@ -253,7 +271,7 @@ async def _vod_objects(ctx: ArchiveContext, broadcast_id: str) -> dict[str, int]
             expected.setdefault(ref, 0)
     broadcast = await _broadcast(ctx, broadcast_id)
     if broadcast is not None:  # sizes from the segment log, where it still exists
-        for log in (await _logs(ctx, broadcast_id, broadcast.renditions)).values():
+        for log in (await _durable_logs(ctx, broadcast_id, broadcast.renditions)).values():
             for segment in log:
                 if segment.key in expected and segment.size > 0:
                     expected[segment.key] = segment.size
@@ -291,7 +309,9 @@ async def verify_vod(ctx: ArchiveContext, vod_id: str, *, raise_incomplete: bool
         logger.info("VOD complete", extra={"vod_id": vod_id, "objects": len(expected)})
     broadcast = await asyncio.to_thread(ctx.catalog.get_broadcast, vod.broadcast_id)
     if broadcast is not None and broadcast.state is not BroadcastState.LIVE:
+        # The stored VOD playlists are the record from now on.
         await ctx.live.drop_segment_log(vod.broadcast_id)
+        await asyncio.to_thread(ctx.catalog.drop_segment_records, vod.broadcast_id)
     return result
 
 

@@ -70,6 +70,7 @@ class _Entry:
     size: int
     data: bytes | None = None
     path: Path | None = None
+    on_durable: Callable[[], None] | None = None  # called once: stored or spooled
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,15 @@ class UploaderMetrics:
 
 
 # -- the spool file format: 4-byte big-endian header length, JSON header, the bytes ----------
+
+def _durable(entry: _Entry) -> None:
+    callback, entry.on_durable = entry.on_durable, None
+    if callback is not None:
+        try:
+            callback()
+        except Exception:  # the caller's bookkeeping must not stop an upload worker
+            logger.exception("on_durable callback failed", extra={"key": entry.key})
+
 
 def encode_spool_record(entry: _Entry, data: bytes) -> bytes:
     header = json.dumps({"key": entry.key, "content_type": entry.content_type,
@@ -263,16 +273,20 @@ class Uploader:
         self._tasks.append(asyncio.create_task(self._drainer(), name="uploader-drainer"))
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None,
-                  cache_control: str | None = IMMUTABLE) -> None:
+                  cache_control: str | None = IMMUTABLE,
+                  on_durable: Callable[[], None] | None = None) -> None:
         """Accept an object for upload. Never raises for storage faults; raises ValueError
-        for an invalid key and RuntimeError after ``close()``."""
+        for an invalid key and RuntimeError after ``close()``. ``on_durable`` is called
+        once the object would survive this process: stored, or written to the spool
+        (which the next start drains)."""
         check_key(key)
         if self._closed:
             raise RuntimeError("uploader is closed")
         await self.start()
         self._seq += 1
         entry = _Entry(seq=self._seq, key=key, content_type=content_type,
-                       cache_control=cache_control, size=len(data), data=bytes(data))
+                       cache_control=cache_control, size=len(data), data=bytes(data),
+                       on_durable=on_durable)
         self._accept(entry)
         if self._healthy and self._memory_bytes + entry.size <= self._max_memory:
             self._hold(entry)
@@ -434,6 +448,7 @@ class Uploader:
         self._spool_bytes += entry.size
         self._update_spool_metrics()
         self._release(entry)
+        _durable(entry)
         return True
 
     # -- uploading ------------------------------------------------------------------------
@@ -444,6 +459,7 @@ class Uploader:
         lock = self._key_locks.setdefault(entry.key, asyncio.Lock())
         async with lock:
             if self._superseded(entry):
+                _durable(entry)  # a newer version of the same key takes its place
                 self._finish(entry)
                 return True
             data = entry.data
@@ -480,6 +496,7 @@ class Uploader:
         self.metrics.uploads.inc()
         logger.debug("uploaded", extra={"key": entry.key, "size": entry.size,
                                         "seconds": round(time.monotonic() - started, 3)})
+        _durable(entry)
         self._finish(entry)
         return True
 

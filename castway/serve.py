@@ -23,6 +23,7 @@ from castway.bootstrap import (
     ensure_default_channel,
     load_or_create_secret,
 )
+from castway.catalog.recorder import SegmentRecorder
 from castway.health_http import Check, HealthApp, HealthServer
 from castway.logs import configure_logging
 from castway.model import Node, NodeState
@@ -120,6 +121,16 @@ class Services:
         self.catalog.close()
 
 
+async def start_recorder(services: Services,
+                         stack: contextlib.AsyncExitStack) -> SegmentRecorder:
+    """The process's durable segment log writer. Push it before the uploader that feeds
+    it: closing in reverse, the uploader's last stores and spools are still recorded."""
+    recorder = SegmentRecorder(services.catalog, services.registry)
+    await recorder.start()
+    stack.push_async_callback(recorder.close)
+    return recorder
+
+
 def pick_reconnect_target(nodes: Sequence[Node], own_id: str,
                           own_version: str) -> Node | None:
     """The node a draining node without a load balancer sends its publishers to:
@@ -144,6 +155,7 @@ class IngestNode:
     agent: Any = None
     manager: Any = None
     uploader: Any = None
+    recorder: SegmentRecorder | None = None
 
     async def start(self) -> None:
         from archiver.uploader import Uploader
@@ -154,13 +166,15 @@ class IngestNode:
 
         s = self.services
         settings = s.settings
+        if self.recorder is None:
+            self.recorder = await start_recorder(s, self._stack)
         if self.uploader is None:
             self.uploader = Uploader(s.storage, settings.data_dir / "spool",
                                      registry=s.registry)
             await self.uploader.start()
             self._stack.push_async_callback(self.uploader.close)
         pipeline = (TranscoderSupervisor(settings, s.live, s.storage, s.registry,
-                                         uploader=self.uploader)
+                                         uploader=self.uploader, recorder=self.recorder)
                     if settings.transcode else None)
         self.manager = BroadcastManager(settings, catalog=s.catalog, live=s.live,
                                         pipeline=pipeline, registry=s.registry)
@@ -319,6 +333,7 @@ class EmbeddedPlatform:
         self.default_stream_key = await asyncio.to_thread(ensure_default_channel,
                                                           services.catalog)
 
+        recorder = await start_recorder(services, self._stack)
         uploader = Uploader(services.storage, settings.data_dir / "spool",
                             registry=services.registry)
         await uploader.start()
@@ -329,7 +344,7 @@ class EmbeddedPlatform:
         await archiver.start()
         self._stack.push_async_callback(archiver.stop)
 
-        self.ingest = IngestNode(services, uploader=uploader)
+        self.ingest = IngestNode(services, uploader=uploader, recorder=recorder)
         await self.ingest.start()
         self._stack.push_async_callback(self.ingest.stop)
 

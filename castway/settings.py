@@ -98,6 +98,9 @@ class Settings(BaseSettings):
                                            "this; default: keep forever.")
     celery_broker_url: str | None = Field(None, description="Celery broker; default: "
                                           "REDIS_URL; unset: archiver runs in-process.")
+    archive_reconcile_interval_s: float = Field(
+        30.0, gt=0, description="Every this often the archiver looks for broadcasts "
+        "without a complete VOD (missed events, crashed nodes) and archives them.")
 
     # --- scheduler -------------------------------------------------------------------
     desired_version: str | None = Field(None, description="Image version the scheduler "

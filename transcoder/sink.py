@@ -24,9 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
+from castway.catalog.recorder import SegmentRecorder
 from castway.live.base import LiveState, media_topic
-from castway.model import Rendition
+from castway.model import Rendition, Segment
 from castway.settings import SegmentFormat, Settings
 from transcoder.packager import InitOut, Output, PartOut, SegmentOut
 from transcoder.pipeline import RenditionInfo
@@ -39,14 +41,21 @@ logger = logging.getLogger(__name__)
 MEDIA_TTL_FACTOR = 3.0
 MIN_MEDIA_TTL_S = 60.0
 
-Put = Callable[[str, bytes], Awaitable[None]]
+class Put(Protocol):
+    """Accept bytes for storage; ``on_durable`` is called once they would survive this
+    process (:meth:`archiver.uploader.Uploader.put`)."""
+
+    def __call__(self, key: str, data: bytes, *,
+                 on_durable: Callable[[], None] | None = None) -> Awaitable[None]: ...
 
 
 class BroadcastSink:
     def __init__(self, broadcast_id: str, settings: Settings, live: LiveState,
                  put_storage: Put, *, now: Callable[[], datetime] | None = None,
-                 on_segment_latency: Callable[[float], None] | None = None) -> None:
+                 on_segment_latency: Callable[[float], None] | None = None,
+                 recorder: SegmentRecorder | None = None) -> None:
         self.broadcast_id = broadcast_id
+        self.recorder = recorder
         self.settings = settings
         self.live = live
         self.put_storage = put_storage
@@ -111,7 +120,8 @@ class BroadcastSink:
         segment = log.add_segment(duration_s, start_pts_s, len(data),
                                   self._wall_clock_at(start_pts_s, duration_s))
         await self.live.put_media(segment.key, data, self.media_ttl_s)
-        await self.put_storage(segment.key, data)
+        await self.put_storage(segment.key, data,
+                               on_durable=self._record_when_durable(rendition, segment))
         await self.live.append_segment_log(self.broadcast_id, rendition, segment)
         self.segments += 1
         await self._publish_window(rendition, log, segment.msn, None)
@@ -119,6 +129,15 @@ class BroadcastSink:
             end = segment.program_date_time + timedelta(seconds=duration_s)
             self._on_segment_latency(max(0.0, (self._now() - end).total_seconds()))
         await self._maybe_update_broadcast(rendition, log)
+
+    def _record_when_durable(self, rendition: str,
+                             segment: Segment) -> Callable[[], None] | None:
+        """The durable segment log names only bytes that outlive this process, so a VOD
+        made after a crash never waits for a segment that was lost with it."""
+        recorder = self.recorder
+        if recorder is None:
+            return None
+        return lambda: recorder.record(self.broadcast_id, rendition, segment)
 
     def note_keyframe_arrival(self) -> None:
         """Ingest handed over a keyframe now: the first one is where the broadcast's
@@ -162,7 +181,10 @@ class BroadcastSink:
 
     async def _update_broadcast(self) -> None:
         # Atomic: ingest updates the same broadcast (source info, its end) concurrently.
-        await self.live.update_broadcast(self.broadcast_id, renditions=self.renditions())
+        renditions = self.renditions()
+        await self.live.update_broadcast(self.broadcast_id, renditions=renditions)
+        if self.recorder is not None:
+            self.recorder.record_renditions(self.broadcast_id, renditions)
 
     async def discontinuity(self) -> None:
         """The child flushed for a publisher reconnect: the next segments follow a break."""

@@ -32,6 +32,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -40,6 +41,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from castway.catalog.recorder import SegmentRecorder
 from castway.live.base import LiveState
 from castway.media import MediaKind, MediaPacket
 from castway.model import Broadcast
@@ -115,8 +117,10 @@ class TranscoderSupervisor:
     """:class:`castway.media.MediaPipelineFactory` running one child per broadcast."""
 
     def __init__(self, settings: Settings, live: LiveState, storage: Storage,
-                 registry: CollectorRegistry, *, uploader: Any = None) -> None:
+                 registry: CollectorRegistry, *, uploader: Any = None,
+                 recorder: SegmentRecorder | None = None) -> None:
         self.settings = settings
+        self.recorder = recorder
         self.live = live
         self.storage = storage
         self.metrics = TranscoderMetrics.create(registry)
@@ -126,7 +130,8 @@ class TranscoderSupervisor:
         self.running: dict[str, BroadcastTranscoder] = {}
         self._context = multiprocessing.get_context("spawn")
 
-    async def _put_storage(self, key: str, data: bytes) -> None:
+    async def _put_storage(self, key: str, data: bytes, *,
+                           on_durable: Callable[[], None] | None = None) -> None:
         if self.uploader is None:
             try:
                 from archiver.uploader import Uploader
@@ -140,17 +145,21 @@ class TranscoderSupervisor:
                     self.uploader = Uploader(self.storage, spool, CollectorRegistry())
                 self._owns_uploader = True
         if self.uploader:
-            await self.uploader.put(key, data)
+            await self.uploader.put(key, data, on_durable=on_durable)
             return
         try:
             await asyncio.to_thread(self.storage.put, key, data)
         except Exception as exc:  # storage backends raise StorageError and friends
             logger.error("storage put failed", extra={"key": key, "error": str(exc)})
+            return
+        if on_durable is not None:
+            on_durable()
 
     async def start(self, broadcast: Broadcast, *,
                     handover: bool = False) -> BroadcastTranscoder:
         sink = BroadcastSink(broadcast.id, self.settings, self.live, self._put_storage,
-                             on_segment_latency=self.metrics.glass_to_glass.observe)
+                             on_segment_latency=self.metrics.glass_to_glass.observe,
+                             recorder=self.recorder)
         if handover:
             # Another node ran this broadcast until now: its playlists go on.
             await sink.continue_from_live(broadcast.renditions)

@@ -9,9 +9,11 @@ SQLite (embedded default) and PostgreSQL (distributed mode); the contract suite
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from castway.model import Broadcast, BroadcastState, Channel, StreamKey, Vod
+from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, StreamKey, Vod
 
 
 class CatalogError(Exception):
@@ -24,6 +26,15 @@ class AlreadyExists(CatalogError):
 
 class NotFound(CatalogError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRecord:
+    """One complete segment of a broadcast's rendition whose bytes are durable."""
+
+    broadcast_id: str
+    rendition: str
+    segment: Segment
 
 
 class Catalog(Protocol):
@@ -57,6 +68,24 @@ class Catalog(Protocol):
                         state: BroadcastState | None = None,
                         limit: int = 100) -> list[Broadcast]:
         """Newest first."""
+
+    def set_renditions(self, broadcast_id: str, renditions: Sequence[Rendition]) -> None:
+        """Replace the broadcast's ladder (no-op when the broadcast is not recorded)."""
+
+    def broadcasts_to_archive(self, limit: int = 100) -> list[Broadcast]:
+        """Ended or failed broadcasts that still have segment records (their VOD is not
+        complete yet), oldest first."""
+
+    # the durable segment log
+    def record_segments(self, records: Sequence[SegmentRecord]) -> None:
+        """Append segments; a record already present (same broadcast, rendition and
+        media sequence number) is left as it is, so a retry does no harm."""
+
+    def segment_records(self, broadcast_id: str) -> dict[str, list[Segment]]:
+        """Every recorded segment of the broadcast by rendition, oldest first (without
+        parts: a VOD needs whole segments only)."""
+
+    def drop_segment_records(self, broadcast_id: str) -> None: ...
 
     # VODs
     def save_vod(self, vod: Vod) -> None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -126,8 +127,29 @@ def _v1_initial_schema(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_segment_records(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "segment_records", md,
+        Column("broadcast_id", String(64), primary_key=True),
+        Column("rendition", String(64), primary_key=True),
+        Column("msn", Integer, primary_key=True, autoincrement=False),
+        Column("duration_s", Float, nullable=False),
+        Column("key", Text, nullable=False),
+        Column("start_pts_s", Float, nullable=False),
+        Column("program_date_time", UtcDateTime, nullable=False),
+        Column("discontinuity", Boolean, nullable=False),
+        Column("discontinuity_seq", Integer, nullable=False),
+        Column("init_key", Text, nullable=True),
+        Column("size", Integer, nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "channels, stream keys, broadcasts, VODs", _v1_initial_schema),
+    Migration(2, "segment records: the durable segment log of each broadcast",
+              _v2_segment_records),
 )
 
 

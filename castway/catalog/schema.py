@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -119,4 +120,22 @@ vods = Table(
     Column("mp4_progress", Float, nullable=True),
     Index("ix_vods_channel_created_at", "channel", "created_at"),
     Index("ix_vods_created_at", "created_at"),
+)
+
+# The durable segment log: every complete segment of every rendition once its bytes are
+# durable (in storage, or in the uploader's spool). The live state's segment log is a
+# cache of it; the archiver makes VODs from it after any fault (docs/reliability.md).
+segment_records = Table(
+    "segment_records", metadata,
+    Column("broadcast_id", String(64), primary_key=True),
+    Column("rendition", String(64), primary_key=True),
+    Column("msn", Integer, primary_key=True, autoincrement=False),
+    Column("duration_s", Float, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("start_pts_s", Float, nullable=False),
+    Column("program_date_time", UtcDateTime, nullable=False),
+    Column("discontinuity", Boolean, nullable=False),
+    Column("discontinuity_seq", Integer, nullable=False),
+    Column("init_key", Text, nullable=True),
+    Column("size", Integer, nullable=False),
 )

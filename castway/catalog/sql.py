@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,15 +46,16 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from castway.catalog.base import AlreadyExists, CatalogError, NotFound
+from castway.catalog.base import AlreadyExists, CatalogError, NotFound, SegmentRecord
 from castway.catalog.migrations import MIGRATIONS, Migration
 from castway.catalog.migrations import migrate as run_migrations
-from castway.catalog.schema import broadcasts, channels, stream_keys, vods
+from castway.catalog.schema import broadcasts, channels, segment_records, stream_keys, vods
 from castway.model import (
     Broadcast,
     BroadcastState,
     Channel,
     Rendition,
+    Segment,
     SourceInfo,
     StreamKey,
     Visibility,
@@ -79,6 +80,7 @@ MAX_NAME = 200  # channel names, node ids
 MAX_ID = 64  # broadcast and VOD ids
 MAX_KEY_HASH = 128
 MAX_ENUM = 16
+MAX_RENDITION = 64
 
 
 def _text(value: str, field: str, limit: int) -> str:
@@ -209,6 +211,19 @@ def _broadcast(r: Row[Any]) -> Broadcast:
         renditions=tuple(from_jsonable(Rendition, x) for x in r.renditions),
         segment_format=r.segment_format,
     )
+
+
+def _segment_values(record: SegmentRecord) -> dict[str, Any]:
+    s = record.segment
+    return {
+        "broadcast_id": _text(record.broadcast_id, "broadcast id", MAX_ID),
+        "rendition": _text(record.rendition, "rendition", MAX_RENDITION),
+        "msn": int(s.msn), "duration_s": float(s.duration_s), "key": s.key,
+        "start_pts_s": float(s.start_pts_s),
+        "program_date_time": _utc(s.program_date_time, "program_date_time"),
+        "discontinuity": bool(s.discontinuity), "discontinuity_seq": int(s.discontinuity_seq),
+        "init_key": s.init_key, "size": int(s.size),
+    }
 
 
 def _vod_values(v: Vod) -> dict[str, Any]:
@@ -426,6 +441,55 @@ class SqlCatalog:
         with self._read() as conn:
             rows = conn.execute(query.limit(limit)).all()
         return [_broadcast(r) for r in rows]
+
+    def set_renditions(self, broadcast_id: str, renditions: Sequence[Rendition]) -> None:
+        with self._write() as conn:
+            conn.execute(update(broadcasts).where(broadcasts.c.id == broadcast_id)
+                         .values(renditions=to_jsonable(list(renditions))))
+
+    def broadcasts_to_archive(self, limit: int = 100) -> list[Broadcast]:
+        _check_limit(limit)
+        recorded = select(segment_records.c.broadcast_id).where(
+            segment_records.c.broadcast_id == broadcasts.c.id).exists()
+        query = (select(broadcasts)
+                 .where(broadcasts.c.state.in_([BroadcastState.ENDED.value,
+                                                BroadcastState.FAILED.value]))
+                 .where(recorded)
+                 .order_by(broadcasts.c.started_at, broadcasts.c.id).limit(limit))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_broadcast(r) for r in rows]
+
+    # -- the durable segment log --
+
+    def record_segments(self, records: Sequence[SegmentRecord]) -> None:
+        if not records:
+            return
+        rows = [_segment_values(r) for r in records]
+        stmt = self._insert(segment_records).on_conflict_do_nothing(
+            index_elements=["broadcast_id", "rendition", "msn"])
+        with self._write() as conn:
+            conn.execute(stmt, rows)
+
+    def segment_records(self, broadcast_id: str) -> dict[str, list[Segment]]:
+        query = (select(segment_records)
+                 .where(segment_records.c.broadcast_id == broadcast_id)
+                 .order_by(segment_records.c.rendition, segment_records.c.msn))
+        logs: dict[str, list[Segment]] = {}
+        with self._read() as conn:
+            for r in conn.execute(query):
+                logs.setdefault(r.rendition, []).append(Segment(
+                    msn=r.msn, duration_s=r.duration_s, key=r.key,
+                    start_pts_s=r.start_pts_s, program_date_time=r.program_date_time,
+                    discontinuity=bool(r.discontinuity),
+                    discontinuity_seq=r.discontinuity_seq, init_key=r.init_key,
+                    size=r.size))
+        return logs
+
+    def drop_segment_records(self, broadcast_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(segment_records)
+                         .where(segment_records.c.broadcast_id == broadcast_id))
 
     # -- VODs --
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from castway.catalog import open_catalog
-from castway.catalog.base import AlreadyExists, CatalogError, NotFound
+from castway.catalog.base import AlreadyExists, CatalogError, NotFound, SegmentRecord
 from castway.catalog.migrations import MIGRATIONS, Migration, history
 from castway.catalog.schema import metadata
 from castway.catalog.sql import CatalogUnavailable, SqlCatalog, create_catalog_engine
@@ -23,6 +23,7 @@ from castway.model import (
     BroadcastState,
     Channel,
     Rendition,
+    Segment,
     SourceInfo,
     StreamKey,
     Visibility,
@@ -363,6 +364,69 @@ def test_broadcasts_starting_at_the_same_instant_have_a_stable_order(
 
 
 # --- VODs ---------------------------------------------------------------------------------
+
+def segment(msn: int, *, rendition: str = "source", discontinuity: bool = False) -> Segment:
+    return Segment(msn=msn, duration_s=2.002, key=f"broadcasts/b1/{rendition}/{msn}.m4s",
+                   start_pts_s=msn * 2.002,
+                   program_date_time=T0 + timedelta(seconds=msn * 2.002),
+                   discontinuity=discontinuity, discontinuity_seq=1 if discontinuity else 0,
+                   init_key=f"broadcasts/b1/{rendition}/init.mp4", size=1000 + msn)
+
+
+def test_segment_records_come_back_in_order_by_rendition(catalog: SqlCatalog) -> None:
+    catalog.record_segments([SegmentRecord("b1", "source", segment(1)),
+                             SegmentRecord("b1", "360p", segment(0, rendition="360p")),
+                             SegmentRecord("b1", "source", segment(0))])
+    catalog.record_segments([SegmentRecord("b1", "source", segment(2, discontinuity=True)),
+                             SegmentRecord("b2", "source", segment(0))])
+    logs = catalog.segment_records("b1")
+    assert sorted(logs) == ["360p", "source"]
+    assert logs["source"] == [segment(0), segment(1), segment(2, discontinuity=True)]
+    assert logs["360p"] == [segment(0, rendition="360p")]
+    assert catalog.segment_records("nope") == {}
+
+
+def test_recording_a_segment_twice_keeps_one_record(catalog: SqlCatalog) -> None:
+    """A retried batch (the writer could not tell whether its commit landed) does no harm."""
+    batch = [SegmentRecord("b1", "source", segment(0)), SegmentRecord("b1", "source", segment(1))]
+    catalog.record_segments(batch)
+    catalog.record_segments([*batch, SegmentRecord("b1", "source", segment(2))])
+    assert [s.msn for s in catalog.segment_records("b1")["source"]] == [0, 1, 2]
+
+
+def test_dropping_segment_records_touches_only_that_broadcast(catalog: SqlCatalog) -> None:
+    catalog.record_segments([SegmentRecord("b1", "source", segment(0)),
+                             SegmentRecord("b2", "source", segment(0))])
+    catalog.drop_segment_records("b1")
+    assert catalog.segment_records("b1") == {}
+    assert len(catalog.segment_records("b2")["source"]) == 1
+
+
+def test_broadcasts_to_archive_are_those_ended_or_failed_with_records(
+        catalog: SqlCatalog) -> None:
+    for b in (broadcast("live", minutes=0),
+              broadcast("ended", minutes=1, state=BroadcastState.ENDED),
+              broadcast("failed", minutes=2, state=BroadcastState.FAILED),
+              broadcast("done", minutes=3, state=BroadcastState.ENDED),
+              broadcast("empty", minutes=4, state=BroadcastState.ENDED)):
+        catalog.save_broadcast(b)
+    catalog.record_segments([SegmentRecord(b, "source", segment(0))
+                             for b in ("live", "ended", "failed", "done")])
+    catalog.drop_segment_records("done")  # its VOD was completed
+    assert [b.id for b in catalog.broadcasts_to_archive()] == ["ended", "failed"]
+    assert [b.id for b in catalog.broadcasts_to_archive(limit=1)] == ["ended"]
+
+
+def test_set_renditions_replaces_the_ladder_of_a_recorded_broadcast(catalog: SqlCatalog) -> None:
+    catalog.save_broadcast(broadcast("b1"))
+    ladder = (Rendition("source", 1280, 720, 30.0, None, "avc1.64001f,mp4a.40.2", 2_500_000),
+              Rendition("360p", 640, 360, 30.0, 800.0, "avc1.4d401e,mp4a.40.2", 900_000))
+    catalog.set_renditions("b1", ladder)
+    catalog.set_renditions("unknown", ladder)  # nothing recorded: nothing to do
+    stored = catalog.get_broadcast("b1")
+    assert stored is not None and stored.renditions == ladder
+    assert catalog.get_broadcast("unknown") is None
+
 
 def test_vod_round_trip_and_update(catalog: SqlCatalog) -> None:
     v = vod("v1")

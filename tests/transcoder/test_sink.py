@@ -3,7 +3,7 @@ segments after a crash, MPEG-TS without parts, renditions on the live Broadcast.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,8 +33,11 @@ class Stored:
     def __init__(self) -> None:
         self.keys: list[str] = []
 
-    async def put(self, key: str, data: bytes) -> None:
+    async def put(self, key: str, data: bytes, *,
+                  on_durable: Callable[[], None] | None = None) -> None:
         self.keys.append(key)
+        if on_durable is not None:
+            on_durable()
 
 
 def _sink(live: MemoryLiveState, tmp_path: Path, stored: Stored,
