@@ -5,77 +5,29 @@ beside it, takes a real RTMP publish, plays it as HLS, and stops cleanly on SIGI
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import free_port, require_tool, wait_for_port
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    data_dir: Path
-    rtmp_port: int
-    http_port: int
-    banner: str
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def stream_key(self) -> str:
-        match = re.search(r"Stream Key:\s+(cw_\S+)", self.banner)
-        assert match, self.banner
-        return match.group(1)
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CASTWAY_")}
-    env.update(extra)
-    return env
+from tests.serve_process import Served, clean_env, serve
+from tests.support import require_tool
 
 
 def _castway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "castway.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=env or _clean_env(), check=False)
+                          text=True, timeout=60, env=env or clean_env(), check=False)
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    rtmp_port, http_port = free_port(), free_port()
-    data_dir = tmp_path / "data"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(data_dir),
-         "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_clean_env(CASTWAY_RECONNECT_GRACE_S="1", CASTWAY_LOG_JSON="true"))
-    try:
-        wait_for_port(http_port, timeout_s=60, proc=proc)  # type: ignore[arg-type]
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the banner is printed once everything listens
-            lines.append(line)
-            if line.startswith("Stop with"):
-                break
-        yield Served(proc, data_dir, rtmp_port, http_port, "".join(lines))
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serve(tmp_path / "data") as running:
+        yield running
 
 
 def test_serve_answers_healthz_and_prints_what_obs_needs(served: Served) -> None:
