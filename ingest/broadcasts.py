@@ -35,6 +35,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -233,6 +234,86 @@ class _Publication:
         self._closed = True
 
 
+ENDS_CLOSE_TIMEOUT_S = 10.0
+ENDS_MAX_BACKOFF_S = 30.0
+
+
+class PendingEnds:
+    """Ends of broadcasts not yet saved in the catalog, saved again until they are.
+
+    The live state may have lost the broadcast (Redis restarted), so the ended record
+    is built from the catalog's own row when the live state has none. What is still
+    unsaved when the node stops is left to the archiver's sweep, which fails the
+    broadcast once this node stops heartbeating and makes its VOD all the same."""
+
+    def __init__(self, catalog: Catalog, *, base_backoff_s: float = 0.25,
+                 max_backoff_s: float = ENDS_MAX_BACKOFF_S) -> None:
+        self.catalog = catalog
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._pending: dict[str, tuple[Broadcast | None, datetime]] = {}
+        self._retry: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def record(self, broadcast_id: str, ended: Broadcast | None, ended_at: datetime) -> None:
+        self._pending[broadcast_id] = (ended, ended_at)
+
+    async def save_now(self) -> bool:
+        """Try to save every pending end once; retry in the background what fails."""
+        saved = await self._save_pending()
+        if not saved and self._retry is None:
+            self._retry = asyncio.create_task(self._retry_loop(), name="ingest-save-ends")
+        return saved
+
+    def _save(self, broadcast_id: str, ended: Broadcast | None, ended_at: datetime) -> None:
+        if ended is None:
+            current = self.catalog.get_broadcast(broadcast_id)
+            if current is None:
+                return  # never recorded: nothing to end
+            ended = dataclasses.replace(current, state=BroadcastState.ENDED,
+                                        ended_at=ended_at)
+        self.catalog.save_broadcast(ended)
+
+    async def _retry_loop(self) -> None:
+        attempt = 0
+        try:
+            while self._pending:
+                await asyncio.sleep(min(self.max_backoff_s,
+                                        self.base_backoff_s * 2.0 ** attempt))
+                attempt += 1
+                if await self._save_pending():
+                    logger.info("broadcast ends saved in the catalog after a failure")
+        finally:
+            self._retry = None
+
+    async def _save_pending(self) -> bool:
+        for broadcast_id, (ended, ended_at) in list(self._pending.items()):
+            try:
+                await asyncio.to_thread(self._save, broadcast_id, ended, ended_at)
+            except Exception as e:  # CatalogError, a full disk's OSError, ...
+                logger.warning("cannot save a broadcast's end in the catalog; retrying",
+                               extra={"broadcast_id": broadcast_id, "error": str(e)})
+                return False  # the catalog is down for the others too
+            self._pending.pop(broadcast_id, None)
+        return True
+
+    async def close(self, timeout_s: float) -> None:
+        """Give pending ends up to ``timeout_s`` more, then stop retrying."""
+        if self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._save_pending(), timeout_s)
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+        if self._pending:
+            logger.error("broadcast ends never saved in the catalog; the archiver's sweep "
+                         "will fail and archive them", extra={"broadcasts": sorted(self._pending)})
+
+
 class BroadcastManager:
     """The ingest node's :class:`~ingest.publish.PublishHandler`."""
 
@@ -266,6 +347,7 @@ class BroadcastManager:
         self._handover_sub: Subscription | None = None
         self._handover_task: asyncio.Task[None] | None = None
         self._handovers: set[asyncio.Task[None]] = set()  # requests being served
+        self._ends = PendingEnds(catalog)
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -298,6 +380,7 @@ class BroadcastManager:
             if entry.grace is not None:
                 entry.grace.cancel()
             await self._end(entry, "node stopping")
+        await self._ends.close(ENDS_CLOSE_TIMEOUT_S)
 
     @property
     def live_broadcasts(self) -> int:
@@ -625,25 +708,25 @@ class BroadcastManager:
                 await entry.media.finish()
             except Exception:
                 logger.exception("media pipeline finish failed", extra=fields)
+        ended_at = utcnow()
+        ended: Broadcast | None = None
         try:
             # Atomic: the transcoder may be recording renditions at this very moment.
-            ended_at = utcnow()
             ended = await self.live.update_broadcast(
                 entry.broadcast_id, state=BroadcastState.ENDED, ended_at=ended_at)
-            if ended is None:
-                current = await asyncio.to_thread(self.catalog.get_broadcast,
-                                                  entry.broadcast_id)
-                if current is not None:
-                    ended = dataclasses.replace(current, state=BroadcastState.ENDED,
-                                                ended_at=ended_at)
-            if ended is not None:
-                await asyncio.to_thread(self.catalog.save_broadcast, ended)
+        except Exception:
+            logger.exception("recording the end in the live state failed", extra=fields)
+        # The catalog's record of the end is what the archiver trusts (docs/reliability.md):
+        # if it cannot be written now (a full disk, the database down), keep trying.
+        self._ends.record(entry.broadcast_id, ended, ended_at)
+        await self._ends.save_now()
+        try:
             await self.live.release_claim(entry.channel, entry.owner)
             await self.live.publish(BROADCASTS_TOPIC, {"type": "ended",
                                                        "broadcast_id": entry.broadcast_id,
                                                        "channel": entry.channel})
         except Exception:
-            logger.exception("recording the end of a broadcast failed", extra=fields)
+            logger.exception("announcing the end of a broadcast failed", extra=fields)
         logger.info("broadcast ended", extra=fields)
 
     # --- source info and stats -------------------------------------------------------

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.s3_server",
     "tests.fixtures.postgres",
+    "tests.fixtures.tiny_disk",
 ]
 
 

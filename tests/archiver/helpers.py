@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from castway.catalog.base import Catalog
+from castway.catalog.base import Catalog, SegmentRecord
 from castway.live.base import LiveState
 from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, Visibility
 from castway.storage.base import Storage
@@ -125,6 +125,14 @@ async def publish(broadcast_id: str, runs: Sequence[HlsRun], *, live: LiveState,
         for key, data in payloads.items():
             storage.put(key, data)
     return Published(broadcast, segments, payloads)
+
+
+def record_durably(catalog: Catalog, published: Published) -> None:
+    """What the transcoder sink's recorder writes to the catalog as each segment becomes
+    durable: the durable segment log."""
+    catalog.record_segments([SegmentRecord(published.broadcast.id, rendition, segment)
+                             for rendition, log in published.segments.items()
+                             for segment in log])
 
 
 def allow_public_read(client: Any, bucket: str) -> None:

@@ -11,6 +11,8 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from botocore.config import Config
 
 from archiver.celery_app import make_celery
 from archiver.service import TASK_EXPIRE_VODS, TASK_MAKE_VOD, TASK_VERIFY_VOD
+from archiver.tasks import ArchiveContext, make_vod
 from archiver.uploader import Uploader
 from archiver.vod import master_key
 from castway.catalog import SqlCatalog, open_catalog
@@ -28,7 +31,13 @@ from castway.live.redis import RedisLiveState
 from castway.model import VodState
 from castway.settings import Settings
 from castway.storage.s3 import S3Storage
-from tests.archiver.helpers import HlsRun, allow_public_read, count_frames, publish
+from tests.archiver.helpers import (
+    HlsRun,
+    allow_public_read,
+    count_frames,
+    publish,
+    record_durably,
+)
 from tests.fixtures.s3_server import DUMMY_CREDENTIALS, S3Server, create_bucket
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -179,6 +188,53 @@ async def test_a_real_worker_writes_the_vod_within_a_second_of_the_end_event(
                                 60, "no thumbnails", 0.1)
     url = f"{s3_server_restartable.endpoint_url}/{bucket}/{PREFIX}/{master_key('b1')}"
     assert await asyncio.to_thread(count_frames, url) == run.frames
+
+
+async def test_a_worker_down_when_the_broadcast_ends_makes_its_vod_when_it_comes_back(
+        tmp_path: Path, redis_url: str, s3_server_restartable: S3Server,
+        catalog: SqlCatalog, live: RedisLiveState, two_runs: tuple[HlsRun, HlsRun]) -> None:
+    """The one-shot "ended" event is published while no worker listens, and Redis loses
+    the segment log meanwhile: the worker's first sweep finds the broadcast in the
+    catalog and makes its VOD from the durable record."""
+    client = s3_server_restartable.client(FAST_FAIL)
+    bucket = create_bucket(client)
+    allow_public_read(client, bucket)
+    storage = S3Storage(bucket, PREFIX, client=client)
+    env = worker_env(tmp_path, redis_url, s3_server_restartable.endpoint_url, bucket)
+    run = two_runs[0]
+    published = await publish("b1", [run], live=live, catalog=catalog, storage=storage)
+    record_durably(catalog, published)
+    await live.publish(BROADCASTS_TOPIC, {"type": "ended", "broadcast_id": "b1",
+                                          "channel": "ch1"})  # nobody hears it
+    await live.drop_segment_log("b1")
+
+    with celery_worker(env, tmp_path / "worker.log", redis_url):
+        await asyncio.to_thread(wait_until, lambda: vod_state(catalog, "b1")
+                                is VodState.COMPLETE, 60, "VOD not complete", 0.1)
+    url = f"{s3_server_restartable.endpoint_url}/{bucket}/{PREFIX}/{master_key('b1')}"
+    assert await asyncio.to_thread(count_frames, url) == run.frames
+
+
+async def test_a_vod_left_pending_by_a_killed_worker_is_completed_by_the_next_sweep(
+        tmp_path: Path, redis_url: str, s3_server_restartable: S3Server,
+        catalog: SqlCatalog, live: RedisLiveState, two_runs: tuple[HlsRun, HlsRun]) -> None:
+    """A worker died after writing the playlists, before verifying them: the VOD must not
+    wait for the broker's one-hour redelivery."""
+    client = s3_server_restartable.client(FAST_FAIL)
+    bucket = create_bucket(client)
+    storage = S3Storage(bucket, PREFIX, client=client)
+    env = worker_env(tmp_path, redis_url, s3_server_restartable.endpoint_url, bucket)
+    published = await publish("b1", two_runs[:1], live=live, catalog=catalog, storage=storage)
+    record_durably(catalog, published)
+    ctx = ArchiveContext(Settings(data_dir=tmp_path, target_segment_s=1.0), catalog, live,
+                         storage)
+    vod = await make_vod(ctx, "b1")  # the dead worker's half of the job
+    assert vod is not None and vod.state is VodState.PENDING
+    catalog.save_vod(replace(vod, created_at=vod.created_at - timedelta(minutes=5)))
+
+    with celery_worker(env, tmp_path / "worker.log", redis_url):
+        await asyncio.to_thread(wait_until, lambda: vod_state(catalog, "b1")
+                                is VodState.COMPLETE, 60, "VOD not complete", 0.1)
 
 
 async def test_an_s3_outage_of_30s_mid_broadcast_loses_no_segment(

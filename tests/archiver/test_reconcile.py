@@ -14,7 +14,7 @@ from archiver.service import ArchiverService
 from archiver.vod import master_key
 from castway.catalog.base import SegmentRecord
 from castway.model import Broadcast, BroadcastState, Node, NodeState, VodState
-from tests.archiver.helpers import HlsRun, Published, count_frames, publish
+from tests.archiver.helpers import HlsRun, count_frames, publish, record_durably
 
 pytestmark = pytest.mark.peer
 
@@ -71,20 +71,13 @@ def test_a_stale_heartbeat_counts_as_silence_and_ended_broadcasts_are_ignored() 
 
 # -- the archiver's sweeps, on real back ends and real media --------------------------------
 
-async def record_durably(ctx: tasks.ArchiveContext, published: Published) -> None:
-    """What the sink's recorder writes to the catalog as each segment became durable."""
-    ctx.catalog.record_segments([SegmentRecord(published.broadcast.id, rendition, segment)
-                                 for rendition, log in published.segments.items()
-                                 for segment in log])
-
-
 async def test_a_vod_whose_end_event_was_missed_is_made_at_the_next_start(
         ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
     """The archiver was down when the broadcast ended, and the live state lost its
     segment log meanwhile (Redis restarted empty): the durable record is enough."""
     published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
-    await record_durably(ctx, published)
+    record_durably(ctx.catalog, published)
     await ctx.live.drop_segment_log("b1")
     await ctx.live.remove_broadcast("b1")
 
@@ -114,7 +107,7 @@ async def test_a_broadcast_left_live_by_a_dead_node_is_failed_and_archived(
                               storage=ctx.storage)
     ctx.catalog.save_broadcast(replace(published.broadcast, state=BroadcastState.LIVE,
                                        ended_at=None, node_id="killed-node"))
-    await record_durably(ctx, published)
+    record_durably(ctx.catalog, published)
     await ctx.live.drop_segment_log("b1")
     await ctx.live.remove_broadcast("b1")
 
@@ -140,7 +133,7 @@ async def test_a_live_broadcast_of_a_heartbeating_node_is_left_alone(
                               storage=ctx.storage)
     ctx.catalog.save_broadcast(replace(published.broadcast, state=BroadcastState.LIVE,
                                        ended_at=None, node_id="n1"))
-    await record_durably(ctx, published)
+    record_durably(ctx.catalog, published)
     await ctx.live.heartbeat(Node(id="n1", image_version="v1", address="127.0.0.1:1935",
                                   state=NodeState.ACTIVE), ttl_s=30)
     service = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
@@ -162,7 +155,7 @@ async def test_a_stopping_archiver_finishes_the_vod_of_a_broadcast_that_just_end
     await service.start()
     published = await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
-    await record_durably(ctx, published)
+    record_durably(ctx.catalog, published)
     await ctx.live.publish("broadcasts", {"type": "ended", "broadcast_id": "b1",
                                           "channel": "ch1"})
     await service.stop()

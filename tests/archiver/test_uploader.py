@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +14,7 @@ from castway.storage.base import IMMUTABLE, VOD_PLAYLIST
 from castway.storage.local import LocalStorage
 from castway.storage.s3 import S3Storage
 from tests.fixtures.s3_server import S3Server, create_bucket
+from tests.fixtures.tiny_disk import fill
 
 # Notice an outage in well under a second, not botocore's default of a minute.
 FAST_FAIL = Config(connect_timeout=0.5, read_timeout=2.0,
@@ -222,30 +219,10 @@ async def test_unreadable_spool_files_are_set_aside_not_fatal(
     await uploader.close()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs: a disk that really fills up (needs mount privileges)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                            capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 async def test_a_full_local_disk_is_spooled_until_space_returns(
         tiny_disk: Path, tmp_path: Path) -> None:
     storage = LocalStorage(tiny_disk / "storage")
-    filler = tiny_disk / "filler"
-    with contextlib.suppress(OSError), filler.open("wb") as f:
-        while True:
-            f.write(b"\0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
+    filler = fill(tiny_disk)
     registry = CollectorRegistry()
     uploader = Uploader(storage, tmp_path / "spool", registry, base_backoff_s=0.05,
                         max_backoff_s=0.2)

@@ -25,6 +25,7 @@ from ingest.broadcasts import (
     source_from_metadata,
 )
 from ingest.publish import PublishRequest, PublishSession, Rejection
+from tests.fixtures.tiny_disk import fill
 
 KEY = "cw_test-key"
 OTHER_KEY = "cw_other-key"
@@ -271,6 +272,39 @@ async def test_metadata_and_config_records_fill_the_source_info_and_stats(
     assert registry.get_sample_value("castway_ingest_live_broadcasts") == 1
     await manager.stop()
     assert registry.get_sample_value("castway_ingest_live_broadcasts") == 0
+
+
+async def test_an_end_the_full_disk_refused_is_saved_once_space_returns(
+        tiny_disk: Path, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    """The catalog's disk is full when the broadcast ends: the end is still announced and
+    the channel freed at once, and the catalog records it as soon as it can (the archiver
+    trusts the catalog: a broadcast left "live" there would never get its VOD)."""
+    catalog = open_catalog(Settings(data_dir=tiny_disk / "data"))
+    catalog.create_channel(Channel("alpha"))
+    catalog.add_stream_key(StreamKey("alpha", hash_stream_key(KEY)))
+    manager = make_manager(catalog, live, pipeline, grace_s=0.05)
+    manager._ends.base_backoff_s = 0.05  # noqa: SLF001 -- a quick retry for the test
+    session = await accepted(manager, request())
+    broadcast_id = pipeline.started[0].broadcast.id
+    filler = fill(tiny_disk)
+    try:
+        async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+            await session.on_close("publisher left")
+            event = await next_event(sub)
+        assert event == {"type": "ended", "broadcast_id": broadcast_id, "channel": "alpha"}
+        assert await live.claim_channel("alpha", "next-publisher", 30) is None  # freed
+        row = catalog.get_broadcast(broadcast_id)
+        assert row is not None and row.state is BroadcastState.LIVE  # not written yet
+    finally:
+        filler.unlink()
+    for _ in range(200):
+        row = catalog.get_broadcast(broadcast_id)
+        if row is not None and row.state is BroadcastState.ENDED:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row.state is BroadcastState.ENDED and row.ended_at is not None
+    await manager.stop()
+    catalog.close()
 
 
 async def test_stop_ends_every_broadcast_and_refuses_new_ones(
