@@ -22,6 +22,7 @@ BENCHES = {
     "archive": "archiver.bench",
     "chat": "chat.bench",
     "latency": "origin.latency",
+    "soak": "castway.soak",
 }
 
 
