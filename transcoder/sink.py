@@ -21,13 +21,14 @@ windows, so numbering, discontinuity sequence and init generations go on from th
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from castway.catalog.recorder import SegmentRecorder
-from castway.live.base import LiveState, media_topic
+from castway.live.base import LiveState, LiveStateError, media_topic
 from castway.model import Rendition, Segment
 from castway.settings import SegmentFormat, Settings
 from transcoder.packager import InitOut, Output, PartOut, SegmentOut
@@ -78,6 +79,7 @@ class BroadcastSink:
         self._keyframe_arrival: datetime | None = None
         self._anchored_once = False
         self._on_segment_latency = on_segment_latency
+        self._live_down = False
 
     def _new_log(self, rendition: str) -> RenditionLog:
         return RenditionLog(self.prefix, rendition, ext=self._ext,
@@ -102,14 +104,16 @@ class BroadcastSink:
         if isinstance(out, InitOut):
             key, new = log.set_init(out.data)
             if new:
-                await self.live.put_media(key, out.data, self.media_ttl_s)
                 await self.put_storage(key, out.data)
+                with self._live_best_effort():
+                    await self.live.put_media(key, out.data, self.media_ttl_s)
             return
         if isinstance(out, PartOut):
             part = log.add_part(out.index, out.duration_s, out.independent)
             self._open_parts.setdefault(out.rendition, []).append(out.data)
-            await self.live.put_media(part.key, out.data, self.media_ttl_s)
-            await self._publish_window(out.rendition, log, part.msn, part.index)
+            with self._live_best_effort():
+                await self.live.put_media(part.key, out.data, self.media_ttl_s)
+                await self._publish_window(out.rendition, log, part.msn, part.index)
             return
         assert isinstance(out, SegmentOut)
         self._open_parts.pop(out.rendition, None)
@@ -119,16 +123,36 @@ class BroadcastSink:
                        start_pts_s: float, data: bytes) -> None:
         segment = log.add_segment(duration_s, start_pts_s, len(data),
                                   self._wall_clock_at(start_pts_s, duration_s))
-        await self.live.put_media(segment.key, data, self.media_ttl_s)
+        # Storage (and through it the durable record) first: the live state may be down
+        # (Redis restarting), and the archive must not lose what viewers could not see.
         await self.put_storage(segment.key, data,
                                on_durable=self._record_when_durable(rendition, segment))
-        await self.live.append_segment_log(self.broadcast_id, rendition, segment)
         self.segments += 1
-        await self._publish_window(rendition, log, segment.msn, None)
-        if self._on_segment_latency is not None:
-            end = segment.program_date_time + timedelta(seconds=duration_s)
-            self._on_segment_latency(max(0.0, (self._now() - end).total_seconds()))
-        await self._maybe_update_broadcast(rendition, log)
+        with self._live_best_effort():
+            await self.live.put_media(segment.key, data, self.media_ttl_s)
+            await self.live.append_segment_log(self.broadcast_id, rendition, segment)
+            await self._publish_window(rendition, log, segment.msn, None)
+            if self._on_segment_latency is not None:
+                end = segment.program_date_time + timedelta(seconds=duration_s)
+                self._on_segment_latency(max(0.0, (self._now() - end).total_seconds()))
+            await self._maybe_update_broadcast(rendition, log)
+
+    @contextlib.contextmanager
+    def _live_best_effort(self) -> Iterator[None]:
+        """The live state is a cache of what storage and the catalog keep: while it fails,
+        live viewers miss updates (the next window written brings them back), nothing
+        else. Logged once per outage."""
+        try:
+            yield
+        except LiveStateError as e:
+            if not self._live_down:
+                self._live_down = True
+                logger.warning("live state unavailable: media goes on to storage only",
+                               extra={"broadcast_id": self.broadcast_id, "error": str(e)})
+            return
+        if self._live_down:
+            self._live_down = False
+            logger.info("live state available again", extra={"broadcast_id": self.broadcast_id})
 
     def _record_when_durable(self, rendition: str,
                              segment: Segment) -> Callable[[], None] | None:
