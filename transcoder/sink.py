@@ -184,10 +184,9 @@ class BroadcastSink:
                               average_bps=rendition.average_bandwidth_bps or 0)
             log.mark_discontinuity()
             self.logs[rendition.name] = log
-            if rendition.width is not None and rendition.height is not None:
-                self.infos[rendition.name] = RenditionInfo(
-                    rendition.name, rendition.codecs, rendition.width, rendition.height,
-                    rendition.fps or 0.0, rendition.video_bitrate_kbps)
+            self.infos[rendition.name] = RenditionInfo(
+                rendition.name, rendition.codecs, rendition.width, rendition.height,
+                rendition.fps, rendition.video_bitrate_kbps)
             self._published_bandwidth[rendition.name] = rendition.bandwidth_bps or 0
         self._anchor = None
 
