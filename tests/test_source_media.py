@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import subprocess
 from collections.abc import AsyncIterator
@@ -16,9 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from castway.media import MediaKind
 from castway.serve import EmbeddedPlatform
 from castway.settings import Settings
-from tests.support import require_tool
+from tests.ingest.helpers import AsyncTestPublisher
+from tests.support import make_test_media, require_tool
+from transcoder.demux import read_packets
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -139,3 +143,56 @@ async def test_an_audio_only_publish_gets_an_audio_only_ladder_live_and_as_vod(
     vod = await asyncio.to_thread(_probe_packets, f"{base}/vod/{vod_id}/master.m3u8")
     # every AAC frame that was published is in the VOD
     assert vod == published, (vod, published)
+
+
+async def _send_video_without_sequence_header(publisher: AsyncTestPublisher,
+                                              clip: Path) -> None:
+    """FLV video tags (AVC NALUs, E-RTMP's legacy form) of ``clip`` paced at real time,
+    with the AVC sequence header left out, as a broken encoder sends them."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for packet in read_packets(clip):
+        if packet.kind != MediaKind.VIDEO or packet.is_config:
+            continue
+        # Pacing like a live encoder (ffmpeg -re), not synchronisation.
+        delay = start + packet.dts_ms / 1000 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        cts = packet.pts_ms - packet.dts_ms
+        body = (bytes([0x17 if packet.is_keyframe else 0x27, 1])
+                + cts.to_bytes(3, "big", signed=True) + packet.payload)
+        await publisher.send(publisher.enc.video(1, packet.dts_ms, body))
+
+
+async def test_video_without_a_sequence_header_is_a_health_warning_not_silence(
+        platform: EmbeddedPlatform, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clip = await asyncio.to_thread(make_test_media, tmp_path / "video.flv", seconds=12,
+                                   audio=False)
+    caplog.set_level(logging.WARNING, logger="transcoder.supervisor")
+    publisher = await AsyncTestPublisher.open(platform.rtmp_port)
+    sender: asyncio.Task[None] | None = None
+    auth = {"Authorization": f"Bearer {platform.admin_token}"}
+    key = platform.default_stream_key
+    assert key is not None
+    try:
+        assert await publisher.publish(key) == "NetStream.Publish.Start"
+        sender = asyncio.create_task(_send_video_without_sequence_header(publisher, clip))
+        async with _client(platform) as client:
+            def warned(r: httpx.Response) -> bool:
+                live = r.json() if r.status_code == 200 else []
+                return bool(live) and set(str(live[0]["stats"].get("warnings", "")).split(
+                    ",")) >= {"no_video_config", "no_media"}
+            listed = await _poll(client, "/api/v1/broadcasts?state=live", warned,
+                                 timeout_s=12, headers=auth)
+            broadcast_id = listed.json()[0]["id"]
+            # nothing is served meanwhile
+            master = await client.get("/hls/default/master.m3u8")
+            assert master.status_code == 404
+    finally:
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        await publisher.close()
+    logged = {getattr(r, "warning", None) for r in caplog.records
+              if getattr(r, "broadcast_id", None) == broadcast_id}
+    assert {"no_video_config", "no_media"} <= logged, caplog.text

@@ -89,6 +89,8 @@ class PipelineStats:
     encoded_frames: int = 0
     dropped_frames: int = 0  # skipped by encoded renditions to catch up
     lag_s: float = 0.0
+    # Video that nothing can decode: no sequence header (configuration record) yet.
+    video_without_config: int = 0
 
 
 def make_writer(segment_format: str) -> ContainerWriter:
@@ -279,7 +281,10 @@ class Pipeline:
             self._video_config = packet.payload
             return
         if self._video_config is None or self._video_codec is None:
-            return  # no configuration yet: nothing can decode this
+            # No configuration yet: nothing can decode this. Counted, so the supervisor
+            # can say so in the broadcast's health rather than run on into nothing.
+            self.stats.video_without_config += 1
+            return
         last = self._last_video_dts
         if last is not None and not (last - MAX_BACKWARD_MS <= packet.dts_ms
                                      <= last + MAX_GAP_MS):

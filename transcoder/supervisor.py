@@ -33,6 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -59,6 +60,24 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 FINISH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
+# A broadcast fed packets that yields no part or segment for this long (at least three
+# segment targets) is not silently "live": its health says so, and a log line.
+NO_MEDIA_WARN_S = 6.0
+
+
+class HealthWarning(StrEnum):
+    """Codes in the broadcast's ``warnings`` stat (comma-separated, empty when healthy)."""
+
+    NO_VIDEO_CONFIG = "no_video_config"  # video without a sequence header: undecodable
+    NO_MEDIA = "no_media"  # packets arrive, no segment comes out
+
+
+WARNING_TEXT = {
+    HealthWarning.NO_VIDEO_CONFIG: "video arrives without a sequence header: nothing can "
+                              "decode it (the encoder must send the AVC/HEVC "
+                              "configuration record first)",
+    HealthWarning.NO_MEDIA: "the publisher's packets produce no media",
+}
 
 
 # Glass-to-glass (ingest -> segment available): a segment's duration plus the pipeline.
@@ -208,6 +227,12 @@ class BroadcastTranscoder:
         self.lag_s = 0.0
         self.fps = 0.0
         self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
+        self.warnings: set[HealthWarning] = set()
+        self._no_media_after_s = max(NO_MEDIA_WARN_S,
+                                     3 * supervisor.settings.target_segment_s)
+        # Since when nothing came out: the start, the last part or segment, a break.
+        self._media_clock = time.monotonic()
+        self._unconfigured_seen = 0
 
     # --- BroadcastMedia ------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
@@ -356,6 +381,7 @@ class BroadcastTranscoder:
         kind = message[0]
         try:
             if kind == "output":
+                self._media_clock = time.monotonic()
                 await self.sink.on_output(message[1])
                 if type(message[1]).__name__ == "SegmentOut":
                     self.supervisor.metrics.segments.inc()
@@ -363,6 +389,7 @@ class BroadcastTranscoder:
                 info: RenditionInfo = message[1]
                 await self.sink.on_rendition(info)
             elif kind == "discontinuity":
+                self._media_clock = time.monotonic()
                 await self.sink.discontinuity()
             elif kind == "stats":
                 await self._stats(message[1])
@@ -389,15 +416,37 @@ class BroadcastTranscoder:
                 and frames >= self._fps_sample[1]:
             self.fps = (frames - self._fps_sample[1]) / (now - self._fps_sample[0])
         self._fps_sample = (now, frames)
+        self._check_health(stats, now)
         self.supervisor._refresh_gauges()
         await self._put_stats()
+
+    def _check_health(self, stats: dict[str, Any], now: float) -> None:
+        """Conditions under which the broadcast is live but serves nothing (or less than
+        it should), from the child's stats: logged once when they start, shown in the
+        broadcast's ``warnings`` stat while they last."""
+        active: set[HealthWarning] = set()
+        unconfigured = int(stats.get("video_without_config", 0))
+        if unconfigured > self._unconfigured_seen:
+            active.add(HealthWarning.NO_VIDEO_CONFIG)
+        self._unconfigured_seen = unconfigured  # a restarted child counts from 0
+        if now - self._media_clock > self._no_media_after_s:
+            active.add(HealthWarning.NO_MEDIA)
+        fields = {"broadcast_id": self.broadcast.id, "channel": self.broadcast.channel}
+        for code in sorted(active - self.warnings):
+            logger.warning(f"broadcast health: {WARNING_TEXT[code]}",
+                           extra={**fields, "warning": code.value})
+        for code in sorted(self.warnings - active):
+            logger.info("broadcast health: warning cleared",
+                        extra={**fields, "warning": code.value})
+        self.warnings = active
 
     async def _put_stats(self) -> None:
         current = await self.sink.live.get_stats(self.broadcast.id)
         current.update({"transcoder_lag_s": round(self.lag_s, 3),
                         "transcoder_dropped_frames": float(self.dropped_frames),
                         "transcoder_dropped_packets": float(self.dropped_packets),
-                        "transcoder_restarts": float(self.restarts)})
+                        "transcoder_restarts": float(self.restarts),
+                        "warnings": ",".join(sorted(w.value for w in self.warnings))})
         await self.sink.live.put_stats(self.broadcast.id, current)
 
     async def _child_exited(self) -> None:
@@ -425,6 +474,7 @@ class BroadcastTranscoder:
         self._restart_times.append(now)
         self.restarts += 1
         self.supervisor.metrics.restarts.inc()
+        self._media_clock = time.monotonic()
         self._spawn()
         await self._put_stats()
 
