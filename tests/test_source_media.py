@@ -26,7 +26,9 @@ from transcoder.demux import read_packets
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-LADDER = '{"rungs": [{"name": "160p", "height": 160, "video_bitrate_kbps": 200}]}'
+# 288p exists only for sources taller than 288 lines: a size change adds or removes it.
+LADDER = ('{"rungs": [{"name": "288p", "height": 288, "video_bitrate_kbps": 300},'
+          ' {"name": "160p", "height": 160, "video_bitrate_kbps": 200}]}')
 
 
 @pytest.fixture
@@ -145,14 +147,20 @@ async def test_an_audio_only_publish_gets_an_audio_only_ladder_live_and_as_vod(
     assert vod == published, (vod, published)
 
 
-async def _send_video_without_sequence_header(publisher: AsyncTestPublisher,
-                                              clip: Path) -> None:
-    """FLV video tags (AVC NALUs, E-RTMP's legacy form) of ``clip`` paced at real time,
-    with the AVC sequence header left out, as a broken encoder sends them."""
+async def _send_video(publisher: AsyncTestPublisher, clip: Path, *,
+                      sequence_header: bool = True, offset_ms: int = 0) -> None:
+    """FLV video tags (legacy AVC) of ``clip`` paced at real time, timestamps shifted by
+    ``offset_ms``; without ``sequence_header`` the AVC sequence header is left out, as a
+    broken encoder does."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     for packet in read_packets(clip):
-        if packet.kind != MediaKind.VIDEO or packet.is_config:
+        if packet.kind != MediaKind.VIDEO:
+            continue
+        if packet.is_config:
+            if sequence_header:
+                await publisher.send(publisher.enc.video(
+                    1, offset_ms, b"\x17\x00\x00\x00\x00" + packet.payload))
             continue
         # Pacing like a live encoder (ffmpeg -re), not synchronisation.
         delay = start + packet.dts_ms / 1000 - loop.time()
@@ -161,7 +169,7 @@ async def _send_video_without_sequence_header(publisher: AsyncTestPublisher,
         cts = packet.pts_ms - packet.dts_ms
         body = (bytes([0x17 if packet.is_keyframe else 0x27, 1])
                 + cts.to_bytes(3, "big", signed=True) + packet.payload)
-        await publisher.send(publisher.enc.video(1, packet.dts_ms, body))
+        await publisher.send(publisher.enc.video(1, packet.dts_ms + offset_ms, body))
 
 
 async def test_video_without_a_sequence_header_is_a_health_warning_not_silence(
@@ -176,7 +184,7 @@ async def test_video_without_a_sequence_header_is_a_health_warning_not_silence(
     assert key is not None
     try:
         assert await publisher.publish(key) == "NetStream.Publish.Start"
-        sender = asyncio.create_task(_send_video_without_sequence_header(publisher, clip))
+        sender = asyncio.create_task(_send_video(publisher, clip, sequence_header=False))
         async with _client(platform) as client:
             def warned(r: httpx.Response) -> bool:
                 live = r.json() if r.status_code == 200 else []
@@ -196,3 +204,127 @@ async def test_video_without_a_sequence_header_is_a_health_warning_not_silence(
     logged = {getattr(r, "warning", None) for r in caplog.records
               if getattr(r, "broadcast_id", None) == broadcast_id}
     assert {"no_video_config", "no_media"} <= logged, caplog.text
+
+
+def _segments(playlist: str) -> list[tuple[int, int, str, bool]]:
+    """(MSN, discontinuity sequence number, EXT-X-MAP URI, after EXT-X-DISCONTINUITY) of
+    every complete segment of a media playlist (RFC 8216bis 6.2.1's numbering)."""
+    msn = disc = 0
+    init = ""
+    pending = False
+    out: list[tuple[int, int, str, bool]] = []
+    for line in playlist.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            msn = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
+            disc = int(line.split(":", 1)[1])
+        elif line == "#EXT-X-DISCONTINUITY":
+            disc += 1
+            pending = True
+        elif line.startswith("#EXT-X-MAP:"):
+            init = line.split('URI="', 1)[1].split('"', 1)[0]
+        elif line and not line.startswith("#"):
+            out.append((msn, disc, init, pending))
+            msn += 1
+            pending = False
+    return out
+
+
+async def _renditions_after_break(client: httpx.AsyncClient,
+                                  ) -> dict[str, list[tuple[int, int, str, bool]]]:
+    """Every rendition's segments, once each has a complete segment after a break."""
+    master = (await client.get("/hls/default/master.m3u8")).text
+    out = {}
+    for _, uri in _variants(master):
+        response = await _poll(
+            client, f"/hls/default/{uri}",
+            lambda r: r.status_code == 200 and any(s[3] for s in _segments(r.text)),
+            timeout_s=20)
+        out[uri.split("/", 1)[0]] = _segments(response.text)
+    return out
+
+
+def _assert_aligned_break(renditions: dict[str, list[tuple[int, int, str, bool]]]) -> None:
+    """The break is the same media sequence number and discontinuity sequence in every
+    rendition, and each gets a new init segment there."""
+    breaks = {}
+    for name, segments in renditions.items():
+        index = next(i for i, s in enumerate(segments) if s[3])
+        msn, disc, init, _ = segments[index]
+        if index > 0:
+            assert init != segments[index - 1][2], (name, segments)
+        breaks[name] = (msn, disc)
+    assert len(set(breaks.values())) == 1, breaks
+
+
+def _resolutions(master: str) -> dict[str, str]:
+    out = {}
+    for attrs, uri in _variants(master):
+        match = re.search(r"RESOLUTION=(\d+x\d+)", attrs)
+        out[uri.split("/", 1)[0]] = match.group(1) if match else ""
+    return out
+
+
+async def test_a_new_size_inside_one_connection_is_an_aligned_break_with_a_new_master(
+        platform: EmbeddedPlatform, tmp_path: Path) -> None:
+    wide = await asyncio.to_thread(make_test_media, tmp_path / "wide.flv", seconds=4,
+                                   audio=False)
+    square = await asyncio.to_thread(make_test_media, tmp_path / "square.flv", seconds=5,
+                                     width=320, height=240, audio=False)
+    publisher = await AsyncTestPublisher.open(platform.rtmp_port)
+    key = platform.default_stream_key
+    assert key is not None
+    sender: asyncio.Task[None] | None = None
+    try:
+        assert await publisher.publish(key) == "NetStream.Publish.Start"
+
+        async def send_both() -> None:
+            await _send_video(publisher, wide)
+            # a new AVC sequence header with another size, timestamps going on
+            await _send_video(publisher, square, offset_ms=4000)
+
+        sender = asyncio.create_task(send_both())
+        async with _client(platform) as client:
+            await _poll(client, "/hls/default/master.m3u8",
+                        lambda r: _resolutions(r.text) == {"source": "640x360",
+                                                           "288p": "512x288",
+                                                           "160p": "284x160"},
+                        timeout_s=20)
+            await _poll(client, "/hls/default/master.m3u8",
+                        # 288p goes on (upscaled): players hold the variant
+                        lambda r: _resolutions(r.text) == {"source": "320x240",
+                                                           "288p": "384x288",
+                                                           "160p": "214x160"},
+                        timeout_s=20)
+            _assert_aligned_break(await _renditions_after_break(client))
+    finally:
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        await publisher.close()
+
+
+async def test_a_restart_at_another_size_within_the_grace_window_is_an_aligned_break(
+        platform: EmbeddedPlatform, tmp_path: Path) -> None:
+    small = await asyncio.to_thread(make_test_media, tmp_path / "small.flv", seconds=5,
+                                    width=320, height=240)
+    large = await asyncio.to_thread(make_test_media, tmp_path / "large.flv", seconds=5)
+    url = _rtmp_url(platform)
+    async with _client(platform) as client:
+        await _finish(await _publish("-re", "-i", str(small), "-c", "copy", "-f", "flv",
+                                     url), 30)
+        # again within the 2 s grace window: the same broadcast, now 640x360, which
+        # brings in the 288p rung
+        second = await _publish("-re", "-i", str(large), "-c", "copy", "-f", "flv", url)
+        try:
+            await _poll(client, "/hls/default/master.m3u8",
+                        lambda r: _resolutions(r.text) == {"source": "640x360",
+                                                           "288p": "512x288",
+                                                           "160p": "284x160"},
+                        timeout_s=20)
+            renditions = await _renditions_after_break(client)
+            _assert_aligned_break(renditions)
+            # the new rung starts at the break, numbered and counted as the others
+            assert renditions["288p"][0][3], renditions["288p"]
+        finally:
+            await _finish(second, 30)

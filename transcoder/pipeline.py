@@ -226,6 +226,8 @@ class Pipeline:
         self._audio_transcoder: Any = None
         self._last_video_dts: int | None = None
         self._video_seen = False
+        # Every rung this broadcast has published; kept when the source changes size.
+        self._rung_names: set[str] = set()
         self._first_audio_pts: int | None = None
         # The one rendition of an audio-only broadcast (no video within
         # AUDIO_ONLY_AFTER_MS of audio); it stays audio-only to its end.
@@ -417,7 +419,8 @@ class Pipeline:
 
     def _setup_outputs(self, width: int, height: int) -> None:
         fps = self._source_fps()
-        rungs = resolve_ladder(self.config.ladder, width, height, fps)
+        rungs = resolve_ladder(self.config.ladder, width, height, fps, keep=self._rung_names)
+        self._rung_names.update(r.name for r in rungs)
         writer_format = self.config.segment_format
         self._encoded = [_Encoded(r, self.config,
                                   Packager(r.name, self.config.policy, make_writer(writer_format),
