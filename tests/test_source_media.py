@@ -328,3 +328,81 @@ async def test_a_restart_at_another_size_within_the_grace_window_is_an_aligned_b
             assert renditions["288p"][0][3], renditions["288p"]
         finally:
             await _finish(second, 30)
+
+
+def _extinfs(playlist: str) -> list[float]:
+    return [float(line.split(":", 1)[1].split(",", 1)[0]) for line in playlist.splitlines()
+            if line.startswith("#EXTINF:")]
+
+
+def _target_duration(playlist: str) -> int:
+    match = re.search(r"^#EXT-X-TARGETDURATION:(\d+)$", playlist, re.MULTILINE)
+    assert match, playlist
+    return int(match.group(1))
+
+
+async def test_a_keyframe_drought_keeps_the_target_duration_and_the_variants_aligned(
+        platform: EmbeddedPlatform, tmp_path: Path) -> None:
+    # a 10 s GOP (a publisher's keyframe interval set far too long), 12 s long
+    clip = await asyncio.to_thread(make_test_media, tmp_path / "gop10.flv", seconds=12,
+                                   gop=300)
+    published = await asyncio.to_thread(_probe_packets, str(clip))
+    auth = {"Authorization": f"Bearer {platform.admin_token}"}
+    publisher = await _publish("-re", "-i", str(clip), "-c", "copy", "-f", "flv",
+                               _rtmp_url(platform))
+    seen: dict[str, str] = {}
+    target_durations: set[int] = set()
+    async with _client(platform) as client:
+        try:
+            master = await _poll(client, "/hls/default/master.m3u8",
+                                 lambda r: len(_variants(r.text)) == 3, timeout_s=20)
+            uris = [uri for _, uri in _variants(master.text)]
+
+            async def every_rendition_has(segments: int) -> bool:
+                for uri in uris:
+                    response = await client.get(f"/hls/default/{uri}")
+                    if response.status_code != 200:
+                        return False
+                    seen[uri.split("/", 1)[0]] = response.text
+                    target_durations.add(_target_duration(response.text))
+                return all(len(_extinfs(text)) >= segments for text in seen.values())
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not await every_rendition_has(4):
+                assert loop.time() < deadline, seen
+                await asyncio.sleep(0.2)
+            stats = (await client.get("/api/v1/broadcasts?state=live",
+                                      headers=auth)).json()[0]["stats"]
+        finally:
+            await _finish(publisher, 30)
+        vods = await _poll(client, "/api/v1/vods",
+                           lambda r: r.status_code == 200 and r.json(), timeout_s=60,
+                           headers=auth)
+        vod_id = vods.json()[0]["id"]
+        vod_master = (await client.get(f"/vod/{vod_id}/master.m3u8")).text
+        vod_playlists = {uri.split("/", 1)[0]: (await client.get(f"/vod/{vod_id}/{uri}")).text
+                         for _, uri in _variants(vod_master)}
+        assert set(vod_playlists) == set(seen), vod_master
+    base = f"http://127.0.0.1:{platform.http_port}"
+    # EXT-X-TARGETDURATION never moved off the target, and no EXTINF rounds above it
+    assert target_durations == {2}, target_durations
+    for name, text in {**seen, **{f"vod {n}": t for n, t in vod_playlists.items()}}.items():
+        assert max(_extinfs(text)) < 2.5, (name, text)
+    # every rendition is cut at the same instants
+    durations = {name: {s[0]: d for s, d in zip(_segments(text), _extinfs(text),
+                                                strict=True)}
+                 for name, text in vod_playlists.items()}
+    assert len({tuple(sorted(d)) for d in durations.values()}) == 1, durations
+    for msn in durations["source"]:
+        assert max(d[msn] for d in durations.values()) - \
+            min(d[msn] for d in durations.values()) < 0.1, durations
+    # the passthrough cannot start its split segments with a keyframe, so it does not
+    # claim independence; the encoded rungs start each with an IDR and do
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in seen["source"]
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in seen["160p"]
+    assert "keyframe_drought" in str(stats.get("warnings")), stats
+    # nothing published is lost: every rendition of the VOD holds every frame
+    vod = await asyncio.to_thread(_probe_packets, f"{base}/vod/{vod_id}/master.m3u8")
+    assert set(vod["video"]) == set(published["video"]), (vod, published)
+    assert set(vod["audio"]) == set(published["audio"]), (vod, published)

@@ -147,7 +147,9 @@ class Packager:
     def on_video(self, dts_ms: int, pts_ms: int, data: bytes, keyframe: bool,
                  boundary: bool) -> list[Output]:
         out: list[Output] = []
-        cut = self._cutter.on_video(dts_ms, boundary and keyframe)
+        # A boundary need not be a keyframe: the passthrough's keyframe-drought splits
+        # (transcoder.segmenter) start a segment that is not independent.
+        cut = self._cutter.on_video(dts_ms, boundary)
         last = self._last
         if last is not None:
             delta = dts_ms - last.dts

@@ -91,6 +91,8 @@ class PipelineStats:
     lag_s: float = 0.0
     # Video that nothing can decode: no sequence header (configuration record) yet.
     video_without_config: int = 0
+    # Segments split without a source keyframe (a GOP longer than the target allows).
+    keyframe_drought_splits: int = 0
 
 
 def make_writer(segment_format: str) -> ContainerWriter:
@@ -300,6 +302,7 @@ class Pipeline:
         if len(self._dts_seen) < 8:
             self._dts_seen.append(packet.dts_ms)
         boundary = self.clock.on_source_video(packet.pts_ms, packet.is_keyframe)
+        self.stats.keyframe_drought_splits = self.clock.drought_splits
         source = self._ensure_source()
         if source is not None:
             for out in source.on_video(packet.dts_ms, packet.pts_ms, packet.payload,

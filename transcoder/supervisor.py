@@ -70,6 +70,7 @@ class HealthWarning(StrEnum):
 
     NO_VIDEO_CONFIG = "no_video_config"  # video without a sequence header: undecodable
     NO_MEDIA = "no_media"  # packets arrive, no segment comes out
+    KEYFRAME_DROUGHT = "keyframe_drought"  # segments split without a source keyframe
 
 
 WARNING_TEXT = {
@@ -77,6 +78,10 @@ WARNING_TEXT = {
                               "decode it (the encoder must send the AVC/HEVC "
                               "configuration record first)",
     HealthWarning.NO_MEDIA: "the publisher's packets produce no media",
+    HealthWarning.KEYFRAME_DROUGHT: "no source keyframe within the segment target: "
+                                    "segments are split without one (the passthrough "
+                                    "rendition's are not independent); the encoder's "
+                                    "keyframe interval should be 2 s",
 }
 
 
@@ -233,6 +238,8 @@ class BroadcastTranscoder:
         # Since when nothing came out: the start, the last part or segment, a break.
         self._media_clock = time.monotonic()
         self._unconfigured_seen = 0
+        self._drought_splits_seen = 0
+        self._drought_at: float | None = None
 
     # --- BroadcastMedia ------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
@@ -431,6 +438,14 @@ class BroadcastTranscoder:
         self._unconfigured_seen = unconfigured  # a restarted child counts from 0
         if now - self._media_clock > self._no_media_after_s:
             active.add(HealthWarning.NO_MEDIA)
+        splits = int(stats.get("keyframe_drought_splits", 0))
+        if splits > self._drought_splits_seen:
+            self._drought_at = now
+        self._drought_splits_seen = splits
+        # A split comes once a segment; the warning lasts past the next one rather than
+        # flapping between two stats reports.
+        if self._drought_at is not None and now - self._drought_at <= self._no_media_after_s:
+            active.add(HealthWarning.KEYFRAME_DROUGHT)
         fields = {"broadcast_id": self.broadcast.id, "channel": self.broadcast.channel}
         for code in sorted(active - self.warnings):
             logger.warning(f"broadcast health: {WARNING_TEXT[code]}",

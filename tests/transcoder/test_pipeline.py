@@ -143,8 +143,21 @@ def test_audio_passes_through_continuously(src_360p: Path) -> None:
 
 def test_irregular_keyframes_give_irregular_but_aligned_segments(src_irregular: Path) -> None:
     got = run(list(read_packets(src_irregular)))
-    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.9, 5.5]
-    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 15})
+    # Keyframes at 0, 0.7, 2.9, 3.3, 5.5 s: the 2.9 s GOP is split before its segment
+    # would outgrow EXT-X-TARGETDURATION 2, and the next keyframe starts one at once.
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.467, 2.9, 5.367, 5.5]
+    assert max(s.duration_s for s in got.segments["source"]) < 2.5
+    # only the segments split without a keyframe start with a non-independent part
+    firsts = [p.independent for p in got.parts["source"] if p.index == 0]
+    assert firsts == [True, False, True, False, True]
+    assert all(p.independent for p in got.parts["160p"] if p.index == 0)
+    # The encoded rendition is cut at the same instants, each segment from an IDR...
+    check_aligned(got, ["160p"], fps={"160p": 15})
+    assert [s.start_pts_s for s in got.segments["160p"]] == \
+        [s.start_pts_s for s in got.segments["source"]]
+    # ... and the passthrough, played in order, loses no frame to its splits.
+    whole = got.init["source"] + b"".join(s.data for s in got.segments["source"])
+    assert len(video_frames(whole)) == 180
     # Parts keep latency low inside the long segments.
     assert max(p.duration_s for p in got.parts["160p"]) <= 0.5 + 1e-3
 
@@ -243,7 +256,8 @@ def test_new_codec_parameters_mid_stream_are_a_break(src_360p: Path,
     pipeline.finish()
     assert breaks == [2]  # after the first clip's two segments were flushed
     assert len(inits) == 2 and inits[0] != inits[1]
-    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 0.0, 2.9, 5.5]
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 0.0, 2.467, 2.9,
+                                                                5.367, 5.5]
 
 
 def test_av1_passes_through_and_is_decoded_for_the_ladder(src_av1: Path) -> None:
