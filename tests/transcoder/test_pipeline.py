@@ -317,3 +317,53 @@ def test_every_rendition_carries_every_audio_packet_even_ahead_of_the_first_fram
     for name, segments in got.segments.items():
         data = got.init[name] + b"".join(s.data for s in segments)
         assert _audio_packet_count(data) == published, name
+
+
+def _aac_packets(path: Path) -> list[MediaPacket]:
+    """An audio-only file as ingest hands it over: the AudioSpecificConfig, then frames."""
+    from castway.media import Codec
+
+    container: Any = av.open(str(path))
+    try:
+        stream = container.streams.audio[0]
+        out = [MediaPacket(MediaKind.AUDIO, Codec.AAC, False, True, 0, 0,
+                           bytes(stream.codec_context.extradata))]
+        for packet in container.demux(stream):
+            if packet.size and packet.pts is not None:
+                ms = int(round(packet.pts * packet.time_base * 1000))
+                out.append(MediaPacket(MediaKind.AUDIO, Codec.AAC, True, False, ms, ms,
+                                       bytes(packet)))
+        return out
+    finally:
+        container.close()
+
+
+def test_audio_without_video_becomes_an_audio_only_rendition(media_dir: Path) -> None:
+    import subprocess
+
+    from tests.support import require_tool
+
+    path = media_dir / "tc_audio_only.m4a"
+    subprocess.run([require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y", "-f",
+                    "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "7",
+                    "-c:a", "aac", "-ac", "2", str(path)], check=True)
+    packets = _aac_packets(path)
+    got = run(packets)
+    assert set(got.infos) == {"audio"}
+    info = got.infos["audio"]
+    assert info.codecs == "mp4a.40.2" and info.width is None and info.height is None
+    segments = got.segments["audio"]
+    # cut at the target on the audio's own frames (2 s = 93.75 AAC frames at 48 kHz)
+    starts = [s.start_pts_s for s in segments]
+    assert len(starts) == 4
+    assert all(1.95 <= b - a <= 2.05 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(s.duration_s < 2.5 for s in segments)
+    assert all(p.independent for p in got.parts["audio"])
+    # every frame is there, in order, playable from the init segment
+    whole = got.init["audio"] + b"".join(s.data for s in segments)
+    container: Any = av.open(io.BytesIO(whole))
+    try:
+        demuxed = [p for p in container.demux(container.streams.audio[0]) if p.size]
+    finally:
+        container.close()
+    assert len(demuxed) == len(packets) - 1
