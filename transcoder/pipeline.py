@@ -79,6 +79,9 @@ class PipelineConfig:
     fps_hint: float | None = None
     scale_threads: int = 1
     cascade: bool = True  # smaller rungs scale from the largest rung's frames
+    # Rungs the broadcast already published (a handover from another node): kept
+    # whatever size the source now has, like after a size change here.
+    keep_rungs: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -229,7 +232,7 @@ class Pipeline:
         self._last_video_dts: int | None = None
         self._video_seen = False
         # Every rung this broadcast has published; kept when the source changes size.
-        self._rung_names: set[str] = set()
+        self._rung_names: set[str] = set(config.keep_rungs)
         self._first_audio_pts: int | None = None
         # The one rendition of an audio-only broadcast (no video within
         # AUDIO_ONLY_AFTER_MS of audio); it stays audio-only to its end.

@@ -32,7 +32,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -46,7 +46,7 @@ from castway.media import MediaKind, MediaPacket
 from castway.model import Broadcast
 from castway.settings import Settings
 from castway.storage.base import Storage
-from transcoder.ladder import load_ladder
+from transcoder.ladder import SOURCE, load_ladder
 from transcoder.pipeline import PipelineConfig, RenditionInfo
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
@@ -178,8 +178,13 @@ class TranscoderSupervisor:
         if handover:
             # Another node ran this broadcast until now: its playlists go on.
             await sink.continue_from_live(broadcast.renditions)
-        transcoder = BroadcastTranscoder(broadcast, pipeline_config(self.settings, broadcast),
-                                         sink, self)
+        config = pipeline_config(self.settings, broadcast)
+        if handover:
+            # Players hold the master with every rung published so far: this node's
+            # ladder keeps them all, whatever size the source comes back at.
+            config = replace(config, keep_rungs=tuple(
+                r.name for r in broadcast.renditions if r.name != SOURCE))
+        transcoder = BroadcastTranscoder(broadcast, config, sink, self)
         await transcoder.start()
         self.running[broadcast.id] = transcoder
         self.metrics.running.set(len(self.running))

@@ -367,3 +367,34 @@ def test_audio_without_video_becomes_an_audio_only_rendition(media_dir: Path) ->
     finally:
         container.close()
     assert len(demuxed) == len(packets) - 1
+
+
+def test_a_keyframe_drought_with_b_frames_is_split_aligned_and_loses_nothing(
+        media_dir: Path) -> None:
+    from tests.support import make_test_media
+
+    # OBS-like x264: B-frames and a keyframe interval far over the target (10 s)
+    src = make_test_media(media_dir / "tc_drought_bframes.mp4", seconds=8, width=320,
+                          height=180, gop=300, extra_args=("-bf", "2", "-preset:v", "veryfast"))
+    got = run(list(read_packets(src)))
+    source, encoded = got.segments["source"], got.segments["160p"]
+    assert [s.start_pts_s for s in source] == [s.start_pts_s for s in encoded]
+    assert len(source) == 4 and all(s.duration_s < 2.5 for s in source + encoded)
+    check_aligned(got, ["160p"], fps={"160p": 15})  # each from a forced IDR
+    whole = got.init["source"] + b"".join(s.data for s in source)
+    assert len(video_frames(whole)) == 240
+
+
+def test_rungs_a_handed_over_broadcast_published_are_kept(src_irregular: Path) -> None:
+    """A node continuing a broadcast (handover) keeps every rung the master lists, even
+    one this source's size would leave out (240p over a 180-line source)."""
+    got = Collected()
+    config = PipelineConfig(LADDER, POLICY, realtime=False, x264_preset="ultrafast",
+                            keep_rungs=("240p", "160p"))
+    pipeline = Pipeline(config, got.on_output, lambda i: got.infos.__setitem__(i.name, i))
+    for packet in read_packets(src_irregular):
+        pipeline.push(packet)
+    pipeline.finish()
+    assert set(got.infos) == {"source", "240p", "160p"}
+    assert (got.infos["240p"].width, got.infos["240p"].height) == (426, 240)
+    assert got.segments["240p"]
