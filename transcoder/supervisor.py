@@ -71,6 +71,7 @@ class HealthWarning(StrEnum):
     NO_VIDEO_CONFIG = "no_video_config"  # video without a sequence header: undecodable
     NO_MEDIA = "no_media"  # packets arrive, no segment comes out
     KEYFRAME_DROUGHT = "keyframe_drought"  # segments split without a source keyframe
+    TRANSCODING_FAILED = "transcoding_failed"  # given up: unsupported input, or crashes
 
 
 WARNING_TEXT = {
@@ -82,6 +83,9 @@ WARNING_TEXT = {
                                     "segments are split without one (the passthrough "
                                     "rendition's are not independent); the encoder's "
                                     "keyframe interval should be 2 s",
+    HealthWarning.TRANSCODING_FAILED: "transcoding was given up for this broadcast "
+                                      "(see the error logged before): nothing more is "
+                                      "served until it ends",
 }
 
 
@@ -486,9 +490,12 @@ class BroadcastTranscoder:
             self._restart_times.popleft()
         if len(self._restart_times) >= MAX_RESTARTS or self._fatal:
             self._given_up = True
-            self.gave_up.set()
             logger.error("transcoder keeps crashing: giving up on this broadcast",
                          extra={"broadcast_id": self.broadcast.id})
+            # No child, no more stats: the health says so now and stays so.
+            self.warnings = {HealthWarning.TRANSCODING_FAILED}
+            await self._put_stats()
+            self.gave_up.set()
             self._done.set()  # a pending finish() stops waiting for this child
             return
         self._restart_times.append(now)
