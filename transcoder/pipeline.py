@@ -491,8 +491,9 @@ class Pipeline:
                 self._first_audio_pts = pts_ms
             elif pts_ms - self._first_audio_pts >= AUDIO_ONLY_AFTER_MS:
                 self._start_audio_only()
-                self._audio_out(pts_ms, data)
-                return
+                if self._audio_only is not None:
+                    self._audio_out(pts_ms, data)
+                    return
         if self._encoded is None and self._early_audio is not None:
             if len(self._early_audio) < EARLY_AUDIO_LIMIT:
                 self._early_audio.append((pts_ms, data))

@@ -75,9 +75,9 @@ class HealthWarning(StrEnum):
 
 
 WARNING_TEXT = {
-    HealthWarning.NO_VIDEO_CONFIG: "video arrives without a sequence header: nothing can "
-                              "decode it (the encoder must send the AVC/HEVC "
-                              "configuration record first)",
+    HealthWarning.NO_VIDEO_CONFIG: "video arrives without a sequence header: nothing "
+                                   "can decode it (the encoder must send the AVC/HEVC "
+                                   "configuration record first)",
     HealthWarning.NO_MEDIA: "the publisher's packets produce no media",
     HealthWarning.KEYFRAME_DROUGHT: "no source keyframe within the segment target: "
                                     "segments are split without one (the passthrough "
@@ -457,7 +457,7 @@ class BroadcastTranscoder:
             active.add(HealthWarning.KEYFRAME_DROUGHT)
         fields = {"broadcast_id": self.broadcast.id, "channel": self.broadcast.channel}
         for code in sorted(active - self.warnings):
-            logger.warning(f"broadcast health: {WARNING_TEXT[code]}",
+            logger.warning("broadcast health: %s", WARNING_TEXT[code],
                            extra={**fields, "warning": code.value})
         for code in sorted(self.warnings - active):
             logger.info("broadcast health: warning cleared",
@@ -494,9 +494,11 @@ class BroadcastTranscoder:
                          extra={"broadcast_id": self.broadcast.id})
             # No child, no more stats: the health says so now and stays so.
             self.warnings = {HealthWarning.TRANSCODING_FAILED}
-            await self._put_stats()
-            self.gave_up.set()
-            self._done.set()  # a pending finish() stops waiting for this child
+            try:
+                await self._put_stats()
+            finally:
+                self.gave_up.set()
+                self._done.set()  # a pending finish() stops waiting for this child
             return
         self._restart_times.append(now)
         self.restarts += 1
