@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     segment_format: SegmentFormat = Field(SegmentFormat.FMP4, description="fmp4 (CMAF, "
                                           "LL-HLS parts) or mpegts.")
     target_segment_s: float = Field(2.0, description="Target segment duration; segments "
-                                    "cut at the first source keyframe past it.")
+                                    "cut at the first source keyframe past it, or without "
+                                    "one before EXTINF would round above it.")
     part_target_s: float = Field(0.5, description="LL-HLS part target duration.")
     live_window_segments: int = Field(10, description="Segments in a live media playlist.")
     dvr_window_s: float | None = Field(None, description="Time-shift window of the live "

@@ -765,7 +765,11 @@ class BroadcastManager:
             entry.stats = stats
             self._metrics.bitrate.labels(entry.channel).set(kbps)
             self._metrics.fps.labels(entry.channel).set(fps)
-            await self.live.put_stats(entry.broadcast_id, stats)
+            # The transcoder writes its own keys (lag, drops, health warnings) into the
+            # same record: keep them rather than blank them every second.
+            merged = await self.live.get_stats(entry.broadcast_id)
+            merged.update(stats)
+            await self.live.put_stats(entry.broadcast_id, merged)
             if not await self.live.refresh_claim(entry.channel, entry.owner, self.claim_ttl_s):
                 logger.warning("channel claim lost", extra={
                     "broadcast_id": entry.broadcast_id, "channel": entry.channel})

@@ -17,6 +17,7 @@ aspect ratio rounded to even numbers.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,17 +122,20 @@ def _even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
 
-def resolve_ladder(spec: LadderSpec, width: int, height: int, fps: float) -> list[Rung]:
+def resolve_ladder(spec: LadderSpec, width: int, height: int, fps: float,
+                   keep: Collection[str] = ()) -> list[Rung]:
     """The encoded rungs for a ``width`` x ``height`` source at ``fps``.
 
     Rungs at or above the source height are dropped (they would upscale or duplicate
-    the passthrough); a ladder without passthrough keeps one rung at the source size
-    instead, so it never ends up empty.
+    the passthrough), except those named in ``keep``: a broadcast whose source changes
+    size keeps every variant it has published, since players hold the master they
+    loaded and a variant that stops would stall them. A ladder without passthrough
+    keeps one rung at the source size instead, so it never ends up empty.
     """
     out: list[Rung] = []
     aspect = width / height if height else 16 / 9
     for r in spec.rungs:
-        if r.height >= height:
+        if r.height >= height and r.name not in keep:
             continue
         rung_fps = min(fps, r.max_fps) if fps > 0 else r.max_fps
         factor = HIGH_FPS_FACTOR if rung_fps > 31 else 1.0

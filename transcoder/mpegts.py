@@ -82,7 +82,11 @@ class TsWriter(ContainerWriter):
     ext = "ts"
     has_init = False
 
-    def init(self, video: VideoTrack, audio: AudioTrack | None) -> bytes:
+    def init(self, video: VideoTrack | None, audio: AudioTrack | None) -> bytes:
+        if video is None:
+            # PCR rides on the video PID here; audio-only broadcasts need fMP4.
+            raise TsError("MPEG-TS segments need video: audio-only broadcasts need "
+                          "CASTWAY_SEGMENT_FORMAT=fmp4")
         if video.codec != "h264":
             raise TsError(f"MPEG-TS segments carry H.264 only, not {video.codec}")
         self._video = video

@@ -71,7 +71,7 @@ class ContainerWriter:
     ext = "m4s"
     has_init = True
 
-    def init(self, video: VideoTrack, audio: AudioTrack | None) -> bytes:
+    def init(self, video: VideoTrack | None, audio: AudioTrack | None) -> bytes:
         self._video = video
         self._audio = audio
         self._sequence = 0
@@ -82,7 +82,7 @@ class ContainerWriter:
               segment_start: bool) -> bytes:
         del segment_start
         runs: list[TrackRun] = []
-        if video:
+        if video and self._video is not None:
             scale = VIDEO_TIMESCALE // 1000
             samples = [Sample(v.data, v.duration * scale, v.keyframe, (v.pts - v.dts) * scale)
                        for v in video]
@@ -103,11 +103,16 @@ class ContainerWriter:
 
 
 class Packager:
+    """One rendition's packager. Video drives the cuts (audio waits for the video sample
+    that follows it); an ``audio_only`` packager cuts on its own AAC frames instead
+    (:meth:`on_audio_sample`), every one of which is a sync sample."""
+
     def __init__(self, name: str, policy: SegmentPolicy, writer: ContainerWriter,
-                 *, parts: bool = True) -> None:
+                 *, parts: bool = True, audio_only: bool = False) -> None:
         self.name = name
         self.writer = writer
         self.parts = parts
+        self.audio_only = audio_only
         self._cutter = Cutter(policy)
         self._video_track: VideoTrack | None = None
         self._audio_track: AudioTrack | None = None
@@ -116,7 +121,7 @@ class Packager:
         self._part = _Part()
         self._part_index = 0
         self._segment_chunks: list[bytes] = []
-        self._segment_duration_ms = 0
+        self._segment_duration_ms = 0.0
         self._segment_start_pts = 0
         self._audio: deque[tuple[int, bytes]] = deque()
         self._default_duration = 33
@@ -124,13 +129,14 @@ class Packager:
         self.dropped_audio = 0
         self.video_frames = 0
 
-    def set_tracks(self, video: VideoTrack, audio: AudioTrack | None) -> None:
+    def set_tracks(self, video: VideoTrack | None, audio: AudioTrack | None) -> None:
         self._video_track = video
         self._audio_track = audio
 
     @property
     def ready(self) -> bool:
-        return self._video_track is not None
+        return self._video_track is not None or (self.audio_only
+                                                  and self._audio_track is not None)
 
     def on_audio(self, pts_ms: int, data: bytes) -> None:
         if len(self._audio) >= MAX_PENDING_AUDIO:
@@ -141,7 +147,9 @@ class Packager:
     def on_video(self, dts_ms: int, pts_ms: int, data: bytes, keyframe: bool,
                  boundary: bool) -> list[Output]:
         out: list[Output] = []
-        cut = self._cutter.on_video(dts_ms, boundary and keyframe)
+        # A boundary need not be a keyframe: the passthrough's keyframe-drought splits
+        # (transcoder.segmenter) start a segment that is not independent.
+        cut = self._cutter.on_video(dts_ms, boundary)
         last = self._last
         if last is not None:
             delta = dts_ms - last.dts
@@ -161,6 +169,21 @@ class Packager:
         self._last = _Video(dts_ms, pts_ms, data, keyframe)
         return out
 
+    def on_audio_sample(self, pts_ms: int, data: bytes, boundary: bool) -> list[Output]:
+        """An audio-only rendition's AAC frame; ``boundary`` starts a segment."""
+        out: list[Output] = []
+        cut = self._cutter.on_video(pts_ms, boundary)
+        if cut in (Cut.PART, Cut.SEGMENT):
+            out += self._close_part(None)
+        if cut == Cut.SEGMENT:
+            out += self._close_segment()
+            self._segment_start_pts = pts_ms
+        if cut == Cut.DROP:
+            self.dropped_audio += 1
+            return out
+        self._part.audio.append((pts_ms, data))
+        return out
+
     def flush(self) -> list[Output]:
         """Close the open part and segment (end of stream, discontinuity)."""
         out: list[Output] = []
@@ -176,23 +199,29 @@ class Packager:
 
     def _close_part(self, until_ms: int | None) -> list[Output]:
         part = self._part
-        if not part.video:
+        if not part.video and not (self.audio_only and part.audio):
             return []
         while self._audio and (until_ms is None or self._audio[0][0] < until_ms):
             part.audio.append(self._audio.popleft())
         out: list[Output] = []
         if not self._init_sent:
-            if self._video_track is None:
+            if not self.ready:
                 raise RuntimeError(f"rendition {self.name}: tracks unknown at first part")
             init = self.writer.init(self._video_track, self._audio_track)
             if self.writer.has_init:
                 out.append(InitOut(self.name, init))
             self._init_sent = True
         data = self.writer.chunk(part.video, part.audio, segment_start=self._part_index == 0)
-        duration_ms = sum(v.duration for v in part.video)
+        if part.video:
+            duration_ms = float(sum(v.duration for v in part.video))
+            independent = part.video[0].keyframe and self._part_index == 0
+        else:  # audio only: exact frame durations, and every AAC frame is a sync sample
+            rate = self._audio_track.sample_rate if self._audio_track else 48_000
+            duration_ms = 1000.0 * AAC_FRAME_SAMPLES * len(part.audio) / rate
+            independent = True
         if self.parts:
             out.append(PartOut(self.name, self._part_index, duration_ms / 1000.0,
-                               part.video[0].keyframe and self._part_index == 0, data))
+                               independent, data))
         self._segment_chunks.append(data)
         self._segment_duration_ms += duration_ms
         self._part_index += 1
@@ -207,7 +236,7 @@ class Packager:
                                         b"".join(self._segment_chunks),
                                         self._part_index)]
         self._segment_chunks = []
-        self._segment_duration_ms = 0
+        self._segment_duration_ms = 0.0
         self._part_index = 0
         return out
 

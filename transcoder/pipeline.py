@@ -45,6 +45,12 @@ EARLY_AUDIO_LIMIT = 512
 # Video DTS moving more than this between two packets is a timestamp break.
 MAX_GAP_MS = 5_000
 MAX_BACKWARD_MS = 1_000
+# Audio this long (media time) with not one video packet, not even a sequence header,
+# makes the broadcast audio-only. Encoders that send video send its sequence header
+# before or with their first audio (ffmpeg, OBS), so 3 s never mistakes a slow video
+# start for a radio stream, and is well inside EARLY_AUDIO_LIMIT frames of 48 kHz AAC.
+AUDIO_ONLY_AFTER_MS = 3_000
+AUDIO_RENDITION = "audio"
 
 
 class PipelineError(Exception):
@@ -57,9 +63,9 @@ class RenditionInfo:
 
     name: str
     codecs: str
-    width: int
-    height: int
-    fps: float
+    width: int | None  # None: an audio-only rendition
+    height: int | None
+    fps: float | None
     video_bitrate_kbps: float | None
 
 
@@ -73,6 +79,9 @@ class PipelineConfig:
     fps_hint: float | None = None
     scale_threads: int = 1
     cascade: bool = True  # smaller rungs scale from the largest rung's frames
+    # Rungs the broadcast already published (a handover from another node): kept
+    # whatever size the source now has, like after a size change here.
+    keep_rungs: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -83,6 +92,10 @@ class PipelineStats:
     encoded_frames: int = 0
     dropped_frames: int = 0  # skipped by encoded renditions to catch up
     lag_s: float = 0.0
+    # Video that nothing can decode: no sequence header (configuration record) yet.
+    video_without_config: int = 0
+    # Segments split without a source keyframe (a GOP longer than the target allows).
+    keyframe_drought_splits: int = 0
 
 
 def make_writer(segment_format: str) -> ContainerWriter:
@@ -217,6 +230,14 @@ class Pipeline:
         self._frame_counter = 0
         self._audio_transcoder: Any = None
         self._last_video_dts: int | None = None
+        self._video_seen = False
+        # Every rung this broadcast has published; kept when the source changes size.
+        self._rung_names: set[str] = set(config.keep_rungs)
+        self._first_audio_pts: int | None = None
+        # The one rendition of an audio-only broadcast (no video within
+        # AUDIO_ONLY_AFTER_MS of audio); it stays audio-only to its end.
+        self._audio_only: Packager | None = None
+        self._video_ignored = 0
         # Audio that arrives before the renditions exist (ahead of the first video packet,
         # while the decoder fills up), replayed to each rendition when it is created.
         self._early_audio: list[tuple[int, bytes]] | None = []
@@ -242,6 +263,7 @@ class Pipeline:
         self._wall0 = None
         self._early_audio = []
         self._last_video_dts = None
+        self._first_audio_pts = None
         self.on_discontinuity()
 
     def finish(self) -> None:
@@ -249,6 +271,14 @@ class Pipeline:
 
     # --- video ----------------------------------------------------------------------
     def _push_video(self, packet: MediaPacket) -> None:
+        self._video_seen = True
+        if self._audio_only is not None:
+            # Players hold the audio-only master; a video variant appearing later would
+            # reach none of them, so the broadcast stays what it started as.
+            if self._video_ignored == 0:
+                logger.warning("video after an audio-only start is ignored")
+            self._video_ignored += 1
+            return
         if packet.is_config:
             if packet.codec not in _DECODERS:
                 raise PipelineError(f"unsupported video codec {packet.codec}")
@@ -258,7 +288,10 @@ class Pipeline:
             self._video_config = packet.payload
             return
         if self._video_config is None or self._video_codec is None:
-            return  # no configuration yet: nothing can decode this
+            # No configuration yet: nothing can decode this. Counted, so the supervisor
+            # can say so in the broadcast's health rather than run on into nothing.
+            self.stats.video_without_config += 1
+            return
         last = self._last_video_dts
         if last is not None and not (last - MAX_BACKWARD_MS <= packet.dts_ms
                                      <= last + MAX_GAP_MS):
@@ -272,6 +305,7 @@ class Pipeline:
         if len(self._dts_seen) < 8:
             self._dts_seen.append(packet.dts_ms)
         boundary = self.clock.on_source_video(packet.pts_ms, packet.is_keyframe)
+        self.stats.keyframe_drought_splits = self.clock.drought_splits
         source = self._ensure_source()
         if source is not None:
             for out in source.on_video(packet.dts_ms, packet.pts_ms, packet.payload,
@@ -391,7 +425,8 @@ class Pipeline:
 
     def _setup_outputs(self, width: int, height: int) -> None:
         fps = self._source_fps()
-        rungs = resolve_ladder(self.config.ladder, width, height, fps)
+        rungs = resolve_ladder(self.config.ladder, width, height, fps, keep=self._rung_names)
+        self._rung_names.update(r.name for r in rungs)
         writer_format = self.config.segment_format
         self._encoded = [_Encoded(r, self.config,
                                   Packager(r.name, self.config.policy, make_writer(writer_format),
@@ -446,11 +481,45 @@ class Pipeline:
         self._audio_out(packet.pts_ms, packet.payload)
 
     def _audio_out(self, pts_ms: int, data: bytes) -> None:
+        if self._audio_only is not None:
+            boundary = self.clock.on_source_video(pts_ms, True)
+            for out in self._audio_only.on_audio_sample(pts_ms, data, boundary):
+                self._emit(out)
+            return
+        if not self._video_seen:
+            if self._first_audio_pts is None:
+                self._first_audio_pts = pts_ms
+            elif pts_ms - self._first_audio_pts >= AUDIO_ONLY_AFTER_MS:
+                self._start_audio_only()
+                if self._audio_only is not None:
+                    self._audio_out(pts_ms, data)
+                    return
         if self._encoded is None and self._early_audio is not None:
             if len(self._early_audio) < EARLY_AUDIO_LIMIT:
                 self._early_audio.append((pts_ms, data))
         for packager in self._packagers():
             packager.on_audio(pts_ms, data)
+
+    def _start_audio_only(self) -> None:
+        """No video: one AAC rendition, cut on its own frames at the segment target
+        (every AAC frame is a sync sample, so every part is independent)."""
+        if self._audio_asc is None:
+            return
+        if self.config.segment_format != "fmp4":
+            raise PipelineError("an audio-only broadcast needs fMP4 segments "
+                                "(CASTWAY_SEGMENT_FORMAT=fmp4); MPEG-TS carries its "
+                                "clock on the video stream")
+        packager = Packager(AUDIO_RENDITION, self.config.policy, make_writer("fmp4"),
+                            parts=self._parts, audio_only=True)
+        packager.set_tracks(None, self._audio_track())
+        self._audio_only = packager
+        early, self._early_audio = self._early_audio or [], None
+        self.on_rendition(RenditionInfo(AUDIO_RENDITION, mp4a_codec(self._audio_asc),
+                                        None, None, None, None))
+        logger.warning("no video: audio-only broadcast",
+                       extra={"after_ms": AUDIO_ONLY_AFTER_MS})
+        for pts, data in early:
+            self._audio_out(pts, data)
 
     def _push_other_audio(self, packet: MediaPacket) -> None:
         from transcoder.audio import AudioTranscoder
@@ -467,6 +536,8 @@ class Pipeline:
 
     # --- plumbing -------------------------------------------------------------------
     def _packagers(self) -> list[Packager]:
+        if self._audio_only is not None:
+            return [self._audio_only]
         out = [self._source] if self._source is not None else []
         return out + [e.packager for e in self._encoded or []]
 

@@ -10,10 +10,15 @@ The policy (docs/transcoder.md, "Keyframe alignment"):
 - Every encoded rendition forces an IDR at exactly those PTS values
   (:class:`BoundaryClock.is_boundary`) and cuts its segments there, so a boundary is the
   same instant in every rendition.
-- Long or irregular source keyframe intervals (OBS "auto") give long or irregular
-  segments; nothing is cut between keyframes. Parts keep latency low regardless: every
-  rendition cuts a part whenever ``part_target_ms`` of video has accumulated, at any
-  frame; the part starting a segment is the only independent one.
+- Long or irregular source keyframe intervals (OBS "auto") give irregular segments,
+  but never longer than EXT-X-TARGETDURATION allows: EXT-X-TARGETDURATION must not
+  change and no EXTINF may round above it (RFC 8216bis 4.4.3.1, 6.2.1), so without a
+  keyframe the segment is split at the last frame that keeps it under
+  ``max_segment_ms`` (a *keyframe drought* split). Encoded renditions force an IDR
+  there like at any boundary; the passthrough cannot, so its segment starts with a
+  non-keyframe (not independent: its playlist then drops EXT-X-INDEPENDENT-SEGMENTS).
+  Parts keep latency low regardless: every rendition cuts a part whenever
+  ``part_target_ms`` of video has accumulated, at any frame.
 """
 
 from __future__ import annotations
@@ -41,6 +46,13 @@ class SegmentPolicy:
     def part_tolerance_ms(self) -> int:
         return max(1, min(10, self.part_target_ms // 20))
 
+    @property
+    def max_segment_ms(self) -> int:
+        """The longest segment whose EXTINF still rounds to the target duration
+        (EXT-X-TARGETDURATION is the target rounded to the nearest integer)."""
+        target_duration_s = max(1, int(self.target_ms / 1000 + 0.5))
+        return target_duration_s * 1000 + 499
+
     @classmethod
     def from_seconds(cls, target_s: float, part_target_s: float) -> SegmentPolicy:
         if target_s <= 0 or part_target_s <= 0:
@@ -56,14 +68,30 @@ class BoundaryClock:
         self._segment_start: int | None = None
         self._boundaries: deque[int] = deque(maxlen=MAX_PENDING_BOUNDARIES)
         self._boundary_set: set[int] = set()
+        self._last_pts: int | None = None
+        self._step_ms = 0
+        self.drought_splits = 0  # boundaries made without a source keyframe
+        self._in_drought = False  # the current segment began at such a split
 
     def on_source_video(self, pts_ms: int, keyframe: bool) -> bool:
         """True when the source frame with ``pts_ms`` starts a new segment."""
-        if not keyframe:
-            return False
+        last, self._last_pts = self._last_pts, pts_ms
+        if last is not None and 0 < pts_ms - last < 1000:
+            self._step_ms = pts_ms - last
         start = self._segment_start
-        if start is not None and pts_ms - start < self.policy.target_ms - self.policy.tolerance_ms:
+        if not keyframe:
+            # Two frame steps of margin: B-frame reordering moves a segment's end by one.
+            if start is None or pts_ms - start + 2 * self._step_ms <= self.policy.max_segment_ms:
+                return False
+            self.drought_splits += 1
+            self._in_drought = True
+        elif start is not None and not self._in_drought and \
+                pts_ms - start < self.policy.target_ms - self.policy.tolerance_ms:
             return False
+        else:
+            # After a drought split any keyframe starts a segment at once, however short:
+            # the passthrough is independent again from there.
+            self._in_drought = False
         self._segment_start = pts_ms
         if len(self._boundaries) == self._boundaries.maxlen:
             self._boundary_set.discard(self._boundaries[0])
@@ -78,6 +106,8 @@ class BoundaryClock:
     def discontinuity(self) -> None:
         """Timestamps restart: the next source keyframe starts a segment whatever its PTS."""
         self._segment_start = None
+        self._last_pts = None
+        self._in_drought = False
         self._boundaries.clear()
         self._boundary_set.clear()
 

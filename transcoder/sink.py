@@ -93,10 +93,11 @@ class BroadcastSink:
             log = self._new_log(rendition)
             self.logs[rendition] = log
             # A rendition that appears after a restart or reconnect starts after a break
-            # if others already have segments (its numbering starts with theirs).
-            started = [other.next_msn for other in self.logs.values() if other is not log]
-            if started:
-                log.next_msn = max(started)
+            # if others already have segments: numbering and discontinuity sequence
+            # start with theirs, so the variants stay aligned.
+            others = [other for other in self.logs.values() if other is not log]
+            if others:
+                log.join(max(others, key=lambda o: (o.next_msn, o.discontinuity_count)))
         return log
 
     async def on_output(self, out: Output) -> None:
@@ -230,10 +231,9 @@ class BroadcastSink:
                               average_bps=rendition.average_bandwidth_bps or 0)
             log.mark_discontinuity()
             self.logs[rendition.name] = log
-            if rendition.width is not None and rendition.height is not None:
-                self.infos[rendition.name] = RenditionInfo(
-                    rendition.name, rendition.codecs, rendition.width, rendition.height,
-                    rendition.fps or 0.0, rendition.video_bitrate_kbps)
+            self.infos[rendition.name] = RenditionInfo(
+                rendition.name, rendition.codecs, rendition.width, rendition.height,
+                rendition.fps, rendition.video_bitrate_kbps)
             self._published_bandwidth[rendition.name] = rendition.bandwidth_bps or 0
         self._anchor = None
 

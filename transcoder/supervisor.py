@@ -33,7 +33,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -47,7 +48,7 @@ from castway.media import MediaKind, MediaPacket
 from castway.model import Broadcast
 from castway.settings import Settings
 from castway.storage.base import Storage
-from transcoder.ladder import load_ladder
+from transcoder.ladder import SOURCE, load_ladder
 from transcoder.pipeline import PipelineConfig, RenditionInfo
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
@@ -61,6 +62,33 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 FINISH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
+# A broadcast fed packets that yields no part or segment for this long (at least three
+# segment targets) is not silently "live": its health says so, and a log line.
+NO_MEDIA_WARN_S = 6.0
+
+
+class HealthWarning(StrEnum):
+    """Codes in the broadcast's ``warnings`` stat (comma-separated, empty when healthy)."""
+
+    NO_VIDEO_CONFIG = "no_video_config"  # video without a sequence header: undecodable
+    NO_MEDIA = "no_media"  # packets arrive, no segment comes out
+    KEYFRAME_DROUGHT = "keyframe_drought"  # segments split without a source keyframe
+    TRANSCODING_FAILED = "transcoding_failed"  # given up: unsupported input, or crashes
+
+
+WARNING_TEXT = {
+    HealthWarning.NO_VIDEO_CONFIG: "video arrives without a sequence header: nothing "
+                                   "can decode it (the encoder must send the AVC/HEVC "
+                                   "configuration record first)",
+    HealthWarning.NO_MEDIA: "the publisher's packets produce no media",
+    HealthWarning.KEYFRAME_DROUGHT: "no source keyframe within the segment target: "
+                                    "segments are split without one (the passthrough "
+                                    "rendition's are not independent); the encoder's "
+                                    "keyframe interval should be 2 s",
+    HealthWarning.TRANSCODING_FAILED: "transcoding was given up for this broadcast "
+                                      "(see the error logged before): nothing more is "
+                                      "served until it ends",
+}
 
 
 # Glass-to-glass (ingest -> segment available): a segment's duration plus the pipeline.
@@ -163,8 +191,13 @@ class TranscoderSupervisor:
         if handover:
             # Another node ran this broadcast until now: its playlists go on.
             await sink.continue_from_live(broadcast.renditions)
-        transcoder = BroadcastTranscoder(broadcast, pipeline_config(self.settings, broadcast),
-                                         sink, self)
+        config = pipeline_config(self.settings, broadcast)
+        if handover:
+            # Players hold the master with every rung published so far: this node's
+            # ladder keeps them all, whatever size the source comes back at.
+            config = replace(config, keep_rungs=tuple(
+                r.name for r in broadcast.renditions if r.name != SOURCE))
+        transcoder = BroadcastTranscoder(broadcast, config, sink, self)
         await transcoder.start()
         self.running[broadcast.id] = transcoder
         self.metrics.running.set(len(self.running))
@@ -217,6 +250,14 @@ class BroadcastTranscoder:
         self.lag_s = 0.0
         self.fps = 0.0
         self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
+        self.warnings: set[HealthWarning] = set()
+        self._no_media_after_s = max(NO_MEDIA_WARN_S,
+                                     3 * supervisor.settings.target_segment_s)
+        # Since when nothing came out: the start, the last part or segment, a break.
+        self._media_clock = time.monotonic()
+        self._unconfigured_seen = 0
+        self._drought_splits_seen = 0
+        self._drought_at: float | None = None
 
     # --- BroadcastMedia ------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
@@ -365,6 +406,7 @@ class BroadcastTranscoder:
         kind = message[0]
         try:
             if kind == "output":
+                self._media_clock = time.monotonic()
                 await self.sink.on_output(message[1])
                 if type(message[1]).__name__ == "SegmentOut":
                     self.supervisor.metrics.segments.inc()
@@ -372,6 +414,7 @@ class BroadcastTranscoder:
                 info: RenditionInfo = message[1]
                 await self.sink.on_rendition(info)
             elif kind == "discontinuity":
+                self._media_clock = time.monotonic()
                 await self.sink.discontinuity()
             elif kind == "stats":
                 await self._stats(message[1])
@@ -398,15 +441,45 @@ class BroadcastTranscoder:
                 and frames >= self._fps_sample[1]:
             self.fps = (frames - self._fps_sample[1]) / (now - self._fps_sample[0])
         self._fps_sample = (now, frames)
+        self._check_health(stats, now)
         self.supervisor._refresh_gauges()
         await self._put_stats()
+
+    def _check_health(self, stats: dict[str, Any], now: float) -> None:
+        """Conditions under which the broadcast is live but serves nothing (or less than
+        it should), from the child's stats: logged once when they start, shown in the
+        broadcast's ``warnings`` stat while they last."""
+        active: set[HealthWarning] = set()
+        unconfigured = int(stats.get("video_without_config", 0))
+        if unconfigured > self._unconfigured_seen:
+            active.add(HealthWarning.NO_VIDEO_CONFIG)
+        self._unconfigured_seen = unconfigured  # a restarted child counts from 0
+        if now - self._media_clock > self._no_media_after_s:
+            active.add(HealthWarning.NO_MEDIA)
+        splits = int(stats.get("keyframe_drought_splits", 0))
+        if splits > self._drought_splits_seen:
+            self._drought_at = now
+        self._drought_splits_seen = splits
+        # A split comes once a segment; the warning lasts past the next one rather than
+        # flapping between two stats reports.
+        if self._drought_at is not None and now - self._drought_at <= self._no_media_after_s:
+            active.add(HealthWarning.KEYFRAME_DROUGHT)
+        fields = {"broadcast_id": self.broadcast.id, "channel": self.broadcast.channel}
+        for code in sorted(active - self.warnings):
+            logger.warning("broadcast health: %s", WARNING_TEXT[code],
+                           extra={**fields, "warning": code.value})
+        for code in sorted(self.warnings - active):
+            logger.info("broadcast health: warning cleared",
+                        extra={**fields, "warning": code.value})
+        self.warnings = active
 
     async def _put_stats(self) -> None:
         current = await self.sink.live.get_stats(self.broadcast.id)
         current.update({"transcoder_lag_s": round(self.lag_s, 3),
                         "transcoder_dropped_frames": float(self.dropped_frames),
                         "transcoder_dropped_packets": float(self.dropped_packets),
-                        "transcoder_restarts": float(self.restarts)})
+                        "transcoder_restarts": float(self.restarts),
+                        "warnings": ",".join(sorted(w.value for w in self.warnings))})
         await self.sink.live.put_stats(self.broadcast.id, current)
 
     async def _child_exited(self) -> None:
@@ -426,14 +499,20 @@ class BroadcastTranscoder:
             self._restart_times.popleft()
         if len(self._restart_times) >= MAX_RESTARTS or self._fatal:
             self._given_up = True
-            self.gave_up.set()
             logger.error("transcoder keeps crashing: giving up on this broadcast",
                          extra={"broadcast_id": self.broadcast.id})
-            self._done.set()  # a pending finish() stops waiting for this child
+            # No child, no more stats: the health says so now and stays so.
+            self.warnings = {HealthWarning.TRANSCODING_FAILED}
+            try:
+                await self._put_stats()
+            finally:
+                self.gave_up.set()
+                self._done.set()  # a pending finish() stops waiting for this child
             return
         self._restart_times.append(now)
         self.restarts += 1
         self.supervisor.metrics.restarts.inc()
+        self._media_clock = time.monotonic()
         self._spawn()
         await self._put_stats()
 

@@ -120,6 +120,17 @@ class RenditionLog:
             self._total_bits += int(average_bps * seconds)
         self._anchor = None
 
+    def join(self, leader: RenditionLog) -> None:
+        """Start as a rendition added beside ``leader``'s (a rung the source's new size
+        brings in after a break): its numbering and discontinuity count, so the same
+        media sequence number carries the same discontinuity sequence in every
+        rendition (RFC 8216bis 6.2.2, variants aligned), and the break still pending
+        there is pending here too."""
+        self.next_msn = leader.next_msn
+        self.discontinuity_count = leader.discontinuity_count
+        self._pending_discontinuity = leader._pending_discontinuity
+        self._max_segment = max(self._max_segment, leader._max_segment)
+
     # --- inputs ---------------------------------------------------------------------
     def set_init(self, data: bytes) -> tuple[str, bool]:
         """The init segment in force; returns its key and whether it is new."""

@@ -99,7 +99,10 @@ def render_master_playlist(renditions: Sequence[Rendition], *,
     ordered = sorted(renditions, key=lambda r: (_bandwidth(r)[0], r.name))
     if first is not None:
         ordered.sort(key=lambda r: r.name != first)
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    # No EXT-X-INDEPENDENT-SEGMENTS here: in a multivariant playlist it would speak for
+    # every variant, and a passthrough variant's segments are not independent during a
+    # source's keyframe drought; each media playlist says it for itself.
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
     for rendition in ordered:
         peak, average = _bandwidth(rendition)
         attrs = [f"BANDWIDTH={peak}"]
@@ -114,6 +117,15 @@ def render_master_playlist(renditions: Sequence[Rendition], *,
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(_quoted(uri_for(rendition)))
     return "\n".join(lines) + "\n"
+
+
+def _all_independent(segments: Sequence[Segment], live_parts: Sequence[Part]) -> bool:
+    """Whether every segment starts independent, as its first part says (segments
+    without parts, MPEG-TS, are taken as they are claimed)."""
+    firsts = [s.parts[0] for s in segments if s.parts]
+    if live_parts and live_parts[0].index == 0:
+        firsts.append(live_parts[0])
+    return all(p.independent for p in firsts)
 
 
 def render_media_playlist(window: RenditionWindow, *,
@@ -160,7 +172,7 @@ def render_media_playlist(window: RenditionWindow, *,
 
     first_msn = segments[0].msn if segments else window.next_msn
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}", f"#EXT-X-TARGETDURATION:{td}"]
-    if independent_segments:
+    if independent_segments and _all_independent(segments, live_parts):
         lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
     pt = part_target(window)
     if low_latency and not ended:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import m3u8
@@ -102,7 +103,8 @@ LADDER = (
 def test_master_playlist_lists_every_rendition_by_ascending_bandwidth() -> None:
     text = render_master_playlist(LADDER, uri_for=lambda r: f"{r.name}/index.m3u8")
     assert text.startswith("#EXTM3U\n")
-    assert "#EXT-X-INDEPENDENT-SEGMENTS\n" in text
+    # each media playlist says whether its segments are independent, not the master
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in text
     assert validate_playlist(text) == []
     parsed = m3u8.loads(text)
     assert parsed.is_variant
@@ -340,3 +342,16 @@ def test_vod_playlist_of_a_long_broadcast() -> None:
     parsed = m3u8.loads(text)
     assert len(parsed.segments) == 500 and parsed.is_endlist
     assert "#EXT-X-PART" not in text
+
+
+def test_a_media_playlist_claims_independent_segments_only_when_every_one_is() -> None:
+    window = make_window([2.0, 2.0, 2.0])
+    assert "#EXT-X-INDEPENDENT-SEGMENTS\n" in render_media_playlist(window, uri_for_key=uri)
+    # a passthrough segment split without a keyframe (docs/transcoder.md)
+    split = window.segments[1]
+    parts = (replace(split.parts[0], independent=False), *split.parts[1:])
+    segments = (window.segments[0], replace(split, parts=parts), window.segments[2])
+    text = render_media_playlist(replace(window, segments=segments), uri_for_key=uri,
+                                 low_latency=True)
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in text
+    assert validate_playlist(text) == []

@@ -88,3 +88,13 @@ def test_ladder_file_may_ask_for_nvenc() -> None:
     assert parse_ladder({"rungs": []}).encoder == "libx264"
     with pytest.raises(LadderError):
         parse_ladder({"encoder": "x265", "rungs": []})
+
+
+def test_rungs_a_broadcast_published_are_kept_when_the_source_shrinks() -> None:
+    first = resolve_ladder(DEFAULT_LADDER, 1280, 720, 30.0)
+    assert [r.name for r in first] == ["480p", "360p", "160p"]
+    smaller = resolve_ladder(DEFAULT_LADDER, 640, 480, 30.0, keep={r.name for r in first})
+    assert [(r.name, r.width, r.height) for r in smaller] == [
+        ("480p", 640, 480), ("360p", 480, 360), ("160p", 214, 160)]
+    assert [r.name for r in resolve_ladder(DEFAULT_LADDER, 640, 480, 30.0)] == ["360p",
+                                                                                  "160p"]

@@ -143,8 +143,21 @@ def test_audio_passes_through_continuously(src_360p: Path) -> None:
 
 def test_irregular_keyframes_give_irregular_but_aligned_segments(src_irregular: Path) -> None:
     got = run(list(read_packets(src_irregular)))
-    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.9, 5.5]
-    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 15})
+    # Keyframes at 0, 0.7, 2.9, 3.3, 5.5 s: the 2.9 s GOP is split before its segment
+    # would outgrow EXT-X-TARGETDURATION 2, and the next keyframe starts one at once.
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.467, 2.9, 5.367, 5.5]
+    assert max(s.duration_s for s in got.segments["source"]) < 2.5
+    # only the segments split without a keyframe start with a non-independent part
+    firsts = [p.independent for p in got.parts["source"] if p.index == 0]
+    assert firsts == [True, False, True, False, True]
+    assert all(p.independent for p in got.parts["160p"] if p.index == 0)
+    # The encoded rendition is cut at the same instants, each segment from an IDR...
+    check_aligned(got, ["160p"], fps={"160p": 15})
+    assert [s.start_pts_s for s in got.segments["160p"]] == \
+        [s.start_pts_s for s in got.segments["source"]]
+    # ... and the passthrough, played in order, loses no frame to its splits.
+    whole = got.init["source"] + b"".join(s.data for s in got.segments["source"])
+    assert len(video_frames(whole)) == 180
     # Parts keep latency low inside the long segments.
     assert max(p.duration_s for p in got.parts["160p"]) <= 0.5 + 1e-3
 
@@ -243,7 +256,8 @@ def test_new_codec_parameters_mid_stream_are_a_break(src_360p: Path,
     pipeline.finish()
     assert breaks == [2]  # after the first clip's two segments were flushed
     assert len(inits) == 2 and inits[0] != inits[1]
-    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 0.0, 2.9, 5.5]
+    assert [s.start_pts_s for s in got.segments["source"]] == [0.0, 2.0, 0.0, 2.467, 2.9,
+                                                                5.367, 5.5]
 
 
 def test_av1_passes_through_and_is_decoded_for_the_ladder(src_av1: Path) -> None:
@@ -303,3 +317,84 @@ def test_every_rendition_carries_every_audio_packet_even_ahead_of_the_first_fram
     for name, segments in got.segments.items():
         data = got.init[name] + b"".join(s.data for s in segments)
         assert _audio_packet_count(data) == published, name
+
+
+def _aac_packets(path: Path) -> list[MediaPacket]:
+    """An audio-only file as ingest hands it over: the AudioSpecificConfig, then frames."""
+    from castway.media import Codec
+
+    container: Any = av.open(str(path))
+    try:
+        stream = container.streams.audio[0]
+        out = [MediaPacket(MediaKind.AUDIO, Codec.AAC, False, True, 0, 0,
+                           bytes(stream.codec_context.extradata))]
+        for packet in container.demux(stream):
+            if packet.size and packet.pts is not None:
+                ms = int(round(packet.pts * packet.time_base * 1000))
+                out.append(MediaPacket(MediaKind.AUDIO, Codec.AAC, True, False, ms, ms,
+                                       bytes(packet)))
+        return out
+    finally:
+        container.close()
+
+
+def test_audio_without_video_becomes_an_audio_only_rendition(media_dir: Path) -> None:
+    import subprocess
+
+    from tests.support import require_tool
+
+    path = media_dir / "tc_audio_only.m4a"
+    subprocess.run([require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y", "-f",
+                    "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "7",
+                    "-c:a", "aac", "-ac", "2", str(path)], check=True)
+    packets = _aac_packets(path)
+    got = run(packets)
+    assert set(got.infos) == {"audio"}
+    info = got.infos["audio"]
+    assert info.codecs == "mp4a.40.2" and info.width is None and info.height is None
+    segments = got.segments["audio"]
+    # cut at the target on the audio's own frames (2 s = 93.75 AAC frames at 48 kHz)
+    starts = [s.start_pts_s for s in segments]
+    assert len(starts) == 4
+    assert all(1.95 <= b - a <= 2.05 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(s.duration_s < 2.5 for s in segments)
+    assert all(p.independent for p in got.parts["audio"])
+    # every frame is there, in order, playable from the init segment
+    whole = got.init["audio"] + b"".join(s.data for s in segments)
+    container: Any = av.open(io.BytesIO(whole))
+    try:
+        demuxed = [p for p in container.demux(container.streams.audio[0]) if p.size]
+    finally:
+        container.close()
+    assert len(demuxed) == len(packets) - 1
+
+
+def test_a_keyframe_drought_with_b_frames_is_split_aligned_and_loses_nothing(
+        media_dir: Path) -> None:
+    from tests.support import make_test_media
+
+    # OBS-like x264: B-frames and a keyframe interval far over the target (10 s)
+    src = make_test_media(media_dir / "tc_drought_bframes.mp4", seconds=8, width=320,
+                          height=180, gop=300, extra_args=("-bf", "2", "-preset:v", "veryfast"))
+    got = run(list(read_packets(src)))
+    source, encoded = got.segments["source"], got.segments["160p"]
+    assert [s.start_pts_s for s in source] == [s.start_pts_s for s in encoded]
+    assert len(source) == 4 and all(s.duration_s < 2.5 for s in source + encoded)
+    check_aligned(got, ["160p"], fps={"160p": 15})  # each from a forced IDR
+    whole = got.init["source"] + b"".join(s.data for s in source)
+    assert len(video_frames(whole)) == 240
+
+
+def test_rungs_a_handed_over_broadcast_published_are_kept(src_irregular: Path) -> None:
+    """A node continuing a broadcast (handover) keeps every rung the master lists, even
+    one this source's size would leave out (240p over a 180-line source)."""
+    got = Collected()
+    config = PipelineConfig(LADDER, POLICY, realtime=False, x264_preset="ultrafast",
+                            keep_rungs=("240p", "160p"))
+    pipeline = Pipeline(config, got.on_output, lambda i: got.infos.__setitem__(i.name, i))
+    for packet in read_packets(src_irregular):
+        pipeline.push(packet)
+    pipeline.finish()
+    assert set(got.infos) == {"source", "240p", "160p"}
+    assert (got.infos["240p"].width, got.infos["240p"].height) == (426, 240)
+    assert got.segments["240p"]

@@ -28,12 +28,27 @@ def test_segments_start_at_the_first_source_keyframe_past_the_target(
     assert not any(clock.is_boundary(pts) for pts in set(keyframes) - set(expected))
 
 
-def test_non_keyframes_never_start_a_segment() -> None:
+def test_non_keyframes_start_a_segment_only_when_it_would_outgrow_the_target_duration(
+        ) -> None:
     clock = BoundaryClock(POLICY)
-    assert not clock.on_source_video(0, keyframe=False)
-    assert clock.on_source_video(33, keyframe=True)
-    assert not clock.on_source_video(5000, keyframe=False)
-    assert not clock.is_boundary(5000)
+    assert not clock.on_source_video(0, keyframe=False)  # nothing starts before a keyframe
+    frames = [33 + round(i * 1000 / 30) for i in range(300)]  # 10 s GOP at 30 fps
+    starts = [pts for i, pts in enumerate(frames) if clock.on_source_video(pts, i == 0)]
+    # EXT-X-TARGETDURATION 2: each segment ends before it would round to 3 s
+    assert starts == [33, 2500, 4966, 7400, 9866]
+    assert all(b - a <= POLICY.max_segment_ms for a, b in zip(starts, starts[1:], strict=False))
+    assert all(clock.is_boundary(pts) for pts in starts)  # encoded renditions force IDRs
+    assert clock.drought_splits == 4
+
+
+def test_a_keyframe_after_a_drought_split_starts_a_segment_at_once() -> None:
+    clock = BoundaryClock(POLICY)
+    frames = [round(i * 1000 / 30) for i in range(120)]
+    keyframes = {0, 2600}  # a 2.6 s GOP: one split at 2467, then the late keyframe
+    starts = [pts for pts in frames if clock.on_source_video(pts, pts in keyframes)]
+    assert starts == [0, 2467, 2600]
+    # ... after which the ordinary target applies again
+    assert not clock.on_source_video(4000, keyframe=True)
 
 
 def test_discontinuity_restarts_the_clock() -> None:

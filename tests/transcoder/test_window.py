@@ -149,3 +149,17 @@ def test_another_node_continues_a_window_where_it_stands() -> None:
     assert new.peak_bps == 9000 and new.average_bps > 0
     text = render_media_playlist(after, uri_for_key=lambda k: k)
     assert validate_playlist(text) == []
+
+
+def test_a_rendition_joining_after_a_break_is_numbered_and_counted_as_the_others() -> None:
+    leader = RenditionLog("b", "source")
+    for i in range(3):
+        _segment(leader, 2.0 * i)
+    leader.mark_discontinuity()
+    joined = RenditionLog("b", "288p")
+    joined.join(leader)
+    a, b = leader.add_segment(2.0, 0.0, 1000, T0), joined.add_segment(2.0, 0.0, 1000, T0)
+    assert (a.msn, a.discontinuity_seq, a.discontinuity) == (3, 1, True)
+    assert (b.msn, b.discontinuity_seq, b.discontinuity) == (3, 1, True)
+    # both playlists number the break alike (RFC 8216bis 6.2.2)
+    assert joined.window().discontinuity_seq == 0
