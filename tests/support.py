@@ -6,6 +6,7 @@ In CI (``CI=true``) a missing tool or service is a failure, never a silent skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -83,3 +84,17 @@ def make_test_media(path: Path, *, seconds: float = 4.0, width: int = 640, heigh
     cmd += [*extra_args, str(path)]
     subprocess.run(cmd, check=True)
     return path
+
+
+def packet_counts(url: str) -> dict[str, list[int]]:
+    """Packets per stream type as ffmpeg's demuxer (HLS for a playlist) reads them, one
+    count per stream of that type (``{"video": [...], "audio": [...]}``)."""
+    probe = subprocess.run(
+        [require_tool("ffprobe"), "-v", "error", "-count_packets", "-show_entries",
+         "stream=codec_type,nb_read_packets", "-of", "json", url],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert probe.returncode == 0, probe.stderr
+    counts: dict[str, list[int]] = {}
+    for stream in json.loads(probe.stdout)["streams"]:
+        counts.setdefault(stream["codec_type"], []).append(int(stream["nb_read_packets"]))
+    return counts

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.serve_process import Served, clean_env, serve
-from tests.support import require_tool
+from tests.support import packet_counts, require_tool
 
 
 def _castway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,22 +76,9 @@ def test_a_real_publish_plays_as_hls_then_as_vod(served: Served, h264_aac_flv: P
             time.sleep(0.2)  # polling an HTTP API from outside the process
     assert vods, "no VOD appeared after the broadcast ended"
     vod_id = vods[0]["id"]
-    counts = _packet_counts(f"{served.base}/vod/{vod_id}/master.m3u8")
-    published = _packet_counts(str(h264_aac_flv))
+    counts = packet_counts(f"{served.base}/vod/{vod_id}/master.m3u8")
+    published = packet_counts(str(h264_aac_flv))
     assert len(counts["video"]) >= 2, counts  # the ladder: source + encoded rungs
     # every rendition holds every frame and every audio packet that was published
     assert set(counts["video"]) == set(published["video"]), counts
     assert set(counts["audio"]) == set(published["audio"]), counts
-
-
-def _packet_counts(url: str) -> dict[str, list[int]]:
-    """Packets per stream as ffmpeg's demuxer (HLS for a playlist) reads them."""
-    probe = subprocess.run(
-        [require_tool("ffprobe"), "-v", "error", "-count_packets", "-show_entries",
-         "stream=codec_type,nb_read_packets", "-of", "json", url],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert probe.returncode == 0, probe.stderr
-    counts: dict[str, list[int]] = {"video": [], "audio": []}
-    for stream in json.loads(probe.stdout)["streams"]:
-        counts[stream["codec_type"]].append(int(stream["nb_read_packets"]))
-    return counts

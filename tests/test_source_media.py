@@ -6,7 +6,6 @@ viewer gets (docs/transcoder.md, "Sources that are not a plain stream")."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import subprocess
@@ -21,7 +20,7 @@ from castway.media import MediaKind
 from castway.serve import EmbeddedPlatform
 from castway.settings import Settings
 from tests.ingest.helpers import AsyncTestPublisher
-from tests.support import make_test_media, require_tool
+from tests.support import make_test_media, packet_counts, require_tool
 from transcoder.demux import read_packets
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -81,19 +80,6 @@ async def _finish(publisher: asyncio.subprocess.Process, timeout_s: float) -> No
             await publisher.wait()
 
 
-def _probe_packets(url: str) -> dict[str, list[int]]:
-    """Packets per stream type as ffmpeg's demuxer (HLS for a playlist) reads them."""
-    probe = subprocess.run(
-        [require_tool("ffprobe"), "-v", "error", "-count_packets", "-show_entries",
-         "stream=codec_type,codec_name,nb_read_packets", "-of", "json", url],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert probe.returncode == 0, probe.stderr
-    counts: dict[str, list[int]] = {}
-    for stream in json.loads(probe.stdout)["streams"]:
-        counts.setdefault(stream["codec_type"], []).append(int(stream["nb_read_packets"]))
-    return counts
-
-
 def _variants(master: str) -> list[tuple[str, str]]:
     """(EXT-X-STREAM-INF attributes, URI) of every variant of a master playlist."""
     lines = master.splitlines()
@@ -107,7 +93,7 @@ async def test_an_audio_only_publish_gets_an_audio_only_ladder_live_and_as_vod(
     subprocess.run([require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y",
                     "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "8",
                     "-c:a", "aac", "-b:a", "96k", "-ac", "2", str(clip)], check=True)
-    published = _probe_packets(str(clip))
+    published = packet_counts(str(clip))
     assert list(published) == ["audio"]
     base = f"http://127.0.0.1:{platform.http_port}"
     auth = {"Authorization": f"Bearer {platform.admin_token}"}
@@ -129,7 +115,7 @@ async def test_an_audio_only_publish_gets_an_audio_only_ladder_live_and_as_vod(
             assert re.search(r"#EXT-X-PART:DURATION=[\d.]+,URI=\"[^\"]+\",INDEPENDENT=YES",
                              media.text), media.text
             # ffmpeg's HLS demuxer plays the live master (following it to its end).
-            live = await asyncio.to_thread(_probe_packets, f"{base}/hls/default/master.m3u8")
+            live = await asyncio.to_thread(packet_counts, f"{base}/hls/default/master.m3u8")
             assert list(live) == ["audio"] and live["audio"][0] > 0, live
         finally:
             await _finish(publisher, 30)
@@ -142,7 +128,7 @@ async def test_an_audio_only_publish_gets_an_audio_only_ladder_live_and_as_vod(
                     timeout_s=60, headers=auth)
         vod_master = (await client.get(f"/vod/{vod_id}/master.m3u8")).text
         assert "RESOLUTION" not in vod_master and 'CODECS="mp4a.40.2"' in vod_master
-    vod = await asyncio.to_thread(_probe_packets, f"{base}/vod/{vod_id}/master.m3u8")
+    vod = await asyncio.to_thread(packet_counts, f"{base}/vod/{vod_id}/master.m3u8")
     # every AAC frame that was published is in the VOD
     assert vod == published, (vod, published)
 
@@ -346,7 +332,7 @@ async def test_a_keyframe_drought_keeps_the_target_duration_and_the_variants_ali
     # a 10 s GOP (a publisher's keyframe interval set far too long), 12 s long
     clip = await asyncio.to_thread(make_test_media, tmp_path / "gop10.flv", seconds=12,
                                    gop=300)
-    published = await asyncio.to_thread(_probe_packets, str(clip))
+    published = await asyncio.to_thread(packet_counts, str(clip))
     auth = {"Authorization": f"Bearer {platform.admin_token}"}
     publisher = await _publish("-re", "-i", str(clip), "-c", "copy", "-f", "flv",
                                _rtmp_url(platform))
@@ -403,6 +389,6 @@ async def test_a_keyframe_drought_keeps_the_target_duration_and_the_variants_ali
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in seen["160p"]
     assert "keyframe_drought" in str(stats.get("warnings")), stats
     # nothing published is lost: every rendition of the VOD holds every frame
-    vod = await asyncio.to_thread(_probe_packets, f"{base}/vod/{vod_id}/master.m3u8")
+    vod = await asyncio.to_thread(packet_counts, f"{base}/vod/{vod_id}/master.m3u8")
     assert set(vod["video"]) == set(published["video"]), (vod, published)
     assert set(vod["audio"]) == set(published["audio"]), (vod, published)

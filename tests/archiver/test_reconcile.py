@@ -71,6 +71,17 @@ def test_a_stale_heartbeat_counts_as_silence_and_ended_broadcasts_are_ignored() 
 
 # -- the archiver's sweeps, on real back ends and real media --------------------------------
 
+async def archive_after_a_start(ctx: tasks.ArchiveContext, broadcast_id: str) -> None:
+    """An archiver starts (no end event will reach it) and makes the broadcast's VOD."""
+    service = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
+    await service.start()
+    try:
+        assert await service.wait_vod(broadcast_id, 10.0)
+        assert await service.idle(30)
+    finally:
+        await service.stop()
+
+
 async def test_a_vod_whose_end_event_was_missed_is_made_at_the_next_start(
         ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
     """The archiver was down when the broadcast ended, and the live state lost its
@@ -81,13 +92,7 @@ async def test_a_vod_whose_end_event_was_missed_is_made_at_the_next_start(
     await ctx.live.drop_segment_log("b1")
     await ctx.live.remove_broadcast("b1")
 
-    service = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
-    await service.start()
-    try:
-        assert await service.wait_vod("b1", 10.0)
-        assert await service.idle(30)
-    finally:
-        await service.stop()
+    await archive_after_a_start(ctx, "b1")
     vod = ctx.catalog.get_vod("b1")
     assert vod is not None and vod.state is VodState.COMPLETE
     media = ctx.storage.get("broadcasts/b1/source/vod.m3u8")
@@ -111,13 +116,7 @@ async def test_a_broadcast_left_live_by_a_dead_node_is_failed_and_archived(
     await ctx.live.drop_segment_log("b1")
     await ctx.live.remove_broadcast("b1")
 
-    service = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
-    await service.start()
-    try:
-        assert await service.wait_vod("b1", 10.0)
-        assert await service.idle(30)
-    finally:
-        await service.stop()
+    await archive_after_a_start(ctx, "b1")
     broadcast = ctx.catalog.get_broadcast("b1")
     assert broadcast is not None and broadcast.state is BroadcastState.FAILED
     assert broadcast.ended_at is not None

@@ -7,7 +7,6 @@ rendition holding the same frames."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import sqlite3
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from tests.serve_process import Served, serve
-from tests.support import make_test_media, require_tool
+from tests.support import make_test_media, packet_counts, require_tool
 
 pytestmark = pytest.mark.peer
 
@@ -98,18 +97,6 @@ def recorded_segments(data_dir: Path, rendition: str) -> set[int]:
 def catalog_rows(data_dir: Path, query: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(f"file:{data_dir / 'castway.db'}?mode=ro", uri=True) as db:
         return list(db.execute(query))
-
-
-def packet_counts(url: str) -> dict[str, list[int]]:
-    probe = subprocess.run(
-        [require_tool("ffprobe"), "-v", "error", "-count_packets", "-show_entries",
-         "stream=codec_type,nb_read_packets", "-of", "json", url],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert probe.returncode == 0, probe.stderr
-    counts: dict[str, list[int]] = {"video": [], "audio": []}
-    for stream in json.loads(probe.stdout)["streams"]:
-        counts[stream["codec_type"]].append(int(stream["nb_read_packets"]))
-    return counts
 
 
 def vod_segments(data_dir: Path, broadcast_id: str, rendition: str) -> list[int]:
