@@ -35,6 +35,7 @@ from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import Broadcast, BroadcastState, Visibility, VodState
 from castway.storage.base import content_type_for
 from origin.context import Ctx, OriginContext, Rendered
+from origin.playlist_query import BadPlaylistQuery, parse_playlist_query
 from origin.responses import (
     ID_RE,
     NAME_RE,
@@ -59,19 +60,6 @@ MAX_PART_AHEAD = 2
 _PART_NAME_RE = re.compile(r"^(\d+)\.(\d+)\.[A-Za-z0-9]+$")
 BROADCAST_FILES = frozenset({"poster.jpg", "thumbs.jpg", "thumbs.vtt"})
 BROADCAST_FILE_CACHE = "public, max-age=30"
-
-
-class _BadRequest(Exception):
-    pass
-
-
-def _int_param(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise _BadRequest(f"{name} must be a non-negative integer")
-    return int(raw)
 
 
 def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
@@ -138,16 +126,10 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
     if rendition not in names:
         return error_response(404, f"no rendition {rendition}")
     try:
-        msn = _int_param(request, "_HLS_msn")
-        part = _int_param(request, "_HLS_part")
-        skip_value = request.query_params.get("_HLS_skip")
-        if part is not None and msn is None:
-            raise _BadRequest("_HLS_part requires _HLS_msn")
-        if skip_value not in (None, "YES", "v2"):
-            raise _BadRequest("_HLS_skip must be YES or v2")
-    except _BadRequest as exc:
+        query = parse_playlist_query(request.query_params)
+    except BadPlaylistQuery as exc:
         return error_response(400, str(exc))
-    low_latency = request.query_params.get("ll", "1") != "0"
+    msn, part, low_latency = query.msn, query.part, query.low_latency
     window = await ctx.live.get_window(broadcast.id, rendition)
     cache = CacheKind.LIVE_PLAYLIST
     if msn is not None:
@@ -169,7 +151,7 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
             other_window = await ctx.report_windows.get(broadcast.id, other)
             if other_window is not None:
                 reports.append(rendition_report(other_window, f"../{other}/index.m3u8"))
-    skip = low_latency and skip_value is not None
+    skip = low_latency and query.skip is not None
     cache_key = ("live", broadcast.id, rendition, low_latency, skip, tuple(reports))
     rendered = ctx.renders.get(cache_key, window)
     if rendered is None:
