@@ -34,6 +34,7 @@ from castway.hls.playlist import (
 from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import Broadcast, BroadcastState, Visibility, VodState
 from castway.storage.base import content_type_for
+from origin.access import MediaAccess
 from origin.context import Ctx, OriginContext, Rendered
 from origin.playlist_query import BadPlaylistQuery, parse_playlist_query
 from origin.responses import (
@@ -59,7 +60,6 @@ BLOCK_TIMEOUT_TARGET_DURATIONS = 3.0
 MAX_PART_AHEAD = 2
 _PART_NAME_RE = re.compile(r"^(\d+)\.(\d+)\.[A-Za-z0-9]+$")
 BROADCAST_FILES = frozenset({"poster.jpg", "thumbs.jpg", "thumbs.vtt"})
-BROADCAST_FILE_CACHE = "public, max-age=30"
 
 
 def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
@@ -224,6 +224,9 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                           ctx: Ctx) -> Response:
     if not (ID_RE.match(broadcast_id) and ID_RE.match(rendition) and NAME_RE.match(name)):
         return error_response(404, "not found")
+    access = await _broadcast_access(ctx, broadcast_id)
+    if isinstance(access, Response):
+        return access
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
     data = await _fetch(ctx, key)
     if data is None:
@@ -233,8 +236,21 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                                          int(match.group(1)), int(match.group(2)))
     if data is None:
         return error_response(404, "not found")
-    return bytes_response(request, data, key=key, cache=CacheKind.MEDIA,
-                          etag=etag_for(f"{key}:{len(data)}"))
+    response = bytes_response(request, data, key=key, cache=CacheKind.MEDIA,
+                              etag=etag_for(f"{key}:{len(data)}"))
+    response.headers["cache-control"] = access.media_cache
+    return response
+
+
+async def _broadcast_access(ctx: OriginContext, broadcast_id: str) -> MediaAccess | Response:
+    """The broadcast's access rule (origin.access.MediaAccess), or the refusal."""
+    access = await ctx.media_access.get(broadcast_id)
+    if access.served:
+        return access
+    if access is MediaAccess.PRIVATE and ctx.access.enabled:
+        return error_response(403, "this broadcast has ended and its VOD is private: play "
+                              f"/vod/{broadcast_id}/master.m3u8 with a valid signature")
+    return error_response(404, "not found")
 
 
 async def _fetch(ctx: OriginContext, key: str) -> bytes | None:
@@ -276,12 +292,15 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
 async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
     if not ID_RE.match(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
+    access = await _broadcast_access(ctx, broadcast_id)
+    if isinstance(access, Response):
+        return access
     key = f"broadcasts/{broadcast_id}/{name}"
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     response = bytes_response(request, data, key=key, cache=CacheKind.PAGE)
-    response.headers["cache-control"] = BROADCAST_FILE_CACHE
+    response.headers["cache-control"] = access.file_cache
     return response
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from castway.catalog.sql import SqlCatalog
 from castway.live.memory import MemoryLiveState
-from castway.model import Visibility, Vod, VodState
+from castway.model import Broadcast, BroadcastState, Visibility, Vod, VodState
 from castway.storage.local import LocalStorage
 from tests.hls_validator import validate_playlist, validate_update
 from tests.origin.feed import LiveFeeder
@@ -97,8 +97,16 @@ async def test_segment_bytes_are_the_parts_concatenated(client: httpx.AsyncClien
     assert segment.content == b"".join(feeder.clip.parts[:4])
 
 
-async def test_media_falls_back_to_storage(client: httpx.AsyncClient,
+def _ended(catalog: SqlCatalog, broadcast_id: str) -> None:
+    """An ended broadcast of a channel the catalog does not know: its VOD is public
+    (origin.access.MediaAccess), so its broadcast URLs still serve."""
+    catalog.save_broadcast(Broadcast(id=broadcast_id, channel="gone", node_id="node-1",
+                                     state=BroadcastState.ENDED))
+
+
+async def test_media_falls_back_to_storage(client: httpx.AsyncClient, catalog: SqlCatalog,
                                            storage: LocalStorage) -> None:
+    _ended(catalog, "old1")
     storage.put("broadcasts/old1/360p/7.m4s", b"archived bytes")
     response = await client.get("/hls/b/old1/360p/7.m4s")
     assert response.status_code == 200 and response.content == b"archived bytes"
@@ -335,8 +343,9 @@ async def test_private_or_deleted_vods_are_not_served(client: httpx.AsyncClient,
     assert (await client.get("/vod/unknown/master.m3u8")).status_code == 404
 
 
-async def test_poster_is_served_from_storage(client: httpx.AsyncClient,
+async def test_poster_is_served_from_storage(client: httpx.AsyncClient, catalog: SqlCatalog,
                                              storage: LocalStorage) -> None:
+    _ended(catalog, "b7")
     storage.put("broadcasts/b7/poster.jpg", b"\xff\xd8jpeg")
     response = await client.get("/hls/b/b7/poster.jpg")
     assert response.status_code == 200
