@@ -8,6 +8,8 @@ URLs:
   /hls/{channel}/{rendition}/dvr.m3u8        time-shift (EVENT) playlist from the segment log
   /hls/b/{broadcast_id}/{rendition}/{name}   init, segments, parts: immutable, CDN-cacheable
   /hls/b/{broadcast_id}/{name}               poster.jpg, thumbs.jpg, thumbs.vtt
+                                             (both: public while live, refused once ended
+                                             with a private VOD: origin.access.MediaAccess)
   /vod/{vod_id}/master.m3u8, /vod/{vod_id}/{rendition}/{name}   VOD from storage
 
 Media playlists use relative URIs, so the origin works under any prefix or CDN host.
