@@ -376,3 +376,17 @@ async def test_a_thousand_blocked_reloads_are_woken_by_one_event(
     assert len({r.text for r in responses}) == 1
     assert 'URI="../../b/b0001/360p/2.0.m4s"' in responses[0].text
     assert metrics.blocked_reloads._value.get() == 0
+
+
+async def test_without_a_signing_key_a_private_ended_broadcast_is_not_found(
+        client: httpx.AsyncClient, catalog: SqlCatalog, storage: LocalStorage) -> None:
+    # As /vod answers for a private VOD when no grant can ever be made.
+    _ended(catalog, "pv1")
+    catalog.save_vod(Vod(id="pv1", broadcast_id="pv1", channel="gone",
+                         visibility=Visibility.PRIVATE, state=VodState.COMPLETE,
+                         duration_s=2.0))
+    storage.put("broadcasts/pv1/360p/0.m4s", b"private bytes")
+    for url in ("/hls/b/pv1/360p/0.m4s", "/vod/pv1/360p/0.m4s"):
+        response = await client.get(url)
+        assert response.status_code == 404, url
+        assert response.content != b"private bytes"
