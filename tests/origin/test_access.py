@@ -18,6 +18,7 @@ from castway.model import Visibility, Vod, VodState
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
 from castway.storage.local import LocalStorage
+from origin.access import MediaAccess, MediaAccessCache, resolve_media_access
 from tests.origin.conftest import AUTH, TOKEN
 from tests.origin.feed import LiveFeeder
 
@@ -388,3 +389,46 @@ async def test_media_of_an_unknown_broadcast_or_a_deleted_vod_is_not_served(
         for url in (f"/hls/b/{broadcast_id}/360p/0.m4s", f"/hls/b/{broadcast_id}/poster.jpg"):
             response = await client.get(url)
             assert response.status_code == 404, url
+
+
+@pytest.mark.parametrize(("live_state", "recorded", "vod", "channel", "expected"), [
+    # live: the live state decides, the channel's VOD visibility sets the CDN lifetime
+    ("live", "live", None, "public", MediaAccess.LIVE),
+    ("live", "live", None, None, MediaAccess.LIVE),
+    ("live", "live", None, "private", MediaAccess.LIVE_PRIVATE_VOD),
+    # ended: the VOD, else the channel (what the archiver will give the VOD)
+    ("ended", "ended", "private", "public", MediaAccess.PRIVATE),
+    ("ended", "ended", "public", "private", MediaAccess.PUBLIC),
+    ("ended", "ended", None, "private", MediaAccess.PRIVATE),
+    ("ended", "ended", None, "public", MediaAccess.PUBLIC),
+    ("ended", "ended", None, None, MediaAccess.PUBLIC),
+    ("failed", "failed", None, "private", MediaAccess.PRIVATE),
+    (None, "ended", "private", "private", MediaAccess.PRIVATE),
+    (None, "ended", "deleted", "public", MediaAccess.UNKNOWN),
+    # 'live' in the catalog only (its node was killed, or Redis restarted empty): not
+    # live for the rule, so a private channel's media is not left open
+    (None, "live", None, "private", MediaAccess.PRIVATE),
+    (None, None, None, "public", MediaAccess.UNKNOWN),
+])
+async def test_media_access_rule(catalog: SqlCatalog, live: MemoryLiveState,
+                                 live_state: str | None, recorded: str | None,
+                                 vod: str | None, channel: str | None,
+                                 expected: MediaAccess) -> None:
+    from castway.model import Broadcast, BroadcastState, Channel
+
+    if channel is not None:
+        catalog.create_channel(Channel(name="ch", vod_visibility=Visibility(channel)))
+    if recorded is not None:
+        catalog.save_broadcast(Broadcast(id="x1", channel="ch", node_id="n",
+                                         state=BroadcastState(recorded)))
+    if live_state is not None:
+        await live.put_broadcast(Broadcast(id="x1", channel="ch", node_id="n",
+                                           state=BroadcastState(live_state)))
+    if vod is not None:
+        catalog.save_vod(Vod(
+            id="x1", broadcast_id="x1", channel="ch",
+            visibility=Visibility.PRIVATE if vod == "private" else Visibility.PUBLIC,
+            state=VodState.DELETED if vod == "deleted" else VodState.COMPLETE,
+            duration_s=1.0))
+    assert await resolve_media_access(live, catalog, "x1") is expected
+    assert (await MediaAccessCache(live, catalog).get("x1")) is expected
