@@ -238,10 +238,8 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                                          int(match.group(1)), int(match.group(2)))
     if data is None:
         return error_response(404, "not found")
-    response = bytes_response(request, data, key=key, cache=CacheKind.MEDIA,
-                              etag=etag_for(f"{key}:{len(data)}"))
-    response.headers["cache-control"] = access.media_cache
-    return response
+    return bytes_response(request, data, key=key, cache=access.media_cache,
+                          etag=etag_for(f"{key}:{len(data)}"))
 
 
 async def _broadcast_access(ctx: OriginContext, broadcast_id: str) -> MediaAccess | Response:
@@ -301,9 +299,7 @@ async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ct
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
-    response = bytes_response(request, data, key=key, cache=CacheKind.PAGE)
-    response.headers["cache-control"] = access.file_cache
-    return response
+    return bytes_response(request, data, key=key, cache=access.file_cache)
 
 
 # Private VODs are served only with a signature; never from a shared cache.
@@ -339,10 +335,8 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
-    response = bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
-    if private:
-        response.headers["cache-control"] = PRIVATE_PLAYLIST
-    return response
+    return bytes_response(request, data, key=key,
+                          cache=PRIVATE_PLAYLIST if private else CacheKind.VOD_PLAYLIST)
 
 
 @router.head("/vod/{vod_id}/{rendition}/{name}", include_in_schema=False)
@@ -361,9 +355,9 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE
-    response = bytes_response(request, data, key=key,
-                              cache=CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA,
-                              etag=None if playlist else etag_for(f"{key}:{len(data)}"))
     if private:
-        response.headers["cache-control"] = PRIVATE_PLAYLIST if playlist else PRIVATE_MEDIA
-    return response
+        cache: CacheKind | str = PRIVATE_PLAYLIST if playlist else PRIVATE_MEDIA
+    else:
+        cache = CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA
+    return bytes_response(request, data, key=key, cache=cache,
+                          etag=None if playlist else etag_for(f"{key}:{len(data)}"))

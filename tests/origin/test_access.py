@@ -72,6 +72,13 @@ async def test_a_grant_opens_the_vod_by_url_and_by_cookies(client: httpx.AsyncCl
     segment = await client.get("/vod/v1/360p/0.m4s", headers={"Cookie": cookie})
     assert segment.status_code == 200 and segment.content == b"segment"
     assert segment.headers["cache-control"] == "private, max-age=3600"
+    beyond = await client.get("/vod/v1/360p/0.m4s",
+                              headers={"Cookie": cookie, "Range": "bytes=100-"})
+    assert beyond.status_code == 416 and beyond.headers["cache-control"] == "no-store"
+    again = await client.get("/vod/v1/360p/0.m4s",
+                             headers={"Cookie": cookie, "If-None-Match": segment.headers["etag"]})
+    assert again.status_code == 304
+    assert again.headers["cache-control"] == "private, max-age=3600"
 
 
 async def test_the_signed_watch_page_sets_the_cookies_for_the_player(
