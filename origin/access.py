@@ -6,17 +6,31 @@ CloudFront the CDN checks it; without a CDN the origin checks the very same sign
 from the query (signed URL) or the ``CloudFront-*`` cookies. The watch page of a private VOD
 accepts the signed query once and sets the cookies for ``/vod/{vod_id}/``, so that the
 player's requests for playlists and segments carry the signature.
+
+The same bytes also have a broadcast URL, ``/hls/b/{broadcast_id}/...`` (live players
+fetch them there, and the id is in every live playlist). ``MediaAccess`` is the one rule
+for that route: public while the broadcast is live; once it has ended, only if its VOD is
+(or, before the archiver has made it, will be) public; never for a broadcast no record
+knows. A signature is not honoured there: a grant names ``/vod/{id}/*``, the resource
+CloudFront checks, so honouring it on another path would make the origin laxer than the
+CDN and a grant wider than what was signed. A private VOD plays from its signed ``/vod``
+URLs, whose playlists (relative URIs) never leave that prefix.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from castway.catalog.base import Catalog, CatalogError
+from castway.live.base import LiveState
+from castway.model import BroadcastState, Visibility, VodState
 from castway.settings import Settings
 from castway.signing import (
     KeyRing,
@@ -27,6 +41,7 @@ from castway.signing import (
     signed_cookies,
     verify_request,
 )
+from castway.storage.base import IMMUTABLE
 
 logger = logging.getLogger(__name__)
 
@@ -98,3 +113,121 @@ class VodAccess:
         if not verdict:
             logger.debug("signature refused", extra={"path": path, "reason": verdict.reason})
         return bool(verdict)
+
+
+# Live media of a channel whose VODs are private: public now, refused once the broadcast
+# ends, so a CDN may keep it only this long (a year-long copy would outlive the refusal).
+LIVE_PRIVATE_VOD_MAX_AGE_S = 10
+# Posters and thumbnails of a public broadcast may be replaced (a later poster).
+BROADCAST_FILE_MAX_AGE_S = 30
+# A broadcast's access is re-read at most this often per process: the end of a broadcast
+# is honoured within it, and a burst of segment requests costs one lookup.
+MEDIA_ACCESS_TTL_S = 1.0
+# Broadcast ids remembered per process (expired ones go first, then the oldest).
+MEDIA_ACCESS_CACHE_SIZE = 4096
+
+
+class MediaAccess(StrEnum):
+    """What the unsigned ``/hls/b/{broadcast_id}/...`` route may do with a broadcast."""
+
+    LIVE = "live"  # live; its VOD will be public: immutable media
+    LIVE_PRIVATE_VOD = "live-private-vod"  # live; its VOD will be private: short CDN life
+    PUBLIC = "public"  # ended; its VOD is (or will be) public
+    PRIVATE = "private"  # ended; its VOD is private: signed /vod/{id}/ URLs only
+    UNKNOWN = "unknown"  # no record of it (or its VOD was deleted): nothing to serve
+
+    @property
+    def served(self) -> bool:
+        return self in (MediaAccess.LIVE, MediaAccess.LIVE_PRIVATE_VOD, MediaAccess.PUBLIC)
+
+    @property
+    def media_cache(self) -> str:
+        """Cache-Control of init segments, segments and parts."""
+        if self is MediaAccess.LIVE_PRIVATE_VOD:
+            return f"public, max-age={LIVE_PRIVATE_VOD_MAX_AGE_S}"
+        return IMMUTABLE
+
+    @property
+    def file_cache(self) -> str:
+        """Cache-Control of the poster and thumbnails."""
+        if self is MediaAccess.LIVE_PRIVATE_VOD:
+            return f"public, max-age={LIVE_PRIVATE_VOD_MAX_AGE_S}"
+        return f"public, max-age={BROADCAST_FILE_MAX_AGE_S}"
+
+
+async def resolve_media_access(live: LiveState, catalog: Catalog,
+                               broadcast_id: str) -> MediaAccess:
+    """The rule, from the records. The live state says whether the broadcast is live (a
+    catalog record still 'live' after its node died is not: fail closed); the VOD record,
+    else the channel's ``vod_visibility`` (what the archiver will give the VOD, public
+    when the channel is gone), says what happens after. Backing-service errors propagate
+    (the route answers 503), except the channel lookup of a live broadcast: live media
+    stays up without the catalog, with the short CDN lifetime."""
+    current = await live.get_broadcast(broadcast_id)
+    if current is not None and current.state is BroadcastState.LIVE:
+        try:
+            channel = await asyncio.to_thread(catalog.get_channel, current.channel)
+        except CatalogError as exc:
+            logger.warning("catalog unavailable: live media served with a short CDN life",
+                           extra={"broadcast_id": broadcast_id, "error": repr(exc)})
+            return MediaAccess.LIVE_PRIVATE_VOD
+        if channel is not None and channel.vod_visibility is Visibility.PRIVATE:
+            return MediaAccess.LIVE_PRIVATE_VOD
+        return MediaAccess.LIVE
+    vod = await asyncio.to_thread(catalog.get_vod, broadcast_id)
+    if vod is not None:
+        if vod.state is VodState.DELETED:
+            return MediaAccess.UNKNOWN
+        return MediaAccess.PRIVATE if vod.visibility is Visibility.PRIVATE \
+            else MediaAccess.PUBLIC
+    record = current or await asyncio.to_thread(catalog.get_broadcast, broadcast_id)
+    if record is None:
+        return MediaAccess.UNKNOWN
+    channel = await asyncio.to_thread(catalog.get_channel, record.channel)
+    if channel is not None and channel.vod_visibility is Visibility.PRIVATE:
+        return MediaAccess.PRIVATE
+    return MediaAccess.PUBLIC
+
+
+@dataclass(eq=False)
+class MediaAccessCache:
+    """``resolve_media_access`` per broadcast, at most once per ``ttl_s`` per process and
+    once for any number of concurrent requests. The lookup runs as its own task, so a
+    request that goes away does not fail the others waiting on it."""
+
+    live: LiveState
+    catalog: Catalog
+    ttl_s: float = MEDIA_ACCESS_TTL_S
+    size: int = MEDIA_ACCESS_CACHE_SIZE
+    _entries: dict[str, tuple[float, asyncio.Task[MediaAccess]]] = field(
+        default_factory=dict)
+
+    async def get(self, broadcast_id: str) -> MediaAccess:
+        now = time.monotonic()
+        entry = self._entries.get(broadcast_id)
+        if entry is None or now - entry[0] > self.ttl_s or _failed(entry[1]):
+            task = asyncio.create_task(
+                resolve_media_access(self.live, self.catalog, broadcast_id))
+            task.add_done_callback(_retrieve)
+            self._entries.pop(broadcast_id, None)  # re-inserted last: oldest stay first
+            self._entries[broadcast_id] = (now, task)
+            if len(self._entries) > self.size:
+                self._prune(now)
+            entry = (now, task)
+        return await asyncio.shield(entry[1])
+
+    def _prune(self, now: float) -> None:
+        self._entries = {k: v for k, v in self._entries.items() if now - v[0] <= self.ttl_s}
+        while len(self._entries) > self.size:
+            del self._entries[next(iter(self._entries))]
+
+
+def _failed(task: asyncio.Task[MediaAccess]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+def _retrieve(task: asyncio.Task[MediaAccess]) -> None:
+    """Mark the exception retrieved: the waiters re-raise it, and if they all went away
+    asyncio would otherwise log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()

@@ -14,7 +14,7 @@ from castway.catalog.base import Catalog
 from castway.live.base import LiveState, RenditionWindow
 from castway.settings import Settings
 from castway.storage.base import Storage
-from origin.access import VodAccess
+from origin.access import MediaAccessCache, VodAccess
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 from origin.responses import etag_for
@@ -112,9 +112,11 @@ class OriginContext:
     access: VodAccess
     renders: RenderCache = field(default_factory=RenderCache)
     report_windows: WindowCache = field(init=False)
+    media_access: MediaAccessCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.report_windows = WindowCache(self.live)
+        self.media_access = MediaAccessCache(self.live, self.catalog)
 
 
 async def get_context(request: Request) -> OriginContext:

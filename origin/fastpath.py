@@ -4,6 +4,8 @@ Live media playlists (and their blocking reloads) and media objects are nearly e
 request an origin sees. They are served by the very same handlers as the FastAPI routes
 (which stay registered, for OpenAPI and as the reference), called directly: routing by
 one regular expression and no dependency resolution make them about a third cheaper.
+Being the same handlers, they apply the same rules (the media access rule of
+``origin.access.MediaAccess`` included); tests/origin/test_access.py checks both ways in.
 """
 
 from __future__ import annotations

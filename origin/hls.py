@@ -8,6 +8,8 @@ URLs:
   /hls/{channel}/{rendition}/dvr.m3u8        time-shift (EVENT) playlist from the segment log
   /hls/b/{broadcast_id}/{rendition}/{name}   init, segments, parts: immutable, CDN-cacheable
   /hls/b/{broadcast_id}/{name}               poster.jpg, thumbs.jpg, thumbs.vtt
+                                             (both: public while live, refused once ended
+                                             with a private VOD: origin.access.MediaAccess)
   /vod/{vod_id}/master.m3u8, /vod/{vod_id}/{rendition}/{name}   VOD from storage
 
 Media playlists use relative URIs, so the origin works under any prefix or CDN host.
@@ -34,7 +36,9 @@ from castway.hls.playlist import (
 from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import Broadcast, BroadcastState, Visibility, VodState
 from castway.storage.base import content_type_for
+from origin.access import MediaAccess
 from origin.context import Ctx, OriginContext, Rendered
+from origin.playlist_query import BadPlaylistQuery, parse_playlist_query
 from origin.responses import (
     ID_RE,
     NAME_RE,
@@ -58,20 +62,6 @@ BLOCK_TIMEOUT_TARGET_DURATIONS = 3.0
 MAX_PART_AHEAD = 2
 _PART_NAME_RE = re.compile(r"^(\d+)\.(\d+)\.[A-Za-z0-9]+$")
 BROADCAST_FILES = frozenset({"poster.jpg", "thumbs.jpg", "thumbs.vtt"})
-BROADCAST_FILE_CACHE = "public, max-age=30"
-
-
-class _BadRequest(Exception):
-    pass
-
-
-def _int_param(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise _BadRequest(f"{name} must be a non-negative integer")
-    return int(raw)
 
 
 def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
@@ -138,16 +128,10 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
     if rendition not in names:
         return error_response(404, f"no rendition {rendition}")
     try:
-        msn = _int_param(request, "_HLS_msn")
-        part = _int_param(request, "_HLS_part")
-        skip_value = request.query_params.get("_HLS_skip")
-        if part is not None and msn is None:
-            raise _BadRequest("_HLS_part requires _HLS_msn")
-        if skip_value not in (None, "YES", "v2"):
-            raise _BadRequest("_HLS_skip must be YES or v2")
-    except _BadRequest as exc:
+        query = parse_playlist_query(request.query_params)
+    except BadPlaylistQuery as exc:
         return error_response(400, str(exc))
-    low_latency = request.query_params.get("ll", "1") != "0"
+    msn, part, low_latency = query.msn, query.part, query.low_latency
     window = await ctx.live.get_window(broadcast.id, rendition)
     cache = CacheKind.LIVE_PLAYLIST
     if msn is not None:
@@ -169,7 +153,7 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
             other_window = await ctx.report_windows.get(broadcast.id, other)
             if other_window is not None:
                 reports.append(rendition_report(other_window, f"../{other}/index.m3u8"))
-    skip = low_latency and skip_value is not None
+    skip = low_latency and query.skip is not None
     cache_key = ("live", broadcast.id, rendition, low_latency, skip, tuple(reports))
     rendered = ctx.renders.get(cache_key, window)
     if rendered is None:
@@ -242,6 +226,9 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                           ctx: Ctx) -> Response:
     if not (ID_RE.match(broadcast_id) and ID_RE.match(rendition) and NAME_RE.match(name)):
         return error_response(404, "not found")
+    access = await _broadcast_access(ctx, broadcast_id)
+    if isinstance(access, Response):
+        return access
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
     data = await _fetch(ctx, key)
     if data is None:
@@ -251,8 +238,19 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                                          int(match.group(1)), int(match.group(2)))
     if data is None:
         return error_response(404, "not found")
-    return bytes_response(request, data, key=key, cache=CacheKind.MEDIA,
+    return bytes_response(request, data, key=key, cache=access.media_cache,
                           etag=etag_for(f"{key}:{len(data)}"))
+
+
+async def _broadcast_access(ctx: OriginContext, broadcast_id: str) -> MediaAccess | Response:
+    """The broadcast's access rule (origin.access.MediaAccess), or the refusal."""
+    access = await ctx.media_access.get(broadcast_id)
+    if access.served:
+        return access
+    if access is MediaAccess.PRIVATE and ctx.access.enabled:
+        return error_response(403, "this broadcast has ended and its VOD is private: play "
+                              f"/vod/{broadcast_id}/master.m3u8 with a valid signature")
+    return error_response(404, "not found")
 
 
 async def _fetch(ctx: OriginContext, key: str) -> bytes | None:
@@ -294,13 +292,14 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
 async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
     if not ID_RE.match(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
+    access = await _broadcast_access(ctx, broadcast_id)
+    if isinstance(access, Response):
+        return access
     key = f"broadcasts/{broadcast_id}/{name}"
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
-    response = bytes_response(request, data, key=key, cache=CacheKind.PAGE)
-    response.headers["cache-control"] = BROADCAST_FILE_CACHE
-    return response
+    return bytes_response(request, data, key=key, cache=access.file_cache)
 
 
 # Private VODs are served only with a signature; never from a shared cache.
@@ -336,10 +335,8 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     data = await asyncio.to_thread(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
-    response = bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
-    if private:
-        response.headers["cache-control"] = PRIVATE_PLAYLIST
-    return response
+    return bytes_response(request, data, key=key,
+                          cache=PRIVATE_PLAYLIST if private else CacheKind.VOD_PLAYLIST)
 
 
 @router.head("/vod/{vod_id}/{rendition}/{name}", include_in_schema=False)
@@ -358,9 +355,9 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE
-    response = bytes_response(request, data, key=key,
-                              cache=CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA,
-                              etag=None if playlist else etag_for(f"{key}:{len(data)}"))
     if private:
-        response.headers["cache-control"] = PRIVATE_PLAYLIST if playlist else PRIVATE_MEDIA
-    return response
+        cache: CacheKind | str = PRIVATE_PLAYLIST if playlist else PRIVATE_MEDIA
+    else:
+        cache = CacheKind.VOD_PLAYLIST if playlist else CacheKind.MEDIA
+    return bytes_response(request, data, key=key, cache=cache,
+                          etag=None if playlist else etag_for(f"{key}:{len(data)}"))

@@ -91,11 +91,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, end)
 
 
-def bytes_response(request: Request, data: bytes, *, key: str, cache: CacheKind,
+def bytes_response(request: Request, data: bytes, *, key: str, cache: CacheKind | str,
                    etag: str | None = None, content_type: str | None = None) -> Response:
-    """A media or playlist body with ETag/304, Range/206/416 and HEAD support."""
+    """A media or playlist body with ETag/304, Range/206/416 and HEAD support. ``cache``
+    is the Cache-Control of the representation (200, 206, 304); a 416 is an error."""
     etag = etag or etag_for(data)
-    headers = {"cache-control": cache.value, "etag": etag, "accept-ranges": "bytes"}
+    headers = {"cache-control": str(cache), "etag": etag, "accept-ranges": "bytes"}
     media_type = content_type or content_type_for(key)
     if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
@@ -107,7 +108,10 @@ def bytes_response(request: Request, data: bytes, *, key: str, cache: CacheKind,
             byte_range = parse_range(request.headers.get("range"), size)
         except RangeNotSatisfiable:
             headers["content-range"] = f"bytes */{size}"
-            headers["cache-control"] = CacheKind.ERROR.value
+            # An error, briefly cacheable; but never shared when the object is private
+            # (it tells the object's size).
+            headers["cache-control"] = CacheKind.NO_STORE.value \
+                if str(cache).startswith("private") else CacheKind.ERROR.value
             return Response(status_code=416, headers=headers)
         if byte_range is not None and _if_range_ok(request, etag):
             body = data[byte_range.start:byte_range.end + 1]

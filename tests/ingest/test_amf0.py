@@ -4,6 +4,8 @@ import struct
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest.protocol import amf0
 from ingest.protocol.amf0 import UNDEFINED, AmfType, AmfValue, EcmaArray
@@ -92,3 +94,64 @@ def test_nesting_is_bounded() -> None:
 def test_naive_datetimes_are_refused_when_encoding() -> None:
     with pytest.raises(AmfError):
         amf0.encode(datetime(2024, 1, 1))
+
+
+# --- fuzzing (hypothesis) ---------------------------------------------------------------
+
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# Dates travel as float milliseconds: whole milliseconds survive the round trip.
+_DATES = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                      timezones=st.just(UTC)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+_SCALARS = (st.floats(allow_nan=False) | st.booleans() | st.text(max_size=40)
+            | st.none() | st.just(UNDEFINED) | _DATES)
+_VALUES: st.SearchStrategy[AmfValue] = st.recursive(
+    _SCALARS,
+    lambda inner: (st.lists(inner, max_size=5)
+                   | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+                   | st.dictionaries(st.text(max_size=10), inner, max_size=5).map(EcmaArray)),
+    max_leaves=25)
+
+
+def _same(a: AmfValue, b: AmfValue) -> bool:
+    """Equal, with the same AMF0 types all the way down (an EcmaArray is no object)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@FUZZ
+@given(st.lists(_VALUES, max_size=4))
+def test_encode_then_decode_is_the_identity(values: list[AmfValue]) -> None:
+    decoded = amf0.decode_all(amf0.encode(*values))
+    assert _same(decoded, values), (decoded, values)
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_any_bytes_decode_or_raise_an_amf_error(data: bytes) -> None:
+    try:
+        amf0.decode_all(data)
+    except AmfError:
+        pass
+
+
+@FUZZ
+@given(st.lists(_VALUES, min_size=1, max_size=3),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
+                max_size=4))
+def test_mutated_encodings_decode_or_raise_an_amf_error(
+        values: list[AmfValue], mutations: list[tuple[int, int]]) -> None:
+    data = bytearray(amf0.encode(*values))
+    for pos, value in mutations:
+        data[pos % len(data)] = value
+    try:
+        amf0.decode_all(bytes(data))
+    except AmfError:
+        pass

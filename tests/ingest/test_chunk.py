@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest.protocol.buffer import Buffer
 from ingest.protocol.chunk import ChunkReader, ChunkWriter, Message, MessageType, basic_header
@@ -218,3 +220,87 @@ def test_writer_round_trips_through_the_reader_with_compressed_headers() -> None
     got = [(m.chunk_stream_id, m.type_id, m.stream_id, m.timestamp, m.payload)
            for m in read_all(data, reader, step=17)]
     assert got == sent
+
+
+# --- fuzzing (hypothesis) ---------------------------------------------------------------
+
+FUZZ = settings(max_examples=250, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _read_guarded(data: bytes, pieces: list[int], chunk_size: int | None = None
+                  ) -> tuple[list[Message], ProtocolError | None]:
+    """Feed ``data`` in ``pieces``-sized slices the way the session does (Set Chunk Size
+    applied as it arrives); the messages read and the ProtocolError that stopped it. Any
+    other exception fails the test."""
+    reader = ChunkReader()
+    if chunk_size is not None:
+        reader.set_chunk_size(chunk_size)
+    buf = Buffer(MAX_BUFFERED_BYTES)
+    out: list[Message] = []
+    pos = 0
+    try:
+        for size in [*pieces, len(data)]:
+            buf.feed(data[pos:pos + size])
+            pos += size
+            while (m := reader.next_message(buf)) is not None:
+                out.append(m)
+                assert len(m.payload) <= MAX_MESSAGE_SIZE
+                if m.type_id == MessageType.SET_CHUNK_SIZE:
+                    if len(m.payload) != 4:
+                        raise ProtocolError("bad Set Chunk Size")
+                    reader.set_chunk_size(struct.unpack(">I", m.payload)[0])
+            assert reader.partial_bytes <= MAX_BUFFERED_BYTES
+            if pos >= len(data):
+                break
+    except ProtocolError as exc:  # LimitExceeded included
+        return out, exc
+    return out, None
+
+
+@FUZZ
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 400), max_size=8))
+def test_any_bytes_give_messages_or_a_protocol_error(data: bytes, pieces: list[int]) -> None:
+    _read_guarded(data, pieces)
+
+
+_MESSAGES = st.lists(st.tuples(
+    st.sampled_from([2, 3, 4, 6, 63, 64, 319, 320, 65599]),  # every basic header form
+    st.integers(1, 255), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.binary(max_size=600)), min_size=1, max_size=12)
+
+
+def _writer_stream(messages: list[tuple[int, int, int, int, bytes]],
+                   chunk_size: int) -> bytes:
+    writer = ChunkWriter(chunk_size=chunk_size)
+    return b"".join(writer.write(csid, type_id if type_id != MessageType.SET_CHUNK_SIZE
+                                 else MessageType.VIDEO, stream_id, ts, payload)
+                    for csid, type_id, stream_id, ts, payload in messages)
+
+
+@FUZZ
+@given(_MESSAGES, st.integers(1, 1000), st.lists(st.integers(1, 300), max_size=8))
+def test_writer_output_reads_back_the_same_messages(
+        messages: list[tuple[int, int, int, int, bytes]], chunk_size: int,
+        pieces: list[int]) -> None:
+    data = _writer_stream(messages, chunk_size)
+    got, error = _read_guarded(data, pieces, chunk_size)
+    assert error is None
+    sent = [(csid, type_id if type_id != MessageType.SET_CHUNK_SIZE else MessageType.VIDEO,
+             stream_id, ts, payload) for csid, type_id, stream_id, ts, payload in messages]
+    assert [(m.chunk_stream_id, m.type_id, m.stream_id, m.timestamp, m.payload)
+            for m in got] == sent
+
+
+@FUZZ
+@given(_MESSAGES, st.integers(1, 300),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
+                max_size=6),
+       st.lists(st.integers(1, 300), max_size=8))
+def test_mutated_writer_output_gives_messages_or_a_protocol_error(
+        messages: list[tuple[int, int, int, int, bytes]], chunk_size: int,
+        mutations: list[tuple[int, int]], pieces: list[int]) -> None:
+    data = bytearray(_writer_stream(messages, chunk_size))
+    for pos, value in mutations:
+        data[pos % len(data)] = value
+    _read_guarded(bytes(data), pieces, chunk_size)

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from castway.media import Codec, MediaKind, MediaPacket
 from ingest.protocol.errors import FlvError
-from ingest.protocol.flv import Ignored, SequenceEnd, parse_audio, parse_video
+from ingest.protocol.flv import (
+    VIDEO_FOURCC,
+    Ignored,
+    SequenceEnd,
+    VideoPacketType,
+    parse_audio,
+    parse_video,
+)
 
 
 def si24(n: int) -> bytes:
@@ -112,3 +121,72 @@ def test_ex_audio_opus() -> None:
     assert parse_audio(40, b"\x92Opus") == SequenceEnd(MediaKind.AUDIO, Codec.OPUS, 40)
     assert isinstance(parse_audio(0, b"\x91fLaC" + b"x"), Ignored)
     assert isinstance(parse_audio(0, b"\x95"), Ignored)
+
+
+# --- fuzzing (hypothesis) ---------------------------------------------------------------
+
+FUZZ = settings(max_examples=300, deadline=None)
+_TAG_RESULTS = (MediaPacket, SequenceEnd, Ignored)
+
+
+@FUZZ
+@given(st.integers(0, 2**32 - 1), st.binary(max_size=64))
+def test_any_video_or_audio_body_parses_or_raises_an_flv_error(dts: int, body: bytes) -> None:
+    for parse in (parse_video, parse_audio):
+        try:
+            assert isinstance(parse(dts, body), _TAG_RESULTS)
+        except FlvError:
+            pass
+
+
+@FUZZ
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0x80, 0x90, 0xA0, 0x97, 0x87, 0xD0]),
+       st.binary(max_size=40))
+def test_any_enhanced_rtmp_header_parses_or_raises_an_flv_error(
+        dts: int, first: int, rest: bytes) -> None:
+    # The ExHeader bit (video) / SoundFormat 9 (audio), then anything: ModEx chains,
+    # FourCCs, packet types.
+    for parse, body in ((parse_video, bytes((first,)) + rest),
+                        (parse_audio, bytes((0x90 | first & 0x0F,)) + rest)):
+        try:
+            assert isinstance(parse(dts, body), _TAG_RESULTS)
+        except FlvError:
+            pass
+
+
+@FUZZ
+@given(st.integers(0, 2**31), st.sampled_from([(7, Codec.H264), (12, Codec.HEVC)]),
+       st.sampled_from([1, 2, 3, 4]), st.integers(-0x800000, 0x7FFFFF),
+       st.binary(max_size=100))
+def test_legacy_video_tags_carry_their_fields(dts: int, codec: tuple[int, Codec],
+                                              frame_type: int, cts: int,
+                                              payload: bytes) -> None:
+    codec_id, expected = codec
+    p = parse_video(dts, bytes((frame_type << 4 | codec_id, 1)) + si24(cts) + payload)
+    assert p == MediaPacket(MediaKind.VIDEO, expected, is_keyframe=frame_type == 1,
+                            is_config=False, dts_ms=dts, pts_ms=dts + cts, payload=payload)
+
+
+@FUZZ
+@given(st.integers(0, 2**31), st.sampled_from(sorted(VIDEO_FOURCC)),
+       st.integers(-0x800000, 0x7FFFFF), st.binary(max_size=100),
+       st.lists(st.binary(min_size=1, max_size=300), max_size=3))
+def test_enhanced_video_tags_carry_their_fields_through_mod_ex_prefixes(
+        dts: int, fourcc: bytes, cts: int, payload: bytes, mod_ex: list[bytes]) -> None:
+    codec = VIDEO_FOURCC[fourcc]
+    prefix = b""
+    for data in mod_ex:  # each ModEx: size-1 (UI8, or 0xFF + UI16), data, next type
+        size = len(data) - 1
+        prefix += (bytes((size,)) if size < 255 else b"\xff" + size.to_bytes(2, "big"))
+        prefix += data
+        prefix += bytes((VideoPacketType.MOD_EX,))
+    first_type = VideoPacketType.MOD_EX if mod_ex else VideoPacketType.CODED_FRAMES
+    if mod_ex:
+        prefix = prefix[:-1] + bytes((VideoPacketType.CODED_FRAMES,))
+    with_cts = codec in (Codec.H264, Codec.HEVC)
+    body = (bytes((0x80 | 1 << 4 | first_type,)) + prefix + fourcc
+            + (si24(cts) if with_cts else b"") + payload)
+    p = parse_video(dts, body)
+    assert p == MediaPacket(MediaKind.VIDEO, codec, is_keyframe=True, is_config=False,
+                            dts_ms=dts, pts_ms=dts + (cts if with_cts else 0),
+                            payload=payload)

@@ -411,3 +411,55 @@ def test_mutated_valid_streams_raise_only_rtmp_errors(
     for pos, value in mutations:  # mutate the chunk stream, after the handshake
         data[1 + 2 * HANDSHAKE_SIZE + pos % (len(data) - 1 - 2 * HANDSHAKE_SIZE)] = value
     _drive(bytes(data), pieces)
+
+
+# Well-formed chunks carrying ill-formed messages: every command, data and control message
+# a publisher can send, with any AMF0 values and any payloads, in any order.
+_AMF: st.SearchStrategy[AmfValue] = st.recursive(
+    st.floats() | st.booleans() | st.text(max_size=12) | st.none()
+    | st.just(amf0.UNDEFINED),
+    lambda inner: (st.lists(inner, max_size=3)
+                   | st.dictionaries(st.sampled_from(["app", "tcUrl", "fourCcList",
+                                                      "capsEx", "width", "x"]),
+                                     inner, max_size=4)
+                   | st.dictionaries(st.text(max_size=6), inner, max_size=3).map(
+                       amf0.EcmaArray)),
+    max_leaves=10)
+_NAMES = st.sampled_from(["connect", "createStream", "releaseStream", "FCPublish",
+                          "FCUnpublish", "publish", "deleteStream", "closeStream",
+                          "getStreamLength", "_result", "_error", "call", "onStatus"])
+_STREAM = st.integers(0, 3)
+
+
+def _message(enc: ClientEncoder, data: st.DataObject) -> bytes:
+    draw = data.draw
+    kind = draw(st.sampled_from(["command", "data", "control", "media", "raw"]))
+    if kind == "command":
+        return enc.command(draw(_NAMES), draw(st.floats() | st.integers(-5, 5)),
+                           draw(_AMF), *draw(st.lists(_AMF, max_size=3)),
+                           stream_id=draw(_STREAM))
+    if kind == "data":
+        head = draw(st.sampled_from(["@setDataFrame", "onMetaData", "other"]))
+        return enc.data(draw(_STREAM), head, *draw(st.lists(_AMF, max_size=3)))
+    if kind == "control":
+        type_id = draw(st.sampled_from([2, 3, 4, 5, 6, 22]))  # not Set Chunk Size
+        return enc.writer.write(2, type_id, 0, 0, draw(st.binary(max_size=40)))
+    if kind == "media":
+        write = enc.video if draw(st.booleans()) else enc.audio
+        return write(draw(_STREAM), draw(st.integers(0, 2**32 - 1)),
+                     draw(st.binary(max_size=40)))
+    return enc.writer.write(draw(st.integers(3, 40)), draw(st.integers(0, 255)),
+                            draw(_STREAM), 0, draw(st.binary(max_size=40)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.lists(st.integers(1, 500), max_size=6))
+def test_any_sequence_of_messages_raises_only_rtmp_errors(data: st.DataObject,
+                                                          pieces: list[int]) -> None:
+    enc = ClientEncoder()
+    stream = (enc.handshake_c0c1() + enc.c2() + enc.connect()
+              + enc.command("createStream", 2.0)
+              + enc.command("publish", 3.0, None, "k", stream_id=1))
+    count = data.draw(st.integers(1, 12))
+    stream += b"".join(_message(enc, data) for _ in range(count))
+    _drive(stream, pieces)

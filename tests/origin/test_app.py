@@ -44,6 +44,7 @@ async def test_byte_ranges(client: httpx.AsyncClient, feeder: LiveFeeder) -> Non
     bad = await client.get(SEGMENT, headers={"Range": f"bytes={len(whole)}-"})
     assert bad.status_code == 416
     assert bad.headers["content-range"] == f"bytes */{len(whole)}"
+    assert bad.headers["cache-control"] == "public, max-age=1"  # an error, not the media
     stale = await client.get(SEGMENT, headers={"Range": "bytes=0-1", "If-Range": '"old"'})
     assert stale.status_code == 200 and stale.content == whole
 

@@ -11,7 +11,7 @@ import pytest
 
 from castway.catalog.sql import SqlCatalog
 from castway.live.memory import MemoryLiveState
-from castway.model import Visibility, Vod, VodState
+from castway.model import Broadcast, BroadcastState, Visibility, Vod, VodState
 from castway.storage.local import LocalStorage
 from tests.hls_validator import validate_playlist, validate_update
 from tests.origin.feed import LiveFeeder
@@ -97,8 +97,16 @@ async def test_segment_bytes_are_the_parts_concatenated(client: httpx.AsyncClien
     assert segment.content == b"".join(feeder.clip.parts[:4])
 
 
-async def test_media_falls_back_to_storage(client: httpx.AsyncClient,
+def _ended(catalog: SqlCatalog, broadcast_id: str) -> None:
+    """An ended broadcast of a channel the catalog does not know: its VOD is public
+    (origin.access.MediaAccess), so its broadcast URLs still serve."""
+    catalog.save_broadcast(Broadcast(id=broadcast_id, channel="gone", node_id="node-1",
+                                     state=BroadcastState.ENDED))
+
+
+async def test_media_falls_back_to_storage(client: httpx.AsyncClient, catalog: SqlCatalog,
                                            storage: LocalStorage) -> None:
+    _ended(catalog, "old1")
     storage.put("broadcasts/old1/360p/7.m4s", b"archived bytes")
     response = await client.get("/hls/b/old1/360p/7.m4s")
     assert response.status_code == 200 and response.content == b"archived bytes"
@@ -164,6 +172,15 @@ async def test_blocking_for_a_whole_segment(client: httpx.AsyncClient,
     ({"_HLS_msn": "5"}, "more than 2 segments"),
     ({"_HLS_msn": "-1"}, "non-negative"),
     ({"_HLS_msn": "x"}, "non-negative"),
+    # Unicode digits: int() takes '²' only to fail (was a 500), and takes '٣' as 3.
+    ({"_HLS_msn": "\u00b2"}, "non-negative"),
+    ({"_HLS_msn": "\u0663"}, "non-negative"),
+    ({"_HLS_msn": "1", "_HLS_part": "\u00b9"}, "non-negative"),
+    ({"_HLS_msn": "1", "_HLS_part": "\uff11"}, "non-negative"),
+    ({"_HLS_msn": " 1"}, "non-negative"),
+    ({"_HLS_msn": ""}, "non-negative"),
+    ({"_HLS_msn": "1" * 19}, "non-negative"),
+    ({"_HLS_skip": "yes"}, "YES or v2"),
     ({"_HLS_part": "1"}, "requires _HLS_msn"),
     ({"_HLS_skip": "NO"}, "YES or v2"),
 ])
@@ -326,8 +343,9 @@ async def test_private_or_deleted_vods_are_not_served(client: httpx.AsyncClient,
     assert (await client.get("/vod/unknown/master.m3u8")).status_code == 404
 
 
-async def test_poster_is_served_from_storage(client: httpx.AsyncClient,
+async def test_poster_is_served_from_storage(client: httpx.AsyncClient, catalog: SqlCatalog,
                                              storage: LocalStorage) -> None:
+    _ended(catalog, "b7")
     storage.put("broadcasts/b7/poster.jpg", b"\xff\xd8jpeg")
     response = await client.get("/hls/b/b7/poster.jpg")
     assert response.status_code == 200
@@ -358,3 +376,17 @@ async def test_a_thousand_blocked_reloads_are_woken_by_one_event(
     assert len({r.text for r in responses}) == 1
     assert 'URI="../../b/b0001/360p/2.0.m4s"' in responses[0].text
     assert metrics.blocked_reloads._value.get() == 0
+
+
+async def test_without_a_signing_key_a_private_ended_broadcast_is_not_found(
+        client: httpx.AsyncClient, catalog: SqlCatalog, storage: LocalStorage) -> None:
+    # As /vod answers for a private VOD when no grant can ever be made.
+    _ended(catalog, "pv1")
+    catalog.save_vod(Vod(id="pv1", broadcast_id="pv1", channel="gone",
+                         visibility=Visibility.PRIVATE, state=VodState.COMPLETE,
+                         duration_s=2.0))
+    storage.put("broadcasts/pv1/360p/0.m4s", b"private bytes")
+    for url in ("/hls/b/pv1/360p/0.m4s", "/vod/pv1/360p/0.m4s"):
+        response = await client.get(url)
+        assert response.status_code == 404, url
+        assert response.content != b"private bytes"
