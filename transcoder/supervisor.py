@@ -12,10 +12,13 @@ replayed to a restarted child). A writer task hands packets to the child over a 
 from a worker thread; a reader thread hands the child's outputs back to the event loop
 through a bounded queue, so a slow sink back-pressures the child, never ingest.
 
-A child that dies unexpectedly is restarted (at most :data:`MAX_RESTARTS` within
+A child that dies unexpectedly, or hangs (no heartbeat from it for :data:`HANG_TIMEOUT_S`
+while the parent is listening), is restarted (at most :data:`MAX_RESTARTS` within
 :data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted); the
 segment in progress is closed from its published parts and the playlists continue with
-EXT-X-DISCONTINUITY.
+EXT-X-DISCONTINUITY. The old child is always gone before the new one starts: asked to
+terminate, killed after :data:`KILL_GRACE_S`, and reaped, so a hung child never lingers
+beside its replacement.
 
 A broadcast handed over to another ingest node (its publisher reconnected there) is
 flushed and stopped here with ``hand_over()`` (playlists stay open), and started there
@@ -59,6 +62,12 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 FINISH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
+# The child sends stats at least every second (worker.STATS_INTERVAL_S); this long
+# without a word while the parent listens is a hung child (stopped, deadlocked). Generous:
+# a spawned child imports PyAV before its first word, on a loaded machine too.
+HANG_TIMEOUT_S = 15.0
+KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a child being replaced
+WATCHDOG_INTERVAL_S = 1.0
 
 
 # Glass-to-glass (ingest -> segment available): a segment's duration plus the pipeline.
@@ -115,8 +124,10 @@ class TranscoderSupervisor:
     """:class:`castway.media.MediaPipelineFactory` running one child per broadcast."""
 
     def __init__(self, settings: Settings, live: LiveState, storage: Storage,
-                 registry: CollectorRegistry, *, uploader: Any = None) -> None:
+                 registry: CollectorRegistry, *, uploader: Any = None,
+                 hang_timeout_s: float = HANG_TIMEOUT_S) -> None:
         self.settings = settings
+        self.hang_timeout_s = hang_timeout_s
         self.live = live
         self.storage = storage
         self.metrics = TranscoderMetrics.create(registry)
@@ -194,6 +205,10 @@ class BroadcastTranscoder:
         self._process: BaseProcess | None = None
         self._tx: Connection | None = None  # parent -> child
         self._generation = 0
+        self._lost_generation = 0  # the last generation retired (dead or hung)
+        # Since when the reader of the current child has waited for its next message
+        # (None while it is busy handing one to the event loop): the hang clock.
+        self._listening_since: float | None = None
         self._restart_times: deque[float] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing = False
@@ -274,7 +289,9 @@ class BroadcastTranscoder:
         self._spawn()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._writer(), name=f"tc-writer-{self.broadcast.id}"),
-                       loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}")]
+                       loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}"),
+                       loop.create_task(self._watchdog(),
+                                        name=f"tc-watchdog-{self.broadcast.id}")]
 
     @property
     def given_up(self) -> bool:
@@ -298,6 +315,7 @@ class BroadcastTranscoder:
         self._process = process
         self._tx = parent_tx
         self._generation += 1
+        self._listening_since = time.monotonic()
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._reader, args=(parent_rx, self._generation, loop),
                          name=f"tc-reader-{self.broadcast.id}", daemon=True).start()
@@ -310,10 +328,14 @@ class BroadcastTranscoder:
         """Thread: the child's messages onto the event loop (blocking when it is full)."""
         try:
             while True:
+                if generation == self._generation:
+                    self._listening_since = time.monotonic()
                 try:
                     message = rx.recv()
                 except (EOFError, OSError):
                     message = ("exited", generation)
+                if generation == self._generation:
+                    self._listening_since = None
                 try:
                     asyncio.run_coroutine_threadsafe(self._events.put(message), loop).result()
                 except RuntimeError:
@@ -325,6 +347,7 @@ class BroadcastTranscoder:
 
     async def _writer(self) -> None:
         sent_configs = -1
+        previous: Connection | None = None
         while True:
             message = await self._queue.get()
             await self._child_ready.wait()
@@ -332,6 +355,10 @@ class BroadcastTranscoder:
             generation = self._generation
             if tx is None:
                 continue
+            if previous is not None and previous is not tx:
+                # The pipe of a replaced child: only this task ever sent on it.
+                previous.close()
+            previous = tx
             try:
                 if sent_configs != self._generation:
                     # A fresh child: configuration records before anything else.
@@ -374,8 +401,8 @@ class BroadcastTranscoder:
                 self._fatal = True
                 logger.error("transcoder failed", extra={"broadcast_id": self.broadcast.id,
                                                          "error": message[1]})
-            elif kind == "exited" and message[1] == self._generation:
-                await self._child_exited()
+            elif kind == "exited":
+                await self._child_lost(message[1], hung=False)
         except Exception:
             # A live-state hiccup must not kill the consumer (and with it the broadcast).
             logger.exception("transcoder sink failed", extra={"broadcast_id":
@@ -400,17 +427,37 @@ class BroadcastTranscoder:
                         "transcoder_restarts": float(self.restarts)})
         await self.sink.live.put_stats(self.broadcast.id, current)
 
-    async def _child_exited(self) -> None:
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            since = self._listening_since
+            if since is None or self._finishing or self._done.is_set():
+                continue
+            if time.monotonic() - since > self.supervisor.hang_timeout_s:
+                logger.error("transcoder hung: no word from it",
+                             extra={"broadcast_id": self.broadcast.id, "pid": self.pid,
+                                    "silent_s": round(time.monotonic() - since, 1)})
+                await self._child_lost(self._generation, hung=True)
+
+    async def _child_lost(self, generation: int, *, hung: bool) -> None:
+        """The child of ``generation`` is dead (its pipe closed) or hung: make sure it is
+        gone (terminate, kill, reap) and start a new one."""
+        if generation != self._generation or generation == self._lost_generation:
+            return  # an older child, or this one is already being replaced
+        self._lost_generation = generation
+        self._listening_since = None
+        self._child_ready.clear()
         process = self._process
         code = None
         if process is not None:
-            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+            # A child whose pipe closed is normally exiting: give it the usual time.
+            await self._retire(process, grace_s=0.0 if hung else STOP_TIMEOUT_S)
             code = process.exitcode
         if self._done.is_set():
             return  # finished normally (or given up)
-        logger.error("transcoder exited unexpectedly",
-                     extra={"broadcast_id": self.broadcast.id, "exitcode": code})
-        self._child_ready.clear()
+        if not hung:
+            logger.error("transcoder exited unexpectedly",
+                         extra={"broadcast_id": self.broadcast.id, "exitcode": code})
         await self.sink.child_lost()
         now = time.monotonic()
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
@@ -435,10 +482,20 @@ class BroadcastTranscoder:
         process = self._process
         if process is None:
             return
-        await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+        await self._retire(process, grace_s=STOP_TIMEOUT_S)
+
+    @staticmethod
+    async def _retire(process: BaseProcess, *, grace_s: float) -> None:
+        """Wait ``grace_s`` for the child to exit, then SIGTERM, then SIGKILL after
+        :data:`KILL_GRACE_S`; always reaped (no zombie, no orphan)."""
+        await asyncio.to_thread(process.join, grace_s)
         if process.is_alive():
+            process.terminate()
+            await asyncio.to_thread(process.join, KILL_GRACE_S)
+        if process.is_alive():
+            # SIGKILL also ends a stopped (SIGSTOP) process, which SIGTERM cannot.
             process.kill()
-            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+            await asyncio.to_thread(process.join)
 
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1
