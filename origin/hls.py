@@ -243,9 +243,9 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
     if not (ID_RE.match(broadcast_id) and ID_RE.match(rendition) and NAME_RE.match(name)):
         return error_response(404, "not found")
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
-    data = await _fetch(ctx, key)
+    match = _PART_NAME_RE.match(name)
+    data = await _fetch(ctx, key, stored=match is None)
     if data is None:
-        match = _PART_NAME_RE.match(name)
         if match is not None:
             data = await _block_for_part(ctx, broadcast_id, rendition, key,
                                          int(match.group(1)), int(match.group(2)))
@@ -255,10 +255,13 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                           etag=etag_for(f"{key}:{len(data)}"))
 
 
-async def _fetch(ctx: OriginContext, key: str) -> bytes | None:
+async def _fetch(ctx: OriginContext, key: str, *, stored: bool = True) -> bytes | None:
+    """From the live state, else (``stored``: not a part, parts live in the live window
+    only) from storage. Every LL-HLS player asks for parts before they exist; sending
+    those to storage would only give a stalled S3 more requests to hold."""
     data = await ctx.live.get_media(key)
-    if data is None:
-        data = await asyncio.to_thread(ctx.storage.get, key)
+    if data is None and stored:
+        data = await ctx.storage_pool.run(ctx.storage.get, key)
     return data
 
 
@@ -285,7 +288,7 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
     if woken is None:
         ctx.metrics.blocked_timeouts.inc()
         return None
-    return await _fetch(ctx, key)
+    return await _fetch(ctx, key, stored=False)
 
 
 @router.head("/hls/b/{broadcast_id}/{name}", include_in_schema=False)
@@ -295,7 +298,7 @@ async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ct
     if not ID_RE.match(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
     key = f"broadcasts/{broadcast_id}/{name}"
-    data = await asyncio.to_thread(ctx.storage.get, key)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     response = bytes_response(request, data, key=key, cache=CacheKind.PAGE)
@@ -333,7 +336,7 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
         return found
     broadcast_id, private = found
     key = f"broadcasts/{broadcast_id}/master.m3u8"
-    data = await asyncio.to_thread(ctx.storage.get, key)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
     response = bytes_response(request, data, key=key, cache=CacheKind.VOD_PLAYLIST)
@@ -354,7 +357,7 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
         return found
     broadcast_id, private = found
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
-    data = await asyncio.to_thread(ctx.storage.get, key)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE

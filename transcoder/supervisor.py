@@ -9,8 +9,10 @@ Flow control, all bounded: ``feed`` never waits; it puts the packet on a queue o
 it (counted) and then drops video until the next keyframe so the decoder never sees a
 broken reference chain. Configuration records are kept aside and always delivered (also
 replayed to a restarted child). A writer task hands packets to the child over a pipe
-from a worker thread; a reader thread hands the child's outputs back to the event loop
-through a bounded queue, so a slow sink back-pressures the child, never ingest.
+from a thread of the broadcast's own (never asyncio's default executor, where blocking
+storage or catalog calls could keep packets waiting); a reader thread hands the child's
+outputs back to the event loop through a bounded queue, so a slow sink back-pressures
+the child, never ingest.
 
 A child that dies unexpectedly, or hangs (no heartbeat from it for :data:`HANG_TIMEOUT_S`
 while the parent is listening), is restarted (at most :data:`MAX_RESTARTS` within
@@ -35,11 +37,13 @@ import multiprocessing
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -48,6 +52,7 @@ from castway.media import MediaKind, MediaPacket
 from castway.model import Broadcast
 from castway.settings import Settings
 from castway.storage.base import Storage
+from castway.storage.pool import StoragePool
 from transcoder.ladder import load_ladder
 from transcoder.pipeline import PipelineConfig, RenditionInfo
 from transcoder.segmenter import SegmentPolicy
@@ -55,6 +60,8 @@ from transcoder.sink import BroadcastSink
 from transcoder.worker import worker_main
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 QUEUE_PACKETS = 900  # ~10 s of 30 fps video + 48 kHz AAC
 EVENT_QUEUE = 64
@@ -136,6 +143,7 @@ class TranscoderSupervisor:
         self._registry = registry
         self.running: dict[str, BroadcastTranscoder] = {}
         self._context = multiprocessing.get_context("spawn")
+        self._storage_pool = StoragePool(name="transcoder-storage")  # no uploader only
 
     async def _put_storage(self, key: str, data: bytes) -> None:
         if self.uploader is None:
@@ -154,7 +162,7 @@ class TranscoderSupervisor:
             await self.uploader.put(key, data)
             return
         try:
-            await asyncio.to_thread(self.storage.put, key, data)
+            await self._storage_pool.run(self.storage.put, key, data)
         except Exception as exc:  # storage backends raise StorageError and friends
             logger.error("storage put failed", extra={"key": key, "error": str(exc)})
 
@@ -187,6 +195,7 @@ class TranscoderSupervisor:
             await transcoder.finish(failed=True)
         if self._owns_uploader and self.uploader:
             await self.uploader.close()
+        self._storage_pool.close()
 
 
 class BroadcastTranscoder:
@@ -223,6 +232,13 @@ class BroadcastTranscoder:
         self.lag_s = 0.0
         self.fps = 0.0
         self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
+        # Pipe sends (one at a time, by the writer) and joins of retired children (the
+        # watchdog's and a stop's): a send blocked on a hung child never delays its end.
+        self._threads = ThreadPoolExecutor(max_workers=3,
+                                           thread_name_prefix=f"tc-{broadcast.id}")
+
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     # --- BroadcastMedia ------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
@@ -283,6 +299,7 @@ class BroadcastTranscoder:
         finally:
             self._done.set()
             self.supervisor._forget(self.broadcast.id)
+            self._threads.shutdown(wait=False)
 
     # --- process management --------------------------------------------------------
     async def start(self) -> None:
@@ -365,8 +382,8 @@ class BroadcastTranscoder:
                     sent_configs = self._generation
                     for config in self._configs.values():
                         if not (message[0] == "packet" and message[1] is config):
-                            await asyncio.to_thread(tx.send, ("packet", config))
-                await asyncio.to_thread(tx.send, message)
+                            await self._in_thread(tx.send, ("packet", config))
+                await self._in_thread(tx.send, message)
             except (OSError, ValueError):
                 # Broken pipe: the child died; the reader reports it and we restart.
                 if message[0] == "packet":
@@ -484,18 +501,17 @@ class BroadcastTranscoder:
             return
         await self._retire(process, grace_s=STOP_TIMEOUT_S)
 
-    @staticmethod
-    async def _retire(process: BaseProcess, *, grace_s: float) -> None:
+    async def _retire(self, process: BaseProcess, *, grace_s: float) -> None:
         """Wait ``grace_s`` for the child to exit, then SIGTERM, then SIGKILL after
         :data:`KILL_GRACE_S`; always reaped (no zombie, no orphan)."""
-        await asyncio.to_thread(process.join, grace_s)
+        await self._in_thread(process.join, grace_s)
         if process.is_alive():
             process.terminate()
-            await asyncio.to_thread(process.join, KILL_GRACE_S)
+            await self._in_thread(process.join, KILL_GRACE_S)
         if process.is_alive():
             # SIGKILL also ends a stopped (SIGSTOP) process, which SIGTERM cannot.
             process.kill()
-            await asyncio.to_thread(process.join)
+            await self._in_thread(process.join)
 
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1
