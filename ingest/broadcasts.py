@@ -22,6 +22,12 @@ the same; no "ended" comes in between.
 
 Broadcast records are re-read from the live state before every update, because the
 transcoder side writes their ``renditions``.
+
+The live state is a cache this node can rebuild: every stats tick checks that each of
+its broadcasts still has its record and its channel claim there, and puts back what is
+missing (Redis restarted empty, or failed over to an empty replica), from the last
+record it read (or the catalog's). The transcoder rewrites the windows with its next
+part, so viewers get the broadcast back within seconds of Redis.
 """
 
 from __future__ import annotations
@@ -179,6 +185,8 @@ class _Live:
     last_sample: tuple[float, int, int] = (0.0, 0, 0)  # time, bytes, frames
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
+    # The newest record of it read from the live state: what goes back if it vanishes.
+    record: Broadcast | None = None
 
 
 class _Publication:
@@ -357,7 +365,7 @@ class BroadcastManager:
         await asyncio.to_thread(self.catalog.save_broadcast, broadcast)
         media = await self.pipeline.start(broadcast) if self.pipeline is not None else None
         entry = _Live(broadcast.id, channel, request.connection_id, media,
-                      last_sample=(time.monotonic(), 0, 0))
+                      last_sample=(time.monotonic(), 0, 0), record=broadcast)
         publication = _Publication(self, entry, request.connection_id)
         entry.publication = publication
         self._by_channel[channel] = entry
@@ -455,7 +463,8 @@ class BroadcastManager:
         media = (await self.pipeline.start(updated, handover=True)
                  if self.pipeline is not None else None)
         entry = _Live(updated.id, channel, request.connection_id, media,
-                      source=updated.source, last_sample=(time.monotonic(), 0, 0))
+                      source=updated.source, last_sample=(time.monotonic(), 0, 0),
+                      record=updated)
         self._by_channel[channel] = entry
         self._metrics.live.set(len(self._by_channel))
         if holder is not None or self._stopping:
@@ -684,8 +693,37 @@ class BroadcastManager:
             self._metrics.fps.labels(entry.channel).set(fps)
             await self.live.put_stats(entry.broadcast_id, stats)
             if not await self.live.refresh_claim(entry.channel, entry.owner, self.claim_ttl_s):
-                logger.warning("channel claim lost", extra={
-                    "broadcast_id": entry.broadcast_id, "channel": entry.channel})
+                await self._reclaim(entry)
+            await self._keep_registered(entry)
+
+    async def _reclaim(self, entry: _Live) -> None:
+        """The claim is gone from the live state (expired while it was unreachable, or
+        it restarted empty): claim the channel again, unless someone else has it now."""
+        holder = await self.live.claim_channel(entry.channel, entry.owner, self.claim_ttl_s)
+        fields = {"broadcast_id": entry.broadcast_id, "channel": entry.channel}
+        if holder is None:
+            logger.warning("channel claim was missing from the live state; claimed again",
+                           extra=fields)
+        else:
+            logger.warning("channel claim lost", extra={**fields, "holder": holder})
+
+    async def _keep_registered(self, entry: _Live) -> None:
+        """Put the broadcast's record back if the live state lost it (origins answer
+        "not live" without it while the publisher streams on)."""
+        current = await self.live.get_broadcast(entry.broadcast_id)
+        if current is not None:
+            entry.record = current
+            return
+        record = entry.record or await asyncio.to_thread(self.catalog.get_broadcast,
+                                                         entry.broadcast_id)
+        async with self._lock:  # never resurrect a broadcast that is ending right now
+            if entry.ended or record is None or record.state is not BroadcastState.LIVE:
+                return
+            if await self.live.get_broadcast(entry.broadcast_id) is not None:
+                return
+            await self.live.put_broadcast(record)
+        logger.warning("broadcast record was missing from the live state; put back",
+                       extra={"broadcast_id": entry.broadcast_id, "channel": entry.channel})
 
     async def _stats_loop(self) -> None:
         while True:
