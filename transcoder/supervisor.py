@@ -70,9 +70,11 @@ RESTART_WINDOW_S = 60.0
 FINISH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 5.0
 # The child sends stats at least every second (worker.STATS_INTERVAL_S); this long
-# without a word while the parent listens is a hung child (stopped, deadlocked). Generous:
-# a spawned child imports PyAV before its first word, on a loaded machine too.
+# without a word while the parent listens is a hung child (stopped, deadlocked).
 HANG_TIMEOUT_S = 15.0
+# Before its first word a spawned child imports PyAV and opens its codecs, on a loaded
+# machine too: it gets this long.
+STARTUP_TIMEOUT_S = 30.0
 KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a child being replaced
 WATCHDOG_INTERVAL_S = 1.0
 
@@ -218,6 +220,7 @@ class BroadcastTranscoder:
         # Since when the reader of the current child has waited for its next message
         # (None while it is busy handing one to the event loop): the hang clock.
         self._listening_since: float | None = None
+        self._heard = False  # the current child has said something
         self._restart_times: deque[float] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing = False
@@ -332,6 +335,7 @@ class BroadcastTranscoder:
         self._process = process
         self._tx = parent_tx
         self._generation += 1
+        self._heard = False
         self._listening_since = time.monotonic()
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._reader, args=(parent_rx, self._generation, loop),
@@ -353,6 +357,7 @@ class BroadcastTranscoder:
                     message = ("exited", generation)
                 if generation == self._generation:
                     self._listening_since = None
+                    self._heard = True
                 try:
                     asyncio.run_coroutine_threadsafe(self._events.put(message), loop).result()
                 except RuntimeError:
@@ -450,7 +455,10 @@ class BroadcastTranscoder:
             since = self._listening_since
             if since is None or self._finishing or self._done.is_set():
                 continue
-            if time.monotonic() - since > self.supervisor.hang_timeout_s:
+            limit = self.supervisor.hang_timeout_s
+            if not self._heard:
+                limit = max(limit, STARTUP_TIMEOUT_S)
+            if time.monotonic() - since > limit:
                 logger.error("transcoder hung: no word from it",
                              extra={"broadcast_id": self.broadcast.id, "pid": self.pid,
                                     "silent_s": round(time.monotonic() - since, 1)})
