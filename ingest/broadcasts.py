@@ -40,7 +40,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -56,12 +58,18 @@ from ingest.publish import PublishRequest, PublishSession, Rejection
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: A channel claim lives this long unless refreshed (a dead node's claim expires).
 CLAIM_TTL_S = 15.0
 #: Stats and claim refreshes run this often.
 STATS_INTERVAL_S = 2.0
 #: Retry of the handover listener's subscription while the live state is down.
 HANDOVER_RESUBSCRIBE_S = 1.0
+#: Threads for this node's catalog calls (key lookups, broadcast records, some on the
+#: packet path): never asyncio's default executor, which blocking calls elsewhere in the
+#: process can fill (the embedded archiver's storage calls while S3 is frozen).
+CATALOG_THREADS = 4
 
 _VIDEO_CODEC_IDS: dict[int, str] = {7: "h264", 12: "hevc"}
 _AUDIO_CODEC_IDS: dict[int, str] = {10: "aac", 2: "mp3", 14: "mp3"}
@@ -274,6 +282,12 @@ class BroadcastManager:
         self._handover_sub: Subscription | None = None
         self._handover_task: asyncio.Task[None] | None = None
         self._handovers: set[asyncio.Task[None]] = set()  # requests being served
+        self._catalog_threads = ThreadPoolExecutor(CATALOG_THREADS,
+                                                   thread_name_prefix="ingest-catalog")
+
+    async def _catalog_call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._catalog_threads, fn,
+                                                                *args)
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -306,6 +320,7 @@ class BroadcastManager:
             if entry.grace is not None:
                 entry.grace.cancel()
             await self._end(entry, "node stopping")
+        self._catalog_threads.shutdown(wait=False)
 
     @property
     def live_broadcasts(self) -> int:
@@ -320,7 +335,7 @@ class BroadcastManager:
         fields = {"connection_id": request.connection_id, "peer": request.peer}
         if self._stopping:
             return self._rejected("unavailable", Rejection.unavailable("shutting down"))
-        channel = await asyncio.to_thread(self.catalog.channel_for_key_hash,
+        channel = await self._catalog_call(self.catalog.channel_for_key_hash,
                                           hash_stream_key(request.stream_key))
         if channel is None:
             logger.info("publish with an unknown stream key", extra=fields)
@@ -362,7 +377,7 @@ class BroadcastManager:
         broadcast = Broadcast(id=new_id(), channel=channel, node_id=self.node_id,
                               segment_format=self.settings.segment_format.value)
         await self.live.put_broadcast(broadcast)
-        await asyncio.to_thread(self.catalog.save_broadcast, broadcast)
+        await self._catalog_call(self.catalog.save_broadcast, broadcast)
         media = await self.pipeline.start(broadcast) if self.pipeline is not None else None
         entry = _Live(broadcast.id, channel, request.connection_id, media,
                       last_sample=(time.monotonic(), 0, 0), record=broadcast)
@@ -459,7 +474,7 @@ class BroadcastManager:
             if holder is not None:
                 return self._rejected("already_live", Rejection.already_live())
             return await self._go_live(channel, request)
-        await asyncio.to_thread(self.catalog.save_broadcast, updated)
+        await self._catalog_call(self.catalog.save_broadcast, updated)
         media = (await self.pipeline.start(updated, handover=True)
                  if self.pipeline is not None else None)
         entry = _Live(updated.id, channel, request.connection_id, media,
@@ -640,13 +655,13 @@ class BroadcastManager:
             ended = await self.live.update_broadcast(
                 entry.broadcast_id, state=BroadcastState.ENDED, ended_at=ended_at)
             if ended is None:
-                current = await asyncio.to_thread(self.catalog.get_broadcast,
+                current = await self._catalog_call(self.catalog.get_broadcast,
                                                   entry.broadcast_id)
                 if current is not None:
                     ended = dataclasses.replace(current, state=BroadcastState.ENDED,
                                                 ended_at=ended_at)
             if ended is not None:
-                await asyncio.to_thread(self.catalog.save_broadcast, ended)
+                await self._catalog_call(self.catalog.save_broadcast, ended)
             await self.live.release_claim(entry.channel, entry.owner)
             await self.live.publish(BROADCASTS_TOPIC, {"type": "ended",
                                                        "broadcast_id": entry.broadcast_id,
@@ -668,7 +683,7 @@ class BroadcastManager:
         updated = await self.live.update_broadcast(entry.broadcast_id, source=merged)
         if updated is None or entry.ended:  # ended meanwhile: the end saves the catalog
             return
-        await asyncio.to_thread(self.catalog.save_broadcast, updated)
+        await self._catalog_call(self.catalog.save_broadcast, updated)
 
     async def publish_stats(self) -> None:
         """Sample every broadcast's rates, store them in the live state, refresh claims."""
@@ -714,7 +729,7 @@ class BroadcastManager:
         if current is not None:
             entry.record = current
             return
-        record = entry.record or await asyncio.to_thread(self.catalog.get_broadcast,
+        record = entry.record or await self._catalog_call(self.catalog.get_broadcast,
                                                          entry.broadcast_id)
         async with self._lock:  # never resurrect a broadcast that is ending right now
             if entry.ended or record is None or record.state is not BroadcastState.LIVE:
