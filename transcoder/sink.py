@@ -2,9 +2,10 @@
 state and storage.
 
 Order per output (so a playlist never names bytes that are not there yet): media bytes
-to the live state and to storage (through the archiver's uploader, which never raises
-and spools while storage is down), then the segment log (complete segments), then the
-new :class:`RenditionWindow`, then an event on ``media:{broadcast_id}``.
+to storage (through the archiver's uploader, which never raises and spools while storage
+is down; first, so a live state that is down costs no archive copy) and to the live
+state, then the segment log (complete segments), then the new :class:`RenditionWindow`,
+then an event on ``media:{broadcast_id}``.
 
 The :class:`RenditionLog` of each rendition lives here, not in the child, so media
 sequence numbers continue across child restarts and publisher reconnects. When the child
@@ -93,8 +94,9 @@ class BroadcastSink:
         if isinstance(out, InitOut):
             key, new = log.set_init(out.data)
             if new:
-                await self.live.put_media(key, out.data, self.media_ttl_s)
+                # Storage first: a live state that is down must not cost the archive copy.
                 await self.put_storage(key, out.data)
+                await self.live.put_media(key, out.data, self.media_ttl_s)
             return
         if isinstance(out, PartOut):
             part = log.add_part(out.index, out.duration_s, out.independent)
@@ -110,8 +112,10 @@ class BroadcastSink:
                        start_pts_s: float, data: bytes) -> None:
         segment = log.add_segment(duration_s, start_pts_s, len(data),
                                   self._wall_clock_at(start_pts_s, duration_s))
-        await self.live.put_media(segment.key, data, self.media_ttl_s)
+        # Storage first (the uploader never raises nor waits): a live state that is down
+        # must not cost the archive copy.
         await self.put_storage(segment.key, data)
+        await self.live.put_media(segment.key, data, self.media_ttl_s)
         await self.live.append_segment_log(self.broadcast_id, rendition, segment)
         self.segments += 1
         await self._publish_window(rendition, log, segment.msn, None)
