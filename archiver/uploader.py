@@ -1,7 +1,10 @@
 """The uploader: every object reaches archive storage, whatever storage does meanwhile.
 
 ``await uploader.put(key, data)`` accepts an object and returns at once; a bounded pool of
-workers uploads it with ``asyncio.to_thread`` (the storage interface is synchronous). An
+workers uploads it on threads of the uploader's own (the storage interface is synchronous):
+storage calls on a :class:`~castway.storage.pool.StoragePool` of ``workers`` threads, spool
+file I/O on another, never asyncio's default executor, so a frozen S3 holding every upload
+thread for its timeouts stalls neither the spool nor anything else in the process. An
 upload that fails with :class:`StorageError` (S3 down, throttling, a full disk) is written
 to the spool, a local directory, atomically (temporary file, fsync, rename), and retried
 from there with exponential backoff and jitter until storage takes it. While storage is
@@ -42,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from castway.storage.base import IMMUTABLE, Storage, StorageError
 from castway.storage.keys import check_key
+from castway.storage.pool import StoragePool
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ DEFAULT_CLOSE_TIMEOUT_S = 10.0
 SPOOL_SUFFIX = ".spool"
 _HEADER_LEN = struct.Struct(">I")
 MAX_SPOOL_HEADER = 64 * 1024  # a header is a key plus two short strings
+SPOOL_THREADS = 2  # local disk: writes while storage fails, reads while the spool drains
 
 
 class SpoolCorrupt(Exception):
@@ -211,6 +216,8 @@ class Uploader:
         self._max_backoff = max_backoff_s
         self._close_timeout = close_timeout_s
         self._rng = rng
+        self._storage_pool = StoragePool(workers, name="uploader-storage")
+        self._disk_pool = StoragePool(SPOOL_THREADS, name="uploader-spool")
 
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()  # bounded by _max_memory bytes
         self._retry: deque[_Entry] = deque()  # failed once: waiting for the drainer, seq order
@@ -259,7 +266,7 @@ class Uploader:
             self._started = True
 
     async def _start(self) -> None:
-        recovered = await asyncio.to_thread(self._scan_spool)
+        recovered = await self._disk_pool.run(self._scan_spool)
         for entry in recovered:
             self._accept(entry)
             self._retry.append(entry)
@@ -314,7 +321,7 @@ class Uploader:
         if key in self._latest:
             return False
         try:
-            return await asyncio.to_thread(self.storage.exists, key)
+            return await self._storage_pool.run(self.storage.exists, key)
         except StorageError:
             return False
 
@@ -343,6 +350,8 @@ class Uploader:
         for entry in leftovers:
             if entry.path is None and entry.data is not None:
                 await self._spool(entry)
+        self._storage_pool.close()
+        self._disk_pool.close()
         if not done:
             logger.warning("uploader closed with objects not yet stored; they stay spooled",
                            extra={"pending": self._outstanding,
@@ -437,7 +446,7 @@ class Uploader:
             return entry.path is not None
         record = encode_spool_record(entry, data)
         try:
-            entry.path = await asyncio.to_thread(
+            entry.path = await self._disk_pool.run(
                 _write_spool_file, self.spool_dir, f"{entry.seq:020d}{SPOOL_SUFFIX}", record)
         except OSError as e:
             self.metrics.spool_errors.inc()
@@ -467,9 +476,9 @@ class Uploader:
             try:
                 if data is None:
                     assert entry.path is not None  # an entry is in memory or spooled
-                    data = await asyncio.to_thread(_load_spool_data, entry.path)
+                    data = await self._disk_pool.run(_load_spool_data, entry.path)
                 started = time.monotonic()
-                await asyncio.to_thread(self.storage.put, entry.key, data,
+                await self._storage_pool.run(self.storage.put, entry.key, data,
                                         content_type=entry.content_type,
                                         cache_control=entry.cache_control)
             except (SpoolCorrupt, FileNotFoundError) as e:

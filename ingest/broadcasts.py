@@ -22,6 +22,12 @@ the same; no "ended" comes in between.
 
 Broadcast records are re-read from the live state before every update, because the
 transcoder side writes their ``renditions``.
+
+The live state is a cache this node can rebuild: every stats tick checks that each of
+its broadcasts still has its record and its channel claim there, and puts back what is
+missing (Redis restarted empty, or failed over to an empty replica), from the last
+record it read (or the catalog's). The transcoder rewrites the windows with its next
+part, so viewers get the broadcast back within seconds of Redis.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -51,12 +59,18 @@ from ingest.publish import PublishRequest, PublishSession, Rejection
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: A channel claim lives this long unless refreshed (a dead node's claim expires).
 CLAIM_TTL_S = 15.0
 #: Stats and claim refreshes run this often.
 STATS_INTERVAL_S = 2.0
 #: Retry of the handover listener's subscription while the live state is down.
 HANDOVER_RESUBSCRIBE_S = 1.0
+#: Threads for this node's catalog calls (key lookups, broadcast records, some on the
+#: packet path): never asyncio's default executor, which blocking calls elsewhere in the
+#: process can fill (the embedded archiver's storage calls while S3 is frozen).
+CATALOG_THREADS = 4
 
 _VIDEO_CODEC_IDS: dict[int, str] = {7: "h264", 12: "hevc"}
 _AUDIO_CODEC_IDS: dict[int, str] = {10: "aac", 2: "mp3", 14: "mp3"}
@@ -180,6 +194,8 @@ class _Live:
     last_sample: tuple[float, int, int] = (0.0, 0, 0)  # time, bytes, frames
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
+    # The newest record of it read from the live state: what goes back if it vanishes.
+    record: Broadcast | None = None
 
 
 class _Publication:
@@ -246,9 +262,11 @@ class PendingEnds:
     unsaved when the node stops is left to the archiver's sweep, which fails the
     broadcast once this node stops heartbeating and makes its VOD all the same."""
 
-    def __init__(self, catalog: Catalog, *, base_backoff_s: float = 0.25,
+    def __init__(self, catalog: Catalog, threads: ThreadPoolExecutor, *,
+                 base_backoff_s: float = 0.25,
                  max_backoff_s: float = ENDS_MAX_BACKOFF_S) -> None:
         self.catalog = catalog
+        self.threads = threads
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
         self._pending: dict[str, tuple[Broadcast | None, datetime]] = {}
@@ -292,7 +310,8 @@ class PendingEnds:
     async def _save_pending(self) -> bool:
         for broadcast_id, (ended, ended_at) in list(self._pending.items()):
             try:
-                await asyncio.to_thread(self._save, broadcast_id, ended, ended_at)
+                await asyncio.get_running_loop().run_in_executor(
+                    self.threads, self._save, broadcast_id, ended, ended_at)
             except Exception as e:  # CatalogError, a full disk's OSError, ...
                 logger.warning("cannot save a broadcast's end in the catalog; retrying",
                                extra={"broadcast_id": broadcast_id, "error": str(e)})
@@ -347,7 +366,13 @@ class BroadcastManager:
         self._handover_sub: Subscription | None = None
         self._handover_task: asyncio.Task[None] | None = None
         self._handovers: set[asyncio.Task[None]] = set()  # requests being served
-        self._ends = PendingEnds(catalog)
+        self._catalog_threads = ThreadPoolExecutor(CATALOG_THREADS,
+                                                   thread_name_prefix="ingest-catalog")
+        self._ends = PendingEnds(catalog, self._catalog_threads)
+
+    async def _catalog_call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._catalog_threads, fn,
+                                                                *args)
 
     # --- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -381,6 +406,7 @@ class BroadcastManager:
                 entry.grace.cancel()
             await self._end(entry, "node stopping")
         await self._ends.close(ENDS_CLOSE_TIMEOUT_S)
+        self._catalog_threads.shutdown(wait=False)
 
     @property
     def live_broadcasts(self) -> int:
@@ -395,7 +421,7 @@ class BroadcastManager:
         fields = {"connection_id": request.connection_id, "peer": request.peer}
         if self._stopping:
             return self._rejected("unavailable", Rejection.unavailable("shutting down"))
-        channel = await asyncio.to_thread(self.catalog.channel_for_key_hash,
+        channel = await self._catalog_call(self.catalog.channel_for_key_hash,
                                           hash_stream_key(request.stream_key))
         if channel is None:
             logger.info("publish with an unknown stream key", extra=fields)
@@ -437,10 +463,10 @@ class BroadcastManager:
         broadcast = Broadcast(id=new_id(), channel=channel, node_id=self.node_id,
                               segment_format=self.settings.segment_format.value)
         await self.live.put_broadcast(broadcast)
-        await asyncio.to_thread(self.catalog.save_broadcast, broadcast)
+        await self._catalog_call(self.catalog.save_broadcast, broadcast)
         media = await self.pipeline.start(broadcast) if self.pipeline is not None else None
         entry = _Live(broadcast.id, channel, request.connection_id, media,
-                      last_sample=(time.monotonic(), 0, 0))
+                      last_sample=(time.monotonic(), 0, 0), record=broadcast)
         publication = _Publication(self, entry, request.connection_id)
         entry.publication = publication
         self._by_channel[channel] = entry
@@ -534,11 +560,12 @@ class BroadcastManager:
             if holder is not None:
                 return self._rejected("already_live", Rejection.already_live())
             return await self._go_live(channel, request)
-        await asyncio.to_thread(self.catalog.save_broadcast, updated)
+        await self._catalog_call(self.catalog.save_broadcast, updated)
         media = (await self.pipeline.start(updated, handover=True)
                  if self.pipeline is not None else None)
         entry = _Live(updated.id, channel, request.connection_id, media,
-                      source=updated.source, last_sample=(time.monotonic(), 0, 0))
+                      source=updated.source, last_sample=(time.monotonic(), 0, 0),
+                      record=updated)
         self._by_channel[channel] = entry
         self._metrics.live.set(len(self._by_channel))
         if holder is not None or self._stopping:
@@ -742,7 +769,7 @@ class BroadcastManager:
         updated = await self.live.update_broadcast(entry.broadcast_id, source=merged)
         if updated is None or entry.ended:  # ended meanwhile: the end saves the catalog
             return
-        await asyncio.to_thread(self.catalog.save_broadcast, updated)
+        await self._catalog_call(self.catalog.save_broadcast, updated)
 
     async def publish_stats(self) -> None:
         """Sample every broadcast's rates, store them in the live state, refresh claims."""
@@ -771,8 +798,37 @@ class BroadcastManager:
             merged.update(stats)
             await self.live.put_stats(entry.broadcast_id, merged)
             if not await self.live.refresh_claim(entry.channel, entry.owner, self.claim_ttl_s):
-                logger.warning("channel claim lost", extra={
-                    "broadcast_id": entry.broadcast_id, "channel": entry.channel})
+                await self._reclaim(entry)
+            await self._keep_registered(entry)
+
+    async def _reclaim(self, entry: _Live) -> None:
+        """The claim is gone from the live state (expired while it was unreachable, or
+        it restarted empty): claim the channel again, unless someone else has it now."""
+        holder = await self.live.claim_channel(entry.channel, entry.owner, self.claim_ttl_s)
+        fields = {"broadcast_id": entry.broadcast_id, "channel": entry.channel}
+        if holder is None:
+            logger.warning("channel claim was missing from the live state; claimed again",
+                           extra=fields)
+        else:
+            logger.warning("channel claim lost", extra={**fields, "holder": holder})
+
+    async def _keep_registered(self, entry: _Live) -> None:
+        """Put the broadcast's record back if the live state lost it (origins answer
+        "not live" without it while the publisher streams on)."""
+        current = await self.live.get_broadcast(entry.broadcast_id)
+        if current is not None:
+            entry.record = current
+            return
+        record = entry.record or await self._catalog_call(self.catalog.get_broadcast,
+                                                         entry.broadcast_id)
+        async with self._lock:  # never resurrect a broadcast that is ending right now
+            if entry.ended or record is None or record.state is not BroadcastState.LIVE:
+                return
+            if await self.live.get_broadcast(entry.broadcast_id) is not None:
+                return
+            await self.live.put_broadcast(record)
+        logger.warning("broadcast record was missing from the live state; put back",
+                       extra={"broadcast_id": entry.broadcast_id, "channel": entry.channel})
 
     async def _stats_loop(self) -> None:
         while True:

@@ -272,7 +272,7 @@ async def delete_vod(vod_id: IdPath, ctx: Ctx) -> VodDeleted:
     if vod is None:
         raise HTTPException(404, f"no VOD {vod_id}")
     # Storage first: a failure leaves the record, so the delete can be retried.
-    deleted = await asyncio.to_thread(ctx.storage.delete_prefix,
+    deleted = await ctx.storage_pool.run(ctx.storage.delete_prefix,
                                       f"broadcasts/{vod.broadcast_id}/")
     await asyncio.to_thread(ctx.catalog.delete_vod, vod_id)
     logger.info("VOD deleted", extra={"vod_id": vod_id, "objects": deleted})

@@ -14,6 +14,7 @@ from castway.catalog.base import Catalog
 from castway.live.base import LiveState, RenditionWindow
 from castway.settings import Settings
 from castway.storage.base import Storage
+from castway.storage.pool import StoragePool
 from origin.access import MediaAccessCache, VodAccess
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
@@ -111,6 +112,10 @@ class OriginContext:
     notifier: MediaNotifier
     access: VodAccess
     renders: RenderCache = field(default_factory=RenderCache)
+    # Storage reads of the origin (VOD, DVR, posters) on threads of their own: a stalled
+    # S3 fills these, not the default executor (catalog queries, and in embedded mode
+    # the rest of the process).
+    storage_pool: StoragePool = field(default_factory=lambda: StoragePool(name="origin-storage"))
     report_windows: WindowCache = field(init=False)
     media_access: MediaAccessCache = field(init=False)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -16,12 +16,14 @@ from starlette.responses import JSONResponse, Response
 from castway.catalog.base import Catalog
 from castway.live.base import LiveState
 from castway.storage.base import Storage
+from castway.storage.pool import StoragePool
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
 PING_TIMEOUT_S = 2.0
+PING_THREADS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,10 @@ class HealthDeps:
     live: LiveState
     storage: Storage
     registry: CollectorRegistry
+    # Pings of a frozen storage hold their thread until the client's timeouts: a few of
+    # their own at most, the readiness answer itself comes after PING_TIMEOUT_S.
+    storage_pool: StoragePool = field(
+        default_factory=lambda: StoragePool(PING_THREADS, name="readyz-storage"))
 
 
 async def get_health(request: Request) -> HealthDeps:
@@ -61,7 +67,7 @@ async def readyz(deps: Deps) -> Response:
     results = await asyncio.gather(
         _check("catalog", asyncio.to_thread(deps.catalog.ping)),
         _check("live", deps.live.ping()),
-        _check("storage", asyncio.to_thread(deps.storage.ping)))
+        _check("storage", deps.storage_pool.run(deps.storage.ping)))
     failing = [name for name in results if name is not None]
     headers = {"cache-control": "no-store"}
     if failing:

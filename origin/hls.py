@@ -230,9 +230,9 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
     if isinstance(access, Response):
         return access
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
-    data = await _fetch(ctx, key)
+    match = _PART_NAME_RE.match(name)
+    data = await _fetch(ctx, key, stored=match is None)
     if data is None:
-        match = _PART_NAME_RE.match(name)
         if match is not None:
             data = await _block_for_part(ctx, broadcast_id, rendition, key,
                                          int(match.group(1)), int(match.group(2)))
@@ -253,10 +253,13 @@ async def _broadcast_access(ctx: OriginContext, broadcast_id: str) -> MediaAcces
     return error_response(404, "not found")
 
 
-async def _fetch(ctx: OriginContext, key: str) -> bytes | None:
+async def _fetch(ctx: OriginContext, key: str, *, stored: bool = True) -> bytes | None:
+    """From the live state, else (``stored``: not a part, parts live in the live window
+    only) from storage. Every LL-HLS player asks for parts before they exist; sending
+    those to storage would only give a stalled S3 more requests to hold."""
     data = await ctx.live.get_media(key)
-    if data is None:
-        data = await asyncio.to_thread(ctx.storage.get, key)
+    if data is None and stored:
+        data = await ctx.storage_pool.run(ctx.storage.get, key)
     return data
 
 
@@ -283,7 +286,7 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
     if woken is None:
         ctx.metrics.blocked_timeouts.inc()
         return None
-    return await _fetch(ctx, key)
+    return await _fetch(ctx, key, stored=False)
 
 
 @router.head("/hls/b/{broadcast_id}/{name}", include_in_schema=False)
@@ -296,7 +299,7 @@ async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ct
     if isinstance(access, Response):
         return access
     key = f"broadcasts/{broadcast_id}/{name}"
-    data = await asyncio.to_thread(ctx.storage.get, key)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     return bytes_response(request, data, key=key, cache=access.file_cache)
@@ -332,7 +335,7 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
         return found
     broadcast_id, private = found
     key = f"broadcasts/{broadcast_id}/master.m3u8"
-    data = await asyncio.to_thread(ctx.storage.get, key)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
     return bytes_response(request, data, key=key,
@@ -351,7 +354,7 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
         return found
     broadcast_id, private = found
     key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
-    data = await asyncio.to_thread(ctx.storage.get, key)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE

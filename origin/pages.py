@@ -78,7 +78,7 @@ async def index(ctx: Ctx) -> HTMLResponse:
     for broadcast in live:
         channel = await asyncio.to_thread(ctx.catalog.get_channel, broadcast.channel)
         title = channel.title if channel and channel.title else broadcast.channel
-        has_poster = await asyncio.to_thread(ctx.storage.exists,
+        has_poster = await ctx.storage_pool.run(ctx.storage.exists,
                                              f"broadcasts/{broadcast.id}/poster.jpg")
         poster = (f"<img src='/hls/b/{escape(broadcast.id)}/poster.jpg' alt=''>"
                   if has_poster else "<div class=noposter></div>")

@@ -2,9 +2,10 @@
 state and storage.
 
 Order per output (so a playlist never names bytes that are not there yet): media bytes
-to the live state and to storage (through the archiver's uploader, which never raises
-and spools while storage is down), then the segment log (complete segments), then the
-new :class:`RenditionWindow`, then an event on ``media:{broadcast_id}``.
+to storage (through the archiver's uploader, which never raises and spools while storage
+is down; first, so a live state that is down costs no archive copy) and to the live
+state, then the segment log (complete segments), then the new :class:`RenditionWindow`,
+then an event on ``media:{broadcast_id}``.
 
 The :class:`RenditionLog` of each rendition lives here, not in the child, so media
 sequence numbers continue across child restarts and publisher reconnects. When the child

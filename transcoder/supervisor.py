@@ -9,13 +9,18 @@ Flow control, all bounded: ``feed`` never waits; it puts the packet on a queue o
 it (counted) and then drops video until the next keyframe so the decoder never sees a
 broken reference chain. Configuration records are kept aside and always delivered (also
 replayed to a restarted child). A writer task hands packets to the child over a pipe
-from a worker thread; a reader thread hands the child's outputs back to the event loop
-through a bounded queue, so a slow sink back-pressures the child, never ingest.
+from a thread of the broadcast's own (never asyncio's default executor, where blocking
+storage or catalog calls could keep packets waiting); a reader thread hands the child's
+outputs back to the event loop through a bounded queue, so a slow sink back-pressures
+the child, never ingest.
 
-A child that dies unexpectedly is restarted (at most :data:`MAX_RESTARTS` within
+A child that dies unexpectedly, or hangs (no heartbeat from it for :data:`HANG_TIMEOUT_S`
+while the parent is listening), is restarted (at most :data:`MAX_RESTARTS` within
 :data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted); the
 segment in progress is closed from its published parts and the playlists continue with
-EXT-X-DISCONTINUITY.
+EXT-X-DISCONTINUITY. The old child is always gone before the new one starts: asked to
+terminate, killed after :data:`KILL_GRACE_S`, and reaped, so a hung child never lingers
+beside its replacement.
 
 A broadcast handed over to another ingest node (its publisher reconnected there) is
 flushed and stopped here with ``hand_over()`` (playlists stay open), and started there
@@ -33,12 +38,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -48,6 +54,7 @@ from castway.media import MediaKind, MediaPacket
 from castway.model import Broadcast
 from castway.settings import Settings
 from castway.storage.base import Storage
+from castway.storage.pool import StoragePool
 from transcoder.ladder import SOURCE, load_ladder
 from transcoder.pipeline import PipelineConfig, RenditionInfo
 from transcoder.segmenter import SegmentPolicy
@@ -55,6 +62,8 @@ from transcoder.sink import BroadcastSink
 from transcoder.worker import worker_main
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 QUEUE_PACKETS = 900  # ~10 s of 30 fps video + 48 kHz AAC
 EVENT_QUEUE = 64
@@ -89,6 +98,14 @@ WARNING_TEXT = {
                                       "(see the error logged before): nothing more is "
                                       "served until it ends",
 }
+# The child sends stats at least every second (worker.STATS_INTERVAL_S); this long
+# without a word while the parent listens is a hung child (stopped, deadlocked).
+HANG_TIMEOUT_S = 15.0
+# Before its first word a spawned child imports PyAV and opens its codecs, on a loaded
+# machine too: it gets this long.
+STARTUP_TIMEOUT_S = 30.0
+KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a child being replaced
+WATCHDOG_INTERVAL_S = 1.0
 
 
 # Glass-to-glass (ingest -> segment available): a segment's duration plus the pipeline.
@@ -146,9 +163,11 @@ class TranscoderSupervisor:
 
     def __init__(self, settings: Settings, live: LiveState, storage: Storage,
                  registry: CollectorRegistry, *, uploader: Any = None,
-                 recorder: SegmentRecorder | None = None) -> None:
+                 recorder: SegmentRecorder | None = None,
+                 hang_timeout_s: float = HANG_TIMEOUT_S) -> None:
         self.settings = settings
         self.recorder = recorder
+        self.hang_timeout_s = hang_timeout_s
         self.live = live
         self.storage = storage
         self.metrics = TranscoderMetrics.create(registry)
@@ -157,6 +176,7 @@ class TranscoderSupervisor:
         self._registry = registry
         self.running: dict[str, BroadcastTranscoder] = {}
         self._context = multiprocessing.get_context("spawn")
+        self._storage_pool = StoragePool(name="transcoder-storage")  # no uploader only
 
     async def _put_storage(self, key: str, data: bytes, *,
                            on_durable: Callable[[], None] | None = None) -> None:
@@ -176,7 +196,7 @@ class TranscoderSupervisor:
             await self.uploader.put(key, data, on_durable=on_durable)
             return
         try:
-            await asyncio.to_thread(self.storage.put, key, data)
+            await self._storage_pool.run(self.storage.put, key, data)
         except Exception as exc:  # storage backends raise StorageError and friends
             logger.error("storage put failed", extra={"key": key, "error": str(exc)})
             return
@@ -218,6 +238,7 @@ class TranscoderSupervisor:
             await transcoder.finish(failed=True)
         if self._owns_uploader and self.uploader:
             await self.uploader.close()
+        self._storage_pool.close()
 
 
 class BroadcastTranscoder:
@@ -236,6 +257,11 @@ class BroadcastTranscoder:
         self._process: BaseProcess | None = None
         self._tx: Connection | None = None  # parent -> child
         self._generation = 0
+        self._lost_generation = 0  # the last generation retired (dead or hung)
+        # Since when the reader of the current child has waited for its next message
+        # (None while it is busy handing one to the event loop): the hang clock.
+        self._listening_since: float | None = None
+        self._heard = False  # the current child has said something
         self._restart_times: deque[float] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._finishing = False
@@ -258,6 +284,13 @@ class BroadcastTranscoder:
         self._unconfigured_seen = 0
         self._drought_splits_seen = 0
         self._drought_at: float | None = None
+        # Pipe sends (one at a time, by the writer) and joins of retired children (the
+        # watchdog's and a stop's): a send blocked on a hung child never delays its end.
+        self._threads = ThreadPoolExecutor(max_workers=3,
+                                           thread_name_prefix=f"tc-{broadcast.id}")
+
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     # --- BroadcastMedia ------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
@@ -318,13 +351,16 @@ class BroadcastTranscoder:
         finally:
             self._done.set()
             self.supervisor._forget(self.broadcast.id)
+            self._threads.shutdown(wait=False)
 
     # --- process management --------------------------------------------------------
     async def start(self) -> None:
         self._spawn()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._writer(), name=f"tc-writer-{self.broadcast.id}"),
-                       loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}")]
+                       loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}"),
+                       loop.create_task(self._watchdog(),
+                                        name=f"tc-watchdog-{self.broadcast.id}")]
 
     @property
     def given_up(self) -> bool:
@@ -348,6 +384,8 @@ class BroadcastTranscoder:
         self._process = process
         self._tx = parent_tx
         self._generation += 1
+        self._heard = False
+        self._listening_since = time.monotonic()
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._reader, args=(parent_rx, self._generation, loop),
                          name=f"tc-reader-{self.broadcast.id}", daemon=True).start()
@@ -360,10 +398,15 @@ class BroadcastTranscoder:
         """Thread: the child's messages onto the event loop (blocking when it is full)."""
         try:
             while True:
+                if generation == self._generation:
+                    self._listening_since = time.monotonic()
                 try:
                     message = rx.recv()
                 except (EOFError, OSError):
                     message = ("exited", generation)
+                if generation == self._generation:
+                    self._listening_since = None
+                    self._heard = True
                 try:
                     asyncio.run_coroutine_threadsafe(self._events.put(message), loop).result()
                 except RuntimeError:
@@ -375,6 +418,7 @@ class BroadcastTranscoder:
 
     async def _writer(self) -> None:
         sent_configs = -1
+        previous: Connection | None = None
         while True:
             message = await self._queue.get()
             await self._child_ready.wait()
@@ -382,14 +426,18 @@ class BroadcastTranscoder:
             generation = self._generation
             if tx is None:
                 continue
+            if previous is not None and previous is not tx:
+                # The pipe of a replaced child: only this task ever sent on it.
+                previous.close()
+            previous = tx
             try:
                 if sent_configs != self._generation:
                     # A fresh child: configuration records before anything else.
                     sent_configs = self._generation
                     for config in self._configs.values():
                         if not (message[0] == "packet" and message[1] is config):
-                            await asyncio.to_thread(tx.send, ("packet", config))
-                await asyncio.to_thread(tx.send, message)
+                            await self._in_thread(tx.send, ("packet", config))
+                await self._in_thread(tx.send, message)
             except (OSError, ValueError):
                 # Broken pipe: the child died; the reader reports it and we restart.
                 if message[0] == "packet":
@@ -426,8 +474,8 @@ class BroadcastTranscoder:
                 self._fatal = True
                 logger.error("transcoder failed", extra={"broadcast_id": self.broadcast.id,
                                                          "error": message[1]})
-            elif kind == "exited" and message[1] == self._generation:
-                await self._child_exited()
+            elif kind == "exited":
+                await self._child_lost(message[1], hung=False)
         except Exception:
             # A live-state hiccup must not kill the consumer (and with it the broadcast).
             logger.exception("transcoder sink failed", extra={"broadcast_id":
@@ -482,17 +530,40 @@ class BroadcastTranscoder:
                         "warnings": ",".join(sorted(w.value for w in self.warnings))})
         await self.sink.live.put_stats(self.broadcast.id, current)
 
-    async def _child_exited(self) -> None:
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            since = self._listening_since
+            if since is None or self._finishing or self._done.is_set():
+                continue
+            limit = self.supervisor.hang_timeout_s
+            if not self._heard:
+                limit = max(limit, STARTUP_TIMEOUT_S)
+            if time.monotonic() - since > limit:
+                logger.error("transcoder hung: no word from it",
+                             extra={"broadcast_id": self.broadcast.id, "pid": self.pid,
+                                    "silent_s": round(time.monotonic() - since, 1)})
+                await self._child_lost(self._generation, hung=True)
+
+    async def _child_lost(self, generation: int, *, hung: bool) -> None:
+        """The child of ``generation`` is dead (its pipe closed) or hung: make sure it is
+        gone (terminate, kill, reap) and start a new one."""
+        if generation != self._generation or generation == self._lost_generation:
+            return  # an older child, or this one is already being replaced
+        self._lost_generation = generation
+        self._listening_since = None
+        self._child_ready.clear()
         process = self._process
         code = None
         if process is not None:
-            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+            # A child whose pipe closed is normally exiting: give it the usual time.
+            await self._retire(process, grace_s=0.0 if hung else STOP_TIMEOUT_S)
             code = process.exitcode
         if self._done.is_set():
             return  # finished normally (or given up)
-        logger.error("transcoder exited unexpectedly",
-                     extra={"broadcast_id": self.broadcast.id, "exitcode": code})
-        self._child_ready.clear()
+        if not hung:
+            logger.error("transcoder exited unexpectedly",
+                         extra={"broadcast_id": self.broadcast.id, "exitcode": code})
         await self.sink.child_lost()
         now = time.monotonic()
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
@@ -523,10 +594,19 @@ class BroadcastTranscoder:
         process = self._process
         if process is None:
             return
-        await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+        await self._retire(process, grace_s=STOP_TIMEOUT_S)
+
+    async def _retire(self, process: BaseProcess, *, grace_s: float) -> None:
+        """Wait ``grace_s`` for the child to exit, then SIGTERM, then SIGKILL after
+        :data:`KILL_GRACE_S`; always reaped (no zombie, no orphan)."""
+        await self._in_thread(process.join, grace_s)
         if process.is_alive():
+            process.terminate()
+            await self._in_thread(process.join, KILL_GRACE_S)
+        if process.is_alive():
+            # SIGKILL also ends a stopped (SIGSTOP) process, which SIGTERM cannot.
             process.kill()
-            await asyncio.to_thread(process.join, STOP_TIMEOUT_S)
+            await self._in_thread(process.join)
 
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1

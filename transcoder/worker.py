@@ -13,6 +13,10 @@ child -> parent: ``("rendition", RenditionInfo)``, ``("output", Output)``,
 ``("discontinuity",)`` once the pipeline has flushed for a break (asked for, or new
 codec parameters mid-stream), ``("stats", dict)``,
 ``("done",)`` after finishing, ``("error", str)`` before exiting on a fatal error.
+
+Stats go out at least every :data:`STATS_INTERVAL_S`, also while no packets arrive: they
+are the heartbeat by which the parent tells a hung child (stopped, deadlocked in libav)
+from a quiet one.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     try:
         while True:
             try:
+                if not rx.poll(STATS_INTERVAL_S):
+                    last_stats = time.monotonic()
+                    send(("stats", asdict(pipeline.stats)))
+                    continue
                 message = rx.recv()
             except EOFError:
                 break  # the parent went away: nothing left to do

@@ -34,7 +34,7 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -56,6 +56,8 @@ T = TypeVar("T")
 
 DEFAULT_PREFIX = "castway:"
 SUBSCRIBE_TIMEOUT_S = 10.0
+# Longest any one operation may take, retries included, before it fails.
+OPERATION_TIMEOUT_S = 5.0
 # The pub/sub connection is PINGed after this long without traffic; no reply by the
 # next interval means it is dead (a silent network partition never raises by itself).
 PUBSUB_HEALTH_INTERVAL_S = 15.0
@@ -154,8 +156,10 @@ class RedisLiveState:
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
                  subscription_maxsize: int = DEFAULT_SUBSCRIPTION_MAXSIZE,
                  subscribe_timeout_s: float = SUBSCRIBE_TIMEOUT_S,
-                 health_interval_s: float = PUBSUB_HEALTH_INTERVAL_S) -> None:
+                 health_interval_s: float = PUBSUB_HEALTH_INTERVAL_S,
+                 operation_timeout_s: float = OPERATION_TIMEOUT_S) -> None:
         self._prefix = prefix
+        self._operation_timeout_s = operation_timeout_s
         self._subscription_maxsize = subscription_maxsize
         self._subscribe_timeout_s = subscribe_timeout_s
         self._health_interval_s = health_interval_s
@@ -183,11 +187,19 @@ class RedisLiveState:
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
-    @contextlib.contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _errors(self, operation: str) -> AsyncIterator[None]:
+        """Redis failures as LiveStateError, and no operation outlasting
+        ``operation_timeout_s``: a frozen server (accepting, never answering) would
+        otherwise hold every caller for the socket timeout times the retries, and an
+        origin request with them, instead of a 503."""
         self._check_open()
         try:
-            yield
+            async with asyncio.timeout(self._operation_timeout_s):
+                yield
+        except TimeoutError as exc:
+            raise LiveStateError(f"redis {operation}: no answer within "
+                                 f"{self._operation_timeout_s}s") from exc
         except (RedisError, OSError) as exc:
             raise LiveStateError(f"redis {operation} failed: {exc}") from exc
 
@@ -211,38 +223,38 @@ class RedisLiveState:
 
     # --- channel ownership -----------------------------------------------------------
     async def claim_channel(self, channel: str, owner: str, ttl_s: float) -> str | None:
-        with self._errors("claim_channel"):
+        async with self._errors("claim_channel"):
             current = await self._claim(keys=[self._key("claim", channel)],
                                         args=[owner, _ttl_ms(ttl_s)])
         return None if current is None else _text(current)
 
     async def refresh_claim(self, channel: str, owner: str, ttl_s: float) -> bool:
-        with self._errors("refresh_claim"):
+        async with self._errors("refresh_claim"):
             done = await self._refresh(keys=[self._key("claim", channel)],
                                        args=[owner, _ttl_ms(ttl_s)])
         return bool(done)
 
     async def release_claim(self, channel: str, owner: str) -> None:
-        with self._errors("release_claim"):
+        async with self._errors("release_claim"):
             await self._release(keys=[self._key("claim", channel)], args=[owner])
 
     async def transfer_claim(self, channel: str, owner: str, new_owner: str,
                              ttl_s: float) -> bool:
-        with self._errors("transfer_claim"):
+        async with self._errors("transfer_claim"):
             done = await self._transfer(keys=[self._key("claim", channel)],
                                         args=[owner, new_owner, _ttl_ms(ttl_s)])
         return bool(done)
 
     # --- live broadcasts -------------------------------------------------------------
     async def put_broadcast(self, broadcast: Broadcast) -> None:
-        with self._errors("put_broadcast"):
+        async with self._errors("put_broadcast"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key("broadcasts"), broadcast.id, self._dump(broadcast))
                 pipe.sadd(self._key("channel-broadcasts", broadcast.channel), broadcast.id)
                 await pipe.execute()
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
-        with self._errors("get_broadcast"):
+        async with self._errors("get_broadcast"):
             raw = await self._redis.hget(self._key("broadcasts"), broadcast_id)
         return None if raw is None else self._load(Broadcast, raw, "broadcast")
 
@@ -251,7 +263,7 @@ class RedisLiveState:
         # to the hash aborts the transaction (WatchError) and the update is redone on
         # what that writer stored.
         key = self._key("broadcasts")
-        with self._errors("update_broadcast"):
+        async with self._errors("update_broadcast"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 for _ in range(UPDATE_ATTEMPTS):
                     try:
@@ -275,7 +287,7 @@ class RedisLiveState:
 
     async def live_broadcast(self, channel: str) -> Broadcast | None:
         index = self._key("channel-broadcasts", channel)
-        with self._errors("live_broadcast"):
+        async with self._errors("live_broadcast"):
             ids = sorted(_text(i) for i in await self._redis.smembers(index))
             if not ids:
                 return None
@@ -289,7 +301,7 @@ class RedisLiveState:
         return max(live, key=lambda b: (b.started_at, b.id)) if live else None
 
     async def list_broadcasts(self) -> list[Broadcast]:
-        with self._errors("list_broadcasts"):
+        async with self._errors("list_broadcasts"):
             raws = await self._redis.hvals(self._key("broadcasts"))
         return sorted((self._load(Broadcast, raw, "broadcast") for raw in raws),
                       key=lambda b: (b.started_at, b.id))
@@ -297,7 +309,7 @@ class RedisLiveState:
     async def remove_broadcast(self, broadcast_id: str) -> None:
         windows_index = self._key("windows", broadcast_id)
         media_index = self._key("media-index", broadcast_id)
-        with self._errors("remove_broadcast"):
+        async with self._errors("remove_broadcast"):
             raw = await self._redis.hget(self._key("broadcasts"), broadcast_id)
             renditions = [_text(r) for r in await self._redis.smembers(windows_index)]
             media_keys = [_text(k) for k in await self._redis.zrange(media_index, 0, -1)]
@@ -313,11 +325,11 @@ class RedisLiveState:
                 await self._redis.delete(*media_keys[i:i + DELETE_BATCH])
 
     async def put_stats(self, broadcast_id: str, stats: dict[str, float | str]) -> None:
-        with self._errors("put_stats"):
+        async with self._errors("put_stats"):
             await self._redis.set(self._key("stats", broadcast_id), json.dumps(stats))
 
     async def get_stats(self, broadcast_id: str) -> dict[str, float | str]:
-        with self._errors("get_stats"):
+        async with self._errors("get_stats"):
             raw = await self._redis.get(self._key("stats", broadcast_id))
         if raw is None:
             return {}
@@ -332,7 +344,7 @@ class RedisLiveState:
     # --- nodes -----------------------------------------------------------------------
     async def heartbeat(self, node: Node, ttl_s: float) -> None:
         ttl_ms = _ttl_ms(ttl_s)
-        with self._errors("heartbeat"):
+        async with self._errors("heartbeat"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._key("node", node.id), self._dump(node), px=ttl_ms)
                 pipe.zadd(self._key("nodes"), {node.id: node.heartbeat_at.timestamp()})
@@ -340,7 +352,7 @@ class RedisLiveState:
 
     async def list_nodes(self) -> list[Node]:
         index = self._key("nodes")
-        with self._errors("list_nodes"):
+        async with self._errors("list_nodes"):
             ids = [_text(i) for i in await self._redis.zrange(index, 0, -1)]
             if not ids:
                 return []
@@ -354,14 +366,14 @@ class RedisLiveState:
 
     async def set_node_command(self, node_id: str, command: str | None) -> None:
         key = self._key("node-command", node_id)
-        with self._errors("set_node_command"):
+        async with self._errors("set_node_command"):
             if command is None:
                 await self._redis.delete(key)
             else:
                 await self._redis.set(key, command)
 
     async def get_node_command(self, node_id: str) -> str | None:
-        with self._errors("get_node_command"):
+        async with self._errors("get_node_command"):
             raw = await self._redis.get(self._key("node-command", node_id))
         return None if raw is None else _text(raw)
 
@@ -377,7 +389,7 @@ class RedisLiveState:
     async def put_media(self, key: str, data: bytes, ttl_s: float) -> None:
         ttl_ms = _ttl_ms(ttl_s)
         broadcast_id = self._broadcast_of(key)
-        with self._errors("put_media"):
+        async with self._errors("put_media"):
             if broadcast_id is None:
                 await self._redis.set(self._key("media", key), data, px=ttl_ms)
             else:
@@ -386,26 +398,26 @@ class RedisLiveState:
                     args=[data, ttl_ms])
 
     async def get_media(self, key: str) -> bytes | None:
-        with self._errors("get_media"):
+        async with self._errors("get_media"):
             raw = await self._redis.get(self._key("media", key))
         return None if raw is None else bytes(raw)
 
     async def put_window(self, broadcast_id: str, rendition: str,
                          window: RenditionWindow) -> None:
-        with self._errors("put_window"):
+        async with self._errors("put_window"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._key("window", broadcast_id, rendition), self._dump(window))
                 pipe.sadd(self._key("windows", broadcast_id), rendition)
                 await pipe.execute()
 
     async def get_window(self, broadcast_id: str, rendition: str) -> RenditionWindow | None:
-        with self._errors("get_window"):
+        async with self._errors("get_window"):
             raw = await self._redis.get(self._key("window", broadcast_id, rendition))
         return None if raw is None else self._load(RenditionWindow, raw, "window")
 
     async def append_segment_log(self, broadcast_id: str, rendition: str,
                                  segment: Segment) -> None:
-        with self._errors("append_segment_log"):
+        async with self._errors("append_segment_log"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(self._key("seglog", broadcast_id, rendition), self._dump(segment))
                 pipe.sadd(self._key("seglogs", broadcast_id), rendition)
@@ -415,14 +427,14 @@ class RedisLiveState:
                           start: int = 0) -> list[Segment]:
         if start < 0:
             raise ValueError(f"segment log start must be >= 0, got {start}")
-        with self._errors("segment_log"):
+        async with self._errors("segment_log"):
             raws = await self._redis.lrange(self._key("seglog", broadcast_id, rendition),
                                             start, -1)
         return [self._load(Segment, raw, "segment") for raw in raws]
 
     async def drop_segment_log(self, broadcast_id: str) -> None:
         index = self._key("seglogs", broadcast_id)
-        with self._errors("drop_segment_log"):
+        async with self._errors("drop_segment_log"):
             renditions = [_text(r) for r in await self._redis.smembers(index)]
             await self._redis.delete(
                 index, *(self._key("seglog", broadcast_id, r) for r in renditions))
@@ -430,7 +442,7 @@ class RedisLiveState:
     # --- events ----------------------------------------------------------------------
     async def publish(self, topic: str, event: dict[str, Any]) -> None:
         payload = json.dumps(event, separators=(",", ":"))
-        with self._errors("publish"):
+        async with self._errors("publish"):
             await self._redis.publish(self._prefix + topic, payload)
 
     async def subscribe(self, topic: str) -> QueueSubscription:
@@ -624,8 +636,9 @@ class RedisLiveState:
         if self._closed:
             return False
         try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
+            async with asyncio.timeout(self._operation_timeout_s):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError):  # TimeoutError is an OSError
             return False
 
     async def close(self) -> None:

@@ -3,8 +3,8 @@
 Two implementations honour this contract (``tests/castway/test_storage.py`` runs one
 suite against both): :class:`castway.storage.local.LocalStorage` and
 :class:`castway.storage.s3.S3Storage`. Writes are atomic: a reader sees the whole
-object or none of it. The interface is synchronous (boto3 is); async callers use
-``asyncio.to_thread``.
+object or none of it. The interface is synchronous (boto3 is); async callers run it on
+a :class:`castway.storage.pool.StoragePool` of their own, never the default executor.
 
 Key layout (docs/storage.md):
   broadcasts/{broadcast_id}/{rendition}/init.mp4             fMP4 init segment (EXT-X-MAP)

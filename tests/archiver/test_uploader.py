@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -236,4 +237,35 @@ async def test_a_full_local_disk_is_spooled_until_space_returns(
     assert await uploader.flush(10)
     for i in range(10):
         assert storage.get(f"broadcasts/b1/source/{i}.m4s") == segment_bytes(i, 8000)
+    await uploader.close()
+
+
+@pytest.mark.peer
+async def test_uploads_stuck_on_a_frozen_s3_leave_the_default_executor_alone(
+        s3_server_restartable: S3Server, tmp_path: Path) -> None:
+    """More uploads stuck on a frozen S3 than asyncio's default executor has threads:
+    work there (in ingest: packets to transcoders, catalog queries) still runs at once."""
+    client = s3_server_restartable.client()  # castway's timeouts: a put holds on ~20 s
+    storage = S3Storage(await asyncio.to_thread(create_bucket, client), "archive",
+                        client=client)
+    stuck = min(32, (os.cpu_count() or 1) + 4) + 2  # ThreadPoolExecutor's default, + 2
+    uploader = Uploader(storage, tmp_path / "spool", workers=stuck, base_backoff_s=0.05,
+                        max_backoff_s=0.3)
+    await uploader.start()
+    s3_server_restartable.freeze()
+    try:
+        for i in range(stuck):
+            await uploader.put(f"broadcasts/b1/source/{i}.m4s", segment_bytes(i))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(uploader._inflight) < stuck:  # every worker waits on S3
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: True), 2.0)
+    finally:
+        s3_server_restartable.thaw()
+    assert await uploader.flush(60)
+    for i in range(stuck):
+        assert await asyncio.to_thread(storage.get, f"broadcasts/b1/source/{i}.m4s") \
+            == segment_bytes(i)
     await uploader.close()

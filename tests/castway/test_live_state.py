@@ -687,6 +687,33 @@ async def test_redis_outage_is_a_live_state_error_not_a_hang(
         await live.close()
 
 
+async def test_a_frozen_redis_fails_each_operation_within_its_timeout(
+        restartable_redis: RedisServer) -> None:
+    """SIGSTOPped: connections are accepted and never answered. Every operation fails
+    within ``operation_timeout_s``, not after the socket timeout times the retries."""
+    live = RedisLiveState(restartable_redis.url, operation_timeout_s=1.0)
+    try:
+        await live.put_broadcast(broadcast("b1"))
+        restartable_redis.freeze()
+        try:
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: live.get_broadcast("b1"), lambda: live.live_broadcast("c"),
+                lambda: live.update_broadcast("b1", node_id="n2")]
+            for call in calls:
+                started = time.monotonic()
+                with pytest.raises(LiveStateError, match="no answer within"):
+                    await call()
+                assert time.monotonic() - started < 3.0
+            started = time.monotonic()
+            assert await live.ping() is False
+            assert time.monotonic() - started < 3.0
+        finally:
+            restartable_redis.thaw()
+        assert await live.get_broadcast("b1") == broadcast("b1")  # and back after it
+    finally:
+        await live.close()
+
+
 async def test_redis_keys_live_under_the_prefix(redis_url: str) -> None:
     live = RedisLiveState(redis_url, prefix="tenant-a:")
     other = RedisLiveState(redis_url, prefix="tenant-b:")

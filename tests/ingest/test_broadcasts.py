@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,33 @@ async def test_publish_goes_live_everywhere_and_feeds_the_pipeline(
     for packet in (VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)):
         await session.on_packet(packet)
     assert media.packets == [VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)]
+
+
+async def test_publishes_and_packets_go_on_while_the_default_executor_is_full(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    """Every thread of asyncio's default executor held, as blocking storage calls
+    elsewhere in the process hold them while S3 is frozen (the embedded archiver's):
+    a publish still goes live, its packets (metadata and codec changes included, which
+    write the catalog) still reach the pipeline, and it still ends."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    held = [loop.run_in_executor(None, release.wait)
+            for _ in range(min(32, (os.cpu_count() or 1) + 4))]  # the default's size
+    try:
+        manager = make_manager(catalog, live, pipeline, grace_s=0.0)
+        session = await asyncio.wait_for(manager.on_publish(request()), 5)
+        assert not isinstance(session, Rejection), session
+        await asyncio.wait_for(session.on_metadata({"width": 1280.0, "height": 720.0}), 5)
+        for packet in (VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)):
+            await asyncio.wait_for(session.on_packet(packet), 5)
+        [media] = pipeline.started
+        assert media.packets == [VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)]
+        await asyncio.wait_for(session.on_close("publisher left"), 5)
+        stored = catalog.get_broadcast(media.broadcast.id)
+        assert stored is not None and stored.state is BroadcastState.ENDED
+    finally:
+        release.set()
+        await asyncio.gather(*held)
 
 
 async def test_second_publisher_is_refused_and_the_first_continues(

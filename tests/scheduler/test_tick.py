@@ -151,10 +151,17 @@ class RoutingLog(LocalBackend):
         self.routable[node.id] = routable
 
 
+@pytest.fixture
+def routing(settings: Settings) -> Iterator[RoutingLog]:
+    b = RoutingLog(settings)
+    yield b
+    b.stop_all()  # the nodes a tick started (sleepers) end with the test
+
+
 async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
-        settings: Settings) -> None:
+        settings: Settings, routing: RoutingLog) -> None:
     live = MemoryLiveState()
-    backend = RoutingLog(settings)
+    backend = routing
     now = utcnow()
     started = now - timedelta(minutes=30)
     # a holds 4 broadcasts, b and c one each: a's free slots hold the headroom (2) and
@@ -180,7 +187,7 @@ async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
 
 
 async def test_the_headroom_is_sized_on_the_publish_rate_read_from_the_live_state(
-        settings: Settings) -> None:
+        settings: Settings, routing: RoutingLog) -> None:
     live = MemoryLiveState()
     now = utcnow()
     await live.heartbeat(Node(id="a", image_version="v1", address="", capacity=8,
@@ -192,7 +199,7 @@ async def test_the_headroom_is_sized_on_the_publish_rate_read_from_the_live_stat
             id=f"b{k}", channel=f"c{k}", node_id="a",
             state=BroadcastState.ENDED if k == 0 else BroadcastState.LIVE,
             started_at=now - timedelta(minutes=minutes)))
-    result = await Scheduler(settings, live, RoutingLog(settings), clock=lambda: now).tick()
+    result = await Scheduler(settings, live, routing, clock=lambda: now).tick()
     summary = result.summary()
     assert summary["publish_rate_per_min"] == 0.6
     # 0.6 a minute over a tick and a start (3 min): Poisson(1.8) -> 7 free slots wanted

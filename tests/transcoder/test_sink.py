@@ -3,16 +3,21 @@ segments after a crash, MPEG-TS without parts, renditions on the live Broadcast.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from castway.live.base import LiveState, LiveStateError
 from castway.live.memory import MemoryLiveState
+from castway.live.redis import RedisLiveState
 from castway.model import Broadcast
 from castway.settings import SegmentFormat, Settings
-from transcoder.packager import InitOut, PartOut, SegmentOut
+from tests.fixtures.redis_server import RedisServer
+from transcoder.packager import InitOut, Output, PartOut, SegmentOut
 from transcoder.pipeline import RenditionInfo
 from transcoder.sink import BroadcastSink
 
@@ -40,7 +45,7 @@ class Stored:
             on_durable()
 
 
-def _sink(live: MemoryLiveState, tmp_path: Path, stored: Stored,
+def _sink(live: LiveState, tmp_path: Path, stored: Stored,
           fmt: SegmentFormat = SegmentFormat.FMP4) -> BroadcastSink:
     settings = Settings(data_dir=tmp_path, segment_format=fmt, live_window_segments=3)
     return BroadcastSink("b", settings, live, stored.put, now=lambda: T0)
@@ -168,3 +173,24 @@ async def test_a_broadcast_handed_over_goes_on_in_the_next_nodes_sink(
     assert stored.keys.count("broadcasts/b/source/init.mp4") == 1
     window = await live.get_window("b", "source")
     assert window is not None and window.ended and window.segments[-1].msn == 3
+
+
+async def test_media_reaches_storage_while_the_live_state_is_down(
+        restartable_redis: RedisServer, tmp_path: Path) -> None:
+    """Redis down (restarting, failing over): the live window cannot be written, but
+    the archive copy of every init and segment still goes out (the VOD is made from
+    storage); the live writes fail as errors the supervisor logs."""
+    live = RedisLiveState(restartable_redis.url, operation_timeout_s=1.0)
+    stored = Stored()
+    sink = _sink(live, tmp_path, stored)
+    try:
+        await asyncio.to_thread(restartable_redis.stop)
+        outputs: list[Output] = [InitOut("source", b"init"),
+                   *(PartOut("source", i, 0.5, i == 0, b"p%d" % i) for i in range(4)),
+                   SegmentOut("source", 2.0, 0.0, b"p0p1p2p3", 4)]
+        for out in outputs:
+            with contextlib.suppress(LiveStateError):
+                await sink.on_output(out)
+        assert stored.keys == ["broadcasts/b/source/init.mp4", "broadcasts/b/source/0.m4s"]
+    finally:
+        await live.close()

@@ -229,3 +229,62 @@ async def test_a_handover_continues_the_playlists_in_a_new_transcoder(
         window = await live.get_window("b5", rendition)
         assert window is not None and window.ended
         assert validate_playlist(render_media_playlist(window, uri_for_key=lambda k: k)) == []
+
+
+def _gone(pid: int) -> bool:
+    """No process (not even a zombie) with this pid: it exited and was reaped."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def test_a_hung_transcoder_is_killed_reaped_and_replaced(
+        tmp_path: Path, src_360p: Path) -> None:
+    """A child that stops answering (SIGSTOP: alive, holding its memory, reading
+    nothing) is detected by its missing heartbeat, killed and reaped before a new one
+    takes over; the playlists go on after a discontinuity."""
+    ladder = tmp_path / "ladder.json"
+    ladder.write_text(LADDER)
+    settings = Settings(data_dir=tmp_path / "data", ladder=str(ladder), x264_preset="ultrafast")
+    live = MemoryLiveState()
+    storage = LocalStorage(tmp_path / "storage")
+    uploader = Uploader(storage, tmp_path / "spool", CollectorRegistry())
+    supervisor = TranscoderSupervisor(settings, live, storage, CollectorRegistry(),
+                                      uploader=uploader, hang_timeout_s=3.0)
+    packets = _packets(src_360p)
+    configs = [p for p in packets if p.is_config]
+    try:
+        media = await supervisor.start(await _broadcast(live, "b6"))
+        async with await live.subscribe(media_topic("b6")) as events:
+            for packet in packets:
+                await media.feed(packet)
+            while (await asyncio.wait_for(events.get(), 60))["part"] is not None:
+                pass  # until a complete segment is out
+        old = media.pid
+        assert old is not None
+        os.kill(old, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not (media.restarts >= 1 and _gone(old)):
+                assert loop.time() < deadline, "the hung child is still there"
+                await asyncio.sleep(0.1)
+        finally:
+            if not _gone(old):
+                os.kill(old, signal.SIGKILL)
+        new = media.pid
+        assert new is not None and new != old and not _gone(new)
+        shift = packets[-1].dts_ms + 1000
+        for packet in configs + packets[2:]:
+            if not packet.is_config:
+                packet = MediaPacket(packet.kind, packet.codec, packet.is_keyframe, False,
+                                     packet.dts_ms + shift, packet.pts_ms + shift,
+                                     packet.payload)
+            await media.feed(packet)
+        await media.finish()
+        assert _gone(new)
+        log = await _check_log(live, storage, "b6", "source", supervisor)
+        assert any(s.discontinuity for s in log[1:])
+        assert sum(s.duration_s for s in log) > 4.0  # both halves are there
+    finally:
+        await supervisor.close()
+        await uploader.close()
+        await live.close()
