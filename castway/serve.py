@@ -26,6 +26,7 @@ from castway.bootstrap import (
 from castway.health_http import Check, HealthApp, HealthServer
 from castway.logs import configure_logging
 from castway.model import Node, NodeState
+from castway.net import ConnectionBudget, HttpLimits, raise_fd_limit
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
 
@@ -54,10 +55,24 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 class HttpServer:
     """uvicorn serving one app on a socket we bound, without its signal handling
-    (the owning process handles SIGINT/SIGTERM for every component at once)."""
+    (the owning process handles SIGINT/SIGTERM for every component at once).
 
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    Bounded (:mod:`castway.http_guard`): a deadline and a size cap for request headers,
+    a keep-alive idle timeout, and a cap on open connections below the descriptor limit.
+    Connections are accepted by :class:`castway.net.Listener` rather than asyncio's
+    ``create_server``, whose accept loop spins and logs once per failure on EMFILE."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket,
+                 limits: HttpLimits | None = None) -> None:
         import uvicorn
+
+        from castway.http_guard import UNAVAILABLE, HttpGuard, protocol_class
+        from castway.net import Listener, refuse_with
+
+        self.limits = limits or HttpLimits(
+            max_connections=ConnectionBudget.from_limit().http)
+        self.guard = HttpGuard(self.limits)
+        guard = self.guard
 
         class _Server(uvicorn.Server):
             def install_signal_handlers(self) -> None:  # uvicorn < 0.29
@@ -67,8 +82,31 @@ class HttpServer:
             def capture_signals(self) -> Iterator[None]:  # uvicorn >= 0.29
                 yield
 
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                # uvicorn's own startup, with our accept loop in place of create_server.
+                await self.lifespan.startup()
+                if self.lifespan.should_exit:
+                    raise RuntimeError("the app's lifespan startup failed")
+                config, state = self.config, self.server_state
+                loop = asyncio.get_running_loop()
+
+                def admit(_peer: object) -> bool:
+                    return guard.make_room(len(state.connections))
+
+                async def handle(conn: socket.socket, _peer: object) -> None:
+                    protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                        config=config, server_state=state, app_state=self.lifespan.state)
+                    await loop.connect_accepted_socket(lambda: protocol, conn)
+
+                self.servers = [Listener(sock, "http", handle, admit=admit,  # type: ignore[misc]
+                                         refuse=refuse_with(UNAVAILABLE)).start()
+                                for sock in sockets or []]
+                self.started = True
+
         config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, http=protocol_class(guard),
+                                timeout_keep_alive=self.limits.keepalive_timeout_s,  # type: ignore[arg-type]
+                                )
         self._server: uvicorn.Server = _Server(config)
         self._sock = sock
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +114,11 @@ class HttpServer:
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        """Open HTTP (and upgraded WebSocket) connections."""
+        return len(self._server.server_state.connections)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]),
@@ -337,7 +380,8 @@ class EmbeddedPlatform:
 
         app = create_app(settings, catalog=services.catalog, live=services.live,
                          storage=services.storage, registry=services.registry)
-        self.http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+        self.http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                               HttpLimits.from_settings(settings))
         await self.http.start()
         self._stack.push_async_callback(self.http.stop)
 
@@ -464,8 +508,16 @@ def _run(main: Any) -> int:
     return 0
 
 
-def run_embedded(settings: Settings) -> int:
+def start_process(settings: Settings) -> None:
+    """What every castway process does first: logging, and the descriptor limit raised
+    so the connection budget (a share of it) is as large as the system allows."""
     configure_logging(settings.log_level, settings.log_json)
+    fds = raise_fd_limit()
+    logger.debug("file-descriptor limit", extra={"nofile": fds})
+
+
+def run_embedded(settings: Settings) -> int:
+    start_process(settings)
 
     async def main() -> None:
         async with EmbeddedPlatform(settings) as platform:
@@ -497,7 +549,7 @@ def run_ingest(settings: Settings) -> int:
     ``settings.stop_timeout_s`` for its broadcasts to end, cuts what is left and exits 0.
     A second SIGTERM/SIGINT stops at once. (``castway serve`` is interactive: Ctrl-C
     stops it promptly, without this wait.)"""
-    configure_logging(settings.log_level, settings.log_json)
+    start_process(settings)
 
     async def main() -> None:
         from origin.health import create_health_app
@@ -505,7 +557,8 @@ def run_ingest(settings: Settings) -> int:
         async with _ingest_process(settings) as node:
             app = create_health_app(node.services.catalog, node.services.live,
                                     node.services.storage, node.services.registry)
-            http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+            http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                              HttpLimits.from_settings(settings))
             await http.start()
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
                                                  "http_port": http.port})
@@ -524,7 +577,7 @@ def run_ingest(settings: Settings) -> int:
 
 def run_origin(settings: Settings) -> int:
     """``castway origin``: a stateless HLS origin + control API replica."""
-    configure_logging(settings.log_level, settings.log_json)
+    start_process(settings)
 
     async def main() -> None:
         from origin.app import create_app
@@ -533,7 +586,8 @@ def run_origin(settings: Settings) -> int:
         try:
             app = create_app(settings, catalog=services.catalog, live=services.live,
                              storage=services.storage, registry=services.registry)
-            http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+            http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                              HttpLimits.from_settings(settings))
             await http.start()
             logger.info("origin up", extra={"http_port": http.port})
             try:
@@ -553,7 +607,7 @@ def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False
     deployment should. ``scheduler`` adds the fleet scheduler's tick to that schedule
     (distributed mode without the Lambda or ``castway scheduler run``). /healthz, /readyz
     (broker, catalog, storage) and /metrics (task outcomes) listen on the HTTP port."""
-    configure_logging(settings.log_level, settings.log_json)
+    start_process(settings)
     from archiver.celery_app import broker_url, make_celery
 
     app = make_celery(settings)
