@@ -56,6 +56,17 @@ RTMP_CONNECTION_SHARE = 0.125
 MAX_HEADER_BYTES = 64 * 1024
 
 
+def bind_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket (port 0: any free port), so callers learn the real port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (as nginx's
     ``worker_rlimit_nofile`` does) and return the soft limit now in force."""

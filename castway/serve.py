@@ -26,7 +26,7 @@ from castway.bootstrap import (
 from castway.health_http import Check, HealthApp, HealthServer
 from castway.logs import configure_logging
 from castway.model import Node, NodeState
-from castway.net import ConnectionBudget, HttpLimits, raise_fd_limit
+from castway.net import ConnectionBudget, HttpLimits, bind_socket, raise_fd_limit
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
 
@@ -40,17 +40,6 @@ if TYPE_CHECKING:
     from castway.storage.base import Storage
 
 logger = logging.getLogger(__name__)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0: any free port), so callers learn the real port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 class HttpServer:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from castway.net import HttpLimits
-from castway.serve import HttpServer, bind_socket
+from castway.net import HttpLimits, bind_socket
+from castway.serve import HttpServer
 
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
 
