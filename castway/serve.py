@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from castway.catalog.base import Catalog
     from castway.live.base import LiveState
+    from castway.runtime_metrics import RuntimeCollector
     from castway.storage.base import Storage
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ class HttpServer:
             await self._task
 
 
+def http_connections(http: HttpServer) -> Callable[[], int]:
+    return lambda: http.connections
+
+
 @dataclass
 class Services:
     """The shared back ends of one process, opened from settings and closed together."""
@@ -133,6 +138,16 @@ class Services:
     live: LiveState
     storage: Storage
     registry: CollectorRegistry
+    _runtime: RuntimeCollector | None = None
+
+    def runtime_metrics(self) -> RuntimeCollector:
+        """The process's connection/task/fd/memory metrics (registered on first use,
+        from within the event loop)."""
+        if self._runtime is None:
+            from castway.runtime_metrics import install_runtime_metrics
+
+            self._runtime = install_runtime_metrics(self.registry)
+        return self._runtime
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -211,6 +226,9 @@ class IngestNode:
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
         await self.server.start()
+        runtime = s.runtime_metrics()
+        runtime.watch("rtmp", lambda: int(self.server.connections))
+        runtime.watch("rtmp_preauth", lambda: int(self.server.preauth_connections))
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
         self._stack.push_async_callback(self._stop_server)
@@ -372,6 +390,7 @@ class EmbeddedPlatform:
         self.http = HttpServer(app, bind_socket(settings.host, settings.http_port),
                                HttpLimits.from_settings(settings))
         await self.http.start()
+        services.runtime_metrics().watch("http", http_connections(self.http))
         self._stack.push_async_callback(self.http.stop)
 
     async def _start_scheduler(self, services: Services) -> None:
@@ -529,6 +548,22 @@ async def _ingest_process(settings: Settings) -> AsyncIterator[IngestNode]:
         await services.close()
 
 
+async def start_health_listener(node: IngestNode) -> HttpServer:
+    """An ingest node's HTTP port: /healthz, /readyz and /metrics (the node's registry,
+    with its RTMP and HTTP connections, tasks, descriptors and memory)."""
+    from origin.health import create_health_app
+
+    services = node.services
+    settings = services.settings
+    app = create_health_app(services.catalog, services.live, services.storage,
+                            services.registry)
+    http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                      HttpLimits.from_settings(settings))
+    await http.start()
+    services.runtime_metrics().watch("http", http_connections(http))
+    return http
+
+
 def run_ingest(settings: Settings) -> int:
     """``castway ingest``: an RTMP ingest node of the distributed mode, with /healthz,
     /readyz and /metrics on the HTTP port.
@@ -541,14 +576,8 @@ def run_ingest(settings: Settings) -> int:
     start_process(settings)
 
     async def main() -> None:
-        from origin.health import create_health_app
-
         async with _ingest_process(settings) as node:
-            app = create_health_app(node.services.catalog, node.services.live,
-                                    node.services.storage, node.services.registry)
-            http = HttpServer(app, bind_socket(settings.host, settings.http_port),
-                              HttpLimits.from_settings(settings))
-            await http.start()
+            http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
                                                  "http_port": http.port})
             try:
@@ -578,6 +607,7 @@ def run_origin(settings: Settings) -> int:
             http = HttpServer(app, bind_socket(settings.host, settings.http_port),
                               HttpLimits.from_settings(settings))
             await http.start()
+            services.runtime_metrics().watch("http", http_connections(http))
             logger.info("origin up", extra={"http_port": http.port})
             try:
                 await wait_for_stop_signal()
@@ -636,7 +666,9 @@ def worker_checks(services: Services, broker: str) -> dict[str, Check]:
 def worker_metrics(registry: CollectorRegistry) -> CollectorRegistry:
     """``castway_worker_tasks_total{task,outcome}`` from Celery's task signals."""
     from celery.signals import task_failure, task_retry, task_success
-    from prometheus_client import Counter
+    from prometheus_client import Counter, ProcessCollector
+
+    ProcessCollector(registry=registry)  # descriptors and memory, as the other processes
 
     tasks = Counter("castway_worker_tasks", "Archiver tasks run by this worker",
                     ["task", "outcome"], registry=registry)

@@ -203,3 +203,37 @@ def test_unauthenticated_rtmp_connections_are_capped_in_number_and_memory(
             except (ConnectionError, OSError):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)  # polling a process from outside
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_metrics_show_connections_fds_tasks_and_memory(tmp_path: Path) -> None:
+    with _serve(tmp_path) as (served, _logs):
+        slow = [socket.create_connection(("127.0.0.1", served.http_port), timeout=5)
+                for _ in range(40)]
+        rtmp = [socket.create_connection(("127.0.0.1", served.rtmp_port), timeout=5)
+                for _ in range(3)]
+        try:
+            for sock in slow:
+                sock.sendall(SLOW_HEAD)
+            for sock in rtmp:
+                sock.sendall(ClientEncoder.handshake_c0c1())
+                sock.settimeout(10)
+                assert sock.recv(1)
+            text = httpx.get(f"{served.base}/metrics", timeout=10).text
+        finally:
+            for sock in slow + rtmp:
+                sock.close()
+        assert _metric(text, 'castway_open_connections{kind="http"}') >= 40
+        assert _metric(text, 'castway_open_connections{kind="rtmp"}') == 3
+        assert _metric(text, 'castway_open_connections{kind="rtmp_preauth"}') == 3
+        assert _metric(text, "process_open_fds") >= 43
+        assert _metric(text, "process_max_fds") > 0
+        assert _metric(text, "castway_asyncio_tasks") > 3
+        rss = _metric(text, "process_resident_memory_bytes")
+        assert abs(rss - _rss(served.proc.pid)) < 0.5 * rss
