@@ -226,7 +226,13 @@ class Listener:
                     continue
                 if exc.errno in TRANSIENT_ERRNOS:
                     continue
-                raise
+                if self._sock.fileno() == -1:
+                    return  # closed under us: the listener is stopping
+                # Anything else: say so (rate-limited) and retry later rather than let
+                # the accept task die silently and the port go deaf.
+                self.accept_errors.note(repr(exc))
+                await asyncio.sleep(ACCEPT_BACKOFF_MAX_S)
+                continue
             if failing:
                 failing = False
                 delay = ACCEPT_BACKOFF_MIN_S
