@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -20,8 +21,15 @@ logger = logging.getLogger(__name__)
 Check = Callable[[], bool]
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
+#: A client must send its request (each read) within this, else it is dropped.
+HEALTH_REQUEST_TIMEOUT_S = 5.0
+#: Requests served at once; more are closed at accept (probes need one or two).
+HEALTH_MAX_CONCURRENT = 16
+
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = HEALTH_REQUEST_TIMEOUT_S  # StreamRequestHandler sets it on the socket
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
         return None  # health probes every few seconds would flood the logs
 
@@ -68,11 +76,38 @@ class HealthApp:
         return [body]
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per request, at most :data:`HEALTH_MAX_CONCURRENT`: wsgiref's server
+    serves one connection at a time, so one client that connected and sent nothing
+    blocked every probe for good (and the orchestrator then killed a healthy worker)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(HEALTH_MAX_CONCURRENT)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class HealthServer:
     """Serves a :class:`HealthApp` on host:port (0: any free port) until ``close()``."""
 
     def __init__(self, app: HealthApp, host: str, port: int) -> None:
-        self._server: WSGIServer = make_server(host, port, app, handler_class=_QuietHandler)
+        self._server: WSGIServer = make_server(host, port, app,
+                                               server_class=_ThreadingServer,
+                                               handler_class=_QuietHandler)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="health-http", daemon=True)
 

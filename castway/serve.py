@@ -27,6 +27,7 @@ from castway.catalog.recorder import SegmentRecorder
 from castway.health_http import Check, HealthApp, HealthServer
 from castway.logs import configure_logging
 from castway.model import Node, NodeState
+from castway.net import ConnectionBudget, HttpLimits, bind_socket, raise_fd_limit
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
 
@@ -37,28 +38,32 @@ if TYPE_CHECKING:
 
     from castway.catalog.base import Catalog
     from castway.live.base import LiveState
+    from castway.runtime_metrics import RuntimeCollector
     from castway.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (port 0: any free port), so callers learn the real port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
 class HttpServer:
     """uvicorn serving one app on a socket we bound, without its signal handling
-    (the owning process handles SIGINT/SIGTERM for every component at once)."""
+    (the owning process handles SIGINT/SIGTERM for every component at once).
 
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    Bounded (:mod:`castway.http_guard`): a deadline and a size cap for request headers,
+    a keep-alive idle timeout, and a cap on open connections below the descriptor limit.
+    Connections are accepted by :class:`castway.net.Listener` rather than asyncio's
+    ``create_server``, whose accept loop spins and logs once per failure on EMFILE."""
+
+    def __init__(self, app: FastAPI, sock: socket.socket,
+                 limits: HttpLimits | None = None) -> None:
         import uvicorn
+
+        from castway.http_guard import UNAVAILABLE, HttpGuard, protocol_class
+        from castway.net import Listener, refuse_with
+
+        self.limits = limits or HttpLimits(
+            max_connections=ConnectionBudget.from_limit().http)
+        self.guard = HttpGuard(self.limits)
+        guard = self.guard
 
         class _Server(uvicorn.Server):
             def install_signal_handlers(self) -> None:  # uvicorn < 0.29
@@ -68,8 +73,31 @@ class HttpServer:
             def capture_signals(self) -> Iterator[None]:  # uvicorn >= 0.29
                 yield
 
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                # uvicorn's own startup, with our accept loop in place of create_server.
+                await self.lifespan.startup()
+                if self.lifespan.should_exit:
+                    raise RuntimeError("the app's lifespan startup failed")
+                config, state = self.config, self.server_state
+                loop = asyncio.get_running_loop()
+
+                def admit(_peer: object) -> bool:
+                    return guard.make_room(len(state.connections))
+
+                async def handle(conn: socket.socket, _peer: object) -> None:
+                    protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                        config=config, server_state=state, app_state=self.lifespan.state)
+                    await loop.connect_accepted_socket(lambda: protocol, conn)
+
+                self.servers = [Listener(sock, "http", handle, admit=admit,  # type: ignore[misc]
+                                         refuse=refuse_with(UNAVAILABLE)).start()
+                                for sock in sockets or []]
+                self.started = True
+
         config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, http=protocol_class(guard),
+                                timeout_keep_alive=self.limits.keepalive_timeout_s,  # type: ignore[arg-type]
+                                )
         self._server: uvicorn.Server = _Server(config)
         self._sock = sock
         self._task: asyncio.Task[None] | None = None
@@ -77,6 +105,11 @@ class HttpServer:
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
+
+    @property
+    def connections(self) -> int:
+        """Open HTTP (and upgraded WebSocket) connections."""
+        return len(self._server.server_state.connections)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]),
@@ -93,6 +126,10 @@ class HttpServer:
             await self._task
 
 
+def http_connections(http: HttpServer) -> Callable[[], int]:
+    return lambda: http.connections
+
+
 @dataclass
 class Services:
     """The shared back ends of one process, opened from settings and closed together."""
@@ -102,6 +139,16 @@ class Services:
     live: LiveState
     storage: Storage
     registry: CollectorRegistry
+    _runtime: RuntimeCollector | None = None
+
+    def runtime_metrics(self) -> RuntimeCollector:
+        """The process's connection/task/fd/memory metrics (registered on first use,
+        from within the event loop)."""
+        if self._runtime is None:
+            from castway.runtime_metrics import install_runtime_metrics
+
+            self._runtime = install_runtime_metrics(self.registry)
+        return self._runtime
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -193,6 +240,9 @@ class IngestNode:
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
         await self.server.start()
+        runtime = s.runtime_metrics()
+        runtime.watch("rtmp", lambda: int(self.server.connections))
+        runtime.watch("rtmp_preauth", lambda: int(self.server.preauth_connections))
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
         self._stack.push_async_callback(self._stop_server)
@@ -352,8 +402,10 @@ class EmbeddedPlatform:
 
         app = create_app(settings, catalog=services.catalog, live=services.live,
                          storage=services.storage, registry=services.registry)
-        self.http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+        self.http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                               HttpLimits.from_settings(settings))
         await self.http.start()
+        services.runtime_metrics().watch("http", http_connections(self.http))
         self._stack.push_async_callback(self.http.stop)
 
     async def _start_scheduler(self, services: Services) -> None:
@@ -479,8 +531,16 @@ def _run(main: Any) -> int:
     return 0
 
 
-def run_embedded(settings: Settings) -> int:
+def start_process(settings: Settings) -> None:
+    """What every castway process does first: logging, and the descriptor limit raised
+    so the connection budget (a share of it) is as large as the system allows."""
     configure_logging(settings.log_level, settings.log_json)
+    fds = raise_fd_limit()
+    logger.debug("file-descriptor limit", extra={"nofile": fds})
+
+
+def run_embedded(settings: Settings) -> int:
+    start_process(settings)
 
     async def main() -> None:
         async with EmbeddedPlatform(settings) as platform:
@@ -503,6 +563,22 @@ async def _ingest_process(settings: Settings) -> AsyncIterator[IngestNode]:
         await services.close()
 
 
+async def start_health_listener(node: IngestNode) -> HttpServer:
+    """An ingest node's HTTP port: /healthz, /readyz and /metrics (the node's registry,
+    with its RTMP and HTTP connections, tasks, descriptors and memory)."""
+    from origin.health import create_health_app
+
+    services = node.services
+    settings = services.settings
+    app = create_health_app(services.catalog, services.live, services.storage,
+                            services.registry)
+    http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                      HttpLimits.from_settings(settings))
+    await http.start()
+    services.runtime_metrics().watch("http", http_connections(http))
+    return http
+
+
 def run_ingest(settings: Settings) -> int:
     """``castway ingest``: an RTMP ingest node of the distributed mode, with /healthz,
     /readyz and /metrics on the HTTP port.
@@ -512,16 +588,11 @@ def run_ingest(settings: Settings) -> int:
     ``settings.stop_timeout_s`` for its broadcasts to end, cuts what is left and exits 0.
     A second SIGTERM/SIGINT stops at once. (``castway serve`` is interactive: Ctrl-C
     stops it promptly, without this wait.)"""
-    configure_logging(settings.log_level, settings.log_json)
+    start_process(settings)
 
     async def main() -> None:
-        from origin.health import create_health_app
-
         async with _ingest_process(settings) as node:
-            app = create_health_app(node.services.catalog, node.services.live,
-                                    node.services.storage, node.services.registry)
-            http = HttpServer(app, bind_socket(settings.host, settings.http_port))
-            await http.start()
+            http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
                                                  "http_port": http.port})
             try:
@@ -539,7 +610,7 @@ def run_ingest(settings: Settings) -> int:
 
 def run_origin(settings: Settings) -> int:
     """``castway origin``: a stateless HLS origin + control API replica."""
-    configure_logging(settings.log_level, settings.log_json)
+    start_process(settings)
 
     async def main() -> None:
         from origin.app import create_app
@@ -548,8 +619,10 @@ def run_origin(settings: Settings) -> int:
         try:
             app = create_app(settings, catalog=services.catalog, live=services.live,
                              storage=services.storage, registry=services.registry)
-            http = HttpServer(app, bind_socket(settings.host, settings.http_port))
+            http = HttpServer(app, bind_socket(settings.host, settings.http_port),
+                              HttpLimits.from_settings(settings))
             await http.start()
+            services.runtime_metrics().watch("http", http_connections(http))
             logger.info("origin up", extra={"http_port": http.port})
             try:
                 await wait_for_stop_signal()
@@ -568,7 +641,7 @@ def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False
     deployment should. ``scheduler`` adds the fleet scheduler's tick to that schedule
     (distributed mode without the Lambda or ``castway scheduler run``). /healthz, /readyz
     (broker, catalog, storage) and /metrics (task outcomes) listen on the HTTP port."""
-    configure_logging(settings.log_level, settings.log_json)
+    start_process(settings)
     from archiver.celery_app import broker_url, make_celery
 
     app = make_celery(settings)
@@ -608,7 +681,9 @@ def worker_checks(services: Services, broker: str) -> dict[str, Check]:
 def worker_metrics(registry: CollectorRegistry) -> CollectorRegistry:
     """``castway_worker_tasks_total{task,outcome}`` from Celery's task signals."""
     from celery.signals import task_failure, task_retry, task_success
-    from prometheus_client import Counter
+    from prometheus_client import Counter, ProcessCollector
+
+    ProcessCollector(registry=registry)  # descriptors and memory, as the other processes
 
     tasks = Counter("castway_worker_tasks", "Archiver tasks run by this worker",
                     ["task", "outcome"], registry=registry)

@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     public_rtmp_url: str | None = Field(None, description="Public RTMP URL printed for OBS; "
                                         "default rtmp://HOST:RTMP_PORT/live.")
     rtmp_app: str = Field("live", description="RTMP application name publishers use.")
+    max_connections: int | None = Field(None, description="Client connections (HTTP and "
+                                        "RTMP together) this process holds at most; 1/8 "
+                                        "of them for RTMP. Default: half the "
+                                        "file-descriptor limit (raised to the hard limit "
+                                        "at start).")
+    http_header_timeout_s: float = Field(10.0, description="An HTTP connection must send "
+                                         "a complete request head within this (else 408 "
+                                         "and closed).")
+    http_keepalive_timeout_s: float = Field(5.0, description="Close an idle keep-alive "
+                                            "HTTP connection after this.")
 
     # --- security --------------------------------------------------------------------
     admin_token: str | None = Field(None, description="Bearer token of the control API; "
@@ -76,6 +86,11 @@ class Settings(BaseSettings):
                                   "for this long.")
     max_connections_per_ip: int = Field(16, description="Concurrent RTMP connections "
                                         "allowed from one address.")
+    rtmp_auth_timeout_s: float = Field(10.0, description="An RTMP connection must have "
+                                       "its publish accepted within this of connecting.")
+    rtmp_max_preauth_connections: int = Field(64, description="RTMP connections not yet "
+                                              "publishing (handshake, connect, key check) "
+                                              "held at once; more are closed at accept.")
 
     # --- transcoding -----------------------------------------------------------------
     transcode: bool = Field(True, description="Run a transcoder per broadcast (off: "
@@ -131,6 +146,9 @@ class Settings(BaseSettings):
     chat_max_connects_per_s: float = Field(200.0, description="Chat WebSocket connections "
                                            "set up per second per process (reconnect "
                                            "storms wait or are told to retry).")
+    chat_max_connections_per_ip: int = Field(32, description="Chat WebSockets open at "
+                                             "once from one client address; more are "
+                                             "closed with code 1008.")
     chat_send_queue: int = Field(256, description="Frames queued per chat connection; a "
                                  "client that falls further behind is disconnected.")
 

@@ -10,6 +10,7 @@ reconnect storm waits its turn or is told to retry (close code 1013).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -110,6 +111,7 @@ class ChatHub:
         self._admission = TokenBucket(settings.chat_max_connects_per_s,
                                       max(1.0, settings.chat_max_connects_per_s), clock)
         self._rooms: dict[str, set[Session]] = {}
+        self._per_address: collections.Counter[str] = collections.Counter()
         # Per-channel join/leave locks, gone once nobody holds or awaits them: a
         # client naming endless channels must not grow this.
         self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -141,6 +143,21 @@ class ChatHub:
             lock = asyncio.Lock()
             self._room_locks[channel] = lock
         return lock
+
+    def claim_address(self, address: str) -> bool:
+        """Count a socket from ``address``; False (nothing counted) when the address
+        already holds ``chat_max_connections_per_ip``. Each True needs a
+        :meth:`release_address`."""
+        if self._per_address[address] >= self.settings.chat_max_connections_per_ip:
+            self.metrics.connects.labels("too_many").inc()
+            return False
+        self._per_address[address] += 1
+        return True
+
+    def release_address(self, address: str) -> None:
+        self._per_address[address] -= 1
+        if self._per_address[address] <= 0:
+            del self._per_address[address]
 
     async def admit(self) -> None:
         """Wait for a connection-setup slot; :class:`Busy` when the wait would be too long."""

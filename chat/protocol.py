@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     BANNED = "banned"
     UNAVAILABLE = "unavailable"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
 
 
 class CloseCode(IntEnum):
@@ -47,7 +48,8 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
-    POLICY = 1008  # bad channel or nickname: do not retry as is
+    POLICY = 1008  # bad channel or nickname, too many sockets from one address: do not
+    # retry as is
     TRY_AGAIN_LATER = 1013  # connection setup rate exceeded: back off and retry
     SLOW_CONSUMER = 4001  # fell more than CHAT_SEND_QUEUE frames behind
 

@@ -163,6 +163,20 @@ async def _serve(hub: ChatHub, websocket: WebSocket, channel: str, nick: str,
         return
     if token is not None and not TOKEN_RE.fullmatch(token):
         token = None  # a malformed token gets a fresh identity, not an error
+    address = websocket.client.host if websocket.client else "?"
+    if not hub.claim_address(address):
+        await _refuse(websocket, CloseCode.POLICY, ErrorCode.TOO_MANY_CONNECTIONS,
+                      f"too many chat connections from your address (at most "
+                      f"{hub.settings.chat_max_connections_per_ip})")
+        return
+    try:
+        await _serve_admitted(hub, websocket, channel, nick, token)
+    finally:
+        hub.release_address(address)
+
+
+async def _serve_admitted(hub: ChatHub, websocket: WebSocket, channel: str, nick: str,
+                          token: str | None) -> None:
     try:
         await hub.admit()
     except Busy as exc:

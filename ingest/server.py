@@ -3,9 +3,17 @@
 Backpressure: a connection reads its socket only after every packet of the previous
 read was handed to its :class:`~ingest.publish.PublishSession` (awaited), so a slow
 consumer slows its publisher down instead of growing a queue. Limits from
-:class:`~castway.settings.Settings` -- handshake_timeout_s, idle_timeout_s (no media),
-max_connections_per_ip -- each end a connection with one structured log line. No
-exception escapes a connection task; one broken connection never affects another.
+:class:`~castway.settings.Settings` -- handshake_timeout_s, rtmp_auth_timeout_s (publish
+accepted), idle_timeout_s (no media), max_connections_per_ip -- each end a connection
+with one structured log line. No exception escapes a connection task; one broken
+connection never affects another.
+
+Unauthenticated connections (no publish accepted yet) are bounded in number
+(``rtmp_max_preauth_connections``: more are closed at accept, before a byte is read) and
+each in memory (:data:`~ingest.protocol.limits.MAX_PREAUTH_BUFFERED_BYTES`), so together
+they hold at most a few MiB; all connections together stay within the RTMP share of the
+process's connection budget (:class:`castway.net.ConnectionBudget`). Connections are
+accepted by :class:`castway.net.Listener` (back-off, rate-limited logs on EMFILE).
 
 Draining: :meth:`IngestServer.request_reconnect` sends every publisher that announced
 E-RTMP v2 reconnect support (capsEx 0x01) the ``NetConnection.Connect.ReconnectRequest``
@@ -19,9 +27,11 @@ import contextlib
 import itertools
 import logging
 import secrets
+import socket
 from collections import Counter
 from urllib.parse import parse_qsl
 
+from castway.net import ConnectionBudget, Listener, bind_socket
 from castway.settings import Settings
 from ingest.protocol import (
     ConnectRequested,
@@ -65,6 +75,7 @@ class _Connection:
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
         self.handshake_deadline = 0.0
+        self.auth_deadline = 0.0
 
     @property
     def log_fields(self) -> dict[str, object]:
@@ -126,11 +137,17 @@ class _Connection:
         loop = asyncio.get_running_loop()
         if self.session.state is State.AWAIT_HANDSHAKE:
             return self.handshake_deadline - loop.time(), "handshake timeout"
-        return last_media + self.settings.idle_timeout_s - loop.time(), "idle timeout"
+        idle = last_media + self.settings.idle_timeout_s - loop.time()
+        if not self.session.authenticated:
+            auth = self.auth_deadline - loop.time()
+            if auth < idle:
+                return auth, "auth timeout"
+        return idle, "idle timeout"
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         self.handshake_deadline = loop.time() + self.settings.handshake_timeout_s
+        self.auth_deadline = loop.time() + self.settings.rtmp_auth_timeout_s
         last_media = loop.time()
         while True:
             timeout, what = self._deadline_timeout(last_media)
@@ -220,6 +237,7 @@ class _Connection:
         self.publication = outcome
         self.server._publishers += 1  # noqa: SLF001
         self.session.accept_publish()
+        self.server.authenticated(self)
         await self._flush()
         logger.info("rtmp publish started", extra={**self.log_fields, "app": self.app})
 
@@ -227,12 +245,20 @@ class _Connection:
 class IngestServer:
     """RTMP listener on ``settings.host:settings.rtmp_port`` (0: any free port)."""
 
-    def __init__(self, settings: Settings, handler: PublishHandler) -> None:
+    def __init__(self, settings: Settings, handler: PublishHandler,
+                 max_connections: int | None = None) -> None:
         self.settings = settings
         self.handler = handler
         self.stopping = False
-        self._server: asyncio.Server | None = None
+        #: All RTMP connections this server holds at once (default: the RTMP share of
+        #: the process's connection budget).
+        self.max_connections = (max_connections if max_connections is not None else
+                                ConnectionBudget.from_limit(settings.max_connections).rtmp)
+        self._server: Listener | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Connections accepted whose publish was not accepted (yet).
+        self._preauth: set[asyncio.Task[None]] = set()
         self._per_ip: Counter[str] = Counter()
         self._publishers = 0
         self._publishers_changed = asyncio.Event()
@@ -240,8 +266,8 @@ class IngestServer:
         self._prefix = secrets.token_hex(3)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._accept, self.settings.host, self.settings.rtmp_port, limit=READ_SIZE)
+        sock = bind_socket(self.settings.host, self.settings.rtmp_port)
+        self._server = Listener(sock, "rtmp", self._spawn, admit=self._admit).start()
         logger.info("rtmp ingest listening",
                     extra={"host": self.settings.host, "port": self.port})
 
@@ -263,7 +289,32 @@ class IngestServer:
 
     @property
     def connections(self) -> int:
-        return len(self._connections)
+        return len(self._tasks)
+
+    @property
+    def preauth_connections(self) -> int:
+        """Connections whose publish has not been accepted (yet)."""
+        return len(self._preauth)
+
+    def _admit(self, _peer: object) -> bool:
+        if self.stopping:
+            return False
+        return (len(self._tasks) < self.max_connections
+                and len(self._preauth) < self.settings.rtmp_max_preauth_connections)
+
+    async def _spawn(self, sock: socket.socket, _peer: object) -> None:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        task = asyncio.create_task(self._accept(reader, writer), name="rtmp-connection")
+        self._tasks.add(task)
+        self._preauth.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._preauth.discard)
+
+    def authenticated(self, conn: _Connection) -> None:
+        """``conn``'s publish was accepted: it no longer counts as unauthenticated."""
+        for task, c in self._connections.items():
+            if c is conn:
+                self._preauth.discard(task)
 
     def asked_to_reconnect(self, connection_id: str) -> bool:
         """Whether the connection ``connection_id`` was sent a reconnect request."""
@@ -334,8 +385,9 @@ class IngestServer:
         if self._server is not None:
             self._server.close()
         # Connections that are not publishing have nothing to lose: close them now.
-        for task, conn in list(self._connections.items()):
-            if conn.publication is None:
+        for task in list(self._tasks):
+            conn = self._connections.get(task)
+            if conn is None or conn.publication is None:
                 task.cancel()
         if grace_s > 0:
             deadline = asyncio.get_running_loop().time() + grace_s
@@ -345,7 +397,7 @@ class IngestServer:
                     break
                 await asyncio.wait(list(self._connections), timeout=remaining,
                                    return_when=asyncio.FIRST_COMPLETED)
-        tasks = list(self._connections)
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:

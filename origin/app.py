@@ -29,6 +29,7 @@ from origin.access import VodAccess
 from origin.context import OriginContext
 from origin.edge import CORS_EXPOSE, EdgeMiddleware
 from origin.fastpath import FastPath
+from origin.limits import BodyLimit
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 from origin.responses import CacheKind
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
     install_chat(app, settings, registry=metrics.registry)  # /chat/{channel} + moderation
 
     app.add_middleware(FastPath, ctx=ctx, on_error=_unavailable)  # viewer hot paths
+    app.add_middleware(BodyLimit)  # 413 past MAX_REQUEST_BODY_BYTES
     app.add_middleware(EdgeMiddleware, metrics=metrics)  # metrics, CORS, gzip (outermost)
     return app
 

@@ -39,7 +39,8 @@ def require_tool(name: str) -> str:
 async def serve_app(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
     """``app`` under uvicorn (lifespan on) on 127.0.0.1:``port`` (0: a free one), the way
     castway's processes run it (:class:`castway.serve.HttpServer`); yields its base URL."""
-    from castway.serve import HttpServer, bind_socket
+    from castway.net import bind_socket
+    from castway.serve import HttpServer
 
     http = HttpServer(app, bind_socket("127.0.0.1", port))
     await http.start()

@@ -18,13 +18,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from castway.keys import hash_stream_key
 from castway.live import open_live_state
 from castway.model import Channel, Node, NodeState, StreamKey
-from castway.serve import IngestNode, Services
+from castway.serve import IngestNode, Services, start_health_listener
 from castway.settings import Settings
+from tests.ingest.helpers import AsyncTestPublisher
 from tests.ingest.reconnect_client import ReconnectingPublisher
 from tests.support import free_port, make_test_media, require_tool, wait_for_port
 
@@ -258,5 +260,35 @@ async def test_a_drained_node_asks_reconnect_capable_publishers_to_move(
         assert node.server.active_publishers == 1
     finally:
         await pub.close()
+        await node.stop()
+        await services.close()
+
+
+async def test_the_ingest_health_listener_shows_connections_fds_tasks_and_memory(
+        tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", rtmp_port=0,
+                        http_port=0, transcode=False, node_id="node-m")
+    services = Services.open(settings)
+    node = IngestNode(services)
+    await node.start()
+    http = await start_health_listener(node)
+    pubs = [await AsyncTestPublisher.open(node.rtmp_port) for _ in range(2)]
+    try:
+        for pub in pubs:
+            await pub.handshake()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http.port}") as client:
+            text = (await client.get("/metrics")).text
+        values = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
+                  for line in text.splitlines() if line and not line.startswith("#")}
+        assert values['castway_open_connections{kind="rtmp"}'] == 2
+        assert values['castway_open_connections{kind="rtmp_preauth"}'] == 2
+        assert values['castway_open_connections{kind="http"}'] >= 1  # this scrape
+        assert values["castway_asyncio_tasks"] >= 3
+        assert values["process_open_fds"] > 0
+        assert values["process_resident_memory_bytes"] > 10_000_000
+    finally:
+        for pub in pubs:
+            await pub.close()
+        await http.stop()
         await node.stop()
         await services.close()

@@ -88,7 +88,7 @@
       self.connected = false;
       self.ws = null;
       if (self.stopped) { return; }
-      if (event.code === 1008) {  // bad channel or nickname: retrying would not help
+      if (event.code === 1008) {  // bad channel/nickname, too many tabs: retrying would not help
         self.setStatus("chat closed: " + (event.reason || "refused"));
         return;
       }

@@ -100,6 +100,10 @@ class ChunkReader:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self._streams: dict[int, _InStream] = {}
         self._partial_bytes = 0
+        #: The message size and partial-message limits in force (a server session
+        #: lowers them until the peer is authenticated).
+        self.max_message_size = MAX_MESSAGE_SIZE
+        self.max_partial_bytes = MAX_BUFFERED_BYTES
 
     @property
     def partial_bytes(self) -> int:
@@ -180,14 +184,15 @@ class ChunkReader:
                     buf.consume(4)
 
         if st.partial is None:
-            if length > MAX_MESSAGE_SIZE:
-                raise LimitExceeded(f"message of {length} bytes exceeds {MAX_MESSAGE_SIZE}")
+            if length > self.max_message_size:
+                raise LimitExceeded(f"message of {length} bytes exceeds "
+                                    f"{self.max_message_size}")
             have = 0
         else:
             have = len(st.partial)
         take = min(self.chunk_size, length - have)
-        if self._partial_bytes + take > MAX_BUFFERED_BYTES:
-            raise LimitExceeded(f"partial messages exceed {MAX_BUFFERED_BYTES} bytes")
+        if self._partial_bytes + take > self.max_partial_bytes:
+            raise LimitExceeded(f"partial messages exceed {self.max_partial_bytes} bytes")
         data = buf.consume(take)
 
         # The chunk is complete: commit it to the stream state.

@@ -27,6 +27,9 @@ from ingest.protocol.limits import (
     DEFAULT_OUT_CHUNK_SIZE,
     DEFAULT_WINDOW_ACK_SIZE,
     MAX_BUFFERED_BYTES,
+    MAX_MESSAGE_SIZE,
+    MAX_PREAUTH_BUFFERED_BYTES,
+    MAX_PREAUTH_MESSAGE_SIZE,
 )
 
 #: Message streams one connection may create (publishers use one).
@@ -177,9 +180,13 @@ class ServerSession:
                  out_chunk_size: int = DEFAULT_OUT_CHUNK_SIZE,
                  random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.state = State.AWAIT_HANDSHAKE
-        self._buf = Buffer(MAX_BUFFERED_BYTES)
+        self._buf = Buffer(MAX_PREAUTH_BUFFERED_BYTES)
         self._handshake = ServerHandshake(random_bytes)
         self._reader = ChunkReader()
+        self._reader.max_message_size = MAX_PREAUTH_MESSAGE_SIZE
+        self._reader.max_partial_bytes = MAX_PREAUTH_BUFFERED_BYTES
+        #: A publish of this connection was accepted once: the full limits apply.
+        self.authenticated = False
         self._writer = ChunkWriter()
         self._out = bytearray()
         self._window_ack_size = window_ack_size
@@ -253,6 +260,9 @@ class ServerSession:
                 if message is None:
                     break
                 self._handle(message, events)
+            if not self.authenticated and self.buffered_bytes > MAX_PREAUTH_BUFFERED_BYTES:
+                raise LimitExceeded(f"more than {MAX_PREAUTH_BUFFERED_BYTES} bytes held "
+                                    "before a publish was accepted")
             self._maybe_ack()
         except RtmpError:
             self.state = State.CLOSED
@@ -304,6 +314,11 @@ class ServerSession:
 
     def accept_publish(self) -> None:
         self._local_transition(Trigger.PUBLISH_ACCEPTED)
+        if not self.authenticated:
+            self.authenticated = True
+            self._buf.max_size = MAX_BUFFERED_BYTES
+            self._reader.max_message_size = MAX_MESSAGE_SIZE
+            self._reader.max_partial_bytes = MAX_BUFFERED_BYTES
         sid = self._publish_stream
         self._send_user_control(UserControlEvent.STREAM_BEGIN, struct.pack(">I", sid))
         if self._publish_key in self._fc_published:

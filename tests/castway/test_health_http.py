@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,6 +34,20 @@ def server() -> Iterator[tuple[HealthServer, dict[str, bool]]]:
         yield srv, state
     finally:
         srv.close()
+
+
+def test_silent_and_slow_clients_do_not_block_the_probes(
+        server: tuple[HealthServer, dict[str, bool]]) -> None:
+    srv, _ = server
+    silent = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(3)]
+    for sock in silent[1:]:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+    try:
+        response = httpx.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=2.0)
+        assert response.status_code == 200
+    finally:
+        for sock in silent:
+            sock.close()
 
 
 def test_liveness_readiness_metrics_and_404(server: tuple[HealthServer, dict[str, bool]]

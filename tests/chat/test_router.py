@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,6 +234,26 @@ async def test_a_connect_storm_is_paced_and_the_excess_told_to_retry() -> None:
         async with httpx.AsyncClient(base_url=url) as http:
             metrics = (await http.get("/metrics")).text
         assert 'castway_chat_connects_total{result="busy"}' in metrics
+
+
+async def test_sockets_per_address_are_capped_with_a_policy_close() -> None:
+    async with serve(create_chat_app(_settings(chat_max_connections_per_ip=3))) as url:
+        async with contextlib.AsyncExitStack() as stack:
+            held = [await stack.enter_async_context(joined(url, "demo", f"v{i}"))
+                    for i in range(3)]
+            async with connect(ws_url(url, "demo", "extra")) as ws:
+                error = await recv(ws)
+                assert error["type"] == "error"
+                assert error["code"] == "too_many_connections"
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv(ws)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            # the ones in are unaffected
+            await send(held[0][0], "still here")
+            assert (await recv_type(held[1][0], "message"))["text"] == "still here"
+        # all three left: the address may connect again
+        async with joined(url, "demo", "again") as (_ws, welcome, _history):
+            assert welcome["type"] == "welcome"
 
 
 async def test_the_origin_app_comes_with_chat_started_by_its_lifespan(

@@ -89,6 +89,63 @@ async def test_handshake_timeout_closes_with_a_log_line(
         await srv.stop()
 
 
+async def test_a_connection_that_never_publishes_is_closed_at_the_auth_timeout(
+        handler: RecordingHandler, caplog: pytest.LogCaptureFixture) -> None:
+    srv = IngestServer(make_settings(rtmp_auth_timeout_s=0.3, idle_timeout_s=30.0), handler)
+    await srv.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ingest.server"):
+            pub = await AsyncTestPublisher.open(srv.port)
+            await pub.handshake()
+            await pub.send(pub.enc.connect())
+            assert (await pub.next_command())[0] == "_result"
+            assert await pub.closed_by_server(timeout=5.0)
+        [record] = [r for r in caplog.records if getattr(r, "limit", None)]
+        assert record.limit == "auth timeout"  # type: ignore[attr-defined]
+    finally:
+        await srv.stop()
+
+
+async def test_unauthenticated_connections_beyond_the_cap_are_refused(
+        handler: RecordingHandler) -> None:
+    srv = IngestServer(make_settings(rtmp_max_preauth_connections=2,
+                                     max_connections_per_ip=100), handler)
+    await srv.start()
+    try:
+        first = await AsyncTestPublisher.open(srv.port)
+        second = await AsyncTestPublisher.open(srv.port)
+        await second.handshake()
+        await _eventually(lambda: srv.preauth_connections == 2)
+        third = await AsyncTestPublisher.open(srv.port)
+        assert await asyncio.wait_for(third.closed_by_server(), 2.0)
+        # once one publishes it no longer counts: a new connection is taken again
+        assert await first.publish("key") == "NetStream.Publish.Start"
+        await _eventually(lambda: srv.preauth_connections == 1)
+        fourth = await AsyncTestPublisher.open(srv.port)
+        await fourth.handshake()
+        for pub in (first, second, third, fourth):
+            await pub.close()
+    finally:
+        await srv.stop()
+
+
+async def test_all_connections_are_capped(handler: RecordingHandler) -> None:
+    srv = IngestServer(make_settings(max_connections_per_ip=100), handler,
+                       max_connections=2)
+    await srv.start()
+    try:
+        first = await AsyncTestPublisher.open(srv.port)
+        assert await first.publish("one") == "NetStream.Publish.Start"
+        second = await AsyncTestPublisher.open(srv.port)
+        await second.handshake()
+        third = await AsyncTestPublisher.open(srv.port)
+        assert await asyncio.wait_for(third.closed_by_server(), 2.0)
+        for pub in (first, second, third):
+            await pub.close()
+    finally:
+        await srv.stop()
+
+
 async def test_idle_publisher_is_closed(handler: RecordingHandler) -> None:
     srv = IngestServer(make_settings(idle_timeout_s=0.3), handler)
     await srv.start()

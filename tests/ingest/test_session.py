@@ -15,9 +15,13 @@ from ingest.protocol.amf0 import AmfValue
 from ingest.protocol.buffer import Buffer
 from ingest.protocol.chunk import ChunkReader, Message, MessageType
 from ingest.protocol.commands import CapsEx
-from ingest.protocol.errors import LocalProtocolError, ProtocolError, RtmpError
+from ingest.protocol.errors import LimitExceeded, LocalProtocolError, ProtocolError, RtmpError
 from ingest.protocol.handshake import HANDSHAKE_SIZE
-from ingest.protocol.limits import MAX_BUFFERED_BYTES
+from ingest.protocol.limits import (
+    MAX_BUFFERED_BYTES,
+    MAX_PREAUTH_BUFFERED_BYTES,
+    MAX_PREAUTH_MESSAGE_SIZE,
+)
 from ingest.protocol.session import (
     ConnectRequested,
     Event,
@@ -292,6 +296,38 @@ def test_media_before_publish_is_accepted_is_dropped() -> None:
     pair.connect()
     pair.send(pair.client.command("createStream", 2.0))
     assert pair.send(pair.client.video(1, 0, AVC_CONFIG)) == []
+
+
+def test_before_publish_a_large_message_is_refused() -> None:
+    pair = ConnectionPair()
+    pair.connect()
+    header = pair.client.video(0, 0, bytes(MAX_PREAUTH_MESSAGE_SIZE + 1))[:12]
+    with pytest.raises(LimitExceeded):
+        pair.send(header)
+    assert state(pair) is State.CLOSED
+
+
+def test_before_publish_what_a_connection_holds_is_bounded() -> None:
+    """A message under the size cap, sent while the publish decision is pending
+    (input is not parsed meanwhile), piles up only to the pre-auth cap."""
+    pair = ConnectionPair()
+    pair.connect()
+    pair.send(pair.client.command("createStream", 4.0))
+    pair.send(pair.client.command("publish", 5.0, None, "k", "live", stream_id=1, csid=8))
+    assert state(pair) is State.PUBLISH_PENDING
+    junk = pair.client.video(1, 0, bytes(60_000))
+    with pytest.raises(LimitExceeded):
+        for _ in range(2 * MAX_PREAUTH_BUFFERED_BYTES // len(junk) + 1):
+            pair.send(junk)
+    assert state(pair) is State.CLOSED
+
+
+def test_after_publish_the_full_limits_apply() -> None:
+    pair = ConnectionPair()
+    sid = pair.publish()
+    body = b"\x27\x01\x00\x00\x00" + bytes(4 * MAX_PREAUTH_BUFFERED_BYTES)
+    [event] = pair.send(pair.client.video(sid, 40, body))
+    assert isinstance(event, MediaReceived) and len(event.packet.payload) > 1_000_000
 
 
 def test_acknowledgement_is_sent_each_time_the_window_is_crossed() -> None:
