@@ -21,9 +21,9 @@ import httpx
 
 from ingest.protocol.chunk import MessageType
 from tests.ingest.helpers import AsyncTestPublisher, ClientEncoder
+from tests.serve_process import Served, clean_env
 from tests.support import free_port, wait_for_port
 from tests.test_ingest_process import LogWatcher
-from tests.test_serve import Served, _clean_env
 
 FD_LIMIT = 256
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
@@ -43,7 +43,7 @@ def _serve(tmp_path: Path, *, fd_limit: int | None = None,
         [sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(data_dir),
          "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit_fds,
-        env=_clean_env(CASTWAY_LOG_JSON="true", CASTWAY_TRANSCODE="false", **env))
+        env=clean_env(CASTWAY_LOG_JSON="true", CASTWAY_TRANSCODE="false", **env))
     try:
         wait_for_port(http_port, timeout_s=60, proc=proc)  # type: ignore[arg-type]
         assert proc.stdout is not None
