@@ -277,10 +277,13 @@ def histogram_quantile(buckets: dict[float, float], q: float) -> float:
 
 
 def server_env(config: BenchConfig, max_connects_per_s: float) -> dict[str, str]:
-    """Limits that let the benchmark's senders through (the flood tests check the limits)."""
+    """Limits that let the benchmark's senders through (the flood tests check the limits);
+    every client of a loopback benchmark has the same address, so the per-address cap is
+    the client count."""
     rate = max(1.0, 2.0 / config.send_interval_s)
     return {"CASTWAY_CHAT_RATE_PER_S": str(rate), "CASTWAY_CHAT_RATE_BURST": "10",
             "CASTWAY_CHAT_MAX_CONNECTS_PER_S": str(max_connects_per_s),
+            "CASTWAY_CHAT_MAX_CONNECTIONS_PER_IP": str(max(32, config.clients)),
             "CASTWAY_CHAT_SEND_QUEUE": "1024"}
 
 
