@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.s3_server",
     "tests.fixtures.postgres",
     "tests.fixtures.tiny_disk",
+    "tests.fixtures.fault_proxy",
 ]
 
 # Children that belong to the interpreter, not to a test: multiprocessing's helper

@@ -58,6 +58,7 @@ class SegmentRecorder:
         self._executor = ThreadPoolExecutor(max_workers=1,
                                             thread_name_prefix="catalog-recorder")
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._failing_since: float | None = None
         registry = registry or CollectorRegistry()
         self._pending = Gauge("castway_catalog_records_pending",
@@ -109,11 +110,16 @@ class SegmentRecorder:
         """Write what is queued (up to ``timeout_s``), then stop; False if records were
         left unwritten (the live state's segment log still has them)."""
         flushed = await self.flush(timeout_s) if self._task is not None else True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # The loop ends at its next turn; a cancel is only the fallback (in 3.11 a
+            # wait_for racing its own timeout can swallow a cancellation).
+            self._closing = True
+            self._wakeup.set()
+            done, _ = await asyncio.wait({task}, timeout=self.flush_interval_s + 5.0)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task}, timeout=5.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if not flushed:
             logger.error("segment records not written at stop",
@@ -129,13 +135,12 @@ class SegmentRecorder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
-        while True:
+        while not self._closing:
             if not self.pending:
                 self._idle.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.flush_interval_s)
+            await self._nap()
             self._wakeup.clear()
-            while self.pending:
+            while self.pending and not self._closing:
                 batch = [self._segments[i] for i in range(min(BATCH, len(self._segments)))]
                 ladders = dict(self._ladders)
                 try:
@@ -165,6 +170,15 @@ class SegmentRecorder:
                         del self._ladders[broadcast_id]
                 self._written.inc(len(batch))
                 self._pending.set(self.pending)
+
+    async def _nap(self) -> None:
+        """Until woken or ``flush_interval_s`` passes (asyncio.wait, not wait_for: a
+        cancellation always reaches us)."""
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=self.flush_interval_s)
+        finally:
+            waiter.cancel()
 
     def _write(self, batch: list[SegmentRecord],
                ladders: dict[str, tuple[Rendition, ...]]) -> None:
