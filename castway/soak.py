@@ -59,6 +59,15 @@ class Session:
     ended: datetime | None = None
     cut_by_kill: bool = False
     transcoder_crashes: int = 0  # transcoder SIGKILLs while it ran (of any channel)
+    # When the server it published to was stopped or killed: its connection ended then,
+    # although ffmpeg is only seen gone at the next tick, after the server's restart.
+    cut_at: datetime | None = None
+
+    @property
+    def published_until(self) -> datetime | None:
+        if self.cut_at is not None and self.ended is not None:
+            return min(self.cut_at, self.ended)
+        return self.ended
 
 
 @dataclass
@@ -235,9 +244,11 @@ class Publishers:
                 proc.wait()
         session.ended = datetime.now(UTC)
 
-    def server_killed(self) -> None:
+    def server_stopping(self, *, killed: bool) -> None:
+        now = datetime.now(UTC)
         for _, session, _ in self._running.values():
-            session.cut_by_kill = True
+            session.cut_at = now
+            session.cut_by_kill = killed
 
     def transcoder_killed(self) -> None:
         for _, session, _ in self._running.values():
@@ -306,10 +317,12 @@ def check_broadcasts(data_dir: Path, sessions: list[Session]) -> list[BroadcastC
         for b in sorted(catalog.list_broadcasts(limit=100_000), key=lambda b: b.started_at):
             vod = catalog.get_vod(b.id)
             end = b.ended_at or datetime.now(UTC)
-            overlapping = [s for s in sessions if s.channel == b.channel and s.ended is not None
-                           and s.started < end and s.ended > b.started_at]
-            published = sum((min(s.ended or end, end) - max(s.started, b.started_at))
-                            .total_seconds() for s in overlapping)
+            overlapping = [s for s in sessions if s.channel == b.channel
+                           and (until := s.published_until) is not None
+                           and s.started < end and until > b.started_at]
+            published = sum((min(s.published_until or end, end)
+                             - max(s.started, b.started_at)).total_seconds()
+                            for s in overlapping)
             allowed = sum(SESSION_TAIL_S + (KILL_TAIL_S if s.cut_by_kill else 0.0)
                           + TRANSCODER_CRASH_S * s.transcoder_crashes for s in overlapping)
             checks.append(BroadcastCheck(
@@ -397,8 +410,7 @@ def run(minutes: float, channels: int, seed: int, workdir: Path) -> SoakResult:
                     hostile += hostile_clients(server, rng, 200)
                     done = True
                 else:
-                    if kind == "serve-sigkill":
-                        publishers.server_killed()
+                    publishers.server_stopping(killed=kind == "serve-sigkill")
                     server.stop("sigkill" if kind == "serve-sigkill" else "sigint")
                     server.start()
                     done = True
