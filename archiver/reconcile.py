@@ -30,7 +30,10 @@ from castway.model import Broadcast, BroadcastState, Node
 
 logger = logging.getLogger(__name__)
 
-MAX_SWEEP = 100  # broadcasts taken per sweep; the next sweep takes the rest
+MAX_SWEEP = 100  # broadcasts archived per sweep; the next sweep takes the rest
+# Live broadcasts read per sweep to look for orphans: all of a large fleet's (the newest
+# come first, so a smaller bound would never look at the long-running ones).
+MAX_LIVE_SCAN = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ class Reconciler:
         """One sweep (``grace_s``: this sweep's patience with silent nodes, e.g. 0 when
         the live state is this process's own and was empty at its start)."""
         live_rows = await asyncio.to_thread(self.catalog.list_broadcasts,
-                                            state=BroadcastState.LIVE, limit=MAX_SWEEP)
+                                            state=BroadcastState.LIVE, limit=MAX_LIVE_SCAN)
         failed: list[str] = []
         if live_rows:
             verdict = find_orphans(live_rows, await self.live.list_nodes(), now=now,
