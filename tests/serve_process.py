@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,14 +45,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve(data_dir: Path, **env: str) -> Iterator[Served]:
+def serve(data_dir: Path, *, preexec_fn: Callable[[], None] | None = None,
+          **env: str) -> Iterator[Served]:
     """A running ``castway serve``; stopped with SIGINT at the end if still running
-    (killed if it does not stop within 30 s)."""
+    (killed if it does not stop within 30 s). ``preexec_fn`` runs in the child before
+    castway starts (resource limits)."""
     rtmp_port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(data_dir),
          "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
         env=clean_env(CASTWAY_RECONNECT_GRACE_S="1", CASTWAY_LOG_JSON="true", **env))
     try:
         wait_for_port(http_port, timeout_s=60, proc=proc)  # type: ignore[arg-type]

@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +18,7 @@ import httpx
 
 from ingest.protocol.chunk import MessageType
 from tests.ingest.helpers import AsyncTestPublisher, ClientEncoder
-from tests.serve_process import Served, clean_env
-from tests.support import free_port, wait_for_port
+from tests.serve_process import Served, serve
 from tests.test_ingest_process import LogWatcher
 
 FD_LIMIT = 256
@@ -32,36 +28,13 @@ SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
 @contextlib.contextmanager
 def _serve(tmp_path: Path, *, fd_limit: int | None = None,
            **env: str) -> Iterator[tuple[Served, LogWatcher]]:
-    rtmp_port, http_port = free_port(), free_port()
-    data_dir = tmp_path / "data"
-
     def limit_fds() -> None:
         if fd_limit is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(data_dir),
-         "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit_fds,
-        env=clean_env(CASTWAY_LOG_JSON="true", CASTWAY_TRANSCODE="false", **env))
-    try:
-        wait_for_port(http_port, timeout_s=60, proc=proc)  # type: ignore[arg-type]
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:  # the banner is printed once everything listens
-            lines.append(line)
-            if line.startswith("Stop with"):
-                break
-        yield Served(proc, data_dir, rtmp_port, http_port, "".join(lines)), \
-            LogWatcher(proc.stderr)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with serve(tmp_path / "data", preexec_fn=limit_fds, CASTWAY_TRANSCODE="false",
+               **env) as served:
+        yield served, LogWatcher(served.proc.stderr)
 
 
 def _publish(port: int, key: str) -> str:
