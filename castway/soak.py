@@ -43,10 +43,9 @@ FAULT_EVERY_S = 60.0
 FAULTS = ("transcoder-kill", "serve-sigint", "hostile-burst", "serve-sigkill")
 SESSION_TAIL_S = 2 * TARGET_SEGMENT_S + 1.0  # first keyframe wait + the segment in progress
 KILL_TAIL_S = 2 * TARGET_SEGMENT_S  # parts published but never closed into a segment
-# A crashed transcoder child loses what it had not output yet: the source's part in
-# progress and the encode lag of the transcoded rungs, and its successor starts at the
-# next keyframe (measured: 0.5 s source, 1 s 360p; docs/reliability.md).
-TRANSCODER_CRASH_S = 2 * TARGET_SEGMENT_S
+# A crashed transcoder child's successor redoes what it had in progress from a replay
+# (transcoder/replay.py): a crash costs nothing.
+TRANSCODER_CRASH_S = 0.0
 SAMPLE_EVERY_S = 5.0
 
 

@@ -82,6 +82,11 @@ class PipelineConfig:
     # Rungs the broadcast already published (a handover from another node): kept
     # whatever size the source now has, like after a size change here.
     keep_rungs: tuple[str, ...] = ()
+    # A successor redoing a crashed child's work from the source keyframe at this PTS
+    # (transcoder.replay): audio stamped before it that arrives after it is not the
+    # transcoded rungs' (their segment before had closed later, encoder delay later, and
+    # took it); the passthrough, which cuts as the keyframe arrives, has it in this one.
+    replay_from_pts_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -203,8 +208,13 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, emit: Callable[[Output], None],
                  on_rendition: Callable[[RenditionInfo], None] | None = None, *,
                  on_discontinuity: Callable[[], None] | None = None,
+                 on_boundary: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        # Called with the PTS of every segment boundary, as the source packet that makes
+        # it comes in (before any output of the new segment): the supervisor's record of
+        # where each segment began, for a successor to redo it (transcoder.replay).
+        self.on_boundary = on_boundary or (lambda _pts: None)
         # Called after a break has been flushed (publisher reconnect, or new codec
         # parameters mid-stream): the next segments need EXT-X-DISCONTINUITY.
         self.on_discontinuity = on_discontinuity or (lambda: None)
@@ -241,6 +251,7 @@ class Pipeline:
         # Audio that arrives before the renditions exist (ahead of the first video packet,
         # while the decoder fills up), replayed to each rendition when it is created.
         self._early_audio: list[tuple[int, bytes]] | None = []
+        self._rung_audio_from = config.replay_from_pts_ms
 
     # --- input ----------------------------------------------------------------------
     def push(self, packet: MediaPacket) -> None:
@@ -264,6 +275,7 @@ class Pipeline:
         self._early_audio = []
         self._last_video_dts = None
         self._first_audio_pts = None
+        self._rung_audio_from = None
         self.on_discontinuity()
 
     def finish(self) -> None:
@@ -304,7 +316,7 @@ class Pipeline:
         self._track_lag(packet.dts_ms)
         if len(self._dts_seen) < 8:
             self._dts_seen.append(packet.dts_ms)
-        boundary = self.clock.on_source_video(packet.pts_ms, packet.is_keyframe)
+        boundary = self._clock_says(packet.pts_ms, packet.is_keyframe)
         self.stats.keyframe_drought_splits = self.clock.drought_splits
         source = self._ensure_source()
         if source is not None:
@@ -315,6 +327,12 @@ class Pipeline:
             self._close_decoder()  # passthrough only, dimensions known: no more decoding
             return
         self._decode(packet)
+
+    def _clock_says(self, pts_ms: int, keyframe: bool) -> bool:
+        boundary = self.clock.on_source_video(pts_ms, keyframe)
+        if boundary:
+            self.on_boundary(pts_ms)
+        return boundary
 
     def _ensure_source(self) -> Packager | None:
         if not self.config.ladder.source:
@@ -434,7 +452,8 @@ class Pipeline:
                          for r in rungs]
         for enc in self._encoded:
             for pts, data in self._early_audio or []:
-                enc.packager.on_audio(pts, data)
+                if self._rung_takes_audio(pts):
+                    enc.packager.on_audio(pts, data)
         self._early_audio = None
         if self._source is not None and self._video_codec is not None:
             assert self._video_config is not None
@@ -482,7 +501,7 @@ class Pipeline:
 
     def _audio_out(self, pts_ms: int, data: bytes) -> None:
         if self._audio_only is not None:
-            boundary = self.clock.on_source_video(pts_ms, True)
+            boundary = self._clock_says(pts_ms, True)
             for out in self._audio_only.on_audio_sample(pts_ms, data, boundary):
                 self._emit(out)
             return
@@ -497,8 +516,14 @@ class Pipeline:
         if self._encoded is None and self._early_audio is not None:
             if len(self._early_audio) < EARLY_AUDIO_LIMIT:
                 self._early_audio.append((pts_ms, data))
-        for packager in self._packagers():
-            packager.on_audio(pts_ms, data)
+        if self._source is not None:
+            self._source.on_audio(pts_ms, data)
+        if self._rung_takes_audio(pts_ms):
+            for enc in self._encoded or []:
+                enc.packager.on_audio(pts_ms, data)
+
+    def _rung_takes_audio(self, pts_ms: int) -> bool:
+        return self._rung_audio_from is None or pts_ms >= self._rung_audio_from
 
     def _start_audio_only(self) -> None:
         """No video: one AAC rendition, cut on its own frames at the segment target

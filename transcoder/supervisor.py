@@ -16,8 +16,13 @@ the child, never ingest.
 
 A child that dies unexpectedly, or hangs (no heartbeat from it for :data:`HANG_TIMEOUT_S`
 while the parent is listening), is restarted (at most :data:`MAX_RESTARTS` within
-:data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted); the
-segment in progress is closed from its published parts and the playlists continue with
+:data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted). The
+parent keeps what it sent since the oldest segment still open (:mod:`transcoder.replay`)
+and replays it into the successor from that segment's source keyframe: the segments in
+progress are redone, what was already published is not published again, and the
+playlists go on without a break. Only when that is impossible (the replay bound was
+exceeded, or the open segment began without a keyframe) are the segments in progress
+closed from their published parts, and the playlists continue after
 EXT-X-DISCONTINUITY. The old child is always gone before the new one starts: asked to
 terminate, killed after :data:`KILL_GRACE_S`, and reaped, so a hung child never lingers
 beside its replacement.
@@ -57,6 +62,7 @@ from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
 from transcoder.ladder import SOURCE, load_ladder
 from transcoder.pipeline import PipelineConfig, RenditionInfo
+from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Plan, Recovery
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
 from transcoder.worker import worker_main
@@ -115,6 +121,7 @@ GLASS_TO_GLASS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.
 @dataclass(frozen=True, slots=True)
 class TranscoderMetrics:
     restarts: Counter
+    replays: Counter
     dropped_packets: Counter
     dropped_frames: Gauge
     lag: Gauge
@@ -128,6 +135,9 @@ class TranscoderMetrics:
         return cls(
             restarts=Counter("castway_transcoder_restarts", "Transcoder child processes "
                              "restarted after a crash", registry=registry),
+            replays=Counter("castway_transcoder_replays", "Restarted transcoders that "
+                            "redid the segments in progress from a replay (the rest "
+                            "went on after a discontinuity)", registry=registry),
             dropped_packets=Counter("castway_transcoder_dropped_packets", "Packets dropped "
                                     "because a transcoder's queue was full",
                                     ["kind"], registry=registry),
@@ -164,8 +174,10 @@ class TranscoderSupervisor:
     def __init__(self, settings: Settings, live: LiveState, storage: Storage,
                  registry: CollectorRegistry, *, uploader: Any = None,
                  recorder: SegmentRecorder | None = None,
-                 hang_timeout_s: float = HANG_TIMEOUT_S) -> None:
+                 hang_timeout_s: float = HANG_TIMEOUT_S,
+                 replay_max_bytes: int = MAX_REPLAY_BYTES) -> None:
         self.settings = settings
+        self.replay_max_bytes = replay_max_bytes
         self.recorder = recorder
         self.hang_timeout_s = hang_timeout_s
         self.live = live
@@ -253,7 +265,10 @@ class BroadcastTranscoder:
         self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(QUEUE_PACKETS)
         self._configs: dict[MediaKind, MediaPacket] = {}
         self._skip_video = False
-        self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(EVENT_QUEUE)
+        # (generation of the child that said it, message)
+        self._events: asyncio.Queue[tuple[int, tuple[Any, ...]]] = asyncio.Queue(EVENT_QUEUE)
+        self._recovery = Recovery(max_bytes=supervisor.replay_max_bytes)
+        self._plan: Plan | None = None  # how the next child redoes the work in progress
         self._process: BaseProcess | None = None
         self._tx: Connection | None = None  # parent -> child
         self._generation = 0
@@ -343,7 +358,7 @@ class BroadcastTranscoder:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             # Events already read from the child still go out before the end list.
             while not self._events.empty():
-                await self._handle(self._events.get_nowait())
+                await self._handle(*self._events.get_nowait())
             if end:
                 await self.sink.finish()
             else:
@@ -376,7 +391,10 @@ class BroadcastTranscoder:
         ctx = self.supervisor._context
         child_rx, parent_tx = ctx.Pipe(duplex=False)
         parent_rx, child_tx = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=worker_main, args=(child_rx, child_tx, self.config),
+        config = self.config
+        if self._plan is not None:
+            config = replace(config, replay_from_pts_ms=self._plan.start_pts_ms)
+        process = ctx.Process(target=worker_main, args=(child_rx, child_tx, config),
                               name=f"castway-transcoder-{self.broadcast.id}", daemon=True)
         process.start()
         child_rx.close()
@@ -408,7 +426,8 @@ class BroadcastTranscoder:
                     self._listening_since = None
                     self._heard = True
                 try:
-                    asyncio.run_coroutine_threadsafe(self._events.put(message), loop).result()
+                    asyncio.run_coroutine_threadsafe(self._events.put((generation, message)),
+                                                     loop).result()
                 except RuntimeError:
                     return  # the loop is gone
                 if message[0] in ("exited", "done"):
@@ -417,52 +436,86 @@ class BroadcastTranscoder:
             rx.close()
 
     async def _writer(self) -> None:
-        sent_configs = -1
+        prelude_sent = 0  # the generation that has had its prelude
         previous: Connection | None = None
         while True:
             message = await self._queue.get()
-            await self._child_ready.wait()
-            tx = self._tx
-            generation = self._generation
-            if tx is None:
-                continue
-            if previous is not None and previous is not tx:
-                # The pipe of a replaced child: only this task ever sent on it.
-                previous.close()
-            previous = tx
-            try:
-                if sent_configs != self._generation:
-                    # A fresh child: configuration records before anything else.
-                    sent_configs = self._generation
-                    for config in self._configs.values():
-                        if not (message[0] == "packet" and message[1] is config):
-                            await self._in_thread(tx.send, ("packet", config))
-                await self._in_thread(tx.send, message)
-            except (OSError, ValueError):
-                # Broken pipe: the child died; the reader reports it and we restart.
-                if message[0] == "packet":
-                    self._drop(message[1])
-                if generation == self._generation:
-                    self._child_ready.clear()
+            seq: int | None = None
+            if message[0] == "packet":
+                seq = self._recovery.sent(message[1])
+            elif message[0] == "discontinuity":
+                seq = self._recovery.sent(BREAK)
+            while True:  # until a child has it (a replay may carry it)
+                await self._child_ready.wait()
+                tx = self._tx
+                generation = self._generation
+                if tx is None:
+                    break  # stopping
+                if previous is not None and previous is not tx:
+                    # The pipe of a replaced child: only this task ever sent on it.
+                    previous.close()
+                previous = tx
+                try:
+                    if prelude_sent != generation:
+                        prelude_sent = generation
+                        replayed_until = await self._send_prelude(tx, message)
+                        if seq is not None and seq <= replayed_until:
+                            break
+                    await self._in_thread(tx.send, _wire(message, seq))
+                    break
+                except (OSError, ValueError):
+                    # Broken pipe: the child died; the reader reports it, we restart, and
+                    # this message goes to the successor (in its replay, or after it).
+                    if generation == self._generation:
+                        self._child_ready.clear()
+
+    async def _send_prelude(self, tx: Connection, message: tuple[Any, ...]) -> int:
+        """A fresh child's first messages: the configuration records in force, then the
+        replay of the work in progress if its predecessor died (the last sequence
+        number replayed, -1 for none)."""
+        plan, self._plan = self._plan, None
+        if plan is None:
+            for config in self._configs.values():
+                if not (message[0] == "packet" and message[1] is config):
+                    await self._in_thread(tx.send, ("packet", config, -1))
+            return -1
+        prelude = self._recovery.prelude(plan)
+        for config in prelude.configs:
+            await self._in_thread(tx.send, ("packet", config, -1))
+        for sent in prelude.items:
+            item = sent.item
+            wire = ("discontinuity", sent.seq) if item is BREAK else ("packet", item, sent.seq)
+            await self._in_thread(tx.send, wire)
+        return prelude.last_seq
 
     async def _consumer(self) -> None:
         while True:
-            message = await self._events.get()
-            await self._handle(message)
+            generation, message = await self._events.get()
+            await self._handle(generation, message)
 
-    async def _handle(self, message: tuple[Any, ...]) -> None:
+    async def _handle(self, generation: int, message: tuple[Any, ...]) -> None:
         kind = message[0]
+        if generation != self._generation and kind != "exited":
+            # A retired child's late word: its successor redoes (or the discontinuity
+            # after it ends) what it was doing, as planned when it was retired.
+            return
         try:
             if kind == "output":
                 self._media_clock = time.monotonic()
-                await self.sink.on_output(message[1])
-                if type(message[1]).__name__ == "SegmentOut":
-                    self.supervisor.metrics.segments.inc()
+                if self._recovery.keep(message[1]):
+                    await self.sink.on_output(message[1])
+                    if type(message[1]).__name__ == "SegmentOut":
+                        self.supervisor.metrics.segments.inc()
             elif kind == "rendition":
                 info: RenditionInfo = message[1]
+                self._recovery.rendition(info.name)
                 await self.sink.on_rendition(info)
+            elif kind == "boundary":
+                self._recovery.boundary(message[1], message[2])
             elif kind == "discontinuity":
                 self._media_clock = time.monotonic()
+                if message[1] >= 0:
+                    self._recovery.child_break(message[1])
                 await self.sink.discontinuity()
             elif kind == "stats":
                 await self._stats(message[1])
@@ -564,10 +617,22 @@ class BroadcastTranscoder:
         if not hung:
             logger.error("transcoder exited unexpectedly",
                          extra={"broadcast_id": self.broadcast.id, "exitcode": code})
-        await self.sink.child_lost()
         now = time.monotonic()
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
             self._restart_times.popleft()
+        plan = None
+        if len(self._restart_times) < MAX_RESTARTS and not self._fatal:
+            plan = self._recovery.plan()
+        if plan is None:
+            self._recovery.abandon()
+            await self.sink.child_lost()
+        else:
+            self._recovery.start_successor(plan)
+            self.supervisor.metrics.replays.inc()
+            logger.info("transcoder restarting: its successor redoes the segments in "
+                        "progress", extra={"broadcast_id": self.broadcast.id,
+                                           "from_boundary": plan.boundary})
+        self._plan = plan
         if len(self._restart_times) >= MAX_RESTARTS or self._fatal:
             self._given_up = True
             logger.error("transcoder keeps crashing: giving up on this broadcast",
@@ -611,3 +676,12 @@ class BroadcastTranscoder:
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1
         self.supervisor.metrics.dropped_packets.labels(kind=packet.kind.value).inc()
+
+
+def _wire(message: tuple[Any, ...], seq: int | None) -> tuple[Any, ...]:
+    """A queued message as the child gets it (:mod:`transcoder.worker`)."""
+    if message[0] == "packet":
+        return ("packet", message[1], seq)
+    if message[0] == "discontinuity":
+        return ("discontinuity", seq)
+    return message

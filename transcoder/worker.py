@@ -8,11 +8,14 @@ else; the parent (:mod:`transcoder.supervisor`) restarts it.
 Wire messages are tuples of plain values and this package's frozen dataclasses
 (pickled by ``multiprocessing.connection``):
 
-parent -> child: ``("packet", MediaPacket)``, ``("discontinuity",)``, ``("finish",)``
+parent -> child: ``("packet", MediaPacket, seq)``, ``("discontinuity", seq)``,
+``("finish",)``; ``seq`` numbers what the parent sent (:mod:`transcoder.replay`).
 child -> parent: ``("rendition", RenditionInfo)``, ``("output", Output)``,
-``("discontinuity",)`` once the pipeline has flushed for a break (asked for, or new
-codec parameters mid-stream), ``("stats", dict)``,
-``("done",)`` after finishing, ``("error", str)`` before exiting on a fatal error.
+``("boundary", seq, pts_ms)`` when the packet ``seq`` starts a segment (before any output
+of that segment), ``("discontinuity", seq)`` once the pipeline has flushed for a break
+(asked for, or new codec parameters or a timestamp jump at packet ``seq``),
+``("stats", dict)``, ``("done",)`` after finishing, ``("error", str)`` before exiting on a
+fatal error.
 
 Stats go out at least every :data:`STATS_INTERVAL_S`, also while no packets arrive: they
 are the heartbeat by which the parent tells a hung child (stopped, deadlocked in libav)
@@ -47,10 +50,16 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_rendition(info: RenditionInfo) -> None:
         send(("rendition", info))
 
-    def on_discontinuity() -> None:
-        send(("discontinuity",))
+    current_seq = -1  # the parent's number of the message being handled
 
-    pipeline = Pipeline(config, on_output, on_rendition, on_discontinuity=on_discontinuity)
+    def on_discontinuity() -> None:
+        send(("discontinuity", current_seq))
+
+    def on_boundary(pts_ms: int) -> None:
+        send(("boundary", current_seq, pts_ms))
+
+    pipeline = Pipeline(config, on_output, on_rendition, on_discontinuity=on_discontinuity,
+                        on_boundary=on_boundary)
     last_stats = time.monotonic()
     try:
         while True:
@@ -64,8 +73,10 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
                 break  # the parent went away: nothing left to do
             kind = message[0]
             if kind == "packet":
+                current_seq = message[2]
                 pipeline.push(message[1])
             elif kind == "discontinuity":
+                current_seq = message[1]
                 pipeline.discontinuity()  # reports back through on_discontinuity
             elif kind == "finish":
                 pipeline.finish()

@@ -45,3 +45,10 @@ def src_av1(media_dir: Path) -> Path:
     return make_test_media(media_dir / "tc_av1.mp4", seconds=1.0, width=320, height=180,
                            gop=15, vcodec="libsvtav1",
                            extra_args=("-preset", "12", "-svtav1-params", "lp=1"))
+
+
+@pytest.fixture(scope="session")
+def src_10s_bframes(media_dir: Path) -> Path:
+    """10 s of 320x180p30 with B-frames (as OBS's x264 sends), a keyframe every 2 s."""
+    return make_test_media(media_dir / "tc_10s_bframes.mp4", seconds=10.0, width=320,
+                           height=180, gop=60, extra_args=("-bf", "2", "-preset:v", "veryfast"))
