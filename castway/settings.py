@@ -31,6 +31,10 @@ class Settings(BaseSettings):
                            "local storage, spool, admin token.")
     database_url: str | None = Field(None, description="SQLAlchemy URL of the catalog; "
                                      "default: SQLite at DATA_DIR/castway.db.")
+    catalog_timeout_s: float = Field(
+        5.0, gt=0, description="A PostgreSQL catalog call with no answer within this "
+        "(pooled-connection wait, connect and statements together) fails as unavailable "
+        "and its connection is closed: a frozen or black-holed server. Migrations wait.")
     redis_url: str | None = Field(None, description="Redis for live state and events "
                                   "(distributed mode); default: in-process live state.")
     storage_url: str | None = Field(None, description="Archive storage: a directory path, "

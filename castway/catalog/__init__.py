@@ -9,7 +9,7 @@ from castway.settings import Settings
 
 def open_catalog(settings: Settings) -> SqlCatalog:
     """The catalog at ``settings.effective_database_url``, migrated to the newest schema."""
-    catalog = SqlCatalog(settings.effective_database_url)
+    catalog = SqlCatalog(settings.effective_database_url, timeout_s=settings.catalog_timeout_s)
     try:
         catalog.migrate()
     except BaseException:

@@ -8,20 +8,37 @@ sqlite3 module, emits ``BEGIN`` so DDL is transactional and writes can start wit
 Every database error reaches callers as a :class:`castway.catalog.base.CatalogError`:
 :class:`AlreadyExists` / :class:`NotFound` for the cases the contract names,
 :class:`CatalogUnavailable` when the database cannot be reached or is busy.
+
+On PostgreSQL every catalog call has a client-side deadline (``timeout_s``, the setting
+``CATALOG_TIMEOUT_S``): a server that keeps its connections open but stops answering (a
+stopped process, a black-holed network) would otherwise hold a call for as long as it is
+frozen. Neither ``statement_timeout`` (the frozen server cannot enforce it) nor TCP
+keepalives and ``tcp_user_timeout`` (the peer's kernel still acknowledges every byte) end
+such a wait; so a watchdog thread shuts down the socket of a call past its deadline, the
+blocked libpq call wakes up on the closed socket and the connection is discarded.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
+import os
+import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psycopg
+from psycopg.abc import PQGen
 from sqlalchemy import (
     Connection,
     Engine,
@@ -35,7 +52,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -67,7 +84,8 @@ from castway.serde import from_jsonable, to_jsonable
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 15.0  # a writer waits this long for another writer's lock
-PG_CONNECT_TIMEOUT_S = 5
+PG_CONNECT_TIMEOUT_S = 5  # outside a catalog call (migrate); a call's deadline lowers it
+DEFAULT_TIMEOUT_S = 5.0  # a PostgreSQL catalog call's deadline (Settings.catalog_timeout_s)
 
 
 class CatalogUnavailable(CatalogError):
@@ -152,12 +170,135 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_catalog_engine(url: str) -> Engine:
+# --- PostgreSQL deadlines -----------------------------------------------------------------
+
+#: The monotonic deadline of the catalog call running in this thread (None: unbounded,
+#: as migrations are: a second node waits for the first one's migration lock).
+_call_deadline: ContextVar[float | None] = ContextVar("castway_catalog_deadline",
+                                                      default=None)
+
+
+class _Watch:
+    __slots__ = ("done", "fd", "fired")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = False
+        self.fired = False
+
+
+class _Watchdog:
+    """One thread that shuts down the socket of every wait outliving its deadline.
+
+    ``shutdown``, not ``close``: the descriptor stays libpq's to close, and a poll blocked
+    on it in another thread returns at once with end-of-file. A socket is only shut down
+    between ``arm`` and ``disarm``, under the lock, while its owner is blocked in the
+    wait, so the descriptor cannot have been closed and reused meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:  # also in a forked child, where the thread did not follow
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, fd: int) -> _Watch:
+        watch = _Watch(fd)
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._seq), watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="catalog-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return watch
+
+    def disarm(self, watch: _Watch) -> bool:
+        """Ends the watch; True if its deadline passed first (the socket is shut down)."""
+        with self._cond:
+            watch.done = True
+            return watch.fired
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    _, _, watch = heapq.heappop(self._heap)
+                    if not watch.done:
+                        watch.fired = True
+                        _shutdown(watch.fd)
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+def _shutdown(fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already shut down or reset: the wait ends anyway
+    finally:
+        sock.detach()  # the descriptor is libpq's
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG.reset)
+
+
+class _BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose waits for the server end at the catalog call's
+    deadline. Every exchange with the server (a statement, a commit, the pool's
+    pre-ping and reset) goes through :meth:`wait`. Past the deadline the socket is shut
+    down and the connection closed: SQLAlchemy then sees a closed connection and
+    discards it rather than pooling it."""
+
+    def wait(self, gen: PQGen[Any], *args: Any, **kwargs: Any) -> Any:
+        deadline = _call_deadline.get()
+        if deadline is None:
+            return super().wait(gen, *args, **kwargs)
+        watch = _WATCHDOG.arm(deadline, self.pgconn.socket)
+        try:
+            return super().wait(gen, *args, **kwargs)
+        except psycopg.OperationalError as e:
+            if _WATCHDOG.disarm(watch):
+                raise psycopg.OperationalError(
+                    "no answer from PostgreSQL within the catalog timeout") from e
+            raise
+        finally:
+            if _WATCHDOG.disarm(watch):
+                self.pgconn.finish()  # the exchange may be half done: never reuse it
+
+
+def _pg_connect(_dialect: Dialect, _record: Any, cargs: Any,
+                cparams: dict[str, Any]) -> _BoundedConnection:
+    """SQLAlchemy's ``do_connect``: a :class:`_BoundedConnection`, started only while the
+    call has time left, with a connect timeout no longer than that (libpq counts whole
+    seconds, 2 at least)."""
+    deadline = _call_deadline.get()
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise psycopg.OperationalError(
+                "no answer from PostgreSQL within the catalog timeout")
+        configured = int(cparams.get("connect_timeout") or PG_CONNECT_TIMEOUT_S)
+        cparams["connect_timeout"] = min(configured, max(2, math.ceil(remaining)))
+    return _BoundedConnection.connect(*cargs, **cparams)
+
+
+def create_catalog_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Engine:
     """An engine for a ``sqlite:///path`` or ``postgresql+psycopg://`` URL.
 
     ``postgresql://`` and ``postgres://`` mean psycopg 3 (the only driver installed).
     For a SQLite file the parent directory is created if absent. ``sqlite://`` (memory)
-    shares one connection and is for single-threaded tools only.
+    shares one connection and is for single-threaded tools only. On PostgreSQL a call
+    waits at most ``timeout_s`` for a pooled connection (see :class:`SqlCatalog` for the
+    rest of its deadline).
     """
     u = make_url(url)
     if u.drivername in ("postgresql", "postgres"):
@@ -175,8 +316,9 @@ def create_catalog_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
     elif backend == "postgresql":
-        engine = create_engine(u, pool_pre_ping=True,
+        engine = create_engine(u, pool_pre_ping=True, pool_timeout=timeout_s,
                                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
+        event.listen(engine, "do_connect", _pg_connect)
     else:
         raise ValueError(f"unsupported catalog database {backend!r}: use sqlite or postgresql")
     return engine
@@ -259,11 +401,23 @@ class SqlCatalog:
 
     Thread-safe (a connection pool underneath). Construction does not touch the schema;
     call :meth:`migrate` (``open_catalog`` does) before anything else.
+
+    On PostgreSQL a call that has no answer within ``timeout_s`` in all (waiting for a
+    pooled connection, connecting, every statement, the commit) raises
+    :class:`CatalogUnavailable`, and the connection it was using is closed. As after
+    any lost connection, a write that timed out may still land (a COMMIT the frozen
+    server reads when it thaws); the writes that callers retry (segment records,
+    broadcasts, VODs) are upserts or ``ON CONFLICT DO NOTHING``. :meth:`migrate` is not
+    bounded: a node waits for another node's migration lock.
     """
 
-    def __init__(self, url: str, *, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
-        self._engine = create_catalog_engine(url)
+    def __init__(self, url: str, *, migrations: tuple[Migration, ...] = MIGRATIONS,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self._engine = create_catalog_engine(url, timeout_s=timeout_s)
         self._migrations = migrations
+        self.timeout_s = timeout_s
         self.dialect = self._engine.dialect.name  # "sqlite" or "postgresql"
 
     @property
@@ -288,9 +442,18 @@ class SqlCatalog:
         return sqlite.insert(table)
 
     @contextmanager
+    def _deadline(self) -> Iterator[None]:
+        """Bounds the PostgreSQL waits of the call inside (see :class:`_BoundedConnection`)."""
+        token = _call_deadline.set(time.monotonic() + self.timeout_s)
+        try:
+            yield
+        finally:
+            _call_deadline.reset(token)
+
+    @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
-            with self._engine.connect() as conn:
+            with self._deadline(), self._engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as e:
             raise self._wrap(e) from e
@@ -300,7 +463,7 @@ class SqlCatalog:
         """One write transaction (``BEGIN IMMEDIATE`` on SQLite); a constraint violation
         becomes ``conflict`` (or a plain CatalogError), never an IntegrityError."""
         try:
-            with self._engine.connect() as conn:
+            with self._deadline(), self._engine.connect() as conn:
                 conn.execution_options(castway_sqlite_begin="IMMEDIATE")
                 with conn.begin():
                     yield conn
@@ -526,7 +689,7 @@ class SqlCatalog:
 
     def ping(self) -> bool:
         try:
-            with self._engine.connect() as conn:
+            with self._deadline(), self._engine.connect() as conn:
                 conn.execute(select(1))
         except SQLAlchemyError as e:
             logger.warning("catalog ping failed", extra={"error": str(e)})
