@@ -43,7 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -250,6 +250,12 @@ class _Publication:
         self._closed = True
 
 
+def _log_source_save(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        logger.warning("source update not saved to the catalog (saved at the end)",
+                       extra={"error": str(error)})
+
+
 ENDS_CLOSE_TIMEOUT_S = 10.0
 ENDS_MAX_BACKOFF_S = 30.0
 
@@ -369,6 +375,7 @@ class BroadcastManager:
         self._catalog_threads = ThreadPoolExecutor(CATALOG_THREADS,
                                                    thread_name_prefix="ingest-catalog")
         self._ends = PendingEnds(catalog, self._catalog_threads)
+        self._source_saves = ThreadPoolExecutor(1, thread_name_prefix="ingest-source")
 
     async def _catalog_call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._catalog_threads, fn,
@@ -407,6 +414,7 @@ class BroadcastManager:
             await self._end(entry, "node stopping")
         await self._ends.close(ENDS_CLOSE_TIMEOUT_S)
         self._catalog_threads.shutdown(wait=False)
+        self._source_saves.shutdown(wait=False)
 
     @property
     def live_broadcasts(self) -> int:
@@ -769,7 +777,13 @@ class BroadcastManager:
         updated = await self.live.update_broadcast(entry.broadcast_id, source=merged)
         if updated is None or entry.ended:  # ended meanwhile: the end saves the catalog
             return
-        await self._catalog_call(self.catalog.save_broadcast, updated)
+        # Not awaited: the publisher's packets never wait for the catalog (frozen, or its
+        # disk full), and a refusal costs only this early copy -- the end saves the
+        # broadcast with its source whatever happens here. One thread of their own keeps
+        # them in order, and none lands on a broadcast that has ended.
+        future = asyncio.get_running_loop().run_in_executor(
+            self._source_saves, self.catalog.set_source, updated.id, merged)
+        future.add_done_callback(_log_source_save)
 
     async def publish_stats(self) -> None:
         """Sample every broadcast's rates, store them in the live state, refresh claims."""

@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, StreamKey, Vod
+from castway.model import (
+    Broadcast,
+    BroadcastState,
+    Channel,
+    Rendition,
+    Segment,
+    SourceInfo,
+    StreamKey,
+    Vod,
+)
 
 
 class CatalogError(Exception):
@@ -68,6 +77,10 @@ class Catalog(Protocol):
                         state: BroadcastState | None = None,
                         limit: int = 100) -> list[Broadcast]:
         """Newest first."""
+
+    def set_source(self, broadcast_id: str, source: SourceInfo) -> None:
+        """What is known of a live broadcast's source; a no-op once it is no longer live
+        (its end carries the source, and an update arriving late never undoes an end)."""
 
     def set_renditions(self, broadcast_id: str, renditions: Sequence[Rendition]) -> None:
         """Replace the broadcast's ladder (no-op when the broadcast is not recorded)."""

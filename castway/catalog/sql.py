@@ -605,6 +605,13 @@ class SqlCatalog:
             rows = conn.execute(query.limit(limit)).all()
         return [_broadcast(r) for r in rows]
 
+    def set_source(self, broadcast_id: str, source: SourceInfo) -> None:
+        with self._write() as conn:
+            conn.execute(update(broadcasts)
+                         .where(broadcasts.c.id == broadcast_id)
+                         .where(broadcasts.c.state == BroadcastState.LIVE.value)
+                         .values(source=to_jsonable(source)))
+
     def set_renditions(self, broadcast_id: str, renditions: Sequence[Rendition]) -> None:
         with self._write() as conn:
             conn.execute(update(broadcasts).where(broadcasts.c.id == broadcast_id)

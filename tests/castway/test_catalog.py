@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -426,6 +427,20 @@ def test_set_renditions_replaces_the_ladder_of_a_recorded_broadcast(catalog: Sql
     stored = catalog.get_broadcast("b1")
     assert stored is not None and stored.renditions == ladder
     assert catalog.get_broadcast("unknown") is None
+
+
+def test_set_source_updates_a_live_broadcast_and_never_one_that_ended(
+        catalog: SqlCatalog) -> None:
+    catalog.save_broadcast(broadcast("b1"))
+    catalog.set_source("b1", SourceInfo(width=1280, height=720, video_codec="h264"))
+    stored = catalog.get_broadcast("b1")
+    assert stored is not None and stored.source == SourceInfo(width=1280, height=720,
+                                                              video_codec="h264")
+    catalog.save_broadcast(replace(stored, state=BroadcastState.ENDED, source=None))
+    catalog.set_source("b1", SourceInfo(width=640))  # late: the end stands as it is
+    stored = catalog.get_broadcast("b1")
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    assert stored.source is None
 
 
 def test_vod_round_trip_and_update(catalog: SqlCatalog) -> None:

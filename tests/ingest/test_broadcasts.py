@@ -288,7 +288,11 @@ async def test_metadata_and_config_records_fill_the_source_info_and_stats(
         1280, 720, 30.0, "obs-output module")
     assert (source.video_codec, source.audio_codec) == ("h264", "aac")
     assert (source.audio_sample_rate, source.audio_channels) == (48000, 2)
-    stored = catalog.get_broadcast(broadcast_id)
+    for _ in range(100):  # the catalog's copy is written off the media path
+        stored = catalog.get_broadcast(broadcast_id)
+        if stored is not None and stored.source == source:
+            break
+        await asyncio.sleep(0.02)
     assert stored is not None and stored.source == source
     stats = await live.get_stats(broadcast_id)
     assert stats["video_codec"] == "h264" and stats["audio_codec"] == "aac"
@@ -332,6 +336,41 @@ async def test_an_end_the_full_disk_refused_is_saved_once_space_returns(
             break
         await asyncio.sleep(0.05)
     assert row is not None and row.state is BroadcastState.ENDED and row.ended_at is not None
+    await manager.stop()
+    catalog.close()
+
+
+async def test_a_catalog_refusing_a_source_update_neither_stops_nor_stalls_the_publisher(
+        tiny_disk: Path, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    """Metadata and codec changes arrive while the catalog cannot write (its disk full;
+    the same holds for a frozen PostgreSQL past its timeout): the live record takes
+    them, the catalog gets the broadcast at its end, and the publisher never waits
+    for the catalog nor loses its connection over it."""
+    catalog = open_catalog(Settings(data_dir=tiny_disk / "data"))
+    catalog.create_channel(Channel("alpha"))
+    catalog.add_stream_key(StreamKey("alpha", hash_stream_key(KEY)))
+    manager = make_manager(catalog, live, pipeline, grace_s=0.0)
+    session = await accepted(manager, request())
+    [media] = pipeline.started
+    filler = fill(tiny_disk)
+    try:
+        await asyncio.wait_for(session.on_metadata({"width": 1280.0, "height": 720.0}), 1)
+        for packet in (VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)):
+            await asyncio.wait_for(session.on_packet(packet), 1)
+        assert media.packets == [VIDEO_CONFIG, AUDIO_CONFIG, frame(0), frame(33)]
+        current = await live.get_broadcast(media.broadcast.id)
+        assert current is not None and current.source is not None
+        assert current.source.width == 1280 and current.source.video_codec == "h264"
+    finally:
+        filler.unlink()
+    await asyncio.wait_for(session.on_close("publisher left"), 5)
+    for _ in range(200):
+        stored = catalog.get_broadcast(media.broadcast.id)
+        if stored is not None and stored.state is BroadcastState.ENDED:
+            break
+        await asyncio.sleep(0.05)
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    assert stored.source is not None and stored.source.width == 1280
     await manager.stop()
     catalog.close()
 
