@@ -191,6 +191,17 @@ def pick_reconnect_target(nodes: Sequence[Node], own_id: str,
                key=lambda n: (n.image_version == own_version, -n.free_slots, n.id))
 
 
+async def salvage(services: Services) -> None:
+    """Make the segments the previous run of this node had not made durable, from the
+    source journals it left (transcoder.salvage)."""
+    if not services.settings.transcode:
+        return
+    from transcoder.salvage import salvage_journals
+
+    await asyncio.to_thread(salvage_journals, services.settings, services.catalog,
+                            services.storage)
+
+
 @dataclass
 class IngestNode:
     """An ingest node: RTMP server, per-broadcast transcoders, uploader, node agent."""
@@ -388,6 +399,8 @@ class EmbeddedPlatform:
                             registry=services.registry)
         await uploader.start()
         self._stack.push_async_callback(uploader.close)
+        # Before the archiver: the VODs of broadcasts a crash cut get their last seconds.
+        await salvage(services)
 
         archiver = ArchiverService(settings, services.catalog, services.live,
                                    services.storage, uploader, registry=services.registry)
@@ -556,6 +569,7 @@ async def _ingest_process(settings: Settings) -> AsyncIterator[IngestNode]:
     services = Services.open(settings)
     node = IngestNode(services, draining_grace_s=settings.reconnect_grace_s)
     try:
+        await salvage(services)
         await node.start()
         yield node
     finally:

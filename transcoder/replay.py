@@ -116,6 +116,11 @@ class Recovery:
         self._parts_out: dict[str, int] = {}
         # Per rendition: the boundary of the segment the current child is producing.
         self._producing: dict[str, int] = {}
+        # Per rendition: boundaries of segments published but not yet durable (stored or
+        # spooled); the source journal keeps their packets (transcoder.journal).
+        self._undurable: dict[str, set[int]] = {}
+        # The boundary of the last segment :meth:`keep` let through.
+        self.kept_boundary: int | None = None
         self.replays = 0
 
     # --- what the child is sent -----------------------------------------------------
@@ -174,14 +179,42 @@ class Recovery:
             return False
         self._open[name] = producing + 1
         self._parts_out[name] = 0
+        self._undurable.setdefault(name, set()).add(producing)
+        self.kept_boundary = producing
         self._trim()
         return True
+
+    def durable(self, rendition: str, boundary: int) -> None:
+        """The segment of ``rendition`` starting at ``boundary`` is stored or spooled."""
+        self._undurable.get(rendition, set()).discard(boundary)
+        self._trim()
+
+    @property
+    def all_durable(self) -> bool:
+        return not any(self._undurable.values())
+
+    def open_boundary(self, rendition: str) -> int | None:
+        """The boundary where the rendition's open segment starts."""
+        return self._open.get(rendition)
+
+    @property
+    def journal_boundary(self) -> int:
+        """The oldest boundary whose segment some rendition has not made durable: where
+        the source journal starts."""
+        return self._keep_needed()
 
     # --- a child died -------------------------------------------------------------------
     def plan(self) -> Plan | None:
         """How the successor redoes the segments still open, or None when it cannot
         (then :meth:`abandon`)."""
-        needed = self._needed_boundary()
+        return self._plan_from(self._needed_boundary())
+
+    def journal_plan(self) -> Plan | None:
+        """Where the source journal starts (what a salvage after this process dies must
+        redo: every segment not yet durable), or None when no replay can start there."""
+        return self._plan_from(self._keep_needed())
+
+    def _plan_from(self, needed: int) -> Plan | None:
         if needed < self._next_boundary:
             seq, replayable = self._boundaries.get(needed, (-1, False))
             packet = self._packet(seq)
@@ -237,6 +270,7 @@ class Recovery:
         self._parts_out.clear()
         self._producing = dict(self._open)
         self._boundaries.clear()
+        self._undurable.clear()
 
     # --- internals --------------------------------------------------------------------
     def _latest_boundary(self) -> int:
@@ -258,8 +292,12 @@ class Recovery:
         item = self._items[index].item
         return item if isinstance(item, MediaPacket) else None
 
+    def _keep_needed(self) -> int:
+        pending = [min(b) for b in self._undurable.values() if b]
+        return min([self._needed_boundary(), *pending])
+
     def _trim(self) -> None:
-        needed = self._needed_boundary()
+        needed = self._keep_needed()
         keep_from = self._boundaries.get(needed, (None, False))[0]
         if keep_from is None and needed >= self._next_boundary or \
                 needed == self._timeline_first:

@@ -82,6 +82,10 @@ class BroadcastSink:
         self._on_segment_latency = on_segment_latency
         self._live_down = False
 
+    def next_msn(self, rendition: str) -> int:
+        """The media sequence number the rendition's next segment gets."""
+        return self._log(rendition).next_msn
+
     def _new_log(self, rendition: str) -> RenditionLog:
         return RenditionLog(self.prefix, rendition, ext=self._ext,
                             window_segments=self.settings.live_window_segments,
@@ -101,7 +105,10 @@ class BroadcastSink:
                 log.join(max(others, key=lambda o: (o.next_msn, o.discontinuity_count)))
         return log
 
-    async def on_output(self, out: Output) -> None:
+    async def on_output(self, out: Output, *,
+                        on_durable: Callable[[], None] | None = None) -> None:
+        """One output of the child; ``on_durable`` is called once a segment's bytes would
+        survive this process."""
         log = self._log(out.rendition)
         if isinstance(out, InitOut):
             key, new = log.set_init(out.data)
@@ -119,16 +126,25 @@ class BroadcastSink:
             return
         assert isinstance(out, SegmentOut)
         self._open_parts.pop(out.rendition, None)
-        await self._segment(out.rendition, log, out.duration_s, out.start_pts_s, out.data)
+        await self._segment(out.rendition, log, out.duration_s, out.start_pts_s, out.data,
+                            on_durable)
 
     async def _segment(self, rendition: str, log: RenditionLog, duration_s: float,
-                       start_pts_s: float, data: bytes) -> None:
+                       start_pts_s: float, data: bytes,
+                       on_durable: Callable[[], None] | None = None) -> None:
         segment = log.add_segment(duration_s, start_pts_s, len(data),
                                   self._wall_clock_at(start_pts_s, duration_s))
+        record = self._record_when_durable(rendition, segment)
+
+        def durable() -> None:
+            if record is not None:
+                record()
+            if on_durable is not None:
+                on_durable()
+
         # Storage (and through it the durable record) first: the live state may be down
         # (Redis restarting), and the archive must not lose what viewers could not see.
-        await self.put_storage(segment.key, data,
-                               on_durable=self._record_when_durable(rendition, segment))
+        await self.put_storage(segment.key, data, on_durable=durable)
         self.segments += 1
         with self._live_best_effort():
             await self.live.put_media(segment.key, data, self.media_ttl_s)

@@ -60,9 +60,11 @@ from castway.model import Broadcast
 from castway.settings import Settings
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
+from transcoder.journal import JournalHeader, SourceJournal, journal_path
 from transcoder.ladder import SOURCE, load_ladder
+from transcoder.packager import SegmentOut
 from transcoder.pipeline import PipelineConfig, RenditionInfo
-from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Plan, Recovery
+from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
 from transcoder.worker import worker_main
@@ -303,6 +305,16 @@ class BroadcastTranscoder:
         # watchdog's and a stop's): a send blocked on a hung child never delays its end.
         self._threads = ThreadPoolExecutor(max_workers=3,
                                            thread_name_prefix=f"tc-{broadcast.id}")
+        # The source journal (transcoder.journal): what a salvage needs if this process
+        # dies. Its writes, in order, on a thread of their own.
+        self._journal = SourceJournal(journal_path(Path(supervisor.settings.data_dir),
+                                                   broadcast.id))
+        self._journal_io = ThreadPoolExecutor(max_workers=1,
+                                              thread_name_prefix=f"journal-{broadcast.id}")
+        self._journal_at: int | None = None  # the boundary the journal starts at
+        self._journal_closing = False
+        # Per rendition: (a boundary, the media sequence number of its segment there).
+        self._anchors: dict[str, tuple[int, int]] = {}
 
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
@@ -363,13 +375,25 @@ class BroadcastTranscoder:
                 await self.sink.finish()
             else:
                 await self.sink.hand_over()
+            if not failed and not self._given_up:
+                # Ended here, or goes on on another node: once every segment is
+                # durable there is nothing left to salvage.
+                self._journal_closing = True
+                self._journal_remove_when_durable()
         finally:
+            if self._given_up:
+                # Nothing could transcode it here; a salvage would fail the same way.
+                self._journal_submit(self._journal.remove)
+            elif not self._journal_closing:
+                self._journal_submit(self._journal.close)  # kept for the next start
             self._done.set()
             self.supervisor._forget(self.broadcast.id)
             self._threads.shutdown(wait=False)
+            self._journal_io.shutdown(wait=False)
 
     # --- process management --------------------------------------------------------
     async def start(self) -> None:
+        self._journal_update()
         self._spawn()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._writer(), name=f"tc-writer-{self.broadcast.id}"),
@@ -441,10 +465,14 @@ class BroadcastTranscoder:
         while True:
             message = await self._queue.get()
             seq: int | None = None
+            item: MediaPacket | Break | None = None
             if message[0] == "packet":
-                seq = self._recovery.sent(message[1])
+                item = message[1]
             elif message[0] == "discontinuity":
-                seq = self._recovery.sent(BREAK)
+                item = BREAK
+            if item is not None:
+                seq = self._recovery.sent(item)
+                self._journal_submit(self._journal.append, item)
             while True:  # until a child has it (a replay may carry it)
                 await self._child_ready.wait()
                 tx = self._tx
@@ -502,13 +530,10 @@ class BroadcastTranscoder:
         try:
             if kind == "output":
                 self._media_clock = time.monotonic()
-                if self._recovery.keep(message[1]):
-                    await self.sink.on_output(message[1])
-                    if type(message[1]).__name__ == "SegmentOut":
-                        self.supervisor.metrics.segments.inc()
+                await self._output(message[1])
             elif kind == "rendition":
                 info: RenditionInfo = message[1]
-                self._recovery.rendition(info.name)
+                self._anchor(info.name)
                 await self.sink.on_rendition(info)
             elif kind == "boundary":
                 self._recovery.boundary(message[1], message[2])
@@ -533,6 +558,68 @@ class BroadcastTranscoder:
             # A live-state hiccup must not kill the consumer (and with it the broadcast).
             logger.exception("transcoder sink failed", extra={"broadcast_id":
                                                               self.broadcast.id})
+
+    async def _output(self, out: Any) -> None:
+        name = out.rendition
+        self._anchor(name)
+        if not self._recovery.keep(out):
+            return  # its predecessor published it
+        if not isinstance(out, SegmentOut):
+            await self.sink.on_output(out)
+            return
+        boundary = self._recovery.kept_boundary
+        assert boundary is not None
+
+        def durable() -> None:
+            self._recovery.durable(name, boundary)
+            self._journal_remove_when_durable()
+
+        await self.sink.on_output(out, on_durable=durable)
+        self.supervisor.metrics.segments.inc()
+        # No await between these: the sink's numbering and the boundary agree.
+        self._anchors[name] = (boundary + 1, self.sink.next_msn(name))
+        self._journal_update()
+
+    def _anchor(self, name: str) -> None:
+        """A rendition first seen: its open segment's boundary and number, together."""
+        if name not in self._anchors:
+            self._recovery.rendition(name)
+            boundary = self._recovery.open_boundary(name)
+            assert boundary is not None
+            self._anchors[name] = (boundary, self.sink.next_msn(name))
+
+    # --- the source journal --------------------------------------------------------
+    def _journal_submit(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            self._journal_io.submit(fn, *args)
+        except RuntimeError:
+            pass  # closed: the broadcast's transcoder is gone
+
+    def _journal_update(self) -> None:
+        """Start the journal over when the oldest segment not yet durable has moved on."""
+        if self._journal_closing or self._journal.failed:
+            return
+        boundary = self._recovery.journal_boundary
+        if boundary == self._journal_at:
+            return
+        plan = self._recovery.journal_plan()
+        if plan is None:
+            return  # no keyframe there: the journal goes on from where it started
+        self._journal_at = boundary
+        msn = {name: number - (at - boundary) for name, (at, number) in self._anchors.items()}
+        # A rendition that appears later joins the numbering of the others (the sink's
+        # RenditionLog.join).
+        default = max(msn.values()) if msn else max(
+            (log.next_msn for log in self.sink.logs.values()), default=0)
+        header = JournalHeader(self.broadcast.id, msn, default_msn=default,
+                               replay_from_pts_ms=plan.start_pts_ms)
+        prelude = self._recovery.prelude(plan)
+        items = [*prelude.configs, *(sent.item for sent in prelude.items)]
+        self._journal_submit(self._journal.rewrite, header, items)
+
+    def _journal_remove_when_durable(self) -> None:
+        if self._journal_closing and self._recovery.all_durable:
+            self._journal_submit(self._journal.remove)
 
     async def _stats(self, stats: dict[str, Any]) -> None:
         self.lag_s = float(stats.get("lag_s", 0.0))
@@ -626,6 +713,10 @@ class BroadcastTranscoder:
         if plan is None:
             self._recovery.abandon()
             await self.sink.child_lost()
+            self._anchors.clear()
+            for name in self.sink.logs:
+                self._anchor(name)
+            self._journal_update()
         else:
             self._recovery.start_successor(plan)
             self.supervisor.metrics.replays.inc()

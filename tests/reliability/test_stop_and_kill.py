@@ -130,6 +130,7 @@ def test_ctrl_c_during_a_broadcast_ends_it_with_a_complete_vod(
     [(broadcast_id, state)] = catalog_rows(data_dir, "SELECT id, state FROM broadcasts")
     assert state == "ended"
     assert catalog_rows(data_dir, "SELECT state FROM vods") == [("complete",)]
+    assert not list((data_dir / "journal").glob("*"))  # every segment durable: nothing kept
     check_vod_covers(data_dir, broadcast_id, seen)
 
 
@@ -165,3 +166,64 @@ def test_sigkill_during_a_broadcast_fails_it_and_the_next_start_makes_its_vod(
         assert httpx.get(f"{restarted.base}/vod/{broadcast_id}/master.m3u8",
                          timeout=5).status_code == 200
     check_vod_covers(data_dir, broadcast_id, seen)
+
+
+def ingest_video_packets(served: Served) -> int | None:
+    """Video packets the server has taken from its publishers (its own count)."""
+    text = httpx.get(f"{served.base}/metrics", timeout=5).text
+    match = re.search(r'^castway_ingest_packets_total\{kind="video"\} (\S+)$', text, re.M)
+    return int(float(match.group(1))) if match else None
+
+
+def test_sigkill_loses_no_frame_the_server_had_received(tmp_path: Path) -> None:
+    """The publisher pauses mid-segment (its connection open, nothing more to send):
+    the server holds the last seconds only in its transcoder pipeline -- the segment in
+    progress cannot close before the next keyframe -- when it is SIGKILLed. The next
+    start salvages them from the source journal: the VOD of every rendition holds every
+    frame the server had received, with no discontinuity."""
+    clip = make_test_media(tmp_path / "clip.flv", seconds=5.5)  # keyframes at 0, 2, 4 s
+    data_dir = tmp_path / "data"
+    with serve(data_dir) as served:
+        url = f"rtmp://127.0.0.1:{served.rtmp_port}/live/{served.stream_key()}"
+        ffmpeg = subprocess.Popen([require_tool("ffmpeg"), "-loglevel", "error", "-re",
+                                   "-f", "flv", "-i", "pipe:0", "-c", "copy", "-f", "flv", url],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            assert ffmpeg.stdin is not None
+            ffmpeg.stdin.write(clip.read_bytes())
+            ffmpeg.stdin.flush()  # and kept open: the publisher is still there
+
+            def received_all() -> int | None:
+                first = ingest_video_packets(served)
+                time.sleep(1.5)
+                again = ingest_video_packets(served)
+                return again if first and again == first and again > 4 * FPS else None
+
+            received = poll("the publisher to pause", received_all, 60)
+            poll("two segments of every rendition in the durable record",
+                 lambda: all(len(recorded_segments(data_dir, r)) >= 2
+                             for r in live_renditions(served)) and live_renditions(served),
+                 20)
+            served.proc.kill()
+            served.proc.wait(timeout=10)
+        finally:
+            ffmpeg.kill()
+            ffmpeg.wait()
+    [(broadcast_id, state)] = catalog_rows(data_dir, "SELECT id, state FROM broadcasts")
+    assert state == "live"
+    assert list((data_dir / "journal").glob("*.journal"))  # what a crash leaves
+    with serve(data_dir) as restarted:
+        def vod_complete() -> bool:
+            vods = httpx.get(f"{restarted.base}/api/v1/vods",
+                             headers=restarted.admin_headers(), timeout=5).json()
+            return bool(vods) and vods[0]["state"] == "complete"
+
+        poll("the VOD of the killed broadcast", vod_complete, 60)
+    assert not list((data_dir / "journal").glob("*.journal*"))  # salvaged, gone
+    master = data_dir / "storage" / "broadcasts" / broadcast_id / "master.m3u8"
+    counts = packet_counts(str(master))
+    frames = received - 1  # the sequence header is not a frame
+    assert len(counts["video"]) >= 2 and counts["video"] == [frames] * len(counts["video"])
+    for variant in master.parent.glob("*/vod.m3u8"):
+        assert "#EXT-X-DISCONTINUITY\n" not in variant.read_text(), variant

@@ -1,0 +1,202 @@
+"""The source journal: what a broadcast's transcoder has not yet made durable, on disk.
+
+A transcoder child that crashes is replayed from the parent's memory
+(:mod:`transcoder.replay`); a parent that dies (the whole process SIGKILLed, the machine
+rebooted) takes that memory with it. So the parent also writes it to a file of its own per
+broadcast, ``{data_dir}/journal/{broadcast_id}.journal``: the packets from the oldest
+segment boundary whose segment some rendition has not yet made durable (stored, or in
+the uploader's spool), with the media sequence number each rendition gives that segment.
+The next start of the node makes the missing segments from it
+(:mod:`transcoder.salvage`) before the archiver makes the VOD.
+
+The file is rewritten (to a temporary name, then renamed over) whenever that boundary
+moves on, about once a segment, and appended to with each packet in between: it holds
+a segment or two of the source. Writes go to the page cache without fsync: the journal
+survives the process, not the machine's power (like the uploader's spool).
+
+Format: ``MAGIC``, a 4-byte big-endian length and a JSON header (:class:`JournalHeader`),
+then records: a tag byte (``P`` packet, ``B`` break), and for a packet its kind, codec,
+flags, DTS, PTS and payload (:data:`_PACKET`). A record cut short by the process dying
+mid-write ends the journal.
+
+A journal that cannot be written (a full disk) is given up for that broadcast, logged
+once: the media path never waits for it or fails because of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from castway.media import Codec, MediaKind, MediaPacket
+from transcoder.replay import BREAK, Break
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"CWJ1"
+SUFFIX = ".journal"
+# A journal past this size (a source without keyframes, so no boundary to restart the
+# file at) stops growing; its broadcast's salvage then has what it had.
+MAX_JOURNAL_BYTES = 256 * 1024 * 1024
+_KINDS = (MediaKind.VIDEO, MediaKind.AUDIO)
+_CODECS = tuple(Codec)
+_PACKET = struct.Struct(">BBBqqI")  # kind, codec, flags, dts, pts, payload length
+_KEY, _CONFIG = 1, 2
+
+
+def journal_dir(data_dir: Path) -> Path:
+    return data_dir / "journal"
+
+
+def journal_path(data_dir: Path, broadcast_id: str) -> Path:
+    return journal_dir(data_dir) / f"{broadcast_id}{SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHeader:
+    """Where the journal's packets start: at a segment boundary (a source keyframe,
+    after the configuration records in force there), whose segment has media sequence
+    number ``msn[rendition]`` in each rendition (``default_msn`` for a rendition that
+    appears later), and whether the replay must drop the transcoded rungs' audio
+    stamped before ``replay_from_pts_ms`` (:class:`transcoder.pipeline.PipelineConfig`)."""
+
+    broadcast_id: str
+    msn: dict[str, int] = field(default_factory=dict)
+    default_msn: int = 0
+    replay_from_pts_ms: int | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps({"broadcast_id": self.broadcast_id, "msn": self.msn,
+                           "default_msn": self.default_msn,
+                           "replay_from_pts_ms": self.replay_from_pts_ms}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JournalHeader:
+        raw = json.loads(data)
+        return cls(str(raw["broadcast_id"]), {str(k): int(v) for k, v in raw["msn"].items()},
+                   int(raw["default_msn"]),
+                   None if raw.get("replay_from_pts_ms") is None
+                   else int(raw["replay_from_pts_ms"]))
+
+
+class JournalCorrupt(ValueError):
+    """Not a journal, or its header is unreadable."""
+
+
+def encode_item(item: MediaPacket | Break) -> bytes:
+    if isinstance(item, Break):
+        return b"B"
+    flags = (_KEY if item.is_keyframe else 0) | (_CONFIG if item.is_config else 0)
+    return b"P" + _PACKET.pack(_KINDS.index(item.kind), _CODECS.index(item.codec), flags,
+                               item.dts_ms, item.pts_ms, len(item.payload)) + item.payload
+
+
+def read_journal(path: Path) -> tuple[JournalHeader, list[MediaPacket | Break]]:
+    """The header and every whole record (a torn last record is where it ends)."""
+    data = path.read_bytes()
+    if data[:4] != MAGIC or len(data) < 8:
+        raise JournalCorrupt(f"{path}: not a castway journal")
+    (size,) = struct.unpack(">I", data[4:8])
+    try:
+        header = JournalHeader.from_json(data[8:8 + size])
+    except (ValueError, KeyError, TypeError) as e:
+        raise JournalCorrupt(f"{path}: unreadable header: {e}") from e
+    return header, list(_records(data, 8 + size))
+
+
+def _records(data: bytes, offset: int) -> Iterator[MediaPacket | Break]:
+    while offset < len(data):
+        tag = data[offset:offset + 1]
+        if tag == b"B":
+            offset += 1
+            yield BREAK
+            continue
+        end = offset + 1 + _PACKET.size
+        if tag != b"P" or end > len(data):
+            return
+        kind, codec, flags, dts, pts, length = _PACKET.unpack(data[offset + 1:end])
+        if end + length > len(data) or kind >= len(_KINDS) or codec >= len(_CODECS):
+            return
+        yield MediaPacket(_KINDS[kind], _CODECS[codec], bool(flags & _KEY),
+                          bool(flags & _CONFIG), dts, pts, data[end:end + length])
+        offset = end + length
+
+
+class SourceJournal:
+    """One broadcast's journal file, written by its transcoder supervisor."""
+
+    def __init__(self, path: Path, *, max_bytes: int = MAX_JOURNAL_BYTES) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._file: BinaryIO | None = None
+        self._size = 0
+        self._failed = False
+
+    @property
+    def failed(self) -> bool:
+        return self._failed
+
+    def rewrite(self, header: JournalHeader, items: Iterable[MediaPacket | Break]) -> None:
+        """Start the journal over at ``header``'s boundary with ``items``."""
+        if self._failed:
+            return
+        self._close_file()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            head = header.to_json()
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + struct.pack(">I", len(head)) + head)
+                for item in items:
+                    f.write(encode_item(item))
+                self._size = f.tell()
+            os.replace(tmp, self.path)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept for appends
+        except OSError as e:
+            self._fail(e)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def append(self, item: MediaPacket | Break) -> None:
+        if self._file is None or self._failed:
+            return
+        record = encode_item(item)
+        if self._size + len(record) > self.max_bytes:
+            return  # full: the salvage gets what is there
+        try:
+            # One write per record straight to the page cache (unbuffered file): a
+            # process killed between packets leaves whole records behind.
+            self._file.write(record)
+            self._size += len(record)
+        except OSError as e:
+            self._fail(e)
+
+    def remove(self) -> None:
+        """The broadcast's segments are all durable: nothing left to salvage."""
+        self._close_file()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def close(self) -> None:
+        """Stop writing, keep the file (for the next start's salvage)."""
+        self._close_file()
+
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def _fail(self, error: OSError) -> None:
+        self._failed = True
+        self._close_file()
+        logger.error("source journal unwritable: a crash of this process would lose "
+                     "the media in progress", extra={"path": str(self.path),
+                                                     "error": str(error)})
