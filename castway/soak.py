@@ -42,7 +42,9 @@ GRACE_S = 3.0
 FAULT_EVERY_S = 60.0
 FAULTS = ("transcoder-kill", "serve-sigint", "hostile-burst", "serve-sigkill")
 SESSION_TAIL_S = 2 * TARGET_SEGMENT_S + 1.0  # first keyframe wait + the segment in progress
-KILL_TAIL_S = 2 * TARGET_SEGMENT_S  # parts published but never closed into a segment
+# What a SIGKILL cuts: the publisher's packets still in the sockets (what the server had
+# received is salvaged from its source journal at the next start).
+KILL_TAIL_S = 0.5
 # A crashed transcoder child's successor redoes what it had in progress from a replay
 # (transcoder/replay.py): a crash costs nothing.
 TRANSCODER_CRASH_S = 0.0

@@ -31,6 +31,8 @@ import socket
 from collections import Counter
 from urllib.parse import parse_qsl
 
+from castway.catalog import CatalogUnavailable
+from castway.live.base import LiveStateError
 from castway.net import ConnectionBudget, Listener, bind_socket
 from castway.settings import Settings
 from ingest.protocol import (
@@ -222,6 +224,16 @@ class _Connection:
         else:
             try:
                 outcome = await self.server.handler.on_publish(request)
+            except CatalogUnavailable as e:
+                # Say so, and that it passes: encoders that retry (OBS does) get in later.
+                logger.warning("publish refused: catalog unavailable",
+                               extra={**self.log_fields, "error": str(e)})
+                outcome = Rejection.unavailable("the catalog cannot be reached, retry shortly")
+            except LiveStateError as e:
+                logger.warning("publish refused: live state unavailable",
+                               extra={**self.log_fields, "error": str(e)})
+                outcome = Rejection.unavailable("the live state cannot be reached, "
+                                                "retry shortly")
             except Exception:
                 logger.exception("publish handler failed", extra=self.log_fields)
                 outcome = Rejection("NetStream.Publish.Denied", "Internal server error.")
