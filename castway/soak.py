@@ -366,7 +366,8 @@ def _growth(samples: list[int]) -> float:
     return last[len(last) // 2] / max(1, first[len(first) // 2])
 
 
-def run(minutes: float, channels: int, seed: int, workdir: Path) -> SoakResult:
+def run(minutes: float, channels: int, seed: int, workdir: Path,
+        faults_to_inject: tuple[str, ...] = FAULTS) -> SoakResult:
     rng = random.Random(seed)
     data_dir = workdir / "data"
     clip = workdir / "clip.flv"
@@ -401,7 +402,7 @@ def run(minutes: float, channels: int, seed: int, workdir: Path) -> SoakResult:
                 hostile += hostile_clients(server, rng, 2)
                 next_hostile = now + 5.0
             if now >= next_fault:
-                kind = FAULTS[len(faults) % len(FAULTS)]
+                kind = faults_to_inject[len(faults) % len(faults_to_inject)]
                 at = round(now - started, 1)
                 if kind == "transcoder-kill":
                     done = server.kill_a_transcoder()
@@ -458,13 +459,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help="the faults injected in turn, one a minute (default: all of "
+                             "them; without the serve-* ones a single server runs the "
+                             "whole soak, for its RSS and descriptors over time)")
     args = parser.parse_args(argv)
+    chosen = tuple(f for f in args.faults.split(",") if f)
+    if not chosen or set(chosen) - set(FAULTS):
+        parser.error(f"--faults: a comma-separated list of {', '.join(FAULTS)}")
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is required for the soak", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="castway-soak-"))
     try:
-        result = run(args.minutes, args.channels, args.seed, workdir)
+        result = run(args.minutes, args.channels, args.seed, workdir, chosen)
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}", file=sys.stderr)
