@@ -62,8 +62,23 @@ from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
 from transcoder.journal import JournalHeader, SourceJournal, journal_path
 from transcoder.ladder import SOURCE, load_ladder
-from transcoder.packager import SegmentOut
-from transcoder.pipeline import PipelineConfig, RenditionInfo
+from transcoder.messages import (
+    Announced,
+    Boundary,
+    Done,
+    Exited,
+    Failed,
+    Feed,
+    Finish,
+    Flushed,
+    FromChild,
+    Produced,
+    Restart,
+    Stats,
+    ToChild,
+)
+from transcoder.packager import Output, SegmentOut
+from transcoder.pipeline import PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
@@ -264,11 +279,11 @@ class BroadcastTranscoder:
         self.config = config
         self.sink = sink
         self.supervisor = supervisor
-        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(QUEUE_PACKETS)
+        self._queue: asyncio.Queue[MediaPacket | Break | Finish] = asyncio.Queue(QUEUE_PACKETS)
         self._configs: dict[MediaKind, MediaPacket] = {}
         self._skip_video = False
         # (generation of the child that said it, message)
-        self._events: asyncio.Queue[tuple[int, tuple[Any, ...]]] = asyncio.Queue(EVENT_QUEUE)
+        self._events: asyncio.Queue[tuple[int, FromChild]] = asyncio.Queue(EVENT_QUEUE)
         self._recovery = Recovery(max_bytes=supervisor.replay_max_bytes)
         self._plan: Plan | None = None  # how the next child redoes the work in progress
         self._process: BaseProcess | None = None
@@ -333,7 +348,7 @@ class BroadcastTranscoder:
             if packet.is_keyframe:
                 self.sink.note_keyframe_arrival()
         try:
-            self._queue.put_nowait(("packet", packet))
+            self._queue.put_nowait(packet)
         except asyncio.QueueFull:
             self._drop(packet)
             if packet.kind == MediaKind.VIDEO:
@@ -341,7 +356,7 @@ class BroadcastTranscoder:
 
     async def discontinuity(self) -> None:
         if not self._given_up and not self._finishing:
-            await self._queue.put(("discontinuity",))
+            await self._queue.put(BREAK)
 
     async def finish(self, *, failed: bool = False) -> None:
         await self._close(failed=failed, end=True)
@@ -358,7 +373,7 @@ class BroadcastTranscoder:
         self._finishing = True
         try:
             if not self._given_up and not failed:
-                await self._queue.put(("finish",))
+                await self._queue.put(Finish())
                 try:
                     await asyncio.wait_for(self._done.wait(), FINISH_TIMEOUT_S)
                 except TimeoutError:
@@ -445,7 +460,7 @@ class BroadcastTranscoder:
                 try:
                     message = rx.recv()
                 except (EOFError, OSError):
-                    message = ("exited", generation)
+                    message = Exited(generation)
                 if generation == self._generation:
                     self._listening_since = None
                     self._heard = True
@@ -454,7 +469,7 @@ class BroadcastTranscoder:
                                                      loop).result()
                 except RuntimeError:
                     return  # the loop is gone
-                if message[0] in ("exited", "done"):
+                if isinstance(message, Exited | Done):
                     return
         finally:
             rx.close()
@@ -463,16 +478,15 @@ class BroadcastTranscoder:
         prelude_sent = 0  # the generation that has had its prelude
         previous: Connection | None = None
         while True:
-            message = await self._queue.get()
+            item = await self._queue.get()
             seq: int | None = None
-            item: MediaPacket | Break | None = None
-            if message[0] == "packet":
-                item = message[1]
-            elif message[0] == "discontinuity":
-                item = BREAK
-            if item is not None:
+            message: ToChild
+            if isinstance(item, Finish):
+                message = item
+            else:
                 seq = self._recovery.sent(item)
                 self._journal_submit(self._journal.append, item)
+                message = Restart(seq) if isinstance(item, Break) else Feed(item, seq)
             while True:  # until a child has it (a replay may carry it)
                 await self._child_ready.wait()
                 tx = self._tx
@@ -486,10 +500,10 @@ class BroadcastTranscoder:
                 try:
                     if prelude_sent != generation:
                         prelude_sent = generation
-                        replayed_until = await self._send_prelude(tx, message)
+                        replayed_until = await self._send_prelude(tx, item)
                         if seq is not None and seq <= replayed_until:
                             break
-                    await self._in_thread(tx.send, _wire(message, seq))
+                    await self._in_thread(tx.send, message)
                     break
                 except (OSError, ValueError):
                     # Broken pipe: the child died; the reader reports it, we restart, and
@@ -497,23 +511,24 @@ class BroadcastTranscoder:
                     if generation == self._generation:
                         self._child_ready.clear()
 
-    async def _send_prelude(self, tx: Connection, message: tuple[Any, ...]) -> int:
+    async def _send_prelude(self, tx: Connection, item: MediaPacket | Break | Finish) -> int:
         """A fresh child's first messages: the configuration records in force, then the
         replay of the work in progress if its predecessor died (the last sequence
         number replayed, -1 for none)."""
         plan, self._plan = self._plan, None
         if plan is None:
             for config in self._configs.values():
-                if not (message[0] == "packet" and message[1] is config):
-                    await self._in_thread(tx.send, ("packet", config, -1))
+                if item is not config:
+                    await self._in_thread(tx.send, Feed(config, -1))
             return -1
         prelude = self._recovery.prelude(plan)
         for config in prelude.configs:
-            await self._in_thread(tx.send, ("packet", config, -1))
+            await self._in_thread(tx.send, Feed(config, -1))
         for sent in prelude.items:
-            item = sent.item
-            wire = ("discontinuity", sent.seq) if item is BREAK else ("packet", item, sent.seq)
-            await self._in_thread(tx.send, wire)
+            replayed = sent.item
+            message: ToChild = (Restart(sent.seq) if isinstance(replayed, Break)
+                                else Feed(replayed, sent.seq))
+            await self._in_thread(tx.send, message)
         return prelude.last_seq
 
     async def _consumer(self) -> None:
@@ -521,45 +536,43 @@ class BroadcastTranscoder:
             generation, message = await self._events.get()
             await self._handle(generation, message)
 
-    async def _handle(self, generation: int, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if generation != self._generation and kind != "exited":
+    async def _handle(self, generation: int, message: FromChild) -> None:
+        if generation != self._generation and not isinstance(message, Exited):
             # A retired child's late word: its successor redoes (or the discontinuity
             # after it ends) what it was doing, as planned when it was retired.
             return
         try:
-            if kind == "output":
+            if isinstance(message, Produced):
                 self._media_clock = time.monotonic()
-                await self._output(message[1])
-            elif kind == "rendition":
-                info: RenditionInfo = message[1]
-                self._anchor(info.name)
-                await self.sink.on_rendition(info)
-            elif kind == "boundary":
-                self._recovery.boundary(message[1], message[2])
-            elif kind == "discontinuity":
+                await self._output(message.output)
+            elif isinstance(message, Announced):
+                self._anchor(message.info.name)
+                await self.sink.on_rendition(message.info)
+            elif isinstance(message, Boundary):
+                self._recovery.boundary(message.seq, message.pts_ms)
+            elif isinstance(message, Flushed):
                 self._media_clock = time.monotonic()
-                if message[1] >= 0:
-                    self._recovery.child_break(message[1])
+                if message.seq >= 0:
+                    self._recovery.child_break(message.seq)
                 await self.sink.discontinuity()
-            elif kind == "stats":
-                await self._stats(message[1])
-            elif kind == "done":
+            elif isinstance(message, Stats):
+                await self._stats(message.stats)
+            elif isinstance(message, Done):
                 self._done.set()
-            elif kind == "error":
+            elif isinstance(message, Failed):
                 # Deterministic (unsupported codec, broken configuration): a restart
                 # would fail the same way, so the broadcast goes on without transcoding.
                 self._fatal = True
                 logger.error("transcoder failed", extra={"broadcast_id": self.broadcast.id,
-                                                         "error": message[1]})
-            elif kind == "exited":
-                await self._child_lost(message[1], hung=False)
+                                                         "error": message.error})
+            else:
+                await self._child_lost(message.generation, hung=False)
         except Exception:
             # A live-state hiccup must not kill the consumer (and with it the broadcast).
             logger.exception("transcoder sink failed", extra={"broadcast_id":
                                                               self.broadcast.id})
 
-    async def _output(self, out: Any) -> None:
+    async def _output(self, out: Output) -> None:
         name = out.rendition
         self._anchor(name)
         if not self._recovery.keep(out):
@@ -621,10 +634,10 @@ class BroadcastTranscoder:
         if self._journal_closing and self._recovery.all_durable:
             self._journal_submit(self._journal.remove)
 
-    async def _stats(self, stats: dict[str, Any]) -> None:
-        self.lag_s = float(stats.get("lag_s", 0.0))
-        self.dropped_frames = int(stats.get("dropped_frames", 0))
-        now, frames = time.monotonic(), int(stats.get("video_packets", 0))
+    async def _stats(self, stats: PipelineStats) -> None:
+        self.lag_s = stats.lag_s
+        self.dropped_frames = stats.dropped_frames
+        now, frames = time.monotonic(), stats.video_packets
         if self._fps_sample is not None and now > self._fps_sample[0] \
                 and frames >= self._fps_sample[1]:
             self.fps = (frames - self._fps_sample[1]) / (now - self._fps_sample[0])
@@ -633,18 +646,18 @@ class BroadcastTranscoder:
         self.supervisor._refresh_gauges()
         await self._put_stats()
 
-    def _check_health(self, stats: dict[str, Any], now: float) -> None:
+    def _check_health(self, stats: PipelineStats, now: float) -> None:
         """Conditions under which the broadcast is live but serves nothing (or less than
         it should), from the child's stats: logged once when they start, shown in the
         broadcast's ``warnings`` stat while they last."""
         active: set[HealthWarning] = set()
-        unconfigured = int(stats.get("video_without_config", 0))
+        unconfigured = stats.video_without_config
         if unconfigured > self._unconfigured_seen:
             active.add(HealthWarning.NO_VIDEO_CONFIG)
         self._unconfigured_seen = unconfigured  # a restarted child counts from 0
         if now - self._media_clock > self._no_media_after_s:
             active.add(HealthWarning.NO_MEDIA)
-        splits = int(stats.get("keyframe_drought_splits", 0))
+        splits = stats.keyframe_drought_splits
         if splits > self._drought_splits_seen:
             self._drought_at = now
         self._drought_splits_seen = splits
@@ -768,11 +781,3 @@ class BroadcastTranscoder:
         self.dropped_packets += 1
         self.supervisor.metrics.dropped_packets.labels(kind=packet.kind.value).inc()
 
-
-def _wire(message: tuple[Any, ...], seq: int | None) -> tuple[Any, ...]:
-    """A queued message as the child gets it (:mod:`transcoder.worker`)."""
-    if message[0] == "packet":
-        return ("packet", message[1], seq)
-    if message[0] == "discontinuity":
-        return ("discontinuity", seq)
-    return message
