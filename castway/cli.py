@@ -56,6 +56,10 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     from castway.serde import to_jsonable
 
     settings = _settings(args)
+    data_dir = _channels_data_dir(settings, creating=args.channels_cmd == "create")
+    if data_dir is None:
+        return 1
+    settings = settings.model_copy(update={"data_dir": data_dir})
     ensure_data_dir(settings.data_dir)
     catalog = open_catalog(settings)
     try:
@@ -81,6 +85,39 @@ def _cmd_channels(args: argparse.Namespace) -> int:
         return 0
     finally:
         catalog.close()
+
+
+def _channels_data_dir(settings: Settings, *, creating: bool) -> Path | None:
+    """The data directory a channels command works on. Named (--data-dir,
+    CASTWAY_DATA_DIR): that one. Else the one a running ``castway serve`` uses (said on
+    stderr), else ./data if it holds a catalog; a new one only to create a channel (said
+    too); otherwise None, with the reason on stderr -- never an empty catalog quietly."""
+    from castway.running import running_servers
+
+    if "data_dir" in settings.model_fields_set or settings.database_url:
+        return settings.data_dir
+    here = settings.data_dir.resolve()
+    servers = running_servers()
+    dirs = list(dict.fromkeys(s.data_dir for s in servers))
+    if here in dirs or (not dirs and (here / "castway.db").exists()):
+        return settings.data_dir
+    if len(dirs) == 1:
+        print(f"castway: using the data directory of the running server "
+              f"(pid {servers[-1].pid}): {dirs[0]}", file=sys.stderr)
+        return dirs[0]
+    if dirs:
+        listed = "\n".join(f"  {d}" for d in dirs)
+        print(f"castway: several castway servers are running; say which data directory "
+              f"with --data-dir or CASTWAY_DATA_DIR:\n{listed}", file=sys.stderr)
+        return None
+    if creating:
+        print(f"castway: no castway server is running and {here} holds no catalog: "
+              f"creating a new data directory there", file=sys.stderr)
+        return settings.data_dir
+    print(f"castway: no castway data here ({here} holds no catalog) and no castway server "
+          f"is running: run it from the directory you started `castway serve` in, or "
+          f"pass --data-dir / CASTWAY_DATA_DIR", file=sys.stderr)
+    return None
 
 
 def _print_key(args: argparse.Namespace, channel: str, key: str, settings: Settings) -> None:

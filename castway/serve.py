@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -553,13 +554,21 @@ def start_process(settings: Settings) -> None:
 
 
 def run_embedded(settings: Settings) -> int:
+    from castway.running import register, unregister
+
     start_process(settings)
 
     async def main() -> None:
         async with EmbeddedPlatform(settings) as platform:
-            print(platform.banner(), flush=True)
-            await wait_for_stop_signal()
-            logger.info("stopping")
+            # For `castway channels ...` run from another directory (castway/running.py).
+            record = register(os.getpid(), settings.data_dir,
+                              settings.effective_public_url)
+            try:
+                print(platform.banner(), flush=True)
+                await wait_for_stop_signal()
+                logger.info("stopping")
+            finally:
+                unregister(record)
 
     return _run(main())
 

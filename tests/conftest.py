@@ -6,8 +6,11 @@ standing in for a node, a transcoder, a server): the run fails and names them.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +25,11 @@ pytest_plugins = [
     "tests.fixtures.tiny_disk",
     "tests.fixtures.fault_proxy",
 ]
+
+# `castway serve` processes the tests start record themselves for the CLI
+# (castway/running.py): in a state directory of the test session's, never the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="castway-test-state-")
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 
 # Children that belong to the interpreter, not to a test: multiprocessing's helper
 # processes live as long as pytest and end with it.
