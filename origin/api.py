@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from castway.catalog.base import AlreadyExists, NotFound
 from castway.keys import generate_stream_key, hash_stream_key
+from castway.layout import COMPONENT_PATTERN, broadcast_prefix
 from castway.model import BroadcastState, Channel, StreamKey, VodState
 from origin.context import Ctx, OriginContext
 from origin.schemas import (
@@ -42,7 +43,6 @@ from origin.schemas import (
 logger = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "control"  # {"type": "stop", "broadcast_id": ...}; the ingest node obeys
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 _bearer = HTTPBearer(auto_error=False, description="CASTWAY_ADMIN_TOKEN")
 
@@ -66,7 +66,7 @@ async def require_admin(
 
 
 ChannelPath = Annotated[str, Path(pattern=CHANNEL_PATTERN, max_length=64)]
-IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+IdPath = Annotated[str, Path(pattern=COMPONENT_PATTERN)]  # broadcast and VOD ids
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
 
@@ -273,7 +273,7 @@ async def delete_vod(vod_id: IdPath, ctx: Ctx) -> VodDeleted:
         raise HTTPException(404, f"no VOD {vod_id}")
     # Storage first: a failure leaves the record, so the delete can be retried.
     deleted = await ctx.storage_pool.run(ctx.storage.delete_prefix,
-                                      f"broadcasts/{vod.broadcast_id}/")
+                                      broadcast_prefix(vod.broadcast_id))
     await asyncio.to_thread(ctx.catalog.delete_vod, vod_id)
     logger.info("VOD deleted", extra={"vod_id": vod_id, "objects": deleted})
     return VodDeleted(id=vod_id, objects_deleted=deleted)

@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
+from castway.layout import poster_key, valid_component
 from castway.model import BroadcastState, Visibility, VodState
 from castway.signing import (
     COOKIE_EXPIRES,
@@ -25,7 +26,7 @@ from castway.signing import (
 )
 from chat.widget import with_chat
 from origin.context import Ctx, OriginContext
-from origin.responses import ID_RE, CacheKind
+from origin.responses import CacheKind
 from origin.schemas import CHANNEL_RE
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
@@ -79,7 +80,7 @@ async def index(ctx: Ctx) -> HTMLResponse:
         channel = await asyncio.to_thread(ctx.catalog.get_channel, broadcast.channel)
         title = channel.title if channel and channel.title else broadcast.channel
         has_poster = await ctx.storage_pool.run(ctx.storage.exists,
-                                             f"broadcasts/{broadcast.id}/poster.jpg")
+                                             poster_key(broadcast.id))
         poster = (f"<img src='/hls/b/{escape(broadcast.id)}/poster.jpg' alt=''>"
                   if has_poster else "<div class=noposter></div>")
         cards.append(f"<a class=card href='/watch/{escape(broadcast.channel)}'>{poster}"
@@ -103,7 +104,7 @@ def _player(src: str, *, live: bool) -> str:
 
 @router.get("/watch/vod/{vod_id}", response_class=HTMLResponse)
 async def watch_vod(vod_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
-    if not ID_RE.match(vod_id):
+    if not valid_component(vod_id):
         return _not_found("no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
     if vod is None or vod.state is VodState.DELETED:

@@ -24,8 +24,8 @@ from archiver.celery_app import make_celery
 from archiver.service import TASK_EXPIRE_VODS, TASK_MAKE_VOD, TASK_VERIFY_VOD
 from archiver.tasks import ArchiveContext, make_vod
 from archiver.uploader import Uploader
-from archiver.vod import master_key
 from castway.catalog import SqlCatalog, open_catalog
+from castway.layout import master_key
 from castway.live.base import BROADCASTS_TOPIC
 from castway.live.redis import RedisLiveState
 from castway.model import VodState
