@@ -43,7 +43,13 @@ from castway.layout import (
     valid_component,
 )
 from castway.live.base import RenditionWindow, playlist_segments
-from castway.model import Broadcast, BroadcastState, Visibility, VodState
+from castway.model import (
+    Broadcast,
+    BroadcastState,
+    Visibility,
+    VodState,
+    valid_channel_name,
+)
 from castway.storage.base import content_type_for
 from origin.access import MediaAccess
 from origin.context import Ctx, OriginContext, Rendered
@@ -54,7 +60,6 @@ from origin.responses import (
     error_response,
     etag_for,
 )
-from origin.schemas import CHANNEL_RE
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +101,7 @@ def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Respo
 
 
 async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
-    if not CHANNEL_RE.match(channel):
+    if not valid_channel_name(channel):
         return error_response(404, "no such channel")
     broadcast = await ctx.live.live_broadcast(channel)
     if broadcast is None or broadcast.state is not BroadcastState.LIVE:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from castway.layout import poster_key, valid_component
-from castway.model import BroadcastState, Visibility, VodState
+from castway.model import BroadcastState, Visibility, VodState, valid_channel_name
 from castway.signing import (
     COOKIE_EXPIRES,
     COOKIE_KEY_PAIR_ID,
@@ -27,7 +27,6 @@ from castway.signing import (
 from chat.widget import with_chat
 from origin.context import Ctx, OriginContext
 from origin.responses import CacheKind
-from origin.schemas import CHANNEL_RE
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -142,7 +141,7 @@ def _set_signature_cookies(response: HTMLResponse, request: Request, ctx: Origin
 
 @router.get("/watch/{channel}", response_class=HTMLResponse)
 async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
-    if not CHANNEL_RE.match(channel):
+    if not valid_channel_name(channel):
         return _not_found("no such channel")
     record = await asyncio.to_thread(ctx.catalog.get_channel, channel)
     broadcast = await ctx.live.live_broadcast(channel)
