@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from castway.layout import poster_key, valid_component
+from castway.layout import BroadcastFile, poster_key, valid_component
 from castway.model import BroadcastState, Visibility, VodState, valid_channel_name
 from castway.signing import (
     COOKIE_EXPIRES,
@@ -80,7 +80,7 @@ async def index(ctx: Ctx) -> HTMLResponse:
         title = channel.title if channel and channel.title else broadcast.channel
         has_poster = await ctx.storage_pool.run(ctx.storage.exists,
                                              poster_key(broadcast.id))
-        poster = (f"<img src='/hls/b/{escape(broadcast.id)}/poster.jpg' alt=''>"
+        poster = (f"<img src='/hls/b/{escape(broadcast.id)}/{BroadcastFile.POSTER}' alt=''>"
                   if has_poster else "<div class=noposter></div>")
         cards.append(f"<a class=card href='/watch/{escape(broadcast.channel)}'>{poster}"
                      f"<p><strong>{escape(title)}</strong><br>"
