@@ -29,8 +29,8 @@ from pathlib import Path
 
 from archiver import tasks
 from archiver.service import ArchiverService
-from archiver.vod import master_key
 from castway.catalog import open_catalog
+from castway.layout import init_key, master_key, segment_key
 from castway.live import BROADCASTS_TOPIC
 from castway.live.base import LiveState
 from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, new_id
@@ -71,13 +71,13 @@ async def synthesize(live: LiveState, broadcast_id: str, length_s: float) -> int
     started = datetime(2026, 1, 1, tzinfo=UTC)
     count = int(length_s / SEGMENT_S)
     for rendition in LADDER:
-        prefix = f"broadcasts/{broadcast_id}/{rendition.name}"
         for msn in range(count):
             await live.append_segment_log(broadcast_id, rendition.name, Segment(
-                msn=msn, duration_s=SEGMENT_S, key=f"{prefix}/{msn}.m4s",
+                msn=msn, duration_s=SEGMENT_S,
+                key=segment_key(broadcast_id, rendition.name, msn, "m4s"),
                 start_pts_s=msn * SEGMENT_S,
                 program_date_time=started + timedelta(seconds=msn * SEGMENT_S),
-                init_key=f"{prefix}/init.mp4", size=1_000_000))
+                init_key=init_key(broadcast_id, rendition.name, 0), size=1_000_000))
     return count * len(LADDER)
 
 
@@ -172,16 +172,16 @@ async def bench_export(settings: Settings, seconds: float, width: int,
         broadcast = Broadcast(id="export", channel="bench", node_id="bench",
                               state=BroadcastState.ENDED, renditions=(rendition,))
         catalog.save_broadcast(broadcast)
-        prefix = "broadcasts/export/source"
-        storage.put(f"{prefix}/init.mp4", (clip_dir / "init.mp4").read_bytes())
+        init = init_key("export", "source", 0)
+        storage.put(init, (clip_dir / "init.mp4").read_bytes())
         t = 0.0
         for msn, (name, duration) in enumerate(segments):
             data = (clip_dir / name).read_bytes()
-            key = f"{prefix}/{msn}.m4s"
+            key = segment_key("export", "source", msn, "m4s")
             storage.put(key, data)
             await live.append_segment_log("export", "source", Segment(
                 msn=msn, duration_s=duration, key=key, start_pts_s=t,
-                program_date_time=datetime.now(UTC), init_key=f"{prefix}/init.mp4",
+                program_date_time=datetime.now(UTC), init_key=init,
                 size=len(data)))
             t += duration
         await tasks.make_vod(ctx, "export")

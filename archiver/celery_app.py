@@ -33,10 +33,10 @@ from celery.signals import worker_ready, worker_shutdown
 
 from archiver import service as svc
 from archiver import tasks
-from castway.catalog.base import Catalog, CatalogError
+from castway.catalog.base import Catalog
 from castway.live.base import LiveStateError
 from castway.settings import Settings
-from castway.storage.base import Storage, StorageError
+from castway.storage.base import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ MAKE_VOD_RETRIES = 10
 # with backoff capped at 30 s, 240 retries cover about two hours.
 VERIFY_RETRIES = 240
 LISTEN_RETRY_S = 2.0
-TRANSIENT: tuple[type[BaseException], ...] = (
-    tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError, ConnectionError)
 
 
 class _Resources:
@@ -129,7 +127,7 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
     # shared=False: a shared task (Celery's default) is registered on every app finalized
     # later in the process, so a second app would keep the first app's callables (and its
     # settings and resources) under these names and warn DuplicateTaskNameWarning.
-    retry_opts: dict[str, Any] = {"bind": True, "shared": False, "autoretry_for": TRANSIENT,
+    retry_opts: dict[str, Any] = {"bind": True, "shared": False, "autoretry_for": svc.RETRYABLE,
                                   "retry_backoff": True,
                                   "retry_backoff_max": RETRY_BACKOFF_MAX_S,
                                   "retry_jitter": True}

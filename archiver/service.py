@@ -54,6 +54,10 @@ MAX_JOBS = 64  # broadcasts archived at once; more wait for a slot
 STOP_WAIT_S = 15.0  # a stopping archiver finishes the VODs it started for this long
 PENDING_RECHECK_S = 120.0  # distributed: a VOD pending this long is enqueued again
 DRAIN_EVENT_S = 0.05
+# What an archive task is retried on, here (retrying) and by Celery (autoretry_for): its
+# inputs are not there yet (NotReady), or a backend is unavailable (OSError includes
+# ConnectionError and TimeoutError). Anything else is a bug or bad data: retrying would
+# only repeat it.
 RETRYABLE: tuple[type[BaseException], ...] = (
     tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError)
 

@@ -34,7 +34,8 @@ from typing import Any
 
 import av
 
-from archiver import vod as layout
+from archiver.vod import normalize_log, plan_vod, smallest_rendition, source_rendition
+from castway import layout
 from castway.catalog.base import Catalog
 from castway.live.base import LiveState
 from castway.model import (
@@ -150,7 +151,7 @@ async def _durable_logs(ctx: ArchiveContext, broadcast_id: str,
     live = await _logs(ctx, broadcast_id, renditions, known)
     recorded = await asyncio.to_thread(ctx.catalog.segment_records, broadcast_id)
     # normalize_log keeps one segment per media sequence number.
-    return {name: layout.normalize_log([*recorded.get(name, ()), *log])
+    return {name: normalize_log([*recorded.get(name, ()), *log])
             for name, log in live.items()}
 
 
@@ -196,7 +197,7 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
         await asyncio.to_thread(ctx.catalog.drop_segment_records, broadcast_id)
         return existing
     logs = await _durable_logs(ctx, broadcast_id, broadcast.renditions, known)
-    plan = layout.plan_vod(broadcast_id, broadcast.renditions, logs,
+    plan = plan_vod(broadcast_id, broadcast.renditions, logs,
                            target_duration_s=ctx.settings.target_segment_s)
     if plan.empty:
         if existing is None:
@@ -251,6 +252,17 @@ def master_renditions(text: str) -> list[str]:
     """Media playlist URIs of a master playlist we wrote (relative, one per variant)."""
     return [line.strip() for line in text.splitlines()
             if line.strip() and not line.startswith("#")]
+
+
+def master_rendition_names(broadcast_id: str, text: str) -> list[str]:
+    """The renditions the broadcast's master playlist lists, in its order."""
+    base = posixpath.dirname(layout.master_key(broadcast_id))
+    names: list[str] = []
+    for uri in master_renditions(text):
+        key = layout.parse_key(posixpath.normpath(posixpath.join(base, uri)))
+        if isinstance(key, layout.RenditionKey):
+            names.append(key.rendition)
+    return names
 
 
 async def _vod_objects(ctx: ArchiveContext, broadcast_id: str) -> dict[str, int] | None:
@@ -437,9 +449,9 @@ async def export_mp4(ctx: ArchiveContext, vod_id: str, *,
     master_text = await asyncio.to_thread(ctx.storage.get, layout.master_key(vod.broadcast_id))
     if master_text is None:
         raise NotReady(f"VOD {vod_id} has no playlists yet")
-    names = [uri.split("/", 1)[0] for uri in master_renditions(master_text.decode())]
+    names = master_rendition_names(vod.broadcast_id, master_text.decode())
     renditions = [r for r in (broadcast.renditions if broadcast else ()) if r.name in names]
-    chosen = layout.source_rendition(renditions)
+    chosen = source_rendition(renditions)
     name = chosen.name if chosen is not None else names[0]
     playlist_key = layout.media_playlist_key(vod.broadcast_id, name)
     text = await asyncio.to_thread(_get, ctx.storage, playlist_key)
@@ -525,7 +537,7 @@ async def make_poster(ctx: ArchiveContext, broadcast_id: str) -> bool:
     broadcast = await _broadcast(ctx, broadcast_id)
     if broadcast is None:
         return False
-    rendition = layout.smallest_rendition(broadcast.renditions)
+    rendition = smallest_rendition(broadcast.renditions)
     if rendition is None:
         return False
     # The live window holds the newest segments; the full log only if the window is gone.
@@ -644,10 +656,10 @@ async def make_thumbnails(ctx: ArchiveContext, broadcast_id: str, *,
     master = await asyncio.to_thread(ctx.storage.get, layout.master_key(broadcast_id))
     if master is None:
         raise NotReady(f"broadcast {broadcast_id} has no VOD playlists yet")
-    names = [uri.split("/", 1)[0] for uri in master_renditions(master.decode())]
+    names = master_rendition_names(broadcast_id, master.decode())
     broadcast = await _broadcast(ctx, broadcast_id)
     renditions = [r for r in (broadcast.renditions if broadcast else ()) if r.name in names]
-    chosen = layout.smallest_rendition(renditions)
+    chosen = smallest_rendition(renditions)
     name = chosen.name if chosen is not None else names[0]
     playlist_key = layout.media_playlist_key(broadcast_id, name)
     text = await asyncio.to_thread(_get, ctx.storage, playlist_key)

@@ -1,7 +1,7 @@
 """Instant VOD: playlists over the segments already in storage. Pure and synchronous.
 
-A VOD is two kinds of text object written beside the broadcast's segments (key layout of
-``castway/storage/base.py``, documented in docs/archiver.md):
+A VOD is two kinds of text object written beside the broadcast's segments (keys of
+:mod:`castway.layout`, documented in docs/archiver.md):
 
   broadcasts/{broadcast_id}/master.m3u8             multivariant playlist (rfc8216bis 4.4.6)
   broadcasts/{broadcast_id}/{rendition}/vod.m3u8    media playlist, EXT-X-PLAYLIST-TYPE:VOD
@@ -24,43 +24,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from castway.hls.playlist import PlaylistType, render_master_playlist, render_media_playlist
+from castway.layout import master_key, media_playlist_key
 from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import Rendition, Segment
 
 logger = logging.getLogger(__name__)
 
-VOD_MEDIA_NAME = "vod.m3u8"
 
-
-# -- the key layout -------------------------------------------------------------------------
-
-def broadcast_prefix(broadcast_id: str) -> str:
-    return f"broadcasts/{broadcast_id}/"
-
-
-def master_key(broadcast_id: str) -> str:
-    return f"broadcasts/{broadcast_id}/master.m3u8"
-
-
-def media_playlist_key(broadcast_id: str, rendition: str) -> str:
-    return f"broadcasts/{broadcast_id}/{rendition}/{VOD_MEDIA_NAME}"
-
-
-def poster_key(broadcast_id: str) -> str:
-    return f"broadcasts/{broadcast_id}/poster.jpg"
-
-
-def sprite_key(broadcast_id: str) -> str:
-    return f"broadcasts/{broadcast_id}/thumbs.jpg"
-
-
-def sprite_vtt_key(broadcast_id: str) -> str:
-    return f"broadcasts/{broadcast_id}/thumbs.vtt"
-
-
-def export_key(broadcast_id: str) -> str:
-    return f"broadcasts/{broadcast_id}/export.mp4"
-
+# -- URIs ---------------------------------------------------------------------------------------
 
 def relative_uri(from_key: str, to_key: str) -> str:
     """The URI of object ``to_key`` relative to the playlist at ``from_key`` (RFC 3986

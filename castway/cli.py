@@ -53,6 +53,7 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     from castway.bootstrap import create_channel_with_key, ensure_data_dir, rotate_stream_key
     from castway.catalog import open_catalog
     from castway.catalog.base import AlreadyExists
+    from castway.model import InvalidChannelName
     from castway.serde import to_jsonable
 
     settings = _settings(args)
@@ -69,6 +70,9 @@ def _cmd_channels(args: argparse.Namespace) -> int:
             except AlreadyExists:
                 print(f"castway: channel {args.name!r} already exists", file=sys.stderr)
                 return 1
+            except InvalidChannelName as e:
+                print(f"castway: {e}", file=sys.stderr)
+                return 2
             _print_key(args, args.name, key, settings)
         elif args.channels_cmd == "rotate-key":
             if catalog.get_channel(args.name) is None:

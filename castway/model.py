@@ -7,6 +7,7 @@ the live state. Both store exactly these types.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,9 +50,40 @@ class VodState(StrEnum):
     DELETED = "deleted"
 
 
+# A channel name is a URL slug: /hls/{name}/master.m3u8, /watch/{name}, /chat/{name}.
+CHANNEL_NAME_MAX = 64
+CHANNEL_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
+CHANNEL_NAME_RULE = ("lowercase letters, digits, '-' and '_', starting and ending with a "
+                     f"letter or digit, at most {CHANNEL_NAME_MAX} characters")
+_CHANNEL_NAME = re.compile(CHANNEL_NAME_PATTERN)
+
+
+class InvalidChannelName(ValueError):
+    """A name that cannot be a channel's (the catalog refuses to create it)."""
+
+
+def valid_channel_name(name: str) -> bool:
+    return _CHANNEL_NAME.fullmatch(name) is not None
+
+
+def check_channel_name(name: str) -> str:
+    """``name`` if it can name a channel, else :class:`InvalidChannelName` saying why."""
+    if not isinstance(name, str):
+        raise TypeError(f"a channel name is a str, not {type(name).__name__}")
+    if not name:
+        raise InvalidChannelName("the channel name is empty")
+    if len(name) > CHANNEL_NAME_MAX:
+        raise InvalidChannelName(f"the channel name is longer than {CHANNEL_NAME_MAX} "
+                                 "characters")
+    if not valid_channel_name(name):
+        raise InvalidChannelName(f"invalid channel name {name!r}: a channel name is "
+                                 f"{CHANNEL_NAME_RULE}")
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
-    name: str  # URL slug, unique: /hls/{name}/master.m3u8
+    name: str  # unique; check_channel_name (the catalog enforces it on creation)
     title: str = ""
     vod_visibility: Visibility = Visibility.PUBLIC
     created_at: datetime = field(default_factory=utcnow)

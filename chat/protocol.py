@@ -23,7 +23,6 @@ MAX_FRAME_BYTES = 4096  # a client frame larger than this is refused unparsed
 MAX_NICK_CHARS = 24
 MAX_REF_CHARS = 64
 TOKEN_BYTES = 16
-CHANNEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")  # as origin.schemas
 NICK_RE = re.compile(r"^[\w-]{1,24}$")  # MAX_NICK_CHARS
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -122,10 +121,6 @@ def validate_text(text: object) -> str:
     if _CONTROL.search(text):
         raise Refused(ErrorCode.BAD_TEXT, "control characters are not allowed")
     return text
-
-
-def valid_channel(channel: str) -> bool:
-    return bool(CHANNEL_RE.fullmatch(channel))
 
 
 def valid_nick(nick: str) -> bool:

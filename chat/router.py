@@ -26,11 +26,11 @@ from pydantic import BaseModel, Field, model_validator
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from castway.model import CHANNEL_NAME_MAX, CHANNEL_NAME_PATTERN, valid_channel_name
 from castway.settings import Settings
 from chat.bus import BusError
 from chat.hub import Busy, ChatHub, Session
 from chat.protocol import (
-    CHANNEL_RE,
     MAX_NICK_CHARS,
     PONG_FRAME,
     TOKEN_RE,
@@ -41,7 +41,6 @@ from chat.protocol import (
     error_frame,
     nick_key,
     parse_client_frame,
-    valid_channel,
     valid_nick,
 )
 
@@ -50,7 +49,8 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 _ASSETS = {"chat.js": "text/javascript; charset=utf-8", "chat.css": "text/css; charset=utf-8"}
 CLOSE_TIMEOUT_S = 2.0
-ChannelPath = Annotated[str, PathParam(pattern=CHANNEL_RE.pattern, max_length=64)]
+ChannelPath = Annotated[str, PathParam(pattern=CHANNEL_NAME_PATTERN,
+                                       max_length=CHANNEL_NAME_MAX)]
 MessageIdPath = Annotated[int, PathParam(ge=1)]
 _bearer = HTTPBearer(auto_error=False, description="CASTWAY_ADMIN_TOKEN")
 
@@ -152,7 +152,7 @@ async def _refuse(websocket: WebSocket, code: CloseCode, error: ErrorCode,
 
 async def _serve(hub: ChatHub, websocket: WebSocket, channel: str, nick: str,
                  token: str | None) -> None:
-    if not valid_channel(channel):
+    if not valid_channel_name(channel):
         hub.metrics.connects.labels("invalid").inc()
         await _refuse(websocket, CloseCode.POLICY, ErrorCode.BAD_FRAME, "no such channel")
         return

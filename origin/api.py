@@ -18,10 +18,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from castway.catalog.base import AlreadyExists, NotFound
 from castway.keys import generate_stream_key, hash_stream_key
-from castway.model import BroadcastState, Channel, StreamKey, VodState
+from castway.layout import COMPONENT_PATTERN, broadcast_prefix
+from castway.model import (
+    CHANNEL_NAME_MAX,
+    CHANNEL_NAME_PATTERN,
+    BroadcastState,
+    Channel,
+    StreamKey,
+    VodState,
+)
 from origin.context import Ctx, OriginContext
 from origin.schemas import (
-    CHANNEL_PATTERN,
     BroadcastPublic,
     ChannelCreate,
     ChannelCreated,
@@ -42,7 +49,6 @@ from origin.schemas import (
 logger = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "control"  # {"type": "stop", "broadcast_id": ...}; the ingest node obeys
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 _bearer = HTTPBearer(auto_error=False, description="CASTWAY_ADMIN_TOKEN")
 
@@ -65,8 +71,8 @@ async def require_admin(
         raise _unauthorized("invalid token")
 
 
-ChannelPath = Annotated[str, Path(pattern=CHANNEL_PATTERN, max_length=64)]
-IdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+ChannelPath = Annotated[str, Path(pattern=CHANNEL_NAME_PATTERN, max_length=CHANNEL_NAME_MAX)]
+IdPath = Annotated[str, Path(pattern=COMPONENT_PATTERN)]  # broadcast and VOD ids
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
 
@@ -176,7 +182,7 @@ async def revoke_keys(name: ChannelPath, ctx: Ctx) -> KeysRevoked:
 async def list_broadcasts(
         ctx: Ctx,
         state: Annotated[Literal["live", "ended"] | None, Query()] = None,
-        channel: Annotated[str | None, Query(pattern=CHANNEL_PATTERN)] = None,
+        channel: Annotated[str | None, Query(pattern=CHANNEL_NAME_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[BroadcastPublic]:
     live = [b for b in await ctx.live.list_broadcasts()
             if b.state is BroadcastState.LIVE and (channel is None or b.channel == channel)]
@@ -222,7 +228,7 @@ async def stop_broadcast(broadcast_id: IdPath, ctx: Ctx) -> StopRequested:
 @vods.get("", response_model=list[VodPublic], summary="List VODs")
 async def list_vods(
         ctx: Ctx,
-        channel: Annotated[str | None, Query(pattern=CHANNEL_PATTERN)] = None,
+        channel: Annotated[str | None, Query(pattern=CHANNEL_NAME_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[VodPublic]:
     found = await asyncio.to_thread(lambda: ctx.catalog.list_vods(channel=channel,
                                                                   limit=limit))
@@ -273,7 +279,7 @@ async def delete_vod(vod_id: IdPath, ctx: Ctx) -> VodDeleted:
         raise HTTPException(404, f"no VOD {vod_id}")
     # Storage first: a failure leaves the record, so the delete can be retried.
     deleted = await ctx.storage_pool.run(ctx.storage.delete_prefix,
-                                      f"broadcasts/{vod.broadcast_id}/")
+                                      broadcast_prefix(vod.broadcast_id))
     await asyncio.to_thread(ctx.catalog.delete_vod, vod_id)
     logger.info("VOD deleted", extra={"vod_id": vod_id, "objects": deleted})
     return VodDeleted(id=vod_id, objects_deleted=deleted)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from castway.benchkit import free_port, wait_for_port
+from castway.layout import InitName, MediaName, PartName, RenditionKey, SegmentName
 
 BROADCAST_ID = "bench0001"
 CHANNEL = "bench"
@@ -92,8 +93,9 @@ class _Feeder:
         self.elapsed = 0.0
         self.t0 = datetime.now(UTC)
 
-    def key(self, name: str) -> str:
-        return f"broadcasts/{BROADCAST_ID}/{RENDITION}/{name}"
+    @staticmethod
+    def key(name: MediaName) -> str:
+        return str(RenditionKey(BROADCAST_ID, RENDITION, name))
 
     async def start(self) -> None:
         from castway.model import Broadcast, Rendition
@@ -102,7 +104,7 @@ class _Feeder:
             id=BROADCAST_ID, channel=CHANNEL, node_id="bench",
             renditions=(Rendition(RENDITION, 640, 360, 30.0, 1200.0,
                                   "avc1.64001e,mp4a.40.2"),)))
-        await self.live.put_media(self.key("init.mp4"), self.init, MEDIA_TTL_S)
+        await self.live.put_media(self.key(InitName()), self.init, MEDIA_TTL_S)
 
     async def push_part(self) -> None:
         from castway.live.base import RenditionWindow, media_topic
@@ -110,16 +112,16 @@ class _Feeder:
 
         index = len(self.parts)
         part = Part(self.next_msn, index, self.durations[self.fed], True,
-                    self.key(f"{self.next_msn}.{index}.m4s"))
+                    self.key(PartName(self.next_msn, index)))
         await self.live.put_media(part.key, self.data[self.fed], MEDIA_TTL_S)
         self.fed += 1
         self.parts.append(part)
         if len(self.parts) == PARTS_PER_SEGMENT:
             data = b"".join(self.data[self.fed - PARTS_PER_SEGMENT:self.fed])
             duration = sum(p.duration_s for p in self.parts)
-            segment = Segment(self.next_msn, duration, self.key(f"{self.next_msn}.m4s"),
+            segment = Segment(self.next_msn, duration, self.key(SegmentName(self.next_msn)),
                               self.elapsed, self.t0 + timedelta(seconds=self.elapsed),
-                              init_key=self.key("init.mp4"), size=len(data),
+                              init_key=self.key(InitName()), size=len(data),
                               parts=tuple(self.parts))
             await self.live.put_media(segment.key, data, MEDIA_TTL_S)
             self.segments.append(segment)
@@ -129,8 +131,8 @@ class _Feeder:
         window = RenditionWindow(
             segments=tuple(self.segments[-10:]), next_msn=self.next_msn,
             parts=tuple(self.parts),
-            preload_hint=self.key(f"{self.next_msn}.{len(self.parts)}.m4s"),
-            target_duration_s=2.0, part_target_s=0.5, init_key=self.key("init.mp4"))
+            preload_hint=self.key(PartName(self.next_msn, len(self.parts))),
+            target_duration_s=2.0, part_target_s=0.5, init_key=self.key(InitName()))
         await self.live.put_window(BROADCAST_ID, RENDITION, window)
         await self.live.publish(media_topic(BROADCAST_ID),
                                 {"rendition": RENDITION, "msn": part.msn, "part": part.index})
@@ -233,7 +235,7 @@ async def _bench(args: argparse.Namespace) -> int:
         root = tmp / "www"
         segment_file = root / segment_path.lstrip("/")
         segment_file.parent.mkdir(parents=True)
-        segment_file.write_bytes(await live.get_media(feeder.key("1.m4s")) or b"")
+        segment_file.write_bytes(await live.get_media(feeder.key(SegmentName(1))) or b"")
         playlist_file = root / playlist_path.lstrip("/")
         playlist_file.parent.mkdir(parents=True)
         import httpx

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request
@@ -33,21 +32,34 @@ from castway.hls.playlist import (
     rendition_report,
     target_duration,
 )
+from castway.layout import (
+    BroadcastFile,
+    BroadcastKey,
+    PartName,
+    RenditionKey,
+    broadcast_prefix,
+    master_key,
+    parse_media_name,
+    valid_component,
+)
 from castway.live.base import RenditionWindow, playlist_segments
-from castway.model import Broadcast, BroadcastState, Visibility, VodState
+from castway.model import (
+    Broadcast,
+    BroadcastState,
+    Visibility,
+    VodState,
+    valid_channel_name,
+)
 from castway.storage.base import content_type_for
 from origin.access import MediaAccess
 from origin.context import Ctx, OriginContext, Rendered
 from origin.playlist_query import BadPlaylistQuery, parse_playlist_query
 from origin.responses import (
-    ID_RE,
-    NAME_RE,
     CacheKind,
     bytes_response,
     error_response,
     etag_for,
 )
-from origin.schemas import CHANNEL_RE
 
 logger = logging.getLogger(__name__)
 
@@ -60,17 +72,19 @@ MAX_MSN_AHEAD = 2
 BLOCK_TIMEOUT_TARGET_DURATIONS = 3.0
 # Part requests ahead of the live edge that may block (the preload hint and the next).
 MAX_PART_AHEAD = 2
-_PART_NAME_RE = re.compile(r"^(\d+)\.(\d+)\.[A-Za-z0-9]+$")
-BROADCAST_FILES = frozenset({"poster.jpg", "thumbs.jpg", "thumbs.vtt"})
+# The files of a broadcast served beside its media (the master playlist and the MP4 export
+# are the VOD's: /vod/ and the control API serve them).
+BROADCAST_FILES = frozenset({BroadcastFile.POSTER, BroadcastFile.SPRITE,
+                             BroadcastFile.SPRITE_VTT})
 
 
 def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
     """Relative URI of a live-window/storage key from a playlist ``depth`` levels below
-    /hls/ (keys follow broadcasts/{id}/{rendition}/{name})."""
+    /hls/: /hls/b/ mirrors the broadcast's directory (castway.layout)."""
     up = "../" * depth
+    prefix = broadcast_prefix(broadcast_id)
 
     def uri_for_key(key: str) -> str:
-        prefix = f"broadcasts/{broadcast_id}/"
         if not key.startswith(prefix):
             raise ValueError(f"key {key!r} is not under {prefix!r}")
         return f"{up}b/{broadcast_id}/{key.removeprefix(prefix)}"
@@ -87,7 +101,7 @@ def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Respo
 
 
 async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
-    if not CHANNEL_RE.match(channel):
+    if not valid_channel_name(channel):
         return error_response(404, "no such channel")
     broadcast = await ctx.live.live_broadcast(channel)
     if broadcast is None or broadcast.state is not BroadcastState.LIVE:
@@ -224,18 +238,19 @@ async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> 
             summary="Init segment, segment or part")
 async def broadcast_media(broadcast_id: str, rendition: str, name: str, request: Request,
                           ctx: Ctx) -> Response:
-    if not (ID_RE.match(broadcast_id) and ID_RE.match(rendition) and NAME_RE.match(name)):
+    parsed = parse_media_name(name)
+    if parsed is None or not (valid_component(broadcast_id) and valid_component(rendition)):
         return error_response(404, "not found")
     access = await _broadcast_access(ctx, broadcast_id)
     if isinstance(access, Response):
         return access
-    key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
-    match = _PART_NAME_RE.match(name)
-    data = await _fetch(ctx, key, stored=match is None)
+    key = str(RenditionKey(broadcast_id, rendition, parsed))
+    part = parsed if isinstance(parsed, PartName) else None
+    data = await _fetch(ctx, key, stored=part is None)
     if data is None:
-        if match is not None:
-            data = await _block_for_part(ctx, broadcast_id, rendition, key,
-                                         int(match.group(1)), int(match.group(2)))
+        if part is not None:
+            data = await _block_for_part(ctx, broadcast_id, rendition, key, part.msn,
+                                         part.index)
     if data is None:
         return error_response(404, "not found")
     return bytes_response(request, data, key=key, cache=access.media_cache,
@@ -293,12 +308,12 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
 @router.get("/hls/b/{broadcast_id}/{name}", response_class=Response,
             summary="Poster and thumbnails of a broadcast")
 async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
-    if not ID_RE.match(broadcast_id) or name not in BROADCAST_FILES:
+    if not valid_component(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
     access = await _broadcast_access(ctx, broadcast_id)
     if isinstance(access, Response):
         return access
-    key = f"broadcasts/{broadcast_id}/{name}"
+    key = str(BroadcastKey(broadcast_id, BroadcastFile(name)))
     data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
@@ -313,7 +328,7 @@ PRIVATE_PLAYLIST = "private, max-age=60"
 async def _vod_broadcast(ctx: OriginContext, vod_id: str,
                          request: Request) -> tuple[str, bool] | Response:
     """(broadcast id, private) of a servable VOD, else the error response."""
-    if not ID_RE.match(vod_id):
+    if not valid_component(vod_id):
         return error_response(404, "no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
     if vod is None or vod.state is VodState.DELETED:
@@ -334,7 +349,7 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     if isinstance(found, Response):
         return found
     broadcast_id, private = found
-    key = f"broadcasts/{broadcast_id}/master.m3u8"
+    key = master_key(broadcast_id)
     data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
@@ -347,13 +362,14 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
             summary="VOD media playlist, init and segments")
 async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
                     ctx: Ctx) -> Response:
-    if not (ID_RE.match(rendition) and NAME_RE.match(name)):
+    parsed = parse_media_name(name)
+    if parsed is None or not valid_component(rendition):
         return error_response(404, "not found")
     found = await _vod_broadcast(ctx, vod_id, request)
     if isinstance(found, Response):
         return found
     broadcast_id, private = found
-    key = f"broadcasts/{broadcast_id}/{rendition}/{name}"
+    key = str(RenditionKey(broadcast_id, rendition, parsed))
     data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")

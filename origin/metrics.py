@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from castway.layout import InitName, PartName, parse_media_name
+
 WAKEUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -31,10 +33,10 @@ def request_kind(path: str) -> str:
     if path.startswith(("/hls/", "/vod/")):
         if path.endswith(".m3u8"):
             return "playlist"
-        name = path.rsplit("/", 1)[-1]
-        if name.startswith("init"):
+        name = parse_media_name(path.rsplit("/", 1)[-1])
+        if isinstance(name, InitName):
             return "init"
-        if name.count(".") >= 2:
+        if isinstance(name, PartName):
             return "part"
         return "media"
     if path.startswith("/api/"):

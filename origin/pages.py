@@ -16,7 +16,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from castway.model import BroadcastState, Visibility, VodState
+from castway.layout import BroadcastFile, poster_key, valid_component
+from castway.model import BroadcastState, Visibility, VodState, valid_channel_name
 from castway.signing import (
     COOKIE_EXPIRES,
     COOKIE_KEY_PAIR_ID,
@@ -25,8 +26,7 @@ from castway.signing import (
 )
 from chat.widget import with_chat
 from origin.context import Ctx, OriginContext
-from origin.responses import ID_RE, CacheKind
-from origin.schemas import CHANNEL_RE
+from origin.responses import CacheKind
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
@@ -79,8 +79,8 @@ async def index(ctx: Ctx) -> HTMLResponse:
         channel = await asyncio.to_thread(ctx.catalog.get_channel, broadcast.channel)
         title = channel.title if channel and channel.title else broadcast.channel
         has_poster = await ctx.storage_pool.run(ctx.storage.exists,
-                                             f"broadcasts/{broadcast.id}/poster.jpg")
-        poster = (f"<img src='/hls/b/{escape(broadcast.id)}/poster.jpg' alt=''>"
+                                             poster_key(broadcast.id))
+        poster = (f"<img src='/hls/b/{escape(broadcast.id)}/{BroadcastFile.POSTER}' alt=''>"
                   if has_poster else "<div class=noposter></div>")
         cards.append(f"<a class=card href='/watch/{escape(broadcast.channel)}'>{poster}"
                      f"<p><strong>{escape(title)}</strong><br>"
@@ -103,7 +103,7 @@ def _player(src: str, *, live: bool) -> str:
 
 @router.get("/watch/vod/{vod_id}", response_class=HTMLResponse)
 async def watch_vod(vod_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
-    if not ID_RE.match(vod_id):
+    if not valid_component(vod_id):
         return _not_found("no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
     if vod is None or vod.state is VodState.DELETED:
@@ -141,7 +141,7 @@ def _set_signature_cookies(response: HTMLResponse, request: Request, ctx: Origin
 
 @router.get("/watch/{channel}", response_class=HTMLResponse)
 async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
-    if not CHANNEL_RE.match(channel):
+    if not valid_channel_name(channel):
         return _not_found("no such channel")
     record = await asyncio.to_thread(ctx.catalog.get_channel, channel)
     broadcast = await ctx.live.live_broadcast(channel)

@@ -30,12 +30,6 @@ class CacheKind(StrEnum):
     NO_STORE = "no-store"
     PAGE = "public, max-age=5"
 
-
-# Names inside a broadcast/rendition directory: no leading dot, no '..', no '/'.
-NAME_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-NAME_RE = re.compile(NAME_PATTERN)
-ID_RE = re.compile(ID_PATTERN)
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 

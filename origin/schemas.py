@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from castway.model import (
+    CHANNEL_NAME_MAX,
+    CHANNEL_NAME_PATTERN,
+    CHANNEL_NAME_RULE,
     Broadcast,
     BroadcastState,
     Channel,
@@ -21,13 +23,9 @@ from castway.model import (
     VodState,
 )
 
-# A channel name is a URL slug: /hls/{name}/master.m3u8, /watch/{name}.
-CHANNEL_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$"
-CHANNEL_RE = re.compile(CHANNEL_PATTERN)
-
-ChannelName = Annotated[str, Field(pattern=CHANNEL_PATTERN, min_length=1, max_length=64,
-                                   description="URL slug: lowercase letters, digits, '-' "
-                                   "and '_', starting and ending with a letter or digit")]
+ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN, min_length=1,
+                                   max_length=CHANNEL_NAME_MAX,
+                                   description=f"URL slug: {CHANNEL_NAME_RULE}")]
 Title = Annotated[str, Field(max_length=200)]
 
 

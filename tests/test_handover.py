@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from archiver.vod import media_playlist_key, render_vod_media_playlist
+from archiver.vod import render_vod_media_playlist
 from castway.hls.playlist import render_media_playlist
 from castway.keys import hash_stream_key
+from castway.layout import media_playlist_key
 from castway.live.base import BROADCASTS_TOPIC
 from castway.model import BroadcastState, Channel, StreamKey
 from castway.serve import IngestNode, Services

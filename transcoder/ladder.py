@@ -21,6 +21,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from castway.layout import valid_component
+
 SOURCE = "source"
 ENCODERS = ("libx264", "h264_nvenc")
 
@@ -103,8 +105,10 @@ def parse_ladder(raw: object) -> LadderSpec:
         if height < 16 or height % 2 or bitrate <= 0 or max_fps <= 0:
             raise LadderError(f"rung {name!r}: height must be even and >= 16, bitrate "
                               f"and max_fps positive")
-        if name in names or name == SOURCE or "/" in name or not name:
-            raise LadderError(f"rung name {name!r} is empty, reserved or repeated")
+        if name in names or name == SOURCE:
+            raise LadderError(f"rung name {name!r} is reserved or repeated")
+        if not valid_component(name):  # it names URLs and storage keys (castway.layout)
+            raise LadderError(f"rung name {name!r}: 1 to 64 of A-Z a-z 0-9 '_' '-'")
         names.add(name)
         rungs.append(RungSpec(name, height, bitrate, max_fps))
     source = raw.get("source", True)

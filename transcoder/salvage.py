@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from castway.catalog.base import Catalog, SegmentRecord
+from castway.layout import init_generation, init_key, segment_key
 from castway.model import BroadcastState, Segment, VodState
 from castway.settings import SegmentFormat, Settings
 from castway.storage.base import Storage
@@ -36,7 +37,6 @@ from transcoder.packager import InitOut, Output, SegmentOut
 from transcoder.pipeline import Pipeline, PipelineError
 from transcoder.replay import Break
 from transcoder.supervisor import pipeline_config
-from transcoder.window import init_generation, init_key, segment_key
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +137,12 @@ def _salvage(path: Path, settings: Settings, catalog: Catalog,
     records: list[SegmentRecord] = []
     already = 0
     ext = "m4s" if settings.segment_format == SegmentFormat.FMP4 else "ts"
-    prefix = f"broadcasts/{broadcast_id}"
     for name, entry in made.items():
         if name not in renditions:
             continue  # a rung this run's settings add: not in the broadcast's master
         known = {s.msn: s for s in recorded.get(name, [])}
         first = header.msn.get(name, header.default_msn)
-        inits = _Inits(storage, prefix, name, known.values())
+        inits = _Inits(storage, broadcast_id, name, known.values())
         for k, (out, init, after_break) in enumerate(entry.segments):
             msn = first + k
             if msn in known:
@@ -151,7 +150,7 @@ def _salvage(path: Path, settings: Settings, catalog: Catalog,
                 continue
             previous = max((s for s in known.values() if s.msn < msn),
                            key=lambda s: s.msn, default=None)
-            key = segment_key(prefix, name, msn, ext)
+            key = segment_key(broadcast_id, name, msn, ext)
             storage.put(key, out.data)
             segment = Segment(
                 msn=msn, duration_s=out.duration_s, key=key, start_pts_s=out.start_pts_s,
@@ -173,10 +172,10 @@ class _Inits:
     the same (the same encoder settings make the same parameter sets), else a new
     generation (an init key a CDN may have cached is never rewritten)."""
 
-    def __init__(self, storage: Storage, prefix: str, rendition: str,
+    def __init__(self, storage: Storage, broadcast_id: str, rendition: str,
                  segments: Iterable[Segment]) -> None:
         self.storage = storage
-        self.prefix = prefix
+        self.broadcast_id = broadcast_id
         self.rendition = rendition
         keys = sorted({s.init_key for s in segments if s.init_key is not None},
                       key=lambda k: init_generation(k) or 0)
@@ -192,7 +191,7 @@ class _Inits:
             return None  # MPEG-TS: no init segment
         key = self._by_bytes.get(data)
         if key is None:
-            key = init_key(self.prefix, self.rendition, self._next)
+            key = init_key(self.broadcast_id, self.rendition, self._next)
             self._next += 1
             self.storage.put(key, data)
             self._by_bytes[data] = key

@@ -27,6 +27,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 
+from castway.hls.timing import target_duration_of
+
 # Boundaries remembered for encoded renditions whose frames come out of the decoder and
 # encoder later than the source packet went in. Far more than any codec delay.
 MAX_PENDING_BOUNDARIES = 64
@@ -50,8 +52,7 @@ class SegmentPolicy:
     def max_segment_ms(self) -> int:
         """The longest segment whose EXTINF still rounds to the target duration
         (EXT-X-TARGETDURATION is the target rounded to the nearest integer)."""
-        target_duration_s = max(1, int(self.target_ms / 1000 + 0.5))
-        return target_duration_s * 1000 + 499
+        return target_duration_of((), self.target_ms / 1000) * 1000 + 499
 
     @classmethod
     def from_seconds(cls, target_s: float, part_target_s: float) -> SegmentPolicy:

@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from castway.catalog.recorder import SegmentRecorder
+from castway.hls.timing import DateAnchor
+from castway.layout import broadcast_dir
 from castway.live.base import LiveState, LiveStateError, media_topic
 from castway.model import Rendition, Segment
 from castway.settings import SegmentFormat, Settings
@@ -61,7 +63,7 @@ class BroadcastSink:
         self.settings = settings
         self.live = live
         self.put_storage = put_storage
-        self.prefix = f"broadcasts/{broadcast_id}"
+        self.prefix = broadcast_dir(broadcast_id)
         self._now = now or (lambda: datetime.now(UTC))
         self._parts = settings.segment_format == SegmentFormat.FMP4
         self._ext = "m4s" if self._parts else "ts"
@@ -72,7 +74,7 @@ class BroadcastSink:
         self.media_ttl_s = max(MIN_MEDIA_TTL_S, MEDIA_TTL_FACTOR * settings.target_segment_s
                                * (settings.live_window_segments + 1))
         self.segments = 0
-        self._anchor: tuple[float, datetime] | None = None
+        self._dates = DateAnchor()  # one for every rendition: the same instant, one date
         # Ingest arrival of the broadcast's first keyframe: the wall clock of the first
         # segment's start (glass time). After a break the child restarts at a keyframe
         # that arrived earlier than the sink learns of the break, so breaks re-anchor by
@@ -192,13 +194,12 @@ class BroadcastSink:
         for every rendition (so the same instant has the same date in all of them), set
         by the first segment after a start or a break at the ingest arrival of its first
         keyframe (else: its start was ``duration_s`` ago)."""
-        if self._anchor is None:
-            start = self._keyframe_arrival or self._now() - timedelta(seconds=duration_s)
-            self._anchor = (start_pts_s, start)
+        if not self._dates.anchored:
+            self._dates.anchor(start_pts_s, self._keyframe_arrival
+                               or self._now() - timedelta(seconds=duration_s))
             self._keyframe_arrival = None
             self._anchored_once = True
-        anchor_pts, anchor_time = self._anchor
-        return anchor_time + timedelta(seconds=start_pts_s - anchor_pts)
+        return self._dates.date(start_pts_s)
 
     async def _publish_window(self, rendition: str, log: RenditionLog, msn: int,
                               part: int | None) -> None:
@@ -232,7 +233,7 @@ class BroadcastSink:
         """The child flushed for a publisher reconnect: the next segments follow a break."""
         for log in self.logs.values():
             log.mark_discontinuity()
-        self._anchor = None
+        self._dates.release()
 
     async def continue_from_live(self, renditions: Sequence[Rendition]) -> None:
         """This node takes over a live broadcast from another one (a handover): every
@@ -252,7 +253,7 @@ class BroadcastSink:
                 rendition.name, rendition.codecs, rendition.width, rendition.height,
                 rendition.fps, rendition.video_bitrate_kbps)
             self._published_bandwidth[rendition.name] = rendition.bandwidth_bps or 0
-        self._anchor = None
+        self._dates.release()
 
     async def hand_over(self) -> None:
         """The broadcast goes on on another node: close what is still open from its
@@ -269,7 +270,7 @@ class BroadcastSink:
         await self._close_open_parts()
         for log in self.logs.values():
             log.mark_discontinuity()
-        self._anchor = None
+        self._dates.release()
 
     async def _close_open_parts(self) -> None:
         """Segments in progress become complete segments of the parts published so far

@@ -10,51 +10,24 @@ reused, and EXT-X-DISCONTINUITY-SEQUENCE counts the discontinuities that slid ou
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from castway.hls.timing import DateAnchor, target_duration_of
+from castway.layout import (
+    InitName,
+    MediaName,
+    PartName,
+    SegmentName,
+    init_generation,
+    rendition_key,
+)
 from castway.live.base import RenditionWindow
 from castway.model import Part, Rendition, Segment
 
 if TYPE_CHECKING:
     from transcoder.pipeline import RenditionInfo
-
-
-def media_key(prefix: str, rendition: str, name: str) -> str:
-    return f"{prefix}/{rendition}/{name}" if prefix else f"{rendition}/{name}"
-
-
-def segment_key(prefix: str, rendition: str, msn: int, ext: str) -> str:
-    return media_key(prefix, rendition, f"{msn}.{ext}")
-
-
-def part_key(prefix: str, rendition: str, msn: int, index: int, ext: str) -> str:
-    return media_key(prefix, rendition, f"{msn}.{index}.{ext}")
-
-
-def init_key(prefix: str, rendition: str, generation: int) -> str:
-    return media_key(prefix, rendition, "init.mp4" if generation == 0
-                     else f"init.{generation}.mp4")
-
-
-_INIT_NAME = re.compile(r"init(?:\.(\d+))?\.mp4")
-
-
-def init_generation(key: str) -> int | None:
-    """The generation in an :func:`init_key` (``init.mp4`` is 0), None for another key."""
-    match = _INIT_NAME.fullmatch(key.rsplit("/", 1)[-1])
-    if match is None:
-        return None
-    return int(match.group(1)) if match.group(1) else 0
-
-
-def target_duration(durations_s: list[float] | tuple[float, ...], floor_s: float) -> int:
-    """EXT-X-TARGETDURATION: no EXTINF rounded to the nearest integer exceeds it
-    (RFC 8216bis 4.4.3.1)."""
-    longest = max([floor_s, *durations_s])
-    return max(1, int(math.floor(longest + 0.5)))
 
 
 class RenditionLog:
@@ -83,8 +56,7 @@ class RenditionLog:
         self._peak_bps = 0
         self._total_bits = 0
         self._total_s = 0.0
-        self._anchor: tuple[float, datetime] | None = None
-        self._last_end: datetime | None = None
+        self._dates = DateAnchor()
 
     def continue_from(self, window: RenditionWindow, *, peak_bps: int = 0,
                       average_bps: int = 0) -> None:
@@ -101,7 +73,8 @@ class RenditionLog:
         if segments:
             last = segments[-1]
             self.discontinuity_count = last.discontinuity_seq
-            self._last_end = last.program_date_time + timedelta(seconds=last.duration_s)
+            self._dates.dated_until(last.program_date_time
+                                    + timedelta(seconds=last.duration_s))
         else:
             self.discontinuity_count = window.discontinuity_seq
         generations = [g for key in (window.init_key, *(s.init_key for s in segments))
@@ -118,7 +91,7 @@ class RenditionLog:
             seconds = sum(s.duration_s for s in segments)
             self._total_s += seconds
             self._total_bits += int(average_bps * seconds)
-        self._anchor = None
+        self._dates.release()
 
     def join(self, leader: RenditionLog) -> None:
         """Start as a rendition added beside ``leader``'s (a rung the source's new size
@@ -131,13 +104,16 @@ class RenditionLog:
         self._pending_discontinuity = leader._pending_discontinuity
         self._max_segment = max(self._max_segment, leader._max_segment)
 
+    def _key(self, name: MediaName) -> str:
+        return rendition_key(self.prefix, self.rendition, name)
+
     # --- inputs ---------------------------------------------------------------------
     def set_init(self, data: bytes) -> tuple[str, bool]:
         """The init segment in force; returns its key and whether it is new."""
         if self._init_bytes == data and self._init_key is not None:
             return self._init_key, False
         self._init_generation += 1
-        self._init_key = init_key(self.prefix, self.rendition, self._init_generation)
+        self._init_key = self._key(InitName(self._init_generation))
         self._init_bytes = data
         return self._init_key, True
 
@@ -145,11 +121,11 @@ class RenditionLog:
         """The next segment follows a timestamp break (reconnect, restart)."""
         if self._window or self._parts or self.next_msn > 0:
             self._pending_discontinuity = True
-        self._anchor = None
+        self._dates.release()
 
     def add_part(self, index: int, duration_s: float, independent: bool) -> Part:
         part = Part(self.next_msn, index, duration_s, independent,
-                    part_key(self.prefix, self.rendition, self.next_msn, index, self.ext))
+                    self._key(PartName(self.next_msn, index, self.ext)))
         self._parts.append(part)
         self._max_part = max(self._max_part, duration_s)
         return part
@@ -161,25 +137,20 @@ class RenditionLog:
     def add_segment(self, duration_s: float, start_pts_s: float, size: int,
                     now: datetime) -> Segment:
         """A complete segment; ``now`` anchors EXT-X-PROGRAM-DATE-TIME after a break."""
-        if self._anchor is None:
-            # After a break the wall clock re-anchors; never before the previous segment's
-            # end, so EXT-X-PROGRAM-DATE-TIME only moves forward (RFC 8216bis 4.4.4.6).
-            if self._last_end is not None and now < self._last_end:
-                now = self._last_end
-            self._anchor = (start_pts_s, now)
-        anchor_pts, anchor_time = self._anchor
-        pdt = anchor_time + timedelta(seconds=start_pts_s - anchor_pts)
+        if not self._dates.anchored:
+            self._dates.anchor(start_pts_s, now)
+        pdt = self._dates.date(start_pts_s)
         discontinuity = self._pending_discontinuity
         if discontinuity:
             self.discontinuity_count += 1
         segment = Segment(
             msn=self.next_msn, duration_s=duration_s,
-            key=segment_key(self.prefix, self.rendition, self.next_msn, self.ext),
+            key=self._key(SegmentName(self.next_msn, self.ext)),
             start_pts_s=start_pts_s, program_date_time=pdt, discontinuity=discontinuity,
             discontinuity_seq=self.discontinuity_count, init_key=self._init_key, size=size,
             parts=tuple(self._parts) if self.parts_enabled else ())
         self._pending_discontinuity = False
-        self._last_end = pdt + timedelta(seconds=duration_s)
+        self._dates.dated_until(pdt + timedelta(seconds=duration_s))
         self._parts = []
         self.next_msn += 1
         self._window.append(segment)
@@ -219,15 +190,15 @@ class RenditionLog:
         segments = tuple(self._window)
         hint = None
         if self.parts_enabled and not self._ended:
-            hint = part_key(self.prefix, self.rendition, self.next_msn, len(self._parts),
-                            self.ext)
+            hint = self._key(PartName(self.next_msn, len(self._parts), self.ext))
         first_seq = segments[0].discontinuity_seq if segments else self.discontinuity_count
         if segments and segments[0].discontinuity:
             first_seq -= 1  # the tag counts discontinuities *before* the first segment
         return RenditionWindow(
             segments=segments, next_msn=self.next_msn,
             parts=tuple(self._parts) if self.parts_enabled else (), preload_hint=hint,
-            target_duration_s=float(target_duration([self._max_segment], self._target_floor)),
+            target_duration_s=float(target_duration_of([self._max_segment],
+                                                       self._target_floor)),
             part_target_s=max(self._part_target, self._max_part),
             init_key=self._init_key, discontinuity_seq=max(0, first_seq),
             ended=self._ended)

@@ -52,7 +52,9 @@ class Catalog(Protocol):
 
     # channels
     def create_channel(self, channel: Channel) -> Channel:
-        """Raises AlreadyExists if the name is taken."""
+        """Raises AlreadyExists if the name is taken, InvalidChannelName (a ValueError)
+        if it cannot be a channel's (castway.model.check_channel_name): every way of
+        creating a channel comes here."""
 
     def get_channel(self, name: str) -> Channel | None: ...
     def list_channels(self) -> list[Channel]: ...

@@ -78,6 +78,7 @@ from castway.model import (
     Visibility,
     Vod,
     VodState,
+    check_channel_name,
 )
 from castway.serde import from_jsonable, to_jsonable
 
@@ -94,7 +95,7 @@ class CatalogUnavailable(CatalogError):
 
 # Column widths of schema.py, checked here so both databases refuse the same values
 # (SQLite would store an over-long string that PostgreSQL rejects).
-MAX_NAME = 200  # channel names, node ids
+MAX_NAME = 200  # node ids, and the channel a record names (its own rule: model.py)
 MAX_ID = 64  # broadcast and VOD ids
 MAX_KEY_HASH = 128
 MAX_ENUM = 16
@@ -494,7 +495,7 @@ class SqlCatalog:
     # -- channels --
 
     def create_channel(self, channel: Channel) -> Channel:
-        created = Channel(name=_text(channel.name, "channel name", MAX_NAME),
+        created = Channel(name=check_channel_name(channel.name),
                           title=channel.title,
                           vod_visibility=Visibility(channel.vod_visibility),
                           created_at=_utc(channel.created_at, "created_at"))

@@ -1,21 +1,4 @@
-"""HLS: the playlist renderer shared by the origin, the transcoder and the archiver."""
+"""HLS: the playlist renderer (``playlist``) shared by the origin, the transcoder and the
+archiver, and the timing rules of a playlist (``timing``).
 
-from castway.hls.playlist import (
-    PlaylistType,
-    RenditionReport,
-    last_part,
-    render_master_playlist,
-    render_media_playlist,
-    rendition_report,
-    target_duration,
-)
-
-__all__ = [
-    "PlaylistType",
-    "RenditionReport",
-    "last_part",
-    "render_master_playlist",
-    "render_media_playlist",
-    "rendition_report",
-    "target_duration",
-]
+Nothing is imported here: the transcoder child imports ``castway.hls.timing`` alone."""

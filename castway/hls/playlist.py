@@ -9,12 +9,12 @@ call these, so every playlist castway serves follows the same rules.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from castway.hls.timing import target_duration_of
 from castway.live.base import RenditionWindow
 from castway.model import Part, Rendition, Segment
 
@@ -52,17 +52,10 @@ class RenditionReport:
     last_part: int | None = None
 
 
-def round_duration(seconds: float) -> int:
-    """Round half up to the nearest integer, as RFC 8216 4.3.3.1 compares EXTINF to
-    EXT-X-TARGETDURATION (Python's round() is banker's rounding: round(2.5) == 2)."""
-    return math.floor(seconds + 0.5)
-
-
 def target_duration(window: RenditionWindow) -> int:
-    """EXT-X-TARGETDURATION: the configured target, raised so that no EXTINF, once
-    rounded to the nearest integer, exceeds it (RFC 8216 4.3.3.1); at least 1."""
-    longest = max((s.duration_s for s in window.segments), default=0.0)
-    return max(1, round_duration(window.target_duration_s), round_duration(longest))
+    """EXT-X-TARGETDURATION of a window (:func:`castway.hls.timing.target_duration_of`)."""
+    return target_duration_of((s.duration_s for s in window.segments),
+                              window.target_duration_s)
 
 
 def part_target(window: RenditionWindow) -> float:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from castway.layout import broadcast_of
 from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
@@ -24,11 +25,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MEDIA_BUDGET_BYTES = 512 * 1024 * 1024
 # Expired media is swept at most this often (clock seconds) besides under budget pressure.
 MEDIA_SWEEP_INTERVAL_S = 1.0
-
-
-def broadcast_media_prefix(broadcast_id: str) -> str:
-    """Live-window media keys of a broadcast follow the storage key layout."""
-    return f"broadcasts/{broadcast_id}/"
 
 
 @dataclass(slots=True)
@@ -141,8 +137,8 @@ class MemoryLiveState:
         self._stats.pop(broadcast_id, None)
         for window_key in [k for k in self._windows if k[0] == broadcast_id]:
             del self._windows[window_key]
-        prefix = broadcast_media_prefix(broadcast_id)
-        for key in [k for k in self._media if k.startswith(prefix)]:
+        # Live-window media keys follow the storage key layout.
+        for key in [k for k in self._media if broadcast_of(k) == broadcast_id]:
             self._drop_media(key)
 
     async def put_stats(self, broadcast_id: str, stats: dict[str, float | str]) -> None:

@@ -44,8 +44,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
+from castway.layout import broadcast_of
 from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
-from castway.live.memory import broadcast_media_prefix
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
 from castway.serde import from_jsonable, to_jsonable
@@ -378,17 +378,9 @@ class RedisLiveState:
         return None if raw is None else _text(raw)
 
     # --- the live segment window -----------------------------------------------------
-    @staticmethod
-    def _broadcast_of(media_key: str) -> str | None:
-        parts = media_key.split("/", 2)
-        if len(parts) == 3 and parts[0] == "broadcasts" and parts[1]:
-            if media_key.startswith(broadcast_media_prefix(parts[1])):
-                return parts[1]
-        return None
-
     async def put_media(self, key: str, data: bytes, ttl_s: float) -> None:
         ttl_ms = _ttl_ms(ttl_s)
-        broadcast_id = self._broadcast_of(key)
+        broadcast_id = broadcast_of(key)  # media keys follow the storage key layout
         async with self._errors("put_media"):
             if broadcast_id is None:
                 await self._redis.set(self._key("media", key), data, px=ttl_ms)

@@ -6,13 +6,8 @@ suite against both): :class:`castway.storage.local.LocalStorage` and
 object or none of it. The interface is synchronous (boto3 is); async callers run it on
 a :class:`castway.storage.pool.StoragePool` of their own, never the default executor.
 
-Key layout (docs/storage.md):
-  broadcasts/{broadcast_id}/{rendition}/init.mp4             fMP4 init segment (EXT-X-MAP)
-  broadcasts/{broadcast_id}/{rendition}/{msn}.m4s | .ts      media segment
-  broadcasts/{broadcast_id}/{rendition}/{msn}.{part}.m4s     LL-HLS part (live window only)
-  broadcasts/{broadcast_id}/master.m3u8                      VOD master playlist
-  broadcasts/{broadcast_id}/{rendition}/vod.m3u8             VOD media playlist
-  broadcasts/{broadcast_id}/poster.jpg, thumbs.jpg, thumbs.vtt, export.mp4
+The keys castway stores under are built and parsed by :mod:`castway.layout` (the key
+layout); this contract takes any key :mod:`castway.storage.keys` accepts.
 """
 
 from __future__ import annotations

@@ -21,11 +21,18 @@ import redis
 from botocore.config import Config
 
 from archiver.celery_app import make_celery
-from archiver.service import TASK_EXPIRE_VODS, TASK_MAKE_VOD, TASK_VERIFY_VOD
+from archiver.service import (
+    RETRYABLE,
+    TASK_EXPIRE_VODS,
+    TASK_EXPORT_MP4,
+    TASK_MAKE_THUMBNAILS,
+    TASK_MAKE_VOD,
+    TASK_VERIFY_VOD,
+)
 from archiver.tasks import ArchiveContext, make_vod
 from archiver.uploader import Uploader
-from archiver.vod import master_key
 from castway.catalog import SqlCatalog, open_catalog
+from castway.layout import master_key
 from castway.live.base import BROADCASTS_TOPIC
 from castway.live.redis import RedisLiveState
 from castway.model import VodState
@@ -52,9 +59,12 @@ def test_the_app_acks_late_retries_with_backoff_and_schedules_expiry(tmp_path: P
                       listen=False)
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.worker_prefetch_multiplier == 1
-    for name in (TASK_MAKE_VOD, TASK_VERIFY_VOD):
+    for name in (TASK_MAKE_VOD, TASK_VERIFY_VOD, TASK_EXPORT_MP4, TASK_MAKE_THUMBNAILS,
+                 TASK_EXPIRE_VODS):
         task = app.tasks[name]
-        assert task.retry_backoff and task.retry_jitter and task.autoretry_for
+        assert task.retry_backoff and task.retry_jitter
+        # the same errors as the in-process archiver's retrying()
+        assert task.autoretry_for == RETRYABLE
     schedule = app.conf.beat_schedule
     assert any(entry["task"] == TASK_EXPIRE_VODS for entry in schedule.values())
 

@@ -11,8 +11,8 @@ import pytest
 from archiver import tasks
 from archiver.reconcile import find_orphans
 from archiver.service import ArchiverService
-from archiver.vod import master_key
 from castway.catalog.base import SegmentRecord
+from castway.layout import master_key
 from castway.model import Broadcast, BroadcastState, Node, NodeState, VodState
 from tests.archiver.helpers import HlsRun, count_frames, publish, record_durably
 

@@ -17,7 +17,7 @@ from archiver import tasks
 from archiver.celery_app import make_celery
 from archiver.service import TASK_MAKE_VOD, ArchiverService
 from archiver.uploader import Uploader
-from archiver.vod import master_key
+from castway.layout import master_key
 from castway.live.base import BROADCASTS_TOPIC
 from castway.model import BroadcastState, VodState
 from castway.settings import Settings

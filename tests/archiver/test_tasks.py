@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from archiver import tasks
-from archiver.vod import master_key, media_playlist_key
+from castway.layout import master_key, media_playlist_key
 from castway.model import BroadcastState, Visibility, Vod, VodState, utcnow
 from castway.storage.base import VOD_PLAYLIST
 from castway.storage.local import LocalStorage

@@ -8,8 +8,6 @@ import pytest
 
 from archiver.vod import (
     StoredObject,
-    master_key,
-    media_playlist_key,
     normalize_log,
     plan_vod,
     relative_uri,
@@ -19,6 +17,7 @@ from archiver.vod import (
     stored_objects,
     vod_window,
 )
+from castway.layout import master_key, media_playlist_key
 from castway.model import Rendition, Segment
 from tests.hls_validator import validate_playlist
 

@@ -23,6 +23,7 @@ from castway.model import (
     Broadcast,
     BroadcastState,
     Channel,
+    InvalidChannelName,
     Rendition,
     Segment,
     SourceInfo,
@@ -204,6 +205,14 @@ def test_creating_a_taken_channel_name_raises_already_exists(catalog: SqlCatalog
         catalog.create_channel(Channel("alice", "second"))
     assert catalog.get_channel("alice") == catalog.list_channels()[0]
     assert catalog.list_channels()[0].title == "first"
+
+
+@pytest.mark.parametrize("name", ["Bad Name/../x", "Demo", "-demo", "a/b", "a" * 65, ""])
+def test_a_channel_name_outside_the_rule_is_refused(catalog: SqlCatalog, name: str) -> None:
+    """Every way of creating a channel (API, CLI, the embedded default) comes here."""
+    with pytest.raises(InvalidChannelName, match="channel name"):
+        catalog.create_channel(Channel(name))
+    assert catalog.list_channels() == []
 
 
 def test_channels_are_listed_by_name(catalog: SqlCatalog) -> None:
@@ -514,7 +523,8 @@ def test_over_long_or_empty_values_are_refused_alike_on_both_databases(
     assert catalog.list_channels() == []
     assert catalog.list_broadcasts() == []
     assert catalog.list_vods() == []
-    catalog.create_channel(Channel("c" * 200))
+    catalog.create_channel(Channel("c" * 64))  # the longest channel name (castway.model)
+    # history keeps a channel's name whatever it was when the record was made
     catalog.save_broadcast(broadcast("b" * 64, "c" * 200))
     assert catalog.get_broadcast("b" * 64) is not None
 

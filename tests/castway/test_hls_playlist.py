@@ -15,9 +15,9 @@ from castway.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
     rendition_report,
-    round_duration,
     target_duration,
 )
+from castway.hls.timing import round_duration
 from castway.live.base import RenditionWindow
 from castway.model import Part, Rendition, Segment
 from tests.hls_validator import validate_playlist

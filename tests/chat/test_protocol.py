@@ -24,7 +24,6 @@ from chat.protocol import (
     nick_key,
     parse_client_frame,
     user_id,
-    valid_channel,
     valid_nick,
 )
 
@@ -67,15 +66,6 @@ def test_refused_frames(raw: str | bytes, code: ErrorCode, ref: str | None) -> N
     assert refused.value.code is code
     assert refused.value.ref == ref
     assert refused.value.message
-
-
-@pytest.mark.parametrize(("channel", "ok"), [
-    ("demo", True), ("a", True), ("my_channel-2", True), ("a" * 64, True),
-    ("", False), ("Demo", False), ("-demo", False), ("demo-", False), ("a" * 65, False),
-    ("de mo", False), ("demo\n", False), ("../x", False),
-])
-def test_channel_names(channel: str, ok: bool) -> None:
-    assert valid_channel(channel) is ok
 
 
 @pytest.mark.parametrize(("nick", "ok"), [

@@ -90,6 +90,7 @@ async def test_channel_lifecycle_and_keys(client: httpx.AsyncClient,
 
 @pytest.mark.parametrize("body", [
     {"name": "Upper"}, {"name": "-dash"}, {"name": "a/b"}, {"name": "../x"}, {"name": ""},
+    {"name": "Bad Name/../x"},
     {"name": "x" * 65}, {"name": "ok", "title": "t" * 201}, {"name": "ok", "extra": 1},
     {"name": "ok", "vod_visibility": "secret"}, {},
 ])
@@ -98,6 +99,15 @@ async def test_channel_input_is_validated(client: httpx.AsyncClient,
     response = await client.post("/api/v1/channels", headers=AUTH, json=body)
     assert response.status_code == 422
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["a", "0", "my_channel-2", "a" * 64])
+async def test_every_name_of_the_rule_makes_a_channel_that_answers(
+        client: httpx.AsyncClient, name: str) -> None:
+    created = await client.post("/api/v1/channels", headers=AUTH, json={"name": name})
+    assert created.status_code == 201, created.text
+    watch = created.json()["channel"]["watch_url"].removeprefix("http://origin.test")
+    assert (await client.get(watch)).status_code == 200
 
 
 async def test_channel_path_names_are_validated(client: httpx.AsyncClient) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from archiver.vod import VOD_MEDIA_NAME
+from castway.layout import VOD_MEDIA_NAME
 from tests.reliability.node import FPS, poll, publishing
 from tests.support import packet_counts
 

@@ -67,6 +67,8 @@ def test_ladder_without_passthrough_never_ends_up_empty() -> None:
     [], {"rungs": "x"}, {"rungs": [{"height": 240}]}, {"rungs": [{"height": 241,
                                                                    "video_bitrate_kbps": 1}]},
     {"rungs": [{"name": "source", "height": 240, "video_bitrate_kbps": 1}]},
+    {"rungs": [{"name": "hd 720", "height": 240, "video_bitrate_kbps": 1}]},  # in URLs
+    {"rungs": [{"name": "../x", "height": 240, "video_bitrate_kbps": 1}]},  # and keys
     {"rungs": [{"name": "a", "height": 240, "video_bitrate_kbps": 1},
                {"name": "a", "height": 160, "video_bitrate_kbps": 1}]},
     {"rungs": [], "source": False}, {"source": "yes"},

@@ -3,8 +3,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from castway.hls.playlist import PlaylistType, render_media_playlist
+from castway.hls.timing import target_duration_of as target_duration
+from castway.layout import init_generation, init_key
 from tests.hls_validator import validate_playlist
-from transcoder.window import RenditionLog, init_generation, init_key, target_duration
+from transcoder.window import RenditionLog
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -110,8 +112,8 @@ def test_live_and_vod_playlists_of_a_window_are_valid() -> None:
 
 
 def test_init_generation_reads_init_keys() -> None:
-    assert init_generation(init_key("broadcasts/b", "720p", 0)) == 0
-    assert init_generation(init_key("broadcasts/b", "720p", 12)) == 12
+    assert init_generation(init_key("b", "720p", 0)) == 0
+    assert init_generation(init_key("b", "720p", 12)) == 12
     assert init_generation("broadcasts/b/720p/3.m4s") is None
     assert init_generation("broadcasts/b/720p/init.x.mp4") is None
 
