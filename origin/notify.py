@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from castway.live.base import LiveState, RenditionWindow, Subscription, media_topic
+from castway.events.broadcasts import BroadcastEnded, BroadcastFailed
+from castway.events.media import MediaEvent, MediaUpdate, media_topic
+from castway.live.base import LiveState, RenditionWindow, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class _Waiter:
 @dataclass(eq=False)
 class _Watch:
     broadcast_id: str
-    subscription: Subscription
+    subscription: Subscription[MediaEvent]
     waiters: dict[str, list[_Waiter]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     last_active: float = field(default_factory=time.monotonic)
@@ -155,10 +157,9 @@ class MediaNotifier:
                         return
                     continue
                 arrived = time.perf_counter()
-                rendition = event.get("rendition")
-                if isinstance(rendition, str):
-                    await self._wake(watch, rendition, arrived)
-                elif event.get("type") in ("ended", "failed"):
+                if isinstance(event, MediaUpdate):
+                    await self._wake(watch, event.rendition, arrived)
+                elif isinstance(event, BroadcastEnded | BroadcastFailed):
                     for name in list(watch.waiters):
                         await self._wake(watch, name, arrived)
         except asyncio.CancelledError:

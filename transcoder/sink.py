@@ -29,7 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from castway.catalog.recorder import SegmentRecorder
-from castway.live.base import LiveState, LiveStateError, media_topic
+from castway.events.media import MediaUpdate, media_topic
+from castway.live.base import LiveState, LiveStateError
 from castway.model import Rendition, Segment
 from castway.settings import SegmentFormat, Settings
 from transcoder.packager import InitOut, Output, PartOut, SegmentOut
@@ -204,7 +205,7 @@ class BroadcastSink:
                               part: int | None) -> None:
         await self.live.put_window(self.broadcast_id, rendition, log.window())
         await self.live.publish(media_topic(self.broadcast_id),
-                                {"rendition": rendition, "msn": msn, "part": part})
+                                MediaUpdate(rendition, msn, part))
 
     async def on_rendition(self, info: RenditionInfo) -> None:
         self.infos[info.name] = info

@@ -8,15 +8,21 @@ import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from castway.catalog import open_catalog
 from castway.catalog.sql import SqlCatalog
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnded,
+    BroadcastResumed,
+    BroadcastStarted,
+)
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, Subscription
+from castway.live.base import Subscription
 from castway.live.memory import MemoryLiveState
 from castway.media import Codec, MediaKind, MediaPacket
 from castway.model import Broadcast, BroadcastState, Channel, Rendition, StreamKey
@@ -28,6 +34,8 @@ from ingest.broadcasts import (
 )
 from ingest.publish import PublishRequest, PublishSession, Rejection
 from tests.fixtures.tiny_disk import fill
+
+T = TypeVar("T")
 
 KEY = "cw_test-key"
 OTHER_KEY = "cw_other-key"
@@ -109,7 +117,7 @@ async def accepted(manager: BroadcastManager, req: PublishRequest) -> PublishSes
     return outcome
 
 
-async def next_event(sub: Subscription) -> dict[str, Any]:
+async def next_event(sub: Subscription[T]) -> T:
     return await asyncio.wait_for(sub.get(), 10)
 
 
@@ -133,9 +141,8 @@ async def test_publish_goes_live_everywhere_and_feeds_the_pipeline(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         session = await accepted(manager, request())
         event = await next_event(sub)
-    assert event["type"] == "started" and event["channel"] == "alpha"
     broadcast = await live.live_broadcast("alpha")
-    assert broadcast is not None and broadcast.id == event["broadcast_id"]
+    assert broadcast is not None and event == BroadcastStarted(broadcast.id, "alpha")
     assert broadcast.node_id == "node-a" and broadcast.state is BroadcastState.LIVE
     stored = catalog.get_broadcast(broadcast.id)
     assert stored is not None and stored.state is BroadcastState.LIVE
@@ -209,8 +216,8 @@ async def test_reconnect_within_grace_continues_the_same_broadcast(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         second = await accepted(manager, request(connection_id="c2"))
         event = await next_event(sub)
-    assert event == {"type": "resumed", "broadcast_id": broadcast_id, "channel": "alpha",
-                     "node_id": "node-a"}
+    assert broadcast_id is not None
+    assert event == BroadcastResumed(broadcast_id, "alpha", "node-a")
     assert manager.broadcast_id("alpha") == broadcast_id
     [media] = pipeline.started
     assert media.discontinuities == 1 and not media.finished
@@ -258,7 +265,7 @@ async def test_after_the_grace_window_the_broadcast_ends(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         await session.on_close("disconnected")
         event = await next_event(sub)
-    assert event == {"type": "ended", "broadcast_id": broadcast_id, "channel": "alpha"}
+    assert event == BroadcastEnded(broadcast_id, "alpha")
     assert pipeline.started[0].finished
     ended = catalog.get_broadcast(broadcast_id)
     assert ended is not None and ended.state is BroadcastState.ENDED
@@ -324,7 +331,7 @@ async def test_an_end_the_full_disk_refused_is_saved_once_space_returns(
         async with await live.subscribe(BROADCASTS_TOPIC) as sub:
             await session.on_close("publisher left")
             event = await next_event(sub)
-        assert event == {"type": "ended", "broadcast_id": broadcast_id, "channel": "alpha"}
+        assert event == BroadcastEnded(broadcast_id, "alpha")
         assert await live.claim_channel("alpha", "next-publisher", 30) is None  # freed
         row = catalog.get_broadcast(broadcast_id)
         assert row is not None and row.state is BroadcastState.LIVE  # not written yet
@@ -428,10 +435,11 @@ async def test_end_to_end_with_the_server_and_ffmpeg(
                 assert (await asyncio.wait_for(proc.wait(), 60) == 0) is ok
             started = await next_event(sub)
             ended = await next_event(sub)
-        assert (started["type"], ended["type"]) == ("started", "ended")
+        assert isinstance(started, BroadcastStarted)
+        assert ended == BroadcastEnded(started.broadcast_id, "alpha")
         [media] = pipeline.started
         assert media.finished and sum(not p.is_config for p in media.packets) > 40
-        stored = catalog.get_broadcast(started["broadcast_id"])
+        stored = catalog.get_broadcast(started.broadcast_id)
         assert stored is not None and stored.state is BroadcastState.ENDED
         assert stored.source is not None and stored.source.width == 320
     finally:

@@ -358,7 +358,7 @@ async def test_a_thousand_blocked_reloads_are_woken_by_one_event(
         app: object) -> None:
     from fastapi import FastAPI
 
-    from castway.live.base import media_topic
+    from castway.events.media import media_topic
 
     assert isinstance(app, FastAPI)
     metrics = app.state.origin.metrics
