@@ -368,6 +368,9 @@ class BroadcastManager:
         #: Whether the server asked a connection's publisher to reconnect elsewhere (E-RTMP
         #: v2): its broadcast is handed over even before that connection closes.
         self.asked_to_move: Callable[[str], bool] | None = None
+        #: Closes a publisher's connection, by its id (the RTMP server's): a stopped
+        #: broadcast's publisher is cut off at once, not when it goes quiet.
+        self.disconnect: Callable[[str], bool] | None = None
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.claim_ttl_s = claim_ttl_s
         self.stats_interval_s = stats_interval_s
@@ -432,6 +435,19 @@ class BroadcastManager:
     def broadcast_id(self, channel: str) -> str | None:
         entry = self._by_channel.get(channel)
         return entry.broadcast_id if entry else None
+
+    async def stop_broadcast(self, broadcast_id: str) -> bool:
+        """End a broadcast of this node now (an operator's stop): its publisher is
+        disconnected and no grace window waits for it to come back. False when it is
+        not live here."""
+        entry = next((e for e in self._by_channel.values()
+                      if e.broadcast_id == broadcast_id and not e.ended), None)
+        if entry is None:
+            return False
+        if entry.publication is not None and self.disconnect is not None:
+            self.disconnect(entry.publication.connection_id)
+        await self._end(entry, "stopped")
+        return True
 
     # --- PublishHandler --------------------------------------------------------------
     async def on_publish(self, request: PublishRequest) -> PublishSession | Rejection:

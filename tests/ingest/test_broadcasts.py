@@ -228,6 +228,49 @@ async def test_reconnect_within_grace_continues_the_same_broadcast(
     await manager.stop()
 
 
+async def test_a_stop_ends_the_broadcast_at_once_and_cuts_its_publisher(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    """``stop_broadcast``: an operator's stop. The grace window (30 s here) is not waited
+    out; the end is the usual one (ended event, media finished, catalog). Its effect on
+    a real publisher and node: tests/test_stop_broadcast.py."""
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    cut: list[str] = []
+
+    def disconnect(connection_id: str) -> bool:  # the RTMP server's, recorded
+        cut.append(connection_id)
+        return True
+
+    manager.disconnect = disconnect
+    session = await accepted(manager, request(connection_id="c1"))
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    assert await manager.stop_broadcast("no-such-broadcast") is False
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        assert await manager.stop_broadcast(broadcast_id) is True
+        assert await next_event(sub) == BroadcastEnded(broadcast_id, "alpha")
+    assert cut == ["c1"]
+    assert pipeline.started[0].finished and manager.broadcast_id("alpha") is None
+    stored = catalog.get_broadcast(broadcast_id)
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    await session.on_close("broadcast stopped")  # the cut connection's close changes nothing
+    assert await manager.stop_broadcast(broadcast_id) is False  # not live here any more
+    await manager.stop()
+
+
+async def test_a_stop_ends_a_broadcast_waiting_for_its_publisher_to_come_back(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    session = await accepted(manager, request())
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    await session.on_close("disconnected")  # in its grace window now
+    assert await manager.stop_broadcast(broadcast_id) is True
+    stored = catalog.get_broadcast(broadcast_id)
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    assert await live.claim_channel("alpha", "next-publisher", 30) is None  # freed
+    await manager.stop()
+
+
 class RacingLiveState(MemoryLiveState):
     """Another node's publisher of the same key claims the channel the moment it is free."""
 
