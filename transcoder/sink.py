@@ -293,9 +293,13 @@ class BroadcastSink:
         return 0.0
 
     async def finish(self) -> None:
-        """EXT-X-ENDLIST on every rendition."""
+        """EXT-X-ENDLIST on every rendition; a reload blocked on what will never come
+        is answered as soon as its rendition's window says so."""
         self._open_parts.clear()
         for rendition, log in self.logs.items():
             log.end()
-            await self.live.put_window(self.broadcast_id, rendition, log.window())
+            window = log.window()
+            await self.live.put_window(self.broadcast_id, rendition, window)
+            await self.live.publish(media_topic(self.broadcast_id),
+                                    MediaUpdate(rendition, window.next_msn - 1))
         await self._update_broadcast()

@@ -75,6 +75,12 @@ async def test_media_is_in_place_before_the_window_names_it(live: MemoryLiveStat
             await _assert_window_backed(live, "source")
         await sink.on_output(SegmentOut("source", 2.0, 0.0, b"p0p1p2p3", 4))
         assert await events.get() == MediaUpdate("source", 0, None)
+        # The end, like any window, is announced once written: a reload blocked on
+        # what will never come is answered now, with EXT-X-ENDLIST.
+        await sink.finish()
+        assert await events.get() == MediaUpdate("source", 0, None)
+        window = await live.get_window("b", "source")
+        assert window is not None and window.ended
     await _assert_window_backed(live, "source")
     assert stored.keys == ["broadcasts/b/source/init.mp4", "broadcasts/b/source/0.m4s"]
     log = await live.segment_log("b", "source")
