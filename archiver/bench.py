@@ -30,8 +30,8 @@ from pathlib import Path
 from archiver import tasks
 from archiver.service import ArchiverService
 from castway.catalog import open_catalog
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
 from castway.layout import init_key, master_key, segment_key
-from castway.live import BROADCASTS_TOPIC
 from castway.live.base import LiveState
 from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, new_id
 from castway.settings import Settings
@@ -108,9 +108,7 @@ async def bench_vod(settings: Settings, lengths: list[tuple[str, float]],
             catalog.save_broadcast(ended)
             await live.remove_broadcast(broadcast_id)
             started = time.perf_counter()
-            await live.publish(BROADCASTS_TOPIC, {"type": "ended",
-                                                  "broadcast_id": broadcast_id,
-                                                  "channel": "bench"})
+            await live.publish(BROADCASTS_TOPIC, BroadcastEnded(broadcast_id, "bench"))
             if not await service.wait_vod(broadcast_id, 60.0):
                 raise RuntimeError(f"no VOD for {label} within 60 s")
             seconds = time.perf_counter() - started

@@ -25,7 +25,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from castway.catalog.base import Catalog
-from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.events.announce import announce
+from castway.events.broadcasts import BroadcastFailed
+from castway.live.base import LiveState
 from castway.model import Broadcast, BroadcastState, Node
 
 logger = logging.getLogger(__name__)
@@ -73,9 +75,7 @@ async def fail_orphan(catalog: Catalog, live: LiveState, broadcast: Broadcast,
     await asyncio.to_thread(catalog.save_broadcast, failed)
     try:
         await live.update_broadcast(broadcast.id, state=BroadcastState.FAILED, ended_at=now)
-        await live.publish(BROADCASTS_TOPIC, {"type": "failed", "broadcast_id": broadcast.id,
-                                              "channel": broadcast.channel,
-                                              "reason": reason})
+        await announce(live, BroadcastFailed(broadcast.id, broadcast.channel, reason))
     except Exception as e:  # the catalog is the record; the live state catches up
         logger.warning("orphaned broadcast failed in the catalog only",
                        extra={"broadcast_id": broadcast.id, "error": str(e)})

@@ -35,7 +35,13 @@ from archiver import tasks
 from archiver.reconcile import Reconciler, pending_too_long
 from archiver.uploader import Uploader
 from castway.catalog.base import Catalog, CatalogError
-from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError, SubscriptionClosed
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnded,
+    BroadcastEvent,
+    BroadcastFailed,
+)
+from castway.live.base import LiveState, LiveStateError, Subscription, SubscriptionClosed
 from castway.model import BroadcastState, utcnow
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
@@ -125,7 +131,7 @@ class ArchiverService:
         self._slots = asyncio.Semaphore(MAX_JOBS)
         self._loops: list[asyncio.Task[None]] = []
         self._events_task: asyncio.Task[None] | None = None
-        self._subscription: Any = None
+        self._subscription: Subscription[BroadcastEvent] | None = None
         self._vod_ready: OrderedDict[str, asyncio.Event] = OrderedDict()
         self.stop_wait_s = stop_wait_s
         self.reconciler = Reconciler(catalog, live, heartbeat_ttl_s=settings.heartbeat_ttl_s,
@@ -183,7 +189,7 @@ class ArchiverService:
             task.cancel()  # read here instead
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        while True:
+        while self._subscription is not None:
             try:
                 event = await asyncio.wait_for(self._subscription.get(), DRAIN_EVENT_S)
             except (TimeoutError, LiveStateError):
@@ -254,6 +260,7 @@ class ArchiverService:
 
     async def _events(self) -> None:
         subscription = self._subscription
+        assert subscription is not None, "start() subscribes first"
         while True:
             try:
                 event = await subscription.get()
@@ -269,11 +276,9 @@ class ArchiverService:
                 continue
             await self._on_event(event)
 
-    async def _on_event(self, event: object) -> None:
-        kind = event.get("type") if isinstance(event, dict) else None
-        broadcast_id = event.get("broadcast_id") if isinstance(event, dict) else None
-        if kind in ("ended", "failed") and isinstance(broadcast_id, str) and broadcast_id:
-            await self.broadcast_ended(broadcast_id)
+    async def _on_event(self, event: BroadcastEvent) -> None:
+        if isinstance(event, BroadcastEnded | BroadcastFailed):
+            await self.broadcast_ended(event.broadcast_id)
 
     async def broadcast_ended(self, broadcast_id: str) -> None:
         """Archive a broadcast (also called directly, e.g. by a sweep for missed events)."""

@@ -219,6 +219,7 @@ class IngestNode:
     async def start(self) -> None:
         from archiver.uploader import Uploader
         from ingest.broadcasts import BroadcastManager
+        from ingest.commands import NodeCommands
         from ingest.server import IngestServer
         from scheduler.agent import NodeAgent
         from transcoder.supervisor import TranscoderSupervisor
@@ -246,11 +247,17 @@ class IngestNode:
                                reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
+        self.manager.disconnect = self.server.disconnect
         self.agent.on_drain(self._on_drain)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.
         await self.manager.start()
         self._stack.push_async_callback(self.manager.stop)
+        # An operator's stop, addressed to this node by the broadcast's node_id.
+        commands = NodeCommands(s.live, self.manager.node_id,
+                                stop_broadcast=self.manager.stop_broadcast)
+        await commands.start()
+        self._stack.push_async_callback(commands.stop)
         await self.server.start()
         runtime = s.runtime_metrics()
         runtime.watch("rtmp", lambda: int(self.server.connections))

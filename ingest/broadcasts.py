@@ -4,7 +4,8 @@ A publish resolves its stream key through the catalog (only key hashes are store
 claims the channel fleet-wide in the live state (one broadcast per channel: a second
 publisher is refused while the first continues; a dead node's claim expires), and puts
 a live :class:`~castway.model.Broadcast` in the live state and the catalog, announced on
-``BROADCASTS_TOPIC``; its media pipeline (the transcoder, or nothing) gets every packet.
+``BROADCASTS_TOPIC`` (:mod:`castway.events.broadcasts`); its media pipeline (the
+transcoder, or nothing) gets every packet.
 
 When the publisher drops, the broadcast waits ``settings.reconnect_grace_s``: the same
 channel publishing again within it continues the same broadcast (``discontinuity()``,
@@ -48,13 +49,21 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from castway.catalog.base import Catalog
+from castway.events.announce import announce
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnded,
+    BroadcastResumed,
+    BroadcastStarted,
+)
+from castway.events.handover import HandoverReply, HandoverRequest, Verdict, request_topic
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError, Subscription
+from castway.live.base import LiveState, LiveStateError, Subscription
 from castway.media import BroadcastMedia, MediaKind, MediaPacket, MediaPipelineFactory
 from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
 from castway.settings import Settings
 from ingest import handover
-from ingest.handover import Decision, HandoverReply, HandoverRequest, Verdict
+from ingest.handover import Decision
 from ingest.publish import PublishRequest, PublishSession, Rejection
 
 logger = logging.getLogger(__name__)
@@ -359,6 +368,9 @@ class BroadcastManager:
         #: Whether the server asked a connection's publisher to reconnect elsewhere (E-RTMP
         #: v2): its broadcast is handed over even before that connection closes.
         self.asked_to_move: Callable[[str], bool] | None = None
+        #: Closes a publisher's connection, by its id (the RTMP server's): a stopped
+        #: broadcast's publisher is cut off at once, not when it goes quiet.
+        self.disconnect: Callable[[str], bool] | None = None
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.claim_ttl_s = claim_ttl_s
         self.stats_interval_s = stats_interval_s
@@ -369,7 +381,7 @@ class BroadcastManager:
         self._lock = asyncio.Lock()  # publish decisions and endings never interleave
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._handover_sub: Subscription | None = None
+        self._handover_sub: Subscription[HandoverRequest] | None = None
         self._handover_task: asyncio.Task[None] | None = None
         self._handovers: set[asyncio.Task[None]] = set()  # requests being served
         self._catalog_threads = ThreadPoolExecutor(CATALOG_THREADS,
@@ -387,7 +399,7 @@ class BroadcastManager:
         this returns, unless the live state is down: then it keeps trying)."""
         self._loop_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
         try:
-            self._handover_sub = await self.live.subscribe(handover.request_topic(self.node_id))
+            self._handover_sub = await self.live.subscribe(request_topic(self.node_id))
         except LiveStateError:
             logger.exception("cannot listen for handover requests yet; retrying",
                              extra={"node": self.node_id})
@@ -423,6 +435,19 @@ class BroadcastManager:
     def broadcast_id(self, channel: str) -> str | None:
         entry = self._by_channel.get(channel)
         return entry.broadcast_id if entry else None
+
+    async def stop_broadcast(self, broadcast_id: str) -> bool:
+        """End a broadcast of this node now (an operator's stop): its publisher is
+        disconnected and no grace window waits for it to come back. False when it is
+        not live here."""
+        entry = next((e for e in self._by_channel.values()
+                      if e.broadcast_id == broadcast_id and not e.ended), None)
+        if entry is None:
+            return False
+        if entry.publication is not None and self.disconnect is not None:
+            self.disconnect(entry.publication.connection_id)
+        await self._end(entry, "stopped")
+        return True
 
     # --- PublishHandler --------------------------------------------------------------
     async def on_publish(self, request: PublishRequest) -> PublishSession | Rejection:
@@ -480,8 +505,7 @@ class BroadcastManager:
         self._by_channel[channel] = entry
         self._metrics.live.set(len(self._by_channel))
         self._metrics.publishes.labels("accepted").inc()
-        await self.live.publish(BROADCASTS_TOPIC, {"type": "started", "broadcast_id": broadcast.id,
-                                                   "channel": channel})
+        await self.live.publish(BROADCASTS_TOPIC, BroadcastStarted(broadcast.id, channel))
         logger.info("broadcast started", extra={"broadcast_id": broadcast.id, "channel": channel,
                                                 "connection_id": request.connection_id})
         return publication
@@ -516,10 +540,8 @@ class BroadcastManager:
 
     async def _announce_resumed(self, entry: _Live) -> None:
         """The broadcast goes on, on this node (a reconnect here, or a handover)."""
-        await self.live.publish(BROADCASTS_TOPIC, {"type": "resumed",
-                                                   "broadcast_id": entry.broadcast_id,
-                                                   "channel": entry.channel,
-                                                   "node_id": self.node_id})
+        await self.live.publish(BROADCASTS_TOPIC, BroadcastResumed(
+            entry.broadcast_id, entry.channel, self.node_id))
 
     # --- handover: the publisher came back to another node ----------------------------
     async def _take_over(self, channel: str, request: PublishRequest, holder: str,
@@ -596,19 +618,14 @@ class BroadcastManager:
             if self._handover_sub is None:
                 try:
                     self._handover_sub = await self.live.subscribe(
-                        handover.request_topic(self.node_id))
+                        request_topic(self.node_id))
                 except LiveStateError:
                     await asyncio.sleep(HANDOVER_RESUBSCRIBE_S)
                     continue
             try:
-                event = await self._handover_sub.get()
+                ask = await self._handover_sub.get()
             except LiveStateError:  # closed under us (the live state closing)
                 return
-            ask = HandoverRequest.from_event(event)
-            if ask is None:
-                logger.warning("ignoring a malformed handover request",
-                               extra={"node": self.node_id})
-                continue
             if len(self._handovers) >= handover.MAX_IN_FLIGHT:
                 await self._reply(HandoverReply(ask.request_id, Verdict.REFUSED, "busy"))
                 continue
@@ -757,9 +774,7 @@ class BroadcastManager:
         await self._ends.save_now()
         try:
             await self.live.release_claim(entry.channel, entry.owner)
-            await self.live.publish(BROADCASTS_TOPIC, {"type": "ended",
-                                                       "broadcast_id": entry.broadcast_id,
-                                                       "channel": entry.channel})
+            await announce(self.live, BroadcastEnded(entry.broadcast_id, entry.channel))
         except Exception:
             logger.exception("announcing the end of a broadcast failed", extra=fields)
         logger.info("broadcast ended", extra=fields)

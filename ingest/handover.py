@@ -1,20 +1,15 @@
-"""Cross-node handover of a live broadcast: the wire messages and the decision.
+"""Cross-node handover of a live broadcast: the exchange and the decision.
 
 A publisher that reconnects within the grace window lands wherever the load balancer
 sends it (a draining node's E-RTMP v2 reconnect request, OBS's auto-reconnect). When
 that is another node, the channel is still claimed by the node that ran the broadcast;
-the new node asks that node, over the live state's pub/sub, to hand the broadcast over:
-
-``handover:{node_id}``
-    requests to one node: ``{"type": "request", "request_id", "channel",
-    "broadcast_id", "owner" (the new connection id), "node_id" (the requester)}``
-``handover-reply:{request_id}``
-    that request's replies: ``{"type": "ack" | "granted" | "refused", "request_id",
-    "reason"}``. The requester subscribes to it *before* publishing the request, so no
-    reply is lost (``LiveState.subscribe``'s contract). ``ack`` comes at once ("I hold
-    that broadcast and am on it"); ``granted`` only after the holder has flushed its
-    media and moved the channel claim to ``owner`` (``LiveState.transfer_claim``), so
-    everything it wrote precedes what the new node writes.
+the new node asks that node, over the live state's pub/sub, to hand the broadcast over
+(the messages: :mod:`castway.events.handover`). The requester subscribes to the reply
+topic *before* publishing the request, so no reply is lost (``LiveState.subscribe``'s
+contract). ``ack`` comes at once ("I hold that broadcast and am on it"); ``granted`` only
+after the holder has flushed its media and moved the channel claim to the request's
+``owner`` (``LiveState.transfer_claim``), so everything it wrote precedes what the new
+node writes.
 
 No answer within :data:`ACK_TIMEOUT_S` means the holder is gone (or too old to know
 this protocol): the publish is refused as before, and a dead node's claim expires.
@@ -25,10 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
+from castway.events.handover import (
+    HandoverReply,
+    HandoverRequest,
+    Verdict,
+    reply_topic,
+    request_topic,
+)
 from castway.live.base import LiveState
 
 logger = logging.getLogger(__name__)
@@ -54,65 +54,6 @@ PUBLISHER_WAIT_S = 2.0
 MOVE_QUIET_S = 0.25
 #: Requests a node serves at once; more are refused ("busy").
 MAX_IN_FLIGHT = 32
-
-
-def request_topic(node_id: str) -> str:
-    return f"handover:{node_id}"
-
-
-def reply_topic(request_id: str) -> str:
-    return f"handover-reply:{request_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class HandoverRequest:
-    request_id: str
-    channel: str
-    broadcast_id: str
-    owner: str  # the requesting node's connection: the channel claim goes to it
-    node_id: str  # the requesting node
-
-    def to_event(self) -> dict[str, Any]:
-        return {"type": "request", "request_id": self.request_id, "channel": self.channel,
-                "broadcast_id": self.broadcast_id, "owner": self.owner,
-                "node_id": self.node_id}
-
-    @classmethod
-    def from_event(cls, event: dict[str, Any]) -> HandoverRequest | None:
-        """The request in ``event``, or None for anything else (peer input: no asserts)."""
-        fields = ("request_id", "channel", "broadcast_id", "owner", "node_id")
-        if event.get("type") != "request" or not all(
-                isinstance(event.get(name), str) and event[name] for name in fields):
-            return None
-        return cls(*(str(event[name]) for name in fields))
-
-
-class Verdict(StrEnum):
-    ACK = "ack"
-    GRANTED = "granted"
-    REFUSED = "refused"
-
-
-@dataclass(frozen=True, slots=True)
-class HandoverReply:
-    request_id: str
-    verdict: Verdict
-    reason: str = ""
-
-    def to_event(self) -> dict[str, Any]:
-        return {"type": self.verdict.value, "request_id": self.request_id,
-                "reason": self.reason}
-
-    @classmethod
-    def from_event(cls, event: dict[str, Any]) -> HandoverReply | None:
-        request_id, reason = event.get("request_id"), event.get("reason", "")
-        try:
-            verdict = Verdict(str(event.get("type")))
-        except ValueError:
-            return None
-        if not isinstance(request_id, str) or not isinstance(reason, str):
-            return None
-        return cls(request_id, verdict, reason)
 
 
 class Decision(StrEnum):
@@ -156,17 +97,16 @@ async def request_handover(live: LiveState, holder: str, request: HandoverReques
     """Ask node ``holder`` to hand a broadcast over; its final reply (granted or refused),
     or None when it does not answer in time."""
     async with await live.subscribe(reply_topic(request.request_id)) as replies:
-        await live.publish(request_topic(holder), request.to_event())
+        await live.publish(request_topic(holder), request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ack_timeout_s
         while True:
             try:
                 async with asyncio.timeout_at(deadline):
-                    event = await replies.get()
+                    reply = await replies.get()
             except TimeoutError:
                 return None
-            reply = HandoverReply.from_event(event)
-            if reply is None or reply.request_id != request.request_id:
+            if reply.request_id != request.request_id:
                 continue
             if reply.verdict is not Verdict.ACK:
                 return reply
@@ -174,4 +114,4 @@ async def request_handover(live: LiveState, holder: str, request: HandoverReques
 
 
 async def send_reply(live: LiveState, reply: HandoverReply) -> None:
-    await live.publish(reply_topic(reply.request_id), reply.to_event())
+    await live.publish(reply_topic(reply.request_id), reply)

@@ -76,6 +76,7 @@ class _Connection:
         self.app = ""
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
+        self.closed_by: str | None = None  # why this server closed it (disconnect())
         self.handshake_deadline = 0.0
         self.auth_deadline = 0.0
 
@@ -103,7 +104,16 @@ class _Connection:
         finally:
             await self._finish()
 
+    def disconnect(self, reason: str) -> None:
+        """Close the connection now, from outside its task: the task sees the close as
+        a peer's and ends with ``reason``. Aborted (RST), not closed: a close waits to
+        flush what is queued for a publisher that may not be reading."""
+        self.closed_by = reason
+        self.writer.transport.abort()
+
     async def _finish(self) -> None:
+        if self.closed_by is not None:
+            self.close_reason = self.closed_by
         if self.publication is not None:
             await self._end_publication(self.close_reason)
         self.writer.close()
@@ -332,6 +342,14 @@ class IngestServer:
         """Whether the connection ``connection_id`` was sent a reconnect request."""
         return any(conn.id == connection_id and conn.session.reconnect_requested
                    for conn in self._connections.values())
+
+    def disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
+        """Close the connection ``connection_id`` now; False if there is none."""
+        for conn in self._connections.values():
+            if conn.id == connection_id:
+                conn.disconnect(reason)
+                return True
+        return False
 
     def request_reconnect(self, tc_url: str | None) -> int:
         """Ask every publisher that supports it to reconnect to ``tc_url`` (E-RTMP v2

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from castway.catalog.base import AlreadyExists, NotFound
+from castway.events.nodes import StopBroadcast, node_commands_topic
 from castway.keys import generate_stream_key, hash_stream_key
 from castway.layout import COMPONENT_PATTERN, broadcast_prefix
 from castway.model import (
@@ -48,7 +49,6 @@ from origin.schemas import (
 
 logger = logging.getLogger(__name__)
 
-CONTROL_TOPIC = "control"  # {"type": "stop", "broadcast_id": ...}; the ingest node obeys
 
 _bearer = HTTPBearer(auto_error=False, description="CASTWAY_ADMIN_TOKEN")
 
@@ -213,15 +213,33 @@ async def get_broadcast(broadcast_id: IdPath, ctx: Ctx) -> BroadcastPublic:
 
 
 @broadcasts.post("/{broadcast_id}/stop", response_model=StopRequested, status_code=202,
-                 summary="Disconnect the publisher of a live broadcast")
+                 summary="End a live broadcast now",
+                 responses={503: {"model": ErrorBody}},
+                 description="Its ingest node disconnects the publisher and ends the "
+                             "broadcast without waiting for a reconnect; its VOD is made "
+                             "as for any end. A publisher that reconnects by itself starts "
+                             "a new broadcast: revoke its key to keep it off.")
 async def stop_broadcast(broadcast_id: IdPath, ctx: Ctx) -> StopRequested:
-    live = await ctx.live.get_broadcast(broadcast_id)
-    if live is None or live.state is not BroadcastState.LIVE:
-        raise HTTPException(404, f"broadcast {broadcast_id} is not live")
-    await ctx.live.publish(CONTROL_TOPIC, {"type": "stop", "broadcast_id": broadcast_id,
-                                           "channel": live.channel, "node_id": live.node_id})
-    logger.info("broadcast stop requested", extra={"broadcast_id": broadcast_id,
-                                                    "channel": live.channel})
+    broadcast = await ctx.live.get_broadcast(broadcast_id)
+    if broadcast is None:  # the live state may have lost it (its node puts it back)
+        broadcast = await asyncio.to_thread(ctx.catalog.get_broadcast, broadcast_id)
+    if broadcast is None:
+        raise HTTPException(404, f"no broadcast {broadcast_id}")
+    if broadcast.state is not BroadcastState.LIVE:
+        raise HTTPException(409, f"broadcast {broadcast_id} is not live "
+                                 f"({broadcast.state.value})")
+    # To the node running it, which is listening if it is alive (none: say so rather
+    # than answer 202 for a stop nobody will carry out).
+    heard = await ctx.live.publish(node_commands_topic(broadcast.node_id),
+                                   StopBroadcast(broadcast_id))
+    fields = {"broadcast_id": broadcast_id, "channel": broadcast.channel,
+              "node": broadcast.node_id}
+    if not heard:
+        logger.warning("broadcast stop not delivered: its node is not listening",
+                       extra=fields)
+        raise HTTPException(503, f"ingest node {broadcast.node_id} of broadcast "
+                                 f"{broadcast_id} is not answering; try again")
+    logger.info("broadcast stop requested", extra=fields)
     return StopRequested(broadcast_id=broadcast_id)
 
 

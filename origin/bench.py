@@ -107,7 +107,8 @@ class _Feeder:
         await self.live.put_media(self.key(InitName()), self.init, MEDIA_TTL_S)
 
     async def push_part(self) -> None:
-        from castway.live.base import RenditionWindow, media_topic
+        from castway.events.media import MediaUpdate, media_topic
+        from castway.live.base import RenditionWindow
         from castway.model import Part, Segment
 
         index = len(self.parts)
@@ -135,7 +136,7 @@ class _Feeder:
             target_duration_s=2.0, part_target_s=0.5, init_key=self.key(InitName()))
         await self.live.put_window(BROADCAST_ID, RENDITION, window)
         await self.live.publish(media_topic(BROADCAST_ID),
-                                {"rendition": RENDITION, "msn": part.msn, "part": part.index})
+                                MediaUpdate(RENDITION, part.msn, part.index))
 
     @property
     def next_part(self) -> tuple[int, int]:

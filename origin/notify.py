@@ -3,9 +3,10 @@
 LL-HLS clients park a request per rendition until the next part exists (rfc8216bis
 6.2.5.2). Thousands of viewers of one broadcast must not mean thousands of subscriptions
 or poll loops: a :class:`MediaNotifier` keeps one :class:`_Watch` per broadcast (one
-subscription to ``media:{broadcast_id}`` and one task), reads the window once per event,
-and resolves every waiter that window satisfies. A watch with no waiters closes itself
-after ``idle_s``.
+subscription to ``media:{broadcast_id}`` and one task), reads the window once per update,
+and resolves every waiter that window satisfies. The broadcast's end (ended or failed)
+arrives on the same topic and answers every waiter at once, with EXT-X-ENDLIST: nothing
+it waits for will come. A watch with no waiters closes itself after ``idle_s``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from castway.live.base import LiveState, RenditionWindow, Subscription, media_topic
+from castway.events.broadcasts import BroadcastEnded, BroadcastFailed
+from castway.events.media import MediaEvent, MediaUpdate, media_topic
+from castway.live.base import LiveState, RenditionWindow, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class _Waiter:
 @dataclass(eq=False)
 class _Watch:
     broadcast_id: str
-    subscription: Subscription
+    subscription: Subscription[MediaEvent]
     waiters: dict[str, list[_Waiter]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     last_active: float = field(default_factory=time.monotonic)
@@ -155,12 +158,11 @@ class MediaNotifier:
                         return
                     continue
                 arrived = time.perf_counter()
-                rendition = event.get("rendition")
-                if isinstance(rendition, str):
-                    await self._wake(watch, rendition, arrived)
-                elif event.get("type") in ("ended", "failed"):
+                if isinstance(event, MediaUpdate):
+                    await self._wake(watch, event.rendition, arrived)
+                elif isinstance(event, BroadcastEnded | BroadcastFailed):
                     for name in list(watch.waiters):
-                        await self._wake(watch, name, arrived)
+                        await self._wake(watch, name, arrived, ended=True)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -175,12 +177,22 @@ class MediaNotifier:
                 del self._watches[watch.broadcast_id]
             await watch.subscription.close()
 
-    async def _wake(self, watch: _Watch, rendition: str, arrived: float) -> None:
+    async def _wake(self, watch: _Watch, rendition: str, arrived: float, *,
+                    ended: bool = False) -> None:
+        """Resolve the rendition's waiters that its window satisfies; with ``ended``
+        (the broadcast is over) all of them, with the window as it ends: its node may be
+        gone without writing EXT-X-ENDLIST (failed)."""
         if not watch.waiters.get(rendition):
             return
         window = await self._live.get_window(watch.broadcast_id, rendition)
         if window is None:
+            if ended:
+                for waiter in list(watch.waiters.get(rendition, ())):
+                    if not waiter.future.done():
+                        waiter.future.set_result(None)  # nothing to show: 503, then 404
             return
+        if ended and not window.ended:
+            window = replace(window, ended=True)
         for waiter in list(watch.waiters.get(rendition, ())):
             if not waiter.future.done() and window_has(window, waiter.msn, waiter.part):
                 waiter.arrived = arrived

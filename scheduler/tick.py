@@ -27,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.events.announce import announce
+from castway.events.broadcasts import BroadcastFailed
+from castway.live.base import LiveState
 from castway.model import BroadcastState, Node, NodeState, utcnow
 from castway.settings import Settings
 from scheduler.agent import DRAIN, RESUME, STOP
@@ -217,9 +219,8 @@ class Scheduler:
                 continue
             await self.live.put_broadcast(replace(broadcast, state=BroadcastState.FAILED,
                                                   ended_at=now))
-            await self.live.publish(BROADCASTS_TOPIC, {
-                "type": "failed", "broadcast_id": broadcast.id,
-                "channel": broadcast.channel, "reason": f"ingest node {node_id} lost"})
+            await announce(self.live, BroadcastFailed(
+                broadcast.id, broadcast.channel, f"ingest node {node_id} lost"))
             logger.warning("broadcast failed: node lost",
                            extra={"broadcast_id": broadcast.id, "channel": broadcast.channel,
                                   "node": node_id})

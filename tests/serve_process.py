@@ -49,13 +49,13 @@ def serve(data_dir: Path, *, preexec_fn: Callable[[], None] | None = None,
           **env: str) -> Iterator[Served]:
     """A running ``castway serve``; stopped with SIGINT at the end if still running
     (killed if it does not stop within 30 s). ``preexec_fn`` runs in the child before
-    castway starts (resource limits)."""
+    castway starts (resource limits); ``env`` adds to (or overrides) its environment."""
     rtmp_port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(data_dir),
          "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
-        env=clean_env(CASTWAY_RECONNECT_GRACE_S="1", CASTWAY_LOG_JSON="true", **env))
+        env=clean_env(**{"CASTWAY_RECONNECT_GRACE_S": "1", "CASTWAY_LOG_JSON": "true", **env}))
     try:
         wait_for_port(http_port, timeout_s=60, proc=proc)  # type: ignore[arg-type]
         assert proc.stdout is not None

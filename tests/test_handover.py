@@ -13,15 +13,22 @@ import contextlib
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from archiver.vod import render_vod_media_playlist
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnd,
+    BroadcastEnded,
+    BroadcastEvent,
+    BroadcastResumed,
+    BroadcastStarted,
+)
 from castway.hls.playlist import render_media_playlist
 from castway.keys import hash_stream_key
 from castway.layout import media_playlist_key
-from castway.live.base import BROADCASTS_TOPIC
+from castway.live.base import Subscription
 from castway.model import BroadcastState, Channel, StreamKey
 from castway.serve import IngestNode, Services
 from castway.settings import Settings
@@ -67,11 +74,12 @@ async def ingest_node(settings: Settings) -> AsyncIterator[IngestNode]:
         await services.close()
 
 
-async def events_until_ended(sub: Any, into: list[dict[str, Any]]) -> None:
+async def events_until_ended(sub: Subscription[BroadcastEvent],
+                             into: list[BroadcastEvent]) -> None:
     while True:
         event = await sub.get()
         into.append(event)
-        if event["type"] in ("ended", "failed"):
+        if isinstance(event, BroadcastEnd):
             return
 
 
@@ -90,7 +98,7 @@ async def test_a_drained_node_hands_its_broadcast_to_the_node_the_publisher_move
     settings_a = node_settings(tmp_path, redis_url, "node-a", port_a, port_b, grace_s=30.0)
     # B ends the broadcast soon after its publisher leaves (the real end).
     settings_b = node_settings(tmp_path, redis_url, "node-b", port_b, port_b, grace_s=0.5)
-    events: list[dict[str, Any]] = []
+    events: list[BroadcastEvent] = []
     async with ingest_node(settings_b) as node_b, ingest_node(settings_a) as node_a:
         catalog = node_a.services.catalog
         catalog.create_channel(Channel("alpha"))
@@ -122,9 +130,9 @@ async def test_a_drained_node_hands_its_broadcast_to_the_node_the_publisher_move
             finally:
                 watcher.cancel()
                 await pub.close()
-        assert [(e["type"], e.get("node_id")) for e in events] == [
-            ("started", None), ("resumed", "node-b"), ("ended", None)]
-        assert {e["broadcast_id"] for e in events} == {broadcast_id}
+        assert events == [BroadcastStarted(broadcast_id, "alpha"),
+                          BroadcastResumed(broadcast_id, "alpha", "node-b"),
+                          BroadcastEnded(broadcast_id, "alpha")]
         stored = catalog.get_broadcast(broadcast_id)
         assert stored is not None and stored.state is BroadcastState.ENDED
         assert stored.node_id == "node-b"

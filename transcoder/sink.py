@@ -29,9 +29,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from castway.catalog.recorder import SegmentRecorder
+from castway.events.media import MediaUpdate, media_topic
 from castway.hls.timing import DateAnchor
 from castway.layout import broadcast_dir
-from castway.live.base import LiveState, LiveStateError, media_topic
+from castway.live.base import LiveState, LiveStateError
 from castway.model import Rendition, Segment
 from castway.settings import SegmentFormat, Settings
 from transcoder.packager import InitOut, Output, PartOut, SegmentOut
@@ -205,7 +206,7 @@ class BroadcastSink:
                               part: int | None) -> None:
         await self.live.put_window(self.broadcast_id, rendition, log.window())
         await self.live.publish(media_topic(self.broadcast_id),
-                                {"rendition": rendition, "msn": msn, "part": part})
+                                MediaUpdate(rendition, msn, part))
 
     async def on_rendition(self, info: RenditionInfo) -> None:
         self.infos[info.name] = info
@@ -293,9 +294,13 @@ class BroadcastSink:
         return 0.0
 
     async def finish(self) -> None:
-        """EXT-X-ENDLIST on every rendition."""
+        """EXT-X-ENDLIST on every rendition; a reload blocked on what will never come
+        is answered as soon as its rendition's window says so."""
         self._open_parts.clear()
         for rendition, log in self.logs.items():
             log.end()
-            await self.live.put_window(self.broadcast_id, rendition, log.window())
+            window = log.window()
+            await self.live.put_window(self.broadcast_id, rendition, window)
+            await self.live.publish(media_topic(self.broadcast_id),
+                                    MediaUpdate(rendition, window.next_msn - 1))
         await self._update_broadcast()

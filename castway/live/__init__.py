@@ -7,24 +7,20 @@
 from __future__ import annotations
 
 from castway.live.base import (
-    BROADCASTS_TOPIC,
     LiveState,
     LiveStateError,
     RenditionWindow,
     Subscription,
     SubscriptionClosed,
-    media_topic,
 )
 from castway.settings import Settings
 
 __all__ = [
-    "BROADCASTS_TOPIC",
     "LiveState",
     "LiveStateError",
     "RenditionWindow",
     "Subscription",
     "SubscriptionClosed",
-    "media_topic",
     "open_live_state",
 ]
 

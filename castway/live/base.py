@@ -7,16 +7,21 @@ default, one process) and :class:`castway.live.redis.RedisLiveState` (distribute
 What lives here: which broadcast is live on which channel (and which connection owns the
 channel), node heartbeats with a TTL, per-broadcast stats, the live segment window of
 each rendition with the bytes of its recent segments and parts, the append-only segment
-log of each rendition (for time-shift and instant VOD), and events (pub/sub).
+log of each rendition (for time-shift and instant VOD), and typed events (pub/sub,
+:mod:`castway.events`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from castway.events.topic import Topic
 from castway.model import Broadcast, Node, Part, Segment
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 class LiveStateError(Exception):
@@ -73,31 +78,19 @@ def updated_broadcast(broadcast: Broadcast, changes: dict[str, Any]) -> Broadcas
     return replace(broadcast, **changes)
 
 
-# Event topics (payloads are JSON-able dicts):
-#   "broadcasts"                    {"type": "started"|"ended"|"failed"|"resumed",
-#                                     "broadcast_id", "channel"}
-#   f"media:{broadcast_id}"         {"rendition", "msn", "part" (None for a whole segment)}
-#   "nodes"                         {"type": ..., "node_id"}
-BROADCASTS_TOPIC = "broadcasts"
-
-
-def media_topic(broadcast_id: str) -> str:
-    return f"media:{broadcast_id}"
-
-
-class Subscription(Protocol):
-    """A subscription to one topic; bounded (drops the oldest events when full, counted
+class Subscription(Protocol[T_co]):
+    """A subscription to one topic; bounded (drops the oldest messages when full, counted
     in ``dropped``). Close it, or use it as an async context manager."""
 
     dropped: int
 
-    async def get(self) -> dict[str, Any]:
-        """The next event, waiting for it; raises :class:`SubscriptionClosed` once closed
-        (``async for`` simply ends)."""
+    async def get(self) -> T_co:
+        """The next message, waiting for it; raises :class:`SubscriptionClosed` once
+        closed (``async for`` simply ends)."""
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+    def __aiter__(self) -> AsyncIterator[T_co]: ...
     async def close(self) -> None: ...
-    async def __aenter__(self) -> Subscription: ...
+    async def __aenter__(self) -> Subscription[T_co]: ...
     async def __aexit__(self, *exc: object) -> None: ...
 
 
@@ -173,10 +166,13 @@ class LiveState(Protocol):
 
     async def drop_segment_log(self, broadcast_id: str) -> None: ...
 
-    # --- events ----------------------------------------------------------------------
-    async def publish(self, topic: str, event: dict[str, Any]) -> None: ...
-    async def subscribe(self, topic: str) -> Subscription:
-        """Subscribe to ``topic``. Registered when this returns: every event published
+    # --- events (typed topics: castway.events) ---------------------------------------
+    async def publish(self, topic: Topic[T], message: T) -> int:
+        """Send ``message`` to every subscriber of ``topic``, in every process; returns
+        how many got it: subscriptions (in-process) or subscribed processes (Redis)."""
+
+    async def subscribe(self, topic: Topic[T]) -> Subscription[T]:
+        """Subscribe to ``topic``. Registered when this returns: every message published
         afterwards is delivered, so "subscribe, check state, then wait" has no race."""
 
     async def ping(self) -> bool:

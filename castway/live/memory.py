@@ -13,14 +13,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from castway.events.topic import Topic
 from castway.layout import broadcast_of
 from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_MEDIA_BUDGET_BYTES = 512 * 1024 * 1024
 # Expired media is swept at most this often (clock seconds) besides under budget pressure.
@@ -59,7 +62,7 @@ class MemoryLiveState:
         self._last_sweep = clock()
         self._windows: dict[tuple[str, str], RenditionWindow] = {}
         self._segment_logs: dict[tuple[str, str], list[Segment]] = {}
-        self._subscriptions: dict[str, set[QueueSubscription]] = {}
+        self._subscriptions: dict[str, set[QueueSubscription[Any]]] = {}
         self._closed = False
         self.media_evictions = 0
         self.media_rejected = 0
@@ -246,34 +249,38 @@ class MemoryLiveState:
             del self._segment_logs[log_key]
 
     # --- events ----------------------------------------------------------------------
-    async def publish(self, topic: str, event: dict[str, Any]) -> None:
+    async def publish(self, topic: Topic[T], message: T) -> int:
         self._check_open()
-        subscribers = self._subscriptions.get(topic)
+        # Through the JSON the Redis backend sends: a message that would not survive
+        # Redis fails here too (whether or not anyone listens). Decoded once: messages
+        # are frozen, every subscriber gets the same one.
+        wire = json.dumps(topic.encode(message))
+        subscribers = self._subscriptions.get(topic.name)
         if not subscribers:
-            return
-        # Round-trip through JSON like the Redis backend does, so an event that would not
-        # survive Redis fails here too, and no subscriber shares the publisher's objects.
-        # Payloads are flat dicts: one decode, then a shallow copy per subscriber.
-        decoded = json.loads(json.dumps(event))
+            return 0
+        decoded = topic.decode(json.loads(wire))
+        if decoded is None:
+            raise ValueError(f"{message!r} does not decode from its own topic's codec")
         for subscription in subscribers:
-            subscription.deliver(dict(decoded))
+            subscription.deliver(decoded)
+        return len(subscribers)
 
-    async def subscribe(self, topic: str) -> QueueSubscription:
+    async def subscribe(self, topic: Topic[T]) -> QueueSubscription[T]:
         self._check_open()
         subscription = QueueSubscription(topic, self._subscription_maxsize, self._unsubscribe)
-        self._subscriptions.setdefault(topic, set()).add(subscription)
+        self._subscriptions.setdefault(topic.name, set()).add(subscription)
         return subscription
 
-    async def _unsubscribe(self, subscription: QueueSubscription) -> None:
-        subscribers = self._subscriptions.get(subscription.topic)
+    async def _unsubscribe(self, subscription: QueueSubscription[Any]) -> None:
+        subscribers = self._subscriptions.get(subscription.topic.name)
         if subscribers is None:
             return
         subscribers.discard(subscription)
         if not subscribers:
-            del self._subscriptions[subscription.topic]
+            del self._subscriptions[subscription.topic.name]
 
-    def subscriber_count(self, topic: str) -> int:
-        return len(self._subscriptions.get(topic, ()))
+    def subscriber_count(self, topic: Topic[Any]) -> int:
+        return len(self._subscriptions.get(topic.name, ()))
 
     async def ping(self) -> bool:
         return not self._closed

@@ -15,7 +15,8 @@ Keys (all under ``prefix``, default ``castway:``):
   windows:{broadcast_id}            set of renditions with a window
   seglog:{broadcast_id}:{rendition} list of JSON Segments (RPUSH / LRANGE)
   seglogs:{broadcast_id}            set of renditions with a log
-Events go to Redis channel ``{prefix}{topic}`` as JSON.
+Messages go to Redis channel ``{prefix}{topic name}`` as the JSON object of their topic's
+codec (:mod:`castway.events`), the same JSON the in-process live state round-trips.
 
 Pub/sub: one connection per instance, whatever the number of local subscriptions. A
 reader task reads it and fans messages out to bounded per-subscription queues; a writer
@@ -44,6 +45,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
+from castway.events.topic import Topic
 from castway.layout import broadcast_of
 from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
@@ -140,7 +142,8 @@ async def _stop(task: asyncio.Task[None]) -> None:
 class _Topic:
     """Local subscriptions of one topic and the state of its Redis subscription."""
 
-    subs: set[QueueSubscription] = field(default_factory=set)
+    codec: Topic[Any]  # decodes what arrives (every subscriber's topic has this name)
+    subs: set[QueueSubscription[Any]] = field(default_factory=set)
     confirmed: bool = False  # Redis holds the subscription (as of the last reply)
     inflight: deque[str] = field(default_factory=deque)  # "subscribe"/"unsubscribe" sent
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -432,18 +435,21 @@ class RedisLiveState:
                 index, *(self._key("seglog", broadcast_id, r) for r in renditions))
 
     # --- events ----------------------------------------------------------------------
-    async def publish(self, topic: str, event: dict[str, Any]) -> None:
-        payload = json.dumps(event, separators=(",", ":"))
+    async def publish(self, topic: Topic[T], message: T) -> int:
+        payload = json.dumps(topic.encode(message), separators=(",", ":"))
         async with self._errors("publish"):
-            await self._redis.publish(self._prefix + topic, payload)
+            return int(await self._redis.publish(self._prefix + topic.name, payload))
 
-    async def subscribe(self, topic: str) -> QueueSubscription:
+    async def subscribe(self, topic: Topic[T]) -> QueueSubscription[T]:
         self._check_open()
         self._start_pubsub()
+        name = topic.name
         subscription = QueueSubscription(topic, self._subscription_maxsize, self._unsubscribe)
-        state = self._topics.setdefault(topic, _Topic())
+        state = self._topics.get(name)
+        if state is None:
+            state = self._topics[name] = _Topic(topic)
         state.subs.add(subscription)
-        self._sync_topic(topic, state)
+        self._sync_topic(name, state)
         if state.confirmed and not state.inflight:
             return subscription
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -458,20 +464,21 @@ class RedisLiveState:
             if self._closed:
                 raise LiveStateError("live state closed while subscribing") from exc
             if isinstance(exc, TimeoutError):
-                raise LiveStateError(f"redis did not confirm SUBSCRIBE {topic!r} within "
+                raise LiveStateError(f"redis did not confirm SUBSCRIBE {name!r} within "
                                      f"{self._subscribe_timeout_s}s") from exc
             raise
         return subscription
 
-    async def _unsubscribe(self, subscription: QueueSubscription) -> None:
-        state = self._topics.get(subscription.topic)
+    async def _unsubscribe(self, subscription: QueueSubscription[Any]) -> None:
+        name = subscription.topic.name
+        state = self._topics.get(name)
         if state is None:
             return
         state.subs.discard(subscription)
-        self._sync_topic(subscription.topic, state)
+        self._sync_topic(name, state)
 
-    def subscriber_count(self, topic: str) -> int:
-        state = self._topics.get(topic)
+    def subscriber_count(self, topic: Topic[Any]) -> int:
+        state = self._topics.get(topic.name)
         return len(state.subs) if state else 0
 
     def _sync_topic(self, topic: str, state: _Topic) -> None:
@@ -582,11 +589,13 @@ class RedisLiveState:
             event = json.loads(payload)
         except ValueError:
             event = None
-        if not isinstance(event, dict):
-            logger.warning("ignoring a non-JSON-object event", extra={"topic": topic})
+        message = state.codec.decode(event) if isinstance(event, dict) else None
+        if message is None:  # peer input: another version, or not castway's at all
+            logger.warning("ignoring an event that is none of its topic's messages",
+                           extra={"topic": topic})
             return
         for subscription in state.subs:
-            subscription.deliver(dict(event))
+            subscription.deliver(message)
 
     def _confirm(self, topic: str, kind: str) -> None:
         state = self._topics.get(topic)

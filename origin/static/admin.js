@@ -77,6 +77,8 @@
       cell(row, b.renditions.map(function (r) { return r.name; }).join(", "));
       cell(row, button("Stop", async function () {
         await api("POST", "/broadcasts/" + encodeURIComponent(b.id) + "/stop");
+        $("who").textContent = "stopping " + b.channel + " (" + b.id + "): its VOD follows";
+        row.remove();  // its node is ending it: it is live no more
       }));
       liveBody.appendChild(row);
     });

@@ -32,8 +32,8 @@ from archiver.service import (
 from archiver.tasks import ArchiveContext, make_vod
 from archiver.uploader import Uploader
 from castway.catalog import SqlCatalog, open_catalog
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
 from castway.layout import master_key
-from castway.live.base import BROADCASTS_TOPIC
 from castway.live.redis import RedisLiveState
 from castway.model import VodState
 from castway.settings import Settings
@@ -110,7 +110,7 @@ def celery_worker(env: dict[str, str], log: Path, redis_url: str) -> Iterator[No
          "--without-mingle", "--without-heartbeat"],
         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     r = redis.Redis.from_url(redis_url)
-    channel = f"castway:{BROADCASTS_TOPIC}"
+    channel = f"castway:{BROADCASTS_TOPIC.name}"
 
     def subscribed() -> bool:
         if proc.poll() is not None:
@@ -187,8 +187,7 @@ async def test_a_real_worker_writes_the_vod_within_a_second_of_the_end_event(
     await publish("b1", [run], live=live, catalog=catalog, storage=storage)
 
     with celery_worker(env, tmp_path / "worker.log", redis_url):
-        await live.publish(BROADCASTS_TOPIC, {"type": "ended", "broadcast_id": "b1",
-                                              "channel": "ch1"})
+        await live.publish(BROADCASTS_TOPIC, BroadcastEnded("b1", "ch1"))
         took = await asyncio.to_thread(wait_until, lambda: storage.exists(master_key("b1")),
                                        10, "no VOD playlist")
         assert took < 1.0, f"VOD playable {took:.3f}s after the end event"
@@ -214,8 +213,7 @@ async def test_a_worker_down_when_the_broadcast_ends_makes_its_vod_when_it_comes
     run = two_runs[0]
     published = await publish("b1", [run], live=live, catalog=catalog, storage=storage)
     record_durably(catalog, published)
-    await live.publish(BROADCASTS_TOPIC, {"type": "ended", "broadcast_id": "b1",
-                                          "channel": "ch1"})  # nobody hears it
+    await live.publish(BROADCASTS_TOPIC, BroadcastEnded("b1", "ch1"))  # nobody hears it
     await live.drop_segment_log("b1")
 
     with celery_worker(env, tmp_path / "worker.log", redis_url):
@@ -274,8 +272,7 @@ async def test_an_s3_outage_of_30s_mid_broadcast_loses_no_segment(
             await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
             assert uploader.pending > 0 and not uploader.healthy
             await asyncio.to_thread(s3_server_restartable.start)
-            await live.publish(BROADCASTS_TOPIC, {"type": "ended", "broadcast_id": "b1",
-                                                  "channel": "ch1"})
+            await live.publish(BROADCASTS_TOPIC, BroadcastEnded("b1", "ch1"))
             await asyncio.to_thread(wait_until, lambda: vod_state(catalog, "b1")
                                     is VodState.COMPLETE, 120, "VOD not complete", 0.1)
             assert await uploader.flush(30)

@@ -12,6 +12,7 @@ from archiver import tasks
 from archiver.reconcile import find_orphans
 from archiver.service import ArchiverService
 from castway.catalog.base import SegmentRecord
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
 from castway.layout import master_key
 from castway.model import Broadcast, BroadcastState, Node, NodeState, VodState
 from tests.archiver.helpers import HlsRun, count_frames, publish, record_durably
@@ -155,8 +156,7 @@ async def test_a_stopping_archiver_finishes_the_vod_of_a_broadcast_that_just_end
     published = await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
     record_durably(ctx.catalog, published)
-    await ctx.live.publish("broadcasts", {"type": "ended", "broadcast_id": "b1",
-                                          "channel": "ch1"})
+    await ctx.live.publish(BROADCASTS_TOPIC, BroadcastEnded("b1", "ch1"))
     await service.stop()
     vod = ctx.catalog.get_vod("b1")
     assert vod is not None and vod.state is VodState.COMPLETE

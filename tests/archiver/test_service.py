@@ -17,8 +17,13 @@ from archiver import tasks
 from archiver.celery_app import make_celery
 from archiver.service import TASK_MAKE_VOD, ArchiverService
 from archiver.uploader import Uploader
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnded,
+    BroadcastFailed,
+    BroadcastStarted,
+)
 from castway.layout import master_key
-from castway.live.base import BROADCASTS_TOPIC
 from castway.model import BroadcastState, VodState
 from castway.settings import Settings
 from castway.storage.s3 import S3Storage
@@ -38,9 +43,9 @@ async def service(ctx: tasks.ArchiveContext) -> AsyncIterator[ArchiverService]:
         await svc.stop()
 
 
-async def end(ctx: tasks.ArchiveContext, broadcast_id: str, kind: str = "ended") -> None:
-    await ctx.live.publish(BROADCASTS_TOPIC, {"type": kind, "broadcast_id": broadcast_id,
-                                              "channel": "ch1"})
+async def end(ctx: tasks.ArchiveContext, broadcast_id: str, *, failed: bool = False) -> None:
+    await ctx.live.publish(BROADCASTS_TOPIC, BroadcastFailed(broadcast_id, "ch1", "lost")
+                           if failed else BroadcastEnded(broadcast_id, "ch1"))
 
 
 async def test_the_vod_is_playable_within_a_second_of_the_end_event(
@@ -59,15 +64,13 @@ async def test_the_vod_is_playable_within_a_second_of_the_end_event(
     assert ctx.storage.exists("broadcasts/b1/poster.jpg")
 
 
-async def test_a_failed_broadcast_is_archived_too_and_noise_is_ignored(
+async def test_a_failed_broadcast_is_archived_too_and_a_start_is_not_an_end(
         ctx: tasks.ArchiveContext, service: ArchiverService,
         two_runs: tuple[HlsRun, HlsRun]) -> None:
     await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
-    await ctx.live.publish(BROADCASTS_TOPIC, {"type": "started", "broadcast_id": "b1"})
-    await ctx.live.publish(BROADCASTS_TOPIC, {"type": "ended"})  # no id: ignored
-    await ctx.live.publish(BROADCASTS_TOPIC, {"type": "ended", "broadcast_id": 42})
-    await end(ctx, "b1", "failed")
-    await end(ctx, "b1", "failed")  # a duplicate
+    await ctx.live.publish(BROADCASTS_TOPIC, BroadcastStarted("b2", "ch1"))
+    await end(ctx, "b1", failed=True)
+    await end(ctx, "b1", failed=True)  # a duplicate
     assert await service.wait_vod("b1", 5.0)
     assert await service.idle(30)
     vod = ctx.catalog.get_vod("b1")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -21,14 +22,26 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnded,
+    BroadcastFailed,
+    BroadcastResumed,
+    BroadcastStarted,
+)
+from castway.events.handover import HandoverReply, HandoverRequest, Verdict
+from castway.events.handover import reply_topic as handover_replies
+from castway.events.handover import request_topic as handover_requests
+from castway.events.media import MediaUpdate, media_topic
+from castway.events.nodes import StopBroadcast, node_commands_topic
+from castway.events.topic import Topic
 from castway.live import open_live_state
 from castway.live.base import (
-    BROADCASTS_TOPIC,
     LiveState,
     LiveStateError,
     RenditionWindow,
+    Subscription,
     SubscriptionClosed,
-    media_topic,
 )
 from castway.live.memory import MemoryLiveState
 from castway.live.redis import RedisLiveState
@@ -384,19 +397,50 @@ async def test_segment_log_is_append_only_and_read_from_an_offset(live: LiveStat
 
 
 # --- events --------------------------------------------------------------------------
+# Typed topics (castway.events); both backends carry the same JSON (see the wire test).
 
-async def next_event(sub: Any, timeout_s: float = DEADLINE_S) -> dict[str, Any]:
-    event: dict[str, Any] = await asyncio.wait_for(sub.get(), timeout_s)
-    return event
+async def next_event(sub: Subscription[T], timeout_s: float = DEADLINE_S) -> T:
+    return await asyncio.wait_for(sub.get(), timeout_s)
+
+
+def update(msn: int, part: int | None = None, rendition: str = "720p") -> MediaUpdate:
+    return MediaUpdate(rendition, msn, part)
 
 
 async def test_events_arrive_in_publish_order(live: LiveState) -> None:
-    async with await live.subscribe("media:b1") as sub:
+    async with await live.subscribe(media_topic("b1")) as sub:
         for msn in range(SUBSCRIPTION_MAXSIZE):
-            await live.publish("media:b1", {"rendition": "720p", "msn": msn, "part": None})
+            await live.publish(media_topic("b1"), update(msn))
         got = [await next_event(sub) for _ in range(SUBSCRIPTION_MAXSIZE)]
-    assert [e["msn"] for e in got] == list(range(SUBSCRIPTION_MAXSIZE))
-    assert got[0] == {"rendition": "720p", "msn": 0, "part": None}
+    assert got == [update(msn) for msn in range(SUBSCRIPTION_MAXSIZE)]
+
+
+async def test_every_message_arrives_exactly_as_published(live: LiveState) -> None:
+    sent: list[tuple[Topic[Any], Any]] = [
+        (BROADCASTS_TOPIC, BroadcastStarted("b1", "alice")),
+        (BROADCASTS_TOPIC, BroadcastResumed("b1", "alice", "node-b")),
+        (BROADCASTS_TOPIC, BroadcastEnded("b1", "alice")),
+        (BROADCASTS_TOPIC, BroadcastFailed("b1", "alice", "ingest node n1 lost")),
+        (media_topic("b1"), MediaUpdate("720p", 3, 1)),
+        (media_topic("b1"), MediaUpdate("720p", 4)),
+        (media_topic("b1"), BroadcastEnded("b1", "alice")),
+        (node_commands_topic("n1"), StopBroadcast("b1")),
+        (handover_requests("n1"), HandoverRequest("r1", "alice", "b1", "conn-7", "n2")),
+        (handover_replies("r1"), HandoverReply("r1", Verdict.REFUSED, "busy")),
+    ]
+    for topic, message in sent:
+        async with await live.subscribe(topic) as sub:
+            await live.publish(topic, message)
+            assert await next_event(sub) == message
+
+
+async def test_publish_says_whether_anyone_heard_it(live: LiveState) -> None:
+    topic = node_commands_topic("n1")
+    assert await live.publish(topic, StopBroadcast("b1")) == 0  # nobody listens: fine
+    async with await live.subscribe(topic), await live.subscribe(topic):
+        # Memory counts subscriptions, Redis subscribed processes (this one).
+        assert await live.publish(topic, StopBroadcast("b1")) >= 1
+        assert await live.publish(node_commands_topic("n2"), StopBroadcast("b1")) == 0
 
 
 async def test_subscribe_then_publish_has_no_race(live: LiveState) -> None:
@@ -404,38 +448,33 @@ async def test_subscribe_then_publish_has_no_race(live: LiveState) -> None:
     for attempt in range(20):
         topic = media_topic(f"b{attempt}")
         sub = await live.subscribe(topic)
-        await live.publish(topic, {"rendition": "720p", "msn": attempt, "part": 0})
-        assert (await next_event(sub))["msn"] == attempt
+        await live.publish(topic, update(attempt, 0))
+        assert await next_event(sub) == update(attempt, 0)
         await sub.close()
 
 
 async def test_topics_are_separate(live: LiveState) -> None:
     async with await live.subscribe(BROADCASTS_TOPIC) as broadcasts, \
             await live.subscribe(media_topic("b1")) as media:
-        await live.publish(media_topic("b1"), {"rendition": "720p", "msn": 1, "part": 2})
-        await live.publish(BROADCASTS_TOPIC,
-                             {"type": "started", "broadcast_id": "b1", "channel": "alice"})
-        assert (await next_event(broadcasts))["type"] == "started"
-        assert (await next_event(media))["msn"] == 1
-        await live.publish(media_topic("b2"), {"rendition": "720p", "msn": 9, "part": 0})
-        await live.publish(media_topic("b1"), {"rendition": "720p", "msn": 2, "part": 0})
-        assert (await next_event(media))["msn"] == 2
-
-
-async def test_publish_without_subscribers_is_fine(live: LiveState) -> None:
-    await live.publish("nobody-listens", {"type": "x"})
+        await live.publish(media_topic("b1"), update(1, 2))
+        await live.publish(BROADCASTS_TOPIC, BroadcastStarted("b1", "alice"))
+        assert await next_event(broadcasts) == BroadcastStarted("b1", "alice")
+        assert await next_event(media) == update(1, 2)
+        await live.publish(media_topic("b2"), update(9, 0))
+        await live.publish(media_topic("b1"), update(2, 0))
+        assert await next_event(media) == update(2, 0)
 
 
 async def test_a_full_subscription_drops_the_oldest_and_counts(live: LiveState) -> None:
-    async with await live.subscribe("nodes") as slow, \
-            await live.subscribe("nodes") as fast:
+    topic = node_commands_topic("n1")
+    async with await live.subscribe(topic) as slow, await live.subscribe(topic) as fast:
         total = SUBSCRIPTION_MAXSIZE + 5
         for i in range(total):
-            await live.publish("nodes", {"type": "heartbeat", "node_id": f"n{i}"})
-            assert (await next_event(fast))["node_id"] == f"n{i}"
+            await live.publish(topic, StopBroadcast(f"b{i}"))
+            assert await next_event(fast) == StopBroadcast(f"b{i}")
         await eventually(lambda: _value(slow.dropped), lambda d: d == 5)
-        got = [(await next_event(slow))["node_id"] for _ in range(SUBSCRIPTION_MAXSIZE)]
-        assert got == [f"n{i}" for i in range(5, total)]
+        got = [(await next_event(slow)).broadcast_id for _ in range(SUBSCRIPTION_MAXSIZE)]
+        assert got == [f"b{i}" for i in range(5, total)]
         assert fast.dropped == 0
 
 
@@ -445,19 +484,20 @@ async def _value(value: T) -> T:
 
 async def test_resubscribing_right_after_the_last_unsubscribe_still_gets_events(
         live: LiveState) -> None:
+    topic = node_commands_topic("n1")
     for i in range(10):
-        first = await live.subscribe("nodes")
+        first = await live.subscribe(topic)
         await first.close()
-        second = await live.subscribe("nodes")
-        await live.publish("nodes", {"type": "active", "node_id": f"n{i}"})
-        assert (await next_event(second))["node_id"] == f"n{i}"
+        second = await live.subscribe(topic)
+        await live.publish(topic, StopBroadcast(f"b{i}"))
+        assert await next_event(second) == StopBroadcast(f"b{i}")
         await second.close()
 
 
 async def test_concurrent_subscribe_and_close_churn_leaves_working_subscriptions(
         harness: Harness) -> None:
     live = harness.live
-    topics = [f"churn:{i}" for i in range(5)]
+    topics = [node_commands_topic(f"churn{i}") for i in range(5)]
 
     async def churn(worker: int) -> None:
         for step in range(20):
@@ -469,8 +509,9 @@ async def test_concurrent_subscribe_and_close_churn_leaves_working_subscriptions
     await asyncio.gather(*(churn(w) for w in range(50)))
     subs = [await live.subscribe(t) for t in topics]
     for i, topic in enumerate(topics):
-        await live.publish(topic, {"type": "x", "i": i})
-    assert [(await next_event(sub))["i"] for sub in subs] == list(range(len(topics)))
+        await live.publish(topic, StopBroadcast(f"b{i}"))
+    assert [(await next_event(sub)).broadcast_id for sub in subs] == [
+        f"b{i}" for i in range(len(topics))]
     for sub in subs:
         await sub.close()
     if harness.redis_url is not None:  # Redis ends up subscribed to nothing
@@ -482,24 +523,23 @@ async def test_one_publish_wakes_every_subscriber(live: LiveState) -> None:
     subs = [await live.subscribe(topic) for _ in range(2000)]
     waiters = [asyncio.ensure_future(s.get()) for s in subs]
     await asyncio.sleep(0)
-    await live.publish(topic, {"rendition": "720p", "msn": 42, "part": 1})
+    await live.publish(topic, update(42, 1))
     events = await asyncio.wait_for(asyncio.gather(*waiters), DEADLINE_S)
-    assert all(e == {"rendition": "720p", "msn": 42, "part": 1} for e in events)
+    assert all(e == update(42, 1) for e in events)
     for s in subs:
         await s.close()
 
 
 async def test_a_closed_subscription_ends_and_receives_nothing(live: LiveState) -> None:
-    sub = await live.subscribe("broadcasts")
-    other = await live.subscribe("broadcasts")
+    sub = await live.subscribe(BROADCASTS_TOPIC)
+    other = await live.subscribe(BROADCASTS_TOPIC)
     waiter = asyncio.ensure_future(sub.get())
     await asyncio.sleep(0)
     await sub.close()
     with pytest.raises(SubscriptionClosed):
         await asyncio.wait_for(waiter, DEADLINE_S)
-    await live.publish("broadcasts", {"type": "started", "broadcast_id": "b1",
-                                        "channel": "alice"})
-    assert (await next_event(other))["broadcast_id"] == "b1"
+    await live.publish(BROADCASTS_TOPIC, BroadcastStarted("b1", "alice"))
+    assert await next_event(other) == BroadcastStarted("b1", "alice")
     with pytest.raises(SubscriptionClosed):
         await sub.get()
     assert [e async for e in sub] == []
@@ -508,26 +548,27 @@ async def test_a_closed_subscription_ends_and_receives_nothing(live: LiveState) 
 
 
 async def test_async_iteration_yields_events_until_closed(live: LiveState) -> None:
-    sub = await live.subscribe("nodes")
+    topic = node_commands_topic("n1")
+    sub = await live.subscribe(topic)
     for i in range(3):
-        await live.publish("nodes", {"type": "lost", "node_id": f"n{i}"})
+        await live.publish(topic, StopBroadcast(f"b{i}"))
     seen: list[str] = []
     async for event in sub:
-        seen.append(event["node_id"])
+        seen.append(event.broadcast_id)
         if len(seen) == 3:
             await sub.close()
-    assert seen == ["n0", "n1", "n2"]
+    assert seen == ["b0", "b1", "b2"]
 
 
 async def test_closing_the_live_state_ends_waiting_subscribers(live: LiveState) -> None:
-    sub = await live.subscribe("broadcasts")
+    sub = await live.subscribe(BROADCASTS_TOPIC)
     waiter = asyncio.ensure_future(sub.get())
     await asyncio.sleep(0)
     await live.close()
     with pytest.raises(SubscriptionClosed):
         await asyncio.wait_for(waiter, DEADLINE_S)
     with pytest.raises(LiveStateError):
-        await live.subscribe("broadcasts")
+        await live.subscribe(BROADCASTS_TOPIC)
     assert await live.ping() is False
     await live.close()  # idempotent
 
@@ -562,10 +603,21 @@ async def test_memory_media_budget_evicts_expired_first_then_oldest() -> None:
     await live.close()
 
 
-async def test_events_must_be_json(live: LiveState) -> None:
-    async with await live.subscribe("nodes"):
+class _LeakyCodec:
+    """A codec that puts a datetime on the wire, as a careless custom one might."""
+
+    def encode(self, message: datetime) -> dict[str, Any]:
+        return {"when": message}
+
+    def decode(self, event: Mapping[str, Any]) -> datetime | None:
+        return None
+
+
+async def test_messages_must_encode_to_json(live: LiveState) -> None:
+    topic: Topic[datetime] = Topic("stamps", _LeakyCodec())
+    async with await live.subscribe(topic):
         with pytest.raises(TypeError):
-            await live.publish("nodes", {"type": "bad", "when": T0})
+            await live.publish(topic, T0)
 
 
 def test_open_live_state_defaults_to_memory() -> None:
@@ -602,7 +654,7 @@ async def test_redis_uses_one_pubsub_connection_for_all_subscribers(redis_url: s
         clients = await pubsub_clients(redis_url)
         assert len(clients) == 1
         assert clients[0]["sub"] == "50"
-        await live.publish(media_topic("b7"), {"rendition": "720p", "msn": 1, "part": 0})
+        await live.publish(media_topic("b7"), update(1, 0))
         woken = [await next_event(s) for s in subs[7::50]]
         assert len(woken) == 40
         for s in subs:
@@ -629,16 +681,16 @@ async def test_redis_subscriptions_survive_a_server_restart(
         while not waiting.done():
             n += 1
             with contextlib.suppress(LiveStateError):
-                await live.publish(BROADCASTS_TOPIC, {"type": "resumed", "n": n})
+                await live.publish(BROADCASTS_TOPIC, BroadcastResumed("b1", "alice", f"n{n}"))
             await asyncio.wait({waiting}, timeout=0.05)
             assert time.monotonic() < deadline, "no event after the restart"
-        assert waiting.result()["type"] == "resumed"
+        assert isinstance(waiting.result(), BroadcastResumed)
         assert live.reconnects == 1
         assert "reconnected" in caplog.text
         assert await live.ping()
-        fresh = await live.subscribe("nodes")
-        await live.publish("nodes", {"type": "active", "node_id": "n1"})
-        assert (await next_event(fresh))["node_id"] == "n1"
+        fresh = await live.subscribe(node_commands_topic("n1"))
+        await live.publish(node_commands_topic("n1"), StopBroadcast("b1"))
+        assert await next_event(fresh) == StopBroadcast("b1")
         assert len(await pubsub_clients(restartable_redis.url)) == 1
         await live.put_broadcast(broadcast("b1"))
         assert await live.get_broadcast("b1") == broadcast("b1")
@@ -649,10 +701,10 @@ async def test_redis_subscriptions_survive_a_server_restart(
 async def test_redis_idle_pubsub_connection_is_kept_alive_by_ping(redis_url: str) -> None:
     live = RedisLiveState(redis_url, health_interval_s=0.2)
     try:
-        sub = await live.subscribe("nodes")
+        sub = await live.subscribe(node_commands_topic("n1"))
         await eventually(lambda: _value(live.pubsub_pings), lambda pings: pings >= 3)
-        await live.publish("nodes", {"type": "active", "node_id": "n1"})
-        assert (await next_event(sub))["node_id"] == "n1"
+        await live.publish(node_commands_topic("n1"), StopBroadcast("b1"))
+        assert await next_event(sub) == StopBroadcast("b1")
         assert live.reconnects == 0
     finally:
         await live.close()
@@ -667,22 +719,23 @@ async def test_redis_outage_is_a_live_state_error_not_a_hang(
         assert await live.ping() is False
         with pytest.raises(LiveStateError):
             await live.get_broadcast("b1")
+        commands = node_commands_topic("n1")
         with pytest.raises(LiveStateError):
-            await live.subscribe("nodes")
-        assert live.subscriber_count("nodes") == 0
-        pending = asyncio.ensure_future(live.subscribe("broadcasts"))
+            await live.subscribe(commands)
+        assert live.subscriber_count(commands) == 0
+        pending = asyncio.ensure_future(live.subscribe(BROADCASTS_TOPIC))
         await asyncio.sleep(0)
-        assert live.subscriber_count("broadcasts") == 1
+        assert live.subscriber_count(BROADCASTS_TOPIC) == 1
         pending.cancel()
         with pytest.raises(asyncio.CancelledError):
             await pending
-        assert live.subscriber_count("broadcasts") == 0
+        assert live.subscriber_count(BROADCASTS_TOPIC) == 0
         await asyncio.to_thread(restartable_redis.start)
         assert await live.ping() is True
         assert await live.get_broadcast("b1") is None  # no persistence: a fresh server
-        sub = await live.subscribe("nodes")
-        await live.publish("nodes", {"type": "active", "node_id": "n1"})
-        assert (await next_event(sub))["node_id"] == "n1"
+        sub = await live.subscribe(commands)
+        await live.publish(commands, StopBroadcast("b1"))
+        assert await next_event(sub) == StopBroadcast("b1")
     finally:
         await live.close()
 
@@ -731,15 +784,55 @@ async def test_redis_keys_live_under_the_prefix(redis_url: str) -> None:
         await client.aclose()  # type: ignore[attr-defined]
 
 
-async def test_redis_foreign_non_json_events_are_ignored(redis_url: str) -> None:
+async def test_redis_events_that_are_none_of_the_topics_messages_are_ignored(
+        redis_url: str) -> None:
     live = RedisLiveState(redis_url)
     client: aioredis.Redis[bytes] = aioredis.Redis.from_url(redis_url)
     try:
-        sub = await live.subscribe("nodes")
-        await client.publish("castway:nodes", b"\xff not json")
-        await client.publish("castway:nodes", b"[1, 2]")
-        await live.publish("nodes", {"type": "active", "node_id": "n1"})
-        assert (await next_event(sub))["node_id"] == "n1"
+        sub = await live.subscribe(BROADCASTS_TOPIC)
+        for foreign in (b"\xff not json", b"[1, 2]", b'{"type": "paused"}',
+                        b'{"type": "ended", "broadcast_id": 7, "channel": "alice"}',
+                        b'{"type": "ended", "broadcast_id": "", "channel": "alice"}',
+                        b'{"type": "ended", "channel": "alice"}'):
+            await client.publish("castway:broadcasts", foreign)
+        await live.publish(BROADCASTS_TOPIC, BroadcastEnded("b1", "alice"))
+        assert await next_event(sub) == BroadcastEnded("b1", "alice")
+        assert sub.dropped == 0
     finally:
+        await live.close()
+        await client.aclose()  # type: ignore[attr-defined]
+
+
+async def test_redis_wire_is_the_json_every_castway_version_reads(redis_url: str) -> None:
+    """What goes over Redis (and round-trips in memory): flat JSON objects, as they were
+    before the messages had types, so processes of both versions read each other in a
+    rolling deploy."""
+    live = RedisLiveState(redis_url)
+    client: aioredis.Redis[bytes] = aioredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe("castway:broadcasts", "castway:media:b1",
+                               "castway:handover-reply:r1")
+        sent: list[tuple[Topic[Any], Any]] = [
+                (BROADCASTS_TOPIC, BroadcastResumed("b1", "alice", "node-b")),
+                (BROADCASTS_TOPIC, BroadcastFailed("b1", "alice", "lost")),
+                (media_topic("b1"), MediaUpdate("720p", 3, None)),
+                (media_topic("b1"), BroadcastEnded("b1", "alice")),
+                (handover_replies("r1"), HandoverReply("r1", Verdict.GRANTED))]
+        for topic, message in sent:
+            await live.publish(topic, message)
+        wire: list[Any] = []
+        while len(wire) < len(sent):
+            got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=DEADLINE_S)
+            if got is not None:
+                wire.append(json.loads(got["data"]))
+        assert wire == [
+            {"type": "resumed", "broadcast_id": "b1", "channel": "alice", "node_id": "node-b"},
+            {"type": "failed", "broadcast_id": "b1", "channel": "alice", "reason": "lost"},
+            {"rendition": "720p", "msn": 3, "part": None},
+            {"type": "ended", "broadcast_id": "b1", "channel": "alice"},
+            {"type": "granted", "request_id": "r1", "reason": ""}]
+    finally:
+        await pubsub.aclose()  # type: ignore[attr-defined]
         await live.close()
         await client.aclose()  # type: ignore[attr-defined]

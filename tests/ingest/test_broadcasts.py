@@ -8,15 +8,21 @@ import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from castway.catalog import open_catalog
 from castway.catalog.sql import SqlCatalog
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEnded,
+    BroadcastResumed,
+    BroadcastStarted,
+)
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, Subscription
+from castway.live.base import Subscription
 from castway.live.memory import MemoryLiveState
 from castway.media import Codec, MediaKind, MediaPacket
 from castway.model import Broadcast, BroadcastState, Channel, Rendition, StreamKey
@@ -28,6 +34,8 @@ from ingest.broadcasts import (
 )
 from ingest.publish import PublishRequest, PublishSession, Rejection
 from tests.fixtures.tiny_disk import fill
+
+T = TypeVar("T")
 
 KEY = "cw_test-key"
 OTHER_KEY = "cw_other-key"
@@ -109,7 +117,7 @@ async def accepted(manager: BroadcastManager, req: PublishRequest) -> PublishSes
     return outcome
 
 
-async def next_event(sub: Subscription) -> dict[str, Any]:
+async def next_event(sub: Subscription[T]) -> T:
     return await asyncio.wait_for(sub.get(), 10)
 
 
@@ -133,9 +141,8 @@ async def test_publish_goes_live_everywhere_and_feeds_the_pipeline(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         session = await accepted(manager, request())
         event = await next_event(sub)
-    assert event["type"] == "started" and event["channel"] == "alpha"
     broadcast = await live.live_broadcast("alpha")
-    assert broadcast is not None and broadcast.id == event["broadcast_id"]
+    assert broadcast is not None and event == BroadcastStarted(broadcast.id, "alpha")
     assert broadcast.node_id == "node-a" and broadcast.state is BroadcastState.LIVE
     stored = catalog.get_broadcast(broadcast.id)
     assert stored is not None and stored.state is BroadcastState.LIVE
@@ -209,8 +216,8 @@ async def test_reconnect_within_grace_continues_the_same_broadcast(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         second = await accepted(manager, request(connection_id="c2"))
         event = await next_event(sub)
-    assert event == {"type": "resumed", "broadcast_id": broadcast_id, "channel": "alpha",
-                     "node_id": "node-a"}
+    assert broadcast_id is not None
+    assert event == BroadcastResumed(broadcast_id, "alpha", "node-a")
     assert manager.broadcast_id("alpha") == broadcast_id
     [media] = pipeline.started
     assert media.discontinuities == 1 and not media.finished
@@ -218,6 +225,49 @@ async def test_reconnect_within_grace_continues_the_same_broadcast(
     assert media.packets == [frame(0)]
     # The claim moved to the new connection.
     assert await live.claim_channel("alpha", "c1", 30) == "c2"
+    await manager.stop()
+
+
+async def test_a_stop_ends_the_broadcast_at_once_and_cuts_its_publisher(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    """``stop_broadcast``: an operator's stop. The grace window (30 s here) is not waited
+    out; the end is the usual one (ended event, media finished, catalog). Its effect on
+    a real publisher and node: tests/test_stop_broadcast.py."""
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    cut: list[str] = []
+
+    def disconnect(connection_id: str) -> bool:  # the RTMP server's, recorded
+        cut.append(connection_id)
+        return True
+
+    manager.disconnect = disconnect
+    session = await accepted(manager, request(connection_id="c1"))
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    assert await manager.stop_broadcast("no-such-broadcast") is False
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        assert await manager.stop_broadcast(broadcast_id) is True
+        assert await next_event(sub) == BroadcastEnded(broadcast_id, "alpha")
+    assert cut == ["c1"]
+    assert pipeline.started[0].finished and manager.broadcast_id("alpha") is None
+    stored = catalog.get_broadcast(broadcast_id)
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    await session.on_close("broadcast stopped")  # the cut connection's close changes nothing
+    assert await manager.stop_broadcast(broadcast_id) is False  # not live here any more
+    await manager.stop()
+
+
+async def test_a_stop_ends_a_broadcast_waiting_for_its_publisher_to_come_back(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    session = await accepted(manager, request())
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    await session.on_close("disconnected")  # in its grace window now
+    assert await manager.stop_broadcast(broadcast_id) is True
+    stored = catalog.get_broadcast(broadcast_id)
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    assert await live.claim_channel("alpha", "next-publisher", 30) is None  # freed
     await manager.stop()
 
 
@@ -258,7 +308,7 @@ async def test_after_the_grace_window_the_broadcast_ends(
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         await session.on_close("disconnected")
         event = await next_event(sub)
-    assert event == {"type": "ended", "broadcast_id": broadcast_id, "channel": "alpha"}
+    assert event == BroadcastEnded(broadcast_id, "alpha")
     assert pipeline.started[0].finished
     ended = catalog.get_broadcast(broadcast_id)
     assert ended is not None and ended.state is BroadcastState.ENDED
@@ -324,7 +374,7 @@ async def test_an_end_the_full_disk_refused_is_saved_once_space_returns(
         async with await live.subscribe(BROADCASTS_TOPIC) as sub:
             await session.on_close("publisher left")
             event = await next_event(sub)
-        assert event == {"type": "ended", "broadcast_id": broadcast_id, "channel": "alpha"}
+        assert event == BroadcastEnded(broadcast_id, "alpha")
         assert await live.claim_channel("alpha", "next-publisher", 30) is None  # freed
         row = catalog.get_broadcast(broadcast_id)
         assert row is not None and row.state is BroadcastState.LIVE  # not written yet
@@ -428,10 +478,11 @@ async def test_end_to_end_with_the_server_and_ffmpeg(
                 assert (await asyncio.wait_for(proc.wait(), 60) == 0) is ok
             started = await next_event(sub)
             ended = await next_event(sub)
-        assert (started["type"], ended["type"]) == ("started", "ended")
+        assert isinstance(started, BroadcastStarted)
+        assert ended == BroadcastEnded(started.broadcast_id, "alpha")
         [media] = pipeline.started
         assert media.finished and sum(not p.is_config for p in media.packets) > 40
-        stored = catalog.get_broadcast(started["broadcast_id"])
+        stored = catalog.get_broadcast(started.broadcast_id)
         assert stored is not None and stored.state is BroadcastState.ENDED
         assert stored.source is not None and stored.source.width == 320
     finally:

@@ -9,22 +9,23 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from castway.catalog import open_catalog
 from castway.catalog.sql import SqlCatalog
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded, BroadcastResumed
+from castway.events.handover import HandoverReply, HandoverRequest, Verdict, request_topic
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.live.base import LiveState
 from castway.live.memory import MemoryLiveState
 from castway.live.redis import RedisLiveState
 from castway.model import Broadcast, BroadcastState, Channel, StreamKey
 from castway.settings import Settings
 from ingest import handover
 from ingest.broadcasts import BroadcastManager
-from ingest.handover import Decision, HandoverReply, HandoverRequest, Verdict, decide
+from ingest.handover import Decision, decide
 from ingest.publish import PublishRequest, Rejection
 from tests.ingest.test_broadcasts import (
     AUDIO_CONFIG,
@@ -106,8 +107,7 @@ async def test_a_publisher_back_on_another_node_within_grace_continues_the_broad
     async with await b.live.subscribe(BROADCASTS_TOPIC) as events:
         await on_a.on_close("disconnected")  # A's grace window starts
         on_b = await accepted(b.manager, request("b-1"))
-        assert await next_event(events) == {"type": "resumed", "broadcast_id": broadcast_id,
-                                            "channel": "alpha", "node_id": "node-b"}
+        assert await next_event(events) == BroadcastResumed(broadcast_id, "alpha", "node-b")
         # Same broadcast, now B's; A forgot it without ending it.
         assert b.manager.broadcast_id("alpha") == broadcast_id
         assert a.manager.broadcast_id("alpha") is None and a.manager.live_broadcasts == 0
@@ -130,8 +130,7 @@ async def test_a_publisher_back_on_another_node_within_grace_continues_the_broad
         # first event after "resumed" is that end.
         b.manager.settings = Settings(node_id="node-b", reconnect_grace_s=0)
         await on_b.on_close("disconnected")
-        assert await next_event(events) == {"type": "ended", "broadcast_id": broadcast_id,
-                                            "channel": "alpha"}
+        assert await next_event(events) == BroadcastEnded(broadcast_id, "alpha")
     assert b_media.finished and not a_media.finished
     ended = catalog.get_broadcast(broadcast_id)
     assert ended is not None and ended.state is BroadcastState.ENDED
@@ -190,9 +189,9 @@ async def test_the_old_publisher_closing_while_the_holder_waits_hands_over(
     a.manager.handover_publisher_wait_s = 30.0  # the close below ends the wait, not this
     on_a = await accepted(a.manager, request("a-1"))
     broadcast_id = a.manager.broadcast_id("alpha")
-    async with await a.live.subscribe(handover.request_topic("node-a")) as requests:
+    async with await a.live.subscribe(request_topic("node-a")) as requests:
         publish_on_b = asyncio.create_task(b.manager.on_publish(request("b-1")))
-        assert (await next_event(requests))["type"] == "request"
+        assert (await next_event(requests)).broadcast_id == broadcast_id
         await on_a.on_close("disconnected")  # the TCP close of a break-before-make client
         outcome = await asyncio.wait_for(publish_on_b, 10)
     assert not isinstance(outcome, Rejection)
@@ -265,23 +264,3 @@ def test_a_late_start_is_refused_and_the_requester_outwaits_any_hand_over() -> N
     assert handover.FLUSH_BOUND_S >= FINISH_TIMEOUT_S + 2 * STOP_TIMEOUT_S
     assert handover.GRANT_TIMEOUT_S > handover.COMMIT_WITHIN_S + handover.FLUSH_BOUND_S
     assert handover.PUBLISHER_WAIT_S < handover.COMMIT_WITHIN_S
-
-
-@pytest.mark.parametrize("event", [
-    {"type": "request", "request_id": "r", "channel": "c", "broadcast_id": "b",
-     "owner": "o"},
-    {"type": "request", "request_id": 5, "channel": "c", "broadcast_id": "b",
-     "owner": "o", "node_id": "n"},
-    {"type": "ack", "request_id": "r"},
-])
-def test_malformed_requests_are_not_requests(event: dict[str, Any]) -> None:
-    assert HandoverRequest.from_event(event) is None
-
-
-def test_messages_round_trip() -> None:
-    ask = HandoverRequest("r", "c", "b", "o", "n")
-    assert HandoverRequest.from_event(ask.to_event()) == ask
-    for verdict in Verdict:
-        reply = HandoverReply("r", verdict, "why")
-        assert HandoverReply.from_event(reply.to_event()) == reply
-    assert HandoverReply.from_event({"type": "maybe", "request_id": "r"}) is None

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import m3u8
 
-from castway.live.base import LiveState, RenditionWindow, media_topic
+from castway.events.media import MediaUpdate, media_topic
+from castway.live.base import LiveState, RenditionWindow
 from castway.model import Broadcast, Part, Rendition, Segment
 from tests.support import require_tool
 
@@ -134,8 +135,7 @@ class LiveFeeder:
             await self._close_segment()
         await self.live.put_window(self.broadcast_id, self.rendition, self.window())
         await self.live.publish(media_topic(self.broadcast_id),
-                                {"rendition": self.rendition, "msn": part.msn,
-                                 "part": part.index})
+                                MediaUpdate(self.rendition, part.msn, part.index))
         return part
 
     async def _close_segment(self) -> None:
@@ -161,5 +161,4 @@ class LiveFeeder:
     async def end(self) -> None:
         await self.live.put_window(self.broadcast_id, self.rendition, self.window(ended=True))
         await self.live.publish(media_topic(self.broadcast_id),
-                                {"rendition": self.rendition, "msn": self.next_msn,
-                                 "part": None})
+                                MediaUpdate(self.rendition, self.next_msn))

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from castway.catalog.sql import SqlCatalog
+from castway.events.nodes import StopBroadcast, node_commands_topic
 from castway.keys import hash_stream_key
 from castway.live.memory import MemoryLiveState
 from castway.model import Broadcast, BroadcastState, Node, NodeState, Visibility, Vod, VodState
@@ -146,17 +147,32 @@ async def test_broadcasts_by_state_with_stats(client: httpx.AsyncClient,
     assert (await client.get("/api/v1/broadcasts/nope", headers=AUTH)).status_code == 404
 
 
-async def test_stop_publishes_on_the_control_topic(client: httpx.AsyncClient,
-                                                   live: MemoryLiveState) -> None:
-    await live.put_broadcast(Broadcast(id="live2", channel="a", node_id="n7"))
-    async with await live.subscribe("control") as control:
-        response = await client.post("/api/v1/broadcasts/live2/stop", headers=AUTH)
-        assert response.status_code == 202
-        event = await control.get()
-    assert event["type"] == "stop" and event["broadcast_id"] == "live2"
-    assert event["node_id"] == "n7"
+async def test_stop_answers_404_for_an_unknown_and_409_for_an_ended_broadcast(
+        client: httpx.AsyncClient, catalog: SqlCatalog) -> None:
+    catalog.save_broadcast(Broadcast(id="old1", channel="a", node_id="n7",
+                                     state=BroadcastState.ENDED))
     missing = await client.post("/api/v1/broadcasts/gone/stop", headers=AUTH)
     assert missing.status_code == 404
+    ended = await client.post("/api/v1/broadcasts/old1/stop", headers=AUTH)
+    assert ended.status_code == 409 and "not live (ended)" in ended.json()["detail"]
+
+
+async def test_stop_goes_to_the_node_running_the_broadcast(client: httpx.AsyncClient,
+                                                            live: MemoryLiveState) -> None:
+    """The wire of the stop; its effect on a real node and publisher is in
+    tests/test_stop_broadcast.py."""
+    await live.put_broadcast(Broadcast(id="live2", channel="a", node_id="n7"))
+    async with await live.subscribe(node_commands_topic("n7")) as commands:
+        response = await client.post("/api/v1/broadcasts/live2/stop", headers=AUTH)
+        assert response.status_code == 202
+        assert await commands.get() == StopBroadcast("live2")
+
+
+async def test_stop_says_so_when_the_node_is_not_listening(client: httpx.AsyncClient,
+                                                           live: MemoryLiveState) -> None:
+    await live.put_broadcast(Broadcast(id="live3", channel="a", node_id="dead-node"))
+    response = await client.post("/api/v1/broadcasts/live3/stop", headers=AUTH)
+    assert response.status_code == 503 and "dead-node" in response.json()["detail"]
 
 
 async def test_vod_visibility_and_delete(client: httpx.AsyncClient, catalog: SqlCatalog,

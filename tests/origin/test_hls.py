@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import httpx
@@ -221,6 +222,44 @@ async def test_ended_broadcast_releases_blocked_reloads(client: httpx.AsyncClien
     assert response.text.rstrip().endswith("#EXT-X-ENDLIST")
 
 
+@pytest.mark.parametrize("end", ["ended", "failed"])
+async def test_the_end_answers_a_reload_blocked_past_the_last_part_within_200_ms(
+        client: httpx.AsyncClient, feeder: LiveFeeder, live: MemoryLiveState,
+        catalog: SqlCatalog, app: object, end: str) -> None:
+    """The broadcast's end comes where the origin waits (``media:{id}``), as the
+    broadcast's own event: ingest's end (its windows end, then ``ended``; here without
+    the media update the transcoder also sends) or the archiver's sweep failing a
+    broadcast whose node is gone (no window ever ends: the answer ends it)."""
+    from fastapi import FastAPI
+
+    from archiver.reconcile import fail_orphan
+    from castway.events.announce import announce
+    from castway.events.broadcasts import BroadcastEnded
+    from castway.model import utcnow
+
+    assert isinstance(app, FastAPI)
+    broadcast = await live.get_broadcast(feeder.broadcast_id)
+    assert broadcast is not None
+    catalog.save_broadcast(broadcast)
+    await feeder.push_segments(2)
+    await feeder.push_part()
+    past_the_last = {"_HLS_msn": str(feeder.next_msn), "_HLS_part": str(len(feeder.parts))}
+    request = asyncio.create_task(client.get(PLAYLIST, params=past_the_last))
+    while app.state.origin.notifier.waiting < 1:
+        await asyncio.sleep(0.001)
+    ended_at = time.perf_counter()
+    if end == "ended":
+        await live.put_window(feeder.broadcast_id, feeder.rendition, feeder.window(ended=True))
+        await announce(live, BroadcastEnded(feeder.broadcast_id, feeder.channel))
+    else:
+        await fail_orphan(catalog, live, broadcast, utcnow())
+    response = await asyncio.wait_for(request, 5)
+    took = time.perf_counter() - ended_at
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert took < 0.2, f"{took * 1000:.0f} ms"
+
+
 async def test_delta_update_skips_old_segments(client: httpx.AsyncClient,
                                                live: MemoryLiveState, clip: object) -> None:
     from tests.origin.feed import Clip
@@ -358,7 +397,7 @@ async def test_a_thousand_blocked_reloads_are_woken_by_one_event(
         app: object) -> None:
     from fastapi import FastAPI
 
-    from castway.live.base import media_topic
+    from castway.events.media import media_topic
 
     assert isinstance(app, FastAPI)
     metrics = app.state.origin.metrics

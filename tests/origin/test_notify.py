@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from castway.live.base import RenditionWindow, media_topic
+from castway.events.media import media_topic
+from castway.live.base import RenditionWindow
 from castway.live.memory import MemoryLiveState
 from castway.model import Part
 from origin.notify import MediaNotifier, window_has

@@ -22,13 +22,18 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from castway.catalog import open_catalog
+from castway.events.broadcasts import (
+    BROADCASTS_TOPIC,
+    BroadcastEvent,
+    BroadcastResumed,
+    BroadcastStarted,
+)
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, LiveState
+from castway.live.base import LiveState, Subscription
 from castway.model import Channel, Node, NodeState, StreamKey
 from castway.settings import Settings
 from scheduler.backends.local import LocalBackend
@@ -89,7 +94,7 @@ async def streaming(pub: ReconnectingPublisher) -> AsyncIterator[None]:
             await task
 
 
-async def collect(sub: Any, into: list[dict[str, Any]]) -> None:
+async def collect(sub: Subscription[BroadcastEvent], into: list[BroadcastEvent]) -> None:
     while True:
         into.append(await sub.get())
 
@@ -107,7 +112,7 @@ async def test_a_deploy_moves_a_reconnect_capable_publisher_and_its_broadcast_go
     scheduler = Scheduler(settings, live, backend, coordinator=coordinator)
     mover = ReconnectingPublisher(MOVER_KEY, make_before_break=True)
     plain: subprocess.Popen[bytes] | None = None
-    events: list[dict[str, Any]] = []
+    events: list[BroadcastEvent] = []
     async with await live.subscribe(BROADCASTS_TOPIC) as sub:
         watcher = asyncio.create_task(collect(sub, events))
         try:
@@ -187,9 +192,10 @@ async def test_a_deploy_moves_a_reconnect_capable_publisher_and_its_broadcast_go
                 # the moved broadcast is still live on its v2 process, the same one
                 still = await live.get_broadcast(broadcast_id)
                 assert still is not None and still.node_id == moved_to.node_id
-            mover_events = [(e["type"], e.get("node_id")) for e in events
-                            if e.get("broadcast_id") == broadcast_id]
-            assert mover_events == [("started", None), ("resumed", moved_to.node_id)]
+            mover_events = [e for e in events if e.broadcast_id == broadcast_id]
+            assert mover_events == [BroadcastStarted(broadcast_id, "mover"),
+                                    BroadcastResumed(broadcast_id, "mover",
+                                                     moved_to.node_id)]
             assert {i.version for i in backend.list_instances()} == {"v2"}
         finally:
             watcher.cancel()

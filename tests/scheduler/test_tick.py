@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from castway.live.base import BROADCASTS_TOPIC
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastFailed
 from castway.live.memory import MemoryLiveState
 from castway.model import Broadcast, BroadcastState, Node, NodeState, utcnow
 from castway.settings import Settings
@@ -83,7 +83,7 @@ async def test_a_lost_node_fails_its_broadcasts_and_is_replaced(
     other = await live.get_broadcast("b2")
     assert other is not None and other.state == BroadcastState.LIVE
     event = await asyncio.wait_for(events.get(), 5)
-    assert (event["type"], event["broadcast_id"], event["channel"]) == ("failed", "b1", "alice")
+    assert event == BroadcastFailed("b1", "alice", f"ingest node {lost.node_id} lost")
     await events.close()
     assert await live.get_node_command(lost.node_id) == "stop"
     assert lost.node_id not in {i.node_id for i in backend.list_instances()}

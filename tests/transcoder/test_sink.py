@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from castway.events.media import MediaUpdate, media_topic
 from castway.live.base import LiveState, LiveStateError
 from castway.live.memory import MemoryLiveState
 from castway.live.redis import RedisLiveState
@@ -65,15 +66,21 @@ async def test_media_is_in_place_before_the_window_names_it(live: MemoryLiveStat
     sink = _sink(live, tmp_path, stored)
     await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
                                           None))
-    async with await live.subscribe("media:b") as events:
+    async with await live.subscribe(media_topic("b")) as events:
         await sink.on_output(InitOut("source", b"init"))
         for i in range(4):
             await sink.on_output(PartOut("source", i, 0.5, i == 0, b"p%d" % i))
             event = await events.get()
-            assert event == {"rendition": "source", "msn": 0, "part": i}
+            assert event == MediaUpdate("source", 0, i)
             await _assert_window_backed(live, "source")
         await sink.on_output(SegmentOut("source", 2.0, 0.0, b"p0p1p2p3", 4))
-        assert await events.get() == {"rendition": "source", "msn": 0, "part": None}
+        assert await events.get() == MediaUpdate("source", 0, None)
+        # The end, like any window, is announced once written: a reload blocked on
+        # what will never come is answered now, with EXT-X-ENDLIST.
+        await sink.finish()
+        assert await events.get() == MediaUpdate("source", 0, None)
+        window = await live.get_window("b", "source")
+        assert window is not None and window.ended
     await _assert_window_backed(live, "source")
     assert stored.keys == ["broadcasts/b/source/init.mp4", "broadcasts/b/source/0.m4s"]
     log = await live.segment_log("b", "source")

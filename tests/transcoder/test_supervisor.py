@@ -17,8 +17,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from archiver.uploader import Uploader
+from castway.events.media import MediaEvent, MediaUpdate, media_topic
 from castway.hls.playlist import render_media_playlist
-from castway.live.base import media_topic
+from castway.live.base import Subscription
 from castway.live.memory import MemoryLiveState
 from castway.media import Codec, MediaKind, MediaPacket
 from castway.model import Broadcast, Segment
@@ -85,6 +86,14 @@ async def _check_log(live: MemoryLiveState, storage: LocalStorage, bid: str,
     return log
 
 
+async def next_update(events: Subscription[MediaEvent]) -> MediaUpdate:
+    """The next media update (not the broadcast's end), within 60 s."""
+    while True:
+        event = await asyncio.wait_for(events.get(), 60)
+        if isinstance(event, MediaUpdate):
+            return event
+
+
 async def test_a_broadcast_goes_to_live_state_and_storage(env: Any, src_360p: Path) -> None:
     supervisor, live, storage, registry = env
     broadcast = await _broadcast(live, "b1")
@@ -92,10 +101,10 @@ async def test_a_broadcast_goes_to_live_state_and_storage(env: Any, src_360p: Pa
         media = await supervisor.start(broadcast)
         for packet in _packets(src_360p):
             await media.feed(packet)
-        first = await asyncio.wait_for(events.get(), 60)
-        assert first["rendition"] in ("source", "160p") and first["part"] == 0
+        first = await next_update(events)
+        assert first.rendition in ("source", "160p") and first.part == 0
         # Media first, playlist after: the part the event names is already there.
-        window = await live.get_window("b1", first["rendition"])
+        window = await live.get_window("b1", first.rendition)
         assert window is not None and window.parts
         assert await live.get_media(window.parts[0].key) is not None
         await media.finish()
@@ -173,8 +182,8 @@ async def _crash_without_replay(supervisor: TranscoderSupervisor, live: MemoryLi
             await media.feed(packet)
         # Wait until parts of the second segment... of the first segment are out.
         while True:
-            event = await asyncio.wait_for(events.get(), 60)
-            if event["rendition"] == "source" and event["part"] == 1:
+            event = await next_update(events)
+            if event.rendition == "source" and event.part == 1:
                 break
     pid = media.pid
     assert pid is not None
@@ -263,8 +272,8 @@ async def test_a_crashed_transcoder_is_replaced_without_losing_a_frame(
                 # MPEG-TS publishes segments only
                 wanted = (rendition, msn, part if segment_format == "fmp4" else None)
                 while True:
-                    event = await asyncio.wait_for(events.get(), 60)
-                    if (event["rendition"], event["msn"], event["part"]) == wanted:
+                    event = await next_update(events)
+                    if (event.rendition, event.msn, event.part) == wanted:
                         break
                 assert media.pid is not None
                 os.kill(media.pid, signal.SIGKILL)
@@ -369,7 +378,7 @@ async def test_a_hung_transcoder_is_killed_reaped_and_replaced(
         async with await live.subscribe(media_topic("b6")) as events:
             for packet in packets:
                 await media.feed(packet)
-            while (await asyncio.wait_for(events.get(), 60))["part"] is not None:
+            while (await next_update(events)).part is not None:
                 pass  # until a complete segment is out
         old = media.pid
         assert old is not None
