@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
@@ -23,54 +22,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from castway.catalog.base import Catalog
 from castway.keys import hash_stream_key
-from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError, Subscription
-from castway.media import BroadcastMedia, MediaKind, MediaPacket, MediaPipelineFactory
+from castway.live.base import BROADCASTS_TOPIC, LiveState, LiveStateError
+from castway.media import BroadcastMedia, MediaPacket, MediaPipelineFactory
 from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
 from castway.settings import Settings
 from ingest import handover, lifecycle
+from ingest.ends import ENDS_CLOSE_TIMEOUT_S, PendingEnds
 from ingest.handover import HandoverReply, HandoverRequest, Verdict
-from ingest.lifecycle import (
-    AcceptPublisher,
-    AnnounceEnd,
-    AnnounceResumed,
-    AnnounceStarted,
-    CancelGraceTimer,
-    ClaimMoved,
-    Command,
-    DisconnectPublisher,
-    Discontinuity,
-    Feed,
-    FinishMedia,
-    GraceExpired,
-    HandoverAsked,
-    HandOverMedia,
-    MediaStarted,
-    MoveClaim,
-    NodeStopping,
-    PacketReceived,
-    PublishAccepted,
-    PublisherBack,
-    PublisherGone,
-    PutLiveRecord,
-    RecordEnd,
-    RejectPublisher,
-    ReleaseClaim,
-    ReplyHandover,
-    SaveCatalogRecord,
-    SaveEnd,
-    StartGraceTimer,
-    StartMedia,
-    Step,
-    StepFailed,
-    StopRequested,
-    TakenOver,
-    TransferClaim,
-)
-from ingest.metadata import merge_source, parse_audio_specific_config, source_from_metadata
 from ingest.publish import PublishRequest, PublishSession, Rejection
+from ingest.source import (
+    SourceCounters,
+    merge_source,
+    parse_audio_specific_config,
+    source_from_metadata,
+)
 
-__all__ = ["BroadcastManager", "PendingEnds", "parse_audio_specific_config",
-           "source_from_metadata"]
+__all__ = ["BroadcastManager", "parse_audio_specific_config", "source_from_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,23 +47,22 @@ T = TypeVar("T")
 CLAIM_TTL_S = 15.0
 #: Stats and claim refreshes run this often.
 STATS_INTERVAL_S = 2.0
-#: Retry of the handover listener's subscription while the live state is down.
-HANDOVER_RESUBSCRIBE_S = 1.0
 #: Threads for this node's catalog calls (key lookups, broadcast records, some on the
 #: packet path): never asyncio's default executor, which blocking calls elsewhere in the
 #: process can fill (the embedded archiver's storage calls while S3 is frozen).
 CATALOG_THREADS = 4
 
 #: What the log says when a best-effort command fails (the lifecycle goes on).
-_FAILURES: dict[type[Command], str] = {
-    FinishMedia: "media pipeline finish failed",
-    HandOverMedia: "media pipeline hand-over failed",  # the next node goes on from what got written
-    Discontinuity: "media pipeline discontinuity failed",
-    RecordEnd: "recording the end in the live state failed",
-    ReleaseClaim: "releasing the channel claim failed",
-    AnnounceEnd: "announcing the end of a broadcast failed",
-    AnnounceStarted: "announcing a broadcast failed",
-    AnnounceResumed: "announcing a broadcast failed",
+_FAILURES: dict[type[lifecycle.Command], str] = {
+    lifecycle.FinishMedia: "media pipeline finish failed",
+    # The next node goes on from whatever got written.
+    lifecycle.HandOverMedia: "media pipeline hand-over failed",
+    lifecycle.Discontinuity: "media pipeline discontinuity failed",
+    lifecycle.RecordEnd: "recording the end in the live state failed",
+    lifecycle.ReleaseClaim: "releasing the channel claim failed",
+    lifecycle.AnnounceEnd: "announcing the end of a broadcast failed",
+    lifecycle.AnnounceStarted: "announcing a broadcast failed",
+    lifecycle.AnnounceResumed: "announcing a broadcast failed",
 }
 _ACCEPTED_LOG = {"accepted": "broadcast started", "resumed": "broadcast resumed",
                  "handover": "broadcast taken over from another node"}
@@ -136,12 +102,7 @@ class _Entry:
     ended_at: datetime | None = None
     ended: Broadcast | None = None  # the end as the live state recorded it
     source: SourceInfo | None = None
-    video_codec: str | None = None
-    audio_codec: str | None = None
-    video_bytes: int = 0
-    audio_bytes: int = 0
-    video_frames: int = 0
-    last_sample: tuple[float, int, int] = (0.0, 0, 0)  # time, bytes, frames
+    counters: SourceCounters = field(default_factory=SourceCounters)
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
 
@@ -181,10 +142,10 @@ class _Publication:
         entry = self._entry
         # Not under the manager's lock: packets never wait for an end or a handover of
         # another broadcast. A step is synchronous, and a packet changes no state.
-        entry.state, commands = lifecycle.step(entry.state,
-                                               PacketReceived(self.connection_id, packet))
+        received = lifecycle.PacketReceived(self.connection_id, packet)
+        entry.state, commands = lifecycle.step(entry.state, received)
         for command in commands:
-            if isinstance(command, Feed):
+            if isinstance(command, lifecycle.Feed):
                 await self._manager._feed(entry, command.packet)
 
     async def on_close(self, reason: str) -> None:
@@ -202,95 +163,6 @@ def _log_source_save(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and (error := future.exception()) is not None:
         logger.warning("source update not saved to the catalog (saved at the end)",
                        extra={"error": str(error)})
-
-
-ENDS_CLOSE_TIMEOUT_S = 10.0
-ENDS_MAX_BACKOFF_S = 30.0
-
-
-class PendingEnds:
-    """Ends of broadcasts not yet saved in the catalog, saved again until they are.
-
-    The live state may have lost the broadcast (Redis restarted), so the ended record
-    is built from the catalog's own row when the live state has none. What is still
-    unsaved when the node stops is left to the archiver's sweep, which fails the
-    broadcast once this node stops heartbeating and makes its VOD all the same."""
-
-    def __init__(self, catalog: Catalog, threads: ThreadPoolExecutor, *,
-                 base_backoff_s: float = 0.25,
-                 max_backoff_s: float = ENDS_MAX_BACKOFF_S) -> None:
-        self.catalog = catalog
-        self.threads = threads
-        self.base_backoff_s = base_backoff_s
-        self.max_backoff_s = max_backoff_s
-        self._pending: dict[str, tuple[Broadcast | None, datetime, BroadcastState]] = {}
-        self._retry: asyncio.Task[None] | None = None
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def record(self, broadcast_id: str, ended: Broadcast | None, ended_at: datetime,
-               state: BroadcastState = BroadcastState.ENDED) -> None:
-        self._pending[broadcast_id] = (ended, ended_at, state)
-
-    async def save_now(self) -> bool:
-        """Try to save every pending end once; retry in the background what fails."""
-        saved = await self._save_pending()
-        if not saved and self._retry is None:
-            self._retry = asyncio.create_task(self._retry_loop(), name="ingest-save-ends")
-        return saved
-
-    def save_soon(self) -> None:
-        """Save pending ends in the background: the caller does not wait for the catalog."""
-        if self._pending and self._retry is None:
-            self._retry = asyncio.create_task(self._retry_loop(), name="ingest-save-ends")
-
-    def _save(self, broadcast_id: str, ended: Broadcast | None, ended_at: datetime,
-              state: BroadcastState) -> None:
-        if ended is None:
-            current = self.catalog.get_broadcast(broadcast_id)
-            if current is None:
-                return  # never recorded: nothing to end
-            ended = dataclasses.replace(current, state=state, ended_at=ended_at)
-        self.catalog.save_broadcast(ended)
-
-    async def _retry_loop(self) -> None:
-        attempt = 0
-        try:
-            while self._pending:
-                await asyncio.sleep(min(self.max_backoff_s,
-                                        self.base_backoff_s * 2.0 ** attempt))
-                attempt += 1
-                if await self._save_pending():
-                    logger.info("broadcast ends saved in the catalog after a failure")
-        finally:
-            self._retry = None
-
-    async def _save_pending(self) -> bool:
-        for broadcast_id, (ended, ended_at, state) in list(self._pending.items()):
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.threads, self._save, broadcast_id, ended, ended_at, state)
-            except Exception as e:  # CatalogError, a full disk's OSError, ...
-                logger.warning("cannot save a broadcast's end in the catalog; retrying",
-                               extra={"broadcast_id": broadcast_id, "error": str(e)})
-                return False  # the catalog is down for the others too
-            self._pending.pop(broadcast_id, None)
-        return True
-
-    async def close(self, timeout_s: float) -> None:
-        """Give pending ends up to ``timeout_s`` more, then stop retrying."""
-        if self._pending:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._save_pending(), timeout_s)
-        if self._retry is not None:
-            self._retry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry
-        if self._pending:
-            logger.error("broadcast ends never saved in the catalog; the archiver's sweep "
-                         "will fail and archive them", extra={"broadcasts": sorted(self._pending)})
 
 
 class BroadcastManager:
@@ -325,9 +197,7 @@ class BroadcastManager:
         self._lock = asyncio.Lock()  # inputs other than packets never interleave
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._handover_sub: Subscription | None = None
-        self._handover_task: asyncio.Task[None] | None = None
-        self._handovers: set[asyncio.Task[None]] = set()  # requests being served
+        self._handovers = handover.RequestListener(live, self.node_id, self._hand_over)
         self._catalog_threads = ThreadPoolExecutor(CATALOG_THREADS,
                                                    thread_name_prefix="ingest-catalog")
         self._ends = PendingEnds(catalog, self._catalog_threads)
@@ -342,35 +212,24 @@ class BroadcastManager:
         """Start the stats loop and the listener for handover requests (subscribed when
         this returns, unless the live state is down: then it keeps trying)."""
         self._loop_task = asyncio.create_task(self._stats_loop(), name="ingest-stats")
-        try:
-            self._handover_sub = await self.live.subscribe(handover.request_topic(self.node_id))
-        except LiveStateError:
-            logger.exception("cannot listen for handover requests yet; retrying",
-                             extra={"node": self.node_id})
-        self._handover_task = asyncio.create_task(self._handover_loop(),
-                                                  name="ingest-handover")
+        await self._handovers.start()
 
     async def stop(self) -> None:
         """End every broadcast of this node now (grace windows included)."""
         self._stopping = True
-        for task in (self._loop_task, self._handover_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._handover_sub is not None:
-            with contextlib.suppress(LiveStateError):
-                await self._handover_sub.close()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
         # Requests being served refuse from now on; one flushing its media finishes.
-        if self._handovers:
-            await asyncio.gather(*self._handovers, return_exceptions=True)
+        await self._handovers.close()
         # Again until none is left: a broadcast taken over meanwhile is ended too.
         stopped: set[int] = set()
         while entries := [e for e in self._by_channel.values() if id(e) not in stopped]:
             for entry in entries:
                 stopped.add(id(entry))
                 async with self._lock:
-                    await self._drive(entry, NodeStopping())
+                    await self._drive(entry, lifecycle.NodeStopping())
         await self._ends.close(ENDS_CLOSE_TIMEOUT_S)
         self._catalog_threads.shutdown(wait=False)
         self._source_saves.shutdown(wait=False)
@@ -383,7 +242,7 @@ class BroadcastManager:
                           if e.broadcast_id == broadcast_id), None)
             if entry is None or not lifecycle.on_this_node(entry.state):
                 return False
-            await self._drive(entry, StopRequested())
+            await self._drive(entry, lifecycle.StopRequested())
             return True
 
     @property
@@ -408,8 +267,8 @@ class BroadcastManager:
         async with self._lock:
             entry = self._by_channel.get(channel)
             if entry is not None:  # live here, or in its grace window
-                return self._answer(await self._drive(entry,
-                                                      PublisherBack(request.connection_id)))
+                back = lifecycle.PublisherBack(request.connection_id)
+                return self._answer(await self._drive(entry, back))
             reason = self.admission() if self.admission is not None else None
             if reason is not None:
                 logger.info("publish refused by admission", extra={**fields, "reason": reason})
@@ -431,8 +290,8 @@ class BroadcastManager:
         return self._rejected("already_live", Rejection.already_live())  # never reached
 
     def _register(self, record: Broadcast) -> _Entry:
-        entry = _Entry(record.id, record.channel, record, source=record.source,
-                       last_sample=(time.monotonic(), 0, 0))
+        entry = _Entry(record.id, record.channel, record, source=record.source)
+        entry.counters.sampled = (time.monotonic(), 0, 0)
         self._by_channel[record.channel] = entry
         self._metrics.live.set(len(self._by_channel))
         return entry
@@ -441,7 +300,8 @@ class BroadcastManager:
         """A new broadcast on the channel this connection has just claimed."""
         entry = self._register(Broadcast(id=new_id(), channel=channel, node_id=self.node_id,
                                          segment_format=self.settings.segment_format.value))
-        return self._answer(await self._drive(entry, PublishAccepted(request.connection_id)))
+        accepted = lifecycle.PublishAccepted(request.connection_id)
+        return self._answer(await self._drive(entry, accepted))
 
     # --- handover: the publisher came back to another node ----------------------------
     async def _take_over(self, channel: str, request: PublishRequest, holder: str,
@@ -491,55 +351,8 @@ class BroadcastManager:
                 return self._rejected("already_live", Rejection.already_live())
             return await self._go_live(channel, request)
         entry = self._register(updated)
-        return self._answer(await self._drive(entry, TakenOver(
+        return self._answer(await self._drive(entry, lifecycle.TakenOver(
             request.connection_id, claim_kept=holder is None, node_stopping=self._stopping)))
-
-    async def _handover_loop(self) -> None:
-        """Serve handover requests addressed to this node, each in its own task."""
-        while True:
-            if self._handover_sub is None:
-                try:
-                    self._handover_sub = await self.live.subscribe(
-                        handover.request_topic(self.node_id))
-                except LiveStateError:
-                    await asyncio.sleep(HANDOVER_RESUBSCRIBE_S)
-                    continue
-            try:
-                event = await self._handover_sub.get()
-            except LiveStateError:  # closed under us (the live state closing)
-                return
-            ask = HandoverRequest.from_event(event)
-            if ask is None:
-                logger.warning("ignoring a malformed handover request",
-                               extra={"node": self.node_id})
-                continue
-            if len(self._handovers) >= handover.MAX_IN_FLIGHT:
-                await self._reply(HandoverReply(ask.request_id, Verdict.REFUSED, "busy"))
-                continue
-            task = asyncio.create_task(self._serve_handover(ask),
-                                       name=f"handover-{ask.request_id}")
-            self._handovers.add(task)
-            task.add_done_callback(self._handovers.discard)
-
-    async def _reply(self, reply: HandoverReply) -> None:
-        try:
-            await handover.send_reply(self.live, reply)
-        except LiveStateError:
-            logger.exception("handover reply failed", extra={"request_id": reply.request_id})
-
-    async def _serve_handover(self, ask: HandoverRequest) -> None:
-        fields = {"broadcast_id": ask.broadcast_id, "channel": ask.channel,
-                  "to_node": ask.node_id, "request_id": ask.request_id}
-        logger.info("handover requested", extra=fields)
-        await self._reply(HandoverReply(ask.request_id, Verdict.ACK))
-        try:
-            refusal = await self._hand_over(ask)
-        except Exception:
-            logger.exception("handover failed", extra=fields)
-            refusal = "internal error"
-        if refusal is not None:
-            logger.info("handover refused", extra={**fields, "reason": refusal})
-            await self._reply(HandoverReply(ask.request_id, Verdict.REFUSED, refusal))
 
     async def _hand_over(self, ask: HandoverRequest) -> str | None:
         """Ask the broadcast's lifecycle until it answers (it waits a little for a
@@ -552,14 +365,15 @@ class BroadcastManager:
             async with self._lock:
                 entry = self._by_channel.get(ask.channel)
                 if entry is None or entry.broadcast_id != ask.broadcast_id:
-                    return handover.decide(holds_broadcast=False, publishing=False,
-                                           stopping=self._stopping, waited_out=True)[1]
+                    _, refusal = handover.decide(holds_broadcast=False, publishing=False,
+                                                 stopping=self._stopping, waited_out=True)
+                    return refusal
                 publisher = lifecycle.publisher(entry.state)
                 moving = (publisher is not None and self.asked_to_move is not None
                           and self.asked_to_move(publisher))
                 quiet_at = entry.last_packet + handover.MOVE_QUIET_S
                 now = loop.time()
-                outcome = await self._drive(entry, HandoverAsked(
+                outcome = await self._drive(entry, lifecycle.HandoverAsked(
                     ask.request_id, ask.owner, moving=moving, quiet=now >= quiet_at,
                     waited_out=now >= deadline, late=now > commit_by,
                     node_stopping=self._stopping))
@@ -575,12 +389,12 @@ class BroadcastManager:
     async def _publisher_gone(self, entry: _Entry, connection_id: str, reason: str) -> None:
         async with self._lock:
             grace_s = 0.0 if self._stopping else self.settings.reconnect_grace_s
-            await self._drive(entry, PublisherGone(connection_id, reason, grace_s))
+            await self._drive(entry, lifecycle.PublisherGone(connection_id, reason, grace_s))
 
     async def _grace(self, entry: _Entry, timer: int, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         async with self._lock:
-            await self._drive(entry, GraceExpired(timer))
+            await self._drive(entry, lifecycle.GraceExpired(timer))
 
     # --- carrying out the lifecycle ----------------------------------------------------
     async def _drive(self, entry: _Entry, event: lifecycle.Input) -> _Outcome:
@@ -594,14 +408,14 @@ class BroadcastManager:
             entry.state, commands = lifecycle.step(entry.state, inputs.pop(0))
             self._settle(entry)
             for command in commands:
-                if not isinstance(command, Step):
+                if not isinstance(command, lifecycle.Step):
                     await self._carry_out(entry, command, outcome)
                     continue
                 try:
                     answer = await self._take_step(entry, command)
                 except BaseException as e:  # CancelledError too: the claim is undone
                     error = error or e
-                    inputs.append(StepFailed(command, f"{type(e).__name__}: {e}"))
+                    inputs.append(lifecycle.StepFailed(command, f"{type(e).__name__}: {e}"))
                     break
                 if answer is not None:
                     inputs.append(answer)
@@ -625,89 +439,90 @@ class BroadcastManager:
                 with contextlib.suppress(KeyError):
                     gauge.remove(entry.channel)
 
-    async def _take_step(self, entry: _Entry, command: Step) -> lifecycle.Input | None:
+    async def _take_step(self, entry: _Entry, command: lifecycle.Step) -> lifecycle.Input | None:
         match command:
-            case PutLiveRecord():
+            case lifecycle.PutLiveRecord():
                 await self.live.put_broadcast(entry.record)
-            case SaveCatalogRecord():
+            case lifecycle.SaveCatalogRecord():
                 await self._catalog_call(self.catalog.save_broadcast, entry.record)
-            case StartMedia(handover=handing):
+            case lifecycle.StartMedia(handover=handing):
                 entry.media = (await self.pipeline.start(entry.record, handover=handing)
                                if self.pipeline is not None else None)
-                return MediaStarted()
-            case MoveClaim(from_owner=old, to_owner=new):
+                return lifecycle.MediaStarted()
+            case lifecycle.MoveClaim(from_owner=old, to_owner=new):
                 moved = (await self.live.transfer_claim(entry.channel, old, new,
                                                         self.claim_ttl_s)
                          or await self.live.claim_channel(entry.channel, new,
                                                           self.claim_ttl_s) is None)
-                return ClaimMoved(moved)
-            case TransferClaim(from_owner=old, to_owner=new):
-                return ClaimMoved(await self.live.transfer_claim(entry.channel, old, new,
+                return lifecycle.ClaimMoved(moved)
+            case lifecycle.TransferClaim(from_owner=old, to_owner=new):
+                return lifecycle.ClaimMoved(await self.live.transfer_claim(entry.channel, old, new,
                                                                  self.claim_ttl_s))
         return None
 
-    async def _carry_out(self, entry: _Entry, command: Command, outcome: _Outcome) -> None:
+    async def _carry_out(self, entry: _Entry, command: lifecycle.Command,
+                         outcome: _Outcome) -> None:
         fields = entry.log_fields
         try:
             match command:
-                case AcceptPublisher(connection=connection, how=how):
+                case lifecycle.AcceptPublisher(connection=connection, how=how):
                     entry.publication = _Publication(self, entry, connection)
                     outcome.publish = entry.publication
                     self._metrics.publishes.labels(how).inc()
                     logger.info(_ACCEPTED_LOG[how], extra={
                         **fields, "connection_id": connection, "node": self.node_id})
-                case RejectPublisher(connection=connection):
+                case lifecycle.RejectPublisher(connection=connection):
                     logger.info("publish refused: channel already live",
                                 extra={**fields, "connection_id": connection})
                     outcome.publish = self._rejected("already_live", Rejection.already_live())
-                case AnnounceStarted():
+                case lifecycle.AnnounceStarted():
                     await self.live.publish(BROADCASTS_TOPIC, {
                         "type": "started", **fields})
-                case AnnounceResumed():
+                case lifecycle.AnnounceResumed():
                     await self.live.publish(BROADCASTS_TOPIC, {
                         "type": "resumed", **fields, "node_id": self.node_id})
-                case Discontinuity():
+                case lifecycle.Discontinuity():
                     if entry.media is not None:
                         await entry.media.discontinuity()
-                case StartGraceTimer(timer=timer, delay_s=delay_s):
+                case lifecycle.StartGraceTimer(timer=timer, delay_s=delay_s):
                     logger.info("publisher gone; waiting for a reconnect",
                                 extra={**fields, "grace_s": delay_s})
                     entry.grace = asyncio.create_task(self._grace(entry, timer, delay_s),
                                                       name=f"grace-{entry.broadcast_id}")
-                case CancelGraceTimer():
+                case lifecycle.CancelGraceTimer():
                     if entry.grace is not None and entry.grace is not asyncio.current_task():
                         entry.grace.cancel()
                     entry.grace = None
-                case DisconnectPublisher(connection=connection):
+                case lifecycle.DisconnectPublisher(connection=connection):
                     if self.disconnect_publisher is not None:
                         self.disconnect_publisher(connection)
-                case FinishMedia():
+                case lifecycle.FinishMedia():
                     if entry.media is not None:
                         await entry.media.finish()
-                case HandOverMedia():
+                case lifecycle.HandOverMedia():
                     if entry.media is not None:
                         await entry.media.hand_over()
-                case RecordEnd(state=state):
+                case lifecycle.RecordEnd(state=state):
                     entry.ended_at = utcnow()
                     # Atomic: the transcoder may be recording renditions at this moment.
                     entry.ended = await self.live.update_broadcast(
                         entry.broadcast_id, state=state, ended_at=entry.ended_at)
-                case SaveEnd(state=state, wait=wait):
+                case lifecycle.SaveEnd(state=state, wait=wait):
                     self._ends.record(entry.broadcast_id, entry.ended,
                                       entry.ended_at or utcnow(), state)
                     if wait:
                         await self._ends.save_now()
                     else:
                         self._ends.save_soon()
-                case ReleaseClaim(owner=owner):
+                case lifecycle.ReleaseClaim(owner=owner):
                     await self.live.release_claim(entry.channel, owner)
-                case AnnounceEnd(state=state, reason=reason):
+                case lifecycle.AnnounceEnd(state=state, reason=reason):
                     event = {"type": state.value, **fields}
                     if state is BroadcastState.FAILED:
                         event["reason"] = reason
                     await self.live.publish(BROADCASTS_TOPIC, event)
                     logger.info(f"broadcast {state.value}", extra={**fields, "reason": reason})
-                case ReplyHandover(request_id=request_id, verdict=verdict, reason=reason):
+                case lifecycle.ReplyHandover(request_id=request_id, verdict=verdict, reason=reason):
                     if verdict is Verdict.GRANTED:
                         logger.info("broadcast handed over to another node",
                                     extra={**fields, "request_id": request_id})
@@ -715,8 +530,8 @@ class BroadcastManager:
                         logger.info("handover refused", extra={
                             **fields, "request_id": request_id, "reason": reason})
                     outcome.handover_replied = True
-                    await self._reply(HandoverReply(request_id, verdict, reason))
-                case Feed(packet=packet):
+                    await self._handovers.reply(HandoverReply(request_id, verdict, reason))
+                case lifecycle.Feed(packet=packet):
                     await self._feed(entry, packet)
         except Exception:
             logger.exception(_FAILURES.get(type(command), "broadcast lifecycle command failed"),
@@ -725,26 +540,10 @@ class BroadcastManager:
     # --- media, source info and stats ----------------------------------------------
     async def _feed(self, entry: _Entry, packet: MediaPacket) -> None:
         entry.last_packet = asyncio.get_running_loop().time()
-        kind = packet.kind.value
-        size = len(packet.payload)
-        self._metrics.bytes.labels(kind).inc(size)
-        self._metrics.packets.labels(kind).inc()
-        if packet.kind is MediaKind.VIDEO:
-            entry.video_bytes += size
-            if not packet.is_config:
-                entry.video_frames += 1
-            elif entry.video_codec != packet.codec.value:
-                entry.video_codec = packet.codec.value
-                await self._update_source(entry, SourceInfo(video_codec=entry.video_codec))
-        else:
-            entry.audio_bytes += size
-            if packet.is_config and entry.audio_codec != packet.codec.value:
-                entry.audio_codec = packet.codec.value
-                rate, channels = (parse_audio_specific_config(packet.payload)
-                                  if packet.codec.value == "aac" else (None, None))
-                await self._update_source(entry, SourceInfo(
-                    audio_codec=entry.audio_codec, audio_sample_rate=rate,
-                    audio_channels=channels))
+        self._metrics.bytes.labels(packet.kind.value).inc(len(packet.payload))
+        self._metrics.packets.labels(packet.kind.value).inc()
+        if (learned := entry.counters.count(packet)) is not None:
+            await self._update_source(entry, learned)
         if entry.media is not None:
             await entry.media.feed(packet)
 
@@ -772,16 +571,12 @@ class BroadcastManager:
         """Sample every broadcast's rates, store them in the live state, refresh claims."""
         now = time.monotonic()
         for entry in list(self._by_channel.values()):
-            then, last_bytes, last_frames = entry.last_sample
-            elapsed = max(now - then, 1e-3)
-            total = entry.video_bytes + entry.audio_bytes
-            kbps = (total - last_bytes) * 8 / 1000 / elapsed
-            fps = (entry.video_frames - last_frames) / elapsed
-            entry.last_sample = (now, total, entry.video_frames)
+            kbps, fps = entry.counters.sample(now)
             dropped = getattr(entry.media, "dropped", 0)
             stats: dict[str, float | str] = {
                 "bitrate_kbps": round(kbps, 1), "fps": round(fps, 2),
-                "video_codec": entry.video_codec or "", "audio_codec": entry.audio_codec or "",
+                "video_codec": entry.counters.video_codec or "",
+                "audio_codec": entry.counters.audio_codec or "",
                 "encoder": (entry.source.encoder if entry.source else None) or "",
                 "dropped": float(dropped) if isinstance(dropped, int | float) else 0.0,
                 "publishing": 1.0 if lifecycle.publisher(entry.state) is not None else 0.0,

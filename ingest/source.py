@@ -1,10 +1,12 @@
-"""SourceInfo from what a publisher sends: onMetaData (FLV spec E.5) and the codec
-configuration records (AAC AudioSpecificConfig)."""
+"""What a publisher sends, read as SourceInfo and stats: onMetaData (FLV spec E.5), the
+codec configuration records (AAC AudioSpecificConfig), bytes and frames."""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
+from castway.media import MediaKind, MediaPacket
 from castway.model import SourceInfo
 
 _VIDEO_CODEC_IDS: dict[int, str] = {7: "h264", 12: "hevc"}
@@ -88,3 +90,44 @@ def merge_source(old: SourceInfo | None, new: SourceInfo) -> SourceInfo:
     updates = {f.name: getattr(new, f.name) for f in dataclasses.fields(new)
                if getattr(new, f.name) is not None}
     return dataclasses.replace(old, **updates)
+
+
+@dataclass
+class SourceCounters:
+    """One broadcast's media as received: bytes, frames and codecs, sampled for stats."""
+
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    video_bytes: int = 0
+    audio_bytes: int = 0
+    video_frames: int = 0
+    sampled: tuple[float, int, int] = (0.0, 0, 0)  # time, bytes, frames at the last sample
+
+    def count(self, packet: MediaPacket) -> SourceInfo | None:
+        """Count ``packet``; what it tells of the source when it configures a new codec."""
+        if packet.kind is MediaKind.VIDEO:
+            self.video_bytes += len(packet.payload)
+            if not packet.is_config:
+                self.video_frames += 1
+            elif self.video_codec != packet.codec.value:
+                self.video_codec = packet.codec.value
+                return SourceInfo(video_codec=self.video_codec)
+            return None
+        self.audio_bytes += len(packet.payload)
+        if packet.is_config and self.audio_codec != packet.codec.value:
+            self.audio_codec = packet.codec.value
+            rate, channels = (parse_audio_specific_config(packet.payload)
+                              if packet.codec.value == "aac" else (None, None))
+            return SourceInfo(audio_codec=self.audio_codec, audio_sample_rate=rate,
+                              audio_channels=channels)
+        return None
+
+    def sample(self, now: float) -> tuple[float, float]:
+        """Bitrate (kbit/s) and frame rate since the last sample (``now``: a monotonic
+        time)."""
+        then, last_bytes, last_frames = self.sampled
+        elapsed = max(now - then, 1e-3)
+        total = self.video_bytes + self.audio_bytes
+        self.sampled = (now, total, self.video_frames)
+        kbps = (total - last_bytes) * 8 / 1000 / elapsed
+        return kbps, (self.video_frames - last_frames) / elapsed
