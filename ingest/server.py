@@ -76,6 +76,7 @@ class _Connection:
         self.app = ""
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
+        self.disconnected_for: str | None = None  # why the server cut it (disconnect())
         self.handshake_deadline = 0.0
         self.auth_deadline = 0.0
 
@@ -101,6 +102,8 @@ class _Connection:
             self.close_reason = "internal error"
             logger.exception("rtmp connection failed", extra=self.log_fields)
         finally:
+            if self.disconnected_for is not None:
+                self.close_reason = self.disconnected_for
             await self._finish()
 
     async def _finish(self) -> None:
@@ -111,6 +114,12 @@ class _Connection:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
         logger.info("rtmp connection closed", extra={**self.log_fields,
                                                      "reason": self.close_reason})
+
+    def disconnect(self, reason: str) -> None:
+        """Cut the connection now: its read ends, and with it the connection task."""
+        self.disconnected_for = reason
+        # abort(), not close(): close() waits to flush what a stalled peer never reads.
+        self.writer.transport.abort()
 
     def request_reconnect(self, tc_url: str | None) -> bool:
         """Send the E-RTMP v2 reconnect request if the publisher supports it (once)."""
@@ -332,6 +341,14 @@ class IngestServer:
         """Whether the connection ``connection_id`` was sent a reconnect request."""
         return any(conn.id == connection_id and conn.session.reconnect_requested
                    for conn in self._connections.values())
+
+    def disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
+        """Cut the connection ``connection_id``; whether it was open."""
+        for conn in list(self._connections.values()):
+            if conn.id == connection_id:
+                conn.disconnect(reason)
+                return True
+        return False
 
     def request_reconnect(self, tc_url: str | None) -> int:
         """Ask every publisher that supports it to reconnect to ``tc_url`` (E-RTMP v2
