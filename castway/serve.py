@@ -247,7 +247,7 @@ class IngestNode:
                                reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
-        self.manager.disconnect = self.server.disconnect
+        self.manager.disconnect_publisher = self.server.disconnect
         self.agent.on_drain(self._on_drain)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.

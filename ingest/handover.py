@@ -19,7 +19,9 @@ The holder's side of the decision is :func:`decide`, a pure function.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
 from castway.events.handover import (
@@ -29,7 +31,7 @@ from castway.events.handover import (
     reply_topic,
     request_topic,
 )
-from castway.live.base import LiveState
+from castway.live.base import LiveState, LiveStateError, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ PUBLISHER_WAIT_S = 2.0
 MOVE_QUIET_S = 0.25
 #: Requests a node serves at once; more are refused ("busy").
 MAX_IN_FLIGHT = 32
+# Between attempts to listen for requests while the live state is down.
+RESUBSCRIBE_S = 1.0
 
 
 class Decision(StrEnum):
@@ -115,3 +119,80 @@ async def request_handover(live: LiveState, holder: str, request: HandoverReques
 
 async def send_reply(live: LiveState, reply: HandoverReply) -> None:
     await live.publish(reply_topic(reply.request_id), reply)
+
+
+class RequestListener:
+    """The holder's side: requests addressed to ``node_id``, each acknowledged at once
+    and served in a task of its own by ``serve``, which sends the final reply itself
+    or returns why it refuses (an exception refuses too: "internal error")."""
+
+    def __init__(self, live: LiveState, node_id: str,
+                 serve: Callable[[HandoverRequest], Awaitable[str | None]]) -> None:
+        self.live = live
+        self.node_id = node_id
+        self._serve = serve
+        self._subscription: Subscription[HandoverRequest] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Subscribed when this returns, unless the live state is down: then it keeps
+        trying."""
+        try:
+            self._subscription = await self.live.subscribe(request_topic(self.node_id))
+        except LiveStateError:
+            logger.exception("cannot listen for handover requests yet; retrying",
+                             extra={"node": self.node_id})
+        self._task = asyncio.create_task(self._listen(), name="ingest-handover")
+
+    async def close(self) -> None:
+        """Stop listening; wait for the requests being served (they refuse, or finish
+        the flush they started)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._subscription is not None:
+            with contextlib.suppress(LiveStateError):
+                await self._subscription.close()
+        if self._serving:
+            await asyncio.gather(*self._serving, return_exceptions=True)
+
+    async def reply(self, reply: HandoverReply) -> None:
+        try:
+            await send_reply(self.live, reply)
+        except LiveStateError:
+            logger.exception("handover reply failed", extra={"request_id": reply.request_id})
+
+    async def _listen(self) -> None:
+        while True:
+            if self._subscription is None:
+                try:
+                    self._subscription = await self.live.subscribe(request_topic(self.node_id))
+                except LiveStateError:
+                    await asyncio.sleep(RESUBSCRIBE_S)
+                    continue
+            try:
+                ask = await self._subscription.get()
+            except LiveStateError:  # closed under us (the live state closing)
+                return
+            if len(self._serving) >= MAX_IN_FLIGHT:
+                await self.reply(HandoverReply(ask.request_id, Verdict.REFUSED, "busy"))
+                continue
+            task = asyncio.create_task(self._answer(ask), name=f"handover-{ask.request_id}")
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
+
+    async def _answer(self, ask: HandoverRequest) -> None:
+        fields = {"broadcast_id": ask.broadcast_id, "channel": ask.channel,
+                  "to_node": ask.node_id, "request_id": ask.request_id}
+        logger.info("handover requested", extra=fields)
+        await self.reply(HandoverReply(ask.request_id, Verdict.ACK))
+        try:
+            refusal = await self._serve(ask)
+        except Exception:
+            logger.exception("handover failed", extra=fields)
+            refusal = "internal error"
+        if refusal is not None:
+            logger.info("handover refused", extra={**fields, "reason": refusal})
+            await self.reply(HandoverReply(ask.request_id, Verdict.REFUSED, refusal))

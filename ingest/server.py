@@ -76,7 +76,7 @@ class _Connection:
         self.app = ""
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
-        self.closed_by: str | None = None  # why this server closed it (disconnect())
+        self.disconnected_for: str | None = None  # why the server cut it (disconnect())
         self.handshake_deadline = 0.0
         self.auth_deadline = 0.0
 
@@ -102,18 +102,11 @@ class _Connection:
             self.close_reason = "internal error"
             logger.exception("rtmp connection failed", extra=self.log_fields)
         finally:
+            if self.disconnected_for is not None:
+                self.close_reason = self.disconnected_for
             await self._finish()
 
-    def disconnect(self, reason: str) -> None:
-        """Close the connection now, from outside its task: the task sees the close as
-        a peer's and ends with ``reason``. Aborted (RST), not closed: a close waits to
-        flush what is queued for a publisher that may not be reading."""
-        self.closed_by = reason
-        self.writer.transport.abort()
-
     async def _finish(self) -> None:
-        if self.closed_by is not None:
-            self.close_reason = self.closed_by
         if self.publication is not None:
             await self._end_publication(self.close_reason)
         self.writer.close()
@@ -121,6 +114,12 @@ class _Connection:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
         logger.info("rtmp connection closed", extra={**self.log_fields,
                                                      "reason": self.close_reason})
+
+    def disconnect(self, reason: str) -> None:
+        """Cut the connection now: its read ends, and with it the connection task."""
+        self.disconnected_for = reason
+        # abort(), not close(): close() waits to flush what a stalled peer never reads.
+        self.writer.transport.abort()
 
     def request_reconnect(self, tc_url: str | None) -> bool:
         """Send the E-RTMP v2 reconnect request if the publisher supports it (once)."""
@@ -344,8 +343,8 @@ class IngestServer:
                    for conn in self._connections.values())
 
     def disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
-        """Close the connection ``connection_id`` now; False if there is none."""
-        for conn in self._connections.values():
+        """Cut the connection ``connection_id``; whether it was open."""
+        for conn in list(self._connections.values()):
             if conn.id == connection_id:
                 conn.disconnect(reason)
                 return True

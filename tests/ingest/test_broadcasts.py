@@ -13,11 +13,12 @@ from typing import TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from castway.catalog import open_catalog
+from castway.catalog import CatalogUnavailable, open_catalog
 from castway.catalog.sql import SqlCatalog
 from castway.events.broadcasts import (
     BROADCASTS_TOPIC,
     BroadcastEnded,
+    BroadcastFailed,
     BroadcastResumed,
     BroadcastStarted,
 )
@@ -240,7 +241,7 @@ async def test_a_stop_ends_the_broadcast_at_once_and_cuts_its_publisher(
         cut.append(connection_id)
         return True
 
-    manager.disconnect = disconnect
+    manager.disconnect_publisher = disconnect
     session = await accepted(manager, request(connection_id="c1"))
     broadcast_id = manager.broadcast_id("alpha")
     assert broadcast_id is not None
@@ -486,5 +487,144 @@ async def test_end_to_end_with_the_server_and_ffmpeg(
         assert stored is not None and stored.state is BroadcastState.ENDED
         assert stored.source is not None and stored.source.width == 320
     finally:
+        await server.stop()
+        await manager.stop()
+
+
+async def test_stopping_a_broadcast_disconnects_its_publisher_and_ends_it_at_once(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    disconnected: list[str] = []
+    manager.disconnect_publisher = disconnected.append
+    session = await accepted(manager, request(connection_id="c1"))
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        assert await manager.stop_broadcast(broadcast_id) is True
+        event = await next_event(sub)
+    assert event == BroadcastEnded(broadcast_id, "alpha")
+    assert disconnected == ["c1"]
+    [media] = pipeline.started
+    assert media.finished
+    stored = catalog.get_broadcast(broadcast_id)
+    assert stored is not None and stored.state is BroadcastState.ENDED
+    # No grace window: the channel is free and the broadcast forgotten at once, and
+    # what the old connection still sends, and its close, change nothing.
+    assert manager.broadcast_id("alpha") is None and manager.live_broadcasts == 0
+    assert await live.claim_channel("alpha", "next", 30) is None
+    await session.on_packet(frame(0))
+    await session.on_close("broadcast stopped")
+    assert media.packets == []
+    assert await manager.stop_broadcast(broadcast_id) is False  # not live any more
+    await manager.stop()
+
+
+async def test_stopping_a_broadcast_in_its_grace_window_ends_it_and_no_reconnect_revives_it(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    manager = make_manager(catalog, live, pipeline, grace_s=0.3)
+    disconnected: list[str] = []
+    manager.disconnect_publisher = disconnected.append
+    first = await accepted(manager, request(connection_id="c1"))
+    broadcast_id = manager.broadcast_id("alpha")
+    assert broadcast_id is not None
+    await first.on_close("disconnected")
+    async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+        assert await manager.stop_broadcast(broadcast_id) is True
+        assert isinstance(await next_event(sub), BroadcastEnded)
+        assert disconnected == []  # nobody to disconnect
+        # The grace timer was cancelled: its expiry ends nothing a second time.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sub.get(), 0.5)
+    # The same key publishing again starts a new broadcast.
+    await accepted(manager, request(connection_id="c2"))
+    assert manager.broadcast_id("alpha") not in (None, broadcast_id)
+    assert [m.finished for m in pipeline.started] == [True, False]
+    await manager.stop()
+
+
+async def test_stopping_a_broadcast_this_node_does_not_run_is_refused(
+        catalog: SqlCatalog, live: MemoryLiveState) -> None:
+    manager = make_manager(catalog, live, None)
+    assert await manager.stop_broadcast("not-here") is False
+
+
+async def test_a_start_the_catalog_refuses_fails_the_broadcast_instead_of_leaving_it_live(
+        tiny_disk: Path, live: MemoryLiveState, pipeline: RecordingPipeline) -> None:
+    """The live record is written, then the catalog cannot be: the publish is refused with
+    the catalog's error, and the record does not stay "live" with no node running it
+    (origins would list it, and another node would ask this one for it). Once the catalog
+    can write again it has the broadcast, failed."""
+    catalog = open_catalog(Settings(data_dir=tiny_disk / "data"))
+    catalog.create_channel(Channel("alpha"))
+    catalog.add_stream_key(StreamKey("alpha", hash_stream_key(KEY)))
+    manager = make_manager(catalog, live, pipeline)
+    manager._ends.base_backoff_s = 0.05  # noqa: SLF001 -- a quick retry for the test
+    filler = fill(tiny_disk)
+    try:
+        async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+            # The RTMP server turns this into "Node unavailable: the catalog cannot be
+            # reached, retry shortly".
+            with pytest.raises(CatalogUnavailable):
+                await manager.on_publish(request())
+            event = await next_event(sub)
+    finally:
+        filler.unlink()
+    assert isinstance(event, BroadcastFailed) and event.channel == "alpha"
+    broadcast_id = event.broadcast_id
+    record = await live.get_broadcast(broadcast_id)
+    assert record is not None and record.state is BroadcastState.FAILED
+    assert await live.live_broadcast("alpha") is None
+    assert pipeline.started == [] and manager.live_broadcasts == 0
+    assert await live.claim_channel("alpha", "next", 30) is None  # released
+    for _ in range(200):
+        row = catalog.get_broadcast(broadcast_id)
+        if row is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert row is not None and row.state is BroadcastState.FAILED and row.ended_at
+    await manager.stop()
+    catalog.close()
+
+
+@pytest.mark.peer
+async def test_stop_disconnects_a_real_publisher_within_two_seconds(
+        catalog: SqlCatalog, live: MemoryLiveState, pipeline: RecordingPipeline,
+        tmp_path: Path) -> None:
+    from ingest.server import IngestServer
+    from tests.support import make_test_media, require_tool
+
+    ffmpeg = require_tool("ffmpeg")
+    clip = make_test_media(tmp_path / "clip.flv", seconds=20, width=160, height=90)
+    manager = make_manager(catalog, live, pipeline, grace_s=30)
+    server = IngestServer(Settings(host="127.0.0.1", rtmp_port=0), manager)
+    manager.disconnect_publisher = server.disconnect
+    await server.start()
+    proc = None
+    try:
+        async with await live.subscribe(BROADCASTS_TOPIC) as sub:
+            proc = await asyncio.create_subprocess_exec(
+                ffmpeg, "-nostdin", "-loglevel", "quiet", "-re", "-i", str(clip),
+                "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{server.port}/live/{KEY}")
+            started = await next_event(sub)
+            assert isinstance(started, BroadcastStarted)
+            [media] = pipeline.started
+            while len(media.packets) < 10:  # streaming
+                await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
+            assert await manager.stop_broadcast(started.broadcast_id) is True
+            await asyncio.wait_for(proc.wait(), 10)
+            took = loop.time() - asked
+            assert isinstance(await next_event(sub), BroadcastEnded)
+        assert took < 2.0, took
+        assert proc.returncode != 0  # cut, not finished: the clip had 20 s left
+        assert server.active_publishers == 0
+        assert media.finished
+        stored = catalog.get_broadcast(started.broadcast_id)
+        assert stored is not None and stored.state is BroadcastState.ENDED
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         await server.stop()
         await manager.stop()
