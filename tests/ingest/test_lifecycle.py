@@ -342,7 +342,8 @@ def test_the_core_does_no_io_reads_no_clock_and_needs_no_event_loop() -> None:
     imported |= {node.module for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported <= {"__future__", "collections.abc", "dataclasses", "typing",
-                        "castway.media", "castway.model", "ingest.handover"}, imported
+                        "castway.media", "castway.model", "castway.events.handover",
+                        "ingest.handover"}, imported
 
 
 def test_states_inputs_and_commands_are_frozen() -> None:
