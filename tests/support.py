@@ -10,8 +10,10 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from fastapi import FastAPI
@@ -99,3 +101,18 @@ def packet_counts(url: str) -> dict[str, list[int]]:
     for stream in json.loads(probe.stdout)["streams"]:
         counts.setdefault(stream["codec_type"], []).append(int(stream["nb_read_packets"]))
     return counts
+
+
+T = TypeVar("T")
+
+
+def poll(what: str, fn: Callable[[], T | None], timeout_s: float) -> T:
+    """``fn()`` until it returns something truthy (watching processes from outside)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)

@@ -37,7 +37,14 @@ from origin.context import OriginContext
 from tests.origin.browser import launch_browser
 from tests.origin.test_browser import WAIT_FOR_TEXT
 from tests.serve_process import serve
-from tests.support import free_port, make_test_media, require_tool, serve_app, wait_for_port
+from tests.support import (
+    free_port,
+    make_test_media,
+    poll,
+    require_tool,
+    serve_app,
+    wait_for_port,
+)
 from tests.test_ingest_process import LogWatcher
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -55,16 +62,6 @@ TOKEN = "test-admin-token-stop-0123456789"
 LADDER = '{"rungs": [{"name": "90p", "height": 90, "video_bitrate_kbps": 100}]}'
 
 
-def poll(what: str, fn: Callable[[], T | None], timeout_s: float) -> T:
-    """``fn()`` until it returns something truthy (watching processes from outside)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

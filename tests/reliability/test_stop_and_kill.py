@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.serve_process import Served, serve
-from tests.support import make_test_media, packet_counts, require_tool
+from tests.support import make_test_media, packet_counts, poll, require_tool
 
 pytestmark = pytest.mark.peer
 
@@ -28,16 +28,6 @@ T = TypeVar("T")
 FPS = 30
 
 
-def poll(what: str, fn: Callable[[], T | None], timeout_s: float) -> T:
-    """``fn()`` until it returns something truthy (polling a process from outside)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
