@@ -121,7 +121,6 @@ class Recovery:
         self._undurable: dict[str, set[int]] = {}
         # The boundary of the last segment :meth:`keep` let through.
         self.kept_boundary: int | None = None
-        self.replays = 0
 
     # --- what the child is sent -----------------------------------------------------
     def sent(self, item: MediaPacket | Break) -> int:
@@ -231,7 +230,6 @@ class Recovery:
 
     def start_successor(self, plan: Plan) -> None:
         """The successor starts with ``plan``: its first boundary is ``plan.boundary``."""
-        self.replays += 1
         for number in [n for n in self._boundaries if n >= plan.boundary]:
             del self._boundaries[number]
         self._next_boundary = plan.boundary

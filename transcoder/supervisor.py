@@ -720,9 +720,8 @@ class BroadcastTranscoder:
         now = time.monotonic()
         while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW_S:
             self._restart_times.popleft()
-        plan = None
-        if len(self._restart_times) < MAX_RESTARTS and not self._fatal:
-            plan = self._recovery.plan()
+        giving_up = len(self._restart_times) >= MAX_RESTARTS or self._fatal
+        plan = None if giving_up else self._recovery.plan()
         if plan is None:
             self._recovery.abandon()
             await self.sink.child_lost()
@@ -737,7 +736,7 @@ class BroadcastTranscoder:
                         "progress", extra={"broadcast_id": self.broadcast.id,
                                            "from_boundary": plan.boundary})
         self._plan = plan
-        if len(self._restart_times) >= MAX_RESTARTS or self._fatal:
+        if giving_up:
             self._given_up = True
             logger.error("transcoder keeps crashing: giving up on this broadcast",
                          extra={"broadcast_id": self.broadcast.id})
