@@ -33,7 +33,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from archiver import tasks
 from archiver.reconcile import Reconciler, pending_too_long
-from archiver.uploader import Uploader
 from castway.catalog.base import Catalog, CatalogError
 from castway.events.broadcasts import (
     BROADCASTS_TOPIC,
@@ -45,6 +44,7 @@ from castway.live.base import LiveState, LiveStateError, Subscription, Subscript
 from castway.model import BroadcastState, utcnow
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
+from castway.storage.uploader import Uploader
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ lifespan, or with ``await app.state.origin.notifier.close()`` when no server run
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -20,14 +20,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from castway.catalog.base import AlreadyExists, Catalog, CatalogError, NotFound
+from castway.health import asgi as health
 from castway.live.base import LiveState, LiveStateError
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
-from chat.router import install_chat
-from origin import api, health, hls, pages
+from origin import api, hls, pages
 from origin.access import VodAccess
 from origin.context import OriginContext
 from origin.edge import CORS_EXPOSE, EdgeMiddleware
+from origin.extensions import OriginExtension
 from origin.fastpath import FastPath
 from origin.limits import BodyLimit
 from origin.metrics import OriginMetrics
@@ -39,11 +40,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["CORS_EXPOSE", "create_app"]  # CORS_EXPOSE: the CDN's CORS policy mirrors it
 
 def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage: Storage,
-               registry: CollectorRegistry | None = None) -> FastAPI:
+               registry: CollectorRegistry | None = None,
+               extensions: Sequence[OriginExtension] = ()) -> FastAPI:
     metrics = OriginMetrics(registry if registry is not None else CollectorRegistry())
     notifier = MediaNotifier(live, on_wake=metrics.wakeup_seconds.observe)
     ctx = OriginContext(settings=settings, catalog=catalog, live=live, storage=storage,
-                        metrics=metrics, notifier=notifier, access=VodAccess(settings))
+                        metrics=metrics, notifier=notifier, access=VodAccess(settings),
+                        extensions=tuple(extensions))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,7 +74,8 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
     app.add_exception_handler(LiveStateError, _unavailable)
     app.add_exception_handler(StorageError, _unavailable)
 
-    install_chat(app, settings, registry=metrics.registry)  # /chat/{channel} + moderation
+    for extension in extensions:
+        extension.install(app, metrics.registry)
 
     app.add_middleware(FastPath, ctx=ctx, on_error=_unavailable)  # viewer hot paths
     app.add_middleware(BodyLimit)  # 413 past MAX_REQUEST_BODY_BYTES

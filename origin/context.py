@@ -16,6 +16,7 @@ from castway.settings import Settings
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
 from origin.access import MediaAccessCache, VodAccess
+from origin.extensions import OriginExtension
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
 from origin.responses import etag_for
@@ -111,6 +112,7 @@ class OriginContext:
     metrics: OriginMetrics
     notifier: MediaNotifier
     access: VodAccess
+    extensions: tuple[OriginExtension, ...] = ()
     renders: RenderCache = field(default_factory=RenderCache)
     # Storage reads of the origin (VOD, DVR, posters) on threads of their own: a stalled
     # S3 fills these, not the default executor (catalog queries, and in embedded mode

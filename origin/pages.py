@@ -24,7 +24,6 @@ from castway.signing import (
     COOKIE_POLICY,
     COOKIE_SIGNATURE,
 )
-from chat.widget import with_chat
 from origin.context import Ctx, OriginContext
 from origin.responses import CacheKind
 
@@ -150,8 +149,10 @@ async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
     title = record.title if record and record.title else channel
     state = "" if broadcast else "<p class=muted id=offline>Offline: the page starts " \
         "playing when the channel goes live (reload).</p>"
-    body = (f"<h1>{escape(title)} <span class=muted>· {escape(channel)}</span></h1>{state}"
-            + with_chat(_player(f"/hls/{channel}/master.m3u8", live=True), channel))
+    player = _player(f"/hls/{channel}/master.m3u8", live=True)
+    for extension in ctx.extensions:
+        player = extension.beside_player(player, channel)
+    body = f"<h1>{escape(title)} <span class=muted>· {escape(channel)}</span></h1>{state}{player}"
     return _page(title, body, scripts=_player_scripts())
 
 

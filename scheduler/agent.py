@@ -145,6 +145,15 @@ class NodeAgent:
             except TimeoutError:
                 pass
 
+    async def drain(self) -> None:
+        """Go draining now, as if the scheduler had ordered it (SIGTERM on the node), and
+        heartbeat it at once so the fleet stops sending publishers here."""
+        await self._apply(DRAIN)
+        try:
+            await self.beat()
+        except Exception:  # the live state may blip; the loop beats again
+            logger.exception("draining heartbeat failed", extra={"node": self.node_id})
+
     async def close(self) -> None:
         """Heartbeat a last ``stopped`` so the scheduler does not wait for the TTL."""
         if self._state != NodeState.STOPPED:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from castway.health_http import HealthApp, HealthServer
+from castway.health.wsgi import HealthApp, HealthServer
 from castway.settings import Settings
 
 

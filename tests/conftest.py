@@ -27,7 +27,7 @@ pytest_plugins = [
 ]
 
 # `castway serve` processes the tests start record themselves for the CLI
-# (castway/running.py): in a state directory of the test session's, never the user's.
+# (launch/running.py): in a state directory of the test session's, never the user's.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="castway-test-state-")
 atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 

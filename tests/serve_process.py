@@ -52,7 +52,7 @@ def serve(data_dir: Path, *, preexec_fn: Callable[[], None] | None = None,
     castway starts (resource limits); ``env`` adds to (or overrides) its environment."""
     rtmp_port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "launch.cli", "serve", "--data-dir", str(data_dir),
          "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
         env=clean_env(**{"CASTWAY_RECONNECT_GRACE_S": "1", "CASTWAY_LOG_JSON": "true", **env}))

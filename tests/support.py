@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 from fastapi import FastAPI
 
-from castway.benchkit import free_port, peer_script, wait_for_port
+from benchmarks.kit import free_port, peer_script, wait_for_port
 
 __all__ = ["IN_CI", "free_port", "make_test_media", "require_peer_script",
            "require_tool", "serve_app", "wait_for_port"]
@@ -40,9 +40,9 @@ def require_tool(name: str) -> str:
 @contextlib.asynccontextmanager
 async def serve_app(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
     """``app`` under uvicorn (lifespan on) on 127.0.0.1:``port`` (0: a free one), the way
-    castway's processes run it (:class:`castway.serve.HttpServer`); yields its base URL."""
+    castway's processes run it (:class:`launch.http_server.HttpServer`); yields its base URL."""
     from castway.net import bind_socket
-    from castway.serve import HttpServer
+    from launch.http_server import HttpServer
 
     http = HttpServer(app, bind_socket("127.0.0.1", port))
     await http.start()

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from castway.cli import build_parser
 from castway.settings import Settings
+from launch.cli import build_parser
 
 ROOT = Path(__file__).parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

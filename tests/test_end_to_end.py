@@ -17,8 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from castway.serve import EmbeddedPlatform
 from castway.settings import Settings
+from launch.embedded import EmbeddedPlatform
 from origin import pages
 from tests.origin.browser import launch_browser, wait_for_playback
 from tests.support import make_test_media, require_tool

@@ -30,8 +30,9 @@ from castway.keys import hash_stream_key
 from castway.layout import media_playlist_key
 from castway.live.base import Subscription
 from castway.model import BroadcastState, Channel, StreamKey
-from castway.serve import IngestNode, Services
 from castway.settings import Settings
+from launch.ingest_node import IngestNode
+from launch.services import Services
 from tests.hls_validator import validate_playlist
 from tests.ingest.reconnect_client import ReconnectingPublisher, flv_body
 from tests.support import free_port, make_test_media, require_tool

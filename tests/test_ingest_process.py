@@ -24,8 +24,9 @@ import pytest
 from castway.keys import hash_stream_key
 from castway.live import open_live_state
 from castway.model import Channel, Node, NodeState, StreamKey
-from castway.serve import IngestNode, Services, start_health_listener
 from castway.settings import Settings
+from launch.ingest_node import IngestNode, start_health_listener
+from launch.services import Services
 from tests.ingest.helpers import AsyncTestPublisher
 from tests.ingest.reconnect_client import ReconnectingPublisher
 from tests.support import free_port, make_test_media, require_tool, wait_for_port
@@ -78,7 +79,7 @@ class IngestProcess:
 
     def create_channel(self, name: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "castway.cli", "channels", "create", name, "--json",
+            [sys.executable, "-m", "launch.cli", "channels", "create", name, "--json",
              "--data-dir", str(self.data_dir)],
             capture_output=True, text=True, timeout=60, env=self.env, check=False)
         assert result.returncode == 0, result.stderr
@@ -86,7 +87,7 @@ class IngestProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "castway.cli", "ingest", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "launch.cli", "ingest", "--data-dir", str(self.data_dir),
              "--host", "127.0.0.1", "--rtmp-port", str(self.rtmp_port),
              "--http-port", str(self.http_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env)

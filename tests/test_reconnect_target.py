@@ -14,8 +14,9 @@ from pathlib import Path
 
 from castway.keys import hash_stream_key
 from castway.model import Channel, Node, NodeState, StreamKey
-from castway.serve import IngestNode, Services, pick_reconnect_target
 from castway.settings import Settings
+from launch.ingest_node import IngestNode, pick_reconnect_target
+from launch.services import Services
 from tests.ingest.reconnect_client import ReconnectingPublisher
 from tests.support import free_port
 

@@ -20,7 +20,7 @@ from tests.support import packet_counts, require_tool
 
 
 def _castway(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "castway.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "launch.cli", *args], capture_output=True,
                           text=True, timeout=60, env=env or clean_env(), check=False)
 
 

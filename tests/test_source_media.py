@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from castway.media import MediaKind
-from castway.serve import EmbeddedPlatform
 from castway.settings import Settings
+from launch.embedded import EmbeddedPlatform
 from tests.ingest.helpers import AsyncTestPublisher
 from tests.support import make_test_media, packet_counts, require_tool
 from transcoder.demux import read_packets

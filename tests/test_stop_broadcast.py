@@ -30,8 +30,8 @@ import pytest
 from archiver.service import ArchiverService
 from castway.keys import generate_stream_key, hash_stream_key
 from castway.model import Channel, StreamKey
-from castway.serve import Services
 from castway.settings import Settings
+from launch.services import Services
 from origin.app import create_app
 from origin.context import OriginContext
 from tests.origin.browser import launch_browser
@@ -184,7 +184,7 @@ def ingest_process(data_dir: Path, redis_url: str,
     env.update(media_env, CASTWAY_REDIS_URL=redis_url, CASTWAY_LOG_JSON="true",
                CASTWAY_NODE_ID="ingest-stop-test")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "castway.cli", "ingest", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "launch.cli", "ingest", "--data-dir", str(data_dir),
          "--host", "127.0.0.1", "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, env=env)

@@ -3,5 +3,5 @@ ladder of fMP4/CMAF (LL-HLS parts) or MPEG-TS segments, one child process per br
 
 Entry points: :class:`transcoder.supervisor.TranscoderSupervisor` (the ingest-facing
 ``MediaPipelineFactory``), :func:`transcoder.cli.main` (``castway transcode``),
-:func:`transcoder.bench.main` (``castway bench transcode``). Design: docs/transcoder.md.
+:func:`benchmarks.transcode.main` (``castway bench transcode``). Design: docs/transcoder.md.
 """

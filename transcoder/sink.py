@@ -48,7 +48,7 @@ MIN_MEDIA_TTL_S = 60.0
 
 class Put(Protocol):
     """Accept bytes for storage; ``on_durable`` is called once they would survive this
-    process (:meth:`archiver.uploader.Uploader.put`)."""
+    process (:meth:`castway.storage.uploader.Uploader.put`)."""
 
     def __call__(self, key: str, data: bytes, *,
                  on_durable: Callable[[], None] | None = None) -> Awaitable[None]: ...

@@ -211,7 +211,7 @@ class TranscoderSupervisor:
                            on_durable: Callable[[], None] | None = None) -> None:
         if self.uploader is None:
             try:
-                from archiver.uploader import Uploader
+                from castway.storage.uploader import Uploader
             except ImportError:
                 self.uploader = False
             else:

@@ -57,7 +57,7 @@ class LocalBackend:
     def __init__(self, settings: Settings, *, command: Sequence[str] | None = None,
                  env: Mapping[str, str] | None = None, state_dir: Path | None = None) -> None:
         self.settings = settings
-        self.command = list(command or [sys.executable, "-m", "castway.cli", "ingest"])
+        self.command = list(command or [sys.executable, "-m", "launch.cli", "ingest"])
         self.env = dict(env) if env is not None else dict(os.environ)
         self.state_dir = state_dir or settings.data_dir / "scheduler" / "local"
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ from archiver.service import (
     TASK_VERIFY_VOD,
 )
 from archiver.tasks import ArchiveContext, make_vod
-from archiver.uploader import Uploader
 from castway.catalog import SqlCatalog, open_catalog
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
 from castway.layout import master_key
@@ -38,6 +37,7 @@ from castway.live.redis import RedisLiveState
 from castway.model import VodState
 from castway.settings import Settings
 from castway.storage.s3 import S3Storage
+from castway.storage.uploader import Uploader
 from tests.archiver.helpers import (
     HlsRun,
     allow_public_read,

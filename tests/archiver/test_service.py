@@ -16,7 +16,6 @@ from botocore.config import Config
 from archiver import tasks
 from archiver.celery_app import make_celery
 from archiver.service import TASK_MAKE_VOD, ArchiverService
-from archiver.uploader import Uploader
 from castway.events.broadcasts import (
     BROADCASTS_TOPIC,
     BroadcastEnded,
@@ -27,6 +26,7 @@ from castway.layout import master_key
 from castway.model import BroadcastState, VodState
 from castway.settings import Settings
 from castway.storage.s3 import S3Storage
+from castway.storage.uploader import Uploader
 from tests.archiver.helpers import HlsRun, allow_public_read, count_frames, publish
 from tests.fixtures.s3_server import S3Server, create_bucket
 

@@ -10,10 +10,10 @@ import pytest
 from botocore.config import Config
 from prometheus_client import CollectorRegistry
 
-from archiver.uploader import SPOOL_SUFFIX, Uploader, _Entry
 from castway.storage.base import IMMUTABLE, VOD_PLAYLIST
 from castway.storage.local import LocalStorage
 from castway.storage.s3 import S3Storage
+from castway.storage.uploader import SPOOL_SUFFIX, Uploader, _Entry
 from tests.fixtures.s3_server import S3Server, create_bucket
 from tests.fixtures.tiny_disk import fill
 

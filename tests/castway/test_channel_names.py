@@ -48,7 +48,7 @@ def test_the_rule_is_the_old_rule(name: str) -> None:
 
 
 def _castway(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "castway.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "launch.cli", *args], capture_output=True,
                           text=True, timeout=60, env=clean_env(), check=False)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from castway.cli import BENCHES, main, parse_args
+from launch.cli import BENCHES, main, parse_args
 
 
 def test_serve_takes_the_readme_flags() -> None:

@@ -12,7 +12,7 @@ from tests.serve_process import clean_env, serve
 
 
 def channels(cwd: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "castway.cli", "channels", *args],
+    return subprocess.run([sys.executable, "-m", "launch.cli", "channels", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=60,
                           env=clean_env(XDG_STATE_HOME=str(state)))
 

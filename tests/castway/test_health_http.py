@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from castway.health_http import HealthApp, HealthServer
+from castway.health.wsgi import HealthApp, HealthServer
 from tests.support import free_port, wait_for_port
 
 
@@ -80,7 +80,7 @@ def _start(args: list[str], tmp_path: Path, redis_url: str, port: int
     env.update(CASTWAY_DATA_DIR=str(tmp_path / "data"), CASTWAY_REDIS_URL=redis_url,
                CASTWAY_HTTP_PORT=str(port), CASTWAY_SCHEDULER_BACKEND="static",
                CASTWAY_LOG_JSON="true")
-    return subprocess.Popen([sys.executable, "-m", "castway.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "launch.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

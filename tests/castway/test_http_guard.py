@@ -1,4 +1,4 @@
-"""The HTTP server's limits on real sockets (castway.serve.HttpServer, in-process):
+"""The HTTP server's limits on real sockets (launch.http_server.HttpServer, in-process):
 slowloris connections closed at the header deadline while /healthz answers, the
 connection cap making room by dropping the oldest of them, a 64 MB header refused 431,
 idle keep-alive connections closed."""
@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from castway.net import HttpLimits, bind_socket
-from castway.serve import HttpServer
+from launch.http_server import HttpServer
 
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
 

@@ -1,6 +1,6 @@
 """Two chat processes (uvicorn, ``chat.app:app_from_env``) on one real Redis.
 
-The acceptance criterion at test scale (the 1,000-client run is ``python -m chat.bench``):
+The acceptance criterion at test scale (the 1,000-client run is ``python -m benchmarks.chat``):
 clients split between the processes, every message delivered exactly once and in order to
 every client of its channel, whichever process its sender was connected to.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat.bench import BenchConfig, chat_servers, run, server_env
+from benchmarks.chat import BenchConfig, chat_servers, run, server_env
 from tests.chat.conftest import joined, recv, send
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]

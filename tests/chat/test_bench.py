@@ -1,4 +1,4 @@
-"""The benchmark's entry point, at toy scale (the real run: python -m chat.bench)."""
+"""The benchmark's entry point, at toy scale (the real run: python -m benchmarks.chat)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chat.bench import histogram_quantile, main
+from benchmarks.chat import histogram_quantile, main
 from tests.support import require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]

@@ -21,7 +21,7 @@ from castway.storage.local import LocalStorage
 from chat.app import create_chat_app
 from chat.hub import ChatHub
 from chat.protocol import MAX_TEXT_CHARS
-from origin.app import create_app
+from launch.http_app import create_platform_app
 from tests.chat.conftest import AUTH, TOKEN, joined, recv, recv_type, send, serve, ws_url
 
 
@@ -256,7 +256,7 @@ async def test_sockets_per_address_are_capped_with_a_policy_close() -> None:
             assert welcome["type"] == "welcome"
 
 
-async def test_the_origin_app_comes_with_chat_started_by_its_lifespan(
+async def test_the_platform_app_comes_with_chat_started_by_its_lifespan(
         tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", admin_token=TOKEN, redis_url=None,
                         chat_redis_urls=None)
@@ -264,9 +264,10 @@ async def test_the_origin_app_comes_with_chat_started_by_its_lifespan(
     catalog = open_catalog(settings)
     live = MemoryLiveState()
     try:
-        app = create_app(settings, catalog=catalog, live=live,
-                         storage=LocalStorage(tmp_path / "storage"), registry=registry)
-        hub: ChatHub = app.state.chat  # create_app installs chat
+        app = create_platform_app(settings, catalog=catalog, live=live,
+                                  storage=LocalStorage(tmp_path / "storage"),
+                                  registry=registry)
+        hub: ChatHub = app.state.chat  # the chat extension installs it
         assert not hub.started
         async with serve(app) as url, httpx.AsyncClient(base_url=url) as http:
             assert hub.started

@@ -15,7 +15,7 @@ from castway.catalog.sql import SqlCatalog
 from castway.live.memory import MemoryLiveState
 from castway.settings import Settings
 from castway.storage.local import LocalStorage
-from origin.app import create_app
+from launch.http_app import create_platform_app
 from origin.context import OriginContext
 from tests.origin.feed import Clip, LiveFeeder, make_clip
 from tests.support import serve_app
@@ -67,8 +67,9 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 async def app(settings: Settings, catalog: SqlCatalog, live: MemoryLiveState,
               storage: LocalStorage, registry: CollectorRegistry) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, catalog=catalog, live=live, storage=storage,
-                             registry=registry)
+    # The app as castway's processes serve it: the origin with chat (launch/http_app.py).
+    application = create_platform_app(settings, catalog=catalog, live=live, storage=storage,
+                                      registry=registry)
     try:
         yield application
     finally:

@@ -242,11 +242,11 @@ async def routes_only(settings: Settings, catalog: SqlCatalog, live: MemoryLiveS
     """The same app without its fast path: FastAPI's routes answer every request."""
     from prometheus_client import CollectorRegistry
 
-    from origin.app import create_app
+    from launch.http_app import create_platform_app
     from origin.fastpath import FastPath
 
-    app = create_app(settings, catalog=catalog, live=live, storage=storage,
-                     registry=CollectorRegistry())
+    app = create_platform_app(settings, catalog=catalog, live=live, storage=storage,
+                              registry=CollectorRegistry())
     app.user_middleware = [m for m in app.user_middleware
                            if m.cls is not cast(object, FastPath)]
     try:

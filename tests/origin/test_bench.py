@@ -1,4 +1,4 @@
-"""origin.bench: a short run against real nginx and wrk prints every figure."""
+"""benchmarks.origin: a short run against real nginx and wrk prints every figure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from origin.bench import main
+from benchmarks.origin import main
 from tests.support import require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]

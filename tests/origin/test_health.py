@@ -1,4 +1,4 @@
-"""origin.health: liveness, readiness over the real dependencies, Prometheus metrics."""
+"""castway.health.asgi: liveness, readiness over the real dependencies, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ async def test_health_app_of_its_own(catalog: SqlCatalog, live: MemoryLiveState,
                                      storage: LocalStorage) -> None:
     from prometheus_client import CollectorRegistry, Counter
 
-    from origin.health import create_health_app
+    from castway.health.asgi import create_health_app
 
     registry = CollectorRegistry()
     Counter("castway_ingest_test", "a metric of the ingest node", registry=registry).inc()

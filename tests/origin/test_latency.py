@@ -1,4 +1,4 @@
-"""origin.latency: a short run publishes to castway and nginx-rtmp and prints every figure."""
+"""benchmarks.latency: a short run publishes to castway and nginx-rtmp and prints every figure."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from castway.benchkit import NGINX_RTMP
-from origin.latency import main
+from benchmarks.kit import NGINX_RTMP
+from benchmarks.latency import main
 from tests.support import require_peer_script, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]

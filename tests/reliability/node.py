@@ -16,8 +16,9 @@ from typing import Any
 from archiver.service import ArchiverService
 from castway.keys import hash_stream_key
 from castway.model import Channel, StreamKey, VodState
-from castway.serve import IngestNode, Services
 from castway.settings import Settings
+from launch.ingest_node import IngestNode
+from launch.services import Services
 from tests.support import free_port, make_test_media, require_tool
 
 KEY = "cw_fault-test"

@@ -18,8 +18,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from castway.serve import EmbeddedPlatform
 from castway.settings import Settings
+from launch.embedded import EmbeddedPlatform
 from tests.fixtures.s3_server import S3Server, create_bucket
 from tests.support import make_test_media, require_tool
 

@@ -16,8 +16,9 @@ from castway.keys import hash_stream_key
 from castway.live import open_live_state
 from castway.live.redis import OPERATION_TIMEOUT_S
 from castway.model import Channel, StreamKey
-from castway.serve import IngestNode, Services
 from castway.settings import Settings
+from launch.ingest_node import IngestNode
+from launch.services import Services
 from origin.app import create_app
 from tests.fixtures.redis_server import RedisServer
 from tests.support import free_port, make_test_media, require_tool, serve_app

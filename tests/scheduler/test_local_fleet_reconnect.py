@@ -68,7 +68,7 @@ def backend(settings: Settings) -> Iterator[LocalBackend]:
                CASTWAY_STORAGE_URL=settings.effective_storage_url,
                CASTWAY_HTTP_PORT="0", CASTWAY_RECONNECT_GRACE_S="2",
                CASTWAY_STOP_TIMEOUT_S="5", CASTWAY_LOG_JSON="true")
-    b = LocalBackend(settings, command=[sys.executable, "-m", "castway.cli", "ingest"],
+    b = LocalBackend(settings, command=[sys.executable, "-m", "launch.cli", "ingest"],
                      env=env)
     yield b
     b.stop_all()

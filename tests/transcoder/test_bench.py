@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from benchmarks.transcode import main
 from tests.support import require_tool
-from transcoder.bench import main
 
 
 @pytest.mark.peer

@@ -16,7 +16,6 @@ import av
 import pytest
 from prometheus_client import CollectorRegistry
 
-from archiver.uploader import Uploader
 from castway.events.media import MediaEvent, MediaUpdate, media_topic
 from castway.hls.playlist import render_media_playlist
 from castway.live.base import Subscription
@@ -25,6 +24,7 @@ from castway.media import Codec, MediaKind, MediaPacket
 from castway.model import Broadcast, Segment
 from castway.settings import Settings
 from castway.storage.local import LocalStorage
+from castway.storage.uploader import Uploader
 from tests.hls_validator import validate_playlist
 from transcoder.demux import read_packets
 from transcoder.supervisor import QUEUE_PACKETS, TranscoderSupervisor

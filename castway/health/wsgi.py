@@ -1,12 +1,10 @@
-"""/healthz, /readyz and /metrics for processes that have no web app of their own (the
-Celery worker, ``castway scheduler run``): a small WSGI server on a daemon thread, so it
-answers even while the process's main thread belongs to Celery's or the scheduler's loop.
-"""
+"""The WSGI shell of castway.health, for processes that have no web app of their own (the
+Celery worker, ``castway scheduler run``): a small server on a daemon thread, so it answers
+even while the process's main thread belongs to Celery's or the scheduler's loop."""
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,9 +12,9 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-logger = logging.getLogger(__name__)
+from castway.health import report
 
 Check = Callable[[], bool]
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -47,8 +45,7 @@ class HealthApp:
             try:
                 ok = check()
             except Exception:
-                logger.warning("readiness check failed", extra={"dependency": name},
-                               exc_info=True)
+                report.check_failed(name)
                 ok = False
             if not ok:
                 failing.append(name)
@@ -57,17 +54,17 @@ class HealthApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse
                  ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        headers = [("Cache-Control", "no-store")]
+        headers = list(report.HEADERS.items())
         if path == "/healthz":
-            status, body, ctype = "200 OK", b'{"status": "ok"}', "application/json"
+            status, body, ctype = "200 OK", json.dumps(report.LIVENESS).encode(), \
+                "application/json"
         elif path == "/readyz":
-            failing = self.failing()
-            status = "503 Service Unavailable" if failing else "200 OK"
-            body = json.dumps({"status": "unavailable" if failing else "ready",
-                               "failing": failing}).encode()
-            ctype = "application/json"
+            answer = report.readiness(self.failing())
+            status = "200 OK" if answer.status_code == 200 else "503 Service Unavailable"
+            body, ctype = json.dumps(answer.body).encode(), "application/json"
         elif path == "/metrics":
-            status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
+            status = "200 OK"
+            body, ctype = report.metrics(self.registry)
         else:
             status, body, ctype = "404 Not Found", b'{"detail": "not found"}', \
                 "application/json"

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from castway.benchkit import free_port, wait_for_port
+from benchmarks.kit import free_port, wait_for_port
 
 TARGET_SEGMENT_S = 1.0
 GRACE_S = 3.0
@@ -137,7 +137,7 @@ class Server:
                    CASTWAY_HEARTBEAT_TTL_S="10", CASTWAY_ARCHIVE_RECONCILE_INTERVAL_S="10")
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "castway.cli", "serve", "--data-dir",
+                [sys.executable, "-m", "launch.cli", "serve", "--data-dir",
                  str(self.data_dir), "--rtmp-port", str(self.rtmp_port), "--http-port",
                  str(self.http_port)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         wait_for_port(self.http_port, timeout_s=60)
@@ -378,7 +378,7 @@ def run(minutes: float, channels: int, seed: int, workdir: Path,
                     "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", str(clip)], check=True)
     keys: dict[str, str] = {}
     for i in range(channels):
-        created = subprocess.run([sys.executable, "-m", "castway.cli", "channels", "create",
+        created = subprocess.run([sys.executable, "-m", "launch.cli", "channels", "create",
                                   f"ch{i}", "--json", "--data-dir", str(data_dir)],
                                  capture_output=True, text=True, check=True)
         keys[f"ch{i}"] = json.loads(created.stdout)["stream_key"]

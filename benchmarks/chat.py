@@ -1,6 +1,6 @@
 """Chat fan-out benchmark: N chat servers (uvicorn processes) on one Redis, many clients.
 
-    python -m chat.bench --clients 1000 --servers 2 --channels 10
+    python -m benchmarks.chat --clients 1000 --servers 2 --channels 10
 
 Starts a redis-server on a free port (or uses ``--redis-url``), the chat servers
 (``uvicorn --factory chat.app:app_from_env``) on free ports, connects the clients round-robin
@@ -34,7 +34,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from castway.benchkit import free_port, wait_for_port
+from benchmarks.kit import free_port, wait_for_port
 
 START_TIMEOUT_S = 30.0
 RECV_TIMEOUT_S = 30.0
@@ -288,7 +288,7 @@ def server_env(config: BenchConfig, max_connects_per_s: float) -> dict[str, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chat.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.chat", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--servers", type=int, default=2)

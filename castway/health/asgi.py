@@ -1,28 +1,25 @@
-"""Liveness, readiness and Prometheus metrics: in the origin, and as a small app of its own
-for processes without HLS (``castway ingest`` nodes: :func:`create_health_app`)."""
+"""The ASGI shell of castway.health: a router the origin includes, and a small app of its
+own for processes without HLS (``castway ingest`` nodes: :func:`create_health_app`)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.responses import JSONResponse, Response
 
 from castway.catalog.base import Catalog
+from castway.health import report
 from castway.live.base import LiveState
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
 
-logger = logging.getLogger(__name__)
-
 router = APIRouter(tags=["health"])
 
-PING_TIMEOUT_S = 2.0
 PING_THREADS = 2
 
 
@@ -48,15 +45,15 @@ Deps = Annotated[HealthDeps, Depends(get_health)]
 
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    return report.LIVENESS
 
 
 async def _check(name: str, ping: Awaitable[bool]) -> str | None:
     """None if the dependency answers in time, else its name."""
     try:
-        ok = await asyncio.wait_for(ping, PING_TIMEOUT_S)
+        ok = await asyncio.wait_for(ping, report.PING_TIMEOUT_S)
     except Exception:
-        logger.warning("readiness check failed", extra={"dependency": name}, exc_info=True)
+        report.check_failed(name)
         return name
     return None if ok else name
 
@@ -68,18 +65,14 @@ async def readyz(deps: Deps) -> Response:
         _check("catalog", asyncio.to_thread(deps.catalog.ping)),
         _check("live", deps.live.ping()),
         _check("storage", deps.storage_pool.run(deps.storage.ping)))
-    failing = [name for name in results if name is not None]
-    headers = {"cache-control": "no-store"}
-    if failing:
-        return JSONResponse({"status": "unavailable", "failing": failing}, status_code=503,
-                            headers=headers)
-    return JSONResponse({"status": "ready", "failing": []}, headers=headers)
+    answer = report.readiness([name for name in results if name is not None])
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=report.HEADERS)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(deps: Deps) -> Response:
-    return Response(generate_latest(deps.registry), media_type=CONTENT_TYPE_LATEST,
-                    headers={"cache-control": "no-store"})
+    body, content_type = report.metrics(deps.registry)
+    return Response(body, media_type=content_type, headers=report.HEADERS)
 
 
 def create_health_app(catalog: Catalog, live: LiveState, storage: Storage,

@@ -53,7 +53,7 @@ from typing import Any
 
 import httpx
 
-from castway.benchkit import NGINX_RTMP, free_port, peer_script
+from benchmarks.kit import NGINX_RTMP, free_port, peer_script
 
 NGINX_SCRIPT = peer_script(NGINX_RTMP)
 NGINX_KEY = "latency"
@@ -206,7 +206,7 @@ async def run_castway(workdir: Path) -> AsyncIterator[Castway]:
     env["CASTWAY_RECONNECT_GRACE_S"] = "1"
     log = (workdir / "castway.log").open("wb")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "castway.cli", "serve", "--data-dir", str(workdir / "castway"),
+        sys.executable, "-m", "launch.cli", "serve", "--data-dir", str(workdir / "castway"),
         "--rtmp-port", str(rtmp_port), "--http-port", str(http_port),
         stdout=asyncio.subprocess.PIPE, stderr=log, env=env)
     drain: asyncio.Task[None] | None = None

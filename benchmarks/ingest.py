@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from castway.benchkit import NGINX_RTMP, free_port, peer_script
-from castway.benchkit import wait_for_port as wait_port
+from benchmarks.kit import NGINX_RTMP, free_port, peer_script
+from benchmarks.kit import wait_for_port as wait_port
 from castway.media import MediaPacket
 from ingest.publish import PublishRequest
 
@@ -155,7 +155,7 @@ def _run_clients(n: int, url_for: list[str], clip: Path, duration: float,
 def run_castway(n: int, clip: Path, duration: float, workdir: Path) -> RunResult:
     port = free_port()
     stats_file = workdir / f"castway-{n}.json"
-    server = subprocess.Popen([sys.executable, "-m", "ingest.bench", "--serve", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.ingest", "--serve", str(port),
                                "--stats-file", str(stats_file)])
     try:
         wait_port(port)

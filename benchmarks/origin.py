@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from castway.benchkit import free_port, wait_for_port
+from benchmarks.kit import free_port, wait_for_port
 from castway.layout import InitName, MediaName, PartName, RenditionKey, SegmentName
 
 BROADCAST_ID = "bench0001"
@@ -315,7 +315,7 @@ async def _blocked_rounds(feeder: _Feeder, notifier: Any, port: int, playlist_pa
         msn, part = feeder.next_part
         url = f"{playlist_path}?_HLS_msn={msn}&_HLS_part={part}"
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "origin.bench", "_blocked", "--port", str(port),
+            sys.executable, "-m", "benchmarks.origin", "_blocked", "--port", str(port),
             "--path", url, "--count", str(count), stdout=asyncio.subprocess.PIPE)
         deadline = time.monotonic() + 60
         while notifier.waiting < count:

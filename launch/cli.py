@@ -16,13 +16,13 @@ from typing import Any
 from castway.settings import Settings
 
 BENCHES = {
-    "ingest": "ingest.bench",
-    "transcode": "transcoder.bench",
-    "origin": "origin.bench",
-    "archive": "archiver.bench",
-    "chat": "chat.bench",
-    "latency": "origin.latency",
-    "soak": "castway.soak",
+    "ingest": "benchmarks.ingest",
+    "transcode": "benchmarks.transcode",
+    "origin": "benchmarks.origin",
+    "archive": "benchmarks.archive",
+    "chat": "benchmarks.chat",
+    "latency": "benchmarks.latency",
+    "soak": "benchmarks.soak",
 }
 
 
@@ -96,7 +96,7 @@ def _channels_data_dir(settings: Settings, *, creating: bool) -> Path | None:
     CASTWAY_DATA_DIR): that one. Else the one a running ``castway serve`` uses (said on
     stderr), else ./data if it holds a catalog; a new one only to create a channel (said
     too); otherwise None, with the reason on stderr -- never an empty catalog quietly."""
-    from castway.running import running_servers
+    from launch.running import running_servers
 
     if "data_dir" in settings.model_fields_set or settings.database_url:
         return settings.data_dir
@@ -137,25 +137,25 @@ def _print_key(args: argparse.Namespace, channel: str, key: str, settings: Setti
 # --- services ---------------------------------------------------------------------------
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from castway.serve import run_embedded
+    from launch.embedded import run_embedded
 
     return run_embedded(_settings(args))
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from castway.serve import run_ingest
+    from launch.ingest_node import run_ingest
 
     return run_ingest(_settings(args))
 
 
 def _cmd_origin(args: argparse.Namespace) -> int:
-    from castway.serve import run_origin
+    from launch.origin_process import run_origin
 
     return run_origin(_settings(args))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from castway.serve import run_worker
+    from launch.worker import run_worker
 
     return run_worker(_settings(args), list(args.celery_args), beat=args.beat,
                       scheduler=args.scheduler)
