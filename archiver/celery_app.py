@@ -1,6 +1,7 @@
 """The archiver's Celery app (distributed mode): broker and result backend on Redis.
 
-``make_celery(settings)`` registers the task functions of ``archiver/tasks.py`` under
+``make_celery(settings)`` registers the archive task functions (``make_vod``,
+``verify_vod``, ``export_mp4``, ``make_thumbnails``, ``expire_vods``) under
 ``castway.archiver.*`` names. Every task is idempotent, so the app runs them with
 ``acks_late`` (a task is acknowledged only when it finished: a worker that dies mid-task
 leaves it to be redelivered) and ``task_reject_on_worker_lost``, and retries transient
@@ -31,8 +32,9 @@ from typing import Any, TypeVar
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from archiver import instant_vod, mp4_export, retention, thumbnails, verify
 from archiver import service as svc
-from archiver import tasks
+from archiver.context import ArchiveContext, VodNotFound
 from castway.catalog.base import Catalog
 from castway.live.base import LiveStateError
 from castway.settings import Settings
@@ -75,14 +77,14 @@ class _Resources:
                 self._storage = open_storage(self.settings)
             return self._storage
 
-    def run(self, fn: Callable[[tasks.ArchiveContext], Awaitable[T]]) -> T:
+    def run(self, fn: Callable[[ArchiveContext], Awaitable[T]]) -> T:
         """Run one task function on a fresh event loop with its own live-state client."""
         from castway.live import open_live_state
 
         async def main() -> T:
             live = open_live_state(self.settings)
             try:
-                return await fn(tasks.ArchiveContext(self.settings, self.catalog(), live,
+                return await fn(ArchiveContext(self.settings, self.catalog(), live,
                                                      self.storage()))
             finally:
                 await live.close()
@@ -135,7 +137,7 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
     @app.task(name=svc.TASK_MAKE_VOD, max_retries=MAKE_VOD_RETRIES,
               **retry_opts)  # type: ignore[untyped-decorator]
     def make_vod(self: Any, broadcast_id: str) -> str | None:
-        vod = resources.run(lambda ctx: tasks.make_vod(ctx, broadcast_id))
+        vod = resources.run(lambda ctx: instant_vod.make_vod(ctx, broadcast_id))
         if vod is None:
             return None
         app.send_task(svc.TASK_VERIFY_VOD, args=[vod.id])
@@ -145,8 +147,8 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
               **retry_opts)  # type: ignore[untyped-decorator]
     def verify_vod(self: Any, vod_id: str) -> dict[str, Any]:
         try:
-            result = resources.run(lambda ctx: tasks.verify_vod(ctx, vod_id))
-        except tasks.VodNotFound:
+            result = resources.run(lambda ctx: verify.verify_vod(ctx, vod_id))
+        except VodNotFound:
             return {"vod_id": vod_id, "complete": False, "deleted": True}
         vod = resources.catalog().get_vod(vod_id)
         if vod is not None:
@@ -157,15 +159,15 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
               **retry_opts)  # type: ignore[untyped-decorator]
     def export_mp4(self: Any, vod_id: str) -> str | None:
         try:
-            vod = resources.run(lambda ctx: tasks.export_mp4(ctx, vod_id))
-        except tasks.VodNotFound:
+            vod = resources.run(lambda ctx: mp4_export.export_mp4(ctx, vod_id))
+        except VodNotFound:
             return None
         return vod.mp4_key
 
     @app.task(name=svc.TASK_MAKE_THUMBNAILS, max_retries=MAKE_VOD_RETRIES,
               **retry_opts)  # type: ignore[untyped-decorator]
     def make_thumbnails(self: Any, broadcast_id: str) -> int:
-        return resources.run(lambda ctx: tasks.make_thumbnails(ctx, broadcast_id))
+        return resources.run(lambda ctx: thumbnails.make_thumbnails(ctx, broadcast_id))
 
     @app.task(name=svc.TASK_REFRESH_POSTERS, ignore_result=True,
               shared=False)  # type: ignore[untyped-decorator]
@@ -176,7 +178,7 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
               **retry_opts)  # type: ignore[untyped-decorator]
     def expire_vods(self: Any, now: str | None = None) -> list[str]:
         when = datetime.fromisoformat(now) if now else datetime.now(UTC)
-        return resources.run(lambda ctx: tasks.expire_vods(ctx, when))
+        return resources.run(lambda ctx: retention.expire_vods(ctx, when))
 
     if listen:
         _attach_listener(app, settings, resources)

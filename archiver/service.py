@@ -5,7 +5,7 @@ the broadcast's VOD; then, when every segment is in storage, marks it complete a
 its thumbnails. While broadcasts are live it refreshes their posters, and every hour it
 expires VODs past the retention setting.
 
-Two modes, the same task functions (``archiver/tasks.py``):
+Two modes, the same task functions:
 - embedded (no Celery app given): the tasks run in this process, on this event loop,
   retried here with exponential backoff and jitter;
 - distributed (``celery=`` a Celery app from :func:`archiver.celery_app.make_celery`): the
@@ -31,8 +31,15 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from archiver import tasks
+from archiver.context import ArchiveContext, NotReady
+from archiver.instant_vod import make_vod
+from archiver.mp4_export import export_mp4
+from archiver.posters import make_poster
 from archiver.reconcile import Reconciler, pending_too_long
+from archiver.retention import expire_vods
+from archiver.segment_logs import FollowedLogs, follow_logs
+from archiver.thumbnails import make_thumbnails
+from archiver.verify import verify_vod
 from castway.catalog.base import Catalog, CatalogError
 from castway.events.broadcasts import (
     BROADCASTS_TOPIC,
@@ -65,7 +72,7 @@ DRAIN_EVENT_S = 0.05
 # ConnectionError and TimeoutError). Anything else is a bug or bad data: retrying would
 # only repeat it.
 RETRYABLE: tuple[type[BaseException], ...] = (
-    tasks.NotReady, StorageError, LiveStateError, CatalogError, OSError)
+    NotReady, StorageError, LiveStateError, CatalogError, OSError)
 
 # Celery task names (archiver/celery_app.py registers them).
 TASK_MAKE_VOD = "castway.archiver.make_vod"
@@ -108,7 +115,7 @@ class ArchiverService:
                  make_vod_here: bool = False,
                  stop_wait_s: float = STOP_WAIT_S) -> None:
         self.settings = settings
-        self.ctx = tasks.ArchiveContext(settings, catalog, live, storage)
+        self.ctx = ArchiveContext(settings, catalog, live, storage)
         self.uploader = uploader
         self.celery = celery
         self.poster_interval_s = poster_interval_s
@@ -127,7 +134,7 @@ class ArchiverService:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         # Segment logs of live broadcasts, read as they grow (embedded mode), so the end
         # event only has to read the last few segments.
-        self._followed: OrderedDict[str, tasks.FollowedLogs] = OrderedDict()
+        self._followed: OrderedDict[str, FollowedLogs] = OrderedDict()
         self._slots = asyncio.Semaphore(MAX_JOBS)
         self._loops: list[asyncio.Task[None]] = []
         self._events_task: asyncio.Task[None] | None = None
@@ -306,17 +313,17 @@ class ArchiverService:
         key = f"export:{vod_id}"
         if key not in self._jobs:
             job = asyncio.create_task(self._guard(
-                "export_mp4", lambda: tasks.export_mp4(self.ctx, vod_id)), name=key)
+                "export_mp4", lambda: export_mp4(self.ctx, vod_id)), name=key)
             self._jobs[key] = job
             job.add_done_callback(lambda _t: self._jobs.pop(key, None))
 
     async def _make_vod_then_enqueue(self, broadcast_id: str, received: float,
-                                     known: tasks.FollowedLogs | None) -> None:
+                                     known: FollowedLogs | None) -> None:
         """Distributed, in a worker's listener: the playlists at once from the followed
         logs, then verification and thumbnails as Celery tasks; if making the VOD here
         fails, the make_vod task (with its retries) takes over."""
         try:
-            vod = await tasks.make_vod(self.ctx, broadcast_id, known=known)
+            vod = await make_vod(self.ctx, broadcast_id, known=known)
         except Exception as e:
             logger.warning("in-process VOD failed; enqueueing make_vod",
                            extra={"broadcast_id": broadcast_id, "error": str(e)})
@@ -339,10 +346,10 @@ class ArchiverService:
             logger.error("archive task failed", extra={"task": what, "error": str(e)})
 
     async def _archive(self, broadcast_id: str, received: float,
-                       known: tasks.FollowedLogs | None) -> None:
+                       known: FollowedLogs | None) -> None:
         async with self._slots:
             try:
-                vod = await retrying(lambda: tasks.make_vod(self.ctx, broadcast_id,
+                vod = await retrying(lambda: make_vod(self.ctx, broadcast_id,
                                                             known=known),
                                      what="make_vod", attempts=6)
             except Exception as e:
@@ -359,7 +366,7 @@ class ArchiverService:
                 # before the first check (verification retries anyway).
                 await self.uploader.flush(FLUSH_BEFORE_VERIFY_S)
             try:
-                await retrying(lambda: tasks.verify_vod(self.ctx, vod.id), what="verify_vod",
+                await retrying(lambda: verify_vod(self.ctx, vod.id), what="verify_vod",
                                attempts=self.verify_attempts, max_s=30.0)
             except Exception as e:
                 self._task_failures.labels("verify_vod").inc()
@@ -367,7 +374,7 @@ class ArchiverService:
                              extra={"vod_id": vod.id, "error": str(e)})
                 return
             await self._guard("make_thumbnails",
-                              lambda: tasks.make_thumbnails(self.ctx, broadcast_id))
+                              lambda: make_thumbnails(self.ctx, broadcast_id))
 
     async def follow_now(self) -> int:
         """Read the new tails of every live broadcast's segment logs (done every
@@ -382,7 +389,7 @@ class ArchiverService:
             del self._followed[gone]  # ended without an event reaching us: read whole later
         for broadcast_id in live:
             if broadcast_id not in self._followed:
-                self._followed[broadcast_id] = tasks.FollowedLogs()
+                self._followed[broadcast_id] = FollowedLogs()
                 while len(self._followed) > MAX_FOLLOWED:
                     self._followed.popitem(last=False)  # read whole at its end instead
         total = 0
@@ -391,7 +398,7 @@ class ArchiverService:
             if known is None:
                 continue
             try:
-                total += await tasks.follow_logs(self.ctx, broadcast_id, known)
+                total += await follow_logs(self.ctx, broadcast_id, known)
             except LiveStateError as e:
                 logger.warning("cannot follow a segment log", extra={
                     "broadcast_id": broadcast_id, "error": str(e)})
@@ -410,11 +417,11 @@ class ArchiverService:
     async def _expiry(self) -> None:
         while True:
             with contextlib.suppress(Exception):
-                await tasks.expire_vods(self.ctx, utcnow())
+                await expire_vods(self.ctx, utcnow())
             await asyncio.sleep(self.expire_interval_s)
 
 
-async def refresh_posters(ctx: tasks.ArchiveContext) -> int:
+async def refresh_posters(ctx: ArchiveContext) -> int:
     """Refresh the poster of every live broadcast; returns how many were written."""
     written = 0
     try:
@@ -426,7 +433,7 @@ async def refresh_posters(ctx: tasks.ArchiveContext) -> int:
         if broadcast.state is not BroadcastState.LIVE:
             continue
         try:
-            if await tasks.make_poster(ctx, broadcast.id):
+            if await make_poster(ctx, broadcast.id):
                 written += 1
         except Exception as e:  # one broadcast's bad segment must not stop the others
             logger.warning("poster refresh failed", extra={"broadcast_id": broadcast.id,

@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from archiver import tasks
+from archiver.context import ArchiveContext
+from archiver.instant_vod import make_vod
+from archiver.mp4_export import export_mp4
 from archiver.service import ArchiverService
 from castway.catalog import open_catalog
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
@@ -161,7 +163,7 @@ async def bench_export(settings: Settings, seconds: float, width: int,
     catalog = open_catalog(settings)
     live = open_live_state(settings)
     storage = LocalStorage(settings.data_dir / "storage")
-    ctx = tasks.ArchiveContext(settings, catalog, live, storage)
+    ctx = ArchiveContext(settings, catalog, live, storage)
     try:
         if catalog.get_channel("bench") is None:
             catalog.create_channel(Channel(name="bench"))
@@ -182,9 +184,9 @@ async def bench_export(settings: Settings, seconds: float, width: int,
                 program_date_time=datetime.now(UTC), init_key=init,
                 size=len(data)))
             t += duration
-        await tasks.make_vod(ctx, "export")
+        await make_vod(ctx, "export")
         started = time.perf_counter()
-        await tasks.export_mp4(ctx, "export", workdir=settings.data_dir)
+        await export_mp4(ctx, "export", workdir=settings.data_dir)
         elapsed = time.perf_counter() - started
     finally:
         await live.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.tasks import ArchiveContext
+from archiver.context import ArchiveContext
 from castway.catalog import open_catalog
 from castway.live.memory import MemoryLiveState
 from castway.settings import Settings

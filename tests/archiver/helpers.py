@@ -13,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from archiver.context import ArchiveContext
 from castway.catalog.base import Catalog, SegmentRecord
 from castway.live.base import LiveState
 from castway.model import Broadcast, BroadcastState, Channel, Rendition, Segment, Visibility
 from castway.storage.base import Storage
+from castway.storage.local import LocalStorage
 from tests.support import require_tool
 
 FPS = 30
@@ -162,3 +164,8 @@ def probe_duration(path_or_url: str) -> float:
         [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
          path_or_url], check=True, capture_output=True, text=True, timeout=120)
     return float(result.stdout.strip())
+
+
+def local_path(ctx: ArchiveContext, key: str) -> str:
+    assert isinstance(ctx.storage, LocalStorage)
+    return str(ctx.storage.root / key)

@@ -21,6 +21,8 @@ import redis
 from botocore.config import Config
 
 from archiver.celery_app import make_celery
+from archiver.context import ArchiveContext
+from archiver.instant_vod import make_vod
 from archiver.service import (
     RETRYABLE,
     TASK_EXPIRE_VODS,
@@ -29,7 +31,6 @@ from archiver.service import (
     TASK_MAKE_VOD,
     TASK_VERIFY_VOD,
 )
-from archiver.tasks import ArchiveContext, make_vod
 from castway.catalog import SqlCatalog, open_catalog
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
 from castway.layout import master_key

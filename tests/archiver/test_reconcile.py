@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from archiver import tasks
+from archiver.context import ArchiveContext
+from archiver.instant_vod import make_vod
 from archiver.reconcile import find_orphans
 from archiver.service import ArchiverService
+from archiver.verify import verify_vod
 from castway.catalog.base import SegmentRecord
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnded
 from castway.layout import master_key
@@ -72,7 +74,7 @@ def test_a_stale_heartbeat_counts_as_silence_and_ended_broadcasts_are_ignored() 
 
 # -- the archiver's sweeps, on real back ends and real media --------------------------------
 
-async def archive_after_a_start(ctx: tasks.ArchiveContext, broadcast_id: str) -> None:
+async def archive_after_a_start(ctx: ArchiveContext, broadcast_id: str) -> None:
     """An archiver starts (no end event will reach it) and makes the broadcast's VOD."""
     service = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
     await service.start()
@@ -84,7 +86,7 @@ async def archive_after_a_start(ctx: tasks.ArchiveContext, broadcast_id: str) ->
 
 
 async def test_a_vod_whose_end_event_was_missed_is_made_at_the_next_start(
-        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
+        ctx: ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
     """The archiver was down when the broadcast ended, and the live state lost its
     segment log meanwhile (Redis restarted empty): the durable record is enough."""
     published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
@@ -107,7 +109,7 @@ async def test_a_vod_whose_end_event_was_missed_is_made_at_the_next_start(
 
 
 async def test_a_broadcast_left_live_by_a_dead_node_is_failed_and_archived(
-        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
+        ctx: ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
     """A node SIGKILLed mid-broadcast: the catalog still says live, nothing heartbeats."""
     published = await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
@@ -128,7 +130,7 @@ async def test_a_broadcast_left_live_by_a_dead_node_is_failed_and_archived(
 
 
 async def test_a_live_broadcast_of_a_heartbeating_node_is_left_alone(
-        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
+        ctx: ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
     published = await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
     ctx.catalog.save_broadcast(replace(published.broadcast, state=BroadcastState.LIVE,
@@ -148,7 +150,7 @@ async def test_a_live_broadcast_of_a_heartbeating_node_is_left_alone(
 
 
 async def test_a_stopping_archiver_finishes_the_vod_of_a_broadcast_that_just_ended(
-        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
+        ctx: ArchiveContext, two_runs: tuple[HlsRun, HlsRun]) -> None:
     """``castway serve`` stopped during a broadcast: ingest ends it on the way down, then
     the archiver stops -- with the VOD made, not cancelled."""
     service = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
@@ -162,18 +164,18 @@ async def test_a_stopping_archiver_finishes_the_vod_of_a_broadcast_that_just_end
     assert vod is not None and vod.state is VodState.COMPLETE
 
 
-async def test_a_complete_vod_is_final(ctx: tasks.ArchiveContext,
+async def test_a_complete_vod_is_final(ctx: ArchiveContext,
                                        two_runs: tuple[HlsRun, HlsRun]) -> None:
     """A record written after the verification (a late spool drain) must not make a
     second run render the VOD from that one segment."""
     published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
-    vod = await tasks.make_vod(ctx, "b1")
+    vod = await make_vod(ctx, "b1")
     assert vod is not None
-    await tasks.verify_vod(ctx, vod.id)
+    await verify_vod(ctx, vod.id)
     late = published.segments["source"][-1]
     ctx.catalog.record_segments([SegmentRecord("b1", "source", late)])
-    again = await tasks.make_vod(ctx, "b1")
+    again = await make_vod(ctx, "b1")
     assert again is not None and again.state is VodState.COMPLETE
     media = ctx.storage.get("broadcasts/b1/source/vod.m3u8")
     assert media is not None and media.decode().count(".m4s") == 7

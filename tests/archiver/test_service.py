@@ -13,8 +13,8 @@ import pytest
 import redis
 from botocore.config import Config
 
-from archiver import tasks
 from archiver.celery_app import make_celery
+from archiver.context import ArchiveContext
 from archiver.service import TASK_MAKE_VOD, ArchiverService
 from castway.events.broadcasts import (
     BROADCASTS_TOPIC,
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.peer
 
 
 @pytest.fixture
-async def service(ctx: tasks.ArchiveContext) -> AsyncIterator[ArchiverService]:
+async def service(ctx: ArchiveContext) -> AsyncIterator[ArchiverService]:
     svc = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
     await svc.start()
     try:
@@ -43,13 +43,13 @@ async def service(ctx: tasks.ArchiveContext) -> AsyncIterator[ArchiverService]:
         await svc.stop()
 
 
-async def end(ctx: tasks.ArchiveContext, broadcast_id: str, *, failed: bool = False) -> None:
+async def end(ctx: ArchiveContext, broadcast_id: str, *, failed: bool = False) -> None:
     await ctx.live.publish(BROADCASTS_TOPIC, BroadcastFailed(broadcast_id, "ch1", "lost")
                            if failed else BroadcastEnded(broadcast_id, "ch1"))
 
 
 async def test_the_vod_is_playable_within_a_second_of_the_end_event(
-        ctx: tasks.ArchiveContext, service: ArchiverService,
+        ctx: ArchiveContext, service: ArchiverService,
         two_runs: tuple[HlsRun, HlsRun]) -> None:
     await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
     ended = time.monotonic()
@@ -65,7 +65,7 @@ async def test_the_vod_is_playable_within_a_second_of_the_end_event(
 
 
 async def test_a_failed_broadcast_is_archived_too_and_a_start_is_not_an_end(
-        ctx: tasks.ArchiveContext, service: ArchiverService,
+        ctx: ArchiveContext, service: ArchiverService,
         two_runs: tuple[HlsRun, HlsRun]) -> None:
     await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
     await ctx.live.publish(BROADCASTS_TOPIC, BroadcastStarted("b2", "ch1"))
@@ -78,7 +78,7 @@ async def test_a_failed_broadcast_is_archived_too_and_a_start_is_not_an_end(
 
 
 async def test_logs_followed_while_live_leave_only_the_tail_for_the_end(
-        ctx: tasks.ArchiveContext, service: ArchiverService,
+        ctx: ArchiveContext, service: ArchiverService,
         two_runs: tuple[HlsRun, HlsRun]) -> None:
     published = await publish("b1", two_runs, live=ctx.live, catalog=ctx.catalog,
                               storage=ctx.storage)
@@ -95,7 +95,7 @@ async def test_logs_followed_while_live_leave_only_the_tail_for_the_end(
 
 
 async def test_an_export_request_runs_in_process(
-        ctx: tasks.ArchiveContext, service: ArchiverService,
+        ctx: ArchiveContext, service: ArchiverService,
         two_runs: tuple[HlsRun, HlsRun]) -> None:
     await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
     await end(ctx, "b1")
@@ -108,12 +108,12 @@ async def test_an_export_request_runs_in_process(
 
 
 async def test_segments_spooled_through_an_s3_outage_complete_the_vod(
-        ctx: tasks.ArchiveContext, two_runs: tuple[HlsRun, HlsRun],
+        ctx: ArchiveContext, two_runs: tuple[HlsRun, HlsRun],
         s3_server_restartable: S3Server, tmp_path: Path) -> None:
     client = s3_server_restartable.client(Config(connect_timeout=0.5, read_timeout=2.0,
                                                  retries={"max_attempts": 1}))
     storage = S3Storage(create_bucket(client), "archive", client=client)
-    s3ctx = tasks.ArchiveContext(ctx.settings, ctx.catalog, ctx.live, storage)
+    s3ctx = ArchiveContext(ctx.settings, ctx.catalog, ctx.live, storage)
     uploader = Uploader(storage, tmp_path / "spool", base_backoff_s=0.05, max_backoff_s=0.5)
     svc = ArchiverService(ctx.settings, ctx.catalog, ctx.live, storage)
     await svc.start()
@@ -151,7 +151,7 @@ async def test_segments_spooled_through_an_s3_outage_complete_the_vod(
 
 
 async def test_distributed_mode_enqueues_a_celery_task_per_end_event(
-        ctx: tasks.ArchiveContext, redis_url: str) -> None:
+        ctx: ArchiveContext, redis_url: str) -> None:
     settings = Settings(data_dir=ctx.settings.data_dir, redis_url=redis_url)
     app = make_celery(settings, listen=False)
     svc = ArchiverService(settings, ctx.catalog, ctx.live, ctx.storage, celery=app)

@@ -1,0 +1,116 @@
+"""Reading a stored VOD back: the objects its playlists reference, and the segments of one
+of its renditions in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from archiver.context import ArchiveContext, NotReady, find_broadcast
+from castway import layout
+from castway.model import Rendition
+from castway.storage.base import Storage
+
+
+def referenced_keys(playlist_key: str, text: str) -> list[str]:
+    """Storage keys of every URI (segments, EXT-X-MAP) in a media playlist we wrote."""
+    base = posixpath.dirname(playlist_key)
+    keys: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        uri: str | None = None
+        if line.startswith("#EXT-X-MAP:"):
+            marker = 'URI="'
+            at = line.find(marker)
+            if at >= 0:
+                end = line.find('"', at + len(marker))
+                uri = line[at + len(marker):end] if end > 0 else None
+        elif line and not line.startswith("#"):
+            uri = line
+        if uri is not None and "://" not in uri:
+            keys.append(posixpath.normpath(posixpath.join(base, uri)))
+    return keys
+
+
+def master_renditions(text: str) -> list[str]:
+    """Media playlist URIs of a master playlist we wrote (relative, one per variant)."""
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def media_playlist_keys(broadcast_id: str, text: str) -> list[str]:
+    """Storage keys of the media playlists the broadcast's master playlist lists, in its
+    order."""
+    base = posixpath.dirname(layout.master_key(broadcast_id))
+    return [posixpath.normpath(posixpath.join(base, uri)) for uri in master_renditions(text)]
+
+
+def master_rendition_names(broadcast_id: str, text: str) -> list[str]:
+    """The renditions the broadcast's master playlist lists, in its order."""
+    names: list[str] = []
+    for playlist_key in media_playlist_keys(broadcast_id, text):
+        key = layout.parse_key(playlist_key)
+        if isinstance(key, layout.RenditionKey):
+            names.append(key.rendition)
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    """One segment of a VOD media playlist: its key, init segment and timing."""
+
+    key: str
+    init_key: str | None
+    duration_s: float
+    discontinuity: bool
+
+
+def parse_media_playlist(playlist_key: str, text: str) -> list[MediaRef]:
+    base = posixpath.dirname(playlist_key)
+    refs: list[MediaRef] = []
+    init: str | None = None
+    duration = 0.0
+    discontinuity = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#EXT-X-MAP:"):
+            init = referenced_keys(playlist_key, line)[0] if 'URI="' in line else None
+        elif line.startswith("#EXTINF:"):
+            with contextlib.suppress(ValueError):
+                duration = float(line[len("#EXTINF:"):].split(",", 1)[0])
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line and not line.startswith("#"):
+            refs.append(MediaRef(posixpath.normpath(posixpath.join(base, line)), init,
+                                 duration, discontinuity))
+            duration, discontinuity = 0.0, False
+    return refs
+
+
+def require_object(storage: Storage, key: str) -> bytes:
+    data = storage.get(key)
+    if data is None:
+        raise NotReady(f"{key} is not in storage")
+    return data
+
+
+async def read_rendition(ctx: ArchiveContext, broadcast_id: str,
+                         choose: Callable[[Sequence[Rendition]], Rendition | None]
+                         ) -> tuple[str, list[MediaRef]]:
+    """The segments of one rendition of the stored VOD: the one ``choose`` picks among
+    those its master playlist lists (the first listed where the ladder is not known).
+    Returns the rendition's name and its segments in playlist order."""
+    master = await asyncio.to_thread(ctx.storage.get, layout.master_key(broadcast_id))
+    if master is None:
+        raise NotReady(f"broadcast {broadcast_id} has no VOD playlists yet")
+    names = master_rendition_names(broadcast_id, master.decode())
+    broadcast = await find_broadcast(ctx, broadcast_id)
+    renditions = [r for r in (broadcast.renditions if broadcast else ()) if r.name in names]
+    chosen = choose(renditions)
+    name = chosen.name if chosen is not None else names[0]
+    playlist_key = layout.media_playlist_key(broadcast_id, name)
+    text = await asyncio.to_thread(require_object, ctx.storage, playlist_key)
+    return name, parse_media_playlist(playlist_key, text.decode())
