@@ -68,9 +68,11 @@ class RedisCoordinator:
     """Fleet-wide: the lock and the memory live in Redis (the Lambda is stateless)."""
 
     def __init__(self, url: str, *, prefix: str = "") -> None:
-        import redis.asyncio as aioredis
+        from castway.redis_client import async_client
 
-        self._redis = aioredis.Redis.from_url(url)
+        # The client policy's timeouts: a frozen Redis fails the tick in bounded time
+        # (the next tick retries) instead of holding it forever.
+        self._redis = async_client(url)
         self._lock_key = prefix + LOCK_KEY
         self._memory_key = prefix + MEMORY_KEY
         self._token: str | None = None
