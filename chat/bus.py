@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from castway.redis_client import Reconnect, async_client
+from castway.redis_client import DEFAULT_POLICY, Reconnect, RedisPolicy, async_client
 from chat.history import HistoryRing
 from chat.protocol import ban_frame, delete_frame, message_frame, message_prefix
 from chat.sharding import HashRing
@@ -205,12 +205,14 @@ class _Shard:
 class RedisBus(ChatBus):
     """Redis shards: commands on a pool, one Pub/Sub connection per shard per process."""
 
-    def __init__(self, urls: list[str], history_size: int) -> None:
+    def __init__(self, urls: list[str], history_size: int, *,
+                 policy: RedisPolicy = DEFAULT_POLICY) -> None:
         if not urls:
             raise ValueError("RedisBus needs at least one Redis URL")
         self.ring = HashRing(tuple(urls))
         self.history_size = history_size
-        self._shards = {url: _Shard(url, async_client(url, decode_responses=True))
+        self._policy = policy
+        self._shards = {url: _Shard(url, async_client(url, policy, decode_responses=True))
                         for url in self.ring.shards}
         self._on_frame: OnFrame | None = None
         self._channels: dict[str, str] = {}  # redis channel -> chat channel
@@ -267,7 +269,7 @@ class RedisBus(ChatBus):
     async def _read(self, shard: _Shard) -> None:
         """The shard's only Pub/Sub reader; redis-py resubscribes after a reconnect, this
         loop waits out the client policy's reconnect backoff between failed reads."""
-        backoff = Reconnect()
+        backoff = Reconnect(self._policy)
         while True:
             try:
                 await self._ensure_subscribed(shard)
