@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from castway.redis_client import DEFAULT_POLICY, Reconnect, RedisPolicy, async_client
 from chat.history import HistoryRing
 from chat.protocol import ban_frame, delete_frame, message_frame, message_prefix
 from chat.sharding import HashRing
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 OnFrame = Callable[[str, str], None]
 KEEPALIVE_CHANNEL = "chat:keepalive"  # keeps each shard's Pub/Sub connection subscribed
 READ_TIMEOUT_S = 1.0
-RETRY_MAX_S = 5.0
 SUBSCRIBE_TIMEOUT_S = 10.0
 
 
@@ -206,12 +205,14 @@ class _Shard:
 class RedisBus(ChatBus):
     """Redis shards: commands on a pool, one Pub/Sub connection per shard per process."""
 
-    def __init__(self, urls: list[str], history_size: int) -> None:
+    def __init__(self, urls: list[str], history_size: int, *,
+                 policy: RedisPolicy = DEFAULT_POLICY) -> None:
         if not urls:
             raise ValueError("RedisBus needs at least one Redis URL")
         self.ring = HashRing(tuple(urls))
         self.history_size = history_size
-        self._shards = {url: _Shard(url, aioredis.Redis.from_url(url, decode_responses=True))
+        self._policy = policy
+        self._shards = {url: _Shard(url, async_client(url, policy, decode_responses=True))
                         for url in self.ring.shards}
         self._on_frame: OnFrame | None = None
         self._channels: dict[str, str] = {}  # redis channel -> chat channel
@@ -266,20 +267,21 @@ class RedisBus(ChatBus):
         self._on_frame = None
 
     async def _read(self, shard: _Shard) -> None:
-        """The shard's only Pub/Sub reader; redis-py resubscribes after a reconnect."""
-        delay = 0.1
+        """The shard's only Pub/Sub reader; redis-py resubscribes after a reconnect, this
+        loop waits out the client policy's reconnect backoff between failed reads."""
+        backoff = Reconnect(self._policy)
         while True:
             try:
                 await self._ensure_subscribed(shard)
                 message = await shard.pubsub.get_message(timeout=READ_TIMEOUT_S)
-                delay = 0.1
+                backoff.succeeded()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the reader must outlive any one failure
-                logger.warning("chat pubsub read failed", extra={"shard": shard.url,
-                                                                 "error": repr(exc)})
+                delay = backoff.next_delay()
+                logger.warning("chat pubsub read failed", extra={
+                    "shard": shard.url, "error": repr(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
-                delay = min(RETRY_MAX_S, delay * 2)
                 continue
             if message is None:
                 continue

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from castway.serde import from_jsonable, to_jsonable
 from scheduler.decide import FleetMemory
+
+if TYPE_CHECKING:
+    from castway.redis_client import RedisPolicy
 
 LOCK_KEY = "castway:scheduler:lock"
 MEMORY_KEY = "castway:scheduler:memory"
@@ -67,17 +70,33 @@ class LocalCoordinator:
 class RedisCoordinator:
     """Fleet-wide: the lock and the memory live in Redis (the Lambda is stateless)."""
 
-    def __init__(self, url: str, *, prefix: str = "") -> None:
-        import redis.asyncio as aioredis
+    def __init__(self, url: str, *, prefix: str = "",
+                 policy: RedisPolicy | None = None) -> None:
+        from castway.redis_client import DEFAULT_POLICY, async_client
 
-        self._redis = aioredis.Redis.from_url(url)
+        # The client policy's timeouts: a frozen Redis fails the tick within
+        # ``policy.failure_bound_s`` (the next tick tries again) instead of holding it.
+        self._redis = async_client(url, policy or DEFAULT_POLICY)
         self._lock_key = prefix + LOCK_KEY
         self._memory_key = prefix + MEMORY_KEY
         self._token: str | None = None
+        # The token of an acquire that ended without an answer (timed out, cancelled):
+        # Redis may have run its SET all the same (a frozen server wakes and works
+        # through what it was sent).
+        self._unanswered: str | None = None
 
     async def acquire(self, ttl_s: float) -> bool:
+        if self._unanswered is not None:
+            # Else our own lost SET holds off every tick until its TTL (2 minutes).
+            await self._redis.eval(_RELEASE, 1, self._lock_key, self._unanswered)  # type: ignore[no-untyped-call]
+            self._unanswered = None
         token = secrets.token_hex(16)
-        ok = await self._redis.set(self._lock_key, token, nx=True, px=int(ttl_s * 1000))
+        try:
+            ok = await self._redis.set(self._lock_key, token, nx=True,
+                                       px=int(ttl_s * 1000))
+        except BaseException:
+            self._unanswered = token
+            raise
         if ok:
             self._token = token
         return bool(ok)

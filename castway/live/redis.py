@@ -23,8 +23,9 @@ reader task reads it and fans messages out to bounded per-subscription queues; a
 task sends SUBSCRIBE/UNSUBSCRIBE in order. Each topic keeps the FIFO of commands sent on
 the current connection, matched one-to-one against Redis's confirmations (Redis answers
 them in order), so ``subscribe()`` returns exactly when Redis holds the subscription.
-When the connection drops, the reader reconnects with backoff and re-subscribes every
-topic that still has subscribers.
+When the connection drops, the reader reconnects with the backoff of
+:class:`castway.redis_client.Reconnect` and re-subscribes every topic that still has
+subscribers. Timeouts and command retries are :mod:`castway.redis_client`'s policy.
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, WatchError
 
 from castway.events.topic import Topic
@@ -50,6 +49,7 @@ from castway.layout import broadcast_of
 from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
+from castway.redis_client import DEFAULT_POLICY, Reconnect, RedisPolicy, async_client
 from castway.serde import from_jsonable, to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -58,13 +58,9 @@ T = TypeVar("T")
 
 DEFAULT_PREFIX = "castway:"
 SUBSCRIBE_TIMEOUT_S = 10.0
-# Longest any one operation may take, retries included, before it fails.
+# Longest any one operation may take, retries included, before it fails: below the
+# client policy's failure bound, so an origin request gets its 503 sooner.
 OPERATION_TIMEOUT_S = 5.0
-# The pub/sub connection is PINGed after this long without traffic; no reply by the
-# next interval means it is dead (a silent network partition never raises by itself).
-PUBSUB_HEALTH_INTERVAL_S = 15.0
-RECONNECT_MIN_S = 0.05
-RECONNECT_MAX_S = 2.0
 DELETE_BATCH = 500
 # WATCH/MULTI rounds of update_broadcast before giving up (each lost round means another
 # writer changed the broadcasts hash in between, so progress is being made).
@@ -159,16 +155,19 @@ class RedisLiveState:
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
                  subscription_maxsize: int = DEFAULT_SUBSCRIPTION_MAXSIZE,
                  subscribe_timeout_s: float = SUBSCRIBE_TIMEOUT_S,
-                 health_interval_s: float = PUBSUB_HEALTH_INTERVAL_S,
-                 operation_timeout_s: float = OPERATION_TIMEOUT_S) -> None:
+                 health_interval_s: float | None = None,
+                 operation_timeout_s: float = OPERATION_TIMEOUT_S,
+                 policy: RedisPolicy = DEFAULT_POLICY) -> None:
         self._prefix = prefix
         self._operation_timeout_s = operation_timeout_s
         self._subscription_maxsize = subscription_maxsize
         self._subscribe_timeout_s = subscribe_timeout_s
-        self._health_interval_s = health_interval_s
-        self._redis: aioredis.Redis[bytes] = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3))
+        # The pub/sub connection is PINGed after this long without traffic; no reply by
+        # the next interval means it is dead (a silent partition never raises by itself).
+        self._health_interval_s = (policy.health_check_interval_s
+                                   if health_interval_s is None else health_interval_s)
+        self._policy = policy
+        self._redis: aioredis.Redis[bytes] = async_client(url, policy)
         self._claim = self._redis.register_script(_CLAIM)
         self._refresh = self._redis.register_script(_REFRESH)
         self._release = self._redis.register_script(_RELEASE)
@@ -506,7 +505,7 @@ class RedisLiveState:
             self._writer = asyncio.create_task(self._write_loop(), name="castway-live-writer")
 
     async def _read_loop(self) -> None:
-        delay = RECONNECT_MIN_S
+        backoff = Reconnect(self._policy)
         ever_connected = False
         while not self._closed:
             if self._pubsub_conn is None:
@@ -517,17 +516,17 @@ class RedisLiveState:
             try:
                 await conn.connect()
             except (RedisError, OSError) as exc:
+                delay = backoff.next_delay()
                 logger.warning("redis pub/sub connect failed, retrying",
                                extra={"error": str(exc), "retry_in_s": delay})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
             if ever_connected:
                 self.reconnects += 1
                 logger.info("redis pub/sub reconnected, re-subscribing",
                             extra={"topics": sum(1 for t in self._topics.values() if t.subs)})
             ever_connected = True
-            delay = RECONNECT_MIN_S
+            backoff.succeeded()
             self._connected = True
             self._ping_outstanding = False
             for topic, state in list(self._topics.items()):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 import redis
 
+from castway.redis_client import DEFAULT_POLICY
 from chat.bus import Banned, BusError, ChatBus, MemoryBus, RedisBus, open_bus
 from chat.protocol import message_body
 from tests.fixtures.redis_server import RedisServer
@@ -234,5 +236,37 @@ async def test_ids_keep_increasing_after_redis_loses_its_data(
             frames = await inbox.wait_for(2)  # the Pub/Sub connection resubscribed
         assert after >= before
         assert [f["text"] for _, f in frames] == ["before", "after"]
+    finally:
+        await bus.stop()
+
+
+async def test_a_frozen_shard_is_a_bus_error_in_bounded_time_not_a_hang(
+        restartable_redis: RedisServer) -> None:
+    """SIGSTOPped: a post and a join's history fail within the client policy's bound
+    (the chat connection gets an error frame instead of waiting forever)."""
+    policy = replace(DEFAULT_POLICY, connect_timeout_s=0.3, socket_timeout_s=0.3)
+    bus = RedisBus([restartable_redis.url], HISTORY, policy=policy)
+    inbox = Inbox()
+    try:
+        await bus.start(inbox)
+        await bus.subscribe("demo")
+        await bus.publish("demo", body("before"), user="u", nick_key="a")
+        restartable_redis.freeze()
+        try:
+            for call in (lambda: bus.publish("demo", body("x"), user="u", nick_key="a"),
+                         lambda: bus.history("demo")):
+                started = time.monotonic()
+                with pytest.raises(BusError):
+                    await call()
+                assert time.monotonic() - started < policy.failure_bound_s + 0.5
+        finally:
+            restartable_redis.thaw()
+        await bus.publish("demo", body("after"), user="u", nick_key="a")
+        async with asyncio.timeout(10):
+            while "after" not in (texts := [f["text"] for _, f in inbox.frames]):
+                await inbox.wait_for(len(texts) + 1)
+        # The post that timed out may still have run when the server woke: a timeout
+        # cannot tell (the client was told it failed, so it may post it again).
+        assert texts in (["before", "after"], ["before", "x", "after"])
     finally:
         await bus.stop()

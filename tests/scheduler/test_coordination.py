@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 import redis
 
+from castway.redis_client import DEFAULT_POLICY
 from scheduler.coordination import LOCK_KEY, MEMORY_KEY, LocalCoordinator, RedisCoordinator
 from scheduler.decide import Drain, DrainReason, FleetMemory
+from tests.fixtures.redis_server import RedisServer
 
 
 async def test_only_one_holder_at_a_time(redis_url: str) -> None:
@@ -65,3 +70,25 @@ async def test_local_coordinator_is_a_non_blocking_lock() -> None:
     assert await c.acquire(1) and not await c.acquire(1)
     await c.release()
     assert await c.acquire(1)
+
+
+async def test_a_frozen_redis_fails_the_lock_in_bounded_time_not_a_hung_tick(
+        restartable_redis: RedisServer) -> None:
+    """SIGSTOPped Redis: the tick's lock fails within the client policy's bound (the
+    scheduler logs it and ticks again on time) and works again after the thaw."""
+    policy = replace(DEFAULT_POLICY, connect_timeout_s=0.3, socket_timeout_s=0.3)
+    coordinator = RedisCoordinator(restartable_redis.url, policy=policy)
+    try:
+        assert await coordinator.load_memory() == FleetMemory()  # connected
+        restartable_redis.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await coordinator.acquire(30)
+            assert time.monotonic() - started < policy.failure_bound_s + 0.5
+        finally:
+            restartable_redis.thaw()
+        assert await coordinator.acquire(30)
+    finally:
+        await coordinator.release()
+        await coordinator.close()
