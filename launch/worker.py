@@ -8,12 +8,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery.signals import task_failure, task_retry, task_success
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
 
 from archiver.celery_app import broker_url, make_celery
 from castway.health.wsgi import Check, HealthApp, HealthServer
+from castway.redis_client import ping as redis_ping
 from castway.settings import Settings
 from launch.process import start_process
 from launch.services import Services
@@ -49,14 +49,7 @@ def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False
 
 def worker_checks(services: Services, broker: str) -> dict[str, Check]:
     """Readiness of a worker: its broker, the catalog and storage answer."""
-    def broker_ok() -> bool:
-        client = redis.Redis.from_url(broker, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-
-    return {"broker": broker_ok, "catalog": services.catalog.ping,
+    return {"broker": lambda: redis_ping(broker), "catalog": services.catalog.ping,
             "storage": services.storage.ping}
 
 

@@ -157,11 +157,7 @@ class S3Storage:
                 if _code(e) in _MISSING_CODES:
                     return None
                 raise
-            body = response["Body"]
-            try:
-                return body.read()
-            finally:
-                body.close()
+            return _read_body(response)
 
     def get_range(self, key: str, start: int, end: int | None) -> bytes | None:
         """Bytes ``start``..``end`` inclusive, clipped to the object; b"" when ``start``
@@ -179,11 +175,7 @@ class S3Storage:
                 if _code(e) == "InvalidRange":  # 416: the object exists but is shorter
                     return b""
                 raise
-            body = response["Body"]
-            try:
-                return body.read()
-            finally:
-                body.close()
+            return _read_body(response)
 
     def head(self, key: str) -> ObjectInfo | None:
         full = self._full(key)
@@ -282,3 +274,13 @@ class S3Storage:
                     Bucket=self.bucket,
                     CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
                 )
+
+
+def _read_body(response: Any) -> bytes:
+    """The bytes of a GetObject response, its stream closed (back to the pool) either way."""
+    body = response["Body"]
+    try:
+        data: bytes = body.read()
+        return data
+    finally:
+        body.close()
