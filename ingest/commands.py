@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from castway.events.nodes import NodeCommand, StopBroadcast, node_commands_topic
-from castway.live.base import LiveState, LiveStateError, Subscription
+from castway.live.base import EventBus, LiveStateError, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ RESUBSCRIBE_S = 1.0
 class NodeCommands:
     """Listens for this node's commands and carries them out."""
 
-    def __init__(self, live: LiveState, node_id: str, *,
+    def __init__(self, live: EventBus, node_id: str, *,
                  stop_broadcast: Callable[[str], Awaitable[bool]]) -> None:
         self.live = live
         self.node_id = node_id

@@ -31,7 +31,7 @@ from castway.events.handover import (
     reply_topic,
     request_topic,
 )
-from castway.live.base import LiveState, LiveStateError, Subscription
+from castway.live.base import EventBus, LiveStateError, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def decide(*, holds_broadcast: bool, publishing: bool, stopping: bool,
     return Decision.WAIT, ""
 
 
-async def request_handover(live: LiveState, holder: str, request: HandoverRequest, *,
+async def request_handover(live: EventBus, holder: str, request: HandoverRequest, *,
                            ack_timeout_s: float = ACK_TIMEOUT_S,
                            grant_timeout_s: float = GRANT_TIMEOUT_S) -> HandoverReply | None:
     """Ask node ``holder`` to hand a broadcast over; its final reply (granted or refused),
@@ -117,7 +117,7 @@ async def request_handover(live: LiveState, holder: str, request: HandoverReques
             deadline = loop.time() + grant_timeout_s
 
 
-async def send_reply(live: LiveState, reply: HandoverReply) -> None:
+async def send_reply(live: EventBus, reply: HandoverReply) -> None:
     await live.publish(reply_topic(reply.request_id), reply)
 
 
@@ -126,7 +126,7 @@ class RequestListener:
     and served in a task of its own by ``serve``, which sends the final reply itself
     or returns why it refuses (an exception refuses too: "internal error")."""
 
-    def __init__(self, live: LiveState, node_id: str,
+    def __init__(self, live: EventBus, node_id: str,
                  serve: Callable[[HandoverRequest], Awaitable[str | None]]) -> None:
         self.live = live
         self.node_id = node_id

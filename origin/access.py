@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 from castway.catalog.base import Catalog, CatalogError
-from castway.live.base import LiveState
+from castway.live.base import LiveBroadcasts
 from castway.model import BroadcastState, Visibility, VodState
 from castway.settings import Settings
 from castway.signing import (
@@ -155,7 +155,7 @@ class MediaAccess(StrEnum):
         return f"public, max-age={BROADCAST_FILE_MAX_AGE_S}"
 
 
-async def resolve_media_access(live: LiveState, catalog: Catalog,
+async def resolve_media_access(live: LiveBroadcasts, catalog: Catalog,
                                broadcast_id: str) -> MediaAccess:
     """The rule, from the records. The live state says whether the broadcast is live (a
     catalog record still 'live' after its node died is not: fail closed); the VOD record,
@@ -195,7 +195,7 @@ class MediaAccessCache:
     once for any number of concurrent requests. The lookup runs as its own task, so a
     request that goes away does not fail the others waiting on it."""
 
-    live: LiveState
+    live: LiveBroadcasts
     catalog: Catalog
     ttl_s: float = MEDIA_ACCESS_TTL_S
     size: int = MEDIA_ACCESS_CACHE_SIZE

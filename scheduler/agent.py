@@ -23,7 +23,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from castway.live.base import LiveState
+from castway.live.base import NodeRegistry
 from castway.model import Node, NodeState, utcnow
 from castway.settings import Settings
 
@@ -43,7 +43,7 @@ def default_node_id() -> str:
 class NodeAgent:
     """Heartbeats this node every ``interval_s`` and follows the scheduler's commands."""
 
-    def __init__(self, settings: Settings, live: LiveState,
+    def __init__(self, settings: Settings, live: NodeRegistry,
                  active_broadcasts: Callable[[], int],
                  cpu: Callable[[], float] | None = None, *,
                  reconnectable: Callable[[], int] | None = None,

@@ -13,10 +13,10 @@ from castway.events.broadcasts import (
 from castway.events.media import media_topic
 
 if TYPE_CHECKING:
-    from castway.live.base import LiveState
+    from castway.live.base import EventBus
 
 
-async def announce(live: LiveState, event: BroadcastEvent) -> None:
+async def announce(live: EventBus, event: BroadcastEvent) -> None:
     """Publish ``event`` on ``broadcasts``; a broadcast's end also on its media topic,
     where origins hold blocked playlist reloads that no new part will ever answer."""
     if isinstance(event, BroadcastEnded | BroadcastFailed):

@@ -94,8 +94,9 @@ class Subscription(Protocol[T_co]):
     async def __aexit__(self, *exc: object) -> None: ...
 
 
-class LiveState(Protocol):
-    # --- channel ownership: one publisher per channel, fleet-wide --------------------
+class ChannelClaims(Protocol):
+    """Channel ownership: one publisher per channel, fleet-wide."""
+
     async def claim_channel(self, channel: str, owner: str, ttl_s: float) -> str | None:
         """Atomically make ``owner`` the channel's publisher if it has none (or is owner).
 
@@ -115,7 +116,11 @@ class LiveState(Protocol):
         nothing changed, if ``owner`` no longer holds it. No third publisher can slip in
         between, as it could between a release and a claim (a cross-node handover)."""
 
-    # --- live broadcasts -------------------------------------------------------------
+
+
+class LiveBroadcasts(Protocol):
+    """The records and stats of the broadcasts that are live (or in their grace window)."""
+
     async def put_broadcast(self, broadcast: Broadcast) -> None: ...
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None: ...
     async def update_broadcast(self, broadcast_id: str, **changes: Any) -> Broadcast | None:
@@ -137,7 +142,11 @@ class LiveState(Protocol):
     async def put_stats(self, broadcast_id: str, stats: dict[str, float | str]) -> None: ...
     async def get_stats(self, broadcast_id: str) -> dict[str, float | str]: ...
 
-    # --- nodes -----------------------------------------------------------------------
+
+
+class NodeRegistry(Protocol):
+    """Node heartbeats, and the scheduler's orders to nodes."""
+
     async def heartbeat(self, node: Node, ttl_s: float) -> None:
         """Record a node's state; it disappears from ``list_nodes`` after ``ttl_s``."""
 
@@ -147,7 +156,11 @@ class LiveState(Protocol):
 
     async def get_node_command(self, node_id: str) -> str | None: ...
 
-    # --- the live segment window -----------------------------------------------------
+
+
+class LiveMedia(Protocol):
+    """The live edge of every rendition: recent media bytes, windows, segment logs."""
+
     async def put_media(self, key: str, data: bytes, ttl_s: float) -> None:
         """Bytes of a segment, part or init segment, kept ``ttl_s``."""
 
@@ -166,7 +179,11 @@ class LiveState(Protocol):
 
     async def drop_segment_log(self, broadcast_id: str) -> None: ...
 
-    # --- events (typed topics: castway.events) ---------------------------------------
+
+
+class EventBus(Protocol):
+    """Typed publish/subscribe between processes (the topics: castway.events)."""
+
     async def publish(self, topic: Topic[T], message: T) -> int:
         """Send ``message`` to every subscriber of ``topic``, in every process; returns
         how many got it: subscriptions (in-process) or subscribed processes (Redis)."""
@@ -174,6 +191,11 @@ class LiveState(Protocol):
     async def subscribe(self, topic: Topic[T]) -> Subscription[T]:
         """Subscribe to ``topic``. Registered when this returns: every message published
         afterwards is delivered, so "subscribe, check state, then wait" has no race."""
+
+
+class LiveState(ChannelClaims, LiveBroadcasts, NodeRegistry, LiveMedia, EventBus, Protocol):
+    """All of the live state, as one back end (memory or Redis) implements it. A part of
+    castway that needs only one side of it asks for that narrow protocol instead."""
 
     async def ping(self) -> bool:
         """True when the backing service answers (readiness)."""

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from castway.live.base import LiveState
+from castway.live.base import NodeRegistry
 from castway.model import Node
 from scheduler.agent import STOP
 from scheduler.backends.base import BackendError, Instance
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 class StaticBackend:
     register_delay_s = 0.0  # no load balancer: every node at its own address
 
-    def __init__(self, live: LiveState, *, loop: asyncio.AbstractEventLoop | None = None,
+    def __init__(self, live: NodeRegistry, *, loop: asyncio.AbstractEventLoop | None = None,
                  on_wanted: Callable[[int], None] | None = None,
                  command_timeout_s: float = 10.0) -> None:
         if loop is None:
