@@ -1,21 +1,7 @@
-"""The archiver service: reacts to broadcast events by running the archive tasks.
+"""The archiver service (:class:`ArchiverService`): broadcast events in, archive tasks run
+here (embedded) or enqueued to Celery (distributed).
 
-It subscribes to ``BROADCASTS_TOPIC`` in the live state. On "ended" or "failed" it makes
-the broadcast's VOD; then, when every segment is in storage, marks it complete and makes
-its thumbnails. While broadcasts are live it refreshes their posters, and every hour it
-expires VODs past the retention setting.
-
-Two modes, the same task functions:
-- embedded (no Celery app given): the tasks run in this process, on this event loop,
-  retried here with exponential backoff and jitter;
-- distributed (``celery=`` a Celery app from :func:`archiver.celery_app.make_celery`): the
-  service enqueues; Celery workers run the tasks with ``acks_late`` and retries. A worker
-  runs this service itself (``make_celery(..., listen=True)``) with ``make_vod_here``: it
-  writes the playlists in-process and enqueues verify_vod, so the VOD is instant.
-
-While broadcasts are live, the service follows their segment logs (every
-``follow_interval_s`` it reads the new tails), so at the end only the last few segments
-are read: reading a 24-hour log whole from Redis would take seconds.
+Design: docs/archiver.md, "Modes" and "Instant VOD".
 """
 
 from __future__ import annotations

@@ -1,27 +1,7 @@
-"""CloudFront-compatible signed URLs and signed cookies, and their verifier.
+"""CloudFront-compatible signed URLs and signed cookies, and their verifier
+(:func:`verify_url`, :func:`verify_request`): pure functions, the clock a parameter.
 
-Private VODs and private channels are served only with a signature. Behind CloudFront the
-CDN checks it (a trusted key group holding our public key); when no CDN is in front the
-origin checks the very same signature with :func:`verify_url` / :func:`verify_request`,
-so one signer serves both deployments.
-
-The format is CloudFront's ("Creating a signed URL using a canned/custom policy", "Setting
-signed cookies", Amazon CloudFront Developer Guide):
-
-- a policy is JSON ``{"Statement":[{"Resource":URL,"Condition":{...}}]}`` with exactly one
-  statement; a *canned* policy has only ``DateLessThan`` and the exact URL as resource, and
-  travels as ``Expires=<epoch>``; a *custom* policy may use ``*`` / ``?`` wildcards in the
-  resource, ``DateGreaterThan`` and ``IpAddress``, and travels base64-encoded as
-  ``Policy=``;
-- the signature is RSA (PKCS#1 v1.5) over SHA-1 of the policy bytes, as CloudFront
-  requires;
-- base64 is CloudFront's URL-safe variant: ``+`` -> ``-``, ``=`` -> ``_``, ``/`` -> ``~``;
-- a signed URL carries ``Expires`` or ``Policy``, then ``Signature`` and ``Key-Pair-Id``;
-  signed cookies are the trio ``CloudFront-Expires`` | ``CloudFront-Policy``,
-  ``CloudFront-Signature``, ``CloudFront-Key-Pair-Id``.
-
-Everything here is a pure function over frozen dataclasses; the current time is a
-parameter (``now``, epoch seconds) so callers and tests decide the clock.
+Design: docs/origin.md, "The signature format".
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
-"""Signed access to private VODs, CloudFront-compatible (castway.signing).
+"""Signed access to private VODs, CloudFront-compatible (:class:`VodAccess`, over
+:mod:`castway.signing`), and :class:`MediaAccess`, the one rule for ``/hls/b/...``.
 
-A grant is a custom policy whose resource is ``{public_url}/vod/{vod_id}/*``, signed with
-``CASTWAY_SIGNING_KEY`` (an RSA PEM; ``CASTWAY_SIGNING_KEY_ID`` is its Key-Pair-Id). Behind
-CloudFront the CDN checks it; without a CDN the origin checks the very same signature,
-from the query (signed URL) or the ``CloudFront-*`` cookies. The watch page of a private VOD
-accepts the signed query once and sets the cookies for ``/vod/{vod_id}/``, so that the
-player's requests for playlists and segments carry the signature.
-
-The same bytes also have a broadcast URL, ``/hls/b/{broadcast_id}/...`` (live players
-fetch them there, and the id is in every live playlist). ``MediaAccess`` is the one rule
-for that route: public while the broadcast is live; once it has ended, only if its VOD is
-(or, before the archiver has made it, will be) public; never for a broadcast no record
-knows. A signature is not honoured there: a grant names ``/vod/{id}/*``, the resource
-CloudFront checks, so honouring it on another path would make the origin laxer than the
-CDN and a grant wider than what was signed. A private VOD plays from its signed ``/vod``
-URLs, whose playlists (relative URIs) never leave that prefix.
+Design: docs/origin.md, "Private VODs: signed access".
 """
 
 from __future__ import annotations

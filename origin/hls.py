@@ -1,18 +1,8 @@
-"""HLS delivery: live (LL-HLS with blocking reload, delta updates), time-shift, VOD.
+"""HLS delivery (``router``): live (LL-HLS with blocking reload and delta updates, RFC
+8216bis 6.2.5), time-shift, VOD. Media playlists use relative URIs, so the origin works
+under any prefix or CDN host.
 
-URLs:
-  /hls/{channel}/master.m3u8                 the channel's live broadcast (short cache)
-  /hls/{channel}/{rendition}/index.m3u8      live media playlist; LL-HLS query directives
-                                             _HLS_msn, _HLS_part, _HLS_skip (rfc8216bis
-                                             6.2.5); ``?ll=0``: a plain RFC 8216 playlist
-  /hls/{channel}/{rendition}/dvr.m3u8        time-shift (EVENT) playlist from the segment log
-  /hls/b/{broadcast_id}/{rendition}/{name}   init, segments, parts: immutable, CDN-cacheable
-  /hls/b/{broadcast_id}/{name}               poster.jpg, thumbs.jpg, thumbs.vtt
-                                             (both: public while live, refused once ended
-                                             with a private VOD: origin.access.MediaAccess)
-  /vod/{vod_id}/master.m3u8, /vod/{vod_id}/{rendition}/{name}   VOD from storage
-
-Media playlists use relative URIs, so the origin works under any prefix or CDN host.
+Design: docs/origin.md, "URLs" and "LL-HLS: blocking reloads".
 """
 
 from __future__ import annotations

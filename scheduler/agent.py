@@ -1,16 +1,7 @@
-"""The scheduler's side inside every ingest node: heartbeats out, commands in.
+"""The scheduler's side inside every ingest node (:class:`NodeAgent`): heartbeats out,
+commands in; ``admission()`` tells the publish handler whether to accept a publish.
 
-The node's lifecycle (castway.model.NodeState): starting -> active (``ready()``, once
-the RTMP listener is up) -> draining (command "drain") -> stopped (command "stop").
-"resume" takes a draining node back to active (the scheduler undoes a scale-in drain
-rather than start a node). The ingest publish handler asks ``admission()`` before it
-accepts a publish; anything but None is the rejection reason to send the publisher
-(NetStream.Publish.Failed / Rejected), so a draining node takes no new broadcast.
-
-On drain, the ``on_drain`` callbacks run: the ingest side uses one to send every
-publisher that announced E-RTMP v2 reconnect support (capsEx 0x01 in ``connect``) the
-``NetConnection.Connect.ReconnectRequest`` onStatus, pointing at the load-balanced URL
-(or, on a fleet without a load balancer, at another active node: ``IngestNode.reconnect_url``).
+Design: docs/scheduler.md, "Node lifecycle" and "Draining an ingest node".
 """
 
 from __future__ import annotations

@@ -1,19 +1,7 @@
-"""The scheduler's policy: how much spare capacity to keep, how fast to move.
+"""The scheduler's policy (:class:`Policy`): how much spare capacity to keep (the headroom
+and the open headroom, in broadcast slots, never CPU), how fast to move.
 
-Capacity is counted in broadcast slots, never CPU: an RTMP connection lasts as long as
-its broadcaster wants, so the only safe measure of load is the number of live broadcasts.
-
-Two amounts of spare capacity, both in free slots:
-
-- the *headroom*, on every accepting node of the desired version (open, closed or
-  starting): what absorbs publishes until a node started now takes them. It is the
-  largest of a floor, a fraction of the live broadcasts, what the measured publish rate
-  brings during that lead time (a Poisson upper quantile), and the capacity windows;
-- the *open headroom*, on the nodes in the load balancer only: what absorbs publishes
-  until a closed node put back into the load balancer takes them (one tick plus the
-  registration delay), sized the same way from the publish rate. Closed nodes keep the
-  rest of the headroom warm at no extra cost, and that is what lets the load balancer
-  send new broadcasts to few nodes (packing) while the others empty.
+Design: docs/scheduler.md, "The decision".
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
-"""Replay a day of user-driven broadcasts against the scheduler and two baselines.
+"""Replay a day of user-driven broadcasts against the scheduler (``castway``) and two
+baselines (``cpu_autoscaler``, ``fixed_fleet``), against the ideal lower bound.
 
-The workload: Poisson arrivals whose rate follows the day (trough in the morning, peak
-at night), log-normal durations capped at 24 h (heavy-tailed: most broadcasts are short,
-a few run all day), and a deploy of a new image version at the peak. The same workload
-is replayed against:
-
-- ``castway``: :func:`scheduler.decide.decide` ticking every minute, its actions applied
-  by a simulated executor (nodes take ``start_delay_s`` to become active, are routable
-  from the first tick that sees them active);
-- ``cpu_autoscaler``: target tracking on average CPU (ECS service style): scale out at
-  once, scale in after a sustained low by stopping tasks, which cuts their broadcasts;
-  a rolling deploy that stops old tasks once new ones are up;
-- ``fixed_fleet``: as many nodes as the day's peak needs with the same headroom, and a
-  rolling deploy.
-
-Publishers land on a random routable node with a free slot (NLB plus the publisher's
-retry on a clear rejection); a publish is refused when no routable node has one.
-The ideal lower bound is ceil(live broadcasts / node capacity) nodes at every instant.
+Design: docs/scheduler.md, "Simulator".
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""The transcoding pipeline core: MediaPackets in, init/part/segment outputs out.
+"""The transcoding pipeline core (:class:`Pipeline`): MediaPackets in, init/part/segment
+outputs out. Synchronous; the parallelism is libav's own. Used by the child process
+(:mod:`transcoder.worker`) and by file mode (:mod:`transcoder.cli`).
 
-Synchronous and single-threaded from Python's point of view; the parallelism is libav's
-own (frame-threaded decoding, x264's frame threads and lookahead, swscale threads), see
-docs/transcoder.md for the measurements behind that choice. Used by the per-broadcast
-child process (:mod:`transcoder.worker`) and by file mode (:mod:`transcoder.cli`).
-
-Video is decoded once, scaled once per encoded rendition and encoded with libx264; the
-``source`` rendition passes the publisher's video through untouched. AAC audio passes
-through to every rendition. Segment boundaries come from the source's keyframes
-(:class:`transcoder.segmenter.BoundaryClock`); encoded renditions get a forced IDR at
-exactly those presentation times.
+Design: docs/transcoder.md, "Pipeline" and "Parallelism: what was measured".
 """
 
 from __future__ import annotations

@@ -1,20 +1,7 @@
 """Salvage: the segments a node's previous run had not made durable, made at its next
 start from the source journals it left (:mod:`transcoder.journal`).
 
-A journal that outlives its process (SIGKILL, a crash, the machine's reboot with the
-data directory kept) holds the source from the oldest segment boundary some rendition
-had not made durable, with the media sequence number each rendition gives the segment
-there. The salvage transcodes it (file mode: no frame skipped) and, rendition by
-rendition, stores and records every segment the durable record lacks, numbered on from
-there, dated and initialised like the segment before it. The archiver then makes the
-VOD from the record as for any broadcast, now with its last seconds.
-
-It runs before the node's archiver and ingest start (``castway serve``, ``castway
-ingest``): synchronous, one journal after another. A journal whose broadcast has a
-complete VOD, is unknown, or is live on another node (handed over) is removed; one that
-cannot be read or transcoded is renamed ``*.failed`` and logged, never retried forever.
-A journal is renamed ``*.salvaging`` while it is worked on, so one that kills the process
-(a libav crash) is found so named at the next start and set aside, not retried in a loop.
+Design: docs/transcoder.md, "The source journal and the salvage".
 """
 
 from __future__ import annotations

@@ -1,24 +1,8 @@
-"""Segment and part boundaries: pure, synchronous decisions (no I/O, no libav).
+"""Segment and part boundaries: pure, synchronous decisions (no I/O, no libav):
+:class:`BoundaryClock` (segments, from source keyframes) and :class:`Cutter` (parts).
 
-The policy (docs/transcoder.md, "Keyframe alignment"):
-
-- The *source* decides every segment boundary. A segment starts at the first source
-  keyframe whose PTS is at least ``target_ms`` (minus a small tolerance for millisecond
-  rounding) after the current segment's start; the first keyframe, and the first keyframe
-  after a discontinuity, always start one. The passthrough rendition can only cut at a
-  source keyframe, so this is the only policy under which all renditions can agree.
-- Every encoded rendition forces an IDR at exactly those PTS values
-  (:class:`BoundaryClock.is_boundary`) and cuts its segments there, so a boundary is the
-  same instant in every rendition.
-- Long or irregular source keyframe intervals (OBS "auto") give irregular segments,
-  but never longer than EXT-X-TARGETDURATION allows: EXT-X-TARGETDURATION must not
-  change and no EXTINF may round above it (RFC 8216bis 4.4.3.1, 6.2.1), so without a
-  keyframe the segment is split at the last frame that keeps it under
-  ``max_segment_ms`` (a *keyframe drought* split). Encoded renditions force an IDR
-  there like at any boundary; the passthrough cannot, so its segment starts with a
-  non-keyframe (not independent: its playlist then drops EXT-X-INDEPENDENT-SEGMENTS).
-  Parts keep latency low regardless: every rendition cuts a part whenever
-  ``part_target_ms`` of video has accumulated, at any frame.
+Design: docs/transcoder.md, "Keyframe alignment policy" (and "Keyframe drought" under
+"Sources that are not a plain stream").
 """
 
 from __future__ import annotations

@@ -1,23 +1,7 @@
-"""The parent-side sink of one broadcast: the transcoder child's outputs into the live
-state and storage.
+"""The parent-side sink of one broadcast (:class:`BroadcastSink`): the transcoder child's
+outputs into the live state and storage, media first, playlist after.
 
-Order per output (so a playlist never names bytes that are not there yet): media bytes
-to storage (through the archiver's uploader, which never raises and spools while storage
-is down; first, so a live state that is down costs no archive copy) and to the live
-state, then the segment log (complete segments), then the new :class:`RenditionWindow`,
-then an event on ``media:{broadcast_id}``.
-
-The :class:`RenditionLog` of each rendition lives here, not in the child, so media
-sequence numbers continue across child restarts and publisher reconnects. When the child
-dies mid-segment, the parts already published are closed into a segment (a segment is
-the concatenation of its parts), so no sequence number is reused and nothing published
-is lost; the next segment carries EXT-X-DISCONTINUITY.
-
-A broadcast can move between ingest nodes (a handover: its publisher reconnected to
-another node within the grace window). The old node's sink :meth:`~BroadcastSink.hand_over`
-leaves its playlists open (no EXT-X-ENDLIST); the new node's sink starts with
-:meth:`~BroadcastSink.continue_from_live`, which seeds every RenditionLog from the live
-windows, so numbering, discontinuity sequence and init generations go on from there.
+Design: docs/transcoder.md, "Playlists and the live state".
 """
 
 from __future__ import annotations

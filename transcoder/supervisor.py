@@ -1,37 +1,8 @@
-"""One transcoder process per broadcast, supervised.
+"""One transcoder process per broadcast, supervised: :class:`TranscoderSupervisor` (the
+:class:`castway.media.MediaPipelineFactory`) starts a :class:`BroadcastTranscoder` (the
+:class:`castway.media.BroadcastMedia` that ingest feeds) per broadcast.
 
-:class:`TranscoderSupervisor` implements :class:`castway.media.MediaPipelineFactory`;
-``start(broadcast)`` returns a :class:`BroadcastTranscoder` (a
-:class:`castway.media.BroadcastMedia`) that ingest feeds.
-
-Flow control, all bounded: ``feed`` never waits; it puts the packet on a queue of
-:data:`QUEUE_PACKETS` and, when that is full (the child is stalled or restarting), drops
-it (counted) and then drops video until the next keyframe so the decoder never sees a
-broken reference chain. Configuration records are kept aside and always delivered (also
-replayed to a restarted child). A writer task hands packets to the child over a pipe
-from a thread of the broadcast's own (never asyncio's default executor, where blocking
-storage or catalog calls could keep packets waiting); a reader thread hands the child's
-outputs back to the event loop through a bounded queue, so a slow sink back-pressures
-the child, never ingest.
-
-A child that dies unexpectedly, or hangs (no heartbeat from it for :data:`HANG_TIMEOUT_S`
-while the parent is listening), is restarted (at most :data:`MAX_RESTARTS` within
-:data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted). The
-parent keeps what it sent since the oldest segment still open (:mod:`transcoder.replay`)
-and replays it into the successor from that segment's source keyframe: the segments in
-progress are redone, what was already published is not published again, and the
-playlists go on without a break. Only when that is impossible (the replay bound was
-exceeded, or the open segment began without a keyframe) are the segments in progress
-closed from their published parts, and the playlists continue after
-EXT-X-DISCONTINUITY. The old child is always gone before the new one starts: asked to
-terminate, killed after :data:`KILL_GRACE_S`, and reaped, so a hung child never lingers
-beside its replacement.
-
-A broadcast handed over to another ingest node (its publisher reconnected there) is
-flushed and stopped here with ``hand_over()`` (playlists stay open), and started there
-with ``start(broadcast, handover=True)``, which continues the playlists from the live
-state. Restarts are counted in ``castway_transcoder_restarts_total`` and in
-the broadcast's live stats (``transcoder_restarts``).
+Design: docs/transcoder.md, "Processes, flow control, failures" and "Replay after a crash".
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""The per-broadcast transcoder child process: compute only.
+"""The per-broadcast transcoder child process: compute only, packets in over one pipe and
+outputs out over another (:mod:`transcoder.messages`); stats every
+:data:`STATS_INTERVAL_S` are its heartbeat.
 
-Packets come in over one pipe, outputs (init/part/segment bytes and metadata, rendition
-info, stats) go out over another; no storage, no live state, no sockets here. A crash of
-this process (or of libav inside it) takes down one broadcast's transcoder and nothing
-else; the parent (:mod:`transcoder.supervisor`) restarts it.
-
-The messages both ways are the closed set in :mod:`transcoder.messages`.
-
-Stats go out at least every :data:`STATS_INTERVAL_S`, also while no packets arrive: they
-are the heartbeat by which the parent tells a hung child (stopped, deadlocked in libav)
-from a quiet one.
+Design: docs/transcoder.md, "Processes, flow control, failures".
 """
 
 from __future__ import annotations

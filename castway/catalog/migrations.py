@@ -1,18 +1,7 @@
-"""Numbered, append-only schema migrations of the catalog.
+"""Numbered, append-only schema migrations of the catalog: :data:`MIGRATIONS`, applied by
+:func:`migrate` in one transaction, safe when two processes start at once.
 
-Each :class:`Migration` is one step: a version (1, 2, 3, ... with no gaps), a
-description, and either SQL statements or a callable that receives the connection.
-:func:`migrate` applies the steps a database has not seen yet, all in one transaction,
-and records each in ``schema_version``. Two processes starting at once are safe:
-on PostgreSQL the transaction first takes an advisory lock, on SQLite it starts with
-``BEGIN IMMEDIATE`` (the engine from :func:`castway.catalog.sql.create_catalog_engine`
-honours the ``castway_sqlite_begin`` execution option), so the second process waits,
-then finds nothing left to do.
-
-Rules for new steps: never edit a released step, only append; describe the DDL of the
-step itself here (do not import ``schema.py``, which moves on); keep steps backward
-compatible with the previous release when you can (add columns with defaults), since
-old ingest nodes keep running during a drain.
+Design: docs/architecture.md, "The catalog".
 """
 
 from __future__ import annotations
@@ -146,6 +135,10 @@ def _v2_segment_records(conn: Connection) -> None:
     md.create_all(conn)
 
 
+# Never edit a released step, only append one. A step describes its own DDL (it never
+# imports ``schema.py``, which moves on). Keep a step backward compatible with the
+# previous release where you can (add columns with defaults): old ingest nodes keep
+# running during a drain.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "channels, stream keys, broadcasts, VODs", _v1_initial_schema),
     Migration(2, "segment records: the durable segment log of each broadcast",

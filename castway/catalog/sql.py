@@ -1,21 +1,8 @@
-"""The catalog on SQLAlchemy 2 Core: SQLite (embedded default) and PostgreSQL.
+"""The catalog on SQLAlchemy 2 Core: SQLite (embedded default) and PostgreSQL, every
+database error a :class:`castway.catalog.base.CatalogError`.
 
-SQLite runs in WAL mode with foreign keys on and a busy timeout; SQLAlchemy, not the
-sqlite3 module, emits ``BEGIN`` so DDL is transactional and writes can start with
-``BEGIN IMMEDIATE`` (a deferred transaction that later writes can fail at once with
-``SQLITE_BUSY`` instead of waiting). PostgreSQL goes through psycopg 3.
-
-Every database error reaches callers as a :class:`castway.catalog.base.CatalogError`:
-:class:`AlreadyExists` / :class:`NotFound` for the cases the contract names,
-:class:`CatalogUnavailable` when the database cannot be reached or is busy.
-
-On PostgreSQL every catalog call has a client-side deadline (``timeout_s``, the setting
-``CATALOG_TIMEOUT_S``): a server that keeps its connections open but stops answering (a
-stopped process, a black-holed network) would otherwise hold a call for as long as it is
-frozen. Neither ``statement_timeout`` (the frozen server cannot enforce it) nor TCP
-keepalives and ``tcp_user_timeout`` (the peer's kernel still acknowledges every byte) end
-such a wait; so a watchdog thread shuts down the socket of a call past its deadline, the
-blocked libpq call wakes up on the closed socket and the connection is discarded.
+Design: docs/architecture.md, "The catalog"; the PostgreSQL deadline:
+docs/reliability.md, "Known limits".
 """
 
 from __future__ import annotations
