@@ -84,7 +84,7 @@ def test_the_walk_sees_every_package() -> None:
     # the kernel reaching up into a component, even lazily inside a function
     ("castway", "def f():\n    from archiver.service import ArchiverService\n",
      ["archiver.service"]),
-    # one component importing another (the uploader used to live in the archiver)
+    # one component importing another
     ("transcoder", "from archiver import uploader\n", ["archiver"]),
     # a component importing the wiring, even only for typing
     ("origin", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import launch.cli\n",
