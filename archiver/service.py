@@ -27,12 +27,7 @@ from archiver.segment_logs import FollowedLogs, follow_logs
 from archiver.thumbnails import make_thumbnails
 from archiver.verify import verify_vod
 from castway.catalog.base import Catalog, CatalogError
-from castway.events.broadcasts import (
-    BROADCASTS_TOPIC,
-    BroadcastEnded,
-    BroadcastEvent,
-    BroadcastFailed,
-)
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnd, BroadcastEvent
 from castway.live.base import LiveState, LiveStateError, Subscription, SubscriptionClosed
 from castway.model import BroadcastState, utcnow
 from castway.settings import Settings
@@ -270,7 +265,7 @@ class ArchiverService:
             await self._on_event(event)
 
     async def _on_event(self, event: BroadcastEvent) -> None:
-        if isinstance(event, BroadcastEnded | BroadcastFailed):
+        if isinstance(event, BroadcastEnd):
             await self.broadcast_ended(event.broadcast_id)
 
     async def broadcast_ended(self, broadcast_id: str) -> None:

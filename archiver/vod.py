@@ -94,25 +94,6 @@ def render_vod_master_playlist(broadcast_id: str, renditions: Sequence[Rendition
 
 
 @dataclass(frozen=True, slots=True)
-class StoredObject:
-    """An object a VOD needs in storage; ``size`` 0 when the log did not record it."""
-
-    key: str
-    size: int = 0
-
-
-def stored_objects(logs: Iterable[Sequence[Segment]]) -> list[StoredObject]:
-    """Every object the segment logs reference (segments with their sizes, init segments)."""
-    objects: dict[str, StoredObject] = {}
-    for log in logs:
-        for segment in log:
-            objects[segment.key] = StoredObject(segment.key, segment.size)
-            if segment.init_key is not None:
-                objects.setdefault(segment.init_key, StoredObject(segment.init_key))
-    return list(objects.values())
-
-
-@dataclass(frozen=True, slots=True)
 class VodPlan:
     """Everything one VOD is: its playlists (key -> text), master last."""
 

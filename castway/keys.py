@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 STREAM_KEY_PREFIX = "cw_"
@@ -17,11 +16,6 @@ def generate_stream_key() -> str:
 def hash_stream_key(key: str) -> str:
     """The stored form of a key. Keys are high-entropy, so a fast hash is enough."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def verify_stream_key(key: str, key_hash: str) -> bool:
-    """Constant-time comparison of a presented key against a stored hash."""
-    return hmac.compare_digest(hash_stream_key(key), key_hash)
 
 
 def generate_token() -> str:

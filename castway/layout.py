@@ -35,9 +35,6 @@ class RenditionFile(StrEnum):
     VOD_PLAYLIST = "vod.m3u8"
 
 
-VOD_MEDIA_NAME = RenditionFile.VOD_PLAYLIST.value
-
-
 def valid_component(value: str) -> bool:
     """Whether ``value`` may be a broadcast id or rendition name."""
     return _COMPONENT.fullmatch(value) is not None
@@ -211,10 +208,6 @@ def init_generation(key: str) -> int | None:
 
 def segment_key(broadcast_id: str, rendition: str, msn: int, ext: str) -> str:
     return str(RenditionKey(broadcast_id, rendition, SegmentName(msn, ext)))
-
-
-def part_key(broadcast_id: str, rendition: str, msn: int, index: int, ext: str) -> str:
-    return str(RenditionKey(broadcast_id, rendition, PartName(msn, index, ext)))
 
 
 def init_key(broadcast_id: str, rendition: str, generation: int) -> str:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import resource
 import socket
 import time
@@ -82,23 +81,6 @@ def fd_limit() -> int:
     """The soft RLIMIT_NOFILE in force (a large number when unlimited)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
-
-
-def open_fds() -> int:
-    """Descriptors this process has open (Linux /proc; -1 where unknown)."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return -1
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux /proc; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 @dataclass(frozen=True, slots=True)

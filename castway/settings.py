@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     headroom_fraction: float = Field(0.2, description="Free slots kept as a fraction of "
                                      "live broadcasts.")
     max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
+    capacity_windows: str | None = Field(None, description="Scheduled capacity floors, comma-"
+                                  "separated HH:MM-HH:MM:nodes[:free_slots] in UTC, e.g. "
+                                  "'20:00-02:00:6:16' (prime time).")
     scheduler_backend: str = Field("local", description="'local' (ingest processes on "
                                    "this machine), 'ecs' (Amazon ECS tasks) or 'static' "
                                    "(a fleet run by something else: compose, the embedded "

@@ -24,6 +24,7 @@ from castway.signing import (
     Policy,
     SigningError,
     SigningKey,
+    public_request_url,
     sign_url,
     signed_cookies,
     verify_request,
@@ -94,7 +95,7 @@ class VodAccess:
             return False
         path = as_path if as_path is not None else request.url.path
         query = request.url.query
-        url = f"{self._base}{path}" + (f"?{query}" if query else "")
+        url = public_request_url(self._base, path, query)
         client = request.client.host if request.client else None
         verdict = verify_request(url, request.cookies, self._keys, now=now, client_ip=client)
         if not verdict:

@@ -22,6 +22,7 @@ from castway.model import (
     Vod,
     VodState,
 )
+from origin.access import MAX_GRANT_S, MIN_GRANT_S
 
 ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN, min_length=1,
                                    max_length=CHANNEL_NAME_MAX,
@@ -166,7 +167,7 @@ class VodPublic(BaseModel):
 
 
 class VodGrantCreate(_Strict):
-    ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600,
+    ttl_s: int = Field(3600, ge=MIN_GRANT_S, le=MAX_GRANT_S,
                        description="How long the signature is valid, seconds.")
 
 

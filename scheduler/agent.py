@@ -52,7 +52,6 @@ class NodeAgent:
         self._reconnectable = reconnectable
         self._state = NodeState.STARTING
         self._on_drain: list[Callback] = []
-        self._on_stop: list[Callback] = []
         self.stopped = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,10 +83,6 @@ class NodeAgent:
     def on_drain(self, callback: Callback) -> None:
         """Run ``callback`` when this node starts draining (e.g. send reconnect requests)."""
         self._on_drain.append(callback)
-
-    def on_stop(self, callback: Callback) -> None:
-        """Run ``callback`` when the scheduler orders this node to stop."""
-        self._on_stop.append(callback)
 
     # --- the loop --------------------------------------------------------------------
     async def start(self, *, ready: bool = True) -> None:
@@ -168,7 +163,6 @@ class NodeAgent:
         elif command == STOP and self._state != NodeState.STOPPED:
             self._state = NodeState.STOPPED
             logger.info("stopping", extra={"node": self.node_id})
-            await self._run_callbacks(self._on_stop)
             self.stopped.set()
         elif command not in (DRAIN, RESUME, STOP):
             logger.warning("unknown node command ignored",

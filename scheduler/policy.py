@@ -129,6 +129,8 @@ class Policy:
             "max_nodes": settings.max_nodes,
             "heartbeat_ttl_s": settings.heartbeat_ttl_s,
             "tick_interval_s": settings.scheduler_interval_s,
+            "windows": tuple(CapacityWindow.parse(w) for w in
+                             (settings.capacity_windows or "").split(",") if w.strip()),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -31,8 +31,6 @@ from scheduler.decide import (
 )
 from scheduler.policy import RATE_WINDOW_S, Policy
 
-DAY_S = 86_400.0
-
 
 @dataclass(frozen=True, slots=True)
 class Workload:

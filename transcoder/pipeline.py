@@ -85,9 +85,6 @@ class PipelineConfig:
 @dataclass(slots=True)
 class PipelineStats:
     video_packets: int = 0
-    audio_packets: int = 0
-    decoded_frames: int = 0
-    encoded_frames: int = 0
     dropped_frames: int = 0  # skipped by encoded renditions to catch up
     lag_s: float = 0.0
     # Video that nothing can decode: no sequence header (configuration record) yet.
@@ -220,10 +217,8 @@ class Pipeline:
         self._video_codec: Codec | None = None
         self._video_config: bytes | None = None
         self._audio_asc: bytes | None = None
-        self._audio_codec: Codec | None = None
         self._decoder: Any = None
         self._source: Packager | None = None
-        self._source_sent_info = False
         self._encoded: list[_Encoded] | None = None
         self._dims: tuple[int, int] | None = None
         self._dts_seen: list[int] = []
@@ -261,7 +256,6 @@ class Pipeline:
         self._decoder = None
         self._encoded = None
         self._source = None
-        self._source_sent_info = False
         self._dims = None
         self._dts_seen = []
         self._wall0 = None
@@ -380,7 +374,6 @@ class Pipeline:
         return estimate_fps(self._dts_seen)
 
     def _on_frame(self, frame: av.VideoFrame) -> None:
-        self.stats.decoded_frames += 1
         if self._dims is None:
             self._dims = (frame.width, frame.height)
             self._setup_outputs(frame.width, frame.height)
@@ -414,7 +407,6 @@ class Pipeline:
         for pkt in enc.encode(frame):
             if pkt.pts is None or pkt.dts is None:
                 continue
-            self.stats.encoded_frames += 1
             if not enc.packager.ready:
                 self._announce_encoded(enc)
             pts = int(pkt.pts)
@@ -485,11 +477,9 @@ class Pipeline:
                 logger.warning("bad AudioSpecificConfig", extra={"error": str(exc)})
                 return
             self._audio_asc = packet.payload
-            self._audio_codec = Codec.AAC
             return
         if self._audio_asc is None:
             return
-        self.stats.audio_packets += 1
         self._audio_out(packet.pts_ms, packet.payload)
 
     def _audio_out(self, pts_ms: int, data: bytes) -> None:
@@ -548,7 +538,6 @@ class Pipeline:
         if packet.is_config:
             self._audio_transcoder.configure(packet.payload)
             return
-        self.stats.audio_packets += 1
         for pts, data in self._audio_transcoder.push(packet.pts_ms, packet.payload):
             self._audio_out(pts, data)
 

@@ -76,7 +76,8 @@ def salvage_journals(settings: Settings, catalog: Catalog, storage: Storage) -> 
             if result.made:
                 logger.info("salvaged the segments a crash had not made durable",
                             extra={"broadcast_id": result.broadcast_id,
-                                   "segments": result.made})
+                                   "segments": result.made,
+                                   "already_durable": result.already_durable})
         path.unlink(missing_ok=True)
     return results
 

@@ -272,7 +272,7 @@ class BroadcastTranscoder:
         self._child_ready = asyncio.Event()
         self._given_up = False
         self._fatal = False
-        self.gave_up = asyncio.Event()  # set with given_up (tests and operators wait on it)
+        self.gave_up = asyncio.Event()  # set when it stops for good (tests wait on it)
         self.restarts = 0
         self.dropped_packets = 0
         self.dropped_frames = 0
@@ -386,12 +386,6 @@ class BroadcastTranscoder:
                        loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}"),
                        loop.create_task(self._watchdog(),
                                         name=f"tc-watchdog-{self.broadcast.id}")]
-
-    @property
-    def given_up(self) -> bool:
-        """True once transcoding of this broadcast stopped for good (fatal error or too
-        many crashes); packets are then ignored until ``finish``."""
-        return self._given_up
 
     @property
     def pid(self) -> int | None:

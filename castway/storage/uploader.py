@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from castway.storage.base import IMMUTABLE, Storage, StorageError
+from castway.storage.base import IMMUTABLE, Storage
 from castway.storage.keys import check_key
 from castway.storage.pool import StoragePool
 
@@ -232,9 +232,6 @@ class Uploader:
         """False from a failed upload until the next successful one."""
         return self._healthy
 
-    def is_pending(self, key: str) -> bool:
-        return key in self._latest
-
     async def start(self) -> None:
         """Start the workers and recover the spool left by an earlier process (also done
         by the first ``put``)."""
@@ -296,15 +293,6 @@ class Uploader:
         except TimeoutError:
             return self._outstanding == 0
         return True
-
-    async def verified(self, key: str) -> bool:
-        """True when ``key`` has nothing waiting here and storage has it."""
-        if key in self._latest:
-            return False
-        try:
-            return await self._storage_pool.run(self.storage.exists, key)
-        except StorageError:
-            return False
 
     async def close(self, timeout_s: float | None = None) -> bool:
         """Flush for up to ``timeout_s`` (default: the constructor's), stop the workers and

@@ -35,7 +35,6 @@ class StaticBackend:
         self.loop = loop
         self.on_wanted = on_wanted
         self.command_timeout_s = command_timeout_s
-        self.wanted_total = 0  # nodes asked for that this backend could not start
 
     def list_instances(self) -> list[Instance]:
         return []  # heartbeats only
@@ -43,7 +42,6 @@ class StaticBackend:
     def start(self, count: int, version: str) -> list[Instance]:
         if count <= 0:
             return []
-        self.wanted_total += count
         logger.warning("%d more nodes wanted: the static backend cannot start nodes "
                        "(scale the compose service or the fleet by hand)", count,
                        extra={"wanted": count, "version": version})
