@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from archiver.context import ArchiveContext
 from castway import layout
+from castway.events.vods import VODS_TOPIC, VodDeleted
+from castway.live.base import LiveStateError
 from castway.storage.base import StorageError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,12 @@ async def expire_vods(ctx: ArchiveContext, now: datetime) -> list[str]:
         await ctx.live.drop_segment_log(vod.broadcast_id)
         await asyncio.to_thread(ctx.catalog.delete_vod, vod.id)
         expired.append(vod.id)
+        try:
+            await ctx.live.publish(VODS_TOPIC, VodDeleted(vod.id, vod.broadcast_id,
+                                                          vod.channel, "retention"))
+        except LiveStateError as e:
+            logger.warning("VOD deletion not announced", extra={"vod_id": vod.id,
+                                                                "error": str(e)})
         logger.info("VOD expired", extra={"vod_id": vod.id, "objects": objects,
                                           "created_at": vod.created_at.isoformat()})
     return expired

@@ -18,5 +18,16 @@ def hash_stream_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+KEY_ID_CHARS = 16
+
+
+def key_id(key_hash: str) -> str:
+    """A stream key's public id (the publish authorization callback's ``key_id``, shown
+    when the key is made): a prefix of its stored hash, which tells nothing of a key of
+    192 random bits."""
+    return key_hash[:KEY_ID_CHARS]
+
+
+
 def generate_token() -> str:
     return secrets.token_urlsafe(32)

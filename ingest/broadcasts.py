@@ -30,7 +30,7 @@ from castway.events.broadcasts import (
     BroadcastStarted,
 )
 from castway.events.handover import HandoverReply, HandoverRequest, Verdict
-from castway.keys import hash_stream_key
+from castway.keys import hash_stream_key, key_id
 from castway.live.base import LiveState, LiveStateError
 from castway.media import BroadcastMedia, MediaPacket, MediaPipelineFactory
 from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
@@ -38,6 +38,7 @@ from castway.settings import Settings
 from ingest import handover, lifecycle
 from ingest.ends import ENDS_CLOSE_TIMEOUT_S, PendingEnds
 from ingest.publish import PublishRequest, PublishSession, Rejection
+from ingest.publish_auth import AuthQuery, PublishAuthorizer, client_host
 from ingest.source import (
     SourceCounters,
     merge_source,
@@ -193,6 +194,8 @@ class BroadcastManager:
         #: Whether the server asked a connection's publisher to reconnect elsewhere (E-RTMP
         #: v2): its broadcast is handed over even before that connection closes.
         self.asked_to_move: Callable[[str], bool] | None = None
+        #: The platform's say on each publish (CASTWAY_PUBLISH_AUTH_URL), if it has one.
+        self.authorizer = PublishAuthorizer.from_settings(settings)
         #: Closes a publisher's connection (the RTMP server's): a stopped broadcast's.
         self.disconnect_publisher: Callable[[str], object] | None = None
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -241,6 +244,8 @@ class BroadcastManager:
         await self._ends.close(ENDS_CLOSE_TIMEOUT_S)
         self._catalog_threads.shutdown(wait=False)
         self._source_saves.shutdown(wait=False)
+        if self.authorizer is not None:
+            await self.authorizer.aclose()
 
     async def stop_broadcast(self, broadcast_id: str) -> bool:
         """End a broadcast of this node at once: its publisher is disconnected, no grace
@@ -266,12 +271,19 @@ class BroadcastManager:
         fields = {"connection_id": request.connection_id, "peer": request.peer}
         if self._stopping:
             return self._rejected("unavailable", Rejection.unavailable("shutting down"))
-        channel = await self._catalog_call(self.catalog.channel_for_key_hash,
-                                          hash_stream_key(request.stream_key))
+        key_hash = hash_stream_key(request.stream_key)
+        channel = await self._catalog_call(self.catalog.channel_for_key_hash, key_hash)
         if channel is None:
             logger.info("publish with an unknown stream key", extra=fields)
             return self._rejected("bad_name", Rejection.bad_name())
         fields["channel"] = channel
+        if self.authorizer is not None:  # before the lock: the platform may take a while
+            refused = await self.authorizer.check(AuthQuery(
+                channel, key_id(key_hash), client_host(request.peer)))
+            if refused is not None:
+                logger.info("publish refused by the authorization callback",
+                            extra={**fields, "reason": refused.description})
+                return self._rejected("unauthorized", refused)
         async with self._lock:
             entry = self._by_channel.get(channel)
             if entry is not None:  # live here, or in its grace window

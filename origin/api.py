@@ -18,8 +18,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from castway.catalog.base import AlreadyExists, NotFound
 from castway.events.nodes import StopBroadcast, node_commands_topic
-from castway.keys import generate_stream_key, hash_stream_key
+from castway.events.vods import VODS_TOPIC
+from castway.events.vods import VodDeleted as VodDeletedEvent
+from castway.keys import generate_stream_key, hash_stream_key, key_id
 from castway.layout import COMPONENT_PATTERN, broadcast_prefix
+from castway.live.base import LiveStateError
 from castway.model import (
     CHANNEL_NAME_MAX,
     CHANNEL_NAME_PATTERN,
@@ -106,10 +109,12 @@ async def _get_channel(ctx: OriginContext, name: str) -> Channel:
 async def _new_key(ctx: OriginContext, name: str, *, rotate: bool) -> StreamKeyCreated:
     revoked = await asyncio.to_thread(ctx.catalog.revoke_stream_keys, name) if rotate else 0
     key = generate_stream_key()
+    key_hash = hash_stream_key(key)
     await asyncio.to_thread(ctx.catalog.add_stream_key,
-                            StreamKey(channel=name, key_hash=hash_stream_key(key)))
+                            StreamKey(channel=name, key_hash=key_hash))
     logger.info("stream key created", extra={"channel": name, "rotated": rotate})
-    return StreamKeyCreated(channel=name, stream_key=key, revoked=revoked,
+    return StreamKeyCreated(channel=name, stream_key=key, key_id=key_id(key_hash),
+                            revoked=revoked,
                             rtmp_url=ctx.settings.effective_public_rtmp_url)
 
 
@@ -300,6 +305,12 @@ async def delete_vod(vod_id: IdPath, ctx: Ctx) -> VodDeleted:
                                       broadcast_prefix(vod.broadcast_id))
     await asyncio.to_thread(ctx.catalog.delete_vod, vod_id)
     logger.info("VOD deleted", extra={"vod_id": vod_id, "objects": deleted})
+    try:
+        await ctx.live.publish(VODS_TOPIC, VodDeletedEvent(vod.id, vod.broadcast_id,
+                                                           vod.channel, "api"))
+    except LiveStateError as e:  # deleted all the same: only its webhook is lost
+        logger.warning("VOD deletion not announced", extra={"vod_id": vod_id,
+                                                            "error": str(e)})
     return VodDeleted(id=vod_id, objects_deleted=deleted)
 
 

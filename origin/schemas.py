@@ -70,6 +70,8 @@ class StreamKeyCreated(BaseModel):
 
     channel: str
     stream_key: str
+    key_id: str = Field(description="The key's public id: what the publish "
+                        "authorization callback names it by.")
     rtmp_url: str
     revoked: int = 0
 

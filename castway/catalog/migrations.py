@@ -135,6 +135,36 @@ def _v2_segment_records(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_webhooks(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "webhook_endpoints", md,
+        Column("id", String(64), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("events", JSON, nullable=False),
+        Column("secret", Text, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+    Table(
+        "webhook_deliveries", md,
+        Column("endpoint_id", String(64),
+               ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), primary_key=True),
+        Column("msg_id", String(64), primary_key=True),
+        Column("event_type", String(64), nullable=False),
+        Column("body", Text, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", UtcDateTime, nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("last_attempt_at", UtcDateTime, nullable=True),
+        Column("last_status", Integer, nullable=True),
+        Column("last_error", Text, nullable=False),
+        Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+    )
+    md.create_all(conn)
+
+
 # Never edit a released step, only append one. A step describes its own DDL (it never
 # imports ``schema.py``, which moves on). Keep a step backward compatible with the
 # previous release where you can (add columns with defaults): old ingest nodes keep
@@ -143,6 +173,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "channels, stream keys, broadcasts, VODs", _v1_initial_schema),
     Migration(2, "segment records: the durable segment log of each broadcast",
               _v2_segment_records),
+    Migration(3, "webhook endpoints and their delivery log", _v3_webhooks),
 )
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     null,
     select,
     update,
@@ -53,7 +54,15 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from castway.catalog.base import AlreadyExists, CatalogError, NotFound, SegmentRecord
 from castway.catalog.migrations import MIGRATIONS, Migration
 from castway.catalog.migrations import migrate as run_migrations
-from castway.catalog.schema import broadcasts, channels, segment_records, stream_keys, vods
+from castway.catalog.schema import (
+    broadcasts,
+    channels,
+    segment_records,
+    stream_keys,
+    vods,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 from castway.model import (
     Broadcast,
     BroadcastState,
@@ -68,6 +77,7 @@ from castway.model import (
     check_channel_name,
 )
 from castway.serde import from_jsonable, to_jsonable
+from castway.webhooks.records import DeliveryState, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +387,40 @@ def _vod(r: Row[Any]) -> Vod:
                mp4_progress=r.mp4_progress)
 
 
+def _endpoint(r: Row[Any]) -> WebhookEndpoint:
+    return WebhookEndpoint(id=r.id, url=r.url, events=tuple(r.events), secret=r.secret,
+                           created_at=r.created_at)
+
+
+def _delivery_values(d: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "endpoint_id": _text(d.endpoint_id, "endpoint_id", MAX_ID),
+        "msg_id": _text(d.msg_id, "msg_id", MAX_ID),
+        "event_type": _text(d.event_type, "event_type", MAX_RENDITION),
+        "body": d.body,
+        "state": DeliveryState(d.state).value,
+        "attempts": d.attempts,
+        "next_attempt_at": _utc_opt(d.next_attempt_at, "next_attempt_at"),
+        "created_at": _utc(d.created_at, "created_at"),
+        "last_attempt_at": _utc_opt(d.last_attempt_at, "last_attempt_at"),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+    }
+
+
+def _delivery(r: Row[Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        endpoint_id=r.endpoint_id, msg_id=r.msg_id, event_type=r.event_type, body=r.body,
+        state=DeliveryState(r.state), attempts=r.attempts,
+        next_attempt_at=r.next_attempt_at, created_at=r.created_at,
+        last_attempt_at=r.last_attempt_at, last_status=r.last_status,
+        last_error=r.last_error)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _check_limit(limit: int) -> None:
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
@@ -679,6 +723,104 @@ class SqlCatalog:
         """Removes the record if present (no error if absent: retention may repeat)."""
         with self._write() as conn:
             conn.execute(delete(vods).where(vods.c.id == vod_id))
+
+    # -- webhooks --
+
+    def create_webhook(self, endpoint: WebhookEndpoint) -> None:
+        stmt = self._insert(webhook_endpoints).values(
+            id=_text(endpoint.id, "id", MAX_ID), url=_text(endpoint.url, "url", 2000),
+            events=list(endpoint.events), secret=_text(endpoint.secret, "secret", 200),
+            created_at=_utc(endpoint.created_at, "created_at"),
+        ).on_conflict_do_nothing(index_elements=["id"]).returning(webhook_endpoints.c.id)
+        already = AlreadyExists(f"webhook {endpoint.id!r} already exists")
+        with self._write(conflict=already) as conn:
+            if conn.execute(stmt).first() is None:
+                raise already
+
+    def get_webhook(self, endpoint_id: str) -> WebhookEndpoint | None:
+        with self._read() as conn:
+            row = conn.execute(select(webhook_endpoints)
+                               .where(webhook_endpoints.c.id == endpoint_id)).first()
+        return None if row is None else _endpoint(row)
+
+    def list_webhooks(self) -> list[WebhookEndpoint]:
+        with self._read() as conn:
+            rows = conn.execute(select(webhook_endpoints).order_by(
+                webhook_endpoints.c.created_at, webhook_endpoints.c.id)).all()
+        return [_endpoint(r) for r in rows]
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(webhook_deliveries)
+                         .where(webhook_deliveries.c.endpoint_id == endpoint_id))
+            if conn.execute(delete(webhook_endpoints)
+                            .where(webhook_endpoints.c.id == endpoint_id)).rowcount == 0:
+                raise NotFound(f"no webhook {endpoint_id!r}")
+
+    def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> list[WebhookDelivery]:
+        inserted: list[WebhookDelivery] = []
+        if not deliveries:
+            return inserted
+        with self._write() as conn:
+            for d in deliveries:
+                # Only for an endpoint still there: one deleted meanwhile gets nothing.
+                exists = conn.execute(select(webhook_endpoints.c.id).where(
+                    webhook_endpoints.c.id == d.endpoint_id)).first()
+                if exists is None:
+                    continue
+                stmt = self._insert(webhook_deliveries).values(**_delivery_values(d)) \
+                    .on_conflict_do_nothing(index_elements=["endpoint_id", "msg_id"]) \
+                    .returning(webhook_deliveries.c.msg_id)
+                if conn.execute(stmt).first() is not None:
+                    inserted.append(d)
+        return inserted
+
+    def get_delivery(self, endpoint_id: str, msg_id: str) -> WebhookDelivery | None:
+        with self._read() as conn:
+            row = conn.execute(select(webhook_deliveries).where(
+                webhook_deliveries.c.endpoint_id == endpoint_id,
+                webhook_deliveries.c.msg_id == msg_id)).first()
+        return None if row is None else _delivery(row)
+
+    def list_deliveries(self, endpoint_id: str, *, limit: int = 100) -> list[WebhookDelivery]:
+        _check_limit(limit)
+        query = (select(webhook_deliveries)
+                 .where(webhook_deliveries.c.endpoint_id == endpoint_id)
+                 .order_by(webhook_deliveries.c.created_at.desc(),
+                           webhook_deliveries.c.msg_id.desc()).limit(limit))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_delivery(r) for r in rows]
+
+    def save_delivery(self, delivery: WebhookDelivery) -> None:
+        values = _delivery_values(delivery)
+        with self._write() as conn:
+            conn.execute(update(webhook_deliveries).where(
+                webhook_deliveries.c.endpoint_id == delivery.endpoint_id,
+                webhook_deliveries.c.msg_id == delivery.msg_id).values(
+                {k: v for k, v in values.items() if k not in ("endpoint_id", "msg_id")}))
+
+    def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
+        _check_limit(limit)
+        query = (select(webhook_deliveries)
+                 .where(webhook_deliveries.c.state == DeliveryState.PENDING.value,
+                        webhook_deliveries.c.next_attempt_at <= _utc(now, "now"))
+                 .order_by(webhook_deliveries.c.next_attempt_at).limit(limit))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_delivery(r) for r in rows]
+
+    def next_delivery_due(self) -> datetime | None:
+        query = select(func.min(webhook_deliveries.c.next_attempt_at)).where(
+            webhook_deliveries.c.state == DeliveryState.PENDING.value)
+        with self._read() as conn:
+            value = conn.execute(query).scalar()
+        if value is None:
+            return None
+        # An aggregate loses the column type on SQLite: the naive UTC text comes back.
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return _aware(value)
 
     # -- operations --
 
