@@ -35,8 +35,10 @@ from castway.live.base import LiveState, LiveStateError
 from castway.media import BroadcastMedia, MediaPacket, MediaPipelineFactory
 from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
 from castway.settings import Settings
+from castway.stream_health import describe
 from ingest import handover, lifecycle
 from ingest.ends import ENDS_CLOSE_TIMEOUT_S, PendingEnds
+from ingest.health import HealthTracker
 from ingest.publish import PublishRequest, PublishSession, Rejection
 from ingest.publish_auth import AuthQuery, PublishAuthorizer, client_host
 from ingest.source import (
@@ -112,6 +114,7 @@ class _Entry:
     ended: Broadcast | None = None  # the end as the live state recorded it
     source: SourceInfo | None = None
     counters: SourceCounters = field(default_factory=SourceCounters)
+    health: HealthTracker = field(default_factory=lambda: HealthTracker(segment_target_s=2.0))
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
 
@@ -310,7 +313,8 @@ class BroadcastManager:
         return self._rejected("already_live", Rejection.already_live())  # never reached
 
     def _register(self, record: Broadcast) -> _Entry:
-        entry = _Entry(record.id, record.channel, record, source=record.source)
+        entry = _Entry(record.id, record.channel, record, source=record.source,
+                       health=HealthTracker(segment_target_s=self.settings.target_segment_s))
         entry.counters.sampled = (time.monotonic(), 0, 0)
         self._by_channel[record.channel] = entry
         self._metrics.live.set(len(self._by_channel))
@@ -502,6 +506,7 @@ class BroadcastManager:
                     await self.live.publish(BROADCASTS_TOPIC, BroadcastResumed(
                         entry.broadcast_id, entry.channel, self.node_id))
                 case lifecycle.Discontinuity():
+                    entry.health.discontinuity()
                     if entry.media is not None:
                         await entry.media.discontinuity()
                 case lifecycle.StartGraceTimer(timer=timer, delay_s=delay_s):
@@ -565,6 +570,8 @@ class BroadcastManager:
         self._metrics.packets.labels(packet.kind.value).inc()
         if (learned := entry.counters.count(packet)) is not None:
             await self._update_source(entry, learned)
+        for code in entry.health.on_packet(packet):
+            self._warn_streamer(entry, code)
         if entry.media is not None:
             await entry.media.feed(packet)
 
@@ -602,6 +609,9 @@ class BroadcastManager:
                 "dropped": float(dropped) if isinstance(dropped, int | float) else 0.0,
                 "publishing": 1.0 if lifecycle.publisher(entry.state) is not None else 0.0,
             }
+            for code in entry.health.on_bitrate(kbps):
+                self._warn_streamer(entry, code)
+            stats.update(_health_stats(entry.health))
             entry.stats = stats
             self._metrics.bitrate.labels(entry.channel).set(kbps)
             self._metrics.fps.labels(entry.channel).set(fps)
@@ -615,6 +625,13 @@ class BroadcastManager:
                                                                        self.claim_ttl_s):
                 await self._reclaim(entry, owner)
             await self._keep_registered(entry)
+
+    @staticmethod
+    def _warn_streamer(entry: _Entry, code: str) -> None:
+        text = describe(code)
+        logger.warning("source health: %s; %s", text.message, text.advice,
+                       extra={**entry.log_fields, "warning": code,
+                              "keyframe_interval_s": entry.health.keyframe_interval_s})
 
     async def _reclaim(self, entry: _Entry, owner: str) -> None:
         """The claim is gone from the live state (expired while it was unreachable, or
@@ -650,3 +667,17 @@ class BroadcastManager:
                 await self.publish_stats()
             except Exception:
                 logger.exception("publishing ingest stats failed")
+
+
+def _health_stats(health: HealthTracker) -> dict[str, float | str]:
+    """The source's health as stats keys (a measure not known yet is left out)."""
+    report = health.report()
+    stats: dict[str, float | str] = {
+        "audio": 1.0 if report.audio else 0.0,
+        "source_warnings": ",".join(w.value for w in report.warnings)}
+    for key, value in (("keyframe_interval_s", report.keyframe_interval_s),
+                       ("source_fps", report.fps),
+                       ("bitrate_variation", report.bitrate_variation)):
+        if value is not None:
+            stats[key] = value
+    return stats

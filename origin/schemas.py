@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,9 @@ from castway.model import (
     Vod,
     VodState,
 )
+from castway.stream_health import describe, split_codes
 from origin.access import MAX_GRANT_S, MIN_GRANT_S
+from origin.humanize import vod_title
 
 ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN, min_length=1,
                                    max_length=CHANNEL_NAME_MAX,
@@ -118,6 +120,50 @@ class SourcePublic(BaseModel):
                    encoder=s.encoder)
 
 
+class HealthWarningPublic(BaseModel):
+    code: str = Field(description="Stable code, e.g. long_keyframe_interval.")
+    message: str = Field(description="What is wrong, for the streamer.")
+    advice: str = Field(description="What to change in the encoder (OBS named).")
+
+
+def _number(stats: dict[str, float | str], key: str) -> float | None:
+    value = stats.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+class BroadcastHealth(BaseModel):
+    """The live stream as it arrives and as it is transcoded, for the streamer.
+    ``status`` is ``warning`` while any warning lasts."""
+
+    status: Literal["good", "warning", "unknown"]
+    bitrate_kbps: float | None = Field(description="Received, audio and video, over the "
+                                                   "last second.")
+    fps: float | None = Field(description="Frame rate from the stream's timestamps.")
+    keyframe_interval_s: float | None = Field(
+        description="The longest of the last keyframe interval and the one open now; "
+                    "2 s is right for castway.")
+    bitrate_variation: float | None = Field(
+        description="Standard deviation / mean of the recent bitrate samples (CBR: "
+                    "below 0.1).")
+    audio: bool | None = Field(description="The stream carries audio.")
+    warnings: list[HealthWarningPublic]
+
+    @classmethod
+    def of(cls, stats: dict[str, float | str]) -> BroadcastHealth:
+        codes = dict.fromkeys(split_codes(stats.get("source_warnings"))
+                              + split_codes(stats.get("warnings")))
+        warnings = [HealthWarningPublic(code=c, message=describe(c).message,
+                                        advice=describe(c).advice) for c in codes]
+        audio = _number(stats, "audio")
+        status: Literal["good", "warning", "unknown"] = (
+            "warning" if warnings else "good" if stats else "unknown")
+        return cls(status=status, bitrate_kbps=_number(stats, "bitrate_kbps"),
+                   fps=_number(stats, "source_fps") or _number(stats, "fps"),
+                   keyframe_interval_s=_number(stats, "keyframe_interval_s"),
+                   bitrate_variation=_number(stats, "bitrate_variation"),
+                   audio=None if audio is None else audio > 0, warnings=warnings)
+
+
 class BroadcastPublic(BaseModel):
     id: str
     channel: str
@@ -127,7 +173,10 @@ class BroadcastPublic(BaseModel):
     ended_at: datetime | None
     source: SourcePublic | None
     renditions: list[RenditionPublic]
-    stats: dict[str, float | str] = Field(default_factory=dict)
+    stats: dict[str, float | str] = Field(
+        default_factory=dict, description="Raw counters from ingest and the transcoder "
+                                          "(names may change; ``health`` is the typed view).")
+    health: BroadcastHealth
 
     @classmethod
     def of(cls, b: Broadcast, stats: dict[str, float | str] | None = None) -> BroadcastPublic:
@@ -135,7 +184,7 @@ class BroadcastPublic(BaseModel):
                    started_at=b.started_at, ended_at=b.ended_at,
                    source=SourcePublic.of(b.source) if b.source else None,
                    renditions=[RenditionPublic.of(r) for r in b.renditions],
-                   stats=stats or {})
+                   stats=stats or {}, health=BroadcastHealth.of(stats or {}))
 
 
 class StopRequested(BaseModel):
@@ -155,13 +204,15 @@ class VodPublic(BaseModel):
     state: VodState
     duration_s: float
     created_at: datetime
+    title: str = Field(description='Readable: "mychan, 4 Dec 13:14 UTC, 1 min 35 s" '
+                                   "(channel, start, duration).")
     mp4_progress: float | None
     watch_url: str
     hls_url: str
 
     @classmethod
     def of(cls, v: Vod, *, base_url: str) -> VodPublic:
-        return cls(id=v.id, broadcast_id=v.broadcast_id, channel=v.channel,
+        return cls(id=v.id, broadcast_id=v.broadcast_id, channel=v.channel, title=vod_title(v),
                    visibility=v.visibility, state=v.state, duration_s=v.duration_s,
                    created_at=v.created_at, mp4_progress=v.mp4_progress,
                    watch_url=f"{base_url}/watch/vod/{v.id}",
