@@ -23,6 +23,7 @@ import httpx
 
 from castway.catalog.base import Catalog, CatalogError
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEvent
+from castway.events.restreams import RESTREAMS_TOPIC, RestreamEvent
 from castway.events.topic import Topic
 from castway.events.vods import VODS_TOPIC, VodEvent
 from castway.live.base import EventBus, LiveStateError, Subscription, SubscriptionClosed
@@ -44,7 +45,7 @@ MAX_IN_FLIGHT = 32  # attempts at once (a slow receiver holds one for up to its 
 BATCH = 100
 RESUBSCRIBE_S = 1.0
 
-Message = BroadcastEvent | VodEvent
+Message = BroadcastEvent | VodEvent | RestreamEvent
 
 
 def schedule_of(settings: Settings) -> RetrySchedule:
@@ -101,7 +102,7 @@ class WebhookService:
 
     async def start(self) -> None:
         # Subscribed before start() returns: no event published afterwards is missed.
-        for topic in (BROADCASTS_TOPIC, VODS_TOPIC):
+        for topic in (BROADCASTS_TOPIC, VODS_TOPIC, RESTREAMS_TOPIC):
             subscription: Subscription[Any] = await self.live.subscribe(topic)
             self._subscriptions.append(subscription)
             self._tasks.append(asyncio.create_task(

@@ -1,5 +1,5 @@
 """The catalog: durable records (channels, stream key hashes, broadcast history, VODs,
-webhook endpoints and their delivery log).
+restream targets, webhook endpoints and their delivery log).
 
 One implementation, :class:`castway.catalog.sql.SqlCatalog` on SQLAlchemy 2, runs on
 SQLite (embedded default) and PostgreSQL (distributed mode); the contract suite
@@ -25,6 +25,7 @@ from castway.model import (
     StreamKey,
     Vod,
 )
+from castway.restream.targets import RestreamTarget
 from castway.webhooks.records import WebhookDelivery, WebhookEndpoint
 
 
@@ -112,6 +113,16 @@ class Catalog(Protocol):
     def get_vod(self, vod_id: str) -> Vod | None: ...
     def list_vods(self, *, channel: str | None = None, limit: int = 100) -> list[Vod]: ...
     def delete_vod(self, vod_id: str) -> None: ...
+
+    # restream targets (castway.restream)
+    def add_restream_target(self, target: RestreamTarget) -> None:
+        """Raises NotFound when the channel does not exist."""
+
+    def list_restream_targets(self, channel: str) -> list[RestreamTarget]:
+        """Oldest first."""
+
+    def delete_restream_target(self, channel: str, target_id: str) -> None:
+        """Raises NotFound."""
 
     # webhooks (castway.webhooks): endpoints and their delivery log
     def create_webhook(self, endpoint: WebhookEndpoint) -> None:

@@ -165,6 +165,23 @@ def _v3_webhooks(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v4_restream_targets(conn: Connection) -> None:
+    md = MetaData()
+    Table("channels", md, Column("name", String(200), primary_key=True))
+    Table(
+        "restream_targets", md,
+        Column("id", String(64), primary_key=True),
+        Column("channel", String(200), ForeignKey("channels.name", ondelete="CASCADE"),
+               nullable=False),
+        Column("url", Text, nullable=False),
+        Column("sealed_key", Text, nullable=False),
+        Column("key_mask", String(16), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Index("ix_restream_targets_channel", "channel", "created_at"),
+    )
+    md.tables["restream_targets"].create(conn)
+
+
 # Never edit a released step, only append one. A step describes its own DDL (it never
 # imports ``schema.py``, which moves on). Keep a step backward compatible with the
 # previous release where you can (add columns with defaults): old ingest nodes keep
@@ -174,6 +191,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "segment records: the durable segment log of each broadcast",
               _v2_segment_records),
     Migration(3, "webhook endpoints and their delivery log", _v3_webhooks),
+    Migration(4, "restream targets of channels (keys sealed)", _v4_restream_targets),
 )
 
 

@@ -164,6 +164,10 @@ class PublisherSession:
         #: Media and metadata bytes queued for the wire (the bitrate's numerator).
         self.media_bytes_sent = 0
 
+    @property
+    def closed(self) -> bool:
+        return self.state is ClientState.CLOSED
+
     def _transition(self, trigger: ClientTrigger) -> None:
         nxt = CLIENT_TRANSITIONS.get((self.state, trigger))
         if nxt is None:
@@ -186,7 +190,7 @@ class PublisherSession:
                     return events
                 self._transition(ClientTrigger.HANDSHAKE_DONE)
                 self._send_connect()
-            while self.state is not ClientState.CLOSED:
+            while not self.closed:
                 message = self._reader.next_message(self._buf)
                 if message is None:
                     break

@@ -302,5 +302,5 @@ def tag_body(packet: MediaPacket) -> bytes:
     code = _FOURCC_OF_AUDIO.get(packet.codec)
     if code is None:
         raise FlvError(f"no FLV audio form for {packet.codec}")
-    kind = AudioPacketType.SEQUENCE_START if packet.is_config else AudioPacketType.CODED_FRAMES
-    return bytes((SoundFormat.EX_HEADER << 4 | kind,)) + code + packet.payload
+    audio = AudioPacketType.SEQUENCE_START if packet.is_config else AudioPacketType.CODED_FRAMES
+    return bytes((SoundFormat.EX_HEADER << 4 | audio,)) + code + packet.payload

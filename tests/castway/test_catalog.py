@@ -32,6 +32,7 @@ from castway.model import (
     Vod,
     VodState,
 )
+from castway.restream.targets import RestreamTarget
 from castway.settings import Settings
 from tests.support import free_port
 
@@ -554,3 +555,27 @@ def test_a_fresh_sqlite_catalog_opens_while_another_process_holds_its_lock(
         release.join()
         engine.dispose()
         holder.close()
+
+
+def test_restream_targets_are_kept_per_channel_oldest_first_and_deleted_by_id(
+        catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice"))
+    catalog.create_channel(Channel("bob"))
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = RestreamTarget("t1", "alice", "rtmp://a.example/live2", "sealed-1", "****abcd",
+                           created_at=t0)
+    second = RestreamTarget("t2", "alice", "rtmps://b.example/app", "sealed-2", "****",
+                            created_at=t0 + timedelta(seconds=1))
+    catalog.add_restream_target(second)
+    catalog.add_restream_target(first)
+    catalog.add_restream_target(RestreamTarget("t3", "bob", "rtmp://c/x", "s", "****"))
+    assert catalog.list_restream_targets("alice") == [first, second]
+    catalog.delete_restream_target("alice", "t1")
+    assert catalog.list_restream_targets("alice") == [second]
+    with pytest.raises(NotFound):
+        catalog.delete_restream_target("alice", "t3")  # bob's, not alice's
+    with pytest.raises(NotFound):
+        catalog.add_restream_target(RestreamTarget("t4", "nobody", "rtmp://c/x", "s", "****"))
+    catalog.delete_channel("alice")
+    assert catalog.list_restream_targets("alice") == []
+    assert [t.id for t in catalog.list_restream_targets("bob")] == ["t3"]
