@@ -120,8 +120,7 @@ class TargetLink:
             return
         if self.state is not TargetState.LIVE:
             self._task.cancel()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), flush_s)
+        await asyncio.wait({self._task}, timeout=flush_s)  # never raises
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
