@@ -136,7 +136,7 @@ async def test_blocking_reload_returns_at_once_when_the_part_exists(
     await feeder.push_segments(2)
     response = await client.get(PLAYLIST, params={"_HLS_msn": "1", "_HLS_part": "2"})
     assert response.status_code == 200
-    assert response.headers["cache-control"] == "public, max-age=6"
+    assert response.headers["cache-control"] == "public, max-age=1"
 
 
 async def test_blocking_reload_waits_for_the_part(client: httpx.AsyncClient,
