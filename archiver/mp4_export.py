@@ -101,8 +101,9 @@ async def export_mp4(ctx: ArchiveContext, vod_id: str, *,
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
     if vod is None or vod.state is VodState.DELETED:
         raise VodNotFound(f"no VOD {vod_id}")
-    name, refs = await read_rendition(ctx, vod.broadcast_id, source_rendition)
-    key = layout.export_key(vod.broadcast_id)
+    name, refs = await read_rendition(ctx, vod.broadcast_id, source_rendition,
+                                      vod_id=vod.id)
+    key = layout.export_key(vod.id)  # a clip's own, not its source's
 
     last_save = [0.0]
 

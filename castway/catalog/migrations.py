@@ -143,6 +143,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "channels, stream keys, broadcasts, VODs", _v1_initial_schema),
     Migration(2, "segment records: the durable segment log of each broadcast",
               _v2_segment_records),
+    Migration(3, "channels.live_visibility: private live channels",
+              ("ALTER TABLE channels ADD COLUMN live_visibility VARCHAR(16) "
+               "NOT NULL DEFAULT 'public'",)),
 )
 
 
