@@ -32,15 +32,16 @@ from archiver.vod import (
     render_vod_media_playlist,
 )
 from castway import layout
-from castway.events.archive import ClipAnswer, ClipReady, ClipRefused, ClipRequested
+from castway.events.archive import (
+    MAX_CLIP_S,
+    ClipAnswer,
+    ClipReady,
+    ClipRefused,
+    ClipRequested,
+)
 from castway.model import BroadcastState, Rendition, Segment, Visibility, Vod, VodState
 
 logger = logging.getLogger(__name__)
-
-#: The longest clip, seconds (a longer range is refused: a clip is a moment, the VOD
-#: is the whole).
-MAX_CLIP_S = 3600.0
-
 
 class ClipError(Exception):
     """The clip cannot be made from what was asked."""

@@ -15,6 +15,10 @@ from typing import ClassVar, TypeAlias
 
 from castway.events.topic import Messages, Topic
 
+#: The longest clip, seconds: a clip is a moment, the VOD is the whole (the API and the
+#: archiver both refuse longer).
+MAX_CLIP_S = 3600.0
+
 
 @dataclass(frozen=True, slots=True)
 class ExportRequested:
