@@ -137,6 +137,9 @@ class ArchiverService:
         self._subscription: Subscription[BroadcastEvent] | None = None
         self._requests: Subscription[ArchiveRequest] | None = None
         self._owner = f"archiver-{new_id()}"  # this service, in export claims
+        # Exports this service claimed, when (a claim is re-entrant for its owner: a
+        # repeat request reaching the winner is told apart here).
+        self._claimed: OrderedDict[str, float] = OrderedDict()
         self._vod_ready: OrderedDict[str, asyncio.Event] = OrderedDict()
         self.stop_wait_s = stop_wait_s
         self.reconciler = Reconciler(catalog, live, heartbeat_ttl_s=settings.heartbeat_ttl_s,
@@ -338,12 +341,21 @@ class ArchiverService:
         """Carry out one request (the listener calls it; so may tests)."""
         try:
             if isinstance(request, ExportRequested):
+                now = time.monotonic()
+                while self._claimed and now - next(iter(self._claimed.values())) \
+                        > EXPORT_CLAIM_S:
+                    self._claimed.popitem(last=False)
+                if request.vod_id in self._claimed:
+                    logger.info("export already running here",
+                                extra={"vod_id": request.vod_id})
+                    return
                 owner = await self.ctx.live.claim_channel(f"export:{request.vod_id}",
                                                           self._owner, EXPORT_CLAIM_S)
                 if owner is not None:
                     logger.info("export already claimed", extra={
                         "vod_id": request.vod_id, "by": owner})
                     return
+                self._claimed[request.vod_id] = now
                 await self.request_export(request.vod_id)
                 logger.info("export started", extra={"vod_id": request.vod_id})
             elif isinstance(request, ClipRequested):
