@@ -70,7 +70,9 @@ def remux_to_mp4(storage: Storage, refs: Sequence[MediaRef], out_path: Path, wor
                           and s.time_base is not None]
                 group_start = min(starts, default=0.0)
                 if first:
-                    offset_s = group_start  # the first group keeps its own timestamps
+                    # The MP4 starts at 0: a broadcast's timestamps start where its
+                    # encoder's clock was, and players count that lead-in as duration.
+                    offset_s = 0.0
                     first = False
                 for packet in src.demux(*[s for s in src.streams if s.index in mapping]):
                     if packet.dts is None or packet.size == 0 or packet.time_base is None:

@@ -82,7 +82,7 @@ def test_private_channel_clip_and_export_on_castway_serve(
     ladder.write_text(LADDER)
     env = {"CASTWAY_LADDER": str(ladder), "CASTWAY_X264_PRESET": "ultrafast",
            "CASTWAY_TARGET_SEGMENT_S": "1"}
-    with serve(tmp_path / "data", **env) as served, \
+    with serve(tmp_path / "data", preexec_fn=None, **env) as served, \
             httpx.Client(base_url=served.base, timeout=30) as http:
         auth = served.admin_headers()
 
