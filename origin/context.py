@@ -15,7 +15,7 @@ from castway.live.base import LiveState, RenditionWindow
 from castway.settings import Settings
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
-from origin.access import MediaAccessCache, VodAccess
+from origin.access import ChannelAccessCache, MediaAccessCache, VodAccess
 from origin.extensions import OriginExtension
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
@@ -120,10 +120,12 @@ class OriginContext:
     storage_pool: StoragePool = field(default_factory=lambda: StoragePool(name="origin-storage"))
     report_windows: WindowCache = field(init=False)
     media_access: MediaAccessCache = field(init=False)
+    channel_access: ChannelAccessCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.report_windows = WindowCache(self.live)
         self.media_access = MediaAccessCache(self.live, self.catalog)
+        self.channel_access = ChannelAccessCache(self.catalog)
 
 
 async def get_context(request: Request) -> OriginContext:

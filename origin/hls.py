@@ -25,9 +25,12 @@ from castway.hls.playlist import (
 from castway.layout import (
     BroadcastFile,
     BroadcastKey,
+    MediaName,
     PartName,
+    RenditionFile,
     RenditionKey,
     broadcast_prefix,
+    export_key,
     master_key,
     parse_media_name,
     valid_component,
@@ -37,11 +40,16 @@ from castway.model import (
     Broadcast,
     BroadcastState,
     Visibility,
+    Vod,
     VodState,
     valid_channel_name,
 )
 from castway.storage.base import content_type_for
-from origin.access import MediaAccess
+from origin.access import (
+    PRIVATE_LIVE_PLAYLIST,
+    PRIVATE_MEDIA,
+    MediaAccess,
+)
 from origin.context import Ctx, OriginContext, Rendered
 from origin.playlist_query import BadPlaylistQuery, parse_playlist_query
 from origin.responses import (
@@ -82,7 +90,21 @@ def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
     return uri_for_key
 
 
-def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Response:
+def channel_media_uri(broadcast_id: str) -> Callable[[str], str]:
+    """Relative URI of a key from a private channel's live media playlist
+    (``/hls/{channel}/{rendition}/index.m3u8``): its media is served under the channel's
+    path (``/hls/{channel}/b/...``), which its viewers' grant covers."""
+    prefix = broadcast_prefix(broadcast_id)
+
+    def uri_for_key(key: str) -> str:
+        if not key.startswith(prefix):
+            raise ValueError(f"key {key!r} is not under {prefix!r}")
+        return f"../b/{broadcast_id}/{key.removeprefix(prefix)}"
+
+    return uri_for_key
+
+
+def _playlist(request: Request, text: str | Rendered, cache: CacheKind | str) -> Response:
     """A playlist response. Its ETag is weak: the gzip middleware may re-encode the body,
     and a strong validator would then name two different byte sequences (RFC 9110 8.8.3)."""
     rendered = text if isinstance(text, Rendered) else Rendered.of(text)
@@ -90,22 +112,31 @@ def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Respo
                           etag="W/" + rendered.etag, content_type=PLAYLIST_TYPE)
 
 
-async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
+async def _live(ctx: OriginContext, channel: str,
+                request: Request) -> tuple[Broadcast, bool] | Response:
+    """The channel's live broadcast and whether the channel is private (then the request
+    carries a valid signature for ``/hls/{channel}/*``), else the error response."""
     if not valid_channel_name(channel):
         return error_response(404, "no such channel")
+    private = await ctx.channel_access.private(channel)
+    if private and not ctx.access.allows(request):
+        if not ctx.access.enabled:
+            return error_response(404, "no such channel")
+        return error_response(403, "this channel is private: a valid signature is required")
     broadcast = await ctx.live.live_broadcast(channel)
     if broadcast is None or broadcast.state is not BroadcastState.LIVE:
         return error_response(404, f"channel {channel} is not live")
-    return broadcast
+    return broadcast, private
 
 
 @router.head("/hls/{channel}/master.m3u8", include_in_schema=False)
 @router.get("/hls/{channel}/master.m3u8", response_class=Response,
             summary="Live multivariant playlist")
 async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
-    broadcast = await _live(ctx, channel)
-    if isinstance(broadcast, Response):
-        return broadcast
+    found = await _live(ctx, channel, request)
+    if isinstance(found, Response):
+        return found
+    broadcast, private = found
     # Only renditions with media: a variant whose playlist 404s makes players fail over
     # or give up (hls.js: levelLoadError) while the transcoder is still starting.
     started = []
@@ -118,16 +149,18 @@ async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     suffix = "" if request.query_params.get("ll", "1") != "0" else "?ll=0"
     text = render_master_playlist(started,
                                   uri_for=lambda r: f"{r.name}/index.m3u8{suffix}")
-    return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
+    return _playlist(request, text,
+                     PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
 
 
 @router.head("/hls/{channel}/{rendition}/index.m3u8", include_in_schema=False)
 @router.get("/hls/{channel}/{rendition}/index.m3u8", response_class=Response,
             summary="Live media playlist (LL-HLS)")
 async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
-    broadcast = await _live(ctx, channel)
-    if isinstance(broadcast, Response):
-        return broadcast
+    found = await _live(ctx, channel, request)
+    if isinstance(found, Response):
+        return found
+    broadcast, private = found
     names = [r.name for r in broadcast.renditions]
     if rendition not in names:
         return error_response(404, f"no rendition {rendition}")
@@ -137,7 +170,7 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
         return error_response(400, str(exc))
     msn, part, low_latency = query.msn, query.part, query.low_latency
     window = await ctx.live.get_window(broadcast.id, rendition)
-    cache = CacheKind.LIVE_PLAYLIST
+    cache: CacheKind | str = CacheKind.LIVE_PLAYLIST
     if msn is not None:
         if window is not None and msn > window.next_msn - 1 + MAX_MSN_AHEAD:
             return error_response(400, f"_HLS_msn={msn} is more than {MAX_MSN_AHEAD} "
@@ -158,14 +191,16 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
             if other_window is not None:
                 reports.append(rendition_report(other_window, f"../{other}/index.m3u8"))
     skip = low_latency and query.skip is not None
-    cache_key = ("live", broadcast.id, rendition, low_latency, skip, tuple(reports))
+    cache_key = ("live", broadcast.id, rendition, low_latency, skip, private,
+                 tuple(reports))
     rendered = ctx.renders.get(cache_key, window)
     if rendered is None:
         rendered = Rendered.of(render_media_playlist(
-            window, uri_for_key=media_uri(broadcast.id, 2), low_latency=low_latency,
+            window, uri_for_key=channel_media_uri(broadcast.id) if private
+            else media_uri(broadcast.id, 2), low_latency=low_latency,
             skip=skip, rendition_reports=reports))
         ctx.renders.put(cache_key, window, rendered)
-    return _playlist(request, rendered, cache)
+    return _playlist(request, rendered, PRIVATE_LIVE_PLAYLIST if private else cache)
 
 
 async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
@@ -193,9 +228,10 @@ async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
 @router.get("/hls/{channel}/{rendition}/dvr.m3u8", response_class=Response,
             summary="Time-shift (DVR) playlist of the live broadcast")
 async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
-    broadcast = await _live(ctx, channel)
-    if isinstance(broadcast, Response):
-        return broadcast
+    found = await _live(ctx, channel, request)
+    if isinstance(found, Response):
+        return found
+    broadcast, private = found
     if rendition not in [r.name for r in broadcast.renditions]:
         return error_response(404, f"no rendition {rendition}")
     log = await ctx.live.segment_log(broadcast.id, rendition)
@@ -218,9 +254,11 @@ async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> 
         init_key=log[-1].init_key, discontinuity_seq=discontinuity_seq,
         ended=bool(live_window and live_window.ended))
     text = render_media_playlist(
-        window, uri_for_key=media_uri(broadcast.id, 2),
+        window, uri_for_key=channel_media_uri(broadcast.id) if private
+        else media_uri(broadcast.id, 2),
         playlist_type=PlaylistType.LIVE if sliding else PlaylistType.EVENT)
-    return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
+    return _playlist(request, text,
+                     PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
 
 
 @router.head("/hls/b/{broadcast_id}/{rendition}/{name}", include_in_schema=False)
@@ -231,9 +269,38 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
     parsed = parse_media_name(name)
     if parsed is None or not (valid_component(broadcast_id) and valid_component(rendition)):
         return error_response(404, "not found")
-    access = await _broadcast_access(ctx, broadcast_id)
+    access = await _broadcast_access(ctx, broadcast_id, request, f"{rendition}/{name}")
     if isinstance(access, Response):
         return access
+    return await _media(ctx, request, broadcast_id, rendition, parsed, access)
+
+
+@router.head("/hls/{channel}/b/{broadcast_id}/{rendition}/{name}", include_in_schema=False)
+@router.get("/hls/{channel}/b/{broadcast_id}/{rendition}/{name}", response_class=Response,
+            summary="Init segment, segment or part of a private channel's live broadcast")
+async def channel_media(channel: str, broadcast_id: str, rendition: str, name: str,
+                        request: Request, ctx: Ctx) -> Response:
+    """A private channel's live media, under the channel's path (which its grant covers,
+    cookies included): only while the broadcast is live on that channel, and only with
+    a valid signature. Public channels' media is at /hls/b/ (unchanged)."""
+    parsed = parse_media_name(name)
+    if parsed is None or not (valid_channel_name(channel) and valid_component(broadcast_id)
+                              and valid_component(rendition)):
+        return error_response(404, "not found")
+    access = await ctx.media_access.get(broadcast_id)
+    if access is not MediaAccess.LIVE_PRIVATE:
+        return error_response(404, "not found")
+    broadcast = await ctx.live.get_broadcast(broadcast_id)
+    if broadcast is None or broadcast.channel != channel:
+        return error_response(404, "not found")
+    if not ctx.access.allows(request):
+        return error_response(403 if ctx.access.enabled else 404,
+                              "this channel is private: a valid signature is required")
+    return await _media(ctx, request, broadcast_id, rendition, parsed, access)
+
+
+async def _media(ctx: OriginContext, request: Request, broadcast_id: str, rendition: str,
+                 parsed: MediaName, access: MediaAccess) -> Response:
     key = str(RenditionKey(broadcast_id, rendition, parsed))
     part = parsed if isinstance(parsed, PartName) else None
     data = await _fetch(ctx, key, stored=part is None)
@@ -247,11 +314,23 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                           etag=etag_for(f"{key}:{len(data)}"))
 
 
-async def _broadcast_access(ctx: OriginContext, broadcast_id: str) -> MediaAccess | Response:
-    """The broadcast's access rule (origin.access.MediaAccess), or the refusal."""
+async def _broadcast_access(ctx: OriginContext, broadcast_id: str, request: Request,
+                            name: str) -> MediaAccess | Response:
+    """The broadcast's access rule (origin.access.MediaAccess), or the refusal. A private
+    channel's live media is served here only with a signature for the same object under
+    the channel's path (a signed URL: a browser sends the grant's cookies there only)."""
     access = await ctx.media_access.get(broadcast_id)
     if access.served:
         return access
+    if access is MediaAccess.LIVE_PRIVATE:
+        broadcast = await ctx.live.get_broadcast(broadcast_id)
+        if broadcast is not None and ctx.access.allows(
+                request, as_path=f"/hls/{broadcast.channel}/b/{broadcast_id}/{name}"):
+            return access
+        if ctx.access.enabled:
+            return error_response(403, "this broadcast's channel is private: a valid "
+                                  "signature is required")
+        return error_response(404, "not found")
     if access is MediaAccess.PRIVATE and ctx.access.enabled:
         return error_response(403, "this broadcast has ended and its VOD is private: play "
                               f"/vod/{broadcast_id}/master.m3u8 with a valid signature")
@@ -300,7 +379,7 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
 async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
     if not valid_component(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
-    access = await _broadcast_access(ctx, broadcast_id)
+    access = await _broadcast_access(ctx, broadcast_id, request, name)
     if isinstance(access, Response):
         return access
     key = str(BroadcastKey(broadcast_id, BroadcastFile(name)))
@@ -311,13 +390,12 @@ async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ct
 
 
 # Private VODs are served only with a signature; never from a shared cache.
-PRIVATE_MEDIA = "private, max-age=3600"
 PRIVATE_PLAYLIST = "private, max-age=60"
 
 
 async def _vod_broadcast(ctx: OriginContext, vod_id: str,
-                         request: Request) -> tuple[str, bool] | Response:
-    """(broadcast id, private) of a servable VOD, else the error response."""
+                         request: Request) -> tuple[Vod, bool] | Response:
+    """(the VOD, private) of a servable VOD, else the error response."""
     if not valid_component(vod_id):
         return error_response(404, "no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
@@ -328,7 +406,7 @@ async def _vod_broadcast(ctx: OriginContext, vod_id: str,
         if not ctx.access.enabled:
             return error_response(404, "no such VOD")
         return error_response(403, "this VOD is private: a valid signature is required")
-    return vod.broadcast_id, private
+    return vod, private
 
 
 @router.head("/vod/{vod_id}/master.m3u8", include_in_schema=False)
@@ -338,13 +416,34 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     found = await _vod_broadcast(ctx, vod_id, request)
     if isinstance(found, Response):
         return found
-    broadcast_id, private = found
-    key = master_key(broadcast_id)
+    vod, private = found
+    key = master_key(vod.id)  # a clip's own playlists
     data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
     return bytes_response(request, data, key=key,
                           cache=PRIVATE_PLAYLIST if private else CacheKind.VOD_PLAYLIST)
+
+
+@router.head("/vod/{vod_id}/export.mp4", include_in_schema=False)
+@router.get("/vod/{vod_id}/export.mp4", response_class=Response,
+            summary="The VOD as one MP4 (once exported: POST /api/v1/vods/{id}/export)")
+async def vod_export(vod_id: str, request: Request, ctx: Ctx) -> Response:
+    found = await _vod_broadcast(ctx, vod_id, request)
+    if isinstance(found, Response):
+        return found
+    vod, private = found
+    if vod.mp4_key is None:
+        return error_response(404, "the VOD has not been exported")
+    key = export_key(vod.id)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
+    if data is None:
+        return error_response(404, "the VOD has not been exported")
+    response = bytes_response(request, data, key=key,
+                              cache=PRIVATE_MEDIA if private else CacheKind.MEDIA,
+                              etag=etag_for(f"{key}:{len(data)}"), content_type="video/mp4")
+    response.headers["content-disposition"] = f'attachment; filename="{vod.id}.mp4"'
+    return response
 
 
 @router.head("/vod/{vod_id}/{rendition}/{name}", include_in_schema=False)
@@ -358,9 +457,16 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
     found = await _vod_broadcast(ctx, vod_id, request)
     if isinstance(found, Response):
         return found
-    broadcast_id, private = found
-    key = str(RenditionKey(broadcast_id, rendition, parsed))
-    data = await ctx.storage_pool.run(ctx.storage.get, key)
+    vod, private = found
+    # A clip's playlists are its own; its media is its source's (archiver/clips.py), and
+    # may be so recent (a clip of a live broadcast) that it is still in the live window.
+    own = isinstance(parsed, RenditionFile)
+    key = str(RenditionKey(vod.id if own else vod.broadcast_id, rendition, parsed))
+    if vod.is_clip and not own:
+        data = await ctx.storage_pool.run(ctx.storage.get, key) or \
+            await ctx.live.get_media(key)
+    else:
+        data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE

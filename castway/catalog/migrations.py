@@ -174,6 +174,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "segment records: the durable segment log of each broadcast",
               _v2_segment_records),
     Migration(3, "webhook endpoints and their delivery log", _v3_webhooks),
+    Migration(4, "channels.live_visibility: private live channels",
+              ("ALTER TABLE channels ADD COLUMN live_visibility VARCHAR(16) "
+               "NOT NULL DEFAULT 'public'",)),
 )
 
 

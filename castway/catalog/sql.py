@@ -326,7 +326,7 @@ def create_catalog_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
 
 def _channel(r: Row[Any]) -> Channel:
     return Channel(name=r.name, title=r.title, vod_visibility=Visibility(r.vod_visibility),
-                   created_at=r.created_at)
+                   created_at=r.created_at, live_visibility=Visibility(r.live_visibility))
 
 
 def _broadcast_values(b: Broadcast) -> dict[str, Any]:
@@ -529,10 +529,12 @@ class SqlCatalog:
         created = Channel(name=check_channel_name(channel.name),
                           title=channel.title,
                           vod_visibility=Visibility(channel.vod_visibility),
-                          created_at=_utc(channel.created_at, "created_at"))
+                          created_at=_utc(channel.created_at, "created_at"),
+                          live_visibility=Visibility(channel.live_visibility))
         stmt = self._insert(channels).values(
             name=created.name, title=created.title,
             vod_visibility=created.vod_visibility.value, created_at=created.created_at,
+            live_visibility=created.live_visibility.value,
         ).on_conflict_do_nothing(index_elements=["name"]).returning(channels.c.name)
         already = AlreadyExists(f"channel {channel.name!r} already exists")
         with self._write(conflict=already) as conn:
@@ -552,13 +554,14 @@ class SqlCatalog:
         return [_channel(r) for r in rows]
 
     def update_channel(self, channel: Channel) -> Channel:
-        """Updates title and VOD visibility; the name and creation time stay.
+        """Updates title and visibilities; the name and creation time stay.
         Raises NotFound."""
         with self._write() as conn:
             result = conn.execute(
                 update(channels).where(channels.c.name == channel.name).values(
                     title=channel.title,
-                    vod_visibility=Visibility(channel.vod_visibility).value))
+                    vod_visibility=Visibility(channel.vod_visibility).value,
+                    live_visibility=Visibility(channel.live_visibility).value))
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.name!r}")
             row = conn.execute(select(channels).where(channels.c.name == channel.name)).one()
