@@ -174,6 +174,7 @@ ROUTE_KINDS: dict[str, str] = {
     "/watch/{channel}": "page of the live channel",
     "/": "page: live broadcasts",
     "/admin": "page: no data",
+    "/favicon.ico": "package file",
     "/static": "package files",
     "/chat/static/{name}": "package files",
     "/chat/{channel}": "websocket: chat messages",
