@@ -208,9 +208,13 @@ class BroadcastSink:
         await self.live.publish(media_topic(self.broadcast_id),
                                 MediaUpdate(rendition, msn, part))
 
-    async def on_rendition(self, info: RenditionInfo) -> None:
-        self.infos[info.name] = info
-        self._log(info.name)
+    async def on_ladder(self, ladder: Sequence[RenditionInfo]) -> None:
+        """The ladder, whole (:class:`transcoder.pipeline.Pipeline` announces it at
+        once): the broadcast's renditions are written in one update, so the origin never
+        sees part of it."""
+        for info in ladder:
+            self.infos[info.name] = info
+            self._log(info.name)
         await self._update_broadcast()
 
     async def _maybe_update_broadcast(self, rendition: str, log: RenditionLog) -> None:
