@@ -121,10 +121,18 @@ class BroadcastSink:
                     await self.live.put_media(key, out.data, self.media_ttl_s)
             return
         if isinstance(out, PartOut):
-            part = log.add_part(out.index, out.duration_s, out.independent)
+            first = log.next_msn == 0 and not log.open_parts and not log.peak_bps
+            part = log.add_part(out.index, out.duration_s, out.independent, len(out.data))
             self._open_parts.setdefault(out.rendition, []).append(out.data)
             with self._live_best_effort():
                 await self.live.put_media(part.key, out.data, self.media_ttl_s)
+                info = self.infos.get(out.rendition)
+                if first and info is not None and info.video_bitrate_kbps is None:
+                    # A passthrough's first part: its bit rate is in the broadcast before
+                    # the window that may complete the ladder (origin.hls serves the
+                    # master from then on), so the first master has a measured
+                    # BANDWIDTH for it rather than a placeholder.
+                    await self._update_broadcast()
                 await self._publish_window(out.rendition, log, part.msn, part.index)
             return
         assert isinstance(out, SegmentOut)

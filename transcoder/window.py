@@ -14,7 +14,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from castway.hls.timing import DateAnchor, target_duration_of
+from castway.hls.timing import DateAnchor, declared_part_target_s, target_duration_of
 from castway.layout import (
     InitName,
     MediaName,
@@ -51,7 +51,8 @@ class RenditionLog:
         self.discontinuity_count = 0  # discontinuities so far (for the next one's seq)
         self.parts_enabled = parts
         self._target_floor = target_segment_s
-        self._part_target = part_target_s
+        # Declared, not configured: fixed for the broadcast and in every rendition.
+        self._part_target = declared_part_target_s(part_target_s)
         self._max_part = 0.0
         self._max_segment = 0.0
         self._window: deque[Segment] = deque()
@@ -62,6 +63,9 @@ class RenditionLog:
         self._init_bytes: bytes | None = None
         self._ended = False
         self._peak_bps = 0
+        # Bits and seconds of the parts published before the first segment closed.
+        self._early_bits = 0
+        self._early_s = 0.0
         self._recent: deque[tuple[int, float]] = deque()  # (bytes, seconds) of the newest
         self._total_bits = 0
         self._total_s = 0.0
@@ -133,10 +137,14 @@ class RenditionLog:
             self._pending_discontinuity = True
         self._dates.release()
 
-    def add_part(self, index: int, duration_s: float, independent: bool) -> Part:
+    def add_part(self, index: int, duration_s: float, independent: bool,
+                 size: int = 0) -> Part:
         part = Part(self.next_msn, index, duration_s, independent,
                     self._key(PartName(self.next_msn, index, self.ext)))
         self._parts.append(part)
+        if self._peak_bps == 0:
+            self._early_bits += size * 8
+            self._early_s += duration_s
         self._max_part = max(self._max_part, duration_s)
         return part
 
@@ -218,6 +226,15 @@ class RenditionLog:
         return self._peak_bps
 
     @property
+    def early_bps(self) -> int:
+        """The bit rate of the parts published so far, before any segment is measured
+        (0 once one is): an over-estimate of the peak, since the first part carries the
+        first keyframe, and better than none for a passthrough's first master."""
+        if self._peak_bps or self._early_s <= 0:
+            return 0
+        return math.ceil(self._early_bits / self._early_s)
+
+    @property
     def average_bps(self) -> int:
         return int(self._total_bits / self._total_s) if self._total_s > 0 else 0
 
@@ -228,9 +245,12 @@ class RenditionLog:
     def as_rendition(self, info: RenditionInfo) -> Rendition:
         """The master playlist's entry for this rendition: what the pipeline announced,
         with the bandwidth measured on the segments so far."""
+        measured = self.peak_bps
+        if not measured and info.video_bitrate_kbps is None:
+            measured = self.early_bps  # a passthrough has no target to stand for it
         return Rendition(info.name, info.width, info.height, info.fps,
                          info.video_bitrate_kbps, info.codecs,
-                         self.peak_bps or None, self.average_bps or None)
+                         measured or None, self.average_bps or None)
 
     def window(self) -> RenditionWindow:
         segments = tuple(self._window)
