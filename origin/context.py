@@ -65,6 +65,29 @@ class RenderCache:
             self._entries.popitem(last=False)
 
 
+# Broadcasts whose ladder is known complete, per process (a few hours of broadcasts).
+READY_LADDERS = 4096
+
+
+@dataclass(eq=False)
+class ReadyLadders:
+    """Broadcasts whose every rendition has had media: the ladder of a live broadcast
+    never changes (transcoder.pipeline), so once complete it stays complete, and the
+    hot path asks the live state for every window only until then."""
+
+    size: int = READY_LADDERS
+    _ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def __contains__(self, broadcast_id: str) -> bool:
+        return broadcast_id in self._ids
+
+    def add(self, broadcast_id: str) -> None:
+        self._ids[broadcast_id] = None
+        self._ids.move_to_end(broadcast_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
 # Rendition reports may lag the other renditions by this much (they are hints to the
 # player, rfc8216bis 4.4.5.4); the playlist's own window is always read fresh.
 REPORT_WINDOW_TTL_S = 0.1
@@ -114,6 +137,7 @@ class OriginContext:
     access: VodAccess
     extensions: tuple[OriginExtension, ...] = ()
     renders: RenderCache = field(default_factory=RenderCache)
+    ready_ladders: ReadyLadders = field(default_factory=ReadyLadders)
     # Storage reads of the origin (VOD, DVR, posters) on threads of their own: a stalled
     # S3 fills these, not the default executor (catalog queries, and in embedded mode
     # the rest of the process).

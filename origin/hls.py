@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -20,6 +21,7 @@ from castway.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
     rendition_report,
+    source_bitrate_kbps,
     target_duration,
 )
 from castway.layout import (
@@ -39,6 +41,7 @@ from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import (
     Broadcast,
     BroadcastState,
+    Rendition,
     Visibility,
     Vod,
     VodState,
@@ -66,6 +69,10 @@ router = APIRouter(tags=["hls"])
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 # rfc8216bis 6.2.5.2: _HLS_msn more than two segments past the last one is a Bad Request.
 MAX_MSN_AHEAD = 2
+# Until every rendition of the ladder has media, playlists are answered 503 with this
+# Retry-After (seconds) and the short error Cache-Control: a CDN keeps the refusal for a
+# second at most, and no player ever reads a master that lists part of the ladder.
+NOT_READY_RETRY_AFTER_S = 1
 # A blocked request is answered 503 after this many target durations.
 BLOCK_TIMEOUT_TARGET_DURATIONS = 3.0
 # Part requests ahead of the live edge that may block (the preload hint and the next).
@@ -112,6 +119,45 @@ def _playlist(request: Request, text: str | Rendered, cache: CacheKind | str) ->
                           etag="W/" + rendered.etag, content_type=PLAYLIST_TYPE)
 
 
+def _not_ready(detail: str) -> Response:
+    return error_response(503, detail, headers={"retry-after": str(NOT_READY_RETRY_AFTER_S)})
+
+
+async def _ladder_ready(ctx: OriginContext, broadcast: Broadcast) -> bool:
+    """Whether every rendition of the broadcast's ladder has its first part (or
+    segment). The transcoder publishes the ladder whole and never changes its variant
+    set (transcoder.pipeline), so this is decided once per broadcast: the master and
+    every media playlist (plain, blocking, through the fast path) wait for it alike."""
+    if broadcast.id in ctx.ready_ladders:
+        return True
+    if not broadcast.renditions:
+        return False
+    for rendition in broadcast.renditions:
+        window = await ctx.live.get_window(broadcast.id, rendition.name)
+        if window is None or not (window.segments or window.parts):
+            return False
+    ctx.ready_ladders.add(broadcast.id)
+    return True
+
+
+def _with_source_estimate(broadcast: Broadcast, stats: dict[str, float | str]
+                          ) -> tuple[Rendition, ...]:
+    """The ladder as the master lists it: a passthrough rendition without a measured
+    peak yet is given the publisher's own bitrate (onMetaData videodatarate, else what
+    ingest observed), so its BANDWIDTH is the source's, not a placeholder."""
+    value = stats.get("bitrate_kbps")
+    observed = float(value) if isinstance(value, float | int) else None
+    out = []
+    for r in broadcast.renditions:
+        if r.bandwidth_bps is None and r.video_bitrate_kbps is None:
+            estimate = source_bitrate_kbps(broadcast.source, observed,
+                                           audio_only=r.width is None)
+            if estimate is not None:
+                r = replace(r, video_bitrate_kbps=estimate)
+        out.append(r)
+    return tuple(out)
+
+
 async def _live(ctx: OriginContext, channel: str,
                 request: Request) -> tuple[Broadcast, bool] | Response:
     """The channel's live broadcast and whether the channel is private (then the request
@@ -137,17 +183,13 @@ async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     if isinstance(found, Response):
         return found
     broadcast, private = found
-    # Only renditions with media: a variant whose playlist 404s makes players fail over
-    # or give up (hls.js: levelLoadError) while the transcoder is still starting.
-    started = []
-    for rendition in broadcast.renditions:
-        window = await ctx.live.get_window(broadcast.id, rendition.name)
-        if window is not None and (window.segments or window.parts):
-            started.append(rendition)
-    if not started:
-        return error_response(404, "the broadcast has no media yet")
+    # Never part of the ladder: players (and a CDN) read the master once, and a
+    # variant missing from it is one they never get.
+    if not await _ladder_ready(ctx, broadcast):
+        return _not_ready("the broadcast's renditions are starting")
     suffix = "" if request.query_params.get("ll", "1") != "0" else "?ll=0"
-    text = render_master_playlist(started,
+    renditions = _with_source_estimate(broadcast, await ctx.live.get_stats(broadcast.id))
+    text = render_master_playlist(renditions,
                                   uri_for=lambda r: f"{r.name}/index.m3u8{suffix}")
     return _playlist(request, text,
                      PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
@@ -169,6 +211,12 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
     except BadPlaylistQuery as exc:
         return error_response(400, str(exc))
     msn, part, low_latency = query.msn, query.part, query.low_latency
+    if not await _ladder_ready(ctx, broadcast):
+        # The same rule as the master's, blocking requests included (held connections
+        # for a broadcast no player can have a master of yet would only pile up): no
+        # media playlist before the whole ladder has media, so its rendition reports
+        # name every other rendition.
+        return _not_ready("the broadcast's renditions are starting")
     window = await ctx.live.get_window(broadcast.id, rendition)
     cache: CacheKind | str = CacheKind.LIVE_PLAYLIST
     if msn is not None:
@@ -181,7 +229,7 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
                                   headers={"retry-after": "1"})
         cache = CacheKind.BLOCKING_PLAYLIST
     if window is None:
-        return error_response(404, "the rendition has no segments yet")
+        return _not_ready("the rendition has no media yet")
     reports: list[RenditionReport] = []
     if low_latency and not window.ended:
         for other in names:
