@@ -803,6 +803,42 @@ class SqlCatalog:
                 webhook_deliveries.c.msg_id == delivery.msg_id).values(
                 {k: v for k, v in values.items() if k not in ("endpoint_id", "msg_id")}))
 
+    def claim_delivery(self, endpoint_id: str, msg_id: str, now: datetime,
+                       lease_until: datetime) -> WebhookDelivery | None:
+        if lease_until <= now:
+            raise ValueError("a claim's lease ends after now")
+        d = webhook_deliveries.c
+        # One UPDATE with the condition in its WHERE: PostgreSQL re-checks it on the row
+        # it locked (READ COMMITTED), SQLite runs one writer at a time (BEGIN IMMEDIATE);
+        # either way a second claimer finds next_attempt_at already in the future.
+        stmt = (update(webhook_deliveries)
+                .where(d.endpoint_id == endpoint_id, d.msg_id == msg_id,
+                       d.state == DeliveryState.PENDING.value,
+                       d.next_attempt_at <= _utc(now, "now"))
+                .values(next_attempt_at=_utc(lease_until, "lease_until"))
+                .returning(*webhook_deliveries.c))
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _delivery(row)
+
+    def settle_delivery(self, claimed: WebhookDelivery, done: WebhookDelivery) -> bool:
+        if (claimed.endpoint_id, claimed.msg_id) != (done.endpoint_id, done.msg_id):
+            raise ValueError("an attempt settles the delivery it claimed")
+        if claimed.next_attempt_at is None:
+            raise ValueError("a claimed delivery has a lease")
+        d = webhook_deliveries.c
+        values = _delivery_values(done)
+        # The lease's end is the claim's token: a later claim sets a later one, and a
+        # redelivery or a new attempt time replaces it.
+        stmt = (update(webhook_deliveries)
+                .where(d.endpoint_id == claimed.endpoint_id, d.msg_id == claimed.msg_id,
+                       d.state == DeliveryState.PENDING.value,
+                       d.next_attempt_at == _utc(claimed.next_attempt_at, "lease"))
+                .values({k: v for k, v in values.items()
+                         if k not in ("endpoint_id", "msg_id")}))
+        with self._write() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
+
     def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
         _check_limit(limit)
         query = (select(webhook_deliveries)
