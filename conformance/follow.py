@@ -132,10 +132,16 @@ def check_stream(url: str, *, seconds: float, fetch: Fetch = http_get,
             break
         if run.master and now >= next_master:
             try:
-                checker.master(parse_master(url, fetch(url).decode("utf-8", "replace")))
+                master = parse_master(url, fetch(url).decode("utf-8", "replace"))
+                checker.master(master)
                 run.playlists += 1
             except (FetchError, PlaylistError) as e:
                 checker.unreachable(url, f"reloading the master: {e}")
+            else:  # a variant added later is followed too (and reported as a change)
+                for variant in master.variants:
+                    if variant.uri not in run.renditions:
+                        run.renditions.append(variant.uri)
+                        follows.append(_Follow(variant.uri))
             next_master = clock() + 2 * MIN_RELOAD_S
         due = min([f.next_due for f in follows if not f.ended] + [deadline])
         sleep(max(0.0, min(due, deadline) - clock()))

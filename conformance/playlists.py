@@ -57,6 +57,7 @@ class Segment:
     parts: tuple[Part, ...]
     extinf: Line
     pdt_line: Line | None
+    discontinuity_line: Line | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +148,10 @@ def parse_media(url: str, text: str) -> MediaPlaylist:
     # The walk: the tags of one segment sit between the previous URI line and its own.
     extinfs: list[Line] = []
     pdts: list[Line | None] = []
+    breaks: list[Line | None] = []
     part_lines: list[list[Line]] = [[]]
     pending_pdt: Line | None = None
+    pending_break: Line | None = None
     for line in lines[1:]:
         name = line.text.split(":", 1)[0]
         if name in _HEADER_TAGS:
@@ -159,13 +162,16 @@ def parse_media(url: str, text: str) -> MediaPlaylist:
             reports.append(line)
         elif name == "#EXT-X-PROGRAM-DATE-TIME":
             pending_pdt = line
+        elif name == "#EXT-X-DISCONTINUITY":
+            pending_break = line
         elif name == "#EXT-X-PART":
             part_lines[-1].append(line)
         elif name == "#EXTINF":
             extinfs.append(line)
         elif line.text and not line.text.startswith("#") and len(extinfs) > len(pdts):
             pdts.append(pending_pdt)
-            pending_pdt = None
+            breaks.append(pending_break)
+            pending_pdt = pending_break = None
             part_lines.append([])
 
     sequence = int(parsed.media_sequence or 0)
@@ -184,7 +190,8 @@ def parse_media(url: str, text: str) -> MediaPlaylist:
             msn=sequence + index, uri=urljoin(url, seg.uri), duration=float(seg.duration),
             discontinuity=bool(seg.discontinuity), program_date_time=seg.program_date_time,
             init_uri=urljoin(url, init) if init else None, parts=parts,
-            extinf=extinfs[index], pdt_line=pdts[index] if index < len(pdts) else None))
+            extinf=extinfs[index], pdt_line=pdts[index] if index < len(pdts) else None,
+            discontinuity_line=breaks[index] if index < len(breaks) else None))
 
     # m3u8 leaves an empty dict, not None, where the tag is absent.
     control = parsed.server_control

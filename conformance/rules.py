@@ -287,8 +287,13 @@ def _sequences(old: MediaPlaylist, new: MediaPlaylist) -> Iterable[Finding]:
                       f"{len(removed)} segment(s) removed leaving {new.duration:.3f} s, "
                       f"less than 3 x TARGETDURATION ({3 * td} s)",
                       (*ms_lines, new.last_line), key=f"{new.media_sequence}")
-    dsn_lines = (*old.tag_line("#EXT-X-DISCONTINUITY-SEQUENCE"),
-                 *new.tag_line("#EXT-X-DISCONTINUITY-SEQUENCE"))
+    # Where the tag is absent (it then means 0) the media sequences and the removed
+    # EXT-X-DISCONTINUITY lines are the evidence.
+    dsn_lines = (*(old.tag_line("#EXT-X-DISCONTINUITY-SEQUENCE") or old.tag_line(
+                   "#EXT-X-MEDIA-SEQUENCE")),
+                 *_lines(*(s.discontinuity_line for s in removed)),
+                 *(new.tag_line("#EXT-X-DISCONTINUITY-SEQUENCE") or new.tag_line(
+                   "#EXT-X-MEDIA-SEQUENCE")))
     if new.media_sequence <= old_end:  # every removed segment was seen: the count is exact
         expected = old.discontinuity_sequence + sum(s.discontinuity for s in removed)
         if new.discontinuity_sequence != expected:
