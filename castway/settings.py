@@ -164,8 +164,12 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest delay between "
                                          "two attempts of a webhook delivery.")
     webhook_max_attempts: int = Field(24, ge=1, description="Attempts of a webhook "
-                                      "delivery before it is given up (about 17 hours "
+                                      "delivery before it is given up (about 14 hours "
                                       "with the default backoff).")
+    webhook_sweep_s: float = Field(30.0, gt=0, description="Distributed mode: how often "
+                                   "the worker running beat re-sends pending webhook "
+                                   "deliveries overdue by more than this (their task was "
+                                   "lost, or a redelivery was asked for).")
 
     # --- restreaming ------------------------------------------------------------------
     restream_key: str | None = Field(None, description="Fernet key that encrypts restream "

@@ -87,6 +87,8 @@ async def index(ctx: Ctx) -> HTMLResponse:
     cards = []
     for broadcast in live:
         channel = await asyncio.to_thread(ctx.catalog.get_channel, broadcast.channel)
+        if channel is not None and channel.live_visibility is Visibility.PRIVATE:
+            continue  # its viewers come with a grant's watch URL
         title = channel.title if channel and channel.title else broadcast.channel
         has_poster = await ctx.storage_pool.run(ctx.storage.exists,
                                              poster_key(broadcast.id))
@@ -158,14 +160,14 @@ async def watch_vod(vod_id: str, request: Request, ctx: Ctx) -> HTMLResponse:
     response = _page(title, body, scripts=_player_scripts())
     if private:
         response.headers["cache-control"] = CacheKind.NO_STORE.value
-        _set_signature_cookies(response, request, ctx, vod.id)
+        _set_signature_cookies(response, request, ctx, ctx.access.cookie_path(vod.id))
     return response
 
 
 def _set_signature_cookies(response: HTMLResponse, request: Request, ctx: OriginContext,
-                           vod_id: str) -> None:
+                           path: str) -> None:
     """Turn a signed watch URL into the CloudFront-* cookies the player's requests carry
-    (the same three values CloudFront reads, scoped to the VOD's path)."""
+    (the same three values CloudFront reads, scoped to the VOD's or channel's path)."""
     query = request.query_params
     names = {"Policy": COOKIE_POLICY, "Signature": COOKIE_SIGNATURE,
              "Key-Pair-Id": COOKIE_KEY_PAIR_ID, "Expires": COOKIE_EXPIRES}
@@ -175,15 +177,18 @@ def _set_signature_cookies(response: HTMLResponse, request: Request, ctx: Origin
     for param, cookie in names.items():
         value = query.get(param)
         if value is not None:
-            response.set_cookie(cookie, value, path=ctx.access.cookie_path(vod_id),
+            response.set_cookie(cookie, value, path=path,
                                 httponly=True, samesite="lax", secure=secure)
 
 
 @router.get("/watch/{channel}", response_class=HTMLResponse)
-async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
+async def watch(channel: str, request: Request, ctx: Ctx) -> HTMLResponse:
     if not valid_channel_name(channel):
         return _not_found("no such channel")
     record = await asyncio.to_thread(ctx.catalog.get_channel, channel)
+    private = record is not None and record.live_visibility is Visibility.PRIVATE
+    if private and not ctx.access.allows(request, as_path=f"/hls/{channel}/master.m3u8"):
+        return _not_found("no such channel")  # a private channel's page needs a grant
     broadcast = await ctx.live.live_broadcast(channel)
     if record is None and broadcast is None:
         return _not_found(f"no channel {channel}")
@@ -195,7 +200,11 @@ async def watch(channel: str, ctx: Ctx) -> HTMLResponse:
         player = extension.beside_player(player, channel)
     body = (f"<h1>{escape(title)} <span class=muted>· {escape(channel)}</span></h1>"
             f"{state}{player}<h2>Past broadcasts</h2>{await _vod_grid(ctx, vods)}")
-    return _page(title, body, scripts=_player_scripts())
+    response = _page(title, body, scripts=_player_scripts())
+    if private:
+        response.headers["cache-control"] = CacheKind.NO_STORE.value
+        _set_signature_cookies(response, request, ctx, ctx.access.channel_cookie_path(channel))
+    return response
 
 
 def _offline_notice(vods: list[Vod]) -> str:

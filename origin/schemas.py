@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from castway.events.archive import MAX_CLIP_S
 from castway.model import (
     CHANNEL_NAME_MAX,
     CHANNEL_NAME_PATTERN,
@@ -40,18 +41,23 @@ class ChannelCreate(_Strict):
     name: ChannelName
     title: Title = ""
     vod_visibility: Visibility = Visibility.PUBLIC
+    live_visibility: Visibility = Field(
+        Visibility.PUBLIC, description="private: live playlists and media (and the VODs) "
+        "need a signature: POST /api/v1/channels/{name}/grant.")
     create_key: bool = Field(True, description="Also create a stream key (shown once).")
 
 
 class ChannelUpdate(_Strict):
     title: Title | None = None
     vod_visibility: Visibility | None = None
+    live_visibility: Visibility | None = None
 
 
 class ChannelPublic(BaseModel):
     name: str
     title: str
     vod_visibility: Visibility
+    live_visibility: Visibility
     created_at: datetime
     live_broadcast_id: str | None = None
     watch_url: str
@@ -61,7 +67,8 @@ class ChannelPublic(BaseModel):
     def of(cls, channel: Channel, *, base_url: str,
            live_broadcast_id: str | None = None) -> ChannelPublic:
         return cls(name=channel.name, title=channel.title,
-                   vod_visibility=channel.vod_visibility, created_at=channel.created_at,
+                   vod_visibility=channel.vod_visibility,
+                   live_visibility=channel.live_visibility, created_at=channel.created_at,
                    live_broadcast_id=live_broadcast_id,
                    watch_url=f"{base_url}/watch/{channel.name}",
                    hls_url=f"{base_url}/hls/{channel.name}/master.m3u8")
@@ -207,6 +214,10 @@ class VodPublic(BaseModel):
     title: str = Field(description='Readable: "mychan, 4 Dec 13:14 UTC, 1 min 35 s" '
                                    "(channel, start, duration).")
     mp4_progress: float | None
+    mp4_url: str | None = Field(None, description="The exported MP4, once ready (a private "
+                                "VOD's needs a grant's signature, like its playlists).")
+    clip: bool = Field(False, description="A clip: its own playlists over a range of "
+                       "broadcast_id's segments.")
     watch_url: str
     hls_url: str
 
@@ -215,7 +226,8 @@ class VodPublic(BaseModel):
         return cls(id=v.id, broadcast_id=v.broadcast_id, channel=v.channel, title=vod_title(v),
                    visibility=v.visibility, state=v.state, duration_s=v.duration_s,
                    created_at=v.created_at, mp4_progress=v.mp4_progress,
-                   watch_url=f"{base_url}/watch/vod/{v.id}",
+                   mp4_url=f"{base_url}/vod/{v.id}/export.mp4" if v.mp4_key else None,
+                   clip=v.is_clip, watch_url=f"{base_url}/watch/vod/{v.id}",
                    hls_url=f"{base_url}/vod/{v.id}/master.m3u8")
 
 
@@ -235,6 +247,39 @@ class VodGrantPublic(BaseModel):
     master_url: str
     cookies: dict[str, str]
     cookie_path: str
+
+
+class ChannelGrantPublic(BaseModel):
+    """Signed access to a private channel's live broadcast (CloudFront-compatible custom
+    policy over ``/hls/{channel}/*``): open ``watch_url`` in a browser (it sets the
+    cookies), or send ``cookies`` (path ``cookie_path``) with every playlist and media
+    request. Its VODs need VOD grants."""
+
+    channel: str
+    expires: int
+    watch_url: str
+    master_url: str
+    cookies: dict[str, str]
+    cookie_path: str
+
+
+class ClipCreate(_Strict):
+    """The last ``last_s`` seconds (of a live broadcast, or of an ended one's VOD), or
+    ``start_s`` to ``end_s`` from the broadcast's start. Cut at segment boundaries."""
+
+    last_s: float | None = Field(None, gt=0, le=MAX_CLIP_S)
+    start_s: float | None = Field(None, ge=0)
+    end_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_range(self) -> ClipCreate:
+        if (self.last_s is None) == (self.start_s is None and self.end_s is None):
+            raise ValueError("give last_s, or start_s and end_s")
+        if self.last_s is None and (self.end_s is None
+                                    or self.end_s <= (self.start_s or 0.0)
+                                    or self.end_s - (self.start_s or 0.0) > MAX_CLIP_S):
+            raise ValueError(f"need start_s < end_s, at most {MAX_CLIP_S:g} s apart")
+        return self
 
 
 class VodDeleted(BaseModel):

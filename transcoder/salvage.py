@@ -21,7 +21,7 @@ from castway.storage.base import Storage
 from transcoder.journal import SUFFIX, JournalCorrupt, journal_dir, read_journal
 from transcoder.ladder import SOURCE
 from transcoder.packager import InitOut, Output, SegmentOut
-from transcoder.pipeline import Pipeline, PipelineError
+from transcoder.pipeline import AUDIO_RENDITION, Pipeline, PipelineError
 from transcoder.replay import Break
 from transcoder.supervisor import pipeline_config
 
@@ -97,7 +97,8 @@ def _salvage(path: Path, settings: Settings, catalog: Catalog,
         return None
     renditions = {r.name for r in broadcast.renditions} | set(header.msn)
     config = replace(pipeline_config(settings, broadcast), realtime=False,
-                     keep_rungs=tuple(sorted(renditions - {SOURCE})),
+                     keep_rungs=tuple(sorted(renditions - {SOURCE, AUDIO_RENDITION}))
+                     if renditions else None,
                      replay_from_pts_ms=header.replay_from_pts_ms)
     made: dict[str, _Made] = {}
 

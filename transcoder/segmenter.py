@@ -11,11 +11,13 @@ from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 
-from castway.hls.timing import target_duration_of
+from castway.hls.timing import part_tolerance_ms, target_duration_of
 
 # Boundaries remembered for encoded renditions whose frames come out of the decoder and
 # encoder later than the source packet went in. Far more than any codec delay.
 MAX_PENDING_BOUNDARIES = 64
+# Frame steps of millisecond timestamps vary by this much (29.97 fps: 33, 33, 34 ms).
+TIMESTAMP_JITTER_MS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class SegmentPolicy:
 
     @property
     def part_tolerance_ms(self) -> int:
-        return max(1, min(10, self.part_target_ms // 20))
+        return part_tolerance_ms(self.part_target_ms)
 
     @property
     def max_segment_ms(self) -> int:
@@ -135,11 +137,14 @@ class Cutter:
         if not self._open:
             return Cut.DROP
         # Cut once the part is full, or when this frame would make it overrun the target
-        # (parts never exceed PART-TARGET, rfc8216bis 4.4.4.9).
+        # and its tolerance, which PART-TARGET declares (castway.hls.timing
+        # .declared_part_target_s; parts never exceed it, rfc8216bis 4.4.4.9). The next
+        # frame step is guessed from the last one, give or take TIMESTAMP_JITTER_MS.
         elapsed = dts_ms - self._part_start_dts
         target = self.policy.part_target_ms
         tolerance = self.policy.part_tolerance_ms
-        if elapsed >= target - tolerance or elapsed + self._last_delta > target + tolerance:
+        if elapsed >= target - tolerance or \
+                elapsed + self._last_delta + TIMESTAMP_JITTER_MS > target + tolerance:
             self._part_start_dts = dts_ms
             return Cut.PART
         return Cut.CONTINUE

@@ -105,10 +105,18 @@ class BroadcastSink:
                     await self.live.put_media(key, out.data, self.media_ttl_s)
             return
         if isinstance(out, PartOut):
-            part = log.add_part(out.index, out.duration_s, out.independent)
+            first = log.next_msn == 0 and not log.open_parts and not log.peak_bps
+            part = log.add_part(out.index, out.duration_s, out.independent, len(out.data))
             self._open_parts.setdefault(out.rendition, []).append(out.data)
             with self._live_best_effort():
                 await self.live.put_media(part.key, out.data, self.media_ttl_s)
+                info = self.infos.get(out.rendition)
+                if first and info is not None and info.video_bitrate_kbps is None:
+                    # A passthrough's first part: its bit rate is in the broadcast before
+                    # the window that may complete the ladder (origin.hls serves the
+                    # master from then on), so the first master has a measured
+                    # BANDWIDTH for it rather than a placeholder.
+                    await self._update_broadcast()
                 await self._publish_window(out.rendition, log, part.msn, part.index)
             return
         assert isinstance(out, SegmentOut)
@@ -192,9 +200,13 @@ class BroadcastSink:
         await self.live.publish(media_topic(self.broadcast_id),
                                 MediaUpdate(rendition, msn, part))
 
-    async def on_rendition(self, info: RenditionInfo) -> None:
-        self.infos[info.name] = info
-        self._log(info.name)
+    async def on_ladder(self, ladder: Sequence[RenditionInfo]) -> None:
+        """The ladder, whole (:class:`transcoder.pipeline.Pipeline` announces it at
+        once): the broadcast's renditions are written in one update, so the origin never
+        sees part of it."""
+        for info in ladder:
+            self.infos[info.name] = info
+            self._log(info.name)
         await self._update_broadcast()
 
     async def _maybe_update_broadcast(self, rendition: str, log: RenditionLog) -> None:

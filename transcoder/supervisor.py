@@ -13,7 +13,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -49,7 +49,7 @@ from transcoder.messages import (
     ToChild,
 )
 from transcoder.packager import Output, SegmentOut
-from transcoder.pipeline import PipelineConfig, PipelineStats
+from transcoder.pipeline import AUDIO_RENDITION, PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
@@ -147,6 +147,11 @@ class TranscoderMetrics:
         )
 
 
+def encoded_rungs(names: Iterable[str]) -> tuple[str, ...]:
+    """The encoded rungs among a published ladder's rendition names."""
+    return tuple(n for n in names if n not in (SOURCE, AUDIO_RENDITION))
+
+
 def pipeline_config(settings: Settings, broadcast: Broadcast) -> PipelineConfig:
     fps = broadcast.source.fps if broadcast.source is not None else None
     return PipelineConfig(
@@ -212,11 +217,11 @@ class TranscoderSupervisor:
             # Another node ran this broadcast until now: its playlists go on.
             await sink.continue_from_live(broadcast.renditions)
         config = pipeline_config(self.settings, broadcast)
-        if handover:
-            # Players hold the master with every rung published so far: this node's
-            # ladder keeps them all, whatever size the source comes back at.
-            config = replace(config, keep_rungs=tuple(
-                r.name for r in broadcast.renditions if r.name != SOURCE))
+        if handover and broadcast.renditions:
+            # Players hold the master with the rungs published so far: this node's
+            # ladder has exactly those, whatever size the source comes back at.
+            config = replace(config, keep_rungs=encoded_rungs(
+                r.name for r in broadcast.renditions))
         transcoder = BroadcastTranscoder(broadcast, config, sink, self)
         await transcoder.start()
         self.running[broadcast.id] = transcoder
@@ -396,6 +401,11 @@ class BroadcastTranscoder:
         child_rx, parent_tx = ctx.Pipe(duplex=False)
         parent_rx, child_tx = ctx.Pipe(duplex=False)
         config = self.config
+        if self.sink.infos:
+            # A successor (a crash, a hang) serves the ladder its predecessor published,
+            # whatever the source's size is now: the variant set of a live master never
+            # changes.
+            config = replace(config, keep_rungs=encoded_rungs(self.sink.infos))
         if self._plan is not None:
             config = replace(config, replay_from_pts_ms=self._plan.start_pts_ms)
         process = ctx.Process(target=worker_main, args=(child_rx, child_tx, config),
@@ -511,8 +521,9 @@ class BroadcastTranscoder:
                 self._media_clock = time.monotonic()
                 await self._output(message.output)
             elif isinstance(message, Announced):
-                self._anchor(message.info.name)
-                await self.sink.on_rendition(message.info)
+                for info in message.ladder:
+                    self._anchor(info.name)
+                await self.sink.on_ladder(message.ladder)
             elif isinstance(message, Boundary):
                 self._recovery.boundary(message.seq, message.pts_ms)
             elif isinstance(message, Flushed):

@@ -42,8 +42,8 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_output(out: Output) -> None:
         send(Produced(out))
 
-    def on_rendition(info: RenditionInfo) -> None:
-        send(Announced(info))
+    def on_ladder(ladder: tuple[RenditionInfo, ...]) -> None:
+        send(Announced(ladder))
 
     current_seq = -1  # the supervisor's number of the message being handled
 
@@ -53,7 +53,7 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_boundary(pts_ms: int) -> None:
         send(Boundary(current_seq, pts_ms))
 
-    pipeline = Pipeline(config, on_output, on_rendition, on_discontinuity=on_discontinuity,
+    pipeline = Pipeline(config, on_output, on_ladder, on_discontinuity=on_discontinuity,
                         on_boundary=on_boundary)
 
     def stats() -> Stats:

@@ -146,6 +146,20 @@ class Catalog(Protocol):
     def save_delivery(self, delivery: WebhookDelivery) -> None:
         """Update a delivery's state (no-op when its endpoint was deleted meanwhile)."""
 
+    def claim_delivery(self, endpoint_id: str, msg_id: str, now: datetime,
+                       lease_until: datetime) -> WebhookDelivery | None:
+        """Take a pending delivery due at ``now`` for one attempt: its ``next_attempt_at``
+        becomes ``lease_until`` in one conditional update, so of several senders asking at
+        once exactly one gets it; the others get None, as for a delivery not pending or
+        not due. A sender that dies holding it leaves it due again at ``lease_until``.
+        Returns the delivery as claimed (hand it back to :meth:`settle_delivery`)."""
+
+    def settle_delivery(self, claimed: WebhookDelivery, done: WebhookDelivery) -> bool:
+        """Record the outcome ``done`` of an attempt on ``claimed`` (what
+        :meth:`claim_delivery` returned), unless the claim was lost meanwhile (its lease
+        ran out and another sender took it, a redelivery or the endpoint's deletion
+        changed it): False then, and nothing is written."""
+
     def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
         """Pending deliveries due at ``now``, the longest due first."""
 

@@ -165,7 +165,7 @@ def _v3_webhooks(conn: Connection) -> None:
     md.create_all(conn)
 
 
-def _v4_restream_targets(conn: Connection) -> None:
+def _v5_restream_targets(conn: Connection) -> None:
     md = MetaData()
     Table("channels", md, Column("name", String(200), primary_key=True))
     Table(
@@ -191,7 +191,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "segment records: the durable segment log of each broadcast",
               _v2_segment_records),
     Migration(3, "webhook endpoints and their delivery log", _v3_webhooks),
-    Migration(4, "restream targets of channels (keys sealed)", _v4_restream_targets),
+    Migration(4, "channels.live_visibility: private live channels",
+              ("ALTER TABLE channels ADD COLUMN live_visibility VARCHAR(16) "
+               "NOT NULL DEFAULT 'public'",)),
+    Migration(5, "restream targets of channels (keys sealed)", _v5_restream_targets),
 )
 
 

@@ -75,6 +75,7 @@ channels = Table(
     Column("title", Text, nullable=False),
     Column("vod_visibility", String(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("live_visibility", String(16), nullable=False, server_default="public"),
 )
 
 stream_keys = Table(

@@ -328,7 +328,7 @@ def create_catalog_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
 
 def _channel(r: Row[Any]) -> Channel:
     return Channel(name=r.name, title=r.title, vod_visibility=Visibility(r.vod_visibility),
-                   created_at=r.created_at)
+                   created_at=r.created_at, live_visibility=Visibility(r.live_visibility))
 
 
 def _broadcast_values(b: Broadcast) -> dict[str, Any]:
@@ -536,10 +536,12 @@ class SqlCatalog:
         created = Channel(name=check_channel_name(channel.name),
                           title=channel.title,
                           vod_visibility=Visibility(channel.vod_visibility),
-                          created_at=_utc(channel.created_at, "created_at"))
+                          created_at=_utc(channel.created_at, "created_at"),
+                          live_visibility=Visibility(channel.live_visibility))
         stmt = self._insert(channels).values(
             name=created.name, title=created.title,
             vod_visibility=created.vod_visibility.value, created_at=created.created_at,
+            live_visibility=created.live_visibility.value,
         ).on_conflict_do_nothing(index_elements=["name"]).returning(channels.c.name)
         already = AlreadyExists(f"channel {channel.name!r} already exists")
         with self._write(conflict=already) as conn:
@@ -559,13 +561,14 @@ class SqlCatalog:
         return [_channel(r) for r in rows]
 
     def update_channel(self, channel: Channel) -> Channel:
-        """Updates title and VOD visibility; the name and creation time stay.
+        """Updates title and visibilities; the name and creation time stay.
         Raises NotFound."""
         with self._write() as conn:
             result = conn.execute(
                 update(channels).where(channels.c.name == channel.name).values(
                     title=channel.title,
-                    vod_visibility=Visibility(channel.vod_visibility).value))
+                    vod_visibility=Visibility(channel.vod_visibility).value,
+                    live_visibility=Visibility(channel.live_visibility).value))
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.name!r}")
             row = conn.execute(select(channels).where(channels.c.name == channel.name)).one()
@@ -840,6 +843,42 @@ class SqlCatalog:
                 webhook_deliveries.c.endpoint_id == delivery.endpoint_id,
                 webhook_deliveries.c.msg_id == delivery.msg_id).values(
                 {k: v for k, v in values.items() if k not in ("endpoint_id", "msg_id")}))
+
+    def claim_delivery(self, endpoint_id: str, msg_id: str, now: datetime,
+                       lease_until: datetime) -> WebhookDelivery | None:
+        if lease_until <= now:
+            raise ValueError("a claim's lease ends after now")
+        d = webhook_deliveries.c
+        # One UPDATE with the condition in its WHERE: PostgreSQL re-checks it on the row
+        # it locked (READ COMMITTED), SQLite runs one writer at a time (BEGIN IMMEDIATE);
+        # either way a second claimer finds next_attempt_at already in the future.
+        stmt = (update(webhook_deliveries)
+                .where(d.endpoint_id == endpoint_id, d.msg_id == msg_id,
+                       d.state == DeliveryState.PENDING.value,
+                       d.next_attempt_at <= _utc(now, "now"))
+                .values(next_attempt_at=_utc(lease_until, "lease_until"))
+                .returning(*webhook_deliveries.c))
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _delivery(row)
+
+    def settle_delivery(self, claimed: WebhookDelivery, done: WebhookDelivery) -> bool:
+        if (claimed.endpoint_id, claimed.msg_id) != (done.endpoint_id, done.msg_id):
+            raise ValueError("an attempt settles the delivery it claimed")
+        if claimed.next_attempt_at is None:
+            raise ValueError("a claimed delivery has a lease")
+        d = webhook_deliveries.c
+        values = _delivery_values(done)
+        # The lease's end is the claim's token: a later claim sets a later one, and a
+        # redelivery or a new attempt time replaces it.
+        stmt = (update(webhook_deliveries)
+                .where(d.endpoint_id == claimed.endpoint_id, d.msg_id == claimed.msg_id,
+                       d.state == DeliveryState.PENDING.value,
+                       d.next_attempt_at == _utc(claimed.next_attempt_at, "lease"))
+                .values({k: v for k, v in values.items()
+                         if k not in ("endpoint_id", "msg_id")}))
+        with self._write() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
 
     def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
         _check_limit(limit)

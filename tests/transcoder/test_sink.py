@@ -64,8 +64,8 @@ async def test_media_is_in_place_before_the_window_names_it(live: MemoryLiveStat
                                                             tmp_path: Path) -> None:
     stored = Stored()
     sink = _sink(live, tmp_path, stored)
-    await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
-                                          None))
+    await sink.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
+                                          None),))
     async with await live.subscribe(media_topic("b")) as events:
         await sink.on_output(InitOut("source", b"init"))
         for i in range(4):
@@ -130,8 +130,8 @@ async def test_program_date_time_is_the_ingest_arrival_of_the_first_keyframe_and
     settings = Settings(data_dir=tmp_path, live_window_segments=3)
     sink = BroadcastSink("b", settings, live, Stored().put, now=lambda: clock[0],
                          on_segment_latency=latencies.append)
-    await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
-                                          None))
+    await sink.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
+                                          None),))
     sink.note_keyframe_arrival()  # the first keyframe reaches ingest at T0
     clock[0] = T0 + timedelta(seconds=1)
     sink.note_keyframe_arrival()  # later keyframes don't move the anchor
@@ -150,7 +150,7 @@ async def test_a_broadcast_handed_over_goes_on_in_the_next_nodes_sink(
     node B's sink continues numbering, discontinuity sequence and init generations."""
     stored = Stored()
     a = _sink(live, tmp_path, stored)
-    await a.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30, None))
+    await a.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30, None),))
     await a.on_output(InitOut("source", b"init"))
     for n in range(2):
         await a.on_output(PartOut("source", 0, 1.0, True, b"x"))
