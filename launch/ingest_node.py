@@ -59,6 +59,7 @@ class IngestNode:
     server: IngestServer = field(init=False)
     agent: NodeAgent = field(init=False)
     manager: BroadcastManager = field(init=False)
+    transcoder: TranscoderSupervisor | None = field(init=False, default=None)
 
     async def start(self) -> None:
         s = self.services
@@ -70,9 +71,10 @@ class IngestNode:
                                      registry=s.registry)
             await self.uploader.start()
             self._stack.push_async_callback(self.uploader.close)
-        transcoder = (TranscoderSupervisor(settings, s.live, s.storage, s.registry,
-                                           uploader=self.uploader, recorder=self.recorder)
-                      if settings.transcode else None)
+        transcoder = self.transcoder = (
+            TranscoderSupervisor(settings, s.live, s.storage, s.registry,
+                                 uploader=self.uploader, recorder=self.recorder)
+            if settings.transcode else None)
         # Restreaming takes the same source packets as the transcoder, beside it: the tee
         # keeps whatever a target does away from the broadcast.
         restream = RestreamFactory(settings.model_copy(update={
