@@ -23,7 +23,7 @@ from ingest.commands import NodeCommands
 from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
 from launch.http_server import HttpServer, http_connections
-from launch.process import StopSignals, first_completed, run_async, start_process
+from launch.process import StopSignals, first_completed, on_sighup, run_async, start_process
 from launch.services import Services, salvage, start_recorder
 from scheduler.agent import NodeAgent
 from transcoder.supervisor import TranscoderSupervisor
@@ -191,6 +191,10 @@ class IngestNode:
     def rtmp_port(self) -> int:
         return int(self.server.port)
 
+    @property
+    def rtmps_port(self) -> int | None:
+        return self.server.tls_port
+
     async def stop(self) -> None:
         await self._stack.aclose()
 
@@ -238,9 +242,10 @@ def run_ingest(settings: Settings) -> int:
         async with _ingest_process(settings) as node:
             http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
+                                                 "rtmps_port": node.rtmps_port,
                                                  "http_port": http.port})
             try:
-                with StopSignals() as signals:
+                with StopSignals() as signals, on_sighup(node.server.reload_tls):
                     # SIGTERM (ECS, compose) or the scheduler's "stop" once the node drained
                     await first_completed(signals.first.wait(), node.agent.stopped.wait())
                     if signals.first.is_set() and not node.agent.stopped.is_set():
