@@ -65,6 +65,7 @@ class _Connection:
         self.app = ""
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
+        self.write_lost = False
         self.disconnected_for: str | None = None  # why the server cut it (disconnect())
         #: From accept, not from here: a TLS handshake and a PROXY header spend it too.
         self.handshake_deadline = handshake_deadline
@@ -180,9 +181,16 @@ class _Connection:
 
     async def _flush(self) -> None:
         out = self.session.data_to_send()
-        if out:
+        if out and not self.write_lost:
             self.writer.write(out)
-            await self.writer.drain()
+            try:
+                await self.writer.drain()
+            except ConnectionResetError:
+                # The publisher closed right after its last frames (an encoder's TLS
+                # close does: close_notify, then the socket): our acknowledgement found
+                # the socket gone, but what it sent before is buffered and still to be
+                # read. Go on reading to the end; nothing more is written.
+                self.write_lost = True
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, MediaReceived):
