@@ -220,8 +220,11 @@ async def start_health_listener(node: IngestNode) -> HttpServer:
     settings = services.settings
     app = create_health_app(services.catalog, services.live, services.storage,
                             services.registry)
+    # Behind an NLB with proxy protocol on, its /readyz health checks carry the header
+    # too (ECS's /healthz check from inside the task does not): skip it when present.
     http = HttpServer(app, bind_socket(settings.host, settings.http_port),
-                      HttpLimits.from_settings(settings))
+                      HttpLimits.from_settings(settings),
+                      optional_proxy_header=settings.proxy_protocol)
     await http.start()
     services.runtime_metrics().watch("http", http_connections(http))
     return http
