@@ -17,8 +17,9 @@ from castway.proxy_protocol import ProxyHeader
 from castway.settings import Settings
 from castway.tls import TlsConfigError
 from ingest.server import IngestServer
+from tests.fixtures.wire_recorder import wire_recorder
 from tests.ingest.helpers import AsyncTestPublisher, RecordingHandler
-from tests.support import free_port
+from tests.support import free_port, make_test_media, require_tool
 from tests.tls_certs import client_context, serial_of, write_self_signed
 
 AVC_CONFIG = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
@@ -231,3 +232,27 @@ async def test_a_proxy_header_that_never_completes_is_cut_at_the_handshake_timeo
         assert await pub.closed_by_server(timeout=5.0)
     finally:
         await srv.stop()
+
+
+@pytest.mark.peer
+async def test_the_key_is_on_the_wire_in_clear_over_rtmp_and_not_over_rtmps(
+        server: IngestServer, handler: RecordingHandler, tmp_path: Path) -> None:
+    """The same ffmpeg publish through a relay that records what a network observer
+    sees: RTMP shows the key (so the capture would catch it), RTMPS does not."""
+    ffmpeg = require_tool("ffmpeg")
+    clip = await asyncio.to_thread(make_test_media, tmp_path / "clip.flv", seconds=1.0)
+    key = "cw_wiretap-canary-0123456789"
+    seen: dict[str, bytes] = {}
+    for scheme, port in (("rtmp", server.port), ("rtmps", tls_port(server))):
+        with wire_recorder(port) as wire:
+            publisher = await asyncio.create_subprocess_exec(
+                ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(clip), "-c", "copy",
+                "-f", "flv", f"{scheme}://127.0.0.1:{wire.port}/live/{key}",
+                stderr=asyncio.subprocess.PIPE)
+            _, stderr = await asyncio.wait_for(publisher.communicate(), 60)
+            assert publisher.returncode == 0, stderr.decode()
+            seen[scheme] = wire.client_bytes
+    assert key.encode() in seen["rtmp"]
+    assert key.encode() not in seen["rtmps"]
+    assert len(seen["rtmps"]) >= len(seen["rtmp"])  # the media went through, encrypted
+    assert [p.request.stream_key for p in handler.publications] == [key, key]
