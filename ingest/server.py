@@ -434,6 +434,9 @@ class IngestServer:
                                       "limit": "proxy_protocol"})
                 _close(sock)
                 return
+            except asyncio.CancelledError:
+                _close(sock)  # stop(): the socket is ours until a transport takes it
+                return
             if header.source is not None:
                 address = header.source
         ip = str(address[0]) if address else "?"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -256,3 +256,32 @@ async def test_the_key_is_on_the_wire_in_clear_over_rtmp_and_not_over_rtmps(
     assert key.encode() not in seen["rtmps"]
     assert len(seen["rtmps"]) >= len(seen["rtmp"])  # the media went through, encrypted
     assert [p.request.stream_key for p in handler.publications] == [key, key]
+
+
+async def test_stop_closes_connections_still_in_their_proxy_header_or_tls_handshake(
+        tmp_path: Path, handler: RecordingHandler) -> None:
+    srv = IngestServer(tls_settings(tmp_path, proxy_protocol=True), handler)
+    await srv.start()
+    waiting_header, _ = await asyncio.open_connection("127.0.0.1", srv.port)
+    in_tls, in_tls_writer = await asyncio.open_connection("127.0.0.1", tls_port(srv))
+    in_tls_writer.write(bytes(CLIENT) + b"\x16\x03\x01")  # header, then a third of a record
+    await _eventually(lambda: srv.connections == 2)
+    await srv.stop()
+    assert await _closed(waiting_header) and await _closed(in_tls)
+    assert srv.connections == 0
+
+
+async def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    """The server closed: EOF, or a reset when it closed with our bytes unread."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
