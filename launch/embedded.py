@@ -23,7 +23,7 @@ from castway.storage.uploader import Uploader
 from launch.http_app import create_platform_app
 from launch.http_server import HttpServer, http_connections
 from launch.ingest_node import IngestNode
-from launch.process import run_async, start_process, wait_for_stop_signal
+from launch.process import on_sighup, run_async, start_process, wait_for_stop_signal
 from launch.running import register, unregister
 from launch.services import Services, salvage, start_recorder
 from scheduler.backends.static import StaticBackend
@@ -139,6 +139,16 @@ class EmbeddedPlatform:
         return self.ingest.rtmp_port
 
     @property
+    def rtmps_port(self) -> int | None:
+        """The RTMPS port, or None when RTMPS is off."""
+        assert self.ingest is not None, "platform not started"
+        return self.ingest.rtmps_port
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: the RTMPS certificate re-read for new connections."""
+        return self.ingest is not None and self.ingest.server.reload_tls()
+
+    @property
     def http_port(self) -> int:
         assert self.http is not None, "platform not started"
         return self.http.port
@@ -154,6 +164,11 @@ class EmbeddedPlatform:
         lines = [
             "castway is running (embedded mode). In OBS: Settings -> Stream -> Custom...",
             f"  Server:      {rtmp}",
+        ]
+        if self.rtmps_port is not None:
+            rtmps = s.public_rtmps_url or f"rtmps://{host}:{self.rtmps_port}/{s.rtmp_app}"
+            lines.append(f"  or with TLS: {rtmps}   (RTMPS: the stream key is encrypted)")
+        lines += [
             f"  Stream Key:  {key}",
             f"  Watch:       {http}/watch/{DEFAULT_CHANNEL}",
             f"  Admin:       {http}/admin   API: {http}/api/v1   Docs: {http}/docs",
@@ -176,7 +191,8 @@ def run_embedded(settings: Settings) -> int:
                               settings.effective_public_url)
             try:
                 print(platform.banner(), flush=True)
-                await wait_for_stop_signal()
+                with on_sighup(platform.reload_tls):
+                    await wait_for_stop_signal()
                 logger.info("stopping")
             finally:
                 unregister(record)

@@ -23,7 +23,7 @@ from ingest.commands import NodeCommands
 from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
 from launch.http_server import HttpServer, http_connections
-from launch.process import StopSignals, first_completed, run_async, start_process
+from launch.process import StopSignals, first_completed, on_sighup, run_async, start_process
 from launch.services import Services, salvage, start_recorder
 from scheduler.agent import NodeAgent
 from transcoder.supervisor import TranscoderSupervisor
@@ -193,6 +193,10 @@ class IngestNode:
     def rtmp_port(self) -> int:
         return int(self.server.port)
 
+    @property
+    def rtmps_port(self) -> int | None:
+        return self.server.tls_port
+
     async def stop(self) -> None:
         await self._stack.aclose()
 
@@ -218,8 +222,11 @@ async def start_health_listener(node: IngestNode) -> HttpServer:
     settings = services.settings
     app = create_health_app(services.catalog, services.live, services.storage,
                             services.registry)
+    # Behind an NLB with proxy protocol on, its /readyz health checks carry the header
+    # too (ECS's /healthz check from inside the task does not): skip it when present.
     http = HttpServer(app, bind_socket(settings.host, settings.http_port),
-                      HttpLimits.from_settings(settings))
+                      HttpLimits.from_settings(settings),
+                      optional_proxy_header=settings.proxy_protocol)
     await http.start()
     services.runtime_metrics().watch("http", http_connections(http))
     return http
@@ -240,9 +247,10 @@ def run_ingest(settings: Settings) -> int:
         async with _ingest_process(settings) as node:
             http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
+                                                 "rtmps_port": node.rtmps_port,
                                                  "http_port": http.port})
             try:
-                with StopSignals() as signals:
+                with StopSignals() as signals, on_sighup(node.server.reload_tls):
                     # SIGTERM (ECS, compose) or the scheduler's "stop" once the node drained
                     await first_completed(signals.first.wait(), node.agent.stopped.wait())
                     if signals.first.is_set() and not node.agent.stopped.is_set():
