@@ -386,6 +386,7 @@ class EmbeddedPlatform:
     async def start(self) -> None:
         from archiver.service import ArchiverService
         from archiver.uploader import Uploader
+        from castway.live.memory import MemoryLiveState
         from origin.app import create_app
 
         settings = self.settings
@@ -427,6 +428,8 @@ class EmbeddedPlatform:
                                HttpLimits.from_settings(settings))
         await self.http.start()
         services.runtime_metrics().watch("http", http_connections(self.http))
+        if isinstance(services.live, MemoryLiveState):
+            services.runtime_metrics().watch_live(services.live.holdings)
         self._stack.push_async_callback(self.http.stop)
 
     async def _start_scheduler(self, services: Services) -> None:
