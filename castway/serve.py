@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from castway.bootstrap import (
@@ -390,6 +391,8 @@ class EmbeddedPlatform:
         from origin.app import create_app
 
         settings = self.settings
+        if settings.debug_tracemalloc_dir is not None:  # first: trace what start allocates
+            await self._trace_memory(settings.debug_tracemalloc_dir)
         ensure_data_dir(settings.data_dir)
         self.admin_token, self.admin_token_created = load_or_create_secret(
             settings.data_dir, "admin_token", settings.admin_token)
@@ -431,6 +434,21 @@ class EmbeddedPlatform:
         if isinstance(services.live, MemoryLiveState):
             services.runtime_metrics().watch_live(services.live.holdings)
         self._stack.push_async_callback(self.http.stop)
+
+    async def _trace_memory(self, directory: Path) -> None:
+        from castway.memtrace import write_snapshots
+
+        task = asyncio.create_task(write_snapshots(directory, os.getpid()),
+                                   name="tracemalloc")
+        logger.warning("tracing Python allocations (CASTWAY_DEBUG_TRACEMALLOC_DIR): "
+                       "slower, and more memory", extra={"directory": str(directory)})
+
+        async def stop_tracing() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop_tracing)
 
     async def _start_scheduler(self, services: Services) -> None:
         """The local scheduler: the embedded node is a fleet of one run by this process,
