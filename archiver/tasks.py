@@ -203,6 +203,9 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
         if existing is None:
             logger.info("broadcast produced no segments: no VOD",
                         extra={"broadcast_id": broadcast_id})
+            stored = await asyncio.to_thread(ctx.catalog.get_broadcast, broadcast_id)
+            if stored is not None and stored.state is not BroadcastState.LIVE:
+                await _forget_live(ctx, broadcast_id)  # nothing will ever be archived
         return existing  # made earlier, its segment log dropped once it was complete
     # Media playlists first, the master last: once the master exists the VOD plays.
     media, master = plan.playlists[:-1], plan.playlists[-1]
@@ -322,9 +325,18 @@ async def verify_vod(ctx: ArchiveContext, vod_id: str, *, raise_incomplete: bool
     broadcast = await asyncio.to_thread(ctx.catalog.get_broadcast, vod.broadcast_id)
     if broadcast is not None and broadcast.state is not BroadcastState.LIVE:
         # The stored VOD playlists are the record from now on.
-        await ctx.live.drop_segment_log(vod.broadcast_id)
+        await _forget_live(ctx, vod.broadcast_id)
         await asyncio.to_thread(ctx.catalog.drop_segment_records, vod.broadcast_id)
     return result
+
+
+async def _forget_live(ctx: ArchiveContext, broadcast_id: str) -> None:
+    """An ended broadcast whose archive is settled leaves the live state: its segment
+    log, record, stats, windows and media. Nothing else forgets them, so without this
+    every broadcast a process ever ran stays in its memory (embedded) or in Redis, and
+    every listing of the live state walks them all."""
+    await ctx.live.drop_segment_log(broadcast_id)
+    await ctx.live.remove_broadcast(broadcast_id)
 
 
 # -- reading media back ---------------------------------------------------------------------

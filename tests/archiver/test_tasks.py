@@ -97,6 +97,19 @@ async def test_an_unknown_broadcast_is_not_ready_and_an_empty_one_has_no_vod(
     await publish("b2", [], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
     assert await tasks.make_vod(ctx, "b2") is None
     assert ctx.storage.get(master_key("b2")) is None
+    # Ended with nothing to archive: the live state forgets it.
+    assert await ctx.live.get_broadcast("b2") is None
+
+
+async def test_a_live_broadcast_without_segments_yet_stays_in_the_live_state(
+        ctx: tasks.ArchiveContext) -> None:
+    published = await publish("b2", [], live=ctx.live, catalog=ctx.catalog,
+                              storage=ctx.storage)
+    live = replace(published.broadcast, state=BroadcastState.LIVE, ended_at=None)
+    ctx.catalog.save_broadcast(live)
+    await ctx.live.put_broadcast(live)
+    assert await tasks.make_vod(ctx, "b2") is None
+    assert await ctx.live.get_broadcast("b2") == live
 
 
 async def test_a_vod_is_complete_only_when_every_segment_is_in_storage(
@@ -123,8 +136,11 @@ async def test_a_vod_is_complete_only_when_every_segment_is_in_storage(
     assert result.complete and result.checked == 9  # 7 segments + 2 init segments
     stored = ctx.catalog.get_vod("b1")
     assert stored is not None and stored.state is VodState.COMPLETE
-    # The ended broadcast's segment log has served its purpose.
+    # The ended broadcast's segment log has served its purpose, and so has the rest of
+    # what the live state held of it (else every broadcast ever run stays there).
     assert await ctx.live.segment_log("b1", "source") == []
+    assert await ctx.live.get_broadcast("b1") is None
+    assert "b1" not in [b.id for b in await ctx.live.list_broadcasts()]
     # ... and making the VOD again (a redelivered task) changes nothing.
     again = await tasks.make_vod(ctx, "b1")
     assert again is not None and again.state is VodState.COMPLETE
