@@ -1,18 +1,18 @@
 """What a process holds, for /metrics: open connections by kind (HTTP, RTMP, RTMP not
 yet authenticated), asyncio tasks, and -- from prometheus_client's ProcessCollector --
 open and maximum descriptors and resident memory (``process_open_fds``,
-``process_max_fds``, ``process_resident_memory_bytes``), and what the in-process live
-state holds (``castway_live_*``: media bytes and objects, broadcast records, windows,
-segment-log entries). The numbers a connection flood or a leak moves first (issue 17):
-resident memory that grows while ``castway_live_media_bytes`` stays level is not the
-live window's media."""
+``process_max_fds``, ``process_resident_memory_bytes``), the garbage collector's
+(``python_gc_*``), and what the in-process live state holds (``castway_live_*``: media
+bytes and objects, broadcast records, windows, segment-log entries). The numbers a
+connection flood or a leak moves first (issue 17): resident memory that grows while
+``castway_live_media_bytes`` stays level is not the live window's media."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -63,6 +63,9 @@ def install_runtime_metrics(registry: CollectorRegistry,
                             loop: asyncio.AbstractEventLoop | None = None) -> RuntimeCollector:
     """Register the process and runtime metrics in ``registry`` (once per registry)."""
     ProcessCollector(registry=registry)
+    # Collections per generation, and what each freed: garbage that waits in cycles for
+    # a full collection shows as RSS that drops when generation 2 runs.
+    GCCollector(registry=registry)
     collector = RuntimeCollector(loop or asyncio.get_running_loop())
     registry.register(collector)
     return collector

@@ -38,6 +38,7 @@ async def test_the_live_state_holdings_are_gauges() -> None:
     assert _value(text, "castway_live_media_objects") == 2
     assert _value(text, "castway_live_broadcasts") == 1
     assert _value(text, "castway_live_segment_log_entries") == 1
+    assert _value(text, 'python_gc_collections_total{generation="2"}') >= 0
 
     await live.remove_broadcast("b1")
     text = generate_latest(registry).decode()
