@@ -201,7 +201,8 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "castway.cli", "serve", "--data-dir",
                  str(self.data_dir), "--rtmp-port", str(self.rtmp_port), "--http-port",
-                 str(self.http_port)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                 str(self.http_port)], env=env, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL)
         wait_for_port(self.http_port, timeout_s=60)
         wait_for_port(self.rtmp_port, timeout_s=60)
         self.incarnations.append(Incarnation(self.proc.pid, time.monotonic()))
