@@ -224,6 +224,10 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Logging level.")
     log_json: bool | None = Field(None, description="JSON logs; default: when stderr is "
                                   "not a TTY.")
+    debug_tracemalloc_dir: Path | None = Field(
+        None, description="`castway serve` traces Python allocations and writes a heap "
+        "snapshot here every minute, for a leak hunt (costs memory and CPU; "
+        "castway/memtrace.py compares two).")
 
     # --- derived ---------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from archiver.service import ArchiverService
 from castway.bootstrap import (
@@ -16,6 +17,8 @@ from castway.bootstrap import (
     ensure_default_channel,
     load_or_create_secret,
 )
+from castway.live.memory import MemoryLiveState
+from castway.memtrace import write_snapshots
 from castway.net import HttpLimits, bind_socket
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
@@ -63,6 +66,8 @@ class EmbeddedPlatform:
 
     async def start(self) -> None:
         settings = self.settings
+        if settings.debug_tracemalloc_dir is not None:  # first: trace what start allocates
+            await self._trace_memory(settings.debug_tracemalloc_dir)
         ensure_data_dir(settings.data_dir)
         self.admin_token, self.admin_token_created = load_or_create_secret(
             settings.data_dir, "admin_token", settings.admin_token)
@@ -108,7 +113,22 @@ class EmbeddedPlatform:
                                HttpLimits.from_settings(settings))
         await self.http.start()
         services.runtime_metrics().watch("http", http_connections(self.http))
+        if isinstance(services.live, MemoryLiveState):
+            services.runtime_metrics().watch_live(services.live.holdings)
         self._stack.push_async_callback(self.http.stop)
+
+    async def _trace_memory(self, directory: Path) -> None:
+        task = asyncio.create_task(write_snapshots(directory, os.getpid()),
+                                   name="tracemalloc")
+        logger.warning("tracing Python allocations (CASTWAY_DEBUG_TRACEMALLOC_DIR): "
+                       "slower, and more memory", extra={"directory": str(directory)})
+
+        async def stop_tracing() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop_tracing)
 
     async def _start_scheduler(self, services: Services) -> None:
         """The local scheduler: the embedded node is a fleet of one run by this process,
