@@ -252,11 +252,22 @@ class RenditionLog:
                          info.video_bitrate_kbps, info.codecs,
                          measured or None, self.average_bps or None)
 
+    def _next_part_name(self) -> PartName:
+        """The part to hint (EXT-X-PRELOAD-HINT): one that will exist whatever the source
+        does. Once the open segment has its target duration, the next part is most likely
+        the next segment's first (the keyframe is due), and that part always comes, even
+        if the segment runs on; a part index past the end of the segment never does, and
+        a player asking for it gets a 404 (Shaka may take it as fatal)."""
+        open_s = sum(part.duration_s for part in self._parts)
+        if self._parts and open_s >= self._target_floor - self._part_target / 2:
+            return PartName(self.next_msn + 1, 0, self.ext)
+        return PartName(self.next_msn, len(self._parts), self.ext)
+
     def window(self) -> RenditionWindow:
         segments = tuple(self._window)
         hint = None
         if self.parts_enabled and not self._ended:
-            hint = self._key(PartName(self.next_msn, len(self._parts), self.ext))
+            hint = self._key(self._next_part_name())
         first_seq = segments[0].discontinuity_seq if segments else self.discontinuity_count
         if segments and segments[0].discontinuity:
             first_seq -= 1  # the tag counts discontinuities *before* the first segment

@@ -44,6 +44,18 @@ def test_sliding_window_and_preload_hint() -> None:
     assert window.target_duration_s == 2.0
 
 
+def test_the_hint_names_a_part_that_will_exist_once_the_segment_is_due_to_end() -> None:
+    """After the open segment reached its target, the hint is the next segment's first
+    part: the segment may end at the next keyframe, and then part 4 would never exist
+    (a player asking for it got a 404, fatal to Shaka); part 0 of the next always does."""
+    log = RenditionLog("p", "source", target_segment_s=2.0, part_target_s=0.5)
+    for i in range(3):
+        log.add_part(i, 0.5, independent=i == 0)
+    assert log.window().preload_hint == "p/source/0.3.m4s"
+    log.add_part(3, 0.5, independent=False)
+    assert log.window().preload_hint == "p/source/1.0.m4s"
+
+
 def test_program_date_time_follows_pts_and_reanchors_after_a_break() -> None:
     log = RenditionLog("p", "source")
     log.add_segment(2.0, 10.0, 1, T0)
