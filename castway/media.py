@@ -46,6 +46,11 @@ class BroadcastMedia(typing.Protocol):
     """Where one live broadcast's packets go (the transcoder, or nothing with
     ``CASTWAY_TRANSCODE=false``). Implemented by ``transcoder``, used by ``ingest``."""
 
+    @property
+    def dropped(self) -> int:
+        """Source video frames the pipeline dropped so far (skipped to catch up, or not
+        taken on a full queue): the broadcast's ``dropped`` stat."""
+
     async def feed(self, packet: MediaPacket) -> None:
         """Hand over one packet. Never blocks for long: the implementation queues
         (bounded) and counts what it drops."""
