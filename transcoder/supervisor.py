@@ -67,8 +67,8 @@ from castway.cost import (
     relative_error,
 )
 from castway.live.base import LiveState
-from castway.media import MediaKind, MediaPacket
-from castway.model import Broadcast
+from castway.media import Codec, MediaKind, MediaPacket
+from castway.model import Broadcast, SourceInfo
 from castway.settings import Settings
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
@@ -79,6 +79,7 @@ from transcoder.capacity import (
     load_calibration,
     video_source,
 )
+from transcoder.codecs import CodecConfigError
 from transcoder.journal import JournalHeader, SourceJournal, journal_path
 from transcoder.ladder import SOURCE, load_ladder
 from transcoder.messages import (
@@ -97,6 +98,7 @@ from transcoder.messages import (
     Stats,
     ToChild,
 )
+from transcoder.nal import sps_dimensions
 from transcoder.packager import Output, SegmentOut
 from transcoder.pipeline import PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
@@ -489,6 +491,18 @@ class BroadcastTranscoder:
         except Exception:  # the live state may blip: cost what we know (the worst case)
             logger.exception("source unknown when choosing the ladder",
                              extra={"broadcast_id": self.broadcast.id})
+        config = self._configs.get(MediaKind.VIDEO)
+        if config is not None and config.codec is Codec.H264:
+            # The sequence header says the size for sure (onMetaData may not say it,
+            # or say it wrong); the frame rate only onMetaData says this early.
+            try:
+                width, height = sps_dimensions(config.payload)
+                info = replace(info or SourceInfo(), width=width, height=height,
+                               video_codec=config.codec.value)
+            except CodecConfigError:
+                pass
+        elif config is not None:
+            info = replace(info or SourceInfo(), video_codec=config.codec.value)
         source = video_source(info)
         ledger = supervisor.ledger
         options = ladder_options(self.config.ladder, source, supervisor.calibration)
