@@ -150,9 +150,14 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(60.0, description="Seconds between scheduler ticks.")
     heartbeat_ttl_s: float = Field(30.0, description="A node whose heartbeat is older is "
                                    "lost.")
-    headroom_min_slots: int = Field(2, description="Free broadcast slots kept at least.")
-    headroom_fraction: float = Field(0.2, description="Free slots kept as a fraction of "
-                                     "live broadcasts.")
+    headroom_min_slots: int = Field(2, description="Free capacity kept at least, in "
+                                    "broadcasts of HEADROOM_BROADCAST_COST each.")
+    headroom_fraction: float = Field(0.2, description="Free capacity kept as a fraction "
+                                     "of what the live broadcasts cost.")
+    headroom_broadcast_cost: float = Field(
+        1.0, gt=0, description="Cores one broadcast is counted at when the scheduler "
+        "sizes its headroom (about a 1080p60 source with the full ladder on the "
+        "calibration machine), and for a node that reports no transcode cost.")
     max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
     scheduler_backend: str = Field("local", description="'local' (ingest processes on "
                                    "this machine), 'ecs' (Amazon ECS tasks) or 'static' "

@@ -422,6 +422,7 @@ class BroadcastTranscoder:
         self.cost_estimate: float | None = None
         self.cost_measured: float | None = None
         self._meter = CpuMeter()
+        self._dropped_at_sample = 0
         self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
         self.warnings: set[HealthWarning] = set()
         self._no_media_after_s = max(NO_MEDIA_WARN_S,
@@ -810,6 +811,13 @@ class BroadcastTranscoder:
         """The child's CPU time per second of media it processed (castway.cost)."""
         cpu = process_cpu_s(self.pid)
         if cpu is None:
+            return
+        if stats.dropped_frames != self._dropped_at_sample:
+            # A child skipping frames to catch up spends less than the broadcast costs
+            # (the machine is short, not the broadcast cheap): that stretch is no
+            # measurement, the last good one stands.
+            self._dropped_at_sample = stats.dropped_frames
+            self._meter.reset()
             return
         measured = self._meter.sample(stats.media_ms / 1000.0, cpu)
         if measured is not None:
