@@ -156,13 +156,22 @@ def capacity_of(node: Node, policy: Policy) -> float:
     return node.capacity * policy.broadcast_cost
 
 
+def usable_cost(free: float, policy: Policy) -> float:
+    """Of ``free`` cores on one node, those that hold whole broadcasts of the policy's
+    ``broadcast_cost``: a publish needs its full ladder's room on one node, so 0.3
+    cores free on each of ten nodes do not hold one 0.9-core broadcast (fragments do
+    not count towards the headroom; small broadcasts still land in them)."""
+    whole = math.floor(free / policy.broadcast_cost + 1e-9)
+    return max(0, whole) * policy.broadcast_cost
+
+
 def free_of(node: Node, policy: Policy) -> float:
-    """Cores free on a node for new broadcasts; none once its broadcast ceiling is
-    reached, whatever the cores say."""
+    """Usable cores free on a node for new broadcasts (:func:`usable_cost`); none once
+    its broadcast ceiling is reached, whatever the cores say."""
     if node.free_slots <= 0:
         return 0.0
     if node.cost_capacity > 0:
-        return node.cost_free
+        return usable_cost(node.cost_free, policy)
     return node.free_slots * policy.broadcast_cost
 
 
@@ -329,6 +338,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     node_cost = policy.node_cost or max(
         (capacity_of(n, policy) for n in current), default=policy.node_capacity
         * policy.broadcast_cost)
+    node_cost = usable_cost(node_cost, policy) or node_cost  # what a new node holds
     # a float a hair above a whole number of nodes is that number (no extra node)
     wanted = max(math.ceil(short / node_cost - 1e-9) if short > 0 else 0, short_nodes, 0)
     room = max(0, policy.max_nodes - running)

@@ -529,9 +529,10 @@ def test_a_node_full_of_cost_has_no_room_whatever_its_slots() -> None:
                 capacity=8, active_broadcasts=2, heartbeat_at=NOW, cost_capacity=1.7,
                 cost_used=1.5)
     decision = decide([full], "v2", COST_POLICY, NOW)
-    # 0.2 cores free, the headroom is two broadcasts at 0.9: one 1.7-core node more
-    assert kinds(decision.actions) == ["start 1 v2"]
-    assert decision.figures.free == pytest.approx(0.2)
+    # 0.2 cores free hold no 0.9-core broadcast; the headroom is two of them, and a
+    # 1.7-core node holds one: two nodes more
+    assert kinds(decision.actions) == ["start 2 v2"]
+    assert decision.figures.free == 0.0
     assert decision.figures.headroom == pytest.approx(1.8)
 
 
