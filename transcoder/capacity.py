@@ -170,9 +170,13 @@ def _encode_cpu(frames: list[Any], width: int, height: int, fps: int, kbps: int,
 
 def calibrate(*, preset: str = "veryfast", seconds: float = 3.0,
               cores: float | None = None) -> Calibration:
-    """Measure this machine: ``seconds`` of generated video encoded at two sizes (the
-    per-frame and per-pixel parts of x264's cost), decoded, scaled, and packaged as a
-    passthrough, each timed in CPU-seconds of this process (all its threads)."""
+    """Measure this machine along the live pipeline's own path, each step timed in
+    CPU-seconds of this process (all its threads): ``seconds`` of generated 1080p video
+    encoded as a publisher would send it, decoded, scaled to 720p and from that to 360p
+    (the cascade), both encoded with the renditions' settings (the per-frame and
+    per-pixel parts of x264's cost: a two-size fit), and the source packaged as a
+    passthrough (the fixed part). The renditions are encoded from decoded, scaled
+    frames, not pristine ones: a publisher's compression noise is work for x264 too."""
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -183,33 +187,34 @@ def calibrate(*, preset: str = "veryfast", seconds: float = 3.0,
 
     fps = 30
     count = max(30, int(seconds * fps))
-    encode_points: list[tuple[float, float]] = []  # (megapixels, CPU-seconds per frame)
-    for width, height, kbps in ((1280, 720, 2800), (640, 360, 800)):
-        frames = _frames(width, height, count, fps)
-        cpu, _, _ = _encode_cpu(frames, width, height, fps, kbps, preset)
-        encode_points.append((width * height / 1e6, cpu / count))
-    (mpx_a, cost_a), (mpx_b, cost_b) = encode_points
-    per_mpx = max(0.0, (cost_a - cost_b) / (mpx_a - mpx_b))
-    per_frame = max(0.0, cost_b - per_mpx * mpx_b)
-
-    # A 1080p source as a publisher sends it (6 Mbit/s): decoded, scaled to 720p.
-    big = _frames(1920, 1080, count, fps)
-    _, packets, extradata = _encode_cpu(big, 1920, 1080, fps, 6000, "ultrafast")
     src_mpx = 1920 * 1080 / 1e6
+    # A 1080p source as a publisher sends it (6 Mbit/s), decoded.
+    _, packets, extradata = _encode_cpu(_frames(1920, 1080, count, fps), 1920, 1080, fps,
+                                        6000, "ultrafast")
     decoder: Any = av.CodecContext.create("h264", "r")
     decoder.extradata = extradata
     decoder.thread_type = "AUTO"
+    decoded: list[Any] = []
     start = _cpu()
-    decoded = 0
     for packet in packets:
-        decoded += len(decoder.decode(packet))
-    decoded += len(decoder.decode(None))
-    decode_mpx = (_cpu() - start) / max(decoded, 1) / src_mpx
-    scaler = VideoReformatter()
+        decoded.extend(decoder.decode(packet))
+    decoded.extend(decoder.decode(None))
+    decode_mpx = (_cpu() - start) / max(len(decoded), 1) / src_mpx
+    big_scaler, small_scaler = VideoReformatter(), VideoReformatter()
     start = _cpu()
-    for frame in big:
-        scaler.reformat(frame, 1280, 720, "yuv420p", interpolation="BICUBIC")
-    scale_mpx = (_cpu() - start) / len(big) / (1280 * 720 / 1e6)
+    mid = [big_scaler.reformat(f, 1280, 720, "yuv420p", interpolation="BICUBIC")
+           for f in decoded]
+    small = [small_scaler.reformat(f, 640, 360, "yuv420p", interpolation="BICUBIC")
+             for f in mid]
+    out_mpx = (1280 * 720 + 640 * 360) / 1e6
+    scale_mpx = (_cpu() - start) / max(len(decoded), 1) / out_mpx
+    encode_points: list[tuple[float, float]] = []  # (megapixels, CPU-seconds per frame)
+    for frames, width, height, kbps in ((mid, 1280, 720, 2800), (small, 640, 360, 800)):
+        cpu, _, _ = _encode_cpu(frames, width, height, fps, kbps, preset)
+        encode_points.append((width * height / 1e6, cpu / len(frames)))
+    (mpx_a, cost_a), (mpx_b, cost_b) = encode_points
+    per_mpx = max(0.0, (cost_a - cost_b) / (mpx_a - mpx_b))
+    per_frame = max(0.0, cost_b - per_mpx * mpx_b)
 
     # The fixed part: the live pipeline packaging that source as a passthrough.
     record = avcc_record_from_annexb(extradata)

@@ -78,4 +78,5 @@ async def test_the_estimate_is_within_25_percent_of_the_measured_cost(
     assert not media.ladder_reduced  # the node was empty: the full ladder
     assert estimate is not None and measured is not None
     error = (measured - estimate) / estimate
+    print(f"{height}p{fps}: estimated {estimate:.3f} cores, measured {measured:.3f}")
     assert abs(error) <= 0.25, f"estimated {estimate:.3f} cores, measured {measured:.3f}"
