@@ -95,9 +95,9 @@ class Calibration:
 
 #: Used until the node is calibrated: measured with ``castway calibrate`` on the 2-core
 #: development machine (x264 veryfast). A node that runs with it logs a warning.
-DEFAULT_CALIBRATION = Calibration(cores=2.0, encode_frame_s=0.0012, encode_mpx_s=0.0105,
-                                  decode_mpx_s=0.0021, scale_mpx_s=0.0016,
-                                  broadcast_s=0.03, measured="built-in default")
+DEFAULT_CALIBRATION = Calibration(cores=2.0, encode_frame_s=0.0003, encode_mpx_s=0.0087,
+                                  decode_mpx_s=0.00125, scale_mpx_s=0.0023,
+                                  broadcast_s=0.005, measured="built-in default")
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,6 +344,7 @@ class TranscoderSupervisor:
             transcoder.ladder_decided = True
         else:
             self.ledger.reserve(broadcast.id, self.ledger.publish_reserve)
+        self._refresh_gauges()
         await transcoder.start()
         self.running[broadcast.id] = transcoder
         self.metrics.running.set(len(self.running))
