@@ -1,21 +1,7 @@
-"""The archiver's Celery app (distributed mode): broker and result backend on Redis.
+"""The archiver's Celery app (distributed mode), built by :func:`make_celery`: broker and
+result backend on Redis, the archive tasks, and the event listener inside workers.
 
-``make_celery(settings)`` registers the archive task functions (``make_vod``,
-``verify_vod``, ``export_mp4``, ``make_thumbnails``, ``expire_vods``) under
-``castway.archiver.*`` names. Every task is idempotent, so the app runs them with
-``acks_late`` (a task is acknowledged only when it finished: a worker that dies mid-task
-leaves it to be redelivered) and ``task_reject_on_worker_lost``, and retries transient
-faults with exponential backoff and jitter. Beat runs the expiry hourly and refreshes the
-posters of live broadcasts.
-
-The chain: make_vod -> verify_vod (retried until every segment is in storage) ->
-make_thumbnails. export_mp4 runs on request.
-
-When the app runs as a worker, it also runs :class:`archiver.service.ArchiverService`
-inside it (a thread with its own event loop, started on ``worker_ready``), so the worker
-itself turns "ended"/"failed" broadcast events into make_vod tasks (several workers each
-enqueue one: the task is idempotent). ``listen=False`` turns that off; an app used only
-to send tasks never starts it.
+Design: docs/archiver.md, "Modes".
 """
 
 from __future__ import annotations

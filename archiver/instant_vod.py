@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
 
 
-async def _put_playlist(ctx: ArchiveContext, key: str, text: str) -> None:
+async def put_playlist(ctx: ArchiveContext, key: str, text: str) -> None:
     await asyncio.to_thread(ctx.storage.put, key, text.encode(),
                             content_type=PLAYLIST_CONTENT_TYPE, cache_control=VOD_PLAYLIST)
 
@@ -55,8 +55,8 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
         return existing  # made earlier, its segment log dropped once it was complete
     # Media playlists first, the master last: once the master exists the VOD plays.
     media, master = plan.playlists[:-1], plan.playlists[-1]
-    await asyncio.gather(*(_put_playlist(ctx, key, text) for key, text in media))
-    await _put_playlist(ctx, *master)
+    await asyncio.gather(*(put_playlist(ctx, key, text) for key, text in media))
+    await put_playlist(ctx, *master)
 
     if existing is not None:
         vod = replace(existing, duration_s=plan.duration_s,
@@ -64,9 +64,11 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
                       else VodState.PENDING)
     else:
         channel = await asyncio.to_thread(ctx.catalog.get_channel, broadcast.channel)
-        visibility = channel.vod_visibility if channel is not None else None
+        # A private live channel's VODs are private too, whatever vod_visibility says.
+        private = channel is not None and channel.private_vods
         vod = Vod(id=broadcast_id, broadcast_id=broadcast_id, channel=broadcast.channel,
-                  visibility=visibility or Visibility.PUBLIC, state=VodState.PENDING,
+                  visibility=Visibility.PRIVATE if private else Visibility.PUBLIC,
+                  state=VodState.PENDING,
                   duration_s=plan.duration_s)
     await asyncio.to_thread(ctx.catalog.save_vod, vod)
     logger.info("VOD playlists written",

@@ -70,7 +70,9 @@ def remux_to_mp4(storage: Storage, refs: Sequence[MediaRef], out_path: Path, wor
                           and s.time_base is not None]
                 group_start = min(starts, default=0.0)
                 if first:
-                    offset_s = group_start  # the first group keeps its own timestamps
+                    # The MP4 starts at 0: a broadcast's timestamps start where its
+                    # encoder's clock was, and players count that lead-in as duration.
+                    offset_s = 0.0
                     first = False
                 for packet in src.demux(*[s for s in src.streams if s.index in mapping]):
                     if packet.dts is None or packet.size == 0 or packet.time_base is None:
@@ -101,8 +103,9 @@ async def export_mp4(ctx: ArchiveContext, vod_id: str, *,
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
     if vod is None or vod.state is VodState.DELETED:
         raise VodNotFound(f"no VOD {vod_id}")
-    name, refs = await read_rendition(ctx, vod.broadcast_id, source_rendition)
-    key = layout.export_key(vod.broadcast_id)
+    name, refs = await read_rendition(ctx, vod.broadcast_id, source_rendition,
+                                      vod_id=vod.id)
+    key = layout.export_key(vod.id)  # a clip's own, not its source's
 
     last_save = [0.0]
 

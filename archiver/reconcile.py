@@ -1,19 +1,7 @@
-"""Reconciliation: VODs from the durable record, not from one message.
+"""Reconciliation (:class:`Reconciler`): VODs from the durable record, not from one message;
+orphaned live broadcasts failed, unarchived ended ones archived.
 
-The "ended" event that starts a VOD is published once. A worker that is down at that
-moment, a Redis restarted empty, a catalog write that fails at the end, a process
-stopped or killed mid-broadcast: each used to leave a broadcast without a VOD although
-its segments were in storage. A sweep finds those broadcasts from the catalog alone:
-
-- **orphans**: broadcasts the catalog still calls live whose ingest node has stopped
-  heartbeating (SIGKILL, a lost machine) are marked failed, in the catalog and the live
-  state, with a ``failed`` event;
-- **unarchived**: broadcasts that ended or failed and still have segment records (the
-  records are dropped only once their VOD is verified complete) get their VOD made.
-
-The archiver runs a sweep when it starts and every ``archive_reconcile_interval_s``
-(docs/reliability.md). Everything it triggers is idempotent, so two archivers sweeping
-at once do no harm.
+Design: docs/archiver.md, "Reconciliation"; docs/reliability.md, "VODs by reconciliation".
 """
 
 from __future__ import annotations

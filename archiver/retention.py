@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from archiver.context import ArchiveContext
 from castway import layout
+from castway.events.vods import VODS_TOPIC, VodDeleted
+from castway.live.base import LiveStateError
 from castway.storage.base import StorageError
 
 logger = logging.getLogger(__name__)
@@ -29,15 +31,23 @@ async def expire_vods(ctx: ArchiveContext, now: datetime) -> list[str]:
         if vod.created_at >= cutoff:
             continue
         try:
+            # A clip's own objects only (its playlists): its media is its source's.
             objects = await asyncio.to_thread(ctx.storage.delete_prefix,
-                                              layout.broadcast_prefix(vod.broadcast_id))
+                                              layout.broadcast_prefix(vod.id))
         except StorageError as e:
             logger.warning("could not delete an expired VOD's objects; next run retries",
                            extra={"vod_id": vod.id, "error": str(e)})
             continue
-        await ctx.live.drop_segment_log(vod.broadcast_id)
+        if not vod.is_clip:
+            await ctx.live.drop_segment_log(vod.broadcast_id)
         await asyncio.to_thread(ctx.catalog.delete_vod, vod.id)
         expired.append(vod.id)
+        try:
+            await ctx.live.publish(VODS_TOPIC, VodDeleted(vod.id, vod.broadcast_id,
+                                                          vod.channel, "retention"))
+        except LiveStateError as e:
+            logger.warning("VOD deletion not announced", extra={"vod_id": vod.id,
+                                                                "error": str(e)})
         logger.info("VOD expired", extra={"vod_id": vod.id, "objects": objects,
                                           "created_at": vod.created_at.isoformat()})
     return expired

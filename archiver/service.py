@@ -1,27 +1,14 @@
-"""The archiver service: reacts to broadcast events by running the archive tasks.
+"""The archiver service (:class:`ArchiverService`): broadcast events in, archive tasks run
+here (embedded) or enqueued to Celery (distributed).
 
-It subscribes to ``BROADCASTS_TOPIC`` in the live state. On "ended" or "failed" it makes
-the broadcast's VOD; then, when every segment is in storage, marks it complete and makes
-its thumbnails. While broadcasts are live it refreshes their posters, and every hour it
-expires VODs past the retention setting.
-
-Two modes, the same task functions:
-- embedded (no Celery app given): the tasks run in this process, on this event loop,
-  retried here with exponential backoff and jitter;
-- distributed (``celery=`` a Celery app from :func:`archiver.celery_app.make_celery`): the
-  service enqueues; Celery workers run the tasks with ``acks_late`` and retries. A worker
-  runs this service itself (``make_celery(..., listen=True)``) with ``make_vod_here``: it
-  writes the playlists in-process and enqueues verify_vod, so the VOD is instant.
-
-While broadcasts are live, the service follows their segment logs (every
-``follow_interval_s`` it reads the new tails), so at the end only the last few segments
-are read: reading a 24-hour log whole from Redis would take seconds.
+Design: docs/archiver.md, "Modes" and "Instant VOD".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -31,6 +18,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from archiver.clips import make_clip
 from archiver.context import ArchiveContext, NotReady
 from archiver.instant_vod import make_vod
 from archiver.mp4_export import export_mp4
@@ -41,14 +29,17 @@ from archiver.segment_logs import FollowedLogs, follow_logs
 from archiver.thumbnails import make_thumbnails
 from archiver.verify import verify_vod
 from castway.catalog.base import Catalog, CatalogError
-from castway.events.broadcasts import (
-    BROADCASTS_TOPIC,
-    BroadcastEnded,
-    BroadcastEvent,
-    BroadcastFailed,
+from castway.events.archive import (
+    ARCHIVE_REQUESTS_TOPIC,
+    ArchiveRequest,
+    ClipRefused,
+    ClipRequested,
+    ExportRequested,
+    clip_topic,
 )
+from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEnd, BroadcastEvent
 from castway.live.base import LiveState, LiveStateError, Subscription, SubscriptionClosed
-from castway.model import BroadcastState, utcnow
+from castway.model import BroadcastState, new_id, utcnow
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
 from castway.storage.uploader import Uploader
@@ -64,6 +55,11 @@ FOLLOW_INTERVAL_S = 10.0
 FLUSH_BEFORE_VERIFY_S = 5.0
 MAX_FOLLOWED = 256  # live broadcasts whose segment logs are followed (memory bound)
 MAX_JOBS = 64  # broadcasts archived at once; more wait for a slot
+# One export of a VOD at a time across every archiver that hears the request: the first
+# to claim ``export:{vod_id}`` in the live state runs it; the others let it be. A request
+# repeated within this long is a duplicate (an export that failed can be asked again
+# after it).
+EXPORT_CLAIM_S = 300.0
 STOP_WAIT_S = 15.0  # a stopping archiver finishes the VODs it started for this long
 PENDING_RECHECK_S = 120.0  # distributed: a VOD pending this long is enqueued again
 DRAIN_EVENT_S = 0.05
@@ -139,6 +135,11 @@ class ArchiverService:
         self._loops: list[asyncio.Task[None]] = []
         self._events_task: asyncio.Task[None] | None = None
         self._subscription: Subscription[BroadcastEvent] | None = None
+        self._requests: Subscription[ArchiveRequest] | None = None
+        self._owner = f"archiver-{new_id()}"  # this service, in export claims
+        # Exports this service claimed, when (a claim is re-entrant for its owner: a
+        # repeat request reaching the winner is told apart here).
+        self._claimed: OrderedDict[str, float] = OrderedDict()
         self._vod_ready: OrderedDict[str, asyncio.Event] = OrderedDict()
         self.stop_wait_s = stop_wait_s
         self.reconciler = Reconciler(catalog, live, heartbeat_ttl_s=settings.heartbeat_ttl_s,
@@ -158,6 +159,9 @@ class ArchiverService:
         self._subscription = await self.ctx.live.subscribe(BROADCASTS_TOPIC)
         self._events_task = asyncio.create_task(self._events(), name="archiver-events")
         self._loops.append(self._events_task)
+        self._requests = await self.ctx.live.subscribe(ARCHIVE_REQUESTS_TOPIC)
+        self._loops.append(asyncio.create_task(self._listen_requests(),
+                                               name="archiver-requests"))
         self._loops.append(asyncio.create_task(self._reconcile(), name="archiver-reconcile"))
         if not self.distributed or self.make_vod_here:
             self._loops.append(asyncio.create_task(self._follow(), name="archiver-follow"))
@@ -178,8 +182,9 @@ class ArchiverService:
             if not await self.idle(self.stop_wait_s):
                 logger.warning("stopping with VODs unfinished; the next start makes them",
                                extra={"broadcasts": sorted(self._jobs)})
-        if self._subscription is not None:
-            await self._subscription.close()
+        for subscription in (self._subscription, self._requests):
+            if subscription is not None:
+                await subscription.close()
         pending = [*self._loops, *self._jobs.values()]
         for task in pending:
             task.cancel()
@@ -284,7 +289,7 @@ class ArchiverService:
             await self._on_event(event)
 
     async def _on_event(self, event: BroadcastEvent) -> None:
-        if isinstance(event, BroadcastEnded | BroadcastFailed):
+        if isinstance(event, BroadcastEnd):
             await self.broadcast_ended(event.broadcast_id)
 
     async def broadcast_ended(self, broadcast_id: str) -> None:
@@ -304,6 +309,67 @@ class ArchiverService:
                                   name=f"archive-{broadcast_id}")
         self._jobs[broadcast_id] = job
         job.add_done_callback(lambda _t: self._jobs.pop(broadcast_id, None))
+
+    # -- requests (castway.events.archive) ---------------------------------------------------
+
+    async def _listen_requests(self) -> None:
+        while True:
+            subscription = self._requests
+            try:
+                if subscription is None:
+                    subscription = self._requests = await self.ctx.live.subscribe(
+                        ARCHIVE_REQUESTS_TOPIC)
+                request = await subscription.get()
+            except SubscriptionClosed:
+                return
+            except LiveStateError as e:
+                logger.warning("archive requests unavailable; resubscribing",
+                               extra={"error": str(e)})
+                self._requests = None
+                await asyncio.sleep(1.0)
+                continue
+            job = asyncio.create_task(self.on_request(request),
+                                      name=f"archive-request-{type(request).__name__}")
+            key = f"request:{id(job)}"
+            self._jobs[key] = job
+            job.add_done_callback(functools.partial(self._forget_job, key))
+
+    def _forget_job(self, key: str, _task: asyncio.Task[None]) -> None:
+        self._jobs.pop(key, None)
+
+    async def on_request(self, request: ArchiveRequest) -> None:
+        """Carry out one request (the listener calls it; so may tests)."""
+        try:
+            if isinstance(request, ExportRequested):
+                now = time.monotonic()
+                while self._claimed and now - next(iter(self._claimed.values())) \
+                        > EXPORT_CLAIM_S:
+                    self._claimed.popitem(last=False)
+                if request.vod_id in self._claimed:
+                    logger.info("export already running here",
+                                extra={"vod_id": request.vod_id})
+                    return
+                owner = await self.ctx.live.claim_channel(f"export:{request.vod_id}",
+                                                          self._owner, EXPORT_CLAIM_S)
+                if owner is not None:
+                    logger.info("export already claimed", extra={
+                        "vod_id": request.vod_id, "by": owner})
+                    return
+                self._claimed[request.vod_id] = now
+                await self.request_export(request.vod_id)
+                logger.info("export started", extra={"vod_id": request.vod_id})
+            elif isinstance(request, ClipRequested):
+                try:
+                    answer = await retrying(lambda: make_clip(self.ctx, request),
+                                            what="make_clip", attempts=3, base_s=0.1)
+                except Exception as e:
+                    logger.error("clip failed", extra={"clip_id": request.clip_id,
+                                                       "error": str(e)})
+                    answer = ClipRefused(request.clip_id, f"the clip failed: {e}")
+                await self.ctx.live.publish(clip_topic(request.clip_id), answer)
+        except LiveStateError as e:
+            logger.warning("archive request not carried out", extra={
+                "request": type(request).__name__, "error": str(e)})
 
     async def request_export(self, vod_id: str) -> None:
         """Start an MP4 export (progress shows on the VOD in the catalog)."""

@@ -8,10 +8,11 @@ import contextlib
 import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from archiver.context import ArchiveContext, NotReady, find_broadcast
 from castway import layout
-from castway.model import Rendition
+from castway.model import Rendition, Segment
 from castway.storage.base import Storage
 
 
@@ -90,6 +91,52 @@ def parse_media_playlist(playlist_key: str, text: str) -> list[MediaRef]:
     return refs
 
 
+EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def stored_segments(playlist_key: str, text: str) -> list[Segment]:
+    """The segment log back from a VOD media playlist we wrote (a clip of an ended
+    broadcast starts from it: the broadcast's own logs are dropped once its VOD is
+    complete). Segments whose key the layout does not know are left out."""
+    segments: list[Segment] = []
+    at = 0.0
+    seq = 0
+    pdt: datetime | None = None
+    pdts: list[datetime | None] = []  # the date of each segment, in playlist order
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            with contextlib.suppress(ValueError):
+                pdt = datetime.fromisoformat(line.split(":", 1)[1])
+        elif line and not line.startswith("#"):
+            pdts.append(pdt)
+            pdt = None
+    for index, ref in enumerate(parse_media_playlist(playlist_key, text)):
+        key = layout.parse_key(ref.key)
+        if not (isinstance(key, layout.RenditionKey)
+                and isinstance(key.name, layout.SegmentName)):
+            continue
+        seq += ref.discontinuity
+        segments.append(Segment(msn=key.name.msn, duration_s=ref.duration_s, key=ref.key,
+                                start_pts_s=at,
+                                program_date_time=pdts[index] or (
+                                    EPOCH + timedelta(seconds=at)),
+                                discontinuity=ref.discontinuity, discontinuity_seq=seq,
+                                init_key=ref.init_key))
+        at += ref.duration_s
+    return segments
+
+
+def rebase_media_key(key: str, vod_id: str, broadcast_id: str) -> str:
+    """A clip's playlist names the source's media relative to its own directory
+    (``broadcasts/{clip_id}/...``): the same key in the source's (identity for a VOD)."""
+    parsed = layout.parse_key(key)
+    if vod_id == broadcast_id or not isinstance(parsed, layout.RenditionKey) \
+            or parsed.broadcast_id != vod_id:
+        return key
+    return str(layout.RenditionKey(broadcast_id, parsed.rendition, parsed.name))
+
+
 def require_object(storage: Storage, key: str) -> bytes:
     data = storage.get(key)
     if data is None:
@@ -98,19 +145,27 @@ def require_object(storage: Storage, key: str) -> bytes:
 
 
 async def read_rendition(ctx: ArchiveContext, broadcast_id: str,
-                         choose: Callable[[Sequence[Rendition]], Rendition | None]
-                         ) -> tuple[str, list[MediaRef]]:
-    """The segments of one rendition of the stored VOD: the one ``choose`` picks among
-    those its master playlist lists (the first listed where the ladder is not known).
-    Returns the rendition's name and its segments in playlist order."""
-    master = await asyncio.to_thread(ctx.storage.get, layout.master_key(broadcast_id))
+                         choose: Callable[[Sequence[Rendition]], Rendition | None],
+                         *, vod_id: str | None = None) -> tuple[str, list[MediaRef]]:
+    """The segments of one rendition of the stored VOD (``vod_id``: a clip's, whose
+    playlists are its own and whose media is ``broadcast_id``'s): the one ``choose``
+    picks among those its master playlist lists (the first listed where the ladder is
+    not known). Returns the rendition's name and its segments in playlist order."""
+    playlists_of = vod_id or broadcast_id
+    master = await asyncio.to_thread(ctx.storage.get, layout.master_key(playlists_of))
     if master is None:
-        raise NotReady(f"broadcast {broadcast_id} has no VOD playlists yet")
-    names = master_rendition_names(broadcast_id, master.decode())
+        raise NotReady(f"VOD {playlists_of} has no playlists yet")
+    names = master_rendition_names(playlists_of, master.decode())
     broadcast = await find_broadcast(ctx, broadcast_id)
     renditions = [r for r in (broadcast.renditions if broadcast else ()) if r.name in names]
     chosen = choose(renditions)
     name = chosen.name if chosen is not None else names[0]
-    playlist_key = layout.media_playlist_key(broadcast_id, name)
+    playlist_key = layout.media_playlist_key(playlists_of, name)
     text = await asyncio.to_thread(require_object, ctx.storage, playlist_key)
-    return name, parse_media_playlist(playlist_key, text.decode())
+    refs = parse_media_playlist(playlist_key, text.decode())
+    if playlists_of != broadcast_id:
+        refs = [MediaRef(rebase_media_key(r.key, playlists_of, broadcast_id),
+                         None if r.init_key is None else
+                         rebase_media_key(r.init_key, playlists_of, broadcast_id),
+                         r.duration_s, r.discontinuity) for r in refs]
+    return name, refs

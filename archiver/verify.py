@@ -11,6 +11,8 @@ from archiver.context import ArchiveContext, NotReady, VodIncomplete, VodNotFoun
 from archiver.segment_logs import durable_logs
 from archiver.stored_vod import media_playlist_keys, referenced_keys
 from castway import layout
+from castway.events.vods import VODS_TOPIC, VodReady
+from castway.live.base import LiveStateError
 from castway.model import BroadcastState, VodState
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,15 @@ async def _vod_objects(ctx: ArchiveContext, broadcast_id: str) -> dict[str, int]
     return expected
 
 
+async def _announce(ctx: ArchiveContext, event: VodReady) -> None:
+    """Best effort: a VOD is complete whether or not anyone heard of it."""
+    try:
+        await ctx.live.publish(VODS_TOPIC, event)
+    except LiveStateError as e:
+        logger.warning("VOD ready not announced", extra={"vod_id": event.vod_id,
+                                                         "error": str(e)})
+
+
 async def verify_vod(ctx: ArchiveContext, vod_id: str, *, raise_incomplete: bool = True
                      ) -> Verification:
     """Check every object the VOD's playlists reference against one storage listing of the
@@ -76,6 +87,8 @@ async def verify_vod(ctx: ArchiveContext, vod_id: str, *, raise_incomplete: bool
         await asyncio.to_thread(ctx.catalog.save_vod,
                                 replace(current, state=VodState.COMPLETE))
         logger.info("VOD complete", extra={"vod_id": vod_id, "objects": len(expected)})
+        await _announce(ctx, VodReady(vod.id, vod.broadcast_id, vod.channel,
+                                      current.duration_s))
     broadcast = await asyncio.to_thread(ctx.catalog.get_broadcast, vod.broadcast_id)
     if broadcast is not None and broadcast.state is not BroadcastState.LIVE:
         # The stored VOD playlists are the record from now on.

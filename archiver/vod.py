@@ -1,19 +1,8 @@
-"""Instant VOD: playlists over the segments already in storage. Pure and synchronous.
+"""Instant VOD: playlists over the segments already in storage (:func:`plan_vod`), a
+multivariant playlist (RFC 8216bis 4.4.6) and EXT-X-PLAYLIST-TYPE:VOD media playlists
+(4.4.3.5). Pure and synchronous.
 
-A VOD is two kinds of text object written beside the broadcast's segments (keys of
-:mod:`castway.layout`, documented in docs/archiver.md):
-
-  broadcasts/{broadcast_id}/master.m3u8             multivariant playlist (rfc8216bis 4.4.6)
-  broadcasts/{broadcast_id}/{rendition}/vod.m3u8    media playlist, EXT-X-PLAYLIST-TYPE:VOD
-                                                    and EXT-X-ENDLIST (rfc8216bis 4.4.3.5)
-
-Each media playlist lists every segment of the rendition's segment log (the append-only
-list the transcoder sink keeps in the live state), including those from before a
-publisher reconnect: the sink marks the first segment after one with ``discontinuity``,
-so the playlist carries EXT-X-DISCONTINUITY there, and EXT-X-MAP changes with the init
-segment in force. No media is re-encoded or copied: URIs point at the live segments'
-own keys, relative to the playlist, so the same objects serve live, time-shift and VOD
-and CloudFront can serve the VOD straight from S3.
+Design: docs/archiver.md, "Instant VOD".
 """
 
 from __future__ import annotations
@@ -102,25 +91,6 @@ def render_vod_master_playlist(broadcast_id: str, renditions: Sequence[Rendition
     return render_master_playlist(
         renditions, first=first,
         uri_for=lambda r: relative_uri(key, media_playlist_key(broadcast_id, r.name)))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """An object a VOD needs in storage; ``size`` 0 when the log did not record it."""
-
-    key: str
-    size: int = 0
-
-
-def stored_objects(logs: Iterable[Sequence[Segment]]) -> list[StoredObject]:
-    """Every object the segment logs reference (segments with their sizes, init segments)."""
-    objects: dict[str, StoredObject] = {}
-    for log in logs:
-        for segment in log:
-            objects[segment.key] = StoredObject(segment.key, segment.size)
-            if segment.init_key is not None:
-                objects.setdefault(segment.init_key, StoredObject(segment.init_key))
-    return list(objects.values())
 
 
 @dataclass(frozen=True, slots=True)

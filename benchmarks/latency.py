@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ NGINX_KEY = "latency"
 CHANNEL = "default"
 RENDITION = "source"
 LL_TARGET_S = 2.0
+PLAYER_TARGET_S = 2.5  # median latency a real player reaches (issue 18)
 
 
 class LatencyBenchError(Exception):
@@ -395,6 +397,81 @@ def _report(timelines: dict[str, Timeline], t0: float, warmup_s: float) -> dict[
     return out
 
 
+async def measure_players(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Each player in turn, ``--player-seconds`` each, on the live LL-HLS ladder of one
+    looping publisher (``benchmarks.players``)."""
+    from benchmarks.browser import launch_browser
+    from benchmarks.players import PlayerPage, installed, serve_pages
+
+    names = [p.strip() for p in args.players.split(",") if p.strip()]
+    missing = [p for p in names if not installed(p)]
+    if missing:
+        raise LatencyBenchError(f"not installed: {', '.join(missing)} (sh web/install.sh)")
+    clip = await asyncio.to_thread(make_clip, workdir / "clip.flv", seconds=10.0,
+                                   width=args.width, height=args.height, fps=args.fps)
+    ffmpeg = _tool("ffmpeg")
+    out: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        castway = await stack.enter_async_context(run_castway(workdir))
+        origin = f"http://127.0.0.1:{castway.http_port}"
+        pages = await stack.enter_async_context(serve_pages(origin))
+        browser = await stack.enter_async_context(
+            launch_browser(_tool("chromium"), workdir))
+        publisher = await asyncio.create_subprocess_exec(
+            ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+            "-i", str(clip), "-c", "copy", "-f", "flv",
+            f"rtmp://127.0.0.1:{castway.rtmp_port}/live/{castway.stream_key}",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        try:
+            query = "" if args.player_mode == "ll" else "?ll=0"
+            for name in names:
+                page = await PlayerPage.open(browser, pages, name,
+                                             f"{origin}/hls/{CHANNEL}/master.m3u8{query}")
+                try:
+                    await page.wait_for("state.playing", 90)
+                    await asyncio.sleep(args.player_seconds)
+                    played = await page.playback(settle_s=args.player_settle)
+                finally:
+                    await page.close()
+                out[name] = {
+                    "samples": len(played.latencies),
+                    "latency_p50_s": played.median_latency_s,
+                    "latency_p95_s": played.latency_percentile(95),
+                    "latency_min_s": min(played.latencies, default=float("nan")),
+                    "latency_max_s": max(played.latencies, default=float("nan")),
+                    "estimate_p50_s": (statistics.median(played.estimates)
+                                       if played.estimates else float("nan")),
+                    "stalls": played.stalls, "startup_s": played.startup_s,
+                    "errors": list(played.errors), "warnings": list(played.warnings),
+                    "target_s": PLAYER_TARGET_S,
+                    "meets_target": (played.median_latency_s <= PLAYER_TARGET_S
+                                     and played.stalls == 0 and not played.errors),
+                }
+        finally:
+            if publisher.returncode is None:
+                publisher.kill()
+            await publisher.wait()
+    return out
+
+
+def _print_players(report: dict[str, Any], args: argparse.Namespace) -> None:
+    mode = "LL-HLS" if args.player_mode == "ll" else "standard HLS (?ll=0)"
+    print(f"castway bench latency --players: {args.width}x{args.height}p{args.fps} looped "
+          f"with ffmpeg -re; each player {args.player_seconds:g} s on the live {mode} "
+          f"ladder, a page of another origin, headless Chromium; latency = wall clock - "
+          f"PROGRAM-DATE-TIME of the playing position, from {args.player_settle:g} s "
+          "after the first frame")
+    for name, e in report.items():
+        verdict = "meets" if e["meets_target"] else "misses"
+        print(f"{name:8} latency p50 {e['latency_p50_s']:.2f} s p95 {e['latency_p95_s']:.2f} s"
+              f" (min {e['latency_min_s']:.2f} max {e['latency_max_s']:.2f}, n={e['samples']});"
+              f" player's estimate p50 {e['estimate_p50_s']:.2f} s; stalls {e['stalls']};"
+              f" start {e['startup_s']:.2f} s; errors {len(e['errors'])}"
+              f" -> {verdict} {e['target_s']:g} s with no stall")
+        for text in e["errors"][:3] + e["warnings"][:3]:
+            print(f"{'':8} {text}")
+
+
 def _print(report: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"castway bench latency: {args.seconds:g} s of {args.width}x{args.height}p"
           f"{args.fps} published with ffmpeg -re to each server; warm-up {args.warmup:g} s "
@@ -433,7 +510,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-nginx", action="store_true", help="castway only")
     parser.add_argument("--nginx-script", default=str(NGINX_SCRIPT or ""))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--players", default="",
+                        help="instead: real players in headless Chromium, comma-separated "
+                        "(hls.js,shaka,videojs), each on castway's live ladder")
+    parser.add_argument("--player-mode", choices=("ll", "standard"), default="ll",
+                        help="the ladder the players get: LL-HLS, or ?ll=0")
+    parser.add_argument("--player-seconds", type=float, default=20.0,
+                        help="how long each player plays")
+    parser.add_argument("--player-settle", type=float, default=0.0,
+                        help="leave out the first N s after each player's first frame")
     args = parser.parse_args(argv)
+    if args.players:
+        with tempfile.TemporaryDirectory(prefix="castway-latency-") as tmp:
+            try:
+                report = asyncio.run(measure_players(args, Path(tmp)))
+            except LatencyBenchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            _print_players(report, args)
+        return 0
     if not args.no_nginx and not (args.nginx_script and Path(args.nginx_script).exists()):
         print(f"error: {args.nginx_script} not found (use --no-nginx)", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.kit import free_port, wait_for_port
+from castway.pids import pid_alive
 
 TARGET_SEGMENT_S = 1.0
 GRACE_S = 3.0
@@ -108,13 +109,6 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 
 class Server:
     """``castway serve`` as a subprocess on fixed ports, restartable on one data dir."""
@@ -169,9 +163,9 @@ class Server:
             proc.wait()
             how += " (killed after 60 s)"
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(c) for c in children):
+        while time.monotonic() < deadline and any(pid_alive(c) for c in children):
             time.sleep(0.2)
-        left = [c for c in children if _alive(c)]
+        left = [c for c in children if pid_alive(c)]
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -1,18 +1,8 @@
 """Limits of castway's HTTP server (uvicorn with httptools) that uvicorn does not have:
-a deadline for a request's headers, a cap on their size, and a connection cap that
-makes room by dropping the oldest connection still waiting for its headers.
+a header deadline (408), a header size cap (431), and a connection cap that evicts the
+oldest connection still waiting for its headers (:class:`GuardedHttpProtocol`).
 
-uvicorn arms no timer before a connection's first response (its keep-alive timeout
-starts after one), so a client that connects and sends nothing, or a header a byte at a
-time, holds a descriptor for ever; and llhttp accumulates a header of any length (64 MB
-were accepted). :class:`GuardedHttpProtocol` closes the first with 408 after
-``header_timeout_s`` and answers the second 431 past :data:`castway.net.MAX_HEADER_BYTES`.
-
-At the cap (:attr:`HttpGuard.max_connections`, kept below the descriptor limit by
-:class:`castway.net.ConnectionBudget`), a new connection evicts the connection that has
-waited longest for its headers -- under a slowloris flood those are the attacker's, and
-a real client needs milliseconds to send its request -- and only when every connection
-is busy with a request is the new one refused with 503.
+Design: docs/architecture.md, "Bounded connections".
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 STREAM_KEY_PREFIX = "cw_"
@@ -19,9 +18,15 @@ def hash_stream_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def verify_stream_key(key: str, key_hash: str) -> bool:
-    """Constant-time comparison of a presented key against a stored hash."""
-    return hmac.compare_digest(hash_stream_key(key), key_hash)
+KEY_ID_CHARS = 16
+
+
+def key_id(key_hash: str) -> str:
+    """A stream key's public id (the publish authorization callback's ``key_id``, shown
+    when the key is made): a prefix of its stored hash, which tells nothing of a key of
+    192 random bits."""
+    return key_hash[:KEY_ID_CHARS]
+
 
 
 def generate_token() -> str:

@@ -1,20 +1,7 @@
 """The storage key layout: where every object of a broadcast lives. Keys are built and
-parsed here and nowhere else (docs/storage.md)::
+parsed here and nowhere else, and ``parse_key(str(k)) == k``.
 
-  broadcasts/{broadcast_id}/master.m3u8                  VOD multivariant playlist
-  broadcasts/{broadcast_id}/poster.jpg                   poster (refreshed while live)
-  broadcasts/{broadcast_id}/thumbs.jpg, thumbs.vtt       thumbnail sprite and its track
-  broadcasts/{broadcast_id}/export.mp4                   MP4 export of the VOD
-  broadcasts/{broadcast_id}/{rendition}/init.mp4         fMP4 init segment (EXT-X-MAP);
-                                   init.{n}.mp4          generation n >= 1 after a change
-  broadcasts/{broadcast_id}/{rendition}/{msn}.m4s | .ts  media segment
-  broadcasts/{broadcast_id}/{rendition}/{msn}.{i}.m4s    LL-HLS part (live state only)
-  broadcasts/{broadcast_id}/{rendition}/vod.m3u8         VOD media playlist
-
-The live state holds the live window's media under the same keys, and the origin's URLs
-mirror them (``/hls/b/{broadcast_id}/{rendition}/{name}``), so one parser serves both.
-Broadcast ids and rendition names are URL- and path-safe (:data:`COMPONENT_PATTERN`);
-numbers are plain decimals, so every key has one spelling and ``parse_key(str(k)) == k``.
+Design: docs/storage.md, "Key layout".
 """
 
 from __future__ import annotations
@@ -46,9 +33,6 @@ class RenditionFile(StrEnum):
     """The objects of a rendition that are not media."""
 
     VOD_PLAYLIST = "vod.m3u8"
-
-
-VOD_MEDIA_NAME = RenditionFile.VOD_PLAYLIST.value
 
 
 def valid_component(value: str) -> bool:
@@ -224,10 +208,6 @@ def init_generation(key: str) -> int | None:
 
 def segment_key(broadcast_id: str, rendition: str, msn: int, ext: str) -> str:
     return str(RenditionKey(broadcast_id, rendition, SegmentName(msn, ext)))
-
-
-def part_key(broadcast_id: str, rendition: str, msn: int, index: int, ext: str) -> str:
-    return str(RenditionKey(broadcast_id, rendition, PartName(msn, index, ext)))
 
 
 def init_key(broadcast_id: str, rendition: str, generation: int) -> str:

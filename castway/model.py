@@ -87,6 +87,14 @@ class Channel:
     title: str = ""
     vod_visibility: Visibility = Visibility.PUBLIC
     created_at: datetime = field(default_factory=utcnow)
+    # PRIVATE: its live playlists and media need a signature (origin.access), and so do
+    # its VODs, whatever ``vod_visibility`` says.
+    live_visibility: Visibility = Visibility.PUBLIC
+
+    @property
+    def private_vods(self) -> bool:
+        """Whether the archiver makes this channel's VODs private."""
+        return Visibility.PRIVATE in (self.vod_visibility, self.live_visibility)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +208,12 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Vod:
-    id: str  # same as the broadcast id
-    broadcast_id: str
+    """A broadcast's VOD (``id == broadcast_id``), or a clip of one: its own id (its
+    playlists, under ``broadcasts/{id}/``) over a sub-range of ``broadcast_id``'s
+    segments (never copied)."""
+
+    id: str  # the broadcast id, or a clip's own id
+    broadcast_id: str  # whose segments it plays
     channel: str
     visibility: Visibility
     state: VodState
@@ -209,3 +221,7 @@ class Vod:
     created_at: datetime = field(default_factory=utcnow)
     mp4_key: str | None = None
     mp4_progress: float | None = None  # 0..1 while exporting
+
+    @property
+    def is_clip(self) -> bool:
+        return self.id != self.broadcast_id

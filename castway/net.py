@@ -1,14 +1,9 @@
 """Listening sockets that cannot be turned against the process: the file-descriptor
-limit raised at start, a connection budget kept below it, and an accept loop that backs
-off when the system is out of descriptors instead of spinning and logging each failure.
+limit raised at start, a connection budget kept below it (:class:`ConnectionBudget`),
+and an accept loop (:class:`Listener`) that backs off when the system is out of
+descriptors instead of spinning and logging each failure.
 
-Why not ``loop.create_server``: on EMFILE, asyncio's selector loop (3.11/3.12) logs the
-error, removes the reader and schedules a retry -- and then goes on calling ``accept()``
-up to ``backlog`` times in the same loop, logging and scheduling a retry for each (2,048
-lines and timers per readiness with uvicorn's backlog). Under a connection flood that is
-the 350,973 identical lines of issue 17. :class:`Listener` owns its accept loop instead:
-one ``accept()`` at a time, an exponential back-off while the error lasts, and at most one
-log line per :data:`ACCEPT_LOG_INTERVAL_S` carrying the count.
+Design: docs/architecture.md, "Bounded connections" (and why not ``loop.create_server``).
 """
 
 from __future__ import annotations
@@ -17,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import resource
 import socket
 import time
@@ -87,23 +81,6 @@ def fd_limit() -> int:
     """The soft RLIMIT_NOFILE in force (a large number when unlimited)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
-
-
-def open_fds() -> int:
-    """Descriptors this process has open (Linux /proc; -1 where unknown)."""
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return -1
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux /proc; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 @dataclass(frozen=True, slots=True)

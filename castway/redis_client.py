@@ -1,23 +1,8 @@
-"""Every Redis client castway makes, with one set of timeouts and one reconnect policy.
+"""Every Redis client castway makes (:func:`async_client`, :func:`sync_client`,
+:func:`ping`), with one set of timeouts and one reconnect policy (:class:`RedisPolicy`,
+:class:`Reconnect`). Nothing here connects: clients connect on first use.
 
-The live state, the scheduler's lock, chat's shards and the worker's broker check all
-build their clients here, so a frozen or restarted Redis behaves the same everywhere:
-
-- connecting gives up after ``connect_timeout_s`` (a black-holed address), reading after
-  ``socket_timeout_s`` (a server that accepts and never answers, e.g. SIGSTOPped);
-- a command whose connection breaks (ConnectionError: reset, refused, closed) is retried
-  ``retries`` times on a fresh connection, waiting ``min(retry_cap_s, retry_base_s *
-  2**n)`` before retry n (redis-py's ``Retry`` with ``ExponentialBackoff``): a restarted
-  server is invisible to the caller. A timeout is not retried (see
-  :data:`RETRIED_ERRORS`), so a frozen server is an error within
-  :attr:`RedisPolicy.failure_bound_s`, not a hang;
-- a pooled connection idle for ``health_check_interval_s`` is PINGed before reuse, so a
-  connection the server dropped while idle is replaced instead of failing a command;
-- long-lived connections (pub/sub) that drop are re-established by their owner with
-  :class:`Reconnect`, which waits the same exponential backoff, capped at
-  ``reconnect_cap_s``, between attempts.
-
-Nothing here connects: clients connect on first use.
+Design: docs/architecture.md, "When Redis or S3 fail" (one client policy).
 """
 
 from __future__ import annotations

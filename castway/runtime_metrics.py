@@ -2,7 +2,7 @@
 yet authenticated), asyncio tasks, and -- from prometheus_client's ProcessCollector --
 open and maximum descriptors and resident memory (``process_open_fds``,
 ``process_max_fds``, ``process_resident_memory_bytes``). The numbers a connection flood
-or a leak moves first (issue 17)."""
+or a leak moves first."""
 
 from __future__ import annotations
 

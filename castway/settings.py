@@ -118,6 +118,18 @@ class Settings(BaseSettings):
                                               "publishing (handshake, connect, key check) "
                                               "held at once; more are closed at accept.")
 
+    publish_auth_url: str | None = Field(None, description="Publish authorization "
+                                         "callback: before accepting a publish castway "
+                                         "POSTs {channel, key_id, client_addr} here and "
+                                         "accepts on a 2xx answer only; unset: the stream "
+                                         "key alone decides.")
+    publish_auth_timeout_s: float = Field(3.0, gt=0, description="A publish whose "
+                                          "authorization callback has not answered "
+                                          "within this is refused.")
+    publish_auth_cache_s: float = Field(0.0, ge=0, description="The callback's answer for "
+                                        "one channel, key and client address is reused "
+                                        "this long (0: asked on every publish).")
+
     # --- transcoding -----------------------------------------------------------------
     transcode: bool = Field(True, description="Run a transcoder per broadcast (off: "
                             "ingest only).")
@@ -159,10 +171,28 @@ class Settings(BaseSettings):
         "sizes its headroom (about a 1080p60 source with the full ladder on the "
         "calibration machine), and for a node that reports no transcode cost.")
     max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
+    capacity_windows: str | None = Field(None, description="Scheduled capacity floors, comma-"
+                                  "separated HH:MM-HH:MM:nodes[:free_slots] in UTC, e.g. "
+                                  "'20:00-02:00:6:16' (prime time).")
     scheduler_backend: str = Field("local", description="'local' (ingest processes on "
                                    "this machine), 'ecs' (Amazon ECS tasks) or 'static' "
                                    "(a fleet run by something else: compose, the embedded "
                                    "node).")
+
+    # --- webhooks --------------------------------------------------------------------
+    webhook_allow_private: bool = Field(False, description="Allow webhook receivers on "
+                                        "loopback, private, link-local and other internal "
+                                        "addresses (development and tests only).")
+    webhook_timeout_s: float = Field(15.0, gt=0, description="A webhook delivery attempt "
+                                     "with no answer within this failed.")
+    webhook_backoff_base_s: float = Field(5.0, gt=0, description="Delay before the first "
+                                          "retry of a failed webhook delivery; each next "
+                                          "retry waits twice as long (with jitter).")
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest delay between "
+                                         "two attempts of a webhook delivery.")
+    webhook_max_attempts: int = Field(24, ge=1, description="Attempts of a webhook "
+                                      "delivery before it is given up (about 17 hours "
+                                      "with the default backoff).")
 
     # --- chat ------------------------------------------------------------------------
     chat_redis_urls: str | None = Field(None, description="Comma-separated Redis URLs chat "

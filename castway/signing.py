@@ -1,27 +1,7 @@
-"""CloudFront-compatible signed URLs and signed cookies, and their verifier.
+"""CloudFront-compatible signed URLs and signed cookies, and their verifier
+(:func:`verify_url`, :func:`verify_request`): pure functions, the clock a parameter.
 
-Private VODs and private channels are served only with a signature. Behind CloudFront the
-CDN checks it (a trusted key group holding our public key); when no CDN is in front the
-origin checks the very same signature with :func:`verify_url` / :func:`verify_request`,
-so one signer serves both deployments.
-
-The format is CloudFront's ("Creating a signed URL using a canned/custom policy", "Setting
-signed cookies", Amazon CloudFront Developer Guide):
-
-- a policy is JSON ``{"Statement":[{"Resource":URL,"Condition":{...}}]}`` with exactly one
-  statement; a *canned* policy has only ``DateLessThan`` and the exact URL as resource, and
-  travels as ``Expires=<epoch>``; a *custom* policy may use ``*`` / ``?`` wildcards in the
-  resource, ``DateGreaterThan`` and ``IpAddress``, and travels base64-encoded as
-  ``Policy=``;
-- the signature is RSA (PKCS#1 v1.5) over SHA-1 of the policy bytes, as CloudFront
-  requires;
-- base64 is CloudFront's URL-safe variant: ``+`` -> ``-``, ``=`` -> ``_``, ``/`` -> ``~``;
-- a signed URL carries ``Expires`` or ``Policy``, then ``Signature`` and ``Key-Pair-Id``;
-  signed cookies are the trio ``CloudFront-Expires`` | ``CloudFront-Policy``,
-  ``CloudFront-Signature``, ``CloudFront-Key-Pair-Id``.
-
-Everything here is a pure function over frozen dataclasses; the current time is a
-parameter (``now``, epoch seconds) so callers and tests decide the clock.
+Design: docs/origin.md, "The signature format".
 """
 
 from __future__ import annotations
@@ -30,13 +10,11 @@ import base64
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -195,34 +173,6 @@ class KeyRing:
             if key.key_pair_id == key_pair_id:
                 return key
         return None
-
-
-PEM_FILE = "signing_key.pem"
-
-
-def is_pem(value: str | None) -> bool:
-    return bool(value) and "-----BEGIN" in str(value)
-
-
-def load_or_create_signing_key(data_dir: Path, preset: str | None,
-                               key_pair_id: str | None = None) -> SigningKey:
-    """The origin's signing key from settings (``CASTWAY_SIGNING_KEY`` as a PEM and
-    ``CASTWAY_SIGNING_KEY_ID``), else from ``DATA_DIR/signing_key.pem``, else a new RSA
-    key written there (mode 0600). A preset that is not a PEM (the embedded mode's
-    generated token) is not an RSA key and falls through to the file."""
-    if preset is not None and is_pem(preset):
-        return SigningKey.from_pem(preset, key_pair_id)
-    path = data_dir / PEM_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process of this data dir won the race: read its key
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(generate_private_key_pem())
-    return SigningKey.from_pem(path.read_text(), key_pair_id)
 
 
 def public_request_url(public_url: str, path: str, query: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Live chat: a WebSocket room per channel, fanned out over Redis Pub/Sub (castway issue 9).
+"""Live chat: a WebSocket room per channel, fanned out over Redis Pub/Sub.
 
 Pure parts (``protocol``, ``ratelimit``, ``history``, ``sharding``) are synchronous; the
 bus (``bus``: in-process or Redis shards), the hub (``hub``) and the routes (``router``)

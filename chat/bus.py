@@ -217,9 +217,6 @@ class RedisBus(ChatBus):
         self._on_frame: OnFrame | None = None
         self._channels: dict[str, str] = {}  # redis channel -> chat channel
 
-    def shard_url(self, channel: str) -> str:
-        return self.ring.shard_for(channel)
-
     def _shard(self, channel: str) -> _Shard:
         return self._shards[self.ring.shard_for(channel)]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
 import time
 import weakref
@@ -64,7 +63,6 @@ class Session:
     user: str
     bucket: TokenBucket
     queue: asyncio.Queue[str]
-    serial: int
     last_id: int = 0
     close_code: CloseCode | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -116,7 +114,6 @@ class ChatHub:
         # client naming endless channels must not grow this.
         self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
-        self._serials = itertools.count(1)
         self._started = False
 
     async def start(self) -> None:
@@ -175,8 +172,7 @@ class ChatHub:
         session = Session(channel=channel, nick=nick, token=token, user=user_id(token),
                           bucket=TokenBucket(self.settings.chat_rate_per_s,
                                              self.settings.chat_rate_burst, self.clock),
-                          queue=asyncio.Queue(maxsize=max(2, self.settings.chat_send_queue)),
-                          serial=next(self._serials))
+                          queue=asyncio.Queue(maxsize=max(2, self.settings.chat_send_queue)))
         lock = self._room_lock(channel)
         async with lock:
             sessions = self._rooms.get(channel)

@@ -30,14 +30,17 @@ from castway.events.broadcasts import (
     BroadcastStarted,
 )
 from castway.events.handover import HandoverReply, HandoverRequest, Verdict
-from castway.keys import hash_stream_key
+from castway.keys import hash_stream_key, key_id
 from castway.live.base import LiveState, LiveStateError
 from castway.media import BroadcastMedia, MediaPacket, MediaPipelineFactory
 from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
 from castway.settings import Settings
+from castway.stream_health import describe
 from ingest import handover, lifecycle
 from ingest.ends import ENDS_CLOSE_TIMEOUT_S, PendingEnds
+from ingest.health import HealthTracker
 from ingest.publish import PublishRequest, PublishSession, Rejection
+from ingest.publish_auth import AuthQuery, PublishAuthorizer, client_host
 from ingest.source import (
     SourceCounters,
     merge_source,
@@ -111,6 +114,7 @@ class _Entry:
     ended: Broadcast | None = None  # the end as the live state recorded it
     source: SourceInfo | None = None
     counters: SourceCounters = field(default_factory=SourceCounters)
+    health: HealthTracker = field(default_factory=lambda: HealthTracker(segment_target_s=2.0))
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
 
@@ -193,6 +197,8 @@ class BroadcastManager:
         #: Whether the server asked a connection's publisher to reconnect elsewhere (E-RTMP
         #: v2): its broadcast is handed over even before that connection closes.
         self.asked_to_move: Callable[[str], bool] | None = None
+        #: The platform's say on each publish (CASTWAY_PUBLISH_AUTH_URL), if it has one.
+        self.authorizer = PublishAuthorizer.from_settings(settings)
         #: Closes a publisher's connection (the RTMP server's): a stopped broadcast's.
         self.disconnect_publisher: Callable[[str], object] | None = None
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -241,6 +247,8 @@ class BroadcastManager:
         await self._ends.close(ENDS_CLOSE_TIMEOUT_S)
         self._catalog_threads.shutdown(wait=False)
         self._source_saves.shutdown(wait=False)
+        if self.authorizer is not None:
+            await self.authorizer.aclose()
 
     async def stop_broadcast(self, broadcast_id: str) -> bool:
         """End a broadcast of this node at once: its publisher is disconnected, no grace
@@ -266,12 +274,19 @@ class BroadcastManager:
         fields = {"connection_id": request.connection_id, "peer": request.peer}
         if self._stopping:
             return self._rejected("unavailable", Rejection.unavailable("shutting down"))
-        channel = await self._catalog_call(self.catalog.channel_for_key_hash,
-                                          hash_stream_key(request.stream_key))
+        key_hash = hash_stream_key(request.stream_key)
+        channel = await self._catalog_call(self.catalog.channel_for_key_hash, key_hash)
         if channel is None:
             logger.info("publish with an unknown stream key", extra=fields)
             return self._rejected("bad_name", Rejection.bad_name())
         fields["channel"] = channel
+        if self.authorizer is not None:  # before the lock: the platform may take a while
+            refused = await self.authorizer.check(AuthQuery(
+                channel, key_id(key_hash), client_host(request.peer)))
+            if refused is not None:
+                logger.info("publish refused by the authorization callback",
+                            extra={**fields, "reason": refused.description})
+                return self._rejected("unauthorized", refused)
         async with self._lock:
             entry = self._by_channel.get(channel)
             if entry is not None:  # live here, or in its grace window
@@ -298,7 +313,8 @@ class BroadcastManager:
         return self._rejected("already_live", Rejection.already_live())  # never reached
 
     def _register(self, record: Broadcast) -> _Entry:
-        entry = _Entry(record.id, record.channel, record, source=record.source)
+        entry = _Entry(record.id, record.channel, record, source=record.source,
+                       health=HealthTracker(segment_target_s=self.settings.target_segment_s))
         entry.counters.sampled = (time.monotonic(), 0, 0)
         self._by_channel[record.channel] = entry
         self._metrics.live.set(len(self._by_channel))
@@ -490,6 +506,7 @@ class BroadcastManager:
                     await self.live.publish(BROADCASTS_TOPIC, BroadcastResumed(
                         entry.broadcast_id, entry.channel, self.node_id))
                 case lifecycle.Discontinuity():
+                    entry.health.discontinuity()
                     if entry.media is not None:
                         await entry.media.discontinuity()
                 case lifecycle.StartGraceTimer(timer=timer, delay_s=delay_s):
@@ -553,6 +570,8 @@ class BroadcastManager:
         self._metrics.packets.labels(packet.kind.value).inc()
         if (learned := entry.counters.count(packet)) is not None:
             await self._update_source(entry, learned)
+        for code in entry.health.on_packet(packet):
+            self._warn_streamer(entry, code)
         if entry.media is not None:
             await entry.media.feed(packet)
 
@@ -589,6 +608,9 @@ class BroadcastManager:
                 "dropped": float(entry.media.dropped) if entry.media is not None else 0.0,
                 "publishing": 1.0 if lifecycle.publisher(entry.state) is not None else 0.0,
             }
+            for code in entry.health.on_bitrate(kbps):
+                self._warn_streamer(entry, code)
+            stats.update(_health_stats(entry.health))
             entry.stats = stats
             self._metrics.bitrate.labels(entry.channel).set(kbps)
             self._metrics.fps.labels(entry.channel).set(fps)
@@ -602,6 +624,13 @@ class BroadcastManager:
                                                                        self.claim_ttl_s):
                 await self._reclaim(entry, owner)
             await self._keep_registered(entry)
+
+    @staticmethod
+    def _warn_streamer(entry: _Entry, code: str) -> None:
+        text = describe(code)
+        logger.warning("source health: %s; %s", text.message, text.advice,
+                       extra={**entry.log_fields, "warning": code,
+                              "keyframe_interval_s": entry.health.keyframe_interval_s})
 
     async def _reclaim(self, entry: _Entry, owner: str) -> None:
         """The claim is gone from the live state (expired while it was unreachable, or
@@ -637,3 +666,17 @@ class BroadcastManager:
                 await self.publish_stats()
             except Exception:
                 logger.exception("publishing ingest stats failed")
+
+
+def _health_stats(health: HealthTracker) -> dict[str, float | str]:
+    """The source's health as stats keys (a measure not known yet is left out)."""
+    report = health.report()
+    stats: dict[str, float | str] = {
+        "audio": 1.0 if report.audio else 0.0,
+        "source_warnings": ",".join(w.value for w in report.warnings)}
+    for key, value in (("keyframe_interval_s", report.keyframe_interval_s),
+                       ("source_fps", report.fps),
+                       ("bitrate_variation", report.bitrate_variation)):
+        if value is not None:
+            stats[key] = value
+    return stats

@@ -1,19 +1,7 @@
-"""Cross-node handover of a live broadcast: the exchange and the decision.
+"""Cross-node handover of a live broadcast: the exchange (:func:`request_handover`,
+:class:`RequestListener`) and the holder's decision (:func:`decide`, pure).
 
-A publisher that reconnects within the grace window lands wherever the load balancer
-sends it (a draining node's E-RTMP v2 reconnect request, OBS's auto-reconnect). When
-that is another node, the channel is still claimed by the node that ran the broadcast;
-the new node asks that node, over the live state's pub/sub, to hand the broadcast over
-(the messages: :mod:`castway.events.handover`). The requester subscribes to the reply
-topic *before* publishing the request, so no reply is lost (``LiveState.subscribe``'s
-contract). ``ack`` comes at once ("I hold that broadcast and am on it"); ``granted`` only
-after the holder has flushed its media and moved the channel claim to the request's
-``owner`` (``LiveState.transfer_claim``), so everything it wrote precedes what the new
-node writes.
-
-No answer within :data:`ACK_TIMEOUT_S` means the holder is gone (or too old to know
-this protocol): the publish is refused as before, and a dead node's claim expires.
-The holder's side of the decision is :func:`decide`, a pure function.
+Design: docs/architecture.md, "Ingest: reconnects and handovers".
 """
 
 from __future__ import annotations

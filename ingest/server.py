@@ -1,23 +1,7 @@
-"""The asyncio RTMP server around the sans-IO core: one task per connection.
+"""The asyncio RTMP server around the sans-IO core (:class:`IngestServer`): one task per
+connection, bounded, with backpressure to the publisher.
 
-Backpressure: a connection reads its socket only after every packet of the previous
-read was handed to its :class:`~ingest.publish.PublishSession` (awaited), so a slow
-consumer slows its publisher down instead of growing a queue. Limits from
-:class:`~castway.settings.Settings` -- handshake_timeout_s, rtmp_auth_timeout_s (publish
-accepted), idle_timeout_s (no media), max_connections_per_ip -- each end a connection
-with one structured log line. No exception escapes a connection task; one broken
-connection never affects another.
-
-Unauthenticated connections (no publish accepted yet) are bounded in number
-(``rtmp_max_preauth_connections``: more are closed at accept, before a byte is read) and
-each in memory (:data:`~ingest.protocol.limits.MAX_PREAUTH_BUFFERED_BYTES`), so together
-they hold at most a few MiB; all connections together stay within the RTMP share of the
-process's connection budget (:class:`castway.net.ConnectionBudget`). Connections are
-accepted by :class:`castway.net.Listener` (back-off, rate-limited logs on EMFILE).
-
-Draining: :meth:`IngestServer.request_reconnect` sends every publisher that announced
-E-RTMP v2 reconnect support (capsEx 0x01) the ``NetConnection.Connect.ReconnectRequest``
-onStatus, and :meth:`IngestServer.wait_for_publishers` waits for publishers to finish.
+Design: docs/architecture.md, "Ingest: the RTMP server" and "Bounded connections".
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from scheduler.coordination import LocalCoordinator
 from scheduler.metrics import SchedulerMetrics
 from scheduler.policy import Policy
 from scheduler.tick import Scheduler
+from webhooks.service import WebhookService
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,13 @@ class EmbeddedPlatform:
         self._stack.push_async_callback(uploader.close)
         # Before the archiver: the VODs of broadcasts a crash cut get their last seconds.
         await salvage(services)
+
+        # Before the archiver and ingest: it records the events they send while they
+        # stop (ends, VODs made on the way down); what it has not sent yet stays pending
+        # in the catalog for the next start.
+        dispatcher = WebhookService(settings, services.catalog, services.live)
+        await dispatcher.start()
+        self._stack.push_async_callback(dispatcher.stop)
 
         archiver = ArchiverService(settings, services.catalog, services.live,
                                    services.storage, uploader, registry=services.registry)

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from castway.pids import pid_alive
+
 
 def running_dir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -58,7 +60,7 @@ def running_servers() -> list[RunningServer]:
                                    str(raw["public_url"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if _alive(server.pid):
+        if pid_alive(server.pid):
             servers.append(server)
         else:
             with contextlib.suppress(OSError):
@@ -72,12 +74,3 @@ def _mtime(path: Path) -> float:
     except OSError:
         return 0.0
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

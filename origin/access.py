@@ -1,20 +1,9 @@
-"""Signed access to private VODs, CloudFront-compatible (castway.signing).
+"""Signed access to private VODs and private live channels, CloudFront-compatible
+(:class:`VodAccess`, over :mod:`castway.signing`), :class:`MediaAccess`, the one rule for
+``/hls/b/...``, and :class:`ChannelAccessCache`, whether a channel's live playlists need a
+signature.
 
-A grant is a custom policy whose resource is ``{public_url}/vod/{vod_id}/*``, signed with
-``CASTWAY_SIGNING_KEY`` (an RSA PEM; ``CASTWAY_SIGNING_KEY_ID`` is its Key-Pair-Id). Behind
-CloudFront the CDN checks it; without a CDN the origin checks the very same signature,
-from the query (signed URL) or the ``CloudFront-*`` cookies. The watch page of a private VOD
-accepts the signed query once and sets the cookies for ``/vod/{vod_id}/``, so that the
-player's requests for playlists and segments carry the signature.
-
-The same bytes also have a broadcast URL, ``/hls/b/{broadcast_id}/...`` (live players
-fetch them there, and the id is in every live playlist). ``MediaAccess`` is the one rule
-for that route: public while the broadcast is live; once it has ended, only if its VOD is
-(or, before the archiver has made it, will be) public; never for a broadcast no record
-knows. A signature is not honoured there: a grant names ``/vod/{id}/*``, the resource
-CloudFront checks, so honouring it on another path would make the origin laxer than the
-CDN and a grant wider than what was signed. A private VOD plays from its signed ``/vod``
-URLs, whose playlists (relative URIs) never leave that prefix.
+Design: docs/origin.md, "Private VODs: signed access" and "Private live channels".
 """
 
 from __future__ import annotations
@@ -37,6 +26,7 @@ from castway.signing import (
     Policy,
     SigningError,
     SigningKey,
+    public_request_url,
     sign_url,
     signed_cookies,
     verify_request,
@@ -59,8 +49,22 @@ class VodGrant:
     cookie_path: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelGrant:
+    """Signed access to a private channel's live playlists and media (``/hls/{channel}/*``:
+    its live media is served under that path too, so one cookie path covers it all)."""
+
+    channel: str
+    expires: int
+    watch_url: str  # the watch page, signed: it sets the cookies
+    master_url: str  # the live master playlist, signed (players also need the cookies)
+    cookies: dict[str, str]
+    cookie_path: str
+
+
 class VodAccess:
-    """Issues and checks signatures for private VODs; disabled without an RSA key."""
+    """Issues and checks signatures for private VODs and private live channels; disabled
+    without an RSA key."""
 
     def __init__(self, settings: Settings) -> None:
         self._base = settings.effective_public_url
@@ -99,6 +103,28 @@ class VodAccess:
                         master_url=master, cookies=cookies,
                         cookie_path=self.cookie_path(vod_id))
 
+    def channel_resource(self, channel: str) -> str:
+        return f"{self._base}/hls/{channel}/*"
+
+    @staticmethod
+    def channel_cookie_path(channel: str) -> str:
+        return f"/hls/{channel}/"
+
+    def channel_grant(self, channel: str, ttl_s: int, *,
+                      now: float | None = None) -> ChannelGrant:
+        if self.signer is None:
+            raise SigningError("no RSA signing key is configured (CASTWAY_SIGNING_KEY)")
+        expires = int(now if now is not None else time.time()) + ttl_s
+        resource = self.channel_resource(channel)
+        master = sign_url(f"{self._base}/hls/{channel}/master.m3u8", self.signer,
+                          expires=expires, resource=resource)
+        query = urlsplit(master).query
+        cookies = signed_cookies(Policy(resource, expires), self.signer)
+        return ChannelGrant(channel=channel, expires=expires,
+                            watch_url=f"{self._base}/watch/{channel}?{query}",
+                            master_url=master, cookies=cookies,
+                            cookie_path=self.channel_cookie_path(channel))
+
     def allows(self, request: Request, *, as_path: str | None = None,
                now: float | None = None) -> bool:
         """Whether ``request`` carries a valid signature (query first, then cookies) for
@@ -107,7 +133,7 @@ class VodAccess:
             return False
         path = as_path if as_path is not None else request.url.path
         query = request.url.query
-        url = f"{self._base}{path}" + (f"?{query}" if query else "")
+        url = public_request_url(self._base, path, query)
         client = request.client.host if request.client else None
         verdict = verify_request(url, request.cookies, self._keys, now=now, client_ip=client)
         if not verdict:
@@ -115,6 +141,10 @@ class VodAccess:
         return bool(verdict)
 
 
+# Live playlists and media of a private channel: never from a shared cache (a CDN would
+# hand one viewer's signed copy to the next).
+PRIVATE_LIVE_PLAYLIST = "private, max-age=1"
+PRIVATE_MEDIA = "private, max-age=3600"
 # Live media of a channel whose VODs are private: public now, refused once the broadcast
 # ends, so a CDN may keep it only this long (a year-long copy would outlive the refusal).
 LIVE_PRIVATE_VOD_MAX_AGE_S = 10
@@ -132,6 +162,7 @@ class MediaAccess(StrEnum):
 
     LIVE = "live"  # live; its VOD will be public: immutable media
     LIVE_PRIVATE_VOD = "live-private-vod"  # live; its VOD will be private: short CDN life
+    LIVE_PRIVATE = "live-private"  # live on a private channel: signed /hls/{channel}/ only
     PUBLIC = "public"  # ended; its VOD is (or will be) public
     PRIVATE = "private"  # ended; its VOD is private: signed /vod/{id}/ URLs only
     UNKNOWN = "unknown"  # no record of it (or its VOD was deleted): nothing to serve
@@ -143,6 +174,8 @@ class MediaAccess(StrEnum):
     @property
     def media_cache(self) -> str:
         """Cache-Control of init segments, segments and parts."""
+        if self is MediaAccess.LIVE_PRIVATE:
+            return PRIVATE_MEDIA
         if self is MediaAccess.LIVE_PRIVATE_VOD:
             return f"public, max-age={LIVE_PRIVATE_VOD_MAX_AGE_S}"
         return IMMUTABLE
@@ -150,27 +183,35 @@ class MediaAccess(StrEnum):
     @property
     def file_cache(self) -> str:
         """Cache-Control of the poster and thumbnails."""
+        if self is MediaAccess.LIVE_PRIVATE:
+            return PRIVATE_MEDIA
         if self is MediaAccess.LIVE_PRIVATE_VOD:
             return f"public, max-age={LIVE_PRIVATE_VOD_MAX_AGE_S}"
         return f"public, max-age={BROADCAST_FILE_MAX_AGE_S}"
 
 
 async def resolve_media_access(live: LiveBroadcasts, catalog: Catalog,
-                               broadcast_id: str) -> MediaAccess:
+                               broadcast_id: str, *,
+                               known: MediaAccess | None = None) -> MediaAccess:
     """The rule, from the records. The live state says whether the broadcast is live (a
-    catalog record still 'live' after its node died is not: fail closed); the VOD record,
-    else the channel's ``vod_visibility`` (what the archiver will give the VOD, public
-    when the channel is gone), says what happens after. Backing-service errors propagate
-    (the route answers 503), except the channel lookup of a live broadcast: live media
-    stays up without the catalog, with the short CDN lifetime."""
+    catalog record still 'live' after its node died is not: fail closed); the channel's
+    ``live_visibility`` whether it is private while live; the VOD record, else the
+    channel (what the archiver will give the VOD, public when the channel is gone), says
+    what happens after. Backing-service errors propagate (the route answers 503), except
+    the channel lookup of a live broadcast: live media stays up without the catalog, as
+    ``known`` (the last answer) said if it was live, else with the short CDN lifetime."""
     current = await live.get_broadcast(broadcast_id)
     if current is not None and current.state is BroadcastState.LIVE:
         try:
             channel = await asyncio.to_thread(catalog.get_channel, current.channel)
         except CatalogError as exc:
-            logger.warning("catalog unavailable: live media served with a short CDN life",
+            logger.warning("catalog unavailable: live media served as last known",
                            extra={"broadcast_id": broadcast_id, "error": repr(exc)})
+            if known in (MediaAccess.LIVE, MediaAccess.LIVE_PRIVATE):
+                return known
             return MediaAccess.LIVE_PRIVATE_VOD
+        if channel is not None and channel.live_visibility is Visibility.PRIVATE:
+            return MediaAccess.LIVE_PRIVATE
         if channel is not None and channel.vod_visibility is Visibility.PRIVATE:
             return MediaAccess.LIVE_PRIVATE_VOD
         return MediaAccess.LIVE
@@ -184,7 +225,7 @@ async def resolve_media_access(live: LiveBroadcasts, catalog: Catalog,
     if record is None:
         return MediaAccess.UNKNOWN
     channel = await asyncio.to_thread(catalog.get_channel, record.channel)
-    if channel is not None and channel.vod_visibility is Visibility.PRIVATE:
+    if channel is not None and channel.private_vods:
         return MediaAccess.PRIVATE
     return MediaAccess.PUBLIC
 
@@ -206,8 +247,10 @@ class MediaAccessCache:
         now = time.monotonic()
         entry = self._entries.get(broadcast_id)
         if entry is None or now - entry[0] > self.ttl_s or _failed(entry[1]):
+            known = entry[1].result() if entry is not None and entry[1].done() \
+                and not _failed(entry[1]) else None
             task = asyncio.create_task(
-                resolve_media_access(self.live, self.catalog, broadcast_id))
+                resolve_media_access(self.live, self.catalog, broadcast_id, known=known))
             task.add_done_callback(_retrieve)
             self._entries.pop(broadcast_id, None)  # re-inserted last: oldest stay first
             self._entries[broadcast_id] = (now, task)
@@ -220,6 +263,37 @@ class MediaAccessCache:
         self._entries = {k: v for k, v in self._entries.items() if now - v[0] <= self.ttl_s}
         while len(self._entries) > self.size:
             del self._entries[next(iter(self._entries))]
+
+
+@dataclass(eq=False)
+class ChannelAccessCache:
+    """Whether a channel is private live (its playlists need a signature), re-read from
+    the catalog at most once per ``ttl_s`` per process: a blocking playlist reload costs
+    no lookup. While the catalog is down the last answer stands (public when there was
+    none: live playlists stay up without the catalog, as live media does)."""
+
+    catalog: Catalog
+    ttl_s: float = MEDIA_ACCESS_TTL_S
+    size: int = MEDIA_ACCESS_CACHE_SIZE
+    _entries: dict[str, tuple[float, bool]] = field(default_factory=dict)
+
+    async def private(self, channel: str) -> bool:
+        now = time.monotonic()
+        entry = self._entries.get(channel)
+        if entry is not None and now - entry[0] <= self.ttl_s:
+            return entry[1]
+        try:
+            record = await asyncio.to_thread(self.catalog.get_channel, channel)
+        except CatalogError as exc:
+            logger.warning("catalog unavailable: channel access as last known",
+                           extra={"channel": channel, "error": repr(exc)})
+            return entry[1] if entry is not None else False
+        private = record is not None and record.live_visibility is Visibility.PRIVATE
+        self._entries.pop(channel, None)
+        self._entries[channel] = (now, private)
+        while len(self._entries) > self.size:
+            del self._entries[next(iter(self._entries))]
+        return private
 
 
 def _failed(task: asyncio.Task[MediaAccess]) -> bool:

@@ -13,13 +13,23 @@ import logging
 from dataclasses import replace
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from castway.catalog.base import AlreadyExists, NotFound
+from castway.events.archive import (
+    ARCHIVE_REQUESTS_TOPIC,
+    ClipReady,
+    ClipRequested,
+    ExportRequested,
+    clip_topic,
+)
 from castway.events.nodes import StopBroadcast, node_commands_topic
-from castway.keys import generate_stream_key, hash_stream_key
+from castway.events.vods import VODS_TOPIC
+from castway.events.vods import VodDeleted as VodDeletedEvent
+from castway.keys import generate_stream_key, hash_stream_key, key_id
 from castway.layout import COMPONENT_PATTERN, broadcast_prefix
+from castway.live.base import LiveStateError
 from castway.model import (
     CHANNEL_NAME_MAX,
     CHANNEL_NAME_PATTERN,
@@ -27,14 +37,17 @@ from castway.model import (
     Channel,
     StreamKey,
     VodState,
+    new_id,
 )
 from origin.context import Ctx, OriginContext
 from origin.schemas import (
     BroadcastPublic,
     ChannelCreate,
     ChannelCreated,
+    ChannelGrantPublic,
     ChannelPublic,
     ChannelUpdate,
+    ClipCreate,
     ErrorBody,
     KeysRevoked,
     NodePublic,
@@ -48,6 +61,10 @@ from origin.schemas import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: How long the clip route waits for the archiver's answer (it takes milliseconds: a
+#: clip is a few playlists over segments already stored).
+CLIP_WAIT_S = 10.0
 
 
 _bearer = HTTPBearer(auto_error=False, description="CASTWAY_ADMIN_TOKEN")
@@ -106,10 +123,12 @@ async def _get_channel(ctx: OriginContext, name: str) -> Channel:
 async def _new_key(ctx: OriginContext, name: str, *, rotate: bool) -> StreamKeyCreated:
     revoked = await asyncio.to_thread(ctx.catalog.revoke_stream_keys, name) if rotate else 0
     key = generate_stream_key()
+    key_hash = hash_stream_key(key)
     await asyncio.to_thread(ctx.catalog.add_stream_key,
-                            StreamKey(channel=name, key_hash=hash_stream_key(key)))
+                            StreamKey(channel=name, key_hash=key_hash))
     logger.info("stream key created", extra={"channel": name, "rotated": rotate})
-    return StreamKeyCreated(channel=name, stream_key=key, revoked=revoked,
+    return StreamKeyCreated(channel=name, stream_key=key, key_id=key_id(key_hash),
+                            revoked=revoked,
                             rtmp_url=ctx.settings.effective_public_rtmp_url)
 
 
@@ -122,7 +141,8 @@ async def list_channels(ctx: Ctx) -> list[ChannelPublic]:
 @channels.post("", response_model=ChannelCreated, status_code=201,
                summary="Create a channel (and its first stream key, shown once)")
 async def create_channel(body: ChannelCreate, ctx: Ctx) -> ChannelCreated:
-    channel = Channel(name=body.name, title=body.title, vod_visibility=body.vod_visibility)
+    channel = Channel(name=body.name, title=body.title, vod_visibility=body.vod_visibility,
+                      live_visibility=body.live_visibility)
     try:
         channel = await asyncio.to_thread(ctx.catalog.create_channel, channel)
     except AlreadyExists:
@@ -154,6 +174,21 @@ async def delete_channel(name: ChannelPath, ctx: Ctx) -> None:
         await asyncio.to_thread(ctx.catalog.delete_channel, name)
     except NotFound:
         raise HTTPException(404, f"no channel {name}") from None
+
+
+@channels.post("/{name}/grant", response_model=ChannelGrantPublic, status_code=201,
+               summary="Signed access to the channel's live broadcast (for private "
+                       "channels), shown once")
+async def grant_channel(name: ChannelPath, body: VodGrantCreate,
+                        ctx: Ctx) -> ChannelGrantPublic:
+    await _get_channel(ctx, name)
+    if not ctx.access.enabled:
+        raise HTTPException(409, "signed access needs an RSA signing key "
+                            "(CASTWAY_SIGNING_KEY, PEM)")
+    grant = ctx.access.channel_grant(name, body.ttl_s)
+    return ChannelGrantPublic(channel=grant.channel, expires=grant.expires,
+                              watch_url=grant.watch_url, master_url=grant.master_url,
+                              cookies=grant.cookies, cookie_path=grant.cookie_path)
 
 
 @channels.post("/{name}/keys", response_model=StreamKeyCreated, status_code=201,
@@ -243,6 +278,40 @@ async def stop_broadcast(broadcast_id: IdPath, ctx: Ctx) -> StopRequested:
     return StopRequested(broadcast_id=broadcast_id)
 
 
+@broadcasts.post("/{broadcast_id}/clips", response_model=VodPublic, status_code=201,
+                 summary="Clip a broadcast: a new VOD over a range of its segments",
+                 responses={503: {"model": ErrorBody}, 504: {"model": ErrorBody}},
+                 description="The last `last_s` seconds of a live broadcast (or of an "
+                             "ended one's VOD), or `start_s` to `end_s` from its start, "
+                             "cut at segment boundaries: a VOD with its own id and "
+                             "playlists over the same stored segments (nothing copied), "
+                             "playable when this returns. It takes the source's access "
+                             "rule (private when the source's VOD is, or its channel "
+                             "is private).")
+async def create_clip(broadcast_id: IdPath, body: ClipCreate, ctx: Ctx) -> VodPublic:
+    clip_id = new_id()
+    request = ClipRequested(clip_id, broadcast_id, last_s=body.last_s,
+                            start_s=body.start_s, end_s=body.end_s)
+    fields = {"broadcast_id": broadcast_id, "clip_id": clip_id}
+    # Subscribed before asking: the answer may come back within a millisecond.
+    answers = await ctx.live.subscribe(clip_topic(clip_id))
+    try:
+        if not await ctx.live.publish(ARCHIVE_REQUESTS_TOPIC, request):
+            logger.warning("clip request not delivered: no archiver is listening",
+                           extra=fields)
+            raise HTTPException(503, "no archiver is answering; try again")
+        try:
+            answer = await asyncio.wait_for(answers.get(), CLIP_WAIT_S)
+        except (TimeoutError, LiveStateError):
+            raise HTTPException(504, "the archiver did not answer in time") from None
+    finally:
+        await answers.close()
+    if not isinstance(answer, ClipReady):
+        raise HTTPException(404 if answer.not_found else 409, answer.reason)
+    logger.info("clip made", extra=fields)
+    return await _get_vod(ctx, clip_id)
+
+
 @vods.get("", response_model=list[VodPublic], summary="List VODs")
 async def list_vods(
         ctx: Ctx,
@@ -289,17 +358,45 @@ async def grant_vod(vod_id: IdPath, body: VodGrantCreate, ctx: Ctx) -> VodGrantP
                           cookies=grant.cookies, cookie_path=grant.cookie_path)
 
 
+@vods.post("/{vod_id}/export", response_model=VodPublic, status_code=202,
+           summary="Export the VOD as one MP4 (progress and mp4_url on the VOD)",
+           responses={200: {"model": VodPublic}, 503: {"model": ErrorBody}},
+           description="202: the archiver has the request (repeat requests while it runs "
+                       "are the same export: one per VOD at a time); follow "
+                       "`mp4_progress` with GET, and download `mp4_url` once set. "
+                       "200: already exported. 503: no archiver is listening.")
+async def export_vod(vod_id: IdPath, ctx: Ctx, response: Response) -> VodPublic:
+    found = await _get_vod(ctx, vod_id)
+    if found.mp4_url is not None:
+        response.status_code = 200
+        return found
+    heard = await ctx.live.publish(ARCHIVE_REQUESTS_TOPIC, ExportRequested(vod_id))
+    if not heard:
+        logger.warning("export request not delivered: no archiver is listening",
+                       extra={"vod_id": vod_id})
+        raise HTTPException(503, "no archiver is answering; try again")
+    logger.info("VOD export requested", extra={"vod_id": vod_id, "archivers": heard})
+    return found
+
+
 @vods.delete("/{vod_id}", response_model=VodDeleted,
              summary="Delete a VOD: its catalog record and every stored object")
 async def delete_vod(vod_id: IdPath, ctx: Ctx) -> VodDeleted:
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
     if vod is None:
         raise HTTPException(404, f"no VOD {vod_id}")
-    # Storage first: a failure leaves the record, so the delete can be retried.
+    # Storage first: a failure leaves the record, so the delete can be retried. A clip's
+    # own objects only (its playlists, its export): its media is its source's.
     deleted = await ctx.storage_pool.run(ctx.storage.delete_prefix,
-                                      broadcast_prefix(vod.broadcast_id))
+                                      broadcast_prefix(vod.id))
     await asyncio.to_thread(ctx.catalog.delete_vod, vod_id)
     logger.info("VOD deleted", extra={"vod_id": vod_id, "objects": deleted})
+    try:
+        await ctx.live.publish(VODS_TOPIC, VodDeletedEvent(vod.id, vod.broadcast_id,
+                                                           vod.channel, "api"))
+    except LiveStateError as e:  # deleted all the same: only its webhook is lost
+        logger.warning("VOD deletion not announced", extra={"vod_id": vod_id,
+                                                            "error": str(e)})
     return VodDeleted(id=vod_id, objects_deleted=deleted)
 
 

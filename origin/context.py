@@ -15,7 +15,7 @@ from castway.live.base import LiveState, RenditionWindow
 from castway.settings import Settings
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
-from origin.access import MediaAccessCache, VodAccess
+from origin.access import ChannelAccessCache, MediaAccessCache, VodAccess
 from origin.extensions import OriginExtension
 from origin.metrics import OriginMetrics
 from origin.notify import MediaNotifier
@@ -63,6 +63,29 @@ class RenderCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+
+# Broadcasts whose ladder is known complete, per process (a few hours of broadcasts).
+READY_LADDERS = 4096
+
+
+@dataclass(eq=False)
+class ReadyLadders:
+    """Broadcasts whose every rendition has had media: the ladder of a live broadcast
+    never changes (transcoder.pipeline), so once complete it stays complete, and the
+    hot path asks the live state for every window only until then."""
+
+    size: int = READY_LADDERS
+    _ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def __contains__(self, broadcast_id: str) -> bool:
+        return broadcast_id in self._ids
+
+    def add(self, broadcast_id: str) -> None:
+        self._ids[broadcast_id] = None
+        self._ids.move_to_end(broadcast_id)
+        while len(self._ids) > self.size:
+            self._ids.popitem(last=False)
 
 
 # Rendition reports may lag the other renditions by this much (they are hints to the
@@ -114,16 +137,19 @@ class OriginContext:
     access: VodAccess
     extensions: tuple[OriginExtension, ...] = ()
     renders: RenderCache = field(default_factory=RenderCache)
+    ready_ladders: ReadyLadders = field(default_factory=ReadyLadders)
     # Storage reads of the origin (VOD, DVR, posters) on threads of their own: a stalled
     # S3 fills these, not the default executor (catalog queries, and in embedded mode
     # the rest of the process).
     storage_pool: StoragePool = field(default_factory=lambda: StoragePool(name="origin-storage"))
     report_windows: WindowCache = field(init=False)
     media_access: MediaAccessCache = field(init=False)
+    channel_access: ChannelAccessCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.report_windows = WindowCache(self.live)
         self.media_access = MediaAccessCache(self.live, self.catalog)
+        self.channel_access = ChannelAccessCache(self.catalog)
 
 
 async def get_context(request: Request) -> OriginContext:

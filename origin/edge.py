@@ -1,16 +1,7 @@
-"""The origin's one ASGI middleware: metrics, CORS and gzip in a single pass.
+"""The origin's one ASGI middleware (:class:`EdgeMiddleware`): metrics, CORS and gzip in a
+single pass.
 
-Three stacked middlewares (Starlette's CORS and GZip, plus metrics) cost about 30 % of the
-throughput of a small response; one pure-ASGI layer that only looks at the response
-start and, for compressible types, the single body message, costs a fraction of that.
-
-- Metrics: every response counted by kind and status (:mod:`origin.metrics`).
-- CORS for players on other origins (GET/HEAD/OPTIONS, any origin, no credentials):
-  ``Access-Control-Allow-Origin: *`` and the exposed headers on every response to a
-  request with ``Origin``; preflights answered here (400 for other methods, as Starlette).
-- gzip for playlists, JSON, HTML, CSS and JS bodies of at least ``GZIP_MINIMUM_BYTES``
-  sent in one message (media and streamed files pass untouched); ``Vary:
-  Accept-Encoding`` on every compressible type, compressed or not.
+Design: docs/origin.md, "URLs" (why one layer, and what each part does).
 """
 
 from __future__ import annotations

@@ -36,10 +36,16 @@ async def _broadcast_media(request: Request, ctx: OriginContext,
     return await hls.broadcast_media(args[0], args[1], args[2], request, ctx)
 
 
+async def _channel_media(request: Request, ctx: OriginContext,
+                         args: tuple[str, ...]) -> Response:
+    return await hls.channel_media(args[0], args[1], args[2], args[3], request, ctx)
+
+
 # Same precedence as the router: the playlist route is declared before the media route.
 ROUTES: tuple[tuple[re.Pattern[str], Handler], ...] = (
     (re.compile(r"^/hls/([^/]+)/([^/]+)/index\.m3u8$"), _live_media),
     (re.compile(r"^/hls/b/([^/]+)/([^/]+)/([^/]+)$"), _broadcast_media),
+    (re.compile(r"^/hls/([^/]+)/b/([^/]+)/([^/]+)/([^/]+)$"), _channel_media),
 )
 
 

@@ -1,18 +1,8 @@
-"""HLS delivery: live (LL-HLS with blocking reload, delta updates), time-shift, VOD.
+"""HLS delivery (``router``): live (LL-HLS with blocking reload and delta updates, RFC
+8216bis 6.2.5), time-shift, VOD. Media playlists use relative URIs, so the origin works
+under any prefix or CDN host.
 
-URLs:
-  /hls/{channel}/master.m3u8                 the channel's live broadcast (short cache)
-  /hls/{channel}/{rendition}/index.m3u8      live media playlist; LL-HLS query directives
-                                             _HLS_msn, _HLS_part, _HLS_skip (rfc8216bis
-                                             6.2.5); ``?ll=0``: a plain RFC 8216 playlist
-  /hls/{channel}/{rendition}/dvr.m3u8        time-shift (EVENT) playlist from the segment log
-  /hls/b/{broadcast_id}/{rendition}/{name}   init, segments, parts: immutable, CDN-cacheable
-  /hls/b/{broadcast_id}/{name}               poster.jpg, thumbs.jpg, thumbs.vtt
-                                             (both: public while live, refused once ended
-                                             with a private VOD: origin.access.MediaAccess)
-  /vod/{vod_id}/master.m3u8, /vod/{vod_id}/{rendition}/{name}   VOD from storage
-
-Media playlists use relative URIs, so the origin works under any prefix or CDN host.
+Design: docs/origin.md, "URLs" and "LL-HLS: blocking reloads".
 """
 
 from __future__ import annotations
@@ -20,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -30,14 +21,18 @@ from castway.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
     rendition_report,
+    source_bitrate_kbps,
     target_duration,
 )
 from castway.layout import (
     BroadcastFile,
     BroadcastKey,
+    MediaName,
     PartName,
+    RenditionFile,
     RenditionKey,
     broadcast_prefix,
+    export_key,
     master_key,
     parse_media_name,
     valid_component,
@@ -46,12 +41,18 @@ from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import (
     Broadcast,
     BroadcastState,
+    Rendition,
     Visibility,
+    Vod,
     VodState,
     valid_channel_name,
 )
 from castway.storage.base import content_type_for
-from origin.access import MediaAccess
+from origin.access import (
+    PRIVATE_LIVE_PLAYLIST,
+    PRIVATE_MEDIA,
+    MediaAccess,
+)
 from origin.context import Ctx, OriginContext, Rendered
 from origin.playlist_query import BadPlaylistQuery, parse_playlist_query
 from origin.responses import (
@@ -68,6 +69,10 @@ router = APIRouter(tags=["hls"])
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 # rfc8216bis 6.2.5.2: _HLS_msn more than two segments past the last one is a Bad Request.
 MAX_MSN_AHEAD = 2
+# Until every rendition of the ladder has media, playlists are answered 503 with this
+# Retry-After (seconds) and the short error Cache-Control: a CDN keeps the refusal for a
+# second at most, and no player ever reads a master that lists part of the ladder.
+NOT_READY_RETRY_AFTER_S = 1
 # A blocked request is answered 503 after this many target durations.
 BLOCK_TIMEOUT_TARGET_DURATIONS = 3.0
 # Part requests ahead of the live edge that may block (the preload hint and the next).
@@ -92,7 +97,21 @@ def media_uri(broadcast_id: str, depth: int) -> Callable[[str], str]:
     return uri_for_key
 
 
-def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Response:
+def channel_media_uri(broadcast_id: str) -> Callable[[str], str]:
+    """Relative URI of a key from a private channel's live media playlist
+    (``/hls/{channel}/{rendition}/index.m3u8``): its media is served under the channel's
+    path (``/hls/{channel}/b/...``), which its viewers' grant covers."""
+    prefix = broadcast_prefix(broadcast_id)
+
+    def uri_for_key(key: str) -> str:
+        if not key.startswith(prefix):
+            raise ValueError(f"key {key!r} is not under {prefix!r}")
+        return f"../b/{broadcast_id}/{key.removeprefix(prefix)}"
+
+    return uri_for_key
+
+
+def _playlist(request: Request, text: str | Rendered, cache: CacheKind | str) -> Response:
     """A playlist response. Its ETag is weak: the gzip middleware may re-encode the body,
     and a strong validator would then name two different byte sequences (RFC 9110 8.8.3)."""
     rendered = text if isinstance(text, Rendered) else Rendered.of(text)
@@ -100,44 +119,90 @@ def _playlist(request: Request, text: str | Rendered, cache: CacheKind) -> Respo
                           etag="W/" + rendered.etag, content_type=PLAYLIST_TYPE)
 
 
-async def _live(ctx: OriginContext, channel: str) -> Broadcast | Response:
+def _not_ready(detail: str) -> Response:
+    return error_response(503, detail, headers={"retry-after": str(NOT_READY_RETRY_AFTER_S)})
+
+
+async def _ladder_ready(ctx: OriginContext, broadcast: Broadcast) -> bool:
+    """Whether every rendition of the broadcast's ladder has its first part (or
+    segment). The transcoder publishes the ladder whole and never changes its variant
+    set (transcoder.pipeline), so this is decided once per broadcast: the master and
+    every media playlist (plain, blocking, through the fast path) wait for it alike."""
+    if broadcast.id in ctx.ready_ladders:
+        return True
+    if not broadcast.renditions:
+        return False
+    for rendition in broadcast.renditions:
+        window = await ctx.live.get_window(broadcast.id, rendition.name)
+        if window is None or not (window.segments or window.parts):
+            return False
+    ctx.ready_ladders.add(broadcast.id)
+    return True
+
+
+def _with_source_estimate(broadcast: Broadcast, stats: dict[str, float | str]
+                          ) -> tuple[Rendition, ...]:
+    """The ladder as the master lists it: a passthrough rendition without a measured
+    peak yet is given the publisher's own bitrate (onMetaData videodatarate, else what
+    ingest observed), so its BANDWIDTH is the source's, not a placeholder."""
+    value = stats.get("bitrate_kbps")
+    observed = float(value) if isinstance(value, float | int) else None
+    out = []
+    for r in broadcast.renditions:
+        if r.bandwidth_bps is None and r.video_bitrate_kbps is None:
+            estimate = source_bitrate_kbps(broadcast.source, observed,
+                                           audio_only=r.width is None)
+            if estimate is not None:
+                r = replace(r, video_bitrate_kbps=estimate)
+        out.append(r)
+    return tuple(out)
+
+
+async def _live(ctx: OriginContext, channel: str,
+                request: Request) -> tuple[Broadcast, bool] | Response:
+    """The channel's live broadcast and whether the channel is private (then the request
+    carries a valid signature for ``/hls/{channel}/*``), else the error response."""
     if not valid_channel_name(channel):
         return error_response(404, "no such channel")
+    private = await ctx.channel_access.private(channel)
+    if private and not ctx.access.allows(request):
+        if not ctx.access.enabled:
+            return error_response(404, "no such channel")
+        return error_response(403, "this channel is private: a valid signature is required")
     broadcast = await ctx.live.live_broadcast(channel)
     if broadcast is None or broadcast.state is not BroadcastState.LIVE:
         return error_response(404, f"channel {channel} is not live")
-    return broadcast
+    return broadcast, private
 
 
 @router.head("/hls/{channel}/master.m3u8", include_in_schema=False)
 @router.get("/hls/{channel}/master.m3u8", response_class=Response,
             summary="Live multivariant playlist")
 async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
-    broadcast = await _live(ctx, channel)
-    if isinstance(broadcast, Response):
-        return broadcast
-    # Only renditions with media: a variant whose playlist 404s makes players fail over
-    # or give up (hls.js: levelLoadError) while the transcoder is still starting.
-    started = []
-    for rendition in broadcast.renditions:
-        window = await ctx.live.get_window(broadcast.id, rendition.name)
-        if window is not None and (window.segments or window.parts):
-            started.append(rendition)
-    if not started:
-        return error_response(404, "the broadcast has no media yet")
+    found = await _live(ctx, channel, request)
+    if isinstance(found, Response):
+        return found
+    broadcast, private = found
+    # Never part of the ladder: players (and a CDN) read the master once, and a
+    # variant missing from it is one they never get.
+    if not await _ladder_ready(ctx, broadcast):
+        return _not_ready("the broadcast's renditions are starting")
     suffix = "" if request.query_params.get("ll", "1") != "0" else "?ll=0"
-    text = render_master_playlist(started,
+    renditions = _with_source_estimate(broadcast, await ctx.live.get_stats(broadcast.id))
+    text = render_master_playlist(renditions,
                                   uri_for=lambda r: f"{r.name}/index.m3u8{suffix}")
-    return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
+    return _playlist(request, text,
+                     PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
 
 
 @router.head("/hls/{channel}/{rendition}/index.m3u8", include_in_schema=False)
 @router.get("/hls/{channel}/{rendition}/index.m3u8", response_class=Response,
             summary="Live media playlist (LL-HLS)")
 async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
-    broadcast = await _live(ctx, channel)
-    if isinstance(broadcast, Response):
-        return broadcast
+    found = await _live(ctx, channel, request)
+    if isinstance(found, Response):
+        return found
+    broadcast, private = found
     names = [r.name for r in broadcast.renditions]
     if rendition not in names:
         return error_response(404, f"no rendition {rendition}")
@@ -146,8 +211,14 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
     except BadPlaylistQuery as exc:
         return error_response(400, str(exc))
     msn, part, low_latency = query.msn, query.part, query.low_latency
+    if not await _ladder_ready(ctx, broadcast):
+        # The same rule as the master's, blocking requests included (held connections
+        # for a broadcast no player can have a master of yet would only pile up): no
+        # media playlist before the whole ladder has media, so its rendition reports
+        # name every other rendition.
+        return _not_ready("the broadcast's renditions are starting")
     window = await ctx.live.get_window(broadcast.id, rendition)
-    cache = CacheKind.LIVE_PLAYLIST
+    cache: CacheKind | str = CacheKind.LIVE_PLAYLIST
     if msn is not None:
         if window is not None and msn > window.next_msn - 1 + MAX_MSN_AHEAD:
             return error_response(400, f"_HLS_msn={msn} is more than {MAX_MSN_AHEAD} "
@@ -158,7 +229,7 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
                                   headers={"retry-after": "1"})
         cache = CacheKind.BLOCKING_PLAYLIST
     if window is None:
-        return error_response(404, "the rendition has no segments yet")
+        return _not_ready("the rendition has no media yet")
     reports: list[RenditionReport] = []
     if low_latency and not window.ended:
         for other in names:
@@ -168,14 +239,16 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
             if other_window is not None:
                 reports.append(rendition_report(other_window, f"../{other}/index.m3u8"))
     skip = low_latency and query.skip is not None
-    cache_key = ("live", broadcast.id, rendition, low_latency, skip, tuple(reports))
+    cache_key = ("live", broadcast.id, rendition, low_latency, skip, private,
+                 tuple(reports))
     rendered = ctx.renders.get(cache_key, window)
     if rendered is None:
         rendered = Rendered.of(render_media_playlist(
-            window, uri_for_key=media_uri(broadcast.id, 2), low_latency=low_latency,
+            window, uri_for_key=channel_media_uri(broadcast.id) if private
+            else media_uri(broadcast.id, 2), low_latency=low_latency,
             skip=skip, rendition_reports=reports))
         ctx.renders.put(cache_key, window, rendered)
-    return _playlist(request, rendered, cache)
+    return _playlist(request, rendered, PRIVATE_LIVE_PLAYLIST if private else cache)
 
 
 async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
@@ -203,9 +276,10 @@ async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,
 @router.get("/hls/{channel}/{rendition}/dvr.m3u8", response_class=Response,
             summary="Time-shift (DVR) playlist of the live broadcast")
 async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> Response:
-    broadcast = await _live(ctx, channel)
-    if isinstance(broadcast, Response):
-        return broadcast
+    found = await _live(ctx, channel, request)
+    if isinstance(found, Response):
+        return found
+    broadcast, private = found
     if rendition not in [r.name for r in broadcast.renditions]:
         return error_response(404, f"no rendition {rendition}")
     log = await ctx.live.segment_log(broadcast.id, rendition)
@@ -228,9 +302,11 @@ async def live_dvr(channel: str, rendition: str, request: Request, ctx: Ctx) -> 
         init_key=log[-1].init_key, discontinuity_seq=discontinuity_seq,
         ended=bool(live_window and live_window.ended))
     text = render_media_playlist(
-        window, uri_for_key=media_uri(broadcast.id, 2),
+        window, uri_for_key=channel_media_uri(broadcast.id) if private
+        else media_uri(broadcast.id, 2),
         playlist_type=PlaylistType.LIVE if sliding else PlaylistType.EVENT)
-    return _playlist(request, text, CacheKind.LIVE_PLAYLIST)
+    return _playlist(request, text,
+                     PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
 
 
 @router.head("/hls/b/{broadcast_id}/{rendition}/{name}", include_in_schema=False)
@@ -241,9 +317,38 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
     parsed = parse_media_name(name)
     if parsed is None or not (valid_component(broadcast_id) and valid_component(rendition)):
         return error_response(404, "not found")
-    access = await _broadcast_access(ctx, broadcast_id)
+    access = await _broadcast_access(ctx, broadcast_id, request, f"{rendition}/{name}")
     if isinstance(access, Response):
         return access
+    return await _media(ctx, request, broadcast_id, rendition, parsed, access)
+
+
+@router.head("/hls/{channel}/b/{broadcast_id}/{rendition}/{name}", include_in_schema=False)
+@router.get("/hls/{channel}/b/{broadcast_id}/{rendition}/{name}", response_class=Response,
+            summary="Init segment, segment or part of a private channel's live broadcast")
+async def channel_media(channel: str, broadcast_id: str, rendition: str, name: str,
+                        request: Request, ctx: Ctx) -> Response:
+    """A private channel's live media, under the channel's path (which its grant covers,
+    cookies included): only while the broadcast is live on that channel, and only with
+    a valid signature. Public channels' media is at /hls/b/ (unchanged)."""
+    parsed = parse_media_name(name)
+    if parsed is None or not (valid_channel_name(channel) and valid_component(broadcast_id)
+                              and valid_component(rendition)):
+        return error_response(404, "not found")
+    access = await ctx.media_access.get(broadcast_id)
+    if access is not MediaAccess.LIVE_PRIVATE:
+        return error_response(404, "not found")
+    broadcast = await ctx.live.get_broadcast(broadcast_id)
+    if broadcast is None or broadcast.channel != channel:
+        return error_response(404, "not found")
+    if not ctx.access.allows(request):
+        return error_response(403 if ctx.access.enabled else 404,
+                              "this channel is private: a valid signature is required")
+    return await _media(ctx, request, broadcast_id, rendition, parsed, access)
+
+
+async def _media(ctx: OriginContext, request: Request, broadcast_id: str, rendition: str,
+                 parsed: MediaName, access: MediaAccess) -> Response:
     key = str(RenditionKey(broadcast_id, rendition, parsed))
     part = parsed if isinstance(parsed, PartName) else None
     data = await _fetch(ctx, key, stored=part is None)
@@ -257,11 +362,23 @@ async def broadcast_media(broadcast_id: str, rendition: str, name: str, request:
                           etag=etag_for(f"{key}:{len(data)}"))
 
 
-async def _broadcast_access(ctx: OriginContext, broadcast_id: str) -> MediaAccess | Response:
-    """The broadcast's access rule (origin.access.MediaAccess), or the refusal."""
+async def _broadcast_access(ctx: OriginContext, broadcast_id: str, request: Request,
+                            name: str) -> MediaAccess | Response:
+    """The broadcast's access rule (origin.access.MediaAccess), or the refusal. A private
+    channel's live media is served here only with a signature for the same object under
+    the channel's path (a signed URL: a browser sends the grant's cookies there only)."""
     access = await ctx.media_access.get(broadcast_id)
     if access.served:
         return access
+    if access is MediaAccess.LIVE_PRIVATE:
+        broadcast = await ctx.live.get_broadcast(broadcast_id)
+        if broadcast is not None and ctx.access.allows(
+                request, as_path=f"/hls/{broadcast.channel}/b/{broadcast_id}/{name}"):
+            return access
+        if ctx.access.enabled:
+            return error_response(403, "this broadcast's channel is private: a valid "
+                                  "signature is required")
+        return error_response(404, "not found")
     if access is MediaAccess.PRIVATE and ctx.access.enabled:
         return error_response(403, "this broadcast has ended and its VOD is private: play "
                               f"/vod/{broadcast_id}/master.m3u8 with a valid signature")
@@ -310,7 +427,7 @@ async def _block_for_part(ctx: OriginContext, broadcast_id: str, rendition: str,
 async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ctx) -> Response:
     if not valid_component(broadcast_id) or name not in BROADCAST_FILES:
         return error_response(404, "not found")
-    access = await _broadcast_access(ctx, broadcast_id)
+    access = await _broadcast_access(ctx, broadcast_id, request, name)
     if isinstance(access, Response):
         return access
     key = str(BroadcastKey(broadcast_id, BroadcastFile(name)))
@@ -321,13 +438,12 @@ async def broadcast_file(broadcast_id: str, name: str, request: Request, ctx: Ct
 
 
 # Private VODs are served only with a signature; never from a shared cache.
-PRIVATE_MEDIA = "private, max-age=3600"
 PRIVATE_PLAYLIST = "private, max-age=60"
 
 
 async def _vod_broadcast(ctx: OriginContext, vod_id: str,
-                         request: Request) -> tuple[str, bool] | Response:
-    """(broadcast id, private) of a servable VOD, else the error response."""
+                         request: Request) -> tuple[Vod, bool] | Response:
+    """(the VOD, private) of a servable VOD, else the error response."""
     if not valid_component(vod_id):
         return error_response(404, "no such VOD")
     vod = await asyncio.to_thread(ctx.catalog.get_vod, vod_id)
@@ -338,7 +454,7 @@ async def _vod_broadcast(ctx: OriginContext, vod_id: str,
         if not ctx.access.enabled:
             return error_response(404, "no such VOD")
         return error_response(403, "this VOD is private: a valid signature is required")
-    return vod.broadcast_id, private
+    return vod, private
 
 
 @router.head("/vod/{vod_id}/master.m3u8", include_in_schema=False)
@@ -348,13 +464,34 @@ async def vod_master(vod_id: str, request: Request, ctx: Ctx) -> Response:
     found = await _vod_broadcast(ctx, vod_id, request)
     if isinstance(found, Response):
         return found
-    broadcast_id, private = found
-    key = master_key(broadcast_id)
+    vod, private = found
+    key = master_key(vod.id)  # a clip's own playlists
     data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "the VOD has no playlist yet")
     return bytes_response(request, data, key=key,
                           cache=PRIVATE_PLAYLIST if private else CacheKind.VOD_PLAYLIST)
+
+
+@router.head("/vod/{vod_id}/export.mp4", include_in_schema=False)
+@router.get("/vod/{vod_id}/export.mp4", response_class=Response,
+            summary="The VOD as one MP4 (once exported: POST /api/v1/vods/{id}/export)")
+async def vod_export(vod_id: str, request: Request, ctx: Ctx) -> Response:
+    found = await _vod_broadcast(ctx, vod_id, request)
+    if isinstance(found, Response):
+        return found
+    vod, private = found
+    if vod.mp4_key is None:
+        return error_response(404, "the VOD has not been exported")
+    key = export_key(vod.id)
+    data = await ctx.storage_pool.run(ctx.storage.get, key)
+    if data is None:
+        return error_response(404, "the VOD has not been exported")
+    response = bytes_response(request, data, key=key,
+                              cache=PRIVATE_MEDIA if private else CacheKind.MEDIA,
+                              etag=etag_for(f"{key}:{len(data)}"), content_type="video/mp4")
+    response.headers["content-disposition"] = f'attachment; filename="{vod.id}.mp4"'
+    return response
 
 
 @router.head("/vod/{vod_id}/{rendition}/{name}", include_in_schema=False)
@@ -368,9 +505,16 @@ async def vod_media(vod_id: str, rendition: str, name: str, request: Request,
     found = await _vod_broadcast(ctx, vod_id, request)
     if isinstance(found, Response):
         return found
-    broadcast_id, private = found
-    key = str(RenditionKey(broadcast_id, rendition, parsed))
-    data = await ctx.storage_pool.run(ctx.storage.get, key)
+    vod, private = found
+    # A clip's playlists are its own; its media is its source's (archiver/clips.py), and
+    # may be so recent (a clip of a live broadcast) that it is still in the live window.
+    own = isinstance(parsed, RenditionFile)
+    key = str(RenditionKey(vod.id if own else vod.broadcast_id, rendition, parsed))
+    if vod.is_clip and not own:
+        data = await ctx.storage_pool.run(ctx.storage.get, key) or \
+            await ctx.live.get_media(key)
+    else:
+        data = await ctx.storage_pool.run(ctx.storage.get, key)
     if data is None:
         return error_response(404, "not found")
     playlist = content_type_for(key) == PLAYLIST_TYPE

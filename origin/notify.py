@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from castway.events.broadcasts import BroadcastEnded, BroadcastFailed
+from castway.events.broadcasts import BroadcastEnd
 from castway.events.media import MediaEvent, MediaUpdate, media_topic
 from castway.live.base import LiveState, RenditionWindow, Subscription
 
@@ -160,7 +160,7 @@ class MediaNotifier:
                 arrived = time.perf_counter()
                 if isinstance(event, MediaUpdate):
                     await self._wake(watch, event.rendition, arrived)
-                elif isinstance(event, BroadcastEnded | BroadcastFailed):
+                elif isinstance(event, BroadcastEnd):
                     for name in list(watch.waiters):
                         await self._wake(watch, name, arrived, ended=True)
         except asyncio.CancelledError:

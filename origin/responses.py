@@ -24,7 +24,12 @@ class CacheKind(StrEnum):
     LIVE_PLAYLIST = "public, max-age=1"
     # A blocking reload answers a query naming a future part; the answer stays correct
     # (a later playlist is also a valid answer), so the CDN may serve it to everyone asking.
-    BLOCKING_PLAYLIST = "public, max-age=6"
+    # Only briefly: viewers ask for a given part within about one part duration of each
+    # other, and a client that asks the same URL again (video.js VHS does, when it takes
+    # a playlist with one more part for an unchanged one) must not get the old answer for
+    # long: at max-age=6 VHS froze its playlist for ~6 s and played 6.4 s behind live
+    # (benchmarks/players.py; BENCHMARKS.md, real players).
+    BLOCKING_PLAYLIST = "public, max-age=1"
     VOD_PLAYLIST = VOD_PLAYLIST
     ERROR = "public, max-age=1"
     NO_STORE = "no-store"

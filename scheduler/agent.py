@@ -1,17 +1,7 @@
-"""The scheduler's side inside every ingest node: heartbeats out, commands in.
+"""The scheduler's side inside every ingest node (:class:`NodeAgent`): heartbeats out,
+commands in; ``admission()`` tells the publish handler whether to accept a publish.
 
-The node's lifecycle (castway.model.NodeState): starting -> active (``ready()``, once
-the RTMP listener is up) -> draining (command "drain") -> stopped (command "stop").
-"resume" takes a draining node back to active (the scheduler undoes a scale-in drain
-rather than start a node). The ingest publish handler asks ``admission()`` before it
-accepts a publish; anything but None is the rejection reason to send the publisher
-(NetStream.Publish.Failed / Rejected), so a draining node takes no new broadcast, and a
-node whose transcode capacity is spent (castway.cost: the ledger's admission) none either.
-
-On drain, the ``on_drain`` callbacks run: the ingest side uses one to send every
-publisher that announced E-RTMP v2 reconnect support (capsEx 0x01 in ``connect``) the
-``NetConnection.Connect.ReconnectRequest`` onStatus, pointing at the load-balanced URL
-(or, on a fleet without a load balancer, at another active node: ``IngestNode.reconnect_url``).
+Design: docs/scheduler.md, "Node lifecycle" and "Draining an ingest node".
 """
 
 from __future__ import annotations
@@ -66,7 +56,6 @@ class NodeAgent:
         self.ledger = ledger
         self._state = NodeState.STARTING
         self._on_drain: list[Callback] = []
-        self._on_stop: list[Callback] = []
         self.stopped = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -100,10 +89,6 @@ class NodeAgent:
     def on_drain(self, callback: Callback) -> None:
         """Run ``callback`` when this node starts draining (e.g. send reconnect requests)."""
         self._on_drain.append(callback)
-
-    def on_stop(self, callback: Callback) -> None:
-        """Run ``callback`` when the scheduler orders this node to stop."""
-        self._on_stop.append(callback)
 
     # --- the loop --------------------------------------------------------------------
     async def start(self, *, ready: bool = True) -> None:
@@ -188,7 +173,6 @@ class NodeAgent:
         elif command == STOP and self._state != NodeState.STOPPED:
             self._state = NodeState.STOPPED
             logger.info("stopping", extra={"node": self.node_id})
-            await self._run_callbacks(self._on_stop)
             self.stopped.set()
         elif command not in (DRAIN, RESUME, STOP):
             logger.warning("unknown node command ignored",

@@ -1,25 +1,7 @@
-"""The scheduler's one decision: fleet in, actions out. Pure, synchronous, no I/O.
+"""The scheduler's one decision, :func:`decide`: fleet in, actions out. Pure, synchronous,
+no I/O. OPENREC's "Expire >> Drain >> Stop Container", plus scaling on live broadcasts.
 
-OPENREC's rule, "Expire >> Drain >> Stop Container", plus scaling on live broadcasts:
-
-- a node on an old image version is *expired*: once the desired version has capacity
-  for the headroom, it is *drained* (no new publish, out of the load balancer) and it is
-  *stopped* only when its last broadcast has ended (or at the optional hard deadline);
-- routability is the packing lever: only as many active nodes stay *open* (in the load
-  balancer) as hold the headroom plus ``hysteresis_slots``, the most allocated first;
-  the others are *closed*: still active, keeping their broadcasts, getting no new
-  publish, so they empty by themselves;
-- the fleet scales out at once when the free slots of the open nodes fall below the
-  headroom: closed nodes are reopened first, then scale-in drains resumed, then nodes
-  started;
-- it scales in by stopping closed nodes whose broadcasts can all move (none left, or all
-  from reconnect-capable publishers; the latter one at a time, never within a cooldown
-  after a scale-out);
-- a node whose heartbeats stop is lost: its broadcasts are marked failed by the executor
-  and its capacity no longer counts, so the same decision replaces it.
-
-The decision only stops a node whose own heartbeat, sent after the drain order, reports
-``draining`` with no broadcast: a draining node admits no publish, so that count is final.
+Design: docs/scheduler.md, "The decision".
 """
 
 from __future__ import annotations

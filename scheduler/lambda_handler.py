@@ -1,16 +1,7 @@
-"""AWS Lambda entry point: ``scheduler.lambda_handler:handler``, invoked by an
-EventBridge rule ``rate(1 minute)``.
+"""AWS Lambda entry point: ``scheduler.lambda_handler:handler``, invoked by an EventBridge
+rule ``rate(1 minute)``; the rule's constant input carries the ECS settings.
 
-Settings come from the function's ``CASTWAY_*`` environment (``CASTWAY_REDIS_URL`` is
-required: the Lambda keeps no state, the lock and the tick memory live in Redis;
-``CASTWAY_SCHEDULER_BACKEND=ecs``). The rule's constant input carries the rest::
-
-    {"ecs": {"cluster": "castway", "task_definition": "castway-ingest:{version}",
-             "subnets": ["subnet-..."], "security_groups": ["sg-..."],
-             "target_group_arn": "arn:aws:elasticloadbalancing:...",
-             "route53_zone_id": "Z...", "route53_record_name": "ingest.example.com."},
-     "desired_version": "v42",                # optional, else CASTWAY_DESIRED_VERSION
-     "cloudwatch_namespace": "castway/scheduler"}   # optional
+Design: docs/scheduler.md, "Running it".
 """
 
 from __future__ import annotations

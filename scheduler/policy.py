@@ -1,27 +1,10 @@
-"""The scheduler's policy: how much spare capacity to keep, how fast to move.
+"""The scheduler's policy (:class:`Policy`): how much spare capacity to keep (the headroom
+and the open headroom, in transcode cores, never momentary CPU), how fast to move.
 
-Capacity is counted in transcode cost (castway.cost: cores, each node's calibrated
-capacity against what its broadcasts cost), never in momentary CPU: an RTMP connection
-lasts as long as its broadcaster wants, so load is what the live broadcasts are committed
-to cost, not what the CPU happened to show at the last tick. A node that reports no cost
-(transcoding off, an older image) counts its broadcast slots at ``broadcast_cost`` each.
+Capacity is counted in transcode cost (castway.cost: cores), with the headroom sized
+in broadcasts of ``broadcast_cost`` cores each.
 
-The spare capacity is sized in broadcasts (a floor, a fraction of the live load, the
-publishes the measured rate brings, the capacity windows) and kept in cores at
-``broadcast_cost`` per broadcast: what a dear broadcast (a 1080p60 source with the full
-ladder) costs, so the headroom holds the publishes it is sized for whatever they are.
-
-Two amounts of spare capacity:
-
-- the *headroom*, on every accepting node of the desired version (open, closed or
-  starting): what absorbs publishes until a node started now takes them. It is the
-  largest of a floor, a fraction of the live broadcasts, what the measured publish rate
-  brings during that lead time (a Poisson upper quantile), and the capacity windows;
-- the *open headroom*, on the nodes in the load balancer only: what absorbs publishes
-  until a closed node put back into the load balancer takes them (one tick plus the
-  registration delay), sized the same way from the publish rate. Closed nodes keep the
-  rest of the headroom warm at no extra cost, and that is what lets the load balancer
-  send new broadcasts to few nodes (packing) while the others empty.
+Design: docs/scheduler.md, "The decision".
 """
 
 from __future__ import annotations
@@ -164,6 +147,8 @@ class Policy:
             "max_nodes": settings.max_nodes,
             "heartbeat_ttl_s": settings.heartbeat_ttl_s,
             "tick_interval_s": settings.scheduler_interval_s,
+            "windows": tuple(CapacityWindow.parse(w) for w in
+                             (settings.capacity_windows or "").split(",") if w.strip()),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -1,27 +1,10 @@
-"""Replay a day of user-driven broadcasts against the scheduler and two baselines.
+"""Replay a day of user-driven broadcasts against the scheduler (``castway``) and two
+baselines (``cpu_autoscaler``, ``fixed_fleet``), against the ideal lower bound.
 
-The workload: Poisson arrivals whose rate follows the day (trough in the morning, peak
-at night), log-normal durations capped at 24 h (heavy-tailed: most broadcasts are short,
-a few run all day), and a deploy of a new image version at the peak. The same workload
-is replayed against:
+Capacity is in cost units (castway.cost: cores): each broadcast's source is drawn
+from :data:`SOURCE_MIX` at its full-ladder cost, and a publish lands only where that fits.
 
-- ``castway``: :func:`scheduler.decide.decide` ticking every minute, its actions applied
-  by a simulated executor (nodes take ``start_delay_s`` to become active, are routable
-  from the first tick that sees them active);
-- ``cpu_autoscaler``: target tracking on average CPU (ECS service style): scale out at
-  once, scale in after a sustained low by stopping tasks, which cuts their broadcasts;
-  a rolling deploy that stops old tasks once new ones are up;
-- ``fixed_fleet``: as many nodes as the day's peak needs with the same headroom, and a
-  rolling deploy.
-
-Capacity is in cost units (castway.cost: cores). Each broadcast costs what its source
-costs with the full ladder, drawn from :data:`SOURCE_MIX` (1080p60, 1080p30, 720p30 and
-passthrough-only sources, at their costs on the 2-core calibration machine); a node has
-``node_cost`` cores (2 cores at the 85 % utilisation target) and takes at most
-``capacity`` broadcasts. Publishers land on a random routable node with room for their
-full ladder (NLB plus the publisher's retry on a clear rejection: ``ADMISSION=refuse``);
-a publish is refused when no routable node has room. The ideal lower bound is
-ceil(cost of the live broadcasts / node cost) nodes at every instant.
+Design: docs/scheduler.md, "Simulator".
 """
 
 from __future__ import annotations
@@ -51,8 +34,6 @@ from scheduler.decide import (
     usable_cost,
 )
 from scheduler.policy import RATE_WINDOW_S, Policy
-
-DAY_S = 86_400.0
 
 #: (source, share of publishes, cost in cores with the full auto ladder): estimates from
 #: ``castway calibrate`` on the 2-core development machine (docs/scheduler.md); a

@@ -1,22 +1,7 @@
-"""One scheduler tick: read the fleet, decide, act. Idempotent, one at a time.
+"""One scheduler tick (:class:`Scheduler`): read the fleet, :func:`scheduler.decide.decide`,
+apply each action on its own. Idempotent, one at a time.
 
-A tick merges two views of the fleet: the nodes' heartbeats (live state) and what the
-backend has launched (a node that has not heartbeated yet shows as ``starting`` since
-its launch). It asks :func:`scheduler.decide.decide` for actions and applies them:
-
-- start: ``backend.start``;
-- drain: the node's command "drain" (it refuses new publishes, sends reconnect
-  requests), and out of the load balancer / DNS;
-- resume: command "resume", back into the load balancer;
-- stop: command "stop", ``backend.stop``, out of the load balancer;
-- lost: its live broadcasts are marked failed (event ``failed`` on ``broadcasts``), out
-  of the load balancer, ``backend.stop``; the same decision starts its replacement;
-- close / open: out of / back into the load balancer only (a closed node stays active,
-  keeps its broadcasts and empties by itself).
-
-Active nodes are (re-)registered with the load balancer on every tick (closed ones
-deregistered), so a tick that died halfway is repaired by the next one. Every action is
-applied on its own: one that fails is logged and counted, and the others still run.
+Design: docs/scheduler.md, "Running it".
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def transcode_file(source: Path, outdir: Path, *, ladder: str = "auto",
         scale_threads=scale_threads)
     output = DirectoryOutput(outdir, ext="ts" if segment_format == "mpegts" else "m4s",
                              target_segment_s=target_segment_s, part_target_s=part_target_s)
-    pipeline = Pipeline(config, output.on_output, output.on_rendition,
+    pipeline = Pipeline(config, output.on_output, output.on_ladder,
                         on_discontinuity=output.discontinuity)
     started = time.perf_counter()
     for packet in read_packets(source):

@@ -1,26 +1,7 @@
-"""The source journal: what a broadcast's transcoder has not yet made durable, on disk.
+"""The source journal: what a broadcast's transcoder has not yet made durable, on disk,
+so that :mod:`transcoder.salvage` can make it after the process dies.
 
-A transcoder child that crashes is replayed from the parent's memory
-(:mod:`transcoder.replay`); a parent that dies (the whole process SIGKILLed, the machine
-rebooted) takes that memory with it. So the parent also writes it to a file of its own per
-broadcast, ``{data_dir}/journal/{broadcast_id}.journal``: the packets from the oldest
-segment boundary whose segment some rendition has not yet made durable (stored, or in
-the uploader's spool), with the media sequence number each rendition gives that segment.
-The next start of the node makes the missing segments from it
-(:mod:`transcoder.salvage`) before the archiver makes the VOD.
-
-The file is rewritten (to a temporary name, then renamed over) whenever that boundary
-moves on, about once a segment, and appended to with each packet in between: it holds
-a segment or two of the source. Writes go to the page cache without fsync: the journal
-survives the process, not the machine's power (like the uploader's spool).
-
-Format: ``MAGIC``, a 4-byte big-endian length and a JSON header (:class:`JournalHeader`),
-then records: a tag byte (``P`` packet, ``B`` break), and for a packet its kind, codec,
-flags, DTS, PTS and payload (:data:`_PACKET`). A record cut short by the process dying
-mid-write ends the journal.
-
-A journal that cannot be written (a full disk) is given up for that broadcast, logged
-once: the media path never waits for it or fails because of it.
+Design: docs/transcoder.md, "The source journal and the salvage".
 """
 
 from __future__ import annotations

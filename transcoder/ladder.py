@@ -1,17 +1,7 @@
-"""The ABR ladder: which renditions a broadcast gets.
+"""The ABR ladder: which renditions a broadcast gets (``CASTWAY_LADDER``: ``auto``,
+``source`` or a JSON ladder file), resolved against the source by :func:`resolve_ladder`.
 
-``CASTWAY_LADDER`` is ``auto`` (derived from the source), ``source`` (passthrough only) or
-the path of a JSON ladder file::
-
-    {"rungs": [{"name": "720p", "height": 720, "video_bitrate_kbps": 2800,
-                "max_fps": 60}, ...],
-     "source": true, "encoder": "libx264"}
-
-``encoder`` may be ``h264_nvenc``: used where NVENC opens, libx264 otherwise.
-
-Derivation rules (docs/transcoder.md): never upscale, never above the source frame rate,
-no rung that duplicates the source (same or larger height), widths keep the source
-aspect ratio rounded to even numbers.
+Design: docs/transcoder.md, "Default ladder".
 """
 
 from __future__ import annotations

@@ -50,9 +50,9 @@ ToChild = Feed | Restart | Finish | SetLadder
 
 @dataclass(frozen=True, slots=True)
 class Announced:
-    """A rendition the master playlist lists."""
+    """The ladder the master playlist lists: every rendition, at once."""
 
-    info: RenditionInfo
+    ladder: tuple[RenditionInfo, ...]
 
 
 @dataclass(frozen=True, slots=True)

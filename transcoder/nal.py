@@ -50,10 +50,6 @@ def annexb_to_avcc(data: bytes, *, drop_parameter_sets: bool = False) -> bytes:
     return bytes(out)
 
 
-def avcc_to_annexb(data: bytes, length_size: int = 4) -> bytes:
-    return b"".join(b"\x00\x00\x00\x01" + nal for nal in split_avcc(data, length_size))
-
-
 def avcc_record(sps_list: list[bytes], pps_list: list[bytes]) -> bytes:
     if not sps_list or not pps_list or len(sps_list[0]) < 4:
         raise CodecConfigError("an AVCDecoderConfigurationRecord needs an SPS and a PPS")

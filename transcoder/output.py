@@ -40,9 +40,10 @@ class DirectoryOutput:
             (self.outdir / rendition).mkdir(parents=True, exist_ok=True)
         return log
 
-    def on_rendition(self, info: RenditionInfo) -> None:
-        self.infos[info.name] = info
-        self._log(info.name)
+    def on_ladder(self, ladder: tuple[RenditionInfo, ...]) -> None:
+        for info in ladder:
+            self.infos[info.name] = info
+            self._log(info.name)
 
     def on_output(self, out: Output) -> None:
         log = self._log(out.rendition)

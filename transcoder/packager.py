@@ -44,7 +44,6 @@ class SegmentOut:
     duration_s: float
     start_pts_s: float
     data: bytes
-    part_count: int
 
 
 Output = InitOut | PartOut | SegmentOut
@@ -125,7 +124,6 @@ class Packager:
         self._segment_start_pts = 0
         self._audio: deque[tuple[int, bytes]] = deque()
         self._default_duration = 33
-        self.dropped_video = 0
         self.dropped_audio = 0
         self.video_frames = 0
 
@@ -163,7 +161,6 @@ class Packager:
             out += self._close_segment()
             self._segment_start_pts = pts_ms
         if cut == Cut.DROP:
-            self.dropped_video += 1
             return out
         self.video_frames += 1
         self._last = _Video(dts_ms, pts_ms, data, keyframe)
@@ -233,13 +230,9 @@ class Packager:
             return []
         out: list[Output] = [SegmentOut(self.name, self._segment_duration_ms / 1000.0,
                                         self._segment_start_pts / 1000.0,
-                                        b"".join(self._segment_chunks),
-                                        self._part_index)]
+                                        b"".join(self._segment_chunks))]
         self._segment_chunks = []
         self._segment_duration_ms = 0.0
         self._part_index = 0
         return out
 
-    def restart_init(self) -> None:
-        """Write a fresh init segment before the next part (codec parameters changed)."""
-        self._init_sent = False

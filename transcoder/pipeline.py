@@ -1,15 +1,8 @@
-"""The transcoding pipeline core: MediaPackets in, init/part/segment outputs out.
+"""The transcoding pipeline core (:class:`Pipeline`): MediaPackets in, init/part/segment
+outputs out. Synchronous; the parallelism is libav's own. Used by the child process
+(:mod:`transcoder.worker`) and by file mode (:mod:`transcoder.cli`).
 
-Synchronous and single-threaded from Python's point of view; the parallelism is libav's
-own (frame-threaded decoding, x264's frame threads and lookahead, swscale threads), see
-docs/transcoder.md for the measurements behind that choice. Used by the per-broadcast
-child process (:mod:`transcoder.worker`) and by file mode (:mod:`transcoder.cli`).
-
-Video is decoded once, scaled once per encoded rendition and encoded with libx264; the
-``source`` rendition passes the publisher's video through untouched. AAC audio passes
-through to every rendition. Segment boundaries come from the source's keyframes
-(:class:`transcoder.segmenter.BoundaryClock`); encoded renditions get a forced IDR at
-exactly those presentation times.
+Design: docs/transcoder.md, "Pipeline" and "Parallelism: what was measured".
 """
 
 from __future__ import annotations
@@ -69,6 +62,9 @@ class RenditionInfo:
     video_bitrate_kbps: float | None
 
 
+Ladder = tuple[RenditionInfo, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     ladder: LadderSpec
@@ -79,9 +75,11 @@ class PipelineConfig:
     fps_hint: float | None = None
     scale_threads: int = 1
     cascade: bool = True  # smaller rungs scale from the largest rung's frames
-    # Rungs the broadcast already published (a handover from another node): kept
-    # whatever size the source now has, like after a size change here.
-    keep_rungs: tuple[str, ...] = ()
+    # The rungs of the ladder the broadcast already published (a handover from another
+    # node, or a restarted child): exactly these, whatever size the source now has,
+    # like after a size change here (the variant set of a live master never changes).
+    # None: no ladder published yet, the source's size decides.
+    keep_rungs: tuple[str, ...] | None = None
     # A successor redoing a crashed child's work from the source keyframe at this PTS
     # (transcoder.replay): audio stamped before it that arrives after it is not the
     # transcoded rungs' (their segment before had closed later, encoder delay later, and
@@ -92,9 +90,6 @@ class PipelineConfig:
 @dataclass(slots=True)
 class PipelineStats:
     video_packets: int = 0
-    audio_packets: int = 0
-    decoded_frames: int = 0
-    encoded_frames: int = 0
     dropped_frames: int = 0  # skipped by encoded renditions to catch up
     media_ms: int = 0  # source video time processed (its cost is measured against it)
     lag_s: float = 0.0
@@ -176,7 +171,9 @@ class _Encoded:
         self.min_interval_ms = 1000.0 / rung.fps if rung.fps > 0 else 0.0
         self._next_due = -1.0e18
         self._last_pts: int | None = None
-        self.config_record: bytes | None = None
+        # libx264 (global header) gives its parameter sets when it opens.
+        self.config_record: bytes | None = (avcc_record_from_annexb(bytes(ctx.extradata))
+                                            if ctx.extradata else None)
         # One scaler per rendition: VideoFrame.reformat() caches a single SwsContext on
         # the frame, and alternating target sizes rebuilt it on every call (3x slower).
         self.scaler = VideoReformatter()
@@ -207,7 +204,7 @@ class _Encoded:
 
 class Pipeline:
     def __init__(self, config: PipelineConfig, emit: Callable[[Output], None],
-                 on_rendition: Callable[[RenditionInfo], None] | None = None, *,
+                 on_ladder: Callable[[Ladder], None] | None = None, *,
                  on_discontinuity: Callable[[], None] | None = None,
                  on_boundary: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -221,17 +218,19 @@ class Pipeline:
         self.on_discontinuity = on_discontinuity or (lambda: None)
         self._clock = clock
         self.emit = emit
-        self.on_rendition = on_rendition or (lambda _info: None)
+        # Called with the whole ladder at once, once every rendition's CODECS is known
+        # (and again, the same names, after a size change): the master playlist is
+        # never rendered from part of the ladder.
+        self.on_ladder = on_ladder or (lambda _ladder: None)
+        self._ladder_due = False
         self.stats = PipelineStats()
         self.clock = BoundaryClock(config.policy)
         self._parts = config.segment_format == "fmp4"
         self._video_codec: Codec | None = None
         self._video_config: bytes | None = None
         self._audio_asc: bytes | None = None
-        self._audio_codec: Codec | None = None
         self._decoder: Any = None
         self._source: Packager | None = None
-        self._source_sent_info = False
         self._encoded: list[_Encoded] | None = None
         self._dims: tuple[int, int] | None = None
         self._dts_seen: list[int] = []
@@ -242,8 +241,10 @@ class Pipeline:
         self._audio_transcoder: Any = None
         self._last_video_dts: int | None = None
         self._video_seen = False
-        # Every rung this broadcast has published; kept when the source changes size.
-        self._rung_names: set[str] = set(config.keep_rungs)
+        # The rungs of the first ladder this broadcast published (or of the one handed
+        # over): every later ladder has exactly these (None: not resolved yet).
+        self._rung_names: frozenset[str] | None = (None if config.keep_rungs is None
+                                                   else frozenset(config.keep_rungs))
         self._first_audio_pts: int | None = None
         # The one rendition of an audio-only broadcast (no video within
         # AUDIO_ONLY_AFTER_MS of audio); it stays audio-only to its end.
@@ -276,7 +277,6 @@ class Pipeline:
         self._decoder = None
         self._encoded = None
         self._source = None
-        self._source_sent_info = False
         self._dims = None
         self._dts_seen = []
         self._wall0 = None
@@ -397,7 +397,6 @@ class Pipeline:
         return estimate_fps(self._dts_seen)
 
     def _on_frame(self, frame: av.VideoFrame) -> None:
-        self.stats.decoded_frames += 1
         if self._dims is None:
             self._dims = (frame.width, frame.height)
             self._setup_outputs(frame.width, frame.height)
@@ -431,9 +430,8 @@ class Pipeline:
         for pkt in enc.encode(frame):
             if pkt.pts is None or pkt.dts is None:
                 continue
-            self.stats.encoded_frames += 1
             if not enc.packager.ready:
-                self._announce_encoded(enc)
+                self._set_encoded_tracks(enc)
             pts = int(pkt.pts)
             keyframe = bool(pkt.is_keyframe)
             data = annexb_to_avcc(bytes(pkt), drop_parameter_sets=True)
@@ -441,20 +439,50 @@ class Pipeline:
                                              keyframe and self.clock.is_boundary(pts)):
                 self._emit(out)
 
-    def _announce_encoded(self, enc: _Encoded) -> None:
+    def _set_encoded_tracks(self, enc: _Encoded) -> None:
         record = enc.config_record
         if record is None:
             raise PipelineError(f"encoder of {enc.rung.name} gave no parameter sets")
         enc.packager.set_tracks(VideoTrack("h264", record, enc.rung.width, enc.rung.height),
                                 self._audio_track())
-        self.on_rendition(RenditionInfo(enc.rung.name, self._codecs("h264", record),
+        self._announce_ladder()
+
+    def _announce_ladder(self) -> None:
+        """The whole ladder, once every encoder has given its parameter sets (libx264
+        does when it opens; a hardware encoder may wait for its first frame)."""
+        if not self._ladder_due or self._dims is None:
+            return
+        encoded = self._encoded or []
+        if any(enc.config_record is None for enc in encoded):
+            return
+        self._ladder_due = False
+        ladder: list[RenditionInfo] = []
+        if self._source is not None and self._video_codec is not None:
+            assert self._video_config is not None
+            width, height = self._dims
+            try:
+                codecs = self._codecs(self._video_codec.value, self._video_config)
+            except CodecConfigError as exc:
+                raise PipelineError(str(exc)) from exc
+            ladder.append(RenditionInfo(SOURCE, codecs, width, height, self._source_fps(),
+                                        None))
+        for enc in encoded:
+            assert enc.config_record is not None
+            ladder.append(RenditionInfo(enc.rung.name, self._codecs("h264", enc.config_record),
                                         enc.rung.width, enc.rung.height, enc.rung.fps,
                                         float(enc.rung.video_bitrate_kbps)))
+        self.on_ladder(tuple(ladder))
 
     def _setup_outputs(self, width: int, height: int) -> None:
         fps = self._source_fps()
-        rungs = resolve_ladder(self.config.ladder, width, height, fps, keep=self._rung_names)
-        self._rung_names.update(r.name for r in rungs)
+        frozen = self._rung_names
+        rungs = resolve_ladder(self.config.ladder, width, height, fps, keep=frozen or ())
+        if frozen is None:
+            self._rung_names = frozenset(r.name for r in rungs)
+        else:
+            # A rung this size would bring in is left out: players hold the master
+            # they loaded, and a variant added to it later would reach none of them.
+            rungs = [r for r in rungs if r.name in frozen]
         writer_format = self.config.segment_format
         self._encoded = [_Encoded(r, self.config,
                                   Packager(r.name, self.config.policy, make_writer(writer_format),
@@ -465,16 +493,16 @@ class Pipeline:
                 if self._rung_takes_audio(pts):
                     enc.packager.on_audio(pts, data)
         self._early_audio = None
+        for enc in self._encoded:
+            if enc.config_record is not None:
+                enc.packager.set_tracks(VideoTrack("h264", enc.config_record, enc.rung.width,
+                                                   enc.rung.height), self._audio_track())
         if self._source is not None and self._video_codec is not None:
             assert self._video_config is not None
-            codec = self._video_codec.value
-            try:
-                codecs = self._codecs(codec, self._video_config)
-            except CodecConfigError as exc:
-                raise PipelineError(str(exc)) from exc
-            self._source.set_tracks(VideoTrack(codec, self._video_config, width, height),
-                                    self._audio_track())
-            self.on_rendition(RenditionInfo(SOURCE, codecs, width, height, fps, None))
+            self._source.set_tracks(VideoTrack(self._video_codec.value, self._video_config,
+                                               width, height), self._audio_track())
+        self._ladder_due = True
+        self._announce_ladder()
         logger.info("ladder resolved", extra={"source": f"{width}x{height}@{fps}",
                                               "rungs": [r.name for r in rungs]})
 
@@ -502,11 +530,9 @@ class Pipeline:
                 logger.warning("bad AudioSpecificConfig", extra={"error": str(exc)})
                 return
             self._audio_asc = packet.payload
-            self._audio_codec = Codec.AAC
             return
         if self._audio_asc is None:
             return
-        self.stats.audio_packets += 1
         self._audio_out(packet.pts_ms, packet.payload)
 
     def _audio_out(self, pts_ms: int, data: bytes) -> None:
@@ -549,8 +575,8 @@ class Pipeline:
         packager.set_tracks(None, self._audio_track())
         self._audio_only = packager
         early, self._early_audio = self._early_audio or [], None
-        self.on_rendition(RenditionInfo(AUDIO_RENDITION, mp4a_codec(self._audio_asc),
-                                        None, None, None, None))
+        self.on_ladder((RenditionInfo(AUDIO_RENDITION, mp4a_codec(self._audio_asc),
+                                      None, None, None, None),))
         logger.warning("no video: audio-only broadcast",
                        extra={"after_ms": AUDIO_ONLY_AFTER_MS})
         for pts, data in early:
@@ -565,7 +591,6 @@ class Pipeline:
         if packet.is_config:
             self._audio_transcoder.configure(packet.payload)
             return
-        self.stats.audio_packets += 1
         for pts, data in self._audio_transcoder.push(packet.pts_ms, packet.payload):
             self._audio_out(pts, data)
 

@@ -1,36 +1,7 @@
-"""What a crashed transcoder child had not finished, and how its successor redoes it.
+"""What a crashed transcoder child had not finished, and how its successor redoes it:
+:class:`Recovery` (``plan``, ``prelude``, ``keep``). Pure and synchronous.
 
-Pure and synchronous: the supervisor tells a :class:`Recovery` what it sent the child and
-what the child reported back; when the child dies, :meth:`Recovery.plan` says whether the
-successor can redo the work in progress, and :meth:`Recovery.prelude` gives the packets to
-send it first. While the successor catches up, :meth:`Recovery.keep` says which of its
-outputs are new and which were already published by the child before it.
-
-Segments start at source boundaries (:class:`transcoder.segmenter.BoundaryClock`), the
-same instant in every rendition, and the child reports each boundary with the sequence
-number of the packet that made it. Boundaries are numbered for the whole broadcast, not
-per child, so "rendition R has published every segment before boundary N, and P parts of
-segment N" holds across children. The packets kept are those from the oldest boundary
-some rendition has not completed, so a successor fed them from that boundary (a source
-keyframe: decoding can start there) re-produces exactly the segments still open:
-
-- outputs of segments a rendition already completed are dropped;
-- parts of the open segment already published are dropped, later parts go out;
-- the open segment itself goes out whole, from the successor.
-
-The passthrough's re-produced parts are the same source frames cut at the same places,
-so a player holding the dead child's first parts of a segment goes on with the
-successor's later ones seamlessly. A transcoded rung's are the same frames from a new
-encoder instance (its rate control starts afresh): a player that fetched the dead
-child's first parts of a rung's segment may decode the successor's later parts of that
-segment with some drift, until the next segment's IDR; players that fetch whole
-segments, and the VOD, get the successor's segment, consistent in itself.
-
-No EXT-X-DISCONTINUITY is needed: the timeline goes on where it was. When the work in
-progress cannot be redone (the packets were trimmed by the memory bound, or the open
-segment began without a source keyframe), :meth:`plan` says so and the supervisor closes
-the segments in progress from their published parts and starts over after a
-discontinuity, as before.
+Design: docs/transcoder.md, "Replay after a crash".
 """
 
 from __future__ import annotations

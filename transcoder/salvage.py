@@ -1,20 +1,7 @@
 """Salvage: the segments a node's previous run had not made durable, made at its next
 start from the source journals it left (:mod:`transcoder.journal`).
 
-A journal that outlives its process (SIGKILL, a crash, the machine's reboot with the
-data directory kept) holds the source from the oldest segment boundary some rendition
-had not made durable, with the media sequence number each rendition gives the segment
-there. The salvage transcodes it (file mode: no frame skipped) and, rendition by
-rendition, stores and records every segment the durable record lacks, numbered on from
-there, dated and initialised like the segment before it. The archiver then makes the
-VOD from the record as for any broadcast, now with its last seconds.
-
-It runs before the node's archiver and ingest start (``castway serve``, ``castway
-ingest``): synchronous, one journal after another. A journal whose broadcast has a
-complete VOD, is unknown, or is live on another node (handed over) is removed; one that
-cannot be read or transcoded is renamed ``*.failed`` and logged, never retried forever.
-A journal is renamed ``*.salvaging`` while it is worked on, so one that kills the process
-(a libav crash) is found so named at the next start and set aside, not retried in a loop.
+Design: docs/transcoder.md, "The source journal and the salvage".
 """
 
 from __future__ import annotations
@@ -34,7 +21,7 @@ from castway.storage.base import Storage
 from transcoder.journal import SUFFIX, JournalCorrupt, journal_dir, read_journal
 from transcoder.ladder import SOURCE
 from transcoder.packager import InitOut, Output, SegmentOut
-from transcoder.pipeline import Pipeline, PipelineError
+from transcoder.pipeline import AUDIO_RENDITION, Pipeline, PipelineError
 from transcoder.replay import Break
 from transcoder.supervisor import pipeline_config
 
@@ -89,7 +76,8 @@ def salvage_journals(settings: Settings, catalog: Catalog, storage: Storage) -> 
             if result.made:
                 logger.info("salvaged the segments a crash had not made durable",
                             extra={"broadcast_id": result.broadcast_id,
-                                   "segments": result.made})
+                                   "segments": result.made,
+                                   "already_durable": result.already_durable})
         path.unlink(missing_ok=True)
     return results
 
@@ -109,7 +97,8 @@ def _salvage(path: Path, settings: Settings, catalog: Catalog,
         return None
     renditions = {r.name for r in broadcast.renditions} | set(header.msn)
     config = replace(pipeline_config(settings, broadcast), realtime=False,
-                     keep_rungs=tuple(sorted(renditions - {SOURCE})),
+                     keep_rungs=tuple(sorted(renditions - {SOURCE, AUDIO_RENDITION}))
+                     if renditions else None,
                      replay_from_pts_ms=header.replay_from_pts_ms)
     made: dict[str, _Made] = {}
 

@@ -1,24 +1,8 @@
-"""Segment and part boundaries: pure, synchronous decisions (no I/O, no libav).
+"""Segment and part boundaries: pure, synchronous decisions (no I/O, no libav):
+:class:`BoundaryClock` (segments, from source keyframes) and :class:`Cutter` (parts).
 
-The policy (docs/transcoder.md, "Keyframe alignment"):
-
-- The *source* decides every segment boundary. A segment starts at the first source
-  keyframe whose PTS is at least ``target_ms`` (minus a small tolerance for millisecond
-  rounding) after the current segment's start; the first keyframe, and the first keyframe
-  after a discontinuity, always start one. The passthrough rendition can only cut at a
-  source keyframe, so this is the only policy under which all renditions can agree.
-- Every encoded rendition forces an IDR at exactly those PTS values
-  (:class:`BoundaryClock.is_boundary`) and cuts its segments there, so a boundary is the
-  same instant in every rendition.
-- Long or irregular source keyframe intervals (OBS "auto") give irregular segments,
-  but never longer than EXT-X-TARGETDURATION allows: EXT-X-TARGETDURATION must not
-  change and no EXTINF may round above it (RFC 8216bis 4.4.3.1, 6.2.1), so without a
-  keyframe the segment is split at the last frame that keeps it under
-  ``max_segment_ms`` (a *keyframe drought* split). Encoded renditions force an IDR
-  there like at any boundary; the passthrough cannot, so its segment starts with a
-  non-keyframe (not independent: its playlist then drops EXT-X-INDEPENDENT-SEGMENTS).
-  Parts keep latency low regardless: every rendition cuts a part whenever
-  ``part_target_ms`` of video has accumulated, at any frame.
+Design: docs/transcoder.md, "Keyframe alignment policy" (and "Keyframe drought" under
+"Sources that are not a plain stream").
 """
 
 from __future__ import annotations
@@ -27,11 +11,13 @@ from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 
-from castway.hls.timing import target_duration_of
+from castway.hls.timing import part_tolerance_ms, target_duration_of
 
 # Boundaries remembered for encoded renditions whose frames come out of the decoder and
 # encoder later than the source packet went in. Far more than any codec delay.
 MAX_PENDING_BOUNDARIES = 64
+# Frame steps of millisecond timestamps vary by this much (29.97 fps: 33, 33, 34 ms).
+TIMESTAMP_JITTER_MS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +32,7 @@ class SegmentPolicy:
 
     @property
     def part_tolerance_ms(self) -> int:
-        return max(1, min(10, self.part_target_ms // 20))
+        return part_tolerance_ms(self.part_target_ms)
 
     @property
     def max_segment_ms(self) -> int:
@@ -151,11 +137,14 @@ class Cutter:
         if not self._open:
             return Cut.DROP
         # Cut once the part is full, or when this frame would make it overrun the target
-        # (parts never exceed PART-TARGET, rfc8216bis 4.4.4.9).
+        # and its tolerance, which PART-TARGET declares (castway.hls.timing
+        # .declared_part_target_s; parts never exceed it, rfc8216bis 4.4.4.9). The next
+        # frame step is guessed from the last one, give or take TIMESTAMP_JITTER_MS.
         elapsed = dts_ms - self._part_start_dts
         target = self.policy.part_target_ms
         tolerance = self.policy.part_tolerance_ms
-        if elapsed >= target - tolerance or elapsed + self._last_delta > target + tolerance:
+        if elapsed >= target - tolerance or \
+                elapsed + self._last_delta + TIMESTAMP_JITTER_MS > target + tolerance:
             self._part_start_dts = dts_ms
             return Cut.PART
         return Cut.CONTINUE

@@ -1,23 +1,7 @@
-"""The parent-side sink of one broadcast: the transcoder child's outputs into the live
-state and storage.
+"""The parent-side sink of one broadcast (:class:`BroadcastSink`): the transcoder child's
+outputs into the live state and storage, media first, playlist after.
 
-Order per output (so a playlist never names bytes that are not there yet): media bytes
-to storage (through the archiver's uploader, which never raises and spools while storage
-is down; first, so a live state that is down costs no archive copy) and to the live
-state, then the segment log (complete segments), then the new :class:`RenditionWindow`,
-then an event on ``media:{broadcast_id}``.
-
-The :class:`RenditionLog` of each rendition lives here, not in the child, so media
-sequence numbers continue across child restarts and publisher reconnects. When the child
-dies mid-segment, the parts already published are closed into a segment (a segment is
-the concatenation of its parts), so no sequence number is reused and nothing published
-is lost; the next segment carries EXT-X-DISCONTINUITY.
-
-A broadcast can move between ingest nodes (a handover: its publisher reconnected to
-another node within the grace window). The old node's sink :meth:`~BroadcastSink.hand_over`
-leaves its playlists open (no EXT-X-ENDLIST); the new node's sink starts with
-:meth:`~BroadcastSink.continue_from_live`, which seeds every RenditionLog from the live
-windows, so numbering, discontinuity sequence and init generations go on from there.
+Design: docs/transcoder.md, "Playlists and the live state".
 """
 
 from __future__ import annotations
@@ -121,10 +105,18 @@ class BroadcastSink:
                     await self.live.put_media(key, out.data, self.media_ttl_s)
             return
         if isinstance(out, PartOut):
-            part = log.add_part(out.index, out.duration_s, out.independent)
+            first = log.next_msn == 0 and not log.open_parts and not log.peak_bps
+            part = log.add_part(out.index, out.duration_s, out.independent, len(out.data))
             self._open_parts.setdefault(out.rendition, []).append(out.data)
             with self._live_best_effort():
                 await self.live.put_media(part.key, out.data, self.media_ttl_s)
+                info = self.infos.get(out.rendition)
+                if first and info is not None and info.video_bitrate_kbps is None:
+                    # A passthrough's first part: its bit rate is in the broadcast before
+                    # the window that may complete the ladder (origin.hls serves the
+                    # master from then on), so the first master has a measured
+                    # BANDWIDTH for it rather than a placeholder.
+                    await self._update_broadcast()
                 await self._publish_window(out.rendition, log, part.msn, part.index)
             return
         assert isinstance(out, SegmentOut)
@@ -208,9 +200,13 @@ class BroadcastSink:
         await self.live.publish(media_topic(self.broadcast_id),
                                 MediaUpdate(rendition, msn, part))
 
-    async def on_rendition(self, info: RenditionInfo) -> None:
-        self.infos[info.name] = info
-        self._log(info.name)
+    async def on_ladder(self, ladder: Sequence[RenditionInfo]) -> None:
+        """The ladder, whole (:class:`transcoder.pipeline.Pipeline` announces it at
+        once): the broadcast's renditions are written in one update, so the origin never
+        sees part of it."""
+        for info in ladder:
+            self.infos[info.name] = info
+            self._log(info.name)
         await self._update_broadcast()
 
     async def _maybe_update_broadcast(self, rendition: str, log: RenditionLog) -> None:

@@ -1,37 +1,8 @@
-"""One transcoder process per broadcast, supervised.
+"""One transcoder process per broadcast, supervised: :class:`TranscoderSupervisor` (the
+:class:`castway.media.MediaPipelineFactory`) starts a :class:`BroadcastTranscoder` (the
+:class:`castway.media.BroadcastMedia` that ingest feeds) per broadcast.
 
-:class:`TranscoderSupervisor` implements :class:`castway.media.MediaPipelineFactory`;
-``start(broadcast)`` returns a :class:`BroadcastTranscoder` (a
-:class:`castway.media.BroadcastMedia`) that ingest feeds.
-
-Flow control, all bounded: ``feed`` never waits; it puts the packet on a queue of
-:data:`QUEUE_PACKETS` and, when that is full (the child is stalled or restarting), drops
-it (counted) and then drops video until the next keyframe so the decoder never sees a
-broken reference chain. Configuration records are kept aside and always delivered (also
-replayed to a restarted child). A writer task hands packets to the child over a pipe
-from a thread of the broadcast's own (never asyncio's default executor, where blocking
-storage or catalog calls could keep packets waiting); a reader thread hands the child's
-outputs back to the event loop through a bounded queue, so a slow sink back-pressures
-the child, never ingest.
-
-A child that dies unexpectedly, or hangs (no heartbeat from it for :data:`HANG_TIMEOUT_S`
-while the parent is listening), is restarted (at most :data:`MAX_RESTARTS` within
-:data:`RESTART_WINDOW_S`, then the broadcast's transcoding is given up and counted). The
-parent keeps what it sent since the oldest segment still open (:mod:`transcoder.replay`)
-and replays it into the successor from that segment's source keyframe: the segments in
-progress are redone, what was already published is not published again, and the
-playlists go on without a break. Only when that is impossible (the replay bound was
-exceeded, or the open segment began without a keyframe) are the segments in progress
-closed from their published parts, and the playlists continue after
-EXT-X-DISCONTINUITY. The old child is always gone before the new one starts: asked to
-terminate, killed after :data:`KILL_GRACE_S`, and reaped, so a hung child never lingers
-beside its replacement.
-
-A broadcast handed over to another ingest node (its publisher reconnected there) is
-flushed and stopped here with ``hand_over()`` (playlists stay open), and started there
-with ``start(broadcast, handover=True)``, which continues the playlists from the live
-state. Restarts are counted in ``castway_transcoder_restarts_total`` and in
-the broadcast's live stats (``transcoder_restarts``).
+Design: docs/transcoder.md, "Processes, flow control, failures" and "Replay after a crash".
 """
 
 from __future__ import annotations
@@ -43,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -100,7 +71,7 @@ from transcoder.messages import (
 )
 from transcoder.nal import sps_dimensions
 from transcoder.packager import Output, SegmentOut
-from transcoder.pipeline import PipelineConfig, PipelineStats
+from transcoder.pipeline import AUDIO_RENDITION, PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
@@ -257,6 +228,11 @@ def process_cpu_s(pid: int | None) -> float | None:
         return None
 
 
+def encoded_rungs(names: Iterable[str]) -> tuple[str, ...]:
+    """The encoded rungs among a published ladder's rendition names."""
+    return tuple(n for n in names if n not in (SOURCE, AUDIO_RENDITION))
+
+
 def pipeline_config(settings: Settings, broadcast: Broadcast) -> PipelineConfig:
     fps = broadcast.source.fps if broadcast.source is not None else None
     return PipelineConfig(
@@ -329,18 +305,21 @@ class TranscoderSupervisor:
             # Another node ran this broadcast until now: its playlists go on.
             await sink.continue_from_live(broadcast.renditions)
         config = pipeline_config(self.settings, broadcast)
-        if handover:
-            # Players hold the master with every rung published so far: this node's
-            # ladder keeps them all, whatever size the source comes back at.
-            config = replace(config, keep_rungs=tuple(
-                r.name for r in broadcast.renditions if r.name != SOURCE))
+        if handover and broadcast.renditions:
+            # Players hold the master with the rungs published so far: this node's
+            # ladder has exactly those, whatever size the source comes back at.
+            config = replace(config, keep_rungs=encoded_rungs(
+                r.name for r in broadcast.renditions))
         transcoder = BroadcastTranscoder(broadcast, config, sink, self)
         if handover:
             # Its ladder was chosen where it started and players hold it: counted at
             # its full cost until measured here.
             source = video_source(broadcast.source)
-            self.ledger.reserve(broadcast.id, ladder_cost(config.ladder, source,
-                                                          self.calibration))
+            kept = config.ladder
+            if config.keep_rungs is not None:
+                kept = replace(kept, rungs=tuple(r for r in kept.rungs
+                                                 if r.name in config.keep_rungs))
+            self.ledger.reserve(broadcast.id, ladder_cost(kept, source, self.calibration))
             transcoder.ladder_decided = True
         else:
             self.ledger.reserve(broadcast.id, self.ledger.publish_reserve)
@@ -408,7 +387,7 @@ class BroadcastTranscoder:
         self._child_ready = asyncio.Event()
         self._given_up = False
         self._fatal = False
-        self.gave_up = asyncio.Event()  # set with given_up (tests and operators wait on it)
+        self.gave_up = asyncio.Event()  # set when it stops for good (tests wait on it)
         self.restarts = 0
         self.dropped_packets = 0
         self.dropped_video_packets = 0
@@ -590,12 +569,6 @@ class BroadcastTranscoder:
                                         name=f"tc-watchdog-{self.broadcast.id}")]
 
     @property
-    def given_up(self) -> bool:
-        """True once transcoding of this broadcast stopped for good (fatal error or too
-        many crashes); packets are then ignored until ``finish``."""
-        return self._given_up
-
-    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
@@ -604,6 +577,11 @@ class BroadcastTranscoder:
         child_rx, parent_tx = ctx.Pipe(duplex=False)
         parent_rx, child_tx = ctx.Pipe(duplex=False)
         config = self.config
+        if self.sink.infos:
+            # A successor (a crash, a hang) serves the ladder its predecessor published,
+            # whatever the source's size is now: the variant set of a live master never
+            # changes.
+            config = replace(config, keep_rungs=encoded_rungs(self.sink.infos))
         if self._plan is not None:
             config = replace(config, replay_from_pts_ms=self._plan.start_pts_ms)
         process = ctx.Process(target=worker_main, args=(child_rx, child_tx, config),
@@ -720,8 +698,9 @@ class BroadcastTranscoder:
                 self._media_clock = time.monotonic()
                 await self._output(message.output)
             elif isinstance(message, Announced):
-                self._anchor(message.info.name)
-                await self.sink.on_rendition(message.info)
+                for info in message.ladder:
+                    self._anchor(info.name)
+                await self.sink.on_ladder(message.ladder)
             elif isinstance(message, Boundary):
                 self._recovery.boundary(message.seq, message.pts_ms)
             elif isinstance(message, Flushed):

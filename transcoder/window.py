@@ -14,7 +14,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from castway.hls.timing import DateAnchor, target_duration_of
+from castway.hls.timing import DateAnchor, declared_part_target_s, target_duration_of
 from castway.layout import (
     InitName,
     MediaName,
@@ -30,6 +30,14 @@ if TYPE_CHECKING:
     from transcoder.pipeline import RenditionInfo
 
 
+# rfc8216bis 6.2.2: a live playlist never holds less than this many target durations.
+MIN_WINDOW_TARGET_DURATIONS = 3.0
+# rfc8216bis 4.4.6.2: BANDWIDTH is measured over runs of segments this long (in target
+# durations).
+PEAK_RUN_MIN = 0.5
+PEAK_RUN_MAX = 1.5
+
+
 class RenditionLog:
     def __init__(self, prefix: str, rendition: str, *, ext: str = "m4s",
                  window_segments: int = 10, target_segment_s: float = 2.0,
@@ -43,7 +51,8 @@ class RenditionLog:
         self.discontinuity_count = 0  # discontinuities so far (for the next one's seq)
         self.parts_enabled = parts
         self._target_floor = target_segment_s
-        self._part_target = part_target_s
+        # Declared, not configured: fixed for the broadcast and in every rendition.
+        self._part_target = declared_part_target_s(part_target_s)
         self._max_part = 0.0
         self._max_segment = 0.0
         self._window: deque[Segment] = deque()
@@ -54,6 +63,10 @@ class RenditionLog:
         self._init_bytes: bytes | None = None
         self._ended = False
         self._peak_bps = 0
+        # Bits and seconds of the parts published before the first segment closed.
+        self._early_bits = 0
+        self._early_s = 0.0
+        self._recent: deque[tuple[int, float]] = deque()  # (bytes, seconds) of the newest
         self._total_bits = 0
         self._total_s = 0.0
         self._dates = DateAnchor()
@@ -66,7 +79,7 @@ class RenditionLog:
         never rewritten), its sliding window, target durations that never shrink
         (RFC 8216bis 6.2.1), program date times that never go back, and its measured
         bandwidth. The caller marks the break (:meth:`mark_discontinuity`)."""
-        segments = tuple(window.segments)[-self.window_segments:]
+        segments = tuple(window.segments)
         self.next_msn = window.next_msn
         self._window = deque(segments)
         self._parts = []
@@ -91,6 +104,7 @@ class RenditionLog:
             seconds = sum(s.duration_s for s in segments)
             self._total_s += seconds
             self._total_bits += int(average_bps * seconds)
+        self._slide()
         self._dates.release()
 
     def join(self, leader: RenditionLog) -> None:
@@ -123,10 +137,14 @@ class RenditionLog:
             self._pending_discontinuity = True
         self._dates.release()
 
-    def add_part(self, index: int, duration_s: float, independent: bool) -> Part:
+    def add_part(self, index: int, duration_s: float, independent: bool,
+                 size: int = 0) -> Part:
         part = Part(self.next_msn, index, duration_s, independent,
                     self._key(PartName(self.next_msn, index, self.ext)))
         self._parts.append(part)
+        if self._peak_bps == 0:
+            self._early_bits += size * 8
+            self._early_s += duration_s
         self._max_part = max(self._max_part, duration_s)
         return part
 
@@ -154,14 +172,50 @@ class RenditionLog:
         self._parts = []
         self.next_msn += 1
         self._window.append(segment)
-        while len(self._window) > self.window_segments:
-            self._window.popleft()
         self._max_segment = max(self._max_segment, duration_s)
+        self._slide()
         if duration_s > 0:
-            self._peak_bps = max(self._peak_bps, int(math.ceil(size * 8 / duration_s)))
+            self._recent.append((size, duration_s))
+            self._peak_bps = max(self._peak_bps, self._peak_ending_now())
             self._total_bits += size * 8
             self._total_s += duration_s
         return segment
+
+    def _target_duration(self) -> int:
+        return target_duration_of([self._max_segment], self._target_floor)
+
+    def _slide(self) -> None:
+        """Drop the oldest segments beyond ``window_segments``, but never below three
+        target durations of media (rfc8216bis 6.2.2: a live playlist MUST NOT shrink
+        under that; short segments after keyframe-drought splits would)."""
+        floor = MIN_WINDOW_TARGET_DURATIONS * self._target_duration()
+        total = sum(s.duration_s for s in self._window)
+        while len(self._window) > self.window_segments and \
+                total - self._window[0].duration_s >= floor - 1e-9:
+            total -= self._window.popleft().duration_s
+
+    def _peak_ending_now(self) -> int:
+        """rfc8216bis 4.4.6.2 BANDWIDTH: the largest bit rate of any contiguous run of
+        segments lasting between 0.5 and 1.5 target durations; here the runs ending
+        with the newest segment. A short segment alone (a drought split's tail, one
+        closed at a crash) is not such a run, so it never inflates the peak."""
+        td = self._target_duration()
+        bits, seconds, best = 0, 0.0, 0
+        for size, duration in reversed(self._recent):
+            bits += size * 8
+            seconds += duration
+            if seconds > PEAK_RUN_MAX * td + 1e-9:
+                break
+            if seconds >= PEAK_RUN_MIN * td - 1e-9:
+                best = max(best, math.ceil(bits / seconds))
+        newest_size, newest_s = self._recent[-1]
+        if newest_s > PEAK_RUN_MAX * td:  # longer than any run (a handed-over target)
+            best = math.ceil(newest_size * 8 / newest_s)
+        # Keep what a later run can still use: the newest 1.5 target durations.
+        kept = sum(d for _, d in self._recent)
+        while len(self._recent) > 1 and kept - self._recent[0][1] >= PEAK_RUN_MAX * td:
+            kept -= self._recent.popleft()[1]
+        return best
 
     def end(self) -> None:
         self._ended = True
@@ -170,6 +224,15 @@ class RenditionLog:
     @property
     def peak_bps(self) -> int:
         return self._peak_bps
+
+    @property
+    def early_bps(self) -> int:
+        """The bit rate of the parts published so far, before any segment is measured
+        (0 once one is): an over-estimate of the peak, since the first part carries the
+        first keyframe, and better than none for a passthrough's first master."""
+        if self._peak_bps or self._early_s <= 0:
+            return 0
+        return math.ceil(self._early_bits / self._early_s)
 
     @property
     def average_bps(self) -> int:
@@ -182,9 +245,12 @@ class RenditionLog:
     def as_rendition(self, info: RenditionInfo) -> Rendition:
         """The master playlist's entry for this rendition: what the pipeline announced,
         with the bandwidth measured on the segments so far."""
+        measured = self.peak_bps
+        if not measured and info.video_bitrate_kbps is None:
+            measured = self.early_bps  # a passthrough has no target to stand for it
         return Rendition(info.name, info.width, info.height, info.fps,
                          info.video_bitrate_kbps, info.codecs,
-                         self.peak_bps or None, self.average_bps or None)
+                         measured or None, self.average_bps or None)
 
     def window(self) -> RenditionWindow:
         segments = tuple(self._window)
@@ -197,8 +263,7 @@ class RenditionLog:
         return RenditionWindow(
             segments=segments, next_msn=self.next_msn,
             parts=tuple(self._parts) if self.parts_enabled else (), preload_hint=hint,
-            target_duration_s=float(target_duration_of([self._max_segment],
-                                                       self._target_floor)),
+            target_duration_s=float(self._target_duration()),
             part_target_s=max(self._part_target, self._max_part),
             init_key=self._init_key, discontinuity_seq=max(0, first_seq),
             ended=self._ended)

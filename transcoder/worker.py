@@ -1,15 +1,8 @@
-"""The per-broadcast transcoder child process: compute only.
+"""The per-broadcast transcoder child process: compute only, packets in over one pipe and
+outputs out over another (:mod:`transcoder.messages`); stats every
+:data:`STATS_INTERVAL_S` are its heartbeat.
 
-Packets come in over one pipe, outputs (init/part/segment bytes and metadata, rendition
-info, stats) go out over another; no storage, no live state, no sockets here. A crash of
-this process (or of libav inside it) takes down one broadcast's transcoder and nothing
-else; the parent (:mod:`transcoder.supervisor`) restarts it.
-
-The messages both ways are the closed set in :mod:`transcoder.messages`.
-
-Stats go out at least every :data:`STATS_INTERVAL_S`, also while no packets arrive: they
-are the heartbeat by which the parent tells a hung child (stopped, deadlocked in libav)
-from a quiet one.
+Design: docs/transcoder.md, "Processes, flow control, failures".
 """
 
 from __future__ import annotations
@@ -50,8 +43,8 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_output(out: Output) -> None:
         send(Produced(out))
 
-    def on_rendition(info: RenditionInfo) -> None:
-        send(Announced(info))
+    def on_ladder(ladder: tuple[RenditionInfo, ...]) -> None:
+        send(Announced(ladder))
 
     current_seq = -1  # the supervisor's number of the message being handled
 
@@ -61,7 +54,7 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_boundary(pts_ms: int) -> None:
         send(Boundary(current_seq, pts_ms))
 
-    pipeline = Pipeline(config, on_output, on_rendition, on_discontinuity=on_discontinuity,
+    pipeline = Pipeline(config, on_output, on_ladder, on_discontinuity=on_discontinuity,
                         on_boundary=on_boundary)
 
     def stats() -> Stats:

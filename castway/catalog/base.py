@@ -1,4 +1,5 @@
-"""The catalog: durable records (channels, stream key hashes, broadcast history, VODs).
+"""The catalog: durable records (channels, stream key hashes, broadcast history, VODs,
+webhook endpoints and their delivery log).
 
 One implementation, :class:`castway.catalog.sql.SqlCatalog` on SQLAlchemy 2, runs on
 SQLite (embedded default) and PostgreSQL (distributed mode); the contract suite
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from castway.model import (
@@ -23,6 +25,7 @@ from castway.model import (
     StreamKey,
     Vod,
 )
+from castway.webhooks.records import WebhookDelivery, WebhookEndpoint
 
 
 class CatalogError(Exception):
@@ -109,6 +112,34 @@ class Catalog(Protocol):
     def get_vod(self, vod_id: str) -> Vod | None: ...
     def list_vods(self, *, channel: str | None = None, limit: int = 100) -> list[Vod]: ...
     def delete_vod(self, vod_id: str) -> None: ...
+
+    # webhooks (castway.webhooks): endpoints and their delivery log
+    def create_webhook(self, endpoint: WebhookEndpoint) -> None:
+        """Raises AlreadyExists if the id is taken."""
+
+    def get_webhook(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+    def list_webhooks(self) -> list[WebhookEndpoint]:
+        """Oldest first."""
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        """Deletes its delivery log too; raises NotFound."""
+
+    def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> list[WebhookDelivery]:
+        """Insert deliveries; one already recorded (same endpoint and message id) is
+        left as it is. Returns those inserted now (the caller sends them)."""
+
+    def get_delivery(self, endpoint_id: str, msg_id: str) -> WebhookDelivery | None: ...
+    def list_deliveries(self, endpoint_id: str, *, limit: int = 100) -> list[WebhookDelivery]:
+        """Newest first."""
+
+    def save_delivery(self, delivery: WebhookDelivery) -> None:
+        """Update a delivery's state (no-op when its endpoint was deleted meanwhile)."""
+
+    def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
+        """Pending deliveries due at ``now``, the longest due first."""
+
+    def next_delivery_due(self) -> datetime | None:
+        """When the next pending delivery is due (None: none is pending)."""
 
     def ping(self) -> bool: ...
     def close(self) -> None: ...

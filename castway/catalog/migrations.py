@@ -1,18 +1,7 @@
-"""Numbered, append-only schema migrations of the catalog.
+"""Numbered, append-only schema migrations of the catalog: :data:`MIGRATIONS`, applied by
+:func:`migrate` in one transaction, safe when two processes start at once.
 
-Each :class:`Migration` is one step: a version (1, 2, 3, ... with no gaps), a
-description, and either SQL statements or a callable that receives the connection.
-:func:`migrate` applies the steps a database has not seen yet, all in one transaction,
-and records each in ``schema_version``. Two processes starting at once are safe:
-on PostgreSQL the transaction first takes an advisory lock, on SQLite it starts with
-``BEGIN IMMEDIATE`` (the engine from :func:`castway.catalog.sql.create_catalog_engine`
-honours the ``castway_sqlite_begin`` execution option), so the second process waits,
-then finds nothing left to do.
-
-Rules for new steps: never edit a released step, only append; describe the DDL of the
-step itself here (do not import ``schema.py``, which moves on); keep steps backward
-compatible with the previous release when you can (add columns with defaults), since
-old ingest nodes keep running during a drain.
+Design: docs/architecture.md, "The catalog".
 """
 
 from __future__ import annotations
@@ -146,10 +135,48 @@ def _v2_segment_records(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v3_webhooks(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "webhook_endpoints", md,
+        Column("id", String(64), primary_key=True),
+        Column("url", Text, nullable=False),
+        Column("events", JSON, nullable=False),
+        Column("secret", Text, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    )
+    Table(
+        "webhook_deliveries", md,
+        Column("endpoint_id", String(64),
+               ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), primary_key=True),
+        Column("msg_id", String(64), primary_key=True),
+        Column("event_type", String(64), nullable=False),
+        Column("body", Text, nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", UtcDateTime, nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("last_attempt_at", UtcDateTime, nullable=True),
+        Column("last_status", Integer, nullable=True),
+        Column("last_error", Text, nullable=False),
+        Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+    )
+    md.create_all(conn)
+
+
+# Never edit a released step, only append one. A step describes its own DDL (it never
+# imports ``schema.py``, which moves on). Keep a step backward compatible with the
+# previous release where you can (add columns with defaults): old ingest nodes keep
+# running during a drain.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "channels, stream keys, broadcasts, VODs", _v1_initial_schema),
     Migration(2, "segment records: the durable segment log of each broadcast",
               _v2_segment_records),
+    Migration(3, "webhook endpoints and their delivery log", _v3_webhooks),
+    Migration(4, "channels.live_visibility: private live channels",
+              ("ALTER TABLE channels ADD COLUMN live_visibility VARCHAR(16) "
+               "NOT NULL DEFAULT 'public'",)),
 )
 
 

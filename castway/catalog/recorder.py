@@ -1,15 +1,7 @@
-"""The segment recorder: the durable segment log written off the media path.
+"""The segment recorder (:class:`SegmentRecorder`): the durable segment log and ladders,
+written to the catalog off the media path, from a thread of its own.
 
-The transcoder sink hands every segment whose bytes are durable (stored, or in the
-uploader's spool) to :meth:`SegmentRecorder.record`, which returns at once. A single
-writer thread of its own -- never the event loop's default executor, which packet
-delivery and storage share -- writes them to the catalog in batches. While the catalog
-fails (database down, disk full) records wait in memory, bounded, and are retried with
-backoff; a record already written is ignored on retry, so at-least-once is enough.
-
-The ladder of a broadcast (its renditions, as the master playlist needs them) is
-recorded the same way, coalesced to the newest per broadcast, so a VOD can be made after
-the process that ran the broadcast is gone (docs/reliability.md).
+Design: docs/reliability.md, "The durable record".
 """
 
 from __future__ import annotations

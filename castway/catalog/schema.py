@@ -75,6 +75,7 @@ channels = Table(
     Column("title", Text, nullable=False),
     Column("vod_visibility", String(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("live_visibility", String(16), nullable=False, server_default="public"),
 )
 
 stream_keys = Table(
@@ -138,4 +139,32 @@ segment_records = Table(
     Column("discontinuity_seq", Integer, nullable=False),
     Column("init_key", Text, nullable=True),
     Column("size", Integer, nullable=False),
+)
+
+# Outbound webhooks (castway.webhooks): the receivers, and every event owed to each.
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("endpoint_id", String(64), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("msg_id", String(64), primary_key=True),
+    Column("event_type", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_attempt_at", UtcDateTime, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=False),
+    Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
 )

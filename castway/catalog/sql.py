@@ -1,21 +1,8 @@
-"""The catalog on SQLAlchemy 2 Core: SQLite (embedded default) and PostgreSQL.
+"""The catalog on SQLAlchemy 2 Core: SQLite (embedded default) and PostgreSQL, every
+database error a :class:`castway.catalog.base.CatalogError`.
 
-SQLite runs in WAL mode with foreign keys on and a busy timeout; SQLAlchemy, not the
-sqlite3 module, emits ``BEGIN`` so DDL is transactional and writes can start with
-``BEGIN IMMEDIATE`` (a deferred transaction that later writes can fail at once with
-``SQLITE_BUSY`` instead of waiting). PostgreSQL goes through psycopg 3.
-
-Every database error reaches callers as a :class:`castway.catalog.base.CatalogError`:
-:class:`AlreadyExists` / :class:`NotFound` for the cases the contract names,
-:class:`CatalogUnavailable` when the database cannot be reached or is busy.
-
-On PostgreSQL every catalog call has a client-side deadline (``timeout_s``, the setting
-``CATALOG_TIMEOUT_S``): a server that keeps its connections open but stops answering (a
-stopped process, a black-holed network) would otherwise hold a call for as long as it is
-frozen. Neither ``statement_timeout`` (the frozen server cannot enforce it) nor TCP
-keepalives and ``tcp_user_timeout`` (the peer's kernel still acknowledges every byte) end
-such a wait; so a watchdog thread shuts down the socket of a call past its deadline, the
-blocked libpq call wakes up on the closed socket and the connection is discarded.
+Design: docs/architecture.md, "The catalog"; the PostgreSQL deadline:
+docs/reliability.md, "Known limits".
 """
 
 from __future__ import annotations
@@ -47,6 +34,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     null,
     select,
     update,
@@ -66,7 +54,15 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from castway.catalog.base import AlreadyExists, CatalogError, NotFound, SegmentRecord
 from castway.catalog.migrations import MIGRATIONS, Migration
 from castway.catalog.migrations import migrate as run_migrations
-from castway.catalog.schema import broadcasts, channels, segment_records, stream_keys, vods
+from castway.catalog.schema import (
+    broadcasts,
+    channels,
+    segment_records,
+    stream_keys,
+    vods,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 from castway.model import (
     Broadcast,
     BroadcastState,
@@ -81,6 +77,7 @@ from castway.model import (
     check_channel_name,
 )
 from castway.serde import from_jsonable, to_jsonable
+from castway.webhooks.records import DeliveryState, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +326,7 @@ def create_catalog_engine(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
 
 def _channel(r: Row[Any]) -> Channel:
     return Channel(name=r.name, title=r.title, vod_visibility=Visibility(r.vod_visibility),
-                   created_at=r.created_at)
+                   created_at=r.created_at, live_visibility=Visibility(r.live_visibility))
 
 
 def _broadcast_values(b: Broadcast) -> dict[str, Any]:
@@ -388,6 +385,40 @@ def _vod(r: Row[Any]) -> Vod:
                visibility=Visibility(r.visibility), state=VodState(r.state),
                duration_s=r.duration_s, created_at=r.created_at, mp4_key=r.mp4_key,
                mp4_progress=r.mp4_progress)
+
+
+def _endpoint(r: Row[Any]) -> WebhookEndpoint:
+    return WebhookEndpoint(id=r.id, url=r.url, events=tuple(r.events), secret=r.secret,
+                           created_at=r.created_at)
+
+
+def _delivery_values(d: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "endpoint_id": _text(d.endpoint_id, "endpoint_id", MAX_ID),
+        "msg_id": _text(d.msg_id, "msg_id", MAX_ID),
+        "event_type": _text(d.event_type, "event_type", MAX_RENDITION),
+        "body": d.body,
+        "state": DeliveryState(d.state).value,
+        "attempts": d.attempts,
+        "next_attempt_at": _utc_opt(d.next_attempt_at, "next_attempt_at"),
+        "created_at": _utc(d.created_at, "created_at"),
+        "last_attempt_at": _utc_opt(d.last_attempt_at, "last_attempt_at"),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+    }
+
+
+def _delivery(r: Row[Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        endpoint_id=r.endpoint_id, msg_id=r.msg_id, event_type=r.event_type, body=r.body,
+        state=DeliveryState(r.state), attempts=r.attempts,
+        next_attempt_at=r.next_attempt_at, created_at=r.created_at,
+        last_attempt_at=r.last_attempt_at, last_status=r.last_status,
+        last_error=r.last_error)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _check_limit(limit: int) -> None:
@@ -498,10 +529,12 @@ class SqlCatalog:
         created = Channel(name=check_channel_name(channel.name),
                           title=channel.title,
                           vod_visibility=Visibility(channel.vod_visibility),
-                          created_at=_utc(channel.created_at, "created_at"))
+                          created_at=_utc(channel.created_at, "created_at"),
+                          live_visibility=Visibility(channel.live_visibility))
         stmt = self._insert(channels).values(
             name=created.name, title=created.title,
             vod_visibility=created.vod_visibility.value, created_at=created.created_at,
+            live_visibility=created.live_visibility.value,
         ).on_conflict_do_nothing(index_elements=["name"]).returning(channels.c.name)
         already = AlreadyExists(f"channel {channel.name!r} already exists")
         with self._write(conflict=already) as conn:
@@ -521,13 +554,14 @@ class SqlCatalog:
         return [_channel(r) for r in rows]
 
     def update_channel(self, channel: Channel) -> Channel:
-        """Updates title and VOD visibility; the name and creation time stay.
+        """Updates title and visibilities; the name and creation time stay.
         Raises NotFound."""
         with self._write() as conn:
             result = conn.execute(
                 update(channels).where(channels.c.name == channel.name).values(
                     title=channel.title,
-                    vod_visibility=Visibility(channel.vod_visibility).value))
+                    vod_visibility=Visibility(channel.vod_visibility).value,
+                    live_visibility=Visibility(channel.live_visibility).value))
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.name!r}")
             row = conn.execute(select(channels).where(channels.c.name == channel.name)).one()
@@ -692,6 +726,104 @@ class SqlCatalog:
         """Removes the record if present (no error if absent: retention may repeat)."""
         with self._write() as conn:
             conn.execute(delete(vods).where(vods.c.id == vod_id))
+
+    # -- webhooks --
+
+    def create_webhook(self, endpoint: WebhookEndpoint) -> None:
+        stmt = self._insert(webhook_endpoints).values(
+            id=_text(endpoint.id, "id", MAX_ID), url=_text(endpoint.url, "url", 2000),
+            events=list(endpoint.events), secret=_text(endpoint.secret, "secret", 200),
+            created_at=_utc(endpoint.created_at, "created_at"),
+        ).on_conflict_do_nothing(index_elements=["id"]).returning(webhook_endpoints.c.id)
+        already = AlreadyExists(f"webhook {endpoint.id!r} already exists")
+        with self._write(conflict=already) as conn:
+            if conn.execute(stmt).first() is None:
+                raise already
+
+    def get_webhook(self, endpoint_id: str) -> WebhookEndpoint | None:
+        with self._read() as conn:
+            row = conn.execute(select(webhook_endpoints)
+                               .where(webhook_endpoints.c.id == endpoint_id)).first()
+        return None if row is None else _endpoint(row)
+
+    def list_webhooks(self) -> list[WebhookEndpoint]:
+        with self._read() as conn:
+            rows = conn.execute(select(webhook_endpoints).order_by(
+                webhook_endpoints.c.created_at, webhook_endpoints.c.id)).all()
+        return [_endpoint(r) for r in rows]
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(webhook_deliveries)
+                         .where(webhook_deliveries.c.endpoint_id == endpoint_id))
+            if conn.execute(delete(webhook_endpoints)
+                            .where(webhook_endpoints.c.id == endpoint_id)).rowcount == 0:
+                raise NotFound(f"no webhook {endpoint_id!r}")
+
+    def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> list[WebhookDelivery]:
+        inserted: list[WebhookDelivery] = []
+        if not deliveries:
+            return inserted
+        with self._write() as conn:
+            for d in deliveries:
+                # Only for an endpoint still there: one deleted meanwhile gets nothing.
+                exists = conn.execute(select(webhook_endpoints.c.id).where(
+                    webhook_endpoints.c.id == d.endpoint_id)).first()
+                if exists is None:
+                    continue
+                stmt = self._insert(webhook_deliveries).values(**_delivery_values(d)) \
+                    .on_conflict_do_nothing(index_elements=["endpoint_id", "msg_id"]) \
+                    .returning(webhook_deliveries.c.msg_id)
+                if conn.execute(stmt).first() is not None:
+                    inserted.append(d)
+        return inserted
+
+    def get_delivery(self, endpoint_id: str, msg_id: str) -> WebhookDelivery | None:
+        with self._read() as conn:
+            row = conn.execute(select(webhook_deliveries).where(
+                webhook_deliveries.c.endpoint_id == endpoint_id,
+                webhook_deliveries.c.msg_id == msg_id)).first()
+        return None if row is None else _delivery(row)
+
+    def list_deliveries(self, endpoint_id: str, *, limit: int = 100) -> list[WebhookDelivery]:
+        _check_limit(limit)
+        query = (select(webhook_deliveries)
+                 .where(webhook_deliveries.c.endpoint_id == endpoint_id)
+                 .order_by(webhook_deliveries.c.created_at.desc(),
+                           webhook_deliveries.c.msg_id.desc()).limit(limit))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_delivery(r) for r in rows]
+
+    def save_delivery(self, delivery: WebhookDelivery) -> None:
+        values = _delivery_values(delivery)
+        with self._write() as conn:
+            conn.execute(update(webhook_deliveries).where(
+                webhook_deliveries.c.endpoint_id == delivery.endpoint_id,
+                webhook_deliveries.c.msg_id == delivery.msg_id).values(
+                {k: v for k, v in values.items() if k not in ("endpoint_id", "msg_id")}))
+
+    def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
+        _check_limit(limit)
+        query = (select(webhook_deliveries)
+                 .where(webhook_deliveries.c.state == DeliveryState.PENDING.value,
+                        webhook_deliveries.c.next_attempt_at <= _utc(now, "now"))
+                 .order_by(webhook_deliveries.c.next_attempt_at).limit(limit))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_delivery(r) for r in rows]
+
+    def next_delivery_due(self) -> datetime | None:
+        query = select(func.min(webhook_deliveries.c.next_attempt_at)).where(
+            webhook_deliveries.c.state == DeliveryState.PENDING.value)
+        with self._read() as conn:
+            value = conn.execute(query).scalar()
+        if value is None:
+            return None
+        # An aggregate loses the column type on SQLite: the naive UTC text comes back.
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return _aware(value)
 
     # -- operations --
 

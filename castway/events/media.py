@@ -21,7 +21,7 @@ class MediaUpdate:
     """Rendition ``rendition``'s window changed: segment ``msn`` (``part`` None) or part
     ``part`` of it is in the live state."""
 
-    TYPE: ClassVar[None] = None  # sent without "type", as before the types had names
+    TYPE: ClassVar[None] = None  # no "type": the form every version reads (rolling deploys)
     rendition: str
     msn: int
     part: int | None = None

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from castway.hls.timing import target_duration_of
 from castway.live.base import RenditionWindow
-from castway.model import Part, Rendition, Segment
+from castway.model import Part, Rendition, Segment, SourceInfo
 
 # rfc8216bis 4.4.3.8: PART-HOLD-BACK MUST be >= 2x PART-TARGET and SHOULD be >= 3x; we use 3x.
 PART_HOLD_BACK_FACTOR = 3.0
@@ -250,15 +250,36 @@ def _part_line(part: Part, uri_for_key: Callable[[str], str]) -> str:
     return "#EXT-X-PART:" + ",".join(attrs)
 
 
+def source_bitrate_kbps(source: SourceInfo | None, observed_kbps: float | None, *,
+                        audio_only: bool = False) -> float | None:
+    """The nominal bitrate of a passthrough rendition (video, or the audio of an
+    audio-only one) before its segments are measured: what the publisher declared
+    (onMetaData videodatarate / audiodatarate), else what ingest observed arriving (all
+    media, so an over- rather than an under-estimate)."""
+    declared = None
+    if source is not None:
+        declared = source.audio_bitrate_kbps if audio_only else source.video_bitrate_kbps
+    if declared:
+        return declared
+    if observed_kbps is not None and observed_kbps > 0:
+        return observed_kbps
+    return None
+
+
 def _bandwidth(rendition: Rendition) -> tuple[int, int | None]:
     """(BANDWIDTH, AVERAGE-BANDWIDTH): measured when known, else from the nominal
     bitrate, else a conservative guess (BANDWIDTH is required, rfc8216bis 4.4.6.2)."""
     if rendition.bandwidth_bps:
         return rendition.bandwidth_bps, rendition.average_bandwidth_bps
+    audio_only = rendition.width is None and rendition.height is None
     if rendition.video_bitrate_kbps:
-        nominal = int(rendition.video_bitrate_kbps * 1000) + AUDIO_ALLOWANCE_BPS
+        # An audio-only rendition's nominal bitrate is its audio's (source_bitrate_kbps).
+        nominal = int(rendition.video_bitrate_kbps * 1000) + \
+            (0 if audio_only else AUDIO_ALLOWANCE_BPS)
         average = rendition.average_bandwidth_bps or nominal
         return int(nominal * NOMINAL_PEAK_FACTOR), average
+    if audio_only:
+        return int(AUDIO_ALLOWANCE_BPS * NOMINAL_PEAK_FACTOR), rendition.average_bandwidth_bps
     return FALLBACK_BANDWIDTH_BPS, rendition.average_bandwidth_bps
 
 

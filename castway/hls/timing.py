@@ -24,6 +24,21 @@ def target_duration_of(durations_s: Iterable[float], floor_s: float) -> int:
     return max(1, round_duration(max(floor_s, *durations_s, 0.0)))
 
 
+def part_tolerance_ms(part_target_ms: int) -> int:
+    """How far past the part target a part may run: millisecond timestamps of 29.97/30
+    fps video make 15 frames 500 or 501 ms. At most 10 ms (2% of a 0.5 s part)."""
+    return max(1, min(10, part_target_ms // 20))
+
+
+def declared_part_target_s(part_target_s: float) -> float:
+    """EXT-X-PART-INF PART-TARGET for a configured part target: the target plus its
+    tolerance, so that no part ever exceeds it (rfc8216bis 4.4.4.9) and it never has to
+    grow mid-broadcast or differ between renditions (the cutter keeps every part within
+    it, transcoder.segmenter.Cutter)."""
+    ms = int(round(part_target_s * 1000))
+    return (ms + part_tolerance_ms(ms)) / 1000
+
+
 class DateAnchor:
     """EXT-X-PROGRAM-DATE-TIME from presentation time: the first segment after a start or
     a break pins a wall-clock instant to its presentation time, and every later segment

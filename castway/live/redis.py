@@ -1,31 +1,7 @@
-"""Live state in Redis: distributed mode, shared by every ingest node and origin.
+"""Live state in Redis (:class:`RedisLiveState`): the distributed mode, shared by every
+ingest node and origin; one pub/sub connection per instance.
 
-Keys (all under ``prefix``, default ``castway:``):
-  claim:{channel}                   owner id, PX ttl (SET NX; Lua compare to refresh/
-                                    release/transfer)
-  broadcasts                        hash: broadcast id -> JSON Broadcast
-  channel-broadcasts:{channel}      set of broadcast ids (for live_broadcast)
-  stats:{broadcast_id}              JSON stats
-  node:{node_id}                    JSON Node, PX ttl (the heartbeat)
-  nodes                             sorted set: node id by heartbeat time (no KEYS/SCAN)
-  node-command:{node_id}            "drain" | "stop"
-  media:{key}                       raw bytes, PX ttl
-  media-index:{broadcast_id}        sorted set: media keys of a broadcast by expiry (server ms)
-  window:{broadcast_id}:{rendition} JSON RenditionWindow, replaced whole
-  windows:{broadcast_id}            set of renditions with a window
-  seglog:{broadcast_id}:{rendition} list of JSON Segments (RPUSH / LRANGE)
-  seglogs:{broadcast_id}            set of renditions with a log
-Messages go to Redis channel ``{prefix}{topic name}`` as the JSON object of their topic's
-codec (:mod:`castway.events`), the same JSON the in-process live state round-trips.
-
-Pub/sub: one connection per instance, whatever the number of local subscriptions. A
-reader task reads it and fans messages out to bounded per-subscription queues; a writer
-task sends SUBSCRIBE/UNSUBSCRIBE in order. Each topic keeps the FIFO of commands sent on
-the current connection, matched one-to-one against Redis's confirmations (Redis answers
-them in order), so ``subscribe()`` returns exactly when Redis holds the subscription.
-When the connection drops, the reader reconnects with the backoff of
-:class:`castway.redis_client.Reconnect` and re-subscribes every topic that still has
-subscribers. Timeouts and command retries are :mod:`castway.redis_client`'s policy.
+Design: docs/architecture.md, "The live state in Redis" (its keys and pub/sub).
 """
 
 from __future__ import annotations

@@ -258,23 +258,6 @@ class S3Storage:
             return False
         return True
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist (development setups: MinIO, moto)."""
-        with self._errors("create_bucket", ""):
-            try:
-                self._client.head_bucket(Bucket=self.bucket)
-                return
-            except ClientError as e:
-                if _code(e) not in _MISSING_CODES:
-                    raise
-            if self.region == "us-east-1":
-                self._client.create_bucket(Bucket=self.bucket)
-            else:
-                self._client.create_bucket(
-                    Bucket=self.bucket,
-                    CreateBucketConfiguration={"LocationConstraint": self.region},  # type: ignore[typeddict-item]
-                )
-
 
 def _read_body(response: Any) -> bytes:
     """The bytes of a GetObject response, its stream closed (back to the pool) either way."""

@@ -1,27 +1,8 @@
 """The uploader: every object reaches archive storage, whatever storage does meanwhile.
+``await Uploader.put(key, data)`` returns at once; failed uploads are spooled to disk and
+retried until storage takes them.
 
-``await uploader.put(key, data)`` accepts an object and returns at once; a bounded pool of
-workers uploads it on threads of the uploader's own (the storage interface is synchronous):
-storage calls on a :class:`~castway.storage.pool.StoragePool` of ``workers`` threads, spool
-file I/O on another, never asyncio's default executor, so a frozen S3 holding every upload
-thread for its timeouts stalls neither the spool nor anything else in the process. An
-upload that fails with :class:`StorageError` (S3 down, throttling, a full disk) is written
-to the spool, a local directory, atomically (temporary file, fsync, rename), and retried
-from there with exponential backoff and jitter until storage takes it. While storage is
-failing, new objects go straight to the spool without a doomed attempt each; the first
-successful retry drains the rest of the spool, in the order objects were accepted.
-
-The spool survives a process restart: an uploader drains whatever the spool holds when it
-starts. :meth:`Uploader.close` flushes (waits for outstanding uploads up to a timeout) and
-spools what is still held in memory, so a clean shutdown loses nothing either.
-
-Memory is bounded: objects beyond ``max_memory_bytes`` waiting for a worker are spooled
-instead of queued. Only if the spool itself cannot be written (its disk is full too) are
-they kept in memory past the limit, because losing a segment is worse.
-
-A key put twice is stored with its last version: an older version still waiting (in
-memory or the spool) is skipped once a newer one has been accepted, and uploads of the
-same key never run concurrently.
+Design: docs/archiver.md, "Every segment reaches storage: the uploader".
 """
 
 from __future__ import annotations
@@ -43,7 +24,7 @@ from typing import BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from castway.storage.base import IMMUTABLE, Storage, StorageError
+from castway.storage.base import IMMUTABLE, Storage
 from castway.storage.keys import check_key
 from castway.storage.pool import StoragePool
 
@@ -251,9 +232,6 @@ class Uploader:
         """False from a failed upload until the next successful one."""
         return self._healthy
 
-    def is_pending(self, key: str) -> bool:
-        return key in self._latest
-
     async def start(self) -> None:
         """Start the workers and recover the spool left by an earlier process (also done
         by the first ``put``)."""
@@ -315,15 +293,6 @@ class Uploader:
         except TimeoutError:
             return self._outstanding == 0
         return True
-
-    async def verified(self, key: str) -> bool:
-        """True when ``key`` has nothing waiting here and storage has it."""
-        if key in self._latest:
-            return False
-        try:
-            return await self._storage_pool.run(self.storage.exists, key)
-        except StorageError:
-            return False
 
     async def close(self, timeout_s: float | None = None) -> bool:
         """Flush for up to ``timeout_s`` (default: the constructor's), stop the workers and

@@ -232,13 +232,6 @@ def _decode_value(r: _Reader, depth: int) -> AmfValue:
     raise AmfError(f"unsupported AMF0 type {name}")
 
 
-def decode_one(data: bytes, pos: int = 0) -> tuple[AmfValue, int]:
-    """Decode one value at ``pos``; returns it and the position after it."""
-    r = _Reader(data)
-    r.pos = pos
-    return _decode_value(r, 0), r.pos
-
-
 def decode_all(data: bytes) -> list[AmfValue]:
     """Every value in ``data`` (a command or data message body)."""
     r = _Reader(data)

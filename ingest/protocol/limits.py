@@ -19,8 +19,8 @@ MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 #: Before a publish is accepted (handshake, connect, createStream, publish: a few small
 #: commands) a connection is anyone's: it may hold this much at once, counting unparsed
 #: input and partial messages together, and no message may be larger. The full limits
-#: above apply once it publishes. (Without this, each unauthenticated connection could
-#: hold 32 MiB for as long as the idle timeout: issue 17.)
+#: above apply once it publishes: otherwise each unauthenticated connection could hold
+#: 32 MiB for as long as the idle timeout.
 MAX_PREAUTH_BUFFERED_BYTES = 256 * 1024
 MAX_PREAUTH_MESSAGE_SIZE = 64 * 1024
 

@@ -42,6 +42,66 @@
       created.stream_key + "  ·  server: " + created.rtmp_url;
   }
 
+  function since(iso) {
+    const d = new Date(iso);
+    return d.toLocaleString(undefined, { day: "numeric", month: "short",
+                                         hour: "2-digit", minute: "2-digit" });
+  }
+
+  function number(value, digits, unit) {
+    return value === null || value === undefined ? "…" : value.toFixed(digits) + unit;
+  }
+
+  // One broadcast's health: "good", or each warning with what to change in OBS.
+  function health(h) {
+    const box = document.createElement("div");
+    if (!h.warnings.length) {
+      box.className = h.status === "good" ? "ok" : "muted";
+      box.textContent = h.status === "good" ? "good" : "measuring…";
+      return box;
+    }
+    h.warnings.forEach(function (w) {
+      const line = document.createElement("div");
+      line.className = "warn";
+      line.textContent = w.message + (w.advice ? " → " + w.advice : "");
+      line.title = w.code;
+      box.appendChild(line);
+    });
+    return box;
+  }
+
+  async function refreshLive() {
+    const live = await api("GET", "/broadcasts?state=live");
+    const liveBody = $("live").querySelector("tbody");
+    liveBody.replaceChildren();
+    live.forEach(function (b) {
+      const row = document.createElement("tr");
+      const h = b.health;
+      const link = document.createElement("a");
+      link.href = "/watch/" + encodeURIComponent(b.channel);
+      link.textContent = b.channel;
+      cell(row, link);
+      cell(row, since(b.started_at));
+      cell(row, number(h.bitrate_kbps, 0, " kbit/s"));
+      cell(row, number(h.fps, 1, " fps"));
+      cell(row, number(h.keyframe_interval_s, 1, " s"));
+      cell(row, health(h));
+      cell(row, button("Stop", async function () {
+        await api("POST", "/broadcasts/" + encodeURIComponent(b.id) + "/stop");
+        $("who").textContent = "stopping " + b.channel + " (" + b.id + "): its VOD follows";
+        row.remove();  // its node is ending it: it is live no more
+      }));
+      liveBody.appendChild(row);
+    });
+  }
+
+  let liveTimer = null;
+  function watchLive() {
+    if (liveTimer === null) {
+      liveTimer = setInterval(function () { refreshLive().catch(report); }, 2000);
+    }
+  }
+
   async function refresh() {
     const channels = await api("GET", "/channels");
     const tbody = $("channels").querySelector("tbody");
@@ -67,21 +127,7 @@
       cell(row, actions);
       tbody.appendChild(row);
     });
-    const live = await api("GET", "/broadcasts?state=live");
-    const liveBody = $("live").querySelector("tbody");
-    liveBody.replaceChildren();
-    live.forEach(function (b) {
-      const row = document.createElement("tr");
-      cell(row, b.channel);
-      cell(row, b.id);
-      cell(row, b.renditions.map(function (r) { return r.name; }).join(", "));
-      cell(row, button("Stop", async function () {
-        await api("POST", "/broadcasts/" + encodeURIComponent(b.id) + "/stop");
-        $("who").textContent = "stopping " + b.channel + " (" + b.id + "): its VOD follows";
-        row.remove();  // its node is ending it: it is live no more
-      }));
-      liveBody.appendChild(row);
-    });
+    await refreshLive();
     const vods = await api("GET", "/vods");
     const vodBody = $("vods").querySelector("tbody");
     vodBody.replaceChildren();
@@ -89,7 +135,7 @@
       const row = document.createElement("tr");
       const link = document.createElement("a");
       link.href = "/watch/vod/" + encodeURIComponent(v.id);
-      link.textContent = v.channel + " " + v.created_at;
+      link.textContent = v.title;
       cell(row, link);
       cell(row, v.state + ", " + v.visibility);
       cell(row, button(v.visibility === "public" ? "Make private" : "Make public", async function () {
@@ -106,6 +152,7 @@
       vodBody.appendChild(row);
     });
     $("who").textContent = "token accepted";
+    watchLive();
   }
 
   $("save").addEventListener("click", function () {

@@ -11,6 +11,67 @@
 
   function show(text) { status.textContent = text; }
 
+  // --- what a viewer is told: never hls.js's error names (they stay in player.errors
+  // for tests and the console). The #problem box is the one place a message appears.
+  function showProblem(text, retry) {
+    let box = document.getElementById("problem");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "problem";
+      box.className = "problem";
+      box.setAttribute("role", "status");
+      video.insertAdjacentElement("afterend", box);
+    }
+    box.replaceChildren(document.createTextNode(text + " "));
+    if (retry) {
+      const button = document.createElement("button");
+      button.textContent = "Retry";
+      button.addEventListener("click", function () { clearProblem(); retry(); });
+      box.appendChild(button);
+    }
+    box.hidden = false;
+  }
+
+  function clearProblem() {
+    const box = document.getElementById("problem");
+    if (box) { box.hidden = true; }
+  }
+
+  // The channel page's "offline" notice goes once the picture moves.
+  function onPlaying() {
+    const offline = document.getElementById("offline");
+    if (offline) { offline.hidden = true; }
+    clearProblem();
+  }
+  video.addEventListener("playing", onPlaying);
+
+  // hls.js's advice (docs/API.md, "Fatal Error Recovery"): a fatal network error ->
+  // startLoad(), a fatal media error -> recoverMediaError(), anything else is the end of
+  // this player: offer a retry. Non-fatal errors are recovered by hls.js on its own
+  // (bufferSeekOverHole, a part or fragment retried): nothing to tell the viewer.
+  let mediaRecoveries = 0;
+
+  function onHlsError(hls, data) {
+    const Hls = window.Hls;
+    player.errors.push(data.type + "/" + data.details + (data.fatal ? " (fatal)" : ""));
+    if (!data.fatal) { return; }
+    if (data.details === Hls.ErrorDetails.MANIFEST_LOAD_ERROR ||
+        data.details === Hls.ErrorDetails.MANIFEST_LOAD_TIMEOUT) {
+      // Not live yet (or the transcoder is starting): try the channel again.
+      show(live ? "Waiting for the broadcast to start…" : "Loading…");
+      setTimeout(function () { hls.loadSource(src); }, 2000);
+    } else if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
+      showProblem("The connection to the stream was interrupted; reconnecting…", null);
+      setTimeout(function () { hls.startLoad(); }, 1000);
+    } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR && mediaRecoveries < 3) {
+      mediaRecoveries += 1;
+      hls.recoverMediaError();
+    } else {
+      showProblem(live ? "The stream stopped playing." : "This video stopped playing.",
+                  function () { mediaRecoveries = 0; hls.loadSource(src); hls.startLoad(); });
+    }
+  }
+
   function tick() {
     const hls = player.hls;
     const parts = [];
@@ -24,33 +85,24 @@
       }
     }
     parts.push("t=" + video.currentTime.toFixed(1) + " s");
-    if (player.errors.length) { parts.push("last error: " + player.errors[player.errors.length - 1]); }
-    show(parts.join(" · "));
+    if (!video.paused || video.currentTime > 0) { show(parts.join(" · ")); }
   }
 
   if (window.Hls && window.Hls.isSupported()) {
     const hls = new window.Hls({ lowLatencyMode: true, backBufferLength: 30 });
     player.hls = hls;
-    hls.on(window.Hls.Events.ERROR, function (_event, data) {
-      player.errors.push(data.type + "/" + data.details + (data.fatal ? " (fatal)" : ""));
-      if (data.fatal && data.details === window.Hls.ErrorDetails.MANIFEST_LOAD_ERROR) {
-        // Not live yet (or the transcoder is starting): try the channel again.
-        show("waiting for the broadcast to start…");
-        setTimeout(function () { hls.loadSource(src); }, 2000);
-      } else if (data.fatal && data.type === window.Hls.ErrorTypes.NETWORK_ERROR) {
-        setTimeout(function () { hls.startLoad(); }, 1000);
-      } else if (data.fatal && data.type === window.Hls.ErrorTypes.MEDIA_ERROR) {
-        hls.recoverMediaError();
-      }
-    });
+    hls.on(window.Hls.Events.ERROR, function (_event, data) { onHlsError(hls, data); });
     hls.on(window.Hls.Events.MANIFEST_PARSED, function () {
-      video.play().catch(function () { show("press play"); });
+      video.play().catch(function () { show("Press play to start."); });
     });
     hls.loadSource(src);
     hls.attachMedia(video);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
     video.src = src;
-    video.play().catch(function () { show("press play"); });
+    video.addEventListener("error", function () {
+      showProblem("This video could not be played.", function () { video.load(); });
+    });
+    video.play().catch(function () { show("Press play to start."); });
   } else {
     show("This browser cannot play HLS without hls.js.");
     return;

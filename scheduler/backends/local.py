@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from castway.model import Node, new_id, utcnow
+from castway.pids import pid_alive
 from castway.settings import Settings
 from scheduler.backends.base import BackendError, Instance
 
@@ -36,19 +37,6 @@ def _free_port(host: str) -> int:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie answers kill(0) but is gone
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class LocalBackend:
@@ -81,7 +69,7 @@ class LocalBackend:
         if child is not None:
             return child.poll() is None
         pid = record.get("pid")
-        return isinstance(pid, int) and _alive(pid)
+        return isinstance(pid, int) and pid_alive(pid)
 
     def list_instances(self) -> list[Instance]:
         out = []
@@ -166,9 +154,9 @@ class LocalBackend:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)  # not our child: no wait() to block on
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
     def set_routable(self, node: Node, routable: bool) -> None:

@@ -1,20 +1,7 @@
-"""A fleet whose processes castway does not manage: docker compose services, or the one
-node of the embedded ``castway serve``.
+"""A fleet whose processes castway does not manage (:class:`StaticBackend`): docker compose
+services, or the one node of the embedded ``castway serve``.
 
-- The nodes are the ones that heartbeat: :meth:`StaticBackend.list_instances` returns
-  nothing (the tick's view already holds every heartbeat), so a node the scheduler did
-  not see heartbeat does not exist for it.
-- It cannot start a node: :meth:`StaticBackend.start` logs a warning ("N more nodes
-  wanted") and counts the nodes in ``on_wanted`` (the scheduler's metrics) instead of
-  failing the tick.
-- It "stops" a node by setting the node command "stop" in the live state: the node's
-  agent exits by itself, and compose's restart policy brings up a fresh one.
-- There is no load balancer to (de)register with: :meth:`StaticBackend.set_routable` does
-  nothing, so a closed node keeps receiving whatever publishes reach it.
-
-The tick calls the backend from a worker thread (``asyncio.to_thread``); the live state
-belongs to the event loop that built the backend, so :meth:`stop` hands the command to
-that loop and waits for it.
+Design: docs/scheduler.md, "Backends".
 """
 
 from __future__ import annotations
@@ -48,7 +35,6 @@ class StaticBackend:
         self.loop = loop
         self.on_wanted = on_wanted
         self.command_timeout_s = command_timeout_s
-        self.wanted_total = 0  # nodes asked for that this backend could not start
 
     def list_instances(self) -> list[Instance]:
         return []  # heartbeats only
@@ -56,7 +42,6 @@ class StaticBackend:
     def start(self, count: int, version: str) -> list[Instance]:
         if count <= 0:
             return []
-        self.wanted_total += count
         logger.warning("%d more nodes wanted: the static backend cannot start nodes "
                        "(scale the compose service or the fleet by hand)", count,
                        extra={"wanted": count, "version": version})

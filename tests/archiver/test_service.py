@@ -107,6 +107,40 @@ async def test_an_export_request_runs_in_process(
     assert vod.mp4_progress == 1.0
 
 
+async def test_an_export_request_heard_by_two_archivers_runs_once(
+        ctx: ArchiveContext, service: ArchiverService,
+        two_runs: tuple[HlsRun, HlsRun], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every archiver hears each request (castway.events.archive): the export is claimed
+    by VOD id, so one of them runs it; a repeat while it is claimed is the same export."""
+    from castway.events.archive import ARCHIVE_REQUESTS_TOPIC, ExportRequested
+
+    await publish("b1", two_runs[:1], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
+    await end(ctx, "b1")
+    assert await service.wait_vod("b1", 5.0)
+    other = ArchiverService(ctx.settings, ctx.catalog, ctx.live, ctx.storage)
+    await other.start()
+    started: list[str] = []
+    try:
+        for svc in (service, other):
+            original = svc.request_export
+
+            async def counted(vod_id: str, original: object = original) -> None:
+                started.append(vod_id)
+                await original(vod_id)  # type: ignore[operator]
+
+            monkeypatch.setattr(svc, "request_export", counted)
+        assert await ctx.live.publish(ARCHIVE_REQUESTS_TOPIC, ExportRequested("b1")) == 2
+        assert await ctx.live.publish(ARCHIVE_REQUESTS_TOPIC, ExportRequested("b1")) == 2
+        deadline = time.monotonic() + 60
+        while (vod := ctx.catalog.get_vod("b1")) is None or vod.mp4_key is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await service.idle(60) and await other.idle(60)
+    finally:
+        await other.stop()
+    assert started == ["b1"]
+
+
 async def test_segments_spooled_through_an_s3_outage_complete_the_vod(
         ctx: ArchiveContext, two_runs: tuple[HlsRun, HlsRun],
         s3_server_restartable: S3Server, tmp_path: Path) -> None:

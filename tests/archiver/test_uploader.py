@@ -62,7 +62,6 @@ async def test_objects_are_stored_with_their_content_type_and_cache_control(
     assert uploader.pending == 0
     for i in range(20):
         assert local.get(f"broadcasts/b1/source/{i}.m4s") == segment_bytes(i)
-        assert await uploader.verified(f"broadcasts/b1/source/{i}.m4s")
     info = local.head("broadcasts/b1/master.m3u8")
     assert info is not None
     assert info.content_type == "application/vnd.apple.mpegurl"

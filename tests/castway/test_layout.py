@@ -30,7 +30,6 @@ from castway.layout import (
     media_playlist_key,
     parse_key,
     parse_media_name,
-    part_key,
     poster_key,
     rendition_key,
     segment_key,
@@ -81,7 +80,6 @@ def test_a_key_parses_only_to_the_one_spelling_it_has(text: str) -> None:
 def test_the_layout_as_documented() -> None:
     assert segment_key("b1", "720p", 12, "m4s") == "broadcasts/b1/720p/12.m4s"
     assert segment_key("b1", "720p", 12, "ts") == "broadcasts/b1/720p/12.ts"
-    assert part_key("b1", "720p", 12, 3, "m4s") == "broadcasts/b1/720p/12.3.m4s"
     assert init_key("b1", "720p", 0) == "broadcasts/b1/720p/init.mp4"
     assert init_key("b1", "720p", 2) == "broadcasts/b1/720p/init.2.mp4"
     assert media_playlist_key("b1", "720p") == "broadcasts/b1/720p/vod.m3u8"
@@ -127,7 +125,7 @@ def test_broadcast_ids_and_rendition_names(value: str, ok: bool) -> None:
 @pytest.mark.parametrize("build", [
     lambda: segment_key("b/1", "720p", 0, "m4s"), lambda: segment_key("b1", "..", 0, "m4s"),
     lambda: segment_key("b1", "720p", -1, "m4s"), lambda: segment_key("b1", "720p", 0, "mp4"),
-    lambda: part_key("b1", "720p", 0, -1, "m4s"), lambda: init_key("b1", "720p", -1),
+    lambda: init_key("b1", "720p", -1),
     lambda: master_key(""), lambda: broadcast_prefix("../x"),
 ])
 def test_a_key_that_would_not_parse_back_is_never_built(build: Callable[[], str]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -22,7 +21,6 @@ from castway.signing import (
     COOKIE_KEY_PAIR_ID,
     COOKIE_POLICY,
     COOKIE_SIGNATURE,
-    PEM_FILE,
     KeyRing,
     Policy,
     Refusal,
@@ -34,7 +32,6 @@ from castway.signing import (
     cloudfront_b64encode,
     generate_private_key_pem,
     key_id_for,
-    load_or_create_signing_key,
     public_request_url,
     resource_matches,
     sign_url,
@@ -339,28 +336,6 @@ def test_signer_refuses_what_could_never_verify(key: SigningKey) -> None:
 
 
 # --- the origin's key and URLs ---------------------------------------------------------------
-
-def test_signing_key_from_a_pem_setting(tmp_path: Path, key: SigningKey) -> None:
-    pem = key.private_key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()).decode()
-    loaded = load_or_create_signing_key(tmp_path, pem, "KCLOUDFRONT")
-    assert loaded.key_pair_id == "KCLOUDFRONT"
-    assert loaded.public_key_pem() == key.public_key_pem()
-    assert not (tmp_path / PEM_FILE).exists()  # nothing written when configured
-
-
-@pytest.mark.parametrize("preset", [None, "a-generated-token-not-a-pem"])
-def test_signing_key_is_created_once_in_the_data_dir(tmp_path: Path,
-                                                     preset: str | None) -> None:
-    first = load_or_create_signing_key(tmp_path / "data", preset)
-    again = load_or_create_signing_key(tmp_path / "data", preset)
-    assert first.public_key_pem() == again.public_key_pem()
-    assert first.key_pair_id == again.key_pair_id == key_id_for(first.private_key.public_key())
-    assert ((tmp_path / "data" / PEM_FILE).stat().st_mode & 0o777) == 0o600
-    url = sign_url(URL, first, expires=LATER)
-    assert verify_url(url, KeyRing.of(again), now=NOW).ok
-
 
 def test_origin_rebuilds_the_signed_url_from_its_public_base(key: SigningKey,
                                                              ring: KeyRing) -> None:

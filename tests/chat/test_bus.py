@@ -167,7 +167,7 @@ async def test_rooms_are_sharded_over_redis_servers_by_channel(
         assert sorted(c for c, _ in frames) == sorted(channels)
     finally:
         await bus.stop()
-    owners = {url: {c for c in channels if bus.shard_url(c) == url} for url in urls}
+    owners = {url: {c for c in channels if bus.ring.shard_for(c) == url} for url in urls}
     assert all(len(owned) >= 8 for owned in owners.values()), owners
     for url, owned in owners.items():
         client = redis.Redis.from_url(url, decode_responses=True)

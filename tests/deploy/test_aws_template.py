@@ -346,6 +346,24 @@ def test_live_cache_policy_honours_cache_control_and_keys_the_ll_hls_directives(
     assert {"Expires", "Policy", "Signature", "Key-Pair-Id"} <= keyed  # origin-side verify
 
 
+def test_private_live_and_vod_signatures_reach_the_origin_through_the_cdn() -> None:
+    """Private live channels and private VODs are checked by the origin (origin.access):
+    every path that can serve them goes through the live cache policy, which must forward
+    (and key on) the signed URL's query and the signed cookies."""
+    from castway.signing import COOKIE_KEY_PAIR_ID, COOKIE_POLICY, COOKIE_SIGNATURE
+
+    config = _props("Distribution")["DistributionConfig"]
+    patterns = {b["PathPattern"] for b in config["CacheBehaviors"]}
+    assert not {p for p in patterns if p.startswith(("/hls", "/vod", "/watch"))}, patterns
+    params = _props("LiveCachePolicy")["CachePolicyConfig"][
+        "ParametersInCacheKeyAndForwardedToOrigin"]
+    assert params["CookiesConfig"]["CookieBehavior"] == "whitelist"
+    assert {COOKIE_POLICY, COOKIE_SIGNATURE, COOKIE_KEY_PAIR_ID} <= set(
+        params["CookiesConfig"]["Cookies"])
+    assert {"Expires", "Policy", "Signature", "Key-Pair-Id"} <= set(
+        params["QueryStringsConfig"]["QueryStrings"])
+
+
 def test_archive_is_served_from_s3_only_with_a_signature() -> None:
     config = _props("Distribution")["DistributionConfig"]
     origins = {o["Id"]: o for o in config["Origins"]}

@@ -25,8 +25,7 @@ ROUND_TRIPS: list[AmfValue] = [
 @pytest.mark.parametrize("value", ROUND_TRIPS, ids=lambda v: type(v).__name__)
 def test_round_trip(value: AmfValue) -> None:
     encoded = amf0.encode(value)
-    decoded, end = amf0.decode_one(encoded)
-    assert end == len(encoded)
+    [decoded] = amf0.decode_all(encoded)
     assert decoded == value
     assert type(decoded) is type(value) or isinstance(value, int)
 
@@ -48,16 +47,16 @@ def test_wire_format_of_each_type() -> None:
 
 
 def test_long_string_xml_and_typed_object_decode() -> None:
-    assert amf0.decode_one(b"\x0c\x00\x00\x00\x02hi")[0] == "hi"
-    assert amf0.decode_one(b"\x0f\x00\x00\x00\x03<a>")[0] == "<a>"
+    assert amf0.decode_all(b"\x0c\x00\x00\x00\x02hi") == ["hi"]
+    assert amf0.decode_all(b"\x0f\x00\x00\x00\x03<a>") == ["<a>"]
     typed = b"\x10\x00\x03Foo\x00\x01x\x00" + struct.pack(">d", 2.0) + b"\x00\x00\x09"
-    assert amf0.decode_one(typed)[0] == {"x": 2.0}
+    assert amf0.decode_all(typed) == [{"x": 2.0}]
 
 
 def test_ecma_array_count_is_only_a_hint() -> None:
     # Some encoders write a count of 0 and rely on the object-end marker.
     data = b"\x08\x00\x00\x00\x00\x00\x01a\x05\x00\x00\x09"
-    assert amf0.decode_one(data)[0] == {"a": None}
+    assert amf0.decode_all(data) == [{"a": None}]
 
 
 def test_decode_all_reads_a_command_body() -> None:

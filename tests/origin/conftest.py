@@ -86,8 +86,8 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def feeder(live: MemoryLiveState, clip: Clip) -> LiveFeeder:
-    """A live broadcast on channel 'demo' (rendition 360p, plus 180p without media)."""
-    feed = LiveFeeder(live, clip, other_renditions=("180p",))
+    """A live broadcast on channel 'demo' with one rendition, 360p."""
+    feed = LiveFeeder(live, clip)
     await feed.start()
     return feed
 

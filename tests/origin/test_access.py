@@ -162,15 +162,19 @@ MEDIA = "media"  # serves a broadcast's bytes: must refuse a private ended one u
 ROUTE_KINDS: dict[str, str] = {
     "/hls/b/{broadcast_id}/{rendition}/{name}": MEDIA,
     "/hls/b/{broadcast_id}/{name}": MEDIA,
+    "/hls/{channel}/b/{broadcast_id}/{rendition}/{name}": MEDIA,
     "/vod/{vod_id}/master.m3u8": MEDIA,
+    "/vod/{vod_id}/export.mp4": MEDIA,
     "/vod/{vod_id}/{rendition}/{name}": MEDIA,
     "/watch/vod/{vod_id}": MEDIA,  # the page of a VOD: its existence is private too
-    "/hls/{channel}/master.m3u8": "the channel's live broadcast only (public)",
-    "/hls/{channel}/{rendition}/index.m3u8": "the channel's live broadcast only (public)",
-    "/hls/{channel}/{rendition}/dvr.m3u8": "the channel's live broadcast only (public)",
+    # the channel's live broadcast only (a private channel's: test_private_live_channel)
+    "/hls/{channel}/master.m3u8": "live playlist",
+    "/hls/{channel}/{rendition}/index.m3u8": "live playlist",
+    "/hls/{channel}/{rendition}/dvr.m3u8": "live playlist",
     "/watch/{channel}": "page of the live channel",
     "/": "page: live broadcasts",
     "/admin": "page: no data",
+    "/favicon.ico": "package file",
     "/static": "package files",
     "/chat/static/{name}": "package files",
     "/chat/{channel}": "websocket: chat messages",
@@ -401,6 +405,7 @@ async def test_media_of_an_unknown_broadcast_or_a_deleted_vod_is_not_served(
 @pytest.mark.parametrize(("live_state", "recorded", "vod", "channel", "expected"), [
     # live: the live state decides, the channel's VOD visibility sets the CDN lifetime
     ("live", "live", None, "public", MediaAccess.LIVE),
+    ("live", "live", None, "private-live", MediaAccess.LIVE_PRIVATE),
     ("live", "live", None, None, MediaAccess.LIVE),
     ("live", "live", None, "private", MediaAccess.LIVE_PRIVATE_VOD),
     # ended: the VOD, else the channel (what the archiver will give the VOD)
@@ -408,6 +413,7 @@ async def test_media_of_an_unknown_broadcast_or_a_deleted_vod_is_not_served(
     ("ended", "ended", "public", "private", MediaAccess.PUBLIC),
     ("ended", "ended", None, "private", MediaAccess.PRIVATE),
     ("ended", "ended", None, "public", MediaAccess.PUBLIC),
+    ("ended", "ended", None, "private-live", MediaAccess.PRIVATE),
     ("ended", "ended", None, None, MediaAccess.PUBLIC),
     ("failed", "failed", None, "private", MediaAccess.PRIVATE),
     (None, "ended", "private", "private", MediaAccess.PRIVATE),
@@ -423,7 +429,9 @@ async def test_media_access_rule(catalog: SqlCatalog, live: MemoryLiveState,
                                  expected: MediaAccess) -> None:
     from castway.model import Broadcast, BroadcastState, Channel
 
-    if channel is not None:
+    if channel == "private-live":
+        catalog.create_channel(Channel(name="ch", live_visibility=Visibility.PRIVATE))
+    elif channel is not None:
         catalog.create_channel(Channel(name="ch", vod_visibility=Visibility(channel)))
     if recorded is not None:
         catalog.save_broadcast(Broadcast(id="x1", channel="ch", node_id="n",
@@ -439,3 +447,153 @@ async def test_media_access_rule(catalog: SqlCatalog, live: MemoryLiveState,
             duration_s=1.0))
     assert await resolve_media_access(live, catalog, "x1") is expected
     assert (await MediaAccessCache(live, catalog).get("x1")) is expected
+
+
+# --- private live channels ----------------------------------------------------------------
+
+# Every route that serves a live broadcast's bytes, for a private channel: the live
+# playlists, the media under the channel's path (where its playlists point) and under
+# /hls/b/, the poster, and the watch page.
+def _live_urls(feeder: LiveFeeder) -> dict[str, str]:
+    c, b, r = feeder.channel, feeder.broadcast_id, feeder.rendition
+    return {
+        "master": f"/hls/{c}/master.m3u8",
+        "media playlist": f"/hls/{c}/{r}/index.m3u8",
+        "blocking reload": f"/hls/{c}/{r}/index.m3u8?_HLS_msn=0&_HLS_part=0",
+        "dvr": f"/hls/{c}/{r}/dvr.m3u8",
+        "init": f"/hls/{c}/b/{b}/{r}/init.mp4",
+        "segment": f"/hls/{c}/b/{b}/{r}/0.m4s",
+        "part": f"/hls/{c}/b/{b}/{r}/1.0.m4s",
+        "init by broadcast": f"/hls/b/{b}/{r}/init.mp4",
+        "segment by broadcast": f"/hls/b/{b}/{r}/0.m4s",
+        "part by broadcast": f"/hls/b/{b}/{r}/1.0.m4s",
+    }
+
+
+@pytest.fixture
+async def private_live(catalog: SqlCatalog, feeder: LiveFeeder) -> LiveFeeder:
+    """A live broadcast on a private channel: one segment, and a part of the next."""
+    from castway.model import Channel
+
+    catalog.create_channel(Channel(name=feeder.channel, live_visibility=Visibility.PRIVATE))
+    await feeder.push_segments(1)
+    await feeder.push_part()
+    return feeder
+
+
+async def test_private_live_channel_refuses_every_route_unsigned(
+        app: FastAPI, server: str, routes_only: FastAPI, private_live: LiveFeeder) -> None:
+    feeder = private_live
+    for base, over_socket in ((None, False), (None, True)):
+        del base
+        transports = ([httpx.AsyncClient(base_url=server)] if over_socket else
+                      [httpx.AsyncClient(transport=httpx.ASGITransport(app=a),
+                                         base_url="http://origin.test")
+                       for a in (app, routes_only)])
+        for client in transports:
+            async with client as c:
+                for what, url in _live_urls(feeder).items():
+                    for method in ("GET", "HEAD"):
+                        response = await c.request(method, url)
+                        assert response.status_code == 403, f"{what}: {method} {url}"
+                        assert feeder.clip.parts[0] not in response.content
+                assert (await c.get(f"/watch/{feeder.channel}")).status_code == 404
+                assert (await c.get(f"/hls/b/{feeder.broadcast_id}/poster.jpg")
+                        ).status_code == 403
+                assert feeder.broadcast_id not in (await c.get("/")).text
+
+
+async def test_a_channel_grant_opens_live_playlists_and_media_by_url_and_by_cookies(
+        client: httpx.AsyncClient, private_live: LiveFeeder) -> None:
+    feeder = private_live
+    created = await client.post(f"/api/v1/channels/{feeder.channel}/grant", headers=AUTH,
+                                json={"ttl_s": 600})
+    assert created.status_code == 201
+    grant = created.json()
+    assert grant["cookie_path"] == f"/hls/{feeder.channel}/"
+    query = grant["master_url"].split("?", 1)[1]
+    cookie = "; ".join(f"{name}={value}" for name, value in grant["cookies"].items())
+    for what, url in _live_urls(feeder).items():
+        signed = url + ("&" if "?" in url else "?") + query
+        by_url = await client.get(signed)
+        assert by_url.status_code == 200, f"{what} by URL: {by_url.text}"
+        assert by_url.headers["cache-control"].startswith("private"), what
+        if "by broadcast" in what:
+            continue  # a browser sends the channel's cookies under /hls/{channel}/ only
+        by_cookie = await client.get(url, headers={"Cookie": cookie})
+        assert by_cookie.status_code == 200, f"{what} by cookies"
+    # The playlists point at the media under the channel's path, which the cookies cover.
+    playlist = (await client.get(f"/hls/{feeder.channel}/{feeder.rendition}/index.m3u8",
+                                 headers={"Cookie": cookie})).text
+    assert f"../b/{feeder.broadcast_id}/{feeder.rendition}/0.m4s" in playlist
+    assert "/hls/b/" not in playlist and "../../b/" not in playlist
+    segment = await client.get(f"/hls/{feeder.channel}/b/{feeder.broadcast_id}/"
+                               f"{feeder.rendition}/0.m4s", headers={"Cookie": cookie})
+    assert segment.status_code == 200 and segment.content.startswith(feeder.clip.parts[0])
+    # Not another channel's: the grant names /hls/{channel}/* only.
+    other = await client.get(f"/hls/other/b/{feeder.broadcast_id}/{feeder.rendition}/0.m4s"
+                             f"?{query}")
+    assert other.status_code in (403, 404)
+
+
+async def test_channel_grants_expire_and_cannot_be_forged(
+        client: httpx.AsyncClient, app: FastAPI, private_live: LiveFeeder) -> None:
+    feeder = private_live
+    access = app.state.origin.access
+    expired = access.channel_grant(feeder.channel, 60, now=time.time() - 3600)
+    assert (await client.get(expired.master_url)).status_code == 403
+    cookie = "; ".join(f"{k}={v}" for k, v in expired.cookies.items())
+    assert (await client.get(_live_urls(feeder)["segment"],
+                             headers={"Cookie": cookie})).status_code == 403
+    fresh = access.channel_grant(feeder.channel, 600)
+    assert (await client.get(fresh.master_url)).status_code == 200
+    tampered = fresh.master_url.replace("Signature=", "Signature=AAAA")
+    assert (await client.get(tampered)).status_code == 403
+    vod_grant = access.grant(feeder.broadcast_id, 600)  # a VOD's grant is not the channel's
+    query = vod_grant.master_url.split("?", 1)[1]
+    assert (await client.get(f"/hls/{feeder.channel}/master.m3u8?{query}")
+            ).status_code == 403
+
+
+async def test_a_public_channel_is_unchanged(client: httpx.AsyncClient, catalog: SqlCatalog,
+                                             feeder: LiveFeeder) -> None:
+    from castway.model import Channel
+
+    catalog.create_channel(Channel(name=feeder.channel))
+    await feeder.push_segments(1)
+    playlist = await client.get(f"/hls/{feeder.channel}/{feeder.rendition}/index.m3u8")
+    assert playlist.status_code == 200
+    assert playlist.headers["cache-control"] == "public, max-age=1"
+    assert f"../../b/{feeder.broadcast_id}/" in playlist.text
+    # The channel path's media route is a private channel's only.
+    assert (await client.get(_live_urls(feeder)["segment"])).status_code == 404
+
+
+async def test_a_private_channels_vod_needs_a_signature_after_the_end(
+        client: httpx.AsyncClient, app: FastAPI, catalog: SqlCatalog, storage: LocalStorage,
+        live: MemoryLiveState, private_live: LiveFeeder) -> None:
+    from castway.model import BroadcastState
+
+    feeder = private_live
+    await live.update_broadcast(feeder.broadcast_id, state=BroadcastState.ENDED)
+    await feeder.end()
+    deadline = time.monotonic() + 5.0
+    url = _live_urls(feeder)["segment by broadcast"]
+    grant = app.state.origin.access.channel_grant(feeder.channel, 600)
+    query = grant.master_url.split("?", 1)[1]
+    # Ended: the channel's grant no longer opens its media (the VOD's grant does).
+    while (await client.get(f"{url}?{query}")).status_code == 200:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    # The archiver gives a private channel's VOD private visibility (archiver tests); here
+    # the record as it makes it.
+    catalog.save_vod(Vod(id=feeder.broadcast_id, broadcast_id=feeder.broadcast_id,
+                         channel=feeder.channel, visibility=Visibility.PRIVATE,
+                         state=VodState.COMPLETE, duration_s=1.0))
+    storage.put(f"broadcasts/{feeder.broadcast_id}/master.m3u8", b"#EXTM3U\n")
+    vod = f"/vod/{feeder.broadcast_id}/master.m3u8"
+    assert (await client.get(vod)).status_code == 403
+    vod_grant = app.state.origin.access.grant(feeder.broadcast_id, 600)
+    assert (await client.get(vod_grant.master_url)).status_code == 200
+    expired = app.state.origin.access.grant(feeder.broadcast_id, 60, now=time.time() - 3600)
+    assert (await client.get(expired.master_url)).status_code == 403

@@ -12,6 +12,7 @@ from castway.keys import hash_stream_key
 from castway.live.memory import MemoryLiveState
 from castway.model import Broadcast, BroadcastState, Node, NodeState, Visibility, Vod, VodState
 from castway.storage.local import LocalStorage
+from origin.access import MAX_GRANT_S, MIN_GRANT_S
 from tests.origin.conftest import AUTH
 
 
@@ -229,5 +230,6 @@ async def test_grant_needs_an_rsa_signing_key(client: httpx.AsyncClient,
     response = await client.post("/api/v1/vods/v3/grant", headers=AUTH, json={})
     assert response.status_code == 409
     assert "CASTWAY_SIGNING_KEY" in response.json()["detail"]
-    bad = await client.post("/api/v1/vods/v3/grant", headers=AUTH, json={"ttl_s": 1})
-    assert bad.status_code == 422
+    for ttl_s in (MIN_GRANT_S - 1, MAX_GRANT_S + 1):
+        bad = await client.post("/api/v1/vods/v3/grant", headers=AUTH, json={"ttl_s": ttl_s})
+        assert bad.status_code == 422

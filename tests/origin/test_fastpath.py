@@ -49,3 +49,17 @@ async def test_backing_service_errors_are_503(client: httpx.AsyncClient,
     assert response.status_code == 503
     assert response.headers["cache-control"] == "no-store"
     assert "retry later" in response.json()["detail"]
+
+
+async def test_before_the_ladder_has_media_both_ways_in_refuse_alike(
+        app: FastAPI, client: httpx.AsyncClient, feeder: LiveFeeder) -> None:
+    """The master's rule (nothing before every rendition has media) holds on the fast
+    path too, blocking requests included: a short 503 with Retry-After."""
+    paths = [p for p in PATHS[:5] if "_HLS_msn" in p or "_HLS" not in p]
+    fast = {p: await client.get(p) for p in paths}
+    _without_fastpath(app)
+    for path in paths:
+        routed = await client.get(path)
+        assert fast[path].status_code == routed.status_code == 503, path
+        assert fast[path].headers["retry-after"] == routed.headers["retry-after"] == "1"
+        assert fast[path].headers["cache-control"] == "public, max-age=1"

@@ -12,36 +12,73 @@ import pytest
 
 from castway.catalog.sql import SqlCatalog
 from castway.live.memory import MemoryLiveState
-from castway.model import Broadcast, BroadcastState, Visibility, Vod, VodState
+from castway.model import Broadcast, BroadcastState, SourceInfo, Visibility, Vod, VodState
 from castway.storage.local import LocalStorage
 from tests.hls_validator import validate_playlist, validate_update
-from tests.origin.feed import LiveFeeder
+from tests.origin.feed import Clip, LiveFeeder
 
 PLAYLIST = "/hls/demo/360p/index.m3u8"
 MEDIA = "/hls/b/b0001/360p"
 
 
-async def test_master_playlist_lists_the_live_renditions_with_media(
-        client: httpx.AsyncClient, feeder: LiveFeeder, live: MemoryLiveState,
-        clip: object) -> None:
-    from tests.origin.feed import Clip
+def _not_ready(response: httpx.Response) -> bool:
+    """A refusal a player retries and a CDN keeps for a second at most."""
+    return (response.status_code == 503 and response.headers["retry-after"] == "1"
+            and response.headers["cache-control"] == "public, max-age=1")
 
-    assert isinstance(clip, Clip)
-    # Nothing transcoded yet: players retry rather than fail on empty variants.
-    assert (await client.get("/hls/demo/master.m3u8")).status_code == 404
-    await feeder.push_part()
-    only = await client.get("/hls/demo/master.m3u8")
-    assert [p.uri for p in m3u8.loads(only.text).playlists] == ["360p/index.m3u8"]
-    other = LiveFeeder(live, clip, rendition="180p")
-    await other.push_part()
+
+async def test_the_master_lists_the_whole_ladder_from_its_first_byte(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip) -> None:
+    """No master (and no media playlist) until every rendition has its first part: a
+    player reads the master once, so a master listing part of the ladder would keep
+    its viewers off the rest for the whole broadcast."""
+    high = LiveFeeder(live, clip, broadcast_id="b0002", other_renditions=("180p",))
+    await high.start()
+    low = LiveFeeder(live, clip, broadcast_id="b0002", rendition="180p")
+    assert _not_ready(await client.get("/hls/demo/master.m3u8"))
+    await high.push_part()
+    # 360p has media, 180p not yet: still nothing, whichever way it is asked.
+    assert _not_ready(await client.get("/hls/demo/master.m3u8"))
+    for path in ("/hls/demo/360p/index.m3u8", "/hls/demo/360p/index.m3u8?_HLS_msn=0",
+                 "/hls/demo/360p/index.m3u8?_HLS_msn=0&_HLS_part=0",
+                 "/hls/demo/360p/index.m3u8?ll=0"):
+        assert _not_ready(await client.get(path)), path
+    await low.push_part()
     response = await client.get("/hls/demo/master.m3u8")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
     assert response.headers["cache-control"] == "public, max-age=1"
     assert validate_playlist(response.text) == []
-    assert [p.uri for p in m3u8.loads(response.text).playlists] == ["180p/index.m3u8",
-                                                                    "360p/index.m3u8"]
-    assert feeder.clip.codecs in response.text
+    first = m3u8.loads(response.text).playlists
+    assert sorted(p.uri for p in first) == ["180p/index.m3u8", "360p/index.m3u8"]
+    # Not measured yet: the ladder's targets (300 kb/s + audio, with the peak margin).
+    assert {p.stream_info.bandwidth for p in first} == {(300_000 + 128_000) * 6 // 5}
+    assert clip.codecs in response.text
+    blocked = await client.get("/hls/demo/360p/index.m3u8?_HLS_msn=0&_HLS_part=0")
+    assert blocked.status_code == 200
+    assert '#EXT-X-RENDITION-REPORT:URI="../180p/index.m3u8"' in blocked.text
+    await high.push_segments(1)
+    later = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text).playlists
+    assert sorted(p.uri for p in later) == sorted(p.uri for p in first)
+
+
+async def test_a_passthrough_is_listed_at_the_publishers_bitrate_until_measured(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip) -> None:
+    """The source rendition has no target bitrate: onMetaData's videodatarate (else
+    what ingest observes) stands for it, never a placeholder."""
+    feeder = LiveFeeder(live, clip, rendition="source")
+    broadcast = await feeder.start()
+    await live.put_broadcast(replace(broadcast, renditions=tuple(
+        replace(r, video_bitrate_kbps=None) for r in broadcast.renditions)))
+    await feeder.push_part()
+    await live.put_stats(feeder.broadcast_id, {"bitrate_kbps": 2500.0})
+    observed = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text)
+    assert observed.playlists[0].stream_info.bandwidth == (2_500_000 + 128_000) * 6 // 5
+    await live.put_broadcast(replace(broadcast, renditions=tuple(
+        replace(r, video_bitrate_kbps=None) for r in broadcast.renditions),
+        source=SourceInfo(video_bitrate_kbps=4000.0)))
+    declared = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text)
+    assert declared.playlists[0].stream_info.bandwidth == (4_000_000 + 128_000) * 6 // 5
 
 
 async def test_offline_or_unknown_channel_is_a_short_lived_404(
@@ -136,7 +173,7 @@ async def test_blocking_reload_returns_at_once_when_the_part_exists(
     await feeder.push_segments(2)
     response = await client.get(PLAYLIST, params={"_HLS_msn": "1", "_HLS_part": "2"})
     assert response.status_code == 200
-    assert response.headers["cache-control"] == "public, max-age=6"
+    assert response.headers["cache-control"] == "public, max-age=1"
 
 
 async def test_blocking_reload_waits_for_the_part(client: httpx.AsyncClient,

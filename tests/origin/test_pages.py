@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
@@ -90,3 +92,68 @@ async def test_admin_page_asks_for_a_token_and_is_not_cached(
     assert response.headers["cache-control"] == "no-store"
     script = (await client.get("/static/admin.js")).text
     assert "Authorization" in script and "innerHTML" not in script
+
+
+def _vod(vod_id: str, channel: str, duration_s: float, *, ended: str,
+         visibility: Visibility = Visibility.PUBLIC,
+         state: VodState = VodState.COMPLETE) -> Vod:
+    return Vod(id=vod_id, broadcast_id=vod_id, channel=channel, visibility=visibility,
+               state=state, duration_s=duration_s,
+               # This year's date: the pages name the year only for other years.
+               created_at=datetime.fromisoformat(ended).replace(year=datetime.now(UTC).year))
+
+
+async def test_index_and_channel_pages_list_public_vods_readably(
+        client: httpx.AsyncClient, catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel(name="mychan"))
+    catalog.save_vod(_vod("v1", "mychan", 95.0, ended="2026-12-04T13:15:35+00:00"))
+    catalog.save_vod(_vod("v2", "mychan", 30.0, ended="2026-12-04T14:00:00+00:00",
+                          visibility=Visibility.PRIVATE))
+    catalog.save_vod(_vod("v3", "other", 3725.0, ended="2026-12-04T15:00:00+00:00"))
+    index = (await client.get("/")).text
+    assert "href='/watch/vod/v1'" in index and "href='/watch/vod/v3'" in index
+    assert "href='/watch/vod/v2'" not in index  # private: admin only
+    assert "4 Dec 13:14 UTC · 1 min 35 s" in index
+    assert "1 h 2 min 5 s" in index
+    assert "-12-04T" not in index  # no raw ISO timestamps
+    channel = (await client.get("/watch/mychan")).text
+    # Offline: the last broadcast is offered, and the notice is the one the player hides.
+    assert "id=offline" in channel
+    assert ("watch the last broadcast: <a href='/watch/vod/v1'>mychan, 4 Dec 13:14 UTC, "
+            "1 min 35 s</a>") in channel
+    assert "href='/watch/vod/v3'" not in channel
+
+
+async def test_vod_page_title_is_readable(client: httpx.AsyncClient,
+                                          catalog: SqlCatalog) -> None:
+    catalog.save_vod(_vod("v1", "mychan", 95.0, ended="2026-12-04T13:15:35+00:00"))
+    html = (await client.get("/watch/vod/v1")).text
+    assert "<title>mychan, 4 Dec 13:14 UTC, 1 min 35 s · castway</title>" in html
+    assert "2 min" not in html
+
+
+async def test_favicon_is_served_and_cached(client: httpx.AsyncClient) -> None:
+    response = await client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    assert "max-age=86400" in response.headers["cache-control"]
+    assert response.content.startswith(b"<svg")
+    assert "href='/favicon.ico'" in (await client.get("/")).text
+
+
+async def test_admin_links_meet_wcag_aa_contrast() -> None:
+    # Links on the page background and on cards: 4.5:1 at least (WCAG 2.x AA, text).
+    def luminance(hex_colour: str) -> float:
+        channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+                  for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    def contrast(a: str, b: str) -> float:
+        high, low = sorted((luminance(a), luminance(b)), reverse=True)
+        return (high + 0.05) / (low + 0.05)
+
+    for link in ("#8ab4ff", "#c9a8ff"):
+        assert f"{{color:{link}}}" in pages._STYLE
+        for background in ("#111111", "#1c1c1c"):
+            assert contrast(link, background) >= 4.5

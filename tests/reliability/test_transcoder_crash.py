@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from castway.layout import VOD_MEDIA_NAME
+from castway.layout import RenditionFile
 from tests.reliability.node import FPS, poll, publishing
 from tests.support import packet_counts
 from transcoder.supervisor import TranscoderSupervisor
@@ -45,7 +45,7 @@ async def test_a_transcoder_killed_twice_mid_broadcast_loses_no_frame(tmp_path: 
         await stage.vod_complete(broadcast_id)
         assert stage.metric("castway_transcoder_replays_total") == 2
         master = stage.master(broadcast_id)
-        variants = sorted(master.parent.glob(f"*/{VOD_MEDIA_NAME}"))
+        variants = sorted(master.parent.glob(f"*/{RenditionFile.VOD_PLAYLIST}"))
         assert len(variants) >= 2, variants
         for variant in variants:
             assert "#EXT-X-DISCONTINUITY\n" not in variant.read_text(), variant

@@ -14,6 +14,7 @@ from castway.media import MediaPacket
 from castway.settings import Settings
 from ingest.publish import PublishRequest, PublishSession, Rejection
 from ingest.server import IngestServer
+from launch.process import first_completed
 from scheduler.agent import NodeAgent
 
 
@@ -49,13 +50,12 @@ async def main() -> None:
                       interval_s=0.25)
     handler.agent = agent
     stop = asyncio.Event()
-    agent.on_stop(stop.set)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await agent.start()
     try:
-        await stop.wait()
+        await first_completed(stop.wait(), agent.stopped.wait())
     finally:
         await server.stop()
         await agent.stop()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from castway.model import Node, NodeState
+from castway.settings import Settings
 from scheduler.decide import (
     Action,
     CloseNode,
@@ -280,6 +282,17 @@ def test_a_capacity_window_keeps_nodes_for_a_known_peak() -> None:
     outside = NOW + timedelta(hours=3)
     fresh = [replace(fleet[0], heartbeat_at=outside)]
     assert kinds(decide(fresh, "v2", policy, outside).actions) == []
+
+
+def test_capacity_windows_come_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path,
+                        capacity_windows="11:00-13:00:3:10, 20:00-02:00:6:16")
+    policy = replace(Policy.from_settings(settings), node_capacity=POLICY.node_capacity)
+    assert [w.min_nodes for w in policy.windows] == [3, 6]
+    fleet = [node("a", active=1)]
+    assert kinds(decide(fleet, "v2", policy, NOW).actions) == ["start 2 v2"]
+    with pytest.raises(PolicyError):
+        Policy.from_settings(Settings(data_dir=tmp_path, capacity_windows="nightly"))
 
 
 def test_reconnectable_broadcasts_are_counted_before_they_move() -> None:

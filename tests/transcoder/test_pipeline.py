@@ -30,6 +30,7 @@ class Collected:
     parts: dict[str, list[PartOut]] = field(default_factory=lambda: defaultdict(list))
     segments: dict[str, list[SegmentOut]] = field(default_factory=lambda: defaultdict(list))
     infos: dict[str, RenditionInfo] = field(default_factory=dict)
+    ladders: list[tuple[RenditionInfo, ...]] = field(default_factory=list)
 
     def on_output(self, out: Output) -> None:
         if isinstance(out, InitOut):
@@ -39,13 +40,17 @@ class Collected:
         else:
             self.segments[out.rendition].append(out)
 
+    def on_ladder(self, ladder: tuple[RenditionInfo, ...]) -> None:
+        self.ladders.append(ladder)
+        self.infos.update((info.name, info) for info in ladder)
+
 
 def run(packets: list[MediaPacket], *, ladder: LadderSpec = LADDER,
         segment_format: str = "fmp4", discontinuity_at: int | None = None) -> Collected:
     got = Collected()
     pipeline = Pipeline(PipelineConfig(ladder, POLICY, segment_format=segment_format,
                                        realtime=False, x264_preset="ultrafast"),
-                        got.on_output, lambda info: got.infos.__setitem__(info.name, info))
+                        got.on_output, got.on_ladder)
     for i, packet in enumerate(packets):
         if i == discontinuity_at:
             pipeline.discontinuity()
@@ -219,7 +224,7 @@ def test_falling_behind_skips_encoded_frames_not_audio_nor_boundaries(src_360p: 
     got = Collected()
     pipeline = Pipeline(PipelineConfig(LadderSpec((RungSpec("160p", 160, 200),)), POLICY,
                                        realtime=True, x264_preset="ultrafast"),
-                        got.on_output, lambda info: got.infos.__setitem__(info.name, info),
+                        got.on_output, got.on_ladder,
                         clock=lambda: next(ticks) * 0.06)
     for packet in read_packets(src_360p):
         pipeline.push(packet)
@@ -391,10 +396,36 @@ def test_rungs_a_handed_over_broadcast_published_are_kept(src_irregular: Path) -
     got = Collected()
     config = PipelineConfig(LADDER, POLICY, realtime=False, x264_preset="ultrafast",
                             keep_rungs=("240p", "160p"))
-    pipeline = Pipeline(config, got.on_output, lambda i: got.infos.__setitem__(i.name, i))
+    pipeline = Pipeline(config, got.on_output, got.on_ladder)
     for packet in read_packets(src_irregular):
         pipeline.push(packet)
     pipeline.finish()
     assert set(got.infos) == {"source", "240p", "160p"}
     assert (got.infos["240p"].width, got.infos["240p"].height) == (426, 240)
     assert got.segments["240p"]
+
+
+def test_the_ladder_is_announced_whole_and_never_changes_its_rungs(
+        src_irregular: Path, src_360p: Path) -> None:
+    """The master playlist is rendered from one announcement of the whole ladder, and a
+    new size mid-broadcast (180 lines, then 360) keeps exactly the rungs first
+    announced: 240p, which the larger size would bring in, is not added (players hold
+    the master they loaded)."""
+    got = Collected()
+    pipeline = Pipeline(PipelineConfig(LADDER, POLICY, realtime=False,
+                                       x264_preset="ultrafast"), got.on_output,
+                        got.on_ladder)
+    for packet in read_packets(src_irregular):
+        pipeline.push(packet)
+    for packet in read_packets(src_360p):
+        pipeline.push(packet)
+    pipeline.finish()
+    names = [[info.name for info in ladder] for ladder in got.ladders]
+    assert names == [["source", "160p"], ["source", "160p"]]
+    assert set(got.segments) == {"source", "160p"}
+    first, second = got.ladders
+    assert (first[0].width, first[0].height) == (320, 180)
+    assert (second[0].width, second[0].height) == (640, 360)
+    # What the ladder declares is what each rendition's init segment carries.
+    for info in second:
+        assert info.codecs.startswith("avc1.") and info.codecs.endswith(",mp4a.40.2")

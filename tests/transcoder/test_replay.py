@@ -25,7 +25,7 @@ def part(rendition: str, index: int) -> PartOut:
 
 
 def segment(rendition: str) -> SegmentOut:
-    return SegmentOut(rendition, 2.0, 0.0, b"s", 4)
+    return SegmentOut(rendition, 2.0, 0.0, b"s")
 
 
 class Child:

@@ -64,8 +64,8 @@ async def test_media_is_in_place_before_the_window_names_it(live: MemoryLiveStat
                                                             tmp_path: Path) -> None:
     stored = Stored()
     sink = _sink(live, tmp_path, stored)
-    await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
-                                          None))
+    await sink.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
+                                          None),))
     async with await live.subscribe(media_topic("b")) as events:
         await sink.on_output(InitOut("source", b"init"))
         for i in range(4):
@@ -73,7 +73,7 @@ async def test_media_is_in_place_before_the_window_names_it(live: MemoryLiveStat
             event = await events.get()
             assert event == MediaUpdate("source", 0, i)
             await _assert_window_backed(live, "source")
-        await sink.on_output(SegmentOut("source", 2.0, 0.0, b"p0p1p2p3", 4))
+        await sink.on_output(SegmentOut("source", 2.0, 0.0, b"p0p1p2p3"))
         assert await events.get() == MediaUpdate("source", 0, None)
         # The end, like any window, is announced once written: a reload blocked on
         # what will never come is answered now, with EXT-X-ENDLIST.
@@ -101,7 +101,7 @@ async def test_child_lost_closes_the_segment_from_its_parts(live: MemoryLiveStat
     await sink.child_lost()
     await sink.on_output(InitOut("source", b"init"))
     await sink.on_output(PartOut("source", 0, 0.5, True, b"cc"))
-    await sink.on_output(SegmentOut("source", 0.5, 7.0, b"cc", 1))
+    await sink.on_output(SegmentOut("source", 0.5, 7.0, b"cc"))
     await sink.finish()
     log = await live.segment_log("b", "source")
     assert [(s.msn, s.duration_s, s.discontinuity) for s in log] == \
@@ -115,7 +115,7 @@ async def test_mpegts_has_no_parts_and_no_init(live: MemoryLiveState, tmp_path: 
     stored = Stored()
     sink = _sink(live, tmp_path, stored, SegmentFormat.MPEGTS)
     for n in range(5):
-        await sink.on_output(SegmentOut("720p", 2.0, 2.0 * n, b"ts", 1))
+        await sink.on_output(SegmentOut("720p", 2.0, 2.0 * n, b"ts"))
     window = await live.get_window("b", "720p")
     assert window is not None
     assert [s.msn for s in window.segments] == [2, 3, 4]
@@ -130,14 +130,14 @@ async def test_program_date_time_is_the_ingest_arrival_of_the_first_keyframe_and
     settings = Settings(data_dir=tmp_path, live_window_segments=3)
     sink = BroadcastSink("b", settings, live, Stored().put, now=lambda: clock[0],
                          on_segment_latency=latencies.append)
-    await sink.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
-                                          None))
+    await sink.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30,
+                                          None),))
     sink.note_keyframe_arrival()  # the first keyframe reaches ingest at T0
     clock[0] = T0 + timedelta(seconds=1)
     sink.note_keyframe_arrival()  # later keyframes don't move the anchor
     await sink.on_output(InitOut("source", b"init"))
     clock[0] = T0 + timedelta(seconds=2.4)  # the 2 s segment is out 0.4 s after its end
-    await sink.on_output(SegmentOut("source", 2.0, 10.0, b"seg0", 0))
+    await sink.on_output(SegmentOut("source", 2.0, 10.0, b"seg0"))
     window = await live.get_window("b", "source")
     assert window is not None
     assert window.segments[0].program_date_time == T0
@@ -150,11 +150,11 @@ async def test_a_broadcast_handed_over_goes_on_in_the_next_nodes_sink(
     node B's sink continues numbering, discontinuity sequence and init generations."""
     stored = Stored()
     a = _sink(live, tmp_path, stored)
-    await a.on_rendition(RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30, None))
+    await a.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30, None),))
     await a.on_output(InitOut("source", b"init"))
     for n in range(2):
         await a.on_output(PartOut("source", 0, 1.0, True, b"x"))
-        await a.on_output(SegmentOut("source", 1.0, float(n), b"x", 1))
+        await a.on_output(SegmentOut("source", 1.0, float(n), b"x"))
     await a.on_output(PartOut("source", 0, 0.5, True, b"yy"))  # then the publisher went
     await a.hand_over()
     window = await live.get_window("b", "source")
@@ -170,7 +170,7 @@ async def test_a_broadcast_handed_over_goes_on_in_the_next_nodes_sink(
     assert [r.name for r in b.renditions()] == ["source"]
     await b.on_output(InitOut("source", b"init"))  # same bytes, a new key all the same
     await b.on_output(PartOut("source", 0, 1.0, True, b"z"))
-    await b.on_output(SegmentOut("source", 1.0, 0.0, b"z", 1))
+    await b.on_output(SegmentOut("source", 1.0, 0.0, b"z"))
     await b.finish()
     log = await live.segment_log("b", "source")
     assert [(s.msn, s.discontinuity, s.discontinuity_seq) for s in log] == [
@@ -194,7 +194,7 @@ async def test_media_reaches_storage_while_the_live_state_is_down(
         await asyncio.to_thread(restartable_redis.stop)
         outputs: list[Output] = [InitOut("source", b"init"),
                    *(PartOut("source", i, 0.5, i == 0, b"p%d" % i) for i in range(4)),
-                   SegmentOut("source", 2.0, 0.0, b"p0p1p2p3", 4)]
+                   SegmentOut("source", 2.0, 0.0, b"p0p1p2p3")]
         for out in outputs:
             with contextlib.suppress(LiveStateError):
                 await sink.on_output(out)

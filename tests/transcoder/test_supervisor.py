@@ -305,7 +305,7 @@ async def test_an_unsupported_codec_is_given_up_not_restarted(env: Any) -> None:
     media = await supervisor.start(await _broadcast(live, "b4"))
     await media.feed(MediaPacket(MediaKind.VIDEO, Codec.VP9, False, True, 0, 0, b"\x01"))
     await asyncio.wait_for(media.gave_up.wait(), 60)
-    assert media.given_up and media.restarts == 0
+    assert media.restarts == 0
     assert registry.get_sample_value("castway_transcoder_restarts_total") == 0
     # the broadcast's health says nothing more is served
     assert (await live.get_stats("b4"))["warnings"] == "transcoding_failed"

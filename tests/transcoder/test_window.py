@@ -56,17 +56,18 @@ def test_program_date_time_follows_pts_and_reanchors_after_a_break() -> None:
 
 
 def test_discontinuity_sequence_counts_breaks_that_slid_out() -> None:
-    log = RenditionLog("p", "r", window_segments=2)
+    log = RenditionLog("p", "r", window_segments=3)
     _segment(log, 0.0)
     log.mark_discontinuity()
     _segment(log, 0.0)  # msn 1, after a break
     assert log.window().discontinuity_seq == 0
     assert [s.discontinuity for s in log.window().segments] == [False, True]
-    _segment(log, 2.0)  # msn 2: the break is now the first segment of the window
+    _segment(log, 2.0)
+    _segment(log, 4.0)  # msn 3: the break is now the first segment of the window
     window = log.window()
-    assert [s.msn for s in window.segments] == [1, 2]
+    assert [s.msn for s in window.segments] == [1, 2, 3]
     assert window.discontinuity_seq == 0
-    _segment(log, 4.0)  # the tagged segment slid out
+    _segment(log, 6.0)  # the tagged segment slid out
     window = log.window()
     assert window.discontinuity_seq == 1
     assert all(not s.discontinuity for s in window.segments)
@@ -86,6 +87,29 @@ def test_measured_bandwidth() -> None:
     log.add_segment(1.0, 2.0, 250_000, T0)  # 2 Mb/s
     assert log.peak_bps == 2_000_000
     assert log.average_bps == 1_333_333
+
+
+def test_a_short_segment_alone_does_not_set_the_peak() -> None:
+    """rfc8216bis 4.4.6.2: BANDWIDTH is the peak over runs of 0.5 to 1.5 target
+    durations; a 0.2 s segment (a keyframe-drought split's tail) holding an IDR is
+    measured together with the segment before it, not alone (10 Mb/s)."""
+    log = RenditionLog("p", "r", target_segment_s=2.0)
+    log.add_segment(2.0, 0.0, 250_000, T0)  # 1 Mb/s
+    log.add_segment(0.2, 2.0, 250_000, T0)  # 10 Mb/s alone
+    assert log.peak_bps == 1_818_182  # both: 4 Mb over 2.2 s
+    for n in range(3):
+        log.add_segment(2.0, 2.2 + 2 * n, 250_000, T0)
+    assert log.peak_bps == 1_818_182
+
+
+def test_the_window_never_holds_less_than_three_target_durations() -> None:
+    """rfc8216bis 6.2.2: short segments keep more of them in the window."""
+    log = RenditionLog("p", "r", window_segments=3, target_segment_s=2.0)
+    for n in range(20):
+        log.add_segment(0.5, 0.5 * n, 1000, T0)
+    window = log.window()
+    assert sum(s.duration_s for s in window.segments) == 6.0
+    assert [s.msn for s in window.segments] == list(range(8, 20))
 
 
 def test_target_duration_rounds_half_up() -> None:
@@ -145,8 +169,8 @@ def test_another_node_continues_a_window_where_it_stands() -> None:
     last = window.segments[-1]
     assert seg.program_date_time == last.program_date_time + timedelta(seconds=last.duration_s)
     after = new.window()
-    assert [s.msn for s in after.segments] == [2, 3, 4]
-    assert (window.discontinuity_seq, after.discontinuity_seq) == (0, 1)  # 1 slid out
+    assert [s.msn for s in after.segments] == [0, 1, 2, 3, 4]  # 3 x 3 s at least
+    assert (window.discontinuity_seq, after.discontinuity_seq) == (0, 0)  # none slid out
     assert after.target_duration_s == 3.0  # never shrinks
     assert new.peak_bps == 9000 and new.average_bps > 0
     text = render_media_playlist(after, uri_for_key=lambda k: k)

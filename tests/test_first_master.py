@@ -1,0 +1,204 @@
+"""A real broadcast, read the way an LL-HLS player reads it, from the first second to
+the last (issue #18): the ffmpeg CLI publishes over RTMP to the embedded platform; the
+master playlist is fetched from the first moment it is served, and every revision of
+every media playlist is fetched with blocking reloads (one per new part, as hls.js and
+AVPlayer do) and checked by :mod:`castway.hls.invariants`; every segment is fetched and
+its media duration compared with its EXTINF, and its size with BANDWIDTH.
+
+Two sources: a 2 s GOP (what castway asks publishers for) and OBS's default keyframe
+interval, 250 frames at 30 fps (8.3 s), which must not change the playlists' timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from castway.hls.cmaf import media_duration_s
+from castway.hls.invariants import (
+    BroadcastWatch,
+    Finding,
+    MediaPlaylist,
+    check_bandwidth,
+    check_durations,
+    parse_media,
+    parse_multivariant,
+    peak_segment_bitrate,
+)
+from castway.hls.playlist import FALLBACK_BANDWIDTH_BPS
+from castway.settings import Settings
+from launch.embedded import EmbeddedPlatform
+from tests.support import make_test_media, require_tool
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+CLIP_S = 14.0
+LADDER = {"source/index.m3u8", "360p/index.m3u8", "160p/index.m3u8"}  # of an 854x480 source
+
+
+@dataclass
+class Seen:
+    """What the player-like reader saw of one broadcast."""
+
+    watch: BroadcastWatch = field(default_factory=BroadcastWatch)
+    findings: list[Finding] = field(default_factory=list)
+    first_master: str = ""
+    first_master_after_s: float = 0.0
+    refusals: dict[int, int] = field(default_factory=dict)  # status -> count, before it
+    masters: list[str] = field(default_factory=list)
+    media_s: dict[str, dict[str, float]] = field(default_factory=dict)  # rendition -> uri
+    sizes: dict[str, dict[int, tuple[float, int]]] = field(default_factory=dict)
+    inits: dict[str, bytes] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+
+
+def _next_part(playlist: MediaPlaylist) -> tuple[int, int]:
+    """The (_HLS_msn, _HLS_part) a player asks for next: the part after the newest."""
+    msn = playlist.media_sequence + playlist.skipped + len(playlist.segments)
+    return msn, len(playlist.open_parts)
+
+
+async def _read_master(client: httpx.AsyncClient, seen: Seen, started: float,
+                       done: asyncio.Event) -> None:
+    url = "/hls/default/master.m3u8"
+    while True:
+        response = await client.get(url)
+        if response.status_code == 200:
+            break
+        assert response.status_code in (404, 503), response.text
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+            assert response.headers["cache-control"] == "public, max-age=1"
+        seen.refusals[response.status_code] = seen.refusals.get(response.status_code, 0) + 1
+        await asyncio.sleep(0.05)
+    seen.first_master = response.text
+    seen.first_master_after_s = time.monotonic() - started
+    while True:
+        seen.masters.append(response.text)
+        seen.findings += seen.watch.observe_master(response.text)
+        try:
+            await asyncio.wait_for(done.wait(), 1.0)
+            return
+        except TimeoutError:
+            pass
+        response = await client.get(url)
+        if response.status_code != 200:
+            return  # the broadcast ended
+
+
+async def _read_rendition(client: httpx.AsyncClient, seen: Seen, uri: str) -> None:
+    """Blocking reloads, one per part, until EXT-X-ENDLIST or the broadcast is gone."""
+    name = uri.split("/")[0]
+    url = httpx.URL(f"{client.base_url}/hls/default/{uri}")
+    query = ""
+    while True:
+        response = await client.get(url.copy_with(query=query.encode() or None))
+        if response.status_code == 404:
+            return  # the channel is no longer live
+        assert response.status_code == 200, (url, query, response.status_code, response.text)
+        seen.revisions[name] = seen.revisions.get(name, 0) + 1
+        seen.findings += seen.watch.observe_media(name, response.text)
+        playlist = parse_media(response.text)
+        await _measure(client, seen, name, url, playlist)
+        if playlist.ended:
+            return
+        msn, part = _next_part(playlist)
+        query = f"_HLS_msn={msn}&_HLS_part={part}"
+
+
+async def _measure(client: httpx.AsyncClient, seen: Seen, name: str, url: httpx.URL,
+                   playlist: MediaPlaylist) -> None:
+    """Each new segment once: its media duration and size."""
+    sizes = seen.sizes.setdefault(name, {})
+    durations = seen.media_s.setdefault(name, {})
+    for segment in playlist.segments:
+        if segment.msn in sizes:
+            continue
+        init_uri = segment.map_uri
+        assert init_uri is not None, segment
+        if init_uri not in seen.inits:
+            seen.inits[init_uri] = (await client.get(url.join(init_uri))).content
+        data = (await client.get(url.join(segment.uri))).content
+        sizes[segment.msn] = (segment.duration_s, len(data))
+        durations[segment.uri] = media_duration_s(seen.inits[init_uri], data)
+    seen.findings += check_durations(playlist, durations)
+
+
+async def _watch_broadcast(tmp_path: Path, gop: int) -> Seen:
+    ffmpeg = require_tool("ffmpeg")
+    clip = await asyncio.to_thread(make_test_media, tmp_path / f"gop{gop}.flv",
+                                   seconds=CLIP_S, width=854, height=480, gop=gop)
+    settings = Settings(data_dir=tmp_path / f"data{gop}", rtmp_port=0, http_port=0,
+                        reconnect_grace_s=1)
+    seen = Seen()
+    async with EmbeddedPlatform(settings) as platform, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
+                              timeout=30) as client:
+        url = (f"rtmp://127.0.0.1:{platform.rtmp_port}/{settings.rtmp_app}/"
+               f"{platform.default_stream_key}")
+        started = time.monotonic()
+        publisher = await asyncio.create_subprocess_exec(
+            ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
+            "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        done = asyncio.Event()
+        try:
+            master = asyncio.create_task(_read_master(client, seen, started, done))
+            while not seen.first_master:
+                await asyncio.sleep(0.05)
+                assert not master.done() or master.exception() is None
+                assert time.monotonic() - started < 30, "no master within 30 s"
+            uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
+            await asyncio.gather(*(_read_rendition(client, seen, uri) for uri in uris))
+            done.set()
+            await master
+            _, stderr = await asyncio.wait_for(publisher.communicate(), CLIP_S + 30)
+            assert publisher.returncode == 0, stderr.decode()
+        finally:
+            if publisher.returncode is None:
+                publisher.kill()
+                await publisher.wait()
+    return seen
+
+
+def _check(seen: Seen) -> None:
+    assert seen.findings == [], "\n".join(str(f) for f in seen.findings[:20])
+    first = parse_multivariant(seen.first_master)
+    # The whole ladder from the first master on, at sane bandwidths, never a placeholder.
+    assert {v.uri for v in first.variants} == LADDER
+    for variant in first.variants:
+        assert variant.bandwidth is not None
+        assert 100_000 <= variant.bandwidth <= 20_000_000, variant
+        assert variant.bandwidth != FALLBACK_BANDWIDTH_BPS, variant
+    assert all({v.uri for v in parse_multivariant(m).variants} == LADDER
+               for m in seen.masters)
+    # The last master's BANDWIDTH is the peak segment bit rate of what was served.
+    last = parse_multivariant(seen.masters[-1])
+    for variant in last.variants:
+        name = variant.uri.split("/")[0]
+        served = [seen.sizes[name][msn] for msn in sorted(seen.sizes[name])]
+        peak = peak_segment_bitrate(served, 2)
+        assert check_bandwidth(variant, peak) == []
+        assert variant.bandwidth is not None and variant.bandwidth <= 1.5 * peak, \
+            (variant, peak)
+    # Every rendition was read revision by revision, and every segment measured.
+    assert all(seen.revisions[n] >= 10 for n in ("source", "360p", "160p")), seen.revisions
+    assert all(len(seen.sizes[n]) >= 5 for n in ("source", "360p", "160p"))
+
+
+@pytest.mark.parametrize("gop", [60, 250], ids=["2s-gop", "obs-250-frame-gop"])
+async def test_every_revision_a_player_reads_keeps_the_invariants(tmp_path: Path,
+                                                                  gop: int) -> None:
+    seen = await _watch_broadcast(tmp_path, gop)
+    print(f"gop={gop}: first master after {seen.first_master_after_s:.2f} s "
+          f"({seen.refusals} refusals before it); revisions {seen.revisions}; "
+          f"first master:\n{seen.first_master}last master:\n{seen.masters[-1]}"
+          f"segments (s, bytes): { {n: sorted(v.values()) for n, v in seen.sizes.items()} }")
+    _check(seen)
+    targets = {p.target_duration for p in seen.watch.media.values()}
+    assert targets == {2}, targets
