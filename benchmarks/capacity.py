@@ -201,11 +201,14 @@ def run_mode(mode: str, workdir: Path, clips: dict[str, Path], calibration: Path
                 time.sleep(0.5)
             if proc.poll() is not None or broadcast is None:
                 result.stopped_by = f"publish {i + 1} ({name}) refused"
+                print(f"{mode}: {result.stopped_by}", file=sys.stderr, flush=True)
                 break
             admitted = Admitted(channel, name, broadcast["id"],
                                 str(broadcast["stats"]["ladder"]),
                                 bool(broadcast["stats"].get("ladder_reduced")))
             result.admitted.append(admitted)
+            print(f"{mode}: publish {i + 1} ({name}) admitted with {admitted.ladder}"
+                  f"{' (reduced)' if admitted.reduced else ''}", file=sys.stderr, flush=True)
             if admitted.reduced and mode == "reduce":
                 result.stopped_by = f"publish {i + 1} ({name}) reduced to {admitted.ladder}"
                 break
