@@ -189,17 +189,20 @@ def choose(options: Sequence[Option[T]], free: float, mode: AdmissionMode) -> Ch
 
 
 def admit_publish(mode: AdmissionMode, free: float, reserve: float, active: int,
-                  max_broadcasts: int) -> str | None:
+                  max_broadcasts: int, margin: float = 0.0) -> str | None:
     """None to accept a publish whose source is not known yet, else why not.
 
     RTMP answers ``publish`` before the publisher describes its source, so the node
-    admits on a reservation: ``reduce`` needs room for a passthrough, ``refuse`` for the
-    full ladder of the reference source; ``slots`` counts broadcasts only. Every mode
-    keeps ``max_broadcasts`` as a ceiling.
+    admits on a reservation. ``refuse`` needs room for the full ladder of the reference
+    source. ``reduce`` needs room for a passthrough, and a passthrough always fits: it may
+    use the ``margin`` the utilisation target leaves below the node's cores (its cost is
+    the broadcast's fixed share, a hundredth of a core), never past the cores themselves.
+    ``slots`` counts broadcasts only. Every mode keeps ``max_broadcasts`` as a ceiling.
     """
     if active >= max_broadcasts:
         return f"ingest node is full ({active}/{max_broadcasts} broadcasts)"
-    if mode is AdmissionMode.SLOTS or free >= reserve:
+    room = free + margin if mode is AdmissionMode.REDUCE else free
+    if mode is AdmissionMode.SLOTS or room >= reserve:
         return None
     return (f"ingest node is full (transcode capacity: {max(free, 0.0):.2f} of the "
             f"{reserve:.2f} cores a broadcast needs are free)")
@@ -223,6 +226,9 @@ class CostLedger:
     mode: AdmissionMode = AdmissionMode.REDUCE
     #: what a publish must find free to be admitted before its source is known
     publish_reserve: float = 0.0
+    #: the node's cores beyond its capacity (what the utilisation target leaves): room
+    #: for passthroughs only, which ``reduce`` always admits
+    margin: float = 0.0
     _entries: dict[str, _Entry] = field(default_factory=dict)
 
     def reserve(self, broadcast_id: str, cost: float) -> None:
@@ -271,7 +277,7 @@ class CostLedger:
 
     def admission(self, active: int, max_broadcasts: int) -> str | None:
         return admit_publish(self.mode, self.free, self.publish_reserve, active,
-                             max_broadcasts)
+                             max_broadcasts, self.margin)
 
 
 def relative_error(estimated: float, measured: float) -> float:

@@ -204,8 +204,9 @@ def make_ledger(settings: Settings, calibration: Calibration) -> CostLedger:
                               calibration)
     else:
         reserve = calibration.broadcast_s
-    return CostLedger(node_capacity(calibration, settings.utilisation_target),
-                      mode=settings.admission, publish_reserve=reserve)
+    capacity = node_capacity(calibration, settings.utilisation_target)
+    return CostLedger(capacity, mode=settings.admission, publish_reserve=reserve,
+                      margin=calibration.cores - capacity)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
