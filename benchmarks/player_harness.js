@@ -108,7 +108,12 @@
     });
     player.addEventListener("error", function (event) {
       const e = event.detail;
-      error("shaka " + e.severity + "/" + e.category + "/" + e.code + " " + JSON.stringify(e.data).slice(0, 300));
+      const text = "shaka " + e.severity + "/" + e.category + "/" + e.code + " " +
+        JSON.stringify(e.data).slice(0, 300);
+      // As for hls.js: only what the player cannot recover from is an error (a 404 on a
+      // preload-hinted part that the segment ended before is RECOVERABLE, severity 1).
+      if (e.severity === lib.util.Error.Severity.CRITICAL) { error(text); }
+      else { state.warnings.push(text); }
     });
     function load() {
       player.load(src).then(function () { video.play().catch(function () {}); }, function (e) {

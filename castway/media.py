@@ -9,11 +9,14 @@ AudioSpecificConfig.
 
 from __future__ import annotations
 
+import logging
 import typing
 from dataclasses import dataclass
 from enum import StrEnum
 
 from castway.model import Broadcast
+
+logger = logging.getLogger(__name__)
 
 
 class MediaKind(StrEnum):
@@ -73,3 +76,77 @@ class MediaPipelineFactory(typing.Protocol):
         a live broadcast another ingest node handed over to this one: its playlists go on
         from the live state (sequence numbers, discontinuity sequence, init generations)
         after a discontinuity."""
+
+
+class TeeFactory:
+    """One broadcast's packets to a primary pipeline (the transcoder: its failures are the
+    broadcast's) and to side pipelines (restreaming) that never affect it: a side that
+    fails to start is left out, one that raises is dropped, and the primary always goes
+    first. Composed by the wiring, so neither side knows of the other."""
+
+    def __init__(self, primary: MediaPipelineFactory | None,
+                 sides: typing.Sequence[MediaPipelineFactory]) -> None:
+        self.primary = primary
+        self.sides = tuple(sides)
+
+    async def start(self, broadcast: Broadcast, *, handover: bool = False) -> BroadcastMedia:
+        primary = (await self.primary.start(broadcast, handover=handover)
+                   if self.primary is not None else None)
+        sides: list[BroadcastMedia] = []
+        for factory in self.sides:
+            try:
+                sides.append(await factory.start(broadcast, handover=handover))
+            except Exception:
+                logger.exception("side media pipeline did not start; the broadcast goes "
+                                 "on without it", extra={"broadcast_id": broadcast.id,
+                                                         "channel": broadcast.channel})
+        return TeeMedia(primary, sides, broadcast)
+
+
+class TeeMedia:
+    """The :class:`BroadcastMedia` of :class:`TeeFactory`."""
+
+    def __init__(self, primary: BroadcastMedia | None, sides: list[BroadcastMedia],
+                 broadcast: Broadcast) -> None:
+        self.primary = primary
+        self.sides = sides
+        self._fields = {"broadcast_id": broadcast.id, "channel": broadcast.channel}
+
+    @property
+    def dropped(self) -> object:
+        """The primary's drop count (what the ingest stats report)."""
+        return getattr(self.primary, "dropped", 0)
+
+    async def _each_side(self, call: typing.Callable[[BroadcastMedia],
+                                                     typing.Awaitable[None]]) -> None:
+        for side in list(self.sides):
+            try:
+                await call(side)
+            except Exception:
+                logger.exception("side media pipeline failed; dropped from the broadcast",
+                                 extra=self._fields)
+                self.sides.remove(side)
+
+    async def feed(self, packet: MediaPacket) -> None:
+        if self.primary is not None:
+            await self.primary.feed(packet)
+        await self._each_side(lambda side: side.feed(packet))
+
+    async def discontinuity(self) -> None:
+        if self.primary is not None:
+            await self.primary.discontinuity()
+        await self._each_side(lambda side: side.discontinuity())
+
+    async def finish(self, *, failed: bool = False) -> None:
+        try:
+            if self.primary is not None:
+                await self.primary.finish(failed=failed)
+        finally:
+            await self._each_side(lambda side: side.finish(failed=failed))
+
+    async def hand_over(self) -> None:
+        try:
+            if self.primary is not None:
+                await self.primary.hand_over()
+        finally:
+            await self._each_side(lambda side: side.hand_over())

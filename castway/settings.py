@@ -191,8 +191,29 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest delay between "
                                          "two attempts of a webhook delivery.")
     webhook_max_attempts: int = Field(24, ge=1, description="Attempts of a webhook "
-                                      "delivery before it is given up (about 17 hours "
+                                      "delivery before it is given up (about 14 hours "
                                       "with the default backoff).")
+    webhook_sweep_s: float = Field(30.0, gt=0, description="Distributed mode: how often "
+                                   "the worker running beat re-sends pending webhook "
+                                   "deliveries overdue by more than this (their task was "
+                                   "lost, or a redelivery was asked for).")
+
+    # --- restreaming ------------------------------------------------------------------
+    restream_key: str | None = Field(None, description="Fernet key that encrypts restream "
+                                     "targets' stream keys at rest; default: "
+                                     "DATA_DIR/restream.key, made on first start. The API "
+                                     "and the ingest nodes need the same one.")
+    restream_queue_bytes: int = Field(16 * 1024 * 1024, ge=65536, description="Media "
+                                      "queued per restream target at most; a target that "
+                                      "falls further behind loses its oldest GOPs.")
+    restream_backoff_base_s: float = Field(1.0, gt=0, description="Delay before the first "
+                                           "reconnect to a failed restream target; each "
+                                           "next one waits twice as long (with jitter).")
+    restream_backoff_max_s: float = Field(30.0, gt=0, description="Longest delay between "
+                                          "two connection attempts to a restream target.")
+    restream_alert_after: int = Field(5, ge=1, description="Consecutive failed attempts "
+                                      "of a restream target that send restream.failed "
+                                      "(it is still retried while the broadcast is live).")
 
     # --- chat ------------------------------------------------------------------------
     chat_redis_urls: str | None = Field(None, description="Comma-separated Redis URLs chat "

@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_ in (
             ("scheduler", "scheduler: tick | run --interval S | simulate"),
-            ("transcode", "transcode a media file into an HLS ladder")):
+            ("transcode", "transcode a media file into an HLS ladder"),
+            ("check", "check an HLS stream (any server's) against RFC 8216bis: check URL")):
         p = sub.add_parser(name, help=help_, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(DELEGATED[name]))
@@ -259,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands whose arguments (including --help) belong to the component's own parser.
-DELEGATED = {"scheduler": "scheduler.cli", "transcode": "transcoder.cli"}
+DELEGATED = {"scheduler": "scheduler.cli", "transcode": "transcoder.cli",
+             "check": "conformance.cli"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 
 from castway.catalog.recorder import SegmentRecorder
 from castway.health.asgi import create_health_app
+from castway.media import TeeFactory
 from castway.model import Node, NodeState
 from castway.net import HttpLimits, bind_socket
+from castway.restream.sealing import load_restream_key
 from castway.settings import Settings
 from castway.storage.uploader import Uploader
 from ingest.broadcasts import BroadcastManager
 from ingest.commands import NodeCommands
+from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
 from launch.http_server import HttpServer, http_connections
 from launch.process import StopSignals, first_completed, run_async, start_process
@@ -69,9 +72,15 @@ class IngestNode:
                                      registry=s.registry)
             await self.uploader.start()
             self._stack.push_async_callback(self.uploader.close)
-        pipeline = (TranscoderSupervisor(settings, s.live, s.storage, s.registry,
-                                         uploader=self.uploader, recorder=self.recorder)
-                    if settings.transcode else None)
+        transcoder = (TranscoderSupervisor(settings, s.live, s.storage, s.registry,
+                                           uploader=self.uploader, recorder=self.recorder)
+                      if settings.transcode else None)
+        # Restreaming takes the same source packets as the transcoder, beside it: the tee
+        # keeps whatever a target does away from the broadcast.
+        restream = RestreamFactory(settings.model_copy(update={
+            "restream_key": load_restream_key(settings.data_dir, settings.restream_key)}),
+            s.catalog, s.live, s.registry)
+        pipeline = TeeFactory(transcoder, [restream])
         self.manager = BroadcastManager(settings, catalog=s.catalog, live=s.live,
                                         pipeline=pipeline, registry=s.registry)
         self.server = IngestServer(settings, self.manager)

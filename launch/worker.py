@@ -1,5 +1,5 @@
-"""``castway worker``: a Celery worker running the archiver's tasks, with its health
-listener."""
+"""``castway worker``: a Celery worker running the archiver's tasks and the webhook
+deliveries, with its health listener."""
 
 from __future__ import annotations
 
@@ -18,19 +18,22 @@ from castway.settings import Settings
 from launch.process import start_process
 from launch.services import Services
 from scheduler.beat import register as register_scheduler_tick
+from webhooks.tasks import register as register_webhooks
 
 logger = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, celery_args: list[str], *, beat: bool = False,
                scheduler: bool = False) -> int:
-    """``castway worker``: a Celery worker running the archiver's tasks; with ``beat``
-    it also runs the periodic schedule (retention, posters): exactly one worker of a
+    """``castway worker``: a Celery worker running the archiver's tasks and delivering
+    webhooks (both listen to the events topics); with ``beat`` it also runs the periodic
+    schedule (retention, posters, the webhook sweep): exactly one worker of a
     deployment should. ``scheduler`` adds the fleet scheduler's tick to that schedule
     (distributed mode without the Lambda or ``castway scheduler run``). /healthz, /readyz
     (broker, catalog, storage) and /metrics (task outcomes) listen on the HTTP port."""
     start_process(settings)
     app = make_celery(settings)
+    register_webhooks(app, settings)
     if scheduler:
         register_scheduler_tick(app, settings)
     services = Services.open(settings)
@@ -57,7 +60,7 @@ def worker_metrics(registry: CollectorRegistry) -> CollectorRegistry:
     """``castway_worker_tasks_total{task,outcome}`` from Celery's task signals."""
     ProcessCollector(registry=registry)  # descriptors and memory, as the other processes
 
-    tasks = Counter("castway_worker_tasks", "Archiver tasks run by this worker",
+    tasks = Counter("castway_worker_tasks", "Tasks run by this worker",
                     ["task", "outcome"], registry=registry)
 
     def counter(outcome: str) -> Callable[..., None]:

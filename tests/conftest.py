@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.tiny_disk",
     "tests.fixtures.fault_proxy",
+    "tests.fixtures.webhook_receiver",
 ]
 
 # `castway serve` processes the tests start record themselves for the CLI

@@ -1,7 +1,7 @@
 """The layers of docs/architecture.md, kept by walking every import of every module.
 
     launch/ , benchmarks/                   the wiring and the benchmarks (on top)
-    ingest/ transcoder/ origin/ archiver/ scheduler/ chat/ webhooks/    the components
+    ingest/ transcoder/ origin/ archiver/ scheduler/ chat/ webhooks/ conformance/   the components
     castway/                                the kernel (below everything)
 
 The kernel imports no component; a component imports the kernel and itself, never another
@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL = "castway"
 COMPONENTS = ("ingest", "transcoder", "origin", "archiver", "scheduler", "chat",
-              "webhooks")
+              "webhooks", "conformance")
 WIRING = "launch"
 BENCHMARKS = "benchmarks"
 PACKAGES = (KERNEL, *COMPONENTS, WIRING, BENCHMARKS)

@@ -179,9 +179,9 @@ async def test_video_without_a_sequence_header_is_a_health_warning_not_silence(
             listed = await _poll(client, "/api/v1/broadcasts?state=live", warned,
                                  timeout_s=18, headers=auth)
             broadcast_id = listed.json()[0]["id"]
-            # nothing is served meanwhile
+            # nothing is served meanwhile: never a master without its ladder
             master = await client.get("/hls/default/master.m3u8")
-            assert master.status_code == 404
+            assert master.status_code == 503 and master.headers["retry-after"]
     finally:
         if sender is not None:
             sender.cancel()

@@ -6,101 +6,20 @@ registration, and the platform's callback decides who may publish."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.fixtures.webhook_receiver import Receiver, valid_signature
 from tests.serve_process import Served, serve
-from tests.support import free_port, poll, require_tool
+from tests.support import poll, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
-
-
-@dataclass
-class Receiver:
-    """An HTTP server in a thread that records every POST and answers ``status``."""
-
-    port: int
-    status: int = 204
-    received: list[Received] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                receiver.received.append(Received(
-                    {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def of_type(self, type_: str) -> list[Received]:
-        return [r for r in self.received if r.json["type"] == type_]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver(free_port())
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-def valid_signature(secret: str, received: Received) -> bool:
-    """Standard Webhooks v1, computed here independently of castway."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    msg_id, timestamp = received.headers["webhook-id"], received.headers["webhook-timestamp"]
-    signed = f"{msg_id}.{timestamp}.".encode() + received.body
-    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return (abs(time.time() - int(timestamp)) < 300 and
-            any(hmac.compare_digest(expected, s)
-                for s in received.headers["webhook-signature"].split(" ")))
 
 
 def publish(served: Served, media: Path) -> subprocess.CompletedProcess[str]:

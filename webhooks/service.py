@@ -2,6 +2,10 @@
 one delivery per subscribed endpoint recorded in the catalog, then sent here (embedded)
 or by a Celery task (distributed, :mod:`webhooks.tasks`).
 
+Every attempt first claims its delivery in the catalog
+(:meth:`castway.catalog.base.Catalog.claim_delivery`): two senders (two workers, a
+worker and a retried task) never send one delivery at the same time.
+
 The delivery log is what makes delivery at-least-once: a delivery is recorded before its
 first attempt and stays pending until a 2xx answer, so a crash, a restart or a receiver
 that is down only delays it. Retries follow :class:`castway.webhooks.retry.RetrySchedule`.
@@ -16,13 +20,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from castway.catalog.base import Catalog, CatalogError
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastEvent
+from castway.events.restreams import RESTREAMS_TOPIC, RestreamEvent
 from castway.events.topic import Topic
 from castway.events.vods import VODS_TOPIC, VodEvent
 from castway.live.base import EventBus, LiveStateError, Subscription, SubscriptionClosed
@@ -30,7 +35,7 @@ from castway.model import utcnow
 from castway.settings import Settings
 from castway.webhooks.events import WebhookEvent, webhook_event
 from castway.webhooks.records import DeliveryState, WebhookDelivery
-from castway.webhooks.retry import RetrySchedule, after_attempt
+from castway.webhooks.retry import Attempt, RetrySchedule, after_attempt
 from webhooks.sender import new_client, send
 
 logger = logging.getLogger(__name__)
@@ -40,11 +45,13 @@ TASK_SWEEP = "castway.webhooks.sweep"
 #: The in-process sender looks for due deliveries at least this often (redeliveries the
 #: API asked for, deliveries another process recorded).
 POLL_S = 2.0
+#: A claim outlives the attempt's deadline by this (catalog writes, clock skew).
+LEASE_MARGIN_S = 30.0
 MAX_IN_FLIGHT = 32  # attempts at once (a slow receiver holds one for up to its timeout)
 BATCH = 100
 RESUBSCRIBE_S = 1.0
 
-Message = BroadcastEvent | VodEvent
+Message = BroadcastEvent | VodEvent | RestreamEvent
 
 
 def schedule_of(settings: Settings) -> RetrySchedule:
@@ -59,18 +66,38 @@ def deliveries_for(event: WebhookEvent, endpoint_ids: list[str],
             for e in endpoint_ids]
 
 
+def lease_s(settings: Settings) -> float:
+    """How long a claim holds a delivery: the attempt's deadline, plus room for the
+    catalog writes and for clocks of two workers that disagree a little."""
+    return settings.webhook_timeout_s + LEASE_MARGIN_S
+
+
 async def attempt_delivery(catalog: Catalog, client: httpx.AsyncClient, settings: Settings,
                            endpoint_id: str, msg_id: str) -> WebhookDelivery | None:
-    """Make one attempt of a pending delivery and record its outcome; returns the
-    delivery as recorded (None: gone, or no longer pending)."""
-    delivery = await asyncio.to_thread(catalog.get_delivery, endpoint_id, msg_id)
+    """Claim a due pending delivery, make one attempt and record its outcome; returns
+    the delivery as recorded (None: gone, not pending, not due, held by another sender,
+    or its claim lost before the outcome was recorded)."""
     endpoint = await asyncio.to_thread(catalog.get_webhook, endpoint_id)
-    if delivery is None or endpoint is None or delivery.state is not DeliveryState.PENDING:
+    if endpoint is None:
         return None
-    attempt = await send(client, endpoint, delivery, timestamp=int(time.time()),
-                         allow_private=settings.webhook_allow_private)
-    done = after_attempt(delivery, attempt, utcnow(), schedule_of(settings), random.random())
-    await asyncio.to_thread(catalog.save_delivery, done)
+    now = utcnow()
+    claimed = await asyncio.to_thread(catalog.claim_delivery, endpoint_id, msg_id, now,
+                                      now + timedelta(seconds=lease_s(settings)))
+    if claimed is None:
+        return None
+    try:
+        # One deadline for the whole attempt (httpx's timeout is per read or write): it
+        # ends well before the lease, so no second sender starts while this one waits.
+        async with asyncio.timeout(settings.webhook_timeout_s):
+            attempt = await send(client, endpoint, claimed, timestamp=int(time.time()),
+                                 allow_private=settings.webhook_allow_private)
+    except TimeoutError:
+        attempt = Attempt(None, f"no answer within {settings.webhook_timeout_s:g} s")
+    done = after_attempt(claimed, attempt, utcnow(), schedule_of(settings), random.random())
+    if not await asyncio.to_thread(catalog.settle_delivery, claimed, done):
+        logger.info("webhook attempt outcome dropped: the delivery changed meanwhile",
+                    extra={"webhook": endpoint_id, "msg_id": msg_id})
+        return None
     if done.state is DeliveryState.FAILED:
         logger.warning("webhook delivery given up", extra={
             "webhook": endpoint_id, "msg_id": msg_id, "attempts": done.attempts,
@@ -101,7 +128,7 @@ class WebhookService:
 
     async def start(self) -> None:
         # Subscribed before start() returns: no event published afterwards is missed.
-        for topic in (BROADCASTS_TOPIC, VODS_TOPIC):
+        for topic in (BROADCASTS_TOPIC, VODS_TOPIC, RESTREAMS_TOPIC):
             subscription: Subscription[Any] = await self.live.subscribe(topic)
             self._subscriptions.append(subscription)
             self._tasks.append(asyncio.create_task(

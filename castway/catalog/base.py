@@ -1,5 +1,5 @@
 """The catalog: durable records (channels, stream key hashes, broadcast history, VODs,
-webhook endpoints and their delivery log).
+restream targets, webhook endpoints and their delivery log).
 
 One implementation, :class:`castway.catalog.sql.SqlCatalog` on SQLAlchemy 2, runs on
 SQLite (embedded default) and PostgreSQL (distributed mode); the contract suite
@@ -25,6 +25,7 @@ from castway.model import (
     StreamKey,
     Vod,
 )
+from castway.restream.targets import RestreamTarget
 from castway.webhooks.records import WebhookDelivery, WebhookEndpoint
 
 
@@ -113,6 +114,16 @@ class Catalog(Protocol):
     def list_vods(self, *, channel: str | None = None, limit: int = 100) -> list[Vod]: ...
     def delete_vod(self, vod_id: str) -> None: ...
 
+    # restream targets (castway.restream)
+    def add_restream_target(self, target: RestreamTarget) -> None:
+        """Raises NotFound when the channel does not exist."""
+
+    def list_restream_targets(self, channel: str) -> list[RestreamTarget]:
+        """Oldest first."""
+
+    def delete_restream_target(self, channel: str, target_id: str) -> None:
+        """Raises NotFound."""
+
     # webhooks (castway.webhooks): endpoints and their delivery log
     def create_webhook(self, endpoint: WebhookEndpoint) -> None:
         """Raises AlreadyExists if the id is taken."""
@@ -134,6 +145,20 @@ class Catalog(Protocol):
 
     def save_delivery(self, delivery: WebhookDelivery) -> None:
         """Update a delivery's state (no-op when its endpoint was deleted meanwhile)."""
+
+    def claim_delivery(self, endpoint_id: str, msg_id: str, now: datetime,
+                       lease_until: datetime) -> WebhookDelivery | None:
+        """Take a pending delivery due at ``now`` for one attempt: its ``next_attempt_at``
+        becomes ``lease_until`` in one conditional update, so of several senders asking at
+        once exactly one gets it; the others get None, as for a delivery not pending or
+        not due. A sender that dies holding it leaves it due again at ``lease_until``.
+        Returns the delivery as claimed (hand it back to :meth:`settle_delivery`)."""
+
+    def settle_delivery(self, claimed: WebhookDelivery, done: WebhookDelivery) -> bool:
+        """Record the outcome ``done`` of an attempt on ``claimed`` (what
+        :meth:`claim_delivery` returned), unless the claim was lost meanwhile (its lease
+        ran out and another sender took it, a redelivery or the endpoint's deletion
+        changed it): False then, and nothing is written."""
 
     def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
         """Pending deliveries due at ``now``, the longest due first."""

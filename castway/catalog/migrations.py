@@ -165,6 +165,23 @@ def _v3_webhooks(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _v5_restream_targets(conn: Connection) -> None:
+    md = MetaData()
+    Table("channels", md, Column("name", String(200), primary_key=True))
+    Table(
+        "restream_targets", md,
+        Column("id", String(64), primary_key=True),
+        Column("channel", String(200), ForeignKey("channels.name", ondelete="CASCADE"),
+               nullable=False),
+        Column("url", Text, nullable=False),
+        Column("sealed_key", Text, nullable=False),
+        Column("key_mask", String(16), nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+        Index("ix_restream_targets_channel", "channel", "created_at"),
+    )
+    md.tables["restream_targets"].create(conn)
+
+
 # Never edit a released step, only append one. A step describes its own DDL (it never
 # imports ``schema.py``, which moves on). Keep a step backward compatible with the
 # previous release where you can (add columns with defaults): old ingest nodes keep
@@ -177,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "channels.live_visibility: private live channels",
               ("ALTER TABLE channels ADD COLUMN live_visibility VARCHAR(16) "
                "NOT NULL DEFAULT 'public'",)),
+    Migration(5, "restream targets of channels (keys sealed)", _v5_restream_targets),
 )
 
 

@@ -141,6 +141,19 @@ segment_records = Table(
     Column("size", Integer, nullable=False),
 )
 
+# Restream targets (castway.restream): where a channel's live broadcasts are also sent.
+restream_targets = Table(
+    "restream_targets", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("channel", String(200), ForeignKey("channels.name", ondelete="CASCADE"),
+           nullable=False),
+    Column("url", Text, nullable=False),
+    Column("sealed_key", Text, nullable=False),
+    Column("key_mask", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_restream_targets_channel", "channel", "created_at"),
+)
+
 # Outbound webhooks (castway.webhooks): the receivers, and every event owed to each.
 webhook_endpoints = Table(
     "webhook_endpoints", metadata,

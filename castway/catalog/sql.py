@@ -57,6 +57,7 @@ from castway.catalog.migrations import migrate as run_migrations
 from castway.catalog.schema import (
     broadcasts,
     channels,
+    restream_targets,
     segment_records,
     stream_keys,
     vods,
@@ -76,6 +77,7 @@ from castway.model import (
     VodState,
     check_channel_name,
 )
+from castway.restream.targets import RestreamTarget
 from castway.serde import from_jsonable, to_jsonable
 from castway.webhooks.records import DeliveryState, WebhookDelivery, WebhookEndpoint
 
@@ -387,6 +389,11 @@ def _vod(r: Row[Any]) -> Vod:
                mp4_progress=r.mp4_progress)
 
 
+def _restream_target(r: Row[Any]) -> RestreamTarget:
+    return RestreamTarget(id=r.id, channel=r.channel, url=r.url, sealed_key=r.sealed_key,
+                          key_mask=r.key_mask, created_at=r.created_at)
+
+
 def _endpoint(r: Row[Any]) -> WebhookEndpoint:
     return WebhookEndpoint(id=r.id, url=r.url, events=tuple(r.events), secret=r.secret,
                            created_at=r.created_at)
@@ -570,6 +577,7 @@ class SqlCatalog:
     def delete_channel(self, name: str) -> None:
         with self._write() as conn:
             conn.execute(delete(stream_keys).where(stream_keys.c.channel == name))
+            conn.execute(delete(restream_targets).where(restream_targets.c.channel == name))
             if conn.execute(delete(channels).where(channels.c.name == name)).rowcount == 0:
                 raise NotFound(f"no channel {name!r}")
 
@@ -727,6 +735,39 @@ class SqlCatalog:
         with self._write() as conn:
             conn.execute(delete(vods).where(vods.c.id == vod_id))
 
+    # -- restream targets --
+
+    def add_restream_target(self, target: RestreamTarget) -> None:
+        missing = NotFound(f"no channel {target.channel!r}")
+        stmt = restream_targets.insert().values(
+            id=_text(target.id, "id", MAX_ID),
+            channel=_text(target.channel, "channel", MAX_NAME),
+            url=_text(target.url, "url", 2000),
+            sealed_key=_text(target.sealed_key, "sealed_key", 4000),
+            key_mask=_text(target.key_mask, "key_mask", 16),
+            created_at=_utc(target.created_at, "created_at"))
+        with self._write(conflict=missing) as conn:
+            exists = conn.execute(
+                select(channels.c.name).where(channels.c.name == target.channel)).first()
+            if exists is None:
+                raise missing
+            conn.execute(stmt)
+
+    def list_restream_targets(self, channel: str) -> list[RestreamTarget]:
+        with self._read() as conn:
+            rows = conn.execute(select(restream_targets)
+                                .where(restream_targets.c.channel == channel)
+                                .order_by(restream_targets.c.created_at,
+                                          restream_targets.c.id)).all()
+        return [_restream_target(r) for r in rows]
+
+    def delete_restream_target(self, channel: str, target_id: str) -> None:
+        with self._write() as conn:
+            if conn.execute(delete(restream_targets).where(
+                    restream_targets.c.channel == channel,
+                    restream_targets.c.id == target_id)).rowcount == 0:
+                raise NotFound(f"no restream target {target_id!r} on channel {channel!r}")
+
     # -- webhooks --
 
     def create_webhook(self, endpoint: WebhookEndpoint) -> None:
@@ -802,6 +843,42 @@ class SqlCatalog:
                 webhook_deliveries.c.endpoint_id == delivery.endpoint_id,
                 webhook_deliveries.c.msg_id == delivery.msg_id).values(
                 {k: v for k, v in values.items() if k not in ("endpoint_id", "msg_id")}))
+
+    def claim_delivery(self, endpoint_id: str, msg_id: str, now: datetime,
+                       lease_until: datetime) -> WebhookDelivery | None:
+        if lease_until <= now:
+            raise ValueError("a claim's lease ends after now")
+        d = webhook_deliveries.c
+        # One UPDATE with the condition in its WHERE: PostgreSQL re-checks it on the row
+        # it locked (READ COMMITTED), SQLite runs one writer at a time (BEGIN IMMEDIATE);
+        # either way a second claimer finds next_attempt_at already in the future.
+        stmt = (update(webhook_deliveries)
+                .where(d.endpoint_id == endpoint_id, d.msg_id == msg_id,
+                       d.state == DeliveryState.PENDING.value,
+                       d.next_attempt_at <= _utc(now, "now"))
+                .values(next_attempt_at=_utc(lease_until, "lease_until"))
+                .returning(*webhook_deliveries.c))
+        with self._write() as conn:
+            row = conn.execute(stmt).first()
+        return None if row is None else _delivery(row)
+
+    def settle_delivery(self, claimed: WebhookDelivery, done: WebhookDelivery) -> bool:
+        if (claimed.endpoint_id, claimed.msg_id) != (done.endpoint_id, done.msg_id):
+            raise ValueError("an attempt settles the delivery it claimed")
+        if claimed.next_attempt_at is None:
+            raise ValueError("a claimed delivery has a lease")
+        d = webhook_deliveries.c
+        values = _delivery_values(done)
+        # The lease's end is the claim's token: a later claim sets a later one, and a
+        # redelivery or a new attempt time replaces it.
+        stmt = (update(webhook_deliveries)
+                .where(d.endpoint_id == claimed.endpoint_id, d.msg_id == claimed.msg_id,
+                       d.state == DeliveryState.PENDING.value,
+                       d.next_attempt_at == _utc(claimed.next_attempt_at, "lease"))
+                .values({k: v for k, v in values.items()
+                         if k not in ("endpoint_id", "msg_id")}))
+        with self._write() as conn:
+            return bool(conn.execute(stmt).rowcount == 1)
 
     def due_deliveries(self, now: datetime, *, limit: int = 100) -> list[WebhookDelivery]:
         _check_limit(limit)

@@ -21,6 +21,7 @@ from castway.events.broadcasts import (
     BroadcastResumed,
     BroadcastStarted,
 )
+from castway.events.restreams import RestreamEvent, RestreamFailed
 from castway.events.vods import VodDeleted, VodEvent, VodReady
 
 
@@ -34,7 +35,7 @@ class EventType(StrEnum):
     VOD_READY = "vod.ready"
     VOD_DELETED = "vod.deleted"
     EXPORT_READY = "export.ready"  # sent by the MP4 export API once it exists
-    RESTREAM_FAILED = "restream.failed"  # sent by restreaming once it exists
+    RESTREAM_FAILED = "restream.failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,8 @@ def _event(type_: EventType, key: str, occurred_at: datetime,
     return WebhookEvent(type_, _msg_id(key), body)
 
 
-def webhook_event(message: BroadcastEvent | VodEvent, occurred_at: datetime) -> WebhookEvent:
+def webhook_event(message: BroadcastEvent | VodEvent | RestreamEvent,
+                  occurred_at: datetime) -> WebhookEvent:
     """The webhook of a topic message received at ``occurred_at``."""
     match message:
         case BroadcastStarted(broadcast_id=b, channel=c):
@@ -88,4 +90,11 @@ def webhook_event(message: BroadcastEvent | VodEvent, occurred_at: datetime) -> 
         case VodDeleted(vod_id=v, broadcast_id=b, channel=c, reason=r):
             return _event(EventType.VOD_DELETED, f"vod-deleted:{v}", occurred_at,
                           {"vod_id": v, "broadcast_id": b, "channel": c, "reason": r})
+        case RestreamFailed(broadcast_id=b, channel=c, target_id=t, target_url=u, reason=r,
+                            failures=n, gave_up=g):
+            # One event per (target, broadcast, failure count): two dispatchers agree.
+            return _event(EventType.RESTREAM_FAILED, f"restream-failed:{b}:{t}:{n}:{g}",
+                          occurred_at, {"broadcast_id": b, "channel": c, "target_id": t,
+                                        "target_url": u, "reason": r, "failures": n,
+                                        "gave_up": g})
     raise TypeError(f"no webhook for {type(message).__name__}")

@@ -244,3 +244,63 @@ def _parse_ex_audio(dts_ms: int, body: bytes) -> FlvTag:
     if packet_type == AudioPacketType.MULTICHANNEL_CONFIG:
         return Ignored("E-RTMP multichannel config")
     raise FlvError(f"invalid E-RTMP AudioPacketType {packet_type}")
+
+
+# --- MediaPacket -> FLV tag body (the publisher side: restreaming) ----------------------
+
+_FOURCC_OF_VIDEO: dict[Codec, bytes] = {c: f for f, c in VIDEO_FOURCC.items()}
+_FOURCC_OF_AUDIO: dict[Codec, bytes] = {c: f for f, c in AUDIO_FOURCC.items()}
+#: Sample rate 44 kHz, 16-bit, stereo: the flags FLV requires on AAC tags (E.4.2.1),
+#: which decoders ignore in favour of the AudioSpecificConfig.
+_AAC_FLAGS = 0x0F
+_MP3_FLAGS = 0x0F
+
+
+def needs_enhanced(codec: Codec) -> bool:
+    """Whether ``codec`` travels only in Enhanced RTMP tags (legacy FLV has ids for
+    H.264, AAC and MP3 alone; the unofficial HEVC id 12 is not sent)."""
+    return codec not in (Codec.H264, Codec.AAC, Codec.MP3)
+
+
+def fourcc(codec: Codec) -> str:
+    """The E-RTMP FourCC of a codec, as ``fourCcList`` names it."""
+    found = _FOURCC_OF_VIDEO.get(codec) or _FOURCC_OF_AUDIO.get(codec)
+    if found is None:
+        raise FlvError(f"no E-RTMP FourCC for {codec}")
+    return found.decode("ascii")
+
+
+def tag_body(packet: MediaPacket) -> bytes:
+    """The FLV tag body that carries ``packet``: the inverse of :func:`parse_video` /
+    :func:`parse_audio`. Legacy tags (FLV spec E.4.2, E.4.3) for H.264, AAC and MP3, the
+    forms every RTMP server takes; Enhanced RTMP v1/v2 tags for HEVC, AV1, VP9 and Opus
+    (a target that did not announce them must not be sent them:
+    :func:`needs_enhanced`)."""
+    frame = FrameType.KEY if packet.is_keyframe or packet.is_config else FrameType.INTER
+    cts = packet.pts_ms - packet.dts_ms
+    if packet.kind is MediaKind.VIDEO:
+        if packet.codec is Codec.H264:
+            kind = AvcPacketType.SEQUENCE_HEADER if packet.is_config else AvcPacketType.NALU
+            return (bytes((frame << 4 | VideoCodecId.AVC, kind))
+                    + (cts & 0xFFFFFF).to_bytes(3, "big") + packet.payload)
+        code = _FOURCC_OF_VIDEO.get(packet.codec)
+        if code is None:
+            raise FlvError(f"no FLV video form for {packet.codec}")
+        if packet.is_config:
+            return bytes((0x80 | frame << 4 | VideoPacketType.SEQUENCE_START,)) + code \
+                + packet.payload
+        if packet.codec is Codec.HEVC and cts:
+            return (bytes((0x80 | frame << 4 | VideoPacketType.CODED_FRAMES,)) + code
+                    + (cts & 0xFFFFFF).to_bytes(3, "big") + packet.payload)
+        return bytes((0x80 | frame << 4 | VideoPacketType.CODED_FRAMES_X,)) + code \
+            + packet.payload
+    if packet.codec is Codec.AAC:
+        return bytes((SoundFormat.AAC << 4 | _AAC_FLAGS, 0 if packet.is_config else 1)) \
+            + packet.payload
+    if packet.codec is Codec.MP3:
+        return bytes((SoundFormat.MP3 << 4 | _MP3_FLAGS,)) + packet.payload
+    code = _FOURCC_OF_AUDIO.get(packet.codec)
+    if code is None:
+        raise FlvError(f"no FLV audio form for {packet.codec}")
+    audio = AudioPacketType.SEQUENCE_START if packet.is_config else AudioPacketType.CODED_FRAMES
+    return bytes((SoundFormat.EX_HEADER << 4 | audio,)) + code + packet.payload

@@ -137,3 +137,39 @@ class ServerHandshake:
                                 GENUINE_FMS_KEY[:FMS_KEY_DIGEST_LEN])
         s2 = sign_response(client_digest, self._random(HANDSHAKE_SIZE), GENUINE_FMS_KEY)
         return bytes((RTMP_VERSION,)) + s1 + s2
+
+
+class ClientHandshake:
+    """Client side of the plain handshake (RTMP 1.0 section 5.2.5): C0 + C1 out
+    (:meth:`start`), S0 + S1 + S2 in, C2 (the echo of S1) out. The plain form is what
+    every server takes from a publisher; the digest form is only needed by servers that
+    serve Flash Player H.264 playback, not publishing."""
+
+    def __init__(self, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self._random = random_bytes
+        self._have_s1 = False
+        self.done = False
+
+    def start(self) -> bytes:
+        """C0 + C1: version 3, time 0, zero, random bytes."""
+        return bytes((RTMP_VERSION,)) + b"\x00" * 8 + self._random(HANDSHAKE_SIZE - 8)
+
+    def step(self, buf: Buffer) -> bytes:
+        """Consume what it can of S0 + S1 + S2; returns C2 once S1 is in."""
+        out = b""
+        try:
+            if not self._have_s1:
+                s0 = buf.consume(1)
+                if s0[0] != RTMP_VERSION:
+                    raise HandshakeError(f"server answered RTMP version {s0[0]}")
+                s1 = buf.consume(HANDSHAKE_SIZE)
+                buf.commit()
+                self._have_s1 = True
+                out = s1
+            if not self.done:
+                buf.consume(HANDSHAKE_SIZE)  # S2: not verified, as clients do
+                buf.commit()
+                self.done = True
+        except NeedMoreData:
+            buf.rollback()
+        return out

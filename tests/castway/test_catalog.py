@@ -32,7 +32,9 @@ from castway.model import (
     Vod,
     VodState,
 )
+from castway.restream.targets import RestreamTarget
 from castway.settings import Settings
+from castway.webhooks.records import DeliveryState, WebhookDelivery, WebhookEndpoint
 from tests.support import free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -483,6 +485,217 @@ def test_delete_vod_is_idempotent(catalog: SqlCatalog) -> None:
     assert [v.id for v in catalog.list_vods()] == ["v2"]
 
 
+# --- webhooks -----------------------------------------------------------------------------
+
+SECRET = "whsec_" + "A" * 32  # 24 bytes of base64: the shortest secret the spec allows
+
+
+def endpoint(id: str, *events: str, minutes: int = 0) -> WebhookEndpoint:
+    return WebhookEndpoint(id=id, url=f"https://hooks.example.com/{id}",
+                           events=events or ("broadcast.started",), secret=SECRET,
+                           created_at=T0 + timedelta(minutes=minutes))
+
+
+def delivery(endpoint_id: str, msg_id: str, *, due_s: float = 0.0,
+             created_s: float = 0.0) -> WebhookDelivery:
+    return WebhookDelivery(endpoint_id=endpoint_id, msg_id=msg_id,
+                           event_type="broadcast.started", body='{"type":"x"}',
+                           next_attempt_at=T0 + timedelta(seconds=due_s),
+                           created_at=T0 + timedelta(seconds=created_s))
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_webhook_endpoints_round_trip_oldest_first_without_duplicates(
+        catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w2", "vod.ready", "broadcast.ended", minutes=1))
+    catalog.create_webhook(endpoint("w1"))
+    with pytest.raises(AlreadyExists):
+        catalog.create_webhook(endpoint("w1", "vod.deleted"))
+
+    assert catalog.get_webhook("w2") == endpoint("w2", "vod.ready", "broadcast.ended",
+                                                 minutes=1)
+    assert catalog.get_webhook("nope") is None
+    assert [e.id for e in catalog.list_webhooks()] == ["w1", "w2"]
+    assert catalog.get_webhook("w1") == endpoint("w1")  # the first one, untouched
+
+
+def test_deleting_an_endpoint_deletes_its_delivery_log(catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.create_webhook(endpoint("w2"))
+    catalog.add_deliveries([delivery("w1", "msg_1"), delivery("w2", "msg_1")])
+
+    catalog.delete_webhook("w1")
+    with pytest.raises(NotFound):
+        catalog.delete_webhook("w1")
+
+    assert catalog.get_webhook("w1") is None
+    assert catalog.list_deliveries("w1") == []
+    assert catalog.get_delivery("w1", "msg_1") is None
+    assert catalog.get_delivery("w2", "msg_1") is not None
+    assert [d.endpoint_id for d in catalog.due_deliveries(at(0))] == ["w2"]
+
+
+def test_a_delivery_is_recorded_once_per_endpoint_and_message(catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.create_webhook(endpoint("w2"))
+    first = delivery("w1", "msg_1")
+
+    assert catalog.add_deliveries([first, delivery("w2", "msg_1")]) == \
+        [first, delivery("w2", "msg_1")]
+    # a second dispatcher reading the same event: nothing new, the first record kept
+    again = replace(first, body='{"type":"other"}')
+    assert catalog.add_deliveries([again, delivery("w1", "msg_2")]) == \
+        [delivery("w1", "msg_2")]
+    assert catalog.get_delivery("w1", "msg_1") == first
+    assert catalog.add_deliveries([]) == []
+
+
+def test_no_delivery_is_recorded_for_an_endpoint_that_is_gone(catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    assert catalog.add_deliveries([delivery("gone", "msg_1"), delivery("w1", "msg_1")]) == \
+        [delivery("w1", "msg_1")]
+    assert catalog.get_delivery("gone", "msg_1") is None
+
+
+def test_the_delivery_log_is_newest_first_and_limited(catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.add_deliveries([delivery("w1", f"msg_{n}", created_s=n) for n in range(5)])
+
+    assert [d.msg_id for d in catalog.list_deliveries("w1", limit=3)] == \
+        ["msg_4", "msg_3", "msg_2"]
+    assert catalog.list_deliveries("other") == []
+
+
+def test_saving_a_delivery_records_its_state_with_aware_datetimes(
+        catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.add_deliveries([delivery("w1", "msg_1")])
+    done = replace(delivery("w1", "msg_1"), state=DeliveryState.FAILED, attempts=3,
+                   next_attempt_at=None, last_attempt_at=at(30).astimezone(
+                       timezone(timedelta(hours=9))), last_status=500, last_error="HTTP 500")
+
+    catalog.save_delivery(done)
+
+    got = catalog.get_delivery("w1", "msg_1")
+    assert got == replace(done, last_attempt_at=at(30))
+    assert got is not None and got.last_attempt_at is not None
+    assert got.last_attempt_at.tzinfo is not None
+    catalog.save_delivery(replace(done, endpoint_id="gone"))  # no endpoint: no-op
+    assert catalog.get_delivery("gone", "msg_1") is None
+
+
+def test_due_deliveries_are_the_pending_ones_due_longest_due_first(
+        catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.add_deliveries([delivery("w1", "msg_late", due_s=10),
+                            delivery("w1", "msg_old", due_s=-5),
+                            delivery("w1", "msg_now", due_s=0),
+                            delivery("w1", "msg_done", due_s=-9)])
+    catalog.save_delivery(replace(delivery("w1", "msg_done"), state=DeliveryState.DELIVERED,
+                                  next_attempt_at=None))
+
+    assert [d.msg_id for d in catalog.due_deliveries(at(0))] == ["msg_old", "msg_now"]
+    assert [d.msg_id for d in catalog.due_deliveries(at(0), limit=1)] == ["msg_old"]
+    assert catalog.next_delivery_due() == at(-5)
+    for d in catalog.due_deliveries(at(60)):
+        catalog.save_delivery(replace(d, state=DeliveryState.DELIVERED, next_attempt_at=None))
+    assert catalog.due_deliveries(at(60)) == []
+    assert catalog.next_delivery_due() is None
+
+
+def test_a_claim_takes_a_due_pending_delivery_until_its_lease_ends(
+        catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.add_deliveries([delivery("w1", "msg_1", due_s=5)])
+
+    assert catalog.claim_delivery("w1", "msg_1", at(4), at(30)) is None  # not due yet
+    claimed = catalog.claim_delivery("w1", "msg_1", at(5), at(30))
+
+    assert claimed == replace(delivery("w1", "msg_1"), next_attempt_at=at(30))
+    assert catalog.claim_delivery("w1", "msg_1", at(6), at(40)) is None  # held
+    assert catalog.due_deliveries(at(29)) == []
+    # its sender died: due again when the lease ends, and another may take it
+    assert catalog.next_delivery_due() == at(30)
+    again = catalog.claim_delivery("w1", "msg_1", at(30), at(60))
+    assert again is not None and again.next_attempt_at == at(60)
+    assert catalog.claim_delivery("w1", "nope", at(60), at(90)) is None
+    with pytest.raises(ValueError, match="lease"):
+        catalog.claim_delivery("w1", "msg_1", at(90), at(90))
+
+
+def test_delivered_or_failed_deliveries_cannot_be_claimed(catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.add_deliveries([delivery("w1", "msg_ok"), delivery("w1", "msg_failed")])
+    catalog.save_delivery(replace(delivery("w1", "msg_ok"), state=DeliveryState.DELIVERED,
+                                  next_attempt_at=at(0)))
+    catalog.save_delivery(replace(delivery("w1", "msg_failed"),
+                                  state=DeliveryState.FAILED, next_attempt_at=at(0)))
+
+    assert catalog.claim_delivery("w1", "msg_ok", at(1), at(30)) is None
+    assert catalog.claim_delivery("w1", "msg_failed", at(1), at(30)) is None
+
+
+def test_of_senders_claiming_at_once_exactly_one_gets_each_delivery(
+        catalog: SqlCatalog, make_catalog: Callable[..., SqlCatalog]) -> None:
+    """Separate catalogs (as separate worker processes have) racing for the same
+    deliveries: every delivery is taken once, never twice."""
+    catalog.create_webhook(endpoint("w1"))
+    rounds = 30
+    catalog.add_deliveries([delivery("w1", f"msg_{n}") for n in range(rounds)])
+    senders = [catalog, make_catalog(), make_catalog()]
+    barrier = threading.Barrier(len(senders))
+
+    def claim_all(i: int) -> list[str]:
+        won = []
+        for n in range(rounds):
+            barrier.wait()
+            if senders[i].claim_delivery("w1", f"msg_{n}", at(1), at(30 + i)) is not None:
+                won.append(f"msg_{n}")
+        return won
+
+    with ThreadPoolExecutor(len(senders)) as pool:
+        won = [m for ms in pool.map(claim_all, range(len(senders))) for m in ms]
+
+    assert sorted(won) == sorted(f"msg_{n}" for n in range(rounds))
+
+
+def test_an_attempt_settles_only_while_its_claim_holds(catalog: SqlCatalog) -> None:
+    catalog.create_webhook(endpoint("w1"))
+    catalog.add_deliveries([delivery("w1", "msg_1"), delivery("w1", "msg_2"),
+                            delivery("w1", "msg_3")])
+
+    def outcome(claimed: WebhookDelivery, status: int) -> WebhookDelivery:
+        return replace(claimed, state=DeliveryState.DELIVERED, attempts=1,
+                       next_attempt_at=None, last_attempt_at=at(2), last_status=status)
+
+    # held: recorded
+    mine = catalog.claim_delivery("w1", "msg_1", at(1), at(30))
+    assert mine is not None
+    assert catalog.settle_delivery(mine, outcome(mine, 204)) is True
+    assert catalog.get_delivery("w1", "msg_1") == outcome(mine, 204)
+    assert catalog.settle_delivery(mine, outcome(mine, 200)) is False  # settled already
+
+    # the lease ran out and another sender took it: the late outcome is dropped
+    slow = catalog.claim_delivery("w1", "msg_2", at(1), at(30))
+    fast = catalog.claim_delivery("w1", "msg_2", at(30), at(60))
+    assert slow is not None and fast is not None
+    assert catalog.settle_delivery(slow, outcome(slow, 500)) is False
+    assert catalog.settle_delivery(fast, outcome(fast, 204)) is True
+    assert catalog.get_delivery("w1", "msg_2") == outcome(fast, 204)
+
+    # a redelivery asked for meanwhile wins over the attempt in flight
+    held = catalog.claim_delivery("w1", "msg_3", at(1), at(30))
+    assert held is not None
+    catalog.save_delivery(replace(held, next_attempt_at=at(5)))
+    assert catalog.settle_delivery(held, outcome(held, 204)) is False
+    assert catalog.get_delivery("w1", "msg_3") == replace(held, next_attempt_at=at(5))
+    with pytest.raises(ValueError):
+        catalog.settle_delivery(held, replace(held, msg_id="msg_1"))
+
+
 # --- operations ---------------------------------------------------------------------------
 
 def test_ping(catalog: SqlCatalog) -> None:
@@ -554,3 +767,27 @@ def test_a_fresh_sqlite_catalog_opens_while_another_process_holds_its_lock(
         release.join()
         engine.dispose()
         holder.close()
+
+
+def test_restream_targets_are_kept_per_channel_oldest_first_and_deleted_by_id(
+        catalog: SqlCatalog) -> None:
+    catalog.create_channel(Channel("alice"))
+    catalog.create_channel(Channel("bob"))
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    first = RestreamTarget("t1", "alice", "rtmp://a.example/live2", "sealed-1", "****abcd",
+                           created_at=t0)
+    second = RestreamTarget("t2", "alice", "rtmps://b.example/app", "sealed-2", "****",
+                            created_at=t0 + timedelta(seconds=1))
+    catalog.add_restream_target(second)
+    catalog.add_restream_target(first)
+    catalog.add_restream_target(RestreamTarget("t3", "bob", "rtmp://c/x", "s", "****"))
+    assert catalog.list_restream_targets("alice") == [first, second]
+    catalog.delete_restream_target("alice", "t1")
+    assert catalog.list_restream_targets("alice") == [second]
+    with pytest.raises(NotFound):
+        catalog.delete_restream_target("alice", "t3")  # bob's, not alice's
+    with pytest.raises(NotFound):
+        catalog.add_restream_target(RestreamTarget("t4", "nobody", "rtmp://c/x", "s", "****"))
+    catalog.delete_channel("alice")
+    assert catalog.list_restream_targets("alice") == []
+    assert [t.id for t in catalog.list_restream_targets("bob")] == ["t3"]

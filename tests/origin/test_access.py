@@ -154,6 +154,8 @@ PARAM_VALUES: dict[str, tuple[str, ...]] = {
     "name": tuple(SECRET_NAMES),
     "channel": (SECRET_CHANNEL, "b"),
     "message_id": ("1",),
+    "webhook_id": ("1",),
+    "msg_id": ("1",),
     "path": tuple(SECRET_NAMES),  # a Mount's remainder
 }
 MEDIA = "media"  # serves a broadcast's bytes: must refuse a private ended one unsigned
