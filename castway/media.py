@@ -113,9 +113,10 @@ class TeeMedia:
         self._fields = {"broadcast_id": broadcast.id, "channel": broadcast.channel}
 
     @property
-    def dropped(self) -> object:
-        """The primary's drop count (what the ingest stats report)."""
-        return getattr(self.primary, "dropped", 0)
+    def dropped(self) -> int:
+        """The primary's drop count (what the ingest stats report): the sides' drops are
+        theirs, in their own stats."""
+        return self.primary.dropped if self.primary is not None else 0
 
     async def _each_side(self, call: typing.Callable[[BroadcastMedia],
                                                      typing.Awaitable[None]]) -> None:

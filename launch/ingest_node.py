@@ -90,7 +90,7 @@ class IngestNode:
         self.agent = NodeAgent(settings, s.live,
                                active_broadcasts=self._active_broadcasts,
                                reconnectable=lambda: self.server.reconnectable_publishers,
-                               ledger=pipeline.ledger if pipeline is not None else None)
+                               ledger=transcoder.ledger if transcoder is not None else None)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
         self.manager.disconnect_publisher = self.server.disconnect
