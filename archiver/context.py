@@ -55,3 +55,12 @@ async def find_broadcast(ctx: ArchiveContext, broadcast_id: str) -> Broadcast | 
     if not found.renditions and live is not None and live.renditions:
         return replace(found, renditions=live.renditions)  # catalog row not updated yet
     return found
+
+
+async def forget_live(ctx: ArchiveContext, broadcast_id: str) -> None:
+    """An ended broadcast whose archive is settled leaves the live state: its segment
+    log, record, stats, windows and media. Nothing else forgets them, so without this
+    every broadcast a process ever ran stays in its memory (embedded) or in Redis, and
+    every listing of the live state walks them all."""
+    await ctx.live.drop_segment_log(broadcast_id)
+    await ctx.live.remove_broadcast(broadcast_id)

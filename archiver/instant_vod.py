@@ -8,10 +8,10 @@ import logging
 import time
 from dataclasses import replace
 
-from archiver.context import ArchiveContext, NotReady, find_broadcast
+from archiver.context import ArchiveContext, NotReady, find_broadcast, forget_live
 from archiver.segment_logs import FollowedLogs, durable_logs
 from archiver.vod import plan_vod
-from castway.model import Visibility, Vod, VodState
+from castway.model import BroadcastState, Visibility, Vod, VodState
 from castway.storage.base import VOD_PLAYLIST
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ async def make_vod(ctx: ArchiveContext, broadcast_id: str, *,
         if existing is None:
             logger.info("broadcast produced no segments: no VOD",
                         extra={"broadcast_id": broadcast_id})
+            stored = await asyncio.to_thread(ctx.catalog.get_broadcast, broadcast_id)
+            if stored is not None and stored.state is not BroadcastState.LIVE:
+                await forget_live(ctx, broadcast_id)  # nothing will ever be archived
         return existing  # made earlier, its segment log dropped once it was complete
     # Media playlists first, the master last: once the master exists the VOD plays.
     media, master = plan.playlists[:-1], plan.playlists[-1]

@@ -7,7 +7,14 @@ import asyncio
 import logging
 from dataclasses import dataclass, replace
 
-from archiver.context import ArchiveContext, NotReady, VodIncomplete, VodNotFound, find_broadcast
+from archiver.context import (
+    ArchiveContext,
+    NotReady,
+    VodIncomplete,
+    VodNotFound,
+    find_broadcast,
+    forget_live,
+)
 from archiver.segment_logs import durable_logs
 from archiver.stored_vod import media_playlist_keys, referenced_keys
 from castway import layout
@@ -92,6 +99,6 @@ async def verify_vod(ctx: ArchiveContext, vod_id: str, *, raise_incomplete: bool
     broadcast = await asyncio.to_thread(ctx.catalog.get_broadcast, vod.broadcast_id)
     if broadcast is not None and broadcast.state is not BroadcastState.LIVE:
         # The stored VOD playlists are the record from now on.
-        await ctx.live.drop_segment_log(vod.broadcast_id)
+        await forget_live(ctx, vod.broadcast_id)
         await asyncio.to_thread(ctx.catalog.drop_segment_records, vod.broadcast_id)
     return result

@@ -12,8 +12,11 @@ At the end every broadcast the catalog knows must have a complete VOD covering w
 published to it (less a bounded tail per session: the keyframe the first segment waits
 for and, after a SIGKILL, the segment in progress), no transcoder child may outlive its
 server, and the server's RSS and open file descriptors must not grow over an
-incarnation's life. Faults of Redis, S3 and PostgreSQL need the distributed mode; their
-tests are in ``tests/reliability`` and ``tests/archiver`` (docs/reliability.md).
+incarnation's life once its bounded caches are full (:func:`settled_growth`: the first
+third of a life is the fill, the last third is compared with the middle one; a life
+shorter than :data:`JUDGE_AFTER_S` is too short to judge). Faults of Redis, S3 and
+PostgreSQL need the distributed mode; their tests are in ``tests/reliability`` and
+``tests/archiver`` (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ KILL_TAIL_S = 0.5
 # (transcoder/replay.py): a crash costs nothing.
 TRANSCODER_CRASH_S = 0.0
 SAMPLE_EVERY_S = 5.0
+# A serve process fills bounded holders for its first minutes: the live media (a TTL of
+# about a minute, a byte budget), the replay buffers since each oldest open segment, the
+# allocator's arenas and libav's pools at their high-water marks. Memory is judged on a
+# life long enough for a third of it to cover that fill, and growth after it is growth.
+JUDGE_AFTER_S = 9 * 60.0
+# The most a settled quantity may grow from the middle third of a life to the last
+# (medians: a hostile burst's held sockets, or one GC cycle, do not move them). Fixed
+# before the 45-minute measurement (BENCHMARKS.md), not fitted to it.
+FLAT_RSS = 1.05
+FLAT_FDS = 1.10
+SERIES_EVERY_S = 60.0  # the time series kept in the result (one sample a minute)
 
 
 @dataclass
@@ -82,6 +96,8 @@ class Incarnation:
     fds: list[int] = field(default_factory=list)
     children_left: int = 0  # transcoder children alive 10 s after it stopped
     how_it_ended: str = ""
+    # One a minute: seconds into the life, RSS, fds by kind, what the live state holds.
+    series: list[dict[str, object]] = field(default_factory=list)
 
 
 def _proc_rss_kib(pid: int) -> int | None:
@@ -101,6 +117,49 @@ def _proc_fds(pid: int) -> int | None:
         return None
 
 
+def _fd_kinds(pid: int) -> dict[str, int]:
+    """Open descriptors by what they are: socket, pipe, anon_inode:..., or a file by its
+    suffix (a leak shows as one kind that only grows)."""
+    kinds: dict[str, int] = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return kinds
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith(("socket:", "pipe:")):
+            kind = target.split(":", 1)[0]
+        elif target.startswith("anon_inode:"):
+            kind = target.strip("[]").replace("[", "")
+        elif target.startswith("/dev/"):
+            kind = "dev"
+        else:
+            kind = "file" + (Path(target).suffix or "")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
+def _live_holdings(base: str) -> dict[str, float]:
+    """``castway_live_*`` from the server's /metrics ({} if it does not answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("castway_live_"):
+            name, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                found[name.removeprefix("castway_live_")] = float(value)
+    return found
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -113,9 +172,10 @@ def _children(pid: int) -> list[int]:
 class Server:
     """``castway serve`` as a subprocess on fixed ports, restartable on one data dir."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, trace_dir: Path | None = None) -> None:
         self.data_dir = data_dir
         self.log = log
+        self.trace_dir = trace_dir
         self.rtmp_port, self.http_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.incarnations: list[Incarnation] = []
@@ -129,11 +189,14 @@ class Server:
         env.update(CASTWAY_RECONNECT_GRACE_S=str(GRACE_S), CASTWAY_LOG_JSON="true",
                    CASTWAY_TARGET_SEGMENT_S=str(TARGET_SEGMENT_S),
                    CASTWAY_HEARTBEAT_TTL_S="10", CASTWAY_ARCHIVE_RECONCILE_INTERVAL_S="10")
+        if self.trace_dir is not None:
+            env["CASTWAY_DEBUG_TRACEMALLOC_DIR"] = str(self.trace_dir)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "launch.cli", "serve", "--data-dir",
                  str(self.data_dir), "--rtmp-port", str(self.rtmp_port), "--http-port",
-                 str(self.http_port)], stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                 str(self.http_port)], env=env, stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL)
         wait_for_port(self.http_port, timeout_s=60)
         wait_for_port(self.rtmp_port, timeout_s=60)
         self.incarnations.append(Incarnation(self.proc.pid, time.monotonic()))
@@ -142,9 +205,16 @@ class Server:
         if self.proc is None or self.proc.poll() is not None:
             return
         rss, fds = _proc_rss_kib(self.proc.pid), _proc_fds(self.proc.pid)
-        if rss is not None and fds is not None:
-            self.incarnations[-1].rss_kib.append(rss)
-            self.incarnations[-1].fds.append(fds)
+        if rss is None or fds is None:
+            return
+        life = self.incarnations[-1]
+        life.rss_kib.append(rss)
+        life.fds.append(fds)
+        age = time.monotonic() - life.started
+        if not life.series or age >= float(str(life.series[-1]["t_s"])) + SERIES_EVERY_S:
+            life.series.append({"t_s": round(age), "rss_mib": round(rss / 1024, 1),
+                                "fds": fds, "fd_kinds": _fd_kinds(self.proc.pid),
+                                "live": _live_holdings(self.base)})
 
     def stop(self, how: str) -> None:
         """``how``: "sigint" (graceful) or "sigkill"; waits, then checks its children."""
@@ -344,24 +414,93 @@ class SoakResult:
     incarnations: list[dict[str, object]]
     problems: list[dict[str, object]]
     checks: list[dict[str, object]]  # every broadcast: published vs VOD seconds
+    # With --trace-memory: the longest life's Python heap over time, and the lines whose
+    # allocations grew most from a third into it to its end.
+    heap: dict[str, object] | None = None
 
     @property
     def ok(self) -> bool:
-        return self.vods_missing == 0 and self.vods_short == 0 and self.children_left == 0
+        return (self.vods_missing == 0 and self.vods_short == 0 and self.children_left == 0
+                and all(i["memory"] != "grows" for i in self.incarnations))
 
 
-def _growth(samples: list[int]) -> float:
-    """Last quarter's median over the first quarter's (after a 30 s warm-up)."""
-    warm = samples[int(30 / SAMPLE_EVERY_S):]
-    if len(warm) < 8:
-        return 1.0
-    quarter = len(warm) // 4
-    first, last = sorted(warm[:quarter]), sorted(warm[-quarter:])
-    return last[len(last) // 2] / max(1, first[len(first) // 2])
+def _median(values: list[int]) -> float:
+    ordered = sorted(values)
+    return float(ordered[len(ordered) // 2])
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """How a quantity sampled every :data:`SAMPLE_EVERY_S` moved over one life."""
+
+    first_third: float  # medians of each third
+    middle_third: float
+    last_third: float
+    slope_per_h: float  # least squares over the last half, units per hour
+
+    @property
+    def settled(self) -> float:
+        """Last third over the middle third: growth once the bounded caches are full."""
+        return self.last_third / max(1.0, self.middle_third)
+
+
+def settled_growth(samples: list[int]) -> Growth | None:
+    """The quantity's growth after its fill (None: a life shorter than
+    :data:`JUDGE_AFTER_S` is too short to tell a fill from a leak)."""
+    if len(samples) * SAMPLE_EVERY_S < JUDGE_AFTER_S:
+        return None
+    third = len(samples) // 3
+    half = samples[len(samples) // 2:]
+    xs = [i * SAMPLE_EVERY_S / 3600 for i in range(len(half))]
+    mean_x, mean_y = sum(xs) / len(xs), sum(half) / len(half)
+    slope = (sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, half, strict=True))
+             / sum((x - mean_x) ** 2 for x in xs))
+    return Growth(_median(samples[:third]), _median(samples[third:2 * third]),
+                  _median(samples[2 * third:]), slope)
+
+
+def judge(life: Incarnation) -> dict[str, object]:
+    """One life's memory figures and verdict: "flat", "grows" or "too short"."""
+    rss, fds = settled_growth(life.rss_kib), settled_growth(life.fds)
+    figures: dict[str, object] = {
+        "pid": life.pid, "ended": life.how_it_ended,
+        "seconds": len(life.rss_kib) * SAMPLE_EVERY_S,
+        "rss_mib_first": round(life.rss_kib[0] / 1024, 1),
+        "rss_mib_max": round(max(life.rss_kib) / 1024, 1),
+        "fds_first": life.fds[0], "fds_max": max(life.fds)}
+    if rss is None or fds is None:
+        return {**figures, "memory": "too short"}
+    grows = rss.settled > FLAT_RSS or fds.settled > FLAT_FDS
+    return {**figures, "memory": "grows" if grows else "flat",
+            "rss_mib_thirds": [round(v / 1024, 1) for v in
+                               (rss.first_third, rss.middle_third, rss.last_third)],
+            "rss_growth": round(rss.settled, 3),
+            "rss_mib_per_h_last_half": round(rss.slope_per_h / 1024, 1),
+            "fds_thirds": [fds.first_third, fds.middle_third, fds.last_third],
+            "fds_growth": round(fds.settled, 3),
+            "fds_per_h_last_half": round(fds.slope_per_h, 1),
+            "series": life.series}
+
+
+def heap_growth(trace_dir: Path, pid: int) -> dict[str, object] | None:
+    """One life's heap snapshots (castway/memtrace.py): traced KiB over time, and the
+    top growth from the snapshot a third into the life to the last."""
+    from castway.memtrace import growth, heap_kib
+
+    snapshots = sorted(trace_dir.glob(f"heap-{pid}-*.tracemalloc"))
+    if len(snapshots) < 3:
+        return None
+    start = snapshots[len(snapshots) // 3]
+    return {"pid": pid,
+            "traced_kib": [[round(int(p.stem.rsplit("-", 1)[1]) / 1000), heap_kib(p)]
+                           for p in snapshots],
+            "from_s": round(int(start.stem.rsplit("-", 1)[1]) / 1000),
+            "top_growth": [asdict(g) for g in growth(start, snapshots[-1])]}
 
 
 def run(minutes: float, channels: int, seed: int, workdir: Path,
-        faults_to_inject: tuple[str, ...] = FAULTS) -> SoakResult:
+        faults_to_inject: tuple[str, ...] = FAULTS,
+        trace_dir: Path | None = None) -> SoakResult:
     rng = random.Random(seed)
     data_dir = workdir / "data"
     clip = workdir / "clip.flv"
@@ -376,7 +515,7 @@ def run(minutes: float, channels: int, seed: int, workdir: Path,
                                   f"ch{i}", "--json", "--data-dir", str(data_dir)],
                                  capture_output=True, text=True, check=True)
         keys[f"ch{i}"] = json.loads(created.stdout)["stream_key"]
-    server = Server(data_dir, workdir / "serve.log")
+    server = Server(data_dir, workdir / "serve.log", trace_dir)
     server.start()
     publishers = Publishers(clip, keys, server, rng)
     faults: list[dict[str, object]] = []
@@ -434,15 +573,11 @@ def run(minutes: float, channels: int, seed: int, workdir: Path,
         broadcasts=len(with_media), vods_missing=len(missing), vods_short=len(short),
         faults=faults, hostile_clients=hostile,
         children_left=sum(i.children_left for i in server.incarnations),
-        incarnations=[{"pid": i.pid, "ended": i.how_it_ended,
-                       "seconds": len(i.rss_kib) * SAMPLE_EVERY_S,
-                       "rss_mib_first": round(i.rss_kib[0] / 1024, 1),
-                       "rss_mib_max": round(max(i.rss_kib) / 1024, 1),
-                       "rss_growth": round(_growth(i.rss_kib), 2),
-                       "fds_first": i.fds[0], "fds_max": max(i.fds),
-                       "fds_growth": round(_growth(i.fds), 2)} for i in lives],
+        incarnations=[judge(i) for i in lives],
         problems=[asdict(c) for c in missing + short],
-        checks=[asdict(c) for c in checks])
+        checks=[asdict(c) for c in checks],
+        heap=heap_growth(trace_dir, max(lives, key=lambda i: len(i.rss_kib)).pid)
+        if trace_dir is not None and lives else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,6 +592,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the faults injected in turn, one a minute (default: all of "
                              "them; without the serve-* ones a single server runs the "
                              "whole soak, for its RSS and descriptors over time)")
+    parser.add_argument("--trace-memory", type=Path, metavar="DIR",
+                        help="the server traces Python allocations and writes heap "
+                             "snapshots to DIR (CASTWAY_DEBUG_TRACEMALLOC_DIR): the result "
+                             "names the lines that grew (slower, and more memory)")
     args = parser.parse_args(argv)
     chosen = tuple(f for f in args.faults.split(",") if f)
     if not chosen or set(chosen) - set(FAULTS):
@@ -466,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="castway-soak-"))
     try:
-        result = run(args.minutes, args.channels, args.seed, workdir, chosen)
+        result = run(args.minutes, args.channels, args.seed, workdir, chosen,
+                     args.trace_memory.resolve() if args.trace_memory else None)
     finally:
         if args.keep:
             print(f"work directory kept: {workdir}", file=sys.stderr)
@@ -482,9 +622,19 @@ def main(argv: list[str] | None = None) -> int:
               f"transcoder children left behind {result.children_left}")
         for life in result.incarnations:
             print(f"  serve pid {life['pid']} ({life['seconds']} s, ended {life['ended']}): "
-                  f"RSS {life['rss_mib_first']} -> max {life['rss_mib_max']} MiB "
-                  f"(growth x{life['rss_growth']}), fds {life['fds_first']} -> max "
-                  f"{life['fds_max']} (growth x{life['fds_growth']})")
+                  f"RSS {life['rss_mib_first']} -> max {life['rss_mib_max']} MiB, fds "
+                  f"{life['fds_first']} -> max {life['fds_max']}: memory {life['memory']}")
+            if life["memory"] != "too short":
+                print(f"    medians of each third: RSS {life['rss_mib_thirds']} MiB "
+                      f"(last/middle x{life['rss_growth']}, last half "
+                      f"{life['rss_mib_per_h_last_half']} MiB/h), fds {life['fds_thirds']} "
+                      f"(x{life['fds_growth']}, {life['fds_per_h_last_half']}/h)")
+        if result.heap is not None:
+            print(f"  Python heap of pid {result.heap['pid']} (traced KiB at seconds): "
+                  f"{result.heap['traced_kib']}")
+            print(f"  grew most from {result.heap['from_s']} s to the end:")
+            for site in result.heap["top_growth"]:  # type: ignore[attr-defined]
+                print(f"    {site}")
         for problem in result.problems:
             print(f"  PROBLEM {problem}")
         print("PASS" if result.ok else "FAIL")

@@ -19,6 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from castway.proxy_protocol import (
+    V1_PREFIX,
+    V2_SIGNATURE,
+    ProxyHeader,
+    ProxyHeaderReader,
+    ProxyProtocolError,
+)
+
 if TYPE_CHECKING:
     from castway.settings import Settings
 
@@ -255,3 +263,58 @@ def refuse_with(response: bytes) -> Callable[[socket.socket], None]:
         _close(sock)
 
     return refuse
+
+
+async def skip_optional_proxy_header(sock: socket.socket, timeout_s: float
+                                     ) -> ProxyHeader | None:
+    """Read a PROXY header if ``sock`` starts with one, else take nothing.
+
+    For a port a load balancer health-checks and others reach directly (the ingest
+    node's /readyz: an NLB with proxy protocol on sends the header on its health checks
+    too, ECS's container check does not). No address from it is trusted: that is why it
+    may be optional here and must not be on the RTMP ports. Peeks, so an HTTP request
+    (which never starts like either signature beyond its first bytes) is left whole.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        await _readable(sock, deadline - loop.time())
+        head = sock.recv(len(V2_SIGNATURE), socket.MSG_PEEK)
+        if not head:
+            return None  # closed: let the HTTP side see the EOF
+        could_be = V1_PREFIX.startswith(head[:len(V1_PREFIX)]) or V2_SIGNATURE.startswith(head)
+        if not could_be:
+            return None
+        if head.startswith(V1_PREFIX) or head == V2_SIGNATURE:
+            break
+        if loop.time() >= deadline:
+            raise TimeoutError("PROXY header timeout")
+        # A prefix of a signature: the socket stays readable (level-triggered), so wait
+        # a moment for the rest rather than spin.
+        await asyncio.sleep(0.01)
+    reader = ProxyHeaderReader()
+    while True:
+        await _readable(sock, deadline - loop.time())
+        data = sock.recv(reader.wanted)
+        if not data:
+            raise ProxyProtocolError("closed inside a PROXY header")
+        header = reader.receive_data(data)
+        if header is not None:
+            return header
+
+
+async def _readable(sock: socket.socket, timeout_s: float) -> None:
+    if timeout_s <= 0:
+        raise TimeoutError("PROXY header timeout")
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), on_readable)
+    try:
+        await asyncio.wait_for(ready, timeout_s)
+    finally:
+        loop.remove_reader(sock.fileno())

@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     public_rtmp_url: str | None = Field(None, description="Public RTMP URL printed for OBS; "
                                         "default rtmp://HOST:RTMP_PORT/live.")
     rtmp_app: str = Field("live", description="RTMP application name publishers use.")
+    rtmps_port: int = Field(0, ge=0, le=65535, description="RTMPS (RTMP over TLS) "
+                            "ingest port; 0: off. Needs TLS_CERT_FILE and TLS_KEY_FILE.")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (leaf, then "
+                                       "chain) of the RTMPS listener; re-read on SIGHUP.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of "
+                                      "TLS_CERT_FILE; re-read on SIGHUP.")
+    public_rtmps_url: str | None = Field(None, description="Public RTMPS URL printed for "
+                                         "OBS; default rtmps://HOST:RTMPS_PORT/live when "
+                                         "RTMPS is on.")
+    proxy_protocol: bool = Field(False, description="Expect a PROXY protocol (v2 or v1) "
+                                 "header on every RTMP and RTMPS connection (behind an NLB "
+                                 "with proxy protocol on); a connection without one is "
+                                 "refused.")
     max_connections: int | None = Field(None, description="Client connections (HTTP and "
                                         "RTMP together) this process holds at most; 1/8 "
                                         "of them for RTMP. Default: half the "
@@ -238,6 +251,10 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Logging level.")
     log_json: bool | None = Field(None, description="JSON logs; default: when stderr is "
                                   "not a TTY.")
+    debug_tracemalloc_dir: Path | None = Field(
+        None, description="`castway serve` traces Python allocations and writes a heap "
+        "snapshot here every minute, for a leak hunt (costs memory and CPU; "
+        "castway/memtrace.py compares two).")
 
     # --- derived ---------------------------------------------------------------------
     @property
@@ -259,3 +276,12 @@ class Settings(BaseSettings):
     @property
     def effective_public_rtmp_url(self) -> str:
         return (self.public_rtmp_url or f"rtmp://{self.host}:{self.rtmp_port}/{self.rtmp_app}")
+
+    @property
+    def effective_public_rtmps_url(self) -> str | None:
+        """The RTMPS URL for OBS, or None when RTMPS is off."""
+        if self.public_rtmps_url:
+            return self.public_rtmps_url
+        if not self.rtmps_port:
+            return None
+        return f"rtmps://{self.host}:{self.rtmps_port}/{self.rtmp_app}"

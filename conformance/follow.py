@@ -1,5 +1,6 @@
 """The HTTP side of ``castway check``: follows a stream as a player would and feeds what it
-fetched to the sans-IO :class:`~conformance.rules.Conformance`.
+fetched to the kernel's sans-IO :class:`~castway.hls.watch.BroadcastWatch`, which holds
+every rule.
 
 It reloads the Multivariant Playlist and every Media Playlist for ``seconds`` (a live
 stream; a VOD or an ended stream is read once), fetches each segment once as it appears,
@@ -15,14 +16,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from conformance.playlists import (
+from castway.hls.reading import (
     MediaPlaylist,
-    PlaylistError,
-    is_master,
-    parse_master,
+    MultivariantPlaylist,
+    is_multivariant,
+    is_playlist,
     parse_media,
+    parse_multivariant,
 )
-from conformance.rules import Conformance
+from castway.hls.watch import BroadcastWatch
 from conformance.segments import probe_segment
 
 #: One request's timeout: a live origin that takes longer is as good as down for a player.
@@ -35,6 +37,10 @@ USER_AGENT = "castway-check"
 
 class FetchError(Exception):
     """A URL the stream lists could not be fetched."""
+
+
+class PlaylistError(Exception):
+    """What was fetched is not an HLS playlist at all (no #EXTM3U)."""
 
 
 Fetch = Callable[[str], bytes]
@@ -76,9 +82,9 @@ class _Follow:
 def check_stream(url: str, *, seconds: float, fetch: Fetch = http_get,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 max_segments: int | None = None) -> tuple[Conformance, Run]:
+                 max_segments: int | None = None) -> tuple[BroadcastWatch, Run]:
     """Follow ``url`` (a Multivariant or a Media Playlist) for ``seconds`` and check it."""
-    checker = Conformance()
+    checker = BroadcastWatch()
     run = Run(url)
     start = clock()
     deadline = start + seconds
@@ -92,16 +98,16 @@ def check_stream(url: str, *, seconds: float, fetch: Fetch = http_get,
     inits: dict[str, bytes] = {}
     next_master = start
     try:
-        if is_master(text):
+        if is_multivariant(_playlist_text(url, text)):
             run.master = True
-            master = parse_master(url, text)
-            checker.master(master)
+            master = parse_multivariant(text, url)
+            checker.read_master(master)
             follows = [_Follow(u) for u in dict.fromkeys(v.uri for v in master.variants)]
             next_master = start + 2 * MIN_RELOAD_S
         else:  # a Media Playlist: this fetch is its first load
             follows = [_Follow(url)]
-            first = parse_media(url, text)
-            checker.media(first)
+            first = parse_media(text, url)
+            checker.read_media(first)
             run.live = not first.ended
             follows[0].ended = first.ended
             _probe_new(checker, run, fetch, first, follows[0], inits, max_segments)
@@ -132,8 +138,8 @@ def check_stream(url: str, *, seconds: float, fetch: Fetch = http_get,
             break
         if run.master and now >= next_master:
             try:
-                master = parse_master(url, fetch(url).decode("utf-8", "replace"))
-                checker.master(master)
+                master = _master(url, fetch(url).decode("utf-8", "replace"))
+                checker.read_master(master)
                 run.playlists += 1
             except (FetchError, PlaylistError) as e:
                 checker.unreachable(url, f"reloading the master: {e}")
@@ -150,22 +156,33 @@ def check_stream(url: str, *, seconds: float, fetch: Fetch = http_get,
     return checker, run
 
 
+def _playlist_text(url: str, text: str) -> str:
+    if not is_playlist(text):
+        raise PlaylistError(f"{url}: not an HLS playlist (the first line is not #EXTM3U)")
+    return text
+
+
+def _master(url: str, text: str) -> MultivariantPlaylist:
+    return parse_multivariant(_playlist_text(url, text), url)
+
+
 def _reload_after(playlist: MediaPlaylist) -> float:
     return max(MIN_RELOAD_S, (playlist.target_duration or 0) / 2)
 
 
-def _reload(checker: Conformance, run: Run, fetch: Fetch, url: str) -> MediaPlaylist | None:
+def _reload(checker: BroadcastWatch, run: Run, fetch: Fetch, url: str) -> MediaPlaylist | None:
     try:
-        playlist = parse_media(url, fetch(url).decode("utf-8", errors="replace"))
+        playlist = parse_media(_playlist_text(url, fetch(url).decode("utf-8", errors="replace")),
+                               url)
     except (FetchError, PlaylistError) as e:
         checker.unreachable(url, f"cannot load the media playlist: {e}")
         return None
     run.playlists += 1
-    checker.media(playlist)
+    checker.read_media(playlist)
     return playlist
 
 
-def _probe_new(checker: Conformance, run: Run, fetch: Fetch, playlist: MediaPlaylist,
+def _probe_new(checker: BroadcastWatch, run: Run, fetch: Fetch, playlist: MediaPlaylist,
                follow: _Follow, inits: dict[str, bytes], budget: int | None) -> None:
     for segment in playlist.segments:
         if segment.msn in follow.probed:
@@ -184,6 +201,6 @@ def _probe_new(checker: Conformance, run: Run, fetch: Fetch, playlist: MediaPlay
             checker.unreachable(segment.uri, f"segment {segment.msn}: {e}")
             continue
         run.segments += 1
-        checker.segment(playlist, segment, probe_segment(data, init))
+        checker.read_segment(playlist, segment, probe_segment(data, init))
         if budget is not None:
             budget -= 1

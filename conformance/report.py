@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from conformance.findings import Finding, Severity
+from castway.hls.findings import Finding, Severity
 from conformance.follow import Run
 
 #: Occurrences of one rule on one playlist shown in the text report (JSON has them all).

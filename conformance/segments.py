@@ -1,5 +1,6 @@
-"""What a Media Segment's own media says, read with PyAV: the facts the rules hold the
-playlist's EXTINF, BANDWIDTH, CODECS and RESOLUTION against.
+"""What a Media Segment's own media says, read with PyAV: the facts
+(:class:`castway.hls.measured.SegmentFacts`) the kernel's rules hold the playlist's EXTINF,
+BANDWIDTH, CODECS and RESOLUTION against.
 
 ``probe_segment`` is synchronous CPU work (it decodes every video frame); the follower
 calls it off the event loop's way, one segment at a time.
@@ -8,29 +9,14 @@ calls it off the event loop's way, one segment at a time.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 
+from castway.hls.measured import SegmentFacts
+
 # H.264 NAL unit type of a sequence parameter set (ITU-T H.264 7.4.1.2).
 _NAL_SPS = 7
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentFacts:
-    """One segment as its media tells it. ``error`` is set when it could not be decoded;
-    the other fields then hold what was read before the failure."""
-
-    size_bytes: int
-    duration_s: float | None = None  # first video (else audio) timestamp to last + its duration
-    first_pts_s: float | None = None
-    first_frame_keyframe: bool | None = None
-    codecs: tuple[str, ...] = ()  # RFC 6381 names where known: avc1.64001f, mp4a.40.2
-    width: int | None = None
-    height: int | None = None
-    frame_duration_s: float | None = None
-    error: str | None = None
 
 
 def probe_segment(data: bytes, init: bytes | None = None) -> SegmentFacts:

@@ -1,5 +1,6 @@
 """The asyncio RTMP server around the sans-IO core (:class:`IngestServer`): one task per
-connection, bounded, with backpressure to the publisher.
+connection, bounded, with backpressure to the publisher. RTMPS is the same server on a
+second, TLS, listener; either listener may expect a PROXY protocol header first.
 
 Design: docs/architecture.md, "Ingest: the RTMP server" and "Bounded connections".
 """
@@ -12,13 +13,16 @@ import itertools
 import logging
 import secrets
 import socket
+import ssl
 from collections import Counter
 from urllib.parse import parse_qsl
 
 from castway.catalog import CatalogUnavailable
 from castway.live.base import LiveStateError
 from castway.net import ConnectionBudget, Listener, bind_socket
+from castway.proxy_protocol import ProxyHeader, ProxyHeaderReader, ProxyProtocolError
 from castway.settings import Settings
+from castway.tls import ReloadableTls, TlsConfigError
 from ingest.protocol import (
     ConnectRequested,
     Event,
@@ -48,7 +52,8 @@ class _Close(Exception):  # noqa: N818 -- control flow within a connection
 
 class _Connection:
     def __init__(self, server: IngestServer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, connection_id: str, peer: str) -> None:
+                 writer: asyncio.StreamWriter, connection_id: str, peer: str,
+                 handshake_deadline: float) -> None:
         self.server = server
         self.settings = server.settings
         self.reader = reader
@@ -60,8 +65,10 @@ class _Connection:
         self.app = ""
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
+        self.write_lost = False
         self.disconnected_for: str | None = None  # why the server cut it (disconnect())
-        self.handshake_deadline = 0.0
+        #: From accept, not from here: a TLS handshake and a PROXY header spend it too.
+        self.handshake_deadline = handshake_deadline
         self.auth_deadline = 0.0
 
     @property
@@ -141,7 +148,6 @@ class _Connection:
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        self.handshake_deadline = loop.time() + self.settings.handshake_timeout_s
         self.auth_deadline = loop.time() + self.settings.rtmp_auth_timeout_s
         last_media = loop.time()
         while True:
@@ -175,9 +181,16 @@ class _Connection:
 
     async def _flush(self) -> None:
         out = self.session.data_to_send()
-        if out:
+        if out and not self.write_lost:
             self.writer.write(out)
-            await self.writer.drain()
+            try:
+                await self.writer.drain()
+            except ConnectionResetError:
+                # The publisher closed right after its last frames (an encoder's TLS
+                # close does: close_notify, then the socket): our acknowledgement found
+                # the socket gone, but what it sent before is buffered and still to be
+                # read. Go on reading to the end; nothing more is written.
+                self.write_lost = True
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, MediaReceived):
@@ -248,7 +261,9 @@ class _Connection:
 
 
 class IngestServer:
-    """RTMP listener on ``settings.host:settings.rtmp_port`` (0: any free port)."""
+    """RTMP listener on ``settings.host:settings.rtmp_port`` (0: any free port), and an
+    RTMPS one on ``settings.rtmps_port`` when that is set (0: none). Both share every
+    limit: the connection budget, the pre-auth cap, the per-address cap, the timeouts."""
 
     def __init__(self, settings: Settings, handler: PublishHandler,
                  max_connections: int | None = None) -> None:
@@ -260,6 +275,9 @@ class IngestServer:
         self.max_connections = (max_connections if max_connections is not None else
                                 ConnectionBudget.from_limit(settings.max_connections).rtmp)
         self._server: Listener | None = None
+        self._tls_server: Listener | None = None
+        #: The RTMPS certificate, re-read by :meth:`reload_tls` (SIGHUP).
+        self.tls: ReloadableTls | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Connections accepted whose publish was not accepted (yet).
@@ -271,16 +289,41 @@ class IngestServer:
         self._prefix = secrets.token_hex(3)
 
     async def start(self) -> None:
-        sock = bind_socket(self.settings.host, self.settings.rtmp_port)
+        settings = self.settings
+        if settings.rtmps_port:
+            if settings.tls_cert_file is None or settings.tls_key_file is None:
+                raise TlsConfigError("RTMPS needs CASTWAY_TLS_CERT_FILE and "
+                                     "CASTWAY_TLS_KEY_FILE")
+            self.tls = ReloadableTls(settings.tls_cert_file, settings.tls_key_file)
+        sock = bind_socket(settings.host, settings.rtmp_port)
         self._server = Listener(sock, "rtmp", self._spawn, admit=self._admit).start()
-        logger.info("rtmp ingest listening",
-                    extra={"host": self.settings.host, "port": self.port})
+        logger.info("rtmp ingest listening", extra={
+            "host": settings.host, "port": self.port, "proxy_protocol": settings.proxy_protocol})
+        if self.tls is not None:
+            tls_sock = bind_socket(settings.host, settings.rtmps_port)
+            self._tls_server = Listener(tls_sock, "rtmps", self._spawn_tls,
+                                        admit=self._admit).start()
+            logger.info("rtmps ingest listening", extra={
+                "host": settings.host, "port": self.tls_port,
+                "proxy_protocol": settings.proxy_protocol})
+
+    def reload_tls(self) -> bool:
+        """Re-read the RTMPS certificate and key: new connections get them, live ones
+        keep theirs. False (and the old certificate kept) when they cannot be loaded."""
+        return self.tls.reload() if self.tls is not None else False
 
     @property
     def port(self) -> int:
         if self._server is None or not self._server.sockets:
             raise RuntimeError("IngestServer is not started")
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        """The RTMPS port, or None when RTMPS is off."""
+        if self._tls_server is None:
+            return None
+        return self._tls_server.port
 
     @property
     def active_publishers(self) -> int:
@@ -307,9 +350,17 @@ class IngestServer:
         return (len(self._tasks) < self.max_connections
                 and len(self._preauth) < self.settings.rtmp_max_preauth_connections)
 
-    async def _spawn(self, sock: socket.socket, _peer: object) -> None:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=READ_SIZE)
-        task = asyncio.create_task(self._accept(reader, writer), name="rtmp-connection")
+    async def _spawn(self, sock: socket.socket, peer: object) -> None:
+        self._start_task(sock, peer, tls=False)
+
+    async def _spawn_tls(self, sock: socket.socket, peer: object) -> None:
+        self._start_task(sock, peer, tls=True)
+
+    def _start_task(self, sock: socket.socket, peer: object, *, tls: bool) -> None:
+        # Everything that waits on the peer (a PROXY header, the TLS handshake) happens
+        # in the connection's own task: the accept loop never waits on one client.
+        task = asyncio.create_task(self._accept(sock, peer, tls=tls),
+                                   name="rtmps-connection" if tls else "rtmp-connection")
         self._tasks.add(task)
         self._preauth.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -361,42 +412,96 @@ class IngestServer:
                 await asyncio.wait_for(self._publishers_changed.wait(), remaining)
         return self._publishers
 
-    async def _accept(self, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
-        ip = str(peername[0]) if peername else "?"
-        peer = f"{ip}:{peername[1]}" if peername else "?"
+    async def _accept(self, sock: socket.socket, sock_peer: object, *, tls: bool) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.handshake_timeout_s
         connection_id = f"{self._prefix}-{next(self._ids)}"
+        address = sock_peer if isinstance(sock_peer, tuple) else None
+        fields: dict[str, object] = {"connection_id": connection_id, "tls": tls}
         if self.stopping:
-            writer.close()
+            _close(sock)
             return
+        if self.settings.proxy_protocol:
+            try:
+                header = await asyncio.wait_for(_read_proxy_header(sock),
+                                                deadline - loop.time())
+            except (ProxyProtocolError, TimeoutError, OSError) as e:
+                # The balancer always sends one; without it the address the limits
+                # key on would be the balancer's, so the spec says refuse.
+                logger.warning("rtmp connection without a valid PROXY header, closing",
+                               extra={**fields, "peer": _format_peer(address),
+                                      "error": str(e) or type(e).__name__,
+                                      "limit": "proxy_protocol"})
+                _close(sock)
+                return
+            except asyncio.CancelledError:
+                _close(sock)  # stop(): the socket is ours until a transport takes it
+                return
+            if header.source is not None:
+                address = header.source
+        ip = str(address[0]) if address else "?"
+        peer = _format_peer(address)
+        fields["peer"] = peer
         if self._per_ip[ip] >= self.settings.max_connections_per_ip:
             logger.warning("rtmp too many connections from one address, closing", extra={
-                "connection_id": connection_id, "peer": peer,
-                "limit": "max_connections_per_ip",
+                **fields, "limit": "max_connections_per_ip",
                 "max_connections_per_ip": self.settings.max_connections_per_ip})
-            writer.close()
+            _close(sock)
             return
         self._per_ip[ip] += 1
-        conn = _Connection(self, reader, writer, connection_id, peer)
-        task = asyncio.current_task()
-        assert task is not None  # start_server runs each client in its own task
-        self._connections[task] = conn
         try:
-            await conn.run()
+            try:
+                reader, writer = await self._open_streams(sock, tls, deadline)
+            except (TimeoutError, OSError, ssl.SSLError) as e:
+                _close(sock)
+                what = "tls handshake timeout" if isinstance(e, TimeoutError) \
+                    else "tls handshake failed"
+                logger.warning(f"rtmp {what}, closing", extra={
+                    **fields, "limit": what, "error": str(e) or type(e).__name__})
+                return
+            conn = _Connection(self, reader, writer, connection_id, peer, deadline)
+            task = asyncio.current_task()
+            assert task is not None  # _start_task runs each client in its own task
+            self._connections[task] = conn
+            try:
+                await conn.run()
+            except asyncio.CancelledError:
+                pass  # stop() cancels us; run() already cleaned up
+            finally:
+                self._connections.pop(task, None)
         except asyncio.CancelledError:
-            pass  # stop() cancels us; run() already cleaned up
+            _close(sock)
         finally:
-            self._connections.pop(task, None)
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
 
+    async def _open_streams(self, sock: socket.socket, tls: bool, deadline: float
+                            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if not tls:
+            return await asyncio.open_connection(sock=sock, limit=READ_SIZE)
+        assert self.tls is not None  # the TLS listener exists only with a certificate
+        # The context current now: a reload (SIGHUP) affects connections after it only.
+        context = self.tls.context
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError("handshake timeout")
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        # wait_for as well as ssl_handshake_timeout: the latter covers the handshake
+        # only, the former a peer that never even sends its ClientHello's last byte.
+        transport, _ = await asyncio.wait_for(
+            loop.connect_accepted_socket(lambda: protocol, sock, ssl=context,
+                                         ssl_handshake_timeout=remaining), remaining)
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop accepting; wait up to ``grace_s`` for publishers to finish; close all."""
         self.stopping = True
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                listener.close()
         # Connections that are not publishing have nothing to lose: close them now.
         for task in list(self._tasks):
             conn = self._connections.get(task)
@@ -415,7 +520,32 @@ class IngestServer:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+        for listener in (self._server, self._tls_server):
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(listener.wait_closed(), 5.0)
         logger.info("rtmp ingest stopped")
+
+
+async def _read_proxy_header(sock: socket.socket) -> ProxyHeader:
+    """The PROXY header at the start of ``sock``, read without taking a byte more."""
+    loop = asyncio.get_running_loop()
+    reader = ProxyHeaderReader()
+    while True:
+        data = await loop.sock_recv(sock, reader.wanted)
+        if not data:
+            raise ProxyProtocolError("closed before a complete PROXY header")
+        header = reader.receive_data(data)
+        if header is not None:
+            return header
+
+
+def _format_peer(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return "?"
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -30,7 +30,7 @@ BENCHES = {
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the command line's flags on top."""
     overrides: dict[str, Any] = {}
-    for flag in ("data_dir", "host", "rtmp_port", "http_port"):
+    for flag in ("data_dir", "host", "rtmp_port", "rtmps_port", "http_port"):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[flag] = value
@@ -44,6 +44,9 @@ def _add_common(p: argparse.ArgumentParser, *, ports: bool = False) -> None:
         p.add_argument("--host", default=None, help="address to bind (CASTWAY_HOST)")
         p.add_argument("--rtmp-port", type=int, default=None, help="RTMP port "
                        "(CASTWAY_RTMP_PORT, default 1935)")
+        p.add_argument("--rtmps-port", type=int, default=None, help="RTMPS (TLS) port, "
+                       "0: off (CASTWAY_RTMPS_PORT, default off; needs "
+                       "CASTWAY_TLS_CERT_FILE and CASTWAY_TLS_KEY_FILE)")
         p.add_argument("--http-port", type=int, default=None, help="HTTP port "
                        "(CASTWAY_HTTP_PORT, default 8080)")
 
@@ -131,6 +134,8 @@ def _print_key(args: argparse.Namespace, channel: str, key: str, settings: Setti
         return
     print(f"Channel:    {channel}")
     print(f"Server:     {settings.effective_public_rtmp_url}")
+    if settings.effective_public_rtmps_url:
+        print(f"TLS server: {settings.effective_public_rtmps_url}")
     print(f"Stream key: {key}   (shown once; keep it secret)")
     print(f"Watch:      {settings.effective_public_url}/watch/{channel}")
 

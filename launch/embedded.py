@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from archiver.service import ArchiverService
 from castway.bootstrap import (
@@ -16,6 +17,8 @@ from castway.bootstrap import (
     ensure_default_channel,
     load_or_create_secret,
 )
+from castway.live.memory import MemoryLiveState
+from castway.memtrace import write_snapshots
 from castway.net import HttpLimits, bind_socket
 from castway.settings import Settings
 from castway.signing import generate_private_key_pem
@@ -23,7 +26,7 @@ from castway.storage.uploader import Uploader
 from launch.http_app import create_platform_app
 from launch.http_server import HttpServer, http_connections
 from launch.ingest_node import IngestNode
-from launch.process import run_async, start_process, wait_for_stop_signal
+from launch.process import on_sighup, run_async, start_process, wait_for_stop_signal
 from launch.running import register, unregister
 from launch.services import Services, salvage, start_recorder
 from scheduler.backends.static import StaticBackend
@@ -63,6 +66,8 @@ class EmbeddedPlatform:
 
     async def start(self) -> None:
         settings = self.settings
+        if settings.debug_tracemalloc_dir is not None:  # first: trace what start allocates
+            await self._trace_memory(settings.debug_tracemalloc_dir)
         ensure_data_dir(settings.data_dir)
         self.admin_token, self.admin_token_created = load_or_create_secret(
             settings.data_dir, "admin_token", settings.admin_token)
@@ -108,7 +113,22 @@ class EmbeddedPlatform:
                                HttpLimits.from_settings(settings))
         await self.http.start()
         services.runtime_metrics().watch("http", http_connections(self.http))
+        if isinstance(services.live, MemoryLiveState):
+            services.runtime_metrics().watch_live(services.live.holdings)
         self._stack.push_async_callback(self.http.stop)
+
+    async def _trace_memory(self, directory: Path) -> None:
+        task = asyncio.create_task(write_snapshots(directory, os.getpid()),
+                                   name="tracemalloc")
+        logger.warning("tracing Python allocations (CASTWAY_DEBUG_TRACEMALLOC_DIR): "
+                       "slower, and more memory", extra={"directory": str(directory)})
+
+        async def stop_tracing() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop_tracing)
 
     async def _start_scheduler(self, services: Services) -> None:
         """The local scheduler: the embedded node is a fleet of one run by this process,
@@ -139,6 +159,16 @@ class EmbeddedPlatform:
         return self.ingest.rtmp_port
 
     @property
+    def rtmps_port(self) -> int | None:
+        """The RTMPS port, or None when RTMPS is off."""
+        assert self.ingest is not None, "platform not started"
+        return self.ingest.rtmps_port
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: the RTMPS certificate re-read for new connections."""
+        return self.ingest is not None and self.ingest.server.reload_tls()
+
+    @property
     def http_port(self) -> int:
         assert self.http is not None, "platform not started"
         return self.http.port
@@ -154,6 +184,11 @@ class EmbeddedPlatform:
         lines = [
             "castway is running (embedded mode). In OBS: Settings -> Stream -> Custom...",
             f"  Server:      {rtmp}",
+        ]
+        if self.rtmps_port is not None:
+            rtmps = s.public_rtmps_url or f"rtmps://{host}:{self.rtmps_port}/{s.rtmp_app}"
+            lines.append(f"  or with TLS: {rtmps}   (RTMPS: the stream key is encrypted)")
+        lines += [
             f"  Stream Key:  {key}",
             f"  Watch:       {http}/watch/{DEFAULT_CHANNEL}",
             f"  Admin:       {http}/admin   API: {http}/api/v1   Docs: {http}/docs",
@@ -176,7 +211,8 @@ def run_embedded(settings: Settings) -> int:
                               settings.effective_public_url)
             try:
                 print(platform.banner(), flush=True)
-                await wait_for_stop_signal()
+                with on_sighup(platform.reload_tls):
+                    await wait_for_stop_signal()
                 logger.info("stopping")
             finally:
                 unregister(record)

@@ -12,7 +12,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from castway.http_guard import UNAVAILABLE, HttpGuard, protocol_class
-from castway.net import ConnectionBudget, HttpLimits, Listener, refuse_with
+from castway.net import (
+    ConnectionBudget,
+    HttpLimits,
+    Listener,
+    refuse_with,
+    skip_optional_proxy_header,
+)
+from castway.proxy_protocol import ProxyProtocolError
 
 
 class HttpServer:
@@ -25,11 +32,16 @@ class HttpServer:
     ``create_server``, whose accept loop spins and logs once per failure on EMFILE."""
 
     def __init__(self, app: FastAPI, sock: socket.socket,
-                 limits: HttpLimits | None = None) -> None:
+                 limits: HttpLimits | None = None, *,
+                 optional_proxy_header: bool = False) -> None:
+        """``optional_proxy_header``: skip a PROXY protocol header when a connection
+        starts with one (a health-checked port behind an NLB with proxy protocol on)."""
         self.limits = limits or HttpLimits(
             max_connections=ConnectionBudget.from_limit().http)
         self.guard = HttpGuard(self.limits)
         guard = self.guard
+        header_timeout_s = self.limits.header_timeout_s
+        pending: set[asyncio.Task[None]] = set()
 
         class _Server(uvicorn.Server):
             def install_signal_handlers(self) -> None:  # uvicorn < 0.29
@@ -50,10 +62,26 @@ class HttpServer:
                 def admit(_peer: object) -> bool:
                     return guard.make_room(len(state.connections))
 
-                async def handle(conn: socket.socket, _peer: object) -> None:
+                async def connect(conn: socket.socket) -> None:
                     protocol = config.http_protocol_class(  # type: ignore[call-arg]
                         config=config, server_state=state, app_state=self.lifespan.state)
                     await loop.connect_accepted_socket(lambda: protocol, conn)
+
+                async def after_proxy_header(conn: socket.socket) -> None:
+                    try:
+                        await skip_optional_proxy_header(conn, header_timeout_s)
+                        await connect(conn)
+                    except (OSError, TimeoutError, ProxyProtocolError):
+                        conn.close()
+
+                async def handle(conn: socket.socket, _peer: object) -> None:
+                    if not optional_proxy_header:
+                        await connect(conn)
+                        return
+                    # In its own task: the accept loop never waits on one client.
+                    task = asyncio.create_task(after_proxy_header(conn))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
 
                 self.servers = [Listener(sock, "http", handle, admit=admit,  # type: ignore[misc]
                                          refuse=refuse_with(UNAVAILABLE)).start()

@@ -23,7 +23,7 @@ from ingest.commands import NodeCommands
 from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
 from launch.http_server import HttpServer, http_connections
-from launch.process import StopSignals, first_completed, run_async, start_process
+from launch.process import StopSignals, first_completed, on_sighup, run_async, start_process
 from launch.services import Services, salvage, start_recorder
 from scheduler.agent import NodeAgent
 from transcoder.supervisor import TranscoderSupervisor
@@ -61,6 +61,7 @@ class IngestNode:
     server: IngestServer = field(init=False)
     agent: NodeAgent = field(init=False)
     manager: BroadcastManager = field(init=False)
+    transcoder: TranscoderSupervisor | None = field(init=False, default=None)
 
     async def start(self) -> None:
         s = self.services
@@ -72,9 +73,10 @@ class IngestNode:
                                      registry=s.registry)
             await self.uploader.start()
             self._stack.push_async_callback(self.uploader.close)
-        transcoder = (TranscoderSupervisor(settings, s.live, s.storage, s.registry,
-                                           uploader=self.uploader, recorder=self.recorder)
-                      if settings.transcode else None)
+        transcoder = self.transcoder = (
+            TranscoderSupervisor(settings, s.live, s.storage, s.registry,
+                                 uploader=self.uploader, recorder=self.recorder)
+            if settings.transcode else None)
         # Restreaming takes the same source packets as the transcoder, beside it: the tee
         # keeps whatever a target does away from the broadcast.
         restream = RestreamFactory(settings.model_copy(update={
@@ -194,6 +196,10 @@ class IngestNode:
     def rtmp_port(self) -> int:
         return int(self.server.port)
 
+    @property
+    def rtmps_port(self) -> int | None:
+        return self.server.tls_port
+
     async def stop(self) -> None:
         await self._stack.aclose()
 
@@ -219,8 +225,11 @@ async def start_health_listener(node: IngestNode) -> HttpServer:
     settings = services.settings
     app = create_health_app(services.catalog, services.live, services.storage,
                             services.registry)
+    # Behind an NLB with proxy protocol on, its /readyz health checks carry the header
+    # too (ECS's /healthz check from inside the task does not): skip it when present.
     http = HttpServer(app, bind_socket(settings.host, settings.http_port),
-                      HttpLimits.from_settings(settings))
+                      HttpLimits.from_settings(settings),
+                      optional_proxy_header=settings.proxy_protocol)
     await http.start()
     services.runtime_metrics().watch("http", http_connections(http))
     return http
@@ -241,9 +250,10 @@ def run_ingest(settings: Settings) -> int:
         async with _ingest_process(settings) as node:
             http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
+                                                 "rtmps_port": node.rtmps_port,
                                                  "http_port": http.port})
             try:
-                with StopSignals() as signals:
+                with StopSignals() as signals, on_sighup(node.server.reload_tls):
                     # SIGTERM (ECS, compose) or the scheduler's "stop" once the node drained
                     await first_completed(signals.first.wait(), node.agent.stopped.wait())
                     if signals.first.is_set() and not node.agent.stopped.is_set():

@@ -4,9 +4,10 @@ and running its main coroutine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from castway.logs import configure_logging
@@ -43,6 +44,18 @@ class StopSignals:
         if self._loop is not None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def on_sighup(callback: Callable[[], object]) -> Iterator[None]:
+    """Call ``callback`` on each SIGHUP while inside (the conventional "reload your
+    certificates" signal, as nginx and haproxy use it)."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, callback)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def wait_for_stop_signal() -> None:

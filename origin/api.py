@@ -129,7 +129,8 @@ async def _new_key(ctx: OriginContext, name: str, *, rotate: bool) -> StreamKeyC
     logger.info("stream key created", extra={"channel": name, "rotated": rotate})
     return StreamKeyCreated(channel=name, stream_key=key, key_id=key_id(key_hash),
                             revoked=revoked,
-                            rtmp_url=ctx.settings.effective_public_rtmp_url)
+                            rtmp_url=ctx.settings.effective_public_rtmp_url,
+                            rtmps_url=ctx.settings.effective_public_rtmps_url)
 
 
 @channels.get("", response_model=list[ChannelPublic], summary="List channels")

@@ -221,7 +221,8 @@ def _player_scripts() -> tuple[str, ...]:
 
 @router.get("/admin", response_class=HTMLResponse)
 async def admin(ctx: Ctx) -> HTMLResponse:
-    config = json.dumps({"rtmp": ctx.settings.effective_public_rtmp_url})
+    config = json.dumps({"rtmp": ctx.settings.effective_public_rtmp_url,
+                         "rtmps": ctx.settings.effective_public_rtmps_url})
     body = (
         "<h1>Admin</h1>"
         "<p><label>API token <input id=token type=password size=40 autocomplete=off>"

@@ -82,6 +82,8 @@ class StreamKeyCreated(BaseModel):
     key_id: str = Field(description="The key's public id: what the publish "
                         "authorization callback names it by.")
     rtmp_url: str
+    rtmps_url: str | None = Field(None, description="The RTMPS (TLS) URL when the "
+                                  "server takes RTMPS: the stream key travels encrypted.")
     revoked: int = 0
 
 

@@ -2,7 +2,7 @@
 the last (issue #18): the ffmpeg CLI publishes over RTMP to the embedded platform; the
 master playlist is fetched from the first moment it is served, and every revision of
 every media playlist is fetched with blocking reloads (one per new part, as hls.js and
-AVPlayer do) and checked by :mod:`castway.hls.invariants`; every segment is fetched and
+AVPlayer do) and checked by :class:`castway.hls.watch.BroadcastWatch`; every segment is fetched and
 its media duration compared with its EXTINF, and its size with BANDWIDTH.
 
 Two sources: a 2 s GOP (what castway asks publishers for) and OBS's default keyframe
@@ -20,17 +20,11 @@ import httpx
 import pytest
 
 from castway.hls.cmaf import media_duration_s
-from castway.hls.invariants import (
-    BroadcastWatch,
-    Finding,
-    MediaPlaylist,
-    check_bandwidth,
-    check_durations,
-    parse_media,
-    parse_multivariant,
-    peak_segment_bitrate,
-)
+from castway.hls.findings import Finding, Rule
+from castway.hls.measured import check_bandwidth, check_durations, peak_segment_bitrate
 from castway.hls.playlist import FALLBACK_BANDWIDTH_BPS
+from castway.hls.reading import MediaPlaylist, parse_media, parse_multivariant
+from castway.hls.watch import BroadcastWatch
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
 from tests.support import make_test_media, require_tool
@@ -60,7 +54,7 @@ class Seen:
 def _next_part(playlist: MediaPlaylist) -> tuple[int, int]:
     """The (_HLS_msn, _HLS_part) a player asks for next: the part after the newest."""
     msn = playlist.media_sequence + playlist.skipped + len(playlist.segments)
-    return msn, len(playlist.open_parts)
+    return msn, len(playlist.live_parts)
 
 
 async def _read_master(client: httpx.AsyncClient, seen: Seen, started: float,
@@ -119,12 +113,12 @@ async def _measure(client: httpx.AsyncClient, seen: Seen, name: str, url: httpx.
     for segment in playlist.segments:
         if segment.msn in sizes:
             continue
-        init_uri = segment.map_uri
+        init_uri = segment.init_uri
         assert init_uri is not None, segment
         if init_uri not in seen.inits:
             seen.inits[init_uri] = (await client.get(url.join(init_uri))).content
         data = (await client.get(url.join(segment.uri))).content
-        sizes[segment.msn] = (segment.duration_s, len(data))
+        sizes[segment.msn] = (segment.duration, len(data))
         durations[segment.uri] = media_duration_s(seen.inits[init_uri], data)
     seen.findings += check_durations(playlist, durations)
 
@@ -167,7 +161,9 @@ async def _watch_broadcast(tmp_path: Path, gop: int) -> Seen:
 
 
 def _check(seen: Seen) -> None:
-    assert seen.findings == [], "\n".join(str(f) for f in seen.findings[:20])
+    # castway's master follows the measured peak by design: its BANDWIDTH may change.
+    findings = [f for f in seen.findings if f.rule is not Rule.VARIANT_BANDWIDTH_CHANGED]
+    assert findings == [], "\n".join(str(f) for f in findings[:20])
     first = parse_multivariant(seen.first_master)
     # The whole ladder from the first master on, at sane bandwidths, never a placeholder.
     assert {v.uri for v in first.variants} == LADDER

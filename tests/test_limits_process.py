@@ -211,5 +211,9 @@ def test_metrics_show_connections_fds_tasks_and_memory(tmp_path: Path) -> None:
         assert _metric(text, "process_open_fds") >= 43
         assert _metric(text, "process_max_fds") > 0
         assert _metric(text, "castway_asyncio_tasks") > 3
+        # What the in-process live state holds (nothing published: empty) and the GC's work.
+        assert _metric(text, "castway_live_media_bytes") == 0
+        assert _metric(text, "castway_live_broadcasts") == 0
+        assert _metric(text, 'python_gc_collections_total{generation="0"}') > 0
         rss = _metric(text, "process_resident_memory_bytes")
         assert abs(rss - _rss(served.proc.pid)) < 0.5 * rss

@@ -556,6 +556,11 @@ class BroadcastTranscoder:
                 self._journal_submit(self._journal.close)  # kept for the next start
             self._done.set()
             self.supervisor._forget(self.broadcast.id)
+            # A cancelled task keeps its CancelledError, whose traceback holds the task's
+            # frame and so this object: kept in _tasks, a cycle that waits for the cyclic
+            # GC -- minutes in a busy server -- with the replay buffer and the sink.
+            # Tasks still running stay referenced (asyncio holds them only weakly).
+            self._tasks = [task for task in self._tasks if not task.done()]
             self._threads.shutdown(wait=False)
             self._journal_io.shutdown(wait=False)
 
@@ -886,12 +891,11 @@ class BroadcastTranscoder:
         self._lost_generation = generation
         self._listening_since = None
         self._child_ready.clear()
-        process = self._process
+        process, self._process = self._process, None
         code = None
         if process is not None:
             # A child whose pipe closed is normally exiting: give it the usual time.
-            await self._retire(process, grace_s=0.0 if hung else STOP_TIMEOUT_S)
-            code = process.exitcode
+            code = await self._retire(process, grace_s=0.0 if hung else STOP_TIMEOUT_S)
         if self._done.is_set():
             return  # finished normally (or given up)
         if not hung:
@@ -940,14 +944,16 @@ class BroadcastTranscoder:
         tx, self._tx = self._tx, None
         if tx is not None:
             tx.close()
-        process = self._process
+        process, self._process = self._process, None
         if process is None:
             return
         await self._retire(process, grace_s=STOP_TIMEOUT_S)
 
-    async def _retire(self, process: BaseProcess, *, grace_s: float) -> None:
+    async def _retire(self, process: BaseProcess, *, grace_s: float) -> int | None:
         """Wait ``grace_s`` for the child to exit, then SIGTERM, then SIGKILL after
-        :data:`KILL_GRACE_S`; always reaped (no zombie, no orphan)."""
+        :data:`KILL_GRACE_S`; always reaped (no zombie, no orphan), and its descriptors
+        closed at once rather than whenever the Process object is collected. Returns its
+        exit code."""
         await self._in_thread(process.join, grace_s)
         if process.is_alive():
             process.terminate()
@@ -956,6 +962,9 @@ class BroadcastTranscoder:
             # SIGKILL also ends a stopped (SIGSTOP) process, which SIGTERM cannot.
             process.kill()
             await self._in_thread(process.join)
+        code = process.exitcode
+        process.close()  # the sentinel pipe multiprocessing keeps open until then
+        return code
 
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1

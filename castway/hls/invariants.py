@@ -1,175 +1,66 @@
-"""The invariants of castway's live playlists, checked on what a player reads.
+"""The playlist rules, each once: what castway's own playlists are held to on every
+revision (tests), and what ``castway check`` holds any server's stream to.
 
-Sans-IO: playlist text in (:func:`parse_media` / :func:`parse_multivariant`), typed
-findings out, each naming the rule, the spec behind it and the offending line. Four
-scopes, as a player meets them:
+Sans-IO: parsed playlists (:mod:`castway.hls.reading`) in, typed
+:class:`~castway.hls.findings.Finding` s out, each naming its rule, severity, the spec
+behind it and the playlist lines to blame. Four scopes, as a player meets them:
 
-- one revision of a Media Playlist (:func:`check_media`): EXTINF rounded <= TARGETDURATION
-  (rfc8216bis 4.4.3.1), parts within PART-TARGET and summing to their segment (4.4.4.9),
-  HOLD-BACK >= 3 target durations, PART-HOLD-BACK >= 3 part targets (castway's choice of
-  the SHOULD in 4.4.3.8), CAN-SKIP-UNTIL >= 6 target durations, PROGRAM-DATE-TIME
-  monotonic (4.4.4.6), the preload hint not an existing part, rendition reports well
-  formed (4.4.5.4);
-- a reload against the previous revision of the same rendition
-  (:func:`check_media_update`): TARGETDURATION, PART-TARGET and EXT-X-SERVER-CONTROL fixed
-  (6.2.1), MEDIA-SEQUENCE never back, a media sequence number keeps its URI, duration,
-  discontinuity sequence and date (6.2.1, 6.2.2), no segment removed below three target
-  durations (6.2.2), an ended playlist stays ended;
-- the renditions of one broadcast side by side (:func:`check_renditions`): the same
-  TARGETDURATION, PART-TARGET and server control everywhere, and a media sequence number
-  in one rendition has the discontinuity sequence it has in the others (6.2.2: variants
-  aligned);
-- the Multivariant Playlist (:func:`check_multivariant`, :func:`check_multivariant_update`):
-  every variant with BANDWIDTH and CODECS (4.4.6.2), the variant set and what each variant
-  declares (CODECS, RESOLUTION, FRAME-RATE) unchanged while live; and, given what was
-  measured, BANDWIDTH against the peak segment bit rate (:func:`check_bandwidth`,
-  :func:`peak_segment_bitrate`) and EXTINF against the media's own duration
-  (:func:`check_durations`).
+- one revision of a Media Playlist (:func:`check_media`): the format (rfc8216bis 4.1-4.4,
+  EXT-X-VERSION 7), EXTINF rounded <= TARGETDURATION (4.4.3.1), HOLD-BACK and
+  CAN-SKIP-UNTIL (4.4.3.8), PROGRAM-DATE-TIME increasing (4.4.4.6), and for LL-HLS parts
+  within PART-TARGET that make up their segment (4.4.4.9) and are not kept too long
+  (6.2.2), PART-HOLD-BACK, blocking reload, preload hints and rendition reports;
+- a reload against the previous revision of the same playlist (:func:`check_media_update`):
+  TARGETDURATION, PART-TARGET and EXT-X-SERVER-CONTROL fixed, MEDIA-SEQUENCE never back,
+  a media sequence number keeps its segment and date, the discontinuity sequence counts
+  the removed discontinuities, no segment removed below three target durations
+  (6.2.1, 6.2.2), nothing changes after EXT-X-ENDLIST;
+- the renditions side by side (:func:`check_renditions`): the same TARGETDURATION,
+  PART-TARGET and server control, and a media sequence number in the same discontinuity
+  everywhere;
+- the Multivariant Playlist (:func:`check_multivariant`, :func:`check_multivariant_update`).
 
-:class:`BroadcastWatch` keeps the previous revisions and runs every scope on each new one:
-what the tests run on every revision a real broadcast produces, and what an HTTP checker
-(``castway check``) feeds with what it fetches.
+What needs the media itself (EXTINF against the media, BANDWIDTH against the measured peak,
+CODECS, keyframes) is :mod:`castway.hls.measured`; :class:`castway.hls.watch.BroadcastWatch`
+runs every scope revision after revision.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
+from collections.abc import Iterable
 
-# rfc8216bis 4.4.3.8 (HOLD-BACK MUST), castway's PART-HOLD-BACK (the SHOULD), CAN-SKIP-UNTIL.
+from castway.hls.findings import Finding, Line, Rule, Severity
+from castway.hls.reading import (
+    MediaPlaylist,
+    MultivariantPlaylist,
+    Segment,
+    Variant,
+    is_multivariant,
+    mixes_kinds,
+    parse_media,
+    parse_multivariant,
+)
+
+V, W = Severity.VIOLATION, Severity.WARNING
+
+#: rfc8216bis 4.4.3.8: HOLD-BACK >= 3 x TARGETDURATION.
 HOLD_BACK_TARGET_DURATIONS = 3.0
-PART_HOLD_BACK_PART_TARGETS = 3.0
+#: rfc8216bis 4.4.3.8: PART-HOLD-BACK MUST be >= 2 x PART-TARGET and SHOULD be >= 3 x.
+PART_HOLD_BACK_MUST, PART_HOLD_BACK_SHOULD = 2.0, 3.0
+#: rfc8216bis 4.4.3.8: CAN-SKIP-UNTIL >= 6 x TARGETDURATION.
 SKIP_UNTIL_TARGET_DURATIONS = 6.0
-# rfc8216bis 6.2.2: no segment removed that leaves less than this many target durations.
+#: rfc8216bis 6.2.2: a live playlist keeps at least this many target durations, and lists
+#: no part further than this from its end.
 MIN_WINDOW_TARGET_DURATIONS = 3.0
-# rfc8216bis 4.4.6.2: the peak segment bit rate is over runs this long (target durations).
-PEAK_RUN = (0.5, 1.5)
-# Apple's HLS authoring spec: the measured peak may exceed BANDWIDTH by 10% at most.
-BANDWIDTH_TOLERANCE = 1.10
-# Parts' DURATION (5 decimals) and EXTINF (5 decimals) are rounded, media are not.
-TOLERANCE_S = 0.002
-# EXTINF against the media: one frame at 24 fps either way.
-MEDIA_TOLERANCE_S = 0.042
-
-_ATTR = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^,]*)')
-
-
-class Rule(StrEnum):
-    """What a finding breaks, and where the rule comes from."""
-
-    SYNTAX = "syntax"  # rfc8216bis 4.1-4.4: a tag or value castway's players cannot read
-    EXTINF_OVER_TARGET = "extinf-over-target"  # 4.4.3.1
-    PART_OVER_TARGET = "part-over-target"  # 4.4.4.9
-    PARTS_SUM = "parts-sum"  # 4.4.4.9: a segment is its parts
-    HOLD_BACK = "hold-back"  # 4.4.3.8
-    PART_HOLD_BACK = "part-hold-back"  # 4.4.3.8
-    SKIP_UNTIL = "skip-until"  # 4.4.3.8
-    PDT_MONOTONIC = "pdt-monotonic"  # 4.4.4.6
-    PRELOAD_HINT = "preload-hint"  # 4.4.5.3
-    RENDITION_REPORT = "rendition-report"  # 4.4.5.4
-    TARGET_FIXED = "target-duration-fixed"  # 6.2.1
-    PART_TARGET_FIXED = "part-target-fixed"  # 6.2.1 (castway: fixed for the broadcast)
-    SERVER_CONTROL_FIXED = "server-control-fixed"  # castway: fixed for the broadcast
-    MEDIA_SEQUENCE = "media-sequence"  # 6.2.1
-    SEGMENT_CHANGED = "segment-changed"  # 6.2.1
-    DISCONTINUITY_SEQUENCE = "discontinuity-sequence"  # 6.2.2
-    WINDOW_TOO_SHORT = "window-too-short"  # 6.2.2
-    ENDLIST = "endlist"  # 6.2.1
-    RENDITIONS_DIFFER = "renditions-differ"  # 6.2.2, Apple HLS authoring spec
-    VARIANT_SET_CHANGED = "variant-set-changed"  # castway: fixed while live
-    VARIANT_CHANGED = "variant-changed"  # castway: what a variant declares is fixed
-    VARIANT_ATTRIBUTES = "variant-attributes"  # 4.4.6.2
-    BANDWIDTH = "bandwidth"  # 4.4.6.2, Apple HLS authoring spec (within 10%)
-    EXTINF_MEDIA = "extinf-media"  # 4.4.4.1: EXTINF is the segment's duration
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    rule: Rule
-    message: str
-    line: int | None = None  # 1-based line number in the playlist, when one is to blame
-    text: str = ""  # that line
-    playlist: str = ""  # which playlist (a rendition name or URI), for the watch
-
-    def __str__(self) -> str:
-        where = f"{self.playlist}:" if self.playlist else ""
-        where += f"{self.line}: " if self.line is not None else " " if where else ""
-        return f"{where}[{self.rule}] {self.message}" + (f" -- {self.text}" if self.text
-                                                         else "")
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    number: int  # 1-based
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class PartEntry:
-    duration_s: float
-    uri: str
-    independent: bool
-    line: Line
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentEntry:
-    msn: int
-    duration_s: float
-    uri: str
-    discontinuity: bool
-    discontinuity_seq: int  # the absolute discontinuity sequence number of this segment
-    program_date_time: datetime | None
-    parts: tuple[PartEntry, ...]
-    line: Line  # its EXTINF
-    map_uri: str | None = None  # the EXT-X-MAP in force
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPlaylist:
-    target_duration: int | None
-    part_target: float | None
-    server_control: Mapping[str, str]
-    media_sequence: int
-    discontinuity_sequence: int
-    skipped: int
-    segments: tuple[SegmentEntry, ...]
-    open_parts: tuple[PartEntry, ...]  # of the segment in progress
-    preload_hints: tuple[tuple[str, str, Line], ...]  # (TYPE, URI, line)
-    rendition_reports: tuple[tuple[Mapping[str, str], Line], ...]
-    ended: bool
-    tag_lines: Mapping[str, Line]  # first line of each playlist-level tag
-    syntax: tuple[Finding, ...] = ()
-
-    @property
-    def duration_s(self) -> float:
-        return sum(s.duration_s for s in self.segments)
-
-
-@dataclass(frozen=True, slots=True)
-class Variant:
-    uri: str
-    bandwidth: int | None
-    average_bandwidth: int | None
-    codecs: str | None
-    resolution: str | None
-    frame_rate: str | None
-    line: Line  # its EXT-X-STREAM-INF
-
-
-@dataclass(frozen=True, slots=True)
-class MultivariantPlaylist:
-    variants: tuple[Variant, ...]
-    syntax: tuple[Finding, ...] = ()
-
-
-def attributes(text: str) -> dict[str, str]:
-    """An attribute-list (rfc8216bis 4.2), quoted values unquoted."""
-    return {m.group(1): m.group(2).strip('"') for m in _ATTR.finditer(text)}
+#: Values written with few decimals against values computed from them.
+TOLERANCE_S = 1e-6
+#: Slack for a whole window's duration (EXTINF rounded to 5 decimals, summed).
+WINDOW_SLACK_S = 0.002
+#: Parts (5 decimals each) add up to their EXTINF within this, per part.
+PART_SUM_SLACK_S = 0.002
+#: A segment's date may move this little between reloads (milliseconds are written).
+PDT_SLACK_S = 0.001
 
 
 def _float(value: str | None) -> float | None:
@@ -179,420 +70,411 @@ def _float(value: str | None) -> float | None:
         return None
 
 
-def _date(value: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def parse_media(text: str) -> MediaPlaylist:
-    """A Media Playlist; what cannot be read is a :data:`Rule.SYNTAX` finding in it."""
-    syntax: list[Finding] = []
-    tags: dict[str, Line] = {}
-    values: dict[str, str] = {}
-    segments: list[SegmentEntry] = []
-    parts: list[PartEntry] = []
-    hints: list[tuple[str, str, Line]] = []
-    reports: list[tuple[Mapping[str, str], Line]] = []
-    pending_extinf: tuple[float, Line] | None = None
-    pending_pdt: datetime | None = None
-    pending_discontinuity = False
-    ended = False
-    media_sequence = discontinuity_sequence = skipped = 0
-    discontinuities = 0
-    current_map: str | None = None
-
-    def bad(line: Line, message: str) -> None:
-        syntax.append(Finding(Rule.SYNTAX, message, line.number, line.text))
-
-    lines = text.splitlines()
-    if not lines or lines[0].strip() != "#EXTM3U":
-        syntax.append(Finding(Rule.SYNTAX, "the first line is not #EXTM3U", 1,
-                              lines[0] if lines else ""))
-    for number, raw in enumerate(lines[1:], start=2):
-        text_line = raw.strip()
-        if not text_line:
-            continue
-        line = Line(number, text_line)
-        if not text_line.startswith("#"):
-            if pending_extinf is None:
-                bad(line, "a URI without EXTINF")
-                continue
-            duration, extinf_line = pending_extinf
-            msn = media_sequence + skipped + len(segments)
-            if pending_discontinuity:
-                discontinuities += 1
-            segments.append(SegmentEntry(
-                msn, duration, text_line, pending_discontinuity,
-                discontinuity_sequence + discontinuities, pending_pdt, tuple(parts),
-                extinf_line, current_map))
-            parts, pending_extinf, pending_pdt = [], None, None
-            pending_discontinuity = False
-            continue
-        name, _, value = text_line.partition(":")
-        if name in ("#EXT-X-TARGETDURATION", "#EXT-X-MEDIA-SEQUENCE",
-                    "#EXT-X-DISCONTINUITY-SEQUENCE", "#EXT-X-PART-INF",
-                    "#EXT-X-SERVER-CONTROL", "#EXT-X-SKIP", "#EXT-X-VERSION"):
-            if name in tags:
-                bad(line, f"{name} appears twice")
-            tags[name] = line
-            values[name] = value
-            if name in ("#EXT-X-MEDIA-SEQUENCE", "#EXT-X-DISCONTINUITY-SEQUENCE") and \
-                    not value.isdigit():
-                bad(line, f"{name} is not a decimal integer")
-            elif name == "#EXT-X-MEDIA-SEQUENCE":
-                media_sequence = int(value)
-            elif name == "#EXT-X-DISCONTINUITY-SEQUENCE":
-                discontinuity_sequence = int(value)
-            elif name == "#EXT-X-SKIP":
-                count = attributes(value).get("SKIPPED-SEGMENTS", "")
-                skipped = int(count) if count.isdigit() else 0
-        elif name == "#EXTINF":
-            extinf = _float(value.split(",", 1)[0])
-            if extinf is None or extinf < 0:
-                bad(line, "EXTINF duration is not a non-negative number")
-            pending_extinf = (extinf if extinf is not None and extinf >= 0 else 0.0, line)
-        elif name == "#EXT-X-DISCONTINUITY":
-            pending_discontinuity = True
-        elif name == "#EXT-X-MAP":
-            current_map = attributes(value).get("URI")
-        elif name == "#EXT-X-PROGRAM-DATE-TIME":
-            pending_pdt = _date(value)
-            if pending_pdt is None or pending_pdt.tzinfo is None:
-                bad(line, "EXT-X-PROGRAM-DATE-TIME is not ISO 8601 with an offset")
-        elif name == "#EXT-X-PART":
-            attrs = attributes(value)
-            part_duration = _float(attrs.get("DURATION"))
-            if part_duration is None or "URI" not in attrs:
-                bad(line, "EXT-X-PART needs DURATION and URI")
-                continue
-            parts.append(PartEntry(part_duration, attrs["URI"],
-                                   attrs.get("INDEPENDENT") == "YES", line))
-        elif name == "#EXT-X-PRELOAD-HINT":
-            attrs = attributes(value)
-            hints.append((attrs.get("TYPE", ""), attrs.get("URI", ""), line))
-        elif name == "#EXT-X-RENDITION-REPORT":
-            reports.append((attributes(value), line))
-        elif name == "#EXT-X-ENDLIST":
-            ended = True
-    target_text = values.get("#EXT-X-TARGETDURATION")
-    target = int(target_text) if target_text is not None and target_text.isdigit() else None
-    if target_text is not None and target is None:
-        bad(tags["#EXT-X-TARGETDURATION"], "EXT-X-TARGETDURATION is not an integer")
-    part_inf = values.get("#EXT-X-PART-INF")
-    part_target = _float(attributes(part_inf).get("PART-TARGET")) if part_inf else None
-    return MediaPlaylist(
-        target_duration=target, part_target=part_target,
-        server_control=attributes(values.get("#EXT-X-SERVER-CONTROL", "")),
-        media_sequence=media_sequence, discontinuity_sequence=discontinuity_sequence,
-        skipped=skipped, segments=tuple(segments), open_parts=tuple(parts),
-        preload_hints=tuple(hints), rendition_reports=tuple(reports), ended=ended,
-        tag_lines=tags, syntax=tuple(syntax))
-
-
-def parse_multivariant(text: str) -> MultivariantPlaylist:
-    syntax: list[Finding] = []
-    variants: list[Variant] = []
-    pending: tuple[dict[str, str], Line] | None = None
-    for number, raw in enumerate(text.splitlines()[1:], start=2):
-        text_line = raw.strip()
-        if not text_line:
-            continue
-        line = Line(number, text_line)
-        if text_line.startswith("#EXT-X-STREAM-INF:"):
-            pending = (attributes(text_line.split(":", 1)[1]), line)
-        elif not text_line.startswith("#"):
-            if pending is None:
-                syntax.append(Finding(Rule.SYNTAX, "a URI without EXT-X-STREAM-INF",
-                                      number, text_line))
-                continue
-            attrs, at = pending
-            bandwidth, average = attrs.get("BANDWIDTH", ""), attrs.get("AVERAGE-BANDWIDTH")
-            variants.append(Variant(
-                text_line, int(bandwidth) if bandwidth.isdigit() else None,
-                int(average) if average is not None and average.isdigit() else None,
-                attrs.get("CODECS"), attrs.get("RESOLUTION"), attrs.get("FRAME-RATE"), at))
-            pending = None
-    return MultivariantPlaylist(tuple(variants), tuple(syntax))
+def _lines(*lines: Line | None) -> tuple[Line, ...]:
+    return tuple(line for line in lines if line is not None)
 
 
 # --- one revision ---------------------------------------------------------------------
 
 
-def check_media(playlist: MediaPlaylist) -> list[Finding]:
-    """The rules one revision of a Media Playlist keeps on its own."""
-    out = list(playlist.syntax)
-    td = playlist.target_duration
-    if td is None:
-        out.append(Finding(Rule.SYNTAX, "EXT-X-TARGETDURATION is missing"))
-        return out
-    for segment in playlist.segments:
-        if math.floor(segment.duration_s + 0.5) > td:
-            out.append(Finding(Rule.EXTINF_OVER_TARGET,
-                               f"EXTINF {segment.duration_s} rounds above "
-                               f"EXT-X-TARGETDURATION {td}", segment.line.number,
-                               segment.line.text))
-        if segment.parts and abs(sum(p.duration_s for p in segment.parts)
-                                 - segment.duration_s) > TOLERANCE_S * len(segment.parts):
-            out.append(Finding(Rule.PARTS_SUM, f"parts sum to "
-                               f"{sum(p.duration_s for p in segment.parts):.5f}, EXTINF is "
-                               f"{segment.duration_s}", segment.line.number,
-                               segment.line.text))
-    pt = playlist.part_target
-    all_parts = [p for s in playlist.segments for p in s.parts] + list(playlist.open_parts)
-    if pt is not None:
-        for part in all_parts:
-            if part.duration_s > pt + 1e-9:
-                out.append(Finding(Rule.PART_OVER_TARGET, f"part of {part.duration_s} s "
-                                   f"over PART-TARGET {pt}", part.line.number,
-                                   part.line.text))
-    control = playlist.server_control
-    control_line = playlist.tag_lines.get("#EXT-X-SERVER-CONTROL")
-    where = (control_line.number, control_line.text) if control_line else (None, "")
+def check_media(p: MediaPlaylist, master: MultivariantPlaylist | None = None
+                ) -> list[Finding]:
+    """The rules one revision of a Media Playlist keeps on its own (``master``, when
+    known, tells how many rendition reports a live LL-HLS playlist owes)."""
+    out = list(p.syntax)
+    out += _versions(p)
+    td = p.target_duration
+    if td is not None:
+        for s in p.segments:
+            if math.floor(s.duration + 0.5) > td:
+                out.append(Finding(Rule.EXTINF_OVER_TARGET, V, p.url,
+                                   f"EXTINF {s.duration:g} rounds to more than "
+                                   f"EXT-X-TARGETDURATION {td}",
+                                   (*p.tag_line("#EXT-X-TARGETDURATION"), s.extinf),
+                                   key=s.uri))
+        out += _server_control(p, td)
+    dated = [s for s in p.segments if s.program_date_time is not None]
+    for a, b in zip(dated, dated[1:], strict=False):
+        assert a.program_date_time is not None and b.program_date_time is not None
+        if b.program_date_time <= a.program_date_time:
+            out.append(Finding(Rule.PROGRAM_DATE_TIME, V, p.url,
+                               f"PROGRAM-DATE-TIME goes back or stands still from segment "
+                               f"{a.msn} to {b.msn}", _lines(a.pdt_line, b.pdt_line),
+                               key=b.uri))
+    out += _hints_and_reports(p)
+    if p.is_low_latency:
+        out += _low_latency(p, master)
+    return out
+
+
+def check_dated(p: MediaPlaylist) -> list[Finding]:
+    """castway dates every segment (DVR, clocks in sync across renditions)."""
+    return [Finding(Rule.PROGRAM_DATE_TIME, V, p.url,
+                    f"segment {s.msn} without EXT-X-PROGRAM-DATE-TIME", (s.extinf,),
+                    key=f"undated:{s.uri}")
+            for s in p.segments if s.program_date_time is None]
+
+
+def _versions(p: MediaPlaylist) -> Iterable[Finding]:
+    version = p.tag_line("#EXT-X-VERSION")
+    needs = [(3, "a decimal EXTINF", any(s.decimal_extinf for s in p.segments), ()),
+             (6, "EXT-X-MAP", any(s.init_uri for s in p.segments), ()),
+             (9, "EXT-X-SKIP", p.skipped > 0 or "#EXT-X-SKIP" in p.tags,
+              p.tag_line("#EXT-X-SKIP"))]
+    for least, what, used, where in needs:
+        if used and p.version < least:
+            yield Finding(Rule.VERSION, V, p.url,
+                          f"{what} needs EXT-X-VERSION >= {least}, it is {p.version}",
+                          (*version, *where), key=what)
+    if p.segments and any(s.init_uri for s in p.segments) and p.segments[0].init_uri is None:
+        yield Finding(Rule.MAP, V, p.url,
+                      "fMP4 playlist: the first segment is not preceded by EXT-X-MAP",
+                      (p.segments[0].extinf,), key="first")
+    if p.playlist_type == "VOD" and not p.ended:
+        yield Finding(Rule.PLAYLIST_TYPE, V, p.url,
+                      "EXT-X-PLAYLIST-TYPE:VOD requires EXT-X-ENDLIST",
+                      p.tag_line("#EXT-X-PLAYLIST-TYPE"), key="vod")
+
+
+def _server_control(p: MediaPlaylist, td: int) -> Iterable[Finding]:
+    control = p.server_control
+    where = p.tag_line("#EXT-X-SERVER-CONTROL")
     hold_back = _float(control.get("HOLD-BACK"))
-    if hold_back is not None and hold_back < HOLD_BACK_TARGET_DURATIONS * td - 1e-9:
-        out.append(Finding(Rule.HOLD_BACK, f"HOLD-BACK {hold_back} is under 3 x "
-                           f"EXT-X-TARGETDURATION {td}", *where))
-    part_hold_back = _float(control.get("PART-HOLD-BACK"))
-    if pt is not None and not playlist.ended:
-        if part_hold_back is None:
-            out.append(Finding(Rule.PART_HOLD_BACK, "EXT-X-PART-INF without "
-                               "PART-HOLD-BACK", *where))
-        elif part_hold_back < PART_HOLD_BACK_PART_TARGETS * pt - 1e-9:
-            out.append(Finding(Rule.PART_HOLD_BACK, f"PART-HOLD-BACK {part_hold_back} is "
-                               f"under 3 x PART-TARGET {pt}", *where))
+    if hold_back is not None and hold_back < HOLD_BACK_TARGET_DURATIONS * td - TOLERANCE_S:
+        yield Finding(Rule.HOLD_BACK, V, p.url,
+                      f"HOLD-BACK {hold_back:g} < 3 x TARGETDURATION ({3 * td})", where,
+                      key=str(hold_back))
     skip_until = _float(control.get("CAN-SKIP-UNTIL"))
-    if skip_until is not None and skip_until < SKIP_UNTIL_TARGET_DURATIONS * td - 1e-9:
-        out.append(Finding(Rule.SKIP_UNTIL, f"CAN-SKIP-UNTIL {skip_until} is under 6 x "
-                           f"EXT-X-TARGETDURATION {td}", *where))
-    dated = [s for s in playlist.segments if s.program_date_time is not None]
-    for earlier, later in zip(dated, dated[1:], strict=False):
-        assert earlier.program_date_time is not None and later.program_date_time is not None
-        if later.program_date_time < earlier.program_date_time:
-            out.append(Finding(Rule.PDT_MONOTONIC, "EXT-X-PROGRAM-DATE-TIME goes back",
-                               later.line.number, later.line.text))
-    uris = {p.uri for p in all_parts}
-    for kind, uri, line in playlist.preload_hints:
-        if playlist.ended:
-            out.append(Finding(Rule.PRELOAD_HINT, "a preload hint in an ended playlist",
-                               line.number, line.text))
-        elif kind == "PART" and uri in uris:
-            out.append(Finding(Rule.PRELOAD_HINT, "the preload hint names a listed part",
-                               line.number, line.text))
-    for attrs, line in playlist.rendition_reports:
+    if skip_until is not None and \
+            skip_until < SKIP_UNTIL_TARGET_DURATIONS * td - TOLERANCE_S:
+        yield Finding(Rule.SKIP_UNTIL, V, p.url,
+                      f"CAN-SKIP-UNTIL {skip_until:g} < 6 x TARGETDURATION ({6 * td})",
+                      where, key=str(skip_until))
+    if "#EXT-X-SKIP" in p.tags and skip_until is None:
+        yield Finding(Rule.SKIP_UNTIL, V, p.url,
+                      "EXT-X-SKIP without SERVER-CONTROL CAN-SKIP-UNTIL",
+                      p.tag_line("#EXT-X-SKIP"), key="skip")
+    if control.get("CAN-BLOCK-RELOAD") not in (None, "YES"):
+        yield Finding(Rule.CAN_BLOCK_RELOAD, V, p.url,
+                      "CAN-BLOCK-RELOAD is present but not YES", where, key="value")
+
+
+def _hints_and_reports(p: MediaPlaylist) -> Iterable[Finding]:
+    part_uris = {q.uri for s in p.segments for q in s.parts} | {q.uri for q in p.live_parts}
+    for hint in p.preload_hints:
+        if p.ended:
+            yield Finding(Rule.PRELOAD_HINT, V, p.url,
+                          "EXT-X-PRELOAD-HINT in an ended playlist", (hint.line,),
+                          key="ended")
+        elif hint.type == "PART" and hint.uri in part_uris:
+            yield Finding(Rule.PRELOAD_HINT, V, p.url,
+                          "the preload hint names a listed part", (hint.line,),
+                          key=f"listed:{hint.uri}")
+    for report in p.rendition_reports:
+        attrs = report.attributes
         if "URI" not in attrs or not attrs.get("LAST-MSN", "").isdigit() or \
                 ("LAST-PART" in attrs and not attrs["LAST-PART"].isdigit()):
-            out.append(Finding(Rule.RENDITION_REPORT, "needs URI and integer LAST-MSN "
-                               "(and LAST-PART)", line.number, line.text))
-    return out
+            yield Finding(Rule.RENDITION_REPORT, V, p.url,
+                          "EXT-X-RENDITION-REPORT needs URI and integer LAST-MSN (and "
+                          "LAST-PART)", (report.line,), key=report.line.text)
+
+
+def _low_latency(p: MediaPlaylist, master: MultivariantPlaylist | None) -> Iterable[Finding]:
+    pt = p.part_target or 0.0
+    part_inf = p.tag_line("#EXT-X-PART-INF")
+    for part in (*[q for s in p.segments for q in s.parts], *p.live_parts):
+        if part.duration > pt + TOLERANCE_S:
+            yield Finding(Rule.PART_OVER_TARGET, V, p.url,
+                          f"part DURATION {part.duration:g} > PART-TARGET {pt:g}",
+                          (*part_inf, part.line), key=part.uri)
+    for s in p.segments:
+        total = sum(q.duration for q in s.parts)
+        if s.parts and abs(total - s.duration) > PART_SUM_SLACK_S * len(s.parts):
+            yield Finding(Rule.PARTS_VS_EXTINF, W, p.url,
+                          f"segment {s.msn}'s parts sum to {total:.5f} s, its EXTINF "
+                          f"says {s.duration:g}", (s.parts[0].line, s.extinf), key=s.uri)
+    yield from _parts_window(p)
+    control = p.tag_line("#EXT-X-SERVER-CONTROL") or (p.last_line,)
+    part_hold_back = _float(p.server_control.get("PART-HOLD-BACK"))
+    if part_hold_back is not None and \
+            part_hold_back < PART_HOLD_BACK_MUST * pt - TOLERANCE_S:
+        yield Finding(Rule.PART_HOLD_BACK, V, p.url,
+                      f"PART-HOLD-BACK {part_hold_back:g} < 2 x PART-TARGET {pt:g}",
+                      (*control, *part_inf), key=str(part_hold_back))
+    elif part_hold_back is not None and \
+            part_hold_back < PART_HOLD_BACK_SHOULD * pt - TOLERANCE_S:
+        yield Finding(Rule.PART_HOLD_BACK, W, p.url,
+                      f"PART-HOLD-BACK {part_hold_back:g} < 3 x PART-TARGET {pt:g}",
+                      (*control, *part_inf), key=str(part_hold_back))
+    if p.ended:
+        return
+    if part_hold_back is None:
+        yield Finding(Rule.PART_HOLD_BACK, V, p.url, "EXT-X-PART-INF without PART-HOLD-BACK",
+                      control, key="missing")
+    if p.server_control.get("CAN-BLOCK-RELOAD") != "YES":
+        yield Finding(Rule.CAN_BLOCK_RELOAD, V, p.url,
+                      "a live playlist with EXT-X-PART-INF lacks CAN-BLOCK-RELOAD=YES",
+                      control, key="can-block-reload")
+    if not p.preload_hints:
+        yield Finding(Rule.PRELOAD_HINT, W, p.url,
+                      "a live LL-HLS playlist without EXT-X-PRELOAD-HINT", (p.last_line,),
+                      key="missing")
+    others = len(master.variants) - 1 if master is not None else 0
+    if others > len(p.rendition_reports):
+        yield Finding(Rule.RENDITION_REPORT, W, p.url,
+                      f"{len(p.rendition_reports)} EXT-X-RENDITION-REPORT for {others} other "
+                      f"renditions", tuple(r.line for r in p.rendition_reports)
+                      or (p.last_line,), key="count")
+
+
+def _parts_window(p: MediaPlaylist) -> Iterable[Finding]:
+    """rfc8216bis 6.2.2: parts further than three target durations from the end go."""
+    if not p.target_duration:
+        return
+    from_end = sum(q.duration for q in p.live_parts)
+    for s in reversed(p.segments):
+        from_end += s.duration
+        if s.parts and from_end > MIN_WINDOW_TARGET_DURATIONS * p.target_duration + 1e-3:
+            yield Finding(Rule.PARTS_WINDOW, V, p.url,
+                          f"segment {s.msn}'s parts are listed more than "
+                          f"{MIN_WINDOW_TARGET_DURATIONS:g} target durations from the end",
+                          (s.parts[0].line,), key=s.uri)
 
 
 # --- a reload -------------------------------------------------------------------------
 
 
-def check_media_update(previous: MediaPlaylist, current: MediaPlaylist) -> list[Finding]:
-    """The rules a reload keeps against the revision before it (same rendition)."""
-    out: list[Finding] = []
+def check_media_update(old: MediaPlaylist, new: MediaPlaylist) -> list[Finding]:
+    """The rules a reload keeps against the revision before it (same playlist)."""
+    return list(_media_reload(old, new))
 
-    def tag(name: str) -> tuple[int | None, str]:
-        line = current.tag_lines.get(name)
-        return (line.number, line.text) if line else (None, "")
 
-    if previous.target_duration != current.target_duration:
-        out.append(Finding(Rule.TARGET_FIXED, f"EXT-X-TARGETDURATION went from "
-                           f"{previous.target_duration} to {current.target_duration}",
-                           *tag("#EXT-X-TARGETDURATION")))
-    if previous.part_target != current.part_target and not current.ended:
-        out.append(Finding(Rule.PART_TARGET_FIXED, f"PART-TARGET went from "
-                           f"{previous.part_target} to {current.part_target}",
-                           *tag("#EXT-X-PART-INF")))
-    if not current.ended and not previous.ended and \
-            dict(previous.server_control) != dict(current.server_control) and \
-            previous.server_control and current.server_control:
-        out.append(Finding(Rule.SERVER_CONTROL_FIXED, "EXT-X-SERVER-CONTROL changed from "
-                           f"{dict(previous.server_control)}", *tag("#EXT-X-SERVER-CONTROL")))
-    if current.media_sequence < previous.media_sequence:
-        out.append(Finding(Rule.MEDIA_SEQUENCE, f"EXT-X-MEDIA-SEQUENCE went back from "
-                           f"{previous.media_sequence} to {current.media_sequence}",
-                           *tag("#EXT-X-MEDIA-SEQUENCE")))
-    before = {s.msn: s for s in previous.segments}
-    for segment in current.segments:
-        old = before.get(segment.msn)
-        if old is None:
+def _media_reload(old: MediaPlaylist, new: MediaPlaylist) -> Iterable[Finding]:
+    if old.ended:
+        if not new.ended or _frozen(old) != _frozen(new):
+            yield Finding(Rule.ENDED_PLAYLIST_CHANGED, V, new.url,
+                          "the playlist changed after EXT-X-ENDLIST"
+                          + ("" if new.ended else " (EXT-X-ENDLIST disappeared)"),
+                          (old.last_line, new.last_line), key="ended")
+        return
+    if old.target_duration != new.target_duration:
+        yield Finding(Rule.TARGET_DURATION_CHANGED, V, new.url,
+                      f"EXT-X-TARGETDURATION changed from {old.target_duration} to "
+                      f"{new.target_duration} between reloads",
+                      (*old.tag_line("#EXT-X-TARGETDURATION"),
+                       *new.tag_line("#EXT-X-TARGETDURATION")),
+                      key=f"{old.target_duration}->{new.target_duration}")
+    if old.part_target != new.part_target and not new.ended:
+        yield Finding(Rule.PART_TARGET_CHANGED, V, new.url,
+                      f"PART-TARGET changed from {old.part_target} to {new.part_target}",
+                      (*old.tag_line("#EXT-X-PART-INF"), *new.tag_line("#EXT-X-PART-INF")),
+                      key=f"{old.part_target}->{new.part_target}")
+    if dict(old.server_control) != dict(new.server_control) and not new.ended:
+        yield Finding(Rule.SERVER_CONTROL_CHANGED, V, new.url,
+                      "EXT-X-SERVER-CONTROL changed between reloads",
+                      (*old.tag_line("#EXT-X-SERVER-CONTROL"),
+                       *new.tag_line("#EXT-X-SERVER-CONTROL")),
+                      key=f"{sorted(old.server_control.items())}->"
+                          f"{sorted(new.server_control.items())}")
+    yield from _sequences(old, new)
+
+
+def _frozen(p: MediaPlaylist) -> tuple[object, ...]:
+    return p.target_duration, p.media_sequence, [(s.uri, s.duration) for s in p.segments]
+
+
+def _sequences(old: MediaPlaylist, new: MediaPlaylist) -> Iterable[Finding]:
+    ms_lines = (*old.tag_line("#EXT-X-MEDIA-SEQUENCE"), *new.tag_line("#EXT-X-MEDIA-SEQUENCE"))
+    if new.media_sequence < old.media_sequence:
+        yield Finding(Rule.MEDIA_SEQUENCE, V, new.url,
+                      f"EXT-X-MEDIA-SEQUENCE went back from {old.media_sequence} to "
+                      f"{new.media_sequence}", ms_lines,
+                      key=f"back:{old.media_sequence}->{new.media_sequence}")
+        return
+    after = {s.msn: s for s in new.segments}
+    for s in old.segments:
+        now = after.get(s.msn)
+        if now is None:
             continue
-        where = (segment.line.number, segment.line.text)
-        if old.uri != segment.uri or abs(old.duration_s - segment.duration_s) > 1e-6:
-            out.append(Finding(Rule.SEGMENT_CHANGED, f"segment {segment.msn} was "
-                               f"{old.uri} ({old.duration_s} s)", *where))
-        if old.discontinuity_seq != segment.discontinuity_seq:
-            out.append(Finding(Rule.DISCONTINUITY_SEQUENCE, f"segment {segment.msn} had "
-                               f"discontinuity sequence {old.discontinuity_seq}, now "
-                               f"{segment.discontinuity_seq}", *where))
-        if old.program_date_time != segment.program_date_time:
-            out.append(Finding(Rule.PDT_MONOTONIC, f"segment {segment.msn} was dated "
-                               f"{old.program_date_time}", *where))
-    if previous.segments and current.segments and not current.skipped:
-        last_old = previous.segments[-1]
-        first_new = [s for s in current.segments if s.msn > last_old.msn]
-        if first_new and last_old.program_date_time and first_new[0].program_date_time \
-                and first_new[0].program_date_time < last_old.program_date_time:
-            out.append(Finding(Rule.PDT_MONOTONIC, "a new segment is dated before the "
-                               "last one of the previous revision", first_new[0].line.number,
-                               first_new[0].line.text))
-    removed = current.media_sequence > previous.media_sequence
-    td = current.target_duration
-    if removed and not current.ended and td is not None and not current.skipped and \
-            current.duration_s < MIN_WINDOW_TARGET_DURATIONS * td - TOLERANCE_S:
-        out.append(Finding(Rule.WINDOW_TOO_SHORT, f"segments were removed leaving "
-                           f"{current.duration_s:.3f} s, under 3 x {td}",
-                           *tag("#EXT-X-MEDIA-SEQUENCE")))
-    if previous.ended and not current.ended:
-        out.append(Finding(Rule.ENDLIST, "EXT-X-ENDLIST disappeared"))
-    return out
+        if now.uri != s.uri or abs(now.duration - s.duration) > TOLERANCE_S:
+            yield Finding(Rule.MEDIA_SEQUENCE, V, new.url,
+                          f"segment {s.msn} is not the same segment on reload: it was "
+                          f"{s.uri} ({s.duration:g} s)", (s.extinf, now.extinf),
+                          key=f"changed:{s.msn}")
+        if s.program_date_time and now.program_date_time and \
+                abs((now.program_date_time - s.program_date_time).total_seconds()) \
+                > PDT_SLACK_S:
+            yield Finding(Rule.PROGRAM_DATE_TIME, V, new.url,
+                          f"segment {s.msn}'s PROGRAM-DATE-TIME changed on reload",
+                          _lines(s.pdt_line, now.pdt_line), key=f"moved:{s.msn}")
+    yield from _dated_after(old, new)
+    if new.end_msn < old.end_msn:
+        yield Finding(Rule.MEDIA_SEQUENCE, V, new.url,
+                      f"segments {new.end_msn}..{old.end_msn - 1} vanished from the end",
+                      (old.last_line, new.last_line), key=f"shrank:{old.end_msn}->"
+                                                          f"{new.end_msn}")
+    removed = [s for s in old.segments if s.msn < new.media_sequence]
+    td = new.target_duration or 0
+    if removed and not new.ended and not new.skipped and \
+            new.duration < MIN_WINDOW_TARGET_DURATIONS * td - WINDOW_SLACK_S:
+        yield Finding(Rule.SEGMENT_REMOVED_EARLY, V, new.url,
+                      f"{len(removed)} segment(s) removed leaving {new.duration:.3f} s, "
+                      f"less than 3 x TARGETDURATION ({3 * td} s)",
+                      (*ms_lines, new.last_line), key=f"{new.media_sequence}")
+    yield from _discontinuities(old, new, removed)
+
+
+def _dated_after(old: MediaPlaylist, new: MediaPlaylist) -> Iterable[Finding]:
+    """A segment new in this revision is not dated before the last one of the previous."""
+    if not old.segments or old.segments[-1].program_date_time is None:
+        return
+    last = old.segments[-1]
+    first_new = next((s for s in new.segments if s.msn > last.msn), None)
+    if first_new is not None and first_new.program_date_time is not None and \
+            last.program_date_time is not None and \
+            first_new.program_date_time < last.program_date_time:
+        yield Finding(Rule.PROGRAM_DATE_TIME, V, new.url,
+                      f"segment {first_new.msn} is dated before segment {last.msn} of the "
+                      "previous revision", _lines(last.pdt_line, first_new.pdt_line),
+                      key=f"before:{first_new.msn}")
+
+
+def _discontinuities(old: MediaPlaylist, new: MediaPlaylist,
+                     removed: list[Segment]) -> Iterable[Finding]:
+    # Where the tag is absent (it then means 0) the media sequences and the removed
+    # EXT-X-DISCONTINUITY lines are the evidence.
+    dsn_lines = (*(old.tag_line("#EXT-X-DISCONTINUITY-SEQUENCE") or old.tag_line(
+                   "#EXT-X-MEDIA-SEQUENCE")),
+                 *_lines(*(s.discontinuity_line for s in removed)),
+                 *(new.tag_line("#EXT-X-DISCONTINUITY-SEQUENCE") or new.tag_line(
+                   "#EXT-X-MEDIA-SEQUENCE")))
+    if new.media_sequence <= old.end_msn:  # every removed segment was seen: the count is exact
+        expected = old.discontinuity_sequence + sum(s.discontinuity for s in removed)
+        if new.discontinuity_sequence != expected:
+            yield Finding(Rule.DISCONTINUITY_SEQUENCE, V, new.url,
+                          f"EXT-X-DISCONTINUITY-SEQUENCE is {new.discontinuity_sequence}, "
+                          f"expected {expected} ({sum(s.discontinuity for s in removed)} "
+                          f"discontinuities removed)", dsn_lines,
+                          key=f"{new.media_sequence}:{new.discontinuity_sequence}")
+            return
+    elif new.discontinuity_sequence < old.discontinuity_sequence:
+        yield Finding(Rule.DISCONTINUITY_SEQUENCE, V, new.url,
+                      "EXT-X-DISCONTINUITY-SEQUENCE went back", dsn_lines,
+                      key=f"back:{new.discontinuity_sequence}")
+        return
+    # The count is right, yet a segment both revisions list moved to another
+    # discontinuity (an EXT-X-DISCONTINUITY added or dropped on it): the first is cited.
+    before = {s.msn: s for s in old.segments}
+    for s in new.segments:
+        was = before.get(s.msn)
+        if was is not None and was.discontinuity_seq != s.discontinuity_seq:
+            yield Finding(Rule.DISCONTINUITY_SEQUENCE, V, new.url,
+                          f"segment {s.msn} had discontinuity sequence "
+                          f"{was.discontinuity_seq}, now {s.discontinuity_seq}",
+                          (was.extinf, s.extinf), key=f"moved:{s.msn}")
+            return
 
 
 # --- renditions side by side ----------------------------------------------------------
 
 
-def check_renditions(playlists: Mapping[str, MediaPlaylist]) -> list[Finding]:
-    """The renditions of one broadcast, each at its latest revision."""
+def check_renditions(p: MediaPlaylist, others: Iterable[MediaPlaylist]) -> list[Finding]:
+    """A rendition against the latest revision of each other one: values fixed for the
+    broadcast agree (a player switching variants keeps its timing; ended playlists may
+    drop their live-only tags), and a media sequence number is in the same discontinuity
+    everywhere (6.2.2: variants aligned)."""
     out: list[Finding] = []
-    live = {name: p for name, p in playlists.items() if not p.ended}
-    for label, value in (("EXT-X-TARGETDURATION", lambda p: p.target_duration),
-                         ("PART-TARGET", lambda p: p.part_target),
-                         ("EXT-X-SERVER-CONTROL",
-                          lambda p: tuple(sorted(p.server_control.items())))):
-        seen = {name: value(p) for name, p in live.items()}
-        if len(set(seen.values())) > 1:
-            out.append(Finding(Rule.RENDITIONS_DIFFER, f"{label} differs between "
-                               f"renditions: {seen}"))
-    where: dict[int, tuple[str, int]] = {}
-    for name, playlist in playlists.items():
-        for segment in playlist.segments:
-            known = where.setdefault(segment.msn, (name, segment.discontinuity_seq))
-            if known[1] != segment.discontinuity_seq:
-                out.append(Finding(Rule.DISCONTINUITY_SEQUENCE,
-                                   f"segment {segment.msn} has discontinuity sequence "
-                                   f"{segment.discontinuity_seq}, {known[1]} in {known[0]}",
-                                   segment.line.number, segment.line.text, name))
+    for other in others:
+        if other.url == p.url:
+            continue
+        pair = "|".join(sorted((p.url, other.url)))
+        checks: list[tuple[str, object, object, str]] = [
+            ("EXT-X-TARGETDURATION", p.target_duration, other.target_duration,
+             "#EXT-X-TARGETDURATION"),
+            ("PART-TARGET", p.part_target, other.part_target, "#EXT-X-PART-INF")]
+        if not p.ended and not other.ended:
+            checks.append(("EXT-X-SERVER-CONTROL", dict(p.server_control),
+                           dict(other.server_control), "#EXT-X-SERVER-CONTROL"))
+        for what, mine, theirs, tag in checks:
+            if mine != theirs:
+                out.append(Finding(Rule.DIFFERS_ACROSS_RENDITIONS, V, p.url,
+                                   f"{what} differs between renditions: {mine} here, "
+                                   f"{theirs} in {other.url}",
+                                   (*p.tag_line(tag), *other.tag_line(tag)),
+                                   key=f"{what}:{pair}"))
+        theirs_by_msn = {s.msn: s for s in other.segments}
+        for s in p.segments:
+            twin = theirs_by_msn.get(s.msn)
+            if twin is not None and twin.discontinuity_seq != s.discontinuity_seq:
+                out.append(Finding(Rule.DISCONTINUITY_SEQUENCE, V, p.url,
+                                   f"segment {s.msn} has discontinuity sequence "
+                                   f"{s.discontinuity_seq}, {twin.discontinuity_seq} in "
+                                   f"{other.url}", (s.extinf, twin.extinf),
+                                   key=f"renditions:{pair}"))
+                break
     return out
 
 
 # --- the multivariant playlist --------------------------------------------------------
 
 
-def check_multivariant(playlist: MultivariantPlaylist) -> list[Finding]:
-    out = list(playlist.syntax)
-    if not playlist.variants:
-        out.append(Finding(Rule.VARIANT_ATTRIBUTES, "no EXT-X-STREAM-INF"))
-    for variant in playlist.variants:
-        missing = [name for name, value in (("BANDWIDTH", variant.bandwidth),
-                                            ("CODECS", variant.codecs)) if not value]
-        if missing:
-            out.append(Finding(Rule.VARIANT_ATTRIBUTES, f"{', '.join(missing)} missing",
-                               variant.line.number, variant.line.text))
+def check_multivariant(m: MultivariantPlaylist) -> list[Finding]:
+    out = list(m.syntax)
+    if not m.variants:
+        out.append(Finding(Rule.VARIANT_ATTRIBUTES, V, m.url, "no EXT-X-STREAM-INF",
+                           key="none"))
+    for v in m.variants:
+        if v.bandwidth is None:
+            out.append(Finding(Rule.VARIANT_ATTRIBUTES, V, m.url,
+                               f"variant {v.uri}: BANDWIDTH missing", (v.line,),
+                               key=f"bandwidth:{v.uri}"))
+        if not v.codecs:
+            out.append(Finding(Rule.VARIANT_ATTRIBUTES, W, m.url,
+                               f"variant {v.uri}: CODECS missing", (v.line,),
+                               key=f"codecs:{v.uri}"))
     return out
 
 
-def _declared(variant: Variant) -> tuple[str | None, str | None, str | None]:
-    return variant.codecs, variant.resolution, variant.frame_rate
+def _declared(v: Variant) -> tuple[str | None, tuple[int, int] | None, str | None]:
+    return v.codecs, v.resolution, v.frame_rate
 
 
-def check_multivariant_update(previous: MultivariantPlaylist,
-                              current: MultivariantPlaylist) -> list[Finding]:
-    """A live master read again: the same variants, declaring the same things (its
-    BANDWIDTH may follow what was measured)."""
+def check_multivariant_update(old: MultivariantPlaylist,
+                              new: MultivariantPlaylist) -> list[Finding]:
+    """A master read again lists the same variants, declaring the same things. A
+    BANDWIDTH that follows what was measured is a warning of its own (castway's does)."""
     out: list[Finding] = []
-    before = {v.uri: v for v in previous.variants}
-    after = {v.uri: v for v in current.variants}
-    if set(before) != set(after):
-        out.append(Finding(Rule.VARIANT_SET_CHANGED, f"variants were {sorted(before)}, "
-                           f"now {sorted(after)}"))
-    for uri, variant in after.items():
-        old = before.get(uri)
-        if old is not None and _declared(old) != _declared(variant):
-            out.append(Finding(Rule.VARIANT_CHANGED, f"{uri} declared {_declared(old)}",
-                               variant.line.number, variant.line.text))
+    before = {v.uri: v for v in old.variants}
+    after = {v.uri: v for v in new.variants}
+    if before.keys() != after.keys():
+        gone = [before[u].line for u in before.keys() - after.keys()]
+        added = [after[u].line for u in after.keys() - before.keys()]
+        out.append(Finding(Rule.VARIANT_SET_CHANGED, V, new.url,
+                           f"the variant set changed between fetches: {len(gone)} gone, "
+                           f"{len(added)} added", tuple(gone + added),
+                           key=",".join(sorted(before)) + "->" + ",".join(sorted(after))))
+    for uri in sorted(before.keys() & after.keys()):
+        a, b = before[uri], after[uri]
+        if _declared(a) != _declared(b):
+            out.append(Finding(Rule.VARIANT_ATTRIBUTES_CHANGED, W, new.url,
+                               f"variant {uri} changed its CODECS, RESOLUTION or FRAME-RATE "
+                               f"between fetches (players that fetched the first copy keep "
+                               f"the old values)", (a.line, b.line), key=uri))
+        if (a.bandwidth, a.average_bandwidth) != (b.bandwidth, b.average_bandwidth):
+            out.append(Finding(Rule.VARIANT_BANDWIDTH_CHANGED, W, new.url,
+                               f"variant {uri} changed its BANDWIDTH or AVERAGE-BANDWIDTH "
+                               f"between fetches", (a.line, b.line), key=uri))
     return out
 
 
-def peak_segment_bitrate(segments: Iterable[tuple[float, int]], target_duration: int) -> int:
-    """rfc8216bis 4.4.6.2: the largest bit rate of any contiguous run of segments
-    (duration s, size bytes) lasting 0.5 to 1.5 target durations (0: no such run)."""
-    items = list(segments)
-    low, high = (f * target_duration for f in PEAK_RUN)
-    best = 0
-    for start in range(len(items)):
-        bits, seconds = 0, 0.0
-        for duration, size in items[start:]:
-            bits += size * 8
-            seconds += duration
-            if seconds > high + 1e-9:
-                break
-            if seconds >= low - 1e-9:
-                best = max(best, math.ceil(bits / seconds))
-    return best
+# --- any playlist's text ----------------------------------------------------------------
 
 
-def check_bandwidth(variant: Variant, measured_peak_bps: int) -> list[Finding]:
-    """The variant's BANDWIDTH against the peak segment bit rate measured on what it
-    served (Apple: the measured peak within 10% of it, at most)."""
-    if variant.bandwidth is None or measured_peak_bps <= 0:
-        return []
-    if measured_peak_bps > variant.bandwidth * BANDWIDTH_TOLERANCE:
-        return [Finding(Rule.BANDWIDTH, f"measured peak {measured_peak_bps} b/s exceeds "
-                        f"BANDWIDTH {variant.bandwidth} by more than 10%",
-                        variant.line.number, variant.line.text)]
-    return []
-
-
-def check_durations(playlist: MediaPlaylist, media_s: Mapping[str, float]) -> list[Finding]:
-    """EXTINF against the duration of the media each segment URI holds
-    (:func:`castway.hls.cmaf.media_duration_s`)."""
-    out = []
-    for segment in playlist.segments:
-        measured = media_s.get(segment.uri)
-        if measured is not None and abs(measured - segment.duration_s) > MEDIA_TOLERANCE_S:
-            out.append(Finding(Rule.EXTINF_MEDIA, f"EXTINF {segment.duration_s} but the "
-                               f"media lasts {measured:.5f} s", segment.line.number,
-                               segment.line.text))
-    return out
-
-
-# --- everything, revision after revision ----------------------------------------------
-
-
-@dataclass
-class BroadcastWatch:
-    """Every revision of a live broadcast's playlists, as a player reads them: each new
-    one is checked on its own, against the previous revision of the same playlist, and
-    (media) beside the latest revision of every other rendition."""
-
-    master: MultivariantPlaylist | None = None
-    media: dict[str, MediaPlaylist] = field(default_factory=dict)
-    revisions: int = 0
-
-    def observe_master(self, text: str) -> list[Finding]:
-        current = parse_multivariant(text)
-        findings = check_multivariant(current)
-        if self.master is not None:
-            findings += check_multivariant_update(self.master, current)
-        self.master = current
-        self.revisions += 1
-        return findings
-
-    def observe_media(self, name: str, text: str) -> list[Finding]:
-        current = parse_media(text)
-        findings = check_media(current)
-        previous = self.media.get(name)
-        if previous is not None:
-            findings += check_media_update(previous, current)
-        self.media[name] = current
-        findings += check_renditions(self.media)
-        self.revisions += 1
-        return [f if f.playlist else Finding(f.rule, f.message, f.line, f.text, name)
-                for f in findings]
-
-    def variants(self) -> Sequence[Variant]:
-        return self.master.variants if self.master is not None else ()
+def check_playlist(text: str, url: str = "") -> list[Finding]:
+    """One playlist's text on its own, whichever kind it is."""
+    if mixes_kinds(text):
+        return [Finding(Rule.SYNTAX, V, url, "the playlist mixes Multivariant and Media "
+                        "Playlist tags", key="mixed")]
+    if is_multivariant(text):
+        return check_multivariant(parse_multivariant(text, url))
+    return check_media(parse_media(text, url))

@@ -30,6 +30,18 @@ DEFAULT_MEDIA_BUDGET_BYTES = 512 * 1024 * 1024
 MEDIA_SWEEP_INTERVAL_S = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """What the memory live state holds now (``castway_live_*`` gauges): the numbers
+    that tell a full bounded cache from a leak."""
+
+    media_bytes: int  # expired entries included until swept
+    media_objects: int
+    broadcasts: int  # records, live or ended and not yet forgotten
+    windows: int  # (broadcast, rendition) live windows
+    segment_log_entries: int  # segments in every rendition's log
+
+
 @dataclass(slots=True)
 class _Media:
     data: bytes
@@ -221,6 +233,12 @@ class MemoryLiveState:
     def media_bytes(self) -> int:
         """Bytes of media currently held (expired entries included until swept)."""
         return self._media_bytes
+
+    def holdings(self) -> Holdings:
+        # Only len() and an int: safe from the scraping thread of /metrics.
+        return Holdings(self._media_bytes, len(self._media), len(self._broadcasts),
+                        len(self._windows),
+                        sum(len(log) for log in list(self._segment_logs.values())))
 
     async def put_window(self, broadcast_id: str, rendition: str,
                          window: RenditionWindow) -> None:

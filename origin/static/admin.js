@@ -39,7 +39,8 @@
 
   function showKey(created) {
     $("key").textContent = "Stream key for " + created.channel + " (shown once): " +
-      created.stream_key + "  ·  server: " + created.rtmp_url;
+      created.stream_key + "  ·  server: " + created.rtmp_url +
+      (created.rtmps_url ? "  ·  with TLS: " + created.rtmps_url : "");
   }
 
   function since(iso) {

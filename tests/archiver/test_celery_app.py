@@ -220,6 +220,11 @@ async def test_a_worker_down_when_the_broadcast_ends_makes_its_vod_when_it_comes
     with celery_worker(env, tmp_path / "worker.log", redis_url):
         await asyncio.to_thread(wait_until, lambda: vod_state(catalog, "b1")
                                 is VodState.COMPLETE, 60, "VOD not complete", 0.1)
+        # Its VOD verified, the ended broadcast leaves Redis (its hash has no TTL).
+        deadline = asyncio.get_running_loop().time() + 30
+        while await live.get_broadcast("b1") is not None:
+            assert asyncio.get_running_loop().time() < deadline, "still in the live state"
+            await asyncio.sleep(0.1)
     url = f"{s3_server_restartable.endpoint_url}/{bucket}/{PREFIX}/{master_key('b1')}"
     assert await asyncio.to_thread(count_frames, url) == run.frames
 

@@ -11,7 +11,7 @@ import pytest
 from archiver.context import ArchiveContext, NotReady
 from archiver.instant_vod import make_vod
 from castway.layout import master_key, media_playlist_key
-from castway.model import Visibility, Vod, VodState
+from castway.model import BroadcastState, Visibility, Vod, VodState
 from castway.storage.base import VOD_PLAYLIST
 from tests.archiver.helpers import HlsRun, count_frames, local_path, publish
 
@@ -75,6 +75,19 @@ async def test_an_unknown_broadcast_is_not_ready_and_an_empty_one_has_no_vod(
     await publish("b2", [], live=ctx.live, catalog=ctx.catalog, storage=ctx.storage)
     assert await make_vod(ctx, "b2") is None
     assert ctx.storage.get(master_key("b2")) is None
+    # Ended with nothing to archive: the live state forgets it.
+    assert await ctx.live.get_broadcast("b2") is None
+
+
+async def test_a_live_broadcast_without_segments_yet_stays_in_the_live_state(
+        ctx: ArchiveContext) -> None:
+    published = await publish("b2", [], live=ctx.live, catalog=ctx.catalog,
+                              storage=ctx.storage)
+    live = replace(published.broadcast, state=BroadcastState.LIVE, ended_at=None)
+    ctx.catalog.save_broadcast(live)
+    await ctx.live.put_broadcast(live)
+    assert await make_vod(ctx, "b2") is None
+    assert await ctx.live.get_broadcast("b2") == live
 
 
 def test_vod_type_is_the_models() -> None:

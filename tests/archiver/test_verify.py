@@ -38,8 +38,11 @@ async def test_a_vod_is_complete_only_when_every_segment_is_in_storage(
     assert result.complete and result.checked == 9  # 7 segments + 2 init segments
     stored = ctx.catalog.get_vod("b1")
     assert stored is not None and stored.state is VodState.COMPLETE
-    # The ended broadcast's segment log has served its purpose.
+    # The ended broadcast's segment log has served its purpose, and so has the rest of
+    # what the live state held of it (else every broadcast ever run stays there).
     assert await ctx.live.segment_log("b1", "source") == []
+    assert await ctx.live.get_broadcast("b1") is None
+    assert "b1" not in [b.id for b in await ctx.live.list_broadcasts()]
     # ... and making the VOD again (a redelivered task) changes nothing.
     again = await make_vod(ctx, "b1")
     assert again is not None and again.state is VodState.COMPLETE

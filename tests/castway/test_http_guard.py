@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from castway.net import HttpLimits, bind_socket
+from castway.proxy_protocol import ProxyHeader
 from launch.http_server import HttpServer
 
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
@@ -161,3 +162,48 @@ async def test_an_idle_keepalive_connection_is_closed(http: HttpServer) -> None:
     writer.close()
     assert data.startswith(b"HTTP/1.1 200 ")
     assert data.count(b"HTTP/1.1") == 1  # only the one response; then closed as idle
+
+
+# --- an optional PROXY header (the ingest node's health port behind an NLB) -------------
+
+@pytest.fixture
+async def behind_nlb() -> AsyncIterator[HttpServer]:
+    http = HttpServer(_app(), bind_socket("127.0.0.1", 0), HttpLimits(max_connections=16),
+                      optional_proxy_header=True)
+    await http.start()
+    yield http
+    await http.stop()
+
+
+async def _raw_get(port: int, prefix: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(prefix + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize("prefix", [
+    b"",                                                       # ECS's check from the task
+    bytes(ProxyHeader(2, None, None, 0)),                      # an NLB health check (LOCAL)
+    bytes(ProxyHeader(2, ("10.0.0.9", 1234), ("10.0.1.5", 8081), 0)),
+    b"PROXY TCP4 10.0.0.9 10.0.1.5 1234 8081\r\n",
+])
+async def test_health_checks_answer_with_or_without_a_proxy_header(
+        behind_nlb: HttpServer, prefix: bytes) -> None:
+    assert (await _raw_get(behind_nlb.port, prefix)).startswith(b"HTTP/1.1 200")
+
+
+async def test_post_and_put_are_not_taken_for_a_proxy_header(behind_nlb: HttpServer) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{behind_nlb.port}") as client:
+        assert (await client.post("/healthz")).status_code == 405
+        assert (await client.put("/healthz")).status_code == 405
+
+
+async def test_a_broken_proxy_header_closes_the_connection(behind_nlb: HttpServer) -> None:
+    try:
+        answer = await _raw_get(behind_nlb.port, b"PROXY TCP9 nonsense\r\n")
+    except ConnectionResetError:  # closed with our request unread: a reset
+        answer = b""
+    assert answer == b""

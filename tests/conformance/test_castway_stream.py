@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conformance.findings import Finding, Severity
+from castway.hls.findings import Finding, Severity
 from conformance.follow import check_stream
 from conformance.report import to_text
 from tests.serve_process import serve

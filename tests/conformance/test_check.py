@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from castway.hls.watch import BroadcastWatch
 from conformance.follow import check_stream
-from conformance.rules import Conformance
 from tests.conformance.conftest import STREAMS
 from tests.serve_process import clean_env
 
@@ -61,7 +61,7 @@ def _entry(scenario: str) -> str:
     return "master.m3u8" if (STREAMS / scenario / "master.m3u8").exists() else "index.m3u8"
 
 
-def _check(streams: str, scenario: str) -> Conformance:
+def _check(streams: str, scenario: str) -> BroadcastWatch:
     checker, _ = check_stream(f"{streams}/{scenario}/{_entry(scenario)}", seconds=20)
     return checker
 

@@ -531,3 +531,47 @@ def test_documented_deploy_command_sets_every_required_parameter() -> None:
     required = {name for name, p in PARAMETERS.items() if "Default" not in p}
     assert required <= given, required - given
     assert given <= set(PARAMETERS), given - set(PARAMETERS)
+
+
+# --- RTMPS and the PROXY protocol -------------------------------------------------------
+
+def test_rtmps_is_a_tls_listener_with_the_acm_certificate_into_the_same_targets() -> None:
+    listener = TEMPLATE["Resources"]["IngestTlsListener"]
+    assert listener["Condition"] == "HasIngestTls"
+    props = listener["Properties"]
+    assert props["Protocol"] == "TLS" and int(props["Port"]) == 443
+    assert _refs(props["Certificates"]) == {"IngestCertificateArn"}
+    assert _refs(props["DefaultActions"]) == {"IngestTargetGroup"}
+    assert _refs(props["LoadBalancerArn"]) == {"IngestLoadBalancer"}
+    assert "TLS13" in props["SslPolicy"]
+    assert TEMPLATE["Conditions"]["HasIngestTls"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "IngestCertificateArn"}, ""]}]}
+    # A certificate names a host: the template refuses one without IngestDomainName.
+    rule = TEMPLATE["Rules"]["IngestTlsNeedsDomain"]
+    assert _refs(rule["Assertions"]) == {"IngestDomainName"}
+
+
+def test_the_nlb_sends_proxy_v2_and_the_ingest_tasks_expect_it() -> None:
+    attributes = {a["Key"]: a["Value"]
+                  for a in _props("IngestTargetGroup")["TargetGroupAttributes"]}
+    assert attributes["proxy_protocol_v2.enabled"] == "true"
+    env = _environment(_container("ingest"))
+    assert env["CASTWAY_PROXY_PROTOCOL"] == "true"
+    assert Settings(proxy_protocol=env["CASTWAY_PROXY_PROTOCOL"]).proxy_protocol
+
+
+def test_rtmps_is_open_to_publishers_and_the_tasks_only_to_the_nlb() -> None:
+    nlb_rules = _props("NlbSecurityGroup")["SecurityGroupIngress"]
+    [tls_rule] = [r["Fn::If"][1] for r in nlb_rules if "Fn::If" in r]
+    assert int(tls_rule["FromPort"]) == 443 and tls_rule["CidrIp"] == "0.0.0.0/0"
+    task_rules = _props("IngestSecurityGroup")["SecurityGroupIngress"]
+    assert all(_refs(r.get("SourceSecurityGroupId")) == {"NlbSecurityGroup"}
+               for r in task_rules), task_rules
+
+
+@pytest.mark.parametrize("container", ["ingest", "origin"])
+def test_the_rtmps_url_printed_and_in_the_api_is_the_tls_listeners(container: str) -> None:
+    value = _environment(_container(container))["CASTWAY_PUBLIC_RTMPS_URL"]
+    condition, on, off = value["Fn::If"]
+    assert condition == "HasIngestTls" and off == ""
+    assert _render(on) == "rtmps://ingestdomainname:443/live"

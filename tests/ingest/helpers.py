@@ -4,6 +4,7 @@ client-side RTMP encoder (what a publisher sends), both real code, no mocks."""
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import struct
 from dataclasses import dataclass, field
 
@@ -131,8 +132,18 @@ class AsyncTestPublisher:
         self._buf = Buffer(1 << 24)
 
     @classmethod
-    async def open(cls, port: int) -> AsyncTestPublisher:
+    async def open(cls, port: int, *, ssl: ssl_module.SSLContext | None = None,
+                   prefix: bytes = b"") -> AsyncTestPublisher:
+        """Connected to ``port`` (over TLS with ``ssl``); ``prefix`` is sent first, in
+        clear (a PROXY protocol header, as a load balancer puts it)."""
+        if not prefix:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
+            return cls(reader, writer)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(prefix)
+        await writer.drain()
+        if ssl is not None:
+            await writer.start_tls(ssl)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:

@@ -18,7 +18,6 @@ import pytest
 from castway.layout import RenditionFile
 from tests.reliability.node import FPS, poll, publishing
 from tests.support import packet_counts
-from transcoder.supervisor import TranscoderSupervisor
 
 pytestmark = pytest.mark.peer
 
@@ -27,8 +26,8 @@ SECONDS = 10.0
 
 async def test_a_transcoder_killed_twice_mid_broadcast_loses_no_frame(tmp_path: Path) -> None:
     async with publishing(tmp_path, seconds=SECONDS) as stage:
-        pipeline = stage.node.manager.pipeline
-        assert isinstance(pipeline, TranscoderSupervisor)
+        pipeline = stage.node.transcoder
+        assert pipeline is not None
         for segments in (3, 6):
             broadcast_id = await stage.broadcast_with_segments(segments)
             transcoder = pipeline.running[broadcast_id]

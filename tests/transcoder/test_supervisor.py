@@ -5,9 +5,11 @@ survive reconnects and crashes, EXT-X-DISCONTINUITY where timestamps break."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import signal
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -440,3 +442,47 @@ async def test_a_broadcast_is_counted_at_its_cost_until_it_ends(env: Any,
         assert registry.get_sample_value(gauge) == 0.0, gauge
     assert registry.get_sample_value("castway_node_cost_free_cores") == \
         supervisor.ledger.capacity
+
+
+def _pipes() -> int:
+    return sum(os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+               for fd in os.listdir("/proc/self/fd") if Path(f"/proc/self/fd/{fd}").exists())
+
+
+
+async def test_a_finished_transcoder_is_freed_at_once_and_its_childrens_pipes_closed(
+        env: Any, src_360p: Path) -> None:
+    """Not when the cyclic garbage collector gets to them, which a busy server may not
+    do for minutes: until then every ended broadcast's transcoder (its replay buffer,
+    its sink) stayed in memory, held in a cycle through its cancelled tasks, and every
+    crashed or finished child left two pipes open (multiprocessing's sentinel and the
+    spawn pipe, closed only with their Process object)."""
+    supervisor, live, _, _ = env
+    packets = _packets(src_360p)
+    first = await supervisor.start(await _broadcast(live, "b1"))  # the resource tracker
+    for packet in packets:
+        await first.feed(packet)
+    await first.finish()
+    del first
+    gc.collect()
+    gc.disable()
+    try:
+        pipes = _pipes()
+        media = await supervisor.start(await _broadcast(live, "b2"))
+        async with await live.subscribe(media_topic("b2")) as events:
+            for packet in packets:
+                await media.feed(packet)
+            await next_update(events)
+            assert media.pid is not None
+            os.kill(media.pid, signal.SIGKILL)  # a crashed child is retired too
+            while media.restarts < 1:
+                await next_update(events)
+        await media.finish()
+        assert media.pid is None
+        assert _pipes() == pipes
+        freed = weakref.ref(media)
+        del media
+        await asyncio.sleep(0.1)  # the loop's last callbacks of its tasks run
+        assert freed() is None
+    finally:
+        gc.enable()
