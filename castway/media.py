@@ -49,6 +49,11 @@ class BroadcastMedia(typing.Protocol):
     """Where one live broadcast's packets go (the transcoder, or nothing with
     ``CASTWAY_TRANSCODE=false``). Implemented by ``transcoder``, used by ``ingest``."""
 
+    @property
+    def dropped(self) -> int:
+        """Source video frames the pipeline dropped so far (skipped to catch up, or not
+        taken on a full queue): the broadcast's ``dropped`` stat."""
+
     async def feed(self, packet: MediaPacket) -> None:
         """Hand over one packet. Never blocks for long: the implementation queues
         (bounded) and counts what it drops."""
@@ -108,9 +113,10 @@ class TeeMedia:
         self._fields = {"broadcast_id": broadcast.id, "channel": broadcast.channel}
 
     @property
-    def dropped(self) -> object:
-        """The primary's drop count (what the ingest stats report)."""
-        return getattr(self.primary, "dropped", 0)
+    def dropped(self) -> int:
+        """The primary's drop count (what the ingest stats report): the sides' drops are
+        theirs, in their own stats."""
+        return self.primary.dropped if self.primary is not None else 0
 
     async def _each_side(self, call: typing.Callable[[BroadcastMedia],
                                                      typing.Awaitable[None]]) -> None:

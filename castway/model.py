@@ -163,10 +163,20 @@ class Node:
     # live broadcasts whose publisher announced E-RTMP v2 reconnect support (capsEx bit
     # 0x01): a draining node can move them with NetConnection.Connect.ReconnectRequest
     reconnectable: int = 0
+    # Transcode cost (castway.cost), in cores: what the node may use (calibrated cores x
+    # the utilisation target), what its broadcasts use (each at the larger of its
+    # estimate and its measured cost), and how far the estimates were off.
+    cost_capacity: float = 0.0
+    cost_used: float = 0.0
+    cost_error: float | None = None
 
     @property
     def free_slots(self) -> int:
         return max(0, self.capacity - self.active_broadcasts)
+
+    @property
+    def cost_free(self) -> float:
+        return max(0.0, self.cost_capacity - self.cost_used)
 
 
 @dataclass(frozen=True, slots=True)

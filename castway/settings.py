@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from castway.cost import AdmissionMode
+
 
 class SegmentFormat(StrEnum):
     """HLS segment container (RFC 8216bis section 3)."""
@@ -91,7 +93,27 @@ class Settings(BaseSettings):
                                 "hostname-pid.")
     image_version: str = Field("dev", description="Version of the running image; the "
                                "scheduler expires nodes whose version is not the desired one.")
-    node_capacity: int = Field(8, description="Broadcast slots on this ingest node.")
+    node_capacity: int = Field(8, description="Broadcasts on this ingest node at most, "
+                               "whatever they cost (with ADMISSION=slots, the only limit).")
+    admission: AdmissionMode = Field(AdmissionMode.REDUCE, description="What a publish "
+                                     "whose full ladder does not fit the node's free "
+                                     "transcode capacity gets: 'reduce' (the richest "
+                                     "ladder that fits, down to source passthrough), "
+                                     "'refuse' (an RTMP error, for fleets behind a load "
+                                     "balancer) or 'slots' (NODE_CAPACITY broadcasts with "
+                                     "full ladders, cost ignored).")
+    utilisation_target: float = Field(0.85, gt=0, le=1, description="Share of the node's "
+                                      "cores that transcoding may use (its capacity in "
+                                      "cost units: cores x this).")
+    calibration_file: Path | None = Field(None, description="The node's cost calibration "
+                                          "(`castway calibrate`); default "
+                                          "DATA_DIR/calibration.json, a built-in one when "
+                                          "that is missing.")
+    refuse_reserve_source: str = Field("1920x1080@30", description="With "
+                                       "ADMISSION=refuse, a publish is admitted only if "
+                                       "the full ladder of a source this size "
+                                       "(WIDTHxHEIGHT@FPS) fits: RTMP answers publish "
+                                       "before the source is described.")
     reconnect_grace_s: float = Field(10.0, description="A broadcast whose publisher drops "
                                      "continues if the same key publishes again within this.")
     stop_timeout_s: float = Field(110.0, description="On SIGTERM, `castway ingest` drains "
@@ -153,9 +175,14 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(60.0, description="Seconds between scheduler ticks.")
     heartbeat_ttl_s: float = Field(30.0, description="A node whose heartbeat is older is "
                                    "lost.")
-    headroom_min_slots: int = Field(2, description="Free broadcast slots kept at least.")
-    headroom_fraction: float = Field(0.2, description="Free slots kept as a fraction of "
-                                     "live broadcasts.")
+    headroom_min_slots: int = Field(2, description="Free capacity kept at least, in "
+                                    "broadcasts of HEADROOM_BROADCAST_COST each.")
+    headroom_fraction: float = Field(0.2, description="Free capacity kept as a fraction "
+                                     "of what the live broadcasts cost.")
+    headroom_broadcast_cost: float = Field(
+        1.0, gt=0, description="Cores one broadcast is counted at when the scheduler "
+        "sizes its headroom (about a 1080p60 source with the full ladder on the "
+        "calibration machine), and for a node that reports no transcode cost.")
     max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
     capacity_windows: str | None = Field(None, description="Scheduled capacity floors, comma-"
                                   "separated HH:MM-HH:MM:nodes[:free_slots] in UTC, e.g. "

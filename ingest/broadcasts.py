@@ -600,13 +600,12 @@ class BroadcastManager:
         now = time.monotonic()
         for entry in list(self._by_channel.values()):
             kbps, fps = entry.counters.sample(now)
-            dropped = getattr(entry.media, "dropped", 0)
             stats: dict[str, float | str] = {
                 "bitrate_kbps": round(kbps, 1), "fps": round(fps, 2),
                 "video_codec": entry.counters.video_codec or "",
                 "audio_codec": entry.counters.audio_codec or "",
                 "encoder": (entry.source.encoder if entry.source else None) or "",
-                "dropped": float(dropped) if isinstance(dropped, int | float) else 0.0,
+                "dropped": float(entry.media.dropped) if entry.media is not None else 0.0,
                 "publishing": 1.0 if lifecycle.publisher(entry.state) is not None else 0.0,
             }
             for code in entry.health.on_bitrate(kbps):

@@ -23,6 +23,7 @@ BENCHES = {
     "chat": "benchmarks.chat",
     "latency": "benchmarks.latency",
     "soak": "benchmarks.soak",
+    "capacity": "benchmarks.capacity",
 }
 
 
@@ -166,6 +167,21 @@ def _cmd_worker(args: argparse.Namespace) -> int:
                       scheduler=args.scheduler)
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from castway.cost import node_capacity
+    from transcoder.capacity import calibrate_to, calibration_path
+
+    settings = _settings(args)
+    path = settings.calibration_file or calibration_path(settings.data_dir)
+    cal = calibrate_to(path, preset=settings.x264_preset, seconds=args.seconds,
+                       cores=args.cores)
+    capacity = node_capacity(cal, settings.utilisation_target)
+    print(cal.to_json())
+    print(f"calibration written to {path}; transcode capacity {capacity:.2f} cores "
+          f"({cal.cores:g} cores x {settings.utilisation_target:.0%})", file=sys.stderr)
+    return 0
+
+
 def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -214,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _add_common(p, ports=True)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("calibrate", help="measure this node's transcode cost (a short "
+                       "encode of generated video) for cost admission")
+    _add_common(p)
+    p.add_argument("--seconds", type=float, default=3.0, help="generated video per "
+                   "measurement (default 3)")
+    p.add_argument("--cores", type=float, default=None, help="cores the node may use "
+                   "(default: its CPU affinity and cgroup quota)")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("worker", help="a Celery archiver worker (distributed mode)")
     _add_common(p)

@@ -34,14 +34,16 @@ logger = logging.getLogger(__name__)
 def pick_reconnect_target(nodes: Sequence[Node], own_id: str,
                           own_version: str) -> Node | None:
     """The node a draining node without a load balancer sends its publishers to:
-    active, not itself, with a free slot; a different image version than its own
-    first, then the most free slots (ties: the lowest id, so the choice is stable)."""
+    active, not itself, with room (a free slot, and free transcode cores where it
+    reports them); a different image version than its own first, then the most free
+    cores, then the most free slots (ties: the lowest id, so the choice is stable)."""
     candidates = [n for n in nodes
-                  if n.state == NodeState.ACTIVE and n.id != own_id and n.free_slots > 0]
+                  if n.state == NodeState.ACTIVE and n.id != own_id and n.free_slots > 0
+                  and (n.cost_capacity <= 0 or n.cost_free > 0)]
     if not candidates:
         return None
-    return min(candidates,
-               key=lambda n: (n.image_version == own_version, -n.free_slots, n.id))
+    return min(candidates, key=lambda n: (n.image_version == own_version, -n.cost_free,
+                                          -n.free_slots, n.id))
 
 
 
@@ -89,7 +91,8 @@ class IngestNode:
         # to hand the broadcast over.
         self.agent = NodeAgent(settings, s.live,
                                active_broadcasts=self._active_broadcasts,
-                               reconnectable=lambda: self.server.reconnectable_publishers)
+                               reconnectable=lambda: self.server.reconnectable_publishers,
+                               ledger=transcoder.ledger if transcoder is not None else None)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
         self.manager.disconnect_publisher = self.server.disconnect

@@ -299,12 +299,22 @@ class NodePublic(BaseModel):
     free_slots: int
     heartbeat_at: datetime
     cpu: float
+    cost_capacity: float = Field(description="Transcode capacity in cores (calibrated "
+                                 "cores x the utilisation target)")
+    cost_used: float = Field(description="Cores its broadcasts cost (the larger of each "
+                             "one's estimate and measured cost)")
+    cost_free: float
+    cost_error: float | None = Field(description="Mean relative error of its broadcasts' "
+                                     "cost estimates, (measured - estimate) / estimate")
 
     @classmethod
     def of(cls, n: Node) -> NodePublic:
         return cls(id=n.id, image_version=n.image_version, address=n.address, state=n.state,
                    capacity=n.capacity, active_broadcasts=n.active_broadcasts,
-                   free_slots=n.free_slots, heartbeat_at=n.heartbeat_at, cpu=n.cpu)
+                   free_slots=n.free_slots, heartbeat_at=n.heartbeat_at, cpu=n.cpu,
+                   cost_capacity=round(n.cost_capacity, 3), cost_used=round(n.cost_used, 3),
+                   cost_free=round(n.cost_free, 3),
+                   cost_error=None if n.cost_error is None else round(n.cost_error, 3))
 
 
 class ErrorBody(BaseModel):

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from castway.cost import CostLedger
 from castway.live.base import NodeRegistry
 from castway.model import Node, NodeState, utcnow
 from castway.settings import Settings
@@ -38,7 +39,8 @@ class NodeAgent:
                  active_broadcasts: Callable[[], int],
                  cpu: Callable[[], float] | None = None, *,
                  reconnectable: Callable[[], int] | None = None,
-                 address: str | None = None, interval_s: float | None = None) -> None:
+                 address: str | None = None, interval_s: float | None = None,
+                 ledger: CostLedger | None = None) -> None:
         self.settings = settings
         self.live = live
         self.node_id = settings.node_id or default_node_id()
@@ -50,6 +52,8 @@ class NodeAgent:
         self._active_broadcasts = active_broadcasts
         self._cpu = cpu
         self._reconnectable = reconnectable
+        # The transcoders' cost ledger (None: no transcoding here, slots only).
+        self.ledger = ledger
         self._state = NodeState.STARTING
         self._on_drain: list[Callback] = []
         self.stopped = asyncio.Event()
@@ -76,6 +80,8 @@ class NodeAgent:
         if self._state in (NodeState.STOPPED, NodeState.LOST):
             return "ingest node is stopping"
         active = self._active_broadcasts()
+        if self.ledger is not None:
+            return self.ledger.admission(active, self.capacity)
         if active >= self.capacity:
             return f"ingest node is full ({active}/{self.capacity} broadcasts)"
         return None
@@ -104,10 +110,14 @@ class NodeAgent:
         if self._cpu is not None:
             cpu = self._cpu()
         reconnectable = self._reconnectable() if self._reconnectable is not None else 0
+        ledger = self.ledger
         return Node(id=self.node_id, image_version=self.settings.image_version,
                     address=self.address, state=self._state, capacity=self.capacity,
                     active_broadcasts=self._active_broadcasts(), heartbeat_at=utcnow(),
-                    cpu=cpu, reconnectable=reconnectable)
+                    cpu=cpu, reconnectable=reconnectable,
+                    cost_capacity=ledger.capacity if ledger is not None else 0.0,
+                    cost_used=ledger.used if ledger is not None else 0.0,
+                    cost_error=ledger.estimate_error if ledger is not None else None)
 
     async def beat(self) -> Node:
         """Read the scheduler's command, act on it, and heartbeat the result."""

@@ -109,10 +109,11 @@ class FleetMemory:
 @dataclass(frozen=True, slots=True)
 class FleetFigures:
     live_broadcasts: int = 0
-    headroom: int = 0
-    free_slots: int = 0  # on accepting nodes of the desired version (open, closed, starting)
-    open_headroom: int = 0
-    open_free_slots: int = 0  # on the open (routable) ones
+    # In cost units (cores, castway.cost), like every capacity figure of the decision.
+    headroom: float = 0.0
+    free: float = 0.0  # on accepting nodes of the desired version (open, closed, starting)
+    open_headroom: float = 0.0
+    open_free: float = 0.0  # on the open (routable) ones
     publish_rate_per_min: float | None = None
     by_state: tuple[tuple[str, int], ...] = ()
 
@@ -126,6 +127,50 @@ class Decision:
 
 def _seconds(a: datetime, b: datetime) -> float:
     return (a - b).total_seconds()
+
+
+def capacity_of(node: Node, policy: Policy) -> float:
+    """A node's transcode capacity in cores: what it heartbeats, or for a node that
+    reports none (transcoding off, an older image, a launch placeholder) its slots at
+    the policy's cost of a broadcast."""
+    if node.cost_capacity > 0:
+        return node.cost_capacity
+    return node.capacity * policy.broadcast_cost
+
+
+def usable_cost(free: float, policy: Policy) -> float:
+    """Of ``free`` cores on one node, those that hold whole broadcasts of the policy's
+    ``broadcast_cost``: a publish needs its full ladder's room on one node, so 0.3
+    cores free on each of ten nodes do not hold one 0.9-core broadcast (fragments do
+    not count towards the headroom; small broadcasts still land in them)."""
+    whole = math.floor(free / policy.broadcast_cost + 1e-9)
+    return max(0, whole) * policy.broadcast_cost
+
+
+def free_of(node: Node, policy: Policy) -> float:
+    """Usable cores free on a node for new broadcasts (:func:`usable_cost`); none once
+    its broadcast ceiling is reached, whatever the cores say."""
+    if node.free_slots <= 0:
+        return 0.0
+    if node.cost_capacity > 0:
+        return usable_cost(node.cost_free, policy)
+    return node.free_slots * policy.broadcast_cost
+
+
+def used_of(node: Node, policy: Policy) -> float:
+    if node.cost_capacity > 0:
+        return node.cost_used
+    return node.active_broadcasts * policy.broadcast_cost
+
+
+def _moving(node: Node, policy: Policy) -> float:
+    """What a node's reconnect-capable broadcasts will need where they land: their share
+    of its cost (each at its mean), or the policy's cost of a broadcast."""
+    if node.reconnectable <= 0:
+        return 0.0
+    if node.cost_capacity > 0 and node.active_broadcasts > 0:
+        return node.reconnectable * node.cost_used / node.active_broadcasts
+    return node.reconnectable * policy.broadcast_cost
 
 
 def _silent(node: Node, policy: Policy, now: datetime) -> bool:
@@ -182,8 +227,13 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
         by_state[state] = by_state.get(state, 0) + 1
 
     live = sum(n.active_broadcasts for n in alive)
-    headroom = policy.headroom(live, now, publish_rate_per_s)
-    open_headroom = policy.open_headroom(live, now, publish_rate_per_s)
+    used = sum(used_of(n, policy) for n in alive)
+    headroom = policy.headroom(live, now, publish_rate_per_s, used_cost=used)
+    open_headroom = policy.open_headroom(live, now, publish_rate_per_s, used_cost=used)
+    hysteresis = policy.hysteresis_slots * policy.broadcast_cost
+
+    def free(n: Node) -> float:
+        return free_of(n, policy)
     stopping: set[str] = set()
 
     # Drain >> Stop: a node stops when its own post-drain heartbeat shows it empty.
@@ -218,18 +268,17 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     closed = {n.id for n in cur_active if n.id in remembered}
     retiring: set[str] = set()  # drained for scale-in in this decision
 
-    def free_open() -> int:
-        return sum(n.free_slots for n in cur_active
-                   if n.id not in closed and n.id not in retiring)
+    def free_open() -> float:
+        return sum(free(n) for n in cur_active if n.id not in closed and n.id not in retiring)
 
-    def free_all() -> int:  # open, closed and starting: the headroom's slots
-        return (sum(n.free_slots for n in cur_active if n.id not in retiring)
-                + sum(n.free_slots for n in cur_starting))
+    def free_all() -> float:  # open, closed and starting: the headroom's cores
+        return (sum(free(n) for n in cur_active if n.id not in retiring)
+                + sum(free(n) for n in cur_starting))
 
     # Broadcasts that will land on the open nodes: reconnect requests in flight from
     # draining nodes, and those the expired nodes will send once drained.
-    moving = sum(n.reconnectable for n in draining if n.id not in stopping)
-    old_moving = sum(n.reconnectable for n in old_active)
+    moving = sum(_moving(n, policy) for n in draining if n.id not in stopping)
+    old_moving = sum(_moving(n, policy) for n in old_active)
     target = headroom + moving + old_moving
     open_target = open_headroom + moving + old_moving
     floor = policy.min_nodes(now)
@@ -240,8 +289,8 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
         # oldest broadcast the longer it is likely to last)
         return (-n.active_broadcasts, -age(n), n.id)
 
-    def open_best(until: int) -> None:
-        for node in sorted((n for n in cur_active if n.id in closed and n.free_slots > 0
+    def open_best(until: float) -> None:
+        for node in sorted((n for n in cur_active if n.id in closed and free(n) > 0
                             and n.id not in retiring), key=place_rank):
             if free_open() >= until:
                 return
@@ -252,24 +301,28 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
     # best placed first. Then the headroom: resume scale-in drains, then start nodes.
     if free_open() < open_target:
         open_best(open_target)
-    short_slots = target - free_all()
+    short = target - free_all()
     short_nodes = floor - len(current)
-    if short_slots > 0 or short_nodes > 0:
+    if short > 0 or short_nodes > 0:
         resumable = sorted((n for n in draining if n.id not in stopping
                             and n.image_version == desired_version
                             and drains[n.id].reason == DrainReason.SCALE_IN),
                            key=lambda n: (-n.active_broadcasts, n.id))
         for node in resumable:
-            if short_slots <= 0 and short_nodes <= 0:
+            if short <= 0 and short_nodes <= 0:
                 break
             actions.append(ResumeNode(node.id))
             del drains[node.id]
             resumes[node.id] = Resume(node.id, now)
-            short_slots -= node.free_slots
+            short -= free(node)
             short_nodes -= 1
     running = len(alive) - len(stopping)
-    wanted = max(math.ceil(short_slots / policy.node_capacity) if short_slots > 0 else 0,
-                 short_nodes, 0)
+    node_cost = policy.node_cost or max(
+        (capacity_of(n, policy) for n in current), default=policy.node_capacity
+        * policy.broadcast_cost)
+    node_cost = usable_cost(node_cost, policy) or node_cost  # what a new node holds
+    # a float a hair above a whole number of nodes is that number (no extra node)
+    wanted = max(math.ceil(short / node_cost - 1e-9) if short > 0 else 0, short_nodes, 0)
     room = max(0, policy.max_nodes - running)
     started = min(wanted, room)
     last_out = memory.last_scale_out_at
@@ -279,9 +332,9 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
 
     # Expire >> Drain: once the desired version holds the headroom on its own.
     last_in = memory.last_scale_in_at
-    current_free = sum(n.free_slots for n in cur_active)
+    current_free = sum(free(n) for n in cur_active)
     opened_at = {o.node_id: o.at for o in memory.opened}
-    serving_free = sum(n.free_slots for n in cur_active if n.id not in closed
+    serving_free = sum(free(n) for n in cur_active if n.id not in closed
                        and (policy.open_lead_s <= 0 or (
                            n.id in opened_at
                            and _seconds(now, opened_at[n.id]) >= policy.open_lead_s)))
@@ -299,20 +352,20 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
                                                   n.active_broadcasts, n.id))
             actions.append(DrainNode(node.id, DrainReason.SHUFFLE))
             drains[node.id] = Drain(node.id, now, DrainReason.SHUFFLE)
-    elif policy.scale_in and started == 0 and short_slots <= 0:
+    elif policy.scale_in and started == 0 and short <= 0:
         # Packing: close the open nodes new broadcasts should not go to (the worst
         # placed first) while the rest keep the open headroom plus the hysteresis.
-        keep_open = open_target + policy.hysteresis_slots
+        keep_open = open_target + hysteresis
         for node in sorted((n for n in cur_active if n.id not in closed),
                            key=place_rank, reverse=True):
-            if free_open() - node.free_slots < keep_open:
+            if free_open() - free(node) < keep_open:
                 break
             closed.add(node.id)
             actions.append(CloseNode(node.id))
         # A closed node whose broadcasts can all move (none, or all reconnect-capable)
         # is drained when the headroom holds without it: its publishers reconnect to
         # the open nodes and it stops.
-        keep = target + policy.hysteresis_slots
+        keep = target + hysteresis
         cooled = last_out is None or _seconds(now, last_out) >= policy.scale_in_cooldown_s
         spaced = last_in is None or _seconds(now, last_in) >= policy.scale_in_interval_s
         kept = len(current)
@@ -322,7 +375,7 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
                 continue
             if node.active_broadcasts and not (cooled and spaced):
                 continue  # moving broadcasts is not free: slowly, and not while growing
-            if free_all() - node.free_slots - node.reconnectable < keep:
+            if free_all() - free(node) - _moving(node, policy) < keep:
                 continue
             actions.append(DrainNode(node.id, DrainReason.SCALE_IN))
             drains[node.id] = Drain(node.id, now, DrainReason.SCALE_IN)
@@ -330,8 +383,8 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
             closed.discard(node.id)
             kept -= 1
             if node.reconnectable:  # its publishers land on the open nodes
-                open_target += node.reconnectable
-                open_best(open_target + policy.hysteresis_slots)
+                open_target += _moving(node, policy)
+                open_best(open_target + hysteresis)
                 last_in = now
                 spaced = False
 
@@ -350,8 +403,8 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
                          closed=tuple(sorted(closed)), opened=opened,
                          drains=tuple(sorted(drains.values(), key=lambda d: d.node_id)),
                          resumes=tuple(sorted(resumes.values(), key=lambda r: r.node_id)))
-    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free_slots=free_all(),
-                           open_headroom=open_headroom, open_free_slots=free_open(),
+    figures = FleetFigures(live_broadcasts=live, headroom=headroom, free=free_all(),
+                           open_headroom=open_headroom, open_free=free_open(),
                            publish_rate_per_min=None if publish_rate_per_s is None
                            else round(publish_rate_per_s * 60.0, 2),
                            by_state=tuple(sorted(by_state.items())))

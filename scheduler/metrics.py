@@ -23,15 +23,15 @@ class SchedulerMetrics:
         self.registry = registry or CollectorRegistry()
         self.nodes = Gauge("castway_scheduler_nodes", "Ingest nodes by state", ["state"],
                            registry=self.registry)
-        self.free_slots = Gauge("castway_scheduler_free_slots", "Free broadcast slots on "
-                                "accepting nodes of the desired version (open, closed, "
-                                "starting)", registry=self.registry)
-        self.headroom = Gauge("castway_scheduler_headroom_slots", "Free slots the policy "
-                              "wants", registry=self.registry)
-        self.open_free_slots = Gauge("castway_scheduler_open_free_slots", "Free broadcast "
-                                     "slots on the nodes in the load balancer",
-                                     registry=self.registry)
-        self.open_headroom = Gauge("castway_scheduler_open_headroom_slots", "Free slots the "
+        self.free = Gauge("castway_scheduler_free_cores", "Free transcode capacity "
+                          "(cores) on accepting nodes of the desired version (open, "
+                          "closed, starting)", registry=self.registry)
+        self.headroom = Gauge("castway_scheduler_headroom_cores", "Free transcode capacity "
+                              "(cores) the policy wants", registry=self.registry)
+        self.open_free = Gauge("castway_scheduler_open_free_cores", "Free transcode "
+                               "capacity (cores) on the nodes in the load balancer",
+                               registry=self.registry)
+        self.open_headroom = Gauge("castway_scheduler_open_headroom_cores", "Free cores the "
                                    "policy wants in the load balancer",
                                    registry=self.registry)
         self.publish_rate = Gauge("castway_scheduler_publish_rate_per_min", "Measured "
@@ -62,9 +62,9 @@ class SchedulerMetrics:
         counts = dict(figures.by_state)
         for state in NodeState:
             self.nodes.labels(state=state.value).set(counts.get(state.value, 0))
-        self.free_slots.set(figures.free_slots)
+        self.free.set(figures.free)
         self.headroom.set(figures.headroom)
-        self.open_free_slots.set(figures.open_free_slots)
+        self.open_free.set(figures.open_free)
         self.open_headroom.set(figures.open_headroom)
         if figures.publish_rate_per_min is not None:
             self.publish_rate.set(figures.publish_rate_per_min)
@@ -75,16 +75,16 @@ class SchedulerMetrics:
             kinds[kind] = kinds.get(kind, 0) + 1
             self.actions.labels(action=kind).inc()
         if self._cloudwatch is not None:
-            self._put_cloudwatch(counts, figures.free_slots, figures.headroom,
+            self._put_cloudwatch(counts, figures.free, figures.headroom,
                                  figures.live_broadcasts, kinds)
 
-    def _put_cloudwatch(self, counts: dict[str, int], free: int, headroom: int, live: int,
+    def _put_cloudwatch(self, counts: dict[str, int], free: float, headroom: float, live: int,
                         kinds: dict[str, int]) -> None:
         data: list[dict[str, Any]] = [
             {"MetricName": "Nodes", "Dimensions": [{"Name": "State", "Value": s.value}],
              "Value": counts.get(s.value, 0), "Unit": "Count"} for s in NodeState]
-        data += [{"MetricName": "FreeSlots", "Value": free, "Unit": "Count"},
-                 {"MetricName": "HeadroomSlots", "Value": headroom, "Unit": "Count"},
+        data += [{"MetricName": "FreeCores", "Value": free, "Unit": "None"},
+                 {"MetricName": "HeadroomCores", "Value": headroom, "Unit": "None"},
                  {"MetricName": "LiveBroadcasts", "Value": live, "Unit": "Count"}]
         data += [{"MetricName": "Actions", "Dimensions": [{"Name": "Action", "Value": k}],
                   "Value": v, "Unit": "Count"} for k, v in kinds.items()]

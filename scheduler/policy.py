@@ -1,5 +1,8 @@
 """The scheduler's policy (:class:`Policy`): how much spare capacity to keep (the headroom
-and the open headroom, in broadcast slots, never CPU), how fast to move.
+and the open headroom, in transcode cores, never momentary CPU), how fast to move.
+
+Capacity is counted in transcode cost (castway.cost: cores), with the headroom sized
+in broadcasts of ``broadcast_cost`` cores each.
 
 Design: docs/scheduler.md, "The decision".
 """
@@ -58,7 +61,13 @@ class CapacityWindow:
 class Policy:
     """Everything :func:`scheduler.decide.decide` needs besides the fleet and the clock."""
 
-    node_capacity: int = 8  # slots of a node the scheduler starts
+    node_capacity: int = 8  # broadcasts a node takes at most (its ceiling)
+    # cores one broadcast is counted at when sizing the headroom (and for a node that
+    # reports no cost); 1.0 makes cores and slots the same number
+    broadcast_cost: float = 1.0
+    # transcode capacity (cores) of a node the scheduler starts; None: the largest that
+    # nodes of the desired version heartbeat, else node_capacity x broadcast_cost
+    node_cost: float | None = None
     headroom_min_slots: int = 2
     headroom_fraction: float = 0.2  # of live broadcasts, fleet-wide
     max_nodes: int = 20  # every running node counts, draining ones too
@@ -82,6 +91,8 @@ class Policy:
     def __post_init__(self) -> None:
         if self.node_capacity < 1:
             raise PolicyError("node_capacity must be at least 1")
+        if self.broadcast_cost <= 0 or (self.node_cost is not None and self.node_cost <= 0):
+            raise PolicyError("costs are positive")
         if self.headroom_min_slots < 0 or self.headroom_fraction < 0:
             raise PolicyError("headroom cannot be negative")
         if self.max_nodes < 1:
@@ -95,26 +106,32 @@ class Policy:
         return max((w.min_free_slots for w in self.windows if w.contains(now)), default=0)
 
     def headroom(self, live_broadcasts: int, now: datetime,
-                 publish_rate_per_s: float | None = None) -> int:
-        """Free slots to keep on the accepting nodes of the desired version."""
-        slots = max(self.headroom_min_slots, math.ceil(self.headroom_fraction * live_broadcasts),
-                    self._window_slots(now))
+                 publish_rate_per_s: float | None = None, *,
+                 used_cost: float | None = None) -> float:
+        """Free cores to keep on the accepting nodes of the desired version.
+
+        ``used_cost``: what the live broadcasts cost (default: ``broadcast_cost`` each);
+        its fraction is rounded up to whole broadcasts."""
+        used = (live_broadcasts * self.broadcast_cost if used_cost is None else used_cost)
+        share = math.ceil(self.headroom_fraction * used / self.broadcast_cost - 1e-9)
+        slots = max(self.headroom_min_slots, share, self._window_slots(now))
         if publish_rate_per_s is not None:
             lead = self.tick_interval_s + self.start_lead_s
             slots = max(slots, poisson_upper(publish_rate_per_s * lead, self.burst_quantile))
-        return slots
+        return slots * self.broadcast_cost
 
     def open_headroom(self, live_broadcasts: int, now: datetime,
-                      publish_rate_per_s: float | None = None) -> int:
-        """Free slots to keep on the nodes in the load balancer. Without a measured
+                      publish_rate_per_s: float | None = None, *,
+                      used_cost: float | None = None) -> float:
+        """Free cores to keep on the nodes in the load balancer. Without a measured
         publish rate, the whole headroom."""
-        headroom = self.headroom(live_broadcasts, now, publish_rate_per_s)
+        headroom = self.headroom(live_broadcasts, now, publish_rate_per_s, used_cost=used_cost)
         if publish_rate_per_s is None:
             return headroom
         lead = self.tick_interval_s + self.open_lead_s
         slots = max(self.headroom_min_slots, self._window_slots(now),
                     poisson_upper(publish_rate_per_s * lead, self.burst_quantile))
-        return min(headroom, slots)
+        return min(headroom, slots * self.broadcast_cost)
 
     def min_nodes(self, now: datetime) -> int:
         """Accepting nodes to keep whatever the load (scheduled capacity windows)."""
@@ -124,6 +141,7 @@ class Policy:
     def from_settings(cls, settings: Settings, **overrides: object) -> Policy:
         values: dict[str, object] = {
             "node_capacity": settings.node_capacity,
+            "broadcast_cost": settings.headroom_broadcast_cost,
             "headroom_min_slots": settings.headroom_min_slots,
             "headroom_fraction": settings.headroom_fraction,
             "max_nodes": settings.max_nodes,

@@ -49,8 +49,8 @@ class TickResult:
             return {"ran": self.ran}
         f = self.decision.figures
         return {"ran": self.ran, "live_broadcasts": f.live_broadcasts,
-                "headroom": f.headroom, "free_slots": f.free_slots,
-                "open_headroom": f.open_headroom, "open_free_slots": f.open_free_slots,
+                "headroom": round(f.headroom, 3), "free": round(f.free, 3),
+                "open_headroom": round(f.open_headroom, 3), "open_free": round(f.open_free, 3),
                 "publish_rate_per_min": f.publish_rate_per_min,
                 "nodes": dict(f.by_state),
                 "actions": [describe(a) for a in self.decision.actions],
@@ -74,8 +74,10 @@ def describe(action: Action) -> str:
     return f"lost {action.node_id}"
 
 
-def merge_view(heartbeats: list[Node], instances: list[Instance], capacity: int) -> list[Node]:
-    """Heartbeats, plus a ``starting`` placeholder for each launched-but-silent node."""
+def merge_view(heartbeats: list[Node], instances: list[Instance], capacity: int,
+               cost_capacity: float = 0.0) -> list[Node]:
+    """Heartbeats, plus a ``starting`` placeholder for each launched-but-silent node
+    (``cost_capacity`` 0: counted at its slots, castway.cost's fallback)."""
     by_id = {n.id: n for n in heartbeats}
     for instance in instances:
         node = by_id.get(instance.node_id)
@@ -83,7 +85,7 @@ def merge_view(heartbeats: list[Node], instances: list[Instance], capacity: int)
             by_id[instance.node_id] = Node(
                 id=instance.node_id, image_version=instance.version,
                 address=instance.address, state=NodeState.STARTING, capacity=capacity,
-                heartbeat_at=instance.launched_at)
+                heartbeat_at=instance.launched_at, cost_capacity=cost_capacity)
         elif instance.address and instance.address != node.address:
             by_id[node.id] = replace(node, address=instance.address)  # the routable one
     return sorted(by_id.values(), key=lambda n: n.id)
@@ -122,7 +124,8 @@ class Scheduler:
     async def _tick(self, desired_version: str) -> TickResult:
         heartbeats = await self.live.list_nodes()
         instances = await asyncio.to_thread(self.backend.list_instances)
-        view = merge_view(heartbeats, instances, self.policy.node_capacity)
+        view = merge_view(heartbeats, instances, self.policy.node_capacity,
+                          self.policy.node_cost or 0.0)
         memory = await self.coordinator.load_memory()
         now = self.clock()
         oldest, rate = await self._broadcast_load(now)
@@ -144,7 +147,7 @@ class Scheduler:
         if decision.actions:
             logger.info("tick", extra={"actions": [describe(a) for a in decision.actions],
                                        "live_broadcasts": decision.figures.live_broadcasts,
-                                       "free_slots": decision.figures.free_slots,
+                                       "free": round(decision.figures.free, 3),
                                        "headroom": decision.figures.headroom})
         return TickResult(ran=True, decision=decision, errors=tuple(errors))
 

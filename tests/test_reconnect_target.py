@@ -10,6 +10,7 @@ one with the most free slots; with none, the public URL as before."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 from castway.keys import hash_stream_key
@@ -42,6 +43,14 @@ def test_the_target_is_an_active_node_with_room_newer_version_first() -> None:
     same = [n for n in fleet if n.image_version == "v1"]
     target = pick_reconnect_target(same, "me", "v1")
     assert target is not None and target.id == "old-roomy"
+    # room is transcode cost where a node reports it: the most free cores first
+    costed = [me, replace(node("new-many-slots", "v2"), cost_capacity=1.7, cost_used=1.6),
+              replace(node("new-few-slots", "v2", active=3), cost_capacity=1.7,
+                      cost_used=0.4),
+              replace(node("new-no-cores", "v2"), cost_capacity=1.7, cost_used=1.7)]
+    target = pick_reconnect_target(costed, "me", "v1")
+    assert target is not None and target.id == "new-few-slots"
+    assert pick_reconnect_target([me, costed[3]], "me", "v1") is None
     # nobody else active with room: no target
     assert pick_reconnect_target([me, node("full", "v2", active=4),
                                   node("going", "v2", NodeState.DRAINING)],

@@ -7,6 +7,7 @@ Design: docs/transcoder.md, "Default ladder".
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ class LadderError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class RungSpec:
-    """One rung as configured: a height and a bitrate at up to 30 fps."""
+    """One rung as configured: a height, its bitrate at up to 30 fps, its frame-rate cap."""
 
     name: str
     height: int
@@ -49,13 +50,17 @@ class Rung:
     video_bitrate_kbps: int
 
 
-# Bitrates at 30 fps; frame rates above 30 get HIGH_FPS_FACTOR more.
+# Bitrates at 30 fps; frame rates above 30 get HIGH_FPS_FACTOR more. A high-frame-rate
+# source keeps its rate in the 720p and 1080p rungs; the rungs below 720p are capped at
+# 30 fps, as the big platforms do: their viewers are on small screens or thin links,
+# where the bits buy more as resolution than as motion, and at half the encoding CPU.
+LOW_RUNG_MAX_FPS = 30.0
 DEFAULT_RUNGS: tuple[RungSpec, ...] = (
     RungSpec("1080p", 1080, 5000),
     RungSpec("720p", 720, 2800),
-    RungSpec("480p", 480, 1400),
-    RungSpec("360p", 360, 800),
-    RungSpec("160p", 160, 250, max_fps=30.0),
+    RungSpec("480p", 480, 1400, max_fps=LOW_RUNG_MAX_FPS),
+    RungSpec("360p", 360, 800, max_fps=LOW_RUNG_MAX_FPS),
+    RungSpec("160p", 160, 250, max_fps=LOW_RUNG_MAX_FPS),
 )
 HIGH_FPS_FACTOR = 1.5
 DEFAULT_LADDER = LadderSpec(DEFAULT_RUNGS, source=True)
@@ -112,6 +117,17 @@ def parse_ladder(raw: object) -> LadderSpec:
     return LadderSpec(tuple(sorted(rungs, key=lambda r: -r.height)), source, encoder)
 
 
+def rung_rate(source_fps: float, max_fps: float) -> float:
+    """A rung's frame rate: the source's, or above the cap, the source's divided by the
+    smallest whole number that brings it under (60 -> 30, 50 -> 25, 59.94 -> 29.97), so
+    the rung keeps every n-th frame at an even pace."""
+    if source_fps <= 0:
+        return max_fps
+    if source_fps <= max_fps:
+        return source_fps
+    return source_fps / math.ceil(source_fps / max_fps - 1e-9)
+
+
 def _even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
@@ -131,13 +147,13 @@ def resolve_ladder(spec: LadderSpec, width: int, height: int, fps: float,
     for r in spec.rungs:
         if r.height >= height and r.name not in keep:
             continue
-        rung_fps = min(fps, r.max_fps) if fps > 0 else r.max_fps
+        rung_fps = rung_rate(fps, r.max_fps)
         factor = HIGH_FPS_FACTOR if rung_fps > 31 else 1.0
         out.append(Rung(r.name, _even(r.height * aspect), r.height, rung_fps,
                         int(r.video_bitrate_kbps * factor)))
     if not spec.source and not out and spec.rungs:
         top = spec.rungs[0]
-        rung_fps = min(fps, top.max_fps) if fps > 0 else top.max_fps
+        rung_fps = rung_rate(fps, top.max_fps)
         out.append(Rung(top.name, _even(width), _even(height), rung_fps,
                         top.video_bitrate_kbps))
     return out

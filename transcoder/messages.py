@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from castway.media import MediaPacket
+from transcoder.ladder import LadderSpec
 from transcoder.packager import Output
 from transcoder.pipeline import PipelineStats, RenditionInfo
 
@@ -34,7 +35,15 @@ class Finish:
     """The broadcast ended (or moves to another node): flush everything, then exit."""
 
 
-ToChild = Feed | Restart | Finish
+@dataclass(frozen=True, slots=True)
+class SetLadder:
+    """The ladder the node gave this broadcast (castway.cost), chosen with its cost when
+    the source became known; before the child's first decoded frame."""
+
+    ladder: LadderSpec
+
+
+ToChild = Feed | Restart | Finish | SetLadder
 
 # --- child -> supervisor ----------------------------------------------------------------
 

@@ -93,3 +93,88 @@ def parse_avcc_record(record: bytes) -> tuple[int, list[bytes], list[bytes]]:
     if pos > len(record):
         raise CodecConfigError("AVCDecoderConfigurationRecord truncated")
     return length_size, sps, pps
+
+
+def _rbsp(nal: bytes) -> bytes:
+    """The NAL unit's payload without its emulation-prevention bytes (00 00 03)."""
+    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
+
+
+class _Bits:
+    def __init__(self, data: bytes) -> None:
+        self.value = int.from_bytes(data, "big")
+        self.left = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if n > self.left:
+            raise CodecConfigError("SPS truncated")
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise CodecConfigError("SPS exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+def sps_dimensions(record: bytes) -> tuple[int, int]:
+    """Display width and height from the first SPS of an AVCDecoderConfigurationRecord
+    (ITU-T H.264 7.3.2.1.1, cropping per 7.4.2.1.1): what the source is, whatever its
+    onMetaData says."""
+    _, sps_list, _ = parse_avcc_record(record)
+    if not sps_list:
+        raise CodecConfigError("no SPS in the AVCDecoderConfigurationRecord")
+    bits = _Bits(_rbsp(sps_list[0])[1:])  # past the NAL header
+    profile = bits.u(8)
+    bits.u(16)  # constraint flags, level
+    bits.ue()  # seq_parameter_set_id
+    chroma_format = 1
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        chroma_format = bits.ue()
+        if chroma_format == 3:
+            bits.u(1)  # separate_colour_plane_flag
+        bits.ue()  # bit_depth_luma_minus8
+        bits.ue()  # bit_depth_chroma_minus8
+        bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if bits.u(1):  # seq_scaling_matrix_present_flag
+            for i in range(8 if chroma_format != 3 else 12):
+                if bits.u(1):
+                    last, nxt = 8, 8
+                    for _ in range(16 if i < 6 else 64):
+                        if nxt:
+                            nxt = (last + bits.se()) % 256
+                        last = nxt or last
+    bits.ue()  # log2_max_frame_num_minus4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()
+    elif poc_type == 1:
+        bits.u(1)
+        bits.se()
+        bits.se()
+        for _ in range(bits.ue()):
+            bits.se()
+    bits.ue()  # max_num_ref_frames
+    bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+    width_mbs = bits.ue() + 1
+    height_units = bits.ue() + 1
+    frame_mbs_only = bits.u(1)
+    if not frame_mbs_only:
+        bits.u(1)  # mb_adaptive_frame_field_flag
+    bits.u(1)  # direct_8x8_inference_flag
+    width = width_mbs * 16
+    height = height_units * 16 * (2 - frame_mbs_only)
+    if bits.u(1):  # frame_cropping_flag
+        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+        crop_x = 2 if chroma_format in (1, 2) else 1
+        crop_y = (2 if chroma_format == 1 else 1) * (2 - frame_mbs_only)
+        width -= crop_x * (left + right)
+        height -= crop_y * (top + bottom)
+    return width, height

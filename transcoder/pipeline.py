@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -91,6 +91,7 @@ class PipelineConfig:
 class PipelineStats:
     video_packets: int = 0
     dropped_frames: int = 0  # skipped by encoded renditions to catch up
+    media_ms: int = 0  # source video time processed (its cost is measured against it)
     lag_s: float = 0.0
     # Video that nothing can decode: no sequence header (configuration record) yet.
     video_without_config: int = 0
@@ -261,6 +262,13 @@ class Pipeline:
         else:
             self._push_audio(packet)
 
+    def set_ladder(self, ladder: LadderSpec) -> None:
+        """The ladder the node chose for this broadcast (transcoder.capacity); it takes
+        effect where the renditions are set up, so it is given before the first decoded
+        frame (a successor child has it in its config already)."""
+        if self._encoded is None:
+            self.config = replace(self.config, ladder=ladder)
+
     def discontinuity(self) -> None:
         """Timestamps restart (publisher reconnected): close everything open, start over
         at the next keyframe with fresh codec state."""
@@ -311,6 +319,8 @@ class Pipeline:
             logger.warning("video timestamps jumped: discontinuity",
                            extra={"from_ms": last, "to_ms": packet.dts_ms})
             self.discontinuity()
+        elif last is not None and packet.dts_ms > last:
+            self.stats.media_ms += packet.dts_ms - last
         self._last_video_dts = packet.dts_ms
         self.stats.video_packets += 1
         self._track_lag(packet.dts_ms)

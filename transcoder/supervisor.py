@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections import deque
@@ -25,12 +26,31 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from castway.catalog.recorder import SegmentRecorder
+from castway.cost import (
+    AdmissionMode,
+    Calibration,
+    CostError,
+    CostLedger,
+    CpuMeter,
+    VideoSource,
+    choose,
+    node_capacity,
+    relative_error,
+)
 from castway.live.base import LiveState
-from castway.media import MediaKind, MediaPacket
-from castway.model import Broadcast
+from castway.media import Codec, MediaKind, MediaPacket
+from castway.model import Broadcast, SourceInfo
 from castway.settings import Settings
 from castway.storage.base import Storage
 from castway.storage.pool import StoragePool
+from transcoder.capacity import (
+    describe,
+    ladder_cost,
+    ladder_options,
+    load_calibration,
+    video_source,
+)
+from transcoder.codecs import CodecConfigError
 from transcoder.journal import JournalHeader, SourceJournal, journal_path
 from transcoder.ladder import SOURCE, load_ladder
 from transcoder.messages import (
@@ -45,9 +65,11 @@ from transcoder.messages import (
     FromChild,
     Produced,
     Restart,
+    SetLadder,
     Stats,
     ToChild,
 )
+from transcoder.nal import sps_dimensions
 from transcoder.packager import Output, SegmentOut
 from transcoder.pipeline import AUDIO_RENDITION, PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
@@ -117,6 +139,10 @@ class TranscoderMetrics:
     running: Gauge
     fps: Gauge
     glass_to_glass: Histogram
+    cost_capacity: Gauge
+    cost_used: Gauge
+    cost_free: Gauge
+    cost_error: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TranscoderMetrics:
@@ -144,7 +170,63 @@ class TranscoderMetrics:
                 "castway_glass_to_glass_seconds", "From the last frame of a segment "
                 "arriving at ingest to the segment being available in the live state",
                 buckets=GLASS_TO_GLASS_BUCKETS, registry=registry),
+            cost_capacity=Gauge("castway_node_cost_capacity_cores", "Transcode capacity "
+                                "of this node: calibrated cores x the utilisation target",
+                                registry=registry),
+            cost_used=Gauge("castway_node_cost_used_cores", "Transcode cost of the "
+                            "broadcasts on this node (each at the larger of its estimate "
+                            "and its measured cost)", registry=registry),
+            cost_free=Gauge("castway_node_cost_free_cores", "Transcode capacity left",
+                            registry=registry),
+            cost_error=Gauge("castway_transcoder_cost_estimate_error", "Mean relative "
+                             "error of the running broadcasts' cost estimates, (measured "
+                             "- estimate) / estimate", registry=registry),
         )
+
+
+def parse_source(text: str) -> VideoSource:
+    """``1920x1080@30`` as a source to cost."""
+    try:
+        size, _, rate = text.partition("@")
+        width, _, height = size.lower().partition("x")
+        return VideoSource(int(width), int(height), float(rate or 30))
+    except ValueError as exc:
+        raise CostError(f"not a WIDTHxHEIGHT@FPS source: {text!r}") from exc
+
+
+def make_ledger(settings: Settings, calibration: Calibration) -> CostLedger:
+    """The node's cost ledger: capacity from the calibration and the utilisation target;
+    a publish reserves a passthrough (``reduce``) or the full ladder of the reference
+    source (``refuse``) until its own source is known."""
+    ladder = load_ladder(settings.ladder)
+    if settings.admission is AdmissionMode.REFUSE:
+        reserve = ladder_cost(ladder, parse_source(settings.refuse_reserve_source),
+                              calibration)
+    else:
+        reserve = calibration.broadcast_s
+    capacity = node_capacity(calibration, settings.utilisation_target)
+    return CostLedger(capacity, mode=settings.admission, publish_reserve=reserve,
+                      margin=calibration.cores - capacity)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU-seconds of process ``pid`` (all its threads), from
+    /proc/PID/stat; None where that cannot be read (the child is gone, not Linux)."""
+    if pid is None:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count after its end.
+    fields = raw[raw.rfind(")") + 2:].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (IndexError, ValueError):
+        return None
 
 
 def encoded_rungs(names: Iterable[str]) -> tuple[str, ...]:
@@ -182,6 +264,13 @@ class TranscoderSupervisor:
         self.running: dict[str, BroadcastTranscoder] = {}
         self._context = multiprocessing.get_context("spawn")
         self._storage_pool = StoragePool(name="transcoder-storage")  # no uploader only
+        self.calibration, calibrated = load_calibration(settings.calibration_file,
+                                                        Path(settings.data_dir))
+        if not calibrated:
+            logger.warning("this node is not calibrated: transcode costs are estimated "
+                           "with the built-in calibration (run `castway calibrate`)")
+        self.ledger = make_ledger(settings, self.calibration)
+        self._refresh_gauges()
 
     async def _put_storage(self, key: str, data: bytes, *,
                            on_durable: Callable[[], None] | None = None) -> None:
@@ -223,6 +312,19 @@ class TranscoderSupervisor:
             config = replace(config, keep_rungs=encoded_rungs(
                 r.name for r in broadcast.renditions))
         transcoder = BroadcastTranscoder(broadcast, config, sink, self)
+        if handover:
+            # Its ladder was chosen where it started and players hold it: counted at
+            # its full cost until measured here.
+            source = video_source(broadcast.source)
+            kept = config.ladder
+            if config.keep_rungs is not None:
+                kept = replace(kept, rungs=tuple(r for r in kept.rungs
+                                                 if r.name in config.keep_rungs))
+            self.ledger.reserve(broadcast.id, ladder_cost(kept, source, self.calibration))
+            transcoder.ladder_decided = True
+        else:
+            self.ledger.reserve(broadcast.id, self.ledger.publish_reserve)
+        self._refresh_gauges()
         await transcoder.start()
         self.running[broadcast.id] = transcoder
         self.metrics.running.set(len(self.running))
@@ -230,12 +332,20 @@ class TranscoderSupervisor:
 
     def _forget(self, broadcast_id: str) -> None:
         self.running.pop(broadcast_id, None)
+        self.ledger.release(broadcast_id)
         self.metrics.running.set(len(self.running))
+        # An ended broadcast's lag, drops and cost leave the gauges with it.
+        self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:
         self.metrics.lag.set(max((t.lag_s for t in self.running.values()), default=0.0))
         self.metrics.fps.set(sum(t.fps for t in self.running.values()))
         self.metrics.dropped_frames.set(sum(t.dropped_frames for t in self.running.values()))
+        self.metrics.cost_capacity.set(self.ledger.capacity)
+        self.metrics.cost_used.set(self.ledger.used)
+        self.metrics.cost_free.set(self.ledger.free)
+        error = self.ledger.estimate_error
+        self.metrics.cost_error.set(error if error is not None else 0.0)
 
     async def close(self) -> None:
         """Stop every running transcoder (service shutdown)."""
@@ -255,7 +365,8 @@ class BroadcastTranscoder:
         self.config = config
         self.sink = sink
         self.supervisor = supervisor
-        self._queue: asyncio.Queue[MediaPacket | Break | Finish] = asyncio.Queue(QUEUE_PACKETS)
+        self._queue: asyncio.Queue[MediaPacket | Break | Finish | SetLadder] = asyncio.Queue(
+            QUEUE_PACKETS)
         self._configs: dict[MediaKind, MediaPacket] = {}
         self._skip_video = False
         # (generation of the child that said it, message)
@@ -280,9 +391,19 @@ class BroadcastTranscoder:
         self.gave_up = asyncio.Event()  # set when it stops for good (tests wait on it)
         self.restarts = 0
         self.dropped_packets = 0
+        self.dropped_video_packets = 0
         self.dropped_frames = 0
         self.lag_s = 0.0
         self.fps = 0.0
+        # The cost model (castway.cost): the ladder is chosen, with its cost, when the
+        # first video packet comes (onMetaData and the sequence header are in by then).
+        self.ladder_decided = False
+        self.ladder_reduced = False
+        self.ladder_name = ""
+        self.cost_estimate: float | None = None
+        self.cost_measured: float | None = None
+        self._meter = CpuMeter()
+        self._dropped_at_sample = 0
         self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
         self.warnings: set[HealthWarning] = set()
         self._no_media_after_s = max(NO_MEDIA_WARN_S,
@@ -311,11 +432,19 @@ class BroadcastTranscoder:
         return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
 
     # --- BroadcastMedia ------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Source video frames that reached no encoded rendition: skipped by the child
+        to catch up, or dropped here on a full queue."""
+        return self.dropped_frames + self.dropped_video_packets
+
     async def feed(self, packet: MediaPacket) -> None:
         if packet.is_config:
             self._configs[packet.kind] = packet
         if self._given_up or self._finishing:
             return
+        if packet.kind == MediaKind.VIDEO and not self.ladder_decided:
+            await self._decide_ladder()
         if packet.kind == MediaKind.VIDEO and not packet.is_config:
             if self._skip_video and not packet.is_keyframe:
                 self._drop(packet)
@@ -329,6 +458,54 @@ class BroadcastTranscoder:
             self._drop(packet)
             if packet.kind == MediaKind.VIDEO:
                 self._skip_video = True
+
+    async def _decide_ladder(self) -> None:
+        """The richest ladder whose cost fits the node (castway.cost.choose), decided
+        once, before the child decodes its first frame. ``refuse`` cannot refuse any
+        more (the publish was accepted before the source was described): past the
+        publish, it reduces like ``reduce``."""
+        self.ladder_decided = True
+        supervisor = self.supervisor
+        info = None
+        try:
+            record = await supervisor.live.get_broadcast(self.broadcast.id)
+            info = record.source if record is not None else None
+        except Exception:  # the live state may blip: cost what we know (the worst case)
+            logger.exception("source unknown when choosing the ladder",
+                             extra={"broadcast_id": self.broadcast.id})
+        config = self._configs.get(MediaKind.VIDEO)
+        if config is not None and config.codec is Codec.H264:
+            # The sequence header says the size for sure (onMetaData may not say it,
+            # or say it wrong); the frame rate only onMetaData says this early.
+            try:
+                width, height = sps_dimensions(config.payload)
+                info = replace(info or SourceInfo(), width=width, height=height,
+                               video_codec=config.codec.value)
+            except CodecConfigError:
+                pass
+        elif config is not None:
+            info = replace(info or SourceInfo(), video_codec=config.codec.value)
+        source = video_source(info)
+        ledger = supervisor.ledger
+        options = ladder_options(self.config.ladder, source, supervisor.calibration)
+        mode = ledger.mode
+        if mode is AdmissionMode.REFUSE:
+            mode = AdmissionMode.REDUCE
+        choice = choose(options, ledger.free_for(self.broadcast.id), mode)
+        assert choice.option is not None  # only refuse refuses
+        chosen = choice.option
+        ledger.reserve(self.broadcast.id, chosen.cost)
+        self.cost_estimate = chosen.cost
+        self.ladder_reduced = choice.reduced
+        self.ladder_name = describe(chosen.ladder, source)
+        self.config = replace(self.config, ladder=chosen.ladder)  # also for a successor
+        supervisor._refresh_gauges()
+        logger.info("ladder chosen", extra={
+            "broadcast_id": self.broadcast.id, "ladder": self.ladder_name,
+            "reduced": choice.reduced, "cost": round(chosen.cost, 3),
+            "source": f"{source.width}x{source.height}@{source.fps:g}",
+            "node_free": round(ledger.free, 3)})
+        await self._queue.put(SetLadder(chosen.ladder))
 
     async def discontinuity(self) -> None:
         if not self._given_up and not self._finishing:
@@ -461,7 +638,7 @@ class BroadcastTranscoder:
             item = await self._queue.get()
             seq: int | None = None
             message: ToChild
-            if isinstance(item, Finish):
+            if isinstance(item, Finish | SetLadder):
                 message = item
             else:
                 seq = self._recovery.sent(item)
@@ -491,7 +668,8 @@ class BroadcastTranscoder:
                     if generation == self._generation:
                         self._child_ready.clear()
 
-    async def _send_prelude(self, tx: Connection, item: MediaPacket | Break | Finish) -> int:
+    async def _send_prelude(self, tx: Connection,
+                            item: MediaPacket | Break | Finish | SetLadder) -> int:
         """A fresh child's first messages: the configuration records in force, then the
         replay of the work in progress if its predecessor died (the last sequence
         number replayed, -1 for none)."""
@@ -615,9 +793,27 @@ class BroadcastTranscoder:
         if self._journal_closing and self._recovery.all_durable:
             self._journal_submit(self._journal.remove)
 
+    def _measure(self, stats: PipelineStats) -> None:
+        """The child's CPU time per second of media it processed (castway.cost)."""
+        cpu = process_cpu_s(self.pid)
+        if cpu is None:
+            return
+        if stats.dropped_frames != self._dropped_at_sample:
+            # A child skipping frames to catch up spends less than the broadcast costs
+            # (the machine is short, not the broadcast cheap): that stretch is no
+            # measurement, the last good one stands.
+            self._dropped_at_sample = stats.dropped_frames
+            self._meter.reset()
+            return
+        measured = self._meter.sample(stats.media_ms / 1000.0, cpu)
+        if measured is not None:
+            self.cost_measured = measured
+            self.supervisor.ledger.measure(self.broadcast.id, measured)
+
     async def _stats(self, stats: PipelineStats) -> None:
         self.lag_s = stats.lag_s
         self.dropped_frames = stats.dropped_frames
+        self._measure(stats)
         now, frames = time.monotonic(), stats.video_packets
         if self._fps_sample is not None and now > self._fps_sample[0] \
                 and frames >= self._fps_sample[1]:
@@ -661,6 +857,14 @@ class BroadcastTranscoder:
                         "transcoder_dropped_frames": float(self.dropped_frames),
                         "transcoder_dropped_packets": float(self.dropped_packets),
                         "transcoder_restarts": float(self.restarts),
+                        "ladder": self.ladder_name,
+                        "ladder_reduced": 1.0 if self.ladder_reduced else 0.0,
+                        "cost_estimate": round(self.cost_estimate or 0.0, 4),
+                        "cost_measured": round(self.cost_measured or 0.0, 4),
+                        "cost_error": (round(relative_error(self.cost_estimate,
+                                                            self.cost_measured), 4)
+                                       if self.cost_estimate and self.cost_measured
+                                       else 0.0),
                         "warnings": ",".join(sorted(w.value for w in self.warnings))})
         await self.sink.live.put_stats(self.broadcast.id, current)
 
@@ -729,6 +933,7 @@ class BroadcastTranscoder:
                 self._done.set()  # a pending finish() stops waiting for this child
             return
         self._restart_times.append(now)
+        self._meter.reset()  # the successor's CPU counter starts from 0
         self.restarts += 1
         self.supervisor.metrics.restarts.inc()
         self._media_clock = time.monotonic()
@@ -763,5 +968,7 @@ class BroadcastTranscoder:
 
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1
+        if packet.kind == MediaKind.VIDEO:
+            self.dropped_video_packets += 1
         self.supervisor.metrics.dropped_packets.labels(kind=packet.kind.value).inc()
 

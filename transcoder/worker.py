@@ -22,6 +22,7 @@ from transcoder.messages import (
     FromChild,
     Produced,
     Restart,
+    SetLadder,
     Stats,
     ToChild,
 )
@@ -73,6 +74,8 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
             if isinstance(message, Feed):
                 current_seq = message.seq
                 pipeline.push(message.packet)
+            elif isinstance(message, SetLadder):
+                pipeline.set_ladder(message.ladder)
             elif isinstance(message, Restart):
                 current_seq = message.seq
                 pipeline.discontinuity()  # reports back through on_discontinuity

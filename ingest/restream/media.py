@@ -76,6 +76,11 @@ class RestreamMedia:
         self._sampled: dict[str, tuple[float, int, int, int]] = {}
         self._stats_task: asyncio.Task[None] | None = None
 
+    @property
+    def dropped(self) -> int:
+        """Packets its targets' queues dropped (each target's are in its own stats)."""
+        return sum(link.queue.dropped_packets for link in self.links)
+
     def start(self) -> None:
         for link in self.links:
             link.start()

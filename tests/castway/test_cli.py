@@ -52,3 +52,13 @@ def test_channels_create_prints_the_key_once_as_json(tmp_path: Path,
     assert '"channel": "demo"' in out and '"stream_key": "cw_' in out
     assert main(["channels", "list", "--json", "--data-dir", str(tmp_path)]) == 0
     assert "cw_" not in capsys.readouterr().out  # only hashes are kept
+
+
+def test_calibrate_measures_this_machine_into_the_data_dir(tmp_path: Path) -> None:
+    from castway.cost import Calibration
+
+    assert main(["calibrate", "--data-dir", str(tmp_path), "--seconds", "1",
+                 "--cores", "2"]) == 0
+    cal = Calibration.from_json((tmp_path / "calibration.json").read_text())
+    assert cal.cores == 2.0 and cal.preset == "veryfast"
+    assert cal.encode_mpx_s > 0 and cal.decode_mpx_s > 0 and cal.broadcast_s > 0

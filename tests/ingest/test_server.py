@@ -239,6 +239,7 @@ class _Media:
         self.packets = 0
         self.discontinuities = 0
         self.finished = False
+        self.dropped = 0
 
     async def feed(self, packet: MediaPacket) -> None:
         self.packets += 1

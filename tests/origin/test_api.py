@@ -204,11 +204,14 @@ async def test_vod_visibility_and_delete(client: httpx.AsyncClient, catalog: Sql
 
 async def test_nodes(client: httpx.AsyncClient, live: MemoryLiveState) -> None:
     await live.heartbeat(Node(id="n1", image_version="v2", address="10.0.0.1:1935",
-                              state=NodeState.ACTIVE, capacity=8, active_broadcasts=3),
+                              state=NodeState.ACTIVE, capacity=8, active_broadcasts=3,
+                              cost_capacity=1.7, cost_used=1.2, cost_error=0.08),
                          ttl_s=30)
     nodes = (await client.get("/api/v1/nodes", headers=AUTH)).json()
     assert nodes[0]["id"] == "n1" and nodes[0]["free_slots"] == 5
     assert nodes[0]["state"] == "active"
+    assert (nodes[0]["cost_capacity"], nodes[0]["cost_used"], nodes[0]["cost_free"],
+            nodes[0]["cost_error"]) == (1.7, 1.2, 0.5, 0.08)
 
 
 async def test_openapi_documents_the_api(client: httpx.AsyncClient) -> None:

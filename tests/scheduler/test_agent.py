@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from castway.cost import AdmissionMode, CostLedger
 from castway.live.memory import MemoryLiveState
 from castway.model import NodeState
 from castway.settings import Settings
@@ -126,3 +127,21 @@ async def test_start_and_stop_own_the_background_heartbeat(tmp_path: Path) -> No
     await agent.stop()
     [node] = await live.list_nodes()
     assert node.state == NodeState.STOPPED and agent.stopped.is_set()
+
+
+async def test_a_node_admits_on_transcode_cost_and_heartbeats_it(tmp_path: Path) -> None:
+    live = MemoryLiveState()
+    settings = Settings(data_dir=tmp_path, node_id="node-a", node_capacity=8)
+    ledger = CostLedger(1.7, AdmissionMode.REFUSE, publish_reserve=0.6)
+    agent = NodeAgent(settings, live, lambda: 2, ledger=ledger)
+    agent.ready()
+    ledger.reserve("b1", 0.9)
+    assert agent.admission() is None  # 0.8 free, a 0.6 reservation fits
+    ledger.reserve("b2", 0.3)
+    ledger.measure("b2", 0.4)  # counted at the larger: 1.3 used
+    reason = agent.admission()
+    assert reason is not None and "transcode capacity" in reason  # slots are left: 2/8
+    await agent.beat()
+    [node] = await live.list_nodes()
+    assert (node.cost_capacity, node.cost_used) == (1.7, 1.3)
+    assert node.cost_error is not None and abs(node.cost_error - 1 / 3) < 1e-9

@@ -79,7 +79,7 @@ def test_scale_out_is_immediate_and_sized_in_slots() -> None:
     decision = decide(fleet, "v2", POLICY, NOW)
     assert kinds(decision.actions) == ["start 1 v2"]
     assert decision.memory.last_scale_out_at == NOW
-    assert decision.figures.headroom == 6 and decision.figures.free_slots == 2
+    assert decision.figures.headroom == 6 and decision.figures.free == 2
 
 
 def test_starting_nodes_count_as_coming_capacity() -> None:
@@ -147,7 +147,7 @@ def test_scale_in_closes_the_emptiest_nodes_and_keeps_the_fullest_open() -> None
     assert kinds(decision.actions) == ["close b", "close c"]
     assert decision.memory.closed == ("b", "c")
     # closed nodes' free slots are warm headroom: back in the load balancer in a tick
-    assert (decision.figures.open_free_slots, decision.figures.free_slots) == (4, 16)
+    assert (decision.figures.open_free, decision.figures.free) == (4, 16)
     # closed is not draining: b keeps its broadcast and is not drained while it has one
     again = decide(fleet, "v2", POLICY, NOW + timedelta(seconds=10), decision.memory)
     assert kinds(again.actions) == []
@@ -342,7 +342,7 @@ def test_closed_nodes_free_slots_hold_the_headroom_while_few_nodes_take_publishe
     decision = decide(fleet, "v2", POLICY, NOW, None, None, 0.2 * PER_MIN)
     assert kinds(decision.actions) == ["close e", "close c", "close d"]
     f = decision.figures
-    assert (f.headroom, f.open_headroom, f.open_free_slots, f.free_slots) == (8, 3, 5, 16)
+    assert (f.headroom, f.open_headroom, f.open_free, f.free) == (8, 3, 5, 16)
     assert f.publish_rate_per_min == 0.2
 
 
@@ -501,3 +501,77 @@ def test_property_every_old_node_is_eventually_stopped(
                 n.active += take
                 arriving -= take
     assert [n.id for n in world.values() if n.version != "v2"] == []
+
+
+# --- cost units (castway.cost): nodes heartbeat cores, broadcasts cost what they cost ---
+
+COST_POLICY = replace(POLICY, broadcast_cost=0.9, node_cost=1.7, max_nodes=100)
+#: what a broadcast costs on the calibration machine: 1080p60, 1080p30, 720p30 with the
+#: full ladder, and a passthrough
+MIX = (0.9, 0.58, 0.3, 0.005)
+
+
+@dataclass
+class CostNode:
+    id: str
+    version: str
+    state: NodeState
+    costs: list[float]
+    cost_capacity: float = 1.7
+
+    def view(self, now: datetime) -> Node:
+        return Node(id=self.id, image_version=self.version, address="10.0.0.9:1935",
+                    state=self.state, capacity=8, active_broadcasts=len(self.costs),
+                    heartbeat_at=now, cost_capacity=self.cost_capacity,
+                    cost_used=sum(self.costs))
+
+    @property
+    def free(self) -> float:
+        return max(0.0, self.cost_capacity - sum(self.costs)) if len(self.costs) < 8 else 0.0
+
+
+cost_fleets = st.lists(
+    st.tuples(st.sampled_from(["v1", "v2"]),
+              st.sampled_from([NodeState.STARTING, NodeState.ACTIVE, NodeState.DRAINING]),
+              st.lists(st.sampled_from(MIX), max_size=4)),
+    max_size=10)
+
+
+def test_a_node_full_of_cost_has_no_room_whatever_its_slots() -> None:
+    full = Node(id="n1", image_version="v2", address="a", state=NodeState.ACTIVE,
+                capacity=8, active_broadcasts=2, heartbeat_at=NOW, cost_capacity=1.7,
+                cost_used=1.5)
+    decision = decide([full], "v2", COST_POLICY, NOW)
+    # 0.2 cores free hold no 0.9-core broadcast; the headroom is two of them, and a
+    # 1.7-core node holds one: two nodes more
+    assert kinds(decision.actions) == ["start 2 v2"]
+    assert decision.figures.free == 0.0
+    assert decision.figures.headroom == pytest.approx(1.8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cost_fleets, st.one_of(st.none(), st.floats(0.0, 0.2)))
+def test_property_in_cost_units_free_cores_meet_the_headroom_once_settled(
+        raw: list[tuple[str, NodeState, list[float]]], rate: float | None) -> None:
+    world = {f"n{i:02}": CostNode(f"n{i:02}", version, state,
+                                  [] if state == NodeState.STARTING else costs)
+             for i, (version, state, costs) in enumerate(raw)}
+    decision = decide([n.view(NOW) for n in world.values()], "v2", COST_POLICY, NOW,
+                      None, None, rate)
+    for action in decision.actions:
+        if isinstance(action, StopNode):
+            assert not world[action.node_id].costs  # never cuts a live broadcast
+        elif isinstance(action, StartNodes):
+            for k in range(action.count):
+                world[f"s{k}"] = CostNode(f"s{k}", action.version, NodeState.ACTIVE, [])
+        elif isinstance(action, DrainNode):
+            world[action.node_id].state = NodeState.DRAINING
+        elif isinstance(action, ResumeNode):
+            world[action.node_id].state = NodeState.ACTIVE
+        elif isinstance(action, (StopNode, MarkLost)):
+            del world[action.node_id]
+    used = sum(sum(n.costs) for n in world.values())
+    live = sum(len(n.costs) for n in world.values())
+    free = sum(n.free for n in world.values()
+               if n.version == "v2" and n.state != NodeState.DRAINING)
+    assert free >= COST_POLICY.headroom(live, NOW, rate, used_cost=used) - 1e-9

@@ -38,8 +38,8 @@ def test_prometheus_figures_follow_the_decision() -> None:
     assert sample("castway_scheduler_nodes", {"state": "active"}) == 2.0
     assert sample("castway_scheduler_nodes", {"state": "draining"}) == 0.0
     assert sample("castway_scheduler_live_broadcasts") == 11.0
-    assert sample("castway_scheduler_headroom_slots") == 3.0
-    assert sample("castway_scheduler_free_slots") == 0.0
+    assert sample("castway_scheduler_headroom_cores") == 3.0
+    assert sample("castway_scheduler_free_cores") == 0.0
     assert sample("castway_scheduler_actions_total", {"action": "StartNodes"}) == 1.0
 
 
@@ -49,7 +49,7 @@ def test_cloudwatch_custom_metrics(aws: None) -> None:
     listed = boto3.client("cloudwatch", region_name="us-east-1").list_metrics(
         Namespace="castway/scheduler")["Metrics"]
     names = {m["MetricName"] for m in listed}
-    assert {"Nodes", "FreeSlots", "HeadroomSlots", "LiveBroadcasts", "Actions"} <= names
+    assert {"Nodes", "FreeCores", "HeadroomCores", "LiveBroadcasts", "Actions"} <= names
     states = {d["Value"] for m in listed if m["MetricName"] == "Nodes"
               for d in m.get("Dimensions", [])}
     assert {"active", "draining", "starting", "stopped", "lost"} <= states

@@ -10,6 +10,8 @@ import pytest
 
 from castway.model import NodeState
 from scheduler.simulate import (
+    NODE_COST,
+    SOURCE_MIX,
     Workload,
     World,
     castway_strategy,
@@ -31,7 +33,7 @@ def test_arrivals_peak_at_night_and_durations_are_heavy_tailed() -> None:
     assert w.rate_per_s(10 * 3600) < w.rate_per_s(22 * 3600) / 4
     broadcasts = w.broadcasts()
     assert broadcasts == w.broadcasts()  # seeded: every strategy sees the same day
-    durations = sorted(d for _, d, _ in broadcasts)
+    durations = sorted(d for _, d, _, _ in broadcasts)
     median = durations[len(durations) // 2]
     assert 0.7 < median / (w.median_duration_min * 60) < 1.4
     assert durations[-1] > 10 * median  # the tail
@@ -63,12 +65,14 @@ def test_baselines_interrupt_broadcasts_castway_does_not() -> None:
     for key in ("interrupted", "container_hours", "ideal_container_hours", "refused"):
         assert key in out and key in out["cpu_autoscaler"] and key in out["fixed_fleet"]
     fixed = results["fixed_fleet"]
-    size = math.ceil(peak_live(SMALL) * 1.2 / 8)
+    _, peak_cost = peak_live(SMALL)
+    size = math.ceil(peak_cost * 1.2 / NODE_COST)
     assert fixed.peak_nodes >= size
 
 
 def test_a_publish_only_lands_on_a_routable_node_with_a_free_slot() -> None:
     world = World(SMALL, capacity=2, start_delay_s=0.0, rng=random.Random(1))
+    world.cost.update({1: 0.3, 2: 0.3, 3: 0.3})
     closed, routed = world.start("v1"), world.start("v1")
     for node in (closed, routed):
         node.state = NodeState.ACTIVE
@@ -76,6 +80,26 @@ def test_a_publish_only_lands_on_a_routable_node_with_a_free_slot() -> None:
     assert world.place(1) and world.place(2)
     assert routed.broadcasts == {1, 2} and closed.broadcasts == set()
     assert not world.place(3)  # refused: the only routable node is full
+
+
+def test_a_publish_only_lands_where_its_full_ladder_fits() -> None:
+    world = World(SMALL, capacity=8, start_delay_s=0.0, rng=random.Random(1), node_cost=1.7)
+    world.cost.update({1: 0.9, 2: 0.58, 3: 0.3, 4: 0.01})
+    node = world.start("v1")
+    node.state = NodeState.ACTIVE
+    node.routable = True
+    assert world.place(1) and world.place(2)  # 1.48 of 1.7 cores
+    assert not world.place(3)  # slots left, cores not: refused, never over-committed
+    assert world.place(4)  # a passthrough fits
+    world.end(1)
+    assert world.place(3) and node.used == pytest.approx(0.89)
+
+
+def test_the_day_is_a_mix_of_sources_at_their_costs() -> None:
+    costs = [c for _, _, _, c in Workload().broadcasts()]
+    shares = {cost: costs.count(cost) / len(costs) for _, _, cost in SOURCE_MIX}
+    for _, share, cost in SOURCE_MIX:
+        assert abs(shares[cost] - share) < 0.03
 
 
 def test_the_bounds_are_ordered_and_castway_sits_above_them() -> None:
@@ -99,6 +123,7 @@ def test_the_clairvoyant_reference_pays_for_the_heavy_tail_too() -> None:
 def test_a_node_put_into_the_load_balancer_takes_publishes_once_registered() -> None:
     world = World(SMALL, capacity=2, start_delay_s=0.0, rng=random.Random(1),
                   register_delay_s=60.0)
+    world.cost[1] = 0.3
     node = world.start("v1")
     node.state = NodeState.ACTIVE
     world.set_routable(node, True)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import Any
+
 import pytest
 
 from transcoder.codecs import CodecConfigError
@@ -10,6 +13,7 @@ from transcoder.nal import (
     parse_avcc_record,
     split_annexb,
     split_avcc,
+    sps_dimensions,
 )
 
 SPS = bytes([0x67, 0x64, 0x00, 0x1F, 0xAC])
@@ -45,3 +49,20 @@ def test_malformed_input_is_an_error_not_a_crash() -> None:
         avcc_record([], [PPS])
     with pytest.raises(CodecConfigError):
         parse_avcc_record(bytes([1, 0x64, 0, 0x1F, 0xFF, 0xE1, 0x00, 0x20, 0x67]))
+
+
+@pytest.mark.parametrize(("width", "height", "profile"), [
+    (1920, 1080, "high"), (1280, 720, "main"), (854, 480, "baseline"), (640, 360, "high")])
+def test_the_sequence_header_says_the_source_size(width: int, height: int,
+                                                  profile: str) -> None:
+    """1080 is coded as 1088 and cropped: the display size is what comes out."""
+    import av
+
+    ctx: Any = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+    ctx.time_base = Fraction(1, 30)
+    ctx.flags |= av.codec.context.Flags.global_header
+    ctx.options = {"profile": profile}
+    ctx.open()
+    record = avcc_record_from_annexb(bytes(ctx.extradata))
+    assert sps_dimensions(record) == (width, height)

@@ -23,7 +23,7 @@ from castway.hls.playlist import render_media_playlist
 from castway.live.base import Subscription
 from castway.live.memory import MemoryLiveState
 from castway.media import Codec, MediaKind, MediaPacket
-from castway.model import Broadcast, Segment
+from castway.model import Broadcast, Segment, SourceInfo
 from castway.settings import Settings
 from castway.storage.local import LocalStorage
 from castway.storage.uploader import Uploader
@@ -413,6 +413,35 @@ async def test_a_hung_transcoder_is_killed_reaped_and_replaced(
         await uploader.close()
         await live.close()
 
+
+async def test_a_broadcast_is_counted_at_its_cost_until_it_ends(env: Any,
+                                                                src_360p: Path) -> None:
+    """Its ladder is chosen with its cost when its video starts; its stats say so; when it
+    ends its cost, lag, drops and frame rate leave the node's gauges (a lag alert on an
+    ended broadcast would fire forever)."""
+    supervisor, live, _storage, registry = env
+    broadcast = await _broadcast(live, "b1")
+    media = await supervisor.start(broadcast)
+    reserved = registry.get_sample_value("castway_node_cost_used_cores")
+    assert reserved == supervisor.calibration.broadcast_s  # a passthrough's, until known
+    # what ingest learns from onMetaData: the frame rate (the size comes from the SPS)
+    await live.update_broadcast("b1", source=SourceInfo(video_codec="h264", fps=30.0))
+    for packet in _packets(src_360p):
+        await media.feed(packet)
+    assert media.ladder_decided and not media.ladder_reduced
+    assert media.ladder_name == "source,160p30"  # sized from the SPS: 640x360
+    assert media.cost_estimate is not None and media.cost_estimate > reserved
+    assert supervisor.ledger.used == media.cost_estimate
+    assert media.dropped == 0
+    await media.finish()
+    stats = await live.get_stats("b1")
+    assert stats["ladder"] == "source,160p30" and stats["cost_estimate"] > 0
+    for gauge in ("castway_node_cost_used_cores", "castway_transcoder_lag_seconds",
+                  "castway_transcoder_dropped_frames", "castway_transcoder_fps",
+                  "castway_transcoder_running"):
+        assert registry.get_sample_value(gauge) == 0.0, gauge
+    assert registry.get_sample_value("castway_node_cost_free_cores") == \
+        supervisor.ledger.capacity
 
 
 def _pipes() -> int:
