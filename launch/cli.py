@@ -29,7 +29,7 @@ BENCHES = {
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the command line's flags on top."""
     overrides: dict[str, Any] = {}
-    for flag in ("data_dir", "host", "rtmp_port", "http_port"):
+    for flag in ("data_dir", "host", "rtmp_port", "srt_port", "http_port"):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[flag] = value
@@ -43,6 +43,8 @@ def _add_common(p: argparse.ArgumentParser, *, ports: bool = False) -> None:
         p.add_argument("--host", default=None, help="address to bind (CASTWAY_HOST)")
         p.add_argument("--rtmp-port", type=int, default=None, help="RTMP port "
                        "(CASTWAY_RTMP_PORT, default 1935)")
+        p.add_argument("--srt-port", type=int, default=None, help="SRT ingest port, UDP "
+                       "(CASTWAY_SRT_PORT, default 0: off)")
         p.add_argument("--http-port", type=int, default=None, help="HTTP port "
                        "(CASTWAY_HTTP_PORT, default 8080)")
 
