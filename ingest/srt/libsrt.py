@@ -158,6 +158,10 @@ def _load() -> ctypes.CDLL:
             fn.restype = c_int
         lib.srt_getlasterror_str.argtypes = []
         lib.srt_getlasterror_str.restype = c_char_p
+        # Warnings go to stderr otherwise (one per empty read); errors still do.
+        lib.srt_setloglevel.argtypes = [c_int]
+        lib.srt_setloglevel.restype = None
+        lib.srt_setloglevel(3)  # LOG_ERR
         if lib.srt_startup() < 0:
             raise LibSrtMissing("srt_startup failed")
         _lib = lib
