@@ -155,6 +155,9 @@ class EmbeddedPlatform:
             "castway is running (embedded mode). In OBS: Settings -> Stream -> Custom...",
             f"  Server:      {rtmp}",
             f"  Stream Key:  {key}",
+            *([f"  SRT:         srt://{host}:{self.ingest.srt_port}"
+               "?streamid=#!::r=live/KEY,m=publish   (docs/srt.md)"]
+              if self.ingest is not None and self.ingest.srt_port else []),
             f"  Watch:       {http}/watch/{DEFAULT_CHANNEL}",
             f"  Admin:       {http}/admin   API: {http}/api/v1   Docs: {http}/docs",
         ]

@@ -22,6 +22,7 @@ from ingest.broadcasts import BroadcastManager
 from ingest.commands import NodeCommands
 from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
+from ingest.srt.server import SrtServer
 from launch.http_server import HttpServer, http_connections
 from launch.process import StopSignals, first_completed, run_async, start_process
 from launch.services import Services, salvage, start_recorder
@@ -57,6 +58,7 @@ class IngestNode:
     recorder: SegmentRecorder | None = None
     # Made by start().
     server: IngestServer = field(init=False)
+    srt: SrtServer | None = field(init=False, default=None)  # CASTWAY_SRT_PORT set
     agent: NodeAgent = field(init=False)
     manager: BroadcastManager = field(init=False)
 
@@ -90,7 +92,7 @@ class IngestNode:
                                reconnectable=lambda: self.server.reconnectable_publishers)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
-        self.manager.disconnect_publisher = self.server.disconnect
+        self.manager.disconnect_publisher = self._disconnect
         self.agent.on_drain(self._on_drain)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.
@@ -102,15 +104,32 @@ class IngestNode:
         await commands.start()
         self._stack.push_async_callback(commands.stop)
         await self.server.start()
+        if settings.srt_port:
+            # The same publish path as RTMP's: the manager decides, claims and carries
+            # the broadcast whichever protocol brought it.
+            self.srt = SrtServer(settings, self.manager)
+            await self.srt.start()
+            self._stack.push_async_callback(self._stop_srt)
         runtime = s.runtime_metrics()
         runtime.watch("rtmp", lambda: int(self.server.connections))
+        runtime.watch("srt", lambda: self.srt.active_publishers if self.srt else 0)
         runtime.watch("rtmp_preauth", lambda: int(self.server.preauth_connections))
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
         self._stack.push_async_callback(self._stop_server)
 
+    def _disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
+        if self.srt is not None and self.srt.disconnect(connection_id, reason):
+            return True
+        return bool(self.server.disconnect(connection_id, reason))
+
+    async def _stop_srt(self) -> None:
+        if self.srt is not None:
+            await self.srt.stop(grace_s=self.draining_grace_s)
+
     def _active_broadcasts(self) -> int:
-        publishing: int = self.server.active_publishers
+        publishing: int = self.server.active_publishers + (
+            self.srt.active_publishers if self.srt else 0)
         held: int = self.manager.live_broadcasts
         return max(publishing, held)
 
@@ -191,6 +210,10 @@ class IngestNode:
     def rtmp_port(self) -> int:
         return int(self.server.port)
 
+    @property
+    def srt_port(self) -> int | None:
+        return self.srt.port if self.srt is not None else None
+
     async def stop(self) -> None:
         await self._stack.aclose()
 
@@ -238,6 +261,7 @@ def run_ingest(settings: Settings) -> int:
         async with _ingest_process(settings) as node:
             http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
+                                                 "srt_port": node.srt_port,
                                                  "http_port": http.port})
             try:
                 with StopSignals() as signals:

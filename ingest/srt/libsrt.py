@@ -61,8 +61,8 @@ class LibSrtMissing(RuntimeError):  # noqa: N818 -- it names what is missing
 
 
 class _Stats(ctypes.Structure):
-    """The leading fields of ``struct CBytePerfMon`` (srt.h, unchanged since 1.3); the
-    buffer handed to srt_bstats is padded for the fields newer versions append."""
+    """The leading fields of ``struct CBytePerfMon`` (srt.h of libsrt 1.4/1.5, where
+    the byte-loss counters are always in); padded for the fields after them."""
 
     _fields_ = [
         ("msTimeStamp", ctypes.c_int64), ("pktSentTotal", ctypes.c_int64),
@@ -73,6 +73,7 @@ class _Stats(ctypes.Structure):
         ("usSndDurationTotal", ctypes.c_int64), ("pktSndDropTotal", ctypes.c_int),
         ("pktRcvDropTotal", ctypes.c_int), ("pktRcvUndecryptTotal", ctypes.c_int),
         ("byteSentTotal", ctypes.c_uint64), ("byteRecvTotal", ctypes.c_uint64),
+        ("byteRcvLossTotal", ctypes.c_uint64),
         ("byteRetransTotal", ctypes.c_uint64), ("byteSndDropTotal", ctypes.c_uint64),
         ("byteRcvDropTotal", ctypes.c_uint64), ("byteRcvUndecryptTotal", ctypes.c_uint64),
         ("pktSent", ctypes.c_int64), ("pktRecv", ctypes.c_int64),
@@ -85,7 +86,8 @@ class _Stats(ctypes.Structure):
         ("pktRcvAvgBelatedTime", ctypes.c_double), ("pktRcvBelated", ctypes.c_int64),
         ("pktSndDrop", ctypes.c_int), ("pktRcvDrop", ctypes.c_int),
         ("pktRcvUndecrypt", ctypes.c_int), ("byteSent", ctypes.c_uint64),
-        ("byteRecv", ctypes.c_uint64), ("byteRetrans", ctypes.c_uint64),
+        ("byteRecv", ctypes.c_uint64), ("byteRcvLoss", ctypes.c_uint64),
+        ("byteRetrans", ctypes.c_uint64),
         ("byteSndDrop", ctypes.c_uint64), ("byteRcvDrop", ctypes.c_uint64),
         ("byteRcvUndecrypt", ctypes.c_uint64),
         ("usPktSndPeriod", ctypes.c_double), ("pktFlowWindow", ctypes.c_int),

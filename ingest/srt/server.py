@@ -46,7 +46,7 @@ from ingest.publish import (
 )
 from ingest.srt import libsrt
 from ingest.srt.streamid import RejectCode, StreamIdError, parse_streamid
-from ingest.srt.tsmedia import TsPacket, TsToMedia
+from ingest.srt.tsmedia import TsPacket, TsToMedia, taken
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,15 @@ class _Reader:
         while not self.pending:
             if conn.stop.is_set():
                 raise _Stopped
-            n = conn.sock.recv(self.buf)
+            try:
+                n = conn.sock.recv(self.buf)
+            except libsrt.SrtError as exc:
+                if exc.code not in (libsrt.ErrorCode.ECONNLOST, libsrt.ErrorCode.ENOCONN):
+                    raise
+                # The caller closed (or vanished): end of stream, so that libav hands
+                # over what its parsers still hold (the last frames).
+                conn.close_reason = "disconnected"
+                return b""
             now = time.monotonic()
             conn.maybe_sample(now)
             if n:
@@ -171,11 +179,11 @@ class _Connection:
                                                         "reason": self.close_reason})
 
     def _demux(self) -> None:
-        convert = TsToMedia()
         container = av.open(_Reader(self), mode="r", format="mpegts",
                             options=PROBE_OPTIONS)
         try:
             codecs = {s.index: s.codec_context.name for s in container.streams}
+            convert = TsToMedia(expect={i for i, name in codecs.items() if taken(name)})
             extradata = {s.index: bytes(s.codec_context.extradata or b"")
                          for s in container.streams}
             logger.info("srt publisher streams", extra={**self.log_fields,
@@ -190,6 +198,11 @@ class _Connection:
                               extradata=extradata[index])
                 for media in convert.convert(ts):
                     self._deliver(media)
+            for media in convert.flush():
+                self._deliver(media)
+            if convert.ignored:
+                logger.info("srt publisher streams ignored (codec not taken)",
+                            extra={**self.log_fields, "codecs": sorted(convert.ignored)})
         finally:
             container.close()
 

@@ -7,7 +7,9 @@ Pure and synchronous: :class:`TsToMedia` takes :class:`TsPacket` s and returns p
 the PyAV demuxer is the caller's (ingest/srt/server.py).
 
 Timestamps (ISO 13818-1 2.4.3.7): 33-bit 90 kHz PTS/DTS, rebased so that a broadcast
-starts at 0 ms; a wrap of the 33-bit counter is unwrapped, and a jump of more than
+starts at 0 ms (the earliest first timestamp of its streams: TS muxers interleave audio
+ahead of video, so the first packets are held until every stream has shown one, or
+:data:`START_WINDOW_MS` passed); a wrap of the 33-bit counter is unwrapped, and a jump of more than
 :data:`MAX_JUMP_MS` either way (a PCR/PTS discontinuity: the encoder restarted its
 clock, an ``srt-live-transmit`` relay switched sources) is stitched so the output goes
 on from where it was, monotonically.
@@ -25,10 +27,17 @@ WRAP = 1 << 33
 MAX_JUMP_MS = 5000
 #: Where a stitched timeline goes on after the last timestamp seen.
 STITCH_STEP_MS = 20
+#: How long the first packets wait for every stream's first timestamp.
+START_WINDOW_MS = 1500
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025,
               8000, 7350)
 _VIDEO = {"h264": Codec.H264, "hevc": Codec.HEVC}
 _AUDIO = {"aac": Codec.AAC, "opus": Codec.OPUS}
+
+
+def taken(codec: str) -> bool:
+    """Whether a stream of libav codec ``codec`` becomes MediaPackets."""
+    return codec in _VIDEO or codec in _AUDIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,11 @@ class Timeline:
     last_in: int | None = None  # last unwrapped 90 kHz value
     last_out_ms: int = 0
 
+    def start_at(self, ts: int) -> None:
+        """Make ``ts`` (90 kHz) the timeline's 0 ms."""
+        self.last_in = ts % WRAP
+        self.offset_ms = -(self.last_in // 90)
+
     def to_ms(self, ts: int) -> int:
         ts %= WRAP
         unwrapped = ts + self.wraps * WRAP
@@ -166,11 +180,43 @@ class _StreamState:
 class TsToMedia:
     """Demuxed TS packets of one publisher -> MediaPackets (one instance per connection)."""
 
+    expect: set[int] = field(default_factory=set)  # the streams to wait for at the start
     timeline: Timeline = field(default_factory=Timeline)
     streams: dict[int, _StreamState] = field(default_factory=dict)
     ignored: set[str] = field(default_factory=set)  # codecs seen and not taken
+    held: list[TsPacket] | None = field(default_factory=list)  # None once started
 
     def convert(self, p: TsPacket) -> list[MediaPacket]:
+        if self.held is None:
+            return self._convert(p)
+        if not taken(p.codec):
+            self.ignored.add(p.codec)
+            return []
+        self.held.append(p)
+        firsts: dict[int, int] = {}
+        for h in self.held:
+            ts = h.dts if h.dts is not None else h.pts
+            if ts is not None and h.stream not in firsts:
+                firsts[h.stream] = ts
+        if not firsts:
+            return []
+        span = max(firsts.values()) - min(firsts.values())
+        last = p.dts if p.dts is not None else p.pts
+        waited = last is not None and last - min(firsts.values()) > START_WINDOW_MS * 90
+        if set(firsts) >= self.expect or waited or span > START_WINDOW_MS * 90:
+            self.timeline.start_at(min(firsts.values()))
+            return self.flush()
+        return []
+
+    def flush(self) -> list[MediaPacket]:
+        """What is held at the start, converted (also: the stream ended early)."""
+        held, self.held = self.held or [], None
+        out = [m for h in held for m in self._convert(h)]
+        # Every decoder configuration first, as an RTMP publisher sends them: the
+        # transcoder sets up its tracks at the first video frame with what it knows.
+        return sorted(out, key=lambda m: (not m.is_config, m.dts_ms))
+
+    def _convert(self, p: TsPacket) -> list[MediaPacket]:
         if p.codec in _VIDEO:
             return self._video(p, _VIDEO[p.codec])
         if p.codec in _AUDIO:
