@@ -137,15 +137,15 @@ def _adts_rate(asc: bytes) -> int:
 class Timeline:
     """90 kHz TS timestamps -> one monotonic millisecond timeline from 0 (see module doc)."""
 
-    offset_ms: int | None = None  # out = unwrapped_ms + offset_ms
+    offset: int | None = None  # in 90 kHz ticks: out = (unwrapped + offset) // 90
     wraps: int = 0
     last_in: int | None = None  # last unwrapped 90 kHz value
-    last_out_ms: int = 0
+    last_out: int = 0  # highest output, in ticks
 
     def start_at(self, ts: int) -> None:
         """Make ``ts`` (90 kHz) the timeline's 0 ms."""
         self.last_in = ts % WRAP
-        self.offset_ms = -(self.last_in // 90)
+        self.offset = -self.last_in
 
     def to_ms(self, ts: int) -> int:
         ts %= WRAP
@@ -157,23 +157,22 @@ class Timeline:
             elif unwrapped - self.last_in > WRAP // 2 and self.wraps > 0:
                 # a late packet from before a wrap (audio and video interleave)
                 unwrapped -= WRAP
-        in_ms = unwrapped // 90
         jump = self.last_in is not None and abs(unwrapped - self.last_in) > MAX_JUMP_MS * 90
-        if self.offset_ms is None:
-            self.offset_ms = -in_ms
+        if self.offset is None:
+            self.offset = -unwrapped
         elif jump:
-            self.offset_ms = self.last_out_ms + STITCH_STEP_MS - in_ms
+            self.offset = self.last_out + STITCH_STEP_MS * 90 - unwrapped
         self.last_in = unwrapped if self.last_in is None or jump \
             else max(self.last_in, unwrapped)
-        out = in_ms + self.offset_ms
-        self.last_out_ms = max(self.last_out_ms, out)
-        return out
+        out = unwrapped + self.offset
+        self.last_out = max(self.last_out, out)
+        return out // 90
 
 
 @dataclass
 class _StreamState:
     config: bytes | None = None
-    next_dts_ms: int | None = None  # audio: where a packet with no timestamp goes
+    next_dts_ms: float | None = None  # audio: where a packet with no timestamp goes
 
 
 @dataclass
@@ -229,7 +228,7 @@ class TsToMedia:
         if dts is None:
             if state.next_dts_ms is None:
                 return None
-            return state.next_dts_ms, state.next_dts_ms
+            return round(state.next_dts_ms), round(state.next_dts_ms)
         dts_ms = self.timeline.to_ms(dts)
         pts_ms = dts_ms + ((p.pts - dts) // 90 if p.pts is not None else 0)
         return dts_ms, max(pts_ms, dts_ms)
@@ -271,25 +270,28 @@ class TsToMedia:
         times = self._times(p, state)
         if times is None:
             return []
-        dts_ms, _ = times
+        # Frames after the first of a PES: where the last one left off, unrounded.
+        dts_ms: float = times[0] if p.dts is not None or p.pts is not None \
+            else (state.next_dts_ms or 0.0)
         out: list[MediaPacket] = []
         if codec is Codec.OPUS:
             if state.config is None:
                 state.config = p.extradata or b""
                 if p.extradata:
-                    out.append(MediaPacket(MediaKind.AUDIO, codec, True, True, dts_ms, dts_ms,
-                                           p.extradata))
-            out.append(MediaPacket(MediaKind.AUDIO, codec, True, False, dts_ms, dts_ms,
-                                   p.data))
+                    out.append(MediaPacket(MediaKind.AUDIO, codec, True, True, round(dts_ms),
+                                           round(dts_ms), p.extradata))
+            if p.data:
+                out.append(MediaPacket(MediaKind.AUDIO, codec, True, False, round(dts_ms),
+                                       round(dts_ms), p.data))
             state.next_dts_ms = dts_ms + 20
             return out
         for asc, raw in _adts_frames(p.data):
+            at = round(dts_ms)
             if asc != state.config:
                 state.config = asc
-                out.append(MediaPacket(MediaKind.AUDIO, codec, True, True, dts_ms, dts_ms, asc))
+                out.append(MediaPacket(MediaKind.AUDIO, codec, True, True, at, at, asc))
             if raw:
-                out.append(MediaPacket(MediaKind.AUDIO, codec, True, False, dts_ms, dts_ms,
-                                       raw))
-            dts_ms += round(1024 * 1000 / _adts_rate(asc))
+                out.append(MediaPacket(MediaKind.AUDIO, codec, True, False, at, at, raw))
+            dts_ms += 1024 * 1000 / _adts_rate(asc)
         state.next_dts_ms = dts_ms
         return out
