@@ -9,7 +9,10 @@ Threads, not the event loop, make every libsrt call (they block):
   streamid is parsed there and the publish decided (on the loop, waited for up to
   :data:`DECIDE_TIMEOUT_S`), so a refusal is an SRT rejection code the caller sees
   (1400 malformed streamid, 1403 wrong key, 1409 channel already live, 1503 unavailable)
-  rather than a connection that opens and drops;
+  rather than a connection that opens and drops. With a passphrase set, only the
+  streamid is checked there: libsrt checks the passphrase after the hook, and a
+  decision there would claim the channel for a caller whose handshake then fails; the
+  publish is decided once the caller is connected, and a refusal closes the connection;
 - one accept thread;
 - one thread per publisher: ``srt_recvmsg`` -> PyAV's MPEG-TS demuxer -> TsToMedia ->
   ``on_packet`` awaited on the loop (its backpressure reaches the socket: while the loop
@@ -78,7 +81,7 @@ class _Pending:
     """A caller the hook let in, before srt_accept hands over its socket."""
 
     request: PublishRequest
-    session: PublishSession
+    session: PublishSession | None  # None: decided after the handshake (passphrase set)
 
 
 class _Stopped(Exception):  # noqa: N818 -- control flow within a connection
@@ -124,7 +127,7 @@ class _Connection:
         self.server = server
         self.sock = sock
         self.request = pending.request
-        self.session = pending.session
+        self.session: PublishSession | None = pending.session
         self.id = pending.request.connection_id
         self.stop = threading.Event()
         self.close_reason = "disconnected"
@@ -151,11 +154,26 @@ class _Connection:
                  "srt_packets_retransmitted": float(s.packets_retransmitted),
                  "srt_packets_dropped": float(s.packets_dropped)}
         session = self.session
-        if isinstance(session, TransportStatsSink):
+        if session is not None and isinstance(session, TransportStatsSink):
             self.server.loop.call_soon_threadsafe(session.on_transport_stats, stats)
+
+    def _decide(self) -> bool:
+        """The publish decision after the handshake (see SrtServer's doc): whether to go
+        on."""
+        outcome = self.server.call(self.server._decide(self.request))  # noqa: SLF001
+        if isinstance(outcome, Rejection):
+            logger.info("srt publish rejected after the handshake", extra={
+                **self.log_fields, "code": outcome.code, "description": outcome.description,
+                "srt_code": int(refusal_code(outcome))})
+            self.close_reason = f"publish rejected: {outcome.code}"
+            return False
+        self.session = outcome
+        return True
 
     def run(self) -> None:
         try:
+            if self.session is None and not self._decide():
+                return
             self._demux()
         except _Stopped:
             pass
@@ -172,8 +190,9 @@ class _Connection:
             self.sock.close()
             if self.server.disconnected_for.get(self.id):
                 self.close_reason = self.server.disconnected_for.pop(self.id)
-            with contextlib.suppress(Exception):
-                self.server.call(self.session.on_close(self.close_reason))
+            if self.session is not None:
+                with contextlib.suppress(Exception):
+                    self.server.call(self.session.on_close(self.close_reason))
             self.server.connection_ended(self)
             logger.info("srt connection closed", extra={**self.log_fields,
                                                         "reason": self.close_reason})
@@ -207,7 +226,7 @@ class _Connection:
             container.close()
 
     def _deliver(self, packet: MediaPacket) -> None:
-        if self.stop.is_set():
+        if self.stop.is_set() or self.session is None:
             raise _Stopped
         self.server.call(self.session.on_packet(packet))
 
@@ -298,7 +317,8 @@ class SrtServer:
         with self._lock:
             pending, self._pending = list(self._pending.values()), {}
         for p in pending:
-            await p.session.on_close("server stopping")
+            if p.session is not None:
+                await p.session.on_close("server stopping")
         logger.info("srt ingest stopped")
 
     # --- called from threads --------------------------------------------------------
@@ -332,6 +352,15 @@ class SrtServer:
                                  stream_key=parsed.key, peer=peer,
                                  connection_id=connection_id,
                                  query={k: v for k, v in parsed.fields if k != "r"})
+        if self.settings.srt_passphrase is not None:
+            # libsrt checks the passphrase after this hook: deciding here would claim
+            # the channel for callers whose handshake then fails. Decided after it.
+            with self._lock:
+                self._pending[ns] = _Pending(request, None)
+                self._per_ip[ip] += 1
+            self.loop.call_soon_threadsafe(self.loop.call_later, ACCEPT_TIMEOUT_S,
+                                           self._expire_pending, ns)
+            return None
         future = asyncio.run_coroutine_threadsafe(self._decide(request), self.loop)
         try:
             outcome = future.result(DECIDE_TIMEOUT_S)
@@ -365,7 +394,7 @@ class SrtServer:
             pending = self._pending.pop(ns, None)
             if pending is not None:
                 self._release_ip(pending.request.peer)
-        if pending is not None:
+        if pending is not None and pending.session is not None:
             logger.warning("srt handshake accepted but never completed",
                            extra={"connection_id": pending.request.connection_id})
             self.loop.create_task(pending.session.on_close("handshake did not complete"))
@@ -410,8 +439,9 @@ class SrtServer:
                 sock.close()
                 with self._lock:
                     self._release_ip(pending.request.peer)
-                self.loop.call_soon_threadsafe(
-                    self.loop.create_task, pending.session.on_close("connection lost"))
+                if pending.session is not None:
+                    self.loop.call_soon_threadsafe(
+                        self.loop.create_task, pending.session.on_close("connection lost"))
                 continue
             conn = _Connection(self, sock, pending)
             self._connections[conn.id] = conn

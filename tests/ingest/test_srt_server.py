@@ -141,3 +141,47 @@ async def test_disconnect_cuts_the_publisher(server: SrtServer, handler: Recordi
     assert server.disconnect(rec.request.connection_id, "broadcast stopped")
     await asyncio.wait_for(rec.closed.wait(), 10)
     assert rec.close_reason == "broadcast stopped"
+
+
+async def test_passphrase_lets_in_only_callers_that_know_it(
+        handler: RecordingHandler, procs: list[subprocess.Popen[bytes]]) -> None:
+    srv = SrtServer(make_settings(srt_passphrase="correct-horse-battery"), handler)
+    await srv.start()
+    try:
+        procs.append(none := ffmpeg_publish(srv.port, "abc", 1.0))
+        assert (await finished(none))[0] != 0
+        procs.append(wrong := ffmpeg_publish(srv.port, "abc", 1.0,
+                                             extra="&passphrase=wrong-horse-battery"))
+        assert (await finished(wrong))[0] != 0
+        assert not handler.publications  # neither claimed the channel
+        procs.append(bad_key := ffmpeg_publish(srv.port, "wrong", 1.0,
+                                               extra="&passphrase=correct-horse-battery"))
+        await finished(bad_key)  # connected, then closed: the key is checked after
+        await handler.wait_for(lambda: handler.rejections, timeout=10)
+        assert [r.stream_key for r, _ in handler.rejections] == ["wrong"]
+        procs.append(right := ffmpeg_publish(srv.port, "abc", 1.0,
+                                             extra="&passphrase=correct-horse-battery"))
+        rc, err = await finished(right)
+        assert rc == 0, err
+        [rec] = handler.publications
+        await asyncio.wait_for(rec.closed.wait(), 10)
+        assert any(m.kind is MediaKind.VIDEO and not m.is_config for m in rec.packets)
+    finally:
+        await srv.stop()
+
+
+async def test_hevc_and_opus_arrive_with_their_configs(
+        server: SrtServer, handler: RecordingHandler,
+        procs: list[subprocess.Popen[bytes]]) -> None:
+    procs.append(p := ffmpeg_publish(server.port, "abc", 2.0, video="libx265",
+                                     audio="libopus", extra="&linger=3"))
+    rc, err = await finished(p)
+    assert rc == 0, err
+    [rec] = handler.publications
+    await asyncio.wait_for(rec.closed.wait(), 10)
+    video = [m for m in rec.packets if m.kind is MediaKind.VIDEO]
+    audio = [m for m in rec.packets if m.kind is MediaKind.AUDIO]
+    assert video[0].is_config and video[0].codec is Codec.HEVC and video[0].payload[0] == 1
+    assert audio[0].is_config and audio[0].codec is Codec.OPUS
+    assert audio[0].payload.startswith(b"OpusHead")
+    assert len([m for m in video if not m.is_config]) == 50  # 2 s at 25 fps
