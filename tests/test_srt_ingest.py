@@ -104,3 +104,49 @@ async def test_srt_publish_plays_live_with_srt_stats_then_as_a_vod(
             # records the same count from it.
             assert all(published["audio"][0] - 12 <= n <= published["audio"][0]
                        for n in counts["audio"]), (counts, published)
+
+
+async def test_refusals_and_the_reconnect_grace_window_on_the_real_publish_path(
+        tmp_path: Path) -> None:
+    """Against BroadcastManager: a wrong key and a malformed streamid are refused at
+    connect; a second caller on the live channel is refused while the first goes on; the
+    first caller coming back within the grace window continues the same broadcast."""
+    ffmpeg = require_tool("ffmpeg")
+    clip = await asyncio.to_thread(make_test_media, tmp_path / "clip.ts", seconds=4,
+                                   width=320, height=180, fps=25)
+    settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
+                        srt_port=free_udp_port(), reconnect_grace_s=5)
+    async with EmbeddedPlatform(settings) as platform, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
+                              timeout=30) as client:
+        auth = {"Authorization": f"Bearer {platform.admin_token}"}
+        base = f"srt://127.0.0.1:{settings.srt_port}?streamid="
+
+        async def publish(streamid: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-i", str(clip),
+                "-c", "copy", "-f", "mpegts", f"{base}{streamid}&linger=3",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            try:
+                _, err = await asyncio.wait_for(proc.communicate(), 30)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            return proc.returncode or 0, err.decode(errors="replace")
+
+        for bad in ("#!::r=live/cw_not_a_key,m=publish", "#!::m=publish"):
+            rc, err = await publish(bad)
+            assert rc != 0 and "reject" in err.lower(), err
+        key = platform.default_stream_key
+        first = asyncio.create_task(publish(f"#!::r=live/{key},m=publish"))
+        live = await poll(client, "/api/v1/broadcasts?state=live", auth, bool)
+        rc, err = await publish(key)  # a second caller on the live channel
+        assert rc != 0 and "reject" in err.lower(), err
+        assert await first == (0, "")
+        # back within the grace window: the same broadcast goes on
+        assert await publish(key) == (0, "")
+        again = await poll(client, "/api/v1/broadcasts?state=live", auth, bool)
+        assert [b["id"] for b in again] == [live[0]["id"]]
+        vods = await poll(client, "/api/v1/vods", auth, bool, timeout_s=60)
+        assert len(vods) == 1 and vods[0]["duration_s"] >= 7.0
