@@ -139,6 +139,7 @@ async def test_refusals_and_the_reconnect_grace_window_on_the_real_publish_path(
             rc, err = await publish(bad)
             assert rc != 0 and "reject" in err.lower(), err
         key = platform.default_stream_key
+        assert key is not None  # a fresh data directory: the default channel's key
         first = asyncio.create_task(publish(f"#!::r=live/{key},m=publish"))
         live = await poll(client, "/api/v1/broadcasts?state=live", auth, bool)
         rc, err = await publish(key)  # a second caller on the live channel
