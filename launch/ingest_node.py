@@ -127,9 +127,19 @@ class IngestNode:
         if self.srt is not None:
             await self.srt.stop(grace_s=self.draining_grace_s)
 
-    def _active_broadcasts(self) -> int:
-        publishing: int = self.server.active_publishers + (
+    def _publishers(self) -> int:
+        """Publishers connected now, RTMP and SRT."""
+        return int(self.server.active_publishers) + (
             self.srt.active_publishers if self.srt else 0)
+
+    async def _wait_for_publishers(self, timeout_s: float) -> None:
+        waits = [self.server.wait_for_publishers(timeout_s)]
+        if self.srt is not None:
+            waits.append(self.srt.wait_for_publishers(timeout_s))
+        await asyncio.gather(*waits)
+
+    def _active_broadcasts(self) -> int:
+        publishing = self._publishers()
         held: int = self.manager.live_broadcasts
         return max(publishing, held)
 
@@ -183,17 +193,17 @@ class IngestNode:
         ``abort`` is set) for the broadcasts to end. Returns how many publishers were
         still on when the wait ended -- :meth:`stop` cuts them."""
         await self.drain()
-        waiting = int(self.server.active_publishers)
+        waiting = self._publishers()
         if waiting:
             logger.info(f"draining: waiting for {waiting} broadcast(s) to end, up to "
                         f"{timeout_s:g} s", extra={"broadcasts": waiting,
                                                    "stop_timeout_s": timeout_s})
-            waiter = self.server.wait_for_publishers(timeout_s)
+            waiter = self._wait_for_publishers(timeout_s)
             if abort is None:
                 await waiter
             else:
                 await first_completed(waiter, abort.wait())
-        left = int(self.server.active_publishers)
+        left = self._publishers()
         if left:
             reason = "second stop signal" if abort is not None and abort.is_set() \
                 else "stop timeout"

@@ -14,7 +14,7 @@ Threads, not the event loop, make every libsrt call (they block):
   decision there would claim the channel for a caller whose handshake then fails; the
   publish is decided once the caller is connected, and a refusal closes the connection;
 - one accept thread;
-- one thread per publisher: ``srt_recvmsg`` -> PyAV's MPEG-TS demuxer -> TsToMedia ->
+- one thread per publisher: ``srt_recvmsg`` -> PyAV's MPEG-TS demuxer (demux.py) ->
   ``on_packet`` awaited on the loop (its backpressure reaches the socket: while the loop
   does not take a packet the thread does not read, and SRT's buffer, then the caller's
   sender buffer, fill).
@@ -48,8 +48,8 @@ from ingest.publish import (
     TransportStatsSink,
 )
 from ingest.srt import libsrt
+from ingest.srt.demux import demux_ts
 from ingest.srt.streamid import RejectCode, StreamIdError, parse_streamid
-from ingest.srt.tsmedia import TsPacket, TsToMedia, taken
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ ACCEPT_TIMEOUT_S = 10.0
 STATS_INTERVAL_S = 1.0
 #: How long a blocked srt_recvmsg waits before looking at whether to stop.
 RECV_TIMEOUT_MS = 250
-#: libav's probing of the first MPEG-TS bytes: enough to see a keyframe's parameters.
-PROBE_OPTIONS = {"probesize": "1000000", "analyzeduration": "2000000"}
 
 T = TypeVar("T")
 
@@ -198,32 +196,10 @@ class _Connection:
                                                         "reason": self.close_reason})
 
     def _demux(self) -> None:
-        container = av.open(_Reader(self), mode="r", format="mpegts",
-                            options=PROBE_OPTIONS)
-        try:
-            codecs = {s.index: s.codec_context.name for s in container.streams}
-            convert = TsToMedia(expect={i for i, name in codecs.items() if taken(name)})
-            extradata = {s.index: bytes(s.codec_context.extradata or b"")
-                         for s in container.streams}
-            logger.info("srt publisher streams", extra={**self.log_fields,
-                                                        "codecs": sorted(codecs.values())})
-            for packet in container.demux():
-                if packet.size == 0 or packet.stream.index not in codecs:
-                    continue
-                index = packet.stream.index
-                ts = TsPacket(stream=index, codec=codecs[index], data=bytes(packet),
-                              pts=packet.pts, dts=packet.dts,
-                              keyframe=bool(packet.is_keyframe),
-                              extradata=extradata[index])
-                for media in convert.convert(ts):
-                    self._deliver(media)
-            for media in convert.flush():
-                self._deliver(media)
-            if convert.ignored:
-                logger.info("srt publisher streams ignored (codec not taken)",
-                            extra={**self.log_fields, "codecs": sorted(convert.ignored)})
-        finally:
-            container.close()
+        ignored = demux_ts(_Reader(self), self._deliver)
+        if ignored:
+            logger.info("srt publisher streams ignored (codec not taken)",
+                        extra={**self.log_fields, "codecs": sorted(ignored)})
 
     def _deliver(self, packet: MediaPacket) -> None:
         if self.stop.is_set() or self.session is None:
@@ -250,6 +226,7 @@ class SrtServer:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)
         self._port = 0
+        self._publishers_changed = asyncio.Event()
 
     # --- lifecycle (event loop) -----------------------------------------------------
     async def start(self) -> None:
@@ -287,6 +264,19 @@ class SrtServer:
 
     @property
     def active_publishers(self) -> int:
+        return len(self._connections)
+
+    async def wait_for_publishers(self, timeout_s: float) -> int:
+        """Wait until no publisher is left or ``timeout_s`` passed; returns how many are
+        still publishing."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._connections:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            self._publishers_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publishers_changed.wait(), remaining)
         return len(self._connections)
 
     def disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
@@ -450,5 +440,6 @@ class SrtServer:
 
     def connection_ended(self, conn: _Connection) -> None:
         self._connections.pop(conn.id, None)
+        self.loop.call_soon_threadsafe(self._publishers_changed.set)
         with self._lock:
             self._release_ip(conn.request.peer)

@@ -185,3 +185,13 @@ async def test_hevc_and_opus_arrive_with_their_configs(
     assert audio[0].is_config and audio[0].codec is Codec.OPUS
     assert audio[0].payload.startswith(b"OpusHead")
     assert len([m for m in video if not m.is_config]) == 50  # 2 s at 25 fps
+
+
+async def test_wait_for_publishers_counts_the_connected_ones(
+        server: SrtServer, handler: RecordingHandler,
+        procs: list[subprocess.Popen[bytes]]) -> None:
+    procs.append(p := ffmpeg_publish(server.port, "abc", 2.0))
+    await handler.wait_for(lambda: handler.publications and handler.publications[0].packets)
+    assert await server.wait_for_publishers(0.05) == 1  # a drain waits for it
+    assert (await finished(p))[0] == 0
+    assert await server.wait_for_publishers(15) == 0
