@@ -6,7 +6,10 @@ its SRT statistics in the API and /metrics, and becomes a VOD holding every fram
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shlex
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -72,9 +75,10 @@ async def test_srt_publish_plays_live_with_srt_stats_then_as_a_vod(
         # default drops what is still in its send buffer: the last ~150 ms)
         streamid = f"#!::r=live/{key},m=publish" if tool == "ffmpeg" else key
         url = f"srt://127.0.0.1:{settings.srt_port}?streamid={streamid}&linger=3"
+        # a session of its own: the whole pipeline is stopped, not just the shell
         publisher = await asyncio.create_subprocess_shell(
             publisher_command(tool, clip, url), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
             master = await poll(client, "/hls/default/master.m3u8", {}, bool)
             assert "#EXT-X-STREAM-INF" in master
@@ -87,9 +91,9 @@ async def test_srt_publish_plays_live_with_srt_stats_then_as_a_vod(
             _, stderr = await asyncio.wait_for(publisher.communicate(), CLIP_S + 30)
             assert publisher.returncode == 0, stderr.decode()
         finally:
-            if publisher.returncode is None:
-                publisher.kill()
-                await publisher.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(publisher.pid, signal.SIGKILL)
+            await publisher.wait()
         vods = await poll(client, "/api/v1/vods", auth, bool, timeout_s=60)
         counts = await asyncio.to_thread(
             packet_counts, f"{client.base_url}/vod/{vods[0]['id']}/master.m3u8")
