@@ -215,7 +215,7 @@ class SrtServer:
         self.settings = settings
         self.handler = handler
         self.stopping = False
-        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one start() runs on
         self._listener: libsrt.Socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -229,8 +229,15 @@ class SrtServer:
         self._publishers_changed = asyncio.Event()
 
     # --- lifecycle (event loop) -----------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server was started on (threads hand their work to it)."""
+        if self._loop is None:
+            raise RuntimeError("SrtServer is not started")
+        return self._loop
+
     async def start(self) -> None:
-        self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         listener = await asyncio.to_thread(self._open)
         self._listener = listener
         self._port = listener.port()
