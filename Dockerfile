@@ -1,9 +1,10 @@
 # One image for every castway service; the command picks the component
-# (castway serve | ingest | origin | worker | scheduler run).
+# (castway serve | ingest | origin | worker | scheduler run). libsrt: SRT ingest
+# (CASTWAY_SRT_PORT, UDP; off unless set).
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm \
+ && apt-get install -y --no-install-recommends nodejs npm libsrt1.5-gnutls \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

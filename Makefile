@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := ffmpeg redis-server postgresql-client nginx libnginx-mod-rtmp chromium \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav wrk
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav wrk \
+	libsrt1.5-gnutls srt-tools
 SERVE_ARGS ?=
 
 .PHONY: install web run deps lint test bench clean

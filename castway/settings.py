@@ -68,6 +68,16 @@ class Settings(BaseSettings):
                                  "header on every RTMP and RTMPS connection (behind an NLB "
                                  "with proxy protocol on); a connection without one is "
                                  "refused.")
+    srt_port: int = Field(0, ge=0, description="SRT ingest port (UDP, listener mode; "
+                          "libsrt); 0: SRT off. Publishers call "
+                          "srt://HOST:PORT?streamid=#!::r=live/KEY,m=publish.")
+    srt_latency_ms: int = Field(120, ge=20, le=8000, description="SRT receiver latency "
+                                "(TSBPD delay): how long lost packets have to be resent "
+                                "before they are given up; the larger of it and the "
+                                "caller's wins.")
+    srt_passphrase: str | None = Field(None, min_length=10, max_length=79, description=(
+        "SRT passphrase: set, only callers with the same passphrase connect and the "
+        "stream is AES-encrypted; unset, callers with a passphrase are refused."))
     max_connections: int | None = Field(None, description="Client connections (HTTP and "
                                         "RTMP together) this process holds at most; 1/8 "
                                         "of them for RTMP. Default: half the "

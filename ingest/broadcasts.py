@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +79,18 @@ _ACCEPTED_LOG = {"accepted": "broadcast started", "resumed": "broadcast resumed"
                  "handover": "broadcast taken over from another node"}
 
 
+#: Transport stats keys a publish session may report, and their /metrics help.
+TRANSPORT_GAUGES = {
+    "srt_rtt_ms": "SRT round-trip time to the publisher (ms).",
+    "srt_bandwidth_mbps": "SRT estimated link bandwidth from the publisher (Mbit/s).",
+    "srt_recv_rate_mbps": "SRT receive rate from the publisher (Mbit/s).",
+    "srt_packets_lost": "SRT packets seen missing from the publisher (most then "
+                        "recovered), since it connected.",
+    "srt_packets_retransmitted": "SRT retransmitted packets received, since it connected.",
+    "srt_packets_dropped": "SRT packets given up as too late to play, since it connected.",
+}
+
+
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.publishes = Counter("castway_ingest_publishes", "Publish requests by outcome.",
@@ -94,6 +106,10 @@ class _Metrics:
                              ["channel"], registry=registry)
         self.fps = Gauge("castway_ingest_fps", "Incoming video frame rate per channel.",
                          ["channel"], registry=registry)
+        #: The transport's own measures of a publisher (SRT: srt_bstats), by stats key.
+        self.transport = {key: Gauge(f"castway_ingest_{key}", text, ["channel"],
+                                     registry=registry)
+                          for key, text in TRANSPORT_GAUGES.items()}
 
 
 @dataclass(eq=False)
@@ -117,6 +133,7 @@ class _Entry:
     health: HealthTracker = field(default_factory=lambda: HealthTracker(segment_target_s=2.0))
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
+    transport: dict[str, float] = field(default_factory=dict)  # the publisher's, as sent
 
     @property
     def over(self) -> bool:
@@ -159,6 +176,14 @@ class _Publication:
         for command in commands:
             if isinstance(command, lifecycle.Feed):
                 await self._manager._feed(entry, command.packet)
+
+    def on_transport_stats(self, stats: Mapping[str, float]) -> None:
+        if self._closed:
+            return
+        entry = self._entry
+        entry.transport = {k: float(v) for k, v in stats.items() if k in TRANSPORT_GAUGES}
+        for key, value in entry.transport.items():
+            self._manager._metrics.transport[key].labels(entry.channel).set(value)
 
     async def on_close(self, reason: str) -> None:
         if self._closed:
@@ -459,7 +484,8 @@ class BroadcastManager:
             if self._by_channel.get(entry.channel) is entry:
                 del self._by_channel[entry.channel]
             self._metrics.live.set(len(self._by_channel))
-            for gauge in (self._metrics.bitrate, self._metrics.fps):
+            for gauge in (self._metrics.bitrate, self._metrics.fps,
+                          *self._metrics.transport.values()):
                 with contextlib.suppress(KeyError):
                     gauge.remove(entry.channel)
 
@@ -611,6 +637,7 @@ class BroadcastManager:
             for code in entry.health.on_bitrate(kbps):
                 self._warn_streamer(entry, code)
             stats.update(_health_stats(entry.health))
+            stats.update(entry.transport)
             entry.stats = stats
             self._metrics.bitrate.labels(entry.channel).set(kbps)
             self._metrics.fps.labels(entry.channel).set(fps)

@@ -7,8 +7,9 @@ packets (awaited: this is the server's backpressure) and exactly one ``on_close`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from castway.media import MediaPacket
 from ingest.protocol.commands import StatusCode
@@ -56,3 +57,12 @@ class PublishSession(Protocol):
 
 class PublishHandler(Protocol):
     async def on_publish(self, request: PublishRequest) -> PublishSession | Rejection: ...
+
+
+@runtime_checkable
+class TransportStatsSink(Protocol):
+    """A publish session that takes the transport's own measures (SRT: RTT, loss,
+    retransmits, bandwidth), keyed as they go into the broadcast's stats. Called on the
+    event loop, between the session's other calls."""
+
+    def on_transport_stats(self, stats: Mapping[str, float]) -> None: ...

@@ -30,7 +30,7 @@ BENCHES = {
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the command line's flags on top."""
     overrides: dict[str, Any] = {}
-    for flag in ("data_dir", "host", "rtmp_port", "rtmps_port", "http_port"):
+    for flag in ("data_dir", "host", "rtmp_port", "rtmps_port", "srt_port", "http_port"):
         value = getattr(args, flag, None)
         if value is not None:
             overrides[flag] = value
@@ -47,6 +47,8 @@ def _add_common(p: argparse.ArgumentParser, *, ports: bool = False) -> None:
         p.add_argument("--rtmps-port", type=int, default=None, help="RTMPS (TLS) port, "
                        "0: off (CASTWAY_RTMPS_PORT, default off; needs "
                        "CASTWAY_TLS_CERT_FILE and CASTWAY_TLS_KEY_FILE)")
+        p.add_argument("--srt-port", type=int, default=None, help="SRT ingest port, UDP "
+                       "(CASTWAY_SRT_PORT, default 0: off)")
         p.add_argument("--http-port", type=int, default=None, help="HTTP port "
                        "(CASTWAY_HTTP_PORT, default 8080)")
 

@@ -190,6 +190,9 @@ class EmbeddedPlatform:
             lines.append(f"  or with TLS: {rtmps}   (RTMPS: the stream key is encrypted)")
         lines += [
             f"  Stream Key:  {key}",
+            *([f"  SRT:         srt://{host}:{self.ingest.srt_port}"
+               "?streamid=#!::r=live/KEY,m=publish   (docs/srt.md)"]
+              if self.ingest is not None and self.ingest.srt_port else []),
             f"  Watch:       {http}/watch/{DEFAULT_CHANNEL}",
             f"  Admin:       {http}/admin   API: {http}/api/v1   Docs: {http}/docs",
         ]

@@ -22,6 +22,7 @@ from ingest.broadcasts import BroadcastManager
 from ingest.commands import NodeCommands
 from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
+from ingest.srt.server import SrtServer
 from launch.http_server import HttpServer, http_connections
 from launch.process import StopSignals, first_completed, on_sighup, run_async, start_process
 from launch.services import Services, salvage, start_recorder
@@ -59,6 +60,7 @@ class IngestNode:
     recorder: SegmentRecorder | None = None
     # Made by start().
     server: IngestServer = field(init=False)
+    srt: SrtServer | None = field(init=False, default=None)  # CASTWAY_SRT_PORT set
     agent: NodeAgent = field(init=False)
     manager: BroadcastManager = field(init=False)
     transcoder: TranscoderSupervisor | None = field(init=False, default=None)
@@ -95,7 +97,7 @@ class IngestNode:
                                ledger=transcoder.ledger if transcoder is not None else None)
         self.manager.admission = self.agent.admission
         self.manager.asked_to_move = self.server.asked_to_reconnect
-        self.manager.disconnect_publisher = self.server.disconnect
+        self.manager.disconnect_publisher = self._disconnect
         self.agent.on_drain(self._on_drain)
         # Shutdown runs in reverse: stop taking publishes and give publishers the grace
         # period first, then the last heartbeat, then end what is left of broadcasts.
@@ -107,15 +109,42 @@ class IngestNode:
         await commands.start()
         self._stack.push_async_callback(commands.stop)
         await self.server.start()
+        if settings.srt_port:
+            # The same publish path as RTMP's: the manager decides, claims and carries
+            # the broadcast whichever protocol brought it.
+            self.srt = SrtServer(settings, self.manager)
+            await self.srt.start()
+            self._stack.push_async_callback(self._stop_srt)
         runtime = s.runtime_metrics()
         runtime.watch("rtmp", lambda: int(self.server.connections))
+        runtime.watch("srt", lambda: self.srt.active_publishers if self.srt else 0)
         runtime.watch("rtmp_preauth", lambda: int(self.server.preauth_connections))
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
         self._stack.push_async_callback(self._stop_server)
 
+    def _disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
+        if self.srt is not None and self.srt.disconnect(connection_id, reason):
+            return True
+        return bool(self.server.disconnect(connection_id, reason))
+
+    async def _stop_srt(self) -> None:
+        if self.srt is not None:
+            await self.srt.stop(grace_s=self.draining_grace_s)
+
+    def _publishers(self) -> int:
+        """Publishers connected now, RTMP and SRT."""
+        return int(self.server.active_publishers) + (
+            self.srt.active_publishers if self.srt else 0)
+
+    async def _wait_for_publishers(self, timeout_s: float) -> None:
+        waits = [self.server.wait_for_publishers(timeout_s)]
+        if self.srt is not None:
+            waits.append(self.srt.wait_for_publishers(timeout_s))
+        await asyncio.gather(*waits)
+
     def _active_broadcasts(self) -> int:
-        publishing: int = self.server.active_publishers
+        publishing = self._publishers()
         held: int = self.manager.live_broadcasts
         return max(publishing, held)
 
@@ -169,17 +198,17 @@ class IngestNode:
         ``abort`` is set) for the broadcasts to end. Returns how many publishers were
         still on when the wait ended -- :meth:`stop` cuts them."""
         await self.drain()
-        waiting = int(self.server.active_publishers)
+        waiting = self._publishers()
         if waiting:
             logger.info(f"draining: waiting for {waiting} broadcast(s) to end, up to "
                         f"{timeout_s:g} s", extra={"broadcasts": waiting,
                                                    "stop_timeout_s": timeout_s})
-            waiter = self.server.wait_for_publishers(timeout_s)
+            waiter = self._wait_for_publishers(timeout_s)
             if abort is None:
                 await waiter
             else:
                 await first_completed(waiter, abort.wait())
-        left = int(self.server.active_publishers)
+        left = self._publishers()
         if left:
             reason = "second stop signal" if abort is not None and abort.is_set() \
                 else "stop timeout"
@@ -199,6 +228,10 @@ class IngestNode:
     @property
     def rtmps_port(self) -> int | None:
         return self.server.tls_port
+
+    @property
+    def srt_port(self) -> int | None:
+        return self.srt.port if self.srt is not None else None
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -251,6 +284,7 @@ def run_ingest(settings: Settings) -> int:
             http = await start_health_listener(node)
             logger.info("ingest node up", extra={"rtmp_port": node.rtmp_port,
                                                  "rtmps_port": node.rtmps_port,
+                                                 "srt_port": node.srt_port,
                                                  "http_port": http.port})
             try:
                 with StopSignals() as signals, on_sighup(node.server.reload_tls):
