@@ -166,11 +166,14 @@
         return out;
       },
       switchTo: function (i) {
+        // VHS switches at once (its fast quality change: it drops the buffer and fetches
+        // the new rendition from the playhead) only when a level goes from disabled to
+        // enabled. Disabling the others only steers what it fetches next, so a VOD it has
+        // buffered to the end would play out in the old rendition (a seek inside the
+        // buffer does not drop it): disable every level, then enable the one wanted.
         const levels = player.qualityLevels();
-        for (let j = 0; j < levels.length; j += 1) { levels[j].enabled = j === i; }
-        // VHS applies the choice to what it fetches next; a VOD it has buffered to the
-        // end would finish in the old rendition: drop the buffer ahead (seek in place).
-        if (!player.liveTracker.isLive()) { player.currentTime(player.currentTime() + 0.1); }
+        for (let j = 0; j < levels.length; j += 1) { levels[j].enabled = false; }
+        levels[i].enabled = true;
       },
       // The segment under the playhead, dated by its EXT-X-PROGRAM-DATE-TIME.
       playingDate: function () {

@@ -179,13 +179,7 @@ async def test_plays_the_live_standard_hls_ladder(stage: Stage, browser: Browser
         await page.close()
 
 
-# VHS 3.17 takes the forced rendition (qualityLevels) for what it fetches next, but a VOD
-# it has buffered to the end plays out in the first rendition even after a seek: open.
-VHS_VOD_SWITCH = pytest.mark.xfail(reason="VHS does not switch a buffered VOD", strict=True)
-
-
-@pytest.mark.parametrize("player", [p if p != "videojs" else pytest.param(p, marks=VHS_VOD_SWITCH)
-                                    for p in players.PLAYERS])
+@pytest.mark.parametrize("player", players.PLAYERS)
 async def test_plays_the_vod(stage: Stage, browser: Browser, pages: str,
                              player: str) -> None:
     page = await _play_and_switch(browser, pages, player,
