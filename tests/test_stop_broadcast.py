@@ -47,6 +47,16 @@ from tests.support import (
 )
 from tests.test_ingest_process import LogWatcher
 
+# Resolves once the admin page's live table has the broadcast's row (refreshed every 2 s).
+WAIT_FOR_ROW = """
+new Promise((resolve, reject) => {
+  const found = () => document.querySelector('#live tr[data-broadcast="%(id)s"]');
+  const poll = setInterval(() => { if (found()) { clearInterval(poll); resolve(true); } },
+                           100);
+  setTimeout(() => { clearInterval(poll); reject(new Error("no row for %(id)s")); }, 15000);
+})
+"""
+
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 T = TypeVar("T")
@@ -265,13 +275,10 @@ async def test_the_admin_pages_stop_button_stops_the_broadcast(
             # The page's refresh is done (it ends by saying so) and lists the broadcast.
             await page.evaluate(WAIT_FOR_TEXT % {"id": "who", "needle": "token accepted"},
                                 await_promise=True)
-            await page.evaluate(WAIT_FOR_TEXT % {"id": "live", "needle": broadcast_id},
-                                await_promise=True)
+            await page.evaluate(WAIT_FOR_ROW % {"id": broadcast_id}, await_promise=True)
             stopped_at = time.monotonic()
-            await page.evaluate(
-                "[...document.querySelectorAll('#live tbody tr')]"
-                f".find(row => row.textContent.includes({broadcast_id!r}))"
-                ".querySelector('button').click()")
+            await page.evaluate(f"document.querySelector('#live tr[data-broadcast="
+                                f"\"{broadcast_id}\"] button').click()")
             took = await asyncio.to_thread(wait_for_exit, ffmpeg, stopped_at, "admin page")
             assert took < DISCONNECT_WITHIN_S
             said = await page.evaluate(WAIT_FOR_TEXT % {"id": "who", "needle": "stopping"},

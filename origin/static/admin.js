@@ -77,6 +77,8 @@
     liveBody.replaceChildren();
     live.forEach(function (b) {
       const row = document.createElement("tr");
+      row.dataset.broadcast = b.id;  // the VOD's id too: operators and tests find it by it
+      row.title = "broadcast " + b.id;
       const h = b.health;
       const link = document.createElement("a");
       link.href = "/watch/" + encodeURIComponent(b.channel);
