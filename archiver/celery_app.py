@@ -7,7 +7,6 @@ Design: docs/archiver.md, "Modes".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import threading
@@ -16,15 +15,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
 
 from archiver import instant_vod, mp4_export, retention, thumbnails, verify
 from archiver import service as svc
 from archiver.context import ArchiveContext, VodNotFound
 from castway.catalog.base import Catalog
-from castway.live.base import LiveStateError
+from castway.live.base import LiveState
 from castway.settings import Settings
 from castway.storage.base import Storage
+from castway.worker_listener import ListenerThread, listen_in_worker
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,6 @@ MAKE_VOD_RETRIES = 10
 # A VOD waits for its segments while uploaders drain their spools after an outage:
 # with backoff capped at 30 s, 240 retries cover about two hours.
 VERIFY_RETRIES = 240
-LISTEN_RETRY_S = 2.0
 
 
 class _Resources:
@@ -171,70 +169,15 @@ def make_celery(settings: Settings, *, listen: bool = True) -> Celery:
     return app
 
 
-class _Listener:
-    """ArchiverService (distributed mode) on its own event loop in a worker thread."""
-
-    def __init__(self, app: Celery, settings: Settings, resources: _Resources) -> None:
-        self.app = app
-        self.settings = settings
-        self.resources = resources
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stopping: asyncio.Event | None = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="archiver-listener",
-                                       daemon=True)
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        from castway.live import open_live_state
-
-        self.loop = asyncio.get_running_loop()
-        self.stopping = asyncio.Event()
-        live = open_live_state(self.settings)
-        service = svc.ArchiverService(self.settings, self.resources.catalog(), live,
-                                      self.resources.storage(), celery=self.app,
-                                      make_vod_here=True)
-        try:
-            while not self.stopping.is_set():
-                try:
-                    await service.start()
-                    break
-                except LiveStateError as e:  # Redis not up yet: keep trying, never give up
-                    logger.warning("archiver listener cannot subscribe yet; retrying",
-                                   extra={"error": str(e)})
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), LISTEN_RETRY_S)
-            self.ready.set()
-            await self.stopping.wait()
-        finally:
-            self.ready.set()
-            await service.stop()
-            await live.close()
-
-    def stop(self) -> None:
-        if self.loop is not None and self.stopping is not None:
-            self.loop.call_soon_threadsafe(self.stopping.set)
-        self.thread.join(timeout=10)
-
-
 def _attach_listener(app: Celery, settings: Settings, resources: _Resources) -> None:
-    listener = _Listener(app, settings, resources)
+    """ArchiverService (distributed mode, making VODs here) in every worker of ``app``."""
 
-    def on_ready(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", app) is not app:
-            return
-        listener.thread.start()
-        listener.ready.wait(timeout=10)
-        logger.info("archiver listening for broadcast events")
+    def service(live: LiveState) -> svc.ArchiverService:
+        return svc.ArchiverService(settings, resources.catalog(), live, resources.storage(),
+                                   celery=app, make_vod_here=True)
 
-    def on_shutdown(sender: Any = None, **_: Any) -> None:
-        if listener.thread.is_alive():
-            listener.stop()
-
-    worker_ready.connect(on_ready, weak=False)
-    worker_shutdown.connect(on_shutdown, weak=False)
+    listener = ListenerThread(settings, service, name="archiver-listener")
+    listen_in_worker(app, listener, listening_to="broadcast events")
 
 
 def main(argv: list[str] | None = None) -> int:

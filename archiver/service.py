@@ -184,7 +184,9 @@ class ArchiverService:
                                extra={"broadcasts": sorted(self._jobs)})
         for subscription in (self._subscription, self._requests):
             if subscription is not None:
-                await subscription.close()
+                with contextlib.suppress(Exception):  # a stop after a failed start
+                    await subscription.close()
+        self._subscription = self._requests = None
         pending = [*self._loops, *self._jobs.values()]
         for task in pending:
             task.cancel()

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from benchmarks.kit import free_port, peer_script, wait_for_port
 
-__all__ = ["IN_CI", "free_port", "make_test_media", "require_peer_script",
+__all__ = ["IN_CI", "free_port", "make_test_media", "require_hls_js", "require_peer_script",
            "require_tool", "serve_app", "wait_for_port"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -50,6 +50,18 @@ async def serve_app(app: FastAPI, port: int = 0) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{http.port}"
     finally:
         await http.stop()
+
+
+def require_hls_js() -> Path:
+    """The vendored hls.js the watch pages load (skip locally, fail in CI, when missing)."""
+    from origin import pages
+
+    if not pages.HLS_JS.exists():
+        message = "hls.js is not installed (sh web/install.sh, run by make install)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return pages.HLS_JS
 
 
 def require_peer_script(name: str) -> Path:

@@ -19,9 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from origin import pages
 from tests.origin.browser import launch_browser, wait_for_playback
-from tests.support import make_test_media, require_tool
+from tests.support import make_test_media, require_hls_js, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -91,8 +90,7 @@ def _check_live_metrics(samples: Samples) -> None:
 
 async def test_publish_watch_live_then_watch_the_vod(tmp_path: Path) -> None:
     ffmpeg = require_tool("ffmpeg")
-    if not pages.HLS_JS.exists():
-        pytest.skip("hls.js is not installed (sh web/install.sh)")
+    require_hls_js()
     clip = await asyncio.to_thread(make_test_media, tmp_path / "clip.flv", seconds=CLIP_S)
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1)

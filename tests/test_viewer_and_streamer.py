@@ -15,9 +15,8 @@ import pytest
 
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from origin import pages
 from tests.origin.browser import Page, launch_browser, wait_for_playback
-from tests.support import require_tool
+from tests.support import require_hls_js, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -66,8 +65,7 @@ async def _no_error_text(page: Page) -> dict[str, Any]:
 
 async def test_the_streamer_is_told_and_the_viewer_sees_no_errors(tmp_path: Any) -> None:
     ffmpeg = require_tool("ffmpeg")
-    if not pages.HLS_JS.exists():
-        pytest.skip("hls.js is not installed (sh web/install.sh)")
+    require_hls_js()
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1)
     async with EmbeddedPlatform(settings) as platform, \

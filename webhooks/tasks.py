@@ -20,7 +20,6 @@ pending until a 2xx answer; a task lost anywhere is replaced by the sweep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import threading
@@ -28,13 +27,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
-
 from castway.catalog.base import Catalog
-from castway.live.base import LiveStateError
+from castway.live.base import LiveState
 from castway.model import utcnow
 from castway.settings import Settings
 from castway.webhooks.records import DeliveryState
+from castway.worker_listener import ListenerThread, listen_in_worker
 from webhooks.sender import new_client
 from webhooks.service import TASK_DELIVER, TASK_SWEEP, WebhookService, attempt_delivery
 
@@ -42,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 BEAT_ENTRY = "castway-webhooks-sweep"
 SWEEP_BATCH = 1000
-LISTEN_RETRY_S = 2.0
-LISTENER_READY_S = 10.0
 
 
 class _CatalogOf:
@@ -128,64 +124,11 @@ def enqueuer(app: Any) -> Callable[[str, str], Any]:
     return enqueue
 
 
-class _Listener:
-    """:class:`WebhookService` (recording only) on its own event loop in a thread."""
-
-    def __init__(self, app: Any, settings: Settings, catalog: Callable[[], Catalog]) -> None:
-        self.app = app
-        self.settings = settings
-        self.catalog = catalog
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stopping: asyncio.Event | None = None
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()),
-                                       name="webhooks-listener", daemon=True)
-
-    async def _main(self) -> None:
-        from castway.live import open_live_state
-
-        self.loop = asyncio.get_running_loop()
-        self.stopping = asyncio.Event()
-        live = open_live_state(self.settings)
-        service = WebhookService(self.settings, self.catalog(), live,
-                                 enqueue=enqueuer(self.app))
-        try:
-            while not self.stopping.is_set():
-                try:
-                    await service.start()
-                    break
-                except LiveStateError as e:  # Redis not up yet: keep trying
-                    await service.stop()  # a topic subscribed already: not twice
-                    logger.warning("webhook listener cannot subscribe yet; retrying",
-                                   extra={"error": str(e)})
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), LISTEN_RETRY_S)
-            self.ready.set()
-            await self.stopping.wait()
-        finally:
-            self.ready.set()
-            await service.stop()
-            await live.close()
-
-    def stop(self) -> None:
-        if self.loop is not None and self.stopping is not None:
-            self.loop.call_soon_threadsafe(self.stopping.set)
-        self.thread.join(timeout=10)
-
-
 def _attach_listener(app: Any, settings: Settings, catalog: Callable[[], Catalog]) -> None:
-    listener = _Listener(app, settings, catalog)
+    """:class:`WebhookService` (recording only) in every worker of ``app``."""
 
-    def on_ready(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", app) is not app:
-            return
-        listener.thread.start()
-        listener.ready.wait(timeout=LISTENER_READY_S)
-        logger.info("webhooks listening for broadcast and VOD events")
+    def service(live: LiveState) -> WebhookService:
+        return WebhookService(settings, catalog(), live, enqueue=enqueuer(app))
 
-    def on_shutdown(sender: Any = None, **_: Any) -> None:
-        if listener.thread.is_alive():
-            listener.stop()
-
-    worker_ready.connect(on_ready, weak=False)
-    worker_shutdown.connect(on_shutdown, weak=False)
+    listener = ListenerThread(settings, service, name="webhooks-listener")
+    listen_in_worker(app, listener, listening_to="broadcast and VOD events")

@@ -24,10 +24,10 @@ from castway.live.base import RenditionWindow
 from castway.live.memory import MemoryLiveState
 from castway.model import Rendition, Segment, Visibility, Vod, VodState
 from castway.storage.local import LocalStorage
-from origin import pages
 from tests.origin.browser import launch_browser, wait_for_playback
 from tests.origin.conftest import TOKEN
 from tests.origin.feed import Clip, LiveFeeder, make_clip
+from tests.support import require_hls_js
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -58,8 +58,7 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
 async def test_watch_page_plays_live_with_hls_js(server: str, live: MemoryLiveState,
                                                  long_clip: Clip, tmp_path: Path,
                                                  registry: CollectorRegistry) -> None:
-    if not pages.HLS_JS.exists():
-        pytest.skip("hls.js is not installed (sh web/install.sh)")
+    require_hls_js()
     feeder = LiveFeeder(live, long_clip)
     await feeder.start()  # live, but the transcoder has produced nothing yet
     feeding: asyncio.Task[None] | None = None
@@ -145,8 +144,7 @@ async def test_vod_page_plays_from_storage(server: str, tmp_path: Path, clip: Cl
                                            catalog: SqlCatalog, storage: LocalStorage) -> None:
     """An archived broadcast as the archiver stores it: init, segments and VOD playlists
     (rendered by castway.hls) in storage, the VOD in the catalog."""
-    if not pages.HLS_JS.exists():
-        pytest.skip("hls.js is not installed (sh web/install.sh)")
+    require_hls_js()
     prefix = "broadcasts/v1/360p"
     storage.put(f"{prefix}/init.mp4", clip.init)
     segments = []
