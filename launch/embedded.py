@@ -74,8 +74,13 @@ class EmbeddedPlatform:
         signing_key, _ = load_or_create_secret(settings.data_dir, "signing_key.pem",
                                                settings.signing_key,
                                                generate=generate_private_key_pem)
+        # Bound first: with http_port 0 the URLs the platform hands out (grants' watch
+        # URLs, the printed watch link) must name the port it really listens on.
+        http_socket = bind_socket(settings.host, settings.http_port)
+        self._stack.callback(http_socket.close)
         settings = self.settings = settings.model_copy(
-            update={"admin_token": self.admin_token, "signing_key": signing_key})
+            update={"admin_token": self.admin_token, "signing_key": signing_key,
+                    "http_port": http_socket.getsockname()[1]})
         services = self.services = Services.open(settings)
         self._stack.push_async_callback(services.close)
         self.default_stream_key = await asyncio.to_thread(ensure_default_channel,
@@ -109,8 +114,7 @@ class EmbeddedPlatform:
 
         app = create_platform_app(settings, catalog=services.catalog, live=services.live,
                                   storage=services.storage, registry=services.registry)
-        self.http = HttpServer(app, bind_socket(settings.host, settings.http_port),
-                               HttpLimits.from_settings(settings))
+        self.http = HttpServer(app, http_socket, HttpLimits.from_settings(settings))
         await self.http.start()
         services.runtime_metrics().watch("http", http_connections(self.http))
         if isinstance(services.live, MemoryLiveState):

@@ -124,17 +124,21 @@ def _not_ready(detail: str) -> Response:
 
 
 async def _ladder_ready(ctx: OriginContext, broadcast: Broadcast) -> bool:
-    """Whether every rendition of the broadcast's ladder has its first part (or
-    segment). The transcoder publishes the ladder whole and never changes its variant
-    set (transcoder.pipeline), so this is decided once per broadcast: the master and
-    every media playlist (plain, blocking, through the fast path) wait for it alike."""
+    """Whether every rendition of the broadcast's ladder has its first whole segment.
+    The transcoder publishes the ladder whole and never changes its variant set
+    (transcoder.pipeline), so this is decided once per broadcast: the master and every
+    media playlist (plain or blocking) wait for it alike.
+
+    A segment, not just a part: a media playlist of parts only has no Media Segment, and
+    players treat it as empty (hls.js raises levelEmptyError and retries; a strict player
+    gives up). Waiting costs the first viewers of a broadcast one segment, once."""
     if broadcast.id in ctx.ready_ladders:
         return True
     if not broadcast.renditions:
         return False
     for rendition in broadcast.renditions:
         window = await ctx.live.get_window(broadcast.id, rendition.name)
-        if window is None or not (window.segments or window.parts):
+        if window is None or not window.segments:
             return False
     ctx.ready_ladders.add(broadcast.id)
     return True

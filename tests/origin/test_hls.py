@@ -29,21 +29,24 @@ def _not_ready(response: httpx.Response) -> bool:
 
 async def test_the_master_lists_the_whole_ladder_from_its_first_byte(
         client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip) -> None:
-    """No master (and no media playlist) until every rendition has its first part: a
+    """No master (and no media playlist) until every rendition has its first segment: a
     player reads the master once, so a master listing part of the ladder would keep
-    its viewers off the rest for the whole broadcast."""
+    its viewers off the rest for the whole broadcast; and a media playlist of parts only
+    holds no Media Segment, which players take for an empty playlist."""
     high = LiveFeeder(live, clip, broadcast_id="b0002", other_renditions=("180p",))
     await high.start()
     low = LiveFeeder(live, clip, broadcast_id="b0002", rendition="180p")
     assert _not_ready(await client.get("/hls/demo/master.m3u8"))
-    await high.push_part()
-    # 360p has media, 180p not yet: still nothing, whichever way it is asked.
+    await high.push_segments(1)
+    await low.push_part()
+    # 360p has a segment, 180p only a part: still nothing, whichever way it is asked.
     assert _not_ready(await client.get("/hls/demo/master.m3u8"))
     for path in ("/hls/demo/360p/index.m3u8", "/hls/demo/360p/index.m3u8?_HLS_msn=0",
                  "/hls/demo/360p/index.m3u8?_HLS_msn=0&_HLS_part=0",
                  "/hls/demo/360p/index.m3u8?ll=0"):
         assert _not_ready(await client.get(path)), path
-    await low.push_part()
+    while low.parts:  # the rest of 180p's first segment
+        await low.push_part()
     response = await client.get("/hls/demo/master.m3u8")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/vnd.apple.mpegurl"
@@ -70,7 +73,7 @@ async def test_a_passthrough_is_listed_at_the_publishers_bitrate_until_measured(
     broadcast = await feeder.start()
     await live.put_broadcast(replace(broadcast, renditions=tuple(
         replace(r, video_bitrate_kbps=None) for r in broadcast.renditions)))
-    await feeder.push_part()
+    await feeder.push_segments(1)
     await live.put_stats(feeder.broadcast_id, {"bitrate_kbps": 2500.0})
     observed = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text)
     assert observed.playlists[0].stream_info.bandwidth == (2_500_000 + 128_000) * 6 // 5
