@@ -261,6 +261,13 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Logging level.")
     log_json: bool | None = Field(None, description="JSON logs; default: when stderr is "
                                   "not a TTY.")
+    malloc_arena_max: int = Field(2, ge=0, description="glibc malloc arenas per process "
+                                  "(0: glibc's default, 8 per core); castway/allocator.py.")
+    malloc_mmap_threshold_kib: int = Field(
+        128, ge=0, description="Buffers of at least this size are mapped, and go back to "
+        "the system when freed (0: glibc's sliding default); castway/allocator.py.")
+    malloc_trim_s: float = Field(30.0, ge=0, description="Seconds between malloc_trim "
+                                 "calls giving free pages back to the system (0: never).")
     debug_tracemalloc_dir: Path | None = Field(
         None, description="`castway serve` traces Python allocations and writes a heap "
         "snapshot here every minute, for a leak hunt (costs memory and CPU; "

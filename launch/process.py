@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+from castway.allocator import AllocatorPolicy, apply_allocator_policy
 from castway.logs import configure_logging
 from castway.net import raise_fd_limit
 from castway.settings import Settings
@@ -92,8 +93,13 @@ def run_async(main: Coroutine[Any, Any, None]) -> int:
 
 
 def start_process(settings: Settings) -> None:
-    """What every castway process does first: logging, and the descriptor limit raised
-    so the connection budget (a share of it) is as large as the system allows."""
+    """What every castway process does first: logging, the allocator's policy (before
+    threads make arenas), and the descriptor limit raised so the connection budget (a
+    share of it) is as large as the system allows."""
     configure_logging(settings.log_level, settings.log_json)
+    apply_allocator_policy(AllocatorPolicy(
+        arena_max=settings.malloc_arena_max,
+        mmap_threshold_bytes=settings.malloc_mmap_threshold_kib * 1024,
+        trim_interval_s=settings.malloc_trim_s))
     fds = raise_fd_limit()
     logger.debug("file-descriptor limit", extra={"nofile": fds})
