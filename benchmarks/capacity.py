@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.kit import free_port, wait_for_port
+from benchmarks.kit import free_ports, wait_for_port
 
 #: (name, width, height, fps, video kbit/s): what a publisher might send.
 SOURCES = (("1080p60", 1920, 1080, 60, 6000), ("1080p30", 1920, 1080, 30, 4500),
@@ -129,7 +129,7 @@ class Node:
         shutil.rmtree(self.data_dir, ignore_errors=True)  # a fresh node each run
         self.data_dir.mkdir(parents=True)
         (self.data_dir / "calibration.json").write_bytes(calibration.read_bytes())
-        self.rtmp_port, self.http_port = free_port(), free_port()
+        self.rtmp_port, self.http_port = free_ports(2)
         self.mode = mode
         self.log = workdir / f"serve-{mode}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -3,6 +3,7 @@ waiting for a server to listen, and where the reference peers' start scripts liv
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -18,6 +19,22 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int, host: str = "127.0.0.1", *,
+               avoid: frozenset[int] = frozenset()) -> tuple[int, ...]:
+    """``count`` distinct free ports, none in ``avoid``. Each socket stays bound until all
+    are chosen: ``free_port()`` twice in a row can be handed the same port (the kernel
+    may reuse the one just released), and two servers then fight over it."""
+    with contextlib.ExitStack() as held:
+        ports: list[int] = []
+        while len(ports) < count:
+            s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+            if port not in avoid:
+                ports.append(port)
+        return tuple(ports)
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 15.0,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support import free_port, wait_for_port
+from tests.support import free_ports, wait_for_port
 
 
 @dataclass
@@ -50,7 +50,9 @@ def serve(data_dir: Path, *, preexec_fn: Callable[[], None] | None = None,
     """A running ``castway serve``; stopped with SIGINT at the end if still running
     (killed if it does not stop within 30 s). ``preexec_fn`` runs in the child before
     castway starts (resource limits); ``env`` adds to (or overrides) its environment."""
-    rtmp_port, http_port = free_port(), free_port()
+    # Distinct from each other and from the ports the caller chose for other listeners.
+    chosen = frozenset(int(v) for k, v in env.items() if k.endswith("_PORT") and v.isdigit())
+    rtmp_port, http_port = free_ports(2, avoid=chosen)
     proc = subprocess.Popen(
         [sys.executable, "-m", "launch.cli", "serve", "--data-dir", str(data_dir),
          "--rtmp-port", str(rtmp_port), "--http-port", str(http_port)],

@@ -18,10 +18,10 @@ from typing import TypeVar
 import pytest
 from fastapi import FastAPI
 
-from benchmarks.kit import free_port, peer_script, wait_for_port
+from benchmarks.kit import free_port, free_ports, peer_script, wait_for_port
 
-__all__ = ["IN_CI", "free_port", "make_test_media", "require_hls_js", "require_peer_script",
-           "require_tool", "serve_app", "wait_for_port"]
+__all__ = ["IN_CI", "free_port", "free_ports", "make_test_media", "require_hls_js",
+           "require_peer_script", "require_tool", "serve_app", "wait_for_port"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

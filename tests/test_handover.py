@@ -35,7 +35,7 @@ from launch.ingest_node import IngestNode
 from launch.services import Services
 from tests.hls_validator import validate_playlist
 from tests.ingest.reconnect_client import ReconnectingPublisher, flv_body
-from tests.support import free_port, make_test_media, require_tool
+from tests.support import free_ports, make_test_media, require_tool
 from transcoder.demux import read_packets
 
 LADDER = '{"rungs": [{"name": "90p", "height": 90, "video_bitrate_kbps": 100}]}'
@@ -95,7 +95,7 @@ async def test_a_drained_node_hands_its_broadcast_to_the_node_the_publisher_move
     audio_config = next(p for p in packets if p.is_config and p.kind.value == "audio")
     media = [p for p in packets if not p.is_config]
     clip_ms = max(p.dts_ms for p in media) + 40
-    port_a, port_b = free_port(), free_port()
+    port_a, port_b = free_ports(2)
     settings_a = node_settings(tmp_path, redis_url, "node-a", port_a, port_b, grace_s=30.0)
     # B ends the broadcast soon after its publisher leaves (the real end).
     settings_b = node_settings(tmp_path, redis_url, "node-b", port_b, port_b, grace_s=0.5)

@@ -29,7 +29,7 @@ from launch.ingest_node import IngestNode, start_health_listener
 from launch.services import Services
 from tests.ingest.helpers import AsyncTestPublisher
 from tests.ingest.reconnect_client import ReconnectingPublisher
-from tests.support import free_port, make_test_media, require_tool, wait_for_port
+from tests.support import free_port, free_ports, make_test_media, require_tool, wait_for_port
 
 
 class LogWatcher:
@@ -68,7 +68,7 @@ class LogWatcher:
 class IngestProcess:
     def __init__(self, tmp_path: Path, redis_url: str, stop_timeout_s: float) -> None:
         self.data_dir = tmp_path / "data"
-        self.rtmp_port, self.http_port = free_port(), free_port()
+        self.rtmp_port, self.http_port = free_ports(2)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CASTWAY_")}
         self.env.update(CASTWAY_REDIS_URL=redis_url, CASTWAY_TRANSCODE="false",
                         CASTWAY_LOG_JSON="true", CASTWAY_RECONNECT_GRACE_S="1",

@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from tests.serve_process import Served, serve
 from tests.support import (
     free_port,
+    free_ports,
     make_test_media,
     packet_counts,
     poll,
@@ -162,7 +163,7 @@ def nginx() -> Iterator[Nginx]:
     # which pytest's private tmp_path is not.
     directory = Path(tempfile.mkdtemp(prefix="castway-restream-nginx."))
     directory.chmod(0o755)
-    peer = Nginx(require_peer_script("nginx-rtmp.sh"), directory, free_port(), free_port())
+    peer = Nginx(require_peer_script("nginx-rtmp.sh"), directory, *free_ports(2))
     peer.start()
     try:
         yield peer

@@ -38,7 +38,7 @@ from tests.origin.browser import launch_browser
 from tests.origin.test_browser import WAIT_FOR_TEXT
 from tests.serve_process import serve
 from tests.support import (
-    free_port,
+    free_ports,
     make_test_media,
     poll,
     require_tool,
@@ -189,7 +189,7 @@ def test_stop_disconnects_the_publisher_and_makes_the_vod_in_castway_serve(
 def ingest_process(data_dir: Path, redis_url: str,
                    media_env: dict[str, str]) -> Iterator[int]:
     """``castway ingest`` on ``data_dir``'s catalog and storage; yields its RTMP port."""
-    rtmp_port, http_port = free_port(), free_port()
+    rtmp_port, http_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASTWAY_")}
     env.update(media_env, CASTWAY_REDIS_URL=redis_url, CASTWAY_LOG_JSON="true",
                CASTWAY_NODE_ID="ingest-stop-test")
