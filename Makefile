@@ -41,8 +41,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 
+# Two workers, a test file each: most tests wait on real time (publishers at -re, 30 s
+# outages), not on the CPU; each worker has its own redis-server and PostgreSQL database
+# (session fixtures). On the 2-core machine: 10 min 43 s, against 19 min 28 s serially.
 test: lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/castway bench ingest
