@@ -397,6 +397,17 @@ def _report(timelines: dict[str, Timeline], t0: float, warmup_s: float) -> dict[
     return out
 
 
+async def _until_served(url: str, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise LatencyBenchError(f"{url} was not served within {timeout_s:g} s")
+
+
 async def measure_players(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Each player in turn, ``--player-seconds`` each, on the live LL-HLS ladder of one
     looping publisher (``benchmarks.players``)."""
@@ -424,6 +435,11 @@ async def measure_players(args: argparse.Namespace, workdir: Path) -> dict[str, 
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         try:
             query = "" if args.player_mode == "ll" else "?ll=0"
+            master = f"{origin}/hls/{CHANNEL}/master.m3u8{query}"
+            # Viewers of a live channel: each player opens once the master is out. (The
+            # first seconds of a broadcast are a case of their own: tests/test_players.py
+            # and the watch page's retry.)
+            await _until_served(master, timeout_s=60)
             for name in names:
                 page = await PlayerPage.open(browser, pages, name,
                                              f"{origin}/hls/{CHANNEL}/master.m3u8{query}")

@@ -109,7 +109,7 @@
     player.addEventListener("error", function (event) {
       const e = event.detail;
       const text = "shaka " + e.severity + "/" + e.category + "/" + e.code + " " +
-        JSON.stringify(e.data).slice(0, 300);
+        String(JSON.stringify(e.data)).slice(0, 300);
       // As for hls.js: only what the player cannot recover from is an error (a 404 on a
       // preload-hinted part that the segment ended before is RECOVERABLE, severity 1).
       if (e.severity === lib.util.Error.Severity.CRITICAL) { error(text); }
@@ -118,7 +118,7 @@
     function load() {
       player.load(src).then(function () { video.play().catch(function () {}); }, function (e) {
         if (e && e.category === lib.util.Error.Category.NETWORK && retryManifest(load)) { return; }
-        error("shaka load: " + (e && e.code) + " " + JSON.stringify(e && e.data).slice(0, 300));
+        error("shaka load: " + (e && e.code) + " " + String(e && (e.stack || e.message) || e).slice(0, 400) + " " + String(JSON.stringify(e && e.data)).slice(0, 300));
       });
     }
     player.attach(video).then(load);
