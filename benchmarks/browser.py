@@ -173,13 +173,13 @@ async def _devtools_url(profile: Path, process: asyncio.subprocess.Process) -> s
 
 
 @contextlib.asynccontextmanager
-async def launch_browser(chromium: str,
-                         workdir: Path | None = None) -> AsyncIterator[Browser]:
-    """A headless ``chromium`` (the executable) with a fresh profile in ``workdir``;
-    killed and cleaned up on exit."""
+async def launch_browser(chromium: str, workdir: Path | None = None, *,
+                         flags: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
+    """A headless ``chromium`` (the executable) with a fresh profile in ``workdir`` and
+    ``flags`` besides castway's; killed and cleaned up on exit."""
     profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=workdir))
     process = await asyncio.create_subprocess_exec(
-        chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank",
+        chromium, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}", "about:blank",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         url = await _devtools_url(profile, process)

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     srt_passphrase: str | None = Field(None, min_length=10, max_length=79, description=(
         "SRT passphrase: set, only callers with the same passphrase connect and the "
         "stream is AES-encrypted; unset, callers with a passphrase are refused."))
+    whip: bool = Field(True, description="WHIP ingest (WebRTC, RFC 9725) on the HTTP port: "
+                       "POST /whip/{channel} with Authorization: Bearer KEY; H.264 and "
+                       "Opus; media over UDP (ICE host candidates).")
+    whip_ice_addresses: str = Field("", description="Comma-separated local addresses WHIP "
+                                    "gathers ICE candidates on; empty: every interface "
+                                    "but loopback (aiortc's default).")
     max_connections: int | None = Field(None, description="Client connections (HTTP and "
                                         "RTMP together) this process holds at most; 1/8 "
                                         "of them for RTMP. Default: half the "

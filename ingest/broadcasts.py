@@ -305,6 +305,11 @@ class BroadcastManager:
             logger.info("publish with an unknown stream key", extra=fields)
             return self._rejected("bad_name", Rejection.bad_name())
         fields["channel"] = channel
+        if request.channel is not None and request.channel != channel:
+            logger.info("publish with another channel's stream key",
+                        extra={**fields, "named": request.channel})
+            return self._rejected("bad_name", Rejection.bad_name(
+                "This stream key is not the named channel's."))
         if self.authorizer is not None:  # before the lock: the platform may take a while
             refused = await self.authorizer.check(AuthQuery(
                 channel, key_id(key_hash), client_host(request.peer)))

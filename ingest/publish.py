@@ -23,6 +23,8 @@ class PublishRequest:
     peer: str = ""  # "host:port" of the publisher
     connection_id: str = ""
     tc_url: str | None = None
+    #: The channel the publisher named (WHIP's URL): its key must be that channel's.
+    channel: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,8 @@ class EmbeddedPlatform:
         await self._start_scheduler(services)
 
         app = create_platform_app(settings, catalog=services.catalog, live=services.live,
-                                  storage=services.storage, registry=services.registry)
+                                  storage=services.storage, registry=services.registry,
+                                  whip=self.ingest.whip)
         self.http = HttpServer(app, http_socket, HttpLimits.from_settings(settings))
         await self.http.start()
         services.runtime_metrics().watch("http", http_connections(self.http))
@@ -197,6 +198,9 @@ class EmbeddedPlatform:
             *([f"  SRT:         srt://{host}:{self.ingest.srt_port}"
                "?streamid=#!::r=live/KEY,m=publish   (docs/srt.md)"]
               if self.ingest is not None and self.ingest.srt_port else []),
+            *([f"  WHIP:        {http}/whip/{DEFAULT_CHANNEL}   (Bearer Token: the stream "
+               "key; docs/whip.md)"]
+              if self.ingest is not None and self.ingest.whip is not None else []),
             f"  Watch:       {http}/watch/{DEFAULT_CHANNEL}",
             f"  Admin:       {http}/admin   API: {http}/api/v1   Docs: {http}/docs",
         ]

@@ -23,6 +23,8 @@ from ingest.commands import NodeCommands
 from ingest.restream.media import RestreamFactory
 from ingest.server import IngestServer
 from ingest.srt.server import SrtServer
+from ingest.whip.routes import whip_router
+from ingest.whip.server import WhipServer
 from launch.http_server import HttpServer, http_connections
 from launch.process import StopSignals, first_completed, on_sighup, run_async, start_process
 from launch.services import Services, salvage, start_recorder
@@ -61,6 +63,7 @@ class IngestNode:
     # Made by start().
     server: IngestServer = field(init=False)
     srt: SrtServer | None = field(init=False, default=None)  # CASTWAY_SRT_PORT set
+    whip: WhipServer | None = field(init=False, default=None)  # CASTWAY_WHIP on
     agent: NodeAgent = field(init=False)
     manager: BroadcastManager = field(init=False)
     transcoder: TranscoderSupervisor | None = field(init=False, default=None)
@@ -115,9 +118,15 @@ class IngestNode:
             self.srt = SrtServer(settings, self.manager)
             await self.srt.start()
             self._stack.push_async_callback(self._stop_srt)
+        if settings.whip:
+            # Its HTTP resources go on the process's HTTP port (the platform's app, or
+            # the ingest process's health listener); the publish path is the same.
+            self.whip = WhipServer(settings, self.manager)
+            self._stack.push_async_callback(self._stop_whip)
         runtime = s.runtime_metrics()
         runtime.watch("rtmp", lambda: int(self.server.connections))
         runtime.watch("srt", lambda: self.srt.active_publishers if self.srt else 0)
+        runtime.watch("whip", lambda: self.whip.active_publishers if self.whip else 0)
         runtime.watch("rtmp_preauth", lambda: int(self.server.preauth_connections))
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
@@ -126,21 +135,30 @@ class IngestNode:
     def _disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
         if self.srt is not None and self.srt.disconnect(connection_id, reason):
             return True
+        if self.whip is not None and self.whip.disconnect(connection_id, reason):
+            return True
         return bool(self.server.disconnect(connection_id, reason))
 
     async def _stop_srt(self) -> None:
         if self.srt is not None:
             await self.srt.stop(grace_s=self.draining_grace_s)
 
+    async def _stop_whip(self) -> None:
+        if self.whip is not None:
+            await self.whip.stop(grace_s=self.draining_grace_s)
+
     def _publishers(self) -> int:
-        """Publishers connected now, RTMP and SRT."""
+        """Publishers connected now, RTMP, SRT and WHIP."""
         return int(self.server.active_publishers) + (
-            self.srt.active_publishers if self.srt else 0)
+            self.srt.active_publishers if self.srt else 0) + (
+            self.whip.active_publishers if self.whip else 0)
 
     async def _wait_for_publishers(self, timeout_s: float) -> None:
         waits = [self.server.wait_for_publishers(timeout_s)]
         if self.srt is not None:
             waits.append(self.srt.wait_for_publishers(timeout_s))
+        if self.whip is not None:
+            waits.append(self.whip.wait_for_publishers(timeout_s))
         await asyncio.gather(*waits)
 
     def _active_broadcasts(self) -> int:
@@ -258,6 +276,8 @@ async def start_health_listener(node: IngestNode) -> HttpServer:
     settings = services.settings
     app = create_health_app(services.catalog, services.live, services.storage,
                             services.registry)
+    if node.whip is not None:
+        app.include_router(whip_router(node.whip))
     # Behind an NLB with proxy protocol on, its /readyz health checks carry the header
     # too (ECS's /healthz check from inside the task does not): skip it when present.
     http = HttpServer(app, bind_socket(settings.host, settings.http_port),

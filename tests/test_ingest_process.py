@@ -287,6 +287,15 @@ async def test_the_ingest_health_listener_shows_connections_fds_tasks_and_memory
         assert values["castway_asyncio_tasks"] >= 3
         assert values["process_open_fds"] > 0
         assert values["process_resident_memory_bytes"] > 10_000_000
+        assert values['castway_open_connections{kind="whip"}'] == 0
+        # WHIP's resources are on the ingest node's HTTP port (its publish path is here).
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http.port}") as client:
+            options = await client.options("/whip/default")
+            assert options.status_code == 204
+            assert options.headers["accept-post"] == "application/sdp"
+            keyless = await client.post("/whip/default", content=b"v=0",
+                                        headers={"content-type": "application/sdp"})
+            assert keyless.status_code == 401 and "Bearer" in keyless.text
     finally:
         for pub in pubs:
             await pub.close()

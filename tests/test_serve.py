@@ -36,6 +36,7 @@ def test_serve_answers_healthz_and_prints_what_obs_needs(served: Served) -> None
     assert f"rtmp://127.0.0.1:{served.rtmp_port}/live" in served.banner
     assert served.stream_key()
     assert "/watch/default" in served.banner
+    assert f"http://127.0.0.1:{served.http_port}/whip/default" in served.banner
     assert (served.data_dir / "admin_token").stat().st_mode & 0o077 == 0
 
 

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from castway.media import Codec, MediaKind
+from ingest.nal import avcc_record, hvcc_record, split_annexb
 from ingest.srt.tsmedia import (
     MAX_JUMP_MS,
     STITCH_STEP_MS,
@@ -15,9 +16,6 @@ from ingest.srt.tsmedia import (
     Timeline,
     TsPacket,
     TsToMedia,
-    avcc_record,
-    hvcc_record,
-    split_annexb,
 )
 
 SPS = bytes.fromhex("6764000cacd94141fb0110")

@@ -24,9 +24,11 @@ __all__ = ["Browser", "CdpError", "Page", "launch_browser", "wait_for_playback"]
 
 
 @contextlib.asynccontextmanager
-async def launch_browser(workdir: Path | None = None) -> AsyncIterator[Browser]:
+async def launch_browser(workdir: Path | None = None, *,
+                         flags: tuple[str, ...] = ()) -> AsyncIterator[Browser]:
     """Debian's chromium, headless, with a fresh profile (a failure in CI if missing)."""
-    async with browser.launch_browser(require_tool("chromium"), workdir) as launched:
+    async with browser.launch_browser(require_tool("chromium"), workdir,
+                                      flags=flags) as launched:
         yield launched
 
 
