@@ -53,6 +53,7 @@ bench: install
 	$(BIN)/castway bench origin
 	$(BIN)/castway bench archive
 	$(BIN)/castway bench latency
+	$(BIN)/castway bench protocols
 	$(BIN)/castway bench chat --clients 1000
 	$(BIN)/castway scheduler simulate
 

@@ -24,6 +24,7 @@ BENCHES = {
     "latency": "benchmarks.latency",
     "soak": "benchmarks.soak",
     "capacity": "benchmarks.capacity",
+    "protocols": "benchmarks.protocols",
 }
 
 
