@@ -34,7 +34,7 @@ FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-str
 # trickle), the stream key goes as a bearer token. `codec` puts one codec first (or
 # alone, with `only`).
 PUBLISH = """
-(async function (url, key, codec, only) {
+(async function (url, key, codec, only, trickle) {
   const stream = await navigator.mediaDevices.getUserMedia(
       {video: {width: 640, height: 360, frameRate: 25}, audio: true});
   const pc = new RTCPeerConnection();
@@ -46,20 +46,48 @@ PUBLISH = """
       t.setCodecPreferences(only ? first : first.concat(all.filter(c => c.mimeType !== codec)));
     }
   }
+  const gathered = [];
+  pc.addEventListener("icecandidate", (e) => { if (e.candidate) { gathered.push(e.candidate); } });
   await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((resolve) => {
-    if (pc.iceGatheringState === "complete") { resolve(); return; }
-    pc.addEventListener("icegatheringstatechange",
-                        () => { if (pc.iceGatheringState === "complete") { resolve(); } });
-    setTimeout(resolve, 5000);
-  });
-  const response = await fetch(url, {method: "POST", body: pc.localDescription.sdp,
+  // Trickle: the offer goes at once, without candidates; they follow in PATCHes
+  // (RFC 9725 4.3.1, fragments as in RFC 8840). Else: the offer waits for them.
+  const offer = trickle ? pc.localDescription.sdp.replace(/^a=candidate:.*\\r\\n/gm, "")
+                        : null;
+  if (!trickle) {
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") { resolve(); return; }
+      pc.addEventListener("icegatheringstatechange",
+                          () => { if (pc.iceGatheringState === "complete") { resolve(); } });
+      setTimeout(resolve, 5000);
+    });
+  }
+  const response = await fetch(url, {method: "POST", body: offer || pc.localDescription.sdp,
       headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + key}});
   const text = await response.text();
   if (response.status !== 201) { pc.close(); return {status: response.status, text: text}; }
   await pc.setRemoteDescription({type: "answer", sdp: text});
-  window.whip = {pc: pc, location: response.headers.get("Location")};
-  return {status: 201, location: window.whip.location, answer: text};
+  const location = response.headers.get("Location");
+  const patches = [];
+  if (trickle) {
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === "complete") { resolve(); return; }
+      pc.addEventListener("icegatheringstatechange",
+                          () => { if (pc.iceGatheringState === "complete") { resolve(); } });
+      setTimeout(resolve, 5000);
+    });
+    const sdp = pc.localDescription.sdp;
+    const ufrag = sdp.match(/a=ice-ufrag:(.*)/)[1], pwd = sdp.match(/a=ice-pwd:(.*)/)[1];
+    for (const c of gathered) {
+      const fragment = "a=ice-ufrag:" + ufrag + "\\r\\na=ice-pwd:" + pwd + "\\r\\nm=audio 9 " +
+          "UDP/TLS/RTP/SAVPF 0\\r\\na=mid:" + c.sdpMid + "\\r\\na=" + c.candidate + "\\r\\n";
+      const r = await fetch(location, {method: "PATCH", body: fragment,
+          headers: {"Content-Type": "application/trickle-ice-sdpfrag"}});
+      patches.push(r.status);
+    }
+  }
+  window.whip = {pc: pc, location: location};
+  return {status: 201, location: location, answer: text, patches: patches,
+          offered_candidates: (offer || pc.localDescription.sdp).includes("a=candidate:")};
 })(%s)
 """
 
@@ -74,8 +102,8 @@ new Promise((resolve) => {
 
 
 async def _publish(page: Page, url: str, key: str, codec: str = "video/H264",
-                   only: bool = False) -> dict[str, Any]:
-    args = ", ".join(json.dumps(a) for a in (url, key, codec, only))
+                   only: bool = False, trickle: bool = False) -> dict[str, Any]:
+    args = ", ".join(json.dumps(a) for a in (url, key, codec, only, trickle))
     result: dict[str, Any] = await page.evaluate(PUBLISH % args, await_promise=True,
                                                  timeout_s=30)
     return result
@@ -189,7 +217,7 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
         assert {s["codec_type"] for s in probed["streams"]} >= {"video", "audio"}
 
 
-async def test_a_vp8_only_publisher_is_encoded_as_h264_at_ingest(tmp_path: Path) -> None:
+async def test_a_vp8_only_publisher_trickling_its_candidates_is_encoded_as_h264_at_ingest(tmp_path: Path) -> None:
     require_tool("chromium")
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1, x264_preset="ultrafast",
@@ -202,10 +230,15 @@ async def test_a_vp8_only_publisher_is_encoded_as_h264_at_ingest(tmp_path: Path)
         assert platform.default_stream_key is not None
         page = await browser.new_page()
         await page.goto(f"{client.base_url}/healthz")
+        # This publisher trickles its ICE candidates (PATCH) instead of putting them in
+        # the offer: the session connects on the trickled ones alone.
         published = await _publish(page, f"{client.base_url}/whip/default",
-                                   platform.default_stream_key, codec="video/VP8", only=True)
+                                   platform.default_stream_key, codec="video/VP8", only=True,
+                                   trickle=True)
         assert published["status"] == 201, published
         assert "VP8" in published["answer"] and "H264" not in published["answer"]
+        assert not published["offered_candidates"]
+        assert published["patches"] and set(published["patches"]) == {204}, published
 
         async def master() -> bool:
             return (await client.get("/hls/default/master.m3u8")).status_code == 200
