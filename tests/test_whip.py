@@ -217,7 +217,8 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
         assert {s["codec_type"] for s in probed["streams"]} >= {"video", "audio"}
 
 
-async def test_a_vp8_only_publisher_trickling_its_candidates_is_encoded_as_h264_at_ingest(tmp_path: Path) -> None:
+async def test_a_vp8_only_publisher_trickling_its_candidates_is_encoded_as_h264_at_ingest(
+        tmp_path: Path) -> None:
     require_tool("chromium")
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1, x264_preset="ultrafast",
