@@ -135,8 +135,8 @@ class Settings(BaseSettings):
     stop_timeout_s: float = Field(110.0, description="On SIGTERM, `castway ingest` drains "
                                   "and waits this long for its broadcasts to end before "
                                   "cutting them (below ECS's 120 s stopTimeout).")
-    handshake_timeout_s: float = Field(10.0, description="RTMP handshake must finish "
-                                       "within this.")
+    handshake_timeout_s: float = Field(10.0, description="RTMP handshake (and a WHIP "
+                                       "session's ICE and DTLS) must finish within this.")
     idle_timeout_s: float = Field(30.0, description="Close a publisher that sends no media "
                                   "for this long.")
     max_connections_per_ip: int = Field(16, description="Concurrent RTMP connections "

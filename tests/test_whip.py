@@ -26,6 +26,7 @@ from tests.support import require_tool
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 PUBLISH_S = 12.0
+HANDSHAKE_TIMEOUT_S = 3.0
 FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
               "--allow-loopback-in-peer-connection",
               "--disable-features=WebRtcHideLocalIpsWithMdns")
@@ -34,7 +35,7 @@ FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-str
 # trickle), the stream key goes as a bearer token. `codec` puts one codec first (or
 # alone, with `only`).
 PUBLISH = """
-(async function (url, key, codec, only, trickle) {
+(async function (url, key, codec, only, trickle, abandon) {
   const stream = await navigator.mediaDevices.getUserMedia(
       {video: {width: 640, height: 360, frameRate: 25}, audio: true});
   const pc = new RTCPeerConnection();
@@ -65,6 +66,7 @@ PUBLISH = """
       headers: {"Content-Type": "application/sdp", "Authorization": "Bearer " + key}});
   const text = await response.text();
   if (response.status !== 201) { pc.close(); return {status: response.status, text: text}; }
+  if (abandon) { pc.close(); return {status: 201}; }
   await pc.setRemoteDescription({type: "answer", sdp: text});
   const location = response.headers.get("Location");
   const patches = [];
@@ -102,8 +104,9 @@ new Promise((resolve) => {
 
 
 async def _publish(page: Page, url: str, key: str, codec: str = "video/H264",
-                   only: bool = False, trickle: bool = False) -> dict[str, Any]:
-    args = ", ".join(json.dumps(a) for a in (url, key, codec, only, trickle))
+                   only: bool = False, trickle: bool = False,
+                   abandon: bool = False) -> dict[str, Any]:
+    args = ", ".join(json.dumps(a) for a in (url, key, codec, only, trickle, abandon))
     result: dict[str, Any] = await page.evaluate(PUBLISH % args, await_promise=True,
                                                  timeout_s=30)
     return result
@@ -134,7 +137,7 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
     require_tool("chromium")
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1, x264_preset="ultrafast",
-                        whip_ice_addresses="127.0.0.1")
+                        whip_ice_addresses="127.0.0.1", handshake_timeout_s=HANDSHAKE_TIMEOUT_S)
     async with EmbeddedPlatform(settings) as platform, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
                               timeout=30) as client, \
@@ -156,6 +159,21 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
         vp9 = await _publish(page, endpoint, key, codec="video/VP9", only=True)
         assert vp9["status"] == 406 and "no usable video codec" in vp9["text"], vp9
         assert (await client.get("/api/v1/broadcasts?state=live", headers=auth)).json() == []
+
+        # A session whose handshake never finishes (the answer is never applied, so the
+        # browser's ICE cannot answer castway's checks) is closed at the handshake
+        # timeout, and the channel it claimed is free again.
+        abandoned = await _publish(page, endpoint, key, abandon=True)
+        assert abandoned["status"] == 201, abandoned
+
+        async def channel_free() -> bool:
+            found = (await client.get("/api/v1/broadcasts?state=live", headers=auth)).json()
+            return bool(found == [])
+
+        await asyncio.sleep(0.5)
+        assert not await channel_free()  # claimed while the handshake runs
+        await _poll("the abandoned session is closed and its broadcast ends",
+                    channel_free, HANDSHAKE_TIMEOUT_S + 6)
 
         published = await _publish(page, endpoint, key)
         assert published["status"] == 201, published

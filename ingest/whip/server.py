@@ -41,8 +41,6 @@ from ingest.whip.vp8 import EncodedUnit, Vp8ToH264
 
 logger = logging.getLogger(__name__)
 
-#: How long a session may go without a single frame before it is closed.
-NO_MEDIA_TIMEOUT_S = 15.0
 #: Frames waiting for the publish path; past this a publisher is cut (it cannot be slowed:
 #: WebRTC has no backpressure castway could apply).
 QUEUE_LIMIT = 4096
@@ -372,14 +370,25 @@ class WhipServer:
             await session.publication.on_packet(packet)
 
     async def _watch(self, session: _Session) -> None:
-        """Ask for keyframes every segment target; close a session with no media."""
-        interval = max(0.5, self.settings.target_segment_s)
+        """Close a session whose ICE/DTLS handshake does not finish within the handshake
+        timeout, or that sends no media for the idle timeout, as an RTMP connection's;
+        ask for a keyframe every segment target."""
+        started = time.monotonic()
+        keyframe_every = max(0.5, self.settings.target_segment_s)
+        asked = started
         while not session.closed:
-            await asyncio.sleep(interval)
-            if time.monotonic() - session.last_frame_s > NO_MEDIA_TIMEOUT_S:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            if session.pc.connectionState != "connected" and \
+                    now - started > self.settings.handshake_timeout_s:
+                await self._close(session, "webrtc handshake timed out")
+                return
+            if now - session.last_frame_s > self.settings.idle_timeout_s:
                 await self._close(session, "no media")
                 return
-            await self._request_keyframe(session)
+            if now - asked >= keyframe_every:
+                asked = now
+                await self._request_keyframe(session)
 
     async def _request_keyframe(self, session: _Session) -> None:
         for transceiver in session.pc.getTransceivers():
