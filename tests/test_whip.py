@@ -268,9 +268,18 @@ async def test_a_vp8_only_publisher_trickling_its_candidates_is_encoded_as_h264_
         video = next(s for s in live_source["streams"] if s["codec_type"] == "video")
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 640, 360)
         await asyncio.sleep(4)
-        assert await page.evaluate(
-            "fetch(window.whip.location, {method: 'DELETE'}).then(r => r.status)",
-            await_promise=True) == 200
+        # The operator's stop (the API) cuts the WebRTC publisher, as it cuts RTMP's.
+        live = (await client.get("/api/v1/broadcasts?state=live", headers=auth)).json()
+        stopped = await client.post(f"/api/v1/broadcasts/{live[0]['id']}/stop", headers=auth)
+        assert stopped.status_code == 202
+        state = await page.evaluate("""new Promise((resolve) => {
+            const pc = window.whip.pc;
+            const check = () => { if (pc.connectionState !== "connected") {
+                resolve(pc.connectionState); } };
+            pc.addEventListener("connectionstatechange", check); check();
+            setTimeout(() => resolve(pc.connectionState), 15000); })""",
+                                    await_promise=True, timeout_s=20)
+        assert state in ("closed", "failed", "disconnected"), state
 
         async def vod() -> dict[str, Any] | None:
             found = (await client.get("/api/v1/vods", headers=auth)).json()
