@@ -33,8 +33,12 @@
   video.addEventListener("playing", function () {
     if (!state.playing) { state.playing = true; state.firstPlayingAt = Date.now(); }
   });
-  // A stall: the element waits for data after playback has started.
-  video.addEventListener("waiting", function () { if (state.playing) { state.stalls += 1; } });
+  // A stall: the element waits for data after playback has started. Not a seek: the
+  // element also fires `waiting` while it seeks (hls.js seeks to its live start position
+  // just after the first frames play), and that is not the buffer running dry.
+  video.addEventListener("waiting", function () {
+    if (state.playing && !video.seeking) { state.stalls += 1; }
+  });
   video.addEventListener("error", function () {
     error("video element: " + (video.error ? video.error.code + " " + video.error.message : "?"));
   });

@@ -7,7 +7,7 @@ castway origin as any site embedding castway would; the harness samples, every 1
 the playing position, the latency (wall clock minus the EXT-X-PROGRAM-DATE-TIME of the
 playing position: castway dates a segment by the ingest arrival of its first keyframe,
 so this is ingest-to-screen latency), the player's own latency estimate, the height of
-the frames on screen, and counts stalls (``waiting`` after playback started) and errors.
+the frames on screen, and counts stalls (``waiting`` after playback started, not while seeking) and errors.
 
 Used by ``castway bench latency --players`` and by ``tests/test_players.py``.
 """
@@ -111,7 +111,7 @@ class Playback:
     player: str
     latencies: tuple[float, ...]  # s, wall clock minus PROGRAM-DATE-TIME, after start
     estimates: tuple[float, ...]  # s, the player's own latency figure
-    stalls: int  # `waiting` after playback started
+    stalls: int  # `waiting` after playback started, not while seeking
     errors: tuple[str, ...]  # fatal errors
     warnings: tuple[str, ...]  # errors the player recovered from
     manifest_retries: int  # master requests retried before the broadcast had media
