@@ -35,16 +35,22 @@ class StaticBackend:
         self.loop = loop
         self.on_wanted = on_wanted
         self.command_timeout_s = command_timeout_s
+        self._last_wanted = 0  # the shortfall last warned about
 
     def list_instances(self) -> list[Instance]:
         return []  # heartbeats only
 
     def start(self, count: int, version: str) -> list[Instance]:
         if count <= 0:
+            self._last_wanted = 0
             return []
-        logger.warning("%d more nodes wanted: the static backend cannot start nodes "
-                       "(scale the compose service or the fleet by hand)", count,
-                       extra={"wanted": count, "version": version})
+        # Once per shortfall, not every tick: the scheduler asks again each minute while
+        # the fleet stays as it is, and nothing here can change that.
+        log = logger.warning if count != self._last_wanted else logger.debug
+        self._last_wanted = count
+        log("%d more nodes wanted: the static backend cannot start nodes "
+            "(scale the compose service or the fleet by hand)", count,
+            extra={"wanted": count, "version": version})
         if self.on_wanted is not None:
             self.on_wanted(count)
         return []

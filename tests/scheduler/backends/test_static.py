@@ -47,6 +47,19 @@ async def test_start_warns_and_counts_the_wanted_nodes_instead_of_failing(
     assert metrics.registry.get_sample_value("castway_scheduler_nodes_wanted_total") == 3.0
 
 
+async def test_the_same_shortfall_is_warned_once_not_every_tick(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The embedded platform's scheduler asks for a node each minute; the log says it
+    once, and again only when the shortfall changes."""
+    backend = StaticBackend(MemoryLiveState())
+    with caplog.at_level(logging.WARNING, logger="scheduler.backends.static"):
+        for count in (1, 1, 1, 2, 2, 0, 1):
+            await asyncio.to_thread(backend.start, count, "v2")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [f"{n} more nodes wanted: the static backend cannot start nodes "
+                      "(scale the compose service or the fleet by hand)" for n in (1, 2, 1)]
+
+
 async def test_stop_sets_the_node_command_and_the_node_exits_by_itself(
         tmp_path: Path) -> None:
     live = MemoryLiveState()
