@@ -7,7 +7,8 @@ castway origin as any site embedding castway would; the harness samples, every 1
 the playing position, the latency (wall clock minus the EXT-X-PROGRAM-DATE-TIME of the
 playing position: castway dates a segment by the ingest arrival of its first keyframe,
 so this is ingest-to-screen latency), the player's own latency estimate, the height of
-the frames on screen, and counts stalls (``waiting`` after playback started, not while seeking) and errors.
+the frames on screen, and counts stalls (``waiting`` after playback started, not while
+seeking) and errors.
 
 Used by ``castway bench latency --players`` and by ``tests/test_players.py``.
 """
