@@ -44,8 +44,12 @@ lint: install
 # Two workers, a test file each: most tests wait on real time (publishers at -re, 30 s
 # outages), not on the CPU; each worker has its own redis-server and PostgreSQL database
 # (session fixtures). On the 2-core machine: 10 min 43 s, against 19 min 28 s serially.
+# Tests marked solo compare a CPU measurement with an estimate, which the other worker's
+# load would skew (the cost estimate's 25 % bound failed in CI at 34 %): they run after,
+# alone.
 test: lint
-	$(BIN)/pytest -q -ra -n 2 --dist loadfile
+	$(BIN)/pytest -q -ra -n 2 --dist loadfile -m "not solo"
+	$(BIN)/pytest -q -ra -m solo
 
 bench: install
 	$(BIN)/castway bench ingest

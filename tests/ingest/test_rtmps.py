@@ -252,6 +252,9 @@ async def test_the_key_is_on_the_wire_in_clear_over_rtmp_and_not_over_rtmps(
             _, stderr = await asyncio.wait_for(publisher.communicate(), 60)
             assert publisher.returncode == 0, stderr.decode()
             seen[scheme] = wire.client_bytes
+        # ffmpeg exits once it has sent its last bytes; the server may read the close a
+        # moment later, and until then the key is still live (one publisher per key).
+        await handler.wait_for(lambda: all(p.closed.is_set() for p in handler.publications))
     assert key.encode() in seen["rtmp"]
     assert key.encode() not in seen["rtmps"]
     assert len(seen["rtmps"]) >= len(seen["rtmp"])  # the media went through, encrypted

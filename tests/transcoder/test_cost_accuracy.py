@@ -52,6 +52,7 @@ async def supervisor(tmp_path: Path, calibration_file: Path) -> AsyncIterator[
     await live.close()
 
 
+@pytest.mark.solo  # the calibration and the broadcast each measure the CPU: alone
 @pytest.mark.parametrize(("width", "height", "fps"), [(1280, 720, 30), (1920, 1080, 30)])
 async def test_the_estimate_is_within_25_percent_of_the_measured_cost(
         supervisor: tuple[TranscoderSupervisor, MemoryLiveState], media_dir: Path,
