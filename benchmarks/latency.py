@@ -422,6 +422,7 @@ async def measure_players(args: argparse.Namespace, workdir: Path) -> dict[str, 
                                    width=args.width, height=args.height, fps=args.fps)
     ffmpeg = _tool("ffmpeg")
     out: dict[str, Any] = {}
+    traces: dict[str, list[dict[str, Any]]] = {}
     async with contextlib.AsyncExitStack() as stack:
         castway = await stack.enter_async_context(run_castway(workdir))
         origin = f"http://127.0.0.1:{castway.http_port}"
@@ -447,6 +448,17 @@ async def measure_players(args: argparse.Namespace, workdir: Path) -> dict[str, 
                     await page.wait_for("state.playing", 90)
                     await asyncio.sleep(args.player_seconds)
                     played = await page.playback(settle_s=args.player_settle)
+                    if args.player_trace:
+                        events = (await page.state()).get("events", [])
+                        fetches = await page.page.evaluate(
+                            "performance.getEntriesByType('resource').map(e => ({what: "
+                            "'fetch', url: e.name, at: performance.timeOrigin + e.startTime,"
+                            " done: performance.timeOrigin + e.responseEnd}))")
+                        traces[name] = sorted(
+                            ({**e, "at": e["at"] - page.started_at_ms,
+                              **({"done": e["done"] - page.started_at_ms}
+                                 if "done" in e else {})}
+                             for e in events + fetches), key=lambda e: float(e["at"]))
                 finally:
                     await page.close()
                 out[name] = {
@@ -467,6 +479,8 @@ async def measure_players(args: argparse.Namespace, workdir: Path) -> dict[str, 
             if publisher.returncode is None:
                 publisher.kill()
             await publisher.wait()
+    if args.player_trace:
+        Path(args.player_trace).write_text(json.dumps(traces, indent=1))
     return out
 
 
@@ -533,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the ladder the players get: LL-HLS, or ?ll=0")
     parser.add_argument("--player-seconds", type=float, default=20.0,
                         help="how long each player plays")
+    parser.add_argument("--player-trace", default="",
+                        help="write what each player did and when (hls.js: playlists, "
+                        "fragments, switches, latency) to this JSON file")
     parser.add_argument("--player-settle", type=float, default=0.0,
                         help="leave out the first N s after each player's first frame")
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@
   const name = document.body.dataset.player;
   const state = {
     player: name, errors: [], warnings: [], manifestRetries: 0, stalls: 0, playing: false,
-    firstPlayingAt: null, samples: [], switchedAt: null,
+    firstPlayingAt: null, samples: [], switchedAt: null, events: [],
   };
   performance.setResourceTimingBufferSize(100000);
 
@@ -88,6 +88,32 @@
       }
       if (data.fatal) { error(text); } else { state.warnings.push(text); }
     });
+    // A trace of what hls.js did and when (the bench's --player-trace): where the time
+    // between the first playlist and the first frame goes.
+    function trace(what, extra) {
+      if (state.events.length < 2000) {
+        state.events.push(Object.assign({ at: Date.now(), what: what, t: video.currentTime,
+                                          latency: hls.latency, target: hls.targetLatency,
+                                          level: hls.currentLevel }, extra));
+      }
+    }
+    hls.on(Hls.Events.MANIFEST_PARSED, function () { trace("manifest", {}); });
+    hls.on(Hls.Events.LEVEL_LOADED, function (_e, d) {
+      trace("level-loaded", { loaded: d.level, edge: d.details.edge, age: d.details.age,
+                              live: d.details.live, partTarget: d.details.partTarget });
+    });
+    hls.on(Hls.Events.LEVEL_SWITCHING, function (_e, d) { trace("switching", { to: d.level }); });
+    hls.on(Hls.Events.LEVEL_SWITCHED, function (_e, d) { trace("switched", { to: d.level }); });
+    hls.on(Hls.Events.FRAG_LOADED, function (_e, d) {
+      trace("loaded", { of: d.frag.level, sn: d.frag.sn, part: d.part ? d.part.index : null,
+                        start: (d.part || d.frag).start, duration: (d.part || d.frag).duration });
+    });
+    hls.on(Hls.Events.BUFFER_APPENDED, function () {
+      const b = video.buffered;
+      trace("appended", { buffered: b.length ? [b.start(0), b.end(b.length - 1)] : null });
+    });
+    video.addEventListener("playing", function () { trace("playing", {}); });
+    video.addEventListener("seeking", function () { trace("seeking", {}); });
     hls.loadSource(src);
     hls.attachMedia(video);
     return {

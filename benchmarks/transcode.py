@@ -29,6 +29,7 @@ from typing import Any
 import av
 
 from transcoder.ladder import DEFAULT_LADDER, resolve_ladder
+from transcoder.pipeline import X264_LOOKAHEAD_FRAMES, x264_params
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ def ffmpeg_command(source: Path, outdir: Path, *, preset: str, segment_s: float)
                 video_bitrate=f"{rung.video_bitrate_kbps}k",
                 maxrate=f"{int(rung.video_bitrate_kbps * 1.5)}k",
                 bufsize=f"{rung.video_bitrate_kbps * 3}k", g=100000,
-                force_key_frames="source", **{"x264-params": "scenecut=0:open-gop=0"},
+                force_key_frames="source",
+                **{"x264-params": x264_params(X264_LOOKAHEAD_FRAMES)},
                 acodec="copy", hls_segment_filename=str(outdir / rung.name / "%d.m4s"),
                 hls_fmp4_init_filename="init.mp4",
                 **hls))

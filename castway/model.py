@@ -123,6 +123,9 @@ class SourceInfo:
     encoder: str | None = None
 
 
+SOURCE_RENDITION = "source"  # the passthrough rendition's name
+
+
 @dataclass(frozen=True, slots=True)
 class Rendition:
     """One rung of the ABR ladder as published in the master playlist."""

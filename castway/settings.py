@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from castway.cost import AdmissionMode
 
 
+class FirstVariant(StrEnum):
+    """Which variant a live master playlist lists first (docs/origin.md, "The first
+    variant"): players without a bandwidth estimate start there (Safari plays it first;
+    hls.js seeds its estimate with its bitrate, up to 5 Mbit/s)."""
+
+    SOURCE = "source"  # the passthrough: the freshest variant, no encoder delay
+    LOWEST = "lowest"  # the lowest bandwidth: the safest start on a slow link
+
+
 class SegmentFormat(StrEnum):
     """HLS segment container (RFC 8216bis section 3)."""
 
@@ -166,12 +175,18 @@ class Settings(BaseSettings):
                         "'source' (passthrough only), or a path to a ladder JSON file.")
     x264_preset: str = Field("veryfast", description="x264 preset of encoded renditions: "
                              "the quality/CPU knob.")
+    x264_lookahead_frames: int = Field(5, ge=0, le=250, description="x264's rate-control "
+                                       "lookahead of encoded renditions, in frames: each "
+                                       "frame of it is a frame of delay behind the source.")
     segment_format: SegmentFormat = Field(SegmentFormat.FMP4, description="fmp4 (CMAF, "
                                           "LL-HLS parts) or mpegts.")
     target_segment_s: float = Field(2.0, description="Target segment duration; segments "
                                     "cut at the first source keyframe past it, or without "
                                     "one before EXTINF would round above it.")
     part_target_s: float = Field(0.5, description="LL-HLS part target duration.")
+    master_first_variant: FirstVariant = Field(
+        FirstVariant.SOURCE, description="The variant a live master lists first, where "
+        "players start: 'source' (lowest latency) or 'lowest' (slow links).")
     live_window_segments: int = Field(10, description="Segments in a live media playlist.")
     dvr_window_s: float | None = Field(None, description="Time-shift window of the live "
                                        "DVR playlist; default: from the broadcast start.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from fastapi import APIRouter, Request
@@ -39,6 +39,7 @@ from castway.layout import (
 )
 from castway.live.base import RenditionWindow, playlist_segments
 from castway.model import (
+    SOURCE_RENDITION,
     Broadcast,
     BroadcastState,
     Rendition,
@@ -47,6 +48,7 @@ from castway.model import (
     VodState,
     valid_channel_name,
 )
+from castway.settings import FirstVariant, Settings
 from castway.storage.base import content_type_for
 from origin.access import (
     PRIVATE_LIVE_PLAYLIST,
@@ -144,6 +146,16 @@ async def _ladder_ready(ctx: OriginContext, broadcast: Broadcast) -> bool:
     return True
 
 
+def _first_variant(settings: Settings, renditions: Sequence[Rendition]) -> str | None:
+    """Where players start. The passthrough by default: a player that starts on an
+    encoded rung and then switches up keeps the rung's encoder delay as latency for the
+    rest of the broadcast (hls.js never plays faster than 1x by default)."""
+    if settings.master_first_variant is FirstVariant.SOURCE and any(
+            r.name == SOURCE_RENDITION for r in renditions):
+        return SOURCE_RENDITION
+    return None  # ascending bandwidth: the lowest first
+
+
 def _with_source_estimate(broadcast: Broadcast, stats: dict[str, float | str]
                           ) -> tuple[Rendition, ...]:
     """The ladder as the master lists it: a passthrough rendition without a measured
@@ -194,7 +206,8 @@ async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     suffix = "" if request.query_params.get("ll", "1") != "0" else "?ll=0"
     renditions = _with_source_estimate(broadcast, await ctx.live.get_stats(broadcast.id))
     text = render_master_playlist(renditions,
-                                  uri_for=lambda r: f"{r.name}/index.m3u8{suffix}")
+                                  uri_for=lambda r: f"{r.name}/index.m3u8{suffix}",
+                                  first=_first_variant(ctx.settings, renditions))
     return _playlist(request, text,
                      PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from castway.layout import valid_component
+from castway.model import SOURCE_RENDITION
 
-SOURCE = "source"
+SOURCE = SOURCE_RENDITION
 ENCODERS = ("libx264", "h264_nvenc")
 
 

@@ -239,8 +239,10 @@ def pipeline_config(settings: Settings, broadcast: Broadcast) -> PipelineConfig:
     return PipelineConfig(
         ladder=load_ladder(settings.ladder),
         policy=SegmentPolicy.from_seconds(settings.target_segment_s, settings.part_target_s),
-        x264_preset=settings.x264_preset, segment_format=settings.segment_format.value,
-        realtime=True, fps_hint=fps if fps and fps > 0 else None)
+        x264_preset=settings.x264_preset,
+        x264_lookahead_frames=settings.x264_lookahead_frames,
+        segment_format=settings.segment_format.value, realtime=True,
+        fps_hint=fps if fps and fps > 0 else None)
 
 
 class TranscoderSupervisor:

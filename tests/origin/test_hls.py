@@ -13,6 +13,7 @@ import pytest
 from castway.catalog.sql import SqlCatalog
 from castway.live.memory import MemoryLiveState
 from castway.model import Broadcast, BroadcastState, SourceInfo, Visibility, Vod, VodState
+from castway.settings import FirstVariant, Settings
 from castway.storage.local import LocalStorage
 from tests.hls_validator import validate_playlist, validate_update
 from tests.origin.feed import Clip, LiveFeeder
@@ -82,6 +83,32 @@ async def test_a_passthrough_is_listed_at_the_publishers_bitrate_until_measured(
         source=SourceInfo(video_bitrate_kbps=4000.0)))
     declared = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text)
     assert declared.playlists[0].stream_info.bandwidth == (4_000_000 + 128_000) * 6 // 5
+
+
+@pytest.mark.parametrize(("first_variant", "listed_first"),
+                         [(FirstVariant.SOURCE, "source"), (FirstVariant.LOWEST, "180p")])
+async def test_players_start_on_the_variant_the_setting_lists_first(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip, settings: Settings,
+        first_variant: FirstVariant, listed_first: str) -> None:
+    """Players without a bandwidth estimate start on the first variant (Safari plays it,
+    hls.js seeds its estimate with its bitrate). By default that is the passthrough:
+    an encoded rung trails it by its encoder delay, and a player that starts there and
+    switches up keeps that delay as latency; 'lowest' lists by ascending bandwidth."""
+    settings.master_first_variant = first_variant
+    high = LiveFeeder(live, clip, broadcast_id="b0003", rendition="source",
+                      other_renditions=("180p", "360p"))
+    broadcast = await high.start()
+    kbps = {"source": 4000.0, "180p": 300.0, "360p": 800.0}
+    await live.put_broadcast(replace(broadcast, renditions=tuple(
+        replace(r, video_bitrate_kbps=kbps[r.name]) for r in broadcast.renditions)))
+    for name in ("180p", "360p"):
+        rung = LiveFeeder(live, clip, broadcast_id="b0003", rendition=name)
+        await rung.push_segments(1)
+    await high.push_segments(1)
+    variants = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text).playlists
+    assert variants[0].uri == f"{listed_first}/index.m3u8"
+    rest = [p.stream_info.bandwidth for p in variants if p.uri != variants[0].uri]
+    assert rest == sorted(rest)  # the others by ascending bandwidth
 
 
 async def test_offline_or_unknown_channel_is_a_short_lived_404(
