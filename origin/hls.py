@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 from fastapi import APIRouter, Request
@@ -142,18 +142,43 @@ async def _ladder_ready(ctx: OriginContext, broadcast: Broadcast) -> bool:
         window = await ctx.live.get_window(broadcast.id, rendition.name)
         if window is None or not window.segments:
             return False
+        if (rendition.name == SOURCE_RENDITION and _source_first_wanted(ctx.settings)
+                and not window.ended and _starts_on_keyframes(window) is None):
+            # Whether the master may list the source first is known at its second
+            # segment's start (docs/origin.md, "The first variant"): at most a part more.
+            return False
     ctx.ready_ladders.add(broadcast.id)
     return True
 
 
-def _first_variant(settings: Settings, renditions: Sequence[Rendition]) -> str | None:
+def _source_first_wanted(settings: Settings) -> bool:
+    return settings.master_first_variant is FirstVariant.SOURCE
+
+
+def _starts_on_keyframes(window: RenditionWindow) -> bool | None:
+    """Whether every segment of the window begins with a keyframe, as its first part says;
+    None until a second segment has begun (the first proves nothing: every broadcast
+    begins on a keyframe) or without parts (MPEG-TS)."""
+    starts = [s.parts[0].independent for s in window.segments if s.parts]
+    if window.parts and window.parts[0].index == 0:
+        starts.append(window.parts[0].independent)
+    return all(starts) if len(starts) >= 2 else None
+
+
+async def _first_variant(ctx: OriginContext, broadcast: Broadcast) -> str | None:
     """Where players start. The passthrough by default: a player that starts on an
     encoded rung and then switches up keeps the rung's encoder delay as latency for the
-    rest of the broadcast (hls.js never plays faster than 1x by default)."""
-    if settings.master_first_variant is FirstVariant.SOURCE and any(
-            r.name == SOURCE_RENDITION for r in renditions):
-        return SOURCE_RENDITION
-    return None  # ascending bandwidth: the lowest first
+    rest of the broadcast (hls.js never plays faster than 1x by default). But only a
+    passthrough whose segments begin with keyframes: a player cannot start on one that
+    does not (a source with a keyframe interval above the segment target; hls.js:
+    bufferAppendNoProgress), while every encoded rung's segment begins with an IDR."""
+    if not _source_first_wanted(ctx.settings) or not any(
+            r.name == SOURCE_RENDITION for r in broadcast.renditions):
+        return None
+    window = await ctx.live.get_window(broadcast.id, SOURCE_RENDITION)
+    if window is None or not _starts_on_keyframes(window):
+        return None  # ascending bandwidth: the lowest first
+    return SOURCE_RENDITION
 
 
 def _with_source_estimate(broadcast: Broadcast, stats: dict[str, float | str]
@@ -207,7 +232,7 @@ async def live_master(channel: str, request: Request, ctx: Ctx) -> Response:
     renditions = _with_source_estimate(broadcast, await ctx.live.get_stats(broadcast.id))
     text = render_master_playlist(renditions,
                                   uri_for=lambda r: f"{r.name}/index.m3u8{suffix}",
-                                  first=_first_variant(ctx.settings, renditions))
+                                  first=await _first_variant(ctx, broadcast))
     return _playlist(request, text,
                      PRIVATE_LIVE_PLAYLIST if private else CacheKind.LIVE_PLAYLIST)
 

@@ -76,6 +76,9 @@ class LiveFeeder:
     broadcast_id: str = "b0001"
     channel: str = "demo"
     rendition: str = "360p"
+    # Segments after the first begin without a keyframe (a passthrough of a source whose
+    # keyframe interval is longer than the segment target: split in a keyframe drought).
+    keyframe_drought: bool = False
     other_renditions: tuple[str, ...] = ()
     parts_per_segment: int = 4
     part_target_s: float = 0.5
@@ -125,7 +128,9 @@ class LiveFeeder:
         data = self.clip.parts[self.fed]
         duration = self.clip.durations[self.fed]
         index = len(self.parts)
-        part = Part(msn=self.next_msn, index=index, duration_s=duration, independent=True,
+        independent = not (self.keyframe_drought and index == 0 and self.next_msn > 0)
+        part = Part(msn=self.next_msn, index=index, duration_s=duration,
+                    independent=independent,
                     key=self.key(f"{self.next_msn}.{index}.m4s"))
         self.fed += 1
         await self.live.put_media(part.key, data, MEDIA_TTL_S)

@@ -75,6 +75,7 @@ async def test_a_passthrough_is_listed_at_the_publishers_bitrate_until_measured(
     await live.put_broadcast(replace(broadcast, renditions=tuple(
         replace(r, video_bitrate_kbps=None) for r in broadcast.renditions)))
     await feeder.push_segments(1)
+    await feeder.push_part()  # the first master waits for the source's second segment
     await live.put_stats(feeder.broadcast_id, {"bitrate_kbps": 2500.0})
     observed = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text)
     assert observed.playlists[0].stream_info.bandwidth == (2_500_000 + 128_000) * 6 // 5
@@ -85,30 +86,56 @@ async def test_a_passthrough_is_listed_at_the_publishers_bitrate_until_measured(
     assert declared.playlists[0].stream_info.bandwidth == (4_000_000 + 128_000) * 6 // 5
 
 
-@pytest.mark.parametrize(("first_variant", "listed_first"),
-                         [(FirstVariant.SOURCE, "source"), (FirstVariant.LOWEST, "180p")])
-async def test_players_start_on_the_variant_the_setting_lists_first(
-        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip, settings: Settings,
-        first_variant: FirstVariant, listed_first: str) -> None:
-    """Players without a bandwidth estimate start on the first variant (Safari plays it,
-    hls.js seeds its estimate with its bitrate). By default that is the passthrough:
-    an encoded rung trails it by its encoder delay, and a player that starts there and
-    switches up keeps that delay as latency; 'lowest' lists by ascending bandwidth."""
-    settings.master_first_variant = first_variant
-    high = LiveFeeder(live, clip, broadcast_id="b0003", rendition="source",
-                      other_renditions=("180p", "360p"))
-    broadcast = await high.start()
+async def _ladder_with_source(live: MemoryLiveState, clip: Clip, *,
+                              keyframe_drought: bool = False) -> LiveFeeder:
+    """Channel 'demo' live with source (4 Mbit/s), 180p and 360p, each with its first
+    segment; the source's second segment not begun yet."""
+    source = LiveFeeder(live, clip, broadcast_id="b0003", rendition="source",
+                        other_renditions=("180p", "360p"), keyframe_drought=keyframe_drought)
+    broadcast = await source.start()
     kbps = {"source": 4000.0, "180p": 300.0, "360p": 800.0}
     await live.put_broadcast(replace(broadcast, renditions=tuple(
         replace(r, video_bitrate_kbps=kbps[r.name]) for r in broadcast.renditions)))
     for name in ("180p", "360p"):
-        rung = LiveFeeder(live, clip, broadcast_id="b0003", rendition=name)
-        await rung.push_segments(1)
-    await high.push_segments(1)
-    variants = m3u8.loads((await client.get("/hls/demo/master.m3u8")).text).playlists
-    assert variants[0].uri == f"{listed_first}/index.m3u8"
-    rest = [p.stream_info.bandwidth for p in variants if p.uri != variants[0].uri]
-    assert rest == sorted(rest)  # the others by ascending bandwidth
+        await LiveFeeder(live, clip, broadcast_id="b0003", rendition=name).push_segments(1)
+    await source.push_segments(1)
+    return source
+
+
+async def _variants(client: httpx.AsyncClient) -> list[str]:
+    response = await client.get("/hls/demo/master.m3u8")
+    assert response.status_code == 200, response.text
+    return [p.uri.split("/")[0] for p in m3u8.loads(response.text).playlists]
+
+
+async def test_players_start_on_the_source_whose_segments_begin_with_keyframes(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip) -> None:
+    """Players without a bandwidth estimate start on the first variant (Safari plays it,
+    hls.js seeds its estimate with its bitrate). By default that is the passthrough: an
+    encoded rung trails it by its encoder delay, and a player that starts there and
+    switches up keeps that delay as latency. Whether the source's segments begin with
+    keyframes shows at its second segment's start: the first master waits for it."""
+    source = await _ladder_with_source(live, clip)
+    assert _not_ready(await client.get("/hls/demo/master.m3u8"))
+    await source.push_part()  # the second segment begins, on a keyframe
+    assert await _variants(client) == ["source", "180p", "360p"]
+
+
+async def test_a_source_split_in_a_keyframe_drought_is_not_listed_first(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip) -> None:
+    """A player cannot start on a segment that begins without a keyframe (hls.js:
+    bufferAppendNoProgress): the master lists by ascending bandwidth instead."""
+    source = await _ladder_with_source(live, clip, keyframe_drought=True)
+    await source.push_part()
+    assert await _variants(client) == ["180p", "360p", "source"]
+
+
+async def test_the_setting_lowest_lists_by_ascending_bandwidth_without_waiting(
+        client: httpx.AsyncClient, live: MemoryLiveState, clip: Clip,
+        settings: Settings) -> None:
+    settings.master_first_variant = FirstVariant.LOWEST
+    await _ladder_with_source(live, clip)
+    assert await _variants(client) == ["180p", "360p", "source"]
 
 
 async def test_offline_or_unknown_channel_is_a_short_lived_404(
