@@ -19,7 +19,7 @@ from castway.tls import TlsConfigError
 from ingest.server import IngestServer
 from tests.fixtures.wire_recorder import wire_recorder
 from tests.ingest.helpers import AsyncTestPublisher, RecordingHandler
-from tests.support import free_port, make_test_media, require_tool
+from tests.support import free_ports, make_test_media, require_tool
 from tests.tls_certs import client_context, serial_of, write_self_signed
 
 AVC_CONFIG = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
@@ -27,7 +27,11 @@ AVC_CONFIG = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f"
 
 def tls_settings(tmp_path: Path, **overrides: object) -> Settings:
     cert, key = write_self_signed(tmp_path, serial=1001)
-    return Settings(host="127.0.0.1", rtmp_port=0, rtmps_port=free_port(),
+    # Both ports chosen, held until both are: with rtmp_port 0 the plain listener's bind
+    # could be handed the port free_port() had just released (CI: "Address already in
+    # use" on the TLS bind).
+    plain, tls = free_ports(2)
+    return Settings(host="127.0.0.1", rtmp_port=plain, rtmps_port=tls,
                     tls_cert_file=cert, tls_key_file=key, **overrides)  # type: ignore[arg-type]
 
 
@@ -151,7 +155,8 @@ async def test_a_broken_renewal_keeps_the_old_certificate(
 
 
 async def test_rtmps_without_a_certificate_does_not_start(handler: RecordingHandler) -> None:
-    srv = IngestServer(Settings(host="127.0.0.1", rtmp_port=0, rtmps_port=free_port()),
+    plain, tls = free_ports(2)
+    srv = IngestServer(Settings(host="127.0.0.1", rtmp_port=plain, rtmps_port=tls),
                        handler)
     with pytest.raises(TlsConfigError, match="CASTWAY_TLS_CERT_FILE"):
         await srv.start()
