@@ -28,8 +28,9 @@ from typing import Any
 
 import av
 
+from castway.settings import X264_LOOKAHEAD_FRAMES
 from transcoder.ladder import DEFAULT_LADDER, resolve_ladder
-from transcoder.pipeline import X264_LOOKAHEAD_FRAMES, x264_params
+from transcoder.pipeline import x264_params
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from castway.cost import AdmissionMode
 
+X264_LOOKAHEAD_FRAMES = 5  # frames; the transcoder's default too (transcoder.pipeline)
+
 
 class FirstVariant(StrEnum):
     """Which variant a live master playlist lists first (docs/origin.md, "The first
@@ -175,9 +177,10 @@ class Settings(BaseSettings):
                         "'source' (passthrough only), or a path to a ladder JSON file.")
     x264_preset: str = Field("veryfast", description="x264 preset of encoded renditions: "
                              "the quality/CPU knob.")
-    x264_lookahead_frames: int = Field(5, ge=0, le=250, description="x264's rate-control "
-                                       "lookahead of encoded renditions, in frames: each "
-                                       "frame of it is a frame of delay behind the source.")
+    x264_lookahead_frames: int = Field(
+        X264_LOOKAHEAD_FRAMES, ge=0, le=250, description="x264's rate-control lookahead of "
+        "encoded renditions, in frames: each frame of it is a frame of delay behind the "
+        "source.")
     segment_format: SegmentFormat = Field(SegmentFormat.FMP4, description="fmp4 (CMAF, "
                                           "LL-HLS parts) or mpegts.")
     target_segment_s: float = Field(2.0, description="Target segment duration; segments "

@@ -21,6 +21,7 @@ from castway.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
     rendition_report,
+    segment_starts,
     source_bitrate_kbps,
     target_duration,
 )
@@ -159,9 +160,7 @@ def _starts_on_keyframes(window: RenditionWindow) -> bool | None:
     """Whether every segment of the window begins with a keyframe, as its first part says;
     None until a second segment has begun (the first proves nothing: every broadcast
     begins on a keyframe) or without parts (MPEG-TS)."""
-    starts = [s.parts[0].independent for s in window.segments if s.parts]
-    if window.parts and window.parts[0].index == 0:
-        starts.append(window.parts[0].independent)
+    starts = segment_starts(window.segments, window.parts)
     return all(starts) if len(starts) >= 2 else None
 
 

@@ -19,6 +19,7 @@ import av.video.frame
 from av.video.reformatter import VideoReformatter
 
 from castway.media import Codec, MediaKind, MediaPacket
+from castway.settings import X264_LOOKAHEAD_FRAMES
 from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
 from transcoder.fmp4 import AudioTrack, VideoTrack
 from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
@@ -63,9 +64,6 @@ class RenditionInfo:
 
 
 Ladder = tuple[RenditionInfo, ...]
-
-
-X264_LOOKAHEAD_FRAMES = 5  # see x264_params
 
 
 @dataclass(frozen=True, slots=True)

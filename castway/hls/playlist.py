@@ -112,13 +112,20 @@ def render_master_playlist(renditions: Sequence[Rendition], *,
     return "\n".join(lines) + "\n"
 
 
-def _all_independent(segments: Sequence[Segment], live_parts: Sequence[Part]) -> bool:
-    """Whether every segment starts independent, as its first part says (segments
-    without parts, MPEG-TS, are taken as they are claimed)."""
-    firsts = [s.parts[0] for s in segments if s.parts]
+def segment_starts(segments: Sequence[Segment], live_parts: Sequence[Part]) -> list[bool]:
+    """Whether each segment begins independent (with a keyframe), as its first part says,
+    the segment in progress included once its first part is out; segments without parts
+    (MPEG-TS) say nothing."""
+    starts = [s.parts[0].independent for s in segments if s.parts]
     if live_parts and live_parts[0].index == 0:
-        firsts.append(live_parts[0])
-    return all(p.independent for p in firsts)
+        starts.append(live_parts[0].independent)
+    return starts
+
+
+def _all_independent(segments: Sequence[Segment], live_parts: Sequence[Part]) -> bool:
+    """Whether every segment starts independent (segments without parts, MPEG-TS, are
+    taken as they are claimed)."""
+    return all(segment_starts(segments, live_parts))
 
 
 def render_media_playlist(window: RenditionWindow, *,
