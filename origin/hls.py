@@ -246,6 +246,9 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
     broadcast, private = found
     names = [r.name for r in broadcast.renditions]
     if rendition not in names:
+        if valid_component(rendition) and _stopped(
+                await ctx.live.get_window(broadcast.id, rendition)):
+            return _stopped_response(rendition)
         return error_response(404, f"no rendition {rendition}")
     try:
         query = parse_playlist_query(request.query_params)
@@ -271,6 +274,8 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
         cache = CacheKind.BLOCKING_PLAYLIST
     if window is None:
         return _not_ready("the rendition has no media yet")
+    if window.stopped:
+        return _stopped_response(rendition)
     reports: list[RenditionReport] = []
     if low_latency and not window.ended:
         for other in names:
@@ -290,6 +295,20 @@ async def live_media(channel: str, rendition: str, request: Request, ctx: Ctx) -
             skip=skip, rendition_reports=reports))
         ctx.renders.put(cache_key, window, rendered)
     return _playlist(request, rendered, PRIVATE_LIVE_PLAYLIST if private else cache)
+
+
+def _stopped(window: RenditionWindow | None) -> bool:
+    return window is not None and window.stopped
+
+
+def _stopped_response(rendition: str) -> Response:
+    """A rendition overload stopped while the broadcast goes on (transcoder.overload).
+    Not its EXT-X-ENDLIST: a player ends the presentation at the end of a playlist
+    with one. A 4xx on a media playlist makes players switch to another variant at once
+    (hls.js retries only 5xx; rfc8216bis 6.3.4: a client whose playlist fails to load
+    tries another variant)."""
+    return error_response(410, f"rendition {rendition} stopped: the transcoder is short "
+                          "of CPU and gave it up; play another variant of the master")
 
 
 async def _block(ctx: OriginContext, broadcast: Broadcast, rendition: str,

@@ -13,114 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from castway.hls.cmaf import media_duration_s
-from castway.hls.findings import Finding, Rule
-from castway.hls.measured import check_bandwidth, check_durations, peak_segment_bitrate
+from castway.hls.findings import Rule
+from castway.hls.measured import check_bandwidth, peak_segment_bitrate
 from castway.hls.playlist import FALLBACK_BANDWIDTH_BPS
-from castway.hls.reading import MediaPlaylist, parse_media, parse_multivariant
-from castway.hls.watch import BroadcastWatch
+from castway.hls.reading import parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
+from tests.hls_reader import Seen, read_master, read_rendition
 from tests.support import make_test_media, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 CLIP_S = 14.0
 LADDER = {"source/index.m3u8", "360p/index.m3u8", "160p/index.m3u8"}  # of an 854x480 source
-
-
-@dataclass
-class Seen:
-    """What the player-like reader saw of one broadcast."""
-
-    watch: BroadcastWatch = field(default_factory=BroadcastWatch)
-    findings: list[Finding] = field(default_factory=list)
-    first_master: str = ""
-    first_master_after_s: float = 0.0
-    refusals: dict[int, int] = field(default_factory=dict)  # status -> count, before it
-    masters: list[str] = field(default_factory=list)
-    media_s: dict[str, dict[str, float]] = field(default_factory=dict)  # rendition -> uri
-    sizes: dict[str, dict[int, tuple[float, int]]] = field(default_factory=dict)
-    inits: dict[str, bytes] = field(default_factory=dict)
-    revisions: dict[str, int] = field(default_factory=dict)
-
-
-def _next_part(playlist: MediaPlaylist) -> tuple[int, int]:
-    """The (_HLS_msn, _HLS_part) a player asks for next: the part after the newest."""
-    msn = playlist.media_sequence + playlist.skipped + len(playlist.segments)
-    return msn, len(playlist.live_parts)
-
-
-async def _read_master(client: httpx.AsyncClient, seen: Seen, started: float,
-                       done: asyncio.Event) -> None:
-    url = "/hls/default/master.m3u8"
-    while True:
-        response = await client.get(url)
-        if response.status_code == 200:
-            break
-        assert response.status_code in (404, 503), response.text
-        if response.status_code == 503:
-            assert response.headers["retry-after"] == "1"
-            assert response.headers["cache-control"] == "public, max-age=1"
-        seen.refusals[response.status_code] = seen.refusals.get(response.status_code, 0) + 1
-        await asyncio.sleep(0.05)
-    seen.first_master = response.text
-    seen.first_master_after_s = time.monotonic() - started
-    while True:
-        seen.masters.append(response.text)
-        seen.findings += seen.watch.observe_master(response.text)
-        try:
-            await asyncio.wait_for(done.wait(), 1.0)
-            return
-        except TimeoutError:
-            pass
-        response = await client.get(url)
-        if response.status_code != 200:
-            return  # the broadcast ended
-
-
-async def _read_rendition(client: httpx.AsyncClient, seen: Seen, uri: str) -> None:
-    """Blocking reloads, one per part, until EXT-X-ENDLIST or the broadcast is gone."""
-    name = uri.split("/")[0]
-    url = httpx.URL(f"{client.base_url}/hls/default/{uri}")
-    query = ""
-    while True:
-        response = await client.get(url.copy_with(query=query.encode() or None))
-        if response.status_code == 404:
-            return  # the channel is no longer live
-        assert response.status_code == 200, (url, query, response.status_code, response.text)
-        seen.revisions[name] = seen.revisions.get(name, 0) + 1
-        seen.findings += seen.watch.observe_media(name, response.text)
-        playlist = parse_media(response.text)
-        await _measure(client, seen, name, url, playlist)
-        if playlist.ended:
-            return
-        msn, part = _next_part(playlist)
-        query = f"_HLS_msn={msn}&_HLS_part={part}"
-
-
-async def _measure(client: httpx.AsyncClient, seen: Seen, name: str, url: httpx.URL,
-                   playlist: MediaPlaylist) -> None:
-    """Each new segment once: its media duration and size."""
-    sizes = seen.sizes.setdefault(name, {})
-    durations = seen.media_s.setdefault(name, {})
-    for segment in playlist.segments:
-        if segment.msn in sizes:
-            continue
-        init_uri = segment.init_uri
-        assert init_uri is not None, segment
-        if init_uri not in seen.inits:
-            seen.inits[init_uri] = (await client.get(url.join(init_uri))).content
-        data = (await client.get(url.join(segment.uri))).content
-        sizes[segment.msn] = (segment.duration, len(data))
-        durations[segment.uri] = media_duration_s(seen.inits[init_uri], data)
-    seen.findings += check_durations(playlist, durations)
 
 
 async def _watch_broadcast(tmp_path: Path, gop: int) -> Seen:
@@ -142,13 +52,13 @@ async def _watch_broadcast(tmp_path: Path, gop: int) -> Seen:
             stderr=asyncio.subprocess.PIPE)
         done = asyncio.Event()
         try:
-            master = asyncio.create_task(_read_master(client, seen, started, done))
+            master = asyncio.create_task(read_master(client, seen, started, done))
             while not seen.first_master:
                 await asyncio.sleep(0.05)
                 assert not master.done() or master.exception() is None
                 assert time.monotonic() - started < 30, "no master within 30 s"
             uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
-            await asyncio.gather(*(_read_rendition(client, seen, uri) for uri in uris))
+            await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
             done.set()
             await master
             _, stderr = await asyncio.wait_for(publisher.communicate(), CLIP_S + 30)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from castway.media import MediaPacket
 from transcoder.ladder import LadderSpec
+from transcoder.overload import Degradation
 from transcoder.packager import Output
 from transcoder.pipeline import PipelineStats, RenditionInfo
 
@@ -79,6 +80,14 @@ class Flushed:
 
 
 @dataclass(frozen=True, slots=True)
+class RungStopped:
+    """Overload stopped a rung (transcoder.overload), after its last output: its
+    playlist ends and the master lists it no more."""
+
+    step: Degradation
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """At least every second, also while idle: the heartbeat."""
 
@@ -104,4 +113,5 @@ class Exited:
     generation: int
 
 
-FromChild = Announced | Produced | Boundary | Flushed | Stats | Done | Failed | Exited
+FromChild = (Announced | Produced | Boundary | Flushed | RungStopped | Stats | Done | Failed
+             | Exited)

@@ -194,6 +194,25 @@ class Packager:
         self._audio.clear()
         return out
 
+    def end_at(self, pts_ms: int) -> list[Output]:
+        """The rendition stops where the segment starting at ``pts_ms`` would have begun
+        (transcoder.overload): its open segment closes there, as long as its media, and
+        nothing more comes out of it. Audio from ``pts_ms`` on is not this rendition's."""
+        out: list[Output] = []
+        if self._last is not None:
+            so_far = self._segment_duration_ms + sum(v.duration for v in self._part.video)
+            rest = pts_ms - self._segment_start_pts - so_far
+            # A frame's duration runs to the boundary; outside a frame's span (a clock
+            # that makes no sense), the last known frame duration stands.
+            self._last.duration = int(rest) if 0 < rest < 10_000 else self._default_duration
+            self._part.video.append(self._last)
+            self._last = None
+        out += self._close_part(pts_ms)
+        out += self._close_segment()
+        self._cutter.reset()
+        self._audio.clear()
+        return out
+
     def _close_part(self, until_ms: int | None) -> list[Output]:
         part = self._part
         if not part.video and not (self.audio_only and part.audio):

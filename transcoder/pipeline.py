@@ -24,6 +24,7 @@ from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_cod
 from transcoder.fmp4 import AudioTrack, VideoTrack
 from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
 from transcoder.nal import annexb_to_avcc, avcc_record_from_annexb
+from transcoder.overload import Degradation, OverloadPolicy
 from transcoder.packager import ContainerWriter, Output, Packager
 from transcoder.segmenter import BoundaryClock, SegmentPolicy
 
@@ -31,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 MS = Fraction(1, 1000)
 _DECODERS = {Codec.H264: "h264", Codec.HEVC: "hevc", Codec.AV1: "libdav1d"}
-# Behind real time by more than this, encoded renditions skip every other frame, by
-# twice this all but the boundary IDRs (never the passthrough, never audio), until the
-# lag halves.
-MAX_LAG_S = 2.0
 EARLY_AUDIO_LIMIT = 512
 # Video DTS moving more than this between two packets is a timestamp break.
 MAX_GAP_MS = 5_000
@@ -73,7 +70,7 @@ class PipelineConfig:
     x264_preset: str = "veryfast"
     x264_lookahead_frames: int = X264_LOOKAHEAD_FRAMES
     segment_format: str = "fmp4"  # or "mpegts"
-    realtime: bool = True  # live: drop frames when behind; file mode: never
+    realtime: bool = True  # live: degrade when behind (transcoder.overload); file mode: never
     fps_hint: float | None = None
     scale_threads: int = 1
     cascade: bool = True  # smaller rungs scale from the largest rung's frames
@@ -92,13 +89,17 @@ class PipelineConfig:
 @dataclass(slots=True)
 class PipelineStats:
     video_packets: int = 0
-    dropped_frames: int = 0  # skipped by encoded renditions to catch up
+    # Source frames a rung at a halved rate skipped (transcoder.overload); a stopped
+    # rung's frames are not counted, it shows in ``degraded``.
+    dropped_frames: int = 0
     media_ms: int = 0  # source video time processed (its cost is measured against it)
     lag_s: float = 0.0
     # Video that nothing can decode: no sequence header (configuration record) yet.
     video_without_config: int = 0
     # Segments split without a source keyframe (a GOP longer than the target allows).
     keyframe_drought_splits: int = 0
+    # What overload took, rung by rung, in the order it was taken (transcoder.overload).
+    degraded: tuple[Degradation, ...] = ()
 
 
 def make_writer(segment_format: str) -> ContainerWriter:
@@ -187,6 +188,7 @@ class _Encoded:
         self.ctx = ctx
         self.min_interval_ms = 1000.0 / rung.fps if rung.fps > 0 else 0.0
         self._next_due = -1.0e18
+        self._next_due_full_rate = -1.0e18
         self._last_pts: int | None = None
         # libx264 (global header) gives its parameter sets when it opens.
         self.config_record: bytes | None = (avcc_record_from_annexb(bytes(ctx.extradata))
@@ -201,16 +203,21 @@ class _Encoded:
             threads=threads)
         return scaled
 
-    def wants(self, pts: int, boundary: bool) -> bool:
-        """Frame-rate cap: keep boundary frames, else at most ``fps`` frames a second."""
+    def wants(self, pts: int, boundary: bool, divisor: int = 1) -> bool | None:
+        """Frame-rate cap: keep boundary frames, else at most ``fps / divisor`` frames a
+        second. None: a frame the rung would take at its full rate but not at this one."""
         if self._last_pts is not None and pts <= self._last_pts:
             return False  # x264 refuses non-increasing PTS (a broken source's repeats)
+        full_rate = pts >= self._next_due_full_rate
+        if full_rate:
+            # 0.9: millisecond timestamps of an equal-rate source jitter by one.
+            self._next_due_full_rate = pts + self.min_interval_ms * 0.9
         if boundary or pts >= self._next_due:
             self._last_pts = pts
-            # 0.9: millisecond timestamps of an equal-rate source jitter by one.
-            self._next_due = pts + self.min_interval_ms * 0.9
+            self._next_due = pts + self.min_interval_ms * divisor * 0.9
+            self._next_due_full_rate = pts + self.min_interval_ms * 0.9
             return True
-        return False
+        return None if full_rate else False
 
     def encode(self, frame: av.VideoFrame | None) -> list[Any]:
         packets: list[Any] = list(self.ctx.encode(frame))
@@ -224,8 +231,12 @@ class Pipeline:
                  on_ladder: Callable[[Ladder], None] | None = None, *,
                  on_discontinuity: Callable[[], None] | None = None,
                  on_boundary: Callable[[int], None] | None = None,
+                 on_rung_stopped: Callable[[Degradation], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        # Called once a rung has stopped under overload, after its last output: its
+        # playlist ends there and the master no longer lists it (transcoder.overload).
+        self.on_rung_stopped = on_rung_stopped or (lambda _step: None)
         # Called with the PTS of every segment boundary, as the source packet that makes
         # it comes in (before any output of the new segment): the supervisor's record of
         # where each segment began, for a successor to redo it (transcoder.replay).
@@ -253,8 +264,8 @@ class Pipeline:
         self._dts_seen: list[int] = []
         self._wall0: float | None = None
         self._media0: int | None = None
-        self._drop_level = 0  # 0: encode all; 1: every other frame; 2: boundary IDRs only
-        self._frame_counter = 0
+        # Made with the first ladder, kept across breaks: a rung stopped stays stopped.
+        self._overload: OverloadPolicy | None = None
         self._audio_transcoder: Any = None
         self._last_video_dts: int | None = None
         self._video_seen = False
@@ -421,17 +432,19 @@ class Pipeline:
             return
         pts = int(frame.pts)
         boundary = self.clock.is_boundary(pts)
-        self._frame_counter += 1
-        if not boundary and (self._drop_level >= 2
-                             or (self._drop_level == 1 and self._frame_counter % 2)):
-            self.stats.dropped_frames += 1
-            return
+        if boundary and self._overload is not None:
+            for name in self._overload.stops_at_boundary():
+                self._stop_rung(name, pts)
         # Cascade: the largest rung scales from the source, the smaller ones from its
         # output (a third of the source's pixels at 1080p -> 720p), which cut the scaling
         # CPU by about half with no visible difference (docs/transcoder.md).
         base: av.VideoFrame | None = None
+        skipped = False
         for enc in self._encoded:
-            if not enc.wants(pts, boundary):
+            divisor = self._overload.fps_divisor(enc.rung.name) if self._overload else 1
+            wanted = enc.wants(pts, boundary, divisor)
+            if not wanted:
+                skipped = skipped or wanted is None
                 continue
             scaled = enc.scale(base if base is not None and self.config.cascade else frame,
                                self.config.scale_threads)
@@ -442,6 +455,24 @@ class Pipeline:
             scaled.pict_type = (av.video.frame.PictureType.I if boundary
                                 else av.video.frame.PictureType.NONE)
             self._encode(enc, scaled)
+        if skipped:
+            self.stats.dropped_frames += 1
+
+    def _stop_rung(self, name: str, boundary_pts: int) -> None:
+        """Overload: the rung's last segment ends just before the segment that starts at
+        ``boundary_pts``; its encoder is drained into it first."""
+        enc = next((e for e in self._encoded or [] if e.rung.name == name), None)
+        assert self._overload is not None
+        step = self._overload.degraded[name]
+        if enc is None:
+            return
+        self._encode(enc, None)
+        for out in enc.packager.end_at(boundary_pts):
+            self._emit(out)
+        self._encoded = [e for e in self._encoded or [] if e is not enc]
+        logger.warning("overload: rung stopped", extra={"rung": name,
+                                                        "lag_s": round(step.lag_s, 2)})
+        self.on_rung_stopped(step)
 
     def _encode(self, enc: _Encoded, frame: av.VideoFrame | None) -> None:
         for pkt in enc.encode(frame):
@@ -500,6 +531,11 @@ class Pipeline:
             # A rung this size would bring in is left out: players hold the master
             # they loaded, and a variant added to it later would reach none of them.
             rungs = [r for r in rungs if r.name in frozen]
+        if self._overload is None:
+            self._overload = OverloadPolicy(rungs)
+        else:
+            self._overload.pending_stops.clear()  # a break is a boundary: the stops are made
+            rungs = [r for r in rungs if not self._overload.stopped(r.name)]
         writer_format = self.config.segment_format
         self._encoded = [_Encoded(r, self.config,
                                   Packager(r.name, self.config.policy, make_writer(writer_format),
@@ -638,17 +674,15 @@ class Pipeline:
             return
         lag = (now - self._wall0) - (media_ms - self._media0) / 1000.0
         self.stats.lag_s = max(0.0, lag)
-        # Falling behind: halve the encoded frame rate, then keep only the segment IDRs;
-        # back to full rate once the lag has halved. Audio and passthrough never skip.
-        level = self._drop_level
-        if lag > 2 * MAX_LAG_S:
-            level = 2
-        elif lag > MAX_LAG_S:
-            level = max(level, 1)
-        elif lag < MAX_LAG_S / 2:
-            level = 0
-        if level != self._drop_level:
-            log = logger.warning if level > self._drop_level else logger.info
-            log("transcoder lag: encoded frame rate changed",
-                extra={"lag_s": round(lag, 2), "drop_level": level})
-            self._drop_level = level
+        if self._overload is None:
+            return
+        step = self._overload.observe(lag, now)
+        if step is None:
+            return
+        self.stats.degraded = tuple(self._overload.degraded.values())
+        if step.rung not in self._overload.degraded:
+            logger.info("overload: rung back to its full frame rate",
+                        extra={"rung": step.rung, "lag_s": round(lag, 2)})
+        else:
+            logger.warning("overload: %s", step.action.value,
+                           extra={"rung": step.rung, "lag_s": round(lag, 2)})

@@ -68,6 +68,8 @@ class BroadcastSink:
         self._anchored_once = False
         self._on_segment_latency = on_segment_latency
         self._live_down = False
+        # Renditions overload stopped (transcoder.overload): their windows have ended.
+        self.stopped: set[str] = set()
 
     def next_msn(self, rendition: str) -> int:
         """The media sequence number the rendition's next segment gets."""
@@ -96,6 +98,10 @@ class BroadcastSink:
                         on_durable: Callable[[], None] | None = None) -> None:
         """One output of the child; ``on_durable`` is called once a segment's bytes would
         survive this process."""
+        if out.rendition in self.stopped:
+            # A successor child, or one that went on after a break, would restart it:
+            # its playlist has ended and players have moved off it.
+            return
         log = self._log(out.rendition)
         if isinstance(out, InitOut):
             key, new = log.set_init(out.data)
@@ -205,6 +211,8 @@ class BroadcastSink:
         once): the broadcast's renditions are written in one update, so the origin never
         sees part of it."""
         for info in ladder:
+            if info.name in self.stopped:
+                continue
             self.infos[info.name] = info
             self._log(info.name)
         await self._update_broadcast()
@@ -288,6 +296,23 @@ class BroadcastSink:
             last = window.segments[-1]
             return last.start_pts_s + last.duration_s
         return 0.0
+
+    async def stop_rendition(self, rendition: str) -> None:
+        """Overload stopped the rendition after its last segment: its window ends, marked
+        stopped (the origin sends its players elsewhere), and the broadcast lists it no
+        more, so new masters and the VOD leave it out."""
+        log = self.logs.get(rendition)
+        if log is None or rendition in self.stopped:
+            return
+        self.stopped.add(rendition)
+        self.infos.pop(rendition, None)
+        self._open_parts.pop(rendition, None)
+        log.end(stopped=True)
+        window = log.window()
+        await self.live.put_window(self.broadcast_id, rendition, window)
+        await self.live.publish(media_topic(self.broadcast_id),
+                                MediaUpdate(rendition, window.next_msn - 1))
+        await self._update_broadcast()
 
     async def finish(self) -> None:
         """EXT-X-ENDLIST on every rendition; a reload blocked on what will never come

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -65,11 +66,13 @@ from transcoder.messages import (
     FromChild,
     Produced,
     Restart,
+    RungStopped,
     SetLadder,
     Stats,
     ToChild,
 )
 from transcoder.nal import sps_dimensions
+from transcoder.overload import LAG_LIMIT_S, Action, Degradation
 from transcoder.packager import Output, SegmentOut
 from transcoder.pipeline import AUDIO_RENDITION, PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
@@ -143,6 +146,8 @@ class TranscoderMetrics:
     cost_used: Gauge
     cost_free: Gauge
     cost_error: Gauge
+    degraded_rungs: Gauge
+    degradation_steps: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> TranscoderMetrics:
@@ -181,6 +186,12 @@ class TranscoderMetrics:
             cost_error=Gauge("castway_transcoder_cost_estimate_error", "Mean relative "
                              "error of the running broadcasts' cost estimates, (measured "
                              "- estimate) / estimate", registry=registry),
+            degraded_rungs=Gauge("castway_transcoder_degraded_rungs", "Rungs of running "
+                                 "broadcasts that overload has halved or stopped "
+                                 "(transcoder.overload)", ["action"], registry=registry),
+            degradation_steps=Counter("castway_transcoder_degradation_steps", "Overload "
+                                      "steps taken: a rung halved, or stopped",
+                                      ["action"], registry=registry),
         )
 
 
@@ -343,6 +354,9 @@ class TranscoderSupervisor:
         self.metrics.lag.set(max((t.lag_s for t in self.running.values()), default=0.0))
         self.metrics.fps.set(sum(t.fps for t in self.running.values()))
         self.metrics.dropped_frames.set(sum(t.dropped_frames for t in self.running.values()))
+        for action in Action:
+            self.metrics.degraded_rungs.labels(action.value).set(sum(
+                1 for t in self.running.values() for d in t.degraded if d.action is action))
         self.metrics.cost_capacity.set(self.ledger.capacity)
         self.metrics.cost_used.set(self.ledger.used)
         self.metrics.cost_free.set(self.ledger.free)
@@ -397,6 +411,10 @@ class BroadcastTranscoder:
         self.dropped_frames = 0
         self.lag_s = 0.0
         self.fps = 0.0
+        # What overload took (transcoder.overload), and when each step was first seen here
+        # (the child's clock is its own).
+        self.degraded: tuple[Degradation, ...] = ()
+        self._degraded_at: dict[tuple[str, str], float] = {}
         # The cost model (castway.cost): the ladder is chosen, with its cost, when the
         # first video packet comes (onMetaData and the sequence header are in by then).
         self.ladder_decided = False
@@ -436,8 +454,8 @@ class BroadcastTranscoder:
     # --- BroadcastMedia ------------------------------------------------------------
     @property
     def dropped(self) -> int:
-        """Source video frames that reached no encoded rendition: skipped by the child
-        to catch up, or dropped here on a full queue."""
+        """Source video frames an encoded rendition skipped under overload (a rung at a
+        halved rate, transcoder.overload), or dropped here on a full queue."""
         return self.dropped_frames + self.dropped_video_packets
 
     async def feed(self, packet: MediaPacket) -> None:
@@ -716,6 +734,8 @@ class BroadcastTranscoder:
                 if message.seq >= 0:
                     self._recovery.child_break(message.seq)
                 await self.sink.discontinuity()
+            elif isinstance(message, RungStopped):
+                await self.sink.stop_rendition(message.step.rung)
             elif isinstance(message, Stats):
                 await self._stats(message.stats)
             elif isinstance(message, Done):
@@ -815,6 +835,7 @@ class BroadcastTranscoder:
     async def _stats(self, stats: PipelineStats) -> None:
         self.lag_s = stats.lag_s
         self.dropped_frames = stats.dropped_frames
+        self._degradation(stats.degraded)
         self._measure(stats)
         now, frames = time.monotonic(), stats.video_packets
         if self._fps_sample is not None and now > self._fps_sample[0] \
@@ -824,6 +845,37 @@ class BroadcastTranscoder:
         self._check_health(stats, now)
         self.supervisor._refresh_gauges()
         await self._put_stats()
+
+    def _degradation(self, degraded: tuple[Degradation, ...]) -> None:
+        # A restarted child starts with a plan of its own: what this one stopped stays
+        # stopped (the sink ended those renditions), so it is kept.
+        stopped = tuple(d for d in self.degraded if d.action is Action.STOPPED
+                        and all(d.rung != n.rung for n in degraded))
+        current = stopped + degraded
+        for step in current:
+            key = (step.rung, step.action.value)
+            if key not in self._degraded_at:
+                self._degraded_at[key] = time.time()
+                self.supervisor.metrics.degradation_steps.labels(step.action.value).inc()
+                logger.warning("overload: %s %s", step.rung, step.action.value,
+                               extra={"broadcast_id": self.broadcast.id,
+                                      "rung": step.rung, "action": step.action.value,
+                                      "lag_s": round(step.lag_s, 2)})
+        live_keys = {(d.rung, d.action.value) for d in current}
+        self._degraded_at = {k: v for k, v in self._degraded_at.items() if k in live_keys}
+        self.degraded = current
+
+    def _degradation_stats(self) -> dict[str, float | str]:
+        if not self.degraded:
+            return {"degraded": "", "degraded_since": "", "degraded_reason": ""}
+        first = min(self._degraded_at.values())
+        worst = max(d.lag_s for d in self.degraded)
+        return {
+            "degraded": ",".join(f"{d.rung}:{d.action.value}" for d in self.degraded),
+            "degraded_since": datetime.fromtimestamp(first, UTC).isoformat(),
+            "degraded_reason": (f"transcoder {worst:.1f} s behind real time (limit "
+                                f"{LAG_LIMIT_S:.1f} s): the machine is short of CPU"),
+        }
 
     def _check_health(self, stats: PipelineStats, now: float) -> None:
         """Conditions under which the broadcast is live but serves nothing (or less than
@@ -867,7 +919,8 @@ class BroadcastTranscoder:
                                                             self.cost_measured), 4)
                                        if self.cost_estimate and self.cost_measured
                                        else 0.0),
-                        "warnings": ",".join(sorted(w.value for w in self.warnings))})
+                        "warnings": ",".join(sorted(w.value for w in self.warnings)),
+                        **self._degradation_stats()})
         await self.sink.live.put_stats(self.broadcast.id, current)
 
     async def _watchdog(self) -> None:

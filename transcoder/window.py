@@ -62,6 +62,7 @@ class RenditionLog:
         self._init_key: str | None = None
         self._init_bytes: bytes | None = None
         self._ended = False
+        self._stopped = False
         self._peak_bps = 0
         # Bits and seconds of the parts published before the first segment closed.
         self._early_bits = 0
@@ -217,8 +218,10 @@ class RenditionLog:
             kept -= self._recent.popleft()[1]
         return best
 
-    def end(self) -> None:
+    def end(self, *, stopped: bool = False) -> None:
+        """EXT-X-ENDLIST; ``stopped``: the broadcast goes on without this rendition."""
         self._ended = True
+        self._stopped = self._stopped or stopped
 
     # --- outputs --------------------------------------------------------------------
     @property
@@ -277,4 +280,4 @@ class RenditionLog:
             target_duration_s=float(self._target_duration()),
             part_target_s=max(self._part_target, self._max_part),
             init_key=self._init_key, discontinuity_seq=max(0, first_seq),
-            ended=self._ended)
+            ended=self._ended, stopped=self._stopped)

@@ -22,10 +22,12 @@ from transcoder.messages import (
     FromChild,
     Produced,
     Restart,
+    RungStopped,
     SetLadder,
     Stats,
     ToChild,
 )
+from transcoder.overload import Degradation
 from transcoder.packager import Output
 from transcoder.pipeline import Pipeline, PipelineConfig, PipelineError, RenditionInfo
 
@@ -54,8 +56,11 @@ def worker_main(rx: Connection, tx: Connection, config: PipelineConfig) -> None:
     def on_boundary(pts_ms: int) -> None:
         send(Boundary(current_seq, pts_ms))
 
+    def on_rung_stopped(step: Degradation) -> None:
+        send(RungStopped(step))
+
     pipeline = Pipeline(config, on_output, on_ladder, on_discontinuity=on_discontinuity,
-                        on_boundary=on_boundary)
+                        on_boundary=on_boundary, on_rung_stopped=on_rung_stopped)
 
     def stats() -> Stats:
         return Stats(replace(pipeline.stats))

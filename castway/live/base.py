@@ -50,6 +50,9 @@ class RenditionWindow:
     init_key: str | None = None
     discontinuity_seq: int = 0  # EXT-X-DISCONTINUITY-SEQUENCE of segments[0]
     ended: bool = False  # EXT-X-ENDLIST
+    # Ended while the broadcast goes on: overload stopped this rendition
+    # (transcoder.overload); players on it must move to another variant.
+    stopped: bool = False
 
 
 def playlist_segments(segments: Sequence[Segment]) -> tuple[tuple[Segment, ...], int]:

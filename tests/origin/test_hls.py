@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import httpx
@@ -17,6 +18,9 @@ from castway.settings import FirstVariant, Settings
 from castway.storage.local import LocalStorage
 from tests.hls_validator import validate_playlist, validate_update
 from tests.origin.feed import Clip, LiveFeeder
+from transcoder.packager import SegmentOut
+from transcoder.pipeline import RenditionInfo
+from transcoder.sink import BroadcastSink
 
 PLAYLIST = "/hls/demo/360p/index.m3u8"
 MEDIA = "/hls/b/b0001/360p"
@@ -523,3 +527,40 @@ async def test_without_a_signing_key_a_private_ended_broadcast_is_not_found(
         response = await client.get(url)
         assert response.status_code == 404, url
         assert response.content != b"private bytes"
+
+
+async def test_a_rendition_stopped_under_overload_sends_its_players_elsewhere_at_once(
+        client: httpx.AsyncClient, feeder: LiveFeeder, live: MemoryLiveState,
+        settings: Settings) -> None:
+    """transcoder.overload stops a rung while the broadcast goes on: its playlist
+    answers 410 (a player switches variant on a 4xx; it would end the presentation on an
+    EXT-X-ENDLIST), a reload blocked on it is answered at once, and the broadcast lists
+    it no more (new masters, the VOD)."""
+    sink = BroadcastSink(feeder.broadcast_id, settings, live, _discard)
+    await sink.on_ladder([RenditionInfo("360p", feeder.clip.codecs, feeder.clip.width,
+                                        feeder.clip.height, 30.0, 300.0)])
+    await feeder.push_segments(2)
+    assert (await client.get(PLAYLIST)).status_code == 200
+    blocked = asyncio.create_task(client.get(PLAYLIST, params={"_HLS_msn": "3"}))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
+    started = time.monotonic()
+    await sink.stop_rendition("360p")
+    response = await asyncio.wait_for(blocked, 5)
+    assert response.status_code == 410, response.text
+    assert time.monotonic() - started < 1.0
+    assert "stopped" in response.json()["detail"]
+    assert (await client.get(PLAYLIST)).status_code == 410
+    broadcast = await live.get_broadcast(feeder.broadcast_id)
+    assert broadcast is not None and broadcast.renditions == ()
+    # A successor child's output for it goes nowhere.
+    await sink.on_output(SegmentOut("360p", 2.0, 4.0, b"late"))
+    window = await live.get_window(feeder.broadcast_id, "360p")
+    assert window is not None and window.stopped and window.ended
+
+
+async def _discard(key: str, data: bytes, *, on_durable: Callable[[], None] | None = None
+                   ) -> None:
+    del key, data
+    if on_durable is not None:
+        on_durable()

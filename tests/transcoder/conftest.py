@@ -52,3 +52,11 @@ def src_10s_bframes(media_dir: Path) -> Path:
     """10 s of 320x180p30 with B-frames (as OBS's x264 sends), a keyframe every 2 s."""
     return make_test_media(media_dir / "tc_10s_bframes.mp4", seconds=10.0, width=320,
                            height=180, gop=60, extra_args=("-bf", "2", "-preset:v", "veryfast"))
+
+
+@pytest.fixture(scope="session")
+def src_6s_60fps(media_dir: Path) -> Path:
+    """6 s of 320x180p60 with B-frames, a keyframe every 1 s: a high-frame-rate source."""
+    return make_test_media(media_dir / "tc_6s_60fps.mp4", seconds=6.0, width=320,
+                           height=180, fps=60, gop=60,
+                           extra_args=("-bf", "2", "-preset:v", "veryfast"))

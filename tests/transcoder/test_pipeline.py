@@ -16,6 +16,7 @@ import pytest
 from castway.media import MediaKind, MediaPacket
 from transcoder.demux import read_packets
 from transcoder.ladder import LadderSpec, RungSpec
+from transcoder.overload import Action, Degradation
 from transcoder.packager import TIMELINE_OFFSET_MS, InitOut, Output, PartOut, SegmentOut
 from transcoder.pipeline import Pipeline, PipelineConfig, RenditionInfo, estimate_fps
 from transcoder.segmenter import SegmentPolicy
@@ -218,24 +219,60 @@ def test_hevc_passes_through_and_mp3_is_reencoded_to_aac(src_hevc_mp3: Path) -> 
         assert end - start > 1.5
 
 
-def test_falling_behind_skips_encoded_frames_not_audio_nor_boundaries(src_360p: Path) -> None:
-    """A clock that runs 60 ms per packet: far behind real time after a second."""
+def test_falling_behind_halves_the_high_frame_rate_rung_then_stops_rungs_at_boundaries(
+        src_6s_60fps: Path) -> None:
+    """A clock that runs three times faster than the media: the transcoder falls behind
+    and gives up work in the order of transcoder.overload. Every segment that comes out
+    is whole: as long as its media, starting on an IDR at the source's boundary."""
     ticks = iter(range(1_000_000))
     got = Collected()
-    pipeline = Pipeline(PipelineConfig(LadderSpec((RungSpec("160p", 160, 200),)), POLICY,
-                                       realtime=True, x264_preset="ultrafast"),
-                        got.on_output, got.on_ladder,
-                        clock=lambda: next(ticks) * 0.06)
-    for packet in read_packets(src_360p):
+    events: list[tuple[str, str]] = []
+    stops: list[Degradation] = []
+
+    def on_output(out: Output) -> None:
+        got.on_output(out)
+        if isinstance(out, SegmentOut):
+            events.append(("segment", out.rendition))
+
+    def on_stopped(step: Degradation) -> None:
+        stops.append(step)
+        events.append(("stopped", step.rung))
+
+    ladder = LadderSpec((RungSpec("160p", 160, 200), RungSpec("90p", 90, 100, max_fps=30)))
+    pipeline = Pipeline(PipelineConfig(ladder, POLICY, realtime=True, x264_preset="ultrafast"),
+                        on_output, got.on_ladder, on_rung_stopped=on_stopped,
+                        clock=lambda: next(ticks) * 0.05)
+    for packet in read_packets(src_6s_60fps):
         pipeline.push(packet)
     pipeline.finish()
-    assert pipeline.stats.dropped_frames > 0
-    assert pipeline.stats.lag_s > 2.0
-    check_aligned(got, ["source", "160p"], fps={"source": 30, "160p": 1})
-    encoded = sum(len(video_frames(got.init["160p"] + s.data)) for s in got.segments["160p"])
-    source = sum(len(video_frames(got.init["source"] + s.data)) for s in got.segments["source"])
-    assert source == 90 and encoded == 90 - pipeline.stats.dropped_frames
-    spans = [audio_span(got.init["160p"] + s.data) for s in got.segments["160p"]]
+
+    assert [(d.rung, d.action) for d in pipeline.stats.degraded] == [
+        ("160p", Action.STOPPED), ("90p", Action.STOPPED)]
+    assert [s.rung for s in stops] == ["160p", "90p"]
+    # A rung's "stopped" comes after its last segment.
+    for name in ("160p", "90p"):
+        assert events.index(("stopped", name)) > max(
+            i for i, e in enumerate(events) if e == ("segment", name))
+    source = got.segments["source"]
+    assert [round(s.start_pts_s, 3) for s in source] == [0.0, 2.0, 4.0]
+    # The rungs stop at segment boundaries, their segments aligned with the source's.
+    for name, count in (("160p", 1), ("90p", 2)):
+        segments = got.segments[name]
+        assert len(segments) == count, name
+        for seg, src in zip(segments, source, strict=False):
+            assert seg.start_pts_s == pytest.approx(src.start_pts_s, abs=1e-3)
+            assert seg.duration_s == pytest.approx(src.duration_s, abs=1 / 60 + 1e-3), name
+            frames = video_frames(got.init[name] + seg.data)
+            assert frames[0][1], f"{name}: a segment starts without a keyframe"
+            first, last = min(f[0] for f in frames), max(f[0] for f in frames)
+            assert last - first < seg.duration_s
+    # The 60 fps rung ran at 30 fps before it stopped: its skipped frames are counted.
+    first_160p = video_frames(got.init["160p"] + got.segments["160p"][0].data)
+    assert len(first_160p) < 120 - 20
+    assert pipeline.stats.dropped_frames >= 120 - len(first_160p) - 2
+    # The passthrough and its audio are untouched.
+    assert sum(len(video_frames(got.init["source"] + s.data)) for s in source) == 360
+    spans = [audio_span(got.init["source"] + s.data) for s in source]
     assert all(abs(b[0] - a[1]) < 0.002 for a, b in zip(spans, spans[1:], strict=False))
 
 

@@ -1,0 +1,111 @@
+"""A player-like reader of a live broadcast, for the tests that check what players see:
+the master on every fetch, every revision of every media playlist by blocking reloads
+(one per new part, as hls.js and AVPlayer do), each checked by
+:class:`castway.hls.watch.BroadcastWatch`, and every segment fetched and measured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from castway.hls.cmaf import media_duration_s
+from castway.hls.findings import Finding
+from castway.hls.measured import check_durations
+from castway.hls.reading import MediaPlaylist, parse_media
+from castway.hls.watch import BroadcastWatch
+
+
+@dataclass
+class Seen:
+    """What the player-like reader saw of one broadcast."""
+
+    watch: BroadcastWatch = field(default_factory=BroadcastWatch)
+    findings: list[Finding] = field(default_factory=list)
+    first_master: str = ""
+    first_master_after_s: float = 0.0
+    refusals: dict[int, int] = field(default_factory=dict)  # status -> count, before it
+    masters: list[str] = field(default_factory=list)
+    media_s: dict[str, dict[str, float]] = field(default_factory=dict)  # rendition -> uri
+    sizes: dict[str, dict[int, tuple[float, int]]] = field(default_factory=dict)
+    inits: dict[str, bytes] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+    # Renditions whose playlist answered 410 Gone: stopped under overload.
+    stopped: set[str] = field(default_factory=set)
+
+
+def next_part(playlist: MediaPlaylist) -> tuple[int, int]:
+    """The (_HLS_msn, _HLS_part) a player asks for next: the part after the newest."""
+    msn = playlist.media_sequence + playlist.skipped + len(playlist.segments)
+    return msn, len(playlist.live_parts)
+
+
+async def read_master(client: httpx.AsyncClient, seen: Seen, started: float,
+                       done: asyncio.Event) -> None:
+    url = "/hls/default/master.m3u8"
+    while True:
+        response = await client.get(url)
+        if response.status_code == 200:
+            break
+        assert response.status_code in (404, 503), response.text
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+            assert response.headers["cache-control"] == "public, max-age=1"
+        seen.refusals[response.status_code] = seen.refusals.get(response.status_code, 0) + 1
+        await asyncio.sleep(0.05)
+    seen.first_master = response.text
+    seen.first_master_after_s = time.monotonic() - started
+    while True:
+        seen.masters.append(response.text)
+        seen.findings += seen.watch.observe_master(response.text)
+        try:
+            await asyncio.wait_for(done.wait(), 1.0)
+            return
+        except TimeoutError:
+            pass
+        response = await client.get(url)
+        if response.status_code != 200:
+            return  # the broadcast ended
+
+
+async def read_rendition(client: httpx.AsyncClient, seen: Seen, uri: str) -> None:
+    """Blocking reloads, one per part, until EXT-X-ENDLIST or the broadcast is gone."""
+    name = uri.split("/")[0]
+    url = httpx.URL(f"{client.base_url}/hls/default/{uri}")
+    query = ""
+    while True:
+        response = await client.get(url.copy_with(query=query.encode() or None))
+        if response.status_code == 404:
+            return  # the channel is no longer live
+        if response.status_code == 410:
+            seen.stopped.add(name)  # a player moves to another variant
+            return
+        assert response.status_code == 200, (url, query, response.status_code, response.text)
+        seen.revisions[name] = seen.revisions.get(name, 0) + 1
+        seen.findings += seen.watch.observe_media(name, response.text)
+        playlist = parse_media(response.text)
+        await measure(client, seen, name, url, playlist)
+        if playlist.ended:
+            return
+        msn, part = next_part(playlist)
+        query = f"_HLS_msn={msn}&_HLS_part={part}"
+
+
+async def measure(client: httpx.AsyncClient, seen: Seen, name: str, url: httpx.URL,
+                   playlist: MediaPlaylist) -> None:
+    """Each new segment once: its media duration and size."""
+    sizes = seen.sizes.setdefault(name, {})
+    durations = seen.media_s.setdefault(name, {})
+    for segment in playlist.segments:
+        if segment.msn in sizes:
+            continue
+        init_uri = segment.init_uri
+        assert init_uri is not None, segment
+        if init_uri not in seen.inits:
+            seen.inits[init_uri] = (await client.get(url.join(init_uri))).content
+        data = (await client.get(url.join(segment.uri))).content
+        sizes[segment.msn] = (segment.duration, len(data))
+        durations[segment.uri] = media_duration_s(seen.inits[init_uri], data)
+    seen.findings += check_durations(playlist, durations)
