@@ -27,10 +27,12 @@ from transcoder.ladder import LOW_RUNG_MAX_FPS, Rung
 
 # Behind real time by more than this, the next step is taken.
 LAG_LIMIT_S = 1.0
-# After a step, the next one waits this long (wall clock) for the lag to turn...
+# After a step has taken effect, the next one waits this long (wall clock) for the lag
+# to turn...
 SETTLE_S = 1.0
-# ...and is not taken while the lag has come down by this much since the last step.
-RECOVERING_BY_S = 0.25
+# ...and is not taken while the lag comes down at least this fast (seconds of lag per
+# second: catching up at 1.1x real time clears a 2 s lag in 20 s).
+RECOVERY_RATE = 0.1
 # Below LAG_LIMIT_S / 4 for this long, the most recent halved rate comes back.
 RECOVER_AFTER_S = 15.0
 
@@ -63,20 +65,22 @@ class OverloadPolicy:
     halved: set[str] = field(default_factory=set)
     _last_step_at: float | None = None
     _lag_at_step: float = 0.0
+    _last_lag: float = 0.0
     _low_since: float | None = None
 
     def observe(self, lag_s: float, now: float) -> Degradation | None:
         """The lag now; returns the step taken, if any (a rung to stop is also in
         :attr:`pending_stops` until :meth:`stops_at_boundary` hands it over)."""
+        self._last_lag = lag_s
         if lag_s < self.lag_limit_s / 4:
             return self._maybe_recover(now)
         self._low_since = None
         if lag_s <= self.lag_limit_s or self.pending_stops:
             return None
-        if self._last_step_at is not None and (
-                now - self._last_step_at < SETTLE_S
-                or lag_s < self._lag_at_step - RECOVERING_BY_S):
-            return None
+        if self._last_step_at is not None:
+            since = now - self._last_step_at
+            if since < SETTLE_S or lag_s <= self._lag_at_step - RECOVERY_RATE * since:
+                return None
         step = self._next_step(lag_s, now)
         if step is not None:
             self._last_step_at, self._lag_at_step = now, lag_s
@@ -87,10 +91,12 @@ class OverloadPolicy:
                 self.pending_stops.append(step.rung)
         return step
 
-    def stops_at_boundary(self) -> list[str]:
+    def stops_at_boundary(self, now: float) -> list[str]:
         """At a segment boundary: the rungs that stop here (their last segment ended
-        just before it)."""
+        just before it). The next step waits from here, where the stop takes effect."""
         stops, self.pending_stops = self.pending_stops, []
+        if stops:
+            self._last_step_at, self._lag_at_step = now, self._last_lag
         return stops
 
     def fps_divisor(self, rung: str) -> int:

@@ -433,7 +433,7 @@ class Pipeline:
         pts = int(frame.pts)
         boundary = self.clock.is_boundary(pts)
         if boundary and self._overload is not None:
-            for name in self._overload.stops_at_boundary():
+            for name in self._overload.stops_at_boundary(self._clock()):
                 self._stop_rung(name, pts)
         # Cascade: the largest rung scales from the source, the smaller ones from its
         # output (a third of the source's pixels at 1080p -> 720p), which cut the scaling

@@ -7,6 +7,7 @@ from transcoder.ladder import Rung
 from transcoder.overload import (
     LAG_LIMIT_S,
     RECOVER_AFTER_S,
+    RECOVERY_RATE,
     SETTLE_S,
     Action,
     OverloadPolicy,
@@ -22,7 +23,7 @@ def escalate(policy: OverloadPolicy, lag_s: float, steps: int, now: float = 0.0
     taken = []
     for i in range(steps):
         step = policy.observe(lag_s, now + i * SETTLE_S)
-        policy.stops_at_boundary()
+        policy.stops_at_boundary(now + i * SETTLE_S)
         if step is not None:
             taken.append((step.rung, step.action))
     return taken
@@ -50,16 +51,21 @@ def test_a_step_waits_for_the_last_one_to_show_and_for_a_stop_to_take_effect() -
     assert step is not None and step.action is Action.STOPPED
     # Until the next segment boundary the stop is not in effect: nothing more is taken.
     assert policy.observe(5.0, 10 * SETTLE_S) is None
-    assert policy.stops_at_boundary() == ["720p"]
-    assert policy.stops_at_boundary() == []
-    assert policy.observe(5.0, 11 * SETTLE_S) is not None
+    assert policy.stops_at_boundary(11 * SETTLE_S) == ["720p"]
+    assert policy.stops_at_boundary(11 * SETTLE_S) == []
+    # The next step waits from where the stop took effect.
+    assert policy.observe(5.0, 11.5 * SETTLE_S) is None
+    assert policy.observe(5.0, 12 * SETTLE_S) is not None
 
 
 def test_a_lag_that_is_coming_down_is_left_to_come_down() -> None:
     policy = OverloadPolicy(LADDER)
     policy.observe(3.0, 0.0)
-    assert policy.observe(2.5, 2 * SETTLE_S) is None  # 0.5 s better since the step
-    assert policy.observe(2.9, 3 * SETTLE_S) is not None  # no longer improving
+    # Catching up faster than RECOVERY_RATE: waited for, however long it takes.
+    for t in range(1, 10):
+        assert policy.observe(3.0 - 1.5 * RECOVERY_RATE * t, t * SETTLE_S) is None
+    # Catching up more slowly than that: the next step.
+    assert policy.observe(3.0 - 0.5 * RECOVERY_RATE * 10, 10 * SETTLE_S) is not None
 
 
 def test_a_halved_rate_comes_back_after_a_quiet_stretch_and_a_stopped_rung_never() -> None:
