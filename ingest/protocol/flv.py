@@ -9,11 +9,21 @@ Enhanced RTMP (Veovera E-RTMP v1 and v2): the IsExHeader bit of the first video 
 a 3-bit FrameType, a 4-bit VideoPacketType and a FourCC (hvc1, av01, vp09, avc1);
 CodedFrames carries an SI24 composition time for avc1/hvc1, CodedFramesX none. v2
 audio: SoundFormat 9 (ExHeader) + AudioPacketType + FourCC (Opus, mp4a, .mp3), and the
-ModEx prefix packet type on both. Multitrack (v2) is ignored.
+ModEx prefix packet type on both.
+
+E-RTMP v2 multitrack (:class:`Multitrack`): a Multitrack packet type, then one byte of
+AvMultitrackType (high nibble: OneTrack 0, ManyTracks 1, ManyTracksManyCodecs 2) and the
+packet type of every track in it (low nibble); the FourCC once, except with many codecs,
+where each track has its own. Each track: [FourCC] UI8 track id [UI24 size, unless
+OneTrack] then the body a single-track packet of that type carries. FFmpeg's muxer (8.x)
+and OBS send track 0 as a plain packet and every other track as a OneTrack multitrack
+packet; the other forms are parsed the same way. Limits: :data:`MAX_TRACKS` tracks in one
+message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -108,7 +118,41 @@ class Ignored:
     reason: str
 
 
-FlvTag = MediaPacket | SequenceEnd | Ignored
+TrackTag = MediaPacket | SequenceEnd | Ignored
+
+
+class MultitrackType(IntEnum):
+    """E-RTMP v2 AvMultitrackType."""
+
+    ONE_TRACK = 0
+    MANY_TRACKS = 1
+    MANY_TRACKS_MANY_CODECS = 2
+
+
+#: Tracks one multitrack message may carry (the track id is a byte; E-RTMP sets no
+#: count): OBS's ladders have up to 5 video tracks and 6 audio tracks. More is refused as
+#: a malformed message rather than parsed at the cost of the session.
+MAX_TRACKS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TrackPacket:
+    """One track's part of a multitrack message."""
+
+    track_id: int
+    tag: TrackTag
+
+
+@dataclass(frozen=True, slots=True)
+class Multitrack:
+    """An E-RTMP v2 multitrack message: its tracks, in the order sent."""
+
+    kind: MediaKind
+    multitrack_type: MultitrackType
+    tracks: tuple[TrackPacket, ...]
+
+
+FlvTag = MediaPacket | SequenceEnd | Ignored | Multitrack
 
 
 def _si24(b: bytes) -> int:
@@ -175,10 +219,18 @@ def _parse_ex_video(dts_ms: int, body: bytes) -> FlvTag:
     if frame_type == FrameType.COMMAND and packet_type != VideoPacketType.METADATA:
         return Ignored("video command frame")
     if packet_type == VideoPacketType.MULTITRACK:
-        return Ignored("E-RTMP multitrack video is not supported")
+        return _multitrack(MediaKind.VIDEO, body, pos,
+                           lambda pt, fourcc, data: _ex_video_body(dts_ms, frame_type, pt,
+                                                                   fourcc, data))
     _need(body, pos + 4, "E-RTMP video FourCC")
-    fourcc = body[pos:pos + 4]
-    pos += 4
+    return _ex_video_body(dts_ms, frame_type, packet_type, body[pos:pos + 4],
+                          body[pos + 4:])
+
+
+def _ex_video_body(dts_ms: int, frame_type: int, packet_type: int, fourcc: bytes,
+                   body: bytes) -> TrackTag:
+    """What follows the FourCC (and, in a multitrack message, the track id and size)."""
+    pos = 0
     codec = VIDEO_FOURCC.get(fourcc)
     if codec is None:
         return Ignored(f"unsupported E-RTMP video FourCC {fourcc!r}")
@@ -226,10 +278,14 @@ def parse_audio(dts_ms: int, body: bytes) -> FlvTag:
 def _parse_ex_audio(dts_ms: int, body: bytes) -> FlvTag:
     packet_type, pos = _skip_mod_ex(body, 1, body[0] & 0x0F)
     if packet_type == AudioPacketType.MULTITRACK:
-        return Ignored("E-RTMP multitrack audio is not supported")
+        return _multitrack(MediaKind.AUDIO, body, pos,
+                           lambda pt, fourcc, data: _ex_audio_body(dts_ms, pt, fourcc, data))
     _need(body, pos + 4, "E-RTMP audio FourCC")
-    fourcc = body[pos:pos + 4]
-    pos += 4
+    return _ex_audio_body(dts_ms, packet_type, body[pos:pos + 4], body[pos + 4:])
+
+
+def _ex_audio_body(dts_ms: int, packet_type: int, fourcc: bytes, body: bytes) -> TrackTag:
+    pos = 0
     codec = AUDIO_FOURCC.get(fourcc)
     if codec is None:
         return Ignored(f"unsupported E-RTMP audio FourCC {fourcc!r}")
@@ -244,6 +300,49 @@ def _parse_ex_audio(dts_ms: int, body: bytes) -> FlvTag:
     if packet_type == AudioPacketType.MULTICHANNEL_CONFIG:
         return Ignored("E-RTMP multichannel config")
     raise FlvError(f"invalid E-RTMP AudioPacketType {packet_type}")
+
+
+_NOT_IN_A_TRACK = {MediaKind.VIDEO: (VideoPacketType.MULTITRACK, VideoPacketType.MOD_EX),
+                   MediaKind.AUDIO: (AudioPacketType.MULTITRACK, AudioPacketType.MOD_EX)}
+
+
+def _multitrack(kind: MediaKind, body: bytes, pos: int,
+                parse_track: Callable[[int, bytes, bytes], TrackTag]) -> Multitrack:
+    """The tracks of a multitrack message whose AvMultitrackType byte is at ``pos``;
+    ``parse_track(packet_type, fourcc, data)`` parses one track's body."""
+    _need(body, pos + 1, "E-RTMP multitrack type")
+    try:
+        mt_type = MultitrackType(body[pos] >> 4)
+    except ValueError as exc:
+        raise FlvError(f"invalid E-RTMP AvMultitrackType {body[pos] >> 4}") from exc
+    packet_type = body[pos] & 0x0F
+    pos += 1
+    if packet_type in _NOT_IN_A_TRACK[kind]:
+        raise FlvError(f"E-RTMP multitrack message of packet type {packet_type}")
+    fourcc = b""
+    if mt_type is not MultitrackType.MANY_TRACKS_MANY_CODECS:
+        _need(body, pos + 4, "E-RTMP multitrack FourCC")
+        fourcc, pos = body[pos:pos + 4], pos + 4
+    tracks: list[TrackPacket] = []
+    while True:
+        if len(tracks) == MAX_TRACKS:
+            raise FlvError(f"E-RTMP multitrack message with more than {MAX_TRACKS} tracks")
+        if mt_type is MultitrackType.MANY_TRACKS_MANY_CODECS:
+            _need(body, pos + 4, "E-RTMP track FourCC")
+            fourcc, pos = body[pos:pos + 4], pos + 4
+        _need(body, pos + 1, "E-RTMP track id")
+        track_id, pos = body[pos], pos + 1
+        if mt_type is MultitrackType.ONE_TRACK:
+            data, pos = body[pos:], len(body)
+        else:
+            _need(body, pos + 3, "E-RTMP track size")
+            size = int.from_bytes(body[pos:pos + 3], "big")
+            pos += 3
+            _need(body, pos + size, f"E-RTMP track {track_id}")
+            data, pos = body[pos:pos + size], pos + size
+        tracks.append(TrackPacket(track_id, parse_track(packet_type, fourcc, data)))
+        if pos >= len(body):
+            return Multitrack(kind, mt_type, tuple(tracks))
 
 
 # --- MediaPacket -> FLV tag body (the publisher side: restreaming) ----------------------

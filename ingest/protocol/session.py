@@ -21,7 +21,14 @@ from ingest.protocol.buffer import Buffer
 from ingest.protocol.chunk import ChunkReader, ChunkWriter, Message, MessageType
 from ingest.protocol.commands import CapsEx, Command, CommandName, StatusCode
 from ingest.protocol.errors import LimitExceeded, LocalProtocolError, ProtocolError, RtmpError
-from ingest.protocol.flv import Ignored, SequenceEnd, parse_audio, parse_video
+from ingest.protocol.flv import (
+    Ignored,
+    Multitrack,
+    SequenceEnd,
+    TrackTag,
+    parse_audio,
+    parse_video,
+)
 from ingest.protocol.handshake import ServerHandshake
 from ingest.protocol.limits import (
     DEFAULT_OUT_CHUNK_SIZE,
@@ -510,6 +517,21 @@ class ServerSession:
             tag = parse_video(timestamp, body)
         else:
             tag = parse_audio(timestamp, body)
+        if isinstance(tag, Multitrack):
+            # Track 0 is the broadcast (OBS and FFmpeg send it as plain packets, and so
+            # may a ManyTracks message); the encoder's other tracks are not ingested yet.
+            for track in tag.tracks:
+                if track.track_id == 0:
+                    self._emit_tag(stream_id, track.tag, events)
+                else:
+                    events.append(MessageIgnored(
+                        f"E-RTMP {tag.kind.value} track {track.track_id}: only track 0 "
+                        "is ingested"))
+            return
+        self._emit_tag(stream_id, tag, events)
+
+    @staticmethod
+    def _emit_tag(stream_id: int, tag: TrackTag, events: list[Event]) -> None:
         if isinstance(tag, MediaPacket):
             events.append(MediaReceived(stream_id, tag))
         elif isinstance(tag, SequenceEnd):

@@ -70,7 +70,9 @@ def test_ex_header_sequence_end_metadata_and_command_frames() -> None:
         MediaKind.VIDEO, Codec.AV1, 3)
     assert isinstance(parse_video(0, bytes((0x80 | 0x10 | 4,)) + b"hvc1\x02\x00"), Ignored)
     assert isinstance(parse_video(0, bytes((0x80 | 0x50 | 1,)) + b"\x00"), Ignored)
-    assert isinstance(parse_video(0, bytes((0x80 | 0x10 | 6,)) + b"\x00"), Ignored)
+    # Multitrack (tests/ingest/test_flv_multitrack.py): a header cut short is an error.
+    with pytest.raises(FlvError, match="multitrack FourCC"):
+        parse_video(0, bytes((0x80 | 0x10 | 6,)) + b"\x00")
 
 
 def test_ex_header_mod_ex_prefix_is_skipped() -> None:
@@ -120,7 +122,8 @@ def test_ex_audio_opus() -> None:
         MediaKind.AUDIO, Codec.OPUS, True, False, 20, 20, b"pkt")
     assert parse_audio(40, b"\x92Opus") == SequenceEnd(MediaKind.AUDIO, Codec.OPUS, 40)
     assert isinstance(parse_audio(0, b"\x91fLaC" + b"x"), Ignored)
-    assert isinstance(parse_audio(0, b"\x95"), Ignored)
+    with pytest.raises(FlvError, match="multitrack type"):
+        parse_audio(0, b"\x95")
 
 
 # --- fuzzing (hypothesis) ---------------------------------------------------------------

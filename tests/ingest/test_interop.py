@@ -216,3 +216,49 @@ async def test_second_publisher_on_a_live_key_is_rejected_while_the_first_contin
         first.terminate()
         await first.wait()
     await asyncio.wait_for(handler.publications[0].closed.wait(), 30)
+
+
+async def test_a_multitrack_publish_from_pyav_delivers_track_0_whole_and_nothing_else(
+        tmp_path: Path, ingest: tuple[IngestServer, RecordingHandler]) -> None:
+    """Three H.264 video tracks and AAC, published by PyAV 18's libavformat (FFmpeg 8):
+    track 0 goes as plain packets, tracks 1 and 2 as E-RTMP v2 OneTrack multitrack
+    packets (issue 14). Until tracks become renditions, track 0 is the broadcast: every
+    one of its packets arrives unchanged, and no packet of the other tracks is taken
+    for one of its."""
+    ffmpeg = require_tool("ffmpeg")
+    src = tmp_path / "three-tracks.mkv"
+    sizes = ((320, 180), (256, 144), (160, 90))
+    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y"]
+    for width, height in sizes:
+        cmd += ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=30:duration=2"]
+    cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2"]
+    for i in range(len(sizes) + 1):
+        cmd += ["-map", str(i)]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", str(src)]
+    subprocess.run(cmd, check=True)
+    server, handler = ingest
+    await pyav_publish(src, f"rtmp://127.0.0.1:{server.port}/live/multitrack")
+    pub = await finished(handler, "multitrack")
+    with av.open(str(src)) as container:
+        assert len(container.streams.video) == 3
+        first_video = container.streams.video[0].index
+        track0 = [p for p in source_packets_of(container) if p[0] in (first_video, None)]
+    want = [pkt for _, pkt in track0]
+    assert_same_packets(want, received_packets(pub))
+    assert {(p.kind, p.codec) for p in pub.packets if p.is_config} == {
+        (MediaKind.VIDEO, Codec.H264), (MediaKind.AUDIO, Codec.AAC)}
+
+
+def source_packets_of(container: av.container.InputContainer) -> list[tuple[int | None, Pkt]]:
+    """(video stream index, or None for audio; packet) of every packet of ``container``."""
+    out: list[tuple[int | None, Pkt]] = []
+    for packet in container.demux():
+        tb = packet.time_base
+        if packet.dts is None or packet.pts is None or packet.size == 0 or tb is None:
+            continue
+        index = packet.stream.index if packet.stream.type == "video" else None
+        out.append((index, Pkt(packet.stream.type, round(packet.dts * tb * 1000),
+                               round(packet.pts * tb * 1000),
+                               hashlib.sha1(bytes(packet)).hexdigest())))
+    return out
