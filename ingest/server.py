@@ -27,6 +27,7 @@ from ingest.protocol import (
     ConnectRequested,
     Event,
     MediaReceived,
+    MessageIgnored,
     MetadataReceived,
     PublishRequested,
     RtmpError,
@@ -40,6 +41,9 @@ from ingest.publish import PublishHandler, PublishRequest, PublishSession, Rejec
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+#: Distinct "not taken" reasons logged per connection (a hostile publisher could make
+#: every message a new one).
+MAX_IGNORED_TOLD = 16
 #: How long a rejected publisher gets to read its onStatus before we close.
 REJECT_LINGER_S = 1.0
 
@@ -66,6 +70,9 @@ class _Connection:
         self.tc_url: str | None = None
         self.close_reason = "disconnected"
         self.write_lost = False
+        # What the publisher sends that castway does not take (a codec it has no use
+        # for, an encoder's extra tracks), told once per connection, not per message.
+        self.ignored: set[str] = set()
         self.disconnected_for: str | None = None  # why the server cut it (disconnect())
         #: From accept, not from here: a TLS handshake and a PROXY header spend it too.
         self.handshake_deadline = handshake_deadline
@@ -206,6 +213,11 @@ class _Connection:
         elif isinstance(event, UnpublishRequested | StreamDeleted):
             if self.publication is not None:
                 await self._end_publication("unpublished")
+        elif isinstance(event, MessageIgnored):
+            if event.reason not in self.ignored and len(self.ignored) < MAX_IGNORED_TOLD:
+                self.ignored.add(event.reason)
+                logger.info("rtmp: %s (not taken; said once per connection)", event.reason,
+                            extra={**self.log_fields, "ignored": event.reason})
         else:
             logger.debug("rtmp event", extra={**self.log_fields, "event": repr(event)})
 

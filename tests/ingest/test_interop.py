@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -219,7 +220,8 @@ async def test_second_publisher_on_a_live_key_is_rejected_while_the_first_contin
 
 
 async def test_a_multitrack_publish_from_pyav_delivers_track_0_whole_and_nothing_else(
-        tmp_path: Path, ingest: tuple[IngestServer, RecordingHandler]) -> None:
+        tmp_path: Path, ingest: tuple[IngestServer, RecordingHandler],
+        caplog: pytest.LogCaptureFixture) -> None:
     """Three H.264 video tracks and AAC, published by PyAV 18's libavformat (FFmpeg 8):
     track 0 goes as plain packets, tracks 1 and 2 as E-RTMP v2 OneTrack multitrack
     packets (issue 14). Until tracks become renditions, track 0 is the broadcast: every
@@ -237,6 +239,7 @@ async def test_a_multitrack_publish_from_pyav_delivers_track_0_whole_and_nothing
     cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0",
             "-pix_fmt", "yuv420p", "-c:a", "aac", str(src)]
     subprocess.run(cmd, check=True)
+    caplog.set_level(logging.INFO, logger="ingest.server")
     server, handler = ingest
     await pyav_publish(src, f"rtmp://127.0.0.1:{server.port}/live/multitrack")
     pub = await finished(handler, "multitrack")
@@ -248,6 +251,13 @@ async def test_a_multitrack_publish_from_pyav_delivers_track_0_whole_and_nothing
     assert_same_packets(want, received_packets(pub))
     assert {(p.kind, p.codec) for p in pub.packets if p.is_config} == {
         (MediaKind.VIDEO, Codec.H264), (MediaKind.AUDIO, Codec.AAC)}
+    # The operator is told, once per track, not once per message.
+    told = [r.getMessage() for r in caplog.records if "only track 0" in r.getMessage()]
+    assert sorted(told) == [
+        "rtmp: E-RTMP video track 1: only track 0 is ingested (not taken; said once per "
+        "connection)",
+        "rtmp: E-RTMP video track 2: only track 0 is ingested (not taken; said once per "
+        "connection)"], told
 
 
 def source_packets_of(container: av.container.InputContainer) -> list[tuple[int | None, Pkt]]:
