@@ -593,6 +593,18 @@ class BroadcastTranscoder:
                        loop.create_task(self._consumer(), name=f"tc-sink-{self.broadcast.id}"),
                        loop.create_task(self._watchdog(),
                                         name=f"tc-watchdog-{self.broadcast.id}")]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """These tasks run for the broadcast's life: one that raises has stopped the
+        broadcast's media (a writer gone feeds its child nothing), and says so now, not
+        at garbage collection."""
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("transcoder task failed: the broadcast's media has stopped",
+                     exc_info=task.exception(),
+                     extra={"broadcast_id": self.broadcast.id, "task": task.get_name()})
 
     @property
     def pid(self) -> int | None:
@@ -695,7 +707,10 @@ class BroadcastTranscoder:
         number replayed, -1 for none)."""
         plan, self._plan = self._plan, None
         if plan is None:
-            for config in self._configs.values():
+            # A copy: each send awaits, and a record of a kind not seen yet may come in
+            # meanwhile (audio and video on separate tasks, as WHIP feeds them); that one
+            # is queued and goes after.
+            for config in list(self._configs.values()):
                 if item is not config:
                     await self._in_thread(tx.send, Feed(config, -1))
             return -1

@@ -12,6 +12,7 @@ import signal
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import av
@@ -486,3 +487,36 @@ async def test_a_finished_transcoder_is_freed_at_once_and_its_childrens_pipes_cl
         assert freed() is None
     finally:
         gc.enable()
+
+
+async def test_a_config_that_arrives_while_a_new_child_gets_its_prelude_is_not_lost(
+        env: Any, src_360p: Path) -> None:
+    """A fresh child's prelude sends the configuration records in force, one pipe send at
+    a time; a publisher whose audio and video arrive on separate tasks (WHIP) can bring
+    a new kind's record in during one of those sends. That killed the writer task
+    ("dictionary changed size during iteration"): the child never got another packet and
+    the broadcast produced nothing (caught by tests/test_whip.py in CI)."""
+    supervisor, live, _, _ = env
+    media = await supervisor.start(await _broadcast(live, "b-prelude"))
+    packets = _packets(src_360p)
+    video_config = next(p for p in packets if p.is_config and p.kind is MediaKind.VIDEO)
+    audio_config = next(p for p in packets if p.is_config and p.kind is MediaKind.AUDIO)
+    frame = next(p for p in packets if not p.is_config and p.kind is MediaKind.VIDEO)
+    media._configs[MediaKind.VIDEO] = video_config
+    sent: list[object] = []
+    real_in_thread = media._in_thread
+
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        if not sent:
+            await media.feed(audio_config)  # arrives while the first record is sent
+        sent.append(args[0] if args else None)
+        return None
+
+    media._in_thread = in_thread
+    try:
+        await media._send_prelude(SimpleNamespace(send=None), frame)
+    finally:
+        media._in_thread = real_in_thread
+    assert [getattr(m, "packet", None) for m in sent] == [video_config]
+    assert media._configs[MediaKind.AUDIO] is audio_config  # in the queue, sent after
+    await media.finish()
