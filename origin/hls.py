@@ -304,9 +304,9 @@ def _stopped(window: RenditionWindow | None) -> bool:
 def _stopped_response(rendition: str) -> Response:
     """A rendition overload stopped while the broadcast goes on (transcoder.overload).
     Not its EXT-X-ENDLIST: a player ends the presentation at the end of a playlist
-    with one. A 4xx on a media playlist makes players switch to another variant at once
-    (hls.js retries only 5xx; rfc8216bis 6.3.4: a client whose playlist fails to load
-    tries another variant)."""
+    with one. A 4xx on a media playlist makes hls.js switch to another variant at once
+    (it retries only 5xx; rfc8216bis 6.3.4: a client whose playlist fails to load tries
+    another variant); Shaka 5.2.12 takes it for a fatal error (docs/transcoder.md)."""
     return error_response(410, f"rendition {rendition} stopped: the transcoder is short "
                           "of CPU and gave it up; play another variant of the master")
 

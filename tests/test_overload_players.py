@@ -2,14 +2,19 @@
 (transcoder.overload, docs/transcoder.md "Overload").
 
 The embedded platform transcodes a 640x360 broadcast (the source and 160p); the player,
-on a page of another origin in headless Chromium, plays it: hls.js put on 160p through
-its API (a manual choice, which hls.js gives up on an error), Shaka and video.js (VHS)
-where their ABR takes them (a manual choice in those two disables the other renditions,
-and VHS then retries the stopped one for ever: docs/transcoder.md, "Overload"). Then
+on a page of another origin in headless Chromium, plays it and is put on 160p through its
+API. Then
 the transcoder child is frozen for a few seconds (SIGSTOP: what a starved or
 descheduled process looks like from inside) and let go: it finds itself seconds behind
 real time and stops 160p at the next segment boundary. The 160p playlist answers 410
 from then on; the player must go on playing the source, with no fatal error.
+
+hls.js does (it gives up a manual choice on an error and switches). The other two do not,
+and the tests say so, strictly, so that a change in either is noticed: Shaka 5.2.12 takes
+the 410 on a media playlist for a fatal error (1001 BAD_HTTP_STATUS, severity critical),
+and video.js 8.24 (VHS) with a manual choice, which disables every other rendition,
+retries the stopped one and stalls. On their ABR the outcome depends on which rendition
+they happen to be on (docs/transcoder.md, "Overload").
 """
 
 from __future__ import annotations
@@ -46,10 +51,15 @@ async def _poll(what: str, check: object, timeout_s: float) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.parametrize(("player", "on_160p"), [
-    ("hls.js", True), ("shaka", False), ("videojs", False)])
+@pytest.mark.parametrize("player", [
+    "hls.js",
+    pytest.param("shaka", marks=pytest.mark.xfail(
+        strict=True, reason="Shaka 5.2.12: a 410 on the media playlist it plays is fatal")),
+    pytest.param("videojs", marks=pytest.mark.xfail(
+        strict=True, reason="VHS with a manual choice retries the stopped rendition")),
+])
 async def test_a_player_on_a_rung_that_overload_stops_plays_on_another(
-        tmp_path: Path, player: str, on_160p: bool) -> None:
+        tmp_path: Path, player: str) -> None:
     if not players.installed(player):
         pytest.fail("the web players are not installed (sh web/install.sh)")
     ffmpeg = require_tool("ffmpeg")
@@ -82,8 +92,7 @@ async def test_a_player_on_a_rung_that_overload_stops_plays_on_another(
             await asyncio.sleep(SETTLED_S)
             page = await PlayerPage.open(browser, pages, player, master_url)
             await page.wait_played(1.5, 60)
-            if on_160p:
-                await page.switch_to_height(160, played_s=1.0, timeout_s=20)
+            await page.switch_to_height(160, played_s=1.0, timeout_s=20)
 
             assert platform.ingest is not None and platform.ingest.transcoder is not None
             [transcoder] = platform.ingest.transcoder.running.values()
