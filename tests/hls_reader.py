@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from castway.hls.cmaf import media_duration_s
 from castway.hls.findings import Finding
 from castway.hls.measured import check_durations
-from castway.hls.reading import MediaPlaylist, parse_media
+from castway.hls.reading import MediaPlaylist, parse_media, parse_multivariant
 from castway.hls.watch import BroadcastWatch
 
 
@@ -109,3 +111,38 @@ async def measure(client: httpx.AsyncClient, seen: Seen, name: str, url: httpx.U
         sizes[segment.msn] = (segment.duration, len(data))
         durations[segment.uri] = media_duration_s(seen.inits[init_uri], data)
     seen.findings += check_durations(playlist, durations)
+
+
+async def publish_and_read(client: httpx.AsyncClient, ffmpeg: str, clip: Path, url: str,
+                           seen: Seen, *, master_within_s: float, clip_s: float,
+                           on_first_master: Callable[[], None] = lambda: None
+                           ) -> list[str]:
+    """Publish ``clip`` at its own pace with the ffmpeg CLI to ``url`` and read the
+    broadcast as a player would, from the first master to the end of every rendition;
+    returns the variant URIs of the first master. ``on_first_master`` runs once it is
+    served (before the renditions are read)."""
+    started = time.monotonic()
+    publisher = await asyncio.create_subprocess_exec(
+        ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
+        "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    done = asyncio.Event()
+    try:
+        master = asyncio.create_task(read_master(client, seen, started, done))
+        while not seen.first_master:
+            await asyncio.sleep(0.05)
+            assert not master.done() or master.exception() is None
+            assert time.monotonic() - started < master_within_s, \
+                f"no master within {master_within_s:g} s"
+        on_first_master()
+        uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
+        await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
+        done.set()
+        await master
+        _, stderr = await asyncio.wait_for(publisher.communicate(), clip_s + master_within_s)
+        assert publisher.returncode == 0, stderr.decode()
+        return uris
+    finally:
+        done.set()
+        if publisher.returncode is None:
+            publisher.kill()
+            await publisher.wait()

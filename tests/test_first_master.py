@@ -12,7 +12,6 @@ interval, 250 frames at 30 fps (8.3 s), which must not change the playlists' tim
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -24,7 +23,7 @@ from castway.hls.playlist import FALLBACK_BANDWIDTH_BPS
 from castway.hls.reading import parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from tests.hls_reader import Seen, read_master, read_rendition
+from tests.hls_reader import Seen, publish_and_read
 from tests.support import make_test_media, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -45,28 +44,8 @@ async def _watch_broadcast(tmp_path: Path, gop: int) -> Seen:
                               timeout=30) as client:
         url = (f"rtmp://127.0.0.1:{platform.rtmp_port}/{settings.rtmp_app}/"
                f"{platform.default_stream_key}")
-        started = time.monotonic()
-        publisher = await asyncio.create_subprocess_exec(
-            ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
-            "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        done = asyncio.Event()
-        try:
-            master = asyncio.create_task(read_master(client, seen, started, done))
-            while not seen.first_master:
-                await asyncio.sleep(0.05)
-                assert not master.done() or master.exception() is None
-                assert time.monotonic() - started < 30, "no master within 30 s"
-            uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
-            await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
-            done.set()
-            await master
-            _, stderr = await asyncio.wait_for(publisher.communicate(), CLIP_S + 30)
-            assert publisher.returncode == 0, stderr.decode()
-        finally:
-            if publisher.returncode is None:
-                publisher.kill()
-                await publisher.wait()
+        await publish_and_read(client, ffmpeg, clip, url, seen, master_within_s=30,
+                               clip_s=CLIP_S)
     return seen
 
 

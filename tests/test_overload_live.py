@@ -29,7 +29,7 @@ from castway.hls.measured import check_bandwidth, check_durations, peak_segment_
 from castway.hls.reading import parse_media, parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from tests.hls_reader import Seen, read_master, read_rendition
+from tests.hls_reader import Seen, publish_and_read
 from tests.support import make_test_media, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.solo]
@@ -127,32 +127,16 @@ async def test_under_overload_rungs_are_given_up_in_order_and_every_playlist_sta
         auth = {"Authorization": f"Bearer {platform.admin_token}"}
         url = (f"rtmp://127.0.0.1:{platform.rtmp_port}/{settings.rtmp_app}/"
                f"{platform.default_stream_key}")
-        started = time.monotonic()
-        publisher = await asyncio.create_subprocess_exec(
-            ffmpeg, "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-c", "copy",
-            "-f", "flv", url, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
         done = asyncio.Event()
+        stats = asyncio.create_task(_sample_stats(client, auth, samples, done))
         try:
-            master = asyncio.create_task(read_master(client, seen, started, done))
-            stats = asyncio.create_task(_sample_stats(client, auth, samples, done))
-            while not seen.first_master:
-                await asyncio.sleep(0.05)
-                assert not master.done() or master.exception() is None
-                assert time.monotonic() - started < 60, "no master within 60 s"
-            hog = _start_hog()
-            uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
-            await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
-            done.set()
-            await master
-            await stats
-            _, stderr = await asyncio.wait_for(publisher.communicate(), CLIP_S + 60)
-            assert publisher.returncode == 0, stderr.decode()
+            uris = await publish_and_read(
+                client, ffmpeg, clip, url, seen, master_within_s=60, clip_s=CLIP_S,
+                on_first_master=lambda: hog.extend(_start_hog()))
         finally:
             _stop_hog(hog)
-            if publisher.returncode is None:
-                publisher.kill()
-                await publisher.wait()
+            done.set()
+            await stats
         names = {uri.split("/")[0] for uri in uris}
 
         # It was overloaded, and gave up work in the documented order.
