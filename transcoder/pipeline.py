@@ -301,6 +301,11 @@ class Pipeline:
         """Timestamps restart (publisher reconnected): close everything open, start over
         at the next keyframe with fresh codec state."""
         self._drain_all()
+        if self._overload is not None and self._overload.pending_stops:
+            # A break is a boundary: a stop still waiting for one is made here, its
+            # segment closed with everything else's.
+            for name in self._overload.stops_at_boundary(self._clock()):
+                self.on_rung_stopped(self._overload.degraded[name])
         self.clock.discontinuity()
         self._decoder = None
         self._encoded = None
@@ -432,7 +437,7 @@ class Pipeline:
             return
         pts = int(frame.pts)
         boundary = self.clock.is_boundary(pts)
-        if boundary and self._overload is not None:
+        if boundary and self._overload is not None and self._overload.pending_stops:
             for name in self._overload.stops_at_boundary(self._clock()):
                 self._stop_rung(name, pts)
         # Cascade: the largest rung scales from the source, the smaller ones from its
@@ -534,7 +539,6 @@ class Pipeline:
         if self._overload is None:
             self._overload = OverloadPolicy(rungs)
         else:
-            self._overload.pending_stops.clear()  # a break is a boundary: the stops are made
             rungs = [r for r in rungs if not self._overload.stopped(r.name)]
         writer_format = self.config.segment_format
         self._encoded = [_Encoded(r, self.config,

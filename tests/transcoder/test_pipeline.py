@@ -276,6 +276,33 @@ def test_falling_behind_halves_the_high_frame_rate_rung_then_stops_rungs_at_boun
     assert all(abs(b[0] - a[1]) < 0.002 for a, b in zip(spans, spans[1:], strict=False))
 
 
+def test_a_stop_still_pending_at_a_break_is_made_there_and_said(src_360p: Path) -> None:
+    """A rung overload decided to stop, its boundary not reached when the publisher
+    reconnects: the break closes its segment like every other's, and the rung is said to
+    be stopped there (else its playlist would be left open and stale)."""
+    got = Collected()
+    stops: list[str] = []
+    pipeline = Pipeline(PipelineConfig(LadderSpec((RungSpec("160p", 160, 200),)), POLICY,
+                                       realtime=False, x264_preset="ultrafast"),
+                        got.on_output, got.on_ladder,
+                        on_rung_stopped=lambda step: stops.append(step.rung))
+    packets = list(read_packets(src_360p))
+    for packet in packets[:40]:
+        pipeline.push(packet)
+    assert pipeline._overload is not None
+    step = pipeline._overload.observe(5.0, 0.0)
+    assert step is not None and step.rung == "160p" and step.action is Action.STOPPED
+    pipeline.discontinuity()
+    assert stops == ["160p"]
+    segments_at_break = len(got.segments["160p"])
+    assert segments_at_break >= 1
+    for packet in packets[40:]:
+        pipeline.push(packet)
+    pipeline.finish()
+    assert len(got.segments["160p"]) == segments_at_break  # nothing after the break
+    assert stops == ["160p"]
+
+
 def test_new_codec_parameters_mid_stream_are_a_break(src_360p: Path,
                                                      src_irregular: Path) -> None:
     """A publisher that changes resolution without reconnecting: flush, new init, and
