@@ -475,8 +475,6 @@ class Pipeline:
         for out in enc.packager.end_at(boundary_pts):
             self._emit(out)
         self._encoded = [e for e in self._encoded or [] if e is not enc]
-        logger.warning("overload: rung stopped", extra={"rung": name,
-                                                        "lag_s": round(step.lag_s, 2)})
         self.on_rung_stopped(step)
 
     def _encode(self, enc: _Encoded, frame: av.VideoFrame | None) -> None:
@@ -684,9 +682,8 @@ class Pipeline:
         if step is None:
             return
         self.stats.degraded = tuple(self._overload.degraded.values())
+        # Each step is logged by the supervisor, with the broadcast it belongs to, when
+        # these stats reach it; a rate coming back only here.
         if step.rung not in self._overload.degraded:
             logger.info("overload: rung back to its full frame rate",
                         extra={"rung": step.rung, "lag_s": round(lag, 2)})
-        else:
-            logger.warning("overload: %s", step.action.value,
-                           extra={"rung": step.rung, "lag_s": round(lag, 2)})
