@@ -32,9 +32,10 @@ def demux_ts(source: ByteSource, deliver: Callable[[MediaPacket], None]) -> set[
     whatever ``read``/``deliver`` raise propagate."""
     container = av.open(source, mode="r", format="mpegts", options=PROBE_OPTIONS)
     try:
-        codecs = {s.index: s.codec_context.name for s in container.streams}
-        extradata = {s.index: bytes(s.codec_context.extradata or b"")
-                     for s in container.streams}
+        # A damaged PMT can list a stream libav has no codec context for: not taken.
+        streams = [s for s in container.streams if s.codec_context is not None]
+        codecs = {s.index: s.codec_context.name for s in streams}
+        extradata = {s.index: bytes(s.codec_context.extradata or b"") for s in streams}
         convert = TsToMedia(expect={i for i, name in codecs.items() if taken(name)})
         for packet in container.demux():
             if packet.size == 0 or packet.stream.index not in codecs:

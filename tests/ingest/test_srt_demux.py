@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import av
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from castway.media import MediaKind, MediaPacket
@@ -45,6 +45,8 @@ def test_a_clean_stream_comes_out_whole() -> None:
 @given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
                       max_size=40),
        cut=st.floats(0, 1))
+# A flipped byte in the PMT made libav list a stream with no codec context at all.
+@example(flips=[(0.16069633252274373, 2)], cut=1.0)
 def test_a_damaged_stream_is_packets_or_a_libav_error(
         flips: list[tuple[float, int]], cut: float) -> None:
     data = bytearray(clip().read_bytes())
