@@ -43,6 +43,15 @@ class MediaPacket:
     dts_ms: int
     pts_ms: int  # dts + composition time offset
     payload: bytes
+    # The E-RTMP multitrack track id: 0 is the broadcast (every other ingest sends only
+    # track 0); an encoder-sent ladder's other renditions come as 1, 2, ...
+    track: int = 0
+
+    @property
+    def stream(self) -> tuple[MediaKind, int]:
+        """Which elementary stream this is (a configuration record replaces the one
+        before it of the same stream only)."""
+        return (self.kind, self.track)
 
 
 class BroadcastMedia(typing.Protocol):

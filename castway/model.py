@@ -138,6 +138,11 @@ class Rendition:
     codecs: str = ""  # RFC 6381 CODECS, e.g. 'avc1.64001f,mp4a.40.2'
     bandwidth_bps: int | None = None  # measured peak
     average_bandwidth_bps: int | None = None
+    # The publisher's track this rendition passes through (0: the source; 1, 2, ...: an
+    # encoder-sent rendition, E-RTMP multitrack); None: castway encodes it.
+    track: int | None = None
+    # Why castway encodes a rendition the encoder sent (its keyframes did not line up).
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from ingest.publish import PublishRequest, PublishSession, Rejection
 from ingest.publish_auth import AuthQuery, PublishAuthorizer, client_host
 from ingest.source import (
     SourceCounters,
+    TrackCounters,
     merge_source,
     parse_audio_specific_config,
     source_from_metadata,
@@ -130,6 +131,7 @@ class _Entry:
     ended: Broadcast | None = None  # the end as the live state recorded it
     source: SourceInfo | None = None
     counters: SourceCounters = field(default_factory=SourceCounters)
+    tracks: TrackCounters = field(default_factory=TrackCounters)  # encoder-sent renditions
     health: HealthTracker = field(default_factory=lambda: HealthTracker(segment_target_s=2.0))
     last_packet: float = 0.0  # loop time of the last packet from the publisher
     stats: dict[str, float | str] = field(default_factory=dict)
@@ -599,10 +601,14 @@ class BroadcastManager:
         entry.last_packet = asyncio.get_running_loop().time()
         self._metrics.bytes.labels(packet.kind.value).inc(len(packet.payload))
         self._metrics.packets.labels(packet.kind.value).inc()
-        if (learned := entry.counters.count(packet)) is not None:
-            await self._update_source(entry, learned)
-        for code in entry.health.on_packet(packet):
-            self._warn_streamer(entry, code)
+        if packet.track != 0:
+            # An encoder-sent rendition: the source's figures and health are track 0's.
+            entry.tracks.count(packet)
+        else:
+            if (learned := entry.counters.count(packet)) is not None:
+                await self._update_source(entry, learned)
+            for code in entry.health.on_packet(packet):
+                self._warn_streamer(entry, code)
         if entry.media is not None:
             await entry.media.feed(packet)
 
@@ -642,6 +648,7 @@ class BroadcastManager:
             for code in entry.health.on_bitrate(kbps):
                 self._warn_streamer(entry, code)
             stats.update(_health_stats(entry.health))
+            stats.update(entry.tracks.sample(now))
             stats.update(entry.transport)
             entry.stats = stats
             self._metrics.bitrate.labels(entry.channel).set(kbps)

@@ -131,3 +131,60 @@ class SourceCounters:
         self.sampled = (now, total, self.video_frames)
         kbps = (total - last_bytes) * 8 / 1000 / elapsed
         return kbps, (self.video_frames - last_frames) / elapsed
+
+
+# Encoder-sent tracks whose figures are kept (more are ingested only as the transcoder
+# takes them, transcoder.tracks.MAX_LADDER_TRACKS).
+MAX_COUNTED_TRACKS = 16
+
+
+@dataclass(slots=True)
+class _TrackCount:
+    codec: str = ""
+    bytes: int = 0
+    frames: int = 0
+    last_keyframe_ms: int | None = None
+    keyframe_interval_s: float | None = None
+    sampled: tuple[float, int, int] = (0.0, 0, 0)
+
+
+@dataclass
+class TrackCounters:
+    """The encoder-sent video tracks of a broadcast (E-RTMP multitrack, track 1 and up)
+    as received: codec, bit rate, frame rate and keyframe interval, per track."""
+
+    tracks: dict[int, _TrackCount] = dataclasses.field(default_factory=dict)
+
+    def count(self, packet: MediaPacket) -> None:
+        if packet.kind is not MediaKind.VIDEO:
+            return
+        track = self.tracks.get(packet.track)
+        if track is None:
+            if len(self.tracks) >= MAX_COUNTED_TRACKS:
+                return
+            track = self.tracks[packet.track] = _TrackCount()
+        track.codec = packet.codec.value
+        track.bytes += len(packet.payload)
+        if packet.is_config:
+            return
+        track.frames += 1
+        if packet.is_keyframe:
+            if track.last_keyframe_ms is not None and packet.dts_ms > track.last_keyframe_ms:
+                track.keyframe_interval_s = (packet.dts_ms - track.last_keyframe_ms) / 1000
+            track.last_keyframe_ms = packet.dts_ms
+
+    def sample(self, now: float) -> dict[str, float | str]:
+        """Per track since the last sample, as flat stats keys (``track1_bitrate_kbps``)."""
+        stats: dict[str, float | str] = {}
+        for number, track in sorted(self.tracks.items()):
+            then, last_bytes, last_frames = track.sampled
+            elapsed = max(now - then, 1e-3)
+            track.sampled = (now, track.bytes, track.frames)
+            prefix = f"track{number}_"
+            stats[prefix + "codec"] = track.codec
+            stats[prefix + "bitrate_kbps"] = round((track.bytes - last_bytes) * 8 / 1000
+                                                   / elapsed, 1)
+            stats[prefix + "fps"] = round((track.frames - last_frames) / elapsed, 2)
+            if track.keyframe_interval_s is not None:
+                stats[prefix + "keyframe_interval_s"] = round(track.keyframe_interval_s, 3)
+        return stats

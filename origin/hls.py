@@ -189,7 +189,8 @@ def _with_source_estimate(broadcast: Broadcast, stats: dict[str, float | str]
     observed = float(value) if isinstance(value, float | int) else None
     out = []
     for r in broadcast.renditions:
-        if r.bandwidth_bps is None and r.video_bitrate_kbps is None:
+        # Only the source's: an encoder-sent rendition (track 1 and up) is measured.
+        if r.bandwidth_bps is None and r.video_bitrate_kbps is None and not r.track:
             estimate = source_bitrate_kbps(broadcast.source, observed,
                                            audio_only=r.width is None)
             if estimate is not None:

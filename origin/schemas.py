@@ -105,12 +105,19 @@ class RenditionPublic(BaseModel):
     video_bitrate_kbps: float | None
     codecs: str
     bandwidth_bps: int | None
+    track: int | None = Field(None, description=(
+        "The publisher's track this rendition passes through unchanged: 0 for the "
+        "source, 1, 2, ... for renditions an E-RTMP multitrack encoder (OBS Multitrack "
+        "Video) sent. null: castway encodes it."))
+    note: str = Field("", description=(
+        "Why castway encodes a rendition the encoder sent, e.g. its keyframes did not "
+        "line up with the source's segment boundaries."))
 
     @classmethod
     def of(cls, r: Rendition) -> RenditionPublic:
         return cls(name=r.name, width=r.width, height=r.height, fps=r.fps,
                    video_bitrate_kbps=r.video_bitrate_kbps, codecs=r.codecs,
-                   bandwidth_bps=r.bandwidth_bps)
+                   bandwidth_bps=r.bandwidth_bps, track=r.track, note=r.note)
 
 
 class SourcePublic(BaseModel):

@@ -15,7 +15,7 @@ import httpx
 
 from castway.hls.cmaf import media_duration_s
 from castway.hls.findings import Finding
-from castway.hls.measured import check_durations
+from castway.hls.measured import check_bandwidth, check_durations, peak_segment_bitrate
 from castway.hls.reading import MediaPlaylist, parse_media, parse_multivariant
 from castway.hls.watch import BroadcastWatch
 
@@ -146,3 +146,32 @@ async def publish_and_read(client: httpx.AsyncClient, ffmpeg: str, clip: Path, u
         if publisher.returncode is None:
             publisher.kill()
             await publisher.wait()
+
+
+async def check_vod(client: httpx.AsyncClient, vod_id: str, expected: set[str]
+                    ) -> dict[str, float]:
+    """The VOD lists the ``expected`` renditions, each one whole: its EXTINFs are its
+    media's durations, its BANDWIDTH covers its peak. Returns each one's duration."""
+    master = parse_multivariant((await client.get(f"/vod/{vod_id}/master.m3u8")).text)
+    names = {v.uri.split("/")[0] for v in master.variants}
+    assert names == expected, (names, expected)
+    durations = {}
+    for variant in master.variants:
+        sizes: list[tuple[float, int]] = []
+        url = httpx.URL(f"{client.base_url}/vod/{vod_id}/{variant.uri}")
+        playlist = parse_media((await client.get(url)).text)
+        assert playlist.ended
+        assert {p.target_duration for p in [playlist]} == {2}
+        inits: dict[str, bytes] = {}
+        media: dict[str, float] = {}
+        for segment in playlist.segments:
+            assert segment.init_uri is not None
+            if segment.init_uri not in inits:
+                inits[segment.init_uri] = (await client.get(url.join(segment.init_uri))).content
+            data = (await client.get(url.join(segment.uri))).content
+            media[segment.uri] = media_duration_s(inits[segment.init_uri], data)
+            sizes.append((segment.duration, len(data)))
+        assert check_durations(playlist, media) == []
+        assert check_bandwidth(variant, peak_segment_bitrate(sizes, 2)) == [], variant
+        durations[variant.uri.split("/")[0]] = sum(s.duration for s in playlist.segments)
+    return durations

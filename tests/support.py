@@ -101,6 +101,34 @@ def make_test_media(path: Path, *, seconds: float = 4.0, width: int = 640, heigh
     return path
 
 
+def make_multitrack_media(path: Path, sizes: tuple[tuple[int, int], ...], *,
+                          seconds: float = 4.0, fps: int = 30,
+                          gops: tuple[int, ...] | None = None) -> Path:
+    """One test pattern at several sizes, one H.264 video stream each (the first is the
+    broadcast, the others an encoder-sent ladder, as OBS Multitrack Video sends it), and
+    AAC. ``gops``: each stream's keyframe interval in frames (default: all 2 s, aligned
+    as one encoder sends them); the container follows ``path``'s suffix (.mkv, .flv)."""
+    ffmpeg = require_tool("ffmpeg")
+    gops = gops or (2 * fps,) * len(sizes)
+    split = "".join(f"[s{i}]" for i in range(len(sizes)))
+    graph = f"[0:v]split={len(sizes)}{split}"
+    for i, (width, height) in enumerate(sizes):
+        graph += f";[s{i}]scale={width}:{height}[v{i}]"
+    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc2=size={sizes[0][0]}x{sizes[0][1]}:rate={fps}",
+           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+           "-filter_complex", graph]
+    for i in range(len(sizes)):
+        cmd += ["-map", f"[v{i}]"]
+    cmd += ["-map", "1:a", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
+            "-tune", "zerolatency", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"]
+    for i, gop in enumerate(gops):
+        cmd += [f"-g:v:{i}", str(gop), f"-keyint_min:v:{i}", str(gop)]
+    cmd += ["-c:a", "aac", "-b:a", "96k", "-ac", "2", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
 def packet_counts(url: str) -> dict[str, list[int]]:
     """Packets per stream type as ffmpeg's demuxer (HLS for a playlist) reads them, one
     count per stream of that type (``{"video": [...], "audio": [...]}``)."""

@@ -23,13 +23,12 @@ import httpx
 import pytest
 
 from castway.cost import AdmissionMode
-from castway.hls.cmaf import media_duration_s
 from castway.hls.findings import Finding, Rule
-from castway.hls.measured import check_bandwidth, check_durations, peak_segment_bitrate
-from castway.hls.reading import parse_media, parse_multivariant
+from castway.hls.measured import check_bandwidth, peak_segment_bitrate
+from castway.hls.reading import parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from tests.hls_reader import Seen, publish_and_read
+from tests.hls_reader import Seen, check_vod, publish_and_read
 from tests.support import make_test_media, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.solo]
@@ -79,35 +78,6 @@ async def _sample_stats(client: httpx.AsyncClient, auth: dict[str, str],
                                  headers=auth)).json()
         samples.extend(b["stats"] for b in live)
         await asyncio.sleep(1.0)
-
-
-async def _check_vod(client: httpx.AsyncClient, vod_id: str, live_names: set[str],
-                     stopped: set[str]) -> dict[str, float]:
-    """The VOD lists the renditions that ran to the end, each one whole: its EXTINFs
-    are its media's durations. Returns each rendition's duration."""
-    master = parse_multivariant((await client.get(f"/vod/{vod_id}/master.m3u8")).text)
-    names = {v.uri.split("/")[0] for v in master.variants}
-    assert names == live_names - stopped, (names, live_names, stopped)
-    durations = {}
-    for variant in master.variants:
-        sizes: list[tuple[float, int]] = []
-        url = httpx.URL(f"{client.base_url}/vod/{vod_id}/{variant.uri}")
-        playlist = parse_media((await client.get(url)).text)
-        assert playlist.ended
-        assert {p.target_duration for p in [playlist]} == {2}
-        inits: dict[str, bytes] = {}
-        media: dict[str, float] = {}
-        for segment in playlist.segments:
-            assert segment.init_uri is not None
-            if segment.init_uri not in inits:
-                inits[segment.init_uri] = (await client.get(url.join(segment.init_uri))).content
-            data = (await client.get(url.join(segment.uri))).content
-            media[segment.uri] = media_duration_s(inits[segment.init_uri], data)
-            sizes.append((segment.duration, len(data)))
-        assert check_durations(playlist, media) == []
-        assert check_bandwidth(variant, peak_segment_bitrate(sizes, 2)) == [], variant
-        durations[variant.uri.split("/")[0]] = sum(s.duration for s in playlist.segments)
-    return durations
 
 
 async def test_under_overload_rungs_are_given_up_in_order_and_every_playlist_stays_correct(
@@ -196,6 +166,6 @@ async def test_under_overload_rungs_are_given_up_in_order_and_every_playlist_sta
             got = (await client.get("/api/v1/vods", headers=auth)).json()
             return next((v for v in got if v.get("state") == "complete"), None)
         made = await _poll("the VOD is complete", vod, 60)
-        durations = await _check_vod(client, made["id"], names, seen.stopped)
+        durations = await check_vod(client, made["id"], names - seen.stopped)
         print(f"VOD renditions and durations: {durations}")
         assert all(abs(d - durations["source"]) < 2.1 for d in durations.values()), durations

@@ -29,7 +29,9 @@ def _ms(value: int | None, time_base: Fraction | None) -> int | None:
     return int(round(value * time_base * 1000))
 
 
-def read_packets(path: Path) -> Iterator[MediaPacket]:
+def read_packets(path: Path, *, tracks: bool = False) -> Iterator[MediaPacket]:
+    """The file's first video and audio stream as track 0; with ``tracks``, its other
+    video streams as tracks 1, 2, ... (an encoder-sent ladder, E-RTMP multitrack)."""
     try:
         container: Any = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -47,8 +49,15 @@ def read_packets(path: Path) -> Iterator[MediaPacket]:
             raise DemuxError(f"{path}: video has no decoder configuration record "
                              f"(use MP4, MKV or FLV)")
         yield MediaPacket(MediaKind.VIDEO, vcodec, False, True, 0, 0, vconfig)
+        others: dict[Any, tuple[int, Codec]] = {}
+        for number, stream in enumerate(container.streams.video[1:] if tracks else (), 1):
+            codec = _VIDEO.get(stream.codec_context.name)
+            config = bytes(stream.codec_context.extradata or b"")
+            if codec is not None and config:
+                others[stream] = (number, codec)
+                yield MediaPacket(MediaKind.VIDEO, codec, False, True, 0, 0, config, number)
         acodec = _AUDIO.get(audio.codec_context.name) if audio is not None else None
-        streams = [video]
+        streams = [video, *others]
         if audio is not None and acodec is not None:
             streams.append(audio)
             aconfig = bytes(audio.codec_context.extradata or b"")
@@ -70,6 +79,10 @@ def read_packets(path: Path) -> Iterator[MediaPacket]:
             if packet.stream is video:
                 yield MediaPacket(MediaKind.VIDEO, vcodec, bool(packet.is_keyframe), False,
                                   dts, pts, bytes(packet))
+            elif packet.stream in others:
+                number, codec = others[packet.stream]
+                yield MediaPacket(MediaKind.VIDEO, codec, bool(packet.is_keyframe), False,
+                                  dts, pts, bytes(packet), number)
             elif acodec is not None:
                 yield MediaPacket(MediaKind.AUDIO, acodec, True, False, dts, pts,
                                   bytes(packet))

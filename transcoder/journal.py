@@ -21,14 +21,16 @@ from transcoder.replay import BREAK, Break
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"CWJ1"
+MAGIC = b"CWJ2"  # CWJ1 (written before multitrack ingest) had no track byte
+MAGIC_V1 = b"CWJ1"
 SUFFIX = ".journal"
 # A journal past this size (a source without keyframes, so no boundary to restart the
 # file at) stops growing; its broadcast's salvage then has what it had.
 MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 _KINDS = (MediaKind.VIDEO, MediaKind.AUDIO)
 _CODECS = tuple(Codec)
-_PACKET = struct.Struct(">BBBqqI")  # kind, codec, flags, dts, pts, payload length
+_PACKET = struct.Struct(">BBBBqqI")  # kind, codec, flags, track, dts, pts, payload length
+_PACKET_V1 = struct.Struct(">BBBqqI")  # the same without the track
 _KEY, _CONFIG = 1, 2
 
 
@@ -76,37 +78,44 @@ def encode_item(item: MediaPacket | Break) -> bytes:
         return b"B"
     flags = (_KEY if item.is_keyframe else 0) | (_CONFIG if item.is_config else 0)
     return b"P" + _PACKET.pack(_KINDS.index(item.kind), _CODECS.index(item.codec), flags,
-                               item.dts_ms, item.pts_ms, len(item.payload)) + item.payload
+                               item.track, item.dts_ms, item.pts_ms,
+                               len(item.payload)) + item.payload
 
 
 def read_journal(path: Path) -> tuple[JournalHeader, list[MediaPacket | Break]]:
     """The header and every whole record (a torn last record is where it ends)."""
     data = path.read_bytes()
-    if data[:4] != MAGIC or len(data) < 8:
+    if data[:4] not in (MAGIC, MAGIC_V1) or len(data) < 8:
         raise JournalCorrupt(f"{path}: not a castway journal")
     (size,) = struct.unpack(">I", data[4:8])
     try:
         header = JournalHeader.from_json(data[8:8 + size])
     except (ValueError, KeyError, TypeError) as e:
         raise JournalCorrupt(f"{path}: unreadable header: {e}") from e
-    return header, list(_records(data, 8 + size))
+    return header, list(_records(data, 8 + size, with_track=data[:4] == MAGIC))
 
 
-def _records(data: bytes, offset: int) -> Iterator[MediaPacket | Break]:
+def _records(data: bytes, offset: int, *,
+             with_track: bool = True) -> Iterator[MediaPacket | Break]:
+    layout = _PACKET if with_track else _PACKET_V1
     while offset < len(data):
         tag = data[offset:offset + 1]
         if tag == b"B":
             offset += 1
             yield BREAK
             continue
-        end = offset + 1 + _PACKET.size
+        end = offset + 1 + layout.size
         if tag != b"P" or end > len(data):
             return
-        kind, codec, flags, dts, pts, length = _PACKET.unpack(data[offset + 1:end])
+        if with_track:
+            kind, codec, flags, track, dts, pts, length = layout.unpack(data[offset + 1:end])
+        else:
+            kind, codec, flags, dts, pts, length = layout.unpack(data[offset + 1:end])
+            track = 0
         if end + length > len(data) or kind >= len(_KINDS) or codec >= len(_CODECS):
             return
         yield MediaPacket(_KINDS[kind], _CODECS[codec], bool(flags & _KEY),
-                          bool(flags & _CONFIG), dts, pts, data[end:end + length])
+                          bool(flags & _CONFIG), dts, pts, data[end:end + length], track)
         offset = end + length
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -22,11 +23,20 @@ from castway.media import Codec, MediaKind, MediaPacket
 from castway.settings import X264_LOOKAHEAD_FRAMES
 from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
 from transcoder.fmp4 import AudioTrack, VideoTrack
-from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
+from transcoder.ladder import DEFAULT_RUNGS, SOURCE, LadderSpec, Rung, resolve_ladder
 from transcoder.nal import annexb_to_avcc, avcc_record_from_annexb
-from transcoder.overload import Degradation, OverloadPolicy
+from transcoder.overload import Action, Degradation, OverloadPolicy
 from transcoder.packager import ContainerWriter, Output, Packager
 from transcoder.segmenter import BoundaryClock, SegmentPolicy
+from transcoder.tracks import (
+    ALIGN_TOLERANCE_MS,
+    MAX_LADDER_TRACKS,
+    PASSTHROUGH_CODECS,
+    AlignmentCheck,
+    TrackInfo,
+    hybrid_rungs,
+    track_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +68,8 @@ class RenditionInfo:
     height: int | None
     fps: float | None
     video_bitrate_kbps: float | None
+    track: int | None = None  # the publisher's track it passes through (castway.model)
+    note: str = ""  # why castway encodes a track the encoder sent
 
 
 Ladder = tuple[RenditionInfo, ...]
@@ -100,6 +112,12 @@ class PipelineStats:
     keyframe_drought_splits: int = 0
     # What overload took, rung by rung, in the order it was taken (transcoder.overload).
     degraded: tuple[Degradation, ...] = ()
+
+
+def _nominal_kbps(height: int) -> int:
+    """castway's own bit rate for a rung of this height (the nearest default rung's)."""
+    nearest = min(DEFAULT_RUNGS, key=lambda r: abs(r.height - height))
+    return nearest.video_bitrate_kbps
 
 
 def make_writer(segment_format: str) -> ContainerWriter:
@@ -226,6 +244,62 @@ class _Encoded:
         return packets
 
 
+# Packets of a track kept before the ladder is set up (or while the source lags behind
+# it): more than any encoder's interleaving; past it the oldest go.
+MAX_HELD_TRACK_PACKETS = 600
+
+
+class _Track:
+    """One encoder-sent video track (E-RTMP multitrack, transcoder.tracks): its packets
+    wait until the source has gone past them (every boundary up to them is known), then
+    go to its rendition as they came -- or, once its keyframes missed a boundary, it is
+    castway's own rung, encoded from the source with a decoder of its own."""
+
+    def __init__(self, track: int) -> None:
+        self.track = track
+        self.codec: Codec | None = None
+        self.config: bytes | None = None
+        self.info: TrackInfo | None = None
+        self.held: deque[MediaPacket] = deque(maxlen=MAX_HELD_TRACK_PACKETS)
+        self.dts_seen: list[int] = []  # the first few, for its frame rate
+        self.dts_span: tuple[int, int] | None = None  # first and last, for its bit rate
+        self.bytes = 0
+        self.name: str | None = None  # once it is a rendition
+        self.packager: Packager | None = None
+        self.align = AlignmentCheck()
+        self.encoded: _Encoded | None = None  # castway encodes it (misaligned keyframes)
+        self.decoder: Any = None
+        self.note = ""
+
+    def probe(self, packet: MediaPacket) -> None:
+        """Size, rate and bit rate from the track's first keyframe and what came so far."""
+        assert self.codec is not None
+        try:
+            ctx: Any = av.CodecContext.create(_DECODERS[self.codec], "r")
+            ctx.extradata = self.config
+            pkt = av.Packet(packet.payload)
+            pkt.pts, pkt.dts, pkt.time_base = packet.pts_ms, packet.dts_ms, MS
+            frames = list(ctx.decode(pkt)) + list(ctx.decode(None))
+        except (av.error.FFmpegError, ValueError) as exc:
+            logger.warning("a track's first keyframe does not decode",
+                           extra={"track": self.track, "error": str(exc)})
+            return
+        if frames:
+            self.info = TrackInfo(self.track, self.codec, frames[0].width, frames[0].height,
+                                  30.0, None)
+
+    def described(self) -> TrackInfo | None:
+        """The track as the ladder is set up: its rate and bit rate from what came."""
+        if self.info is None:
+            return None
+        span = self.dts_span[1] - self.dts_span[0] if self.dts_span else 0
+        # Under a second it is mostly the first keyframe: castway's own figure for the
+        # height stands in until the segments are measured.
+        kbps = self.bytes * 8 / span if span >= 1000 else None
+        fps = estimate_fps(self.dts_seen) if len(self.dts_seen) > 2 else None
+        return replace(self.info, fps=fps or self.info.fps, bitrate_kbps=kbps)
+
+
 class Pipeline:
     def __init__(self, config: PipelineConfig, emit: Callable[[Output], None],
                  on_ladder: Callable[[Ladder], None] | None = None, *,
@@ -282,10 +356,21 @@ class Pipeline:
         # while the decoder fills up), replayed to each rendition when it is created.
         self._early_audio: list[tuple[int, bytes]] | None = []
         self._rung_audio_from = config.replay_from_pts_ms
+        # Encoder-sent video tracks (transcoder.tracks), by track id.
+        self._tracks: dict[int, _Track] = {}
+        self._tracks_told: set[str] = set()
+        self._source_pts_max: int | None = None
+        # The source's packets since its last boundary, and recent audio: what a track
+        # that castway takes over needs to be encoded from that boundary on.
+        self._gop: list[MediaPacket] = []
+        self._recent_audio: deque[tuple[int, bytes]] = deque(maxlen=EARLY_AUDIO_LIMIT)
+        self._video_fps = 30.0
 
     # --- input ----------------------------------------------------------------------
     def push(self, packet: MediaPacket) -> None:
-        if packet.kind == MediaKind.VIDEO:
+        if packet.track != 0:
+            self._push_track(packet)
+        elif packet.kind == MediaKind.VIDEO:
             self._push_video(packet)
         else:
             self._push_audio(packet)
@@ -317,6 +402,13 @@ class Pipeline:
         self._last_video_dts = None
         self._first_audio_pts = None
         self._rung_audio_from = None
+        for track in self._tracks.values():
+            track.packager = track.encoded = track.decoder = None
+            track.name = None
+            track.align = AlignmentCheck()
+            track.held.clear()
+        self._source_pts_max = None
+        self._gop = []
         self.on_discontinuity()
 
     def finish(self) -> None:
@@ -366,6 +458,16 @@ class Pipeline:
             for out in source.on_video(packet.dts_ms, packet.pts_ms, packet.payload,
                                        packet.is_keyframe, boundary):
                 self._emit(out)
+        if self._tracks:
+            if boundary:
+                self._gop = []
+            self._gop.append(packet)
+            if self._source_pts_max is None or packet.pts_ms > self._source_pts_max:
+                self._source_pts_max = packet.pts_ms
+            self._release_tracks()
+            for track in self._tracks.values():
+                if track.encoded is not None:
+                    self._track_decode(track, packet)
         if self._encoded == [] and self._dims is not None:
             self._close_decoder()  # passthrough only, dimensions known: no more decoding
             return
@@ -504,7 +606,8 @@ class Pipeline:
         if not self._ladder_due or self._dims is None:
             return
         encoded = self._encoded or []
-        if any(enc.config_record is None for enc in encoded):
+        taken_over = [t.encoded for t in self._track_renditions() if t.encoded is not None]
+        if any(enc.config_record is None for enc in encoded + taken_over):
             return
         self._ladder_due = False
         ladder: list[RenditionInfo] = []
@@ -516,24 +619,49 @@ class Pipeline:
             except CodecConfigError as exc:
                 raise PipelineError(str(exc)) from exc
             ladder.append(RenditionInfo(SOURCE, codecs, width, height, self._source_fps(),
-                                        None))
+                                        None, track=0))
+        rungs: list[RenditionInfo] = []
         for enc in encoded:
             assert enc.config_record is not None
-            ladder.append(RenditionInfo(enc.rung.name, self._codecs("h264", enc.config_record),
-                                        enc.rung.width, enc.rung.height, enc.rung.fps,
-                                        float(enc.rung.video_bitrate_kbps)))
-        self.on_ladder(tuple(ladder))
+            rungs.append(RenditionInfo(enc.rung.name, self._codecs("h264", enc.config_record),
+                                       enc.rung.width, enc.rung.height, enc.rung.fps,
+                                       float(enc.rung.video_bitrate_kbps)))
+        rungs += [self._track_info(t) for t in self._track_renditions()]
+        rungs.sort(key=lambda r: -(r.height or 0))
+        self.on_ladder(tuple(ladder + rungs))
+
+    def _track_info(self, track: _Track) -> RenditionInfo:
+        assert track.info is not None and track.name is not None
+        if track.encoded is not None:
+            enc = track.encoded
+            assert enc.config_record is not None
+            return RenditionInfo(track.name, self._codecs("h264", enc.config_record),
+                                 enc.rung.width, enc.rung.height, enc.rung.fps,
+                                 float(enc.rung.video_bitrate_kbps), None, track.note)
+        assert track.codec is not None and track.config is not None
+        try:
+            codecs = self._codecs(track.codec.value, track.config)
+        except CodecConfigError as exc:
+            raise PipelineError(f"track {track.track}: {exc}") from exc
+        info = track.info
+        # No nominal bit rate: like the source's, its BANDWIDTH is measured on its parts
+        # (the sink has it before the first master).
+        return RenditionInfo(track.name, codecs, info.width, info.height, info.fps, None,
+                             track.track)
 
     def _setup_outputs(self, width: int, height: int) -> None:
         fps = self._source_fps()
         frozen = self._rung_names
         rungs = resolve_ladder(self.config.ladder, width, height, fps, keep=frozen or ())
-        if frozen is None:
-            self._rung_names = frozenset(r.name for r in rungs)
-        else:
+        if frozen is not None:
             # A rung this size would bring in is left out: players hold the master
             # they loaded, and a variant added to it later would reach none of them.
             rungs = [r for r in rungs if r.name in frozen]
+        if self._tracks:
+            rungs = self._setup_tracks(rungs)  # the encoder's own renditions first
+        if frozen is None:
+            self._rung_names = frozenset(r.name for r in rungs) | {
+                t.name for t in self._track_renditions() if t.name}
         if self._overload is None:
             self._overload = OverloadPolicy(rungs)
         else:
@@ -573,6 +701,175 @@ class Pipeline:
         cfg = parse_asc(self._audio_asc)
         return AudioTrack(self._audio_asc, cfg.sample_rate, cfg.channels)
 
+    # --- encoder-sent tracks (transcoder.tracks) ---------------------------------------
+    def _tell_once(self, message: str, **fields: object) -> None:
+        if message not in self._tracks_told:
+            self._tracks_told.add(message)
+            logger.warning(message, extra=dict(fields))
+
+    def _push_track(self, packet: MediaPacket) -> None:
+        if packet.kind != MediaKind.VIDEO:
+            self._tell_once(f"audio track {packet.track} ignored: the broadcast's audio is "
+                            "track 0's", track=packet.track)
+            return
+        track = self._tracks.get(packet.track)
+        if track is None:
+            if self._dims is not None:
+                # Players hold the master they loaded: a variant added later reaches none.
+                self._tell_once(f"video track {packet.track} came after the ladder was "
+                                "published: ignored", track=packet.track)
+                return
+            if len(self._tracks) >= MAX_LADDER_TRACKS:
+                self._tell_once(f"video track {packet.track} ignored: at most "
+                                f"{MAX_LADDER_TRACKS} encoder-sent tracks are taken",
+                                track=packet.track)
+                return
+            track = self._tracks[packet.track] = _Track(packet.track)
+        if packet.is_config:
+            if packet.codec not in PASSTHROUGH_CODECS:
+                self._tell_once(f"video track {packet.track} ignored: {packet.codec} cannot "
+                                "be packaged as it came", track=packet.track)
+                return
+            if track.config is not None and track.config != packet.payload \
+                    and track.name is not None:
+                self.discontinuity()  # new parameters: fresh init segments, as on track 0
+            track.codec, track.config = packet.codec, packet.payload
+            return
+        if track.config is None:
+            return
+        if len(track.dts_seen) < 8:
+            track.dts_seen.append(packet.dts_ms)
+        first = track.dts_span[0] if track.dts_span else packet.dts_ms
+        if track.dts_span is None or packet.dts_ms > track.dts_span[1]:
+            track.bytes += len(packet.payload) if track.dts_span else 0
+            track.dts_span = (first, packet.dts_ms)
+        if track.info is None and packet.is_keyframe and self._dims is None:
+            track.probe(packet)
+        track.held.append(packet)
+        self._release_tracks()
+
+    def _release_tracks(self) -> None:
+        """Hand each track's packets on once the source has gone past them."""
+        upto = self._source_pts_max
+        for track in self._tracks.values():
+            if track.packager is None or upto is None:
+                continue
+            while track.held and track.held[0].pts_ms <= upto:
+                self._track_packet(track, track.held.popleft())
+
+    def _track_packet(self, track: _Track, packet: MediaPacket) -> None:
+        assert track.packager is not None
+        if track.encoded is not None:
+            return  # castway encodes this one now, from the source
+        pts = packet.pts_ms
+        boundaries = self.clock.boundaries_in(track.align.horizon(pts), pts + ALIGN_TOLERANCE_MS)
+        verdict = track.align.check(pts, packet.is_keyframe, boundaries)
+        if verdict is False:
+            self._take_over(track, boundaries[0])
+            return
+        for out in track.packager.on_video(packet.dts_ms, pts, packet.payload,
+                                           packet.is_keyframe, verdict is True):
+            self._emit(out)
+
+    def _take_over(self, track: _Track, boundary_pts: int) -> None:
+        """The track missed the boundary at ``boundary_pts``: its passthrough ends there,
+        and from there castway encodes the rendition from the source (at the track's size
+        and rate), starting with the source packets since that boundary."""
+        assert track.packager is not None and track.info is not None and track.name
+        for out in track.packager.end_at(boundary_pts):
+            self._emit(out)
+        why = (f"track {track.track}'s keyframes are not on the source's segment "
+               f"boundaries (none at {boundary_pts} ms)")
+        can_encode = (self._video_codec is not None and track.codec is Codec.H264
+                      and self._gop and self._gop[0].pts_ms == boundary_pts)
+        if not can_encode:
+            # An HEVC or AV1 rendition cannot turn H.264 without a break in every
+            # playlist; it ends instead, as a rung overload stops does.
+            logger.warning("encoder-sent rendition stopped: " + why,
+                           extra={"rendition": track.name})
+            track.encoded = None
+            track.packager = None
+            self.on_rung_stopped(Degradation(track.name, Action.STOPPED, self._clock(), 0.0))
+            return
+        info = track.described() or track.info
+        rung = Rung(track.name, info.width, info.height, info.fps,
+                    int(info.bitrate_kbps or _nominal_kbps(info.height)))
+        track.note = why + ": encoded by castway from there"
+        logger.warning("encoder-sent rendition taken over", extra={
+            "rendition": track.name, "why": why})
+        packager = Packager(track.name, self.config.policy,
+                            make_writer(self.config.segment_format), parts=self._parts)
+        for pts, data in self._recent_audio:
+            if pts >= boundary_pts:
+                packager.on_audio(pts, data)
+        track.packager = packager
+        track.encoded = _Encoded(rung, self.config, packager)
+        track.held.clear()
+        self._ladder_due = True  # its CODECS are x264's now
+        for packet in self._gop:
+            self._track_decode(track, packet)
+
+    def _track_decode(self, track: _Track, packet: MediaPacket | None) -> None:
+        enc = track.encoded
+        assert enc is not None
+        if track.decoder is None:
+            assert self._video_codec is not None
+            track.decoder = av.CodecContext.create(_DECODERS[self._video_codec], "r")
+            track.decoder.extradata = self._video_config
+            track.decoder.thread_type = "AUTO"
+        pkt = None
+        if packet is not None:
+            pkt = av.Packet(packet.payload)
+            pkt.pts, pkt.dts, pkt.time_base = packet.pts_ms, packet.dts_ms, MS
+        try:
+            frames = track.decoder.decode(pkt)
+        except av.error.FFmpegError as exc:
+            logger.warning("video decode error", extra={"error": str(exc)})
+            return
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            pts = int(frame.pts)
+            boundary = self.clock.is_boundary(pts)
+            if not enc.wants(pts, boundary):
+                continue
+            scaled = enc.scale(frame, self.config.scale_threads)
+            scaled.pts, scaled.time_base = pts, MS
+            scaled.pict_type = (av.video.frame.PictureType.I if boundary
+                                else av.video.frame.PictureType.NONE)
+            self._encode(enc, scaled)
+
+    def _setup_tracks(self, rungs: list[Rung]) -> list[Rung]:
+        """The tracks that are renditions (those described by now), and the rungs left
+        for castway to encode."""
+        described = [info for t in self._tracks.values() if (info := t.described())]
+        frozen = self._rung_names
+        names = track_names(described, {SOURCE, AUDIO_RENDITION})
+        if frozen is not None:
+            # A successor or a new timeline: exactly the renditions published before.
+            described = [i for i in described if names[i.track] in frozen]
+        for info in described:
+            track = self._tracks[info.track]
+            track.name = names[info.track]
+            track.info = info
+            track.packager = Packager(track.name, self.config.policy,
+                                      make_writer(self.config.segment_format),
+                                      parts=self._parts)
+            assert track.codec is not None and track.config is not None
+            track.packager.set_tracks(VideoTrack(track.codec.value, track.config,
+                                                 info.width, info.height), self._audio_track())
+            for pts, data in self._early_audio or []:
+                track.packager.on_audio(pts, data)
+        for track in self._tracks.values():
+            if track.packager is None:
+                self._tell_once(f"video track {track.track} is not a rendition: no keyframe "
+                                "of it had come when the ladder was set up", track=track.track)
+        taken = {n for n in names.values()}
+        return [r for r in hybrid_rungs(rungs, described) if r.name not in taken]
+
+    def _track_renditions(self) -> list[_Track]:
+        return [t for t in self._tracks.values() if t.packager is not None and t.name]
+
     # --- audio ----------------------------------------------------------------------
     def _push_audio(self, packet: MediaPacket) -> None:
         if packet.codec != Codec.AAC:
@@ -609,6 +906,13 @@ class Pipeline:
                 self._early_audio.append((pts_ms, data))
         if self._source is not None:
             self._source.on_audio(pts_ms, data)
+        if self._tracks:
+            self._recent_audio.append((pts_ms, data))
+            for track in self._track_renditions():
+                # A passthrough cuts as its keyframe comes, like the source; a track
+                # castway took over is given what its boundary needs when it is.
+                assert track.packager is not None
+                track.packager.on_audio(pts_ms, data)
         if self._rung_takes_audio(pts_ms):
             for enc in self._encoded or []:
                 enc.packager.on_audio(pts_ms, data)
@@ -654,7 +958,8 @@ class Pipeline:
         if self._audio_only is not None:
             return [self._audio_only]
         out = [self._source] if self._source is not None else []
-        return out + [e.packager for e in self._encoded or []]
+        tracks = [t.packager for t in self._track_renditions() if t.packager is not None]
+        return out + [e.packager for e in self._encoded or []] + tracks
 
     def _emit(self, out: Output) -> None:
         self.emit(out)
@@ -663,6 +968,13 @@ class Pipeline:
         self._close_decoder()
         for enc in self._encoded or []:
             self._encode(enc, None)
+        for track in self._track_renditions():
+            # The source has ended (or broken off): what is held is all there is.
+            while track.held and track.encoded is None:
+                self._track_packet(track, track.held.popleft())
+            if track.encoded is not None:
+                self._track_decode(track, None)
+                self._encode(track.encoded, None)
         for packager in self._packagers():
             for out in packager.flush():
                 self._emit(out)

@@ -70,7 +70,7 @@ class Recovery:
         self._bytes = 0
         self._next_seq = 0
         # Configuration records in force before the first item kept.
-        self._base_configs: dict[MediaKind, MediaPacket] = {}
+        self._base_configs: dict[tuple[MediaKind, int], MediaPacket] = {}
         # Boundary number -> (seq of the packet that made it, whether a replay can start
         # there); only boundaries some rendition may still need.
         self._boundaries: dict[int, tuple[int, bool]] = {}
@@ -219,7 +219,7 @@ class Recovery:
                 if isinstance(item, Break) or sent.seq < self._break_seq <= plan.start_seq:
                     lookback = []  # another timeline: its times say nothing about this one
                 if isinstance(item, MediaPacket) and item.is_config:
-                    configs[item.kind] = item
+                    configs[item.stream] = item
                 elif (isinstance(item, MediaPacket) and start is not None
                       and item.kind == MediaKind.AUDIO and start.kind == MediaKind.VIDEO
                       and item.pts_ms >= start.pts_ms):
@@ -289,4 +289,4 @@ class Recovery:
         if isinstance(item, MediaPacket):
             self._bytes -= len(item.payload)
             if item.is_config:
-                self._base_configs[item.kind] = item
+                self._base_configs[item.stream] = item

@@ -90,6 +90,10 @@ class BoundaryClock:
         """Whether a (decoded) frame with ``pts_ms`` must be an IDR starting a segment."""
         return pts_ms in self._boundary_set
 
+    def boundaries_in(self, after_ms: int, upto_ms: int) -> list[int]:
+        """The boundaries made so far in (``after_ms``, ``upto_ms``], in order."""
+        return [b for b in self._boundaries if after_ms < b <= upto_ms]
+
     def discontinuity(self) -> None:
         """Timestamps restart: the next source keyframe starts a segment whatever its PTS."""
         self._segment_start = None

@@ -383,8 +383,8 @@ class BroadcastTranscoder:
         self.supervisor = supervisor
         self._queue: asyncio.Queue[MediaPacket | Break | Finish | SetLadder] = asyncio.Queue(
             QUEUE_PACKETS)
-        self._configs: dict[MediaKind, MediaPacket] = {}
-        self._skip_video = False
+        self._configs: dict[tuple[MediaKind, int], MediaPacket] = {}
+        self._skip_video: set[int] = set()  # video tracks waiting for a keyframe
         # (generation of the child that said it, message)
         self._events: asyncio.Queue[tuple[int, FromChild]] = asyncio.Queue(EVENT_QUEUE)
         self._recovery = Recovery(max_bytes=supervisor.replay_max_bytes)
@@ -460,24 +460,25 @@ class BroadcastTranscoder:
 
     async def feed(self, packet: MediaPacket) -> None:
         if packet.is_config:
-            self._configs[packet.kind] = packet
+            self._configs[packet.stream] = packet
         if self._given_up or self._finishing:
             return
-        if packet.kind == MediaKind.VIDEO and not self.ladder_decided:
+        if packet.kind == MediaKind.VIDEO and packet.track == 0 and not self.ladder_decided:
             await self._decide_ladder()
         if packet.kind == MediaKind.VIDEO and not packet.is_config:
-            if self._skip_video and not packet.is_keyframe:
+            # Per video track: after a drop, nothing of that track until its next keyframe.
+            if packet.track in self._skip_video and not packet.is_keyframe:
                 self._drop(packet)
                 return
-            self._skip_video = False
-            if packet.is_keyframe:
+            self._skip_video.discard(packet.track)
+            if packet.is_keyframe and packet.track == 0:
                 self.sink.note_keyframe_arrival()
         try:
             self._queue.put_nowait(packet)
         except asyncio.QueueFull:
             self._drop(packet)
             if packet.kind == MediaKind.VIDEO:
-                self._skip_video = True
+                self._skip_video.add(packet.track)
 
     async def _decide_ladder(self) -> None:
         """The richest ladder whose cost fits the node (castway.cost.choose), decided
@@ -493,7 +494,7 @@ class BroadcastTranscoder:
         except Exception:  # the live state may blip: cost what we know (the worst case)
             logger.exception("source unknown when choosing the ladder",
                              extra={"broadcast_id": self.broadcast.id})
-        config = self._configs.get(MediaKind.VIDEO)
+        config = self._configs.get((MediaKind.VIDEO, 0))
         if config is not None and config.codec is Codec.H264:
             # The sequence header says the size for sure (onMetaData may not say it,
             # or say it wrong); the frame rate only onMetaData says this early.
@@ -1038,7 +1039,7 @@ class BroadcastTranscoder:
 
     def _drop(self, packet: MediaPacket) -> None:
         self.dropped_packets += 1
-        if packet.kind == MediaKind.VIDEO:
-            self.dropped_video_packets += 1
+        if packet.kind == MediaKind.VIDEO and packet.track == 0:
+            self.dropped_video_packets += 1  # the broadcast's frames (``dropped``)
         self.supervisor.metrics.dropped_packets.labels(kind=packet.kind.value).inc()
 

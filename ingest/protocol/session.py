@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
 
 from castway.media import Codec, MediaKind, MediaPacket
@@ -519,14 +519,19 @@ class ServerSession:
             tag = parse_audio(timestamp, body)
         if isinstance(tag, Multitrack):
             # Track 0 is the broadcast (OBS and FFmpeg send it as plain packets, and so
-            # may a ManyTracks message); the encoder's other tracks are not ingested yet.
+            # may a ManyTracks message); the others are the encoder's own renditions,
+            # handed on with their track id (transcoder.tracks decides what to make of
+            # them).
             for track in tag.tracks:
                 if track.track_id == 0:
                     self._emit_tag(stream_id, track.tag, events)
-                else:
+                elif isinstance(track.tag, MediaPacket):
+                    events.append(MediaReceived(stream_id,
+                                                replace(track.tag, track=track.track_id)))
+                elif isinstance(track.tag, Ignored):
                     events.append(MessageIgnored(
-                        f"E-RTMP {tag.kind.value} track {track.track_id}: only track 0 "
-                        "is ingested"))
+                        f"E-RTMP {tag.kind.value} track {track.track_id}: {track.tag.reason}"))
+                # A sequence end on another track ends nothing: the broadcast is track 0.
             return
         self._emit_tag(stream_id, tag, events)
 

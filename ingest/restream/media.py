@@ -90,8 +90,8 @@ class RestreamMedia:
 
     # --- BroadcastMedia ----------------------------------------------------------------
     async def feed(self, packet: MediaPacket) -> None:
-        if not self.links:
-            return
+        if not self.links or packet.track != 0:
+            return  # a restream target takes one rendition: the broadcast's own track
         if self._after_discontinuity and self._last_dts is not None:
             # Keep each target's timeline going forward across a publisher's reconnect.
             self._offset_ms = self._last_dts + DISCONTINUITY_STEP_MS - packet.dts_ms
@@ -99,7 +99,7 @@ class RestreamMedia:
         if self._offset_ms:
             packet = MediaPacket(packet.kind, packet.codec, packet.is_keyframe,
                                  packet.is_config, packet.dts_ms + self._offset_ms,
-                                 packet.pts_ms + self._offset_ms, packet.payload)
+                                 packet.pts_ms + self._offset_ms, packet.payload)  # track 0
         if not packet.is_config:
             self._last_dts = packet.dts_ms
         for link in self.links:

@@ -502,7 +502,7 @@ async def test_a_config_that_arrives_while_a_new_child_gets_its_prelude_is_not_l
     video_config = next(p for p in packets if p.is_config and p.kind is MediaKind.VIDEO)
     audio_config = next(p for p in packets if p.is_config and p.kind is MediaKind.AUDIO)
     frame = next(p for p in packets if not p.is_config and p.kind is MediaKind.VIDEO)
-    media._configs[MediaKind.VIDEO] = video_config
+    media._configs[video_config.stream] = video_config
     sent: list[object] = []
     real_in_thread = media._in_thread
 
@@ -518,5 +518,5 @@ async def test_a_config_that_arrives_while_a_new_child_gets_its_prelude_is_not_l
     finally:
         media._in_thread = real_in_thread
     assert [getattr(m, "packet", None) for m in sent] == [video_config]
-    assert media._configs[MediaKind.AUDIO] is audio_config  # in the queue, sent after
+    assert media._configs[audio_config.stream] is audio_config  # in the queue, sent after
     await media.finish()

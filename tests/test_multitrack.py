@@ -1,0 +1,184 @@
+"""An encoder that sends its own ladder (E-RTMP v2 multitrack, OBS "Multitrack Video"),
+end to end (issue 14): FFmpeg 8's FLV muxer (PyAV 18) publishes three H.264 video tracks
+and AAC over RTMP to the embedded platform, at real-time pace.
+
+- Aligned tracks: the master lists the three renditions, each is the publisher's own
+  track, hls.js in Chromium plays each one, the transcoder child encodes nothing (its CPU
+  per second of media is measured and printed), the API shows each track's figures, and
+  the VOD has the same three renditions.
+- A track whose keyframes are not on the source's boundaries: castway encodes that
+  rendition from the boundary it missed, and every playlist revision a player-like
+  reader sees, live and in the VOD, passes the HLS rules (aligned segments included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from benchmarks import players
+from benchmarks.browser import launch_browser
+from benchmarks.players import PlayerPage, renditions_by_height, serve_pages
+from castway.hls.reading import parse_multivariant
+from castway.settings import Settings
+from launch.embedded import EmbeddedPlatform
+from tests.hls_reader import Seen, check_vod, read_master, read_rendition
+from tests.support import make_multitrack_media, require_tool
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIZES = ((640, 360), (426, 240), (284, 160))
+NAMES = {"source", "240p", "160p"}
+
+
+async def _poll(what: str, check: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if got := await check():
+            return got
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _publish(clip: Path, url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.ingest.pyav_publish", str(clip), url, "--realtime",
+        cwd=REPO_ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def _finish(publisher: asyncio.subprocess.Process, timeout_s: float) -> None:
+    try:
+        _, stderr = await asyncio.wait_for(publisher.communicate(), timeout_s)
+        assert publisher.returncode == 0, stderr.decode()
+    finally:
+        if publisher.returncode is None:
+            publisher.kill()
+            await publisher.wait()
+
+
+async def _complete_vod(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, Any]:
+    async def vod() -> dict[str, Any] | None:
+        got = (await client.get("/api/v1/vods", headers=auth)).json()
+        return next((v for v in got if v.get("state") == "complete"), None)
+    made: dict[str, Any] = await _poll("the VOD is complete", vod, 60)
+    return made
+
+
+async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js(
+        tmp_path: Path) -> None:
+    if not players.installed("hls.js"):
+        pytest.fail("the web players are not installed (sh web/install.sh)")
+    clip = await asyncio.to_thread(make_multitrack_media, tmp_path / "three.mkv", SIZES,
+                                   seconds=20.0)
+    settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
+                        reconnect_grace_s=1)
+    async with EmbeddedPlatform(settings) as platform, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
+                              timeout=10) as client, \
+            launch_browser(require_tool("chromium"), tmp_path) as browser, \
+            serve_pages(f"http://127.0.0.1:{platform.http_port}") as pages:
+        url = (f"rtmp://127.0.0.1:{platform.rtmp_port}/{settings.rtmp_app}/"
+               f"{platform.default_stream_key}")
+        auth = {"Authorization": f"Bearer {platform.admin_token}"}
+        publisher = await _publish(clip, url)
+        page: PlayerPage | None = None
+        try:
+            master_url = f"http://127.0.0.1:{platform.http_port}/hls/default/master.m3u8"
+
+            async def master() -> str | None:
+                response = await client.get(master_url)
+                return response.text if response.status_code == 200 else None
+            heights = renditions_by_height(await _poll("the master", master, 30))
+            assert sorted(heights) == [160, 240, 360], heights
+            page = await PlayerPage.open(browser, pages, "hls.js", master_url)
+            await page.wait_played(1.0, 30)
+            for height in (160, 240, 360):
+                await page.switch_to_height(height, played_s=1.0, timeout_s=20)
+            played = await page.playback()
+            assert not played.errors, played
+            assert not page.page.errors, page.page.errors
+
+            live = (await client.get("/api/v1/broadcasts", params={"state": "live"},
+                                     headers=auth)).json()[0]
+            tracks = {r["name"]: (r["track"], r["height"], r["note"])
+                      for r in live["renditions"]}
+            assert tracks == {"source": (0, 360, ""), "240p": (1, 240, ""),
+                              "160p": (2, 160, "")}, tracks
+            stats = live["stats"]
+            for track in (1, 2):
+                assert stats[f"track{track}_codec"] == "h264"
+                assert stats[f"track{track}_fps"] > 20, stats
+                assert stats[f"track{track}_bitrate_kbps"] > 0, stats
+                assert stats[f"track{track}_keyframe_interval_s"] == pytest.approx(2.0,
+                                                                                abs=0.05)
+
+            async def measured() -> float | None:
+                got = (await client.get("/api/v1/broadcasts", params={"state": "live"},
+                                        headers=auth)).json()
+                value = got[0]["stats"].get("cost_measured") if got else None
+                return float(value) if value else None
+            cpu = await _poll("the transcoder's CPU measured", measured, 15)
+            print(f"transcoder child: {cpu:.4f} CPU s per media s for 3 encoder-sent "
+                  f"renditions + audio, nothing encoded")
+            # Packaging only: a real-time x264 ladder of even this small source costs
+            # several tenths of a core.
+            assert cpu < 0.1, cpu
+        finally:
+            if page is not None:
+                await page.close()
+            await _finish(publisher, 40)
+        made = await _complete_vod(client, auth)
+        durations = await check_vod(client, made["id"], NAMES)
+        assert all(d == pytest.approx(20.0, abs=0.1) for d in durations.values()), durations
+
+
+async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladder_stays_valid(
+        tmp_path: Path) -> None:
+    # The 160p track's keyframes come every 1.5 s, the source's every 2 s.
+    clip = await asyncio.to_thread(make_multitrack_media, tmp_path / "off.mkv", SIZES,
+                                   seconds=12.0, gops=(60, 60, 45))
+    settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
+                        reconnect_grace_s=1)
+    async with EmbeddedPlatform(settings) as platform, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
+                              timeout=10) as client:
+        url = (f"rtmp://127.0.0.1:{platform.rtmp_port}/{settings.rtmp_app}/"
+               f"{platform.default_stream_key}")
+        auth = {"Authorization": f"Bearer {platform.admin_token}"}
+        publisher = await _publish(clip, url)
+        seen = Seen()
+        done = asyncio.Event()
+        try:
+            reading = asyncio.create_task(read_master(client, seen, time.monotonic(), done))
+
+            async def first() -> str:
+                assert not reading.done() or reading.exception() is None
+                return seen.first_master
+            await _poll("the master", first, 30)
+            uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
+            assert {u.split("/")[0] for u in uris} == NAMES
+            await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
+            done.set()
+            await reading
+        finally:
+            done.set()
+            await _finish(publisher, 30)
+        assert seen.findings == [], "\n".join(map(str, seen.findings))
+        assert seen.stopped == set()
+        made = await _complete_vod(client, auth)
+        durations = await check_vod(client, made["id"], NAMES)
+        assert all(d == pytest.approx(12.0, abs=0.1) for d in durations.values()), durations
+        ended = (await client.get(f"/api/v1/broadcasts/{made['broadcast_id']}",
+                                  headers=auth)).json()
+        renditions = {r["name"]: r for r in ended["renditions"]}
+        assert renditions["240p"]["track"] == 1
+        assert renditions["160p"]["track"] is None
+        assert "keyframes are not on the source's segment boundaries" in \
+            renditions["160p"]["note"]
