@@ -24,7 +24,7 @@ from castway.health import asgi as health
 from castway.live.base import LiveState, LiveStateError
 from castway.settings import Settings
 from castway.storage.base import Storage, StorageError
-from origin import api, hls, pages, restreams, webhooks
+from origin import api, encoder_config, hls, pages, restreams, webhooks
 from origin.access import VodAccess
 from origin.context import OriginContext
 from origin.edge import CORS_EXPOSE, EdgeMiddleware
@@ -67,6 +67,7 @@ def create_app(settings: Settings, *, catalog: Catalog, live: LiveState, storage
         app.include_router(router)
     app.include_router(webhooks.router)
     app.include_router(restreams.router)
+    app.include_router(encoder_config.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR, check_dir=False),
               name="static")

@@ -14,6 +14,7 @@ and AAC over RTMP to the embedded platform, at real-time pace.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from pathlib import Path
@@ -182,3 +183,50 @@ async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladd
         assert renditions["160p"]["track"] is None
         assert "keyframes are not on the source's segment boundaries" in \
             renditions["160p"]["note"]
+
+
+async def test_a_streamer_who_sends_what_the_encoder_configuration_asked_gets_it_passed_through(
+        tmp_path: Path) -> None:
+    """OBS Multitrack Video with castway's configuration URL, emulated: the ladder the
+    endpoint asks a 854x480p30 streamer with an NVIDIA GPU for is encoded (one H.264
+    track per encoder configuration, keyframes every ``keyint_sec``) and published where
+    OBS would (the URL template without "/{stream_key}", the key with OBS's
+    ``?obsConfigId=``). Every rendition of the broadcast is one of its tracks."""
+    # The URL handed out names a port, so it is one picked now, not an ephemeral one.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        rtmp_port = probe.getsockname()[1]
+    settings = Settings(data_dir=tmp_path / "data", rtmp_port=rtmp_port, http_port=0,
+                        reconnect_grace_s=1, host="127.0.0.1")
+    async with EmbeddedPlatform(settings) as platform, \
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
+                              timeout=10) as client:
+        auth = {"Authorization": f"Bearer {platform.admin_token}"}
+        asked = (await client.post("/api/v1/encoder-configuration", json={
+            "service": "IVS", "schema_version": "2025-01-25",
+            "authentication": platform.default_stream_key,
+            "client": {"name": "obs-studio", "version": "31.1.2"},
+            "capabilities": {"gpu": [{"model": "NVIDIA GeForce RTX 4070",
+                                      "vendor_id": 0x10DE}]},
+            "preferences": {"width": 854, "height": 480,
+                            "framerate": {"numerator": 30, "denominator": 1}}})).json()
+        assert asked["status"]["result"] == "success", asked
+        encoders = asked["encoder_configurations"]
+        sizes = tuple((e["width"], e["height"]) for e in encoders)
+        assert sizes == ((854, 480), (640, 360), (284, 160))
+        keyint = {e["settings"]["keyint_sec"] for e in encoders}
+        assert len(keyint) == 1
+        clip = await asyncio.to_thread(
+            make_multitrack_media, tmp_path / "asked.mkv", sizes, seconds=8.0,
+            gops=(30 * keyint.pop(),) * len(sizes))
+        template = asked["ingest_endpoints"][0]["url_template"]
+        server = template[:template.index("/{stream_key}")]
+        url = (f"{server}/{platform.default_stream_key}"
+               f"?obsConfigId={asked['meta']['config_id']}")
+        await _finish(await _publish(clip, url), 30)
+        made = await _complete_vod(client, auth)
+        await check_vod(client, made["id"], {"source", "360p", "160p"})
+        ended = (await client.get(f"/api/v1/broadcasts/{made['broadcast_id']}",
+                                  headers=auth)).json()
+        assert {r["name"]: r["track"] for r in ended["renditions"]} == {
+            "source": 0, "360p": 1, "160p": 2}

@@ -28,7 +28,8 @@ from castway.cost import (
     estimate,
 )
 from castway.model import SourceInfo
-from transcoder.ladder import LOW_RUNG_MAX_FPS, LadderSpec, resolve_ladder
+from castway.rungs import LOW_RUNG_MAX_FPS
+from transcoder.ladder import LadderSpec, resolve_ladder
 
 logger = logging.getLogger(__name__)
 

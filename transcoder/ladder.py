@@ -7,13 +7,13 @@ Design: docs/transcoder.md, "Default ladder".
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from castway.layout import valid_component
 from castway.model import SOURCE_RENDITION
+from castway.rungs import HIGH_FPS_FACTOR, PLATFORM_RUNGS, rung_rate
 
 SOURCE = SOURCE_RENDITION
 ENCODERS = ("libx264", "h264_nvenc")
@@ -51,19 +51,10 @@ class Rung:
     video_bitrate_kbps: int
 
 
-# Bitrates at 30 fps; frame rates above 30 get HIGH_FPS_FACTOR more. A high-frame-rate
-# source keeps its rate in the 720p and 1080p rungs; the rungs below 720p are capped at
-# 30 fps, as the big platforms do: their viewers are on small screens or thin links,
-# where the bits buy more as resolution than as motion, and at half the encoding CPU.
-LOW_RUNG_MAX_FPS = 30.0
-DEFAULT_RUNGS: tuple[RungSpec, ...] = (
-    RungSpec("1080p", 1080, 5000),
-    RungSpec("720p", 720, 2800),
-    RungSpec("480p", 480, 1400, max_fps=LOW_RUNG_MAX_FPS),
-    RungSpec("360p", 360, 800, max_fps=LOW_RUNG_MAX_FPS),
-    RungSpec("160p", 160, 250, max_fps=LOW_RUNG_MAX_FPS),
-)
-HIGH_FPS_FACTOR = 1.5
+# castway's own ladder is the platform's rung table (castway.rungs), the one an encoder
+# that sends its own ladder is asked for too.
+DEFAULT_RUNGS: tuple[RungSpec, ...] = tuple(
+    RungSpec(r.name, r.height, r.video_bitrate_kbps, r.max_fps) for r in PLATFORM_RUNGS)
 DEFAULT_LADDER = LadderSpec(DEFAULT_RUNGS, source=True)
 SOURCE_ONLY = LadderSpec((), source=True)
 
@@ -116,17 +107,6 @@ def parse_ladder(raw: object) -> LadderSpec:
     if encoder not in ENCODERS:
         raise LadderError(f"'encoder' is one of {', '.join(ENCODERS)}")
     return LadderSpec(tuple(sorted(rungs, key=lambda r: -r.height)), source, encoder)
-
-
-def rung_rate(source_fps: float, max_fps: float) -> float:
-    """A rung's frame rate: the source's, or above the cap, the source's divided by the
-    smallest whole number that brings it under (60 -> 30, 50 -> 25, 59.94 -> 29.97), so
-    the rung keeps every n-th frame at an even pace."""
-    if source_fps <= 0:
-        return max_fps
-    if source_fps <= max_fps:
-        return source_fps
-    return source_fps / math.ceil(source_fps / max_fps - 1e-9)
 
 
 def _even(x: float) -> int:

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from transcoder.ladder import LOW_RUNG_MAX_FPS, Rung
+from castway.rungs import LOW_RUNG_MAX_FPS
+from transcoder.ladder import Rung
 
 # Behind real time by more than this, the next step is taken.
 LAG_LIMIT_S = 1.0

@@ -1,0 +1,197 @@
+"""POST /api/v1/encoder-configuration: the configuration request OBS's Multitrack Video
+makes before it goes live (the ``GetClientConfiguration`` schema of Twitch and Amazon
+IVS). OBS sends its GPUs, its output size and frame rate, its limits and the stream key;
+castway answers with the encoders to run (one per track, the platform's rungs,
+castway.encoder_ladder) and where to publish. The stream key authenticates the request:
+an unknown one gets an error status OBS shows the streamer.
+
+OBS reads this URL from its service's ``multitrack_video_configuration_url`` setting or
+its ``--config-url`` command-line option (docs/ingest.md, "OBS Multitrack Video").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from fractions import Fraction
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from castway.encoder_ladder import AUDIO_ENCODER, ClientAsk, EncoderPlan, plan_encoder_ladder
+from castway.keys import hash_stream_key
+from origin.context import Ctx
+
+logger = logging.getLogger(__name__)
+
+# Tracks OBS is asked for at most: castway's own limit on encoder-sent tracks besides
+# track 0 (transcoder.tracks.MAX_LADDER_TRACKS), plus track 0.
+MAX_REQUESTED_TRACKS = 1 + 8
+SERVICE = "castway"
+
+
+class _Lenient(BaseModel):
+    # OBS adds fields between schema versions: what castway does not read, it ignores.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Framerate(_Lenient):
+    numerator: int = Field(ge=0)
+    denominator: int = Field(1, ge=1)
+
+
+class ClientInfo(_Lenient):
+    name: str = ""
+    version: str = ""
+    supported_codecs: list[str] = []
+
+
+class GpuInfo(_Lenient):
+    model: str = ""
+    vendor_id: int = 0
+
+
+class SystemInfo(_Lenient):
+    name: str = ""
+
+
+class Capabilities(_Lenient):
+    gpu: list[GpuInfo] | None = None
+    system: SystemInfo | None = None
+
+
+class Preferences(_Lenient):
+    width: int = Field(ge=0, le=16384)
+    height: int = Field(ge=0, le=16384)
+    framerate: Framerate
+    maximum_video_tracks: int | None = Field(None, ge=1)
+    # OBS's "Maximum Streaming Bandwidth", kbit/s (IVS calls it maximum_streaming_bandwidth).
+    maximum_aggregate_bitrate: int | None = Field(None, ge=0)
+    maximum_streaming_bandwidth: int | None = Field(None, ge=0)
+    composition_gpu_index: int | None = None
+
+
+class ConfigRequest(_Lenient):
+    service: str = ""
+    schema_version: str = ""
+    authentication: str = Field(max_length=512, description="The stream key.")
+    client: ClientInfo = ClientInfo()
+    capabilities: Capabilities = Capabilities()
+    preferences: Preferences
+
+
+class Meta(BaseModel):
+    service: str
+    schema_version: str
+    config_id: str
+
+
+class Status(BaseModel):
+    result: Literal["success", "warning", "error"]
+    html_en_us: str | None = None
+
+
+class IngestEndpoint(BaseModel):
+    protocol: str
+    url_template: str
+
+
+class VideoEncoderConfiguration(BaseModel):
+    type: str
+    width: int
+    height: int
+    framerate: Framerate
+    gpu_scale_type: str = "OBS_SCALE_BICUBIC"
+    settings: dict[str, Any]
+
+
+class AudioEncoderConfiguration(BaseModel):
+    codec: str
+    track_id: int
+    channels: int
+    settings: dict[str, Any]
+
+
+class AudioConfigurations(BaseModel):
+    live: list[AudioEncoderConfiguration]
+
+
+class ConfigResponse(BaseModel):
+    meta: Meta
+    status: Status
+    ingest_endpoints: list[IngestEndpoint]
+    encoder_configurations: list[VideoEncoderConfiguration]
+    audio_configurations: AudioConfigurations
+
+
+router = APIRouter(tags=["encoders"])
+
+
+def _major(version: str) -> int | None:
+    found = re.match(r"\s*(\d+)", version)
+    return int(found.group(1)) if found else None
+
+
+def client_ask(body: ConfigRequest) -> ClientAsk:
+    prefs = body.preferences
+    gpus = body.capabilities.gpu or []
+    system = (body.capabilities.system.name if body.capabilities.system else "").lower()
+    fps = (Fraction(prefs.framerate.numerator, prefs.framerate.denominator)
+           if prefs.framerate.numerator else Fraction(0))
+    return ClientAsk(prefs.width, prefs.height, fps, tuple(g.vendor_id for g in gpus),
+                     prefs.composition_gpu_index, system in ("macos", "mac os x", "darwin"),
+                     _major(body.client.version), prefs.maximum_video_tracks,
+                     prefs.maximum_aggregate_bitrate or prefs.maximum_streaming_bandwidth)
+
+
+def _response(body: ConfigRequest, plan: EncoderPlan, endpoints: list[IngestEndpoint],
+              status: Status) -> ConfigResponse:
+    video = [VideoEncoderConfiguration(
+        type=plan.encoder or "", width=t.width, height=t.height,
+        framerate=Framerate(numerator=t.fps.numerator, denominator=t.fps.denominator),
+        settings={"bitrate": t.bitrate_kbps, "rate_control": "CBR",
+                  "keyint_sec": plan.keyint_s, "profile": "high"})
+        for t in plan.tracks]
+    audio = AudioEncoderConfiguration(codec=AUDIO_ENCODER, track_id=0, channels=2,
+                                      settings={"bitrate": plan.audio_bitrate_kbps})
+    return ConfigResponse(
+        meta=Meta(service=SERVICE, schema_version=body.schema_version or "2024-06-04",
+                  config_id=str(uuid.uuid4())),
+        status=status, ingest_endpoints=endpoints, encoder_configurations=video,
+        audio_configurations=AudioConfigurations(live=[audio]))
+
+
+@router.post("/api/v1/encoder-configuration", response_model=ConfigResponse,
+             summary="OBS Multitrack Video: the ladder to send (GetClientConfiguration)")
+async def encoder_configuration(body: ConfigRequest, ctx: Ctx) -> ConfigResponse:
+    settings = ctx.settings
+    endpoints = [IngestEndpoint(protocol="RTMP",
+                                url_template=f"{settings.effective_public_rtmp_url}/"
+                                             "{stream_key}")]
+    if settings.effective_public_rtmps_url:
+        endpoints.insert(0, IngestEndpoint(
+            protocol="RTMPS", url_template=f"{settings.effective_public_rtmps_url}/"
+                                           "{stream_key}"))
+    keyint_s = max(1, round(settings.target_segment_s))
+    channel = await asyncio.to_thread(ctx.catalog.channel_for_key_hash,
+                                      hash_stream_key(body.authentication))
+    if channel is None:
+        logger.info("encoder configuration refused: unknown stream key",
+                    extra={"client": body.client.name})
+        return _response(body, EncoderPlan(None, (), keyint_s), [], Status(
+            result="error", html_en_us="castway does not know this stream key. Copy it "
+            "again from your channel's page."))
+    plan = plan_encoder_ladder(client_ask(body), keyint_s=keyint_s,
+                               max_tracks=MAX_REQUESTED_TRACKS)
+    logger.info("encoder configuration", extra={
+        "channel": channel, "client": f"{body.client.name} {body.client.version}",
+        "encoder": plan.encoder, "tracks": [f"{t.width}x{t.height}@{float(t.fps):g}"
+                                            for t in plan.tracks],
+        "left_to_castway": list(plan.left_to_castway), "warning": plan.warning})
+    if plan.warning is not None:
+        return _response(body, plan, endpoints,
+                         Status(result="warning", html_en_us=plan.warning))
+    return _response(body, plan, endpoints, Status(result="success"))
