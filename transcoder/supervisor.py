@@ -463,7 +463,11 @@ class BroadcastTranscoder:
             self._configs[packet.stream] = packet
         if self._given_up or self._finishing:
             return
-        if packet.kind == MediaKind.VIDEO and packet.track == 0 and not self.ladder_decided:
+        if packet.kind == MediaKind.VIDEO and packet.track == 0 and not packet.is_config \
+                and not self.ladder_decided:
+            # At the first frame, not the sequence header: an encoder that sends its own
+            # ladder has sent every track's sequence header by then (OBS and FFmpeg send
+            # them all first), and the rungs its tracks cover cost nothing here.
             await self._decide_ladder()
         if packet.kind == MediaKind.VIDEO and not packet.is_config:
             # Per video track: after a drop, nothing of that track until its next keyframe.
@@ -508,7 +512,14 @@ class BroadcastTranscoder:
             info = replace(info or SourceInfo(), video_codec=config.codec.value)
         source = video_source(info)
         ledger = supervisor.ledger
-        options = ladder_options(self.config.ladder, source, supervisor.calibration)
+        tracks = self._track_heights()
+        spec = self.config.ladder
+        if tracks:
+            # transcoder.tracks.hybrid_rungs: the encoder sent these; castway encodes
+            # the rest (a track castway takes over later shows in the measured cost).
+            spec = replace(spec, rungs=tuple(r for r in spec.rungs
+                                             if r.height not in tracks.values()))
+        options = ladder_options(spec, source, supervisor.calibration)
         mode = ledger.mode
         if mode is AdmissionMode.REFUSE:
             mode = AdmissionMode.REDUCE
@@ -518,7 +529,8 @@ class BroadcastTranscoder:
         ledger.reserve(self.broadcast.id, chosen.cost)
         self.cost_estimate = chosen.cost
         self.ladder_reduced = choice.reduced
-        self.ladder_name = describe(chosen.ladder, source)
+        self.ladder_name = ",".join([describe(chosen.ladder, source)] + [
+            f"track{n}:{h}p" for n, h in sorted(tracks.items())])
         self.config = replace(self.config, ladder=chosen.ladder)  # also for a successor
         supervisor._refresh_gauges()
         logger.info("ladder chosen", extra={
@@ -527,6 +539,19 @@ class BroadcastTranscoder:
             "source": f"{source.width}x{source.height}@{source.fps:g}",
             "node_free": round(ledger.free, 3)})
         await self._queue.put(SetLadder(chosen.ladder))
+
+    def _track_heights(self) -> dict[int, int]:
+        """The encoder's own renditions (E-RTMP multitrack) by track: their heights, from
+        the H.264 sequence headers (an HEVC or AV1 track is costed as if castway made
+        its rung: the worst case)."""
+        heights: dict[int, int] = {}
+        for (kind, track), config in list(self._configs.items()):
+            if kind is MediaKind.VIDEO and track != 0 and config.codec is Codec.H264:
+                try:
+                    heights[track] = sps_dimensions(config.payload)[1]
+                except CodecConfigError:
+                    continue
+        return heights
 
     async def discontinuity(self) -> None:
         if not self._given_up and not self._finishing:

@@ -19,6 +19,7 @@ import av
 import pytest
 from prometheus_client import CollectorRegistry
 
+from castway.cost import VideoSource
 from castway.events.media import MediaEvent, MediaUpdate, media_topic
 from castway.hls.playlist import render_media_playlist
 from castway.live.base import Subscription
@@ -29,7 +30,10 @@ from castway.settings import Settings
 from castway.storage.local import LocalStorage
 from castway.storage.uploader import Uploader
 from tests.hls_validator import validate_playlist
+from tests.support import make_multitrack_media
+from transcoder.capacity import ladder_cost
 from transcoder.demux import read_packets
+from transcoder.ladder import LadderSpec, RungSpec
 from transcoder.supervisor import QUEUE_PACKETS, TranscoderSupervisor
 
 LADDER = '{"rungs": [{"name": "160p", "height": 160, "video_bitrate_kbps": 200}]}'
@@ -443,6 +447,30 @@ async def test_a_broadcast_is_counted_at_its_cost_until_it_ends(env: Any,
         assert registry.get_sample_value(gauge) == 0.0, gauge
     assert registry.get_sample_value("castway_node_cost_free_cores") == \
         supervisor.ledger.capacity
+
+
+async def test_the_rungs_an_encoder_sends_itself_are_not_counted_against_the_node(
+        env: Any, media_dir: Path) -> None:
+    """An E-RTMP multitrack publisher (issue 14) whose 160p track covers castway's only
+    rung for a 360p source: its ladder is the source and its tracks, and it is counted
+    at a passthrough's cost, not a decode and an encode."""
+    supervisor, live, _storage, _registry = env
+    src = make_multitrack_media(media_dir / "sup_tracks.mkv",
+                                ((640, 360), (426, 240), (284, 160)), seconds=3.0)
+    broadcast = await _broadcast(live, "mt")
+    media = await supervisor.start(broadcast)
+    await live.update_broadcast("mt", source=SourceInfo(video_codec="h264", fps=30.0))
+    for packet in read_packets(src, tracks=True):
+        await media.feed(packet)
+    assert media.ladder_name == "source,track1:240p,track2:160p"
+    single = ladder_cost(LadderSpec((RungSpec("160p", 160, 200),)),
+                         VideoSource(640, 360, 30.0), supervisor.calibration)
+    assert media.cost_estimate is not None and media.cost_estimate < single / 2
+    await media.finish()
+    ended = await live.get_broadcast("mt")
+    assert ended is not None
+    renditions = {r.name: r.track for r in ended.renditions}
+    assert renditions == {"source": 0, "240p": 1, "160p": 2}
 
 
 def _pipes() -> int:
