@@ -9,6 +9,12 @@ gone (``slots``: the fixed 8 slots before cost admission, for comparison). Then,
 (ladder, frames dropped in the window, estimated and measured cost) and the CPU the node's
 process tree used, as a share of the machine's cores.
 
+A source named with ``+tracks`` (``1080p30+tracks``) is an encoder that sends its own
+ladder (E-RTMP v2 multitrack, OBS Multitrack Video): the tracks castway's
+``/api/v1/encoder-configuration`` asks an NVIDIA streamer at that size for, keyframes
+aligned, published by FFmpeg 8's muxer (benchmarks.pyav_publish); castway packages them
+and encodes nothing. ``--sources`` picks the rotation.
+
 The node calibrates first (``castway calibrate`` into its data directory), as a node
 would once. Prints one JSON object; ``--modes`` picks the runs.
 """
@@ -26,14 +32,17 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from benchmarks.kit import free_ports, wait_for_port
+from castway.encoder_ladder import NVIDIA, ClientAsk, plan_encoder_ladder
 
 #: (name, width, height, fps, video kbit/s): what a publisher might send.
 SOURCES = (("1080p60", 1920, 1080, 60, 6000), ("1080p30", 1920, 1080, 30, 4500),
            ("720p30", 1280, 720, 30, 3000))
+TRACKS = "+tracks"  # the suffix of an encoder-sent ladder's source name
 TOKEN = "bench-capacity-admin-token"
 CLIP_S = 10
 
@@ -80,6 +89,49 @@ def make_clip(path: Path, width: int, height: int, fps: int, kbps: int) -> Path:
              "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k",
              str(path)], check=True)
     return path
+
+
+def make_tracks_clip(path: Path, width: int, height: int, fps: int) -> Path:
+    """The ladder the encoder-configuration endpoint asks an NVIDIA streamer at this
+    output for, one H.264 stream per track (the first is track 0), keyframes every
+    ``keyint_sec`` on all of them, and AAC."""
+    if path.exists():
+        return path
+    plan = plan_encoder_ladder(ClientAsk(width, height, Fraction(fps), (NVIDIA,)),
+                               keyint_s=2, max_tracks=9)
+    tracks = plan.tracks
+    graph = f"[0:v]split={len(tracks)}" + "".join(f"[s{i}]" for i in range(len(tracks)))
+    for i, t in enumerate(tracks):
+        graph += f";[s{i}]fps={t.fps},scale={t.width}:{t.height}[v{i}]"
+    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}",
+           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+           "-filter_complex", graph]
+    for i in range(len(tracks)):
+        cmd += ["-map", f"[v{i}]"]
+    cmd += ["-map", "1:a", "-t", str(CLIP_S), "-c:v", "libx264", "-preset", "ultrafast",
+            "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"]
+    for i, t in enumerate(tracks):
+        gop = round(plan.keyint_s * float(t.fps))
+        cmd += [f"-b:v:{i}", f"{t.bitrate_kbps}k", f"-maxrate:v:{i}", f"{t.bitrate_kbps}k",
+                f"-bufsize:v:{i}", f"{2 * t.bitrate_kbps}k", f"-g:v:{i}", str(gop),
+                f"-keyint_min:v:{i}", str(gop)]
+    cmd += ["-c:a", "aac", "-b:a", "128k", str(path)]
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def publisher(clip: Path, url: str, multitrack: bool) -> subprocess.Popen[bytes]:
+    """A looping real-time publisher: the ffmpeg CLI, or for an encoder-sent ladder
+    PyAV's FFmpeg 8 (Debian's ffmpeg 5.1 has no multitrack FLV)."""
+    if multitrack:
+        cmd = [sys.executable, "-m", "benchmarks.pyav_publish", str(clip), url,
+               "--realtime", "--loop"]
+    else:
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+               "-i", str(clip), "-c", "copy", "-f", "flv", url]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def _tree(pid: int) -> list[int]:
@@ -174,7 +226,8 @@ class Node:
 
 
 def run_mode(mode: str, workdir: Path, clips: dict[str, Path], calibration: Path, *,
-             max_publishers: int, settle_s: float, window_s: float) -> Run:
+             sources: list[str], max_publishers: int, settle_s: float,
+             window_s: float) -> Run:
     node = Node(workdir, mode, calibration)
     node.start()
     assert node.proc is not None
@@ -182,15 +235,11 @@ def run_mode(mode: str, workdir: Path, clips: dict[str, Path], calibration: Path
     publishers: list[subprocess.Popen[bytes]] = []
     try:
         for i in range(max_publishers):
-            name, *_ = SOURCES[i % len(SOURCES)]
+            name = sources[i % len(sources)]
             channel = f"ch{i}"
             key = node.create_channel(channel)
             url = f"rtmp://127.0.0.1:{node.rtmp_port}/live/{key}"
-            proc = subprocess.Popen(
-                ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
-                 "-i", str(clips[name]), "-c", "copy", "-f", "flv", url],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)
+            proc = publisher(clips[name], url, name.endswith(TRACKS))
             publishers.append(proc)
             broadcast = None
             deadline = time.monotonic() + 20
@@ -264,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", default="reduce,slots",
                         help="comma-separated runs: reduce, refuse, slots")
+    parser.add_argument("--sources", default=",".join(s[0] for s in SOURCES),
+                        help="the publishers' sources, in rotation: "
+                             f"{', '.join(s[0] for s in SOURCES)}, each also with {TRACKS}")
     parser.add_argument("--max-publishers", type=int, default=8)
     parser.add_argument("--settle", type=float, default=15.0,
                         help="seconds between joins (and before the window)")
@@ -276,14 +328,24 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="castway-bench-capacity-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        clips = {name: make_clip(workdir / f"{name}.flv", w, h, fps, kbps)
-                 for name, w, h, fps, kbps in SOURCES}
+        sources = args.sources.split(",")
+        known = {s[0]: s for s in SOURCES}
+        clips: dict[str, Path] = {}
+        for name in sources:
+            base = name.removesuffix(TRACKS)
+            if base not in known:
+                parser.error(f"unknown source {name}")
+            _, w, h, fps, kbps = known[base]
+            clips[name] = (make_tracks_clip(workdir / f"{base}-tracks.mkv", w, h, fps)
+                           if name.endswith(TRACKS)
+                           else make_clip(workdir / f"{name}.flv", w, h, fps, kbps))
         calibration = args.calibration
         if calibration is None:
             calibration = workdir / "calibration.json"
             subprocess.run([sys.executable, "-m", "launch.cli", "calibrate", "--data-dir",
                             str(workdir)], check=True, stdout=subprocess.DEVNULL)
-        runs = [run_mode(mode, workdir, clips, calibration, max_publishers=args.max_publishers,
+        runs = [run_mode(mode, workdir, clips, calibration, sources=sources,
+                         max_publishers=args.max_publishers,
                          settle_s=args.settle, window_s=args.window)
                 for mode in args.modes.split(",")]
         out = {"cores": os.cpu_count(),

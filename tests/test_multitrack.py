@@ -50,7 +50,7 @@ async def _poll(what: str, check: Any, timeout_s: float) -> Any:
 
 async def _publish(clip: Path, url: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.ingest.pyav_publish", str(clip), url, "--realtime",
+        sys.executable, "-m", "benchmarks.pyav_publish", str(clip), url, "--realtime",
         cwd=REPO_ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
 

@@ -56,12 +56,13 @@ def encodes(spec: LadderSpec, source: VideoSource) -> list[Encode]:
             for r in resolve_ladder(spec, source.width, source.height, source.fps)]
 
 
-def ladder_cost(spec: LadderSpec, source: VideoSource, cal: Calibration) -> float:
-    return estimate(source, encodes(spec, source), cal)
+def ladder_cost(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
+                passthrough_tracks: int = 0) -> float:
+    return estimate(source, encodes(spec, source), cal, passthrough_tracks=passthrough_tracks)
 
 
-def ladder_options(spec: LadderSpec, source: VideoSource,
-                   cal: Calibration) -> list[Option[LadderSpec]]:
+def ladder_options(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
+                   passthrough_tracks: int = 0) -> list[Option[LadderSpec]]:
     """Every ladder ``source`` could get under ``spec``, richest first, with its cost.
 
     Only rungs the source actually gets count (none at or above its height). A ladder
@@ -73,7 +74,8 @@ def ladder_options(spec: LadderSpec, source: VideoSource,
 
     def add(candidate: LadderSpec) -> None:
         if candidate.rungs or candidate.source:
-            options.append(Option(candidate, ladder_cost(candidate, source, cal)))
+            options.append(Option(candidate, ladder_cost(
+                candidate, source, cal, passthrough_tracks=passthrough_tracks)))
 
     for first in range(len(rungs) + 1):
         if not spec.source and first == len(rungs):

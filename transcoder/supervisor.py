@@ -519,7 +519,8 @@ class BroadcastTranscoder:
             # the rest (a track castway takes over later shows in the measured cost).
             spec = replace(spec, rungs=tuple(r for r in spec.rungs
                                              if r.height not in tracks.values()))
-        options = ladder_options(spec, source, supervisor.calibration)
+        options = ladder_options(spec, source, supervisor.calibration,
+                                 passthrough_tracks=len(tracks))
         mode = ledger.mode
         if mode is AdmissionMode.REFUSE:
             mode = AdmissionMode.REDUCE

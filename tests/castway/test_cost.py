@@ -41,6 +41,12 @@ def test_a_passthrough_costs_its_fixed_share_only() -> None:
     assert estimate(VideoSource(1920, 1080, 60), [], CAL) == CAL.broadcast_s
 
 
+def test_each_track_an_encoder_sends_is_packaged_at_a_passthroughs_cost() -> None:
+    source = VideoSource(1920, 1080, 30.0)
+    assert estimate(source, [], CAL, passthrough_tracks=4) == pytest.approx(
+        5 * CAL.broadcast_s)
+
+
 def test_more_rungs_and_more_frames_cost_more() -> None:
     src = VideoSource(1920, 1080, 60)
     one = estimate(src, [Encode(1280, 720, 30)], CAL)

@@ -136,8 +136,8 @@ async def test_ffmpeg_cli_publishes_every_packet(
 
 
 async def pyav_publish(src: Path, url: str) -> None:
-    """Publish with PyAV in a child process (see tests/ingest/pyav_publish.py)."""
-    rc = await run_publisher(sys.executable, "-m", "tests.ingest.pyav_publish", str(src), url,
+    """Publish with PyAV in a child process (see benchmarks.pyav_publish.py)."""
+    rc = await run_publisher(sys.executable, "-m", "benchmarks.pyav_publish", str(src), url,
                              cwd=REPO_ROOT)
     assert rc == 0
 
