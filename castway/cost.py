@@ -56,7 +56,10 @@ class Calibration:
     (a two-size fit: x264 has a per-frame cost that small rungs feel); decoding costs
     ``decode_mpx_s`` and scaling ``scale_mpx_s`` per megapixel; ``broadcast_s`` is the
     fixed CPU-seconds per second of any broadcast (passthrough packaging, audio, the
-    child's loop, the ingest process's share).
+    child's loop); ``ingest_mbit_s`` the ingest process's CPU-seconds per second for each
+    Mbit/s a broadcast sends (RTMP, the pipes, the sink's parts and segments), which
+    ``castway calibrate`` does not measure: its default is what ``castway bench capacity``
+    measured on the development machine (BENCHMARKS.md).
     """
 
     cores: float
@@ -66,11 +69,12 @@ class Calibration:
     scale_mpx_s: float
     broadcast_s: float
     preset: str = "veryfast"
+    ingest_mbit_s: float = 0.015
     measured: str = ""  # when and how (free text, for operators)
 
     def __post_init__(self) -> None:
         values = (self.encode_frame_s, self.encode_mpx_s, self.decode_mpx_s,
-                  self.scale_mpx_s, self.broadcast_s)
+                  self.scale_mpx_s, self.broadcast_s, self.ingest_mbit_s)
         if self.cores <= 0 or any(v < 0 for v in values):
             raise CostError("a calibration needs cores > 0 and no negative cost")
 
@@ -88,7 +92,8 @@ class Calibration:
                        scale_mpx_s=float(raw["scale_mpx_s"]),
                        broadcast_s=float(raw["broadcast_s"]),
                        preset=str(raw.get("preset", "veryfast")),
-                       measured=str(raw.get("measured", "")))
+                       measured=str(raw.get("measured", "")),
+                       ingest_mbit_s=float(raw.get("ingest_mbit_s", 0.015)))
         except (ValueError, KeyError, TypeError) as exc:
             raise CostError(f"not a calibration: {exc}") from exc
 
@@ -122,16 +127,17 @@ def _mpx(width: int, height: int) -> float:
 
 
 def estimate(source: VideoSource, encodes: Sequence[Encode], cal: Calibration, *,
-             passthrough_tracks: int = 0) -> float:
+             passthrough_tracks: int = 0, input_kbps: float = 0.0) -> float:
     """The cost (cores) of transcoding ``source`` into ``encodes`` plus its passthrough
     and ``passthrough_tracks`` more renditions the encoder sent (E-RTMP multitrack).
 
     A passthrough-only broadcast decodes nothing (the pipeline stops decoding once the
     source size is known), so it costs ``broadcast_s`` alone; each encoder-sent track is
     packaged like one more (measured: six 1080p30 five-track broadcasts, 0.043 cores each
-    in the transcoder for 6 x 0.0071 estimated, BENCHMARKS.md).
+    in the transcoder for 6 x 0.0071 estimated, BENCHMARKS.md). ``input_kbps`` is what
+    the publisher sends, all tracks: the ingest process's share (``ingest_mbit_s``).
     """
-    cost = cal.broadcast_s * (1 + passthrough_tracks)
+    cost = cal.broadcast_s * (1 + passthrough_tracks) + cal.ingest_mbit_s * input_kbps / 1000
     if not encodes:
         return cost
     factor = DECODE_FACTOR.get(source.codec, UNKNOWN_DECODE_FACTOR)

@@ -28,7 +28,7 @@ from castway.cost import (
     estimate,
 )
 from castway.model import SourceInfo
-from castway.rungs import LOW_RUNG_MAX_FPS
+from castway.rungs import LOW_RUNG_MAX_FPS, PLATFORM_RUNGS, rung_bitrate_kbps
 from transcoder.ladder import LadderSpec, resolve_ladder
 
 logger = logging.getLogger(__name__)
@@ -57,12 +57,14 @@ def encodes(spec: LadderSpec, source: VideoSource) -> list[Encode]:
 
 
 def ladder_cost(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
-                passthrough_tracks: int = 0) -> float:
-    return estimate(source, encodes(spec, source), cal, passthrough_tracks=passthrough_tracks)
+                passthrough_tracks: int = 0, input_kbps: float = 0.0) -> float:
+    return estimate(source, encodes(spec, source), cal, passthrough_tracks=passthrough_tracks,
+                    input_kbps=input_kbps)
 
 
 def ladder_options(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
-                   passthrough_tracks: int = 0) -> list[Option[LadderSpec]]:
+                   passthrough_tracks: int = 0,
+                   input_kbps: float = 0.0) -> list[Option[LadderSpec]]:
     """Every ladder ``source`` could get under ``spec``, richest first, with its cost.
 
     Only rungs the source actually gets count (none at or above its height). A ladder
@@ -75,7 +77,8 @@ def ladder_options(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
     def add(candidate: LadderSpec) -> None:
         if candidate.rungs or candidate.source:
             options.append(Option(candidate, ladder_cost(
-                candidate, source, cal, passthrough_tracks=passthrough_tracks)))
+                candidate, source, cal, passthrough_tracks=passthrough_tracks,
+                input_kbps=input_kbps)))
 
     for first in range(len(rungs) + 1):
         if not spec.source and first == len(rungs):
@@ -86,6 +89,13 @@ def ladder_options(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
             capped = (replace(tail[0], max_fps=LOW_RUNG_MAX_FPS), *tail[1:])
             add(replace(spec, rungs=capped))
     return options
+
+
+def nominal_kbps(height: int, fps: float) -> float:
+    """What a publisher sends at this size and rate when it does not say: the platform's
+    rung of the nearest height (castway.rungs)."""
+    nearest = min(PLATFORM_RUNGS, key=lambda r: abs(r.height - height))
+    return float(rung_bitrate_kbps(nearest, fps))
 
 
 def describe(spec: LadderSpec, source: VideoSource) -> str:

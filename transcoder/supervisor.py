@@ -49,6 +49,7 @@ from transcoder.capacity import (
     ladder_cost,
     ladder_options,
     load_calibration,
+    nominal_kbps,
     video_source,
 )
 from transcoder.codecs import CodecConfigError
@@ -333,7 +334,11 @@ class TranscoderSupervisor:
             if config.keep_rungs is not None:
                 kept = replace(kept, rungs=tuple(r for r in kept.rungs
                                                  if r.name in config.keep_rungs))
-            self.ledger.reserve(broadcast.id, ladder_cost(kept, source, self.calibration))
+            self.ledger.reserve(broadcast.id, ladder_cost(
+                kept, source, self.calibration,
+                input_kbps=(broadcast.source.video_bitrate_kbps if broadcast.source
+                            and broadcast.source.video_bitrate_kbps
+                            else nominal_kbps(source.height, source.fps))))
             transcoder.ladder_decided = True
         else:
             self.ledger.reserve(broadcast.id, self.ledger.publish_reserve)
@@ -423,6 +428,7 @@ class BroadcastTranscoder:
         self.cost_estimate: float | None = None
         self.cost_measured: float | None = None
         self._meter = CpuMeter()
+        self._bytes_in = 0  # what the publisher sent, every track: the ingest's share
         self._dropped_at_sample = 0
         self._fps_sample: tuple[float, int] | None = None  # (monotonic, video packets)
         self.warnings: set[HealthWarning] = set()
@@ -459,6 +465,7 @@ class BroadcastTranscoder:
         return self.dropped_frames + self.dropped_video_packets
 
     async def feed(self, packet: MediaPacket) -> None:
+        self._bytes_in += len(packet.payload)
         if packet.is_config:
             self._configs[packet.stream] = packet
         if self._given_up or self._finishing:
@@ -519,8 +526,13 @@ class BroadcastTranscoder:
             # the rest (a track castway takes over later shows in the measured cost).
             spec = replace(spec, rungs=tuple(r for r in spec.rungs
                                              if r.height not in tracks.values()))
+        # What it sends, for the ingest process's share: its own word for track 0 (else
+        # the platform's rate for its size), the platform's rates for its tracks.
+        input_kbps = (info.video_bitrate_kbps if info and info.video_bitrate_kbps
+                      else nominal_kbps(source.height, source.fps))
+        input_kbps += sum(nominal_kbps(h, source.fps) for h in tracks.values())
         options = ladder_options(spec, source, supervisor.calibration,
-                                 passthrough_tracks=len(tracks))
+                                 passthrough_tracks=len(tracks), input_kbps=input_kbps)
         mode = ledger.mode
         if mode is AdmissionMode.REFUSE:
             mode = AdmissionMode.REDUCE
@@ -870,7 +882,11 @@ class BroadcastTranscoder:
             self._meter.reset()
             return
         measured = self._meter.sample(stats.media_ms / 1000.0, cpu)
-        if measured is not None:
+        if measured is not None and stats.media_ms > 0:
+            # The child's CPU, plus the ingest process's share of what the publisher
+            # sends (castway.cost: ingest_mbit_s), as the estimate counts it.
+            mbit_s = self._bytes_in * 8 / 1e6 / (stats.media_ms / 1000.0)
+            measured += self.supervisor.calibration.ingest_mbit_s * mbit_s
             self.cost_measured = measured
             self.supervisor.ledger.measure(self.broadcast.id, measured)
 
@@ -1031,6 +1047,7 @@ class BroadcastTranscoder:
             return
         self._restart_times.append(now)
         self._meter.reset()  # the successor's CPU counter starts from 0
+        self._bytes_in = 0  # and its media time
         self.restarts += 1
         self.supervisor.metrics.restarts.inc()
         self._media_clock = time.monotonic()

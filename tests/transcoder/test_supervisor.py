@@ -19,7 +19,7 @@ import av
 import pytest
 from prometheus_client import CollectorRegistry
 
-from castway.cost import VideoSource
+from castway.cost import VideoSource, estimate
 from castway.events.media import MediaEvent, MediaUpdate, media_topic
 from castway.hls.playlist import render_media_playlist
 from castway.live.base import Subscription
@@ -31,7 +31,7 @@ from castway.storage.local import LocalStorage
 from castway.storage.uploader import Uploader
 from tests.hls_validator import validate_playlist
 from tests.support import make_multitrack_media
-from transcoder.capacity import ladder_cost
+from transcoder.capacity import ladder_cost, nominal_kbps
 from transcoder.demux import read_packets
 from transcoder.ladder import LadderSpec, RungSpec
 from transcoder.supervisor import QUEUE_PACKETS, TranscoderSupervisor
@@ -463,9 +463,14 @@ async def test_the_rungs_an_encoder_sends_itself_are_not_counted_against_the_nod
     for packet in read_packets(src, tracks=True):
         await media.feed(packet)
     assert media.ladder_name == "source,track1:240p,track2:160p"
-    single = ladder_cost(LadderSpec((RungSpec("160p", 160, 200),)),
-                         VideoSource(640, 360, 30.0), supervisor.calibration)
-    assert media.cost_estimate is not None and media.cost_estimate < single / 2
+    # Packaging three renditions and ingesting what they weigh; no decode, no encode.
+    source = VideoSource(640, 360, 30.0)
+    sent = sum(nominal_kbps(h, 30.0) for h in (360, 240, 160))
+    cal = supervisor.calibration
+    assert media.cost_estimate == pytest.approx(
+        estimate(source, [], cal, passthrough_tracks=2, input_kbps=sent))
+    assert media.cost_estimate < ladder_cost(LadderSpec((RungSpec("160p", 160, 200),)),
+                                             source, cal, input_kbps=sent)
     await media.finish()
     ended = await live.get_broadcast("mt")
     assert ended is not None
