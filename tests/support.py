@@ -103,11 +103,13 @@ def make_test_media(path: Path, *, seconds: float = 4.0, width: int = 640, heigh
 
 def make_multitrack_media(path: Path, sizes: tuple[tuple[int, int], ...], *,
                           seconds: float = 4.0, fps: int = 30,
-                          gops: tuple[int, ...] | None = None) -> Path:
+                          gops: tuple[int, ...] | None = None,
+                          codecs: tuple[str, ...] | None = None) -> Path:
     """One test pattern at several sizes, one H.264 video stream each (the first is the
     broadcast, the others an encoder-sent ladder, as OBS Multitrack Video sends it), and
     AAC. ``gops``: each stream's keyframe interval in frames (default: all 2 s, aligned
-    as one encoder sends them); the container follows ``path``'s suffix (.mkv, .flv)."""
+    as one encoder sends them); ``codecs``: each stream's encoder (default libx264); the
+    container follows ``path``'s suffix (.mkv, .flv)."""
     ffmpeg = require_tool("ffmpeg")
     gops = gops or (2 * fps,) * len(sizes)
     split = "".join(f"[s{i}]" for i in range(len(sizes)))
@@ -124,6 +126,10 @@ def make_multitrack_media(path: Path, sizes: tuple[tuple[int, int], ...], *,
             "-tune", "zerolatency", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"]
     for i, gop in enumerate(gops):
         cmd += [f"-g:v:{i}", str(gop), f"-keyint_min:v:{i}", str(gop)]
+    for i, codec in enumerate(codecs or ()):
+        cmd += [f"-c:v:{i}", codec]
+        if codec == "libx265":
+            cmd += [f"-x265-params:v:{i}", "log-level=error:bframes=0", f"-tag:v:{i}", "hvc1"]
     cmd += ["-c:a", "aac", "-b:a", "96k", "-ac", "2", str(path)]
     subprocess.run(cmd, check=True)
     return path

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -155,14 +155,19 @@ class SourceJournal:
                 tmp.unlink()
 
     def append(self, item: MediaPacket | Break) -> None:
+        self.append_all((item,))
+
+    def append_all(self, items: Sequence[MediaPacket | Break]) -> None:
         if self._file is None or self._failed:
             return
-        record = encode_item(item)
+        # One write for what the writer took off its queue at once (a torn last record
+        # is where a read ends).
+        record = b"".join(encode_item(item) for item in items)
         if self._size + len(record) > self.max_bytes:
             return  # full: the salvage gets what is there
         try:
-            # One write per record straight to the page cache (unbuffered file): a
-            # process killed between packets leaves whole records behind.
+            # Straight to the page cache (unbuffered file): a process killed between
+            # writes leaves whole records behind.
             self._file.write(record)
             self._size += len(record)
         except OSError as e:

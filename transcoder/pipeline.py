@@ -758,9 +758,8 @@ class Pipeline:
                 self._track_packet(track, track.held.popleft())
 
     def _track_packet(self, track: _Track, packet: MediaPacket) -> None:
-        assert track.packager is not None
-        if track.encoded is not None:
-            return  # castway encodes this one now, from the source
+        if track.packager is None or track.encoded is not None:
+            return  # stopped, or castway encodes this one now, from the source
         pts = packet.pts_ms
         boundaries = self.clock.boundaries_in(track.align.horizon(pts), pts + ALIGN_TOLERANCE_MS)
         verdict = track.align.check(pts, packet.is_keyframe, boundaries)
@@ -970,7 +969,7 @@ class Pipeline:
             self._encode(enc, None)
         for track in self._track_renditions():
             # The source has ended (or broken off): what is held is all there is.
-            while track.held and track.encoded is None:
+            while track.held and track.packager is not None and track.encoded is None:
                 self._track_packet(track, track.held.popleft())
             if track.encoded is not None:
                 self._track_decode(track, None)

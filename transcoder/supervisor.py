@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -86,6 +86,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 QUEUE_PACKETS = 900  # ~10 s of 30 fps video + 48 kHz AAC
+# Queued items the writer takes at once (one thread hop, one journal write).
+WRITE_BATCH = 64
 EVENT_QUEUE = 64
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
@@ -375,6 +377,22 @@ class TranscoderSupervisor:
         if self._owns_uploader and self.uploader:
             await self.uploader.close()
         self._storage_pool.close()
+
+
+class _SendFailed(Exception):
+    """A pipe send failed after ``sent`` messages had gone (to a child now dead)."""
+
+    def __init__(self, sent: int) -> None:
+        super().__init__(sent)
+        self.sent = sent
+
+
+def _send_all(tx: Connection, messages: Sequence[ToChild]) -> None:
+    for sent, message in enumerate(messages):
+        try:
+            tx.send(message)
+        except (OSError, ValueError) as exc:
+            raise _SendFailed(sent) from exc
 
 
 class BroadcastTranscoder:
@@ -706,15 +724,23 @@ class BroadcastTranscoder:
         prelude_sent = 0  # the generation that has had its prelude
         previous: Connection | None = None
         while True:
-            item = await self._queue.get()
-            seq: int | None = None
-            message: ToChild
-            if isinstance(item, Finish | SetLadder):
-                message = item
-            else:
+            # What is queued goes in one thread hop and one journal write: per packet,
+            # the hops (a future, a wake-up of the event loop) cost more than the sends.
+            items = [await self._queue.get()]
+            while len(items) < WRITE_BATCH and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            batch: list[tuple[int | None, ToChild]] = []
+            journal: list[MediaPacket | Break] = []
+            for item in items:
+                if isinstance(item, Finish | SetLadder):
+                    batch.append((None, item))
+                    continue
                 seq = self._recovery.sent(item)
-                self._journal_submit(self._journal.append, item)
-                message = Restart(seq) if isinstance(item, Break) else Feed(item, seq)
+                journal.append(item)
+                batch.append((seq, Restart(seq) if isinstance(item, Break)
+                              else Feed(item, seq)))
+            if journal:
+                self._journal_submit(self._journal.append_all, journal)
             while True:  # until a child has it (a replay may carry it)
                 await self._child_ready.wait()
                 tx = self._tx
@@ -728,29 +754,36 @@ class BroadcastTranscoder:
                 try:
                     if prelude_sent != generation:
                         prelude_sent = generation
-                        replayed_until = await self._send_prelude(tx, item)
-                        if seq is not None and seq <= replayed_until:
-                            break
-                    await self._in_thread(tx.send, message)
+                        replayed_until = await self._send_prelude(tx, items)
+                        batch = [(seq, m) for seq, m in batch
+                                 if seq is None or seq > replayed_until]
+                    if batch:
+                        await self._in_thread(_send_all, tx, [m for _, m in batch])
                     break
+                except _SendFailed as failed:
+                    # What went before the failure went to the dead child, as a single
+                    # send that succeeded would have: the rest is the successor's.
+                    batch = batch[failed.sent:]
+                    if generation == self._generation:
+                        self._child_ready.clear()
                 except (OSError, ValueError):
                     # Broken pipe: the child died; the reader reports it, we restart, and
-                    # this message goes to the successor (in its replay, or after it).
+                    # these messages go to the successor (in its replay, or after it).
                     if generation == self._generation:
                         self._child_ready.clear()
 
     async def _send_prelude(self, tx: Connection,
-                            item: MediaPacket | Break | Finish | SetLadder) -> int:
+                            pending: Sequence[MediaPacket | Break | Finish | SetLadder]) -> int:
         """A fresh child's first messages: the configuration records in force, then the
         replay of the work in progress if its predecessor died (the last sequence
-        number replayed, -1 for none)."""
+        number replayed, -1 for none). ``pending``: what the writer is about to send."""
         plan, self._plan = self._plan, None
         if plan is None:
             # A copy: each send awaits, and a record of a kind not seen yet may come in
             # meanwhile (audio and video on separate tasks, as WHIP feeds them); that one
             # is queued and goes after.
             for config in list(self._configs.values()):
-                if item is not config:
+                if not any(config is p for p in pending):
                     await self._in_thread(tx.send, Feed(config, -1))
             return -1
         prelude = self._recovery.prelude(plan)

@@ -547,7 +547,7 @@ async def test_a_config_that_arrives_while_a_new_child_gets_its_prelude_is_not_l
 
     media._in_thread = in_thread
     try:
-        await media._send_prelude(SimpleNamespace(send=None), frame)
+        await media._send_prelude(SimpleNamespace(send=None), [frame])
     finally:
         media._in_thread = real_in_thread
     assert [getattr(m, "packet", None) for m in sent] == [video_config]

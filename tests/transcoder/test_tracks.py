@@ -226,6 +226,22 @@ def test_a_misaligned_track_is_encoded_by_castway_from_the_boundary_it_missed(
     assert got.stopped == []
 
 
+def test_a_misaligned_hevc_track_stops_at_the_boundary_it_missed(media_dir: Path) -> None:
+    """castway encodes H.264: an HEVC rendition cannot turn H.264 without a break in
+    every playlist, so it ends where it missed a boundary (its playlist then answers
+    410, as an overloaded rung's does), whole up to there."""
+    src = make_multitrack_media(media_dir / "tracks_hevc_off.mkv", SIZES, seconds=6.0,
+                                gops=(60, 60, 45),
+                                codecs=("libx264", "libx264", "libx265"))
+    got = run(list(read_packets(src, tracks=True)))
+    assert got.stopped == ["160p"]
+    assert got.infos["160p"].codecs.startswith("hvc1.")
+    [(segment, init)] = got.segments["160p"]  # 0 to 2 s, its own
+    assert segment.duration_s == pytest.approx(2.0, abs=0.04)
+    assert first_frames(init + segment.data)[2] == 60
+    assert_aligned(got, ["source", "240p"])
+
+
 def test_an_audio_track_and_an_unsupported_track_are_left_out(aligned_src: Path) -> None:
     packets = list(read_packets(aligned_src, tracks=True))
     extra = [MediaPacket(MediaKind.AUDIO, Codec.AAC, True, True, 0, 0, b"\x11\x90", 1),
