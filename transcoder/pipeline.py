@@ -114,6 +114,13 @@ class PipelineStats:
     degraded: tuple[Degradation, ...] = ()
 
 
+def av_packet(packet: MediaPacket) -> av.Packet[Any]:
+    """A MediaPacket as libav's decoders take it (millisecond timestamps)."""
+    pkt = av.Packet(packet.payload)
+    pkt.pts, pkt.dts, pkt.time_base = packet.pts_ms, packet.dts_ms, MS
+    return pkt
+
+
 def _nominal_kbps(height: int) -> int:
     """castway's own bit rate for a rung of this height (the nearest default rung's)."""
     nearest = min(DEFAULT_RUNGS, key=lambda r: abs(r.height - height))
@@ -277,9 +284,7 @@ class _Track:
         try:
             ctx: Any = av.CodecContext.create(_DECODERS[self.codec], "r")
             ctx.extradata = self.config
-            pkt = av.Packet(packet.payload)
-            pkt.pts, pkt.dts, pkt.time_base = packet.pts_ms, packet.dts_ms, MS
-            frames = list(ctx.decode(pkt)) + list(ctx.decode(None))
+            frames = list(ctx.decode(av_packet(packet))) + list(ctx.decode(None))
         except (av.error.FFmpegError, ValueError) as exc:
             logger.warning("a track's first keyframe does not decode",
                            extra={"track": self.track, "error": str(exc)})
@@ -511,13 +516,7 @@ class Pipeline:
 
     def _decode(self, packet: MediaPacket | None) -> None:
         ctx = self._decoder_ctx()
-        if packet is None:
-            pkt = None
-        else:
-            pkt = av.Packet(packet.payload)
-            pkt.pts = packet.pts_ms
-            pkt.dts = packet.dts_ms
-            pkt.time_base = MS
+        pkt = None if packet is None else av_packet(packet)
         try:
             frames = ctx.decode(pkt)
         except av.error.FFmpegError as exc:
@@ -816,10 +815,7 @@ class Pipeline:
             track.decoder = av.CodecContext.create(_DECODERS[self._video_codec], "r")
             track.decoder.extradata = self._video_config
             track.decoder.thread_type = "AUTO"
-        pkt = None
-        if packet is not None:
-            pkt = av.Packet(packet.payload)
-            pkt.pts, pkt.dts, pkt.time_base = packet.pts_ms, packet.dts_ms, MS
+        pkt = None if packet is None else av_packet(packet)
         try:
             frames = track.decoder.decode(pkt)
         except av.error.FFmpegError as exc:
