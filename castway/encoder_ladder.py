@@ -25,7 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from castway.rungs import PLATFORM_RUNGS, PlatformRung, rate_divisor, rung_bitrate_kbps
+from castway.rungs import (
+    PLATFORM_RUNGS,
+    PlatformRung,
+    nearest_rung,
+    rate_divisor,
+    rung_bitrate_kbps,
+)
 
 # PCI vendor ids OBS reports for each GPU.
 NVIDIA, AMD, INTEL = 0x10DE, 0x1002, 0x8086
@@ -106,7 +112,7 @@ def plan_encoder_ladder(ask: ClientAsk, *, keyint_s: int, max_tracks: int,
             "several x264 encodes would take the CPU your stream needs. Stream without "
             "Multitrack Video: castway makes the other qualities itself."))
     fps = float(ask.fps)
-    top_rung = min(rungs, key=lambda r: abs(r.height - ask.height))
+    top_rung = nearest_rung(ask.height, rungs)
     tracks = [TrackPlan(_even(ask.width), _even(ask.height), ask.fps,
                         rung_bitrate_kbps(top_rung, fps))]
     aspect = ask.width / ask.height

@@ -36,6 +36,13 @@ PLATFORM_RUNGS: tuple[PlatformRung, ...] = (
 )
 
 
+def nearest_rung(height: int,
+                 rungs: tuple[PlatformRung, ...] = PLATFORM_RUNGS) -> PlatformRung:
+    """The rung of the table whose height is nearest (what a size is counted as when
+    nothing says its bit rate)."""
+    return min(rungs, key=lambda r: abs(r.height - height))
+
+
 def rung_rate(source_fps: float, max_fps: float) -> float:
     """A rung's frame rate: the source's, or above the cap, the source's divided by the
     smallest whole number that brings it under (60 -> 30, 50 -> 25, 59.94 -> 29.97), so

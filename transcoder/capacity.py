@@ -28,7 +28,7 @@ from castway.cost import (
     estimate,
 )
 from castway.model import SourceInfo
-from castway.rungs import LOW_RUNG_MAX_FPS, PLATFORM_RUNGS, rung_bitrate_kbps
+from castway.rungs import LOW_RUNG_MAX_FPS, nearest_rung, rung_bitrate_kbps
 from transcoder.ladder import LadderSpec, resolve_ladder
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,15 @@ def ladder_options(spec: LadderSpec, source: VideoSource, cal: Calibration, *,
 def nominal_kbps(height: int, fps: float) -> float:
     """What a publisher sends at this size and rate when it does not say: the platform's
     rung of the nearest height (castway.rungs)."""
-    nearest = min(PLATFORM_RUNGS, key=lambda r: abs(r.height - height))
-    return float(rung_bitrate_kbps(nearest, fps))
+    return float(rung_bitrate_kbps(nearest_rung(height), fps))
+
+
+def source_kbps(info: SourceInfo | None, source: VideoSource) -> float:
+    """What the publisher sends of track 0: its own word (onMetaData videodatarate),
+    else the platform's rate for its size."""
+    if info is not None and info.video_bitrate_kbps:
+        return info.video_bitrate_kbps
+    return nominal_kbps(source.height, source.fps)
 
 
 def describe(spec: LadderSpec, source: VideoSource) -> str:

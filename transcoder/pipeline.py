@@ -20,10 +20,11 @@ import av.video.frame
 from av.video.reformatter import VideoReformatter
 
 from castway.media import Codec, MediaKind, MediaPacket
+from castway.rungs import nearest_rung
 from castway.settings import X264_LOOKAHEAD_FRAMES
 from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
 from transcoder.fmp4 import AudioTrack, VideoTrack
-from transcoder.ladder import DEFAULT_RUNGS, SOURCE, LadderSpec, Rung, resolve_ladder
+from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
 from transcoder.nal import annexb_to_avcc, avcc_record_from_annexb
 from transcoder.overload import Action, Degradation, OverloadPolicy
 from transcoder.packager import ContainerWriter, Output, Packager
@@ -119,12 +120,6 @@ def av_packet(packet: MediaPacket) -> av.Packet[Any]:
     pkt = av.Packet(packet.payload)
     pkt.pts, pkt.dts, pkt.time_base = packet.pts_ms, packet.dts_ms, MS
     return pkt
-
-
-def _nominal_kbps(height: int) -> int:
-    """castway's own bit rate for a rung of this height (the nearest default rung's)."""
-    nearest = min(DEFAULT_RUNGS, key=lambda r: abs(r.height - height))
-    return nearest.video_bitrate_kbps
 
 
 def make_writer(segment_format: str) -> ContainerWriter:
@@ -369,7 +364,6 @@ class Pipeline:
         # that castway takes over needs to be encoded from that boundary on.
         self._gop: list[MediaPacket] = []
         self._recent_audio: deque[tuple[int, bytes]] = deque(maxlen=EARLY_AUDIO_LIMIT)
-        self._video_fps = 30.0
 
     # --- input ----------------------------------------------------------------------
     def push(self, packet: MediaPacket) -> None:
@@ -497,15 +491,19 @@ class Pipeline:
 
     def _decoder_ctx(self) -> Any:
         if self._decoder is None:
-            assert self._video_codec is not None  # checked by the caller
-            try:
-                ctx: Any = av.CodecContext.create(_DECODERS[self._video_codec], "r")
-            except Exception as exc:  # libav raises its own hierarchy
-                raise PipelineError(f"no decoder for {self._video_codec}: {exc}") from exc
-            ctx.extradata = self._video_config
-            ctx.thread_type = "AUTO"
-            self._decoder = ctx
+            self._decoder = self._new_source_decoder()
         return self._decoder
+
+    def _new_source_decoder(self) -> Any:
+        """A decoder of the source (track 0) as it is configured now."""
+        assert self._video_codec is not None  # checked by the caller
+        try:
+            ctx: Any = av.CodecContext.create(_DECODERS[self._video_codec], "r")
+        except Exception as exc:  # libav raises its own hierarchy
+            raise PipelineError(f"no decoder for {self._video_codec}: {exc}") from exc
+        ctx.extradata = self._video_config
+        ctx.thread_type = "AUTO"
+        return ctx
 
     def _close_decoder(self) -> None:
         """Drain and drop the decoder. A frame-threaded libav decoder freed with frames
@@ -556,13 +554,18 @@ class Pipeline:
                                self.config.scale_threads)
             if base is None:
                 base = scaled
-            scaled.pts = pts
-            scaled.time_base = MS
-            scaled.pict_type = (av.video.frame.PictureType.I if boundary
-                                else av.video.frame.PictureType.NONE)
-            self._encode(enc, scaled)
+            self._encode_frame(enc, scaled, pts, boundary)
         if skipped:
             self.stats.dropped_frames += 1
+
+    def _encode_frame(self, enc: _Encoded, scaled: av.VideoFrame, pts: int,
+                      boundary: bool) -> None:
+        """A frame scaled for ``enc``, an IDR at a segment boundary."""
+        scaled.pts = pts
+        scaled.time_base = MS
+        scaled.pict_type = (av.video.frame.PictureType.I if boundary
+                            else av.video.frame.PictureType.NONE)
+        self._encode(enc, scaled)
 
     def _stop_rung(self, name: str, boundary_pts: int) -> None:
         """Overload: the rung's last segment ends just before the segment that starts at
@@ -738,10 +741,12 @@ class Pipeline:
             return
         if len(track.dts_seen) < 8:
             track.dts_seen.append(packet.dts_ms)
-        first = track.dts_span[0] if track.dts_span else packet.dts_ms
-        if track.dts_span is None or packet.dts_ms > track.dts_span[1]:
-            track.bytes += len(packet.payload) if track.dts_span else 0
-            track.dts_span = (first, packet.dts_ms)
+        if track.dts_span is None:
+            track.dts_span = (packet.dts_ms, packet.dts_ms)
+        elif packet.dts_ms > track.dts_span[1]:
+            # The bytes after the first packet, over the time they took.
+            track.bytes += len(packet.payload)
+            track.dts_span = (track.dts_span[0], packet.dts_ms)
         if track.info is None and packet.is_keyframe and self._dims is None:
             track.probe(packet)
         track.held.append(packet)
@@ -785,13 +790,12 @@ class Pipeline:
             # playlist; it ends instead, as a rung overload stops does.
             logger.warning("encoder-sent rendition stopped: " + why,
                            extra={"rendition": track.name})
-            track.encoded = None
             track.packager = None
             self.on_rung_stopped(Degradation(track.name, Action.STOPPED, self._clock(), 0.0))
             return
         info = track.described() or track.info
         rung = Rung(track.name, info.width, info.height, info.fps,
-                    int(info.bitrate_kbps or _nominal_kbps(info.height)))
+                    int(info.bitrate_kbps or nearest_rung(info.height).video_bitrate_kbps))
         track.note = why + ": encoded by castway from there"
         logger.warning("encoder-sent rendition taken over", extra={
             "rendition": track.name, "why": why})
@@ -811,10 +815,7 @@ class Pipeline:
         enc = track.encoded
         assert enc is not None
         if track.decoder is None:
-            assert self._video_codec is not None
-            track.decoder = av.CodecContext.create(_DECODERS[self._video_codec], "r")
-            track.decoder.extradata = self._video_config
-            track.decoder.thread_type = "AUTO"
+            track.decoder = self._new_source_decoder()
         pkt = None if packet is None else av_packet(packet)
         try:
             frames = track.decoder.decode(pkt)
@@ -826,13 +827,9 @@ class Pipeline:
                 continue
             pts = int(frame.pts)
             boundary = self.clock.is_boundary(pts)
-            if not enc.wants(pts, boundary):
-                continue
-            scaled = enc.scale(frame, self.config.scale_threads)
-            scaled.pts, scaled.time_base = pts, MS
-            scaled.pict_type = (av.video.frame.PictureType.I if boundary
-                                else av.video.frame.PictureType.NONE)
-            self._encode(enc, scaled)
+            if enc.wants(pts, boundary):
+                self._encode_frame(enc, enc.scale(frame, self.config.scale_threads), pts,
+                                   boundary)
 
     def _setup_tracks(self, rungs: list[Rung]) -> list[Rung]:
         """The tracks that are renditions (those described by now), and the rungs left
@@ -860,7 +857,8 @@ class Pipeline:
                 self._tell_once(f"video track {track.track} is not a rendition: no keyframe "
                                 "of it had come when the ladder was set up", track=track.track)
         taken = {n for n in names.values()}
-        return [r for r in hybrid_rungs(rungs, described) if r.name not in taken]
+        covered = {info.height for info in described}
+        return [r for r in hybrid_rungs(rungs, covered) if r.name not in taken]
 
     def _track_renditions(self) -> list[_Track]:
         return [t for t in self._tracks.values() if t.packager is not None and t.name]

@@ -50,6 +50,7 @@ from transcoder.capacity import (
     ladder_options,
     load_calibration,
     nominal_kbps,
+    source_kbps,
     video_source,
 )
 from transcoder.codecs import CodecConfigError
@@ -79,6 +80,7 @@ from transcoder.pipeline import AUDIO_RENDITION, PipelineConfig, PipelineStats
 from transcoder.replay import BREAK, MAX_REPLAY_BYTES, Break, Plan, Recovery
 from transcoder.segmenter import SegmentPolicy
 from transcoder.sink import BroadcastSink
+from transcoder.tracks import hybrid_rungs
 from transcoder.worker import worker_main
 
 logger = logging.getLogger(__name__)
@@ -338,9 +340,7 @@ class TranscoderSupervisor:
                                                  if r.name in config.keep_rungs))
             self.ledger.reserve(broadcast.id, ladder_cost(
                 kept, source, self.calibration,
-                input_kbps=(broadcast.source.video_bitrate_kbps if broadcast.source
-                            and broadcast.source.video_bitrate_kbps
-                            else nominal_kbps(source.height, source.fps))))
+                input_kbps=source_kbps(broadcast.source, source)))
             transcoder.ladder_decided = True
         else:
             self.ledger.reserve(broadcast.id, self.ledger.publish_reserve)
@@ -540,15 +540,13 @@ class BroadcastTranscoder:
         tracks = self._track_heights()
         spec = self.config.ladder
         if tracks:
-            # transcoder.tracks.hybrid_rungs: the encoder sent these; castway encodes
-            # the rest (a track castway takes over later shows in the measured cost).
-            spec = replace(spec, rungs=tuple(r for r in spec.rungs
-                                             if r.height not in tracks.values()))
-        # What it sends, for the ingest process's share: its own word for track 0 (else
-        # the platform's rate for its size), the platform's rates for its tracks.
-        input_kbps = (info.video_bitrate_kbps if info and info.video_bitrate_kbps
-                      else nominal_kbps(source.height, source.fps))
-        input_kbps += sum(nominal_kbps(h, source.fps) for h in tracks.values())
+            # The encoder sent these; castway encodes the rest (a track castway takes
+            # over later shows in the measured cost).
+            spec = replace(spec, rungs=tuple(hybrid_rungs(spec.rungs, set(tracks.values()))))
+        # What it sends, for the ingest process's share: track 0's rate, and the
+        # platform's rates for its tracks.
+        input_kbps = source_kbps(info, source) + sum(
+            nominal_kbps(h, source.fps) for h in tracks.values())
         options = ladder_options(spec, source, supervisor.calibration,
                                  passthrough_tracks=len(tracks), input_kbps=input_kbps)
         mode = ledger.mode

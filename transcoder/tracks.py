@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from castway.media import Codec
-from transcoder.ladder import Rung
 from transcoder.segmenter import TIMESTAMP_JITTER_MS
 
 # Video tracks besides track 0 one broadcast may bring as renditions (a DoS limit: each
@@ -55,10 +55,18 @@ def track_names(tracks: Sequence[TrackInfo], taken: Collection[str]) -> dict[int
     return names
 
 
-def hybrid_rungs(rungs: Sequence[Rung], tracks: Sequence[TrackInfo]) -> list[Rung]:
-    """The rungs castway still encodes: its own ladder less every rung a track has the
-    height of (the encoder sent that one, at no cost here)."""
-    covered = {t.height for t in tracks}
+class _HasHeight(Protocol):
+    @property
+    def height(self) -> int: ...
+
+
+H = TypeVar("H", bound=_HasHeight)
+
+
+def hybrid_rungs(rungs: Sequence[H], covered: Collection[int]) -> list[H]:
+    """The rungs castway still encodes: its own ladder (resolved rungs, or the ladder's
+    specs) less every rung a track has the height of (``covered``: the encoder sent
+    that one, at no cost here)."""
     return [r for r in rungs if r.height not in covered]
 
 
