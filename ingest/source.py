@@ -140,12 +140,9 @@ MAX_COUNTED_TRACKS = 16
 
 @dataclass(slots=True)
 class _TrackCount:
-    codec: str = ""
-    bytes: int = 0
-    frames: int = 0
+    rates: SourceCounters = dataclasses.field(default_factory=SourceCounters)
     last_keyframe_ms: int | None = None
     keyframe_interval_s: float | None = None
-    sampled: tuple[float, int, int] = (0.0, 0, 0)
 
 
 @dataclass
@@ -163,12 +160,8 @@ class TrackCounters:
             if len(self.tracks) >= MAX_COUNTED_TRACKS:
                 return
             track = self.tracks[packet.track] = _TrackCount()
-        track.codec = packet.codec.value
-        track.bytes += len(packet.payload)
-        if packet.is_config:
-            return
-        track.frames += 1
-        if packet.is_keyframe:
+        track.rates.count(packet)
+        if packet.is_keyframe and not packet.is_config:
             if track.last_keyframe_ms is not None and packet.dts_ms > track.last_keyframe_ms:
                 track.keyframe_interval_s = (packet.dts_ms - track.last_keyframe_ms) / 1000
             track.last_keyframe_ms = packet.dts_ms
@@ -177,14 +170,11 @@ class TrackCounters:
         """Per track since the last sample, as flat stats keys (``track1_bitrate_kbps``)."""
         stats: dict[str, float | str] = {}
         for number, track in sorted(self.tracks.items()):
-            then, last_bytes, last_frames = track.sampled
-            elapsed = max(now - then, 1e-3)
-            track.sampled = (now, track.bytes, track.frames)
+            kbps, fps = track.rates.sample(now)
             prefix = f"track{number}_"
-            stats[prefix + "codec"] = track.codec
-            stats[prefix + "bitrate_kbps"] = round((track.bytes - last_bytes) * 8 / 1000
-                                                   / elapsed, 1)
-            stats[prefix + "fps"] = round((track.frames - last_frames) / elapsed, 2)
+            stats[prefix + "codec"] = track.rates.video_codec or ""
+            stats[prefix + "bitrate_kbps"] = round(kbps, 1)
+            stats[prefix + "fps"] = round(fps, 2)
             if track.keyframe_interval_s is not None:
                 stats[prefix + "keyframe_interval_s"] = round(track.keyframe_interval_s, 3)
         return stats
