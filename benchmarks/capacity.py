@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from benchmarks.kit import free_ports, wait_for_port
+from benchmarks.kit import ClipTrack, free_ports, multitrack_clip_command, wait_for_port
 from castway.encoder_ladder import NVIDIA, ClientAsk, plan_encoder_ladder
 
 #: (name, width, height, fps, video kbit/s): what a publisher might send.
@@ -99,24 +99,13 @@ def make_tracks_clip(path: Path, width: int, height: int, fps: int) -> Path:
         return path
     plan = plan_encoder_ladder(ClientAsk(width, height, Fraction(fps), (NVIDIA,)),
                                keyint_s=2, max_tracks=9)
-    tracks = plan.tracks
-    graph = f"[0:v]split={len(tracks)}" + "".join(f"[s{i}]" for i in range(len(tracks)))
-    for i, t in enumerate(tracks):
-        graph += f";[s{i}]fps={t.fps},scale={t.width}:{t.height}[v{i}]"
-    cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}",
-           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-           "-filter_complex", graph]
-    for i in range(len(tracks)):
-        cmd += ["-map", f"[v{i}]"]
-    cmd += ["-map", "1:a", "-t", str(CLIP_S), "-c:v", "libx264", "-preset", "ultrafast",
-            "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"]
-    for i, t in enumerate(tracks):
-        gop = round(plan.keyint_s * float(t.fps))
-        cmd += [f"-b:v:{i}", f"{t.bitrate_kbps}k", f"-maxrate:v:{i}", f"{t.bitrate_kbps}k",
-                f"-bufsize:v:{i}", f"{2 * t.bitrate_kbps}k", f"-g:v:{i}", str(gop),
-                f"-keyint_min:v:{i}", str(gop)]
-    cmd += ["-c:a", "aac", "-b:a", "128k", str(path)]
+    tracks = [ClipTrack(t.width, t.height, round(plan.keyint_s * float(t.fps)), t.fps,
+                        t.bitrate_kbps) for t in plan.tracks]
+    cmd = multitrack_clip_command(
+        "ffmpeg", path, tracks, fps=fps, seconds=CLIP_S,
+        video_args=("-c:v", "libx264", "-preset", "ultrafast", "-sc_threshold", "0",
+                    "-bf", "0", "-pix_fmt", "yuv420p"),
+        audio_args=("-c:a", "aac", "-b:a", "128k"))
     subprocess.run(cmd, check=True)
     return path
 

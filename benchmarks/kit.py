@@ -1,5 +1,6 @@
 """What the benchmarks (``castway bench ...``) and the tests share: free loopback ports,
-waiting for a server to listen, and where the reference peers' start scripts live."""
+waiting for a server to listen, where the reference peers' start scripts live, and the
+ffmpeg command of a multitrack test clip."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 # The nginx-rtmp peer script sits in the team's shared folder beside the checkout
@@ -62,3 +66,46 @@ def peer_script(name: str) -> Path | None:
 
 
 NGINX_RTMP = "nginx-rtmp.sh"
+
+
+@dataclass(frozen=True, slots=True)
+class ClipTrack:
+    """One video stream of a multitrack clip (an encoder-sent ladder's track)."""
+
+    width: int
+    height: int
+    gop: int  # keyframe interval, in frames
+    fps: Fraction | None = None  # None: the pattern's own rate
+    kbps: int | None = None  # None: the encoder's default rate control
+    codec: str = "libx264"
+
+
+def multitrack_clip_command(ffmpeg: str, path: Path, tracks: Sequence[ClipTrack], *,
+                            fps: int, seconds: float, video_args: Sequence[str],
+                            audio_args: Sequence[str]) -> list[str]:
+    """ffmpeg making one test pattern (testsrc2, the first track's size) into one video
+    stream per track, the first being track 0, plus a sine tone: what OBS Multitrack
+    Video sends, as a file. ``video_args`` apply to every stream (encoder, preset),
+    ``audio_args`` to the audio."""
+    split = "".join(f"[s{i}]" for i in range(len(tracks)))
+    graph = f"[0:v]split={len(tracks)}{split}"
+    for i, t in enumerate(tracks):
+        rate = f"fps={t.fps}," if t.fps is not None else ""
+        graph += f";[s{i}]{rate}scale={t.width}:{t.height}[v{i}]"
+    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y",
+           "-f", "lavfi", "-i", f"testsrc2=size={tracks[0].width}x{tracks[0].height}:rate={fps}",
+           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+           "-filter_complex", graph]
+    for i in range(len(tracks)):
+        cmd += ["-map", f"[v{i}]"]
+    cmd += ["-map", "1:a", "-t", str(seconds), *video_args]
+    for i, t in enumerate(tracks):
+        if t.kbps is not None:
+            cmd += [f"-b:v:{i}", f"{t.kbps}k", f"-maxrate:v:{i}", f"{t.kbps}k",
+                    f"-bufsize:v:{i}", f"{2 * t.kbps}k"]
+        cmd += [f"-g:v:{i}", str(t.gop), f"-keyint_min:v:{i}", str(t.gop)]
+        if t.codec != "libx264":
+            cmd += [f"-c:v:{i}", t.codec]
+        if t.codec == "libx265":
+            cmd += [f"-x265-params:v:{i}", "log-level=error:bframes=0", f"-tag:v:{i}", "hvc1"]
+    return [*cmd, *audio_args, str(path)]

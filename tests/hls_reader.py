@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,6 +19,7 @@ from castway.hls.findings import Finding
 from castway.hls.measured import check_bandwidth, check_durations, peak_segment_bitrate
 from castway.hls.reading import MediaPlaylist, parse_media, parse_multivariant
 from castway.hls.watch import BroadcastWatch
+from tests.support import poll_async
 
 
 @dataclass
@@ -175,3 +177,13 @@ async def check_vod(client: httpx.AsyncClient, vod_id: str, expected: set[str]
         assert check_bandwidth(variant, peak_segment_bitrate(sizes, 2)) == [], variant
         durations[variant.uri.split("/")[0]] = sum(s.duration for s in playlist.segments)
     return durations
+
+
+async def complete_vod(client: httpx.AsyncClient, auth: dict[str, str],
+                       timeout_s: float = 60) -> dict[str, Any]:
+    """The first VOD the API lists as complete, once there is one."""
+    async def vod() -> dict[str, Any] | None:
+        got = (await client.get("/api/v1/vods", headers=auth)).json()
+        return next((v for v in got if v.get("state") == "complete"), None)
+    made: dict[str, Any] = await poll_async("the VOD is complete", vod, timeout_s)
+    return made

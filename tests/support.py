@@ -5,20 +5,28 @@ In CI (``CI=true``) a missing tool or service is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from fastapi import FastAPI
 
-from benchmarks.kit import free_port, free_ports, peer_script, wait_for_port
+from benchmarks.kit import (
+    ClipTrack,
+    free_port,
+    free_ports,
+    multitrack_clip_command,
+    peer_script,
+    wait_for_port,
+)
 
 __all__ = ["IN_CI", "free_port", "free_ports", "make_test_media", "require_hls_js",
            "require_peer_script", "require_tool", "serve_app", "wait_for_port"]
@@ -110,27 +118,15 @@ def make_multitrack_media(path: Path, sizes: tuple[tuple[int, int], ...], *,
     AAC. ``gops``: each stream's keyframe interval in frames (default: all 2 s, aligned
     as one encoder sends them); ``codecs``: each stream's encoder (default libx264); the
     container follows ``path``'s suffix (.mkv, .flv)."""
-    ffmpeg = require_tool("ffmpeg")
     gops = gops or (2 * fps,) * len(sizes)
-    split = "".join(f"[s{i}]" for i in range(len(sizes)))
-    graph = f"[0:v]split={len(sizes)}{split}"
-    for i, (width, height) in enumerate(sizes):
-        graph += f";[s{i}]scale={width}:{height}[v{i}]"
-    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=size={sizes[0][0]}x{sizes[0][1]}:rate={fps}",
-           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-           "-filter_complex", graph]
-    for i in range(len(sizes)):
-        cmd += ["-map", f"[v{i}]"]
-    cmd += ["-map", "1:a", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
-            "-tune", "zerolatency", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"]
-    for i, gop in enumerate(gops):
-        cmd += [f"-g:v:{i}", str(gop), f"-keyint_min:v:{i}", str(gop)]
-    for i, codec in enumerate(codecs or ()):
-        cmd += [f"-c:v:{i}", codec]
-        if codec == "libx265":
-            cmd += [f"-x265-params:v:{i}", "log-level=error:bframes=0", f"-tag:v:{i}", "hvc1"]
-    cmd += ["-c:a", "aac", "-b:a", "96k", "-ac", "2", str(path)]
+    codecs = codecs or ("libx264",) * len(sizes)
+    tracks = [ClipTrack(w, h, gop, codec=codec)
+              for (w, h), gop, codec in zip(sizes, gops, codecs, strict=True)]
+    cmd = multitrack_clip_command(
+        require_tool("ffmpeg"), path, tracks, fps=fps, seconds=seconds,
+        video_args=("-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+                    "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"),
+        audio_args=("-c:a", "aac", "-b:a", "96k", "-ac", "2"))
     subprocess.run(cmd, check=True)
     return path
 
@@ -162,3 +158,28 @@ def poll(what: str, fn: Callable[[], T | None], timeout_s: float) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+async def poll_async(what: str, check: Callable[[], Awaitable[Any]], timeout_s: float,
+                     *, every_s: float = 0.25) -> Any:
+    """:func:`poll` for a coroutine: ask ``check`` every ``every_s`` until it returns
+    something true (returned), or fail saying ``what`` did not come within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what} ({timeout_s:g} s)")
+
+
+async def finish_process(process: asyncio.subprocess.Process, timeout_s: float) -> None:
+    """Wait for a publisher (or any child) to end by itself, successfully; killed and
+    reaped whatever happens, so that no test leaves it behind."""
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+        assert process.returncode == 0, stderr.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -14,23 +14,22 @@ and AAC over RTMP to the embedded platform, at real-time pace.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from benchmarks import players
 from benchmarks.browser import launch_browser
+from benchmarks.kit import free_port
 from benchmarks.players import PlayerPage, renditions_by_height, serve_pages
 from castway.hls.reading import parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from tests.hls_reader import Seen, check_vod, read_master, read_rendition
-from tests.support import make_multitrack_media, require_tool
+from tests.hls_reader import Seen, check_vod, complete_vod, read_master, read_rendition
+from tests.support import finish_process, make_multitrack_media, poll_async, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -39,37 +38,10 @@ SIZES = ((640, 360), (426, 240), (284, 160))
 NAMES = {"source", "240p", "160p"}
 
 
-async def _poll(what: str, check: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if got := await check():
-            return got
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def _publish(clip: Path, url: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.pyav_publish", str(clip), url, "--realtime",
         cwd=REPO_ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-
-
-async def _finish(publisher: asyncio.subprocess.Process, timeout_s: float) -> None:
-    try:
-        _, stderr = await asyncio.wait_for(publisher.communicate(), timeout_s)
-        assert publisher.returncode == 0, stderr.decode()
-    finally:
-        if publisher.returncode is None:
-            publisher.kill()
-            await publisher.wait()
-
-
-async def _complete_vod(client: httpx.AsyncClient, auth: dict[str, str]) -> dict[str, Any]:
-    async def vod() -> dict[str, Any] | None:
-        got = (await client.get("/api/v1/vods", headers=auth)).json()
-        return next((v for v in got if v.get("state") == "complete"), None)
-    made: dict[str, Any] = await _poll("the VOD is complete", vod, 60)
-    return made
 
 
 async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js(
@@ -96,7 +68,7 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
             async def master() -> str | None:
                 response = await client.get(master_url)
                 return response.text if response.status_code == 200 else None
-            heights = renditions_by_height(await _poll("the master", master, 30))
+            heights = renditions_by_height(await poll_async("the master", master, 30))
             assert sorted(heights) == [160, 240, 360], heights
             page = await PlayerPage.open(browser, pages, "hls.js", master_url)
             await page.wait_played(1.0, 30)
@@ -125,7 +97,7 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
                                         headers=auth)).json()
                 value = got[0]["stats"].get("cost_measured") if got else None
                 return float(value) if value else None
-            cpu = await _poll("the transcoder's CPU measured", measured, 15)
+            cpu = await poll_async("the transcoder's CPU measured", measured, 15)
             print(f"transcoder child: {cpu:.4f} CPU s per media s for 3 encoder-sent "
                   f"renditions + audio, nothing encoded")
             # Packaging only: a real-time x264 ladder of even this small source costs
@@ -134,8 +106,8 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
         finally:
             if page is not None:
                 await page.close()
-            await _finish(publisher, 40)
-        made = await _complete_vod(client, auth)
+            await finish_process(publisher, 40)
+        made = await complete_vod(client, auth)
         durations = await check_vod(client, made["id"], NAMES)
         assert all(d == pytest.approx(20.0, abs=0.1) for d in durations.values()), durations
 
@@ -162,7 +134,7 @@ async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladd
             async def first() -> str:
                 assert not reading.done() or reading.exception() is None
                 return seen.first_master
-            await _poll("the master", first, 30)
+            await poll_async("the master", first, 30)
             uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
             assert {u.split("/")[0] for u in uris} == NAMES
             await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
@@ -170,10 +142,10 @@ async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladd
             await reading
         finally:
             done.set()
-            await _finish(publisher, 30)
+            await finish_process(publisher, 30)
         assert seen.findings == [], "\n".join(map(str, seen.findings))
         assert seen.stopped == set()
-        made = await _complete_vod(client, auth)
+        made = await complete_vod(client, auth)
         durations = await check_vod(client, made["id"], NAMES)
         assert all(d == pytest.approx(12.0, abs=0.1) for d in durations.values()), durations
         ended = (await client.get(f"/api/v1/broadcasts/{made['broadcast_id']}",
@@ -193,10 +165,7 @@ async def test_a_streamer_who_sends_what_the_encoder_configuration_asked_gets_it
     OBS would (the URL template without "/{stream_key}", the key with OBS's
     ``?obsConfigId=``). Every rendition of the broadcast is one of its tracks."""
     # The URL handed out names a port, so it is one picked now, not an ephemeral one.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        rtmp_port = probe.getsockname()[1]
-    settings = Settings(data_dir=tmp_path / "data", rtmp_port=rtmp_port, http_port=0,
+    settings = Settings(data_dir=tmp_path / "data", rtmp_port=free_port(), http_port=0,
                         reconnect_grace_s=1, host="127.0.0.1")
     async with EmbeddedPlatform(settings) as platform, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{platform.http_port}",
@@ -223,8 +192,8 @@ async def test_a_streamer_who_sends_what_the_encoder_configuration_asked_gets_it
         server = template[:template.index("/{stream_key}")]
         url = (f"{server}/{platform.default_stream_key}"
                f"?obsConfigId={asked['meta']['config_id']}")
-        await _finish(await _publish(clip, url), 30)
-        made = await _complete_vod(client, auth)
+        await finish_process(await _publish(clip, url), 30)
+        made = await complete_vod(client, auth)
         await check_vod(client, made["id"], {"source", "360p", "160p"})
         ended = (await client.get(f"/api/v1/broadcasts/{made['broadcast_id']}",
                                   headers=auth)).json()

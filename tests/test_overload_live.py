@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from castway.hls.measured import check_bandwidth, peak_segment_bitrate
 from castway.hls.reading import parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from tests.hls_reader import Seen, check_vod, publish_and_read
-from tests.support import make_test_media, require_tool
+from tests.hls_reader import Seen, check_vod, complete_vod, publish_and_read
+from tests.support import make_test_media, poll_async, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow, pytest.mark.solo]
 
@@ -59,16 +58,6 @@ def _report_of_a_stopped_rung(finding: Finding, stopped: int) -> bool:
         return False
     found = re.match(r"(\d+) EXT-X-RENDITION-REPORT for (\d+) other", finding.message)
     return found is not None and 0 < int(found[2]) - int(found[1]) <= stopped
-
-
-async def _poll(what: str, check: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def _sample_stats(client: httpx.AsyncClient, auth: dict[str, str],
@@ -152,7 +141,7 @@ async def test_under_overload_rungs_are_given_up_in_order_and_every_playlist_sta
         async def ended() -> bool:
             metrics = (await client.get("/metrics")).text
             return "castway_transcoder_running 0.0" in metrics
-        await _poll("the transcoder to end", ended, 30)
+        await poll_async("the transcoder to end", ended, 30, every_s=0.5)
         metrics = (await client.get("/metrics")).text
         for line in metrics.splitlines():
             if line.startswith(("castway_transcoder_degraded_rungs{",
@@ -162,10 +151,7 @@ async def test_under_overload_rungs_are_given_up_in_order_and_every_playlist_sta
         assert any(line.startswith("castway_transcoder_degradation_steps_total")
                    and not line.endswith(" 0.0") for line in metrics.splitlines())
 
-        async def vod() -> dict[str, Any] | None:
-            got = (await client.get("/api/v1/vods", headers=auth)).json()
-            return next((v for v in got if v.get("state") == "complete"), None)
-        made = await _poll("the VOD is complete", vod, 60)
+        made = await complete_vod(client, auth)
         durations = await check_vod(client, made["id"], names - seen.stopped)
         print(f"VOD renditions and durations: {durations}")
         assert all(abs(d - durations["source"]) < 2.1 for d in durations.values()), durations

@@ -23,7 +23,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -34,21 +33,12 @@ from benchmarks.browser import launch_browser
 from benchmarks.players import PlayerPage, renditions_by_height, serve_pages
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
-from tests.support import make_test_media, require_tool
+from tests.support import make_test_media, poll_async, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 FREEZE_S = 4.0
 SETTLED_S = 8.0
-
-
-async def _poll(what: str, check: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("player", [
@@ -83,7 +73,7 @@ async def test_a_player_on_a_rung_that_overload_stops_plays_on_another(
 
             async def master_served() -> bool:
                 return (await client.get(master_url)).status_code == 200
-            await _poll("the master", master_served, 60)
+            await poll_async("the master", master_served, 60)
             heights = renditions_by_height((await client.get(master_url)).text)
             assert sorted(heights) == [160, 360], heights
             # Not at the first second: Shaka 5.2.12 fails to load a broadcast's very first
@@ -107,14 +97,14 @@ async def test_a_player_on_a_rung_that_overload_stops_plays_on_another(
 
             async def gone() -> bool:
                 return (await client.get("/hls/default/160p/index.m3u8")).status_code == 410
-            await _poll("the 160p rung to stop", gone, 30)
+            await poll_async("the 160p rung to stop", gone, 30)
             auth = {"Authorization": f"Bearer {platform.admin_token}"}
 
             async def reported() -> bool:
                 live = (await client.get("/api/v1/broadcasts", params={"state": "live"},
                                          headers=auth)).json()
                 return bool(live[0]["stats"].get("degraded") == "160p:stopped")
-            await _poll("the stats to say so", reported, 10)
+            await poll_async("the stats to say so", reported, 10)
             # The player plays the source, for longer than it had buffered of 160p.
             await page.wait_for(
                 "(() => { const p = state.samples.filter(x => x.at >= "

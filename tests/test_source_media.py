@@ -20,7 +20,7 @@ from castway.media import MediaKind
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
 from tests.ingest.helpers import AsyncTestPublisher
-from tests.support import make_test_media, packet_counts, require_tool
+from tests.support import finish_process, make_test_media, packet_counts, require_tool
 from transcoder.demux import read_packets
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
@@ -70,16 +70,6 @@ async def _publish(*args: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
 
-async def _finish(publisher: asyncio.subprocess.Process, timeout_s: float) -> None:
-    try:
-        _, stderr = await asyncio.wait_for(publisher.communicate(), timeout_s)
-        assert publisher.returncode == 0, stderr.decode()
-    finally:
-        if publisher.returncode is None:
-            publisher.kill()
-            await publisher.wait()
-
-
 def _variants(master: str) -> list[tuple[str, str]]:
     """(EXT-X-STREAM-INF attributes, URI) of every variant of a master playlist."""
     lines = master.splitlines()
@@ -118,7 +108,7 @@ async def test_an_audio_only_publish_gets_an_audio_only_ladder_live_and_as_vod(
             live = await asyncio.to_thread(packet_counts, f"{base}/hls/default/master.m3u8")
             assert list(live) == ["audio"] and live["audio"][0] > 0, live
         finally:
-            await _finish(publisher, 30)
+            await finish_process(publisher, 30)
         vods = await _poll(client, "/api/v1/vods",
                            lambda r: r.status_code == 200 and r.json(), timeout_s=60,
                            headers=auth)
@@ -297,7 +287,7 @@ async def test_a_restart_at_another_size_within_the_grace_window_is_an_aligned_b
     large = await asyncio.to_thread(make_test_media, tmp_path / "large.flv", seconds=5)
     url = _rtmp_url(platform)
     async with _client(platform) as client:
-        await _finish(await _publish("-re", "-i", str(small), "-c", "copy", "-f", "flv",
+        await finish_process(await _publish("-re", "-i", str(small), "-c", "copy", "-f", "flv",
                                      url), 30)
         # again within the 2 s grace window: the same broadcast, now 640x360, whose
         # ladder would have a 288p rung; players hold the master they loaded, so the
@@ -312,7 +302,7 @@ async def test_a_restart_at_another_size_within_the_grace_window_is_an_aligned_b
             _assert_aligned_break(renditions)
             assert set(renditions) == {"source", "160p"}
         finally:
-            await _finish(second, 30)
+            await finish_process(second, 30)
 
 
 def _extinfs(playlist: str) -> list[float]:
@@ -360,7 +350,7 @@ async def test_a_keyframe_drought_keeps_the_target_duration_and_the_variants_ali
             stats = (await client.get("/api/v1/broadcasts?state=live",
                                       headers=auth)).json()[0]["stats"]
         finally:
-            await _finish(publisher, 30)
+            await finish_process(publisher, 30)
         vods = await _poll(client, "/api/v1/vods",
                            lambda r: r.status_code == 200 and r.json(), timeout_s=60,
                            headers=auth)

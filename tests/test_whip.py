@@ -21,7 +21,7 @@ import pytest
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
 from tests.origin.browser import Page, launch_browser
-from tests.support import require_tool
+from tests.support import poll_async, require_tool
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
@@ -112,17 +112,6 @@ async def _publish(page: Page, url: str, key: str, codec: str = "video/H264",
     return result
 
 
-async def _poll(what: str, check: Any, timeout_s: float) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} within {timeout_s} s")
-
-
 def _probe(url: str) -> dict[str, Any]:
     out = subprocess.run(
         [require_tool("ffprobe"), "-v", "error", "-show_entries",
@@ -172,7 +161,7 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
 
         await asyncio.sleep(0.5)
         assert not await channel_free()  # claimed while the handshake runs
-        await _poll("the abandoned session is closed and its broadcast ends",
+        await poll_async("the abandoned session is closed and its broadcast ends",
                     channel_free, HANDSHAKE_TIMEOUT_S + 6)
 
         published = await _publish(page, endpoint, key)
@@ -186,13 +175,13 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
                 "/api/v1/broadcasts?state=live", headers=auth)).json()
             return found or None
 
-        broadcast = (await _poll("the WHIP broadcast goes live", live, 15))[0]
+        broadcast = (await poll_async("the WHIP broadcast goes live", live, 15))[0]
         assert broadcast["channel"] == "default"
 
         async def master() -> bool:
             return (await client.get("/hls/default/master.m3u8")).status_code == 200
 
-        await _poll("the live master is served", master, 20)
+        await poll_async("the live master is served", master, 20)
         # A second publisher on the live channel: refused, the first goes on.
         second_page = await browser.new_page()
         await second_page.goto(f"{client.base_url}/healthz")
@@ -219,14 +208,14 @@ async def test_chromium_publishes_over_whip_and_its_broadcast_plays_live_and_as_
                                     headers=auth)).json()
             return bool(got["state"] == "ended")
 
-        await _poll("the broadcast ends with the DELETE", ended, 10)
+        await poll_async("the broadcast ends with the DELETE", ended, 10)
 
         async def vod() -> dict[str, Any] | None:
             got = (await client.get(f"/api/v1/vods/{broadcast['id']}", headers=auth))
             body: dict[str, Any] = got.json() if got.status_code == 200 else {}
             return body if body.get("state") == "complete" else None
 
-        made = await _poll("the VOD is complete", vod, 60)
+        made = await poll_async("the VOD is complete", vod, 60)
         probed = await asyncio.to_thread(
             _probe, f"{client.base_url}/vod/{made['id']}/master.m3u8")
         duration = float(probed["format"]["duration"])
@@ -262,7 +251,7 @@ async def test_a_vp8_only_publisher_trickling_its_candidates_is_encoded_as_h264_
         async def master() -> bool:
             return (await client.get("/hls/default/master.m3u8")).status_code == 200
 
-        await _poll("the live master is served", master, 20)
+        await poll_async("the live master is served", master, 20)
         live_source = await asyncio.to_thread(
             _probe, f"{client.base_url}/hls/default/source/index.m3u8?ll=0")
         video = next(s for s in live_source["streams"] if s["codec_type"] == "video")
@@ -285,7 +274,7 @@ async def test_a_vp8_only_publisher_trickling_its_candidates_is_encoded_as_h264_
             found = (await client.get("/api/v1/vods", headers=auth)).json()
             return found[0] if found and found[0]["state"] == "complete" else None
 
-        made = await _poll("the VOD is complete", vod, 60)
+        made = await poll_async("the VOD is complete", vod, 60)
         probed = await asyncio.to_thread(
             _probe, f"{client.base_url}/vod/{made['id']}/master.m3u8")
         print(f"VP8 over WHIP -> {video['codec_name']} {video['width']}x{video['height']}; "
