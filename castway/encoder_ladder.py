@@ -41,6 +41,10 @@ ENCODER_BY_VENDOR = {AMD: "h264_texture_amf", INTEL: "obs_qsv11_v2"}
 APPLE_ENCODER = "com.apple.videotoolbox.videoencoder.ave.avc"
 AUDIO_ENCODER = "ffmpeg_aac"
 AUDIO_BITRATE_KBPS = 160
+# Video tracks besides track 0 one broadcast may bring as renditions (a DoS limit: each
+# is a packager, a playlist and storage; transcoder.tracks ignores the ones past it, and
+# says so). The encoder is never asked for more.
+MAX_LADDER_TRACKS = 8
 # Below this for the top track (after audio), a ladder is not worth asking for.
 MIN_TOP_BITRATE_KBPS = 500
 

@@ -134,7 +134,7 @@ class SourceCounters:
 
 
 # Encoder-sent tracks whose figures are kept (more are ingested only as the transcoder
-# takes them, transcoder.tracks.MAX_LADDER_TRACKS).
+# takes them, castway.encoder_ladder.MAX_LADDER_TRACKS).
 MAX_COUNTED_TRACKS = 16
 
 

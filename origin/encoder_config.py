@@ -21,15 +21,21 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from castway.encoder_ladder import AUDIO_ENCODER, ClientAsk, EncoderPlan, plan_encoder_ladder
+from castway.encoder_ladder import (
+    AUDIO_ENCODER,
+    MAX_LADDER_TRACKS,
+    ClientAsk,
+    EncoderPlan,
+    plan_encoder_ladder,
+)
 from castway.keys import hash_stream_key
 from origin.context import Ctx
 
 logger = logging.getLogger(__name__)
 
-# Tracks OBS is asked for at most: castway's own limit on encoder-sent tracks besides
-# track 0 (transcoder.tracks.MAX_LADDER_TRACKS), plus track 0.
-MAX_REQUESTED_TRACKS = 1 + 8
+# Tracks OBS is asked for at most: castway's limit on encoder-sent tracks besides track 0,
+# plus track 0.
+MAX_REQUESTED_TRACKS = 1 + MAX_LADDER_TRACKS
 SERVICE = "castway"
 
 

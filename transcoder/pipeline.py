@@ -19,6 +19,7 @@ import av
 import av.video.frame
 from av.video.reformatter import VideoReformatter
 
+from castway.encoder_ladder import MAX_LADDER_TRACKS
 from castway.media import Codec, MediaKind, MediaPacket
 from castway.rungs import nearest_rung
 from castway.settings import X264_LOOKAHEAD_FRAMES
@@ -31,7 +32,6 @@ from transcoder.packager import ContainerWriter, Output, Packager
 from transcoder.segmenter import BoundaryClock, SegmentPolicy
 from transcoder.tracks import (
     ALIGN_TOLERANCE_MS,
-    MAX_LADDER_TRACKS,
     PASSTHROUGH_CODECS,
     AlignmentCheck,
     TrackInfo,

@@ -18,9 +18,6 @@ from typing import Protocol, TypeVar
 from castway.media import Codec
 from transcoder.segmenter import TIMESTAMP_JITTER_MS
 
-# Video tracks besides track 0 one broadcast may bring as renditions (a DoS limit: each
-# is a packager, a playlist and storage); the ones past it are ignored, and said so.
-MAX_LADDER_TRACKS = 8
 # A track's keyframe this close to a source boundary is on it: encoders round their
 # timestamps to the millisecond each in its own way.
 ALIGN_TOLERANCE_MS = TIMESTAMP_JITTER_MS
