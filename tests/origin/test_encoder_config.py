@@ -118,3 +118,20 @@ async def test_a_request_without_its_output_size_is_refused_clearly(
     response = await client.post("/api/v1/encoder-configuration", json=body)
     assert response.status_code == 422
     assert "preferences" in response.text
+
+
+async def test_out_of_range_values_are_refused_and_a_zero_frame_rate_is_a_warning(
+        client: httpx.AsyncClient) -> None:
+    key = await _key(client)
+    for bad in ({"width": 100_000}, {"height": -1}, {"maximum_video_tracks": 0},
+                {"framerate": {"numerator": 30, "denominator": 0}}):
+        response = await client.post("/api/v1/encoder-configuration",
+                                     json=post_with(key, **bad))
+        assert response.status_code == 422, (bad, response.text)
+    body = post_with(key)
+    body["authentication"] = "k" * 10_000
+    assert (await client.post("/api/v1/encoder-configuration", json=body)).status_code == 422
+    config = (await client.post("/api/v1/encoder-configuration", json=post_with(
+        key, framerate={"numerator": 0, "denominator": 1}))).json()
+    assert config["status"]["result"] == "warning"
+    assert config["encoder_configurations"] == []
