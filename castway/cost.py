@@ -25,6 +25,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -103,6 +104,28 @@ class Calibration:
 DEFAULT_CALIBRATION = Calibration(cores=2.0, encode_frame_s=0.0003, encode_mpx_s=0.0087,
                                   decode_mpx_s=0.00125, scale_mpx_s=0.0023,
                                   broadcast_s=0.005, measured="built-in default")
+
+
+# A node's calibration lives in DATA_DIR/calibration.json unless the settings name a file.
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibration_path(data_dir: Path) -> Path:
+    return Path(data_dir) / CALIBRATION_FILE
+
+
+def load_calibration(path: Path | None, data_dir: Path) -> tuple[Calibration, bool]:
+    """The node's calibration: from ``path`` (the ``calibration_file`` setting), else
+    DATA_DIR/calibration.json; the built-in default when there is none (False)."""
+    target = path or calibration_path(data_dir)
+    try:
+        return Calibration.from_json(target.read_text()), True
+    except FileNotFoundError:
+        if path is not None:
+            raise CostError(f"calibration file {path} not found") from None
+        return DEFAULT_CALIBRATION, False
+    except OSError as exc:
+        raise CostError(f"cannot read {target}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,8 +171,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from castway.cost import node_capacity
-    from transcoder.capacity import calibrate_to, calibration_path
+    from castway.cost import calibration_path, node_capacity
+    from transcoder.capacity import calibrate_to
 
     settings = _settings(args)
     path = settings.calibration_file or calibration_path(settings.data_dir)

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from castway.cost import (
-    DEFAULT_CALIBRATION,
     Calibration,
-    CostError,
     Encode,
     Option,
     VideoSource,
@@ -33,7 +31,6 @@ from transcoder.ladder import LadderSpec, resolve_ladder
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.json"
 #: What a source that does not say its size or rate is costed as: the dearest common
 #: source, so the node never promises on a guess that turns out low.
 ASSUMED_SOURCE = VideoSource(1920, 1080, 60.0)
@@ -115,24 +112,6 @@ def describe(spec: LadderSpec, source: VideoSource) -> str:
 
 
 # --- calibration -------------------------------------------------------------------
-def calibration_path(data_dir: Path) -> Path:
-    return Path(data_dir) / CALIBRATION_FILE
-
-
-def load_calibration(path: Path | None, data_dir: Path) -> tuple[Calibration, bool]:
-    """The node's calibration: from ``path`` (the ``calibration_file`` setting), else
-    DATA_DIR/calibration.json; the built-in default when there is none (False)."""
-    target = path or calibration_path(data_dir)
-    try:
-        return Calibration.from_json(target.read_text()), True
-    except FileNotFoundError:
-        if path is not None:
-            raise CostError(f"calibration file {path} not found") from None
-        return DEFAULT_CALIBRATION, False
-    except OSError as exc:
-        raise CostError(f"cannot read {target}: {exc}") from exc
-
-
 def available_cores() -> float:
     """Cores this process may run on (its CPU affinity, and a cgroup v2 quota)."""
     cores = float(len(os.sched_getaffinity(0)))

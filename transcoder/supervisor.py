@@ -35,6 +35,7 @@ from castway.cost import (
     CpuMeter,
     VideoSource,
     choose,
+    load_calibration,
     node_capacity,
     relative_error,
 )
@@ -48,7 +49,6 @@ from transcoder.capacity import (
     describe,
     ladder_cost,
     ladder_options,
-    load_calibration,
     nominal_kbps,
     source_kbps,
     video_source,

@@ -8,13 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from castway.cost import DEFAULT_CALIBRATION, VideoSource
+from castway.cost import DEFAULT_CALIBRATION, VideoSource, load_calibration
 from castway.model import SourceInfo
 from transcoder.capacity import (
     ASSUMED_SOURCE,
     describe,
     ladder_options,
-    load_calibration,
     video_source,
 )
 from transcoder.ladder import DEFAULT_LADDER, LadderSpec, RungSpec
