@@ -18,10 +18,17 @@ The policy, in order:
   lowers that track's bit rate to the budget.
 - **Keyframes every segment target** (2 s by default), so every keyframe starts a segment
   and every track is passed through (OBS aligns its encoders' keyframes itself).
+- **Within the node's free capacity**: where the track limit leaves rungs to castway and
+  encoding them would take more than the cores the node has free (``free_cores``, with
+  ``fill_cost`` pricing them, castway.cost), the encoder is asked for tracks spread over
+  the whole ladder instead of its top: the ladder viewers get is whole from top to
+  bottom even if castway encodes none of the rest (it still fills what fits at publish,
+  transcoder.capacity).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -82,6 +89,9 @@ class EncoderPlan:
     audio_bitrate_kbps: int = AUDIO_BITRATE_KBPS
     warning: str | None = None  # why there is no ladder (the streamer is told)
     left_to_castway: tuple[str, ...] = ()  # rungs not asked for: castway encodes them
+    # Why the tracks are spread over the ladder rather than its top (the node could not
+    # encode the rest): for the log, not the streamer.
+    capacity_note: str = ""
 
 
 def hardware_encoder(ask: ClientAsk) -> str | None:
@@ -103,9 +113,24 @@ def _even(x: float) -> int:
     return max(2, int(round(x / 2.0)) * 2)
 
 
+def spread(count: int, keep: int) -> list[int]:
+    """``keep`` indices of ``count`` rungs (top first), evenly over the ladder, the top
+    and the bottom included."""
+    if keep >= count:
+        return list(range(count))
+    if keep <= 1:
+        return [0]
+    return sorted({round(i * (count - 1) / (keep - 1)) for i in range(keep)})
+
+
 def plan_encoder_ladder(ask: ClientAsk, *, keyint_s: int, max_tracks: int,
-                        rungs: tuple[PlatformRung, ...] = PLATFORM_RUNGS) -> EncoderPlan:
-    """The ladder an encoder that describes itself as ``ask`` is asked to send."""
+                        rungs: tuple[PlatformRung, ...] = PLATFORM_RUNGS,
+                        free_cores: float | None = None,
+                        fill_cost: Callable[[Sequence[TrackPlan]], float] | None = None,
+                        ) -> EncoderPlan:
+    """The ladder an encoder that describes itself as ``ask`` is asked to send.
+    ``free_cores`` (None: not known) and ``fill_cost`` (the cores castway would spend
+    encoding the given rungs from the top track): see the module's policy."""
     if ask.width <= 0 or ask.height <= 0 or ask.fps <= 0:
         return EncoderPlan(None, (), keyint_s, warning="The output size or frame rate is "
                            "missing from the request.")
@@ -127,8 +152,17 @@ def plan_encoder_ladder(ask: ClientAsk, *, keyint_s: int, max_tracks: int,
         tracks.append(TrackPlan(_even(rung.height * aspect), rung.height, rate,
                                 rung_bitrate_kbps(rung, float(rate))))
     limit = max(1, min(max_tracks, ask.maximum_video_tracks or max_tracks))
-    left = [f"{t.height}p" for t in tracks[limit:]]
-    tracks = tracks[:limit]
+    kept = list(range(min(limit, len(tracks))))
+    note = ""
+    if free_cores is not None and fill_cost is not None and len(tracks) > limit:
+        cost = fill_cost(tracks[limit:])
+        if cost > free_cores:
+            kept = spread(len(tracks), limit)
+            note = (f"encoding {', '.join(f'{t.height}p' for t in tracks[limit:])} would "
+                    f"take {cost:.2f} cores, the node has {free_cores:.2f} free: the "
+                    "encoder's tracks are spread over the ladder")
+    left = [f"{t.height}p" for i, t in enumerate(tracks) if i not in kept]
+    tracks = [tracks[i] for i in kept]
     budget = ask.maximum_aggregate_bitrate_kbps
     if budget:
         budget -= AUDIO_BITRATE_KBPS
@@ -141,4 +175,5 @@ def plan_encoder_ladder(ask: ClientAsk, *, keyint_s: int, max_tracks: int,
         if tracks[0].bitrate_kbps > budget:
             top = tracks[0]
             tracks[0] = TrackPlan(top.width, top.height, top.fps, budget)
-    return EncoderPlan(encoder, tuple(tracks), keyint_s, left_to_castway=tuple(left))
+    return EncoderPlan(encoder, tuple(tracks), keyint_s, left_to_castway=tuple(left),
+                       capacity_note=note)

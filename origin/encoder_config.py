@@ -15,21 +15,33 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from castway.cost import (
+    DEFAULT_CALIBRATION,
+    Calibration,
+    CostError,
+    Encode,
+    VideoSource,
+    estimate,
+    load_calibration,
+)
 from castway.encoder_ladder import (
     AUDIO_ENCODER,
     MAX_LADDER_TRACKS,
     ClientAsk,
     EncoderPlan,
+    TrackPlan,
     plan_encoder_ladder,
 )
 from castway.keys import hash_stream_key
-from origin.context import Ctx
+from castway.model import NodeState
+from origin.context import Ctx, OriginContext
 
 logger = logging.getLogger(__name__)
 
@@ -190,14 +202,46 @@ async def encoder_configuration(body: ConfigRequest, ctx: Ctx) -> ConfigResponse
         return _response(body, EncoderPlan(None, (), keyint_s), [], Status(
             result="error", html_en_us="castway does not know this stream key. Copy it "
             "again from your channel's page."))
-    plan = plan_encoder_ladder(client_ask(body), keyint_s=keyint_s,
-                               max_tracks=MAX_REQUESTED_TRACKS)
+    ask = client_ask(body)
+    free = await free_cores(ctx)
+    calibration = await asyncio.to_thread(_calibration, ctx) if free is not None else None
+
+    def fill_cost(rungs: Sequence[TrackPlan]) -> float:
+        # What castway would spend encoding ``rungs`` from the top track, beyond the
+        # packaging it does anyway (castway.cost.estimate).
+        assert calibration is not None
+        source = VideoSource(ask.width, ask.height, float(ask.fps))
+        return estimate(source, [Encode(r.width, r.height, float(r.fps)) for r in rungs],
+                        calibration) - estimate(source, [], calibration)
+    plan = plan_encoder_ladder(ask, keyint_s=keyint_s, max_tracks=MAX_REQUESTED_TRACKS,
+                               free_cores=free, fill_cost=fill_cost)
     logger.info("encoder configuration", extra={
         "channel": channel, "client": f"{body.client.name} {body.client.version}",
         "encoder": plan.encoder, "tracks": [f"{t.width}x{t.height}@{float(t.fps):g}"
                                             for t in plan.tracks],
-        "left_to_castway": list(plan.left_to_castway), "warning": plan.warning})
+        "left_to_castway": list(plan.left_to_castway), "warning": plan.warning,
+        "free_cores": free, "capacity": plan.capacity_note})
     if plan.warning is not None:
         return _response(body, plan, endpoints,
                          Status(result="warning", html_en_us=plan.warning))
     return _response(body, plan, endpoints, Status(result="success"))
+
+
+async def free_cores(ctx: OriginContext) -> float | None:
+    """The most transcode capacity (cores, castway.cost) any active node has free: where
+    a publisher would best land. None when no node reports its capacity (a fleet before
+    cost admission, or none up): the ladder is then planned without it."""
+    nodes = await ctx.live.list_nodes()
+    free = [n.cost_free for n in nodes if n.state is NodeState.ACTIVE and n.cost_capacity > 0]
+    return max(free) if free else None
+
+
+def _calibration(ctx: OriginContext) -> Calibration:
+    """The nodes' calibration, as a node of these settings loads it; the built-in default
+    if it cannot be read (the endpoint still answers)."""
+    try:
+        return load_calibration(ctx.settings.calibration_file, ctx.settings.data_dir)[0]
+    except CostError as exc:
+        logger.warning("encoder configuration: calibration unreadable, default used",
+                       extra={"error": str(exc)})
+        return DEFAULT_CALIBRATION

@@ -4,6 +4,8 @@ streamer's limits, the lowest rungs left to castway first."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -16,7 +18,9 @@ from castway.encoder_ladder import (
     NVIDIA,
     ClientAsk,
     EncoderPlan,
+    TrackPlan,
     plan_encoder_ladder,
+    spread,
 )
 
 
@@ -46,6 +50,39 @@ def test_the_streamers_track_limit_leaves_the_lowest_rungs_to_castway() -> None:
     tracks, got = plan(maximum_video_tracks=3)
     assert [t[1] for t in tracks] == [1080, 720, 480]
     assert got.left_to_castway == ("360p", "160p")
+
+
+def test_spread_keeps_the_top_and_the_bottom_and_spaces_the_rest_evenly() -> None:
+    assert spread(5, 3) == [0, 2, 4]
+    assert spread(5, 2) == [0, 4]
+    assert spread(5, 1) == [0]
+    assert spread(5, 4) == [0, 1, 3, 4]
+    assert spread(3, 5) == [0, 1, 2]
+
+
+def test_a_node_without_the_cores_to_fill_the_ladder_asks_for_tracks_spread_over_it() -> None:
+    priced: list[list[int]] = []
+
+    def cost(rungs: Sequence[TrackPlan]) -> float:
+        priced.append([r.height for r in rungs])
+        return 0.1 * len(rungs)
+    ask = ClientAsk(1920, 1080, Fraction(60), (NVIDIA,), client_major=31,
+                    maximum_video_tracks=3)
+    # Room for castway's rungs: the encoder sends the top, castway the rest.
+    got = plan_encoder_ladder(ask, keyint_s=2, max_tracks=9, free_cores=0.5, fill_cost=cost)
+    assert [t.height for t in got.tracks] == [1080, 720, 480]
+    assert got.left_to_castway == ("360p", "160p") and not got.capacity_note
+    assert priced == [[360, 160]]
+    # No room: a ladder whole from top to bottom whatever castway can add.
+    got = plan_encoder_ladder(ask, keyint_s=2, max_tracks=9, free_cores=0.15, fill_cost=cost)
+    assert [t.height for t in got.tracks] == [1080, 480, 160]
+    assert got.left_to_castway == ("720p", "360p")
+    assert "0.20 cores" in got.capacity_note and "0.15 free" in got.capacity_note
+    # Nothing left to castway: nothing to price.
+    priced.clear()
+    plan_encoder_ladder(replace(ask, maximum_video_tracks=None), keyint_s=2, max_tracks=9,
+                        free_cores=0.0, fill_cost=cost)
+    assert priced == []
 
 
 def test_the_upload_budget_drops_rungs_from_the_bottom_then_lowers_the_top() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from castway.live.memory import MemoryLiveState
+from castway.model import Node, NodeState
 from tests.origin.conftest import AUTH
 
 # What OBS 31 posts (goliveapi-postdata.cpp; values of one real machine's kind).
@@ -88,6 +90,35 @@ async def test_the_streamers_limits_are_kept(client: httpx.AsyncClient) -> None:
     # 7500 + 4200 + 160 of audio is over 10 000: the rungs go from the bottom up, and
     # castway encodes them.
     assert [e["height"] for e in config["encoder_configurations"]] == [1080]
+
+
+def node(free: float, state: NodeState = NodeState.ACTIVE) -> Node:
+    """A node's heartbeat as its agent sends it (scheduler.agent): 1.70 cores of
+    capacity (2 cores at the 0.85 target), ``free`` of them unused."""
+    return Node(id=f"n{free}", image_version="v1", address="127.0.0.1:1935", state=state,
+                cost_capacity=1.70, cost_used=1.70 - free)
+
+
+async def test_a_fleet_without_the_cores_to_fill_the_ladder_gets_tracks_spread_over_it(
+        client: httpx.AsyncClient, live: MemoryLiveState) -> None:
+    key = await _key(client)
+
+    async def heights() -> list[int]:
+        config = (await client.post("/api/v1/encoder-configuration", json=post_with(
+            key, maximum_video_tracks=3))).json()
+        assert config["status"]["result"] == "success"
+        return [e["height"] for e in config["encoder_configurations"]]
+    # No node reports its capacity: castway fills the bottom of the ladder.
+    assert await heights() == [1080, 720, 480]
+    # The freest active node has 0.05 cores left: 360p and 160p from a 1080p60 source
+    # cost far more (castway.cost, the built-in calibration), so the encoder's three
+    # tracks span the ladder. A draining node's free cores are not on offer.
+    await live.heartbeat(node(0.05), 60)
+    await live.heartbeat(node(1.70, NodeState.DRAINING), 60)
+    assert await heights() == [1080, 480, 160]
+    # A node with room enough: the top three again.
+    await live.heartbeat(node(1.60), 60)
+    assert await heights() == [1080, 720, 480]
 
 
 async def test_an_unknown_stream_key_is_an_error_obs_shows(client: httpx.AsyncClient) -> None:
