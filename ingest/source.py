@@ -147,13 +147,22 @@ class _TrackCount:
 
 @dataclass
 class TrackCounters:
-    """The encoder-sent video tracks of a broadcast (E-RTMP multitrack, track 1 and up)
-    as received: codec, bit rate, frame rate and keyframe interval, per track."""
+    """The encoder-sent tracks of a broadcast (E-RTMP multitrack, track 1 and up) as
+    received: per video track its codec, bit rate, frame rate and keyframe interval; per
+    audio track (numbered apart from the video's, as E-RTMP numbers them) its codec and
+    bit rate."""
 
     tracks: dict[int, _TrackCount] = dataclasses.field(default_factory=dict)
+    audio: dict[int, SourceCounters] = dataclasses.field(default_factory=dict)
 
     def count(self, packet: MediaPacket) -> None:
         if packet.kind is not MediaKind.VIDEO:
+            audio = self.audio.get(packet.track)
+            if audio is None:
+                if len(self.audio) >= MAX_COUNTED_TRACKS:
+                    return
+                audio = self.audio[packet.track] = SourceCounters()
+            audio.count(packet)
             return
         track = self.tracks.get(packet.track)
         if track is None:
@@ -167,7 +176,8 @@ class TrackCounters:
             track.last_keyframe_ms = packet.dts_ms
 
     def sample(self, now: float) -> dict[str, float | str]:
-        """Per track since the last sample, as flat stats keys (``track1_bitrate_kbps``)."""
+        """Per track since the last sample, as flat stats keys (``track1_bitrate_kbps``,
+        ``audio_track1_bitrate_kbps``)."""
         stats: dict[str, float | str] = {}
         for number, track in sorted(self.tracks.items()):
             kbps, fps = track.rates.sample(now)
@@ -177,4 +187,8 @@ class TrackCounters:
             stats[prefix + "fps"] = round(fps, 2)
             if track.keyframe_interval_s is not None:
                 stats[prefix + "keyframe_interval_s"] = round(track.keyframe_interval_s, 3)
+        for number, audio in sorted(self.audio.items()):
+            kbps, _ = audio.sample(now)
+            stats[f"audio_track{number}_codec"] = audio.audio_codec or ""
+            stats[f"audio_track{number}_bitrate_kbps"] = round(kbps, 1)
         return stats

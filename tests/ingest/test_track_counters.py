@@ -27,10 +27,25 @@ def test_each_track_has_its_rates_and_keyframe_interval() -> None:
     assert counters.sample(3.0)["track1_fps"] == 0.0
 
 
-def test_audio_and_tracks_past_the_limit_are_not_counted() -> None:
+def test_tracks_past_the_limit_are_not_counted() -> None:
     counters = TrackCounters()
-    counters.count(MediaPacket(MediaKind.AUDIO, Codec.AAC, True, False, 0, 0, b"a", 1))
     for track in range(1, MAX_COUNTED_TRACKS + 5):
         counters.count(frame(track, 0, True))
     assert len(counters.tracks) == MAX_COUNTED_TRACKS
     assert "track1_codec" in counters.sample(1.0)
+
+
+def test_an_audio_track_is_counted_apart_from_the_video_track_of_its_number() -> None:
+    counters = TrackCounters()
+    counters.sample(0.0)
+    counters.count(MediaPacket(MediaKind.VIDEO, Codec.H264, True, True, 0, 0, b"cfg", 1))
+    counters.count(frame(1, 0, True, size=5000))
+    counters.count(MediaPacket(MediaKind.AUDIO, Codec.AAC, False, True, 0, 0, b"\x11\x90", 1))
+    for i in range(94):  # 2 s of 48 kHz AAC, 250 bytes a frame
+        counters.count(MediaPacket(MediaKind.AUDIO, Codec.AAC, True, False, i * 21, i * 21,
+                                   b"a" * 250, 1))
+    stats = counters.sample(2.0)
+    assert stats["audio_track1_codec"] == "aac"
+    assert stats["audio_track1_bitrate_kbps"] == round((94 * 250 + 2) * 8 / 1000 / 2.0, 1)
+    assert stats["track1_codec"] == "h264"
+    assert stats["track1_bitrate_kbps"] == round(5003 * 8 / 1000 / 2.0, 1)
