@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from archiver.context import ArchiveContext, NotReady, find_broadcast
 from castway import layout
+from castway.hls.reading import attributes
 from castway.model import Rendition, Segment
 from castway.storage.base import Storage
 
@@ -37,9 +38,13 @@ def referenced_keys(playlist_key: str, text: str) -> list[str]:
 
 
 def master_renditions(text: str) -> list[str]:
-    """Media playlist URIs of a master playlist we wrote (relative, one per variant)."""
-    return [line.strip() for line in text.splitlines()
-            if line.strip() and not line.startswith("#")]
+    """Media playlist URIs of a master playlist we wrote (relative): one per variant, then
+    one per audio rendition (EXT-X-MEDIA URI, castway.hls.playlist)."""
+    lines = [line.strip() for line in text.splitlines()]
+    variants = [line for line in lines if line and not line.startswith("#")]
+    audio = [attributes(line.split(":", 1)[1]).get("URI", "") for line in lines
+             if line.startswith("#EXT-X-MEDIA:")]
+    return variants + [uri for uri in audio if uri]
 
 
 def media_playlist_keys(broadcast_id: str, text: str) -> list[str]:
@@ -151,6 +156,25 @@ async def read_rendition(ctx: ArchiveContext, broadcast_id: str,
     playlists are its own and whose media is ``broadcast_id``'s): the one ``choose``
     picks among those its master playlist lists (the first listed where the ladder is
     not known). Returns the rendition's name and its segments in playlist order."""
+    names, renditions = await _stored_renditions(ctx, broadcast_id, vod_id)
+    chosen = choose(renditions)
+    name = chosen.name if chosen is not None else names[0]
+    return name, await _rendition_refs(ctx, broadcast_id, vod_id, name)
+
+
+async def read_main_audio(ctx: ArchiveContext, broadcast_id: str, *,
+                          vod_id: str | None = None) -> list[MediaRef]:
+    """The segments of the broadcast's own audio rendition (track 0) where its audio is
+    in renditions of its own (its variants are then video only, castway.hls.playlist);
+    [] where its variants carry their audio."""
+    _, renditions = await _stored_renditions(ctx, broadcast_id, vod_id)
+    main = next((r for r in renditions if r.alternate_audio and r.track == 0), None)
+    return [] if main is None else await _rendition_refs(ctx, broadcast_id, vod_id, main.name)
+
+
+async def _stored_renditions(ctx: ArchiveContext, broadcast_id: str, vod_id: str | None
+                             ) -> tuple[list[str], list[Rendition]]:
+    """The names the stored master lists, and those of them the ladder knows."""
     playlists_of = vod_id or broadcast_id
     master = await asyncio.to_thread(ctx.storage.get, layout.master_key(playlists_of))
     if master is None:
@@ -158,8 +182,12 @@ async def read_rendition(ctx: ArchiveContext, broadcast_id: str,
     names = master_rendition_names(playlists_of, master.decode())
     broadcast = await find_broadcast(ctx, broadcast_id)
     renditions = [r for r in (broadcast.renditions if broadcast else ()) if r.name in names]
-    chosen = choose(renditions)
-    name = chosen.name if chosen is not None else names[0]
+    return names, renditions
+
+
+async def _rendition_refs(ctx: ArchiveContext, broadcast_id: str, vod_id: str | None,
+                          name: str) -> list[MediaRef]:
+    playlists_of = vod_id or broadcast_id
     playlist_key = layout.media_playlist_key(playlists_of, name)
     text = await asyncio.to_thread(require_object, ctx.storage, playlist_key)
     refs = parse_media_playlist(playlist_key, text.decode())
@@ -168,4 +196,4 @@ async def read_rendition(ctx: ArchiveContext, broadcast_id: str,
                          None if r.init_key is None else
                          rebase_media_key(r.init_key, playlists_of, broadcast_id),
                          r.duration_s, r.discontinuity) for r in refs]
-    return name, refs
+    return refs

@@ -87,7 +87,8 @@ def render_vod_media_playlist(broadcast_id: str, rendition: str, log: Sequence[S
 
 def render_vod_master_playlist(broadcast_id: str, renditions: Sequence[Rendition]) -> str:
     key = master_key(broadcast_id)
-    first = renditions[0].name if renditions else None
+    # The first variant; an alternative audio rendition is no variant (castway.hls.playlist).
+    first = next((r.name for r in renditions if not r.alternate_audio), None)
     return render_master_playlist(
         renditions, first=first,
         uri_for=lambda r: relative_uri(key, media_playlist_key(broadcast_id, r.name)))

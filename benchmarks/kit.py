@@ -82,23 +82,27 @@ class ClipTrack:
 
 def multitrack_clip_command(ffmpeg: str, path: Path, tracks: Sequence[ClipTrack], *,
                             fps: int, seconds: float, video_args: Sequence[str],
-                            audio_args: Sequence[str]) -> list[str]:
+                            audio_args: Sequence[str], audio_tracks: int = 1) -> list[str]:
     """ffmpeg making one test pattern (testsrc2, the first track's size) into one video
-    stream per track, the first being track 0, plus a sine tone: what OBS Multitrack
-    Video sends, as a file. ``video_args`` apply to every stream (encoder, preset),
-    ``audio_args`` to the audio."""
+    stream per track, the first being track 0, plus ``audio_tracks`` sine tones (440 Hz,
+    then 660, 880, ...: audio track 0, 1, 2, ...): what OBS Multitrack Video sends, as a
+    file. ``video_args`` apply to every stream (encoder, preset), ``audio_args`` to the
+    audio."""
     split = "".join(f"[s{i}]" for i in range(len(tracks)))
     graph = f"[0:v]split={len(tracks)}{split}"
     for i, t in enumerate(tracks):
         rate = f"fps={t.fps}," if t.fps is not None else ""
         graph += f";[s{i}]{rate}scale={t.width}:{t.height}[v{i}]"
     cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", f"testsrc2=size={tracks[0].width}x{tracks[0].height}:rate={fps}",
-           "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-           "-filter_complex", graph]
+           "-f", "lavfi", "-i", f"testsrc2=size={tracks[0].width}x{tracks[0].height}:rate={fps}"]
+    for a in range(audio_tracks):
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency={440 + 220 * a}:sample_rate=48000"]
+    cmd += ["-filter_complex", graph]
     for i in range(len(tracks)):
         cmd += ["-map", f"[v{i}]"]
-    cmd += ["-map", "1:a", "-t", str(seconds), *video_args]
+    for a in range(audio_tracks):
+        cmd += ["-map", f"{1 + a}:a"]
+    cmd += ["-t", str(seconds), *video_args]
     for i, t in enumerate(tracks):
         if t.kbps is not None:
             cmd += [f"-b:v:{i}", f"{t.kbps}k", f"-maxrate:v:{i}", f"{t.kbps}k",

@@ -4,6 +4,9 @@
 //   harness.start(src)      load a multivariant playlist and play it (muted autoplay)
 //   harness.levels()        the renditions [{index, height, bandwidth}]
 //   harness.switchTo(i)     force rendition i through the player's API (ABR off)
+//   harness.audioTracks()   the master's audio renditions [{index, name, default}]
+//                           (hls.js; the other players' pages answer null)
+//   harness.switchAudio(i)  play audio rendition i instead (hls.js)
 //   harness.waitFor(f, ms)  a Promise resolved once f(harness.state) is true (checked on
 //                           every sample, every SAMPLE_MS)
 //   harness.state           {errors, manifestRetries, stalls, playing, samples, ...}
@@ -21,7 +24,7 @@
   const name = document.body.dataset.player;
   const state = {
     player: name, errors: [], warnings: [], manifestRetries: 0, stalls: 0, playing: false,
-    firstPlayingAt: null, samples: [], switchedAt: null, events: [],
+    firstPlayingAt: null, samples: [], switchedAt: null, audioSwitchedAt: null, events: [],
   };
   performance.setResourceTimingBufferSize(100000);
 
@@ -45,12 +48,16 @@
 
   function sample() {
     if (adapter === null) { return; }
-    const date = adapter.playingDate();
+    // A player that failed may throw from its API (Shaka after a fatal error): sampling,
+    // and the waiters, go on without its figures.
+    let date = null;
+    let estimate = null;
+    try { date = adapter.playingDate(); estimate = adapter.estimate(); } catch (e) { /* none */ }
     const now = Date.now();
     state.samples.push({
       at: now, t: video.currentTime,
       latency: date ? (now - date.getTime()) / 1000 : null,
-      estimate: adapter.estimate(), height: video.videoHeight,
+      estimate: estimate, height: video.videoHeight,
       waiting: video.readyState < 3,
     });
     if (state.samples.length > 20000) { state.samples.splice(0, 10000); }
@@ -121,6 +128,10 @@
         return hls.levels.map(function (l, i) { return { index: i, height: l.height, bandwidth: l.bitrate }; });
       },
       switchTo: function (i) { hls.currentLevel = i; },
+      audioTracks: function () {
+        return hls.audioTracks.map(function (t, i) { return { index: i, name: t.name, default: t.default }; });
+      },
+      switchAudio: function (i) { hls.audioTrack = i; },
       playingDate: function () { return hls.playingDate; },
       estimate: function () { return hls.latency || null; },
     };
@@ -236,6 +247,12 @@
     },
     levels: function () { return adapter.levels(); },
     switchTo: function (i) { state.switchedAt = Date.now(); adapter.switchTo(i); return true; },
+    audioTracks: function () { return adapter.audioTracks ? adapter.audioTracks() : null; },
+    switchAudio: function (i) {
+      state.audioSwitchedAt = Date.now();
+      adapter.switchAudio(i);
+      return true;
+    },
     // Media fetched so far whose URL contains `needle` (cross-origin entries keep the URL).
     fetched: function (needle) {
       return performance.getEntriesByType("resource").map(function (e) { return e.name; })

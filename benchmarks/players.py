@@ -193,6 +193,31 @@ class PlayerPage:
             f"return p.length > 1 && p[p.length - 1].t - p[0].t >= {played_s}; }})()",
             timeout_s)
 
+    async def audio_tracks(self) -> list[dict[str, Any]] | None:
+        """The master's audio renditions as the player lists them ({index, name,
+        default}); None where the harness does not drive this player's audio."""
+        tracks: list[dict[str, Any]] | None = await self.page.evaluate("harness.audioTracks()")
+        return tracks
+
+    async def switch_audio(self, name: str, *, rendition: str, played_s: float,
+                           timeout_s: float) -> None:
+        """Play the audio rendition ``name`` (the master's NAME) through the player's API,
+        then wait until media of ``rendition`` (its media playlist's directory) has been
+        fetched and ``played_s`` seconds have played since the switch."""
+        tracks = await self.audio_tracks()
+        index = next((t["index"] for t in tracks or [] if t["name"] == name), None)
+        if index is None:
+            raise PlayerFailed(f"{self.player}: no audio rendition {name}: {tracks}")
+        await self.page.evaluate(f"harness.switchAudio({index})")
+        needle = json.dumps(f"/{rendition}/")
+        await self.wait_for(
+            f"(() => {{ const got = harness.fetched({needle}).filter(u => "
+            "u.split('?')[0].endsWith('.m4s') && u.indexOf('init') < 0); "
+            "const p = state.samples.filter(x => x.at >= state.audioSwitchedAt && "
+            "!x.waiting); "
+            f"return got.length > 0 && p.length > 1 && p[p.length - 1].t - p[0].t >= "
+            f"{played_s}; }})()", timeout_s)
+
     async def media_fetched(self, rendition: str) -> list[str]:
         """Media (.m4s, not init) of ``rendition`` the player requested (ABR may have
         fetched some before a forced switch)."""

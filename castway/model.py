@@ -143,6 +143,11 @@ class Rendition:
     track: int | None = None
     # Why castway encodes a rendition the encoder sent (its keyframes did not line up).
     note: str = ""
+    # An audio rendition (EXT-X-MEDIA TYPE=AUDIO), not a variant: a broadcast whose
+    # encoder sends audio tracks besides its own (E-RTMP multitrack audio) has one per
+    # track, its own (track 0) the default, and its variants are video only.
+    alternate_audio: bool = False
+    channels: int | None = None  # an audio rendition's (EXT-X-MEDIA CHANNELS)
 
 
 @dataclass(frozen=True, slots=True)

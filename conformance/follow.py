@@ -102,7 +102,9 @@ def check_stream(url: str, *, seconds: float, fetch: Fetch = http_get,
             run.master = True
             master = parse_multivariant(text, url)
             checker.read_master(master)
-            follows = [_Follow(u) for u in dict.fromkeys(v.uri for v in master.variants)]
+            # Every media playlist a player may load: the variants and audio renditions.
+            follows = [_Follow(u) for u in dict.fromkeys(
+                [*(v.uri for v in master.variants), *(a.uri for a in master.audio)])]
             next_master = start + 2 * MIN_RELOAD_S
         else:  # a Media Playlist: this fetch is its first load
             follows = [_Follow(url)]

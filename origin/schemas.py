@@ -112,12 +112,18 @@ class RenditionPublic(BaseModel):
     note: str = Field("", description=(
         "Why castway encodes a rendition the encoder sent, e.g. its keyframes did not "
         "line up with the source's segment boundaries."))
+    alternate_audio: bool = Field(False, description=(
+        "An audio rendition of the master (EXT-X-MEDIA), not a variant: a broadcast whose "
+        "encoder sends audio tracks besides its own (E-RTMP multitrack audio) has one per "
+        "track, its own (track 0) the default, and video-only variants."))
+    channels: int | None = Field(None, description="An audio rendition's channel count.")
 
     @classmethod
     def of(cls, r: Rendition) -> RenditionPublic:
         return cls(name=r.name, width=r.width, height=r.height, fps=r.fps,
                    video_bitrate_kbps=r.video_bitrate_kbps, codecs=r.codecs,
-                   bandwidth_bps=r.bandwidth_bps, track=r.track, note=r.note)
+                   bandwidth_bps=r.bandwidth_bps, track=r.track, note=r.note,
+                   alternate_audio=r.alternate_audio, channels=r.channels)
 
 
 class SourcePublic(BaseModel):

@@ -17,7 +17,7 @@ import httpx
 from castway.hls.cmaf import media_duration_s
 from castway.hls.findings import Finding
 from castway.hls.measured import check_bandwidth, check_durations, peak_segment_bitrate
-from castway.hls.reading import MediaPlaylist, parse_media, parse_multivariant
+from castway.hls.reading import MediaPlaylist, Variant, parse_media, parse_multivariant
 from castway.hls.watch import BroadcastWatch
 from tests.support import poll_async
 
@@ -152,15 +152,18 @@ async def publish_and_read(client: httpx.AsyncClient, ffmpeg: str, clip: Path, u
 
 async def check_vod(client: httpx.AsyncClient, vod_id: str, expected: set[str]
                     ) -> dict[str, float]:
-    """The VOD lists the ``expected`` renditions, each one whole: its EXTINFs are its
-    media's durations, its BANDWIDTH covers its peak. Returns each one's duration."""
+    """The VOD lists the ``expected`` renditions (variants and alternative audio), each
+    one whole: its EXTINFs are its media's durations, a variant's BANDWIDTH covers its
+    peak. Returns each one's duration."""
     master = parse_multivariant((await client.get(f"/vod/{vod_id}/master.m3u8")).text)
-    names = {v.uri.split("/")[0] for v in master.variants}
+    listed: list[tuple[str, Variant | None]] = [(v.uri, v) for v in master.variants]
+    listed += [(a.uri, None) for a in master.audio]
+    names = {uri.split("/")[0] for uri, _ in listed}
     assert names == expected, (names, expected)
     durations = {}
-    for variant in master.variants:
+    for uri, variant in listed:
         sizes: list[tuple[float, int]] = []
-        url = httpx.URL(f"{client.base_url}/vod/{vod_id}/{variant.uri}")
+        url = httpx.URL(f"{client.base_url}/vod/{vod_id}/{uri}")
         playlist = parse_media((await client.get(url)).text)
         assert playlist.ended
         assert {p.target_duration for p in [playlist]} == {2}
@@ -174,8 +177,9 @@ async def check_vod(client: httpx.AsyncClient, vod_id: str, expected: set[str]
             media[segment.uri] = media_duration_s(inits[segment.init_uri], data)
             sizes.append((segment.duration, len(data)))
         assert check_durations(playlist, media) == []
-        assert check_bandwidth(variant, peak_segment_bitrate(sizes, 2)) == [], variant
-        durations[variant.uri.split("/")[0]] = sum(s.duration for s in playlist.segments)
+        if variant is not None:
+            assert check_bandwidth(variant, peak_segment_bitrate(sizes, 2)) == [], variant
+        durations[uri.split("/")[0]] = sum(s.duration for s in playlist.segments)
     return durations
 
 

@@ -112,11 +112,13 @@ def make_test_media(path: Path, *, seconds: float = 4.0, width: int = 640, heigh
 def make_multitrack_media(path: Path, sizes: tuple[tuple[int, int], ...], *,
                           seconds: float = 4.0, fps: int = 30,
                           gops: tuple[int, ...] | None = None,
-                          codecs: tuple[str, ...] | None = None) -> Path:
+                          codecs: tuple[str, ...] | None = None,
+                          audio_tracks: int = 1) -> Path:
     """One test pattern at several sizes, one H.264 video stream each (the first is the
     broadcast, the others an encoder-sent ladder, as OBS Multitrack Video sends it), and
     AAC. ``gops``: each stream's keyframe interval in frames (default: all 2 s, aligned
-    as one encoder sends them); ``codecs``: each stream's encoder (default libx264); the
+    as one encoder sends them); ``codecs``: each stream's encoder (default libx264);
+    ``audio_tracks``: AAC streams, each its own tone (the first is the broadcast's); the
     container follows ``path``'s suffix (.mkv, .flv)."""
     gops = gops or (2 * fps,) * len(sizes)
     codecs = codecs or ("libx264",) * len(sizes)
@@ -126,7 +128,7 @@ def make_multitrack_media(path: Path, sizes: tuple[tuple[int, int], ...], *,
         require_tool("ffmpeg"), path, tracks, fps=fps, seconds=seconds,
         video_args=("-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
                     "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"),
-        audio_args=("-c:a", "aac", "-b:a", "96k", "-ac", "2"))
+        audio_args=("-c:a", "aac", "-b:a", "96k", "-ac", "2"), audio_tracks=audio_tracks)
     subprocess.run(cmd, check=True)
     return path
 

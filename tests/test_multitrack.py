@@ -2,13 +2,15 @@
 end to end (issue 14): FFmpeg 8's FLV muxer (PyAV 18) publishes three H.264 video tracks
 and AAC over RTMP to the embedded platform, at real-time pace.
 
-- Aligned tracks: the master lists the three renditions, each is the publisher's own
-  track, hls.js in Chromium plays each one, the transcoder child encodes nothing (its CPU
-  per second of media is measured and printed), the API shows each track's figures, and
-  the VOD has the same three renditions.
+- Aligned tracks, and a second AAC track: the master lists the three renditions, each
+  the publisher's own track, and both audio tracks as audio renditions (the variants
+  video only); hls.js in Chromium plays each video rendition and then the other audio;
+  the transcoder child encodes nothing (its CPU per second of media is measured and
+  printed), the API shows each track's figures, and the VOD has the same renditions.
 - A track whose keyframes are not on the source's boundaries: castway encodes that
   rendition from the boundary it missed, and every playlist revision a player-like
-  reader sees, live and in the VOD, passes the HLS rules (aligned segments included).
+  reader sees, live and in the VOD, passes the HLS rules (aligned segments included),
+  the audio renditions' as well.
 """
 
 from __future__ import annotations
@@ -25,17 +27,25 @@ from benchmarks import players
 from benchmarks.browser import launch_browser
 from benchmarks.kit import free_port
 from benchmarks.players import PlayerPage, renditions_by_height, serve_pages
+from castway.hls.findings import Rule
 from castway.hls.reading import parse_multivariant
 from castway.settings import Settings
 from launch.embedded import EmbeddedPlatform
 from tests.hls_reader import Seen, check_vod, complete_vod, read_master, read_rendition
-from tests.support import finish_process, make_multitrack_media, poll_async, require_tool
+from tests.support import (
+    finish_process,
+    make_multitrack_media,
+    packet_counts,
+    poll_async,
+    require_tool,
+)
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZES = ((640, 360), (426, 240), (284, 160))
 NAMES = {"source", "240p", "160p"}
+AUDIO = {"audio-t0", "audio-t1"}  # the broadcast's own audio, and its second track
 
 
 async def _publish(clip: Path, url: str) -> asyncio.subprocess.Process:
@@ -49,7 +59,7 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
     if not players.installed("hls.js"):
         pytest.fail("the web players are not installed (sh web/install.sh)")
     clip = await asyncio.to_thread(make_multitrack_media, tmp_path / "three.mkv", SIZES,
-                                   seconds=20.0)
+                                   seconds=20.0, audio_tracks=2)
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1)
     async with EmbeddedPlatform(settings) as platform, \
@@ -68,12 +78,19 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
             async def master() -> str | None:
                 response = await client.get(master_url)
                 return response.text if response.status_code == 200 else None
-            heights = renditions_by_height(await poll_async("the master", master, 30))
+            text = await poll_async("the master", master, 30)
+            heights = renditions_by_height(text)
             assert sorted(heights) == [160, 240, 360], heights
+            assert all(f'URI="{name}/index.m3u8"' in text for name in AUDIO), text
             page = await PlayerPage.open(browser, pages, "hls.js", master_url)
             await page.wait_played(1.0, 30)
             for height in (160, 240, 360):
                 await page.switch_to_height(height, played_s=1.0, timeout_s=20)
+            audio = await page.audio_tracks()
+            assert [(t["name"], t["default"]) for t in audio or []] == \
+                [("Main", True), ("Track 1", False)], audio
+            await page.switch_audio("Track 1", rendition="audio-t1", played_s=2.0,
+                                    timeout_s=20)
             played = await page.playback()
             assert not played.errors, played
             assert not page.page.errors, page.page.errors
@@ -83,7 +100,9 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
             tracks = {r["name"]: (r["track"], r["height"], r["note"])
                       for r in live["renditions"]}
             assert tracks == {"source": (0, 360, ""), "240p": (1, 240, ""),
-                              "160p": (2, 160, "")}, tracks
+                              "160p": (2, 160, ""), "audio-t0": (0, None, ""),
+                              "audio-t1": (1, None, "")}, tracks
+            assert {r["name"] for r in live["renditions"] if r["alternate_audio"]} == AUDIO
             stats = live["stats"]
             for track in (1, 2):
                 assert stats[f"track{track}_codec"] == "h264"
@@ -91,6 +110,8 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
                 assert stats[f"track{track}_bitrate_kbps"] > 0, stats
                 assert stats[f"track{track}_keyframe_interval_s"] == pytest.approx(2.0,
                                                                                 abs=0.05)
+            assert stats["audio_track1_codec"] == "aac"
+            assert stats["audio_track1_bitrate_kbps"] > 50, stats
 
             async def measured() -> float | None:
                 got = (await client.get("/api/v1/broadcasts", params={"state": "live"},
@@ -108,15 +129,32 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
                 await page.close()
             await finish_process(publisher, 40)
         made = await complete_vod(client, auth)
-        durations = await check_vod(client, made["id"], NAMES)
+        durations = await check_vod(client, made["id"], NAMES | AUDIO)
         assert all(d == pytest.approx(20.0, abs=0.1) for d in durations.values()), durations
+        # The MP4 export takes the broadcast's own audio from its rendition: the
+        # variants it is made from are video only.
+        assert (await client.post(f"/api/v1/vods/{made['id']}/export",
+                                  headers=auth)).status_code == 202
+
+        async def exported() -> str | None:
+            vod = (await client.get(f"/api/v1/vods/{made['id']}", headers=auth)).json()
+            return str(vod["mp4_url"]) if vod["mp4_url"] else None
+        mp4 = tmp_path / "export.mp4"
+        mp4.write_bytes((await client.get(await poll_async("the export", exported, 60))).content)
+        counts = await asyncio.to_thread(packet_counts, str(mp4))
+        vod_master = parse_multivariant(
+            (await client.get(f"/vod/{made['id']}/master.m3u8")).text)
+        [main_audio] = [a.uri for a in vod_master.audio if a.uri.startswith("audio-t0/")]
+        in_vod = await asyncio.to_thread(
+            packet_counts, f"{client.base_url}/vod/{made['id']}/{main_audio}")
+        assert counts == {"video": [600], "audio": in_vod["audio"]}, (counts, in_vod)
 
 
 async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladder_stays_valid(
         tmp_path: Path) -> None:
     # The 160p track's keyframes come every 1.5 s, the source's every 2 s.
     clip = await asyncio.to_thread(make_multitrack_media, tmp_path / "off.mkv", SIZES,
-                                   seconds=12.0, gops=(60, 60, 45))
+                                   seconds=12.0, gops=(60, 60, 45), audio_tracks=2)
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=0, http_port=0,
                         reconnect_grace_s=1)
     async with EmbeddedPlatform(settings) as platform, \
@@ -135,18 +173,22 @@ async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladd
                 assert not reading.done() or reading.exception() is None
                 return seen.first_master
             await poll_async("the master", first, 30)
-            uris = [v.uri for v in parse_multivariant(seen.first_master).variants]
-            assert {u.split("/")[0] for u in uris} == NAMES
+            master = parse_multivariant(seen.first_master)
+            uris = [v.uri for v in master.variants] + [a.uri for a in master.audio]
+            assert {u.split("/")[0] for u in uris} == NAMES | AUDIO
             await asyncio.gather(*(read_rendition(client, seen, uri) for uri in uris))
             done.set()
             await reading
         finally:
             done.set()
             await finish_process(publisher, 30)
-        assert seen.findings == [], "\n".join(map(str, seen.findings))
+        # The master follows the measured peaks on purpose (docs/origin.md): with the
+        # audio measured apart from the video, a variant's own rise or its group's shows.
+        findings = [f for f in seen.findings if f.rule is not Rule.VARIANT_BANDWIDTH_CHANGED]
+        assert findings == [], "\n".join(map(str, findings))
         assert seen.stopped == set()
         made = await complete_vod(client, auth)
-        durations = await check_vod(client, made["id"], NAMES)
+        durations = await check_vod(client, made["id"], NAMES | AUDIO)
         assert all(d == pytest.approx(12.0, abs=0.1) for d in durations.values()), durations
         ended = (await client.get(f"/api/v1/broadcasts/{made['broadcast_id']}",
                                   headers=auth)).json()

@@ -31,7 +31,9 @@ def _ms(value: int | None, time_base: Fraction | None) -> int | None:
 
 def read_packets(path: Path, *, tracks: bool = False) -> Iterator[MediaPacket]:
     """The file's first video and audio stream as track 0; with ``tracks``, its other
-    video streams as tracks 1, 2, ... (an encoder-sent ladder, E-RTMP multitrack)."""
+    video streams as tracks 1, 2, ... (an encoder-sent ladder, E-RTMP multitrack) and its
+    other AAC streams as audio tracks 1, 2, ... (numbered apart from the video's, as
+    E-RTMP numbers them)."""
     try:
         container: Any = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -56,6 +58,12 @@ def read_packets(path: Path, *, tracks: bool = False) -> Iterator[MediaPacket]:
             if codec is not None and config:
                 others[stream] = (number, codec)
                 yield MediaPacket(MediaKind.VIDEO, codec, False, True, 0, 0, config, number)
+        for number, stream in enumerate(container.streams.audio[1:] if tracks else (), 1):
+            config = bytes(stream.codec_context.extradata or b"")
+            if _AUDIO.get(stream.codec_context.name) == Codec.AAC and config:
+                others[stream] = (number, Codec.AAC)
+                yield MediaPacket(MediaKind.AUDIO, Codec.AAC, False, True, 0, 0, config,
+                                  number)
         acodec = _AUDIO.get(audio.codec_context.name) if audio is not None else None
         streams = [video, *others]
         if audio is not None and acodec is not None:
@@ -81,7 +89,8 @@ def read_packets(path: Path, *, tracks: bool = False) -> Iterator[MediaPacket]:
                                   dts, pts, bytes(packet))
             elif packet.stream in others:
                 number, codec = others[packet.stream]
-                yield MediaPacket(MediaKind.VIDEO, codec, bool(packet.is_keyframe), False,
+                kind = MediaKind.VIDEO if packet.stream.type == "video" else MediaKind.AUDIO
+                yield MediaPacket(kind, codec, bool(packet.is_keyframe), False,
                                   dts, pts, bytes(packet), number)
             elif acodec is not None:
                 yield MediaPacket(MediaKind.AUDIO, acodec, True, False, dts, pts,

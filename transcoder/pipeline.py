@@ -23,6 +23,7 @@ from castway.encoder_ladder import MAX_LADDER_TRACKS
 from castway.media import Codec, MediaKind, MediaPacket
 from castway.rungs import nearest_rung
 from castway.settings import X264_LOOKAHEAD_FRAMES
+from transcoder.audio_tracks import AlternateAudio, audio_track_name
 from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
 from transcoder.fmp4 import AudioTrack, VideoTrack
 from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
@@ -71,6 +72,8 @@ class RenditionInfo:
     video_bitrate_kbps: float | None
     track: int | None = None  # the publisher's track it passes through (castway.model)
     note: str = ""  # why castway encodes a track the encoder sent
+    alternate_audio: bool = False  # an audio rendition, not a variant (castway.model)
+    channels: int | None = None  # an audio rendition's
 
 
 Ladder = tuple[RenditionInfo, ...]
@@ -358,6 +361,11 @@ class Pipeline:
         self._rung_audio_from = config.replay_from_pts_ms
         # Encoder-sent video tracks (transcoder.tracks), by track id.
         self._tracks: dict[int, _Track] = {}
+        # Encoder-sent AAC tracks (transcoder.audio_tracks), by track id.
+        self._audio_tracks: dict[int, AlternateAudio] = {}
+        # Whether this ladder has audio renditions (track 0's among them), the variants
+        # video only: decided where the ladder is set up, kept across breaks.
+        self._demuxed = False
         self._tracks_told: set[str] = set()
         self._source_pts_max: int | None = None
         # The source's packets since its last boundary, and recent audio: what a track
@@ -406,6 +414,8 @@ class Pipeline:
             track.name = None
             track.align = AlignmentCheck()
             track.held.clear()
+        for audio in self._audio_tracks.values():
+            audio.stop()
         self._source_pts_max = None
         self._gop = []
         self.on_discontinuity()
@@ -457,7 +467,7 @@ class Pipeline:
             for out in source.on_video(packet.dts_ms, packet.pts_ms, packet.payload,
                                        packet.is_keyframe, boundary):
                 self._emit(out)
-        if self._tracks:
+        if self._tracks or self._audio_tracks:
             if boundary:
                 self._gop = []
             self._gop.append(packet)
@@ -599,7 +609,7 @@ class Pipeline:
         if record is None:
             raise PipelineError(f"encoder of {enc.rung.name} gave no parameter sets")
         enc.packager.set_tracks(VideoTrack("h264", record, enc.rung.width, enc.rung.height),
-                                self._audio_track())
+                                self._variant_audio())
         self._announce_ladder()
 
     def _announce_ladder(self) -> None:
@@ -630,7 +640,10 @@ class Pipeline:
                                        float(enc.rung.video_bitrate_kbps)))
         rungs += [self._track_info(t) for t in self._track_renditions()]
         rungs.sort(key=lambda r: -(r.height or 0))
-        self.on_ladder(tuple(ladder + rungs))
+        alternates = [RenditionInfo(a.name, a.codecs, None, None, None, None, a.track,
+                                    alternate_audio=True, channels=a.channels)
+                      for a in self._audio_renditions()]
+        self.on_ladder(tuple(ladder + rungs + alternates))
 
     def _track_info(self, track: _Track) -> RenditionInfo:
         assert track.info is not None and track.name is not None
@@ -659,11 +672,15 @@ class Pipeline:
             # A rung this size would bring in is left out: players hold the master
             # they loaded, and a variant added to it later would reach none of them.
             rungs = [r for r in rungs if r.name in frozen]
+        self._demuxed = self._alternate_audio_wanted()
         if self._tracks:
             rungs = self._setup_tracks(rungs)  # the encoder's own renditions first
+        if self._demuxed:
+            self._setup_audio_tracks()
         if frozen is None:
             self._rung_names = frozenset(r.name for r in rungs) | {
-                t.name for t in self._track_renditions() if t.name}
+                t.name for t in self._track_renditions() if t.name} | {
+                a.name for a in self._audio_renditions()}
         if self._overload is None:
             self._overload = OverloadPolicy(rungs)
         else:
@@ -681,11 +698,11 @@ class Pipeline:
         for enc in self._encoded:
             if enc.config_record is not None:
                 enc.packager.set_tracks(VideoTrack("h264", enc.config_record, enc.rung.width,
-                                                   enc.rung.height), self._audio_track())
+                                                   enc.rung.height), self._variant_audio())
         if self._source is not None and self._video_codec is not None:
             assert self._video_config is not None
             self._source.set_tracks(VideoTrack(self._video_codec.value, self._video_config,
-                                               width, height), self._audio_track())
+                                               width, height), self._variant_audio())
         self._ladder_due = True
         self._announce_ladder()
         logger.info("ladder resolved", extra={"source": f"{width}x{height}@{fps}",
@@ -693,9 +710,14 @@ class Pipeline:
 
     def _codecs(self, video_codec: str, record: bytes) -> str:
         codecs = video_codec_string(video_codec, record)
-        if self._audio_asc is not None:
+        if self._audio_asc is not None and not self._demuxed:
             codecs += "," + mp4a_codec(self._audio_asc)
         return codecs
+
+    def _variant_audio(self) -> AudioTrack | None:
+        """The audio a variant carries: the broadcast's, unless it has audio renditions
+        of its own (then variants are video only, transcoder.audio_tracks)."""
+        return None if self._demuxed else self._audio_track()
 
     def _audio_track(self) -> AudioTrack | None:
         if self._audio_asc is None:
@@ -711,8 +733,7 @@ class Pipeline:
 
     def _push_track(self, packet: MediaPacket) -> None:
         if packet.kind != MediaKind.VIDEO:
-            self._tell_once(f"audio track {packet.track} ignored: the broadcast's audio is "
-                            "track 0's", track=packet.track)
+            self._push_audio_track(packet)
             return
         track = self._tracks.get(packet.track)
         if track is None:
@@ -755,6 +776,10 @@ class Pipeline:
     def _release_tracks(self) -> None:
         """Hand each track's packets on once the source has gone past them."""
         upto = self._source_pts_max
+        if upto is not None:
+            for audio in self._audio_tracks.values():
+                for out in audio.release(upto, self.clock):
+                    self._emit(out)
         for track in self._tracks.values():
             if track.packager is None or upto is None:
                 continue
@@ -849,7 +874,7 @@ class Pipeline:
                                       parts=self._parts)
             assert track.codec is not None and track.config is not None
             track.packager.set_tracks(VideoTrack(track.codec.value, track.config,
-                                                 info.width, info.height), self._audio_track())
+                                                 info.width, info.height), self._variant_audio())
             for pts, data in self._early_audio or []:
                 track.packager.on_audio(pts, data)
         for track in self._tracks.values():
@@ -862,6 +887,87 @@ class Pipeline:
 
     def _track_renditions(self) -> list[_Track]:
         return [t for t in self._tracks.values() if t.packager is not None and t.name]
+
+    # --- encoder-sent audio tracks (transcoder.audio_tracks) ---------------------------
+    def _push_audio_track(self, packet: MediaPacket) -> None:
+        audio = self._audio_tracks.get(packet.track)
+        if audio is None:
+            if packet.codec != Codec.AAC:
+                self._tell_once(f"audio track {packet.track} ignored: {packet.codec} is "
+                                "packaged only as AAC", track=packet.track)
+                return
+            if self.config.segment_format != "fmp4":
+                self._tell_once(f"audio track {packet.track} ignored: alternative audio "
+                                "needs fMP4 segments (CASTWAY_SEGMENT_FORMAT=fmp4)",
+                                track=packet.track)
+                return
+            if self._dims is not None:
+                self._tell_once(f"audio track {packet.track} came after the ladder was "
+                                "published: ignored", track=packet.track)
+                return
+            if len(self._audio_tracks) >= MAX_LADDER_TRACKS:
+                self._tell_once(f"audio track {packet.track} ignored: at most "
+                                f"{MAX_LADDER_TRACKS} encoder-sent audio tracks are taken",
+                                track=packet.track)
+                return
+            audio = self._audio_tracks[packet.track] = AlternateAudio(packet.track)
+        if packet.is_config:
+            try:
+                audio.configure(packet.payload)
+            except CodecConfigError as exc:
+                self._tell_once(f"audio track {packet.track}: bad AudioSpecificConfig",
+                                track=packet.track, error=str(exc))
+            return
+        audio.hold(packet.pts_ms, packet.payload)
+        if audio.packager is not None and self._source_pts_max is not None:
+            for out in audio.release(self._source_pts_max, self.clock):
+                self._emit(out)
+
+    def _alternate_audio_wanted(self) -> bool:
+        """Whether this ladder has audio renditions (the variants then carry none): when
+        an encoder-sent AAC track can be one, or, for a successor or a new timeline,
+        when the ladder published before had them."""
+        frozen = self._rung_names
+        if frozen is not None:
+            return audio_track_name(0) in frozen and self._audio_asc is not None
+        if self._audio_asc is None:
+            if any(a.asc is not None for a in self._audio_tracks.values()):
+                self._tell_once("audio tracks ignored: the broadcast has no audio of its "
+                                "own (track 0) to offer them beside")
+            return False
+        wanted = False
+        for audio in self._audio_tracks.values():
+            if audio.asc is None:
+                continue
+            if not audio.held:
+                # A rendition that may never have a segment would hold the master back
+                # (origin.hls: the master waits for every rendition's first segment).
+                self._tell_once(f"audio track {audio.track} is not a rendition: no frame "
+                                "of it had come when the ladder was set up",
+                                track=audio.track)
+                continue
+            wanted = True
+        return wanted
+
+    def _setup_audio_tracks(self) -> None:
+        """The broadcast's audio (track 0) and each encoder-sent AAC track with frames
+        are audio renditions from here; the variants are video only."""
+        assert self._audio_asc is not None
+        main = self._audio_tracks.get(0)
+        if main is None:
+            main = self._audio_tracks[0] = AlternateAudio(0)
+        main.configure(self._audio_asc)
+        for pts, data in self._early_audio or []:
+            main.hold(pts, data)
+        frozen = self._rung_names
+        for audio in self._audio_tracks.values():
+            if audio.asc is None or not (audio.name in frozen if frozen is not None
+                                         else audio.held):
+                continue
+            audio.start(self.config.policy, make_writer("fmp4"), parts=self._parts)
+
+    def _audio_renditions(self) -> list[AlternateAudio]:
+        return [a for a in self._audio_tracks.values() if a.packager is not None]
 
     # --- audio ----------------------------------------------------------------------
     def _push_audio(self, packet: MediaPacket) -> None:
@@ -897,6 +1003,12 @@ class Pipeline:
         if self._encoded is None and self._early_audio is not None:
             if len(self._early_audio) < EARLY_AUDIO_LIMIT:
                 self._early_audio.append((pts_ms, data))
+        elif self._demuxed:
+            main = self._audio_tracks[0]
+            main.hold(pts_ms, data)
+            if self._source_pts_max is not None:
+                for out in main.release(self._source_pts_max, self.clock):
+                    self._emit(out)
         if self._source is not None:
             self._source.on_audio(pts_ms, data)
         if self._tracks:
@@ -952,7 +1064,8 @@ class Pipeline:
             return [self._audio_only]
         out = [self._source] if self._source is not None else []
         tracks = [t.packager for t in self._track_renditions() if t.packager is not None]
-        return out + [e.packager for e in self._encoded or []] + tracks
+        audio = [a.packager for a in self._audio_renditions() if a.packager is not None]
+        return out + [e.packager for e in self._encoded or []] + tracks + audio
 
     def _emit(self, out: Output) -> None:
         self.emit(out)
@@ -968,6 +1081,9 @@ class Pipeline:
             if track.encoded is not None:
                 self._track_decode(track, None)
                 self._encode(track.encoded, None)
+        for audio in self._audio_tracks.values():
+            for out in audio.release(None, self.clock):
+                self._emit(out)
         for packager in self._packagers():
             for out in packager.flush():
                 self._emit(out)

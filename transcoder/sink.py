@@ -256,7 +256,8 @@ class BroadcastSink:
             self.logs[rendition.name] = log
             self.infos[rendition.name] = RenditionInfo(
                 rendition.name, rendition.codecs, rendition.width, rendition.height,
-                rendition.fps, rendition.video_bitrate_kbps, rendition.track, rendition.note)
+                rendition.fps, rendition.video_bitrate_kbps, rendition.track, rendition.note,
+                rendition.alternate_audio, rendition.channels)
             self._published_bandwidth[rendition.name] = rendition.bandwidth_bps or 0
         self._dates.release()
 

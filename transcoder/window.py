@@ -253,7 +253,8 @@ class RenditionLog:
             measured = self.early_bps  # a passthrough has no target to stand for it
         return Rendition(info.name, info.width, info.height, info.fps,
                          info.video_bitrate_kbps, info.codecs,
-                         measured or None, self.average_bps or None, info.track, info.note)
+                         measured or None, self.average_bps or None, info.track, info.note,
+                         info.alternate_audio, info.channels)
 
     def _next_part_name(self) -> PartName:
         """The part to hint (EXT-X-PRELOAD-HINT): one that will exist whatever the source

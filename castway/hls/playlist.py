@@ -33,6 +33,10 @@ AUDIO_ALLOWANCE_BPS = 128_000
 FALLBACK_BANDWIDTH_BPS = 5_000_000
 # Peak over nominal bitrate for encoded renditions (x264 VBV allows short excursions).
 NOMINAL_PEAK_FACTOR = 1.2
+# The audio group of a master with audio renditions, and the NAME of its default
+# member: the broadcast's own audio (track 0).
+AUDIO_GROUP = "audio"
+MAIN_AUDIO_NAME = "Main"
 
 
 class PlaylistType(StrEnum):
@@ -84,32 +88,80 @@ def rendition_report(window: RenditionWindow, uri: str) -> RenditionReport:
 def render_master_playlist(renditions: Sequence[Rendition], *,
                            uri_for: Callable[[Rendition], str],
                            first: str | None = None) -> str:
-    """A Multivariant Playlist (rfc8216bis 4.4.6) with one EXT-X-STREAM-INF per rendition.
+    """A Multivariant Playlist (rfc8216bis 4.4.6) with one EXT-X-STREAM-INF per variant.
 
     Variants are listed by ascending BANDWIDTH; ``first`` (a rendition name) is moved to
     the top, since clients such as Safari start playback with the first listed variant.
+
+    Audio renditions (``Rendition.alternate_audio``) make one audio group (rfc8216bis
+    4.4.6.1), the broadcast's own audio (track 0) its default member, each with its media
+    playlist; the variants are then video only. Every variant names the group, lists the
+    group's codecs too, and counts its largest member in its BANDWIDTH (4.4.6.2: the
+    largest sum of any playable combination of renditions).
+
+    Demuxed, not the variants' audio plus alternatives: a player that put a muxed fMP4
+    variant in one SourceBuffer cannot take an audio rendition beside it (hls.js answers
+    bufferAppendError, and calls the mix unsupported: video-dev/hls.js#5485).
     """
-    ordered = sorted(renditions, key=lambda r: (_bandwidth(r)[0], r.name))
+    alternates = [r for r in renditions if r.alternate_audio]
+    variants = [r for r in renditions if not r.alternate_audio]
+    if alternates and not any(r.width and r.height for r in variants):
+        # An audio-only broadcast's variant is its audio: nothing to be an alternative to.
+        alternates = []
+    ordered = sorted(variants, key=lambda r: (_bandwidth(r)[0], r.name))
     if first is not None:
         ordered.sort(key=lambda r: r.name != first)
     # No EXT-X-INDEPENDENT-SEGMENTS here: in a multivariant playlist it would speak for
     # every variant, and a passthrough variant's segments are not independent during a
     # source's keyframe drought; each media playlist says it for itself.
     lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
+    alternates.sort(key=lambda r: (r.track or 0, r.name))
+    for i, alt in enumerate(alternates):
+        default = "YES" if i == 0 else "NO"  # track 0 first: the broadcast's own
+        # CHANNELS: every audio rendition SHOULD have it (rfc8216bis 4.4.6.1).
+        channels = f',CHANNELS="{alt.channels}"' if alt.channels else ""
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",'
+                     f'NAME="{_quoted(alternate_audio_name(alt))}",DEFAULT={default},'
+                     f'AUTOSELECT={default}{channels},URI="{_quoted(uri_for(alt))}"')
+    extra_peak = max((_bandwidth(a)[0] for a in alternates), default=0)
+    extra_average = max((_bandwidth(a)[1] or _bandwidth(a)[0] for a in alternates),
+                        default=0)
     for rendition in ordered:
         peak, average = _bandwidth(rendition)
-        attrs = [f"BANDWIDTH={peak}"]
+        attrs = [f"BANDWIDTH={peak + extra_peak}"]
         if average is not None:
-            attrs.append(f"AVERAGE-BANDWIDTH={average}")
-        if rendition.codecs:
-            attrs.append(f'CODECS="{_quoted(rendition.codecs)}"')
+            attrs.append(f"AVERAGE-BANDWIDTH={average + extra_average}")
+        codecs = _codec_union([rendition, *alternates])
+        if codecs:
+            attrs.append(f'CODECS="{_quoted(codecs)}"')
         if rendition.width and rendition.height:
             attrs.append(f"RESOLUTION={rendition.width}x{rendition.height}")
         if rendition.fps:
             attrs.append(f"FRAME-RATE={rendition.fps:.3f}")
+        if alternates:
+            attrs.append(f'AUDIO="{AUDIO_GROUP}"')
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(_quoted(uri_for(rendition)))
     return "\n".join(lines) + "\n"
+
+
+def alternate_audio_name(rendition: Rendition) -> str:
+    """The NAME of an audio rendition: ``Main`` for the broadcast's own audio (track 0),
+    else its track as the encoder numbered it."""
+    if rendition.track == 0:
+        return MAIN_AUDIO_NAME
+    return f"Track {rendition.track}" if rendition.track else rendition.name
+
+
+def _codec_union(renditions: Sequence[Rendition]) -> str:
+    """Every format of the renditions, once each, in order (a variant's CODECS lists the
+    formats of the renditions in its groups too, rfc8216bis 4.4.6.2)."""
+    seen: list[str] = []
+    for rendition in renditions:
+        for codec in rendition.codecs.split(","):
+            if codec and codec not in seen:
+                seen.append(codec)
+    return ",".join(seen)
 
 
 def segment_starts(segments: Sequence[Segment], live_parts: Sequence[Part]) -> list[bool]:

@@ -136,10 +136,21 @@ class Variant:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioRendition:
+    """One EXT-X-MEDIA TYPE=AUDIO with a URI: an alternative audio rendition."""
+
+    uri: str
+    group_id: str
+    name: str
+    line: Line
+
+
+@dataclass(frozen=True, slots=True)
 class MultivariantPlaylist:
     url: str
     variants: tuple[Variant, ...]
     syntax: tuple[Finding, ...] = ()
+    audio: tuple[AudioRendition, ...] = ()
 
 
 def attributes(text: str) -> dict[str, str]:
@@ -358,6 +369,7 @@ def parse_multivariant(text: str, url: str = "") -> MultivariantPlaylist:
     """A Multivariant Playlist; each EXT-X-STREAM-INF with the URI line after it."""
     syntax: list[Finding] = []
     variants: list[Variant] = []
+    audio: list[AudioRendition] = []
     pending: Line | None = None
 
     def bad(line: Line | None, message: str) -> None:
@@ -373,6 +385,11 @@ def parse_multivariant(text: str, url: str = "") -> MultivariantPlaylist:
                 bad(pending, "EXT-X-STREAM-INF without a URI")
             pending = line
             _attribute_types(line, bad)
+        elif line.text.startswith("#EXT-X-MEDIA:"):
+            attrs = attributes(line.text.split(":", 1)[1])
+            if attrs.get("TYPE") == "AUDIO" and "URI" in attrs:
+                audio.append(AudioRendition(_uri(url, attrs["URI"]), attrs.get("GROUP-ID", ""),
+                                            attrs.get("NAME", ""), line))
         elif line.text and not line.text.startswith("#"):
             if pending is None:
                 bad(line, "a URI without EXT-X-STREAM-INF")
@@ -387,7 +404,7 @@ def parse_multivariant(text: str, url: str = "") -> MultivariantPlaylist:
             pending = None
     if pending is not None:
         bad(pending, "EXT-X-STREAM-INF without a URI")
-    return MultivariantPlaylist(url, tuple(variants), tuple(syntax))
+    return MultivariantPlaylist(url, tuple(variants), tuple(syntax), tuple(audio))
 
 
 def _attribute_types(line: Line, bad: Callable[[Line | None, str], None]) -> None:

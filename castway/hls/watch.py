@@ -94,8 +94,8 @@ class BroadcastWatch:
     def read_master(self, playlist: MultivariantPlaylist) -> list[Finding]:
         previous, self._master = self._master, playlist
         self.revisions += 1
-        for variant in playlist.variants:
-            self._renditions.setdefault(variant.uri, _Rendition())
+        for uri in [*(v.uri for v in playlist.variants), *(a.uri for a in playlist.audio)]:
+            self._renditions.setdefault(uri, _Rendition())
         found = check_multivariant(playlist)
         if previous is not None:
             found += check_multivariant_update(previous, playlist)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import m3u8
 import pytest
 
+from archiver.vod import render_vod_master_playlist
 from castway.hls.playlist import (
     PlaylistType,
     RenditionReport,
@@ -128,6 +129,43 @@ def test_master_playlist_estimates_bandwidth_from_the_nominal_bitrate() -> None:
 def test_master_playlist_puts_the_preferred_rendition_first() -> None:
     text = render_master_playlist(LADDER, uri_for=lambda r: r.name, first="540p")
     assert [p.uri for p in m3u8.loads(text).playlists] == ["540p", "360p", "source"]
+
+
+VIDEO_ONLY = tuple(replace(r, codecs=r.codecs.split(",")[0]) for r in LADDER)
+AUDIO = (Rendition("audio-t1", None, None, None, None, "mp4a.40.5", 70_000, 64_000,
+                   track=1, alternate_audio=True, channels=1),
+         Rendition("audio-t0", None, None, None, None, "mp4a.40.2", 150_000, 130_000,
+                   track=0, alternate_audio=True, channels=2))
+
+
+def test_audio_renditions_make_an_audio_group_every_variant_names() -> None:
+    text = render_master_playlist((*VIDEO_ONLY, *AUDIO), uri_for=lambda r: f"{r.name}/i.m3u8")
+    assert validate_playlist(text) == []
+    parsed = m3u8.loads(text)
+    # Not variants: a player would switch video to them.
+    assert [p.uri for p in parsed.playlists] == ["360p/i.m3u8", "540p/i.m3u8", "source/i.m3u8"]
+    main, other = parsed.media
+    # The broadcast's own audio (track 0) is the default, whatever order they came in.
+    assert (main.type, main.group_id, main.name, main.default, main.autoselect, main.uri) == \
+        ("AUDIO", "audio", "Main", "YES", "YES", "audio-t0/i.m3u8")
+    assert (other.name, other.default, other.autoselect, other.uri) == \
+        ("Track 1", "NO", "NO", "audio-t1/i.m3u8")
+    assert (main.channels, other.channels) == ("2", "1")
+    source = parsed.playlists[2].stream_info
+    assert source.audio == "audio"
+    # The largest combination a player may fetch, and every format of it.
+    assert (source.bandwidth, source.average_bandwidth) == (3_250_000, 2_730_000)
+    assert source.codecs == "avc1.64001f,mp4a.40.2,mp4a.40.5"
+
+
+def test_an_audio_rendition_is_never_the_first_variant() -> None:
+    text = render_vod_master_playlist("b1", (*AUDIO, *VIDEO_ONLY))
+    assert m3u8.loads(text).playlists[0].uri.startswith("source/")
+
+
+def test_without_audio_renditions_the_master_has_no_audio_group() -> None:
+    text = render_master_playlist(LADDER, uri_for=lambda r: r.name)
+    assert "#EXT-X-MEDIA" not in text and "AUDIO=" not in text
 
 
 def test_master_playlist_without_a_measured_or_nominal_bitrate_still_has_bandwidth() -> None:

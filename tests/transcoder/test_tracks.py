@@ -111,10 +111,10 @@ class Got:
         self.stopped.append(step.rung)
 
 
-def run(packets: list[MediaPacket]) -> Got:
+def run(packets: list[MediaPacket], keep_rungs: tuple[str, ...] | None = None) -> Got:
     got = Got()
     pipeline = Pipeline(PipelineConfig(DEFAULT_LADDER, POLICY, realtime=False,
-                                       x264_preset="ultrafast"),
+                                       x264_preset="ultrafast", keep_rungs=keep_rungs),
                         got.on_output, got.on_ladder, on_rung_stopped=got.on_stopped)
     for packet in packets:
         pipeline.push(packet)
@@ -243,12 +243,83 @@ def test_a_misaligned_hevc_track_stops_at_the_boundary_it_missed(media_dir: Path
     assert_aligned(got, ["source", "240p"])
 
 
-def test_an_audio_track_and_an_unsupported_track_are_left_out(aligned_src: Path) -> None:
+def test_an_audio_track_without_frames_and_an_unsupported_track_are_left_out(
+        aligned_src: Path) -> None:
     packets = list(read_packets(aligned_src, tracks=True))
     extra = [MediaPacket(MediaKind.AUDIO, Codec.AAC, True, True, 0, 0, b"\x11\x90", 1),
+             MediaPacket(MediaKind.AUDIO, Codec.OPUS, True, True, 0, 0, b"OpusHead", 2),
              MediaPacket(MediaKind.VIDEO, Codec.VP9, True, True, 0, 0, b"\x01", 3)]
     got = run(extra + packets)
+    # A rendition that never had a frame would hold the master back for good.
     assert set(got.segments) == {"source", "240p", "160p"}
+    assert set(got.infos) == {"source", "240p", "160p"}
+
+
+# --- encoder-sent audio tracks (transcoder.audio_tracks) --------------------------------
+def aac_frames(data: bytes) -> list[tuple[float, str]]:
+    """(pts s, sha1) of every audio packet of an init + segment."""
+    container: Any = av.open(io.BytesIO(data))
+    try:
+        if not container.streams.audio:
+            return []
+        return [(float(p.pts * p.time_base), hashlib.sha1(bytes(p)).hexdigest())
+                for p in container.demux(container.streams.audio[0]) if p.size]
+    finally:
+        container.close()
+
+
+@pytest.fixture(scope="module")
+def two_audio_src(media_dir: Path) -> Path:
+    """6 s: 360p (track 0) + a 240p track, 440 Hz audio (track 0) + 660 Hz (track 1)."""
+    return make_multitrack_media(media_dir / "tracks_two_audio.mkv", SIZES[:2], seconds=6.0,
+                                 audio_tracks=2)
+
+
+def test_audio_tracks_are_audio_renditions_cut_where_the_variants_are(
+        two_audio_src: Path) -> None:
+    got = run(list(read_packets(two_audio_src, tracks=True)))
+    assert set(got.segments) == {"source", "240p", "160p", "audio-t0", "audio-t1"}
+    for name, track in (("audio-t0", 0), ("audio-t1", 1)):
+        info = got.infos[name]
+        assert (info.alternate_audio, info.track, info.codecs, info.width, info.channels) == \
+            (True, track, "mp4a.40.2", None, 2)
+    # The variants are video only: a player takes the audio from the group.
+    for name in ("source", "240p", "160p"):
+        assert not got.infos[name].alternate_audio
+        assert "mp4a" not in got.infos[name].codecs, got.infos[name]
+        segment, init = got.segments[name][0]
+        assert aac_frames(init + segment.data) == []
+    video = got.segments["source"]
+    frame_s = 1024 / 48_000
+
+    def sent(track: int) -> list[tuple[int, str]]:
+        return [(p.pts_ms, hashlib.sha1(p.payload).hexdigest())
+                for p in read_packets(two_audio_src, tracks=True)
+                if p.kind == MediaKind.AUDIO and p.track == track and not p.is_config]
+    start_ms = round(video[0][0].start_pts_s * 1000)
+    for name, track in (("audio-t0", 0), ("audio-t1", 1)):
+        audio = got.segments[name]
+        assert len(audio) == len(video) == 3
+        for (a, _), (v, _) in zip(audio, video, strict=True):
+            # Segment N of each audio rendition is the stretch of segment N of every
+            # variant: it starts with the first AAC frame at or after its first frame.
+            assert 0 <= a.start_pts_s - v.start_pts_s < frame_s
+        # Each is its track's frames as they came, none lost from the first boundary on.
+        packaged = [h for s, init in audio for _, h in aac_frames(init + s.data)]
+        assert packaged == [h for pts, h in sent(track) if pts >= start_ms], name
+
+
+def test_a_successor_keeps_the_audio_renditions_its_predecessor_published(
+        two_audio_src: Path) -> None:
+    packets = list(read_packets(two_audio_src, tracks=True))
+    names = ("240p", "160p", "audio-t0", "audio-t1")
+    got = run(packets, keep_rungs=names)
+    assert set(got.segments) == {"source", *names}
+    assert "mp4a" not in got.infos["source"].codecs
+    # A ladder published without them stays without them: the variants keep the audio.
+    got = run(packets, keep_rungs=names[:2])
+    assert set(got.segments) == {"source", "240p", "160p"}
+    assert got.infos["source"].codecs.endswith(",mp4a.40.2")
 
 
 def test_the_journal_keeps_each_packets_track(tmp_path: Path) -> None:
