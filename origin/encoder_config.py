@@ -81,10 +81,24 @@ class Capabilities(_Lenient):
     system: SystemInfo | None = None
 
 
-class Preferences(_Lenient):
-    width: int = Field(ge=0, le=16384)
+class Canvas(_Lenient):
+    """One of OBS's canvases (OBS 32, schema 2025-01-25): the main one first, then an
+    extra (vertical) one if the streamer has it."""
+
+    width: int = Field(ge=0, le=16384)  # the output size
     height: int = Field(ge=0, le=16384)
     framerate: Framerate
+
+
+class Preferences(_Lenient):
+    # OBS 30.2-31 send the output size and rate here; OBS 32 sends ``canvases`` instead.
+    width: int | None = Field(None, ge=0, le=16384)
+    height: int | None = Field(None, ge=0, le=16384)
+    framerate: Framerate | None = None
+    canvases: list[Canvas] | None = Field(None, max_length=8)
+    # The streamer enabled OBS's "VOD track" (a second audio mix, Twitch's VOD audio):
+    # OBS then needs its audio configuration too, or refuses to go live.
+    vod_track_audio: bool = False
     maximum_video_tracks: int | None = Field(None, ge=1)
     # OBS's "Maximum Streaming Bandwidth", kbit/s (IVS calls it maximum_streaming_bandwidth).
     maximum_aggregate_bitrate: int | None = Field(None, ge=0)
@@ -122,6 +136,7 @@ class VideoEncoderConfiguration(BaseModel):
     width: int
     height: int
     framerate: Framerate
+    canvas_index: int = 0  # OBS 32: the canvas it encodes (0: the main one)
     gpu_scale_type: str = "OBS_SCALE_BICUBIC"
     settings: dict[str, Any]
 
@@ -135,6 +150,8 @@ class AudioEncoderConfiguration(BaseModel):
 
 class AudioConfigurations(BaseModel):
     live: list[AudioEncoderConfiguration]
+    # The VOD track's encoder, when OBS asked for one (preferences.vod_track_audio).
+    vod: list[AudioEncoderConfiguration] | None = None
 
 
 class ConfigResponse(BaseModel):
@@ -157,9 +174,13 @@ def client_ask(body: ConfigRequest) -> ClientAsk:
     prefs = body.preferences
     gpus = body.capabilities.gpu or []
     system = (body.capabilities.system.name if body.capabilities.system else "").lower()
-    fps = (Fraction(prefs.framerate.numerator, prefs.framerate.denominator)
-           if prefs.framerate.numerator else Fraction(0))
-    return ClientAsk(prefs.width, prefs.height, fps, tuple(g.vendor_id for g in gpus),
+    width, height, framerate = prefs.width, prefs.height, prefs.framerate
+    if (width is None or height is None or framerate is None) and prefs.canvases:
+        main = prefs.canvases[0]  # the ladder is the main canvas's
+        width, height, framerate = main.width, main.height, main.framerate
+    fps = (Fraction(framerate.numerator, framerate.denominator)
+           if framerate is not None and framerate.numerator else Fraction(0))
+    return ClientAsk(width or 0, height or 0, fps, tuple(g.vendor_id for g in gpus),
                      prefs.composition_gpu_index, system in ("macos", "mac os x", "darwin"),
                      _major(body.client.version), prefs.maximum_video_tracks,
                      prefs.maximum_aggregate_bitrate or prefs.maximum_streaming_bandwidth)
@@ -175,14 +196,20 @@ def _response(body: ConfigRequest, plan: EncoderPlan, endpoints: list[IngestEndp
         for t in plan.tracks]
     audio = AudioEncoderConfiguration(codec=AUDIO_ENCODER, track_id=0, channels=2,
                                       settings={"bitrate": plan.audio_bitrate_kbps})
+    # OBS sends the VOD track as the broadcast's next audio track: castway makes it an
+    # audio rendition of its own, audio-t1 (transcoder.audio_tracks).
+    vod = ([AudioEncoderConfiguration(codec=AUDIO_ENCODER, track_id=1, channels=2,
+                                      settings={"bitrate": plan.audio_bitrate_kbps})]
+           if body.preferences.vod_track_audio else None)
     return ConfigResponse(
         meta=Meta(service=SERVICE, schema_version=body.schema_version or "2024-06-04",
                   config_id=str(uuid.uuid4())),
         status=status, ingest_endpoints=endpoints, encoder_configurations=video,
-        audio_configurations=AudioConfigurations(live=[audio]))
+        audio_configurations=AudioConfigurations(live=[audio], vod=vod))
 
 
 @router.post("/api/v1/encoder-configuration", response_model=ConfigResponse,
+             response_model_exclude_none=True,
              summary="OBS Multitrack Video: the ladder to send (GetClientConfiguration)")
 async def encoder_configuration(body: ConfigRequest, ctx: Ctx) -> ConfigResponse:
     settings = ctx.settings

@@ -202,10 +202,11 @@ async def test_a_track_with_keyframes_off_the_boundaries_is_encoded_and_the_ladd
 async def test_a_streamer_who_sends_what_the_encoder_configuration_asked_gets_it_passed_through(
         tmp_path: Path) -> None:
     """OBS Multitrack Video with castway's configuration URL, emulated: the ladder the
-    endpoint asks a 854x480p30 streamer with an NVIDIA GPU for is encoded (one H.264
-    track per encoder configuration, keyframes every ``keyint_sec``) and published where
-    OBS would (the URL template without "/{stream_key}", the key with OBS's
-    ``?obsConfigId=``). Every rendition of the broadcast is one of its tracks."""
+    endpoint asks an OBS 32 streamer with a 854x480p30 canvas, an NVIDIA GPU and the VOD
+    track on for is encoded (one H.264 track per encoder configuration, keyframes every
+    ``keyint_sec``, the VOD track as audio track 1) and published where OBS would (the
+    URL template without "/{stream_key}", the key with OBS's ``?clientConfigId=``).
+    Every rendition of the broadcast is one of its tracks."""
     # The URL handed out names a port, so it is one picked now, not an ephemeral one.
     settings = Settings(data_dir=tmp_path / "data", rtmp_port=free_port(), http_port=0,
                         reconnect_grace_s=1, host="127.0.0.1")
@@ -216,12 +217,15 @@ async def test_a_streamer_who_sends_what_the_encoder_configuration_asked_gets_it
         asked = (await client.post("/api/v1/encoder-configuration", json={
             "service": "IVS", "schema_version": "2025-01-25",
             "authentication": platform.default_stream_key,
-            "client": {"name": "obs-studio", "version": "31.1.2"},
+            "client": {"name": "obs-studio", "version": "32.0.2"},
             "capabilities": {"gpu": [{"model": "NVIDIA GeForce RTX 4070",
                                       "vendor_id": 0x10DE}]},
-            "preferences": {"width": 854, "height": 480,
-                            "framerate": {"numerator": 30, "denominator": 1}}})).json()
+            "preferences": {"vod_track_audio": True, "canvases": [
+                {"width": 854, "height": 480, "canvas_width": 854, "canvas_height": 480,
+                 "framerate": {"numerator": 30, "denominator": 1}}]}})).json()
         assert asked["status"]["result"] == "success", asked
+        # The VOD track's encoder: OBS sends it as audio track 1.
+        assert [a["track_id"] for a in asked["audio_configurations"]["vod"]] == [1]
         encoders = asked["encoder_configurations"]
         sizes = tuple((e["width"], e["height"]) for e in encoders)
         assert sizes == ((854, 480), (640, 360), (284, 160))
@@ -229,15 +233,15 @@ async def test_a_streamer_who_sends_what_the_encoder_configuration_asked_gets_it
         assert len(keyint) == 1
         clip = await asyncio.to_thread(
             make_multitrack_media, tmp_path / "asked.mkv", sizes, seconds=8.0,
-            gops=(30 * keyint.pop(),) * len(sizes))
+            gops=(30 * keyint.pop(),) * len(sizes), audio_tracks=2)
         template = asked["ingest_endpoints"][0]["url_template"]
         server = template[:template.index("/{stream_key}")]
         url = (f"{server}/{platform.default_stream_key}"
-               f"?obsConfigId={asked['meta']['config_id']}")
+               f"?clientConfigId={asked['meta']['config_id']}")
         await finish_process(await _publish(clip, url), 30)
         made = await complete_vod(client, auth)
-        await check_vod(client, made["id"], {"source", "360p", "160p"})
+        await check_vod(client, made["id"], {"source", "360p", "160p"} | AUDIO)
         ended = (await client.get(f"/api/v1/broadcasts/{made['broadcast_id']}",
                                   headers=auth)).json()
         assert {r["name"]: r["track"] for r in ended["renditions"]} == {
-            "source": 0, "360p": 1, "160p": 2}
+            "source": 0, "360p": 1, "160p": 2, "audio-t0": 0, "audio-t1": 1}

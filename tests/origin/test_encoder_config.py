@@ -13,13 +13,15 @@ from castway.live.memory import MemoryLiveState
 from castway.model import Node, NodeState
 from tests.origin.conftest import AUTH
 
-# What OBS 31 posts (goliveapi-postdata.cpp; values of one real machine's kind).
+# What OBS 32 posts (frontend/utility/GoLiveAPI_PostData.cpp: the output size and rate
+# per canvas, the main canvas first; values of one real machine's kind).
 OBS_POST: dict[str, Any] = {
     "service": "IVS",
     "schema_version": "2025-01-25",
     "authentication": "",
-    "client": {"name": "obs-studio", "version": "31.1.2",
-               "supported_codecs": ["h264", "h265", "av1"]},
+    "client": {"name": "obs-studio", "version": "32.0.2",
+               "supported_codecs": ["h264", "h265", "av1"],
+               "supported_encoders": ["obs_nvenc_h264_tex", "obs_x264"]},
     "capabilities": {
         "cpu": {"physical_cores": 8, "logical_cores": 16, "speed": 3600, "name": "CPU"},
         "memory": {"total": 34359738368, "free": 17179869184},
@@ -31,11 +33,19 @@ OBS_POST: dict[str, Any] = {
                  "driver_version": "32.0.15.6094"}],
     },
     "preferences": {"maximum_aggregate_bitrate": None, "maximum_video_tracks": None,
-                    "vod_track_audio": False, "width": 1920, "height": 1080,
-                    "framerate": {"numerator": 60, "denominator": 1},
-                    "canvas_width": 1920, "canvas_height": 1080,
-                    "composition_gpu_index": 0},
+                    "vod_track_audio": False, "composition_gpu_index": 0,
+                    "canvases": [{"width": 1920, "height": 1080, "canvas_width": 1920,
+                                  "canvas_height": 1080,
+                                  "framerate": {"numerator": 60, "denominator": 1}}],
+                    "audio_samples_per_sec": 48000, "audio_channels": 2,
+                    "audio_fixed_buffering": False, "audio_max_buffering_ms": 960},
 }
+# OBS 30.2 to 31 (schema 2024-06-04) sent the output size and rate in the preferences.
+OBS_31_PREFERENCES: dict[str, Any] = {
+    "maximum_aggregate_bitrate": None, "maximum_video_tracks": None,
+    "vod_track_audio": False, "width": 1920, "height": 1080,
+    "framerate": {"numerator": 60, "denominator": 1}, "canvas_width": 1920,
+    "canvas_height": 1080, "composition_gpu_index": 0}
 
 
 async def _key(client: httpx.AsyncClient) -> str:
@@ -48,6 +58,10 @@ async def _key(client: httpx.AsyncClient) -> str:
 def post_with(key: str, **preferences: Any) -> dict[str, Any]:
     body = copy.deepcopy(OBS_POST)
     body["authentication"] = key
+    canvas = body["preferences"]["canvases"][0]
+    for name in ("width", "height", "framerate"):
+        if name in preferences:  # the main canvas's
+            canvas[name] = preferences.pop(name)
     body["preferences"].update(preferences)
     return body
 
@@ -76,8 +90,34 @@ async def test_obs_with_an_nvidia_gpu_is_given_the_platform_ladder_and_where_to_
     # Every keyframe a segment boundary: each track passes through.
     assert {e["settings"]["keyint_sec"] for e in encoders} == {2}
     assert {e["settings"]["rate_control"] for e in encoders} == {"CBR"}
-    assert config["audio_configurations"]["live"] == [
-        {"codec": "ffmpeg_aac", "track_id": 0, "channels": 2, "settings": {"bitrate": 160}}]
+    assert {e["canvas_index"] for e in encoders} == {0}  # the main canvas
+    assert config["audio_configurations"] == {"live": [
+        {"codec": "ffmpeg_aac", "track_id": 0, "channels": 2, "settings": {"bitrate": 160}}]}
+
+
+async def test_obs_31_which_sends_its_output_size_in_the_preferences_gets_the_same_ladder(
+        client: httpx.AsyncClient) -> None:
+    key = await _key(client)
+    body = copy.deepcopy(OBS_POST) | {"schema_version": "2024-06-04",
+                                      "preferences": OBS_31_PREFERENCES,
+                                      "authentication": key}
+    body["client"]["version"] = "31.1.2"
+    config = (await client.post("/api/v1/encoder-configuration", json=body)).json()
+    assert config["status"]["result"] == "success"
+    assert [(e["width"], e["height"]) for e in config["encoder_configurations"]] == [
+        (1920, 1080), (1280, 720), (854, 480), (640, 360), (284, 160)]
+
+
+async def test_a_streamer_with_obs_vod_track_gets_its_audio_encoder_too(
+        client: httpx.AsyncClient) -> None:
+    # OBS refuses to go live when it has a VOD track and the answer has no encoder for
+    # it (MultitrackVideoOutput: MissingEncoderConfigs). It sends it as audio track 1.
+    key = await _key(client)
+    config = (await client.post("/api/v1/encoder-configuration", json=post_with(
+        key, vod_track_audio=True))).json()
+    assert config["status"]["result"] == "success"
+    assert config["audio_configurations"]["vod"] == [
+        {"codec": "ffmpeg_aac", "track_id": 1, "channels": 2, "settings": {"bitrate": 160}}]
 
 
 async def test_the_streamers_limits_are_kept(client: httpx.AsyncClient) -> None:
