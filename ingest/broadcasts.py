@@ -165,6 +165,7 @@ class _Publication:
 
     async def on_metadata(self, metadata: dict[str, object]) -> None:
         if not self._closed:
+            self._entry.tracks.declare(metadata)
             await self._manager._update_source(self._entry, source_from_metadata(metadata))
 
     async def on_packet(self, packet: MediaPacket) -> None:

@@ -83,6 +83,40 @@ def parse_audio_specific_config(asc: bytes) -> tuple[int | None, int | None]:
     return rate, channels or None
 
 
+def tracks_from_metadata(metadata: dict[str, object]
+                         ) -> tuple[dict[int, SourceInfo], dict[int, SourceInfo]]:
+    """What an E-RTMP v2 onMetaData says of each other track ("Enhancing onMetaData"):
+    ``videoTrackIdInfoMap`` and ``audioTrackIdInfoMap``, objects keyed by track id (1, 2,
+    ...; track 0 is the top-level fields), each a per-track object of the same field
+    names (width, height, framerate, videodatarate; audiodatarate, audiosamplerate,
+    channels). (video, audio) by track id; what is not such an object, or past
+    MAX_COUNTED_TRACKS, is left out (a publisher's metadata is only what it claims)."""
+    maps: list[dict[int, SourceInfo]] = []
+    for name in ("videoTrackIdInfoMap", "audioTrackIdInfoMap"):
+        found: dict[int, SourceInfo] = {}
+        value = metadata.get(name)
+        for key, track in (value.items() if isinstance(value, dict) else ()):
+            if len(found) >= MAX_COUNTED_TRACKS:
+                break
+            track_id = _track_id(key)
+            if track_id is None or not isinstance(track, dict):
+                continue
+            fields = {str(k): v for k, v in track.items()}
+            if "channels" in fields and "audiochannels" not in fields:
+                fields["audiochannels"] = fields["channels"]
+            found[track_id] = source_from_metadata(fields)
+        maps.append(found)
+    return maps[0], maps[1]
+
+
+def _track_id(key: object) -> int | None:
+    """A track id key: a decimal string (AMF0 object keys are strings) from 1 to 255."""
+    if not isinstance(key, str) or not key.isdecimal() or len(key) > 3:
+        return None
+    n = int(key)
+    return n if 1 <= n <= 255 else None
+
+
 def merge_source(old: SourceInfo | None, new: SourceInfo) -> SourceInfo:
     """``new``'s known fields over ``old``'s."""
     if old is None:
@@ -154,6 +188,15 @@ class TrackCounters:
 
     tracks: dict[int, _TrackCount] = dataclasses.field(default_factory=dict)
     audio: dict[int, SourceCounters] = dataclasses.field(default_factory=dict)
+    # What the publisher's onMetaData declared of each (tracks_from_metadata).
+    declared_video: dict[int, SourceInfo] = dataclasses.field(default_factory=dict)
+    declared_audio: dict[int, SourceInfo] = dataclasses.field(default_factory=dict)
+
+    def declare(self, metadata: dict[str, object]) -> None:
+        """An onMetaData: what it declares of each track replaces what was declared."""
+        video, audio = tracks_from_metadata(metadata)
+        if video or audio:
+            self.declared_video, self.declared_audio = video, audio
 
     def count(self, packet: MediaPacket) -> None:
         if packet.kind is not MediaKind.VIDEO:
@@ -191,4 +234,17 @@ class TrackCounters:
             kbps, _ = audio.sample(now)
             stats[f"audio_track{number}_codec"] = audio.audio_codec or ""
             stats[f"audio_track{number}_bitrate_kbps"] = round(kbps, 1)
+        for prefix, declared in (("track", self.declared_video),
+                                 ("audio_track", self.declared_audio)):
+            for number, info in sorted(declared.items()):
+                for key, value in _declared_figures(info).items():
+                    stats[f"{prefix}{number}_declared_{key}"] = value
         return stats
+
+
+def _declared_figures(info: SourceInfo) -> dict[str, float]:
+    """A track's onMetaData figures, as stats values (those it declared)."""
+    figures = {"width": info.width, "height": info.height, "fps": info.fps,
+               "bitrate_kbps": info.video_bitrate_kbps or info.audio_bitrate_kbps,
+               "sample_rate": info.audio_sample_rate, "channels": info.audio_channels}
+    return {k: float(v) for k, v in figures.items() if v is not None}
