@@ -708,10 +708,11 @@ class BroadcastTranscoder:
                 if generation == self._generation:
                     self._listening_since = None
                     self._heard = True
+                put = self._events.put((generation, message))
                 try:
-                    asyncio.run_coroutine_threadsafe(self._events.put((generation, message)),
-                                                     loop).result()
+                    asyncio.run_coroutine_threadsafe(put, loop).result()
                 except RuntimeError:
+                    put.close()  # never scheduled: not a coroutine left unawaited
                     return  # the loop is gone
                 if isinstance(message, Exited | Done):
                     return
