@@ -48,6 +48,44 @@ NAMES = {"source", "240p", "160p"}
 AUDIO = {"audio-t0", "audio-t1"}  # the broadcast's own audio, and its second track
 
 
+# On castway's watch page: once its audio menu is up, pick the option named %(name)r;
+# resolves with the options, whether audio-t1's media was then fetched, and how far the
+# video played after the pick.
+PICK_AUDIO = """
+new Promise((resolve, reject) => {
+  const started = Date.now();
+  let picked = null;
+  const timer = setInterval(() => {
+    const select = document.getElementById("audio");
+    const video = document.getElementById("video");
+    if (picked === null && select && select.options.length > 1 && video.currentTime > 0) {
+      const option = [...select.options].find(o => o.textContent === %(name)r);
+      if (option) {
+        select.value = option.value;
+        select.dispatchEvent(new Event("change"));
+        picked = {at: video.currentTime,
+                  options: [...select.options].map(o => o.textContent)};
+      }
+    }
+    if (picked !== null) {
+      const fetched = performance.getEntriesByType("resource").some(
+        e => e.name.includes("/audio-t1/") && e.name.split("?")[0].endsWith(".m4s"));
+      const advanced = video.currentTime - picked.at;
+      if (fetched && advanced >= 1.0 && window.castwayPlayer.hls.audioTrack === 1) {
+        clearInterval(timer);
+        resolve({options: picked.options, fetched, advanced});
+      }
+    }
+    if (Date.now() - started > 25000) {
+      clearInterval(timer);
+      reject(new Error("audio menu: " + JSON.stringify(picked) + " errors " +
+                       JSON.stringify(window.castwayPlayer.errors)));
+    }
+  }, 100);
+})
+"""
+
+
 async def _publish(clip: Path, url: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.pyav_publish", str(clip), url, "--realtime",
@@ -92,6 +130,14 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
             await page.switch_audio("Track 1", rendition="audio-t1", played_s=2.0,
                                     timeout_s=20)
             played = await page.playback()
+            # The watch page offers the audio renditions, and plays the one picked.
+            watch = await browser.new_page()
+            await watch.goto(f"http://127.0.0.1:{platform.http_port}/watch/default")
+            picked = await watch.evaluate(PICK_AUDIO % {"name": "Track 1"},
+                                          await_promise=True, timeout_s=30)
+            assert picked["options"] == ["Main", "Track 1"], picked
+            assert picked["fetched"] and picked["advanced"] >= 1.0, picked
+            assert not watch.errors, watch.errors
             assert not played.errors, played
             assert not page.page.errors, page.page.errors
 

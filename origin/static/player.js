@@ -72,6 +72,29 @@
     }
   }
 
+  // A broadcast whose encoder sent several audio tracks has an audio rendition for each
+  // (docs/transcoder.md, "Audio tracks"): the viewer picks one; the first is the default.
+  function audioMenu(hls) {
+    const old = document.getElementById("audio");
+    if (old) { old.parentElement.remove(); }
+    if (hls.audioTracks.length < 2) { return; }
+    const select = document.createElement("select");
+    select.id = "audio";
+    hls.audioTracks.forEach(function (track, i) {
+      const option = document.createElement("option");
+      option.value = String(i);
+      option.textContent = track.name || ("Audio " + (i + 1));
+      option.selected = i === hls.audioTrack;
+      select.appendChild(option);
+    });
+    select.addEventListener("change", function () { hls.audioTrack = Number(select.value); });
+    const label = document.createElement("label");
+    label.append("Audio ", select);
+    const row = document.createElement("p");
+    row.appendChild(label);
+    status.insertAdjacentElement("beforebegin", row);
+  }
+
   function tick() {
     const hls = player.hls;
     const parts = [];
@@ -95,6 +118,7 @@
     hls.on(window.Hls.Events.MANIFEST_PARSED, function () {
       video.play().catch(function () { show("Press play to start."); });
     });
+    hls.on(window.Hls.Events.AUDIO_TRACKS_UPDATED, function () { audioMenu(hls); });
     hls.loadSource(src);
     hls.attachMedia(video);
   } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
