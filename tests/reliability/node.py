@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,12 +20,15 @@ from castway.model import Channel, StreamKey, VodState
 from castway.settings import Settings
 from launch.ingest_node import IngestNode
 from launch.services import Services
-from tests.support import free_port, make_test_media, require_tool
+from tests.support import free_port, make_multitrack_media, make_test_media, require_tool
 
 KEY = "cw_fault-test"
 CHANNEL = "alpha"
 LADDER = '{"rungs": [{"name": "90p", "height": 90, "video_bitrate_kbps": 100}]}'
 FPS = 30
+# An encoder-sent ladder: track 0 and one more (the 90p rung castway would make, it sends).
+MULTITRACK_SIZES = ((320, 180), (160, 90))
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 async def poll(what: str, check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
@@ -69,12 +73,19 @@ class Stage:
 
 
 @asynccontextmanager
-async def publishing(tmp_path: Path, *, seconds: float, **settings: Any) -> AsyncIterator[Stage]:
+async def publishing(tmp_path: Path, *, seconds: float, multitrack: bool = False,
+                     **settings: Any) -> AsyncIterator[Stage]:
     """A node and an archiver on ``settings`` (catalog, live state) with an ffmpeg
     publisher streaming ``seconds`` of 320x180p30 (1 s GOP) to the channel, in real time;
-    everything is stopped at the end."""
-    clip = make_test_media(tmp_path / "clip.flv", seconds=seconds, width=320, height=180,
-                           gop=FPS)
+    everything is stopped at the end. ``multitrack``: an encoder-sent ladder instead
+    (MULTITRACK_SIZES, two AAC tracks), published by FFmpeg 8's multitrack FLV muxer."""
+    if multitrack:
+        clip = make_multitrack_media(tmp_path / "clip.mkv", MULTITRACK_SIZES,
+                                     seconds=seconds, fps=FPS,
+                                     gops=(FPS,) * len(MULTITRACK_SIZES), audio_tracks=2)
+    else:
+        clip = make_test_media(tmp_path / "clip.flv", seconds=seconds, width=320,
+                               height=180, gop=FPS)
     ladder = tmp_path / "ladder.json"
     ladder.write_text(LADDER)
     rtmp_port = free_port()
@@ -90,10 +101,13 @@ async def publishing(tmp_path: Path, *, seconds: float, **settings: Any) -> Asyn
     archiver = ArchiverService(config, services.catalog, services.live, services.storage)
     await archiver.start()
     await node.start()
+    url = f"rtmp://127.0.0.1:{rtmp_port}/live/{KEY}"
     publisher = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.pyav_publish", str(clip), url, "--realtime"]
+        if multitrack else
         [require_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-re", "-i", str(clip),
-         "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{rtmp_port}/live/{KEY}"],
-        stderr=subprocess.PIPE)
+         "-c", "copy", "-f", "flv", url],
+        stderr=subprocess.PIPE, cwd=REPO_ROOT)
     try:
         yield Stage(services, node, publisher, tmp_path / "storage")
     finally:
