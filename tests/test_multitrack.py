@@ -140,7 +140,7 @@ async def test_an_encoder_sent_ladder_is_packaged_as_it_came_and_plays_in_hls_js
             # One page at a time: Chromium holds back a page in the background, and opens
             # 6 connections to a host over HTTP/1.1 (each player holds two blocking playlist
             # requests); and not in the first seconds, where Shaka 5.2.12 fails to load
-            # any broadcast (a TypeError in its manifest parser, noted on issue 13).
+            # any broadcast (its caption probe, docs/origin.md).
             for other in ("shaka", "videojs"):
                 other_page = await PlayerPage.open(browser, pages, other, master_url)
                 others.append(other_page)
