@@ -1,18 +1,21 @@
-"""Encoder-sent audio tracks (E-RTMP v2 multitrack audio: OBS's extra audio tracks, its
-Twitch "VOD track", a commentary or a second language) as alternative audio renditions.
+"""Audio renditions (EXT-X-MEDIA TYPE=AUDIO) for a broadcast whose encoder sends audio
+tracks besides its own (E-RTMP v2 multitrack audio: OBS's extra audio tracks, its Twitch
+"VOD track", a commentary or a second language).
 
-Every variant of the master carries the broadcast's own audio (track 0), muxed; each other
-AAC track becomes an audio-only rendition of its own, listed in the master's audio group
-(castway.hls.playlist), which a player plays instead of the variants' audio when asked to.
-Its segments are cut where the source's are (transcoder.segmenter.BoundaryClock): an
-audio frame starts a segment when a boundary falls since the frame before it, so segment
-N of the alternative holds the same stretch of the broadcast as segment N of every
-variant, which is what a player switching audio mid-broadcast relies on.
+Such a broadcast's variants are video only: every AAC track, the broadcast's own (track 0)
+included, becomes an audio-only rendition of its own, listed in the master's audio group
+(castway.hls.playlist), track 0's the default. Demuxed because a player that put a muxed
+fMP4 variant in one SourceBuffer cannot add an audio rendition beside it (hls.js:
+bufferAppendError, video-dev/hls.js#5485).
 
+Each rendition's segments are cut where the source's are (transcoder.segmenter.
+BoundaryClock): an audio frame starts a segment when a boundary falls since the frame
+before it, so segment N of every audio rendition holds the same stretch of the broadcast
+as segment N of every variant, which a player switching audio mid-broadcast relies on.
 Like an encoder-sent video track (transcoder.tracks), a track's frames wait until the
 source's video has gone past them, so every boundary up to them is known.
 
-Design: docs/transcoder.md, "Encoder-sent ladders".
+Design: docs/transcoder.md, "Encoder-sent ladders", "Audio tracks".
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ _NO_FRAME_YET = -(2**62)
 
 
 def audio_track_name(track: int) -> str:
-    """The rendition name of encoder-sent audio track ``track`` (never a video rung's)."""
+    """The rendition name of audio track ``track`` (0: the broadcast's own; never a video
+    rung's name)."""
     return f"audio-t{track}"
 
 
-class AlternateAudio:
-    """One encoder-sent AAC track: held, then packaged on the source's boundaries."""
+class AudioTrackRendition:
+    """One AAC track (the broadcast's own or an encoder-sent one) as an audio rendition:
+    held, then packaged on the source's boundaries."""
 
     def __init__(self, track: int) -> None:
         self.track = track

@@ -23,7 +23,7 @@ from castway.encoder_ladder import MAX_LADDER_TRACKS
 from castway.media import Codec, MediaKind, MediaPacket
 from castway.rungs import nearest_rung
 from castway.settings import X264_LOOKAHEAD_FRAMES
-from transcoder.audio_tracks import AlternateAudio, audio_track_name
+from transcoder.audio_tracks import AudioTrackRendition, audio_track_name
 from transcoder.codecs import CodecConfigError, mp4a_codec, parse_asc, video_codec_string
 from transcoder.fmp4 import AudioTrack, VideoTrack
 from transcoder.ladder import SOURCE, LadderSpec, Rung, resolve_ladder
@@ -361,8 +361,9 @@ class Pipeline:
         self._rung_audio_from = config.replay_from_pts_ms
         # Encoder-sent video tracks (transcoder.tracks), by track id.
         self._tracks: dict[int, _Track] = {}
-        # Encoder-sent AAC tracks (transcoder.audio_tracks), by track id.
-        self._audio_tracks: dict[int, AlternateAudio] = {}
+        # AAC tracks as audio renditions (transcoder.audio_tracks), by track id: the
+        # encoder-sent ones, and track 0 once the ladder has audio renditions.
+        self._audio_tracks: dict[int, AudioTrackRendition] = {}
         # Whether this ladder has audio renditions (track 0's among them), the variants
         # video only: decided where the ladder is set up, kept across breaks.
         self._demuxed = False
@@ -888,7 +889,7 @@ class Pipeline:
     def _track_renditions(self) -> list[_Track]:
         return [t for t in self._tracks.values() if t.packager is not None and t.name]
 
-    # --- encoder-sent audio tracks (transcoder.audio_tracks) ---------------------------
+    # --- audio renditions (transcoder.audio_tracks) -------------------------------------
     def _push_audio_track(self, packet: MediaPacket) -> None:
         audio = self._audio_tracks.get(packet.track)
         if audio is None:
@@ -910,7 +911,7 @@ class Pipeline:
                                 f"{MAX_LADDER_TRACKS} encoder-sent audio tracks are taken",
                                 track=packet.track)
                 return
-            audio = self._audio_tracks[packet.track] = AlternateAudio(packet.track)
+            audio = self._audio_tracks[packet.track] = AudioTrackRendition(packet.track)
         if packet.is_config:
             try:
                 audio.configure(packet.payload)
@@ -955,7 +956,7 @@ class Pipeline:
         assert self._audio_asc is not None
         main = self._audio_tracks.get(0)
         if main is None:
-            main = self._audio_tracks[0] = AlternateAudio(0)
+            main = self._audio_tracks[0] = AudioTrackRendition(0)
         main.configure(self._audio_asc)
         for pts, data in self._early_audio or []:
             main.hold(pts, data)
@@ -966,7 +967,7 @@ class Pipeline:
                 continue
             audio.start(self.config.policy, make_writer("fmp4"), parts=self._parts)
 
-    def _audio_renditions(self) -> list[AlternateAudio]:
+    def _audio_renditions(self) -> list[AudioTrackRendition]:
         return [a for a in self._audio_tracks.values() if a.packager is not None]
 
     # --- audio ----------------------------------------------------------------------
