@@ -732,21 +732,27 @@ class Pipeline:
             self._tracks_told.add(message)
             logger.warning(message, extra=dict(fields))
 
+    def _new_track_refused(self, kind: str, track: int, taken: int) -> bool:
+        """Whether a track first seen now cannot be a rendition (and the log says why):
+        players hold the master they loaded, so a rendition added later reaches none, and
+        each track is a packager, a playlist and storage (a DoS limit)."""
+        if self._dims is not None:
+            self._tell_once(f"{kind} track {track} came after the ladder was published: "
+                            "ignored", track=track)
+            return True
+        if taken >= MAX_LADDER_TRACKS:
+            self._tell_once(f"{kind} track {track} ignored: at most {MAX_LADDER_TRACKS} "
+                            f"encoder-sent {kind} tracks are taken", track=track)
+            return True
+        return False
+
     def _push_track(self, packet: MediaPacket) -> None:
         if packet.kind != MediaKind.VIDEO:
             self._push_audio_track(packet)
             return
         track = self._tracks.get(packet.track)
         if track is None:
-            if self._dims is not None:
-                # Players hold the master they loaded: a variant added later reaches none.
-                self._tell_once(f"video track {packet.track} came after the ladder was "
-                                "published: ignored", track=packet.track)
-                return
-            if len(self._tracks) >= MAX_LADDER_TRACKS:
-                self._tell_once(f"video track {packet.track} ignored: at most "
-                                f"{MAX_LADDER_TRACKS} encoder-sent tracks are taken",
-                                track=packet.track)
+            if self._new_track_refused("video", packet.track, len(self._tracks)):
                 return
             track = self._tracks[packet.track] = _Track(packet.track)
         if packet.is_config:
@@ -902,14 +908,7 @@ class Pipeline:
                                 "needs fMP4 segments (CASTWAY_SEGMENT_FORMAT=fmp4)",
                                 track=packet.track)
                 return
-            if self._dims is not None:
-                self._tell_once(f"audio track {packet.track} came after the ladder was "
-                                "published: ignored", track=packet.track)
-                return
-            if len(self._audio_tracks) >= MAX_LADDER_TRACKS:
-                self._tell_once(f"audio track {packet.track} ignored: at most "
-                                f"{MAX_LADDER_TRACKS} encoder-sent audio tracks are taken",
-                                track=packet.track)
+            if self._new_track_refused("audio", packet.track, len(self._audio_tracks)):
                 return
             audio = self._audio_tracks[packet.track] = AudioTrackRendition(packet.track)
         if packet.is_config:
