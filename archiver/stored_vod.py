@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from archiver.context import ArchiveContext, NotReady, find_broadcast
 from castway import layout
-from castway.hls.reading import attributes
+from castway.hls.reading import parse_multivariant
 from castway.model import Rendition, Segment
 from castway.storage.base import Storage
 
@@ -40,11 +40,8 @@ def referenced_keys(playlist_key: str, text: str) -> list[str]:
 def master_renditions(text: str) -> list[str]:
     """Media playlist URIs of a master playlist we wrote (relative): one per variant, then
     one per audio rendition (EXT-X-MEDIA URI, castway.hls.playlist)."""
-    lines = [line.strip() for line in text.splitlines()]
-    variants = [line for line in lines if line and not line.startswith("#")]
-    audio = [attributes(line.split(":", 1)[1]).get("URI", "") for line in lines
-             if line.startswith("#EXT-X-MEDIA:")]
-    return variants + [uri for uri in audio if uri]
+    master = parse_multivariant(text)
+    return [v.uri for v in master.variants] + [a.uri for a in master.audio]
 
 
 def media_playlist_keys(broadcast_id: str, text: str) -> list[str]:
