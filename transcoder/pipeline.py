@@ -785,8 +785,7 @@ class Pipeline:
         upto = self._source_pts_max
         if upto is not None:
             for audio in self._audio_tracks.values():
-                for out in audio.release(upto, self.clock):
-                    self._emit(out)
+                self._release_audio(audio, upto)
         for track in self._tracks.values():
             if track.packager is None or upto is None:
                 continue
@@ -918,10 +917,18 @@ class Pipeline:
                 self._tell_once(f"audio track {packet.track}: bad AudioSpecificConfig",
                                 track=packet.track, error=str(exc))
             return
-        audio.hold(packet.pts_ms, packet.payload)
-        if audio.packager is not None and self._source_pts_max is not None:
-            for out in audio.release(self._source_pts_max, self.clock):
-                self._emit(out)
+        self._hold_audio(audio, packet.pts_ms, packet.payload)
+
+    def _hold_audio(self, audio: AudioTrackRendition, pts_ms: int, data: bytes) -> None:
+        """An audio rendition's frame: held, then packaged with all the source has gone
+        past (transcoder.audio_tracks)."""
+        audio.hold(pts_ms, data)
+        if self._source_pts_max is not None:
+            self._release_audio(audio, self._source_pts_max)
+
+    def _release_audio(self, audio: AudioTrackRendition, upto_pts_ms: int | None) -> None:
+        for out in audio.release(upto_pts_ms, self.clock):
+            self._emit(out)
 
     def _alternate_audio_wanted(self) -> bool:
         """Whether this ladder has audio renditions (the variants then carry none): when
@@ -1004,11 +1011,10 @@ class Pipeline:
             if len(self._early_audio) < EARLY_AUDIO_LIMIT:
                 self._early_audio.append((pts_ms, data))
         elif self._demuxed:
-            main = self._audio_tracks[0]
-            main.hold(pts_ms, data)
-            if self._source_pts_max is not None:
-                for out in main.release(self._source_pts_max, self.clock):
-                    self._emit(out)
+            # The variants carry no audio (their writers would drop it): track 0's goes
+            # to its own rendition only.
+            self._hold_audio(self._audio_tracks[0], pts_ms, data)
+            return
         if self._source is not None:
             self._source.on_audio(pts_ms, data)
         if self._tracks:
@@ -1082,8 +1088,7 @@ class Pipeline:
                 self._track_decode(track, None)
                 self._encode(track.encoded, None)
         for audio in self._audio_tracks.values():
-            for out in audio.release(None, self.clock):
-                self._emit(out)
+            self._release_audio(audio, None)  # the source has ended: all of it
         for packager in self._packagers():
             for out in packager.flush():
                 self._emit(out)
