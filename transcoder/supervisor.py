@@ -445,7 +445,7 @@ class BroadcastTranscoder:
         self.ladder_name = ""
         self.cost_estimate: float | None = None
         self.cost_measured: float | None = None
-        self.cost_child: float | None = None  # the child's own part of it
+        self.cost_transcoder: float | None = None  # the child's own part of it
         self._meter = CpuMeter()
         self._bytes_in = 0  # what the publisher sent, every track: the ingest's share
         self._dropped_at_sample = 0
@@ -918,7 +918,7 @@ class BroadcastTranscoder:
         if measured is not None and stats.media_ms > 0:
             # The child's CPU, plus the ingest process's share of what the publisher
             # sends (castway.cost: ingest_mbit_s), as the estimate counts it.
-            self.cost_child = measured
+            self.cost_transcoder = measured
             mbit_s = self._bytes_in * 8 / 1e6 / (stats.media_ms / 1000.0)
             measured += self.supervisor.calibration.ingest_mbit_s * mbit_s
             self.cost_measured = measured
@@ -1007,7 +1007,7 @@ class BroadcastTranscoder:
                         "ladder_reduced": 1.0 if self.ladder_reduced else 0.0,
                         "cost_estimate": round(self.cost_estimate or 0.0, 4),
                         "cost_measured": round(self.cost_measured or 0.0, 4),
-                        "cost_transcoder": round(self.cost_child or 0.0, 4),
+                        "cost_transcoder": round(self.cost_transcoder or 0.0, 4),
                         "cost_error": (round(relative_error(self.cost_estimate,
                                                             self.cost_measured), 4)
                                        if self.cost_estimate and self.cost_measured
