@@ -25,7 +25,12 @@ def ensure_data_dir(data_dir: Path) -> Path:
 def load_or_create_secret(data_dir: Path, name: str, preset: str | None, *,
                           generate: Callable[[], str] = generate_token) -> tuple[str, bool]:
     """A secret from settings, else from ``DATA_DIR/name``, else a new one from
-    ``generate`` written there (mode 0600). Returns (secret, created_now)."""
+    ``generate`` written there (mode 0600). Returns (secret, created_now).
+
+    Processes sharing a data directory (a local fleet's nodes, started together) may all
+    find it missing: the secret is written whole to a file of this process's own, then
+    linked into place, which fails if another got there first -- whose secret is then
+    the one every process uses. A reader never sees a created but unwritten file."""
     if preset:
         return preset, False
     path = data_dir / name
@@ -33,9 +38,16 @@ def load_or_create_secret(data_dir: Path, name: str, preset: str | None, *,
         return path.read_text().strip(), False
     secret = generate().strip()
     ensure_data_dir(data_dir)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
+    draft = data_dir / f".{name}.{os.getpid()}.{id(secret):x}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        os.link(draft, path)
+    except FileExistsError:
+        return path.read_text().strip(), False
+    finally:
+        draft.unlink(missing_ok=True)
     return secret, True
 
 

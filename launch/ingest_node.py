@@ -128,6 +128,10 @@ class IngestNode:
         runtime.watch("srt", lambda: self.srt.active_publishers if self.srt else 0)
         runtime.watch("whip", lambda: self.whip.active_publishers if self.whip else 0)
         runtime.watch("rtmp_preauth", lambda: int(self.server.preauth_connections))
+        if not settings.rtmp_port:
+            # bound to any free port (the local backend's nodes): heartbeat the real one,
+            # where publishers and relays can reach it
+            self.agent.address = f"{settings.host}:{self.rtmp_port}"
         await self.agent.start()
         self._stack.push_async_callback(self.agent.stop)
         self._stack.push_async_callback(self._stop_server)
@@ -193,6 +197,8 @@ class IngestNode:
         except Exception:
             logger.exception("cannot list nodes for a reconnect target")
         if target is None:
+            if not settings.rtmp_port:  # bound to any free port: the URL names the real one
+                return f"rtmp://{self.agent.address}/{settings.rtmp_app}"
             return settings.effective_public_rtmp_url
         return f"rtmp://{target.address}/{settings.rtmp_app}"
 

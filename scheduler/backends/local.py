@@ -3,7 +3,8 @@
 Each launched node is recorded in ``DATA_DIR/scheduler/local/<node id>.json`` (pid,
 version, port), so a one-shot ``castway scheduler tick`` sees the nodes an earlier tick
 started; children run in their own session and outlive the tick that started them.
-There is no load balancer here: publishers pick a node themselves (``address``), and
+There is no load balancer here: publishers pick a node themselves (the address the
+node heartbeats: it binds any free port), and
 the node's own admission refuses them while it drains.
 """
 
@@ -28,15 +29,6 @@ from scheduler.backends.base import BackendError, Instance
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
 
 
 class LocalBackend:
@@ -93,12 +85,13 @@ class LocalBackend:
         started = []
         for _ in range(count):
             node_id = f"local-{new_id()}"
-            port = _free_port(self.settings.host)
-            address = f"{self.settings.host}:{port}"
             env = {**self.env,
                    "CASTWAY_NODE_ID": node_id,
                    "CASTWAY_IMAGE_VERSION": version,
-                   "CASTWAY_RTMP_PORT": str(port),
+                   # The node binds any free port and heartbeats its address: a port
+                   # picked here and bound there could be taken in between (it was, in
+                   # a parallel test run, and the node never came up).
+                   "CASTWAY_RTMP_PORT": "0",
                    "CASTWAY_HOST": self.settings.host,
                    "CASTWAY_DATA_DIR": str(self.settings.data_dir),
                    "CASTWAY_NODE_CAPACITY": str(self.settings.node_capacity),
@@ -115,13 +108,12 @@ class LocalBackend:
             finally:
                 log.close()
             self._children[node_id] = child
-            instance = Instance(node_id, version, utcnow(), address)
+            instance = Instance(node_id, version, utcnow())
             self._record(node_id).write_text(json.dumps({
                 "node_id": node_id, "version": version, "pid": child.pid,
-                "launched_at": instance.launched_at.isoformat(), "address": address,
-                "rtmp_port": port}))
+                "launched_at": instance.launched_at.isoformat()}))
             logger.info("local node started", extra={"node": node_id, "version": version,
-                                                     "pid": child.pid, "address": address})
+                                                     "pid": child.pid})
             started.append(instance)
         return started
 

@@ -47,7 +47,7 @@ async def main() -> None:
     server = IngestServer(settings, handler)
     await server.start()
     agent = NodeAgent(settings, live, lambda: server.active_publishers,
-                      interval_s=0.25)
+                      address=f"{settings.host}:{server.port}", interval_s=0.25)
     handler.agent = agent
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
