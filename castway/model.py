@@ -39,6 +39,16 @@ class NodeState(StrEnum):
     LOST = "lost"
 
 
+class NodeTier(StrEnum):
+    """What a node of the fleet does. ``edge``: ends publishers' RTMP connections and
+    relays each broadcast to a transcoding node (``castway edge``; cheap, holds its
+    publishers for as long as they stream). ``transcode``: ingests and transcodes
+    (``castway ingest``); behind edges, its broadcasts can move to another node."""
+
+    EDGE = "edge"
+    TRANSCODE = "transcode"
+
+
 class Visibility(StrEnum):
     PUBLIC = "public"
     PRIVATE = "private"
@@ -182,6 +192,7 @@ class Node:
     cost_capacity: float = 0.0
     cost_used: float = 0.0
     cost_error: float | None = None
+    tier: NodeTier = NodeTier.TRANSCODE
 
     @property
     def free_slots(self) -> int:
