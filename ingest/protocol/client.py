@@ -137,10 +137,12 @@ class PublisherSession:
 
     ``tc_url`` is the URL without the stream name (``rtmp://host[:port]/app``),
     ``stream_name`` the key; ``fourcc_list`` the E-RTMP codecs to offer (empty for
-    H.264/AAC, which go as legacy FLV tags every server takes)."""
+    H.264/AAC, which go as legacy FLV tags every server takes); ``caps_ex`` the E-RTMP v2
+    capabilities announced in ``connect`` (an edge's relay announces Reconnect: it
+    follows a draining node's reconnect request)."""
 
     def __init__(self, *, tc_url: str, app: str, stream_name: str,
-                 fourcc_list: tuple[str, ...] = (),
+                 fourcc_list: tuple[str, ...] = (), caps_ex: int = 0,
                  chunk_size: int = DEFAULT_OUT_CHUNK_SIZE,
                  random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.state = ClientState.HANDSHAKE
@@ -148,6 +150,7 @@ class PublisherSession:
         self.app = app
         self.stream_name = stream_name
         self.fourcc_list = fourcc_list
+        self.caps_ex = caps_ex
         self._chunk_size = chunk_size
         # A server says little to a publisher: the pre-authentication limits suffice.
         self._buf = Buffer(MAX_PREAUTH_BUFFERED_BYTES)
@@ -254,6 +257,8 @@ class PublisherSession:
                                        "flashVer": FLASH_VER, "tcUrl": self.tc_url}
         if self.fourcc_list:
             params["fourCcList"] = list(self.fourcc_list)
+        if self.caps_ex:
+            params["capsEx"] = float(self.caps_ex)
         self._command(CommandName.CONNECT, _TID_CONNECT, params)
 
     def _maybe_ack(self) -> None:

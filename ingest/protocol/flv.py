@@ -374,7 +374,10 @@ def tag_body(packet: MediaPacket) -> bytes:
     :func:`parse_audio`. Legacy tags (FLV spec E.4.2, E.4.3) for H.264, AAC and MP3, the
     forms every RTMP server takes; Enhanced RTMP v1/v2 tags for HEVC, AV1, VP9 and Opus
     (a target that did not announce them must not be sent them:
-    :func:`needs_enhanced`)."""
+    :func:`needs_enhanced`). A packet of a track other than 0 goes as an E-RTMP v2
+    multitrack message of one track, as OBS sends its ladder's other renditions."""
+    if packet.track:
+        return _one_track_body(packet)
     frame = FrameType.KEY if packet.is_keyframe or packet.is_config else FrameType.INTER
     cts = packet.pts_ms - packet.dts_ms
     if packet.kind is MediaKind.VIDEO:
@@ -403,3 +406,34 @@ def tag_body(packet: MediaPacket) -> bytes:
         raise FlvError(f"no FLV audio form for {packet.codec}")
     audio = AudioPacketType.SEQUENCE_START if packet.is_config else AudioPacketType.CODED_FRAMES
     return bytes((SoundFormat.EX_HEADER << 4 | audio,)) + code + packet.payload
+
+
+def _one_track_body(packet: MediaPacket) -> bytes:
+    """An E-RTMP v2 multitrack message (AvMultitrackType OneTrack) carrying ``packet``:
+    ExHeader, the multitrack type and the packet's own type, FourCC, track id, then the
+    packet's body as a plain E-RTMP tag would carry it."""
+    if not 0 < packet.track < 256:
+        raise FlvError(f"track id {packet.track} does not fit E-RTMP's byte")
+    if packet.kind is MediaKind.VIDEO:
+        code = _FOURCC_OF_VIDEO.get(packet.codec)
+        if code is None:
+            raise FlvError(f"no FLV video form for {packet.codec}")
+        frame = FrameType.KEY if packet.is_keyframe or packet.is_config else FrameType.INTER
+        cts = packet.pts_ms - packet.dts_ms
+        if packet.is_config:
+            video, data = VideoPacketType.SEQUENCE_START, packet.payload
+        elif packet.codec in (Codec.H264, Codec.HEVC) and cts:
+            video = VideoPacketType.CODED_FRAMES
+            data = (cts & 0xFFFFFF).to_bytes(3, "big") + packet.payload
+        else:
+            video, data = VideoPacketType.CODED_FRAMES_X, packet.payload
+        return (bytes((0x80 | frame << 4 | VideoPacketType.MULTITRACK,
+                       MultitrackType.ONE_TRACK << 4 | video))
+                + code + bytes((packet.track,)) + data)
+    code = _FOURCC_OF_AUDIO.get(packet.codec)
+    if code is None:
+        raise FlvError(f"no FLV audio form for {packet.codec}")
+    audio = AudioPacketType.SEQUENCE_START if packet.is_config else AudioPacketType.CODED_FRAMES
+    return (bytes((SoundFormat.EX_HEADER << 4 | AudioPacketType.MULTITRACK,
+                   MultitrackType.ONE_TRACK << 4 | audio))
+            + code + bytes((packet.track,)) + packet.payload)

@@ -3,6 +3,8 @@ session (a ConnectionPair), and the FLV tags it sends read back as the same pack
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from castway.media import Codec, MediaKind, MediaPacket
@@ -13,7 +15,9 @@ from ingest.protocol.client import (
     PublishStarted,
     Refused,
 )
-from ingest.protocol.flv import parse_audio, parse_video, tag_body
+from ingest.protocol.commands import CapsEx
+from ingest.protocol.errors import FlvError
+from ingest.protocol.flv import Multitrack, MultitrackType, parse_audio, parse_video, tag_body
 from ingest.protocol.session import (
     ConnectRequested,
     Event,
@@ -106,6 +110,35 @@ PACKETS = [
 def test_a_tag_body_parses_back_to_the_same_packet(packet: MediaPacket) -> None:
     parse = parse_video if packet.kind is MediaKind.VIDEO else parse_audio
     assert parse(packet.dts_ms, tag_body(packet)) == packet
+
+
+OTHER_TRACKS = [replace(p, track=t) for p, t in zip(PACKETS, (1, 2, 3, 1, 255, 4, 1, 1, 2),
+                                                   strict=True)]
+
+
+@pytest.mark.parametrize("packet", OTHER_TRACKS, ids=lambda p: f"{p.codec}-{p.is_config}")
+def test_another_tracks_packet_goes_as_a_one_track_multitrack_message(
+        packet: MediaPacket) -> None:
+    parse = parse_video if packet.kind is MediaKind.VIDEO else parse_audio
+    parsed = parse(packet.dts_ms, tag_body(packet))
+    assert isinstance(parsed, Multitrack)
+    assert parsed.multitrack_type is MultitrackType.ONE_TRACK
+    [track] = parsed.tracks
+    assert isinstance(track.tag, MediaPacket)
+    assert replace(track.tag, track=track.track_id) == packet
+
+
+def test_a_track_id_past_a_byte_is_refused() -> None:
+    with pytest.raises(FlvError):
+        tag_body(replace(PACKETS[1], track=256))
+
+
+def test_a_relay_announces_that_it_honours_reconnect_requests() -> None:
+    pair = Pair(publisher(caps_ex=int(CapsEx.RECONNECT)))
+    pair.run()
+    connect = next(e for e in pair.server_events if isinstance(e, ConnectRequested))
+    assert connect.params["capsEx"] == float(CapsEx.RECONNECT)
+    assert pair.server.supports_reconnect
 
 
 def test_media_sent_arrives_at_the_server_as_the_same_packets() -> None:
