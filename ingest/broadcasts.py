@@ -33,7 +33,7 @@ from castway.events.handover import HandoverReply, HandoverRequest, Verdict
 from castway.keys import hash_stream_key, key_id
 from castway.live.base import LiveState, LiveStateError
 from castway.media import BroadcastMedia, MediaPacket, MediaPipelineFactory
-from castway.model import Broadcast, BroadcastState, SourceInfo, new_id, utcnow
+from castway.model import Broadcast, BroadcastState, NodeState, SourceInfo, new_id, utcnow
 from castway.settings import Settings
 from castway.stream_health import describe
 from ingest import handover, lifecycle
@@ -57,6 +57,8 @@ T = TypeVar("T")
 
 #: A channel claim lives this long unless refreshed (a dead node's claim expires).
 CLAIM_TTL_S = 15.0
+#: A silent holder of a broadcast is probed this long for a refused connection.
+HOLDER_PROBE_TIMEOUT_S = 1.0
 #: Stats and claim refreshes run this often.
 STATS_INTERVAL_S = 2.0
 #: Threads for this node's catalog calls (key lookups, broadcast records, some on the
@@ -383,6 +385,15 @@ class BroadcastManager:
         except LiveStateError:
             logger.exception("handover request failed", extra=fields)
             reply = None
+        if reply is None and await self._holder_dead(broadcast.node_id, fields):
+            # Its node died with the broadcast (an edge relaying it re-relays here): the
+            # broadcast goes on here from what that node published, after a
+            # discontinuity, if its claim is still the dead connection's.
+            if await self.live.transfer_claim(channel, holder, request.connection_id,
+                                              self.claim_ttl_s):
+                logger.warning("taking over a broadcast from a dead node", extra=fields)
+                async with self._lock:
+                    return await self._continue(broadcast, request, fields)
         if reply is None or reply.verdict is not Verdict.GRANTED:
             reason = "no answer" if reply is None else reply.reason
             logger.info("publish refused: channel live on another node", extra={
@@ -390,6 +401,30 @@ class BroadcastManager:
             return self._rejected("already_live", Rejection.already_live())
         async with self._lock:
             return await self._continue(broadcast, request, fields)
+
+    async def _holder_dead(self, node_id: str, fields: dict[str, str]) -> bool:
+        """Whether the node holding a broadcast, silent on a handover request, is dead:
+        no heartbeat record left, or its RTMP port refuses connections (its process is
+        gone). A node that accepts connections but did not answer (cut from the live
+        state, say) is alive and keeps its broadcast."""
+        try:
+            node = next((n for n in await self.live.list_nodes() if n.id == node_id), None)
+        except LiveStateError:
+            return False
+        if node is None or node.state in (NodeState.STOPPED, NodeState.LOST):
+            return True
+        host, _, port = node.address.rpartition(":")
+        try:
+            async with asyncio.timeout(HOLDER_PROBE_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+        except (ConnectionRefusedError, ValueError):
+            logger.info("the node holding the broadcast refuses connections",
+                        extra={**fields, "address": node.address})
+            return True
+        except (OSError, TimeoutError):
+            return False  # unreachable is not dead: a partition heals
+        writer.close()
+        return False
 
     async def _continue(self, handed: Broadcast, request: PublishRequest,
                         fields: dict[str, str]) -> PublishSession | Rejection:

@@ -157,6 +157,12 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return run_ingest(_settings(args))
 
 
+def _cmd_edge(args: argparse.Namespace) -> int:
+    from launch.edge_node import run_edge
+
+    return run_edge(_settings(args))
+
+
 def _cmd_origin(args: argparse.Namespace) -> int:
     from launch.origin_process import run_origin
 
@@ -229,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, help_ in (
             ("ingest", _cmd_ingest, "an RTMP ingest node (distributed mode)"),
+            ("edge", _cmd_edge, "an RTMP edge relaying publishers to ingest nodes (a "
+             "fleet's edge tier)"),
             ("origin", _cmd_origin, "an HLS origin + control API (distributed mode)")):
         p = sub.add_parser(name, help=help_)
         _add_common(p, ports=True)

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from castway.cost import CostLedger
 from castway.live.base import NodeRegistry
-from castway.model import Node, NodeState, utcnow
+from castway.model import Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,14 @@ class NodeAgent:
                  cpu: Callable[[], float] | None = None, *,
                  reconnectable: Callable[[], int] | None = None,
                  address: str | None = None, interval_s: float | None = None,
-                 ledger: CostLedger | None = None) -> None:
+                 ledger: CostLedger | None = None, tier: NodeTier = NodeTier.TRANSCODE,
+                 capacity: int | None = None) -> None:
         self.settings = settings
         self.live = live
         self.node_id = settings.node_id or default_node_id()
         self.address = address or f"{settings.host}:{settings.rtmp_port}"
-        self.capacity = settings.node_capacity
+        self.tier = tier
+        self.capacity = settings.node_capacity if capacity is None else capacity
         self.interval_s = interval_s or max(0.5, min(5.0, settings.heartbeat_ttl_s / 3))
         # The record outlives the TTL so the scheduler sees the silence and marks it lost.
         self.record_ttl_s = 3 * settings.heartbeat_ttl_s
@@ -117,7 +119,8 @@ class NodeAgent:
                     cpu=cpu, reconnectable=reconnectable,
                     cost_capacity=ledger.capacity if ledger is not None else 0.0,
                     cost_used=ledger.used if ledger is not None else 0.0,
-                    cost_error=ledger.estimate_error if ledger is not None else None)
+                    cost_error=ledger.estimate_error if ledger is not None else None,
+                    tier=self.tier)
 
     async def beat(self) -> Node:
         """Read the scheduler's command, act on it, and heartbeat the result."""

@@ -1,0 +1,123 @@
+"""The edge tier on real processes: publishers that cannot reconnect (the ffmpeg CLI)
+publish to ``castway edge``; the transcoding node holding a broadcast drains, and the
+edge moves the broadcast to another node while the publisher stays connected. The
+broadcast keeps its id, its playlists never go back, and its media has no gap longer
+than a segment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from castway.live.base import LiveState
+from castway.model import NodeTier
+from scheduler.agent import DRAIN
+from scheduler.backends.local import LocalBackend
+from tests.edge.conftest import EdgeProcess, nodes_of
+from tests.scheduler.test_local_fleet import publish, until
+from tests.support import require_tool
+
+pytestmark = [pytest.mark.peer, pytest.mark.slow]
+
+
+class WindowWatch:
+    """Samples every rendition window of a broadcast: what a player polling the live
+    playlists would see, in order."""
+
+    def __init__(self, live: LiveState, broadcast_id: str) -> None:
+        self.live = live
+        self.broadcast_id = broadcast_id
+        self.went_back: list[str] = []
+        self.last_msn: dict[str, int] = {}
+        self.segments: dict[str, dict[int, tuple[float, float]]] = {}  # msn -> (pdt, dur)
+
+    async def sample(self) -> None:
+        broadcast = await self.live.get_broadcast(self.broadcast_id)
+        if broadcast is None:
+            return
+        for rendition in broadcast.renditions:
+            window = await self.live.get_window(self.broadcast_id, rendition.name)
+            if window is None:
+                continue
+            last = self.last_msn.get(rendition.name)
+            if last is not None and window.next_msn < last:
+                self.went_back.append(f"{rendition.name}: {last} -> {window.next_msn}")
+            self.last_msn[rendition.name] = window.next_msn
+            seen = self.segments.setdefault(rendition.name, {})
+            for s in window.segments:
+                seen[s.msn] = (s.program_date_time.timestamp(), s.duration_s)
+
+    def largest_gap_s(self) -> float:
+        gap = 0.0
+        for seen in self.segments.values():
+            msns = sorted(seen)
+            for a, b in zip(msns, msns[1:], strict=False):
+                if b != a + 1:
+                    continue
+                end = seen[a][0] + seen[a][1]
+                gap = max(gap, seen[b][0] - end)
+        return gap
+
+
+@contextlib.asynccontextmanager
+async def watching(watch: WindowWatch) -> AsyncIterator[None]:
+    async def run() -> None:
+        while True:
+            await watch.sample()
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_draining_node_hands_its_broadcast_to_another_through_the_edge(
+        backend: LocalBackend, edge: EdgeProcess, live: LiveState,
+        channels: dict[str, str], h264_aac_flv: Path) -> None:
+    ffmpeg = require_tool("ffmpeg")
+    backend.start(2, "v1")
+
+    async def fleet_up() -> bool:
+        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == 2
+                and len(await nodes_of(live, NodeTier.EDGE)) == 1)
+    await until("two transcoding nodes and the edge active", fleet_up)
+    [edge_node] = await nodes_of(live, NodeTier.EDGE)
+    publisher = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["alpha"], 30.0)
+    try:
+        async def on_air() -> bool:
+            b = await live.live_broadcast("alpha")
+            return b is not None and bool(b.renditions)
+        await until("the broadcast live on a transcoding node", on_air)
+        first = await live.live_broadcast("alpha")
+        assert first is not None
+        watch = WindowWatch(live, first.id)
+        async with watching(watch):
+            await asyncio.sleep(6)  # a few segments on the first node
+            await live.set_node_command(first.node_id, DRAIN)
+
+            async def moved() -> bool:
+                b = await live.live_broadcast("alpha")
+                return b is not None and b.node_id != first.node_id
+            await until("the broadcast moved to the other node", moved, timeout_s=60)
+            now = await live.live_broadcast("alpha")
+            assert now is not None and now.id == first.id
+            assert publisher.poll() is None, "the publisher stays connected to the edge"
+            await asyncio.sleep(8)  # segments on the new node
+        assert watch.went_back == []
+        assert watch.largest_gap_s() <= 2.5, watch.segments
+        moved_to = {n.id: n for n in await live.list_nodes()}[first.node_id]
+        assert moved_to.active_broadcasts == 0  # the drained node is empty: it may stop
+    finally:
+        if publisher.poll() is None:
+            publisher.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            publisher.wait(10)
