@@ -225,6 +225,22 @@ class Settings(BaseSettings):
                                    "this machine), 'ecs' (Amazon ECS tasks) or 'static' "
                                    "(a fleet run by something else: compose, the embedded "
                                    "node).")
+    edge_tier: bool = Field(False, description="The fleet has an RTMP edge tier in front "
+                            "of the transcoding nodes (castway edge): the scheduler keeps "
+                            "both, each with its own policy.")
+    edge_capacity: int = Field(200, ge=1, description="Publishers one edge node takes at "
+                               "most.")
+    edge_headroom_min_slots: int = Field(20, ge=0, description="Free publisher slots kept "
+                                         "at least on the edge tier.")
+    edge_headroom_fraction: float = Field(0.2, ge=0, description="Free publisher slots kept "
+                                          "on the edge tier as a fraction of its "
+                                          "publishers.")
+    edge_max_nodes: int = Field(10, ge=1, description="Largest edge tier the scheduler "
+                                "starts.")
+    edge_desired_version: str | None = Field(None, description="Image version of the edge "
+                                             "tier; default DESIRED_VERSION (edges are "
+                                             "rarely deployed: each drain waits for its "
+                                             "publishers).")
 
     # --- webhooks --------------------------------------------------------------------
     webhook_allow_private: bool = Field(False, description="Allow webhook receivers on "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from castway.model import Node, NodeState
+from castway.model import Node, NodeState, NodeTier
 from scheduler.policy import Policy
 
 
@@ -28,6 +28,7 @@ class StartNodes:
     count: int
     version: str
     reason: str = "headroom"
+    tier: NodeTier = NodeTier.TRANSCODE  # which kind of node (scheduler.tiers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,10 @@ class FleetMemory:
     resumes: tuple[Resume, ...] = ()
     closed: tuple[str, ...] = ()  # active nodes held out of the load balancer
     opened: tuple[Opened, ...] = ()  # active nodes in the load balancer, and since when
+    # the edge tier's own cooldowns (scheduler.tiers); the fields above them are the
+    # transcoding tier's, and the node-keyed tuples hold both tiers' nodes
+    edge_last_scale_out_at: datetime | None = None
+    edge_last_scale_in_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,9 @@ class FleetFigures:
     open_free: float = 0.0  # on the open (routable) ones
     publish_rate_per_min: float | None = None
     by_state: tuple[tuple[str, int], ...] = ()
+    # with an edge tier (scheduler.tiers): each tier's own figures; the edge's are in
+    # publishers. The figures above are then the transcoding tier's (by_state: both)
+    tiers: tuple[tuple[str, FleetFigures], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,23 @@ class Policy:
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
+    @classmethod
+    def edge_from_settings(cls, settings: Settings, **overrides: object) -> Policy:
+        """The edge tier's policy (scheduler.tiers): counted in publishers (an edge node
+        heartbeats no transcode cost, so each publisher counts one unit), its own
+        headroom and fleet cap; the capacity windows are the transcoding tier's."""
+        values: dict[str, object] = {
+            "node_capacity": settings.edge_capacity,
+            "broadcast_cost": 1.0,
+            "headroom_min_slots": settings.edge_headroom_min_slots,
+            "headroom_fraction": settings.edge_headroom_fraction,
+            "max_nodes": settings.edge_max_nodes,
+            "heartbeat_ttl_s": settings.heartbeat_ttl_s,
+            "tick_interval_s": settings.scheduler_interval_s,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
 
 def poisson_upper(mean: float, quantile: float) -> int:
     """The smallest k with P(X <= k) >= ``quantile`` for X ~ Poisson(``mean``)."""
