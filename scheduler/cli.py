@@ -9,11 +9,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from castway.health.wsgi import HealthApp, HealthServer
 from castway.settings import Settings
+
+if TYPE_CHECKING:
+    from scheduler.policy import Policy
+    from scheduler.simulate import Workload
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of publishers that honour E-RTMP v2 reconnect requests")
     p.add_argument("--no-deploy", action="store_true", help="no deploy at the peak")
     p.add_argument("--max-nodes", type=int, default=200)
+    p.add_argument("--headroom-broadcast-cost", type=float, default=None,
+                   help="cores a broadcast is counted at for the headroom (default: the "
+                   "dearest source of the mix, 0.9)")
+    p.add_argument("--headroom-fraction", type=float, default=None,
+                   help="headroom as a fraction of the live cost (default 0.2)")
+    p.add_argument("--transcode-vcpus", type=float, default=2.0,
+                   help="vCPUs of a transcoding node (2: 1.7 cores at the 85 %% target)")
+    p.add_argument("--edge", action="store_true",
+                   help="two tiers: RTMP edge nodes in front of the transcoding nodes, "
+                   "with the one-tier figures beside them")
+    p.add_argument("--edge-vcpus", type=float, default=2.0,
+                   help="vCPUs of an edge node (--edge)")
+    p.add_argument("--edge-capacity", type=int, default=200,
+                   help="publishers an edge node takes at most (--edge)")
+    p.add_argument("--edge-cost-per-publisher", type=float, default=0.004,
+                   help="cores one relayed publisher costs an edge node (--edge; an "
+                   "estimate until castway edge is measured)")
+    p.add_argument("--placement", choices=("random", "fullest"), default="random",
+                   help="how the edge picks the transcoding node it relays to (--edge): "
+                   "at random among the open ones with room, as a load balancer "
+                   "would, or the fullest with room")
     return parser
 
 
@@ -104,11 +130,27 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from scheduler.simulate import Workload, compare, default_policy, plot, report
+    from dataclasses import replace
+
+    from scheduler.simulate import (
+        Workload,
+        compare,
+        default_policy,
+        plot,
+        report,
+        sized_policy,
+    )
 
     workload = Workload(seed=args.seed, reconnect_fraction=args.reconnect_fraction,
                         deploy_at_h=None if args.no_deploy else Workload().deploy_at_h)
-    results = compare(workload, default_policy(args.max_nodes))
+    policy = sized_policy(default_policy(args.max_nodes), args.transcode_vcpus)
+    if args.headroom_broadcast_cost is not None:
+        policy = replace(policy, broadcast_cost=args.headroom_broadcast_cost)
+    if args.headroom_fraction is not None:
+        policy = replace(policy, headroom_fraction=args.headroom_fraction)
+    if args.edge:
+        return _simulate_tiers(args, workload, policy)
+    results = compare(workload, policy)
     figures = report(results)
     if args.plot is not None:
         plot(results, args.plot)
@@ -130,6 +172,33 @@ def _simulate(args: argparse.Namespace) -> int:
           f"{workload.reconnect_fraction:.0%}")
     if args.plot is not None:
         print(f"plot: {args.plot}")
+    return 0
+
+
+def _simulate_tiers(args: argparse.Namespace, workload: Workload, policy: Policy) -> int:
+    from scheduler.simulate import EdgeModel, compare_tiers
+
+    edge = EdgeModel(cost_per_publisher=args.edge_cost_per_publisher,
+                     capacity=args.edge_capacity, vcpus=args.edge_vcpus)
+    figures = compare_tiers(workload, policy, edge, placement=args.placement).as_json()
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    one = figures["one_tier"]
+    print(f"{'':<16}{'vCPU-h':>10}{'ideal':>9}{'ratio':>7}{'interrupted':>13}"
+          f"{'refused':>9}{'moved':>7}")
+    print(f"{'two tiers':<16}{figures['total_vcpu_hours']:>10}"
+          f"{figures['ideal_vcpu_hours']:>9}{figures['ratio']:>7}"
+          f"{figures['interrupted']:>13}{figures['refused']:>9}{figures['moved']:>7}")
+    for name, tier in figures["tiers"].items():
+        print(f"{'  ' + name:<16}{tier['vcpu_hours']:>10}{'':>9}{'':>7}"
+              f"{tier['interrupted']:>13}{'':>9}{tier['moved']:>7}"
+              f"   peak {tier['peak_nodes']} x {tier['vcpus_per_node']} vCPU")
+    print(f"{'one tier':<16}{one['vcpu_hours']:>10}{one['ideal_vcpu_hours']:>9}"
+          f"{one['ratio']:>7}{one['interrupted']:>13}{one['refused']:>9}{one['moved']:>7}")
+    print(f"{figures['broadcasts']} broadcasts in the day; {edge.publishers_per_node} "
+          f"publishers per edge node; reconnect-capable encoders: "
+          f"{workload.reconnect_fraction:.0%}")
     return 0
 
 

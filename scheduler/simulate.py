@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from castway.model import Node, NodeState
+from castway.model import Node, NodeState, NodeTier
+from castway.settings import Settings
 from scheduler.decide import (
     CloseNode,
     DrainNode,
@@ -34,6 +35,7 @@ from scheduler.decide import (
     usable_cost,
 )
 from scheduler.policy import RATE_WINDOW_S, Policy
+from scheduler.tiers import decide_tiers
 
 #: (source, share of publishes, cost in cores with the full auto ladder): estimates from
 #: ``castway calibrate`` on the 2-core development machine (docs/scheduler.md); a
@@ -43,6 +45,8 @@ SOURCE_MIX: tuple[tuple[str, float, float], ...] = (
     ("1080p60", 0.15, 0.90), ("1080p30", 0.30, 0.58), ("720p30", 0.35, 0.30),
     ("passthrough", 0.20, 0.01))
 NODE_COST = 1.7  # cores of a node: 2 at the 85 % utilisation target
+NODE_VCPUS = 2.0  # what that node is billed as
+UTILISATION = NODE_COST / NODE_VCPUS
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,14 @@ class World:
 
     def __init__(self, workload: Workload, capacity: int, start_delay_s: float,
                  rng: random.Random, register_delay_s: float = 0.0,
-                 node_cost: float = NODE_COST) -> None:
+                 node_cost: float = NODE_COST, *, prefix: str = "n",
+                 placement: str = "random") -> None:
         self.workload = workload
+        self.prefix = prefix
+        # "random": a load balancer's pick among the routable nodes with room; "fullest":
+        # the routable node with the least room that holds it (an edge picking the
+        # transcoding node it relays to)
+        self.placement = placement
         self.capacity = capacity
         self.node_cost = node_cost
         self.cost: dict[int, float] = {}  # broadcast -> its cost
@@ -172,7 +182,7 @@ class World:
         return self.now >= 0.0
 
     def start(self, version: str) -> SimNode:
-        node = SimNode(f"n{next(self._ids)}", version, self.capacity, self.node_cost,
+        node = SimNode(f"{self.prefix}{next(self._ids)}", version, self.capacity, self.node_cost,
                        self.now + self.start_delay_s)
         self.nodes[node.id] = node
         return node
@@ -211,7 +221,11 @@ class World:
         choices = self.accepting(cost, exclude)
         if not choices:
             return False
-        node = self.rng.choice(choices)
+        if self.placement == "fullest":
+            node = min(choices, key=lambda n: (n.cost_capacity - n.used,
+                                               n.capacity - len(n.broadcasts), n.id))
+        else:
+            node = self.rng.choice(choices)
         if b not in self.started:
             self.publishes.append(self.now)
         self.started.setdefault(b, self.now)
@@ -593,3 +607,274 @@ def default_policy(max_nodes: int = 200) -> Policy:
     dearest source of the mix for the headroom."""
     return replace(Policy(), max_nodes=max_nodes, node_cost=NODE_COST,
                    broadcast_cost=max(cost for _, _, cost in SOURCE_MIX))
+
+
+# --- two tiers: RTMP edge nodes in front of the transcoding nodes (issue 15) ----------
+
+@dataclass(frozen=True, slots=True)
+class EdgeModel:
+    """The edge tier of the two-tier day: every publisher's connection ends on an edge
+    node, which relays its broadcast to a transcoding node.
+
+    ``cost_per_publisher`` (cores) is an estimate until ``castway edge`` is measured;
+    an edge node takes ``capacity`` publishers at most and no more than its cores
+    hold at the utilisation target; ``vcpus`` is its size (by default the transcoding
+    nodes' 2-vCPU node)."""
+
+    cost_per_publisher: float = 0.004
+    capacity: int = 200
+    vcpus: float = NODE_VCPUS
+
+    @property
+    def node_cost(self) -> float:
+        return self.vcpus * UTILISATION
+
+    @property
+    def publishers_per_node(self) -> int:
+        return max(1, min(self.capacity,
+                          math.floor(self.node_cost / self.cost_per_publisher + 1e-9)))
+
+
+@dataclass(slots=True)
+class TierFigures:
+    vcpus_per_node: float
+    node_hours: float = 0.0
+    peak_nodes: int = 0
+    interrupted: int = 0
+    moved: int = 0
+
+    @property
+    def vcpu_hours(self) -> float:
+        return self.node_hours * self.vcpus_per_node
+
+    def as_json(self) -> dict[str, Any]:
+        return {"vcpu_hours": round(self.vcpu_hours, 1),
+                "node_hours": round(self.node_hours, 1),
+                "vcpus_per_node": self.vcpus_per_node, "peak_nodes": self.peak_nodes,
+                "interrupted": self.interrupted, "moved": self.moved}
+
+
+@dataclass(slots=True)
+class TwoTierFigures:
+    edge: TierFigures
+    transcode: TierFigures
+    publishers_per_edge_node: int = 0
+    # both tiers' live cost at every instant, in whole 2-vCPU nodes (the one-tier
+    # ideal's definition, with the edge's cost added)
+    ideal_vcpu_hours: float = 0.0
+    transcode_ideal_vcpu_hours: float = 0.0  # the one-tier ideal, in vCPU-hours
+    refused: int = 0
+    broadcasts: int = 0
+    one_tier: Figures | None = None
+    samples: list[tuple[float, int, int, float]] = field(default_factory=list)
+
+    @property
+    def total_vcpu_hours(self) -> float:
+        return self.edge.vcpu_hours + self.transcode.vcpu_hours
+
+    def as_json(self) -> dict[str, Any]:
+        edge = self.edge.as_json() | {"publishers_per_node": self.publishers_per_edge_node}
+        transcode = self.transcode.as_json() | {
+            "ideal_vcpu_hours": round(self.transcode_ideal_vcpu_hours, 1),
+            "ratio": round(self.transcode.vcpu_hours / self.transcode_ideal_vcpu_hours, 3)
+            if self.transcode_ideal_vcpu_hours else None}
+        out: dict[str, Any] = {
+            "tiers": {"edge": edge, "transcode": transcode},
+            "total_vcpu_hours": round(self.total_vcpu_hours, 1),
+            "ideal_vcpu_hours": round(self.ideal_vcpu_hours, 1),
+            "ratio": round(self.total_vcpu_hours / self.ideal_vcpu_hours, 3)
+            if self.ideal_vcpu_hours else None,
+            "interrupted": self.edge.interrupted + self.transcode.interrupted,
+            "refused": self.refused, "moved": self.transcode.moved,
+            "broadcasts": self.broadcasts}
+        if self.one_tier is not None:
+            # the same transcoding nodes, no edge: its ideal is the transcoding tier's
+            one = self.one_tier
+            vcpu_hours = one.container_hours * self.transcode.vcpus_per_node
+            out["one_tier"] = {
+                "vcpu_hours": round(vcpu_hours, 1),
+                "container_hours": round(one.container_hours, 1),
+                "ideal_vcpu_hours": round(self.transcode_ideal_vcpu_hours, 1),
+                "ratio": round(vcpu_hours / self.transcode_ideal_vcpu_hours, 3)
+                if self.transcode_ideal_vcpu_hours else None,
+                "interrupted": one.interrupted, "refused": one.refused,
+                "moved": one.moved, "peak_nodes": one.peak_nodes}
+        return out
+
+
+TwoTierStrategy = Callable[[World, World], None]
+
+
+def _view(world: World, tier: NodeTier, now: datetime) -> list[Node]:
+    edge = tier == NodeTier.EDGE
+    return [Node(id=n.id, image_version=n.version, address="", state=n.state,
+                 capacity=n.capacity, active_broadcasts=len(n.broadcasts),
+                 heartbeat_at=now, cost_capacity=0.0 if edge else n.cost_capacity,
+                 cost_used=0.0 if edge else n.used,
+                 reconnectable=len(n.broadcasts & world.reconnectable), tier=tier)
+            for n in world.nodes.values()]
+
+
+def two_tier_strategy(policies: dict[NodeTier, Policy]) -> TwoTierStrategy:
+    """castway's :func:`scheduler.tiers.decide_tiers` over both tiers at each tick."""
+    memory = FleetMemory()
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def tick(edges: World, transcoders: World) -> None:
+        nonlocal memory
+        now = epoch + timedelta(seconds=transcoders.now)
+        worlds = {NodeTier.EDGE: edges, NodeTier.TRANSCODE: transcoders}
+        view = [n for tier, world in worlds.items() for n in _view(world, tier, now)]
+        oldest = {n.id: epoch + timedelta(seconds=min(world.started[b] for b in n.broadcasts))
+                  for world in worlds.values() for n in world.nodes.values() if n.broadcasts}
+        decision = decide_tiers(view, {t: w.version for t, w in worlds.items()}, policies,
+                                now, memory, oldest, transcoders.publish_rate())
+        memory = decision.memory
+        for action in decision.actions:
+            if isinstance(action, StartNodes):
+                for _ in range(action.count):
+                    worlds[action.tier].start(action.version)
+                continue
+            world = edges if action.node_id in edges.nodes else transcoders
+            if isinstance(action, DrainNode):
+                node = world.nodes[action.node_id]
+                node.state = NodeState.DRAINING
+                world.set_routable(node, False)
+            elif isinstance(action, ResumeNode):
+                world.nodes[action.node_id].state = NodeState.ACTIVE
+            elif isinstance(action, (StopNode, MarkLost)):
+                world.stop(action.node_id)
+        closed = set(memory.closed)
+        for world in worlds.values():
+            for node in world.nodes.values():
+                world.set_routable(node, node.state == NodeState.ACTIVE
+                                   and node.id not in closed)
+        # Reconnect requests: every relay on a draining transcoding node is asked to
+        # move, and one that found no room is asked again at the next tick, so the node
+        # empties as soon as the others have room instead of waiting for broadcasts to
+        # end (the edge tier's publishers cannot move: move_off leaves them).
+        for node in list(transcoders.nodes.values()):
+            if node.state == NodeState.DRAINING and node.broadcasts:
+                transcoders.move_off(node)
+
+    return tick
+
+
+def two_tier_policies(policy: Policy, edge: EdgeModel) -> dict[NodeTier, Policy]:
+    """The transcoding tier's policy as given; the edge tier's with the defaults of
+    :meth:`Policy.edge_from_settings`, counted in publishers."""
+    defaults = Policy.edge_from_settings(_default_settings())
+    return {NodeTier.EDGE: replace(defaults, node_capacity=edge.publishers_per_node,
+                                   max_nodes=policy.max_nodes),
+            NodeTier.TRANSCODE: policy}
+
+
+def _default_settings() -> Settings:
+    return Settings.model_construct()  # the defaults, without reading the environment
+
+
+def run_two_tier(workload: Workload, strategy: TwoTierStrategy, edge: EdgeModel, *,
+                 capacity: int = 8, node_cost: float = NODE_COST,
+                 start_delay_s: float = 60.0, register_delay_s: float = 60.0,
+                 tick_s: float = 60.0, step_s: float = 5.0, seed: int = 1,
+                 placement: str = "random") -> TwoTierFigures:
+    """Replay ``workload`` on two tiers: each publish lands on a routable edge node
+    (a load balancer's pick), whose relay lands on a routable transcoding node with room
+    for its ladder (``placement``); refused when either tier has no room. Behind the
+    edge every broadcast is reconnect-capable on the transcoding tier, whatever its
+    encoder; the edge tier keeps its publishers. The deploy is the transcoding tier's
+    (the edge is rarely deployed)."""
+    rng = random.Random(seed)
+    edges = World(workload, edge.publishers_per_node, start_delay_s,
+                  random.Random(rng.random()), register_delay_s, 0.0, prefix="e")
+    transcoders = World(workload, capacity, start_delay_s, random.Random(rng.random()),
+                        register_delay_s, node_cost, prefix="t", placement=placement)
+    figures = TwoTierFigures(edge=TierFigures(edge.vcpus),
+                             transcode=TierFigures(node_cost / UTILISATION),
+                             publishers_per_edge_node=edge.publishers_per_node)
+    arrivals = workload.broadcasts()
+    ends: list[tuple[float, int]] = []
+    demand: list[tuple[float, float]] = []
+    deploy_at = (workload.deploy_at_h * 3600.0 if workload.deploy_at_h is not None
+                 else math.inf)
+    t = -workload.warmup_h * 3600.0
+    end = workload.hours * 3600.0
+    i = 0
+    next_tick = t
+    worlds = (edges, transcoders)
+    for world in worlds:
+        world.now = t
+    strategy(edges, transcoders)
+    while t < end:
+        t += step_s
+        for world in worlds:
+            world.now = t
+        while ends and ends[0][0] <= t:
+            _, b = heapq.heappop(ends)
+            edges.end(b)
+            transcoders.end(b)
+        while demand and demand[0][0] <= t:
+            heapq.heappop(demand)
+        for world in worlds:
+            for node in world.nodes.values():
+                if node.state == NodeState.STARTING and node.active_at <= t:
+                    node.state = NodeState.ACTIVE
+        if t >= deploy_at:
+            transcoders.version, deploy_at = "v2", math.inf
+        while i < len(arrivals) and arrivals[i][0] <= t:
+            arrival, duration, _, cost = arrivals[i]
+            edges.cost[i], transcoders.cost[i] = 0.0, cost
+            heapq.heappush(demand, (arrival + duration, cost))
+            if edges.place(i):
+                if transcoders.place(i):
+                    heapq.heappush(ends, (arrival + duration, i))
+                    transcoders.reconnectable.add(i)  # the edge honours reconnects
+                else:
+                    edges.end(i)  # no transcoding room: the edge refuses the publish
+                    figures.refused += transcoders.measuring
+            else:
+                figures.refused += transcoders.measuring
+            figures.broadcasts += transcoders.measuring
+            i += 1
+        if t >= next_tick:
+            next_tick += tick_s
+            strategy(edges, transcoders)
+        if transcoders.measuring:
+            hours = step_s / 3600.0
+            demand_cost = sum(c for _, c in demand)
+            edge_cost = len(demand) * edge.cost_per_publisher
+            figures.ideal_vcpu_hours += (_nodes(demand_cost + edge_cost, NODE_COST)
+                                         * NODE_VCPUS * hours)
+            figures.transcode_ideal_vcpu_hours += (_nodes(demand_cost, NODE_COST)
+                                                   * NODE_VCPUS * hours)
+            for world, tier in ((edges, figures.edge), (transcoders, figures.transcode)):
+                tier.node_hours += len(world.nodes) * hours
+                tier.peak_nodes = max(tier.peak_nodes, len(world.nodes))
+            if int(t) % 300 == 0:
+                figures.samples.append((t / 3600.0, len(edges.nodes), len(transcoders.nodes),
+                                        demand_cost / node_cost))
+    figures.edge.interrupted = edges.figures.interrupted
+    figures.transcode.interrupted = transcoders.figures.interrupted
+    figures.transcode.moved = transcoders.figures.moved
+    return figures
+
+
+def sized_policy(policy: Policy, vcpus: float) -> Policy:
+    """``policy`` for nodes of ``vcpus``: their cores at the utilisation target, and the
+    broadcast ceiling of the 2-vCPU node per vCPU (8 per 2 vCPUs)."""
+    return replace(policy, node_cost=vcpus * UTILISATION,
+                   node_capacity=max(1, round(policy.node_capacity * vcpus / NODE_VCPUS)))
+
+
+def compare_tiers(workload: Workload, policy: Policy, edge: EdgeModel | None = None, *,
+                  start_delay_s: float = 60.0, placement: str = "random") -> TwoTierFigures:
+    """The same day on two tiers, with today's one tier beside it (same policy, same
+    transcoding node)."""
+    edge = edge or EdgeModel()
+    node_cost = policy.node_cost or NODE_COST
+    figures = run_two_tier(workload, two_tier_strategy(two_tier_policies(policy, edge)),
+                           edge, capacity=policy.node_capacity, node_cost=node_cost,
+                           start_delay_s=start_delay_s, placement=placement)
+    figures.one_tier = run(workload, castway_strategy(policy), capacity=policy.node_capacity,
+                           node_cost=node_cost, start_delay_s=start_delay_s, policy=policy)
+    return figures

@@ -59,3 +59,34 @@ def test_ecs_backend_without_its_configuration_is_a_clear_error(
     monkeypatch.delenv("CASTWAY_REDIS_URL", raising=False)
     assert main(["tick"]) == 2
     assert "needs its configuration" in capsys.readouterr().err
+
+
+#: the two-tier design the issue's target is measured on (docs/scheduler.md, "Two tiers")
+TWO_TIER = ["--edge", "--edge-vcpus", "0.25", "--transcode-vcpus", "8", "--placement",
+            "fullest", "--headroom-broadcast-cost", "0.6", "--headroom-fraction", "0"]
+
+
+def test_simulate_edge_json_meets_the_issue_targets_beside_one_tier(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 15: no reconnect-capable encoder, nothing interrupted nor refused, at most
+    # 1.25 x the ideal with the edge tier included; today's one tier beside it
+    assert main(["simulate", "--json", *TWO_TIER]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["interrupted"] == 0 and figures["refused"] == 0
+    assert figures["ratio"] <= 1.25
+    assert figures["moved"] > 0  # scale-in and the deploy moved broadcasts
+    tiers = figures["tiers"]
+    assert figures["total_vcpu_hours"] == pytest.approx(
+        tiers["edge"]["vcpu_hours"] + tiers["transcode"]["vcpu_hours"], abs=0.11)
+    assert tiers["edge"]["moved"] == 0 and tiers["edge"]["vcpus_per_node"] == 0.25
+    assert figures["ideal_vcpu_hours"] > tiers["transcode"]["ideal_vcpu_hours"]  # edge in
+    one = figures["one_tier"]
+    assert one["ideal_vcpu_hours"] == tiers["transcode"]["ideal_vcpu_hours"]
+    assert one["interrupted"] == 0 and one["ratio"] > figures["ratio"]
+
+
+def test_simulate_edge_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--edge", "--no-deploy", "--edge-vcpus", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "two tiers" in out and "edge" in out and "transcode" in out
+    assert "one tier" in out and "106 publishers per edge node" in out

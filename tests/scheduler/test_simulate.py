@@ -12,15 +12,20 @@ from castway.model import NodeState
 from scheduler.simulate import (
     NODE_COST,
     SOURCE_MIX,
+    EdgeModel,
     Workload,
     World,
     castway_strategy,
     clairvoyant_packing,
     compare,
+    compare_tiers,
     default_policy,
     peak_live,
     report,
     run,
+    sized_policy,
+    two_tier_policies,
+    two_tier_strategy,
 )
 
 SMALL = Workload(hours=6.0, warmup_h=3.0, peak_hour=4.0, trough_rate_per_min=0.2,
@@ -137,3 +142,55 @@ def test_knowing_no_end_costs_more_than_knowing_every_end() -> None:
     assert (out["ideal_with_headroom_container_hours"]
             <= out["clairvoyant_packing_container_hours"]
             <= out["online_packing_container_hours"])
+
+
+# --- two tiers (issue 15) ---------------------------------------------------------------
+
+def test_an_edge_node_holds_what_its_cores_hold_up_to_its_capacity() -> None:
+    assert EdgeModel().publishers_per_node == 200  # a 2-vCPU node: 425 by its cores
+    assert EdgeModel(vcpus=0.25).publishers_per_node == 53  # 0.2125 cores / 0.004
+    assert EdgeModel(vcpus=0.25).node_cost == pytest.approx(0.2125)
+
+
+def test_two_tiers_move_every_broadcast_off_the_transcoding_tier_never_the_edge() -> None:
+    policy = sized_policy(default_policy(), 8.0)
+    figures = compare_tiers(SMALL, policy, EdgeModel(vcpus=0.25), placement="fullest")
+    assert figures.broadcasts > 100
+    assert figures.refused == 0
+    assert figures.edge.interrupted == 0 and figures.transcode.interrupted == 0
+    assert figures.transcode.moved > 0 and figures.edge.moved == 0
+    assert figures.ideal_vcpu_hours >= figures.transcode_ideal_vcpu_hours
+    assert figures.total_vcpu_hours >= figures.ideal_vcpu_hours
+    assert figures.one_tier is not None and figures.one_tier.interrupted == 0
+    out = figures.as_json()
+    assert set(out["tiers"]) == {"edge", "transcode"}
+    assert out["one_tier"]["vcpu_hours"] == pytest.approx(
+        figures.one_tier.container_hours * 8.0, abs=0.1)
+
+
+def test_a_draining_transcoding_node_empties_as_soon_as_others_have_room() -> None:
+    # behind the edge every relay reconnects; one that found no room is asked again at
+    # the next tick, so the node does not wait for its broadcasts to end
+    policy = sized_policy(default_policy(), 2.0)
+    edges = World(SMALL, 53, 0.0, random.Random(1), prefix="e")
+    transcoders = World(SMALL, 8, 0.0, random.Random(2), node_cost=NODE_COST, prefix="t")
+    tick = two_tier_strategy(two_tier_policies(policy, EdgeModel(vcpus=0.25)))
+    old = transcoders.start("v1")
+    old.state = NodeState.ACTIVE
+    old.routable = True
+    for b, cost in enumerate((0.9, 0.58)):
+        transcoders.cost[b], edges.cost[b] = cost, 0.0
+        assert transcoders.place(b)
+        transcoders.reconnectable.add(b)
+    transcoders.version = "v2"  # a deploy: v1 drains once v2 holds the headroom
+    for minute in range(6):
+        for world in (edges, transcoders):
+            world.now = minute * 60.0
+            for node in world.nodes.values():
+                if node.state == NodeState.STARTING:
+                    node.state = NodeState.ACTIVE
+        tick(edges, transcoders)
+    assert old.id not in transcoders.nodes  # drained, emptied by moves, stopped
+    assert transcoders.figures.interrupted == 0
+    assert {transcoders.nodes[transcoders.where[b]].version for b in (0, 1)} == {"v2"}
+    assert all(n.id.startswith("e") for n in edges.nodes.values())
