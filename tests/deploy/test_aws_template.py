@@ -4,7 +4,10 @@ Every container's CASTWAY_* variable is a real setting with a valid value; the p
 load balancers, target groups and health checks use are the ports the containers' commands
 bind (parsed with the real CLI); health checks hit the agreed paths; CloudFront keys the
 LL-HLS delivery directives; the scheduler Lambda runs every minute with the real handler,
-an input the ECS backend accepts, and exactly the permissions its boto3 calls need.
+an input the ECS backend accepts, and exactly the permissions its boto3 calls need. The
+RTMP topology has two tiers: the NLB reaches the edge tasks (``castway edge``) only, and
+the transcoding tasks (``castway ingest``) are reached by the edges only, at the private
+address they heartbeat.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import importlib
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +31,13 @@ from cfnlint.api import ManualArgs, lint_file  # type: ignore[import-untyped]
 from cfnlint.decode import decode  # type: ignore[import-untyped]
 
 from castway.health.asgi import create_health_app
+from castway.live.memory import MemoryLiveState
+from castway.model import NodeTier
 from castway.settings import Settings
-from launch.cli import build_parser
+from launch.cli import _settings, build_parser
 from launch.http_app import create_platform_app
 from launch.services import Services
+from scheduler.agent import NodeAgent
 from scheduler.backends.ecs import EcsConfig
 
 ROOT = Path(__file__).parents[2]
@@ -73,8 +84,25 @@ def _task_definition_of(container_name: str) -> str:
     return next(td for td, c in _containers() if c["Name"] == container_name)
 
 
+#: How the transcoding container's entry point (``sh -c``) hands over to castway.
+EXEC_CASTWAY = "exec castway "
+
+
+def _argv(container_name: str) -> list[str]:
+    """The castway command line a container runs: its Command under the image's
+    ``castway`` entry point, or the line its ``sh -c`` script ends with."""
+    container = _container(container_name)
+    command = [str(a) for a in container["Command"]]
+    if container.get("EntryPoint") == ["sh", "-c"]:
+        (script,) = command
+        assert script.count(EXEC_CASTWAY) == 1, script
+        return shlex.split(script.split(EXEC_CASTWAY, 1)[1])
+    assert "EntryPoint" not in container, container_name
+    return command
+
+
 def _args(container_name: str) -> Any:
-    return build_parser().parse_args([str(a) for a in _container(container_name)["Command"]])
+    return build_parser().parse_args(_argv(container_name))
 
 
 def _refs(value: Any) -> set[str]:
@@ -156,13 +184,21 @@ def _environment(container: dict[str, Any]) -> dict[str, Any]:
 KNOWN_SETTINGS = {f"CASTWAY_{f.upper()}" for f in Settings.model_fields}
 
 
-@pytest.mark.parametrize("container", ["ingest", "origin", "worker"])
+#: What each container cannot do without. The edge stores nothing (no archive, no
+#: watch URL): the catalog for stream keys, Redis for the nodes it relays to.
+NEEDED = {"CASTWAY_DATABASE_URL", "CASTWAY_REDIS_URL", "CASTWAY_IMAGE_VERSION"}
+NEEDED_BY = {"ingest": NEEDED | {"CASTWAY_STORAGE_URL", "CASTWAY_PUBLIC_URL"},
+             "origin": NEEDED | {"CASTWAY_STORAGE_URL", "CASTWAY_PUBLIC_URL"},
+             "worker": NEEDED | {"CASTWAY_STORAGE_URL", "CASTWAY_PUBLIC_URL"},
+             "edge": NEEDED | {"CASTWAY_EDGE_CAPACITY"}}
+
+
+@pytest.mark.parametrize("container", sorted(NEEDED_BY))
 def test_container_environment_is_made_of_real_settings(
         container: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env = _environment(_container(container))
     assert set(env) <= KNOWN_SETTINGS, set(env) - KNOWN_SETTINGS
-    for must in ("CASTWAY_DATABASE_URL", "CASTWAY_REDIS_URL", "CASTWAY_STORAGE_URL",
-                 "CASTWAY_PUBLIC_URL", "CASTWAY_IMAGE_VERSION"):
+    for must in NEEDED_BY[container]:
         assert must in env, (container, must)
     # the database URL (with its password) only ever comes from Secrets Manager
     secrets = {s["Name"]: s["ValueFrom"] for s in _container(container).get("Secrets", [])}
@@ -180,11 +216,15 @@ def test_container_environment_is_made_of_real_settings(
     settings = Settings()  # validates every value
     assert settings.database_url and settings.database_url.startswith("postgresql+psycopg://")
     assert settings.redis_url and settings.redis_url.startswith("redis://")
+    assert _refs(env["CASTWAY_REDIS_URL"]) == {"Redis"}
+    if container == "edge":
+        assert _refs(env["CASTWAY_IMAGE_VERSION"]) == {"EdgeImageTag", "ImageTag"}
+        assert _refs(env["CASTWAY_EDGE_CAPACITY"]) == {"EdgeCapacity"}
+        return
     assert settings.storage_url and settings.storage_url.startswith("s3://")
     assert settings.effective_public_url.startswith("https://")
     assert _refs(env["CASTWAY_IMAGE_VERSION"]) == {"ImageTag"}
     assert _refs(env["CASTWAY_STORAGE_URL"]) == {"ArchiveBucket"}
-    assert _refs(env["CASTWAY_REDIS_URL"]) == {"Redis"}
 
 
 def test_scheduler_lambda_environment_is_made_of_real_settings(
@@ -202,12 +242,30 @@ def test_scheduler_lambda_environment_is_made_of_real_settings(
     assert settings.redis_url and settings.redis_url.startswith("redis://")  # lock + memory
     assert str(settings.data_dir).startswith("/tmp")  # Lambda's only writable place
     assert _refs(env["CASTWAY_DESIRED_VERSION"]) == {"ImageTag"}
+    # two tiers, each sized by its own parameters; the edges' capacity is the one the
+    # edge tasks announce
+    assert settings.edge_tier is True
+    assert _refs(env["CASTWAY_EDGE_DESIRED_VERSION"]) == {"EdgeImageTag", "ImageTag"}
+    assert _refs(env["CASTWAY_EDGE_MAX_NODES"]) == {"MaxEdgeNodes"}
+    assert _refs(env["CASTWAY_EDGE_HEADROOM_MIN_SLOTS"]) == {"EdgeHeadroomMinSlots"}
+    assert env["CASTWAY_EDGE_CAPACITY"] == _environment(_container("edge"))[
+        "CASTWAY_EDGE_CAPACITY"]
+    assert env["CASTWAY_NODE_CAPACITY"] == _environment(_container("ingest"))[
+        "CASTWAY_NODE_CAPACITY"]
 
 
 def test_every_task_runs_the_one_castway_image() -> None:
-    images = {json.dumps(c["Image"], sort_keys=True) for _, c in _containers()}
+    """One repository and tag for every task; the edge's tag may be pinned apart
+    (EdgeImageTag, empty: the same ImageTag)."""
+    images = {json.dumps(c["Image"], sort_keys=True) for _, c in _containers()
+              if c["Name"] != "edge"}
     assert len(images) == 1
     assert _refs(_container("origin")["Image"]) == {"ImageRepository", "ImageTag"}
+    condition, pinned, same = _container("edge")["Image"]["Fn::If"]
+    assert TEMPLATE["Conditions"][condition] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "EdgeImageTag"}, ""]}]}
+    assert json.dumps(same, sort_keys=True) in images
+    assert pinned == {"Fn::Sub": "${ImageRepository}:${EdgeImageTag}"}
 
 
 # --- ports ------------------------------------------------------------------------------
@@ -216,20 +274,29 @@ def _container_ports(container: str) -> set[int]:
     return {int(p["ContainerPort"]) for p in _container(container).get("PortMappings", [])}
 
 
-def test_rtmp_path_uses_the_port_the_ingest_command_binds() -> None:
-    args = _args("ingest")
-    assert args.command == "ingest" and args.host == "0.0.0.0"
+def test_rtmp_path_uses_the_port_the_edge_command_binds() -> None:
+    args = _args("edge")
+    assert args.command == "edge" and args.host == "0.0.0.0"
     rtmp, http = int(args.rtmp_port), int(args.http_port)
-    assert {rtmp, http} <= _container_ports("ingest")
+    assert {rtmp, http} <= _container_ports("edge")
     listener = _props("IngestListener")
-    group = _props("IngestTargetGroup")
+    group = _props("EdgeTargetGroup")
     assert listener["Protocol"] == "TCP" and int(listener["Port"]) == rtmp == 1935
-    assert _refs(listener["DefaultActions"]) == {"IngestTargetGroup"}
+    assert _refs(listener["DefaultActions"]) == {"EdgeTargetGroup"}
     assert group["Protocol"] == "TCP" and int(group["Port"]) == rtmp
     assert group["TargetType"] == "ip"  # the scheduler registers task IPs
     assert int(group["HealthCheckPort"]) == http  # /readyz is on the HTTP port
-    assert _render(_props("SchedulerTickRule")["Targets"][0]["Input"]).count(
-        f'"rtmp_port": {rtmp}') == 1
+    assert _rule_input()["edge_ecs"]["rtmp_port"] == rtmp
+
+
+def test_edges_relay_to_the_port_the_transcoding_command_binds() -> None:
+    args = _args("ingest")
+    assert args.command == "ingest"
+    rtmp = int(args.rtmp_port)
+    assert rtmp in _container_ports("ingest")
+    assert _rule_input()["ecs"]["rtmp_port"] == rtmp
+    (rule,) = _props("IngestSecurityGroup")["SecurityGroupIngress"]
+    assert int(rule["FromPort"]) == int(rule["ToPort"]) == rtmp
 
 
 def test_nlb_is_cross_zone_over_two_zones() -> None:
@@ -264,18 +331,28 @@ def test_worker_command_parses() -> None:
 
 def _container_health_url(container: str) -> str:
     command = " ".join(_container(container)["HealthCheck"]["Command"])
-    match = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*?)['\"]", command)
+    match = re.search(r"http://(?:127\.0\.0\.1|%s):(\d+)(/\S*?)['\"]", command)
     assert match, command
     return f"{match.group(1)}{match.group(2)}"
 
 
 def test_health_checks_hit_the_agreed_paths_on_the_bound_ports() -> None:
-    ingest, origin = _args("ingest"), _args("origin")
-    assert _container_health_url("ingest") == f"{ingest.http_port}{AGREED_LIVENESS}"
-    assert _container_health_url("origin") == f"{origin.http_port}{AGREED_LIVENESS}"
-    assert _props("IngestTargetGroup")["HealthCheckPath"] == AGREED_READINESS
-    assert _props("IngestTargetGroup")["HealthCheckProtocol"] == "HTTP"
+    for container in ("ingest", "edge", "origin"):
+        port = _args(container).http_port
+        assert _container_health_url(container) == f"{port}{AGREED_LIVENESS}", container
+    assert _props("EdgeTargetGroup")["HealthCheckPath"] == AGREED_READINESS
+    assert _props("EdgeTargetGroup")["HealthCheckProtocol"] == "HTTP"
     assert _props("OriginTargetGroup")["HealthCheckPath"] == AGREED_READINESS
+
+
+def test_the_transcoding_health_check_asks_the_address_the_node_binds() -> None:
+    """The node binds its private IPv4 (CASTWAY_HOST from the task metadata), not
+    127.0.0.1: the health check reads that address the way the entry point does."""
+    health = " ".join(_container("ingest")["HealthCheck"]["Command"])
+    (script,) = _container("ingest")["Command"]
+    for step in ("os.environ['ECS_CONTAINER_METADATA_URI_V4']",
+                 "['Networks'][0]['IPv4Addresses'][0]"):
+        assert step in health and step in script, step
 
 
 async def test_health_paths_are_routes_the_code_serves(tmp_path: Path) -> None:
@@ -300,23 +377,144 @@ async def test_health_paths_are_routes_the_code_serves(tmp_path: Path) -> None:
         await services.close()
 
 
-# --- ingest fleet: driven by the scheduler, not by an ECS service --------------------------
+# --- both RTMP tiers: driven by the scheduler, not by an ECS service ---------------------
 
-def test_ingest_runs_as_scheduler_started_tasks_with_the_longest_stop_timeout() -> None:
-    ingest_td = _task_definition_of("ingest")
+@pytest.mark.parametrize("container", ["ingest", "edge"])
+def test_rtmp_tiers_run_as_scheduler_started_tasks_with_the_longest_stop_timeout(
+        container: str) -> None:
+    task_definition = _task_definition_of(container)
     for service in _of_type("AWS::ECS::Service").values():
-        assert _refs(service["Properties"]["TaskDefinition"]) != {ingest_td}
-    assert int(_container("ingest")["StopTimeout"]) == 120  # ECS's maximum
+        assert _refs(service["Properties"]["TaskDefinition"]) != {task_definition}
+    assert int(_container(container)["StopTimeout"]) == 120  # ECS's maximum
     scaled = {json.dumps(r["Properties"]["ResourceId"], sort_keys=True)
               for r in _of_type("AWS::ApplicationAutoScaling::ScalableTarget").values()}
-    assert all("Ingest" not in s for s in scaled)
+    assert all("Ingest" not in s and "Edge" not in s for s in scaled)
 
 
-def test_draining_ingest_targets_keep_their_connections() -> None:
+def test_draining_edge_targets_keep_their_connections() -> None:
     attributes = {a["Key"]: a["Value"]
-                  for a in _props("IngestTargetGroup")["TargetGroupAttributes"]}
+                  for a in _props("EdgeTargetGroup")["TargetGroupAttributes"]}
     assert attributes["deregistration_delay.connection_termination.enabled"] == "false"
     assert int(attributes["deregistration_delay.timeout_seconds"]) == 3600  # the maximum
+
+
+def test_the_edge_task_runs_castway_edge_and_heartbeats_as_an_edge() -> None:
+    assert _argv("edge")[0] == "edge"
+    assert _props(_task_definition_of("edge"))["Family"] == {
+        "Fn::Sub": "${AWS::StackName}-edge"}
+    # an edge transcodes nothing: small (docs/deploy.md, "Sizing the edge")
+    assert int(PARAMETERS["EdgeCpu"]["Default"]) <= 512
+    settings = Settings(edge_capacity=int(PARAMETERS["EdgeCapacity"]["Default"]))
+    agent = NodeAgent(settings, MemoryLiveState(), active_broadcasts=lambda: 0,
+                      tier=NodeTier.EDGE, capacity=settings.edge_capacity)
+    assert agent.tier == NodeTier.EDGE and agent.capacity == settings.edge_capacity
+
+
+def _target_group_users() -> dict[str, set[str]]:
+    """Every resource that names a target group, and the groups it names."""
+    groups = set(_of_type("AWS::ElasticLoadBalancingV2::TargetGroup"))
+    return {name: _refs(r.get("Properties", {})) & groups for name, r in RESOURCES.items()
+            if _refs(r.get("Properties", {})) & groups}
+
+
+def test_the_nlb_reaches_the_edge_tier_and_nothing_else() -> None:
+    users = _target_group_users()
+    nlb_listeners = {name for name, r in _of_type(
+        "AWS::ElasticLoadBalancingV2::Listener").items()
+        if _refs(r["Properties"]["LoadBalancerArn"]) == {"IngestLoadBalancer"}}
+    assert nlb_listeners == {"IngestListener", "IngestTlsListener"}
+    for listener in nlb_listeners:
+        assert users[listener] == {"EdgeTargetGroup"}
+    # the edge target group is filled by the scheduler's edge tier alone
+    event = _props("SchedulerTickRule")["Targets"][0]["Input"]["Fn::Sub"][0]
+    assert '"target_group_arn": "${EdgeTargetGroup}"' in event
+    assert event.count("target_group_arn") == 1
+    assert _rule_input()["edge_ecs"]["container_name"] == "edge"
+    assert "target_group_arn" not in _rule_input()["ecs"]
+    # and the transcoding tier is in no target group, of the NLB or any other
+    for service in _of_type("AWS::ECS::Service").values():
+        for binding in service["Properties"].get("LoadBalancers", []):
+            assert binding["ContainerName"] not in ("ingest", "edge")
+
+
+def test_transcoding_tasks_are_reached_from_the_edges_only() -> None:
+    rtmp = int(_args("ingest").rtmp_port)
+    rules = _props("IngestSecurityGroup")["SecurityGroupIngress"]
+    assert [(int(r["FromPort"]), int(r["ToPort"]), _refs(r["SourceSecurityGroupId"]))
+            for r in rules] == [(rtmp, rtmp, {"EdgeSecurityGroup"})]
+    assert not any("CidrIp" in r or "CidrIpv6" in r or "SourcePrefixListId" in r
+                   for r in rules)
+    # no other resource opens the transcoding tasks' group
+    for name, resource in _of_type("AWS::EC2::SecurityGroupIngress").items():
+        assert _refs(resource["Properties"].get("GroupId")) != {"IngestSecurityGroup"}, name
+    assert _rule_input()["ecs"]["security_groups"] == ["ingestsecuritygroup"]
+    assert _rule_input()["ecs"]["assign_public_ip"] is False
+    edge_rules = _props("EdgeSecurityGroup")["SecurityGroupIngress"]
+    assert all(_refs(r["SourceSecurityGroupId"]) == {"NlbSecurityGroup"} for r in edge_rules)
+
+
+class _TaskMetadata(BaseHTTPRequestHandler):
+    """ECS task metadata endpoint v4, the container document of a Fargate task
+    (awsvpc), as AWS documents it."""
+
+    ADDRESS = "10.40.34.17"
+
+    def do_GET(self) -> None:
+        body = json.dumps({
+            "DockerId": "cd189a933e5849daa93386466019ab50-2495160603",
+            "Name": "ingest", "Image": "castway:v1", "DesiredStatus": "RUNNING",
+            "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": [self.ADDRESS],
+                          "AttachmentIndex": 0, "MACAddress": "0a:de:f6:10:51:e5",
+                          "IPv4SubnetCIDRBlock": "10.40.32.0/20",
+                          "PrivateDNSName": f"ip-{self.ADDRESS.replace('.', '-')}.ec2.internal",
+                          "SubnetGatewayIpv4Address": "10.40.32.1/20"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_transcoding_tasks_heartbeat_their_private_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry point's script, run for real: it asks the task metadata endpoint for the
+    task's private IPv4 and hands castway ``CASTWAY_HOST``; the node agent then
+    heartbeats that address and the RTMP port, which is where the edges connect."""
+    (script,) = _container("ingest")["Command"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    seen = tmp_path / "castway.argv"
+    castway = bin_dir / "castway"
+    castway.write_text(f'#!/bin/sh\nprintf "%s\\n" "$CASTWAY_HOST" "$@" > {seen}\n')
+    castway.chmod(0o755)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TaskMetadata)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin",
+               "ECS_CONTAINER_METADATA_URI_V4": f"http://127.0.0.1:{server.server_port}/v4/x"}
+        subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    host, *argv = seen.read_text().splitlines()
+    assert host == _TaskMetadata.ADDRESS
+    assert argv == _argv("ingest")
+
+    for k in list(os.environ):
+        if k.startswith("CASTWAY_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CASTWAY_HOST", host)
+    settings = _settings(build_parser().parse_args(argv))  # the flags on top, as castway does
+    agent = NodeAgent(settings, MemoryLiveState(), active_broadcasts=lambda: 0)
+    assert agent.tier == NodeTier.TRANSCODE
+    assert agent.address == f"{_TaskMetadata.ADDRESS}:{_rule_input()['ecs']['rtmp_port']}"
 
 
 # --- CloudFront -----------------------------------------------------------------------------
@@ -416,17 +614,18 @@ def test_scheduler_ticks_every_minute_with_the_real_handler() -> None:
     assert _refs(permission["SourceArn"]) == {"SchedulerTickRule"}
 
 
-def test_rule_input_is_an_ecs_configuration_the_backend_accepts() -> None:
-    event = _rule_input()
-    config = EcsConfig.from_mapping(event["ecs"])
-    assert config.container_name == "ingest"
+@pytest.mark.parametrize(("key", "container"), [("ecs", "ingest"), ("edge_ecs", "edge")])
+def test_rule_input_is_an_ecs_configuration_the_backend_accepts(
+        key: str, container: str) -> None:
+    config = EcsConfig.from_mapping(_rule_input()[key])
+    assert config.container_name == container
     assert config.launch_type == "FARGATE"
-    assert _props(_task_definition_of("ingest"))["RequiresCompatibilities"] == ["FARGATE"]
-    assert config.rtmp_port == int(_args("ingest").rtmp_port)
+    assert _props(_task_definition_of(container))["RequiresCompatibilities"] == ["FARGATE"]
+    assert config.rtmp_port == int(_args(container).rtmp_port)
     assert config.route53_zone_id is None  # routing is the NLB target group only
+    assert not config.assign_public_ip
     text = _props("SchedulerTickRule")["Targets"][0]["Input"]["Fn::Sub"][0]
-    assert '"task_definition": "${IngestTaskDefinition}"' in text
-    assert '"target_group_arn": "${IngestTargetGroup}"' in text
+    assert f'"task_definition": "${{{_task_definition_of(container)}}}"' in text
     assert '"cluster": "${Cluster}"' in text
     assert '"desired_version": "${ImageTag}"' in text
 
@@ -466,15 +665,21 @@ def test_scheduler_permissions_are_scoped_to_its_cluster_roles_and_target_group(
     allowed = _allowed_actions()
     for action in ("ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks"):
         assert _refs(allowed[action]["Condition"]) == {"Cluster"}, action
-    assert "-ingest:*" in _render(allowed["ecs:RunTask"]["Resource"])
-    ingest_td = _props(_task_definition_of("ingest"))
-    assert _refs(allowed["iam:PassRole"]["Resource"]) == (
-        _refs(ingest_td["TaskRoleArn"]) | _refs(ingest_td["ExecutionRoleArn"]))
+    families = sorted(_render(r).rsplit("/", 1)[1]
+                      for r in allowed["ecs:RunTask"]["Resource"])
+    assert families == ["aws-stackname-edge:*", "aws-stackname-ingest:*"]
+    assert {_render(_props(_task_definition_of(c))["Family"]) + ":*"
+            for c in ("ingest", "edge")} == set(families)
+    roles: set[str] = set()
+    for container in ("ingest", "edge"):
+        td = _props(_task_definition_of(container))
+        roles |= _refs(td.get("TaskRoleArn")) | _refs(td["ExecutionRoleArn"])
+    assert _refs(allowed["iam:PassRole"]["Resource"]) == roles
     assert allowed["iam:PassRole"]["Condition"]["StringEquals"][
         "iam:PassedToService"] == "ecs-tasks.amazonaws.com"
     for action in ("elasticloadbalancing:RegisterTargets",
                    "elasticloadbalancing:DeregisterTargets"):
-        assert _refs(allowed[action]["Resource"]) == {"IngestTargetGroup"}
+        assert _refs(allowed[action]["Resource"]) == {"EdgeTargetGroup"}
     namespace = _rule_input()["cloudwatch_namespace"]
     assert allowed["cloudwatch:PutMetricData"]["Condition"]["StringEquals"][
         "cloudwatch:namespace"] == namespace
@@ -509,7 +714,7 @@ def test_scheduler_and_load_balancers_raise_alarms() -> None:
     alarms = _of_type("AWS::CloudWatch::Alarm")
     watched = {name: _refs(a["Properties"]["Dimensions"]) for name, a in alarms.items()}
     assert {"SchedulerFunction"} in watched.values()
-    assert any("IngestTargetGroup" in refs for refs in watched.values())
+    assert any("EdgeTargetGroup" in refs for refs in watched.values())
     assert any("OriginTargetGroup" in refs for refs in watched.values())
     for alarm in alarms.values():
         assert _refs(alarm["Properties"]["AlarmActions"]) == {"AlarmTopic"}
@@ -541,7 +746,7 @@ def test_rtmps_is_a_tls_listener_with_the_acm_certificate_into_the_same_targets(
     props = listener["Properties"]
     assert props["Protocol"] == "TLS" and int(props["Port"]) == 443
     assert _refs(props["Certificates"]) == {"IngestCertificateArn"}
-    assert _refs(props["DefaultActions"]) == {"IngestTargetGroup"}
+    assert _refs(props["DefaultActions"]) == {"EdgeTargetGroup"}
     assert _refs(props["LoadBalancerArn"]) == {"IngestLoadBalancer"}
     assert "TLS13" in props["SslPolicy"]
     assert TEMPLATE["Conditions"]["HasIngestTls"] == {
@@ -551,25 +756,36 @@ def test_rtmps_is_a_tls_listener_with_the_acm_certificate_into_the_same_targets(
     assert _refs(rule["Assertions"]) == {"IngestDomainName"}
 
 
-def test_the_nlb_sends_proxy_v2_and_the_ingest_tasks_expect_it() -> None:
+def test_the_nlb_sends_proxy_v2_and_the_edge_tasks_expect_it() -> None:
     attributes = {a["Key"]: a["Value"]
-                  for a in _props("IngestTargetGroup")["TargetGroupAttributes"]}
+                  for a in _props("EdgeTargetGroup")["TargetGroupAttributes"]}
     assert attributes["proxy_protocol_v2.enabled"] == "true"
-    env = _environment(_container("ingest"))
+    env = _environment(_container("edge"))
     assert env["CASTWAY_PROXY_PROTOCOL"] == "true"
     assert Settings(proxy_protocol=env["CASTWAY_PROXY_PROTOCOL"]).proxy_protocol
 
 
-def test_rtmps_is_open_to_publishers_and_the_tasks_only_to_the_nlb() -> None:
+def test_transcoding_tasks_take_the_edges_relays_as_they_come() -> None:
+    """A relay connects straight from its edge, with no PROXY header, and all of one
+    edge's relays share its address: neither may be refused."""
+    env = _environment(_container("ingest"))
+    assert "CASTWAY_PROXY_PROTOCOL" not in env
+    limit = Settings(max_connections_per_ip=env["CASTWAY_MAX_CONNECTIONS_PER_IP"])
+    # every broadcast of a node from one edge, twice over while they move
+    most = 2 * int(PARAMETERS["NodeCapacity"]["Default"])
+    assert limit.max_connections_per_ip >= most
+
+
+def test_rtmps_is_open_to_publishers_and_the_edge_tasks_only_to_the_nlb() -> None:
     nlb_rules = _props("NlbSecurityGroup")["SecurityGroupIngress"]
     [tls_rule] = [r["Fn::If"][1] for r in nlb_rules if "Fn::If" in r]
     assert int(tls_rule["FromPort"]) == 443 and tls_rule["CidrIp"] == "0.0.0.0/0"
-    task_rules = _props("IngestSecurityGroup")["SecurityGroupIngress"]
+    task_rules = _props("EdgeSecurityGroup")["SecurityGroupIngress"]
     assert all(_refs(r.get("SourceSecurityGroupId")) == {"NlbSecurityGroup"}
                for r in task_rules), task_rules
 
 
-@pytest.mark.parametrize("container", ["ingest", "origin"])
+@pytest.mark.parametrize("container", ["edge", "ingest", "origin"])
 def test_the_rtmps_url_printed_and_in_the_api_is_the_tls_listeners(container: str) -> None:
     value = _environment(_container(container))["CASTWAY_PUBLIC_RTMPS_URL"]
     condition, on, off = value["Fn::If"]
