@@ -1,6 +1,8 @@
 """docker-compose.yml runs the distributed mode: every castway service's command parses
 with the real CLI, every CASTWAY_* variable is a real setting with a valid value, and
-published ports match the ports the command binds. (No Docker engine runs here.)"""
+published ports match the ports the command binds. Publishers reach the edge only; the
+transcoding node heartbeats the address the edge relays to, on the compose network.
+(No Docker engine runs here.)"""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
+from castway.live.memory import MemoryLiveState
+from castway.model import NodeTier
 from castway.settings import Settings
-from launch.cli import build_parser
+from launch.cli import _settings, build_parser
+from scheduler.agent import NodeAgent
 
 ROOT = Path(__file__).parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -34,7 +39,7 @@ def test_every_service_has_an_image_or_a_build() -> None:
 
 def test_the_distributed_components_all_run_from_the_castway_image() -> None:
     commands = {svc["command"][0] for svc in CASTWAY_SERVICES.values()}
-    assert commands == {"ingest", "origin", "worker", "scheduler"}
+    assert commands == {"edge", "ingest", "origin", "worker", "scheduler"}
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["castway"]' in dockerfile
 
@@ -74,13 +79,63 @@ def _published(svc: dict[str, Any]) -> set[int]:
 
 def test_published_ports_are_the_ports_the_commands_bind() -> None:
     parser = build_parser()
-    ingest = parser.parse_args(CASTWAY_SERVICES["ingest"]["command"])
+    edge = parser.parse_args(CASTWAY_SERVICES["edge"]["command"])
     origin = parser.parse_args(CASTWAY_SERVICES["origin"]["command"])
-    assert ingest.rtmp_port in _published(CASTWAY_SERVICES["ingest"])
+    assert _published(CASTWAY_SERVICES["edge"]) == {edge.rtmp_port}
     assert origin.http_port in _published(CASTWAY_SERVICES["origin"])
-    assert ingest.host == origin.host == "0.0.0.0"
+    assert edge.host == origin.host == "0.0.0.0"
+    # the URL printed for OBS is the edge's
+    env = CASTWAY_SERVICES["origin"]["environment"]
+    assert env["CASTWAY_PUBLIC_RTMP_URL"] == f"rtmp://localhost:{edge.rtmp_port}/live"
 
 
-def test_ingest_gets_time_to_let_broadcasts_end_on_stop() -> None:
-    grace = CASTWAY_SERVICES["ingest"]["stop_grace_period"]
+def test_only_the_edge_takes_publishers_from_the_host() -> None:
+    published = {name for name, svc in CASTWAY_SERVICES.items()
+                 if any(int(str(p).split(":")[-1]) in (1935, 1936) for p in
+                        svc.get("ports", []))}
+    assert published == {"edge"}
+    assert "ports" not in CASTWAY_SERVICES["ingest"]
+
+
+def _settings_of(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    """The settings a service's process runs with: its environment, then its flags."""
+    svc = CASTWAY_SERVICES[name]
+    for k in list(os.environ):
+        if k.startswith("CASTWAY_"):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    for k, v in svc["environment"].items():
+        if k.startswith("CASTWAY_"):
+            monkeypatch.setenv(k, _expand(str(v)))
+    return _settings(build_parser().parse_args(svc["command"]))
+
+
+def test_the_transcoding_node_heartbeats_its_compose_network_address(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The edge relays to the address a node heartbeats: the node's name on the compose
+    network and its RTMP port, not the 0.0.0.0 it would bind with --host."""
+    settings = _settings_of("ingest", monkeypatch, tmp_path)
+    agent = NodeAgent(settings, MemoryLiveState(), active_broadcasts=lambda: 0)
+    assert agent.tier == NodeTier.TRANSCODE
+    host, port = agent.address.rsplit(":", 1)
+    assert host == "ingest" and host in SERVICES  # the service's name resolves to it
+    assert CASTWAY_SERVICES["ingest"]["hostname"] == host  # and to it alone, in itself
+    assert str(port) in {str(p) for p in CASTWAY_SERVICES["ingest"]["expose"]}
+    # one edge's relays share its address: they must not hit the per-address limit
+    assert settings.max_connections_per_ip >= 2 * settings.node_capacity
+
+
+def test_the_scheduler_knows_the_fleet_has_an_edge_tier(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    scheduler = _settings_of("scheduler", monkeypatch, tmp_path)
+    assert scheduler.edge_tier
+    assert scheduler.scheduler_backend == "static"
+    edge = _settings_of("edge", monkeypatch, tmp_path)
+    assert edge.edge_capacity == scheduler.edge_capacity  # the scheduler counts its slots
+    assert not edge.proxy_protocol  # no load balancer in front of it here
+
+
+@pytest.mark.parametrize("name", ["edge", "ingest"])
+def test_rtmp_nodes_get_time_to_let_broadcasts_end_on_stop(name: str) -> None:
+    grace = CASTWAY_SERVICES[name]["stop_grace_period"]
     assert grace.endswith("m") and int(grace[:-1]) >= 1
