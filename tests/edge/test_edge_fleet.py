@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,7 +38,8 @@ class WindowWatch:
         self.broadcast_id = broadcast_id
         self.went_back: list[str] = []
         self.last_msn: dict[str, int] = {}
-        self.segments: dict[str, dict[int, tuple[float, float]]] = {}  # msn -> (pdt, dur)
+        # rendition -> msn -> (program date time, duration, start pts)
+        self.segments: dict[str, dict[int, tuple[float, float, float]]] = {}
 
     async def sample(self) -> None:
         broadcast = await self.live.get_broadcast(self.broadcast_id)
@@ -50,17 +55,19 @@ class WindowWatch:
             self.last_msn[rendition.name] = window.next_msn
             seen = self.segments.setdefault(rendition.name, {})
             for s in window.segments:
-                seen[s.msn] = (s.program_date_time.timestamp(), s.duration_s)
+                seen[s.msn] = (s.program_date_time.timestamp(), s.duration_s, s.start_pts_s)
 
-    def largest_gap_s(self) -> float:
+    def largest_gap_s(self, clock: int = 0) -> float:
+        """The longest time between one segment's end and the next one's start, on the
+        wall clock (``clock`` 0: EXT-X-PROGRAM-DATE-TIME) or the media's (2: PTS)."""
         gap = 0.0
         for seen in self.segments.values():
             msns = sorted(seen)
             for a, b in zip(msns, msns[1:], strict=False):
                 if b != a + 1:
                     continue
-                end = seen[a][0] + seen[a][1]
-                gap = max(gap, seen[b][0] - end)
+                end = seen[a][clock] + seen[a][1]
+                gap = max(gap, seen[b][clock] - end)
         return gap
 
 
@@ -114,8 +121,64 @@ async def test_a_draining_node_hands_its_broadcast_to_another_through_the_edge(
             await asyncio.sleep(8)  # segments on the new node
         assert watch.went_back == []
         assert watch.largest_gap_s() <= 2.5, watch.segments
+        assert watch.largest_gap_s(clock=2) <= 2.5, watch.segments
         moved_to = {n.id: n for n in await live.list_nodes()}[first.node_id]
         assert moved_to.active_broadcasts == 0  # the drained node is empty: it may stop
+    finally:
+        if publisher.poll() is None:
+            publisher.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            publisher.wait(10)
+
+
+def pid_of(backend: LocalBackend, node_id: str) -> int:
+    record = json.loads((backend.state_dir / f"{node_id}.json").read_text())
+    return int(record["pid"])
+
+
+async def test_a_broadcast_whose_node_dies_goes_on_on_another_node(
+        backend: LocalBackend, edge: EdgeProcess, live: LiveState,
+        channels: dict[str, str], h264_aac_flv: Path) -> None:
+    ffmpeg = require_tool("ffmpeg")
+    backend.start(2, "v1")
+
+    async def fleet_up() -> bool:
+        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == 2
+                and len(await nodes_of(live, NodeTier.EDGE)) == 1)
+    await until("two transcoding nodes and the edge active", fleet_up)
+    [edge_node] = await nodes_of(live, NodeTier.EDGE)
+    publisher = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["beta"], 30.0)
+    try:
+        async def on_air() -> bool:
+            b = await live.live_broadcast("beta")
+            return b is not None and bool(b.renditions)
+        await until("the broadcast live on a transcoding node", on_air)
+        first = await live.live_broadcast("beta")
+        assert first is not None
+        watch = WindowWatch(live, first.id)
+        async with watching(watch):
+            await asyncio.sleep(5)
+            os.kill(pid_of(backend, first.node_id), signal.SIGKILL)
+            killed_at = time.monotonic()
+
+            async def elsewhere() -> bool:
+                b = await live.live_broadcast("beta")
+                return b is not None and b.node_id != first.node_id
+            # within the grace window (CASTWAY_RECONNECT_GRACE_S=10)
+            await until("the broadcast going on on the other node", elsewhere, timeout_s=10)
+            recovered_s = time.monotonic() - killed_at
+            now = await live.live_broadcast("beta")
+            assert now is not None and now.id == first.id  # the same broadcast, not a new one
+            assert publisher.poll() is None, "the publisher stays connected to the edge"
+            at_recovery = dict(watch.last_msn)
+            await asyncio.sleep(6)
+        # every rendition goes on with new segments from the new node
+        assert all(watch.last_msn[r] > msn for r, msn in at_recovery.items()), \
+            (at_recovery, watch.last_msn)
+        assert watch.went_back == []
+        print(f"broadcast recovered on another node {recovered_s:.1f} s after its node died; "
+              f"largest gap: {watch.largest_gap_s():.2f} s of program date time, "
+              f"{watch.largest_gap_s(clock=2):.2f} s of media time")
     finally:
         if publisher.poll() is None:
             publisher.terminate()
