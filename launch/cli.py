@@ -25,6 +25,7 @@ BENCHES = {
     "soak": "benchmarks.soak",
     "capacity": "benchmarks.capacity",
     "protocols": "benchmarks.protocols",
+    "edge": "benchmarks.edge",
 }
 
 
