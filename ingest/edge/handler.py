@@ -65,11 +65,15 @@ class EdgeHandler:
         self._catalog_threads = ThreadPoolExecutor(2, thread_name_prefix="edge-catalog")
         self.target = RelayTarget(choose=self._choose, app=app,
                                   open_timeout_s=open_timeout_s, retry_s=retry_s,
-                                  max_held_bytes=max_held_bytes)
+                                  max_held_bytes=max_held_bytes, on_switch=self._switched)
 
     async def _choose(self, exclude: frozenset[str], leave_version: str | None) -> Node | None:
         return pick_transcoding_node(await self.live.list_nodes(), version=self.version,
                                      exclude=exclude, leave_version=leave_version)
+
+    def _switched(self, reason: str, seconds: float) -> None:
+        self.metrics.switches.labels(reason).inc()
+        self.metrics.switch_seconds.observe(seconds)
 
     def _refuse(self, result: str, rejection: Rejection) -> Rejection:
         self.metrics.publishes.labels(result).inc()
@@ -129,12 +133,7 @@ class EdgeHandler:
         if self.relays.pop(connection_id, None) is None:
             return
         self.metrics.relays.set(len(self.relays))
-        stats = relay.stats
-        self.metrics.switches.labels("move").inc(stats.moves)
-        self.metrics.switches.labels("node_lost").inc(stats.recoveries)
-        self.metrics.dropped.inc(stats.dropped_packets)
-        for ms in stats.switch_ms:
-            self.metrics.switch_seconds.observe(ms / 1000)
+        self.metrics.dropped.inc(relay.stats.dropped_packets)
 
     @property
     def moves_in_progress(self) -> int:

@@ -61,6 +61,8 @@ class RelayTarget:
     open_timeout_s: float  # a handover may take this long before the publish starts
     retry_s: float  # a broadcast whose node died finds another within this long
     max_held_bytes: int
+    #: Told of each switch as it happens: ("move" or "node_lost", seconds it took).
+    on_switch: Callable[[str, float], None] = lambda reason, seconds: None
 
 
 @dataclass
@@ -242,6 +244,7 @@ class Relay:
             self.stats.moves += 1
         else:
             self.stats.recoveries += 1
+        self.target.on_switch("move" if leaving else "node_lost", elapsed_ms / 1000)
         logger.info("relay moved" if leaving else "relay recovered", extra={
             "channel": self.channel, "from_node": old.node_id, "node": link.node_id,
             "held_packets": len(held), "switch_ms": round(elapsed_ms, 1)})

@@ -84,6 +84,7 @@ class Rig:
     handler: EdgeHandler
     nodes: dict[str, Transcoder]
     settings: Settings
+    registry: CollectorRegistry
 
     async def add_node(self, node_id: str, *, version: str = "v1",
                        reject: set[str] | None = None) -> Transcoder:
@@ -111,13 +112,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     catalog.create_channel(Channel("alpha"))
     catalog.add_stream_key(StreamKey("alpha", hash_stream_key(KEY)))
     live = MemoryLiveState()
+    registry = CollectorRegistry()
     handler = EdgeHandler(catalog=catalog, live=live, version="v1", app="live",
-                          registry=CollectorRegistry(), open_timeout_s=10, retry_s=2.0,
+                          registry=registry, open_timeout_s=10, retry_s=2.0,
                           max_held_bytes=1 << 20)
     edge = IngestServer(settings, handler)
     handler.disconnect = edge.disconnect
     await edge.start()
-    r = Rig(live, catalog, edge, handler, {}, settings)
+    r = Rig(live, catalog, edge, handler, {}, settings, registry)
     try:
         yield r
     finally:
@@ -185,6 +187,8 @@ async def test_a_move_cuts_at_a_keyframe_and_loses_or_repeats_nothing(rig: Rig) 
     assert not second.publications[0].closed.is_set()
     [relay] = rig.handler.relays.values()
     assert relay.node_id == "n2" and relay.stats.moves == 1
+    assert rig.registry.get_sample_value("castway_edge_switches_total",
+                                         {"reason": "move"}) == 1
     await publisher.close()
     await eventually(lambda: second.publications[0].closed.is_set())
 
