@@ -1,5 +1,6 @@
-"""One scheduler tick (:class:`Scheduler`): read the fleet, :func:`scheduler.decide.decide`,
-apply each action on its own. Idempotent, one at a time.
+"""One scheduler tick (:class:`Scheduler`): read the fleet, decide
+(:func:`scheduler.tiers.decide_tiers`: :func:`scheduler.decide.decide` per tier), apply
+each action on its own. Idempotent, one at a time.
 
 Design: docs/scheduler.md, "Running it".
 """
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from castway.events.announce import announce
 from castway.events.broadcasts import BroadcastFailed
 from castway.live.base import LiveState
-from castway.model import BroadcastState, Node, NodeState, utcnow
+from castway.model import BroadcastState, Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
 from scheduler.agent import DRAIN, RESUME, STOP
 from scheduler.backends.base import Backend, Instance
@@ -30,10 +31,10 @@ from scheduler.decide import (
     ResumeNode,
     StartNodes,
     StopNode,
-    decide,
 )
 from scheduler.metrics import SchedulerMetrics
 from scheduler.policy import RATE_WINDOW_S, Policy
+from scheduler.tiers import decide_tiers
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +49,26 @@ class TickResult:
         if self.decision is None:
             return {"ran": self.ran}
         f = self.decision.figures
-        return {"ran": self.ran, "live_broadcasts": f.live_broadcasts,
-                "headroom": round(f.headroom, 3), "free": round(f.free, 3),
-                "open_headroom": round(f.open_headroom, 3), "open_free": round(f.open_free, 3),
-                "publish_rate_per_min": f.publish_rate_per_min,
-                "nodes": dict(f.by_state),
-                "actions": [describe(a) for a in self.decision.actions],
-                "errors": list(self.errors)}
+        out: dict[str, object] = {
+            "ran": self.ran, "live_broadcasts": f.live_broadcasts,
+            "headroom": round(f.headroom, 3), "free": round(f.free, 3),
+            "open_headroom": round(f.open_headroom, 3), "open_free": round(f.open_free, 3),
+            "publish_rate_per_min": f.publish_rate_per_min,
+            "nodes": dict(f.by_state),
+            "actions": [describe(a) for a in self.decision.actions],
+            "errors": list(self.errors)}
+        if f.tiers:  # with an edge tier: each tier's own (the edge's in publishers)
+            out["tiers"] = {name: {"live_broadcasts": t.live_broadcasts,
+                                   "headroom": round(t.headroom, 3), "free": round(t.free, 3),
+                                   "nodes": dict(t.by_state)} for name, t in f.tiers}
+        return out
 
 
 def describe(action: Action) -> str:
     """One action as a log/report line, e.g. ``drain n1 (expired)``."""
     if isinstance(action, StartNodes):
-        return f"start {action.count} on {action.version}"
+        kind = " edge" if action.tier == NodeTier.EDGE else ""
+        return f"start {action.count}{kind} on {action.version}"
     if isinstance(action, DrainNode):
         return f"drain {action.node_id} ({action.reason.value})"
     if isinstance(action, ResumeNode):
@@ -75,17 +83,21 @@ def describe(action: Action) -> str:
 
 
 def merge_view(heartbeats: list[Node], instances: list[Instance], capacity: int,
-               cost_capacity: float = 0.0) -> list[Node]:
+               cost_capacity: float = 0.0, edge_capacity: int | None = None) -> list[Node]:
     """Heartbeats, plus a ``starting`` placeholder for each launched-but-silent node
-    (``cost_capacity`` 0: counted at its slots, castway.cost's fallback)."""
+    (``cost_capacity`` 0: counted at its slots, castway.cost's fallback; an edge node's
+    at ``edge_capacity`` publishers, no cost)."""
     by_id = {n.id: n for n in heartbeats}
     for instance in instances:
         node = by_id.get(instance.node_id)
         if node is None:
+            edge = instance.tier == NodeTier.EDGE
             by_id[instance.node_id] = Node(
                 id=instance.node_id, image_version=instance.version,
-                address=instance.address, state=NodeState.STARTING, capacity=capacity,
-                heartbeat_at=instance.launched_at, cost_capacity=cost_capacity)
+                address=instance.address, state=NodeState.STARTING,
+                capacity=(edge_capacity or capacity) if edge else capacity,
+                heartbeat_at=instance.launched_at,
+                cost_capacity=0.0 if edge else cost_capacity, tier=instance.tier)
         elif instance.address and instance.address != node.address:
             by_id[node.id] = replace(node, address=instance.address)  # the routable one
     return sorted(by_id.values(), key=lambda n: n.id)
@@ -95,12 +107,19 @@ class Scheduler:
     def __init__(self, settings: Settings, live: LiveState, backend: Backend, *,
                  policy: Policy | None = None, coordinator: Coordinator | None = None,
                  metrics: SchedulerMetrics | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 edge_policy: Policy | None = None) -> None:
         self.settings = settings
         self.live = live
         self.backend = backend
-        self.policy = policy or Policy.from_settings(
-            settings, open_lead_s=getattr(backend, "register_delay_s", 0.0))
+        register_delay_s = getattr(backend, "register_delay_s", 0.0)
+        self.policy = policy or Policy.from_settings(settings, open_lead_s=register_delay_s)
+        # the edge tier's (scheduler.tiers), when the fleet has one; a fleet whose
+        # stopped nodes come back by themselves (static) scales neither tier in
+        self.edge_policy = edge_policy or (
+            Policy.edge_from_settings(settings, open_lead_s=register_delay_s,
+                                      scale_in=self.policy.scale_in)
+            if settings.edge_tier else None)
         self.coordinator = coordinator or LocalCoordinator()
         self.metrics = metrics
         self.clock = clock
@@ -108,6 +127,13 @@ class Scheduler:
     @property
     def desired_version(self) -> str:
         return self.settings.desired_version or self.settings.image_version
+
+    @property
+    def policies(self) -> dict[NodeTier, Policy]:
+        out = {NodeTier.TRANSCODE: self.policy}
+        if self.edge_policy is not None:
+            out[NodeTier.EDGE] = self.edge_policy
+        return out
 
     async def tick(self, desired_version: str | None = None) -> TickResult:
         lock_ttl_s = max(2 * self.settings.scheduler_interval_s, 30.0)
@@ -125,11 +151,14 @@ class Scheduler:
         heartbeats = await self.live.list_nodes()
         instances = await asyncio.to_thread(self.backend.list_instances)
         view = merge_view(heartbeats, instances, self.policy.node_capacity,
-                          self.policy.node_cost or 0.0)
+                          self.policy.node_cost or 0.0,
+                          self.edge_policy.node_capacity if self.edge_policy else None)
         memory = await self.coordinator.load_memory()
         now = self.clock()
         oldest, rate = await self._broadcast_load(now)
-        decision = decide(view, desired_version, self.policy, now, memory, oldest, rate)
+        versions = {NodeTier.TRANSCODE: desired_version,
+                    NodeTier.EDGE: self.settings.edge_desired_version or desired_version}
+        decision = decide_tiers(view, versions, self.policies, now, memory, oldest, rate)
         by_id = {n.id: n for n in view}
         errors: list[str] = []
         for action in decision.actions:
@@ -153,7 +182,8 @@ class Scheduler:
 
     async def _apply(self, action: Action, by_id: dict[str, Node], now: datetime) -> None:
         if isinstance(action, StartNodes):
-            await asyncio.to_thread(self.backend.start, action.count, action.version)
+            await asyncio.to_thread(self.backend.start, action.count, action.version,
+                                    action.tier)
             return
         node = by_id[action.node_id]
         if isinstance(action, DrainNode):

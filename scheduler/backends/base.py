@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from castway.model import Node
+from castway.model import Node, NodeTier
 
 
 class BackendError(Exception):
@@ -21,6 +21,7 @@ class Instance:
     version: str
     launched_at: datetime
     address: str = ""  # host:port of its RTMP listener, when known
+    tier: NodeTier = NodeTier.TRANSCODE  # an edge node (castway edge) or a transcoding one
 
 
 class Backend(Protocol):
@@ -31,8 +32,9 @@ class Backend(Protocol):
     def list_instances(self) -> list[Instance]:
         """Nodes launched and not yet gone (exited processes / stopped tasks left out)."""
 
-    def start(self, count: int, version: str) -> list[Instance]:
-        """Launch ``count`` nodes running ``version``."""
+    def start(self, count: int, version: str,
+              tier: NodeTier = NodeTier.TRANSCODE) -> list[Instance]:
+        """Launch ``count`` nodes of ``tier`` running ``version``."""
 
     def stop(self, node_id: str) -> None:
         """Stop a node; idempotent (an unknown or gone node is not an error)."""

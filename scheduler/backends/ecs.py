@@ -8,6 +8,13 @@
 - routing: ``RegisterTargets`` / ``DeregisterTargets`` on the NLB target group (target
   type ``ip``: the task's private IPv4 and the RTMP port), and optionally one
   multivalue-answer A record per node in a Route 53 hosted zone.
+
+With an edge tier (scheduler.tiers) edge nodes run their own task definition
+(``edge_task_definition``, container ``edge_container_name``), carry
+``CASTWAY_NODE_TIER=edge`` in their overrides (how :meth:`EcsBackend.list_instances`
+tells them apart), and are routed through their own target group and DNS name
+(``edge_target_group_arn``, ``edge_route53_record_name``): publishers reach the edges;
+the transcoding nodes' own target group and record are optional behind them.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from castway.model import Node, new_id, utcnow
+from castway.model import Node, NodeTier, new_id, utcnow
 from scheduler.backends.base import BackendError, Instance
 
 if TYPE_CHECKING:
@@ -33,6 +40,7 @@ logger = logging.getLogger(__name__)
 STARTED_BY = "castway-scheduler"
 NODE_ID_ENV = "CASTWAY_NODE_ID"
 VERSION_ENV = "CASTWAY_IMAGE_VERSION"
+TIER_ENV = "CASTWAY_NODE_TIER"  # set on edge tasks only: a task without it is transcoding
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,12 @@ class EcsConfig:
     region: str = "us-east-1"
     endpoint_url: str | None = None
     extra_env: tuple[tuple[str, str], ...] = field(default=())
+    # the edge tier: its task definition (may contain "{version}"), container, routing
+    edge_task_definition: str | None = None
+    edge_container_name: str = "edge"
+    edge_security_groups: tuple[str, ...] = ()  # default: security_groups
+    edge_target_group_arn: str | None = None
+    edge_route53_record_name: str | None = None  # e.g. "rtmp.example.com."
 
     @classmethod
     def from_mapping(cls, raw: dict[str, Any]) -> EcsConfig:
@@ -66,7 +80,7 @@ class EcsConfig:
         if "cluster" not in raw or "task_definition" not in raw:
             raise BackendError("ECS backend needs 'cluster' and 'task_definition'")
         values = dict(raw)
-        for key in ("subnets", "security_groups"):
+        for key in ("subnets", "security_groups", "edge_security_groups"):
             if key in values:
                 values[key] = tuple(values[key])
         if "extra_env" in values:
@@ -87,7 +101,8 @@ class EcsBackend:
             kwargs["endpoint_url"] = config.endpoint_url
         self.ecs: ECSClient = factory("ecs", **kwargs)
         self.elb: ElasticLoadBalancingv2Client | None = (
-            factory("elbv2", **kwargs) if config.target_group_arn else None)
+            factory("elbv2", **kwargs)
+            if config.target_group_arn or config.edge_target_group_arn else None)
         self.route53: Route53Client | None = (
             factory("route53", **kwargs) if config.route53_zone_id else None)
 
@@ -128,30 +143,43 @@ class EcsBackend:
             if node_id is None:
                 continue  # started by us but not a castway node: leave it alone
             launched = task.get("createdAt")
+            tier = (NodeTier.EDGE if env.get(TIER_ENV) == NodeTier.EDGE
+                    else NodeTier.TRANSCODE)
             out.append(Instance(node_id=node_id, version=env.get(VERSION_ENV, ""),
                                 launched_at=launched if isinstance(launched, datetime)
                                 else utcnow(),
-                                address=self._address(task)))
+                                address=self._address(task), tier=tier))
         return out
 
-    def start(self, count: int, version: str) -> list[Instance]:
+    def start(self, count: int, version: str,
+              tier: NodeTier = NodeTier.TRANSCODE) -> list[Instance]:
         started = []
-        task_definition = self.config.task_definition.replace("{version}", version)
+        edge = tier == NodeTier.EDGE
+        if edge and not self.config.edge_task_definition:
+            raise BackendError("edge nodes wanted but the ECS configuration has no "
+                               "'edge_task_definition'")
+        template = (self.config.edge_task_definition if edge
+                    else self.config.task_definition) or ""
+        task_definition = template.replace("{version}", version)
+        container = self.config.edge_container_name if edge else self.config.container_name
+        groups = ((self.config.edge_security_groups or self.config.security_groups) if edge
+                  else self.config.security_groups)
         for _ in range(count):
             node_id = f"ecs-{new_id()}"
             env = [{"name": NODE_ID_ENV, "value": node_id},
                    {"name": VERSION_ENV, "value": version},
+                   *([{"name": TIER_ENV, "value": tier.value}] if edge else []),
                    *({"name": k, "value": v} for k, v in self.config.extra_env)]
             kwargs: dict[str, Any] = {
                 "cluster": self.config.cluster, "taskDefinition": task_definition,
                 "count": 1, "startedBy": STARTED_BY, "launchType": self.config.launch_type,
                 "overrides": {"containerOverrides": [
-                    {"name": self.config.container_name, "environment": env}]},
+                    {"name": container, "environment": env}]},
             }
             if self.config.subnets:
                 kwargs["networkConfiguration"] = {"awsvpcConfiguration": {
                     "subnets": list(self.config.subnets),
-                    "securityGroups": list(self.config.security_groups),
+                    "securityGroups": list(groups),
                     "assignPublicIp": "ENABLED" if self.config.assign_public_ip
                     else "DISABLED"}}
             response = self.ecs.run_task(**kwargs)
@@ -159,8 +187,9 @@ class EcsBackend:
                 raise BackendError(f"RunTask failed: {response.get('failures')}")
             task = response["tasks"][0]
             logger.info("ecs task started", extra={"node": node_id, "version": version,
-                                                   "task": task.get("taskArn")})
-            started.append(Instance(node_id, version, utcnow(), self._address(task)))
+                                                   "task": task.get("taskArn"),
+                                                   "tier": tier.value})
+            started.append(Instance(node_id, version, utcnow(), self._address(task), tier))
         return started
 
     def stop(self, node_id: str) -> None:
@@ -185,24 +214,25 @@ class EcsBackend:
                                                                    "address": node.address})
             return
         ip, port = target
-        if self.elb is not None and self.config.target_group_arn:
+        edge = node.tier == NodeTier.EDGE
+        group = self.config.edge_target_group_arn if edge else self.config.target_group_arn
+        if self.elb is not None and group:
             targets: Sequence[Any] = [{"Id": ip, "Port": port}]
             if routable:
-                self.elb.register_targets(TargetGroupArn=self.config.target_group_arn,
-                                          Targets=targets)
+                self.elb.register_targets(TargetGroupArn=group, Targets=targets)
             else:
                 try:
-                    self.elb.deregister_targets(TargetGroupArn=self.config.target_group_arn,
-                                                Targets=targets)
+                    self.elb.deregister_targets(TargetGroupArn=group, Targets=targets)
                 except ClientError as exc:  # not registered (any more): nothing to do
                     if exc.response.get("Error", {}).get("Code") != "InvalidTarget":
                         raise
-        if self.route53 is not None and self.config.route53_zone_id:
-            self._dns(node.id, ip, routable)
+        name = (self.config.edge_route53_record_name if edge
+                else self.config.route53_record_name)
+        if self.route53 is not None and self.config.route53_zone_id and (name or not edge):
+            self._dns(node.id, ip, routable, name or "")
 
-    def _dns(self, node_id: str, ip: str, routable: bool) -> None:
+    def _dns(self, node_id: str, ip: str, routable: bool, name: str) -> None:
         assert self.route53 is not None and self.config.route53_zone_id  # checked by caller
-        name = self.config.route53_record_name or ""
         record: Any = {"Name": name, "Type": "A", "SetIdentifier": node_id,
                        "MultiValueAnswer": True, "TTL": self.config.route53_ttl_s,
                        "ResourceRecords": [{"Value": ip}]}

@@ -1,4 +1,5 @@
-"""Ingest nodes as ``castway ingest`` processes on this machine.
+"""Ingest nodes as ``castway ingest`` processes on this machine, and edge nodes as
+``castway edge`` processes (scheduler.tiers).
 
 Each launched node is recorded in ``DATA_DIR/scheduler/local/<node id>.json`` (pid,
 version, port), so a one-shot ``castway scheduler tick`` sees the nodes an earlier tick
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from castway.model import Node, new_id, utcnow
+from castway.model import Node, NodeTier, new_id, utcnow
 from castway.pids import pid_alive
 from castway.settings import Settings
 from scheduler.backends.base import BackendError, Instance
@@ -35,9 +36,11 @@ class LocalBackend:
     register_delay_s = 0.0  # publishers reach the node at its own address
 
     def __init__(self, settings: Settings, *, command: Sequence[str] | None = None,
+                 edge_command: Sequence[str] | None = None,
                  env: Mapping[str, str] | None = None, state_dir: Path | None = None) -> None:
         self.settings = settings
         self.command = list(command or [sys.executable, "-m", "launch.cli", "ingest"])
+        self.edge_command = list(edge_command or [sys.executable, "-m", "launch.cli", "edge"])
         self.env = dict(env) if env is not None else dict(os.environ)
         self.state_dir = state_dir or settings.data_dir / "scheduler" / "local"
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -73,10 +76,12 @@ class LocalBackend:
                 continue
             out.append(Instance(node_id=node_id, version=str(record["version"]),
                                 launched_at=datetime.fromisoformat(str(record["launched_at"])),
-                                address=str(record.get("address", ""))))
+                                address=str(record.get("address", "")),
+                                tier=NodeTier(str(record.get("tier", NodeTier.TRANSCODE)))))
         return out
 
-    def start(self, count: int, version: str) -> list[Instance]:
+    def start(self, count: int, version: str,
+              tier: NodeTier = NodeTier.TRANSCODE) -> list[Instance]:
         if not self.settings.redis_url:
             # a child's heartbeats would never reach an in-process live state: it would
             # look lost after the start timeout and be replaced, forever
@@ -94,26 +99,30 @@ class LocalBackend:
                    "CASTWAY_RTMP_PORT": "0",
                    "CASTWAY_HOST": self.settings.host,
                    "CASTWAY_DATA_DIR": str(self.settings.data_dir),
-                   "CASTWAY_NODE_CAPACITY": str(self.settings.node_capacity),
                    "CASTWAY_HEARTBEAT_TTL_S": str(self.settings.heartbeat_ttl_s)}
+            if tier == NodeTier.EDGE:  # its capacity is in publishers
+                env["CASTWAY_EDGE_CAPACITY"] = str(self.settings.edge_capacity)
+            else:
+                env["CASTWAY_NODE_CAPACITY"] = str(self.settings.node_capacity)
             if self.settings.redis_url:
                 env["CASTWAY_REDIS_URL"] = self.settings.redis_url
+            command = self.edge_command if tier == NodeTier.EDGE else self.command
             log = (self.state_dir / f"{node_id}.log").open("ab")
             try:
-                child = subprocess.Popen(self.command, env=env, stdin=subprocess.DEVNULL,
+                child = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
             except OSError as exc:
-                raise BackendError(f"cannot start {self.command[0]}: {exc}") from exc
+                raise BackendError(f"cannot start {command[0]}: {exc}") from exc
             finally:
                 log.close()
             self._children[node_id] = child
-            instance = Instance(node_id, version, utcnow())
+            instance = Instance(node_id, version, utcnow(), tier=tier)
             self._record(node_id).write_text(json.dumps({
-                "node_id": node_id, "version": version, "pid": child.pid,
+                "node_id": node_id, "version": version, "pid": child.pid, "tier": tier.value,
                 "launched_at": instance.launched_at.isoformat()}))
             logger.info("local node started", extra={"node": node_id, "version": version,
-                                                     "pid": child.pid})
+                                                     "pid": child.pid, "tier": tier.value})
             started.append(instance)
         return started
 

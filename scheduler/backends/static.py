@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from castway.live.base import NodeRegistry
-from castway.model import Node
+from castway.model import Node, NodeTier
 from scheduler.agent import STOP
 from scheduler.backends.base import BackendError, Instance
 
@@ -35,22 +35,24 @@ class StaticBackend:
         self.loop = loop
         self.on_wanted = on_wanted
         self.command_timeout_s = command_timeout_s
-        self._last_wanted = 0  # the shortfall last warned about
+        self._last_wanted: dict[NodeTier, int] = {}  # the shortfall last warned about
 
     def list_instances(self) -> list[Instance]:
         return []  # heartbeats only
 
-    def start(self, count: int, version: str) -> list[Instance]:
+    def start(self, count: int, version: str,
+              tier: NodeTier = NodeTier.TRANSCODE) -> list[Instance]:
         if count <= 0:
-            self._last_wanted = 0
+            self._last_wanted.pop(tier, None)
             return []
         # Once per shortfall, not every tick: the scheduler asks again each minute while
         # the fleet stays as it is, and nothing here can change that.
-        log = logger.warning if count != self._last_wanted else logger.debug
-        self._last_wanted = count
-        log("%d more nodes wanted: the static backend cannot start nodes "
-            "(scale the compose service or the fleet by hand)", count,
-            extra={"wanted": count, "version": version})
+        log = logger.warning if count != self._last_wanted.get(tier) else logger.debug
+        self._last_wanted[tier] = count
+        kind = "edge nodes" if tier == NodeTier.EDGE else "nodes"
+        log("%d more %s wanted: the static backend cannot start nodes "
+            "(scale the compose service or the fleet by hand)", count, kind,
+            extra={"wanted": count, "version": version, "tier": tier.value})
         if self.on_wanted is not None:
             self.on_wanted(count)
         return []

@@ -12,7 +12,7 @@ import pytest
 
 from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastFailed
 from castway.live.memory import MemoryLiveState
-from castway.model import Broadcast, BroadcastState, Node, NodeState, utcnow
+from castway.model import Broadcast, BroadcastState, Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
 from scheduler.backends.base import Instance
 from scheduler.backends.local import LocalBackend
@@ -204,3 +204,48 @@ async def test_the_headroom_is_sized_on_the_publish_rate_read_from_the_live_stat
     assert summary["publish_rate_per_min"] == 0.6
     # 0.6 a minute over a tick and a start (3 min): Poisson(1.8) -> 7 free slots wanted
     assert summary["headroom"] == 7 and summary["actions"] == ["start 1 on v1"]
+
+
+async def test_with_an_edge_tier_each_tier_is_started_through_the_backend_with_its_tier(
+        settings: Settings) -> None:
+    edged = settings.model_copy(update={"edge_tier": True, "edge_capacity": 100,
+                                        "edge_headroom_min_slots": 20})
+    backend = LocalBackend(edged, command=SLEEPER, edge_command=SLEEPER)
+    try:
+        scheduler = Scheduler(edged, MemoryLiveState(), backend)
+        first = await scheduler.tick()
+        summary = first.summary()
+        assert summary["actions"] == ["start 1 edge on v1", "start 1 on v1"]
+        assert {i.tier for i in backend.list_instances()} == {NodeTier.EDGE,
+                                                              NodeTier.TRANSCODE}
+        tiers = summary["tiers"]
+        assert isinstance(tiers, dict) and set(tiers) == {"edge", "transcode"}
+        # the launched nodes count while they start, each in its own tier
+        assert (await scheduler.tick()).summary()["actions"] == []
+    finally:
+        backend.stop_all()
+
+
+async def test_an_edge_heartbeat_is_decided_by_the_edge_policy_only(
+        settings: Settings, routing: RoutingLog) -> None:
+    # a full edge node starts another edge node, not a transcoding one
+    edged = settings.model_copy(update={"edge_tier": True, "edge_capacity": 100})
+    live = MemoryLiveState()
+    now = utcnow()
+    await live.heartbeat(Node(id="e1", image_version="v1", address="", capacity=100,
+                              state=NodeState.ACTIVE, active_broadcasts=95,
+                              heartbeat_at=now, tier=NodeTier.EDGE), 60.0)
+    await live.heartbeat(Node(id="t1", image_version="v1", address="", capacity=8,
+                              state=NodeState.ACTIVE, active_broadcasts=1,
+                              reconnectable=1, heartbeat_at=now), 60.0)
+    result = await Scheduler(edged, live, routing, clock=lambda: now).tick()
+    assert result.summary()["actions"] == ["start 1 edge on v1"]
+    assert [i.tier for i in routing.list_instances()] == [NodeTier.EDGE]
+
+
+def test_merge_view_gives_a_silent_edge_its_publishers_and_no_cost() -> None:
+    now = utcnow()
+    view = merge_view([], [Instance("e", "v1", now, tier=NodeTier.EDGE),
+                           Instance("t", "v1", now)], 8, 1.7, edge_capacity=200)
+    assert [(n.id, n.tier, n.capacity, n.cost_capacity) for n in view] == [
+        ("e", NodeTier.EDGE, 200, 0.0), ("t", NodeTier.TRANSCODE, 8, 1.7)]

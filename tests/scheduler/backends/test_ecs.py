@@ -11,12 +11,13 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import ANY, Stubber
 from moto import mock_aws
 from moto.ec2.utils import generate_instance_identity_document
 from moto.moto_api import state_manager
 
 from castway.live.memory import MemoryLiveState
-from castway.model import Node, NodeState, utcnow
+from castway.model import Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
 from scheduler.backends.base import BackendError
 from scheduler.backends.ecs import EcsBackend, EcsConfig
@@ -45,6 +46,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         for family in ("castway-ingest", "castway-ingest-v2"):
             ecs.register_task_definition(family=family, containerDefinitions=[
                 {"name": "ingest", "image": f"castway:{family}", "memory": 512}])
+        ecs.register_task_definition(family="castway-edge", containerDefinitions=[
+            {"name": "edge", "image": "castway:edge", "memory": 512}])
         client = boto3.client("ec2", region_name=REGION)
         vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnets = [client.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24",
@@ -55,9 +58,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
                                  Scheme="internet-facing")
         tg = elb.create_target_group(Name="ingest-rtmp", Protocol="TCP", Port=1935,
                                      VpcId=vpc, TargetType="ip")["TargetGroups"][0]
+        edge_tg = elb.create_target_group(Name="edge-rtmp", Protocol="TCP", Port=1935,
+                                          VpcId=vpc, TargetType="ip")["TargetGroups"][0]
         zone = boto3.client("route53", region_name=REGION).create_hosted_zone(
             Name="example.com.", CallerReference="castway")["HostedZone"]["Id"]
-        yield {"target_group_arn": tg["TargetGroupArn"], "zone": zone}
+        yield {"target_group_arn": tg["TargetGroupArn"], "zone": zone,
+               "edge_target_group_arn": edge_tg["TargetGroupArn"]}
     state_manager.unset_transition(model_name="ecs::task")
 
 
@@ -70,18 +76,18 @@ def config(aws: dict[str, str], **kw: Any) -> EcsConfig:
     return EcsConfig(**values)
 
 
-def targets(aws: dict[str, str]) -> set[str]:
+def targets(aws: dict[str, str], group: str = "target_group_arn") -> set[str]:
     elb = boto3.client("elbv2", region_name=REGION)
-    health = elb.describe_target_health(TargetGroupArn=aws["target_group_arn"])
+    health = elb.describe_target_health(TargetGroupArn=aws[group])
     return {f"{d['Target']['Id']}:{d['Target']['Port']}"
             for d in health["TargetHealthDescriptions"]}
 
 
-def dns(aws: dict[str, str]) -> dict[str, str]:
+def dns(aws: dict[str, str], name: str | None = None) -> dict[str, str]:
     sets = boto3.client("route53", region_name=REGION).list_resource_record_sets(
         HostedZoneId=aws["zone"])["ResourceRecordSets"]
     return {r["SetIdentifier"]: r["ResourceRecords"][0]["Value"]
-            for r in sets if r["Type"] == "A"}
+            for r in sets if r["Type"] == "A" and name in (None, r["Name"])}
 
 
 def test_start_runs_one_task_per_node_with_its_id_and_version(aws: dict[str, str]) -> None:
@@ -129,10 +135,43 @@ def test_routing_registers_and_deregisters_target_and_dns(aws: dict[str, str]) -
     assert targets(aws) == set() and dns(aws) == {}
 
 
+def test_edge_nodes_run_their_own_task_and_are_routed_through_their_own_group(
+        aws: dict[str, str]) -> None:
+    backend = EcsBackend(config(aws, edge_task_definition="castway-edge",
+                                edge_target_group_arn=aws["edge_target_group_arn"],
+                                edge_route53_record_name="rtmp.example.com."))
+    [edge] = backend.start(1, "v1", tier=NodeTier.EDGE)
+    [ingest] = backend.start(1, "v1")
+    assert {(i.node_id, i.tier) for i in backend.list_instances()} == {
+        (edge.node_id, NodeTier.EDGE), (ingest.node_id, NodeTier.TRANSCODE)}
+    ecs = boto3.client("ecs", region_name=REGION)
+    arns = ecs.list_tasks(cluster="castway", startedBy="castway-scheduler")["taskArns"]
+    by_name = {t["overrides"]["containerOverrides"][0]["name"]: t
+               for t in ecs.describe_tasks(cluster="castway", tasks=arns)["tasks"]}
+    assert by_name["edge"]["taskDefinitionArn"].endswith("castway-edge:1")
+    assert by_name["ingest"]["taskDefinitionArn"].endswith("castway-ingest:1")
+    node = Node(id=edge.node_id, image_version="v1", address="10.0.1.16:1935",
+                state=NodeState.ACTIVE, tier=NodeTier.EDGE)
+    backend.set_routable(node, True)
+    assert targets(aws, "edge_target_group_arn") == {"10.0.1.16:1935"}
+    assert targets(aws) == set()  # publishers reach the edges, not the transcoders
+    assert dns(aws, "rtmp.example.com.") == {edge.node_id: "10.0.1.16"}
+    assert dns(aws, "ingest.example.com.") == {}
+    backend.set_routable(node, False)
+    assert targets(aws, "edge_target_group_arn") == set() and dns(aws) == {}
+
+
+def test_edge_nodes_need_an_edge_task_definition(aws: dict[str, str]) -> None:
+    with pytest.raises(BackendError, match="edge_task_definition"):
+        EcsBackend(config(aws)).start(1, "v1", tier=NodeTier.EDGE)
+
+
 def test_config_from_an_eventbridge_input_refuses_unknown_keys() -> None:
     cfg = EcsConfig.from_mapping({"cluster": "c", "task_definition": "t",
-                                  "subnets": ["s1"], "extra_env": {"A": "1"}})
+                                  "subnets": ["s1"], "extra_env": {"A": "1"},
+                                  "edge_security_groups": ["sg-edge"]})
     assert cfg.subnets == ("s1",) and cfg.extra_env == (("A", "1"),)
+    assert cfg.edge_security_groups == ("sg-edge",)
     with pytest.raises(BackendError):
         EcsConfig.from_mapping({"cluster": "c", "task_definition": "t", "clustre": "x"})
     with pytest.raises(BackendError):
@@ -183,3 +222,30 @@ async def test_a_deploy_through_ticks_makes_the_right_calls(aws: dict[str, str],
     assert [i.node_id for i in backend.list_instances()] == [new[0].node_id]
     assert await live.get_node_command(old.node_id) == "stop"
     assert dns(aws) == {new[0].node_id: "10.0.2.20"}
+
+
+def test_an_edge_task_gets_the_edge_security_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    # botocore's Stubber: the exact RunTask an edge node is launched with
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    ecs = boto3.client("ecs", region_name=REGION)
+    stub = Stubber(ecs)
+    stub.add_response("run_task", {"tasks": [{"taskArn": "arn:task/1"}], "failures": []}, {
+        "cluster": "castway", "taskDefinition": "castway-edge-v3", "count": 1,
+        "startedBy": "castway-scheduler", "launchType": "FARGATE",
+        "overrides": {"containerOverrides": [{"name": "edge", "environment": [
+            {"name": "CASTWAY_NODE_ID", "value": ANY},
+            {"name": "CASTWAY_IMAGE_VERSION", "value": "v3"},
+            {"name": "CASTWAY_NODE_TIER", "value": "edge"}]}]},
+        "networkConfiguration": {"awsvpcConfiguration": {
+            "subnets": ["subnet-a"], "securityGroups": ["sg-edge"],
+            "assignPublicIp": "DISABLED"}}})
+    backend = EcsBackend(EcsConfig(cluster="castway", task_definition="castway-ingest",
+                                   subnets=("subnet-a",), security_groups=("sg-ingest",),
+                                   edge_task_definition="castway-edge-{version}",
+                                   edge_security_groups=("sg-edge",)),
+                         client_factory=lambda service, **kw: ecs)
+    with stub:
+        [edge] = backend.start(1, "v3", tier=NodeTier.EDGE)
+    stub.assert_no_pending_responses()
+    assert edge.tier == NodeTier.EDGE and edge.node_id.startswith("ecs-")

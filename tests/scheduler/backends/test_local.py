@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from castway.model import NodeTier
 from castway.settings import Settings
 from scheduler.backends.local import LocalBackend
 
@@ -117,3 +118,30 @@ def test_without_a_shared_live_state_nothing_is_started(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="CASTWAY_REDIS_URL"):
         b.start(1, "v1")
     assert b.list_instances() == []
+
+
+def test_an_edge_node_runs_the_edge_command_and_is_listed_as_an_edge(
+        tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", redis_url="redis://127.0.0.1:1/0",
+                        node_capacity=4, edge_capacity=150)
+    ingest_out, edge_out = tmp_path / "ingest", tmp_path / "edge"
+    ingest_out.mkdir()
+    edge_out.mkdir()
+    backend = LocalBackend(settings, command=[sys.executable, "-c", CHILD, str(ingest_out)],
+                           edge_command=[sys.executable, "-c", CHILD, str(edge_out)])
+    try:
+        [edge] = backend.start(1, "v1", tier=NodeTier.EDGE)
+        [ingest] = backend.start(1, "v1")
+        assert (edge.tier, ingest.tier) == (NodeTier.EDGE, NodeTier.TRANSCODE)
+        env = wait_env(LocalBackend(settings, command=["x", str(edge_out)]), edge.node_id)
+        assert env["CASTWAY_NODE_ID"] == edge.node_id
+        assert env["CASTWAY_RTMP_PORT"] == "0"  # binds any free port, heartbeats it
+        assert env["CASTWAY_EDGE_CAPACITY"] == "150"
+        assert not (ingest_out / f"{edge.node_id}.env").exists()  # not `castway ingest`
+        # a later one-shot tick reads the tier from the record
+        later = LocalBackend(settings)
+        assert {(i.node_id, i.tier) for i in later.list_instances()} == {
+            (edge.node_id, NodeTier.EDGE), (ingest.node_id, NodeTier.TRANSCODE)}
+        assert later.edge_command[-2:] == ["launch.cli", "edge"]
+    finally:
+        backend.stop_all()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from castway.live.memory import MemoryLiveState
-from castway.model import NodeState
+from castway.model import NodeState, NodeTier
 from castway.settings import Settings
 from scheduler.agent import STOP, NodeAgent
 from scheduler.backends.base import BackendError
@@ -133,3 +133,19 @@ async def test_a_deploy_on_a_static_fleet_stops_the_old_node_after_its_broadcast
     assert old.stopped.is_set()
     await new.beat()
     assert not new.stopped.is_set()
+
+
+async def test_edge_nodes_wanted_are_warned_apart_from_transcoding_ones(
+        caplog: pytest.LogCaptureFixture) -> None:
+    wanted: list[int] = []
+    backend = StaticBackend(MemoryLiveState(), on_wanted=wanted.append)
+    with caplog.at_level(logging.WARNING, logger="scheduler.backends.static"):
+        assert backend.start(2, "v1", tier=NodeTier.EDGE) == []
+        assert backend.start(3, "v1") == []
+        backend.start(2, "v1", tier=NodeTier.EDGE)  # the same shortfall: once
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == ["2 more edge nodes wanted: the static backend cannot start nodes "
+                      "(scale the compose service or the fleet by hand)",
+                      "3 more nodes wanted: the static backend cannot start nodes "
+                      "(scale the compose service or the fleet by hand)"]
+    assert wanted == [2, 3, 2]
