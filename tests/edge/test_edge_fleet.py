@@ -16,10 +16,11 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from castway.live.base import LiveState
-from castway.model import NodeTier
+from castway.model import NodeState, NodeTier
 from scheduler.agent import DRAIN
 from scheduler.backends.local import LocalBackend
 from tests.edge.conftest import EdgeProcess, nodes_of
@@ -184,3 +185,53 @@ async def test_a_broadcast_whose_node_dies_goes_on_on_another_node(
             publisher.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             publisher.wait(10)
+
+
+def logged(log: Path, message: str) -> dict[str, object] | None:
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("msg") == message:
+                return dict(record)
+    return None
+
+
+async def test_an_edge_told_to_stop_refuses_new_publishers_and_waits_for_its_own(
+        backend: LocalBackend, edge: EdgeProcess, live: LiveState,
+        channels: dict[str, str], h264_aac_flv: Path) -> None:
+    ffmpeg = require_tool("ffmpeg")
+    backend.start(1, "v1")
+
+    async def fleet_up() -> bool:
+        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == 1
+                and len(await nodes_of(live, NodeTier.EDGE)) == 1)
+    await until("a transcoding node and the edge active", fleet_up)
+    [edge_node] = await nodes_of(live, NodeTier.EDGE)
+    up = logged(edge.log, "edge node up")
+    assert up is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{up['http_port']}") as http:
+        assert (await http.get("/healthz")).status_code == 200
+    staying = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["alpha"], 12.0)
+    try:
+        async def on_air() -> bool:
+            return await live.live_broadcast("alpha") is not None
+        await until("the broadcast live", on_air)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{up['http_port']}") as http:
+            metrics = (await http.get("/metrics")).text
+        assert "castway_edge_relays 1.0" in metrics
+        edge.process.send_signal(signal.SIGTERM)
+
+        async def draining() -> bool:
+            return len(await nodes_of(live, NodeTier.EDGE, NodeState.DRAINING)) == 1
+        await until("the edge draining", draining, timeout_s=10)
+        refused = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["beta"], 5.0)
+        assert refused.wait(30) != 0  # a new publisher is refused
+        assert await live.live_broadcast("beta") is None
+        assert edge.process.poll() is None  # still relaying the one it has
+        assert staying.wait(40) == 0  # which runs to its own end
+        assert edge.process.wait(20) == 0  # and then the edge exits
+    finally:
+        if staying.poll() is None:
+            staying.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            staying.wait(10)
