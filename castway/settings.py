@@ -79,6 +79,11 @@ class Settings(BaseSettings):
                                  "header on every RTMP and RTMPS connection (behind an NLB "
                                  "with proxy protocol on); a connection without one is "
                                  "refused.")
+    relay_proxy_protocol: bool = Field(False, description="castway edge: begin every "
+                                       "relay to a transcoding node with a PROXY v2 header "
+                                       "naming the publisher, so the node's limits, logs "
+                                       "and publish authorization see the publisher, not "
+                                       "the edge (the nodes then need PROXY_PROTOCOL on).")
     srt_port: int = Field(0, ge=0, description="SRT ingest port (UDP, listener mode; "
                           "libsrt); 0: SRT off. Publishers call "
                           "srt://HOST:PORT?streamid=#!::r=live/KEY,m=publish.")

@@ -53,7 +53,8 @@ class EdgeHandler:
 
     def __init__(self, *, catalog: Catalog, live: LiveState, version: str, app: str,
                  registry: CollectorRegistry, open_timeout_s: float, retry_s: float,
-                 max_held_bytes: int, admission: Callable[[], str | None] | None = None,
+                 max_held_bytes: int, proxy_protocol: bool = False,
+                 admission: Callable[[], str | None] | None = None,
                  disconnect: Callable[[str, str], bool] | None = None) -> None:
         self.catalog = catalog
         self.live = live
@@ -65,7 +66,8 @@ class EdgeHandler:
         self._catalog_threads = ThreadPoolExecutor(2, thread_name_prefix="edge-catalog")
         self.target = RelayTarget(choose=self._choose, app=app,
                                   open_timeout_s=open_timeout_s, retry_s=retry_s,
-                                  max_held_bytes=max_held_bytes, on_switch=self._switched)
+                                  max_held_bytes=max_held_bytes,
+                                  proxy_protocol=proxy_protocol, on_switch=self._switched)
 
     async def _choose(self, exclude: frozenset[str], leave_version: str | None) -> Node | None:
         return pick_transcoding_node(await self.live.list_nodes(), version=self.version,
@@ -96,7 +98,8 @@ class EdgeHandler:
             node = await self._choose(frozenset(failed), None)
             if node is None:
                 break
-            link = RelayLink(node, app=request.app, stream_key=request.stream_key)
+            link = RelayLink(node, app=request.app, stream_key=request.stream_key,
+                             publisher=request.peer if self.target.proxy_protocol else None)
             try:
                 await link.open(self.target.open_timeout_s)
             except RelayRefused as exc:
@@ -116,7 +119,8 @@ class EdgeHandler:
             cid = request.connection_id
             relay = Relay(self.target, link, channel=channel, stream_key=request.stream_key,
                           disconnect=functools.partial(self._cut, cid),
-                          on_closed=functools.partial(self._closed, cid))
+                          on_closed=functools.partial(self._closed, cid),
+                          publisher=request.peer)
             self.relays[request.connection_id] = relay
             self.metrics.relays.set(len(self.relays))
             self.metrics.publishes.labels("relayed").inc()

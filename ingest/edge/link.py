@@ -16,6 +16,7 @@ import logging
 
 from castway.media import MediaPacket
 from castway.model import Node
+from castway.proxy_protocol import ProxyHeader
 from ingest.protocol.amf0 import AmfValue
 from ingest.protocol.client import (
     Connected,
@@ -46,10 +47,34 @@ class RelayRefused(RelayFailed):
         self.description = description
 
 
+def _split(address: str) -> tuple[str, int] | None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def proxy_header(publisher: str, node_address: str) -> bytes:
+    """A PROXY v2 header naming ``publisher`` ("host:port", as the edge's server saw it)
+    as the client of a relay to ``node_address``, so the node's limits, logs and publish
+    authorization see the publisher rather than the edge. LOCAL (the node then uses the
+    edge's address) where the two addresses are not of one IP family."""
+    source, destination = _split(publisher), _split(node_address)
+    header = ProxyHeader(2, source, destination, 0)
+    try:
+        return bytes(header)
+    except ValueError:  # no address, or IPv4 and IPv6 mixed
+        return bytes(ProxyHeader(2, None, None, 0))
+
+
 class RelayLink:
     def __init__(self, node: Node, *, app: str, stream_key: str,
-                 fourccs: tuple[str, ...] = (), write_timeout_s: float = 10.0) -> None:
+                 fourccs: tuple[str, ...] = (), write_timeout_s: float = 10.0,
+                 publisher: str | None = None) -> None:
+        """``publisher``: the publisher's address, sent to the node in a PROXY v2 header
+        first (the node must expect one: its ``PROXY_PROTOCOL``); None: no header."""
         self.node = node
+        self.publisher = publisher
         self.write_timeout_s = write_timeout_s
         host, _, port = node.address.rpartition(":")
         self.host, self.port = host or "127.0.0.1", int(port)
@@ -87,6 +112,8 @@ class RelayLink:
 
     async def _publish(self) -> None:
         assert self._reader is not None and self._writer is not None
+        if self.publisher is not None:
+            self._writer.write(proxy_header(self.publisher, self.node.address))
         self._writer.write(self.session.data_to_send())
         while True:
             data = await self._reader.read(READ_SIZE)

@@ -61,6 +61,8 @@ class RelayTarget:
     open_timeout_s: float  # a handover may take this long before the publish starts
     retry_s: float  # a broadcast whose node died finds another within this long
     max_held_bytes: int
+    #: Relays name their publisher to the node in a PROXY v2 header.
+    proxy_protocol: bool = False
     #: Told of each switch as it happens: ("move" or "node_lost", seconds it took).
     on_switch: Callable[[str, float], None] = lambda reason, seconds: None
 
@@ -79,8 +81,9 @@ class Relay:
 
     def __init__(self, target: RelayTarget, link: RelayLink, *, channel: str,
                  stream_key: str, disconnect: Callable[[str], None],
-                 on_closed: Callable[[Relay], None]) -> None:
+                 on_closed: Callable[[Relay], None], publisher: str = "") -> None:
         self.target = target
+        self.publisher = publisher
         self.link = link
         self.channel = channel
         self.stream_key = stream_key
@@ -190,7 +193,8 @@ class Relay:
             node = await self._choose(failed, old.node.image_version if leaving else None)
             if node is not None:
                 link = RelayLink(node, app=self.target.app, stream_key=self.stream_key,
-                                 fourccs=self._fourccs())
+                                 fourccs=self._fourccs(), publisher=self.publisher
+                                 if self.target.proxy_protocol else None)
                 try:
                     await link.open(self.target.open_timeout_s)
                 except RelayRefused as exc:

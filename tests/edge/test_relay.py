@@ -87,9 +87,10 @@ class Rig:
     registry: CollectorRegistry
 
     async def add_node(self, node_id: str, *, version: str = "v1",
-                       reject: set[str] | None = None) -> Transcoder:
+                       reject: set[str] | None = None, proxy: bool = False) -> Transcoder:
         handler = RecordingHandler(reject=reject)
-        server = IngestServer(self.settings, handler)
+        server = IngestServer(self.settings.model_copy(update={"proxy_protocol": proxy}),
+                              handler)
         await server.start()
         n = Node(id=node_id, image_version=version, address=f"127.0.0.1:{server.port}",
                  state=NodeState.ACTIVE, tier=NodeTier.TRANSCODE)
@@ -290,3 +291,44 @@ async def test_an_encoder_sent_ladder_goes_through_track_by_track(rig: Rig) -> N
                      and len(first.publications[0].packets) == len(ladder))
     assert first.publications[0].packets == ladder
     await publisher.close()
+
+
+async def test_a_relay_names_its_publisher_to_the_node_in_a_proxy_header(rig: Rig) -> None:
+    rig.handler.target = replace(rig.handler.target, proxy_protocol=True)
+    first = await rig.add_node("n1", proxy=True)  # refuses a connection without one
+    publisher = await rig.publisher()
+    packets = stream(20)
+    await send(publisher, packets[:10])
+    await eventually(lambda: len(first.publications) == 1)
+    writer = publisher._writer  # noqa: SLF001 -- the test publisher's own socket
+    assert writer is not None
+    host, port = writer.get_extra_info("sockname")[:2]
+    assert first.publications[0].request.peer == f"{host}:{port}"
+    # and so does the relay of a move
+    second = await rig.add_node("n2", proxy=True)
+    first.server.request_reconnect(None)
+    await asyncio.sleep(0.1)
+    await send(publisher, packets[10:])
+    await eventually(lambda: len(second.publications) == 1)
+    assert second.publications[0].request.peer == f"{host}:{port}"
+    await publisher.close()
+
+
+def test_a_proxy_header_of_mixed_families_speaks_for_the_edge_itself() -> None:
+    from castway.proxy_protocol import ProxyHeader, ProxyHeaderReader
+    from ingest.edge.link import proxy_header
+
+    def read(data: bytes) -> ProxyHeader:
+        reader, pos = ProxyHeaderReader(), 0
+        while True:
+            wanted = reader.wanted
+            header = reader.receive_data(data[pos:pos + wanted])
+            pos += wanted
+            if header is not None:
+                assert pos == len(data)
+                return header
+
+    v4 = read(proxy_header("203.0.113.7:51000", "10.0.0.5:1935"))
+    assert v4.source == ("203.0.113.7", 51000)
+    mixed = read(proxy_header("[2001:db8::1]:51000", "10.0.0.5:1935"))
+    assert mixed.source is None  # LOCAL: the node uses the edge's address
