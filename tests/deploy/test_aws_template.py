@@ -33,6 +33,7 @@ from cfnlint.decode import decode  # type: ignore[import-untyped]
 from castway.health.asgi import create_health_app
 from castway.live.memory import MemoryLiveState
 from castway.model import NodeTier
+from castway.proxy_protocol import ProxyHeader, ProxyHeaderReader
 from castway.settings import Settings
 from launch.cli import _settings, build_parser
 from launch.http_app import create_platform_app
@@ -286,7 +287,9 @@ def test_rtmp_path_uses_the_port_the_edge_command_binds() -> None:
     assert group["Protocol"] == "TCP" and int(group["Port"]) == rtmp
     assert group["TargetType"] == "ip"  # the scheduler registers task IPs
     assert int(group["HealthCheckPort"]) == http  # /readyz is on the HTTP port
-    assert _rule_input()["edge_ecs"]["rtmp_port"] == rtmp
+    # the scheduler registers an edge at its task's private IPv4 and the one RTMP port
+    # of its ECS configuration, both tiers'
+    assert _rule_input()["ecs"]["rtmp_port"] == rtmp
 
 
 def test_edges_relay_to_the_port_the_transcoding_command_binds() -> None:
@@ -425,12 +428,12 @@ def test_the_nlb_reaches_the_edge_tier_and_nothing_else() -> None:
     assert nlb_listeners == {"IngestListener", "IngestTlsListener"}
     for listener in nlb_listeners:
         assert users[listener] == {"EdgeTargetGroup"}
-    # the edge target group is filled by the scheduler's edge tier alone
+    # the edge target group is filled by the scheduler, with edge nodes only
     event = _props("SchedulerTickRule")["Targets"][0]["Input"]["Fn::Sub"][0]
-    assert '"target_group_arn": "${EdgeTargetGroup}"' in event
-    assert event.count("target_group_arn") == 1
-    assert _rule_input()["edge_ecs"]["container_name"] == "edge"
-    assert "target_group_arn" not in _rule_input()["ecs"]
+    assert '"edge_target_group_arn": "${EdgeTargetGroup}"' in event
+    config = EcsConfig.from_mapping(_rule_input()["ecs"])
+    assert config.edge_target_group_arn == "edgetargetgroup"
+    assert config.target_group_arn is None and config.route53_zone_id is None
     # and the transcoding tier is in no target group, of the NLB or any other
     for service in _of_type("AWS::ECS::Service").values():
         for binding in service["Properties"].get("LoadBalancers", []):
@@ -447,10 +450,25 @@ def test_transcoding_tasks_are_reached_from_the_edges_only() -> None:
     # no other resource opens the transcoding tasks' group
     for name, resource in _of_type("AWS::EC2::SecurityGroupIngress").items():
         assert _refs(resource["Properties"].get("GroupId")) != {"IngestSecurityGroup"}, name
-    assert _rule_input()["ecs"]["security_groups"] == ["ingestsecuritygroup"]
-    assert _rule_input()["ecs"]["assign_public_ip"] is False
+    config = EcsConfig.from_mapping(_rule_input()["ecs"])
+    assert config.security_groups == ("ingestsecuritygroup",)
+    assert config.edge_security_groups == ("edgesecuritygroup",)
+    assert config.assign_public_ip is False
     edge_rules = _props("EdgeSecurityGroup")["SecurityGroupIngress"]
     assert all(_refs(r["SourceSecurityGroupId"]) == {"NlbSecurityGroup"} for r in edge_rules)
+
+
+def read_proxy_header(data: bytes) -> ProxyHeader:
+    """The header a node's reader makes of ``data`` (fed as a socket would, never past
+    the header)."""
+    reader = ProxyHeaderReader()
+    header = None
+    while header is None:
+        chunk, data = data[:reader.wanted], data[reader.wanted:]
+        assert chunk, "the header ended early"
+        header = reader.receive_data(chunk)
+    assert not data, "bytes after the header"
+    return header
 
 
 class _TaskMetadata(BaseHTTPRequestHandler):
@@ -614,18 +632,19 @@ def test_scheduler_ticks_every_minute_with_the_real_handler() -> None:
     assert _refs(permission["SourceArn"]) == {"SchedulerTickRule"}
 
 
-@pytest.mark.parametrize(("key", "container"), [("ecs", "ingest"), ("edge_ecs", "edge")])
-def test_rule_input_is_an_ecs_configuration_the_backend_accepts(
-        key: str, container: str) -> None:
-    config = EcsConfig.from_mapping(_rule_input()[key])
-    assert config.container_name == container
+def test_rule_input_is_an_ecs_configuration_the_backend_accepts() -> None:
+    config = EcsConfig.from_mapping(_rule_input()["ecs"])
+    assert config.container_name == "ingest" and config.edge_container_name == "edge"
     assert config.launch_type == "FARGATE"
-    assert _props(_task_definition_of(container))["RequiresCompatibilities"] == ["FARGATE"]
-    assert config.rtmp_port == int(_args(container).rtmp_port)
+    for container in ("ingest", "edge"):
+        td = _props(_task_definition_of(container))
+        assert td["RequiresCompatibilities"] == ["FARGATE"]
+        assert config.rtmp_port == int(_args(container).rtmp_port)
     assert config.route53_zone_id is None  # routing is the NLB target group only
     assert not config.assign_public_ip
     text = _props("SchedulerTickRule")["Targets"][0]["Input"]["Fn::Sub"][0]
-    assert f'"task_definition": "${{{_task_definition_of(container)}}}"' in text
+    assert '"task_definition": "${IngestTaskDefinition}"' in text
+    assert '"edge_task_definition": "${EdgeTaskDefinition}"' in text
     assert '"cluster": "${Cluster}"' in text
     assert '"desired_version": "${ImageTag}"' in text
 
@@ -765,15 +784,23 @@ def test_the_nlb_sends_proxy_v2_and_the_edge_tasks_expect_it() -> None:
     assert Settings(proxy_protocol=env["CASTWAY_PROXY_PROTOCOL"]).proxy_protocol
 
 
-def test_transcoding_tasks_take_the_edges_relays_as_they_come() -> None:
-    """A relay connects straight from its edge, with no PROXY header, and all of one
-    edge's relays share its address: neither may be refused."""
-    env = _environment(_container("ingest"))
-    assert "CASTWAY_PROXY_PROTOCOL" not in env
-    limit = Settings(max_connections_per_ip=env["CASTWAY_MAX_CONNECTIONS_PER_IP"])
-    # every broadcast of a node from one edge, twice over while they move
-    most = 2 * int(PARAMETERS["NodeCapacity"]["Default"])
-    assert limit.max_connections_per_ip >= most
+def test_the_edges_name_each_publisher_to_the_transcoding_tasks() -> None:
+    """Each relay begins with a PROXY v2 header naming its publisher, which the
+    transcoding node expects (and trusts: only the edges reach it), so its per-address
+    limits and publish authorization see the publisher, not the edge."""
+    from ingest.edge.link import proxy_header
+
+    edge, ingest = _environment(_container("edge")), _environment(_container("ingest"))
+    assert Settings(relay_proxy_protocol=edge["CASTWAY_RELAY_PROXY_PROTOCOL"]
+                    ).relay_proxy_protocol
+    assert Settings(proxy_protocol=ingest["CASTWAY_PROXY_PROTOCOL"]).proxy_protocol
+    assert "CASTWAY_MAX_CONNECTIONS_PER_IP" not in ingest  # a publisher's limit again
+    # the node heartbeats its private IPv4, so the header names the publisher (an
+    # address the edge could not put in a header would make it a LOCAL one)
+    node = f"{_TaskMetadata.ADDRESS}:{_rule_input()['ecs']['rtmp_port']}"
+    header = read_proxy_header(proxy_header("203.0.113.7:50122", node))
+    assert header.source == ("203.0.113.7", 50122)
+    assert header.destination == (_TaskMetadata.ADDRESS, 1935)
 
 
 def test_rtmps_is_open_to_publishers_and_the_edge_tasks_only_to_the_nlb() -> None:
