@@ -15,7 +15,9 @@ import yaml
 
 from castway.live.memory import MemoryLiveState
 from castway.model import NodeTier
+from castway.proxy_protocol import ProxyHeader, ProxyHeaderReader
 from castway.settings import Settings
+from ingest.edge.link import proxy_header
 from launch.cli import _settings, build_parser
 from scheduler.agent import NodeAgent
 
@@ -97,6 +99,17 @@ def test_only_the_edge_takes_publishers_from_the_host() -> None:
     assert "ports" not in CASTWAY_SERVICES["ingest"]
 
 
+def read_proxy_header(data: bytes) -> ProxyHeader:
+    """The header a node's reader makes of ``data`` (fed as a socket would)."""
+    reader = ProxyHeaderReader()
+    header = None
+    while header is None:
+        chunk, data = data[:reader.wanted], data[reader.wanted:]
+        assert chunk, "the header ended early"
+        header = reader.receive_data(chunk)
+    return header
+
+
 def _settings_of(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     """The settings a service's process runs with: its environment, then its flags."""
     svc = CASTWAY_SERVICES[name]
@@ -121,8 +134,14 @@ def test_the_transcoding_node_heartbeats_its_compose_network_address(
     assert host == "ingest" and host in SERVICES  # the service's name resolves to it
     assert CASTWAY_SERVICES["ingest"]["hostname"] == host  # and to it alone, in itself
     assert str(port) in {str(p) for p in CASTWAY_SERVICES["ingest"]["expose"]}
-    # one edge's relays share its address: they must not hit the per-address limit
+    # One edge's relays share its address: they must not hit the per-address limit.
+    # The edge cannot name its publishers instead (CASTWAY_RELAY_PROXY_PROTOCOL): the
+    # PROXY header it would send to a node heartbeating a name is a LOCAL one.
     assert settings.max_connections_per_ip >= 2 * settings.node_capacity
+    assert read_proxy_header(proxy_header("203.0.113.7:50122", agent.address)).source is None
+    assert not settings.proxy_protocol
+    edge = _settings_of("edge", monkeypatch, tmp_path)
+    assert not edge.relay_proxy_protocol
 
 
 def test_the_scheduler_knows_the_fleet_has_an_edge_tier(
