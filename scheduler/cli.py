@@ -68,10 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-cost-per-publisher", type=float, default=0.004,
                    help="cores one relayed publisher costs an edge node (--edge; an "
                    "estimate until castway edge is measured)")
-    p.add_argument("--placement", choices=("random", "fullest"), default="random",
+    p.add_argument("--placement", choices=("random", "fullest", "emptiest"),
+                   default="random",
                    help="how the edge picks the transcoding node it relays to (--edge): "
                    "at random among the open ones with room, as a load balancer "
-                   "would, or the fullest with room")
+                   "would; the fullest open one with room; or, as castway edge does "
+                   "today, the active one with the most free cores, closed or not")
     return parser
 
 

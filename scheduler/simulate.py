@@ -159,7 +159,9 @@ class World:
         self.prefix = prefix
         # "random": a load balancer's pick among the routable nodes with room; "fullest":
         # the routable node with the least room that holds it (an edge picking the
-        # transcoding node it relays to)
+        # transcoding node it relays to); "emptiest": what castway edge does today
+        # (ingest.edge.placement): the active node with the most free cores, closed
+        # (out of the load balancer) or not, from its first heartbeat
         self.placement = placement
         self.capacity = capacity
         self.node_cost = node_cost
@@ -212,8 +214,10 @@ class World:
     def accepting(self, cost: float, exclude: str | None = None) -> list[SimNode]:
         """Routable nodes with room for a broadcast of ``cost`` (a float a hair over is
         rounding, not over-commitment)."""
-        return [n for n in self.nodes.values() if n.routable and n.state == NodeState.ACTIVE
-                and n.routable_at <= self.now and len(n.broadcasts) < n.capacity
+        every_active = self.placement == "emptiest"
+        return [n for n in self.nodes.values() if n.state == NodeState.ACTIVE
+                and (every_active or (n.routable and n.routable_at <= self.now))
+                and len(n.broadcasts) < n.capacity
                 and n.used + cost <= n.cost_capacity + 1e-9 and n.id != exclude]
 
     def place(self, b: int, exclude: str | None = None) -> bool:
@@ -224,6 +228,9 @@ class World:
         if self.placement == "fullest":
             node = min(choices, key=lambda n: (n.cost_capacity - n.used,
                                                n.capacity - len(n.broadcasts), n.id))
+        elif self.placement == "emptiest":
+            node = min(choices, key=lambda n: (n.used - n.cost_capacity,
+                                               len(n.broadcasts) - n.capacity, n.id))
         else:
             node = self.rng.choice(choices)
         if b not in self.started:

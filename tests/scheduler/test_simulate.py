@@ -194,3 +194,26 @@ def test_a_draining_transcoding_node_empties_as_soon_as_others_have_room() -> No
     assert transcoders.figures.interrupted == 0
     assert {transcoders.nodes[transcoders.where[b]].version for b in (0, 1)} == {"v2"}
     assert all(n.id.startswith("e") for n in edges.nodes.values())
+
+
+def test_castway_edges_placement_is_the_emptiest_active_node_closed_or_not() -> None:
+    # ingest.edge.placement: the most free cores among the active transcoding nodes; it
+    # does not know which ones the scheduler closed
+    world = World(SMALL, capacity=8, start_delay_s=0.0, rng=random.Random(1),
+                  node_cost=1.7, placement="emptiest")
+    world.cost.update({1: 0.9, 2: 0.3, 3: 0.3})
+    busy, closed = world.start("v1"), world.start("v1")
+    for node in (busy, closed):
+        node.state = NodeState.ACTIVE
+    busy.routable = True  # closed stays out of the load balancer
+    assert world.place(2) and busy.broadcasts == {2}  # a tie: the lowest id
+    assert world.place(1) and closed.broadcasts == {1}  # 1.7 free against 1.4
+    assert world.place(3) and busy.broadcasts == {2, 3}  # 1.4 free against 0.8
+    fullest = World(SMALL, capacity=8, start_delay_s=0.0, rng=random.Random(1),
+                    node_cost=1.7, placement="fullest")
+    fullest.cost.update(world.cost)
+    a, b = fullest.start("v1"), fullest.start("v1")
+    for node in (a, b):
+        node.state, node.routable = NodeState.ACTIVE, True
+    assert fullest.place(1) and fullest.place(2) and fullest.place(3)
+    assert {len(a.broadcasts), len(b.broadcasts)} == {0, 3}  # packed on one node
