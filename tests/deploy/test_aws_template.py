@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -496,11 +497,10 @@ class _TaskMetadata(BaseHTTPRequestHandler):
         pass
 
 
-def test_transcoding_tasks_heartbeat_their_private_address(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The entry point's script, run for real: it asks the task metadata endpoint for the
-    task's private IPv4 and hands castway ``CASTWAY_HOST``; the node agent then
-    heartbeats that address and the RTMP port, which is where the edges connect."""
+def _run_entry_point(tmp_path: Path, metadata_uri: str) -> tuple[int, Path]:
+    """The ingest container's ``sh -c`` script, with ``python`` the test's interpreter
+    and a ``castway`` that writes the CASTWAY_HOST and arguments it was given to the
+    returned path."""
     (script,) = _container("ingest")["Command"]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -509,17 +509,27 @@ def test_transcoding_tasks_heartbeat_their_private_address(
     castway = bin_dir / "castway"
     castway.write_text(f'#!/bin/sh\nprintf "%s\\n" "$CASTWAY_HOST" "$@" > {seen}\n')
     castway.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "ECS_CONTAINER_METADATA_URI_V4": metadata_uri}
+    done = subprocess.run(["sh", "-c", script], env=env, timeout=30, capture_output=True)
+    return done.returncode, seen
+
+
+def test_transcoding_tasks_heartbeat_their_private_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The entry point's script, run for real: it asks the task metadata endpoint for the
+    task's private IPv4 and hands castway ``CASTWAY_HOST``; the node agent then
+    heartbeats that address and the RTMP port, which is where the edges connect."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TaskMetadata)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        env = {"PATH": f"{bin_dir}:/usr/bin:/bin",
-               "ECS_CONTAINER_METADATA_URI_V4": f"http://127.0.0.1:{server.server_port}/v4/x"}
-        subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+        code, seen = _run_entry_point(
+            tmp_path, f"http://127.0.0.1:{server.server_port}/v4/cd189a933e58")
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+    assert code == 0
     host, *argv = seen.read_text().splitlines()
     assert host == _TaskMetadata.ADDRESS
     assert argv == _argv("ingest")
@@ -533,6 +543,17 @@ def test_transcoding_tasks_heartbeat_their_private_address(
     agent = NodeAgent(settings, MemoryLiveState(), active_broadcasts=lambda: 0)
     assert agent.tier == NodeTier.TRANSCODE
     assert agent.address == f"{_TaskMetadata.ADDRESS}:{_rule_input()['ecs']['rtmp_port']}"
+
+
+def test_a_transcoding_task_without_its_address_does_not_start(tmp_path: Path) -> None:
+    """No metadata endpoint answer: the task exits (and the scheduler replaces it)
+    rather than run a node that would heartbeat the image's CASTWAY_HOST, 0.0.0.0."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    code, seen = _run_entry_point(tmp_path, f"http://127.0.0.1:{port}/v4/x")
+    assert code != 0
+    assert not seen.exists()
 
 
 # --- CloudFront -----------------------------------------------------------------------------
