@@ -6,6 +6,7 @@ the same broadcast there; anything else is refused as before."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from castway.keys import hash_stream_key
 from castway.live.base import LiveState
 from castway.live.memory import MemoryLiveState
 from castway.live.redis import RedisLiveState
-from castway.model import Broadcast, BroadcastState, Channel, StreamKey
+from castway.model import Broadcast, BroadcastState, Channel, NodeState, StreamKey
+from castway.model import Node as FleetNode
 from castway.settings import Settings
 from ingest import handover
 from ingest.broadcasts import BroadcastManager
@@ -199,16 +201,54 @@ async def test_the_old_publisher_closing_while_the_holder_waits_hands_over(
     assert a.manager.broadcast_id("alpha") is None
 
 
-async def test_no_answer_from_the_holding_node_refuses_the_publish(
+async def test_a_silent_holder_that_still_takes_connections_keeps_its_broadcast(
         nodes: tuple[Node, Node]) -> None:
     _, b = nodes
-    # A node that died (or predates handovers): its broadcast and claim are still there.
-    await b.live.put_broadcast(Broadcast(id="dead-1", channel="alpha", node_id="node-dead"))
-    assert await b.live.claim_channel("alpha", "dead-conn", 30) is None
-    assert await b.manager.on_publish(request("b-1")) == Rejection.already_live()
+    # Alive but deaf (cut off from the live state's pub/sub, say): it may still be
+    # publishing the broadcast, so no second node may take it.
+    listener = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        await b.live.heartbeat(FleetNode(id="node-deaf", image_version="v1",
+                                         address=f"127.0.0.1:{port}",
+                                         state=NodeState.ACTIVE), 30)
+        await b.live.put_broadcast(Broadcast(id="deaf-1", channel="alpha",
+                                             node_id="node-deaf"))
+        assert await b.live.claim_channel("alpha", "deaf-conn", 30) is None
+        assert await b.manager.on_publish(request("b-1")) == Rejection.already_live()
+    finally:
+        listener.close()
     assert b.manager.live_broadcasts == 0
     live = await b.live.live_broadcast("alpha")
-    assert live is not None and live.node_id == "node-dead"
+    assert live is not None and live.node_id == "node-deaf"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("holder", ["no heartbeat left", "its port refuses connections"])
+async def test_a_dead_holders_broadcast_goes_on_where_its_publisher_comes_back(
+        nodes: tuple[Node, Node], holder: str) -> None:
+    _, b = nodes
+    if holder == "its port refuses connections":  # the process died a moment ago
+        await b.live.heartbeat(FleetNode(id="node-dead", image_version="v1",
+                                         address=f"127.0.0.1:{closed_port()}",
+                                         state=NodeState.ACTIVE), 30)
+    await b.live.put_broadcast(Broadcast(id="dead-1", channel="alpha", node_id="node-dead"))
+    assert await b.live.claim_channel("alpha", "dead-conn", 30) is None
+    async with await b.live.subscribe(BROADCASTS_TOPIC) as events:
+        outcome = await b.manager.on_publish(request("b-1"))
+        assert not isinstance(outcome, Rejection)
+        assert await next_event(events) == BroadcastResumed("dead-1", "alpha", "node-b")
+    assert b.manager.broadcast_id("alpha") == "dead-1"  # the same broadcast, not a new one
+    live = await b.live.live_broadcast("alpha")
+    assert live is not None and live.node_id == "node-b"
+    assert len(b.pipeline.handovers) == 1  # goes on from the dead node's windows
+    # the claim is the new publisher's now
+    assert await b.live.claim_channel("alpha", "someone-else", 30) == "b-1"
 
 
 async def test_a_handover_request_for_another_broadcast_is_refused(
