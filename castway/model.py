@@ -193,6 +193,9 @@ class Node:
     cost_used: float = 0.0
     cost_error: float | None = None
     tier: NodeTier = NodeTier.TRANSCODE
+    # False while the scheduler holds this active node out of rotation (closed): an
+    # edge relays there only when no open node has room.
+    routable: bool = True
 
     @property
     def free_slots(self) -> int:

@@ -50,7 +50,8 @@ class EdgeNode:
             # a crashed node's broadcast goes on within its grace window, and the node
             # taking it finds the dead one silent after a handover request's timeout
             retry_s=max(settings.reconnect_grace_s, 10.0),
-            max_held_bytes=MAX_HELD_BYTES, proxy_protocol=settings.relay_proxy_protocol)
+            max_held_bytes=MAX_HELD_BYTES, proxy_protocol=settings.relay_proxy_protocol,
+            broadcast_cost=settings.headroom_broadcast_cost)
         self._stack.callback(self.handler.close)
         self.server = IngestServer(settings, self.handler)
         self.handler.disconnect = self.server.disconnect

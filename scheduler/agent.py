@@ -26,6 +26,10 @@ Callback = Callable[[], Awaitable[None] | None]
 DRAIN = "drain"
 RESUME = "resume"
 STOP = "stop"
+#: Out of rotation and back (a closed node keeps its broadcasts): heartbeated as
+#: ``Node.routable`` for the edges, which have no load balancer to be told.
+CLOSE = "close"
+OPEN = "open"
 
 
 def default_node_id() -> str:
@@ -57,6 +61,7 @@ class NodeAgent:
         # The transcoders' cost ledger (None: no transcoding here, slots only).
         self.ledger = ledger
         self._state = NodeState.STARTING
+        self.routable = True
         self._on_drain: list[Callback] = []
         self.stopped = asyncio.Event()
         self._wake = asyncio.Event()
@@ -120,7 +125,7 @@ class NodeAgent:
                     cost_capacity=ledger.capacity if ledger is not None else 0.0,
                     cost_used=ledger.used if ledger is not None else 0.0,
                     cost_error=ledger.estimate_error if ledger is not None else None,
-                    tier=self.tier)
+                    tier=self.tier, routable=self.routable)
 
     async def beat(self) -> Node:
         """Read the scheduler's command, act on it, and heartbeat the result."""
@@ -177,6 +182,8 @@ class NodeAgent:
             self._state = NodeState.STOPPED
             logger.info("stopping", extra={"node": self.node_id})
             self.stopped.set()
+        elif command in (CLOSE, OPEN):
+            self.routable = command == OPEN
         elif command not in (DRAIN, RESUME, STOP):
             logger.warning("unknown node command ignored",
                            extra={"node": self.node_id, "command": command})

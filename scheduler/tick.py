@@ -18,7 +18,7 @@ from castway.events.broadcasts import BroadcastFailed
 from castway.live.base import LiveState
 from castway.model import BroadcastState, Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
-from scheduler.agent import DRAIN, RESUME, STOP
+from scheduler.agent import CLOSE, DRAIN, OPEN, RESUME, STOP
 from scheduler.backends.base import Backend, Instance
 from scheduler.coordination import Coordinator, LocalCoordinator
 from scheduler.decide import (
@@ -200,6 +200,7 @@ class Scheduler:
             # routing only: the node goes on as it is (_sync_routing keeps it so)
             await asyncio.to_thread(self.backend.set_routable, node,
                                     isinstance(action, OpenNode))
+            await self._tell_edges(node, isinstance(action, OpenNode))
         elif isinstance(action, MarkLost):
             await self._fail_broadcasts(node.id, now)
             await self.live.set_node_command(node.id, STOP)  # if it ever comes back
@@ -265,9 +266,18 @@ class Scheduler:
                 continue
             try:  # closed: active, keeps its broadcasts, out of the load balancer
                 await asyncio.to_thread(self.backend.set_routable, node, node.id not in closed)
+                await self._tell_edges(node, node.id not in closed)
             except Exception as exc:
                 logger.exception("register failed", extra={"node": node.id})
                 errors.append(f"register {node.id}: {exc}")
+
+    async def _tell_edges(self, node: Node, routable: bool) -> None:
+        """Behind edges a transcoding node has no load balancer: the edges pick nodes
+        from the heartbeats, so the node is told (a node command) and heartbeats it
+        (``Node.routable``). Only when it heartbeats otherwise."""
+        if (self.edge_policy is not None and node.tier is NodeTier.TRANSCODE
+                and node.routable != routable):
+            await self.live.set_node_command(node.id, OPEN if routable else CLOSE)
 
     async def run(self, interval_s: float | None = None,
                   stop: asyncio.Event | None = None) -> None:

@@ -54,12 +54,14 @@ class EdgeHandler:
     def __init__(self, *, catalog: Catalog, live: LiveState, version: str, app: str,
                  registry: CollectorRegistry, open_timeout_s: float, retry_s: float,
                  max_held_bytes: int, proxy_protocol: bool = False,
+                 broadcast_cost: float = 0.0,
                  admission: Callable[[], str | None] | None = None,
                  disconnect: Callable[[str, str], bool] | None = None) -> None:
         self.catalog = catalog
         self.live = live
         self.version = version
         self.admission = admission
+        self.broadcast_cost = broadcast_cost
         self.disconnect = disconnect
         self.metrics = EdgeMetrics(registry)
         self.relays: dict[str, Relay] = {}  # by publisher connection id
@@ -71,7 +73,8 @@ class EdgeHandler:
 
     async def _choose(self, exclude: frozenset[str], leave_version: str | None) -> Node | None:
         return pick_transcoding_node(await self.live.list_nodes(), version=self.version,
-                                     exclude=exclude, leave_version=leave_version)
+                                     exclude=exclude, leave_version=leave_version,
+                                     broadcast_cost=self.broadcast_cost)
 
     def _switched(self, reason: str, seconds: float) -> None:
         self.metrics.switches.labels(reason).inc()

@@ -48,11 +48,23 @@ def test_a_broadcast_goes_to_an_active_transcoding_node_with_room() -> None:
     assert pick_transcoding_node(nodes[:3], version="v1") is None
 
 
-def test_the_same_version_first_then_the_most_free_capacity() -> None:
-    nodes = [node("a", version="v0", free=8), node("b", free=1), node("c", free=3)]
+def test_the_same_version_first_then_the_fullest_node_with_room() -> None:
+    # packing: the scheduler can only empty nodes the edges do not keep busy
+    nodes = [node("a", version="v0", free=1), node("b", free=5), node("c", free=3)]
     assert pick_transcoding_node(nodes, version="v1").id == "c"  # type: ignore[union-attr]
     costed = [node("x", cost_free=0.2), node("y", cost_free=0.9, free=1)]
-    assert pick_transcoding_node(costed, version="v1").id == "y"  # type: ignore[union-attr]
+    assert pick_transcoding_node(costed, version="v1").id == "x"  # type: ignore[union-attr]
+    # a node with less free than a broadcast is counted at only when no other has it
+    chosen = pick_transcoding_node(costed, version="v1", broadcast_cost=0.5)
+    assert chosen is not None and chosen.id == "y"
+
+
+def test_a_node_held_out_of_rotation_takes_broadcasts_only_when_no_open_one_can() -> None:
+    closed = replace(node("closing", free=1), routable=False)
+    assert pick_transcoding_node([closed, node("open", free=6)],
+                                 version="v1").id == "open"  # type: ignore[union-attr]
+    assert pick_transcoding_node([closed, node("full", free=0)],
+                                 version="v1").id == "closing"  # type: ignore[union-attr]
 
 
 def test_a_move_leaves_the_draining_nodes_version_and_the_nodes_that_failed() -> None:

@@ -9,7 +9,7 @@ from castway.cost import AdmissionMode, CostLedger
 from castway.live.memory import MemoryLiveState
 from castway.model import NodeState
 from castway.settings import Settings
-from scheduler.agent import NodeAgent
+from scheduler.agent import CLOSE, OPEN, NodeAgent
 
 
 def make(tmp_path: Path, live: MemoryLiveState, active: list[int],
@@ -145,3 +145,17 @@ async def test_a_node_admits_on_transcode_cost_and_heartbeats_it(tmp_path: Path)
     [node] = await live.list_nodes()
     assert (node.cost_capacity, node.cost_used) == (1.7, 1.3)
     assert node.cost_error is not None and abs(node.cost_error - 1 / 3) < 1e-9
+
+
+async def test_close_and_open_are_heartbeated_for_the_edges(tmp_path: Path) -> None:
+    live = MemoryLiveState()
+    agent = make(tmp_path, live, [1])
+    await agent.beat()
+    assert [n.routable for n in await live.list_nodes()] == [True]
+    await live.set_node_command("node-a", CLOSE)
+    await agent.beat()
+    [node] = await live.list_nodes()
+    assert not node.routable and node.state is NodeState.STARTING  # nothing else changes
+    await live.set_node_command("node-a", OPEN)
+    await agent.beat()
+    assert [n.routable for n in await live.list_nodes()] == [True]

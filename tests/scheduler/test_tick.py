@@ -14,6 +14,7 @@ from castway.events.broadcasts import BROADCASTS_TOPIC, BroadcastFailed
 from castway.live.memory import MemoryLiveState
 from castway.model import Broadcast, BroadcastState, Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
+from scheduler.agent import CLOSE
 from scheduler.backends.base import Instance
 from scheduler.backends.local import LocalBackend
 from scheduler.metrics import SchedulerMetrics
@@ -184,6 +185,30 @@ async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
     again = await scheduler.tick()
     assert again.summary()["actions"] == []
     assert backend.routable == {"a": True, "b": False, "c": False}
+
+
+async def test_behind_edges_a_closed_node_is_told_so_and_the_edges_see_it(
+        settings: Settings, routing: RoutingLog) -> None:
+    live = MemoryLiveState()
+    now = utcnow()
+    started = now - timedelta(minutes=30)
+    for node_id, active in (("a", 4), ("b", 1), ("c", 1)):
+        await live.heartbeat(Node(id=node_id, image_version="v1", address="", capacity=8,
+                                  state=NodeState.ACTIVE, active_broadcasts=active,
+                                  heartbeat_at=now), 60.0)
+        for k in range(active):
+            await live.put_broadcast(Broadcast(id=f"{node_id}{k}", channel=f"{node_id}{k}",
+                                               node_id=node_id, started_at=started))
+    edged = settings.model_copy(update={"edge_tier": True, "edge_headroom_min_slots": 0,
+                                        "edge_headroom_fraction": 0.0})
+    scheduler = Scheduler(edged, live, routing)
+    result = await scheduler.tick()
+    actions = result.summary()["actions"]
+    assert isinstance(actions, list)
+    assert sorted(a for a in actions if a.startswith("close")) == ["close b", "close c"]
+    # no load balancer sits in front of them: the command reaches the nodes, whose
+    # agents heartbeat it (Node.routable), which the edges' placement reads
+    assert [await live.get_node_command(n) for n in "abc"] == [None, CLOSE, CLOSE]
 
 
 async def test_the_headroom_is_sized_on_the_publish_rate_read_from_the_live_state(
