@@ -14,13 +14,14 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from castway.live.base import LiveState
-from castway.model import NodeState, NodeTier
+from castway.model import Broadcast, Node, NodeState, NodeTier
 from scheduler.agent import DRAIN
 from scheduler.backends.local import LocalBackend
 from tests.edge.conftest import EdgeProcess, nodes_of
@@ -88,48 +89,73 @@ async def watching(watch: WindowWatch) -> AsyncIterator[None]:
             await task
 
 
-async def test_a_draining_node_hands_its_broadcast_to_another_through_the_edge(
-        backend: LocalBackend, edge: EdgeProcess, live: LiveState,
-        channels: dict[str, str], h264_aac_flv: Path) -> None:
+@dataclass
+class OnAir:
+    publisher: subprocess.Popen[bytes]
+    broadcast: Broadcast  # as it went live
+    edge: Node
+
+
+@contextlib.asynccontextmanager
+async def on_air_through_the_edge(backend: LocalBackend, live: LiveState, channel: str,
+                                  key: str, clip: Path, *, transcoding_nodes: int = 2,
+                                  seconds: float = 30.0) -> AsyncIterator[OnAir]:
+    """The fleet up (``transcoding_nodes`` and the edge active), an ffmpeg publisher of
+    ``clip`` on the edge, and its broadcast live with renditions; the publisher is
+    stopped on the way out if it still runs."""
     ffmpeg = require_tool("ffmpeg")
-    backend.start(2, "v1")
+    backend.start(transcoding_nodes, "v1")
 
     async def fleet_up() -> bool:
-        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == 2
+        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == transcoding_nodes
                 and len(await nodes_of(live, NodeTier.EDGE)) == 1)
-    await until("two transcoding nodes and the edge active", fleet_up)
+    await until("the transcoding nodes and the edge active", fleet_up)
     [edge_node] = await nodes_of(live, NodeTier.EDGE)
-    publisher = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["alpha"], 30.0)
+    publisher = publish(ffmpeg, clip, edge_node.address, key, seconds)
     try:
         async def on_air() -> bool:
-            b = await live.live_broadcast("alpha")
+            b = await live.live_broadcast(channel)
             return b is not None and bool(b.renditions)
         await until("the broadcast live on a transcoding node", on_air)
-        first = await live.live_broadcast("alpha")
+        first = await live.live_broadcast(channel)
         assert first is not None
-        watch = WindowWatch(live, first.id)
-        async with watching(watch):
-            await asyncio.sleep(6)  # a few segments on the first node
-            await live.set_node_command(first.node_id, DRAIN)
-
-            async def moved() -> bool:
-                b = await live.live_broadcast("alpha")
-                return b is not None and b.node_id != first.node_id
-            await until("the broadcast moved to the other node", moved, timeout_s=60)
-            now = await live.live_broadcast("alpha")
-            assert now is not None and now.id == first.id
-            assert publisher.poll() is None, "the publisher stays connected to the edge"
-            await asyncio.sleep(8)  # segments on the new node
-        assert watch.went_back == []
-        assert watch.largest_gap_s() <= 2.5, watch.segments
-        assert watch.largest_gap_s(clock=2) <= 2.5, watch.segments
-        moved_to = {n.id: n for n in await live.list_nodes()}[first.node_id]
-        assert moved_to.active_broadcasts == 0  # the drained node is empty: it may stop
+        yield OnAir(publisher, first, edge_node)
     finally:
         if publisher.poll() is None:
             publisher.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             publisher.wait(10)
+
+
+async def until_elsewhere(live: LiveState, first: Broadcast, what: str,
+                          timeout_s: float) -> Broadcast:
+    """The broadcast, once on another node than it went live on: the same one."""
+    async def elsewhere() -> bool:
+        b = await live.live_broadcast(first.channel)
+        return b is not None and b.node_id != first.node_id
+    await until(what, elsewhere, timeout_s=timeout_s)
+    now = await live.live_broadcast(first.channel)
+    assert now is not None and now.id == first.id  # the same broadcast, not a new one
+    return now
+
+
+async def test_a_draining_node_hands_its_broadcast_to_another_through_the_edge(
+        backend: LocalBackend, edge: EdgeProcess, live: LiveState,
+        channels: dict[str, str], h264_aac_flv: Path) -> None:
+    async with on_air_through_the_edge(backend, live, "alpha", channels["alpha"],
+                                       h264_aac_flv) as air:
+        watch = WindowWatch(live, air.broadcast.id)
+        async with watching(watch):
+            await asyncio.sleep(6)  # a few segments on the first node
+            await live.set_node_command(air.broadcast.node_id, DRAIN)
+            await until_elsewhere(live, air.broadcast, "the broadcast moved", 60)
+            assert air.publisher.poll() is None, "the publisher stays connected to the edge"
+            await asyncio.sleep(8)  # segments on the new node
+        assert watch.went_back == []
+        assert watch.largest_gap_s() <= 2.5, watch.segments
+        assert watch.largest_gap_s(clock=2) <= 2.5, watch.segments
+        drained = {n.id: n for n in await live.list_nodes()}[air.broadcast.node_id]
+        assert drained.active_broadcasts == 0  # the drained node is empty: it may stop
 
 
 def pid_of(backend: LocalBackend, node_id: str) -> int:
@@ -140,37 +166,17 @@ def pid_of(backend: LocalBackend, node_id: str) -> int:
 async def test_a_broadcast_whose_node_dies_goes_on_on_another_node(
         backend: LocalBackend, edge: EdgeProcess, live: LiveState,
         channels: dict[str, str], h264_aac_flv: Path) -> None:
-    ffmpeg = require_tool("ffmpeg")
-    backend.start(2, "v1")
-
-    async def fleet_up() -> bool:
-        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == 2
-                and len(await nodes_of(live, NodeTier.EDGE)) == 1)
-    await until("two transcoding nodes and the edge active", fleet_up)
-    [edge_node] = await nodes_of(live, NodeTier.EDGE)
-    publisher = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["beta"], 30.0)
-    try:
-        async def on_air() -> bool:
-            b = await live.live_broadcast("beta")
-            return b is not None and bool(b.renditions)
-        await until("the broadcast live on a transcoding node", on_air)
-        first = await live.live_broadcast("beta")
-        assert first is not None
-        watch = WindowWatch(live, first.id)
+    async with on_air_through_the_edge(backend, live, "beta", channels["beta"],
+                                       h264_aac_flv) as air:
+        watch = WindowWatch(live, air.broadcast.id)
         async with watching(watch):
             await asyncio.sleep(5)
-            os.kill(pid_of(backend, first.node_id), signal.SIGKILL)
+            os.kill(pid_of(backend, air.broadcast.node_id), signal.SIGKILL)
             killed_at = time.monotonic()
-
-            async def elsewhere() -> bool:
-                b = await live.live_broadcast("beta")
-                return b is not None and b.node_id != first.node_id
             # within the grace window (CASTWAY_RECONNECT_GRACE_S=10)
-            await until("the broadcast going on on the other node", elsewhere, timeout_s=10)
+            await until_elsewhere(live, air.broadcast, "the broadcast going on elsewhere", 10)
             recovered_s = time.monotonic() - killed_at
-            now = await live.live_broadcast("beta")
-            assert now is not None and now.id == first.id  # the same broadcast, not a new one
-            assert publisher.poll() is None, "the publisher stays connected to the edge"
+            assert air.publisher.poll() is None, "the publisher stays connected to the edge"
             at_recovery = dict(watch.last_msn)
             await asyncio.sleep(6)
         # every rendition goes on with new segments from the new node
@@ -180,11 +186,6 @@ async def test_a_broadcast_whose_node_dies_goes_on_on_another_node(
         print(f"broadcast recovered on another node {recovered_s:.1f} s after its node died; "
               f"largest gap: {watch.largest_gap_s():.2f} s of program date time, "
               f"{watch.largest_gap_s(clock=2):.2f} s of media time")
-    finally:
-        if publisher.poll() is None:
-            publisher.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            publisher.wait(10)
 
 
 def logged(log: Path, message: str) -> dict[str, object] | None:
@@ -200,38 +201,22 @@ async def test_an_edge_told_to_stop_refuses_new_publishers_and_waits_for_its_own
         backend: LocalBackend, edge: EdgeProcess, live: LiveState,
         channels: dict[str, str], h264_aac_flv: Path) -> None:
     ffmpeg = require_tool("ffmpeg")
-    backend.start(1, "v1")
-
-    async def fleet_up() -> bool:
-        return (len(await nodes_of(live, NodeTier.TRANSCODE)) == 1
-                and len(await nodes_of(live, NodeTier.EDGE)) == 1)
-    await until("a transcoding node and the edge active", fleet_up)
-    [edge_node] = await nodes_of(live, NodeTier.EDGE)
-    up = logged(edge.log, "edge node up")
-    assert up is not None
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{up['http_port']}") as http:
-        assert (await http.get("/healthz")).status_code == 200
-    staying = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["alpha"], 12.0)
-    try:
-        async def on_air() -> bool:
-            return await live.live_broadcast("alpha") is not None
-        await until("the broadcast live", on_air)
+    async with on_air_through_the_edge(backend, live, "alpha", channels["alpha"],
+                                       h264_aac_flv, transcoding_nodes=1,
+                                       seconds=12.0) as air:
+        up = logged(edge.log, "edge node up")
+        assert up is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{up['http_port']}") as http:
-            metrics = (await http.get("/metrics")).text
-        assert "castway_edge_relays 1.0" in metrics
+            assert (await http.get("/healthz")).status_code == 200
+            assert "castway_edge_relays 1.0" in (await http.get("/metrics")).text
         edge.process.send_signal(signal.SIGTERM)
 
         async def draining() -> bool:
             return len(await nodes_of(live, NodeTier.EDGE, NodeState.DRAINING)) == 1
         await until("the edge draining", draining, timeout_s=10)
-        refused = publish(ffmpeg, h264_aac_flv, edge_node.address, channels["beta"], 5.0)
+        refused = publish(ffmpeg, h264_aac_flv, air.edge.address, channels["beta"], 5.0)
         assert refused.wait(30) != 0  # a new publisher is refused
         assert await live.live_broadcast("beta") is None
         assert edge.process.poll() is None  # still relaying the one it has
-        assert staying.wait(40) == 0  # which runs to its own end
+        assert air.publisher.wait(40) == 0  # which runs to its own end
         assert edge.process.wait(20) == 0  # and then the edge exits
-    finally:
-        if staying.poll() is None:
-            staying.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            staying.wait(10)

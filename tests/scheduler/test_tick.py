@@ -159,14 +159,11 @@ def routing(settings: Settings) -> Iterator[RoutingLog]:
     b.stop_all()  # the nodes a tick started (sleepers) end with the test
 
 
-async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
-        settings: Settings, routing: RoutingLog) -> None:
+async def one_full_node_and_two_nearly_empty() -> MemoryLiveState:
+    """a with 4 broadcasts, b and c with one each, all broadcasts 30 minutes old."""
     live = MemoryLiveState()
-    backend = routing
     now = utcnow()
     started = now - timedelta(minutes=30)
-    # a holds 4 broadcasts, b and c one each: a's free slots hold the headroom (2) and
-    # the hysteresis (2), so b and c close; nobody drains, nobody is told anything
     for node_id, active in (("a", 4), ("b", 1), ("c", 1)):
         await live.heartbeat(Node(id=node_id, image_version="v1", address="", capacity=8,
                                   state=NodeState.ACTIVE, active_broadcasts=active,
@@ -174,6 +171,15 @@ async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
         for k in range(active):
             await live.put_broadcast(Broadcast(id=f"{node_id}{k}", channel=f"{node_id}{k}",
                                                node_id=node_id, started_at=started))
+    return live
+
+
+async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
+        settings: Settings, routing: RoutingLog) -> None:
+    backend = routing
+    # a holds 4 broadcasts, b and c one each: a's free slots hold the headroom (2) and
+    # the hysteresis (2), so b and c close; nobody drains, nobody is told anything
+    live = await one_full_node_and_two_nearly_empty()
     scheduler = Scheduler(settings, live, backend)
     result = await scheduler.tick()
     actions = result.summary()["actions"]
@@ -189,16 +195,7 @@ async def test_closed_nodes_leave_the_load_balancer_and_keep_their_broadcasts(
 
 async def test_behind_edges_a_closed_node_is_told_so_and_the_edges_see_it(
         settings: Settings, routing: RoutingLog) -> None:
-    live = MemoryLiveState()
-    now = utcnow()
-    started = now - timedelta(minutes=30)
-    for node_id, active in (("a", 4), ("b", 1), ("c", 1)):
-        await live.heartbeat(Node(id=node_id, image_version="v1", address="", capacity=8,
-                                  state=NodeState.ACTIVE, active_broadcasts=active,
-                                  heartbeat_at=now), 60.0)
-        for k in range(active):
-            await live.put_broadcast(Broadcast(id=f"{node_id}{k}", channel=f"{node_id}{k}",
-                                               node_id=node_id, started_at=started))
+    live = await one_full_node_and_two_nearly_empty()
     edged = settings.model_copy(update={"edge_tier": True, "edge_headroom_min_slots": 0,
                                         "edge_headroom_fraction": 0.0})
     scheduler = Scheduler(edged, live, routing)
