@@ -20,9 +20,10 @@ In each phase:
    user-data NAL unit appended to it: valid H.264, untouched by a relay). One goes
    through the relay, one straight to an RTMP server in the bench process
    (:class:`~ingest.server.IngestServer` with a handler that notes when each frame
-   arrives). For castway that server heartbeats as an active transcoding node with the
-   most free cost while the probe's relay is placed (so the edge picks it), and as
-   draining after, so the loaded publishers go to the real ingest node. Delay of a frame
+   arrives). For castway that server heartbeats as an active transcoding node of the
+   edge's own version (the ingest node runs another) while the probe's relay is placed,
+   so the edge picks it, and as draining after, so the loaded publishers go to the
+   ingest node. Delay of a frame
    = arrival - send, both on the bench's monotonic clock; **added** = the relayed
    probe's median (p95, max) minus the direct one's, over the same seconds.
 3. **Load**: N ``ffmpeg -re -stream_loop -1 -c copy`` publishers of the clip (720p30
@@ -68,7 +69,11 @@ from ingest.protocol.client import PublisherSession, PublishStarted, Refused
 from ingest.publish import PublishRequest, PublishSession, Rejection
 from ingest.server import IngestServer
 
+#: The edge's and the bench's probe node's version; the ingest node runs another, so the
+#: edge (same version first, whichever node it packs or spreads to) relays the probe to
+#: the bench's node while it is active, and the load to the ingest node once it drains.
 VERSION = "bench"
+INGEST_VERSION = "bench-node"
 INGEST_ID = "bench-ingest"
 PROBE_NODE_ID = "bench-probe"
 HEARTBEAT_TTL_S = 3.0
@@ -395,7 +400,8 @@ def redis_server(workdir: Path) -> Iterator[str]:
         _stop(process)
 
 
-def castway_env(workdir: Path, redis_url: str, name: str, publishers: int) -> dict[str, str]:
+def castway_env(workdir: Path, redis_url: str, name: str, version: str,
+                publishers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASTWAY_")}
     room = str(4 * publishers + 16)
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]),
@@ -403,7 +409,7 @@ def castway_env(workdir: Path, redis_url: str, name: str, publishers: int) -> di
                CASTWAY_DATABASE_URL=f"sqlite:///{workdir / 'catalog.db'}",
                CASTWAY_STORAGE_URL=str(workdir / "storage"),
                CASTWAY_DATA_DIR=str(workdir / f"{name}-data"), CASTWAY_NODE_ID=name,
-               CASTWAY_IMAGE_VERSION=VERSION, CASTWAY_HOST="127.0.0.1",
+               CASTWAY_IMAGE_VERSION=version, CASTWAY_HOST="127.0.0.1",
                CASTWAY_RTMP_PORT="0", CASTWAY_HTTP_PORT="0",
                CASTWAY_HEARTBEAT_TTL_S=str(HEARTBEAT_TTL_S), CASTWAY_RECONNECT_GRACE_S="1",
                CASTWAY_NODE_CAPACITY=room, CASTWAY_EDGE_CAPACITY=room,
@@ -457,7 +463,7 @@ class ProbeNode:
 
     def node(self) -> Node:
         return Node(id=PROBE_NODE_ID, image_version=VERSION, address=self.address,
-                    state=self.state, capacity=1000, cost_capacity=1e6,
+                    state=self.state, capacity=1000,
                     tier=NodeTier.TRANSCODE)
 
     async def set_state(self, state: NodeState) -> None:
@@ -655,7 +661,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         catalog.close()
     with redis_server(workdir) as redis_url:
         live = open_live_state(Settings(redis_url=redis_url))
-        env = castway_env(workdir, redis_url, INGEST_ID, n)
+        env = castway_env(workdir, redis_url, INGEST_ID, INGEST_VERSION, n)
         ingest_log = workdir / "ingest.log"
         ingest = start_castway("ingest", env, ingest_log)
         arrivals = Arrivals()
@@ -688,7 +694,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 async def _castway_phase(args: argparse.Namespace, ctx: Context, load_keys: list[str],
                          probe_key: str, redis_url: str) -> dict[str, Any]:
-    env = castway_env(ctx.workdir, redis_url, "bench-edge", args.publishers)
+    env = castway_env(ctx.workdir, redis_url, "bench-edge", VERSION, args.publishers)
     log = ctx.workdir / "edge.log"
     edge = start_castway("edge", env, log)
     probe_node = ProbeNode(ctx.live, f"127.0.0.1:{ctx.probe_port}")
