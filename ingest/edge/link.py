@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 
 from castway.media import MediaPacket
@@ -54,12 +55,24 @@ def _split(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def proxy_header(publisher: str, node_address: str) -> bytes:
     """A PROXY v2 header naming ``publisher`` ("host:port", as the edge's server saw it)
     as the client of a relay to ``node_address``, so the node's limits, logs and publish
     authorization see the publisher rather than the edge. LOCAL (the node then uses the
     edge's address) where the two addresses are not of one IP family."""
     source, destination = _split(publisher), _split(node_address)
+    if source is not None and destination is not None and not _is_ip(destination[0]):
+        # a node heartbeating a name (compose's "ingest:1935"): what matters to it is
+        # the source; the destination is its own port on the source's family's "any"
+        destination = ("::" if ":" in source[0] else "0.0.0.0", destination[1])
     header = ProxyHeader(2, source, destination, 0)
     try:
         return bytes(header)

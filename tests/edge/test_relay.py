@@ -326,7 +326,7 @@ async def test_a_relay_names_its_publisher_to_the_node_in_a_proxy_header(rig: Ri
     await publisher.close()
 
 
-def test_a_proxy_header_of_mixed_families_speaks_for_the_edge_itself() -> None:
+def test_a_proxy_header_names_the_publisher_unless_the_families_are_mixed() -> None:
     from castway.proxy_protocol import ProxyHeader, ProxyHeaderReader
     from ingest.edge.link import proxy_header
 
@@ -342,5 +342,8 @@ def test_a_proxy_header_of_mixed_families_speaks_for_the_edge_itself() -> None:
 
     v4 = read(proxy_header("203.0.113.7:51000", "10.0.0.5:1935"))
     assert v4.source == ("203.0.113.7", 51000)
+    named = read(proxy_header("203.0.113.7:51000", "ingest:1935"))  # compose's nodes
+    assert named.source == ("203.0.113.7", 51000)
+    assert named.destination == ("0.0.0.0", 1935)
     mixed = read(proxy_header("[2001:db8::1]:51000", "10.0.0.5:1935"))
     assert mixed.source is None  # LOCAL: the node uses the edge's address
