@@ -134,14 +134,13 @@ def test_the_transcoding_node_heartbeats_its_compose_network_address(
     assert host == "ingest" and host in SERVICES  # the service's name resolves to it
     assert CASTWAY_SERVICES["ingest"]["hostname"] == host  # and to it alone, in itself
     assert str(port) in {str(p) for p in CASTWAY_SERVICES["ingest"]["expose"]}
-    # One edge's relays share its address: they must not hit the per-address limit.
-    # The edge cannot name its publishers instead (CASTWAY_RELAY_PROXY_PROTOCOL): the
-    # PROXY header it would send to a node heartbeating a name is a LOCAL one.
-    assert settings.max_connections_per_ip >= 2 * settings.node_capacity
-    assert read_proxy_header(proxy_header("203.0.113.7:50122", agent.address)).source is None
-    assert not settings.proxy_protocol
+    # The edge names each publisher in a PROXY v2 header the node expects, so the node's
+    # per-address limit counts publishers, not the edge all its relays come from.
     edge = _settings_of("edge", monkeypatch, tmp_path)
-    assert not edge.relay_proxy_protocol
+    assert edge.relay_proxy_protocol and settings.proxy_protocol
+    assert read_proxy_header(proxy_header("203.0.113.7:50122", agent.address)).source == (
+        "203.0.113.7", 50122)
+    assert "CASTWAY_MAX_CONNECTIONS_PER_IP" not in CASTWAY_SERVICES["ingest"]["environment"]
 
 
 def test_the_scheduler_knows_the_fleet_has_an_edge_tier(
