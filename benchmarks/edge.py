@@ -403,6 +403,8 @@ def redis_server(workdir: Path) -> Iterator[str]:
 def castway_env(workdir: Path, redis_url: str, name: str, version: str,
                 publishers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASTWAY_")}
+    # Every publisher comes from 127.0.0.1 and all connect at once: the per-address and
+    # pre-authentication caps (DoS limits) would refuse some of them.
     room = str(4 * publishers + 16)
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]),
                CASTWAY_TRANSCODE="false", CASTWAY_REDIS_URL=redis_url,
@@ -413,7 +415,8 @@ def castway_env(workdir: Path, redis_url: str, name: str, version: str,
                CASTWAY_RTMP_PORT="0", CASTWAY_HTTP_PORT="0",
                CASTWAY_HEARTBEAT_TTL_S=str(HEARTBEAT_TTL_S), CASTWAY_RECONNECT_GRACE_S="1",
                CASTWAY_NODE_CAPACITY=room, CASTWAY_EDGE_CAPACITY=room,
-               CASTWAY_MAX_CONNECTIONS_PER_IP=room, CASTWAY_LOG_JSON="true")
+               CASTWAY_MAX_CONNECTIONS_PER_IP=room, CASTWAY_RTMP_MAX_PREAUTH_CONNECTIONS=room,
+               CASTWAY_LOG_JSON="true")
     return env
 
 
@@ -633,7 +636,8 @@ class Context:
 @contextlib.asynccontextmanager
 async def probe_server(arrivals: Arrivals, publishers: int) -> AsyncIterator[IngestServer]:
     settings = Settings(host="127.0.0.1", rtmp_port=0, rtmps_port=0,
-                        max_connections_per_ip=4 * publishers + 16)
+                        max_connections_per_ip=4 * publishers + 16,
+                        rtmp_max_preauth_connections=4 * publishers + 16)
     server = IngestServer(settings, RecordingHandler(arrivals))
     await server.start()
     try:
