@@ -65,15 +65,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="vCPUs of an edge node (--edge)")
     p.add_argument("--edge-capacity", type=int, default=200,
                    help="publishers an edge node takes at most (--edge)")
-    p.add_argument("--edge-cost-per-publisher", type=float, default=0.004,
-                   help="cores one relayed publisher costs an edge node (--edge; an "
-                   "estimate until castway edge is measured)")
+    p.add_argument("--edge-cost-per-publisher", type=float, default=0.009,
+                   help="cores one relayed publisher costs an edge node (--edge; 0.009: "
+                   "measured by castway bench edge)")
     p.add_argument("--placement", choices=("random", "fullest", "emptiest"),
-                   default="random",
+                   default="fullest",
                    help="how the edge picks the transcoding node it relays to (--edge): "
-                   "at random among the open ones with room, as a load balancer "
-                   "would; the fullest open one with room; or, as castway edge does "
-                   "today, the active one with the most free cores, closed or not")
+                   "the fullest open one with room, as castway edge does (default); at "
+                   "random among the open ones with room, as a load balancer would; or "
+                   "the active one with the most free cores, closed or not")
     return parser
 
 

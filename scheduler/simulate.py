@@ -623,12 +623,13 @@ class EdgeModel:
     """The edge tier of the two-tier day: every publisher's connection ends on an edge
     node, which relays its broadcast to a transcoding node.
 
-    ``cost_per_publisher`` (cores) is an estimate until ``castway edge`` is measured;
+    ``cost_per_publisher`` (cores): ``castway bench edge`` measured 0.0087-0.0091
+    CPU-s per publisher-second (3.3 Mbit/s 720p30 publishers, 2-core machine);
     an edge node takes ``capacity`` publishers at most and no more than its cores
     hold at the utilisation target; ``vcpus`` is its size (by default the transcoding
     nodes' 2-vCPU node)."""
 
-    cost_per_publisher: float = 0.004
+    cost_per_publisher: float = 0.009
     capacity: int = 200
     vcpus: float = NODE_VCPUS
 

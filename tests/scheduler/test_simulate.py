@@ -147,8 +147,8 @@ def test_knowing_no_end_costs_more_than_knowing_every_end() -> None:
 # --- two tiers (issue 15) ---------------------------------------------------------------
 
 def test_an_edge_node_holds_what_its_cores_hold_up_to_its_capacity() -> None:
-    assert EdgeModel().publishers_per_node == 200  # a 2-vCPU node: 425 by its cores
-    assert EdgeModel(vcpus=0.25).publishers_per_node == 53  # 0.2125 cores / 0.004
+    assert EdgeModel().publishers_per_node == 188  # a 2-vCPU node: 1.7 cores / 0.009
+    assert EdgeModel(vcpus=0.25).publishers_per_node == 23  # 0.2125 cores / 0.009
     assert EdgeModel(vcpus=0.25).node_cost == pytest.approx(0.2125)
 
 
@@ -196,9 +196,9 @@ def test_a_draining_transcoding_node_empties_as_soon_as_others_have_room() -> No
     assert all(n.id.startswith("e") for n in edges.nodes.values())
 
 
-def test_castway_edges_placement_is_the_emptiest_active_node_closed_or_not() -> None:
-    # ingest.edge.placement: the most free cores among the active transcoding nodes; it
-    # does not know which ones the scheduler closed
+def test_an_edge_that_spreads_fills_closed_nodes_and_one_that_packs_does_not() -> None:
+    # "emptiest": the most free cores among the active transcoding nodes, blind to the
+    # closed ones (the first castway edge); "fullest": ingest.edge.placement today
     world = World(SMALL, capacity=8, start_delay_s=0.0, rng=random.Random(1),
                   node_cost=1.7, placement="emptiest")
     world.cost.update({1: 0.9, 2: 0.3, 3: 0.3})
