@@ -1,5 +1,5 @@
 """Issue 15's acceptance scenario on real processes: one edge, two transcoding nodes,
-publishers that cannot reconnect (two ffmpeg CLIs and a GStreamer rtmp2sink pipeline)
+publishers that cannot reconnect (two ffmpeg CLIs and a GStreamer rtmpsink pipeline: librtmp)
 publishing through the edge. A deploy of the transcoding tier (the scheduler, ticking,
 with a new desired version) moves every broadcast to the new version's nodes while the
 publishers stay connected to the edge: each broadcast keeps its id, its playlists never
@@ -67,7 +67,7 @@ def gstreamer_publish(url: str, seconds: float) -> subprocess.Popen[bytes]:
         f"videotestsrc is-live=true num-buffers={frames} pattern=ball ! "
         f"video/x-raw,width=320,height=180,framerate={FPS}/1 ! "
         f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} bitrate=300 ! "
-        f"h264parse ! flvmux name=m streamable=true ! rtmp2sink location={url} "
+        f"h264parse ! flvmux name=m streamable=true ! rtmpsink location={url} "
         f"audiotestsrc is-live=true num-buffers={audio_buffers} samplesperbuffer=1024 ! "
         "audio/x-raw,rate=44100,channels=2 ! audioconvert ! voaacenc ! aacparse ! m.")
     return subprocess.Popen([gst, "-q", "-e", *pipeline.split()], stdin=subprocess.DEVNULL,

@@ -197,7 +197,7 @@ def logged(log: Path, message: str) -> dict[str, object] | None:
     return None
 
 
-async def test_an_edge_told_to_stop_refuses_new_publishers_and_waits_for_its_own(
+async def test_an_edge_refuses_a_second_publisher_and_told_to_stop_waits_for_its_own(
         backend: LocalBackend, edge: EdgeProcess, live: LiveState,
         channels: dict[str, str], h264_aac_flv: Path) -> None:
     ffmpeg = require_tool("ffmpeg")
@@ -209,6 +209,11 @@ async def test_an_edge_told_to_stop_refuses_new_publishers_and_waits_for_its_own
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{up['http_port']}") as http:
             assert (await http.get("/healthz")).status_code == 200
             assert "castway_edge_relays 1.0" in (await http.get("/metrics")).text
+        # one publisher a channel, through the edge as anywhere: a second is refused
+        second = publish(ffmpeg, h264_aac_flv, air.edge.address, channels["alpha"], 5.0)
+        assert second.wait(30) != 0
+        now = await live.live_broadcast("alpha")
+        assert now is not None and now.id == air.broadcast.id and air.publisher.poll() is None
         edge.process.send_signal(signal.SIGTERM)
 
         async def draining() -> bool:
