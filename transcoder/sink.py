@@ -17,7 +17,7 @@ from castway.events.media import MediaUpdate, media_topic
 from castway.hls.timing import DateAnchor
 from castway.layout import broadcast_dir
 from castway.live.base import LiveState, LiveStateError
-from castway.model import Rendition, Segment
+from castway.model import Part, Rendition, Segment
 from castway.settings import SegmentFormat, Settings
 from transcoder.packager import InitOut, Output, PartOut, SegmentOut
 from transcoder.pipeline import RenditionInfo
@@ -244,7 +244,12 @@ class BroadcastSink:
         """This node takes over a live broadcast from another one (a handover): every
         rendition with a live window goes on from it (:meth:`RenditionLog.continue_from`)
         after a discontinuity, and the master playlist keeps its renditions until this
-        node's transcoder announces its own."""
+        node's transcoder announces its own.
+
+        A node that handed over closed its segment in progress itself; one that died
+        left its parts in the window: that segment is closed here from them (their bytes
+        are in the live state), so what players were shown of it stays, under the same
+        sequence number. Parts whose bytes are gone are dropped, as before."""
         for rendition in renditions:
             window = await self.live.get_window(self.broadcast_id, rendition.name)
             if window is None:
@@ -252,14 +257,36 @@ class BroadcastSink:
             log = self._new_log(rendition.name)
             log.continue_from(window, peak_bps=rendition.bandwidth_bps or 0,
                               average_bps=rendition.average_bandwidth_bps or 0)
-            log.mark_discontinuity()
             self.logs[rendition.name] = log
             self.infos[rendition.name] = RenditionInfo(
                 rendition.name, rendition.codecs, rendition.width, rendition.height,
                 rendition.fps, rendition.video_bitrate_kbps, rendition.track, rendition.note,
                 rendition.alternate_audio, rendition.channels)
             self._published_bandwidth[rendition.name] = rendition.bandwidth_bps or 0
+            await self._recover_open_parts(rendition.name, log, window.parts)
+            log.mark_discontinuity()
         self._dates.release()
+
+    async def _recover_open_parts(self, rendition: str, log: RenditionLog,
+                                  parts: tuple[Part, ...]) -> None:
+        if not parts:
+            return
+        data: list[bytes] = []
+        for part in parts:
+            got = await self.live.get_media(part.key)
+            if got is None:
+                logger.warning("a dead node's open segment cannot be recovered: a part's "
+                               "bytes are gone", extra={"broadcast_id": self.broadcast_id,
+                                                        "rendition": rendition,
+                                                        "part": part.key})
+                return
+            data.append(got)
+        log.resume_parts(parts)
+        self._open_parts[rendition] = data
+        duration = sum(p.duration_s for p in log.open_parts)
+        await self._segment(rendition, log, duration, self._segment_start_estimate(log),
+                            b"".join(data))
+        self._open_parts.pop(rendition, None)
 
     async def hand_over(self) -> None:
         """The broadcast goes on on another node: close what is still open from its

@@ -149,6 +149,11 @@ class RenditionLog:
         self._max_part = max(self._max_part, duration_s)
         return part
 
+    def resume_parts(self, parts: tuple[Part, ...]) -> None:
+        """Take over the parts another node published of the segment in progress (it
+        died before closing it), so that segment can be closed here from them."""
+        self._parts = [p for p in parts if p.msn == self.next_msn]
+
     @property
     def open_parts(self) -> tuple[Part, ...]:
         return tuple(self._parts)

@@ -182,6 +182,66 @@ async def test_a_broadcast_handed_over_goes_on_in_the_next_nodes_sink(
     assert window is not None and window.ended and window.segments[-1].msn == 3
 
 
+async def _node_that_dies_mid_segment(live: MemoryLiveState, tmp_path: Path,
+                                      stored: Stored) -> None:
+    """Node A: two segments, then two parts of the third, then nothing (SIGKILL): no
+    hand-over, its window left with the parts of the segment in progress."""
+    a = _sink(live, tmp_path, stored)
+    await a.on_ladder((RenditionInfo("source", "avc1.64001f,mp4a.40.2", 640, 360, 30, None),))
+    await a.on_output(InitOut("source", b"init"))
+    for n in range(2):
+        await a.on_output(PartOut("source", 0, 1.0, True, b"x"))
+        await a.on_output(SegmentOut("source", 1.0, float(n), b"x"))
+    await a.on_output(PartOut("source", 0, 0.5, True, b"p0"))
+    await a.on_output(PartOut("source", 1, 0.5, False, b"p1"))
+    window = await live.get_window("b", "source")
+    assert window is not None and [p.index for p in window.parts] == [0, 1]
+
+
+async def test_the_segment_a_dead_node_had_in_progress_is_closed_by_the_next_node(
+        live: MemoryLiveState, tmp_path: Path) -> None:
+    stored = Stored()
+    await _node_that_dies_mid_segment(live, tmp_path, stored)
+    b = _sink(live, tmp_path, stored)
+    broadcast = await live.get_broadcast("b")
+    assert broadcast is not None
+    await b.continue_from_live(broadcast.renditions)
+    window = await live.get_window("b", "source")
+    assert window is not None and window.parts == () and window.next_msn == 3
+    recovered = window.segments[-1]
+    # what players were shown of it stays, under its number, with A's init
+    assert (recovered.msn, recovered.duration_s, recovered.discontinuity) == (2, 1.0, False)
+    assert recovered.init_key == "broadcasts/b/source/init.mp4"
+    assert await live.get_media(recovered.key) == b"p0p1"
+    assert "broadcasts/b/source/2.m4s" in stored.keys  # and the archive has it
+    await b.on_output(InitOut("source", b"init"))
+    await b.on_output(PartOut("source", 0, 1.0, True, b"z"))
+    await b.on_output(SegmentOut("source", 1.0, 5.0, b"z"))
+    await b.finish()
+    log = await live.segment_log("b", "source")
+    assert [(s.msn, s.discontinuity) for s in log] == [
+        (0, False), (1, False), (2, False), (3, True)]
+
+
+async def test_a_dead_nodes_parts_whose_bytes_are_gone_are_dropped(
+        live: MemoryLiveState, tmp_path: Path) -> None:
+    stored = Stored()
+    await _node_that_dies_mid_segment(live, tmp_path, stored)
+    window = await live.get_window("b", "source")
+    assert window is not None
+    live._media.pop(window.parts[1].key)  # noqa: SLF001 -- expired from the live state
+    b = _sink(live, tmp_path, stored)
+    broadcast = await live.get_broadcast("b")
+    assert broadcast is not None
+    await b.continue_from_live(broadcast.renditions)
+    await b.on_output(InitOut("source", b"init"))
+    await b.on_output(PartOut("source", 0, 1.0, True, b"z"))
+    await b.on_output(SegmentOut("source", 1.0, 5.0, b"z"))
+    await b.finish()
+    log = await live.segment_log("b", "source")
+    assert [(s.msn, s.discontinuity) for s in log] == [(0, False), (1, False), (2, True)]
+
+
 async def test_media_reaches_storage_while_the_live_state_is_down(
         restartable_redis: RedisServer, tmp_path: Path) -> None:
     """Redis down (restarting, failing over): the live window cannot be written, but
