@@ -113,7 +113,12 @@ class Scheduler:
         self.live = live
         self.backend = backend
         register_delay_s = getattr(backend, "register_delay_s", 0.0)
-        self.policy = policy or Policy.from_settings(settings, open_lead_s=register_delay_s)
+        # Behind edges no load balancer sits before the transcoding nodes: a reopened
+        # one takes relays once it heartbeats `routable` (node agents beat at most every
+        # 5 s), not after a load balancer's registration delay.
+        transcode_lead_s = (max(0.5, min(5.0, settings.heartbeat_ttl_s / 3))
+                            if settings.edge_tier else register_delay_s)
+        self.policy = policy or Policy.from_settings(settings, open_lead_s=transcode_lead_s)
         # the edge tier's (scheduler.tiers), when the fleet has one; a fleet whose
         # stopped nodes come back by themselves (static) scales neither tier in
         self.edge_policy = edge_policy or (

@@ -271,3 +271,23 @@ def test_merge_view_gives_a_silent_edge_its_publishers_and_no_cost() -> None:
                            Instance("t", "v1", now)], 8, 1.7, edge_capacity=200)
     assert [(n.id, n.tier, n.capacity, n.cost_capacity) for n in view] == [
         ("e", NodeTier.EDGE, 200, 0.0), ("t", NodeTier.TRANSCODE, 8, 1.7)]
+
+
+def test_behind_edges_a_reopened_transcoding_node_counts_without_a_registration_delay(
+        settings: Settings) -> None:
+    class BehindAnNlb(RoutingLog):
+        register_delay_s = 90.0  # the ECS backend's: NLB registration and health checks
+
+    backend = BehindAnNlb(settings)
+    try:
+        one_tier = Scheduler(settings, MemoryLiveState(), backend)
+        assert one_tier.policy.open_lead_s == 90.0
+        edged = Scheduler(settings.model_copy(update={"edge_tier": True,
+                                                      "heartbeat_ttl_s": 30.0}),
+                          MemoryLiveState(), backend)
+        # the edges see it open at its next heartbeat; the edges themselves are
+        # behind the load balancer
+        assert edged.policy.open_lead_s == 5.0
+        assert edged.edge_policy is not None and edged.edge_policy.open_lead_s == 90.0
+    finally:
+        backend.stop_all()
