@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from castway.events.topic import Topic
@@ -121,6 +122,10 @@ class ChannelClaims(Protocol):
 
 
 
+#: How far back :meth:`LiveBroadcasts.publishes_since` can count.
+PUBLISH_LOG_S = 3600.0
+
+
 class LiveBroadcasts(Protocol):
     """The records and stats of the broadcasts that are live (or in their grace window)."""
 
@@ -141,6 +146,12 @@ class LiveBroadcasts(Protocol):
     async def list_broadcasts(self) -> list[Broadcast]: ...
     async def remove_broadcast(self, broadcast_id: str) -> None:
         """Forget a broadcast and its window and media (not its segment log)."""
+
+    async def publishes_since(self, since: datetime) -> int:
+        """Broadcasts that started at or after ``since`` (within :data:`PUBLISH_LOG_S`),
+        ended and removed ones too: ``put_broadcast`` logs each id once with its start.
+        The scheduler's publish rate; counting the listed broadcasts missed the short
+        ones the archiver had already removed."""
 
     async def put_stats(self, broadcast_id: str, stats: dict[str, float | str]) -> None: ...
     async def get_stats(self, broadcast_id: str) -> dict[str, float | str]: ...

@@ -13,11 +13,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from castway.events.topic import Topic
 from castway.layout import broadcast_of
-from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
+from castway.live.base import (
+    PUBLISH_LOG_S,
+    LiveStateError,
+    RenditionWindow,
+    updated_broadcast,
+)
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
 
@@ -66,6 +72,7 @@ class MemoryLiveState:
         self._subscription_maxsize = subscription_maxsize
         self._claims: dict[str, tuple[str, float]] = {}
         self._broadcasts: dict[str, Broadcast] = {}
+        self._publishes: dict[str, datetime] = {}  # broadcast id -> its start
         self._stats: dict[str, dict[str, float | str]] = {}
         self._nodes: dict[str, tuple[Node, float]] = {}
         self._node_commands: dict[str, str] = {}
@@ -121,6 +128,14 @@ class MemoryLiveState:
     async def put_broadcast(self, broadcast: Broadcast) -> None:
         self._check_open()
         self._broadcasts[broadcast.id] = broadcast
+        if broadcast.id not in self._publishes:
+            horizon = broadcast.started_at - timedelta(seconds=PUBLISH_LOG_S)
+            self._publishes = {b: at for b, at in self._publishes.items() if at >= horizon}
+            self._publishes[broadcast.id] = broadcast.started_at
+
+    async def publishes_since(self, since: datetime) -> int:
+        self._check_open()
+        return sum(1 for at in self._publishes.values() if at >= since)
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
         self._check_open()

@@ -14,6 +14,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -22,7 +23,12 @@ from redis.exceptions import RedisError, WatchError
 
 from castway.events.topic import Topic
 from castway.layout import broadcast_of
-from castway.live.base import LiveStateError, RenditionWindow, updated_broadcast
+from castway.live.base import (
+    PUBLISH_LOG_S,
+    LiveStateError,
+    RenditionWindow,
+    updated_broadcast,
+)
 from castway.live.subscription import DEFAULT_SUBSCRIPTION_MAXSIZE, QueueSubscription
 from castway.model import Broadcast, BroadcastState, Node, Segment
 from castway.redis_client import DEFAULT_POLICY, Reconnect, RedisPolicy, async_client
@@ -229,6 +235,11 @@ class RedisLiveState:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key("broadcasts"), broadcast.id, self._dump(broadcast))
                 pipe.sadd(self._key("channel-broadcasts", broadcast.channel), broadcast.id)
+                # the publish log (publishes_since): a broadcast counts once, at its start
+                started = broadcast.started_at.timestamp()
+                pipe.zadd(self._key("publishes"), {broadcast.id: started}, nx=True)
+                pipe.zremrangebyscore(self._key("publishes"), "-inf",
+                                      f"({started - PUBLISH_LOG_S}")
                 await pipe.execute()
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
@@ -283,6 +294,11 @@ class RedisLiveState:
             raws = await self._redis.hvals(self._key("broadcasts"))
         return sorted((self._load(Broadcast, raw, "broadcast") for raw in raws),
                       key=lambda b: (b.started_at, b.id))
+
+    async def publishes_since(self, since: datetime) -> int:
+        async with self._errors("publishes_since"):
+            return int(await self._redis.zcount(self._key("publishes"),
+                                                since.timestamp(), "+inf"))
 
     async def remove_broadcast(self, broadcast_id: str) -> None:
         windows_index = self._key("windows", broadcast_id)

@@ -299,6 +299,26 @@ async def test_remove_broadcast_forgets_window_media_and_stats_but_not_the_log(
     await live.remove_broadcast("never-existed")
 
 
+async def test_publishes_are_counted_once_each_from_their_start_even_once_removed(
+        live: LiveState) -> None:
+    t0 = datetime(2026, 12, 6, 20, 0, tzinfo=UTC)
+    for i, minutes in enumerate((0, 5, 9)):
+        await live.put_broadcast(replace(broadcast(f"b{i}", f"c{i}"),
+                                         started_at=t0 + timedelta(minutes=minutes)))
+    # written again (a stats update, a move to another node, its end): still one publish
+    moved = replace(broadcast("b1", "c1"), started_at=t0 + timedelta(minutes=5),
+                    node_id="n2", state=BroadcastState.ENDED)
+    await live.put_broadcast(moved)
+    await live.remove_broadcast("b0")  # archived: gone from the list, not from the count
+    assert await live.publishes_since(t0) == 3
+    assert await live.publishes_since(t0 + timedelta(minutes=5)) == 2
+    assert await live.publishes_since(t0 + timedelta(minutes=10)) == 0
+    # a publish an hour later forgets what is older than the log keeps
+    await live.put_broadcast(replace(broadcast("b3", "c3"),
+                                     started_at=t0 + timedelta(minutes=65)))
+    assert await live.publishes_since(t0 - timedelta(hours=1)) == 3
+
+
 async def test_stats_are_replaced_whole(live: LiveState) -> None:
     assert await live.get_stats("b1") == {}
     await live.put_stats("b1", {"viewers": 12.0, "bitrate_kbps": 4500.5, "state": "live"})
