@@ -33,7 +33,7 @@ from scheduler.decide import (
     StopNode,
 )
 from scheduler.metrics import SchedulerMetrics
-from scheduler.policy import RATE_WINDOW_S, Policy
+from scheduler.policy import RATE_WINDOW_S, Policy, heartbeat_interval_s
 from scheduler.tiers import decide_tiers
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Scheduler:
         # Behind edges no load balancer sits before the transcoding nodes: a reopened
         # one takes relays once it heartbeats `routable` (node agents beat at most every
         # 5 s), not after a load balancer's registration delay.
-        transcode_lead_s = (max(0.5, min(5.0, settings.heartbeat_ttl_s / 3))
+        transcode_lead_s = (heartbeat_interval_s(settings.heartbeat_ttl_s)
                             if settings.edge_tier else register_delay_s)
         self.policy = policy or Policy.from_settings(settings, open_lead_s=transcode_lead_s)
         # the edge tier's (scheduler.tiers), when the fleet has one; a fleet whose
@@ -215,21 +215,17 @@ class Scheduler:
     async def _broadcast_load(self, now: datetime
                               ) -> tuple[dict[str, datetime], float | None]:
         """Node id -> start of its oldest live broadcast (decide() ranks nodes for packing
-        by it), and the publish rate: broadcasts started within :data:`RATE_WINDOW_S`
-        (those that already ended and left the live state are missed, so it errs low;
-        the headroom's floor and fraction cover that). ({}, None) if the live state
-        cannot list them: decide() then keeps the whole headroom in the load balancer."""
+        by it), and the publish rate: broadcasts started within :data:`RATE_WINDOW_S`,
+        ended ones too (the live state's publish log). ({}, None) if the live state
+        cannot answer: decide() then keeps the whole headroom in the load balancer."""
         oldest: dict[str, datetime] = {}
         try:
             broadcasts = await self.live.list_broadcasts()
+            recent = await self.live.publishes_since(now - timedelta(seconds=RATE_WINDOW_S))
         except Exception:
             logger.exception("cannot list broadcasts: packing without their ages")
             return oldest, None
-        since = now - timedelta(seconds=RATE_WINDOW_S)
-        recent = 0
         for broadcast in broadcasts:
-            if broadcast.started_at >= since:
-                recent += 1
             if broadcast.state != BroadcastState.LIVE:
                 continue
             seen = oldest.get(broadcast.node_id)

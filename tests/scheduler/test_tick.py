@@ -215,12 +215,14 @@ async def test_the_headroom_is_sized_on_the_publish_rate_read_from_the_live_stat
     await live.heartbeat(Node(id="a", image_version="v1", address="", capacity=8,
                               state=NodeState.ACTIVE, active_broadcasts=8,
                               heartbeat_at=now), 60.0)
-    # 6 publishes in the last 10 minutes (one already ended), 2 older ones
+    # 6 publishes in the last 10 minutes (one already ended, one already archived and
+    # gone from the live state's list), 2 older ones
     for k, minutes in enumerate((1, 2, 3, 5, 8, 9, 30, 90)):
         await live.put_broadcast(Broadcast(
             id=f"b{k}", channel=f"c{k}", node_id="a",
-            state=BroadcastState.ENDED if k == 0 else BroadcastState.LIVE,
+            state=BroadcastState.ENDED if k <= 1 else BroadcastState.LIVE,
             started_at=now - timedelta(minutes=minutes)))
+    await live.remove_broadcast("b1")
     result = await Scheduler(settings, live, routing, clock=lambda: now).tick()
     summary = result.summary()
     assert summary["publish_rate_per_min"] == 0.6
