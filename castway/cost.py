@@ -297,6 +297,11 @@ class CostLedger:
         return sum(self.cost_of(b) for b in self._entries)
 
     @property
+    def costs(self) -> tuple[float, ...]:
+        """Each broadcast's cost, as :attr:`used` counts it (3 decimals: a heartbeat's)."""
+        return tuple(round(self.cost_of(b), 3) for b in self._entries)
+
+    @property
     def free(self) -> float:
         return self.capacity - self.used
 

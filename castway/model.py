@@ -192,6 +192,9 @@ class Node:
     cost_capacity: float = 0.0
     cost_used: float = 0.0
     cost_error: float | None = None
+    # each live broadcast's cost (cores, as counted in cost_used): the mix the
+    # scheduler costs the publishes it expects on (scheduler.policy.publish_demand)
+    broadcast_costs: tuple[float, ...] = ()
     tier: NodeTier = NodeTier.TRANSCODE
     # False while the scheduler holds this active node out of rotation (closed): an
     # edge relays there only when no open node has room.

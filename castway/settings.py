@@ -216,12 +216,16 @@ class Settings(BaseSettings):
                                    "lost.")
     headroom_min_slots: int = Field(2, description="Free capacity kept at least, in "
                                     "broadcasts of HEADROOM_BROADCAST_COST each.")
-    headroom_fraction: float = Field(0.2, description="Free capacity kept as a fraction "
-                                     "of what the live broadcasts cost.")
+    headroom_fraction: float | None = Field(
+        None, ge=0, description="Free capacity kept as a fraction of what the live "
+        "broadcasts cost. Default 0.2 on one tier; 0 behind an edge tier (EDGE_TIER), where "
+        "every broadcast can move and the headroom is what the measured publish rate needs "
+        "(docs/scheduler.md).")
     headroom_broadcast_cost: float = Field(
         1.0, gt=0, description="Cores one broadcast is counted at when the scheduler "
-        "sizes its headroom (about a 1080p60 source with the full ladder on the "
-        "calibration machine), and for a node that reports no transcode cost.")
+        "sizes its headroom's floor (about a 1080p60 source with the full ladder on the "
+        "calibration machine), an expected publish's when no live broadcast's cost is "
+        "known, and for a node that reports no transcode cost.")
     max_nodes: int = Field(20, description="Largest fleet the scheduler starts.")
     capacity_windows: str | None = Field(None, description="Scheduled capacity floors, comma-"
                                   "separated HH:MM-HH:MM:nodes[:free_slots] in UTC, e.g. "

@@ -18,6 +18,7 @@ from castway.cost import CostLedger
 from castway.live.base import NodeRegistry
 from castway.model import Node, NodeState, NodeTier, utcnow
 from castway.settings import Settings
+from scheduler.policy import heartbeat_interval_s
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class NodeAgent:
         self.address = address or f"{settings.host}:{settings.rtmp_port}"
         self.tier = tier
         self.capacity = settings.node_capacity if capacity is None else capacity
-        self.interval_s = interval_s or max(0.5, min(5.0, settings.heartbeat_ttl_s / 3))
+        self.interval_s = interval_s or heartbeat_interval_s(settings.heartbeat_ttl_s)
         # The record outlives the TTL so the scheduler sees the silence and marks it lost.
         self.record_ttl_s = 3 * settings.heartbeat_ttl_s
         self._active_broadcasts = active_broadcasts
@@ -125,6 +126,7 @@ class NodeAgent:
                     cost_capacity=ledger.capacity if ledger is not None else 0.0,
                     cost_used=ledger.used if ledger is not None else 0.0,
                     cost_error=ledger.estimate_error if ledger is not None else None,
+                    broadcast_costs=ledger.costs if ledger is not None else (),
                     tier=self.tier, routable=self.routable)
 
     async def beat(self) -> Node:

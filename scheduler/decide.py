@@ -236,8 +236,10 @@ def decide(nodes: Sequence[Node], desired_version: str, policy: Policy, now: dat
 
     live = sum(n.active_broadcasts for n in alive)
     used = sum(used_of(n, policy) for n in alive)
-    headroom = policy.headroom(live, now, publish_rate_per_s, used_cost=used)
-    open_headroom = policy.open_headroom(live, now, publish_rate_per_s, used_cost=used)
+    costs = [c for n in alive for c in n.broadcast_costs]
+    headroom = policy.headroom(live, now, publish_rate_per_s, used_cost=used, costs=costs)
+    open_headroom = policy.open_headroom(live, now, publish_rate_per_s, used_cost=used,
+                                         costs=costs)
     hysteresis = policy.hysteresis_slots * policy.broadcast_cost
 
     def free(n: Node) -> float:

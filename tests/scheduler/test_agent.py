@@ -144,6 +144,8 @@ async def test_a_node_admits_on_transcode_cost_and_heartbeats_it(tmp_path: Path)
     await agent.beat()
     [node] = await live.list_nodes()
     assert (node.cost_capacity, node.cost_used) == (1.7, 1.3)
+    # each broadcast's cost too: the mix the scheduler costs expected publishes on
+    assert sorted(node.broadcast_costs) == [0.4, 0.9]
     assert node.cost_error is not None and abs(node.cost_error - 1 / 3) < 1e-9
 
 

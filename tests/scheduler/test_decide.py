@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -27,7 +28,14 @@ from scheduler.decide import (
     StopNode,
     decide,
 )
-from scheduler.policy import CapacityWindow, Policy, PolicyError, poisson_upper
+from scheduler.policy import (
+    CapacityWindow,
+    Policy,
+    PolicyError,
+    compound_poisson_upper,
+    headroom_fraction,
+    poisson_upper,
+)
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 POLICY = Policy(node_capacity=8, headroom_min_slots=2, headroom_fraction=0.2, max_nodes=20)
@@ -330,6 +338,67 @@ def test_poisson_upper_quantiles() -> None:
     assert poisson_upper(1000.0, 0.999) == pytest.approx(1098, abs=3)  # normal tail
     with pytest.raises(PolicyError):
         Policy(burst_quantile=1.0)
+
+
+def test_compound_poisson_upper_is_the_quantile_of_what_the_publishes_cost() -> None:
+    # one cost: that many publishes (the Poisson quantile) at that cost
+    assert compound_poisson_upper(9.0, [0.5], 0.999) == pytest.approx(
+        poisson_upper(9.0, 0.999) * 0.5)
+    # a mix: against a draw of a million days, within the grid's step
+    mix = [0.9, 0.58, 0.58, 0.3, 0.3, 0.3, 0.01]
+    rng = random.Random(3)
+    sums = sorted(sum(rng.choice(mix) for _ in range(_poisson(rng, 4.0)))
+                  for _ in range(200_000))
+    sampled = sums[int(0.999 * len(sums))]
+    assert compound_poisson_upper(4.0, mix, 0.999) == pytest.approx(sampled, abs=0.1)
+    # counting each publish at the dearest cost keeps far more
+    assert compound_poisson_upper(4.0, mix, 0.999) < 0.65 * poisson_upper(4.0, 0.999) * 0.9
+    # the normal approximation past a mean of 500 agrees with the recursion below it
+    assert (compound_poisson_upper(501.0, mix, 0.999)
+            == pytest.approx(compound_poisson_upper(499.0, mix, 0.999), rel=0.02))
+    assert compound_poisson_upper(0.0, mix, 0.999) == 0.0
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    count, t = 0, rng.expovariate(1.0)
+    while t < mean:
+        count, t = count + 1, t + rng.expovariate(1.0)
+    return count
+
+
+def test_the_expected_publishes_are_costed_on_the_live_mix_with_the_dearest_as_a_prior(
+        ) -> None:
+    policy = replace(POLICY, headroom_fraction=0.0, headroom_min_slots=0, broadcast_cost=0.9)
+    rate = 3 * PER_MIN  # Poisson(9) in a tick plus a start
+    dearest = policy.headroom(10, NOW, rate)
+    assert dearest == pytest.approx(20 * 0.9)  # no live mix known: 20 at the dearest
+    passthroughs = policy.headroom(10, NOW, rate, costs=[0.01] * 40)
+    assert passthroughs < 0.2 * dearest  # a fleet of passthroughs needs little room
+    # the prior (one publish at the dearest cost among the live ones) weighs on a
+    # small fleet, not on a large one
+    small = policy.headroom(1, NOW, rate, costs=[0.01])
+    assert passthroughs < small < dearest
+    assert policy.open_headroom(10, NOW, rate, costs=[0.01] * 40) <= passthroughs
+
+
+def test_decide_sizes_the_headroom_on_the_costs_the_nodes_heartbeat() -> None:
+    policy = replace(POLICY, headroom_fraction=0.0, headroom_min_slots=0, broadcast_cost=1.0,
+                     node_cost=8.0)
+    cheap = [replace(node("a", active=6), cost_capacity=8.0, cost_used=0.06,
+                     broadcast_costs=(0.01,) * 6)]
+    dear = [replace(n, cost_used=6.0, broadcast_costs=(1.0,) * 6) for n in cheap]
+    rate = 3 * PER_MIN
+    # 7.94 cores free on one node cover the passthroughs' demand, not 20 dear publishes
+    assert kinds(decide(cheap, "v2", policy, NOW, publish_rate_per_s=rate).actions) == []
+    assert kinds(decide(dear, "v2", policy, NOW, publish_rate_per_s=rate).actions) == [
+        "start 3 v2"]
+
+
+def test_behind_edges_the_headroom_keeps_no_share_of_the_live_cost_by_default() -> None:
+    assert headroom_fraction(Settings()) == 0.2
+    assert headroom_fraction(Settings(edge_tier=True)) == 0.0
+    assert headroom_fraction(Settings(edge_tier=True, headroom_fraction=0.1)) == 0.1
+    assert Policy.from_settings(Settings(edge_tier=True)).headroom_fraction == 0.0
 
 
 def test_closed_nodes_free_slots_hold_the_headroom_while_few_nodes_take_publishes() -> None:
