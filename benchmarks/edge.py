@@ -105,14 +105,17 @@ def _log(message: str) -> None:
 
 # --- the clip and its tags ---------------------------------------------------------------
 
-def make_clip(path: Path, *, seconds: float, kbps: int) -> float:
-    """A 1280x720p30 H.264 (constant ``kbps``, x264 filler data where the pattern is
-    too easy, a keyframe every 2 s) + AAC FLV file; returns its measured Mbit/s."""
+def make_clip(path: Path, *, seconds: float, kbps: int, fps: int = 30) -> float:
+    """A 1280x720 H.264 at ``fps`` (constant ``kbps``, x264 filler data where the
+    pattern is too easy, a keyframe every 2 s) + AAC FLV file; returns its measured
+    Mbit/s. The relay's cost follows its message rate (frames and audio packets a
+    second) far more than its bit rate."""
     cmd = [_tool("ffmpeg"), "-nostdin", "-loglevel", "error", "-y",
-           "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+           "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={fps}",
            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
            "-t", f"{seconds}", "-c:v", "libx264", "-preset", "veryfast",
-           "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60",
+           "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+           "-g", f"{2 * fps}", "-keyint_min", f"{2 * fps}",
            "-sc_threshold", "0", "-bf", "0", "-b:v", f"{kbps}k", "-minrate", f"{kbps}k",
            "-maxrate", f"{kbps}k", "-bufsize", f"{kbps}k", "-x264-params", "nal-hrd=cbr",
            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "flv", str(path)]
@@ -648,12 +651,13 @@ async def probe_server(arrivals: Arrivals, publishers: int) -> AsyncIterator[Ing
 
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     n = args.publishers
-    _log(f"making a {args.clip_seconds:.0f} s 720p30 clip at {args.kbps} kbit/s")
+    _log(f"making a {args.clip_seconds:.0f} s 720p{args.fps} clip at {args.kbps} kbit/s")
     clip = workdir / "clip.flv"
-    mbps = make_clip(clip, seconds=args.clip_seconds, kbps=args.kbps)
+    mbps = make_clip(clip, seconds=args.clip_seconds, kbps=args.kbps, fps=args.fps)
     tags = read_flv_tags(clip.read_bytes())
     report: dict[str, Any] = {"publishers": n, "duration_s": args.duration,
-                              "clip_mbps": round(mbps, 2), "cores": os.cpu_count()}
+                              "clip_mbps": round(mbps, 2), "clip_fps": args.fps,
+                              "cores": os.cpu_count()}
     catalog_settings = Settings(database_url=f"sqlite:///{workdir / 'catalog.db'}",
                                 data_dir=workdir / "bench-data")
     catalog = open_catalog(catalog_settings)
@@ -735,7 +739,8 @@ def _fmt_delay(d: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     n = report["publishers"]
-    lines = [f"{n} publishers + 1 probe, clip {report['clip_mbps']:.2f} Mbit/s 720p30, "
+    lines = [f"{n} publishers + 1 probe, clip {report['clip_mbps']:.2f} Mbit/s "
+             f"720p{report['clip_fps']}, "
              f"{report['duration_s']:.0f} s window, {report['cores']} cores",
              "",
              f"{'relay':<9} {'alive':>6} {'at node':>8} {'idle %core':>11} "
@@ -780,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after the publishers are relayed, before the "
                         "window (default 5)")
     parser.add_argument("--kbps", type=int, default=3000, help="clip video bitrate")
+    parser.add_argument("--fps", type=int, default=30, help="clip frame rate")
     parser.add_argument("--clip-seconds", type=float, default=10.0,
                         help="clip length (looped; default 10)")
     parser.add_argument("--no-nginx", dest="nginx", action="store_false",
