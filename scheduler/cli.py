@@ -55,19 +55,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="cores a broadcast is counted at for the headroom (default: the "
                    "dearest source of the mix, 0.9)")
     p.add_argument("--headroom-fraction", type=float, default=None,
-                   help="headroom as a fraction of the live cost (default 0.2)")
-    p.add_argument("--transcode-vcpus", type=float, default=2.0,
-                   help="vCPUs of a transcoding node (2: 1.7 cores at the 85 %% target)")
+                   help="headroom as a fraction of the live cost (default: 0.2 on one "
+                   "tier, none on the transcoding tier behind edges, as "
+                   "CASTWAY_HEADROOM_FRACTION's default)")
+    p.add_argument("--transcode-vcpus", type=float, default=None,
+                   help="vCPUs of a transcoding node (default 2, 1.7 cores at the 85 %% "
+                   "target, 8 broadcasts; with --edge 8 and 24 broadcasts, deploy/aws's "
+                   "IngestCpu and NodeCapacity)")
     p.add_argument("--edge", action="store_true",
                    help="two tiers: RTMP edge nodes in front of the transcoding nodes, "
                    "with the one-tier figures beside them")
-    p.add_argument("--edge-vcpus", type=float, default=2.0,
-                   help="vCPUs of an edge node (--edge)")
-    p.add_argument("--edge-capacity", type=int, default=200,
-                   help="publishers an edge node takes at most (--edge)")
-    p.add_argument("--edge-cost-per-publisher", type=float, default=0.009,
-                   help="cores one relayed publisher costs an edge node (--edge; 0.009: "
-                   "measured by castway bench edge)")
+    p.add_argument("--edge-vcpus", type=float, default=0.5,
+                   help="vCPUs of an edge node (--edge; 0.5, deploy/aws's EdgeCpu)")
+    p.add_argument("--edge-capacity", type=int, default=25,
+                   help="publishers an edge node takes at most (--edge; 25, deploy/aws's "
+                   "EdgeCapacity)")
+    p.add_argument("--edge-cost-per-publisher", type=float, default=0.012,
+                   help="cores one relayed publisher costs an edge node (--edge; 0.012: "
+                   "castway bench edge's 30 and 60 fps figures over the day's mix)")
     p.add_argument("--placement", choices=("random", "fullest", "emptiest"),
                    default="fullest",
                    help="how the edge picks the transcoding node it relays to (--edge): "
@@ -135,6 +140,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from scheduler.simulate import (
+        EDGE_TIER_NODE_CAPACITY,
+        EDGE_TIER_TRANSCODE_VCPUS,
+        NODE_VCPUS,
         Workload,
         compare,
         default_policy,
@@ -145,13 +153,18 @@ def _simulate(args: argparse.Namespace) -> int:
 
     workload = Workload(seed=args.seed, reconnect_fraction=args.reconnect_fraction,
                         deploy_at_h=None if args.no_deploy else Workload().deploy_at_h)
-    policy = sized_policy(default_policy(args.max_nodes), args.transcode_vcpus)
+    vcpus = args.transcode_vcpus or (EDGE_TIER_TRANSCODE_VCPUS if args.edge else NODE_VCPUS)
+    policy = sized_policy(default_policy(args.max_nodes), vcpus)
+    if args.edge and args.transcode_vcpus is None:  # deploy/aws's transcoding task
+        policy = replace(policy, node_capacity=EDGE_TIER_NODE_CAPACITY)
     if args.headroom_broadcast_cost is not None:
         policy = replace(policy, broadcast_cost=args.headroom_broadcast_cost)
     if args.headroom_fraction is not None:
         policy = replace(policy, headroom_fraction=args.headroom_fraction)
     if args.edge:
-        return _simulate_tiers(args, workload, policy)
+        behind_edges = (policy if args.headroom_fraction is not None
+                        else replace(policy, headroom_fraction=0.0))
+        return _simulate_tiers(args, workload, behind_edges, policy)
     results = compare(workload, policy)
     figures = report(results)
     if args.plot is not None:
@@ -177,12 +190,14 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate_tiers(args: argparse.Namespace, workload: Workload, policy: Policy) -> int:
+def _simulate_tiers(args: argparse.Namespace, workload: Workload, policy: Policy,
+                    one_tier_policy: Policy) -> int:
     from scheduler.simulate import EdgeModel, compare_tiers
 
     edge = EdgeModel(cost_per_publisher=args.edge_cost_per_publisher,
                      capacity=args.edge_capacity, vcpus=args.edge_vcpus)
-    figures = compare_tiers(workload, policy, edge, placement=args.placement).as_json()
+    figures = compare_tiers(workload, policy, edge, placement=args.placement,
+                            one_tier_policy=one_tier_policy).as_json()
     if args.json:
         print(json.dumps(figures))
         return 0

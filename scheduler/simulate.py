@@ -34,7 +34,7 @@ from scheduler.decide import (
     decide,
     usable_cost,
 )
-from scheduler.policy import RATE_WINDOW_S, Policy
+from scheduler.policy import RATE_WINDOW_S, Policy, heartbeat_interval_s
 from scheduler.tiers import decide_tiers
 
 #: (source, share of publishes, cost in cores with the full auto ladder): estimates from
@@ -46,6 +46,12 @@ SOURCE_MIX: tuple[tuple[str, float, float], ...] = (
     ("passthrough", 0.20, 0.01))
 NODE_COST = 1.7  # cores of a node: 2 at the 85 % utilisation target
 NODE_VCPUS = 2.0  # what that node is billed as
+#: A transcoding node behind edges: deploy/aws's default IngestCpu (8192 units). Once every
+#: broadcast can move, bigger nodes pack tighter (docs/scheduler.md, the two tiers).
+EDGE_TIER_TRANSCODE_VCPUS = 8.0
+#: ... taking 24 broadcasts at most (NodeCapacity; 16 GiB of IngestMemory, and fewer
+#: slots than the cores' cheap broadcasts would fill cost 1.287 x on seed 7, 3 refused)
+EDGE_TIER_NODE_CAPACITY = 24
 UTILISATION = NODE_COST / NODE_VCPUS
 
 
@@ -284,6 +290,7 @@ def castway_strategy(policy: Policy) -> Strategy:
         view = [Node(id=n.id, image_version=n.version, address="", state=n.state,
                      capacity=n.capacity, active_broadcasts=len(n.broadcasts),
                      heartbeat_at=now, cost_capacity=n.cost_capacity, cost_used=n.used,
+                     broadcast_costs=tuple(world.cost[b] for b in n.broadcasts),
                      reconnectable=len(n.broadcasts & world.reconnectable))
                 for n in world.nodes.values()]
         oldest = {n.id: epoch + timedelta(seconds=min(world.started[b] for b in n.broadcasts))
@@ -618,18 +625,31 @@ def default_policy(max_nodes: int = 200) -> Policy:
 
 # --- two tiers: RTMP edge nodes in front of the transcoding nodes (issue 15) ----------
 
+#: Cores one relayed publisher costs ``castway edge``, measured by ``castway bench edge
+#: --publishers 20`` on the 2-core machine (BENCHMARKS.md, "Edge relay overhead"): the
+#: relay's cost follows its message rate, hardly its bit rate (720p30: 0.0111 at 3.3
+#: Mbit/s, 0.0118 at 6.4; 720p60 at 6.4 Mbit/s: 0.0159).
+EDGE_COST_30FPS = 0.0118
+EDGE_COST_60FPS = 0.0159
+#: The simulator's mix (15 % 60 fps sources, the rest 30 fps) at those costs.
+EDGE_COST_PER_PUBLISHER = 0.012
+#: An edge node as deploy/aws starts it: EdgeCpu 512 (0.5 vCPU) and EdgeCapacity 25
+#: publishers, what its cores hold at the utilisation target were they all 60 fps.
+EDGE_TIER_EDGE_VCPUS = 0.5
+EDGE_TIER_EDGE_CAPACITY = 25
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeModel:
     """The edge tier of the two-tier day: every publisher's connection ends on an edge
     node, which relays its broadcast to a transcoding node.
 
-    ``cost_per_publisher`` (cores): ``castway bench edge`` measured 0.0087-0.0091
-    CPU-s per publisher-second (3.3 Mbit/s 720p30 publishers, 2-core machine);
-    an edge node takes ``capacity`` publishers at most and no more than its cores
-    hold at the utilisation target; ``vcpus`` is its size (by default the transcoding
-    nodes' 2-vCPU node)."""
+    ``cost_per_publisher`` (cores, :data:`EDGE_COST_PER_PUBLISHER` by default); an edge
+    node takes ``capacity`` publishers at most and no more than its cores hold at the
+    utilisation target; ``vcpus`` is its size (by default the transcoding nodes' 2-vCPU
+    node; ``castway scheduler simulate --edge`` takes deploy/aws's)."""
 
-    cost_per_publisher: float = 0.009
+    cost_per_publisher: float = EDGE_COST_PER_PUBLISHER
     capacity: int = 200
     vcpus: float = NODE_VCPUS
 
@@ -719,6 +739,7 @@ def _view(world: World, tier: NodeTier, now: datetime) -> list[Node]:
                  capacity=n.capacity, active_broadcasts=len(n.broadcasts),
                  heartbeat_at=now, cost_capacity=0.0 if edge else n.cost_capacity,
                  cost_used=0.0 if edge else n.used,
+                 broadcast_costs=() if edge else tuple(world.cost[b] for b in n.broadcasts),
                  reconnectable=len(n.broadcasts & world.reconnectable), tier=tier)
             for n in world.nodes.values()]
 
@@ -769,12 +790,15 @@ def two_tier_strategy(policies: dict[NodeTier, Policy]) -> TwoTierStrategy:
 
 
 def two_tier_policies(policy: Policy, edge: EdgeModel) -> dict[NodeTier, Policy]:
-    """The transcoding tier's policy as given; the edge tier's with the defaults of
-    :meth:`Policy.edge_from_settings`, counted in publishers."""
-    defaults = Policy.edge_from_settings(_default_settings())
+    """The transcoding tier's policy as given, a reopened node counted open after a
+    heartbeat (as scheduler.tick does behind edges); the edge tier's with the defaults
+    of :meth:`Policy.edge_from_settings`, counted in publishers."""
+    settings = _default_settings()
+    defaults = Policy.edge_from_settings(settings)
     return {NodeTier.EDGE: replace(defaults, node_capacity=edge.publishers_per_node,
                                    max_nodes=policy.max_nodes),
-            NodeTier.TRANSCODE: policy}
+            NodeTier.TRANSCODE: replace(
+                policy, open_lead_s=heartbeat_interval_s(settings.heartbeat_ttl_s))}
 
 
 def _default_settings() -> Settings:
@@ -784,6 +808,7 @@ def _default_settings() -> Settings:
 def run_two_tier(workload: Workload, strategy: TwoTierStrategy, edge: EdgeModel, *,
                  capacity: int = 8, node_cost: float = NODE_COST,
                  start_delay_s: float = 60.0, register_delay_s: float = 60.0,
+                 transcode_open_delay_s: float = 5.0,
                  tick_s: float = 60.0, step_s: float = 5.0, seed: int = 1,
                  placement: str = "random") -> TwoTierFigures:
     """Replay ``workload`` on two tiers: each publish lands on a routable edge node
@@ -791,12 +816,14 @@ def run_two_tier(workload: Workload, strategy: TwoTierStrategy, edge: EdgeModel,
     for its ladder (``placement``); refused when either tier has no room. Behind the
     edge every broadcast is reconnect-capable on the transcoding tier, whatever its
     encoder; the edge tier keeps its publishers. The deploy is the transcoding tier's
-    (the edge is rarely deployed)."""
+    (the edge is rarely deployed). ``register_delay_s`` is the edge tier's (its load
+    balancer's); a reopened transcoding node takes relays once its next heartbeat
+    says so (``transcode_open_delay_s``)."""
     rng = random.Random(seed)
     edges = World(workload, edge.publishers_per_node, start_delay_s,
                   random.Random(rng.random()), register_delay_s, 0.0, prefix="e")
     transcoders = World(workload, capacity, start_delay_s, random.Random(rng.random()),
-                        register_delay_s, node_cost, prefix="t", placement=placement)
+                        transcode_open_delay_s, node_cost, prefix="t", placement=placement)
     figures = TwoTierFigures(edge=TierFigures(edge.vcpus),
                              transcode=TierFigures(node_cost / UTILISATION),
                              publishers_per_edge_node=edge.publishers_per_node)
@@ -875,14 +902,16 @@ def sized_policy(policy: Policy, vcpus: float) -> Policy:
 
 
 def compare_tiers(workload: Workload, policy: Policy, edge: EdgeModel | None = None, *,
-                  start_delay_s: float = 60.0, placement: str = "random") -> TwoTierFigures:
-    """The same day on two tiers, with today's one tier beside it (same policy, same
-    transcoding node)."""
+                  start_delay_s: float = 60.0, placement: str = "random",
+                  one_tier_policy: Policy | None = None) -> TwoTierFigures:
+    """The same day on two tiers, with today's one tier beside it (the same transcoding
+    node; ``one_tier_policy``, by default the same policy)."""
     edge = edge or EdgeModel()
     node_cost = policy.node_cost or NODE_COST
     figures = run_two_tier(workload, two_tier_strategy(two_tier_policies(policy, edge)),
                            edge, capacity=policy.node_capacity, node_cost=node_cost,
                            start_delay_s=start_delay_s, placement=placement)
-    figures.one_tier = run(workload, castway_strategy(policy), capacity=policy.node_capacity,
-                           node_cost=node_cost, start_delay_s=start_delay_s, policy=policy)
+    one = one_tier_policy or policy
+    figures.one_tier = run(workload, castway_strategy(one), capacity=one.node_capacity,
+                           node_cost=node_cost, start_delay_s=start_delay_s, policy=one)
     return figures

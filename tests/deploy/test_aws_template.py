@@ -407,19 +407,21 @@ def test_the_edge_task_runs_castway_edge_and_heartbeats_as_an_edge() -> None:
     assert _props(_task_definition_of("edge"))["Family"] == {
         "Fn::Sub": "${AWS::StackName}-edge"}
     # an edge transcodes nothing: small, and its default capacity fits the relay's
-    # measured cost (castway bench edge: the simulator's figure, at 3.26 Mbit/s on the
-    # wire) within the scheduler's utilisation target for 6 Mbit/s sources
-    # (docs/deploy.md, "Sizing the edge")
-    from scheduler.simulate import EdgeModel
-
-    measured_mbits, source_mbits = 3.26, 6.0
+    # measured cost (castway bench edge: 6.4 Mbit/s 720p60 publishers, the dearest it
+    # measured: the cost follows the message rate) within the scheduler's utilisation
+    # target (docs/deploy.md, "Sizing the edge"); the simulator's edge is this one
+    from scheduler.simulate import (
+        EDGE_COST_60FPS,
+        EDGE_TIER_EDGE_CAPACITY,
+        EDGE_TIER_EDGE_VCPUS,
+    )
 
     cores = int(PARAMETERS["EdgeCpu"]["Default"]) / 1024
     assert cores <= 0.5
     assert max(int(v) for v in PARAMETERS["EdgeCpu"]["AllowedValues"]) <= 1024  # one loop
     publishers = int(PARAMETERS["EdgeCapacity"]["Default"])
-    per_publisher = EdgeModel().cost_per_publisher * source_mbits / measured_mbits
-    assert publishers * per_publisher <= Settings().utilisation_target * cores
+    assert publishers * EDGE_COST_60FPS <= Settings().utilisation_target * cores
+    assert (cores, publishers) == (EDGE_TIER_EDGE_VCPUS, EDGE_TIER_EDGE_CAPACITY)
     settings = Settings(edge_capacity=int(PARAMETERS["EdgeCapacity"]["Default"]))
     agent = NodeAgent(settings, MemoryLiveState(), active_broadcasts=lambda: 0,
                       tier=NodeTier.EDGE, capacity=settings.edge_capacity)

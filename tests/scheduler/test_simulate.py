@@ -147,8 +147,8 @@ def test_knowing_no_end_costs_more_than_knowing_every_end() -> None:
 # --- two tiers (issue 15) ---------------------------------------------------------------
 
 def test_an_edge_node_holds_what_its_cores_hold_up_to_its_capacity() -> None:
-    assert EdgeModel().publishers_per_node == 188  # a 2-vCPU node: 1.7 cores / 0.009
-    assert EdgeModel(vcpus=0.25).publishers_per_node == 23  # 0.2125 cores / 0.009
+    assert EdgeModel().publishers_per_node == 141  # a 2-vCPU node: 1.7 cores / 0.012
+    assert EdgeModel(vcpus=0.25).publishers_per_node == 17  # 0.2125 cores / 0.012
     assert EdgeModel(vcpus=0.25).node_cost == pytest.approx(0.2125)
 
 
