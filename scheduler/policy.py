@@ -91,7 +91,7 @@ class Policy:
     # nodes of the desired version heartbeat, else node_capacity x broadcast_cost
     node_cost: float | None = None
     headroom_min_slots: int = 2
-    headroom_fraction: float = 0.2  # of live broadcasts, fleet-wide
+    headroom_fraction: float = ONE_TIER_HEADROOM_FRACTION  # of the live cost, fleet-wide
     max_nodes: int = 20  # every running node counts, draining ones too
     heartbeat_ttl_s: float = 30.0  # an active/draining node silent longer is lost
     start_timeout_s: float = 180.0  # a starting node silent longer is lost
