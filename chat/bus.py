@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from castway.cancellation import cancellation_kept
 from castway.redis_client import DEFAULT_POLICY, Reconnect, RedisPolicy, async_client
 from chat.history import HistoryRing
 from chat.protocol import ban_frame, delete_frame, message_frame, message_prefix
@@ -239,7 +240,8 @@ class RedisBus(ChatBus):
         # redis-py reads a Pub/Sub connection only once something is subscribed.
         async with shard.lock:
             if not shard.ready:
-                await shard.pubsub.subscribe(KEEPALIVE_CHANNEL)
+                async with cancellation_kept():
+                    await shard.pubsub.subscribe(KEEPALIVE_CHANNEL)
                 shard.ready = True
 
     async def stop(self) -> None:
@@ -270,7 +272,8 @@ class RedisBus(ChatBus):
         while True:
             try:
                 await self._ensure_subscribed(shard)
-                message = await shard.pubsub.get_message(timeout=READ_TIMEOUT_S)
+                async with cancellation_kept():
+                    message = await shard.pubsub.get_message(timeout=READ_TIMEOUT_S)
                 backoff.succeeded()
             except asyncio.CancelledError:
                 raise
@@ -301,20 +304,21 @@ class RedisBus(ChatBus):
         shard.confirmations.setdefault(redis_channel, []).append(future)
         try:
             await self._ensure_subscribed(shard)
-            async with shard.lock:
+            async with shard.lock, cancellation_kept():
                 await shard.pubsub.subscribe(redis_channel)
         except (RedisError, OSError) as exc:
             shard.confirmations.pop(redis_channel, None)
             raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
         try:
-            await asyncio.wait_for(future, SUBSCRIBE_TIMEOUT_S)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):  # not wait_for: castway.cancellation
+                await future
         except TimeoutError:
             raise BusError(f"chat Redis {shard.url} did not confirm the subscription") from None
 
     async def unsubscribe(self, channel: str) -> None:
         shard = self._shard(channel)
         redis_channel = _keys(channel)[3]
-        async with shard.lock:
+        async with shard.lock, cancellation_kept():
             with contextlib.suppress(RedisError):
                 await shard.pubsub.unsubscribe(redis_channel)
         self._channels.pop(redis_channel, None)
@@ -322,7 +326,8 @@ class RedisBus(ChatBus):
     async def _call(self, channel: str, script: str, keys: list[str], args: list[Any]) -> Any:
         shard = self._shard(channel)
         try:
-            return await shard.client.eval(script, len(keys), *keys, *args)
+            async with cancellation_kept():
+                return await shard.client.eval(script, len(keys), *keys, *args)
         except RedisError as exc:
             raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
 
@@ -338,7 +343,8 @@ class RedisBus(ChatBus):
     async def history(self, channel: str) -> list[str]:
         shard = self._shard(channel)
         try:
-            frames: list[str] = await shard.client.lrange(_keys(channel)[1], 0, -1)
+            async with cancellation_kept():
+                frames: list[str] = await shard.client.lrange(_keys(channel)[1], 0, -1)
         except RedisError as exc:
             raise BusError(f"chat Redis {shard.url} is unavailable: {exc}") from exc
         return frames

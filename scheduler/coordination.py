@@ -13,6 +13,7 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Protocol
 
+from castway.cancellation import cancellation_kept
 from castway.serde import from_jsonable, to_jsonable
 from scheduler.decide import FleetMemory
 
@@ -88,12 +89,14 @@ class RedisCoordinator:
     async def acquire(self, ttl_s: float) -> bool:
         if self._unanswered is not None:
             # Else our own lost SET holds off every tick until its TTL (2 minutes).
-            await self._redis.eval(_RELEASE, 1, self._lock_key, self._unanswered)  # type: ignore[no-untyped-call]
+            async with cancellation_kept():
+                await self._redis.eval(_RELEASE, 1, self._lock_key, self._unanswered)  # type: ignore[no-untyped-call]
             self._unanswered = None
         token = secrets.token_hex(16)
         try:
-            ok = await self._redis.set(self._lock_key, token, nx=True,
-                                       px=int(ttl_s * 1000))
+            async with cancellation_kept():
+                ok = await self._redis.set(self._lock_key, token, nx=True,
+                                           px=int(ttl_s * 1000))
         except BaseException:
             self._unanswered = token
             raise
@@ -103,11 +106,13 @@ class RedisCoordinator:
 
     async def release(self) -> None:
         if self._token is not None:
-            await self._redis.eval(_RELEASE, 1, self._lock_key, self._token)  # type: ignore[no-untyped-call]
+            async with cancellation_kept():
+                await self._redis.eval(_RELEASE, 1, self._lock_key, self._token)  # type: ignore[no-untyped-call]
             self._token = None
 
     async def load_memory(self) -> FleetMemory:
-        raw = await self._redis.get(self._memory_key)
+        async with cancellation_kept():
+            raw = await self._redis.get(self._memory_key)
         if raw is None:
             return FleetMemory()
         try:
@@ -117,7 +122,8 @@ class RedisCoordinator:
         return memory
 
     async def save_memory(self, memory: FleetMemory) -> None:
-        await self._redis.set(self._memory_key, json.dumps(to_jsonable(memory)))
+        async with cancellation_kept():
+            await self._redis.set(self._memory_key, json.dumps(to_jsonable(memory)))
 
     async def close(self) -> None:
         await self._redis.aclose()  # type: ignore[attr-defined]

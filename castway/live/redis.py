@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, WatchError
 
+from castway.cancellation import cancellation_kept
 from castway.events.topic import Topic
 from castway.layout import broadcast_of
 from castway.live.base import (
@@ -176,10 +177,11 @@ class RedisLiveState:
         """Redis failures as LiveStateError, and no operation outlasting
         ``operation_timeout_s``: a frozen server (accepting, never answering) would
         otherwise hold every caller for the socket timeout times the retries, and an
-        origin request with them, instead of a 503."""
+        origin request with them, instead of a 503. A cancellation redis-py drops is
+        raised again (``cancellation_kept``)."""
         self._check_open()
         try:
-            async with asyncio.timeout(self._operation_timeout_s):
+            async with cancellation_kept(), asyncio.timeout(self._operation_timeout_s):
                 yield
         except TimeoutError as exc:
             raise LiveStateError(f"redis {operation}: no answer within "
@@ -546,8 +548,9 @@ class RedisLiveState:
         while True:
             # push_request: without it redis-py (5+) routes pub/sub messages to its push
             # handler instead of returning them. types-redis 4.6 predates the argument.
-            response = await conn.read_response(  # type: ignore[call-arg]
-                timeout=self._health_interval_s, push_request=True)
+            async with cancellation_kept():
+                response = await conn.read_response(  # type: ignore[call-arg]
+                    timeout=self._health_interval_s, push_request=True)
             if response is None:
                 if self._ping_outstanding:
                     raise ConnectionError("no reply to PING on the pub/sub connection")
