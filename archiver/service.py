@@ -178,7 +178,8 @@ class ArchiverService:
         if not self.distributed and self._events_task is not None:
             await self._drain_events()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.reconcile_now(), self.stop_wait_s)
+                async with asyncio.timeout(self.stop_wait_s):
+                    await self.reconcile_now()
             if not await self.idle(self.stop_wait_s):
                 logger.warning("stopping with VODs unfinished; the next start makes them",
                                extra={"broadcasts": sorted(self._jobs)})
@@ -205,7 +206,8 @@ class ArchiverService:
                 await task
         while self._subscription is not None:
             try:
-                event = await asyncio.wait_for(self._subscription.get(), DRAIN_EVENT_S)
+                async with asyncio.timeout(DRAIN_EVENT_S):
+                    event = await self._subscription.get()
             except (TimeoutError, LiveStateError):
                 return
             await self._on_event(event)
@@ -247,7 +249,8 @@ class ArchiverService:
         """Wait until this service (embedded) has written the broadcast's VOD playlists."""
         event = self._ready_event(broadcast_id)
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
         except TimeoutError:
             return False
         return True

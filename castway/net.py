@@ -315,6 +315,7 @@ async def _readable(sock: socket.socket, timeout_s: float) -> None:
 
     loop.add_reader(sock.fileno(), on_readable)
     try:
-        await asyncio.wait_for(ready, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await ready
     finally:
         loop.remove_reader(sock.fileno())

@@ -68,7 +68,8 @@ class ListenerThread:
                     logger.warning("listener cannot subscribe yet; retrying", extra={
                         "listener": self.thread.name, "error": str(e)})
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), self.retry_s)
+                        async with asyncio.timeout(self.retry_s):
+                            await self.stopping.wait()
             self.ready.set()
             await self.stopping.wait()
         finally:

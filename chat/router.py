@@ -207,7 +207,8 @@ async def _serve_admitted(hub: ChatHub, websocket: WebSocket, channel: str, nick
         if code is not None and code is not CloseCode.NORMAL and \
                 websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.close(code), CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await websocket.close(code)
 
 
 async def _write(websocket: WebSocket, session: Session) -> None:

@@ -93,7 +93,8 @@ class PendingEnds:
         """Give pending ends up to ``timeout_s`` more, then stop retrying."""
         if self._pending:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._save_pending(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._save_pending()
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -109,7 +109,8 @@ class _Connection:
             await self._end_publication(self.close_reason)
         self.writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
         logger.info("rtmp connection closed", extra={**self.log_fields,
                                                      "reason": self.close_reason})
 
@@ -265,7 +266,8 @@ class _Connection:
             await self._flush()
             # Let the publisher read the status before the connection goes away.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.reader.read(READ_SIZE), REJECT_LINGER_S)
+                async with asyncio.timeout(REJECT_LINGER_S):
+                    await self.reader.read(READ_SIZE)
             raise _Close(f"publish rejected: {outcome.code}")
         self.publication = outcome
         self.server._publishers += 1  # noqa: SLF001
@@ -424,7 +426,8 @@ class IngestServer:
                 break
             self._publishers_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publishers_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._publishers_changed.wait()
         return self._publishers
 
     async def _accept(self, sock: socket.socket, sock_peer: object, *, tls: bool) -> None:
@@ -438,8 +441,8 @@ class IngestServer:
             return
         if self.settings.proxy_protocol:
             try:
-                header = await asyncio.wait_for(_read_proxy_header(sock),
-                                                deadline - loop.time())
+                async with asyncio.timeout(deadline - loop.time()):
+                    header = await _read_proxy_header(sock)
             except (ProxyProtocolError, TimeoutError, OSError) as e:
                 # The balancer always sends one; without it the address the limits
                 # key on would be the balancer's, so the spec says refuse.
@@ -504,11 +507,11 @@ class IngestServer:
             raise TimeoutError("handshake timeout")
         reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        # wait_for as well as ssl_handshake_timeout: the latter covers the handshake
+        # a timeout as well as ssl_handshake_timeout: the latter covers the handshake
         # only, the former a peer that never even sends its ClientHello's last byte.
-        transport, _ = await asyncio.wait_for(
-            loop.connect_accepted_socket(lambda: protocol, sock, ssl=context,
-                                         ssl_handshake_timeout=remaining), remaining)
+        async with asyncio.timeout(remaining):
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=context, ssl_handshake_timeout=remaining)
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -538,7 +541,8 @@ class IngestServer:
         for listener in (self._server, self._tls_server):
             if listener is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(listener.wait_closed(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await listener.wait_closed()
         logger.info("rtmp ingest stopped")
 
 

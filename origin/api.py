@@ -302,7 +302,8 @@ async def create_clip(broadcast_id: IdPath, body: ClipCreate, ctx: Ctx) -> VodPu
                            extra=fields)
             raise HTTPException(503, "no archiver is answering; try again")
         try:
-            answer = await asyncio.wait_for(answers.get(), CLIP_WAIT_S)
+            async with asyncio.timeout(CLIP_WAIT_S):
+                answer = await answers.get()
         except (TimeoutError, LiveStateError):
             raise HTTPException(504, "the archiver did not answer in time") from None
     finally:

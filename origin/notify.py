@@ -98,7 +98,8 @@ class MediaNotifier:
             if window is not None and window_has(window, msn, part):
                 return window
             try:
-                woken = await asyncio.wait_for(asyncio.shield(waiter.future), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    woken = await asyncio.shield(waiter.future)
                 if woken is not None and self._on_wake is not None:
                     self._on_wake(time.perf_counter() - waiter.arrived)
                 return woken
@@ -151,7 +152,8 @@ class MediaNotifier:
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(watch.subscription.get(), self._idle_s)
+                    async with asyncio.timeout(self._idle_s):
+                        event = await watch.subscription.get()
                 except TimeoutError:
                     if not watch.waiters and \
                             time.monotonic() - watch.last_active >= self._idle_s:

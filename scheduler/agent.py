@@ -147,7 +147,8 @@ class NodeAgent:
                 logger.exception("heartbeat failed", extra={"node": self.node_id})
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                async with asyncio.timeout(self.interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

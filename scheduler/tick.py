@@ -292,6 +292,7 @@ class Scheduler:
             except Exception:
                 logger.exception("scheduler tick failed")
             try:
-                await asyncio.wait_for(stop.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await stop.wait()
             except TimeoutError:
                 pass

@@ -604,7 +604,8 @@ class BroadcastTranscoder:
             if not self._given_up and not failed:
                 await self._queue.put(Finish())
                 try:
-                    await asyncio.wait_for(self._done.wait(), FINISH_TIMEOUT_S)
+                    async with asyncio.timeout(FINISH_TIMEOUT_S):
+                        await self._done.wait()
                 except TimeoutError:
                     logger.error("transcoder did not finish in time",
                                  extra={"broadcast_id": self.broadcast.id})

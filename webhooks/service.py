@@ -214,7 +214,8 @@ class WebhookService:
             except Exception as e:  # the catalog is down: the next round retries
                 logger.warning("webhook sending paused", extra={"error": str(e)})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wait_s))
+                async with asyncio.timeout(max(0.0, wait_s)):
+                    await self._wake.wait()
 
     async def _send_due(self) -> float:
         """Start an attempt of every due delivery not already in flight; returns how

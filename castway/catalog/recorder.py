@@ -95,7 +95,8 @@ class SegmentRecorder:
         """Wait until everything queued is written; False if ``timeout_s`` passes first."""
         self._wakeup.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         return self.pending == 0
 
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:

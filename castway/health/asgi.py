@@ -51,7 +51,8 @@ async def healthz() -> dict[str, str]:
 async def _check(name: str, ping: Awaitable[bool]) -> str | None:
     """None if the dependency answers in time, else its name."""
     try:
-        ok = await asyncio.wait_for(ping, report.PING_TIMEOUT_S)
+        async with asyncio.timeout(report.PING_TIMEOUT_S):
+            ok = await ping
     except Exception:
         report.check_failed(name)
         return name

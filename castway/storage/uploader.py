@@ -289,7 +289,8 @@ class Uploader:
     async def flush(self, timeout_s: float) -> bool:
         """Wait until every accepted object is stored; False if ``timeout_s`` passes first."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         except TimeoutError:
             return self._outstanding == 0
         return True

@@ -195,7 +195,8 @@ class TargetLink:
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
 
     async def _publish(self, session: PublisherSession, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, needed: tuple[str, ...]) -> None:

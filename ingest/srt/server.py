@@ -283,7 +283,8 @@ class SrtServer:
                 break
             self._publishers_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publishers_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._publishers_changed.wait()
         return len(self._connections)
 
     def disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:

@@ -194,7 +194,8 @@ class WhipServer:
                 break
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
         return len(self._sessions)
 
     def disconnect(self, connection_id: str, reason: str = "broadcast stopped") -> bool:
@@ -420,7 +421,8 @@ class WhipServer:
             session.packets.put_nowait(None)  # what was received goes out first
         if deliver is not None and deliver is not current:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(deliver, 5)
+                async with asyncio.timeout(5):
+                    await deliver
         await session.publication.on_close(reason)
         with contextlib.suppress(Exception):
             await session.pc.close()
