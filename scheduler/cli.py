@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from scheduler.simulate import (
+        EDGE_COST_PER_PUBLISHER,
+        EDGE_TIER_EDGE_CAPACITY,
+        EDGE_TIER_EDGE_VCPUS,
+    )
+
     parser = argparse.ArgumentParser(prog="castway scheduler",
                                      description="the ingest fleet's scheduler")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -65,14 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--edge", action="store_true",
                    help="two tiers: RTMP edge nodes in front of the transcoding nodes, "
                    "with the one-tier figures beside them")
-    p.add_argument("--edge-vcpus", type=float, default=0.5,
-                   help="vCPUs of an edge node (--edge; 0.5, deploy/aws's EdgeCpu)")
-    p.add_argument("--edge-capacity", type=int, default=25,
-                   help="publishers an edge node takes at most (--edge; 25, deploy/aws's "
-                   "EdgeCapacity)")
-    p.add_argument("--edge-cost-per-publisher", type=float, default=0.012,
-                   help="cores one relayed publisher costs an edge node (--edge; 0.012: "
-                   "castway bench edge's 30 and 60 fps figures over the day's mix)")
+    p.add_argument("--edge-vcpus", type=float, default=EDGE_TIER_EDGE_VCPUS,
+                   help=f"vCPUs of an edge node (--edge; {EDGE_TIER_EDGE_VCPUS}, "
+                   "deploy/aws's EdgeCpu)")
+    p.add_argument("--edge-capacity", type=int, default=EDGE_TIER_EDGE_CAPACITY,
+                   help="publishers an edge node takes at most (--edge; "
+                   f"{EDGE_TIER_EDGE_CAPACITY}, deploy/aws's EdgeCapacity)")
+    p.add_argument("--edge-cost-per-publisher", type=float, default=EDGE_COST_PER_PUBLISHER,
+                   help="cores one relayed publisher costs an edge node (--edge; "
+                   f"{EDGE_COST_PER_PUBLISHER}: castway bench edge's 30 and 60 fps figures "
+                   "over the day's mix)")
     p.add_argument("--placement", choices=("random", "fullest", "emptiest"),
                    default="fullest",
                    help="how the edge picks the transcoding node it relays to (--edge): "
@@ -139,6 +147,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from scheduler.policy import EDGE_TIER_HEADROOM_FRACTION
     from scheduler.simulate import (
         EDGE_TIER_NODE_CAPACITY,
         EDGE_TIER_TRANSCODE_VCPUS,
@@ -163,7 +172,7 @@ def _simulate(args: argparse.Namespace) -> int:
         policy = replace(policy, headroom_fraction=args.headroom_fraction)
     if args.edge:
         behind_edges = (policy if args.headroom_fraction is not None
-                        else replace(policy, headroom_fraction=0.0))
+                        else replace(policy, headroom_fraction=EDGE_TIER_HEADROOM_FRACTION))
         return _simulate_tiers(args, workload, behind_edges, policy)
     results = compare(workload, policy)
     figures = report(results)

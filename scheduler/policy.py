@@ -26,6 +26,8 @@ DEMAND_STEP = 0.05
 #: The headroom's share of the live cost on one tier, where a broadcast stays on its node
 #: until it ends (a fragmented fleet cannot pack what it has).
 ONE_TIER_HEADROOM_FRACTION = 0.2
+#: Behind an edge tier every broadcast can move: the publish rate's quantile is the need.
+EDGE_TIER_HEADROOM_FRACTION = 0.0
 
 
 def headroom_fraction(settings: Settings) -> float:
@@ -33,7 +35,7 @@ def headroom_fraction(settings: Settings) -> float:
     every broadcast can move and the publish rate's quantile is the whole need."""
     if settings.headroom_fraction is not None:
         return settings.headroom_fraction
-    return 0.0 if settings.edge_tier else ONE_TIER_HEADROOM_FRACTION
+    return EDGE_TIER_HEADROOM_FRACTION if settings.edge_tier else ONE_TIER_HEADROOM_FRACTION
 
 
 def heartbeat_interval_s(heartbeat_ttl_s: float) -> float:
